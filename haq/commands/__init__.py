@@ -1,0 +1,1 @@
+"""Sub-commands of the ``haq`` CLI; each module has ``register(subparsers)``."""

@@ -1,0 +1,31 @@
+"""Errors that carry a one-line, user-facing message.
+
+Every bad-input path in haq raises a subclass of :class:`HaqError`; the command line prints
+``haq: error: <message>`` for them instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class HaqError(Exception):
+    """Base class: the message alone must tell the user what was wrong and what is valid."""
+
+
+class PolicyError(HaqError):
+    """A quantization policy is malformed or does not fit the model."""
+
+
+class ModelError(HaqError):
+    """A model name, import path, checkpoint or structure cannot be used."""
+
+
+class DataError(HaqError):
+    """A dataset name or local dataset directory cannot be used."""
+
+
+class TableError(HaqError):
+    """A device cost table is malformed or cannot cost a layer."""
+
+
+class ConfigError(HaqError):
+    """A configuration value is out of range or inconsistent."""

@@ -1,0 +1,54 @@
+"""Calibration: set each quantized layer's activation clip from a few batches of real data."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from haq.errors import HaqError
+from haq.quant.layers import QuantConv2d, QuantLinear
+
+
+def quant_layers(model: nn.Module) -> dict[str, QuantConv2d | QuantLinear]:
+    """The model's quantized layers by fully-qualified name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))}
+
+
+@torch.no_grad()
+def calibrate_(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]],
+    device: torch.device,
+    max_batches: int = 4,
+) -> nn.Module:
+    """Observe the float input range of every quantized layer and set ``alpha`` to its max.
+
+    Inputs are observed unquantized (all layers pass through while observing), so the result
+    does not depend on the order layers are calibrated in. Accepts tensors or ``(x, y)`` tuples.
+    """
+    layers = quant_layers(model)
+    if not layers:
+        raise HaqError("model has no quantized layers; call apply_policy_ before calibrate_")
+    was_training = model.training
+    model.eval()
+    for m in layers.values():
+        m.start_observing()
+    seen = 0
+    try:
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x.to(device))
+            seen += 1
+            if seen >= max_batches:
+                break
+    finally:
+        for m in layers.values():
+            m._observing = False
+        model.train(was_training)
+    if seen == 0:
+        raise HaqError("calibration received no batches")
+    for m in layers.values():
+        m.finish_observing()
+    return model

@@ -1,0 +1,128 @@
+"""Supervised training and accuracy evaluation shared by the zoo, calibration and DQ fine-tuning."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from haq.data.splits import DataSplits, iterate_batches, make_loader
+from haq.errors import ConfigError, HaqError
+
+ExtraLoss = Callable[[nn.Module], torch.Tensor]
+Progress = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of a training run.
+
+    epochs: passes over the training split.
+    lr: initial learning rate (cosine-annealed to 0).
+    batch_size: mini-batch size.
+    weight_decay: L2 penalty of the optimizer.
+    optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
+    seed: seeds the shuffling and augmentation generator.
+    threads: torch intra-op threads while training (1 keeps a loaded 2-core machine responsive).
+    """
+
+    epochs: int = 30
+    lr: float = 3e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-4
+    optimizer: str = "adam"
+    seed: int = 0
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive finite number, got {self.lr}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 or None, got {self.threads}")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (None leaves it alone)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def train_model(
+    model: nn.Module,
+    data: DataSplits,
+    cfg: TrainConfig,
+    device: torch.device,
+    extra_loss: ExtraLoss | None = None,
+    progress: Progress | None = None,
+) -> nn.Module:
+    """Train ``model`` in place with cross-entropy (+ ``extra_loss(model)``, e.g. a regularizer)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    opt = _optimizer(model, cfg)
+    steps = max(cfg.epochs * len(loader), 1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    model.to(device)
+    with torch_threads(cfg.threads):
+        for epoch in range(cfg.epochs):
+            model.train()
+            total = 0.0
+            for x, y in loader:
+                if data.augment is not None:
+                    x = data.augment(x, gen)
+                x, y = x.to(device), y.to(device)
+                loss = F.cross_entropy(model(x), y)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
+                if not torch.isfinite(loss):
+                    raise HaqError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower the learning rate")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(y)
+            if progress is not None:
+                progress(epoch + 1, cfg.epochs, total / len(data.train))
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 512) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` in eval mode (mode restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for xb, yb in iterate_batches(x, y, batch_size):
+        correct += int((model(xb.to(device)).argmax(1) == yb.to(device)).sum())
+    model.train(was_training)
+    return correct / max(len(y), 1)
