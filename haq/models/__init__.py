@@ -37,7 +37,8 @@ class ModelSpec:
 ZOO: dict[str, ModelSpec] = {
     s.name: s
     for s in (
-        ModelSpec("digits_cnn", lambda c, k: DigitsCNN(c, k), "digits", TrainConfig(epochs=40, lr=3e-3),
+        ModelSpec("digits_cnn", lambda c, k: DigitsCNN(c, k), "digits",
+                  TrainConfig(epochs=40, lr=2e-3, batch_size=32, weight_decay=5e-4),
                   "3 conv + 1 FC for 8×8 digits (the embedded default)"),
         ModelSpec("digits_mlp", lambda c, k: DigitsMLP(c * 64, k), "digits", TrainConfig(epochs=40, lr=1e-3),
                   "64→256×6→10 MLP (7 linear layers) for robustness studies"),

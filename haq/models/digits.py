@@ -7,21 +7,25 @@ from torch import nn
 
 
 class DigitsCNN(nn.Module):
-    """Three 3×3 convs and one classifier: 4 quantizable layers, ~25k weights, 8×8 input."""
+    """Three 3×3 convs and one classifier: 4 quantizable layers, ~19k weights, 8×8 input.
+
+    The head flattens the 4×4 map instead of pooling it: on 8×8 digits the position of a
+    stroke matters, and pooling cost about a point of accuracy.
+    """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1)
         self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
-        self.conv3 = nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1)
-        self.fc = nn.Linear(4 * width, num_classes)
+        self.conv3 = nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1)
+        self.fc = nn.Linear(2 * width * 16, num_classes)
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.conv1(x))
         x = self.act(self.conv2(x))
         x = self.act(self.conv3(x))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(torch.flatten(x, 1))
 
 
 class DigitsMLP(nn.Module):
