@@ -31,7 +31,8 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def load_cifar10(root: str | Path, seed: int = 0) -> DataSplits:
     """Read ``data_batch_*.bin`` / ``test_batch.bin`` from ``root`` (or its ``cifar-10-batches-bin``).
 
-    The last 5,000 training images (after a seeded shuffle) form the validation split.
+    The last 5,000 training images (after a seeded shuffle; 10 % for smaller copies) form the
+    validation split.
     """
     base = Path(root)
     if (base / "cifar-10-batches-bin").is_dir():
@@ -45,11 +46,12 @@ def load_cifar10(root: str | Path, seed: int = 0) -> DataSplits:
     perm = np.random.default_rng(seed).permutation(len(y))
     x, y = x[perm], y[perm]
     xt, yt = _read(base / TEST_FILE)
+    n_val = min(VAL_SIZE, max(1, len(y) // 10))
 
     def ds(a: np.ndarray, b: np.ndarray) -> TensorDataset:
         return TensorDataset(torch.from_numpy(a.astype(np.float32) / 255.0), torch.from_numpy(b))
 
     return DataSplits(
-        "cifar10", ds(x[:-VAL_SIZE], y[:-VAL_SIZE]), ds(x[-VAL_SIZE:], y[-VAL_SIZE:]), ds(xt, yt),
+        "cifar10", ds(x[:-n_val], y[:-n_val]), ds(x[-n_val:], y[-n_val:]), ds(xt, yt),
         (3, 32, 32), 10, augment=random_shift(4),
     )

@@ -1,0 +1,90 @@
+"""Zoo accuracy, cached training, user models and safe checkpoints."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from haq.errors import ModelError
+from haq.quant import QuantPolicy
+from haq.quant.evaluate import evaluate_policy_ptq
+from haq.training import accuracy
+from haq.workload import Workload, WorkloadConfig, load_workload
+
+
+def test_digits_cnn_accuracy_float_and_8bit(digits_workload: Workload, cpu: torch.device) -> None:
+    wl = digits_workload
+    x, y = wl.data.subset("test", None)
+    float_acc = accuracy(wl.model, x, y, cpu)
+    assert float_acc >= 0.97
+    q8 = evaluate_policy_ptq(wl.model, wl.layers, QuantPolicy.uniform(wl.layer_names, 8), wl.data, cpu)
+    assert abs(q8.accuracy - float_acc) <= 0.01
+    assert q8.accuracy > evaluate_policy_ptq(wl.model, wl.layers, QuantPolicy.uniform(wl.layer_names, 2), wl.data, cpu).accuracy
+
+
+def test_training_is_cached(digits_workload: Workload, cache_dir: Path, cpu: torch.device) -> None:
+    again = load_workload(WorkloadConfig(), cpu, cache_dir=cache_dir)
+    for a, b in zip(digits_workload.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert list(cache_dir.glob("digits_cnn-digits-*.pt"))
+
+
+USER_MODULE = '''
+from torch import nn
+def tiny():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+def not_a_module():
+    return 3
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "my_models.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_models"
+    sys.modules.pop("my_models", None)
+
+
+def test_user_model_with_checkpoint(user_module: str, tmp_path: Path, cpu: torch.device) -> None:
+    from my_models import tiny  # type: ignore[import-not-found]
+
+    ckpt = tmp_path / "w.pt"
+    torch.save(tiny().state_dict(), ckpt)
+    wl = load_workload(WorkloadConfig(model=f"{user_module}:tiny", checkpoint=str(ckpt)), cpu)
+    assert wl.layer_names == ["1"] and wl.data.name == "digits"
+
+
+def test_user_model_errors(user_module: str, tmp_path: Path, cpu: torch.device) -> None:
+    with pytest.raises(ModelError, match="needs --checkpoint"):
+        load_workload(WorkloadConfig(model=f"{user_module}:tiny"), cpu)
+    with pytest.raises(ModelError, match="not a torch.nn.Module"):
+        load_workload(WorkloadConfig(model=f"{user_module}:not_a_module", checkpoint="x.pt"), cpu)
+    with pytest.raises(ModelError, match="no attribute"):
+        load_workload(WorkloadConfig(model=f"{user_module}:nope", checkpoint="x.pt"), cpu)
+    with pytest.raises(ModelError, match="cannot import module"):
+        load_workload(WorkloadConfig(model="no_such_pkg.mod:f", checkpoint="x.pt"), cpu)
+    with pytest.raises(ModelError, match="unknown model 'resnet99'"):
+        load_workload(WorkloadConfig(model="resnet99"), cpu)
+
+
+class Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("executed!",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_checkpoint_never_unpickles_objects(user_module: str, tmp_path: Path, cpu: torch.device) -> None:
+    bad = tmp_path / "evil.pt"
+    with bad.open("wb") as f:
+        pickle.dump({"weight": Evil()}, f)
+    with pytest.raises(ModelError, match="cannot be loaded safely"):
+        load_workload(WorkloadConfig(model=f"{user_module}:tiny", checkpoint=str(bad)), cpu)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"other.weight": torch.zeros(2)}, wrong)
+    with pytest.raises(ModelError, match="does not match the model"):
+        load_workload(WorkloadConfig(model=f"{user_module}:tiny", checkpoint=str(wrong)), cpu)
