@@ -1,0 +1,155 @@
+"""``haq tables``: build, list and inspect device cost tables.
+
+``build`` prices a model's layers on a device and adds them to a table file (only signatures the
+table lacks); ``list`` shows the shipped tables; ``show`` prints a table's metadata, a few
+entries and, with ``--model``, the model's per-layer and whole-network cost range. Further
+``haq tables`` actions live in their own modules, named in ``EXTRA_ACTIONS``; each has
+``register(actions)`` like a top-level command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import latency_tables
+from haq.commands.common import log
+from haq.errors import ConfigError
+from haq.hardware.build import backend_for, extend_table, model_layers
+from haq.hardware.build_analytical import ANALYTICAL_DEVICES
+from haq.hardware.network import describe_pairs
+from haq.hardware.table import CostTable
+from haq.quant import QuantPolicy
+
+EXTRA_ACTIONS: tuple[str, ...] = ("tables_check", "tables_fit")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What ``haq tables build`` was asked to do, validated."""
+
+    models: tuple[str, ...]
+    device: str
+    out: Path
+    batch: int = 1
+    dataset: str | None = None
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.models or any(not m for m in self.models):
+            raise ConfigError("--model needs at least one zoo name or package.module:callable")
+        if not self.device:
+            raise ConfigError(f"--device is empty; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
+        if self.batch < 1:
+            raise ConfigError(f"--batch must be >= 1, got {self.batch}")
+        if self.out.suffix != ".json":
+            raise ConfigError(f"--out must be a .json file, got {self.out}")
+        if self.out.exists() and not self.out.is_file():
+            raise ConfigError(f"--out {self.out} exists and is not a file")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    p = sub.add_parser("tables", help="build, list and inspect device cost tables")
+    actions = p.add_subparsers(dest="tables_action", metavar="ACTION")
+    actions.required = True
+
+    b = actions.add_parser("build", help="price a model's layers on a device and add them to a table")
+    b.add_argument("--model", nargs="+", required=True, help="zoo names or package.module:callable (several allowed)")
+    b.add_argument("--dataset", default=None, help="input shape source (default: each model's own dataset)")
+    b.add_argument("--data-root", default=None, help="local directory for cifar10 / imagefolder")
+    b.add_argument("--device", required=True, help=f"{', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
+    b.add_argument("--out", default=None, help="table file to create or extend (default: ./<device>.json)")
+    b.add_argument("--batch", type=int, default=1, help="batch size the layers are priced at (default 1)")
+    b.set_defaults(func=run_build)
+
+    ls = actions.add_parser("list", help="the shipped tables")
+    ls.set_defaults(func=run_list)
+
+    s = actions.add_parser("show", help="metadata, a few entries and optionally a model's cost range")
+    s.add_argument("table", help="shipped table name or table file")
+    s.add_argument("--entries", type=int, default=5, help="how many entries to print (default 5)")
+    s.add_argument("--model", default=None, help="also print this model's per-layer costs and range")
+    s.add_argument("--dataset", default=None, help="input shape source for --model")
+    s.add_argument("--data-root", default=None, help="local directory for cifar10 / imagefolder")
+    s.set_defaults(func=run_show)
+
+    for name in EXTRA_ACTIONS:
+        importlib.import_module(f"haq.commands.{name}").register(actions)
+
+
+def run_build(ns: argparse.Namespace) -> int:
+    out = Path(ns.out) if ns.out else Path(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', ns.device)}.json")
+    cfg = BuildConfig(tuple(ns.model), ns.device, out, ns.batch, ns.dataset, ns.data_root)
+    backend = backend_for(cfg.device, log=log)
+    signatures = []
+    for model in cfg.models:
+        layers = model_layers(model, cfg.dataset, cfg.data_root)
+        log(f"{model}: {len(layers)} layers, {len({l.signature.key() for l in layers})} distinct signatures")
+        signatures.extend(l.signature for l in layers)
+    report = extend_table(backend, signatures, cfg.out, cfg.batch, models=cfg.models, log=log)
+    print(f"{report.path}: priced {report.added} new signature(s), kept {report.kept} already present; {report.entries} entries")
+    return 0
+
+
+def run_list(ns: argparse.Namespace) -> int:
+    names = latency_tables.available()
+    if not names:
+        print("no shipped tables")
+        return 0
+    print("| table | device | metrics | signatures | entries | sources | models |\n|---|---|---|---|---|---|---|")
+    for name in names:
+        t = latency_tables.load(name)
+        print(f"| {name} | {t.device} | {', '.join(t.metrics)} | {len(t.signatures)} | {sum(1 for _ in t.entries())} "
+              f"| {', '.join(t.sources())} | {', '.join(t.meta.get('models', []))} |")
+    return 0
+
+
+def run_show(ns: argparse.Namespace) -> int:
+    if ns.entries < 0:
+        raise ConfigError(f"--entries must be >= 0, got {ns.entries}")
+    t = latency_tables.load(ns.table)
+    _print_meta(t)
+    for e in list(t.entries())[: ns.entries]:
+        energy = f", {e.energy_mj:.4g} mJ" if e.energy_mj is not None else ""
+        print(f"  {e.key} w{e.w_bits}/a{e.a_bits}: {e.latency_ms:.4g} ms{energy} [{e.source}; {e.kernel}]")
+    if ns.model:
+        _print_model(t, ns.model, ns.dataset, ns.data_root)
+    return 0
+
+
+def _print_meta(t: CostTable) -> None:
+    m = t.meta
+    print(f"table {t.name} ({t.path})")
+    print(f"  device: {m['device']['name']} - {m['device']['description']}")
+    print(f"  runtime: {m['runtime']['name']} {m['runtime']['version']}; threads: {m['threads']}; batch: {m['batch']}")
+    metrics = ", ".join(f"{k} ({m['units'][k]})" for k in t.metrics)
+    print(f"  metrics: {metrics}; sources: {', '.join(t.sources())}")
+    print(f"  created: {m['created']}{'; updated: ' + m['updated'] if 'updated' in m else ''}; tool: haq {m['tool']['version']}")
+    print(f"  models: {', '.join(m.get('models', [])) or '-'}; {len(t.signatures)} signatures, {sum(1 for _ in t.entries())} entries")
+    print(f"  protocol: {m['protocol']}")
+    for name, c in m["constants"].items():
+        print(f"  constant {name} = {c['value']:g} {c['unit']} ({c['source']})")
+    if t.data.graph:
+        g = t.data.graph
+        print(f"  graph extras: {len(g.transitions)} transitions, {len(g.rules)} rules, {len(g.corrections)} corrections")
+
+
+def _print_model(t: CostTable, model: str, dataset: str | None, data_root: str | None) -> None:
+    layers = model_layers(model, dataset, data_root)
+    t.check_covers(layers)
+    net = t.compile(layers)
+    for metric in t.metrics:
+        unit = t.meta["units"][metric]
+        print(f"\n{model} on {t.name}, {metric} ({unit}):")
+        print("| layer | signature | supported | cheapest | dearest |\n|---|---|---|---|---|")
+        for i, layer in enumerate(layers):
+            costs = net.layer_costs(i, metric)
+            print(f"| {layer.name} | {layer.signature.key()} | {describe_pairs(sorted(costs))} | {min(costs.values()):.4g} | {max(costs.values()):.4g} |")
+        lo, hi = net.cost_range(metric)
+        line = f"network: cheapest {lo:.4g}, dearest {hi:.4g}"
+        if all((8, 8) in net.layer_costs(i, metric) for i in range(len(layers))):
+            line += f", uniform 8/8 {net.policy_cost(QuantPolicy.uniform(net.names, 8), metric):.4g}"
+        print(line + f" {unit}")

@@ -1,0 +1,159 @@
+"""Build or extend a device cost table for a model's layers, whatever prices them.
+
+A *backend* prices one layer signature on one device (an analytical model, onnxruntime on this
+CPU, a remote device agent). :func:`extend_table` asks it only for signatures the table does
+not hold yet, so a table grows as users add models, and saves atomically as it goes.
+:func:`backend_for` is the single dispatch point from a ``--device`` string to a backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+from haq import __version__
+from haq.data import load_dataset
+from haq.errors import ConfigError, TableError
+from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
+from haq.hardware.schema import Entry, GraphExtras, TableData, parse
+from haq.hardware.table import CostTable, load_table, save_table
+from haq.models import build_model
+from haq.quant.discovery import LayerInfo, LayerSignature, discover_layers
+from haq.workload import WorkloadConfig
+
+Log = Callable[[str], None]
+
+# Metadata that must agree before new entries may join an existing table.
+_COMPATIBLE_FIELDS = ("device", "runtime", "threads", "units", "metrics", "constants")
+_SAVE_EVERY_S = 5.0
+
+
+class DeviceBackend(Protocol):
+    """Prices layer signatures on one device."""
+
+    def metadata(self, batch: int) -> dict[str, Any]:
+        """Table metadata except ``created`` / ``updated`` / ``batch`` / ``models`` / ``tool``."""
+
+    def entries(self, sig: LayerSignature) -> list[Entry]:
+        """Entries for every (w, a) the device runs for ``sig`` (``sig.batch`` is the table's)."""
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a build did: signatures priced now, signatures already in the table, entries in all."""
+
+    path: Path
+    added: int
+    kept: int
+    entries: int
+
+
+def backend_for(device: str, log: Log | None = None, **options: Any) -> DeviceBackend:
+    """The backend for a ``--device`` string.
+
+    ``bitfusion`` / ``bismo-edge`` / ``bismo-cloud``: analytical models. ``cpu``: onnxruntime
+    on this machine (``haq.hardware.measured.backend``). ``remote://HOST:PORT``: a device agent
+    (``haq.hardware.remote.backend``). Measured backends are imported only when asked for and
+    are called as ``backend(device, log=log, **options)`` (options: e.g. a protocol or token).
+    """
+    if device in ANALYTICAL_DEVICES:
+        if options:
+            raise ConfigError(f"analytical device {device} takes no options, got {', '.join(sorted(options))}")
+        return AnalyticalBackend(device)
+    if device == "cpu" or device.startswith("remote://"):
+        module = "haq.hardware.measured" if device == "cpu" else "haq.hardware.remote"
+        factory = getattr(importlib.import_module(module), "backend", None) if importlib.util.find_spec(module) else None
+        if factory is None:
+            raise ConfigError(f"--device {device} needs {module}.backend, which this haq does not have")
+        return factory(device, log=log, **options)  # type: ignore[no-any-return]
+    raise ConfigError(f"unknown --device '{device}'; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
+
+
+def extend_table(
+    backend: DeviceBackend,
+    signatures: Sequence[LayerSignature],
+    out: Path,
+    batch: int,
+    models: Sequence[str] = (),
+    log: Log | None = None,
+) -> BuildReport:
+    """Add the missing ``signatures`` (at ``batch``) to the table at ``out``, creating it if absent.
+
+    Signatures already present are kept as they are. The file is rewritten atomically after
+    every few seconds of pricing and at the end (not at all when nothing changed), so an
+    interrupted build keeps its work.
+    """
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    now = _now()
+    fresh = {**backend.metadata(batch), "batch": batch, "created": now, "tool": {"name": "haq", "version": __version__}}
+    existing = load_table(out) if out.exists() else None
+    if existing is not None:
+        _check_compatible(existing, fresh, out)
+        meta = {**dict(existing.meta), "updated": now}
+        sigs = dict(existing.signatures)
+        entries = list(existing.entries())
+        graph = existing.data.graph
+    else:
+        meta, sigs, entries, graph = fresh, {}, [], GraphExtras()
+    known_models = list(meta.get("models", []))
+    meta["models"] = sorted({*known_models, *models})
+    todo = _unique([s.with_batch(batch) for s in signatures if s.with_batch(batch).key() not in sigs])
+    kept = len({s.with_batch(batch).key() for s in signatures}) - len(todo)
+    last_save = time.monotonic()
+    for i, sig in enumerate(todo, 1):
+        if log:
+            log(f"[{i}/{len(todo)}] {backend_name(meta)}: {sig.key()}")
+        new = backend.entries(sig)
+        if not new:
+            raise TableError(f"device {backend_name(meta)} runs no bit width for layer {sig.key()}")
+        sigs[sig.key()] = sig
+        entries.extend(new)
+        if time.monotonic() - last_save > _SAVE_EVERY_S:
+            _save(meta, sigs, entries, graph, out)
+            last_save = time.monotonic()
+    if todo or existing is None or meta["models"] != known_models:
+        _save(meta, sigs, entries, graph, out)
+    return BuildReport(path=out, added=len(todo), kept=kept, entries=len(entries))
+
+
+def backend_name(meta: dict[str, Any]) -> str:
+    """The device name a metadata block records."""
+    return str(meta["device"]["name"])
+
+
+def _save(meta: dict[str, Any], sigs: dict[str, LayerSignature], entries: list[Entry], graph: GraphExtras, out: Path) -> None:
+    raw = TableData(meta=meta, signatures=sigs, entries=tuple(entries), graph=graph).to_dict()
+    save_table(parse(raw, str(out)), out)  # validate exactly what a later load will see
+
+
+def _check_compatible(existing: CostTable, fresh: dict[str, Any], out: Path) -> None:
+    if existing.batch != fresh["batch"]:
+        raise TableError(f"{out} holds batch {existing.batch}, not {fresh['batch']}; pass --batch {existing.batch} or another --out")
+    for f in _COMPATIBLE_FIELDS:
+        if existing.meta.get(f) != fresh.get(f):
+            raise TableError(f"{out}: meta.{f} differs from what device {backend_name(fresh)} produces now; extend it with the same device and settings, or choose another --out")
+
+
+def _unique(sigs: Sequence[LayerSignature]) -> list[LayerSignature]:
+    seen: dict[str, LayerSignature] = {}
+    for s in sigs:
+        seen.setdefault(s.key(), s)
+    return list(seen.values())
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+
+def model_layers(model: str, dataset: str | None, data_root: str | None) -> list[LayerInfo]:
+    """Layers of a zoo or user model, discovered on its dataset's input shape (no training)."""
+    cfg = WorkloadConfig(model=model, dataset=dataset, data_root=data_root)
+    data = load_dataset(cfg.resolved_dataset(), data_root, cfg.seed)
+    return discover_layers(build_model(model, data.input_shape, data.num_classes), data.input_shape)

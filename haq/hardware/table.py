@@ -1,0 +1,205 @@
+"""Device cost tables: loading, saving and the query API the search uses.
+
+The file format and its validation live in :mod:`haq.hardware.schema`. A :class:`CostTable`
+answers "what does this layer cost at (w, a) on the device" and "what does this network cost
+under this policy"; the latter is compiled once per network (:mod:`haq.hardware.network`) so
+that the RL environment can call it every step.
+
+Batch: a table is built at one batch size (``meta.batch``). Layer signatures from
+:func:`haq.quant.discover_layers` carry batch 1 and are looked up at the table's batch (the cost
+of one batch of ``meta.batch`` inferences); any other mismatch is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from haq.errors import TableError
+from haq.hardware.network import Boundary, NetworkCosts, describe_pairs
+from haq.hardware.schema import (
+    BitPair,
+    Correction,
+    Entry,
+    GraphExtras,
+    TableData,
+    Transition,
+    dumps,
+    loads,
+    network_fingerprint,
+    parse,
+)
+from haq.quant.discovery import LayerInfo, LayerSignature
+from haq.quant.policy import QuantPolicy
+
+
+class CostTable:
+    """A validated device cost table with fast per-layer and per-policy queries."""
+
+    def __init__(self, data: TableData, name: str, path: Path | None = None) -> None:
+        self.data = data
+        self.name = name
+        self.path = path
+        self.meta: Mapping[str, Any] = data.meta
+        self.metrics: tuple[str, ...] = data.metrics
+        self.batch: int = data.batch
+        self._index: dict[str, dict[BitPair, Entry]] = {}
+        for e in data.entries:
+            self._index.setdefault(e.key, {})[(e.w_bits, e.a_bits)] = e
+        self._compiled: dict[tuple[LayerInfo, ...], NetworkCosts] = {}
+        self._last: tuple[tuple[LayerInfo, ...], NetworkCosts] | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Any, name: str, source: str = "table") -> CostTable:
+        """Validate a decoded table (e.g. one a builder assembled in memory)."""
+        return cls(parse(raw, source), name)
+
+    @property
+    def device(self) -> str:
+        """The device name recorded in the metadata."""
+        return str(self.meta["device"]["name"])
+
+    @property
+    def signatures(self) -> Mapping[str, LayerSignature]:
+        """Every layer signature the table holds, by key."""
+        return self.data.signatures
+
+    def entries(self) -> Iterator[Entry]:
+        """All entries, in file order."""
+        return iter(self.data.entries)
+
+    def sources(self) -> tuple[str, ...]:
+        """The distinct ``source`` kinds of the entries (measured / analytical / emulated)."""
+        return tuple(sorted({e.source for e in self.data.entries}))
+
+    def __contains__(self, sig: object) -> bool:
+        return isinstance(sig, LayerSignature) and self._key(sig, strict=False) in self._index
+
+    def supported_bits(self, sig: LayerSignature) -> list[BitPair]:
+        """The (w, a) pairs the device really runs for this layer (32 = float), sorted."""
+        return sorted(self._entries_of(sig))
+
+    def entry(self, sig: LayerSignature, w_bits: int, a_bits: int) -> Entry:
+        """The full table entry (statistics, source, kernel) of one layer at (w, a)."""
+        entries = self._entries_of(sig)
+        e = entries.get((w_bits, a_bits))
+        if e is None:
+            raise TableError(f"table {self.name}: layer {self._key(sig)} has no cost at w{w_bits}/a{a_bits}; it runs {describe_pairs(sorted(entries))}")
+        return e
+
+    def layer_cost(self, sig: LayerSignature, w_bits: int, a_bits: int, metric: str = "latency") -> float:
+        """Cost of one layer alone at (w, a), in ms (latency) or mJ (energy)."""
+        self._check_metric(metric)
+        return self.entry(sig, w_bits, a_bits).cost(metric)
+
+    def policy_cost(self, layers: Sequence[LayerInfo], policy: QuantPolicy, metric: str = "latency") -> float:
+        """Cost of a network under ``policy``: per-layer costs plus, where the table has them,
+        precision-boundary costs and the network's fitted correction."""
+        return self.compile(layers).policy_cost(policy, metric)
+
+    def check_covers(self, layers: Sequence[LayerInfo]) -> None:
+        """Raise :class:`TableError` naming the first layer this table cannot cost."""
+        for layer in layers:
+            key = self._key(layer.signature)
+            if key not in self._index:
+                raise TableError(
+                    f"table {self.name} cannot cost layer '{layer.name}' (signature {key}); add it with "
+                    f"`haq tables build --model <your model> --device {self.device} --out {self.path or self.name + '.json'}`"
+                )
+
+    def cost_range(self, layers: Sequence[LayerInfo], metric: str = "latency") -> tuple[float, float]:
+        """Cheapest and dearest achievable network cost over the supported bits."""
+        return self.compile(layers).cost_range(metric)
+
+    def compile(self, layers: Sequence[LayerInfo]) -> NetworkCosts:
+        """Precompiled costs of ``layers`` (cached per network; the last one is found fastest)."""
+        frozen = tuple(layers)
+        last = self._last
+        if last is not None and last[0] == frozen:  # element identity makes this a C-speed check
+            return last[1]
+        net = self._compiled.get(frozen)
+        if net is None:
+            net = self._build_network(frozen)
+            self._compiled[frozen] = net
+        self._last = (frozen, net)
+        return net
+
+    def with_graph(self, graph: GraphExtras) -> CostTable:
+        """The same table with other graph-aware extras (validated), e.g. after fitting them."""
+        data = replace(self.data, graph=graph)
+        return CostTable(parse(data.to_dict(), str(self.path or self.name)), self.name, self.path)
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a temporary file in the same directory renamed over ``path``."""
+        save_table(self.data, Path(path))
+
+    def _build_network(self, layers: tuple[LayerInfo, ...]) -> NetworkCosts:
+        if not layers:
+            raise TableError("cannot cost a network with no layers")
+        self.check_covers(layers)
+        keys = [self._key(l.signature) for l in layers]
+        per_layer = {m: [{p: e.cost(m) for p, e in self._index[k].items()} for k in keys] for m in self.metrics}
+        graph = self.data.graph
+        boundaries: list[Boundary] = []
+        if graph.transitions or graph.rules:
+            by_shape: dict[tuple[int, ...], dict[tuple[BitPair, BitPair], Transition]] = {}
+            for t in graph.transitions:
+                by_shape.setdefault(t.shape, {})[(t.src, t.dst)] = t
+            for i in range(1, len(layers)):
+                s = layers[i].signature.with_batch(self.batch)
+                shape = (s.batch, s.in_channels, s.in_h, s.in_w)
+                boundaries.append(Boundary(index=i, elems=s.input_elems, exact=by_shape.get(shape, {})))
+        fp = network_fingerprint(layers, self.batch)
+        corrections: dict[str, Correction] = {c.metric: c for c in graph.corrections if c.fingerprint == fp}
+        rules = {(r.src, r.dst): r for r in graph.rules}
+        return NetworkCosts(self.name, layers, per_layer, boundaries, rules, corrections)
+
+    def _key(self, sig: LayerSignature, strict: bool = True) -> str:
+        if sig.batch == self.batch:
+            return sig.key()
+        if sig.batch == 1:
+            return sig.with_batch(self.batch).key()
+        if strict:
+            raise TableError(f"table {self.name} is built at batch {self.batch}; a layer at batch {sig.batch} cannot be costed with it")
+        return ""
+
+    def _entries_of(self, sig: LayerSignature) -> dict[BitPair, Entry]:
+        key = self._key(sig)
+        entries = self._index.get(key)
+        if entries is None:
+            raise TableError(f"table {self.name} has no entry for layer signature {key}; add it with `haq tables build --device {self.device}`")
+        return entries
+
+    def _check_metric(self, metric: str) -> None:
+        if metric not in self.metrics:
+            raise TableError(f"table {self.name} has no metric '{metric}'; it has {', '.join(self.metrics)}")
+
+
+def load_table(path: str | Path, name: str | None = None) -> CostTable:
+    """Read and validate a table file (its name defaults to the file stem)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TableError(f"cannot read cost table {p}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise TableError(f"{p}: not a text file (a cost table is UTF-8 JSON)") from None
+    return CostTable(loads(text, str(p)), name or p.stem, p)
+
+
+def save_table(data: TableData, path: Path) -> None:
+    """Atomic write so a crash mid-build never leaves a truncated table behind."""
+    text = dumps(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
