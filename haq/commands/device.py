@@ -1,0 +1,169 @@
+"""``haq device``: run the device agent (``serve``), check one (``ping``), time ONNX files (``measure``).
+
+This module imports no torch. ``haq`` itself loads every sub-command (and so torch); on a target
+without torch run ``python -m haq.commands.device serve --token T`` instead, which needs only
+onnxruntime and numpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from haq.errors import ConfigError, HaqError
+from haq.fileio import atomic_write_text
+from haq.hardware.agent import DEFAULT_MAX_BYTES, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_TIMEOUT_S, AgentConfig, DeviceAgent
+from haq.hardware.protocol import ProtocolConfig
+from haq.hardware.runner import RemoteRunner, make_runner, parse_remote
+
+TOKEN_ENV = "HAQ_DEVICE_TOKEN"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    add_actions(sub.add_parser("device", help="hardware in the loop: serve a device agent, ping one, time an ONNX model"))
+
+
+def add_actions(p: argparse.ArgumentParser) -> None:
+    """serve / ping / measure under ``p`` (``haq device`` or ``python -m haq.commands.device``)."""
+    dsub = p.add_subparsers(dest="device_command", metavar="ACTION")
+    dsub.required = True
+
+    s = dsub.add_parser("serve", help="time ONNX models sent by a host (run this on the target device)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
+    add_token_arg(s)
+    s.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest total model size one request may carry")
+    s.add_argument("--timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S, help="seconds one measurement request may take")
+    s.set_defaults(func=run_serve)
+
+    g = dsub.add_parser("ping", help="print a device agent's CPU, runtime and limits")
+    g.add_argument("device", help="remote://HOST:PORT")
+    add_token_arg(g)
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
+    g.set_defaults(func=run_ping)
+
+    m = dsub.add_parser("measure", help="time ONNX files with the protocol, here or on a device agent")
+    m.add_argument("models", nargs="+", help="ONNX files (measured interleaved)")
+    m.add_argument("--device", default="local", help="local or remote://HOST:PORT")
+    add_token_arg(m)
+    m.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds a remote measurement may take")
+    m.add_argument("--json", default=None, help="also write the raw measurements to this JSON file")
+    add_protocol_args(m)
+    m.set_defaults(func=run_measure)
+
+
+def add_token_arg(p: argparse.ArgumentParser) -> None:
+    """--token, defaulting to $HAQ_DEVICE_TOKEN so the secret need not appear in ``ps``."""
+    p.add_argument("--token", default=None, help=f"shared secret of the agent (default: ${TOKEN_ENV})")
+
+
+def add_protocol_args(p: argparse.ArgumentParser) -> None:
+    """Measurement protocol knobs (defaults: the protocol of the shipped tables)."""
+    d = ProtocolConfig()
+    g = p.add_argument_group("measurement protocol")
+    g.add_argument("--sessions", type=int, default=d.sessions, help="fresh sessions per model, interleaved")
+    g.add_argument("--repeats", type=int, default=d.repeats, help="timed samples per session")
+    g.add_argument("--warmup-runs", type=int, default=d.warmup_runs, help="warm-up runs per session (at least)")
+    g.add_argument("--warmup-s", type=float, default=d.warmup_s, help="warm-up seconds per session (at least)")
+    g.add_argument("--min-repeat-ms", type=float, default=d.min_repeat_ms, help="each sample batches runs to last this long")
+    g.add_argument("--max-noise", type=float, default=d.max_noise, help="IQR/median above which a model is re-measured")
+    g.add_argument("--max-retries", type=int, default=d.max_retries, help="bound on re-measurements of noisy models")
+    g.add_argument("--sentinel-every", type=int, default=d.sentinel_every, help="re-time a drift sentinel every N models (0 = off)")
+    g.add_argument("--threads", type=int, default=d.threads, help="onnxruntime intra-op threads")
+    g.add_argument("--input-seed", type=int, default=d.seed, help="seed of the random model inputs")
+
+
+def protocol_config(ns: argparse.Namespace) -> ProtocolConfig:
+    """The validated protocol from :func:`add_protocol_args` arguments."""
+    return ProtocolConfig(
+        sessions=ns.sessions,
+        warmup_runs=ns.warmup_runs,
+        warmup_s=ns.warmup_s,
+        repeats=ns.repeats,
+        min_repeat_ms=ns.min_repeat_ms,
+        max_noise=ns.max_noise,
+        max_retries=ns.max_retries,
+        sentinel_every=ns.sentinel_every,
+        seed=ns.input_seed,
+        threads=ns.threads,
+    )
+
+
+def device_token(ns: argparse.Namespace) -> str | None:
+    """--token or $HAQ_DEVICE_TOKEN."""
+    return ns.token or os.environ.get(TOKEN_ENV) or None
+
+
+def run_serve(ns: argparse.Namespace) -> int:
+    token = device_token(ns)
+    if token is None:
+        raise ConfigError(f"haq device serve needs --token or ${TOKEN_ENV} (a secret of 8+ characters the host will pass)")
+    cfg = AgentConfig(host=ns.host, port=ns.port, token=token, max_bytes=ns.max_bytes, timeout_s=ns.timeout)
+    agent = DeviceAgent(cfg, log=_log)
+    host, port = agent.address
+    _log(f"haq device agent serving on {host}:{port} (max {cfg.max_bytes} bytes, {cfg.timeout_s:g} s per request); Ctrl-C stops")
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        _log("warning: reachable from the network; anyone with the token can make this machine run models")
+    try:
+        agent.serve_forever()
+    except KeyboardInterrupt:
+        _log("stopped")
+    finally:
+        agent.close()
+    return 0
+
+
+def run_ping(ns: argparse.Namespace) -> int:
+    host, port = parse_remote(ns.device)
+    token = device_token(ns)
+    if token is None:
+        raise ConfigError(f"haq device ping needs --token or ${TOKEN_ENV}")
+    info = RemoteRunner(host, port, token, ns.timeout).device_info()
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def run_measure(ns: argparse.Namespace) -> int:
+    runner = make_runner(ns.device, device_token(ns), protocol_config(ns), ns.timeout, progress=_log)
+    paths = [Path(p) for p in ns.models]
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"model file '{path}' does not exist")
+    results = runner.measure_many([p.read_bytes() for p in paths])
+    print("| model | median (ms) | IQR/median | session spread | samples | attempts | kernels |\n|---|---|---|---|---|---|---|")
+    for path, m in zip(paths, results):
+        kernels = ", ".join(sorted(set(m.kernels)))
+        print(f"| {path.name} | {m.median_ms:.4f} | {m.noise:.3f} | {m.session_spread:.3f} | {m.n_samples} | {m.attempts} | {kernels} |")
+    if ns.json:
+        record = {
+            "device": runner.device_info(),
+            "protocol": runner.protocol.record(),
+            "models": {str(p): m.to_dict() for p, m in zip(paths, results)},
+        }
+        atomic_write_text(Path(ns.json), json.dumps(record, indent=1))
+    return 0
+
+
+def _log(msg: str) -> None:
+    """stderr, without importing haq.commands.common (which pulls in torch)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m haq.commands.device ACTION ...``: the device commands alone, without torch."""
+    parser = argparse.ArgumentParser(prog="python -m haq.commands.device", description="haq device commands (no torch needed)")
+    add_actions(parser)
+    ns = parser.parse_args(argv)
+    try:
+        return int(ns.func(ns) or 0)
+    except HaqError as exc:
+        print(f"haq: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

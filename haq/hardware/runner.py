@@ -1,0 +1,119 @@
+"""Runners: where models are timed. Same interface here (local) and on a device (remote).
+
+Builders and the hardware-feedback cost source take a :class:`Runner` and never care whether
+the timing happens in this process or on a phone across the network; ``make_runner`` turns the
+``--device`` string of the command line into one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+from haq.errors import ConfigError
+from haq.hardware.agent import DEFAULT_TIMEOUT_S, DeviceClient
+from haq.hardware.protocol import Measurement, ProtocolConfig, Progress, device_info, measure_models, sentinel_model
+
+REMOTE_PREFIX = "remote://"
+
+
+class Runner(Protocol):
+    """Times ONNX models with the protocol and says what it ran on."""
+
+    protocol: ProtocolConfig
+
+    def measure(self, onnx_bytes: bytes) -> Measurement:
+        """Time one model."""
+        ...
+
+    def measure_many(self, models: Sequence[bytes]) -> list[Measurement]:
+        """Time several models, interleaved across sessions so drift hits all alike."""
+        ...
+
+    def device_info(self) -> dict[str, Any]:
+        """CPU model, runtime version, threads, ... of the machine that times."""
+        ...
+
+
+class LocalRunner:
+    """Times models in this process (the host is the device)."""
+
+    def __init__(self, protocol: ProtocolConfig | None = None, progress: Progress | None = None) -> None:
+        self.protocol = protocol or ProtocolConfig()
+        self._progress = progress
+        self._sentinel = sentinel_model() if self.protocol.sentinel_every > 0 else None
+
+    def measure(self, onnx_bytes: bytes) -> Measurement:
+        """Time one model."""
+        return self.measure_many([onnx_bytes])[0]
+
+    def measure_many(self, models: Sequence[bytes]) -> list[Measurement]:
+        """Time several models, interleaved."""
+        return measure_models(list(models), self.protocol, self._sentinel, self._progress)
+
+    def device_info(self) -> dict[str, Any]:
+        """This machine."""
+        return device_info(self.protocol)
+
+
+class RemoteRunner:
+    """Ships models to a ``haq device serve`` agent, which times them on its own machine."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        protocol: ProtocolConfig | None = None,
+    ) -> None:
+        self.protocol = protocol or ProtocolConfig()
+        self._client = DeviceClient(host, port, token, timeout)
+        self._sentinel = sentinel_model() if self.protocol.sentinel_every > 0 else None
+
+    @property
+    def address(self) -> str:
+        """``remote://host:port``."""
+        return self._client.address
+
+    def measure(self, onnx_bytes: bytes) -> Measurement:
+        """Time one model on the device."""
+        return self.measure_many([onnx_bytes])[0]
+
+    def measure_many(self, models: Sequence[bytes]) -> list[Measurement]:
+        """Time several models on the device, interleaved there."""
+        return self._client.measure(list(models), self.protocol, self._sentinel)
+
+    def device_info(self) -> dict[str, Any]:
+        """The device's own description (asked over the network)."""
+        return self._client.ping()
+
+
+def make_runner(
+    spec: str,
+    token: str | None = None,
+    protocol: ProtocolConfig | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    progress: Progress | None = None,
+) -> LocalRunner | RemoteRunner:
+    """``"local"`` or ``"remote://HOST:PORT"`` (the latter needs the agent's token)."""
+    if spec == "local":
+        return LocalRunner(protocol, progress)
+    if not spec.startswith(REMOTE_PREFIX):
+        raise ConfigError(f"device '{spec}' is not understood; use 'local' or 'remote://HOST:PORT'")
+    host, port = parse_remote(spec)
+    if not token:
+        raise ConfigError(f"device {spec} needs the agent's token (--token or $HAQ_DEVICE_TOKEN)")
+    return RemoteRunner(host, port, token, timeout, protocol)
+
+
+def parse_remote(spec: str) -> tuple[str, int]:
+    """``remote://HOST:PORT`` -> (host, port); IPv6 hosts go in brackets."""
+    if not spec.startswith(REMOTE_PREFIX):
+        raise ConfigError(f"device '{spec}' is not a remote://HOST:PORT address (e.g. remote://192.168.1.20:8765)")
+    rest = spec[len(REMOTE_PREFIX):]
+    host, sep, port_text = rest.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(f"device '{spec}' needs a host and a port in 1..65535, e.g. remote://192.168.1.20:8765")
+    return host, int(port_text)

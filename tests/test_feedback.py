@@ -1,0 +1,112 @@
+"""Hardware feedback: whole-model measured latency per policy, cached in memory and on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import pytest
+
+from haq.errors import ConfigError, HaqError
+from haq.hardware.agent import AgentConfig, DeviceAgent
+from haq.hardware.feedback import MeasuredCost, QDQExporter, policy_key
+from haq.hardware.protocol import Measurement, ProtocolConfig
+from haq.hardware.runner import LocalRunner, RemoteRunner
+from haq.quant import FLOAT_BITS, QuantPolicy
+from haq.workload import Workload
+
+QUICK = ProtocolConfig(sessions=2, warmup_runs=2, warmup_s=0.0, repeats=4, min_repeat_ms=1.0, max_retries=0)
+
+
+class CountingRunner:
+    """A local runner that counts how many models it was asked to time."""
+
+    def __init__(self, protocol: ProtocolConfig = QUICK) -> None:
+        self.inner = LocalRunner(protocol)
+        self.protocol = protocol
+        self.models = 0
+
+    def measure(self, onnx_bytes: bytes) -> Measurement:
+        return self.measure_many([onnx_bytes])[0]
+
+    def measure_many(self, models: Sequence[bytes]) -> list[Measurement]:
+        self.models += len(models)
+        return self.inner.measure_many(models)
+
+    def device_info(self) -> dict[str, Any]:
+        return self.inner.device_info()
+
+
+def uniform(wl: Workload, bits: int) -> QuantPolicy:
+    return QuantPolicy.uniform(wl.layer_names, bits, bits)
+
+
+def test_measures_the_policy_that_was_asked(digits_workload: Workload) -> None:
+    cost = MeasuredCost(digits_workload, CountingRunner())
+    fp32, int8 = cost.measure_many([uniform(digits_workload, FLOAT_BITS), uniform(digits_workload, 8)])
+    assert "QLinearConv" not in fp32.kernels and "Conv" in fp32.kernels
+    assert "QLinearConv" in int8.kernels
+    latency = cost.policy_cost(digits_workload.layers, uniform(digits_workload, 8))
+    assert latency == int8.median_ms > 0
+    assert cost.metrics == ("latency",) and len(cost) == 2
+
+
+def test_cache_avoids_remeasuring_and_survives_a_restart(digits_workload: Workload, tmp_path: Path) -> None:
+    path = tmp_path / "measured.json"
+    runner = CountingRunner()
+    first = MeasuredCost(digits_workload, runner, cache_path=path)
+    pol = uniform(digits_workload, 8)
+    a = first.policy_cost(digits_workload.layers, pol)
+    b = first.policy_cost(digits_workload.layers, QuantPolicy.from_dict(pol.to_dict()))
+    assert a == b and runner.models == 1
+    stored = json.loads(path.read_text())
+    assert list(stored["entries"]) == [policy_key(digits_workload.layers, pol)]
+    assert stored["identity"]["protocol"] == QUICK.to_dict()
+
+    fresh = CountingRunner()
+    resumed = MeasuredCost(digits_workload, fresh, cache_path=path)
+    assert len(resumed) == 1 and resumed.policy_cost(digits_workload.layers, pol) == a
+    assert fresh.models == 0
+
+
+def test_cache_from_another_setup_is_refused(digits_workload: Workload, tmp_path: Path) -> None:
+    path = tmp_path / "measured.json"
+    MeasuredCost(digits_workload, CountingRunner(), cache_path=path).measurement(uniform(digits_workload, 8))
+    other = ProtocolConfig(sessions=3, warmup_runs=2, warmup_s=0.0, repeats=4, min_repeat_ms=1.0)
+    with pytest.raises(ConfigError, match="different protocol"):
+        MeasuredCost(digits_workload, CountingRunner(other), cache_path=path)
+    with pytest.raises(ConfigError, match="different exporter"):
+        MeasuredCost(digits_workload, CountingRunner(), QDQExporter(calibration_size=8), cache_path=path)
+    path.write_text("{ truncated")
+    with pytest.raises(ConfigError, match="unreadable"):
+        MeasuredCost(digits_workload, CountingRunner(), cache_path=path)
+    path.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ConfigError, match="not a version-1"):
+        MeasuredCost(digits_workload, CountingRunner(), cache_path=path)
+
+
+def test_bad_queries_are_clear_errors(digits_workload: Workload) -> None:
+    runner = CountingRunner()
+    cost = MeasuredCost(digits_workload, runner)
+    with pytest.raises(ConfigError, match="only latency"):
+        cost.policy_cost(digits_workload.layers, uniform(digits_workload, 8), metric="energy")
+    with pytest.raises(ConfigError, match="bound to digits_cnn"):
+        cost.policy_cost(digits_workload.layers[:2], uniform(digits_workload, 8))
+    with pytest.raises(HaqError):
+        cost.policy_cost(digits_workload.layers, QuantPolicy.uniform(digits_workload.layer_names[:1], 8, 8))
+    with pytest.raises(HaqError):  # 4-bit convs do not run on the CPU: the exporter refuses
+        cost.policy_cost(digits_workload.layers, uniform(digits_workload, 4))
+    with pytest.raises(ConfigError, match="calibration_size"):
+        QDQExporter(calibration_size=0)
+    assert runner.models == 0
+
+
+def test_feedback_through_the_device_agent(digits_workload: Workload) -> None:
+    cfg = AgentConfig(host="127.0.0.1", port=0, token="feedback-secret", timeout_s=60.0)
+    with DeviceAgent(cfg).start() as agent:
+        host, port = agent.address
+        cost = MeasuredCost(digits_workload, RemoteRunner(host, port, "feedback-secret", 60.0, QUICK))
+        m = cost.measurement(uniform(digits_workload, 8))
+    assert "QLinearConv" in m.kernels and m.n_samples == 8
+    assert cost.name.startswith("measured:")

@@ -1,0 +1,184 @@
+"""The measurement protocol and the local runner: settings, statistics, interleaving, retries, kernels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from haq.errors import ConfigError, HaqError
+from haq.hardware.protocol import (
+    Measurement,
+    MeasureError,
+    ProtocolConfig,
+    device_info,
+    kernels_from_profile,
+    measure_models,
+    random_feeds,
+    relative_iqr,
+    relative_range,
+    runs_per_sample,
+    sentinel_model,
+    session_options,
+)
+from haq.hardware.runner import LocalRunner, RemoteRunner, make_runner, parse_remote
+
+QUICK = ProtocolConfig(sessions=3, warmup_runs=2, warmup_s=0.0, repeats=5, min_repeat_ms=1.0, max_retries=0)
+
+
+def conv_model(channels: int = 8, size: int = 16) -> bytes:
+    """A Conv + Relu with a symbolic batch dimension."""
+    w = np.random.default_rng(1).standard_normal((channels, channels, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["y"], ["z"])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, size, size])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    return model.SerializeToString()
+
+
+def test_config_rejects_bad_values() -> None:
+    for bad in ({"sessions": 0}, {"repeats": -1}, {"warmup_s": float("nan")}, {"threads": 0}, {"min_repeat_ms": "5"}, {"sessions": True}):
+        with pytest.raises(MeasureError, match="protocol setting"):
+            ProtocolConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(MeasureError, match="unknown protocol setting.*bogus"):
+        ProtocolConfig.from_dict({"bogus": 1})
+    with pytest.raises(MeasureError, match="JSON object"):
+        ProtocolConfig.from_dict([1, 2])  # type: ignore[arg-type]
+    assert ProtocolConfig.from_dict(QUICK.to_dict()) == QUICK
+
+
+def test_record_documents_the_runtime_settings() -> None:
+    rec = ProtocolConfig().record()
+    assert rec["intra_op_threads"] == 1 and rec["inter_op_threads"] == 1
+    assert rec["allow_spinning"] is False and rec["execution_mode"] == "sequential"
+    assert rec["runtime_version"] == ort.__version__ and rec["sessions"] == 5 and rec["warmup_runs"] >= 10
+    opts = session_options(ProtocolConfig())
+    assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
+    assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_local_runner_measures_a_conv() -> None:
+    m = LocalRunner(QUICK).measure(conv_model())
+    assert len(m.samples_ms) == 3 and all(len(s) == 5 for s in m.samples_ms)
+    assert m.n_samples == 15 and len(m.session_medians) == 3
+    assert min(m.session_medians) <= m.median_ms <= max(m.session_medians)
+    assert 0 < m.median_ms < 100 and m.noise >= 0 and m.session_spread >= 0
+    assert "Conv" in m.kernels
+    assert all(k >= 1 for k in m.runs_per_sample) and m.attempts == 1 and m.wall_s > 0
+
+
+def test_interleaved_batch_keeps_order_and_ranks_work() -> None:
+    res = LocalRunner(QUICK).measure_many([conv_model(32, 32), sentinel_model(16)])
+    assert len(res) == 2
+    assert res[0].median_ms > 3 * res[1].median_ms  # 9.4 M MACs against 256
+    assert "Conv" in res[0].kernels and res[1].kernels[0] == "MatMul"
+    assert LocalRunner(QUICK).measure_many([]) == []
+
+
+def test_noisy_entries_are_remeasured_with_a_bound() -> None:
+    cfg = ProtocolConfig(sessions=2, warmup_runs=1, warmup_s=0.0, repeats=5, min_repeat_ms=0.5, max_noise=0.0, max_retries=2)
+    (m,) = measure_models([sentinel_model(32)], cfg)
+    assert m.attempts == 3
+
+
+def test_sentinel_tracks_drift() -> None:
+    cfg = ProtocolConfig(sessions=2, warmup_runs=1, warmup_s=0.0, repeats=3, min_repeat_ms=0.5, max_retries=0, sentinel_every=1)
+    runner = LocalRunner(cfg)
+    a, b = runner.measure_many([sentinel_model(16), sentinel_model(32)])
+    assert len(a.sentinel_ms) == 4 and a.sentinel_ms == b.sentinel_ms
+    assert math.isfinite(a.drift) and a.drift >= 0
+    assert LocalRunner(QUICK).measure(sentinel_model(16)).drift == 0.0
+
+
+def test_garbage_model_is_a_clear_error() -> None:
+    with pytest.raises(MeasureError, match="onnxruntime cannot load the model"):
+        measure_models([b"definitely not onnx"], QUICK)
+    with pytest.raises(MeasureError, match="non-empty"):
+        measure_models([b""], QUICK)
+
+
+def test_unsupported_input_type_is_named() -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["t"])],
+        "strings",
+        [helper.make_tensor_value_info("s", TensorProto.STRING, [1])],
+        [helper.make_tensor_value_info("t", TensorProto.STRING, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    with pytest.raises(MeasureError, match="input 's' has type tensor\\(string\\)"):
+        measure_models([model.SerializeToString()], QUICK)
+
+
+def test_random_feeds_are_seeded_and_shaped() -> None:
+    sess = ort.InferenceSession(conv_model(4, 8), providers=["CPUExecutionProvider"])
+    a, b, c = random_feeds(sess, 0), random_feeds(sess, 0), random_feeds(sess, 1)
+    assert a["x"].shape == (1, 4, 8, 8) and a["x"].dtype == np.float32
+    assert np.array_equal(a["x"], b["x"]) and not np.array_equal(a["x"], c["x"])
+
+
+def test_measurement_round_trip_and_validation() -> None:
+    m = Measurement(((1.0, 2.0, 3.0), (2.0, 2.0, 4.0)), (3, 4), ("Conv",), 0.5, 2, (1.0, 1.1))
+    back = Measurement.from_dict(m.to_dict())
+    assert back == m and back.median_ms == pytest.approx(2.0)
+    assert m.session_spread == pytest.approx(0.0) and m.drift == pytest.approx(0.1 / 1.05)
+    with pytest.raises(MeasureError, match="malformed measurement"):
+        Measurement.from_dict({"samples_ms": [[1.0]]})
+    with pytest.raises(MeasureError, match="finite and positive"):
+        Measurement(((1.0, float("nan")),), (1,), (), 0.0)
+    with pytest.raises(MeasureError, match="runs_per_sample"):
+        Measurement(((1.0,),), (1, 2), (), 0.0)
+
+
+def test_pure_statistics() -> None:
+    assert runs_per_sample(0.01, 20.0) == 2000
+    assert runs_per_sample(50.0, 20.0) == 1
+    assert runs_per_sample(float("nan"), 20.0) == 1
+    assert relative_iqr([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(2.0 / 3.0)
+    assert relative_iqr([1.0, 1.0, 1.0, 100.0]) == pytest.approx(24.75)
+    assert relative_range([9.0, 10.0, 11.0]) == pytest.approx(0.2)
+
+
+def test_kernels_from_profile_orders_unique_nodes() -> None:
+    events = [
+        {"cat": "Session", "name": "model_run"},
+        {"cat": "Node", "name": "b_kernel_time", "ts": 20, "args": {"op_name": "Relu"}},
+        {"cat": "Node", "name": "a_kernel_time", "ts": 10, "args": {"op_name": "QLinearConv"}},
+        {"cat": "Node", "name": "a_fence_before", "ts": 9, "args": {"op_name": "QLinearConv"}},
+        {"cat": "Node", "name": "b_kernel_time", "ts": 40, "args": {"op_name": "Relu"}},
+    ]
+    assert kernels_from_profile(events) == ("QLinearConv", "Relu")
+    with pytest.raises(MeasureError):
+        kernels_from_profile({"not": "a list"})
+
+
+def test_device_info_names_the_machine() -> None:
+    info = device_info(QUICK)
+    assert info["cpu"] and info["onnxruntime"] == ort.__version__ and info["threads"] == 1
+
+
+def test_make_runner_parses_device_strings() -> None:
+    assert isinstance(make_runner("local", protocol=QUICK), LocalRunner)
+    remote = make_runner("remote://127.0.0.1:9", token="secret-token", protocol=QUICK)
+    assert isinstance(remote, RemoteRunner) and remote.address == "remote://127.0.0.1:9"
+    assert parse_remote("remote://[::1]:8765") == ("::1", 8765)
+    for bad in ("gpu", "remote://host", "remote://:80", "remote://h:0", "remote://h:70000", "remote://h:x"):
+        with pytest.raises(ConfigError):
+            make_runner(bad, token="secret-token")
+    with pytest.raises(ConfigError, match="token"):
+        make_runner("remote://127.0.0.1:9")
+    assert issubclass(MeasureError, HaqError)
+
+
+def test_sentinel_model_is_valid_onnx() -> None:
+    onnx.checker.check_model(onnx.load_from_string(sentinel_model(8)))
