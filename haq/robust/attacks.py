@@ -1,0 +1,309 @@
+"""L∞ adversarial attacks for float and fake-quantized models: FGSM, PGD, transfer, ensemble, SPSA.
+
+Gradients of quantized models flow through the straight-through estimator, so white-box attacks
+on low-bit models can be masked; transfer (crafted on another model), ensemble (float and
+quantized losses summed) and gradient-free SPSA are the checks that masking cannot fool.
+
+Every attack runs with the models in eval mode and their parameters frozen, both restored
+afterwards; input gradients come from ``torch.autograd.grad`` so no parameter ``.grad`` is ever
+written; all randomness comes from a seeded ``torch.Generator`` drawn on the CPU (the same
+numbers on every device). Each sample keeps its worst point over restarts: the first one that
+fools the judging model, else the one with the highest loss. ``eps == 0`` returns the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from haq.errors import ConfigError
+
+ValueRange = tuple[float, float]
+_MAX_PROBES = 8192  # SPSA probes evaluated in one forward pass (bounds memory on big inputs)
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Budget and hyper-parameters shared by all attacks.
+
+    eps: L∞ radius in input units (data in ``value_range``, usually [0, 1]).
+    pgd_steps: iterations of PGD (and of the transfer / ensemble PGD).
+    step_size: PGD step; ``None`` uses ``2.5 * eps / pgd_steps`` (Madry et al.).
+    restarts: PGD restarts, each from a fresh random start; per-sample worst case is kept.
+    random_start: start PGD uniformly inside the ε-ball (otherwise at the clean input).
+    spsa_steps: SPSA iterations.
+    spsa_samples: Rademacher direction pairs per SPSA gradient estimate.
+    spsa_delta: SPSA finite-difference probe size (≈0.05 for [0, 1] data).
+    spsa_step_size: SPSA signed step; ``None`` uses ``eps / 4`` (larger steps than PGD's
+        offset the noise of the gradient estimate).
+    seed: seeds every random draw (random starts, SPSA directions).
+    batch_size: samples attacked at once (SPSA evaluates ``2 * spsa_samples`` probes each).
+    """
+
+    eps: float
+    pgd_steps: int = 10
+    step_size: float | None = None
+    restarts: int = 1
+    random_start: bool = True
+    spsa_steps: int = 20
+    spsa_samples: int = 16
+    spsa_delta: float = 0.05
+    spsa_step_size: float | None = None
+    seed: int = 0
+    batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
+            raise ConfigError(f"attack eps must be a finite number >= 0, got {self.eps!r}")
+        for name in ("pgd_steps", "restarts", "spsa_steps", "spsa_samples", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"attack {name} must be an integer >= 1, got {value!r}")
+        for name in ("step_size", "spsa_step_size", "spsa_delta"):
+            value = getattr(self, name)
+            if value is None and name != "spsa_delta":
+                continue
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"attack {name} must be a finite number > 0, got {value!r}")
+
+    @property
+    def pgd_step(self) -> float:
+        """The PGD step actually used."""
+        return self.step_size if self.step_size is not None else 2.5 * self.eps / self.pgd_steps
+
+    @property
+    def spsa_step(self) -> float:
+        """The SPSA step actually used."""
+        return self.spsa_step_size if self.spsa_step_size is not None else 0.25 * self.eps
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def check_value_range(value_range: Sequence[float]) -> ValueRange:
+    """Validate ``(low, high)`` of the input data."""
+    if len(value_range) != 2:
+        raise ConfigError(f"value_range must be (low, high), got {tuple(value_range)!r}")
+    lo, hi = float(value_range[0]), float(value_range[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ConfigError(f"value_range must be finite with low < high, got ({lo}, {hi})")
+    return lo, hi
+
+
+@contextlib.contextmanager
+def frozen_eval(models: Sequence[nn.Module]) -> Iterator[None]:
+    """Eval mode and ``requires_grad=False`` on every parameter, both restored on exit.
+
+    Freezing parameters makes attacks cheaper (no weight graph) and guarantees that nothing an
+    attack does can touch the models' training state.
+    """
+    modes = [(m, m.training) for m in models]
+    params = {id(p): (p, p.requires_grad) for m in models for p in m.parameters()}
+    try:
+        for m in models:
+            m.eval()
+        for p, _ in params.values():
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in params.values():
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.train(mode)
+
+
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, lo: float, hi: float) -> torch.Tensor:
+    """Back into the ε-ball around ``x`` and the data range."""
+    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(lo, hi)
+
+
+def _uniform(shape: torch.Size, eps: float, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Uniform noise in [-eps, eps], drawn on the CPU for device-independent results."""
+    noise = torch.rand(shape, generator=gen, dtype=like.dtype) * 2.0 - 1.0
+    return (noise * eps).to(like.device)
+
+
+def _rademacher(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """±1 entries with equal probability, drawn on the CPU."""
+    bits = torch.randint(0, 2, shape, generator=gen)
+    return (bits.to(like.dtype) * 2.0 - 1.0).to(like.device)
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """True-class logit minus the best other logit: negative means misclassified."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return true - others.amax(1)
+
+
+def _batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def _pgd_batch(
+    loss_models: Sequence[nn.Module],
+    judge: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    lo: float,
+    hi: float,
+    early_stop: bool,
+    gen: torch.Generator,
+) -> torch.Tensor:
+    """PGD on the summed cross-entropy of ``loss_models``; ``loss_models[judge]`` picks the worst.
+
+    With ``early_stop`` a sample stops moving once the judge misclassifies it (the judge is the
+    attacked model in white-box use), which is both faster and keeps the fooling point.
+    """
+    eps, step = cfg.eps, cfg.pgd_step
+    best = x.clone()
+    best_loss = torch.full((len(x),), float("-inf"), device=x.device)
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(cfg.restarts):
+        todo = (~fooled).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        xs, ys = x[todo], y[todo]
+        xa = _project(xs + _uniform(xs.shape, eps, gen, xs), xs, eps, lo, hi) if cfg.random_start else xs.clone()
+        active = torch.ones(len(todo), dtype=torch.bool, device=x.device)
+        for _ in range(cfg.pgd_steps):
+            idx = active.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            point = xa[idx].requires_grad_(True)
+            logits = [m(point) for m in loss_models]
+            loss = sum(F.cross_entropy(z, ys[idx], reduction="sum") for z in logits)
+            (grad,) = torch.autograd.grad(loss, point)
+            if early_stop:  # samples the judge already misclassifies keep their fooling point
+                still = logits[judge].detach().argmax(1) == ys[idx]
+                active[idx] = still
+                idx, grad = idx[still], grad[still]
+            xa[idx] = _project(xa[idx] + step * grad.sign(), xs[idx], eps, lo, hi)
+        with torch.no_grad():
+            logits = loss_models[judge](xa)
+            loss = F.cross_entropy(logits, ys, reduction="none")
+            wrong = logits.argmax(1) != ys
+        take = wrong | (loss > best_loss[todo])
+        best[todo[take]] = xa[take]
+        best_loss[todo[take]] = loss[take]
+        fooled[todo[wrong]] = True
+    return best
+
+
+def _spsa_batch(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, lo: float, hi: float, gen: torch.Generator
+) -> torch.Tensor:
+    """SPSA (Uesato et al. 2018) on the margin loss with signed steps; queries only logits."""
+    xa = x.clone()
+    active = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    k, delta = cfg.spsa_samples, cfg.spsa_delta
+    for _ in range(cfg.spsa_steps):
+        idx = active.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        cur, ys = xa[idx], y[idx]
+        v = _rademacher((len(idx), k, *x.shape[1:]), gen, x)
+        probes = torch.cat([(cur[:, None] + delta * v), (cur[:, None] - delta * v)], 1).clamp(lo, hi)
+        m = margin(model(probes.flatten(0, 1)), ys.repeat_interleave(2 * k)).view(len(idx), 2 * k)
+        diff = (m[:, :k] - m[:, k:]) / (2.0 * delta)
+        grad = (diff.view(len(idx), k, *([1] * (x.dim() - 1))) * v).mean(1)
+        xa[idx] = _project(cur - cfg.spsa_step * grad.sign(), x[idx], cfg.eps, lo, hi)
+        active[idx] = model(xa[idx]).argmax(1) == ys
+    return xa
+
+
+def _run(
+    kind: str,
+    loss_models: Sequence[nn.Module],
+    judge: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    device: torch.device,
+    value_range: Sequence[float],
+    early_stop: bool = True,
+) -> torch.Tensor:
+    """Shared driver: validation, batching, frozen eval mode, seeded generator."""
+    lo, hi = check_value_range(value_range)
+    if len(x) != len(y):
+        raise ConfigError(f"attack inputs and labels differ in length: {len(x)} vs {len(y)}")
+    x = x.to(device)
+    if cfg.eps == 0 or len(x) == 0:
+        return x.clone()
+    y = y.to(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out = torch.empty_like(x)
+    batch = cfg.batch_size if kind != "spsa" else max(1, min(cfg.batch_size, _MAX_PROBES // (2 * cfg.spsa_samples)))
+    with frozen_eval(loss_models):
+        for sl in _batches(len(x), batch):
+            if kind == "fgsm":
+                with torch.enable_grad():
+                    point = x[sl].clone().requires_grad_(True)
+                    loss = sum(F.cross_entropy(m(point), y[sl], reduction="sum") for m in loss_models)
+                    (grad,) = torch.autograd.grad(loss, point)
+                out[sl] = (x[sl] + cfg.eps * grad.sign()).clamp(lo, hi)
+            elif kind == "pgd":
+                with torch.enable_grad():
+                    out[sl] = _pgd_batch(loss_models, judge, x[sl], y[sl], cfg, lo, hi, early_stop, gen)
+            else:
+                with torch.no_grad():
+                    out[sl] = _spsa_batch(loss_models[0], x[sl], y[sl], cfg, lo, hi, gen)
+    return out.detach()
+
+
+def fgsm(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
+    value_range: Sequence[float] = (0.0, 1.0),
+) -> torch.Tensor:
+    """Single-step FGSM: ``x + eps * sign(∇x CE)``, clamped to the data range."""
+    return _run("fgsm", [model], 0, x, y, cfg, device, value_range)
+
+
+def pgd(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
+    value_range: Sequence[float] = (0.0, 1.0),
+) -> torch.Tensor:
+    """White-box L∞ PGD with random start and restarts (per-sample worst case kept)."""
+    return _run("pgd", [model], 0, x, y, cfg, device, value_range)
+
+
+def transfer_pgd(
+    source: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
+    value_range: Sequence[float] = (0.0, 1.0),
+) -> torch.Tensor:
+    """PGD crafted on ``source`` alone (all steps, no early stop) to be evaluated on a target."""
+    return _run("pgd", [source], 0, x, y, cfg, device, value_range, early_stop=False)
+
+
+def transfer_fgsm(
+    source: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
+    value_range: Sequence[float] = (0.0, 1.0),
+) -> torch.Tensor:
+    """FGSM crafted on ``source`` to be evaluated on a target."""
+    return _run("fgsm", [source], 0, x, y, cfg, device, value_range)
+
+
+def ensemble_pgd(
+    target: nn.Module, source: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
+    device: torch.device, value_range: Sequence[float] = (0.0, 1.0),
+) -> torch.Tensor:
+    """PGD on the summed loss of ``target`` and ``source`` (Bernhard et al.'s float + quantized
+    ensemble): the float member supplies gradients the quantized one masks."""
+    return _run("pgd", [target, source], 0, x, y, cfg, device, value_range)
+
+
+def spsa(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
+    value_range: Sequence[float] = (0.0, 1.0),
+) -> torch.Tensor:
+    """Gradient-free SPSA: immune to masked or misleading STE gradients."""
+    return _run("spsa", [model], 0, x, y, cfg, device, value_range)

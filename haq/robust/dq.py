@@ -1,0 +1,150 @@
+"""Defensive Quantization (Lin, Gan, Han, ICLR 2019): keep every layer near-orthogonal while the
+model trains under its quantization policy, so input noise is not amplified layer by layer.
+
+Loss = cross-entropy + (β/2) · Σ_l ‖G_l − I‖²_F, where G_l is the smaller Gram matrix of the
+layer's latent (float) weight reshaped to (c_out, c_in·k·k): W Wᵀ when c_out ≤ c_in·k², else
+Wᵀ W. The forward pass is the quantized one (weights and input activations fake-quantized, STE
+gradients), so the fine-tuning adapts to whatever :class:`~haq.quant.QuantPolicy` is applied.
+``beta = 0`` is plain quantization-aware fine-tuning, the fair "vanilla" baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from haq.data.splits import DataSplits, make_loader
+from haq.errors import ConfigError, HaqError
+from haq.quant.calibrate import quant_layers
+from haq.quant.layers import QUANTIZABLE_TYPES
+from haq.quant.primitives import FLOAT_BITS
+
+Progress = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class DQConfig:
+    """DQ fine-tuning hyper-parameters.
+
+    beta: weight of the orthogonal penalty (β/2 · Σ‖G − I‖²); 0 gives plain QAT.
+    epochs: passes over the training split.
+    lr: Adam learning rate (cosine-annealed to 0).
+    batch_size: mini-batch size.
+    learn_alpha: also train each quantized layer's activation clip (PACT); the flag itself is
+        restored afterwards, the learned clips are kept.
+    max_batches: cap on mini-batches per epoch (``None``: the whole split) for quick search use.
+    seed: seeds the shuffling and augmentation.
+    """
+
+    beta: float = 3e-3
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 64
+    learn_alpha: bool = False
+    max_batches: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0):
+            raise ConfigError(f"DQ beta must be a finite number >= 0, got {self.beta!r}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ConfigError(f"DQ epochs must be an integer >= 0, got {self.epochs!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"DQ lr must be a finite number > 0, got {self.lr!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"DQ batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.max_batches is not None and (
+            isinstance(self.max_batches, bool) or not isinstance(self.max_batches, int) or self.max_batches < 1
+        ):
+            raise ConfigError(f"DQ max_batches must be None or an integer >= 1, got {self.max_batches!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def orthogonal_penalty(model: nn.Module) -> torch.Tensor:
+    """Σ over conv / linear layers of ‖G − I‖²_F (smaller Gram of the reshaped latent weight).
+
+    Multiply by β/2 for the DQ loss. Differentiable with respect to the weights.
+    """
+    weights = [m.weight for m in model.modules() if isinstance(m, QUANTIZABLE_TYPES)]
+    if not weights:
+        raise ConfigError(f"model {type(model).__name__} has no Conv2d / Linear weight to regularize")
+    return torch.stack([gram_penalty(w) for w in weights]).sum()
+
+
+def _check_ready(model: nn.Module) -> None:
+    """Quantized activations need calibrated clips before any training step."""
+    for name, m in quant_layers(model).items():
+        if m.a_bits != FLOAT_BITS and not bool(m.calibrated):
+            raise HaqError(f"layer '{name}' quantizes activations but is not calibrated; call haq.quant.calibrate_ before dq_finetune_")
+
+
+def dq_finetune_(
+    model: nn.Module, data: DataSplits, cfg: DQConfig, device: torch.device, progress: Progress | None = None
+) -> nn.Module:
+    """Fine-tune ``model`` in place with cross-entropy + (β/2)·orthogonal penalty; returns it in eval mode.
+
+    Works on float models and on models under any policy (apply_policy_ and calibrate_ first).
+    """
+    _check_ready(model)
+    model.to(device)
+    alphas = [m.act_alpha for m in quant_layers(model).values()]
+    alpha_flags = [a.requires_grad for a in alphas]
+    for a in alphas:
+        a.requires_grad_(cfg.learn_alpha)
+    try:
+        _train(model, data, cfg, device, progress)
+    finally:
+        for a, flag in zip(alphas, alpha_flags):
+            a.requires_grad_(flag)
+    return model.eval()
+
+
+def _train(model: nn.Module, data: DataSplits, cfg: DQConfig, device: torch.device, progress: Progress | None) -> None:
+    """The optimisation loop (Adam, cosine schedule, seeded shuffling and augmentation)."""
+    loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    per_epoch = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params or cfg.epochs == 0:
+        return
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs * per_epoch, 1))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for epoch in range(cfg.epochs):
+        model.train()
+        total, seen = 0.0, 0
+        for step, (x, y) in enumerate(loader):
+            if step >= per_epoch:
+                break
+            if data.augment is not None:
+                x = data.augment(x, gen)
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y)
+            if cfg.beta > 0:
+                loss = loss + 0.5 * cfg.beta * orthogonal_penalty(model)
+            if not torch.isfinite(loss):
+                raise HaqError(f"DQ fine-tuning diverged at epoch {epoch + 1} (loss {loss.item()}); lower lr or beta")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(y)
+            seen += len(y)
+        if progress is not None:
+            progress(epoch + 1, cfg.epochs, total / max(seen, 1))
+    opt.zero_grad(set_to_none=True)
+
+
+def gram_penalty(w: torch.Tensor) -> torch.Tensor:
+    """‖G − I‖²_F of one weight, reshaped to (c_out, rest), using the smaller Gram matrix."""
+    mat = w.flatten(1) if w.dim() > 1 else w[None, :]
+    gram = mat @ mat.T if mat.shape[0] <= mat.shape[1] else mat.T @ mat
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    return (gram - eye).pow(2).sum()
