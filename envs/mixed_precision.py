@@ -1,0 +1,215 @@
+"""The mixed-precision search as a Gymnasium environment (one step per quantizable layer)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from haq.errors import ConfigError
+from haq.search.config import EnvConfig
+from haq.search.costs import Pair, encode_pair, map_action, project
+from haq.search.problem import SearchProblem, build_problem
+
+OBS_FEATURES = (
+    "is_conv", "is_dwconv", "is_linear", "in_channels", "out_channels", "kernel", "stride",
+    "groups_ratio", "input_hw", "params", "macs", "position", "macs_share", "params_share",
+    "hw_cost_low", "hw_cost_high", "budget_used", "budget_left", "budget_min_rest", "prev_w", "prev_a",
+)
+_LOG_SCALE = {"in_channels": 12.0, "out_channels": 12.0, "input_hw": 16.0, "params": 24.0, "macs": 32.0}
+
+
+class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Choose weight and activation bit widths layer by layer under a device cost budget.
+
+    ## Description
+    One episode walks the model's quantizable layers (conv / linear, execution order). At each
+    step the agent picks the (weight, activation) bit widths of the current layer; the choice
+    is projected so the layers still to come, at their cheapest supported setting, fit in what
+    is left of the budget (measured with the table's whole-policy cost, boundary costs
+    included, so the final policy is always within budget). After the last layer the whole policy is evaluated (calibration,
+    optional DQ fine-tune, clean and robust accuracy on a fixed held-out subset, cost from the
+    device table) and the reward is paid.
+
+    ## Action Space
+    ``Box(-1, 1, (2,), float32)``: ``(u_w, u_a)``. ``u_w`` picks among the distinct weight bit
+    widths the device supports for this layer within ``[min_bits, max_bits]`` (equal-width bins
+    over [-1, 1]); ``u_a`` picks among the activation widths supported with that weight width.
+    The applied pair may be lower than the requested one when the budget forces it; it is
+    reported in ``info`` (with ``applied_action``, an action that maps to it) and in the next
+    observation, so a learner can train on what was applied rather than what was asked.
+
+    ## Observation Space
+    ``Box(0, 1, (21,), float32)``; every feature is scaled into [0, 1] with fixed constants
+    (not per-model statistics), so one trained policy can run on other models and devices.
+
+    | Num | Feature | Scaling |
+    |-----|---------|---------|
+    | 0-2 | layer kind one-hot: conv, dwconv, linear | 0 / 1 |
+    | 3 | input channels | log2(1+c)/12 |
+    | 4 | output channels | log2(1+c)/12 |
+    | 5 | kernel size (largest side) | k/7 |
+    | 6 | stride (largest) | s/4 |
+    | 7 | groups / input channels | ratio |
+    | 8 | input height × width | log2(1+hw)/16 |
+    | 9 | number of weights | log2(1+n)/24 |
+    | 10 | MACs | log2(1+m)/32 |
+    | 11 | position in the network | index/(layers−1) |
+    | 12 | share of the model's MACs | fraction |
+    | 13 | share of the model's weights | fraction |
+    | 14 | this layer's cost at its cheapest supported pair / model cost at uniform max bits | fraction (table-derived) |
+    | 15 | this layer's cost at its dearest supported pair / model cost at uniform max bits | fraction (table-derived) |
+    | 16 | per-layer cost of the layers already decided / budget | fraction |
+    | 17 | 1 − feature 16 (budget left) | fraction |
+    | 18 | per-layer cheapest cost of this and all later layers / budget | fraction |
+    | 19 | previous layer's applied weight bits, (w−min)/(max−min) | 0 at the first layer |
+    | 20 | previous layer's applied activation bits, same scaling | 0 at the first layer |
+
+    Values are clipped to [0, 1]. Features 14-15 come from the device table and the budget
+    metric, so the same model on another table gives the agent different hardware features.
+
+    ## Rewards
+    0 on every step but the last. The last step pays
+    ``acc_weight·100·Δclean + robust_weight·100·Δrobust − cost_weight·cost/budget``
+    (Δ against the float model; see :mod:`haq.search.reward`). The reward is the raw score:
+    HAQ's moving-average baseline is applied outside the environment
+    (:class:`haq.search.baseline.RewardBaseline`).
+
+    ## Starting State
+    The first layer, nothing spent, previous action 0. The episode itself is deterministic:
+    there is no random draw (evaluation is seeded per run), so the same seed and actions give
+    the same episode; ``np_random`` is still seeded by ``reset`` as Gymnasium requires.
+
+    ## Episode End
+    Terminates after the last quantizable layer; never truncates.
+
+    ## Info
+    Every step: ``layer``, ``w_bits``, ``a_bits`` (applied), ``requested_bits``, ``projected``,
+    ``applied_action`` (the request itself, or the centre of the applied pair's action bin
+    when projected), ``budget_used`` (fraction). The last step adds ``policy`` (name → [w, a]), ``metrics``
+    (:class:`~haq.search.evaluator.PolicyMetrics` as a dict), ``reward``, ``cached``.
+
+    ## Arguments
+    ``gymnasium.make("haq/MixedPrecision-v0", config=EnvConfig(...))``; ``config`` defaults to
+    the embedded default (digits CNN, Bit Fusion table, half the uniform 8-bit latency, cheap
+    evaluator). ``problem`` passes an already-built :class:`~haq.search.problem.SearchProblem`
+    (shared evaluator cache); ``cache_dir`` is where the float model is cached.
+
+    ## Version History
+    * v0: initial version (one step per layer, 2-D action, projected budget, table features).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self,
+        config: EnvConfig | None = None,
+        problem: SearchProblem | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if problem is None:
+            problem = build_problem(config or EnvConfig(), Path(cache_dir) if cache_dir is not None else None)
+        elif config is not None and config != problem.config:
+            raise ConfigError("pass either config or problem, or a problem built from that config")
+        self.problem = problem
+        self.config = problem.config
+        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.observation_space = spaces.Box(0.0, 1.0, (len(OBS_FEATURES),), np.float32)
+        self._static = _static_features(problem)
+        self._index = 0
+        self._applied: list[Pair] = []
+        self._used = 0.0
+
+    @property
+    def num_layers(self) -> int:
+        """Episode length."""
+        return len(self.problem.budget_model.layers)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._index = 0
+        self._applied = []
+        self._used = 0.0
+        return self._observation(), {"layer": self.problem.layer_names[0]}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._index >= self.num_layers:
+            raise ConfigError("step() called after the episode ended; call reset() first")
+        act = np.asarray(action, dtype=np.float64).reshape(-1)
+        if act.shape != (2,) or not np.all(np.isfinite(act)):
+            raise ConfigError(f"action must be 2 finite numbers in [-1, 1], got {action!r}")
+        bm = self.problem.budget_model
+        choices = bm.layers[self._index]
+        requested = map_action(act, choices.pairs)
+        applied = project(requested, choices, lambda pair: bm.fits(bm.completion_cost(self._applied, pair)))
+        applied_action = np.clip(act, -1.0, 1.0).astype(np.float32) if applied == requested else encode_pair(applied, choices.pairs)
+        self._used += choices.costs[choices.pairs.index(applied)]
+        self._applied.append(applied)
+        info: dict[str, Any] = {
+            "layer": choices.name,
+            "w_bits": applied[0],
+            "a_bits": applied[1],
+            "requested_bits": requested,
+            "projected": applied != requested,
+            "applied_action": applied_action,
+            "budget_used": self._used / self.problem.budget.target,
+        }
+        self._index += 1
+        if self._index < self.num_layers:
+            return self._observation(), 0.0, False, False, info
+        policy = self.problem.policy(self._applied)
+        cached = policy in self.problem.evaluator
+        scored = self.problem.score(policy)
+        info.update(
+            policy={n: [w, a] for n, (w, a) in zip(self.problem.layer_names, self._applied)},
+            metrics=scored.metrics.to_dict(),
+            reward=scored.reward,
+            cached=cached,
+        )
+        return self._observation(), scored.reward, True, False, info
+
+    def _observation(self) -> np.ndarray:
+        bm = self.problem.budget_model
+        target = bm.budget.target
+        i = min(self._index, self.num_layers - 1)
+        lo, hi = self.config.min_bits, self.config.max_bits
+        prev = self._applied[-1] if self._applied else None
+        span = max(hi - lo, 1)
+        dynamic = [
+            self._used / target,
+            1.0 - self._used / target,
+            bm.min_cost_from(self._index) / target,
+            (prev[0] - lo) / span if prev else 0.0,
+            (prev[1] - lo) / span if prev else 0.0,
+        ]
+        obs = np.concatenate([self._static[i], np.asarray(dynamic)])
+        return np.clip(obs, 0.0, 1.0).astype(np.float32)
+
+
+def _static_features(problem: SearchProblem) -> np.ndarray:
+    """Per-layer features that do not change within an episode (rows 0-15 of the table above)."""
+    layers = problem.workload.layers
+    bm = problem.budget_model
+    total_macs = max(sum(l.macs for l in layers), 1)
+    total_params = max(sum(l.params for l in layers), 1)
+    rows = []
+    for i, (info, choices) in enumerate(zip(layers, bm.layers)):
+        sig = info.signature
+        raw = {
+            "in_channels": sig.in_channels, "out_channels": sig.out_channels, "input_hw": sig.in_h * sig.in_w,
+            "params": info.params, "macs": info.macs,
+        }
+        logs = {k: math.log2(1 + v) / _LOG_SCALE[k] for k, v in raw.items()}
+        rows.append([
+            float(sig.op == "conv"), float(sig.op == "dwconv"), float(sig.op == "linear"),
+            logs["in_channels"], logs["out_channels"], max(sig.kernel) / 7.0, max(sig.stride) / 4.0,
+            sig.groups / sig.in_channels, logs["input_hw"], logs["params"], logs["macs"],
+            i / max(len(layers) - 1, 1), info.macs / total_macs, info.params / total_params,
+            choices.cheapest / bm.budget.reference, choices.dearest / bm.budget.reference,
+        ])
+    return np.asarray(rows, dtype=np.float64)

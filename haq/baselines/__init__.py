@@ -1,0 +1,23 @@
+"""Non-RL baselines for the bit-width search, scored by the search's own evaluator and reward.
+
+``uniform`` (the best uniform precision within budget), ``random`` (random projected
+policies), ``greedy`` (sensitivity-guided descent) and ``ilp`` (HAWQ-V3's integer program on
+scipy's HiGHS). :func:`run_baseline` writes the search's run-directory format, so ``haq plot``
+and the benchmark compare them with a search directly.
+"""
+
+from haq.baselines.candidates import METHODS, Candidate
+from haq.baselines.run import BaselineConfig, BaselineResult, run_baseline
+from haq.baselines.sensitivity import LayerSensitivity, Sensitivity, SensitivityConfig, estimate_sensitivity
+
+__all__ = [
+    "METHODS",
+    "BaselineConfig",
+    "BaselineResult",
+    "Candidate",
+    "LayerSensitivity",
+    "Sensitivity",
+    "SensitivityConfig",
+    "estimate_sensitivity",
+    "run_baseline",
+]

@@ -1,0 +1,66 @@
+"""The bit-allocation problem the non-RL baselines solve: per layer, the allowed (w, a) pairs
+with their budget-metric cost (from the search's :class:`~haq.search.costs.BudgetModel`, so the
+baselines see exactly the choices and budget the environment sees) and their estimated error
+(from :mod:`haq.baselines.sensitivity`).
+
+Costs are additive per layer here (what an integer program can take). The budget itself is
+measured on the whole policy (``BudgetModel.policy_cost``: the table's ``policy_cost``, which
+adds precision-boundary costs and fitted corrections on CPU tables); :func:`fit_budget` re-costs
+a solution that way and steps it down until it fits, so every policy a baseline reports is
+within budget by the same measure the environment enforces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from haq.baselines.sensitivity import Sensitivity
+from haq.baselines.solvers import Choice, cheaper_step
+from haq.errors import ConfigError
+from haq.search.costs import BudgetModel, Pair
+
+
+@dataclass(frozen=True)
+class ChoiceProblem:
+    """Per-layer options (pairs, costs, errors) and the budget, in layer execution order."""
+
+    pairs: tuple[tuple[Pair, ...], ...]
+    costs: tuple[np.ndarray, ...]
+    errors: tuple[np.ndarray, ...]
+    budget: float
+
+    def assignment(self, choice: Choice) -> tuple[Pair, ...]:
+        """The (w, a) pair of every layer that a choice stands for."""
+        return tuple(p[k] for p, k in zip(self.pairs, choice))
+
+
+def choice_problem(model: BudgetModel, sensitivity: Sensitivity) -> ChoiceProblem:
+    """Costs from the budget model, errors from the sensitivities (weight + activation term)."""
+    errors = []
+    for c in model.layers:
+        if c.name not in sensitivity.layers:
+            raise ConfigError(f"no sensitivity for layer '{c.name}'; estimate it on the same model")
+        errors.append(np.array([sensitivity.layers[c.name].error(w, a) for w, a in c.pairs]))
+    return ChoiceProblem(
+        pairs=tuple(c.pairs for c in model.layers),
+        costs=tuple(np.asarray(c.costs, dtype=np.float64) for c in model.layers),
+        errors=tuple(errors),
+        budget=model.budget.target,
+    )
+
+
+def fit_budget(problem: ChoiceProblem, choice: Choice, model: BudgetModel) -> tuple[Choice, int]:
+    """Step ``choice`` down (least error added per cost saved) until the budget model's
+    whole-policy cost fits; returns the fitted choice and the number of repair steps taken."""
+    steps = 0
+    while not model.fits(model.policy_cost(problem.assignment(choice))):
+        nxt = cheaper_step(problem.costs, problem.errors, choice)
+        if nxt is None:
+            raise ConfigError(
+                f"even the cheapest policy costs {model.policy_cost(problem.assignment(choice)):.6g} by the table's "
+                f"whole-policy cost, above the budget {problem.budget:.6g}; raise the budget"
+            )
+        choice, steps = nxt, steps + 1
+    return choice, steps

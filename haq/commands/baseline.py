@@ -1,0 +1,49 @@
+"""``haq baseline``: a non-RL baseline on the search's evaluator, budget and run-directory format."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from haq.commands.common import add_workload_args, log
+from haq.commands.search import add_search_args, env_config, print_record
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    from haq.baselines import METHODS, BaselineConfig, SensitivityConfig
+
+    p = sub.add_parser("baseline", help="uniform / random / greedy / ILP bit widths under the same budget and evaluator as haq search")
+    add_workload_args(p)
+    add_search_args(p)
+    p.add_argument("--method", required=True, help=f"baseline: {', '.join(METHODS)}")
+    p.add_argument("--evaluations", type=int, default=BaselineConfig().evaluations,
+                   help="most policies to evaluate (compare with a search's --episodes)")
+    p.add_argument("--ladder-floor", type=float, default=BaselineConfig().ladder_floor,
+                   help="greedy / ilp: lowest budget fraction their extra candidates are solved for")
+    p.add_argument("--sensitivity-samples", type=int, default=SensitivityConfig().samples,
+                   help="greedy / ilp: training images used to estimate per-layer sensitivity")
+    p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<method>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings)")
+    p.set_defaults(func=run)
+
+
+def run(ns: argparse.Namespace) -> int:
+    from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
+    from haq.search.problem import build_problem
+    from haq.search.progress import ProgressBar
+
+    cfg = BaselineConfig(
+        method=ns.method, evaluations=ns.evaluations, seed=ns.seed, ladder_floor=ns.ladder_floor,
+        sensitivity=SensitivityConfig(samples=ns.sensitivity_samples),
+    )
+    env = env_config(ns)
+    model = env.workload.model.replace(":", "_").replace(".", "_")
+    out = Path(ns.out) if ns.out else Path("runs") / f"{model}-{Path(env.table).stem}-{cfg.method}-s{cfg.seed}"
+    problem = build_problem(env, log=log)
+    result = run_baseline(problem, cfg, out, progress=ProgressBar(), resume=ns.resume)
+    budget = problem.budget
+    print(f"baseline {cfg.method}: {len(result.records)} evaluations in {out} ({result.seconds:.1f} s)")
+    print(f"budget: {budget.metric} <= {budget.target:.6g} ({budget.target / budget.reference:.3f} of uniform max-bits)")
+    print_record("best", result.best)
+    print(f"best policy: {out / 'best_policy.json'}")
+    return 0

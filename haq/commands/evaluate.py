@@ -1,0 +1,65 @@
+"""``haq evaluate``: full DQ fine-tune, clean / robust accuracy, predicted and measured cost of a policy."""
+
+from __future__ import annotations
+
+import argparse
+
+from haq.commands.common import add_workload_args, log, torch_device, workload_config
+from haq.search.config import DEFAULT_TABLE, EVALUATORS
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    from haq.final_eval import MEASURE_MODES, SPLITS, FinalEvalConfig
+
+    d = FinalEvalConfig()
+    p = sub.add_parser("evaluate", help="fine-tune a policy fully and report clean / robust accuracy and its cost on a device")
+    add_workload_args(p)
+    p.add_argument("--policy", required=True, help="a policy JSON file (e.g. RUN_DIR/best_policy.json)")
+    p.add_argument("--device", default=DEFAULT_TABLE, help="shipped cost table name (see `haq tables list`) or a table file")
+    p.add_argument("--split", default=d.split, help=f"held-out split to measure accuracy on: {', '.join(SPLITS)}")
+    p.add_argument("--samples", type=int, default=None, help="images of the split to use (default: all)")
+    p.add_argument("--evaluator", default=d.evaluation.kind, help=f"{' or '.join(EVALUATORS)} (cheap: no fine-tune, no attacks)")
+    p.add_argument("--finetune-epochs", type=int, default=d.evaluation.finetune_epochs, help="DQ fine-tuning epochs")
+    p.add_argument("--robust-samples", type=int, default=d.evaluation.robust_samples, help="images attacked for robust accuracy")
+    p.add_argument("--measure", default=d.measure,
+                   help=f"{', '.join(MEASURE_MODES)}: time the exported model here (auto: when the table describes this machine)")
+    p.add_argument("--emulate", action="store_true",
+                   help="when measuring, export bit widths this CPU cannot run on 8-bit containers instead of refusing")
+    p.set_defaults(func=run)
+
+
+def run(ns: argparse.Namespace) -> int:
+    import dataclasses
+
+    from haq.final_eval import FinalEvalConfig, evaluate_final
+    from haq.quant import QuantPolicy
+    from haq.search.costs import load_table
+    from haq.workload import load_workload
+
+    base = FinalEvalConfig().evaluation
+    cfg = FinalEvalConfig(
+        split=ns.split, samples=ns.samples, measure=ns.measure, emulate=ns.emulate,
+        evaluation=dataclasses.replace(base, kind=ns.evaluator, finetune_epochs=ns.finetune_epochs, robust_samples=ns.robust_samples),
+    )
+    policy = QuantPolicy.load(ns.policy)
+    table = load_table(ns.device)
+    wl = load_workload(workload_config(ns), torch_device(ns), log=log)
+    r = evaluate_final(wl, table, policy, cfg, log=log)
+    m, ref = r.metrics, r.reference
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    print(f"{ns.policy} on {wl.config.model} / {table.name}, {r.samples} {r.split} images")
+    print("| quantity | policy | float model |\n|---|---|---|")
+    print(f"| clean accuracy | {pct(m.clean_acc)} | {pct(ref.clean_acc)} |")
+    print(f"| robust accuracy (worst case) | {pct(m.robust_acc)} | {pct(ref.robust_acc)} |")
+    for metric, value in r.predicted.items():
+        if metric == "size_bits":
+            print(f"| weight size (KiB) | {value / 8192:.2f} | |")
+        else:
+            print(f"| predicted {metric} ({'ms' if metric == 'latency' else 'mJ'}) | {value:.6g} | |")
+    measured = "n/a" if r.measured_ms is None else f"{r.measured_ms:.4g} (noise {r.measured_noise:.3f})"
+    print(f"| measured latency (ms) | {measured} | |")
+    print(r.measure_note)
+    return 0

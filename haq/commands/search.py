@@ -1,0 +1,100 @@
+"""``haq search``: search per-layer bit widths with an RL agent under a device budget."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from haq.commands.common import add_workload_args, log, workload_config
+from haq.errors import ConfigError
+from haq.search.config import AGENTS, METRICS, AgentConfig, BudgetConfig, EnvConfig, EvalConfig, SearchConfig
+from haq.search.rundir import EpisodeRecord
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    p = sub.add_parser("search", help="search per-layer bit widths under a latency / energy / size budget (RL agent)")
+    add_workload_args(p)
+    add_search_args(p)
+    p.add_argument("--episodes", type=int, default=SearchConfig().episodes, help="episodes (evaluated policies) in all")
+    p.add_argument("--agent", default=AgentConfig().algo, help=f"RL agent: {', '.join(AGENTS)}")
+    p.add_argument("--warmup", type=int, default=AgentConfig().warmup_episodes, help="random warm-up episodes (off-policy agents)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<agent>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings; --episodes may grow)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 suits the small agent networks and shared machines)")
+    p.set_defaults(func=run)
+
+
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    """Device, budget and evaluator flags (shared with ``haq demo``)."""
+    g = p.add_argument_group("device and budget")
+    g.add_argument("--device", default=EnvConfig().table, help="shipped cost table name (see `haq tables list`) or a table file")
+    g.add_argument("--budget", type=float, default=BudgetConfig().ratio, help="budget as a fraction of the uniform max-bits cost")
+    g.add_argument("--budget-absolute", type=float, default=None, help="budget in the metric's units (ms, mJ, bits); overrides --budget")
+    g.add_argument("--metric", default=BudgetConfig().metric, help=f"budget metric: {', '.join(METRICS)}")
+    g.add_argument("--min-bits", type=int, default=EnvConfig().min_bits, help="lowest bit width an action maps to")
+    g.add_argument("--max-bits", type=int, default=EnvConfig().max_bits, help="highest bit width an action maps to")
+    g.add_argument("--pin-first-last", type=int, default=None, help="fix the first and last layer at this bit width")
+    g.add_argument("--evaluator", default="full", help="full (DQ fine-tune + robust accuracy) or cheap (PTQ accuracy only)")
+    g.add_argument("--hardware-feedback", action="store_true", help="measure each policy's latency on this machine instead of the table")
+
+
+def env_config(ns: argparse.Namespace) -> EnvConfig:
+    """Validated environment config from parsed flags."""
+    return EnvConfig(
+        workload=workload_config(ns),
+        table=ns.device,
+        budget=BudgetConfig(metric=ns.metric, ratio=ns.budget, absolute=ns.budget_absolute),
+        min_bits=ns.min_bits,
+        max_bits=ns.max_bits,
+        pin_first_last=ns.pin_first_last,
+        evaluation=EvalConfig(kind=ns.evaluator, hardware_feedback=ns.hardware_feedback),
+        torch_device=ns.torch_device,
+    )
+
+
+def search_config(ns: argparse.Namespace) -> SearchConfig:
+    """Validated search config from parsed flags."""
+    return SearchConfig(
+        env=env_config(ns), agent=AgentConfig(algo=ns.agent, warmup_episodes=ns.warmup), episodes=ns.episodes, seed=ns.seed,
+    )
+
+
+def default_out(cfg: SearchConfig) -> Path:
+    """``runs/<model>-<table>-<agent>-s<seed>`` (a table path contributes its file stem)."""
+    model = cfg.env.workload.model.replace(":", "_").replace(".", "_")
+    return Path("runs") / f"{model}-{Path(cfg.env.table).stem}-{cfg.agent.algo}-s{cfg.seed}"
+
+
+def run(ns: argparse.Namespace) -> int:
+    from haq.search.progress import ProgressBar
+    from haq.search.run import run_search
+
+    if ns.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {ns.threads}")
+    torch.set_num_threads(ns.threads)
+    cfg = search_config(ns)
+    out = Path(ns.out) if ns.out else default_out(cfg)
+    result = run_search(cfg, out, progress=ProgressBar(), resume=ns.resume, log=log)
+    print(f"search: {result.episodes_done} episodes in {result.run_dir} (resumed after {result.resumed_from})" if result.resumed_from
+          else f"search: {result.episodes_done} episodes in {result.run_dir}")
+    print(f"budget: {result.budget.metric} <= {result.budget.target:.6g} ({result.budget.target / result.budget.reference:.3f} of uniform max-bits)")
+    print_record("best", result.best)
+    print(f"best policy: {result.run_dir / 'best_policy.json'}")
+    return 0
+
+
+def print_record(label: str, record: EpisodeRecord) -> None:
+    """One policy's bits and numbers as a short Markdown table."""
+    m = record.metrics
+    robust = f"{m.robust_acc:.4f}" if m.robust_acc is not None else "n/a"
+    energy = f"{m.energy_mj:.4g}" if m.energy_mj is not None else "n/a"
+    print(f"{label} (episode {record.episode}, reward {record.reward:+.4f}): clean {m.clean_acc:.4f}, robust {robust}, "
+          f"latency {m.latency_ms:.4g} ms, energy {energy} mJ, size {m.size_bits / 8192:.2f} KiB")
+    print("| layer | w_bits | a_bits |\n|---|---|---|")
+    for name, (w, a) in record.policy.items():
+        print(f"| {name} | {w} | {a} |")
+
+
+__all__ = ["add_search_args", "env_config", "print_record", "register", "run", "search_config"]

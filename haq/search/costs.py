@@ -1,0 +1,217 @@
+"""The budget side of the search: which (w, a) pairs each layer may take, what each costs, and
+how an action is mapped and projected so the episode always ends within budget.
+
+The budget is measured the way policies are reported: by the table's ``policy_cost`` (which
+adds precision-boundary costs and a fitted correction on tables that have them), or by the
+weight size. A pair is feasible for the current layer when the decided layers, this pair, and
+every later layer at its cheapest pair cost at most the budget; choosing the cheapest pair
+reproduces the completion checked one step earlier, so an episode can never run out of budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from haq.errors import ConfigError, TableError
+from haq.quant import FLOAT_BITS, LayerBits, LayerInfo, LayerSignature, QuantPolicy, model_size_bits
+
+Pair = tuple[int, int]
+TotalCost = Callable[[Sequence[Pair]], float]
+
+
+class CostSource(Protocol):
+    """Anything that prices a whole policy: a device table or a hardware-in-the-loop measurer."""
+
+    def policy_cost(self, layers: Sequence[LayerInfo], policy: QuantPolicy, metric: str = "latency") -> float: ...
+
+
+class DeviceTable(CostSource, Protocol):
+    """The part of ``haq.hardware``'s CostTable the search relies on (see docs/architecture.md)."""
+
+    name: str
+    meta: Mapping[str, Any]
+    metrics: tuple[str, ...]
+
+    def supported_bits(self, sig: LayerSignature) -> list[Pair]: ...
+
+    def layer_cost(self, sig: LayerSignature, w_bits: int, a_bits: int, metric: str = "latency") -> float: ...
+
+    def check_covers(self, layers: Sequence[LayerInfo]) -> None: ...
+
+
+def load_table(name_or_path: str) -> DeviceTable:
+    """A shipped table by name or a table file (``latency_tables.load``; its errors name what is valid)."""
+    import latency_tables
+
+    return latency_tables.load(name_or_path)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class LayerChoices:
+    """The (w, a) pairs one layer may take, sorted by (w, a), with their budget-metric costs."""
+
+    name: str
+    pairs: tuple[Pair, ...]
+    costs: tuple[float, ...]
+
+    @property
+    def cheapest(self) -> float:
+        """Lowest cost among the pairs."""
+        return min(self.costs)
+
+    @property
+    def dearest(self) -> float:
+        """Highest cost among the pairs."""
+        return max(self.costs)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A resolved budget: the target in the metric's units and what is achievable."""
+
+    metric: str
+    target: float
+    reference: float
+    cheapest: float
+    dearest: float
+
+    def to_dict(self) -> dict[str, float | str]:
+        """JSON-ready form."""
+        return {"metric": self.metric, "target": self.target, "reference": self.reference, "cheapest": self.cheapest, "dearest": self.dearest}
+
+
+@dataclass(frozen=True)
+class BudgetModel:
+    """Per-layer choices, the budget, and the whole-policy cost the budget is measured with."""
+
+    layers: tuple[LayerChoices, ...]
+    budget: Budget
+    total_cost: TotalCost = field(compare=False, repr=False)
+
+    def min_cost_from(self, index: int) -> float:
+        """Cheapest per-layer cost of layers ``index`` .. end (additive; an observation feature)."""
+        return float(sum(c.cheapest for c in self.layers[index:]))
+
+    def cheapest_pair(self, index: int) -> Pair:
+        """The cheapest pair of layer ``index`` (highest widths on ties)."""
+        c = self.layers[index]
+        return min(c.pairs, key=lambda p: (c.costs[c.pairs.index(p)], -p[0], -p[1]))
+
+    def completion_cost(self, decided: Sequence[Pair], pair: Pair) -> float:
+        """Cost of ``decided`` + ``pair`` + every later layer at its cheapest pair."""
+        rest = [self.cheapest_pair(i) for i in range(len(decided) + 1, len(self.layers))]
+        return self.total_cost([*decided, pair, *rest])
+
+    def policy_cost(self, pairs: Sequence[Pair]) -> float:
+        """Cost of one pair per layer, measured like the budget."""
+        return self.total_cost(pairs)
+
+    def fits(self, cost: float) -> bool:
+        """Whether ``cost`` is within the budget (relative tolerance 1e-9)."""
+        return cost <= self.budget.target * (1 + 1e-9)
+
+
+def layer_metric_cost(table: DeviceTable, info: LayerInfo, pair: Pair, metric: str) -> float:
+    """Cost of one layer at ``pair``: the table for latency / energy, weight bits for size."""
+    if metric == "size":
+        bias = info.signature.out_channels * FLOAT_BITS if info.signature.bias else 0
+        return float(info.params * pair[0] + bias)
+    cost = float(table.layer_cost(info.signature, pair[0], pair[1], metric))
+    if not np.isfinite(cost) or cost < 0:
+        raise TableError(f"table '{table.name}' gives layer '{info.name}' at w{pair[0]}a{pair[1]} an invalid {metric} cost {cost}")
+    return cost
+
+
+def allowed_pairs(table: DeviceTable, info: LayerInfo, min_bits: int, max_bits: int, pin: int | None) -> tuple[Pair, ...]:
+    """The device's supported pairs inside the bit range (only ``(pin, pin)`` for a pinned layer)."""
+    supported = sorted({(int(w), int(a)) for w, a in table.supported_bits(info.signature)})
+    inside = [p for p in supported if min_bits <= p[0] <= max_bits and min_bits <= p[1] <= max_bits]
+    if pin is not None:
+        if (pin, pin) not in supported:
+            raise ConfigError(f"cannot pin layer '{info.name}' to {pin} bits: table '{table.name}' supports {supported}")
+        return ((pin, pin),)
+    if not inside:
+        raise TableError(f"table '{table.name}' supports no (w, a) pair within bits {min_bits}..{max_bits} for layer '{info.name}'; it supports {supported}")
+    return tuple(inside)
+
+
+def build_budget_model(
+    layers: Sequence[LayerInfo], table: DeviceTable, metric: str, ratio: float, absolute: float | None,
+    min_bits: int, max_bits: int, pin_first_last: int | None,
+) -> BudgetModel:
+    """Resolve choices and budget; refuse a budget below the cheapest achievable cost."""
+    if metric != "size" and metric not in table.metrics:
+        raise ConfigError(f"table '{table.name}' has no '{metric}' metric; it has {', '.join(table.metrics)} (or use size)")
+    table.check_covers(layers)
+    pinned = {0, len(layers) - 1} if pin_first_last is not None else set()
+    choices = []
+    for i, info in enumerate(layers):
+        pairs = allowed_pairs(table, info, min_bits, max_bits, pin_first_last if i in pinned else None)
+        choices.append(LayerChoices(info.name, pairs, tuple(layer_metric_cost(table, info, p, metric) for p in pairs)))
+    total = _total_cost_fn(layers, table, metric)
+    reference = total([_top_pair(table, info, min_bits, max_bits) for info in layers])
+    cheapest = total([min(c.pairs, key=lambda p, c=c: (c.costs[c.pairs.index(p)], -p[0], -p[1])) for c in choices])
+    dearest = total([max(c.pairs, key=lambda p, c=c: (c.costs[c.pairs.index(p)], p)) for c in choices])
+    target = absolute if absolute is not None else ratio * reference
+    if target < cheapest * (1 - 1e-9):
+        raise ConfigError(
+            f"{metric} budget {target:.6g} is below the cheapest achievable {cheapest:.6g}; achievable range is "
+            f"{cheapest:.6g}..{dearest:.6g} (ratio {cheapest / reference:.3f}..{dearest / reference:.3f} of uniform {max_bits}-bit)"
+        )
+    return BudgetModel(tuple(choices), Budget(metric, float(target), reference, cheapest, dearest), total)
+
+
+def _total_cost_fn(layers: Sequence[LayerInfo], table: DeviceTable, metric: str) -> TotalCost:
+    """Whole-policy cost in the budget metric: the table's ``policy_cost``, or the weight size."""
+    names = [l.name for l in layers]
+    frozen = list(layers)
+
+    def total(pairs: Sequence[Pair]) -> float:
+        policy = QuantPolicy({n: LayerBits(w, a) for n, (w, a) in zip(names, pairs)})
+        if metric == "size":
+            return float(model_size_bits(frozen, policy))
+        return float(table.policy_cost(frozen, policy, metric))
+
+    return total
+
+
+def _top_pair(table: DeviceTable, info: LayerInfo, min_bits: int, max_bits: int) -> Pair:
+    """The highest-precision supported pair in range: what 'uniform max_bits' means on this device."""
+    return max(allowed_pairs(table, info, min_bits, max_bits, None))
+
+
+def map_action(action: np.ndarray, pairs: Sequence[Pair]) -> Pair:
+    """Action in [-1, 1]² → the pair it points at: the first coordinate picks among the distinct
+    weight widths, the second among the activation widths available with that weight width."""
+    u = np.clip((np.asarray(action, dtype=np.float64) + 1.0) / 2.0, 0.0, 1.0)
+    ws = sorted({p[0] for p in pairs})
+    w = ws[min(int(u[0] * len(ws)), len(ws) - 1)]
+    acts = sorted(p[1] for p in pairs if p[0] == w)
+    return (w, acts[min(int(u[1] * len(acts)), len(acts) - 1)])
+
+
+def encode_pair(pair: Pair, pairs: Sequence[Pair]) -> np.ndarray:
+    """The action in [-1, 1]² at the centre of ``pair``'s bin (inverse of :func:`map_action`)."""
+    ws = sorted({p[0] for p in pairs})
+    acts = sorted(p[1] for p in pairs if p[0] == pair[0])
+    u = np.array([(ws.index(pair[0]) + 0.5) / len(ws), (acts.index(pair[1]) + 0.5) / len(acts)])
+    return (2.0 * u - 1.0).astype(np.float32)
+
+
+def project(desired: Pair, choices: LayerChoices, fits: Callable[[Pair], bool]) -> Pair:
+    """The pair to apply: ``desired`` if it ``fits``; else the fitting pair nearest to it (squared
+    distance in bits, dearest on ties) among those that raise neither width; else the cheapest.
+
+    Nearest, not dearest: on a weight-bound layer the dearest fitting pair keeps the weight bits
+    and drops the activations to the floor, which is rarely what the request meant.
+    """
+    cost = dict(zip(choices.pairs, choices.costs))
+    if fits(desired):
+        return desired
+    fitting = [p for p in choices.pairs if p[0] <= desired[0] and p[1] <= desired[1] and fits(p)]
+    if fitting:
+        return min(fitting, key=lambda p: ((desired[0] - p[0]) ** 2 + (desired[1] - p[1]) ** 2, -cost[p], p))
+    return min(choices.pairs, key=lambda p: (cost[p], -p[0], -p[1]))

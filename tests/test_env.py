@@ -1,0 +1,156 @@
+"""MixedPrecisionEnv: the Gymnasium / SB3 contract, determinism, budget projection, info, errors."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from envs.mixed_precision import OBS_FEATURES, MixedPrecisionEnv
+from haq.errors import ConfigError, HaqError
+from haq.search import BudgetConfig, EnvConfig, SearchProblem, build_problem
+from haq.search.costs import LayerChoices, map_action, project
+from haq.workload import WorkloadConfig
+
+
+@pytest.fixture(scope="module")
+def problem(cache_dir: Path) -> SearchProblem:
+    return build_problem(EnvConfig(), cache_dir)
+
+
+def _rollout(env: MixedPrecisionEnv, actions: np.ndarray, seed: int | None = None) -> tuple[list[np.ndarray], float, list[dict]]:
+    obs, _ = env.reset(seed=seed)
+    seen, infos, reward = [obs], [], 0.0
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(a)
+        seen.append(obs)
+        infos.append(info)
+        assert not truncated
+    assert terminated
+    return seen, float(reward), infos
+
+
+def test_checkers_pass_without_warnings(problem: SearchProblem) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(MixedPrecisionEnv(problem=problem), skip_render_check=True)
+        sb3_check_env(MixedPrecisionEnv(problem=problem), warn=True)
+
+
+def test_registered_and_default_config_needs_nothing(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAQ_CACHE_DIR", str(cache_dir))
+    assert envs.ENV_ID in gymnasium.registry
+    env = gymnasium.make(envs.ENV_ID)
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (len(OBS_FEATURES),) and obs.dtype == np.float32
+    assert info["layer"] == "conv1"
+    env.close()
+
+
+def test_same_seed_same_episode(problem: SearchProblem) -> None:
+    actions = np.random.default_rng(7).uniform(-1, 1, (len(problem.layer_names), 2)).astype(np.float32)
+    a = _rollout(MixedPrecisionEnv(problem=problem), actions, seed=3)
+    b = _rollout(MixedPrecisionEnv(problem=problem), actions, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0]))
+    assert a[1] == b[1]
+    assert [i["policy"] for i in a[2][-1:]] == [i["policy"] for i in b[2][-1:]]
+
+
+def test_observations_are_finite_and_in_bounds(problem: SearchProblem) -> None:
+    env = MixedPrecisionEnv(problem=problem)
+    actions = np.random.default_rng(0).uniform(-1, 1, (len(problem.layer_names), 2)).astype(np.float32)
+    for obs in _rollout(env, actions)[0]:
+        assert env.observation_space.contains(obs) and np.all(np.isfinite(obs))
+    hw = np.array([env._static[i][14:16] for i in range(env.num_layers)])
+    assert np.all(hw[:, 0] <= hw[:, 1]) and 0 < hw[:, 1].sum() <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.8])
+def test_budget_always_respected_and_applied_bits_reported(cache_dir: Path, problem: SearchProblem, ratio: float) -> None:
+    cfg = EnvConfig(budget=BudgetConfig(ratio=ratio))
+    prob = build_problem(cfg, cache_dir) if ratio != 0.5 else problem
+    env = MixedPrecisionEnv(problem=prob)
+    rng = np.random.default_rng(int(ratio * 100))
+    for _ in range(8):
+        actions = rng.choice([-1.0, 1.0, 0.3], size=(env.num_layers, 2)).astype(np.float32)
+        _, _, infos = _rollout(env, actions)
+        applied = [(i["w_bits"], i["a_bits"]) for i in infos]
+        assert prob.budget_model.policy_cost(applied) <= prob.budget.target * (1 + 1e-9)
+        assert infos[-1]["policy"] == {n: list(p) for n, p in zip(prob.layer_names, applied)}
+        assert infos[-1]["metrics"]["latency_ms"] <= prob.budget.target * (1 + 1e-9)
+        for info, choices in zip(infos, prob.budget_model.layers):
+            assert (info["w_bits"], info["a_bits"]) in choices.pairs
+            assert info["projected"] == ((info["w_bits"], info["a_bits"]) != info["requested_bits"])
+            assert map_action(info["applied_action"], choices.pairs) == (info["w_bits"], info["a_bits"])
+
+
+def test_all_max_actions_get_projected(problem: SearchProblem) -> None:
+    env = MixedPrecisionEnv(problem=problem)
+    _, _, infos = _rollout(env, np.ones((env.num_layers, 2), np.float32))
+    assert infos[0]["requested_bits"] == (8, 8) and any(i["projected"] for i in infos)
+
+
+def test_pinned_first_and_last_layers(cache_dir: Path) -> None:
+    prob = build_problem(EnvConfig(pin_first_last=8), cache_dir)
+    env = MixedPrecisionEnv(problem=prob)
+    _, _, infos = _rollout(env, -np.ones((env.num_layers, 2), np.float32))
+    assert (infos[0]["w_bits"], infos[0]["a_bits"]) == (8, 8) and (infos[-1]["w_bits"], infos[-1]["a_bits"]) == (8, 8)
+
+
+@given(
+    u=st.tuples(st.floats(-1, 1), st.floats(-1, 1)),
+    costs=st.lists(st.floats(0.01, 10), min_size=4, max_size=4),
+    allowance=st.floats(0.01, 12),
+)
+@settings(max_examples=200, deadline=None)
+def test_projection_never_exceeds_allowance_when_feasible(u: tuple[float, float], costs: list[float], allowance: float) -> None:
+    pairs = ((2, 2), (2, 8), (8, 2), (8, 8))
+    choices = LayerChoices("l", pairs, tuple(costs))
+    cost = dict(zip(pairs, costs))
+    desired = map_action(np.array(u), pairs)
+    applied = project(desired, choices, lambda p: cost[p] <= allowance)
+    if allowance >= min(costs):
+        assert cost[applied] <= allowance
+    if cost[desired] <= allowance:
+        assert applied == desired
+    assert applied[0] <= desired[0] and applied[1] <= desired[1] or cost[applied] == min(costs)
+
+
+def test_action_mapping_covers_every_width() -> None:
+    pairs = tuple((w, a) for w in (2, 4, 8) for a in (2, 4, 8))
+    seen = {map_action(np.array([x, y]), pairs) for x in np.linspace(-1, 1, 13) for y in np.linspace(-1, 1, 13)}
+    assert seen == set(pairs)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: EnvConfig(budget=BudgetConfig(ratio=0.01)), "achievable range"),
+        (lambda: EnvConfig(table="no_such_table"), "bitfusion"),
+        (lambda: EnvConfig(budget=BudgetConfig(metric="watts")), "latency, energy, size"),
+        (lambda: EnvConfig(min_bits=6, max_bits=4), "bit range"),
+        (lambda: EnvConfig(workload=WorkloadConfig(model="nope")), "digits_cnn"),
+    ],
+)
+def test_bad_config_is_one_line_error(cache_dir: Path, make: Callable[[], EnvConfig], message: str) -> None:
+    with pytest.raises(HaqError) as err:
+        build_problem(make(), cache_dir)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_nan_budget_and_bad_action_rejected(problem: SearchProblem) -> None:
+    with pytest.raises(ConfigError, match="finite"):
+        BudgetConfig(ratio=float("nan"))
+    env = MixedPrecisionEnv(problem=problem)
+    env.reset(seed=0)
+    with pytest.raises(ConfigError, match="finite numbers"):
+        env.step(np.array([np.nan, 0.0], np.float32))

@@ -1,0 +1,104 @@
+"""``haq evaluate``: a policy file in, fine-tuned clean / robust accuracy and its costs out."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from haq.cli import main as haq_main
+from haq.errors import ConfigError
+from haq.final_eval import FinalEvalConfig, evaluate_final, table_describes_this_machine
+from haq.hardware.protocol import ProtocolConfig, cpu_model
+from haq.hardware.runner import LocalRunner
+from haq.quant import LayerBits, QuantPolicy
+from haq.search.config import EvalConfig
+from haq.search.costs import load_table
+from haq.workload import Workload
+
+TINY = ["--samples", "60", "--robust-samples", "20", "--finetune-epochs", "1"]
+
+
+@pytest.fixture(autouse=True)
+def shared_cache(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAQ_CACHE_DIR", str(cache_dir))
+
+
+@pytest.fixture()
+def mixed_policy(tmp_path: Path, digits_workload: Workload) -> Path:
+    names = digits_workload.layer_names
+    bits = {n: LayerBits(8, 8) if n in (names[0], names[-1]) else LayerBits(4, 4) for n in names}
+    path = tmp_path / "policy.json"
+    QuantPolicy(bits).save(path)
+    return path
+
+
+def test_evaluate_prints_accuracies_and_costs(mixed_policy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert haq_main(["evaluate", "--policy", str(mixed_policy), "--device", "bitfusion", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "60 test images" in out
+    clean = re.search(r"\| clean accuracy \| ([\d.]+)% \| ([\d.]+)% \|", out)
+    robust = re.search(r"\| robust accuracy \(worst case\) \| ([\d.]+)% \| ([\d.]+)% \|", out)
+    assert clean and robust, out
+    assert 50.0 < float(clean.group(1)) <= 100.0 and 0.0 <= float(robust.group(1)) <= 100.0
+    table = load_table("bitfusion")
+    for metric in table.metrics:
+        assert re.search(rf"\| predicted {metric} \(m[sJ]\) \| [\d.e+-]+ \|", out), out
+    assert "| weight size (KiB) |" in out and "| measured latency (ms) | n/a |" in out
+    assert "does not describe this machine" in out
+
+
+def test_measurement_on_this_machine(digits_workload: Workload) -> None:
+    table = load_table("bitfusion")
+    policy = QuantPolicy.uniform(digits_workload.layer_names, 8)
+    quick = LocalRunner(ProtocolConfig(sessions=1, warmup_runs=1, warmup_s=0.0, repeats=3, min_repeat_ms=0.0, max_retries=0))
+    cfg = FinalEvalConfig(samples=40, evaluation=EvalConfig(kind="cheap"), measure="local")
+    report = evaluate_final(digits_workload, table, policy, cfg, runner=quick)
+    assert report.metrics.robust_acc is None and report.samples == 40
+    assert report.measured_ms is not None and report.measured_ms > 0
+    assert report.predicted["latency"] == pytest.approx(table.policy_cost(digits_workload.layers, policy, "latency"))
+    assert report.predicted["size_bits"] == report.metrics.size_bits
+
+
+def test_only_onnxruntime_tables_of_this_cpu_describe_this_machine() -> None:
+    class Meta:
+        def __init__(self, meta: dict[str, object]) -> None:
+            self.meta = meta
+
+    assert table_describes_this_machine(Meta({"runtime": {"name": "onnxruntime 1.20"}, "device": {"cpu": cpu_model()}}))  # type: ignore[arg-type]
+    assert not table_describes_this_machine(Meta({"runtime": {"name": "onnxruntime"}, "device": {"cpu": "another CPU"}}))  # type: ignore[arg-type]
+    assert not table_describes_this_machine(load_table("bitfusion"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--policy", "missing.json"], "cannot read policy file missing.json"),
+        (["--device", "tpu-v9"], "'tpu-v9' is neither a shipped cost table"),
+        (["--split", "train"], "unknown split 'train'; choose one of test, val"),
+        (["--measure", "sometimes"], "unknown measure mode 'sometimes'; choose one of auto, local, never"),
+        (["--samples", "0"], "samples must be an integer >= 1"),
+        (["--evaluator", "fast"], "unknown evaluator 'fast'; choose one of cheap, full"),
+        (["--measure", "local", "--evaluator", "cheap"], "cannot run natively .*--emulate"),
+    ],
+)
+def test_bad_inputs_are_one_line_errors(
+    mixed_policy: Path, capsys: pytest.CaptureFixture[str], extra: list[str], match: str,
+) -> None:
+    argv = ["evaluate", "--policy", str(mixed_policy), *TINY, *extra]
+    assert haq_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("haq: error: ") and re.search(match, err[-1]), err
+
+
+def test_a_policy_for_another_model_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "other.json"
+    QuantPolicy.uniform(["features.0", "classifier"], 8).save(path)
+    assert haq_main(["evaluate", "--policy", str(path), *TINY]) == 2
+    assert "policy names unknown layer(s)" in capsys.readouterr().err
+
+
+def test_final_eval_config_validates() -> None:
+    with pytest.raises(ConfigError, match="unknown split"):
+        FinalEvalConfig(split="holdout")
