@@ -1,0 +1,301 @@
+"""Policy transfer between devices (and models): does a trained agent save search episodes?
+
+For every zoo model in the mode and every shipped device table the model can be searched on
+(a table that cannot cost the model, or cannot meet the budget, is listed with the reason):
+
+1. from-scratch DDPG searches on each device, several seeds (``--scratch`` episodes each);
+   a device's search with seed s is also the source agent transferred from that device;
+2. for each source → target pair and seed: ``haq transfer`` (zero-shot episode 0, then
+   ``--finetune`` episodes), logged in its own run directory;
+3. with ``--cross-model`` modes: each model's agents rolled out on the other model, same device.
+
+Printed: the transfer matrix (zero-shot reward, best reward after fine-tuning and the episode
+that reached it, the episodes a from-scratch search needs to reach that same reward — median
+and range over all scratch seeds, ``>M`` when it never did — and how often transfer needed at
+most a quarter of them), then the HAQ-style cross-device latency table: each device's best
+searched policy costed on every shipped device, as a ratio to that device's own best policy.
+
+The episode counts exclude the source agent's own training (the agent already exists; that is
+the premise of transfer). Rewards are deterministic per policy, so every run of a (model,
+device) shares one evaluator cache: it saves time and changes no number. The cheap evaluator
+(calibrated PTQ, clean accuracy) scores every policy: the full one (DQ fine-tune + attacks)
+costs seconds per policy and would not fit the time budget on 2 cores.
+
+    python bench/transfer.py --quick   # digits CNN, 2 seeds: < 5 min on 2 cores
+    python bench/transfer.py           # digits CNN + MLP, 3 seeds, cross-model: < 15 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import latency_tables
+from envs.mixed_precision import MixedPrecisionEnv
+from haq.errors import HaqError
+from haq.search import AgentConfig, EnvConfig, EvalConfig, SearchConfig, SearchProblem, build_problem
+from haq.search.run import run_search
+from haq.search.rundir import EpisodeRecord, RunDir, atomic_write_text
+from haq.transfer import TransferConfig, cost_on_device, load_source, run_transfer
+from haq.transfer.agent import load_on, rollout
+from haq.workload import WorkloadConfig
+
+
+@dataclass(frozen=True)
+class Mode:
+    """What one benchmark invocation covers."""
+
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    scratch_episodes: int
+    finetune_episodes: int
+    cross_model: bool
+
+
+MODES = {
+    "quick": Mode(("digits_cnn",), (0, 1), 40, 5, cross_model=False),
+    "full": Mode(("digits_cnn", "digits_mlp"), (0, 1, 2), 50, 8, cross_model=True),
+}
+# The benchmark pins its agent, so its numbers do not move with the search's defaults. With one
+# gradient step per collected step (the search's first default) DDPG's and TD3's deterministic
+# actors scored below the best random warm-up episode after 60 episodes on the digits CNN:
+# nothing worth transferring. TD3 with 16 gradient steps per episode learns within 40-60
+# episodes and runs twice as fast as SAC with 32; every scratch search (hence every source
+# agent) uses it. ``--agent`` / ``--gradient-steps`` rerun it with other settings.
+AGENT = AgentConfig(algo="td3", warmup_episodes=10, gradient_steps=16)
+EVALUATION = EvalConfig(kind="cheap")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One source → target transfer with one seed, and what it achieved."""
+
+    source_model: str
+    source_table: str
+    target_model: str
+    target_table: str
+    seed: int
+    zero_shot: float
+    best: float
+    best_at: int  # episodes the transfer run used to reach ``best`` (zero-shot episode = 1)
+    seconds: float
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def env_config(model: str, table: str) -> EnvConfig:
+    return EnvConfig(workload=WorkloadConfig(model=model), table=table, evaluation=EVALUATION)
+
+
+def build_problems(models: tuple[str, ...]) -> tuple[dict[tuple[str, str], SearchProblem], dict[tuple[str, str], str]]:
+    """One problem per (model, table); the reason for each pair that cannot be searched."""
+    problems, skipped = {}, {}
+    for model in models:
+        for table in latency_tables.available():
+            try:
+                problems[(model, table)] = build_problem(env_config(model, table), log=log)
+            except HaqError as exc:
+                skipped[(model, table)] = str(exc).split("; add it with")[0]
+    return problems, skipped
+
+
+def best_so_far(records: list[EpisodeRecord]) -> list[float]:
+    out: list[float] = []
+    for r in records:
+        out.append(max(out[-1], r.reward) if out else r.reward)
+    return out
+
+
+def episodes_to_reach(curve: list[float], target: float) -> int | None:
+    """Episodes (1-based) a run needed until its best reward reached ``target``; None if never."""
+    return next((i + 1 for i, v in enumerate(curve) if v >= target - 1e-9), None)
+
+
+def scratch(
+    mode: Mode, agent: AgentConfig, problems: dict[tuple[str, str], SearchProblem], root: Path,
+) -> dict[tuple[str, str, int], Path]:
+    runs = {}
+    for (model, table), problem in problems.items():
+        for seed in mode.seeds:
+            out = root / model / f"scratch-{table}-s{seed}"
+            cfg = SearchConfig(env=problem.config, agent=agent, episodes=mode.scratch_episodes, seed=seed)
+            start = time.perf_counter()
+            result = run_search(cfg, out, problem=problem, resume=RunDir(out).exists())
+            log(f"scratch {model}/{table} s{seed}: best {result.best.reward:+.4f} at episode {result.best.episode} "
+                f"({time.perf_counter() - start:.0f} s)")
+            runs[(model, table, seed)] = out
+    return runs
+
+
+def transfers(
+    mode: Mode, problems: dict[tuple[str, str], SearchProblem], sources: dict[tuple[str, str, int], Path], root: Path,
+    noise: float, sink: Callable[[Pair], None],
+) -> None:
+    for (src_model, src_table, seed), source in sources.items():
+        for (tgt_model, tgt_table), problem in problems.items():
+            cross_device = tgt_model == src_model and tgt_table != src_table
+            cross_model = mode.cross_model and tgt_model != src_model and tgt_table == src_table
+            if not (cross_device or cross_model):
+                continue
+            out = root / tgt_model / f"transfer-{src_model}-{src_table}-to-{tgt_table}-s{seed}"
+            cfg = TransferConfig(
+                source=str(source), table=tgt_table, model=tgt_model if cross_model else None,
+                episodes=mode.finetune_episodes, seed=seed, noise_sigma=noise,
+            )
+            start = time.perf_counter()
+            run_transfer(cfg, out, problem=problem, resume=RunDir(out).exists())
+            records = RunDir(out).read_episodes()
+            curve = best_so_far(records)
+            at = episodes_to_reach(curve, curve[-1])
+            sink(Pair(src_model, src_table, tgt_model, tgt_table, seed, records[0].reward, curve[-1], at or len(curve),
+                      time.perf_counter() - start))
+
+
+def _fmt_needed(values: list[int | None], horizon: int) -> str:
+    shown = [v if v is not None else horizon + 1 for v in values]
+    med = statistics.median(shown)
+    text = f"{med:.0f}" if med <= horizon else f">{horizon}"
+    lo, hi = min(shown), max(shown)
+    rng = f"{lo}-{hi}" if hi <= horizon else f"{lo}->{horizon}"
+    return f"{text} ({rng})" if lo != hi else text
+
+
+def matrix(mode: Mode, pairs: list[Pair], curves: dict[tuple[str, str], list[list[float]]]) -> tuple[str, dict[str, Any]]:
+    """The transfer matrix as Markdown, and the overall quarter-target tally."""
+    lines = [
+        f"| source → target | zero-shot reward | scratch eps to match zero-shot | reward after {mode.finetune_episodes} fine-tune eps "
+        f"| transfer eps used | scratch eps to match | transfer ≤ ¼ of scratch | scratch best after {mode.scratch_episodes} eps "
+        "| transfer reached it |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    met = total = 0
+    keys = sorted({(p.source_model, p.source_table, p.target_model, p.target_table) for p in pairs}, key=lambda k: (k[0] != k[2], k))
+    for key in keys:
+        rows = [p for p in pairs if (p.source_model, p.source_table, p.target_model, p.target_table) == key]
+        target_curves = curves[(key[2], key[3])]
+        need_zero = [episodes_to_reach(c, p.zero_shot) for p in rows for c in target_curves]
+        need_best = [episodes_to_reach(c, p.best) for p in rows for c in target_curves]
+        quarter = [  # a scratch run that never got there needed more than its whole horizon
+            p.best_at <= (n if n is not None else mode.scratch_episodes + 1) / 4
+            for p in rows for n in (episodes_to_reach(c, p.best) for c in target_curves)
+        ]
+        scratch_best = [c[-1] for c in target_curves]
+        reached = [p.best >= b - 1e-9 for p in rows for b in scratch_best]
+        met += sum(quarter)
+        total += len(quarter)
+        label = f"{key[0]}/{key[1]} → {key[2]}/{key[3]}" if key[0] != key[2] else f"{key[0]}: {key[1]} → {key[3]}"
+        lines.append(
+            f"| {label} | {statistics.mean(p.zero_shot for p in rows):+.3f} | {_fmt_needed(need_zero, mode.scratch_episodes)} "
+            f"| {statistics.mean(p.best for p in rows):+.3f} | {statistics.mean(p.best_at for p in rows):.1f} "
+            f"| {_fmt_needed(need_best, mode.scratch_episodes)} | {sum(quarter)}/{len(quarter)} "
+            f"| {statistics.mean(scratch_best):+.3f} | {sum(reached)}/{len(reached)} |"
+        )
+    return "\n".join(lines), {"quarter_met": met, "comparisons": total}
+
+
+def latency_table(model: str, problems: dict[tuple[str, str], SearchProblem], sources: dict[tuple[str, str, int], Path]) -> str:
+    """HAQ's table: the best policy searched for device X (rows) costed on device Y (columns)."""
+    tables = {t: problems[(model, t)].table for (m, t) in problems if m == model}
+    shipped = [latency_tables.load(name) for name in latency_tables.available()]
+    layers = next(p.workload.layers for (m, _), p in problems.items() if m == model)
+    tuned = {}
+    for table in tables:
+        records = [r for (m, t, _), path in sources.items() if m == model and t == table for r in RunDir(path).read_episodes()]
+        tuned[table] = max(records, key=lambda r: (r.reward, -r.episode)).quant_policy()
+    costs = {x: {y.name: cost_on_device(layers, policy, y) for y in shipped} for x, policy in tuned.items()}
+    lines = [f"| {model}: tuned for ↓ / run on → | " + " | ".join(t.name for t in shipped) + " |", "|---|" + "---|" * len(shipped)]
+    for x in tuned:
+        cells = []
+        for y in shipped:
+            c = costs[x][y.name]
+            own = costs[y.name][y.name].latency_ms if y.name in costs else None
+            if c.latency_ms is None:
+                cells.append("n/a")
+                continue
+            ratio = f"{c.latency_ms / own:.2f}× " if own else ""
+            promoted = f" ({len(c.promoted)} promoted)" if c.promoted else ""
+            cells.append(f"{ratio}{c.latency_ms:.4g} ms{promoted}")
+        lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def source_quality(mode: Mode, problems: dict[tuple[str, str], SearchProblem], sources: dict[tuple[str, str, int], Path]) -> str:
+    """How good each transferred agent is at home: its deterministic actor on its own device
+    against its search's best and the best of its random warm-up episodes."""
+    lines = ["| model / device | seed | actor on its own device | search best | best random warm-up episode |", "|---|---|---|---|---|"]
+    for (model, table, seed), path in sources.items():
+        problem = problems[(model, table)]
+        env = MixedPrecisionEnv(problem=problem)
+        actor = rollout(load_on(load_source(path).checkpoint, env), env, 0).reward
+        records = RunDir(path).read_episodes()
+        warm = max(r.reward for r in records[: AGENT.warmup_episodes])
+        lines.append(f"| {model} / {table} | {seed} | {actor:+.3f} | {max(r.reward for r in records):+.3f} | {warm:+.3f} |")
+    return "\n".join(lines)
+
+
+def pair_json(p: Pair) -> dict[str, Any]:
+    return dict(p.__dict__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="digits CNN only, 2 seeds, shorter searches (< 5 min)")
+    p.add_argument("--agent", default=AGENT.algo, help="agent of the scratch searches, hence of the transferred agents")
+    p.add_argument("--gradient-steps", type=int, default=AGENT.gradient_steps, help="gradient steps per episode (-1: one per step)")
+    p.add_argument("--noise", type=float, default=TransferConfig(source="-", table="-").noise_sigma,
+                   help="initial exploration noise of the fine-tuning")
+    p.add_argument("--out", default=None, help="run directories and results.json (default bench-out/transfer[-quick])")
+    ns = p.parse_args(argv)
+    torch.set_num_threads(1)
+    mode = MODES["quick" if ns.quick else "full"]
+    root = Path(ns.out or ("bench-out/transfer-quick" if ns.quick else "bench-out/transfer"))
+    start = time.perf_counter()
+    problems, skipped = build_problems(mode.models)
+    for (model, table), reason in skipped.items():
+        log(f"{model} cannot be searched on {table}: {reason}")
+    agent = dataclasses.replace(AGENT, algo=ns.agent, gradient_steps=ns.gradient_steps)
+    sources = scratch(mode, agent, problems, root)
+    scratch_s = time.perf_counter() - start
+    curves = {
+        key: [best_so_far(RunDir(path).read_episodes()) for (m, t, _), path in sources.items() if (m, t) == key] for key in problems
+    }
+    pairs: list[Pair] = []
+
+    def sink(pair: Pair) -> None:
+        pairs.append(pair)
+        doc = {"mode": mode.__dict__, "agent": agent.__dict__, "pairs": [pair_json(x) for x in pairs]}
+        atomic_write_text(root / "results.json", json.dumps(doc, indent=2) + "\n")
+        log(f"transfer {pair.source_model}/{pair.source_table} → {pair.target_model}/{pair.target_table} s{pair.seed}: "
+            f"zero-shot {pair.zero_shot:+.4f}, best {pair.best:+.4f} at episode {pair.best_at} ({pair.seconds:.0f} s)")
+
+    transfers(mode, problems, sources, root, ns.noise, sink)
+    text, tally = matrix(mode, pairs, curves)
+    print(f"## transfer matrix ({agent.algo}, {agent.gradient_steps} gradient steps / episode, cheap evaluator; "
+          f"seeds {list(mode.seeds)}; scratch searches of {mode.scratch_episodes} episodes)\n")
+    print(text)
+    print(f"\ntransfer reached its reward in <= 1/4 of the scratch episodes in {tally['quarter_met']} of {tally['comparisons']} "
+          "(transfer seed x scratch seed) comparisons")
+    print("\n## the transferred agents at home (deterministic actor; a transfer cannot beat its source)\n")
+    print(source_quality(mode, problems, sources))
+    for model in mode.models:
+        print(f"\n## cross-device latency, {model} (ratio to the run-on device's own best policy; promoted = run at wider bits)\n")
+        print(latency_table(model, problems, sources))
+    for (model, table), reason in skipped.items():
+        print(f"\nnot searched: {model} on {table}: {reason}")
+    print(f"\ntotal {time.perf_counter() - start:.0f} s (scratch searches {scratch_s:.0f} s); runs and results.json in {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

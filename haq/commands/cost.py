@@ -1,0 +1,74 @@
+"""``haq cost``: what one or more policies cost on every shipped device (the HAQ cross-device table)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from haq.commands.common import add_workload_args, workload_config
+from haq.quant import LayerInfo
+from haq.transfer.device_costs import DeviceCost
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    p = sub.add_parser("cost", help="a policy's latency / energy on every shipped device table (policy tuned for X, run on Y)")
+    add_workload_args(p)
+    p.add_argument("--policy", required=True, nargs="+", help="policy JSON file(s), e.g. RUN_DIR/best_policy.json; one row each")
+    p.add_argument("--device", nargs="+", default=None, help="device tables to cost on (default: every shipped table)")
+    p.set_defaults(func=run)
+
+
+def run(ns: argparse.Namespace) -> int:
+    from haq.quant import QuantPolicy
+    from haq.search.costs import load_table
+    from haq.transfer.device_costs import cost_on_devices, shipped_tables
+
+    layers = model_layers(ns)
+    tables = [load_table(name) for name in ns.device] if ns.device else shipped_tables()
+    rows = [(path, cost_on_devices(layers, QuantPolicy.load(path), tables)) for path in ns.policy]
+    print(f"cost of each policy on {ns.model}, per device (latency in the table's ms; x = speed-up over uniform 8-bit there)")
+    print(format_device_costs(rows))
+    return 0
+
+
+def model_layers(ns: argparse.Namespace) -> list[LayerInfo]:
+    """The model's quantizable layers; costing needs only shapes, so nothing is trained."""
+    from haq.data import load_dataset
+    from haq.errors import ModelError
+    from haq.models import ZOO, build_model
+    from haq.quant import discover_layers
+
+    cfg = workload_config(ns)
+    if cfg.model not in ZOO and ":" not in cfg.model:
+        raise ModelError(f"unknown model '{cfg.model}'; choose one of {', '.join(sorted(ZOO))} or package.module:callable")
+    data = load_dataset(cfg.resolved_dataset(), cfg.data_root, cfg.seed)
+    return discover_layers(build_model(cfg.model, data.input_shape, data.num_classes), data.input_shape)
+
+
+def format_device_costs(rows: Sequence[tuple[str, list[DeviceCost]]]) -> str:
+    """A Markdown table: one row per policy, one column per device, and the notes below it."""
+    if not rows:
+        return ""
+    names = [c.table for c in rows[0][1]]
+    lines = ["| policy | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    notes: dict[str, str] = {}
+    for label, costs in rows:
+        cells = []
+        for c in costs:
+            if c.latency_ms is None:
+                cells.append("n/a")
+                notes.setdefault(c.table, c.note)
+                continue
+            energy = f", {c.energy_mj:.4g} mJ" if c.energy_mj is not None else ""
+            speed = f" ({c.speedup_vs_uniform:.2f}x)" if c.speedup_vs_uniform is not None else ""
+            promoted = f" [{len(c.promoted)} layers promoted]" if c.promoted else ""
+            cells.append(f"{c.latency_ms:.4g} ms{energy}{speed}{promoted}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for table, note in notes.items():
+        lines.append(f"\n{table}: {note}")
+    if any(c.promoted for _, costs in rows for c in costs):
+        lines.append("\npromoted: the device does not run those layers' bit widths; costed at the narrowest wider pair it runs")
+    return "\n".join(lines)
+
+
+__all__ = ["format_device_costs", "model_layers", "register", "run"]

@@ -1,0 +1,72 @@
+"""Reusing a trained agent: load it onto a new environment, roll it out, prepare it to fine-tune.
+
+The observation is per-layer features scaled by fixed constants plus hardware features read
+from the device table, so an actor trained on one device (or model) can act on another as is.
+For fine-tuning, what belonged to the old device is dropped: the replay buffer (its rewards
+were earned on the old device, and its n-step horizon was the old model's length; a fresh one
+of the agent's own buffer class replaces it), the
+random warm-up (the actor is already trained) and the decayed exploration noise, which is
+replaced by a fresh, smaller one. Actor and critic weights are kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.buffers import NStepReplayBuffer, RolloutBuffer
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
+from envs.mixed_precision import MixedPrecisionEnv
+from haq.errors import ConfigError
+from haq.search.agents import load_agent
+from haq.search.evaluator import PolicyMetrics
+from haq.search.noise import DecayingTruncatedNormalNoise
+from haq.search.rundir import EpisodeRecord
+
+
+def load_on(checkpoint: Path, env: gym.Env) -> BaseAlgorithm:
+    """The saved agent, attached to ``env`` (no replay buffer); a space mismatch is one line."""
+    try:
+        model, _ = load_agent(checkpoint, env, with_buffer=False)
+    except ValueError as exc:  # stable-baselines3 refuses observation / action spaces that differ
+        raise ConfigError(f"{checkpoint}: incompatible observation layout for this environment ({exc})") from exc
+    return model
+
+
+def rollout(model: BaseAlgorithm, env: MixedPrecisionEnv, episode: int, extra: dict[str, Any] | None = None) -> EpisodeRecord:
+    """One deterministic episode of the actor on ``env`` (the zero-shot policy), as a log record."""
+    obs, _ = env.reset(seed=0)
+    done = False
+    info: dict[str, Any] = {}
+    while not done:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, _, done, _, info = env.step(action)
+    policy = {n: (int(w), int(a)) for n, (w, a) in info["policy"].items()}
+    return EpisodeRecord(episode, policy, PolicyMetrics.from_dict(info["metrics"]), float(info["reward"]), extra or {})
+
+
+def prepare_finetune(model: BaseAlgorithm, episode_len: int, episodes: int, noise_sigma: float, noise_decay: float, seed: int) -> None:
+    """Reset what belonged to the old device so ``learn`` fine-tunes on the new one (in place)."""
+    obs_space, act_space = model.observation_space, model.action_space
+    if isinstance(model, OffPolicyAlgorithm):
+        model.learning_starts = 0
+        model.buffer_size = max(episodes * episode_len, 1) + 1
+        model.replay_buffer_kwargs = {"n_steps": episode_len, "gamma": 1.0}
+        buffer_cls = model.replay_buffer_class if issubclass(model.replay_buffer_class, NStepReplayBuffer) else NStepReplayBuffer
+        model.replay_buffer = buffer_cls(
+            model.buffer_size, obs_space, act_space, device=model.device, n_envs=1, n_steps=episode_len, gamma=1.0,
+        )
+        if model.action_noise is not None:
+            dim = int(act_space.shape[0])  # type: ignore[index]
+            model.action_noise = DecayingTruncatedNormalNoise(dim, noise_sigma, noise_decay, 0, seed=seed)
+    elif isinstance(model, PPO):
+        model.n_steps = episode_len
+        model.batch_size = episode_len
+        model.normalize_advantage = episode_len > 1
+        model.rollout_buffer = RolloutBuffer(episode_len, obs_space, act_space, device=model.device, gamma=1.0, gae_lambda=1.0, n_envs=1)
+    else:
+        raise ConfigError(f"cannot fine-tune a {type(model).__name__} agent; haq trains ddpg, td3, sac and ppo")

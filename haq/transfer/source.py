@@ -1,0 +1,122 @@
+"""The source of a transfer: a finished (or interrupted) search run and its latest saved agent.
+
+A search checkpoint holds the agent and ``agent.json`` describing what the agent was trained
+with (observation features, bit range, reward weights, source table and model; see
+:func:`haq.search.run.agent_description`). Everything here only reads and validates.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from envs.mixed_precision import OBS_FEATURES
+from haq.errors import ConfigError
+from haq.search.agents import META_FILE
+from haq.search.config import SearchConfig
+from haq.search.run import CHECKPOINT_PREFIX
+from haq.search.rundir import RunDir
+
+AGENT_RUN_KINDS = ("search", "transfer")
+
+
+@dataclass(frozen=True)
+class SourceRun:
+    """A run directory holding a trained agent.
+
+    config: the settings the agent was trained under.
+    checkpoint: the newest complete checkpoint directory.
+    meta: the agent description (``agent.json``).
+    episodes_done: episodes the agent had finished when it was checkpointed.
+    """
+
+    path: Path
+    kind: str
+    config: SearchConfig
+    checkpoint: Path
+    meta: dict[str, Any]
+    episodes_done: int
+
+    @property
+    def table(self) -> str:
+        """The device the agent last trained on."""
+        return str(self.meta.get("source_table", self.config.env.table))
+
+    @property
+    def model(self) -> str:
+        """The model the agent last trained on."""
+        return str(self.meta.get("source_model", self.config.env.workload.model))
+
+    def describe(self) -> dict[str, Any]:
+        """What a transfer run records about its source."""
+        return {
+            "run_dir": str(self.path.resolve()), "kind": self.kind, "checkpoint": self.checkpoint.name,
+            "episodes_done": self.episodes_done, "table": self.table, "model": self.model, "algo": self.meta.get("algo"),
+        }
+
+
+def load_source(path: str | Path) -> SourceRun:
+    """Open a search run for transfer; a one-line error says what is missing."""
+    rd = RunDir(path)
+    if not rd.path.is_dir():
+        raise ConfigError(f"--from {rd.path}: no such directory; give the run directory of a `haq search`")
+    if not rd.exists():
+        raise ConfigError(f"--from {rd.path}: not a search run (no config.json); give the run directory of a `haq search`")
+    doc = rd.read_config()
+    kind = str(doc.get("kind"))
+    if kind not in AGENT_RUN_KINDS:
+        raise ConfigError(
+            f"--from {rd.path}: a '{kind}' run has no trained agent; transfer needs a {' or '.join(AGENT_RUN_KINDS)} run"
+        )
+    config = SearchConfig.from_dict(doc.get("config", {}))
+    checkpoint = latest_checkpoint(rd)
+    if checkpoint is None:
+        raise ConfigError(
+            f"--from {rd.path}: no complete agent checkpoint under {rd.checkpoint_dir}; let the search finish at least one episode"
+        )
+    meta = _read_json(checkpoint / META_FILE, "the agent description")
+    check_observation_layout(meta, str(checkpoint))
+    state = _read_json(checkpoint / "state.json", "the checkpoint state")
+    return SourceRun(rd.path, kind, config, checkpoint, meta, int(state.get("episodes_done", 0)))
+
+
+def latest_checkpoint(rd: RunDir) -> Path | None:
+    """The newest checkpoint with its state file written (``.tmp`` ones were interrupted)."""
+    done = [
+        p for p in rd.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*")
+        if not p.name.endswith(".tmp") and (p / "state.json").is_file() and (p / META_FILE).is_file()
+    ]
+    return max(done, key=lambda p: p.name) if done else None
+
+
+def check_observation_layout(meta: dict[str, Any], where: str) -> None:
+    """Refuse an agent whose observation features differ from this environment's."""
+    obs = meta.get("observation")
+    features = obs.get("features") if isinstance(obs, dict) else None
+    if features != list(OBS_FEATURES):
+        n = len(features) if isinstance(features, list) else "unknown"
+        raise ConfigError(
+            f"{where}: incompatible observation layout ({n} features {_first_mismatch(features)}); "
+            f"this haq's environment observes {len(OBS_FEATURES)} features {list(OBS_FEATURES)[:3]}..., so the agent cannot be reused"
+        )
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read {what} ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: {what} must be a JSON object")
+    return doc
+
+
+def _first_mismatch(features: Any) -> str:
+    if not isinstance(features, list):
+        return "recorded"
+    for i, (got, want) in enumerate(zip(features, OBS_FEATURES)):
+        if got != want:
+            return f"; feature {i} is '{got}', expected '{want}'"
+    return f"instead of {len(OBS_FEATURES)}"

@@ -1,0 +1,169 @@
+"""Policy transfer: reusing a trained search agent on another device table and another model,
+the errors that guard it, resumable fine-tuning, and a policy's cost on every shipped device."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import latency_tables
+from envs.mixed_precision import MixedPrecisionEnv
+from haq.cli import main
+from haq.errors import ConfigError, TableError
+from haq.hardware.table import save_table
+from haq.quant import QuantPolicy
+from haq.search import AgentConfig, EnvConfig, EvalConfig, RunDir, SearchConfig, build_problem, run_search
+from haq.search.agents import save_agent
+from haq.transfer import TransferConfig, cost_on_devices, load_source, promote_pair, run_transfer
+from haq.transfer.agent import load_on
+from haq.transfer.run import TransferResult, target_env_config
+
+CHEAP = EvalConfig(kind="cheap", val_samples=120)
+CPU_TABLE = next(n for n in latency_tables.available() if n.startswith("cpu"))
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A short DDPG search of the digits CNN on Bit Fusion: the agent every test transfers."""
+    out = tmp_path_factory.mktemp("source") / "run"
+    cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=AgentConfig(warmup_episodes=2, hidden=(16,)), episodes=4, seed=0)
+    run_search(cfg, out, cache_dir=cache_dir)
+    return out
+
+
+def _transfer(source: Path, table: str, out: Path, cache_dir: Path, episodes: int = 0, model: str | None = None) -> TransferResult:
+    return run_transfer(TransferConfig(source=str(source), table=table, episodes=episodes, model=model), out, cache_dir=cache_dir)
+
+
+def test_saved_agent_round_trips_with_its_metadata(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
+    src = load_source(source_run)
+    assert src.table == "bitfusion" and src.model == "digits_cnn" and src.episodes_done == 4
+    assert (src.meta["min_bits"], src.meta["max_bits"]) == (2, 8) and src.meta["reward"] == dataclasses.asdict(src.config.env.reward)
+    env = MixedPrecisionEnv(problem=build_problem(src.config.env, cache_dir))
+    model = load_on(src.checkpoint, env)
+    save_agent(model, tmp_path / "again", src.meta)
+    again = load_on(tmp_path / "again", env)
+    assert load_source(source_run).meta == json.loads((tmp_path / "again" / "agent.json").read_text())
+    rng = np.random.default_rng(0)
+    for obs in rng.uniform(0, 1, (5, env.observation_space.shape[0])).astype(np.float32):
+        assert np.array_equal(model.predict(obs, deterministic=True)[0], again.predict(obs, deterministic=True)[0])
+
+
+def test_zero_shot_on_another_table_is_a_valid_policy_within_its_budget(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
+    result = _transfer(source_run, "bismo-edge", tmp_path / "t", cache_dir)
+    zero = result.zero_shot
+    assert zero.extra["phase"] == "zero-shot" and zero.extra["source_table"] == "bitfusion"
+    target = build_problem(dataclasses.replace(load_source(source_run).config.env, table="bismo-edge"), cache_dir)
+    pairs = [zero.policy[c.name] for c in target.budget_model.layers]
+    assert all(p in c.pairs for p, c in zip(pairs, target.budget_model.layers))
+    assert target.budget_model.policy_cost(pairs) <= target.budget.target * (1 + 1e-9)
+    assert zero.metrics.latency_ms == pytest.approx(target.table.policy_cost(target.workload.layers, zero.quant_policy()))
+    # the agent saw the new device: its table-derived observation features differ from the source's
+    source_env = MixedPrecisionEnv(problem=build_problem(load_source(source_run).config.env, cache_dir))
+    assert not np.allclose(source_env.reset(seed=0)[0][14:16], MixedPrecisionEnv(problem=target).reset(seed=0)[0][14:16])
+    again = _transfer(source_run, "bismo-edge", tmp_path / "t2", cache_dir)
+    assert again.zero_shot.policy == zero.policy
+
+
+def test_table_that_cannot_cost_a_layer_is_one_line_naming_it(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
+    table = latency_tables.load("bitfusion")
+    layers = build_problem(EnvConfig(evaluation=CHEAP), cache_dir).workload.layers
+    key = table._key(layers[1].signature)  # noqa: SLF001 - the test removes exactly one layer's entries
+    data = dataclasses.replace(table.data, entries=tuple(e for e in table.data.entries if e.key != key))
+    save_table(data, tmp_path / "partial.json")
+    with pytest.raises(TableError, match=f"cannot cost layer '{layers[1].name}'"):
+        _transfer(source_run, str(tmp_path / "partial.json"), tmp_path / "t", cache_dir)
+    assert not (tmp_path / "t").exists()
+
+
+def test_budget_the_new_device_cannot_meet_prints_the_achievable_range(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="achievable range"):
+        _transfer(source_run, CPU_TABLE, tmp_path / "t", cache_dir)
+    with pytest.raises(ConfigError, match="means nothing on bismo-edge"):
+        absolute = dataclasses.replace(load_source(source_run).config.env, budget=dataclasses.replace(EnvConfig().budget, absolute=0.002))
+        target_env_config(absolute, TransferConfig(source=str(source_run), table="bismo-edge"))
+
+
+def test_not_a_search_run_or_another_observation_layout_is_refused(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="not a search run"):
+        _transfer(tmp_path / "empty", "bismo-edge", tmp_path / "t", cache_dir)
+    RunDir(tmp_path / "base").write_config({}, kind="baseline")
+    with pytest.raises(ConfigError, match="'baseline' run has no trained agent"):
+        _transfer(tmp_path / "base", "bismo-edge", tmp_path / "t", cache_dir)
+    other = tmp_path / "other"
+    shutil.copytree(source_run, other)
+    meta_path = next(other.glob("checkpoint/ep-*/agent.json"))
+    meta = json.loads(meta_path.read_text())
+    meta["observation"]["features"] = meta["observation"]["features"][:-2]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="incompatible observation layout"):
+        _transfer(other, "bismo-edge", tmp_path / "t", cache_dir)
+
+
+def test_fine_tuning_writes_a_resumable_run_dir(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
+    out = tmp_path / "t"
+    first = _transfer(source_run, "bismo-cloud", out, cache_dir, episodes=2)
+    rd = RunDir(out)
+    assert [r.episode for r in rd.read_episodes()] == [0, 1, 2] and first.resumed_from == 0
+    doc = rd.read_config()
+    assert doc["kind"] == "transfer" and doc["config"]["env"]["table"] == "bismo-cloud"
+    assert doc["transfer"]["source"]["table"] == "bitfusion" and doc["config"]["agent"]["warmup_episodes"] == 0
+    assert QuantPolicy.load(rd.best_path).meta["reward"] == max(r.reward for r in rd.read_episodes())
+    with pytest.raises(ConfigError, match="--resume"):
+        _transfer(source_run, "bismo-cloud", out, cache_dir, episodes=2)
+    more = run_transfer(TransferConfig(source=str(source_run), table="bismo-cloud", episodes=4), out, cache_dir=cache_dir, resume=True)
+    assert [r.episode for r in rd.read_episodes()] == [0, 1, 2, 3, 4] and more.resumed_from == 3
+    assert load_source(out).meta["source_table"] == "bismo-cloud"  # the fine-tuned agent can be transferred again
+    with pytest.raises(ConfigError, match="table='bismo-cloud'.*table='bismo-edge'"):
+        run_transfer(TransferConfig(source=str(source_run), table="bismo-edge", episodes=4), out, cache_dir=cache_dir, resume=True)
+
+
+def test_agent_trained_on_one_model_rolls_out_and_fine_tunes_on_another(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
+    result = _transfer(source_run, "bitfusion", tmp_path / "t", cache_dir, episodes=1, model="digits_mlp")
+    rd = RunDir(tmp_path / "t")
+    target = build_problem(EnvConfig(workload=dataclasses.replace(EnvConfig().workload, model="digits_mlp"), evaluation=CHEAP), cache_dir)
+    assert rd.read_config()["layers"] == target.layer_names and len(target.layer_names) != 4
+    for record in rd.read_episodes():
+        pairs = [record.policy[c.name] for c in target.budget_model.layers]
+        assert target.budget_model.policy_cost(pairs) <= target.budget.target * (1 + 1e-9)
+    assert result.zero_shot.extra["source_model"] == "digits_cnn"
+
+
+def test_promotion_to_the_narrowest_wider_pair() -> None:
+    costs = {(8, 8): 4.0, (4, 4): 1.0, (8, 32): 6.0, (32, 32): 3.0, (4, 32): 2.0, (32, 4): 5.0}
+    assert promote_pair((4, 4), costs) == (4, 4)
+    assert promote_pair((5, 3), costs) == (8, 8)  # not float, although float is cheaper here
+    assert promote_pair((8, 16), costs) == (8, 32)
+    assert promote_pair((2, 5), costs) == (8, 8)
+    assert promote_pair((2, 2), {(1, 1): 1.0}) is None
+
+
+def test_policy_cost_on_every_shipped_device(cache_dir: Path) -> None:
+    problem = build_problem(EnvConfig(evaluation=CHEAP), cache_dir)
+    layers = problem.workload.layers
+    uniform = cost_on_devices(layers, QuantPolicy.uniform(problem.layer_names, 8))
+    assert [c.table for c in uniform] == latency_tables.available()
+    assert all(c.speedup_vs_uniform == pytest.approx(1.0) and not c.promoted for c in uniform)
+    low = {c.table: c for c in cost_on_devices(layers, QuantPolicy.uniform(problem.layer_names, 4))}
+    assert low["bitfusion"].latency_ms == pytest.approx(problem.table.policy_cost(layers, QuantPolicy.uniform(problem.layer_names, 4)))
+    assert low["bitfusion"].energy_mj is not None and low["bitfusion"].speedup_vs_uniform > 1.0  # type: ignore[operator]
+    assert set(low[CPU_TABLE].promoted) == set(problem.layer_names)  # an int8 CPU runs 4-bit layers as 8-bit
+    assert low[CPU_TABLE].latency_ms == pytest.approx(low[CPU_TABLE].uniform_latency_ms)
+    with pytest.raises(Exception, match="unknown layer"):
+        cost_on_devices(layers, QuantPolicy.uniform(["nope"], 8))
+
+
+def test_cli_cost_and_transfer(source_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = source_run / "best_policy.json"
+    assert main(["cost", "--policy", str(policy), str(policy)]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in latency_tables.available()) and out.count(str(policy)) == 2
+    assert main(["transfer", "--from", str(tmp_path / "nope"), "--device", "bismo-edge", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("haq: error:") and "no such directory" in err[0]
