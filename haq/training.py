@@ -112,6 +112,7 @@ def train_model(
                 total += loss.item() * len(y)
             if progress is not None:
                 progress(epoch + 1, cfg.epochs, total / len(data.train))
+    opt.zero_grad(set_to_none=True)  # a trained model carries no stale gradients into attacks or DQ
     model.eval()
     return model
 

@@ -88,3 +88,13 @@ def test_checkpoint_never_unpickles_objects(user_module: str, tmp_path: Path, cp
     torch.save({"other.weight": torch.zeros(2)}, wrong)
     with pytest.raises(ModelError, match="does not match the model"):
         load_workload(WorkloadConfig(model=f"{user_module}:tiny", checkpoint=str(wrong)), cpu)
+
+
+def test_training_leaves_no_gradients(cpu: torch.device) -> None:
+    from haq.data import load_dataset
+    from haq.models import build_model
+    from haq.training import TrainConfig, train_model
+
+    model = build_model("digits_cnn", (1, 8, 8), 10)
+    train_model(model, load_dataset("digits"), TrainConfig(epochs=1), cpu)
+    assert all(p.grad is None for p in model.parameters()) and not model.training

@@ -34,7 +34,7 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--budget-absolute", type=float, default=None, help="budget in the metric's units (ms, mJ, bits); overrides --budget")
     g.add_argument("--metric", default=BudgetConfig().metric, help=f"budget metric: {', '.join(METRICS)}")
     g.add_argument("--min-bits", type=int, default=EnvConfig().min_bits, help="lowest bit width an action maps to")
-    g.add_argument("--max-bits", type=int, default=EnvConfig().max_bits, help="highest bit width an action maps to")
+    g.add_argument("--max-bits", type=int, default=EnvConfig().max_bits, help="highest bit width an action maps to (32 lets layers stay float, e.g. on CPU tables)")
     g.add_argument("--pin-first-last", type=int, default=None, help="fix the first and last layer at this bit width")
     g.add_argument("--evaluator", default="full", help="full (DQ fine-tune + robust accuracy) or cheap (PTQ accuracy only)")
     g.add_argument("--hardware-feedback", action="store_true", help="measure each policy's latency on this machine instead of the table")

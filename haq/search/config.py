@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, TypeVar
 
 from haq.errors import ConfigError
-from haq.quant import MAX_BITS, MIN_BITS
+from haq.quant import FLOAT_BITS, MAX_BITS, MIN_BITS
 from haq.workload import WorkloadConfig
 
 METRICS = ("latency", "energy", "size")
@@ -158,8 +158,12 @@ class EnvConfig:
     torch_device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not (MIN_BITS <= self.min_bits <= self.max_bits <= MAX_BITS):
-            raise ConfigError(f"bit range {self.min_bits}..{self.max_bits} is invalid; need {MIN_BITS} <= min_bits <= max_bits <= {MAX_BITS}")
+        top_ok = self.max_bits == FLOAT_BITS or self.max_bits <= MAX_BITS
+        if not (MIN_BITS <= self.min_bits <= MAX_BITS and self.min_bits <= self.max_bits and top_ok):
+            raise ConfigError(
+                f"bit range {self.min_bits}..{self.max_bits} is invalid; need {MIN_BITS} <= min_bits <= max_bits <= {MAX_BITS}, "
+                f"or max_bits = {FLOAT_BITS} to let layers stay float (CPU tables)"
+            )
         if self.pin_first_last is not None and not (self.min_bits <= self.pin_first_last <= self.max_bits):
             raise ConfigError(f"pin_first_last={self.pin_first_last} is outside the bit range {self.min_bits}..{self.max_bits}")
         if not self.table:

@@ -134,7 +134,10 @@ def allowed_pairs(table: DeviceTable, info: LayerInfo, min_bits: int, max_bits: 
             raise ConfigError(f"cannot pin layer '{info.name}' to {pin} bits: table '{table.name}' supports {supported}")
         return ((pin, pin),)
     if not inside:
-        raise TableError(f"table '{table.name}' supports no (w, a) pair within bits {min_bits}..{max_bits} for layer '{info.name}'; it supports {supported}")
+        raise TableError(
+            f"table '{table.name}' supports no (w, a) pair within bits {min_bits}..{max_bits} for layer '{info.name}'; "
+            f"it supports {supported}{_float_hint(table, [info], max_bits)}"
+        )
     return tuple(inside)
 
 
@@ -160,6 +163,7 @@ def build_budget_model(
         raise ConfigError(
             f"{metric} budget {target:.6g} is below the cheapest achievable {cheapest:.6g}; achievable range is "
             f"{cheapest:.6g}..{dearest:.6g} (ratio {cheapest / reference:.3f}..{dearest / reference:.3f} of uniform {max_bits}-bit)"
+            f"{_float_hint(table, layers, max_bits)}"
         )
     return BudgetModel(tuple(choices), Budget(metric, float(target), reference, cheapest, dearest), total)
 
@@ -176,6 +180,13 @@ def _total_cost_fn(layers: Sequence[LayerInfo], table: DeviceTable, metric: str)
         return float(table.policy_cost(frozen, policy, metric))
 
     return total
+
+
+def _float_hint(table: DeviceTable, layers: Sequence[LayerInfo], max_bits: int) -> str:
+    """Advice for devices that also run float (CPUs): the default range 2..8 hides that option."""
+    if max_bits < FLOAT_BITS and any(FLOAT_BITS in p for l in layers for p in table.supported_bits(l.signature)):
+        return f"; this device also runs float: use --max-bits {FLOAT_BITS} to let layers stay float"
+    return ""
 
 
 def _top_pair(table: DeviceTable, info: LayerInfo, min_bits: int, max_bits: int) -> Pair:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger
 
 from envs.mixed_precision import OBS_FEATURES, MixedPrecisionEnv
 from haq.errors import ConfigError
@@ -97,6 +98,8 @@ def run_search(
     logger = _EpisodeLogger(rd, problem, config, agent_env, done, best, progress)
     remaining = config.episodes - done
     if remaining > 0:
+        # A logger with no outputs: SB3's default creates an empty /tmp/SB3-<time> folder per learn().
+        model.set_logger(Logger(folder=None, output_formats=[]))
         model.learn(total_timesteps=remaining * episode_len, callback=logger, reset_num_timesteps=checkpoint is None)
     if logger.best is None:
         raise ConfigError(f"search in {rd.path} finished without any episode")
