@@ -29,6 +29,7 @@ class TrainConfig:
     optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
     seed: seeds the shuffling and augmentation generator.
     threads: torch intra-op threads while training (1 keeps a loaded 2-core machine responsive).
+    max_batches: cap on mini-batches per epoch (short fine-tuning), ``None`` for whole epochs.
     """
 
     epochs: int = 30
@@ -38,6 +39,7 @@ class TrainConfig:
     optimizer: str = "adam"
     seed: int = 0
     threads: int | None = 1
+    max_batches: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 0:
@@ -50,6 +52,8 @@ class TrainConfig:
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ConfigError(f"max_batches must be >= 1 or None, got {self.max_batches}")
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -86,17 +90,21 @@ def train_model(
     progress: Progress | None = None,
 ) -> nn.Module:
     """Train ``model`` in place with cross-entropy (+ ``extra_loss(model)``, e.g. a regularizer)."""
+    model.to(device)
+    if cfg.epochs == 0 or not any(p.requires_grad for p in model.parameters()):
+        return model.eval()
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    per_epoch = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
     opt = _optimizer(model, cfg)
-    steps = max(cfg.epochs * len(loader), 1)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    model.to(device)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs * per_epoch, 1))
     with torch_threads(cfg.threads):
         for epoch in range(cfg.epochs):
             model.train()
-            total = 0.0
-            for x, y in loader:
+            total, seen = 0.0, 0
+            for step, (x, y) in enumerate(loader):
+                if step >= per_epoch:
+                    break
                 if data.augment is not None:
                     x = data.augment(x, gen)
                 x, y = x.to(device), y.to(device)
@@ -104,14 +112,15 @@ def train_model(
                 if extra_loss is not None:
                     loss = loss + extra_loss(model)
                 if not torch.isfinite(loss):
-                    raise HaqError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower the learning rate")
+                    raise HaqError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower the learning rate (or DQ beta)")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
                 total += loss.item() * len(y)
+                seen += len(y)
             if progress is not None:
-                progress(epoch + 1, cfg.epochs, total / len(data.train))
+                progress(epoch + 1, cfg.epochs, total / max(seen, 1))
     opt.zero_grad(set_to_none=True)  # a trained model carries no stale gradients into attacks or DQ
     model.eval()
     return model

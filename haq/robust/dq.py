@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from haq.data.splits import DataSplits, make_loader
+from haq.data.splits import DataSplits
 from haq.errors import ConfigError, HaqError
 from haq.quant.calibrate import quant_layers
 from haq.quant.layers import QUANTIZABLE_TYPES
 from haq.quant.primitives import FLOAT_BITS
+from haq.training import Progress, TrainConfig, train_model
 
-Progress = Callable[[int, int, float], None]
 
 
 @dataclass(frozen=True)
@@ -100,46 +98,16 @@ def dq_finetune_(
     for a in alphas:
         a.requires_grad_(cfg.learn_alpha)
     try:
-        _train(model, data, cfg, device, progress)
+        recipe = TrainConfig(
+            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=0.0, seed=cfg.seed,
+            threads=None, max_batches=cfg.max_batches,
+        )
+        penalty = (lambda m: 0.5 * cfg.beta * orthogonal_penalty(m)) if cfg.beta > 0 else None
+        train_model(model, data, recipe, device, extra_loss=penalty, progress=progress)
     finally:
         for a, flag in zip(alphas, alpha_flags):
             a.requires_grad_(flag)
     return model.eval()
-
-
-def _train(model: nn.Module, data: DataSplits, cfg: DQConfig, device: torch.device, progress: Progress | None) -> None:
-    """The optimisation loop (Adam, cosine schedule, seeded shuffling and augmentation)."""
-    loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    per_epoch = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params or cfg.epochs == 0:
-        return
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs * per_epoch, 1))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    for epoch in range(cfg.epochs):
-        model.train()
-        total, seen = 0.0, 0
-        for step, (x, y) in enumerate(loader):
-            if step >= per_epoch:
-                break
-            if data.augment is not None:
-                x = data.augment(x, gen)
-            x, y = x.to(device), y.to(device)
-            loss = F.cross_entropy(model(x), y)
-            if cfg.beta > 0:
-                loss = loss + 0.5 * cfg.beta * orthogonal_penalty(model)
-            if not torch.isfinite(loss):
-                raise HaqError(f"DQ fine-tuning diverged at epoch {epoch + 1} (loss {loss.item()}); lower lr or beta")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(y)
-            seen += len(y)
-        if progress is not None:
-            progress(epoch + 1, cfg.epochs, total / max(seen, 1))
-    opt.zero_grad(set_to_none=True)
 
 
 def gram_penalty(w: torch.Tensor) -> torch.Tensor:
