@@ -15,7 +15,7 @@ from typing import Sequence
 from haq import __version__
 from haq.errors import HaqError
 
-COMMANDS = ("demo", "quantize")
+COMMANDS = ("demo", "quantize", "device", "tables", "search", "baseline", "evaluate", "plot", "export", "transfer", "cost", "robust")
 
 
 def build_parser() -> argparse.ArgumentParser:

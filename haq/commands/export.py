@@ -1,0 +1,59 @@
+"""``haq export``: write a model as QDQ ONNX under a policy, checked against onnxruntime's graph."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from haq.commands.common import add_workload_args, log, torch_device, workload_config
+from haq.errors import ConfigError
+from haq.export import ExportOptions, export_policy
+from haq.quant import QuantPolicy
+from haq.workload import load_workload
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Validated ``haq export`` arguments."""
+
+    policy: Path
+    onnx: Path
+    calibration: int
+    options: ExportOptions
+
+    def __post_init__(self) -> None:
+        if self.onnx.suffix != ".onnx":
+            raise ConfigError(f"--onnx must name a .onnx file, got {self.onnx}")
+        if not 1 <= self.calibration <= 10_000:
+            raise ConfigError(f"--calibration must be in 1..10000 images, got {self.calibration}")
+        if not self.policy.is_file():
+            raise ConfigError(f"--policy {self.policy} is not a file")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    p = sub.add_parser("export", help="export a model under a policy as onnxruntime-ready QDQ ONNX")
+    add_workload_args(p)
+    p.add_argument("--policy", required=True, help="policy JSON file (haq.policy)")
+    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--calibration", type=int, default=64, help="training images used to calibrate activation clips (default 64)")
+    p.add_argument("--emulate", action="store_true", help="export bit widths the CPU cannot run on 8-bit containers instead of refusing")
+    p.add_argument("--no-fence", action="store_true", help="refuse, instead of fencing, a float layer onnxruntime would quantize by itself")
+    p.set_defaults(func=run)
+
+
+def run(ns: argparse.Namespace) -> int:
+    cfg = ExportConfig(Path(ns.policy), Path(ns.onnx), ns.calibration, ExportOptions(emulated=ns.emulate, fence=not ns.no_fence))
+    policy = QuantPolicy.load(cfg.policy)
+    wl = load_workload(workload_config(ns), torch_device(ns), log=log)
+    x, _ = wl.data.subset("train", cfg.calibration)
+    exported = export_policy(wl.model, wl.layers, policy, wl.data.input_shape, x, cfg.options)
+    cfg.onnx.parent.mkdir(parents=True, exist_ok=True)
+    exported.save(str(cfg.onnx))
+    print(f"{cfg.onnx}: {len(exported.onnx_bytes) / 1024:.1f} KiB, {len(wl.layers)} layers")
+    print("| layer | asked | realization | onnxruntime kernel |\n|---|---|---|---|")
+    for l in wl.layers:
+        plan, kernel = exported.plans[l.name], exported.kernels[l.name]
+        fence = " (fenced)" if l.name in exported.fenced else ""
+        print(f"| {l.name} | w{plan.w_bits}a{plan.a_bits} | {plan.realization.value}{fence} | {kernel.label} |")
+    return 0

@@ -1,0 +1,52 @@
+"""``haq tables fit``: fit a measured table's boundary rules and per-network corrections."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import latency_tables
+from haq.commands.common import log
+from haq.errors import ConfigError
+from haq.hardware.check import fit_table, load_network
+from haq.hardware.protocol import ProtocolConfig
+from haq.hardware.runner import LocalRunner
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Validated ``haq tables fit`` arguments."""
+
+    models: tuple[str, ...]
+    table: str
+    configs: int
+    sessions: int
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("--model needs at least one zoo name or package.module:callable")
+        if not 3 <= self.configs <= 1000:
+            raise ConfigError(f"--configs must be in 3..1000 per model, got {self.configs}")
+        if not 1 <= self.sessions <= 100:
+            raise ConfigError(f"--sessions must be in 1..100, got {self.sessions}")
+
+
+def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    f = actions.add_parser("fit", help="measure whole models and fit a measured table's graph-aware terms")
+    f.add_argument("--model", nargs="+", required=True, help="every model the table serves (rules are fitted on all of them jointly)")
+    f.add_argument("--device", required=True, help="the measured table (shipped name or .json file); rewritten in place")
+    f.add_argument("--configs", type=int, default=12, help="measured configurations per model (default 12)")
+    f.add_argument("--sessions", type=int, default=5, help="fresh sessions per measurement (default 5)")
+    f.set_defaults(func=run)
+
+
+def run(ns: argparse.Namespace) -> int:
+    cfg = FitConfig(tuple(ns.model), ns.device, ns.configs, ns.sessions)
+    table = latency_tables.load(cfg.table)
+    assert table.path is not None
+    runner = LocalRunner(ProtocolConfig(sessions=cfg.sessions), log)
+    fitted = fit_table(table, [load_network(m) for m in cfg.models], runner, cfg.configs, Path(table.path), log=log)
+    g = fitted.data.graph
+    print(f"{table.path}: {len(g.rules)} boundary rules, {len(g.corrections)} network corrections")
+    return 0

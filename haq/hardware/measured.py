@@ -1,0 +1,172 @@
+"""Measured cost-table backend: single-layer ONNX models timed with onnxruntime on this CPU.
+
+For each layer signature and each precision the CPU provider really executes (fp32, W8A8 via
+QDQ, weight-only 2/4/8-bit MatMulNBits for linear layers) a one-layer model is exported with
+:func:`haq.export.export_policy`, its optimized graph is checked (the kernel that runs is
+recorded, and a pair whose kernel is not the asked precision is left out, never faked), and the
+variants are timed together, interleaved, with the protocol of :mod:`haq.hardware.protocol`.
+Noisy entries are re-measured by the protocol itself.
+
+An isolated one-layer model pays boundary work a layer inside a same-precision region does not:
+QuantizeLinear, DequantizeLinear and NCHW<->NHWC transposes (int8) or NCHWc reorders (fp32) —
+30-60 % of its time for small layers on this CPU. So an entry's ``latency_ms`` is the layer's
+*in-context* cost: the protocol median of the isolated model times the share of its profiled
+node time spent in the layer's own kernel(s). The isolated median, that share and the per-op
+profile are kept in ``extra`` (``isolated_ms``, ``kernel_share``, ``profile_us``) and
+``raw_ms`` holds the isolated model's raw samples. Boundary work is priced separately by the
+table's graph extras (:mod:`haq.hardware.graph_cost`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from haq.errors import ConfigError
+from haq.export import ExportError, ExportOptions, ExportedModel, export_policy, session_options, supported_precisions
+from haq.hardware.protocol import ProtocolConfig, cpu_model
+from haq.hardware.runner import LocalRunner
+from haq.hardware.schema import Entry
+from haq.quant import LayerInfo, LayerSignature, QuantPolicy, discover_layers
+
+Log = Callable[[str], None]
+CALIBRATION_SAMPLES = 8
+PROFILE_RUNS = 30
+PROFILE_WARMUP = 5
+BOUNDARY_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Transpose", "ReorderInput", "ReorderOutput"})
+
+
+def cpu_slug(model_name: str | None = None) -> str:
+    """``cpu-<model name>`` in lower case with runs of other characters as ``-``."""
+    name = (model_name or cpu_model()).lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+    return f"cpu-{slug or 'unknown'}"
+
+
+def single_layer(sig: LayerSignature, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """A seeded one-layer model (layer name ``0``) with ``sig``'s shapes, and its per-sample input shape."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if sig.op == "linear":
+            rows = sig.in_h * sig.in_w
+            shape: tuple[int, ...] = (sig.in_channels,) if rows == 1 else (rows, sig.in_channels)
+            return nn.Sequential(nn.Linear(sig.in_channels, sig.out_channels, bias=sig.bias)).eval(), shape
+        conv = nn.Conv2d(sig.in_channels, sig.out_channels, sig.kernel, stride=sig.stride, padding=sig.padding,
+                         groups=sig.groups, bias=sig.bias)
+        return nn.Sequential(conv).eval(), (sig.in_channels, sig.in_h, sig.in_w)
+
+
+def export_single(sig: LayerSignature, w_bits: int, a_bits: int, seed: int = 0) -> tuple[ExportedModel, LayerInfo]:
+    """Export and verify the one-layer model of ``sig`` at (w, a); :class:`ExportError` if it cannot run so."""
+    model, shape = single_layer(sig, seed)
+    layers = discover_layers(model, shape)
+    if len(layers) != 1 or layers[0].signature != sig.with_batch(1):
+        raise ExportError(f"rebuilt layer does not reproduce signature {sig.key()}")
+    gen = torch.Generator().manual_seed(seed)
+    calib = torch.rand((CALIBRATION_SAMPLES, *shape), generator=gen)
+    policy = QuantPolicy.uniform([layers[0].name], w_bits, a_bits)
+    return export_policy(model, layers, policy, shape, calib, ExportOptions()), layers[0]
+
+
+@dataclass(frozen=True)
+class MeasuredBackend:
+    """The ``--device cpu`` backend of ``haq tables build`` (see :class:`haq.hardware.build.DeviceBackend`)."""
+
+    protocol: ProtocolConfig
+    log: Log | None = None
+
+    def metadata(self, batch: int) -> dict[str, Any]:
+        """Table metadata: this CPU, onnxruntime, 1 thread, the protocol record."""
+        if batch != 1:
+            raise ConfigError(f"measured CPU tables are built at batch 1 (the exporter's graph); got --batch {batch}")
+        return {
+            "device": {"name": cpu_slug(), "description": f"{cpu_model()}, onnxruntime CPU execution provider, {self.protocol.threads} thread(s)"},
+            "runtime": {"name": "onnxruntime", "version": ort.__version__},
+            "threads": self.protocol.threads,
+            "protocol": {**self.protocol.record(), "models": "one exported layer per entry (haq.hardware.measured)",
+                         "entry_cost": "in-context: isolated-model median x profiled share of the layer's own kernel(s); "
+                                       "extra.isolated_ms is the whole isolated model",
+                         "precisions": "fp32; w8a8 via QDQ (QLinearConv/QGemm); weight-only 2/4/8-bit linear via MatMulNBits accuracy_level=4"},
+            "units": {"latency": "ms", "energy": "mJ"},
+            "metrics": ["latency"],
+            "constants": {},
+        }
+
+    def entries(self, sig: LayerSignature) -> list[Entry]:
+        """One measured entry per precision the CPU really runs for ``sig``."""
+        if sig.batch != 1:
+            raise ConfigError(f"measured CPU tables are built at batch 1; signature {sig.key()} has batch {sig.batch}")
+        exported: list[tuple[int, int, ExportedModel, str]] = []
+        for w, a in supported_precisions(sig.op):
+            try:
+                model, info = export_single(sig, w, a)
+            except ExportError as exc:
+                if self.log:
+                    self.log(f"  skipping w{w}a{a}: {exc}")
+                continue
+            exported.append((w, a, model, model.kernels[info.name].label))
+        runner = LocalRunner(self.protocol, self.log)
+        results = runner.measure_many([m.onnx_bytes for _, _, m, _ in exported])
+        out = []
+        for (w, a, model, kernel), meas in zip(exported, results):
+            profile = profile_ops(model.onnx_bytes, self.protocol.threads)
+            share = kernel_share(profile)
+            out.append(Entry(
+                key=sig.key(), w_bits=w, a_bits=a, latency_ms=meas.median_ms * share, latency_iqr_ms=meas.iqr_ms * share,
+                samples=meas.n_samples, source="measured", kernel=kernel,
+                raw_ms=tuple(round(float(v), 6) for v in meas.all_samples()),
+                extra={"isolated_ms": meas.median_ms, "kernel_share": round(share, 4), "profile_us": profile,
+                       "session_medians_ms": [round(v, 6) for v in meas.session_medians], "noise": round(meas.noise, 4),
+                       "attempts": meas.attempts, "ops": list(meas.kernels)},
+            ))
+        return out
+
+
+def backend(device: str, protocol: ProtocolConfig | None = None, log: Log | None = None) -> MeasuredBackend:
+    """Factory used by :func:`haq.hardware.build.backend_for` for ``--device cpu``."""
+    if device != "cpu":
+        raise ConfigError(f"the measured backend times this machine only ('cpu'), not '{device}'")
+    return MeasuredBackend(protocol or ProtocolConfig(), log)
+
+
+def profile_ops(onnx_bytes: bytes, threads: int = 1, runs: int = PROFILE_RUNS) -> dict[str, float]:
+    """Median per-run kernel time (µs) of each op type, from onnxruntime's profiler (untimed pass)."""
+    with tempfile.TemporaryDirectory(prefix="haq-prof-") as tmp:
+        so = session_options(threads)
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(tmp, "profile")
+        sess = ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        x = np.random.default_rng(0).random([d if isinstance(d, int) else 1 for d in inp.shape], dtype=np.float32)
+        for _ in range(PROFILE_WARMUP + runs):
+            sess.run(None, {inp.name: x})
+        with open(sess.end_profiling(), encoding="utf-8") as fh:
+            events = json.load(fh)
+    per_run: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            per_run.setdefault(str(e["args"]["op_name"]), []).append(float(e["dur"]))
+    out = {}
+    for op, durations in sorted(per_run.items()):
+        # an op type appears a fixed number of times per run: rows are runs, warm-up rows dropped
+        rows = np.asarray(durations).reshape(PROFILE_WARMUP + runs, -1)[PROFILE_WARMUP:]
+        out[op] = round(float(np.median(rows.sum(axis=1))), 3)
+    return out
+
+
+def kernel_share(profile_us: dict[str, float]) -> float:
+    """Share of a one-layer model's node time spent in the layer itself (not in boundary ops)."""
+    total = sum(profile_us.values())
+    own = sum(t for op, t in profile_us.items() if op not in BOUNDARY_OPS)
+    if total <= 0 or own <= 0:
+        raise ExportError(f"profile of a one-layer model has no layer kernel time ({profile_us}); cannot apportion it")
+    return own / total

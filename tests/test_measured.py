@@ -1,0 +1,156 @@
+"""Measured CPU tables: the builder, the graph-aware fit, the check statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from haq.errors import ConfigError
+from haq.hardware.build import extend_table, model_layers
+from haq.hardware.check import (
+    accuracy,
+    check_table,
+    fit_table,
+    load_network,
+    rmspe,
+    sample_policies,
+    spearman,
+    supported_pairs,
+    with_graph,
+    within,
+)
+from haq.hardware.graph_cost import DIRECTIONS, Observation, boundary_features, fit_boundaries, fit_correction
+from haq.hardware.measured import MeasuredBackend, cpu_slug
+from haq.hardware.protocol import ProtocolConfig
+from haq.hardware.runner import LocalRunner
+from haq.hardware.schema import GraphExtras
+from haq.hardware.table import load_table
+from haq.quant import LayerBits, LayerSignature, QuantPolicy
+
+FAST = ProtocolConfig(sessions=1, warmup_runs=2, warmup_s=0.0, repeats=3, min_repeat_ms=0.2, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def digits_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fast-protocol measured table of digits_cnn (the numbers are noisy; the structure is real)."""
+    out = tmp_path_factory.mktemp("tables") / "cpu.json"
+    extend_table(MeasuredBackend(FAST), [l.signature for l in model_layers("digits_cnn", None, None)], out, 1, models=["digits_cnn"])
+    return out
+
+
+def test_builder_records_real_kernels_only(digits_table: Path) -> None:
+    table = load_table(digits_table)
+    assert table.device == cpu_slug()
+    by_pair: dict[tuple[int, int], set[str]] = {}
+    for e in table.entries():
+        assert e.source == "measured" and e.samples >= 1 and e.latency_ms > 0
+        assert len(e.raw_ms) == e.samples
+        share = e.extra["kernel_share"]
+        assert 0.0 < share <= 1.0 and e.latency_ms == pytest.approx(e.extra["isolated_ms"] * share, rel=1e-3)
+        by_pair.setdefault((e.w_bits, e.a_bits), set()).add(e.kernel)
+    # conv layers: fp32 and W8A8 only; the linear head adds weight-only 2/4/8 via MatMulNBits
+    assert set(by_pair) == {(32, 32), (8, 8), (2, 32), (4, 32), (8, 32)}
+    assert by_pair[(8, 8)] <= {"QLinearConv", "com.microsoft:QGemm"}
+    assert by_pair[(4, 32)] == {"com.microsoft:MatMulNBits"}
+    assert not any("Quant" in k for k in by_pair[(32, 32)])
+    layers = model_layers("digits_cnn", None, None)
+    assert table.supported_bits(layers[0].signature) == [(8, 8), (32, 32)]
+
+
+def test_existing_signatures_are_not_measured_again(digits_table: Path) -> None:
+    before = digits_table.read_text()
+    report = extend_table(MeasuredBackend(FAST), [l.signature for l in model_layers("digits_cnn", None, None)], digits_table, 1, models=["digits_cnn"])
+    assert report.added == 0 and report.kept == 4
+    assert load_table(digits_table).data.entries == load_table(digits_table).data.entries
+    assert len(digits_table.read_text()) >= len(before) - 64  # only the 'updated' stamp may change
+
+
+def test_batch_other_than_one_is_refused() -> None:
+    with pytest.raises(ConfigError, match="batch 1"):
+        MeasuredBackend(FAST).metadata(4)
+
+
+def test_fit_and_check_end_to_end(digits_table: Path, tmp_path: Path) -> None:
+    table = load_table(digits_table)
+    net = load_network("digits_cnn")
+    runner = LocalRunner(FAST)
+    fitted = fit_table(table, [net], runner, 5, tmp_path / "fitted.json")
+    g = load_table(tmp_path / "fitted.json").data.graph
+    assert len(g.corrections) == 1 and g.corrections[0].network == "digits_cnn" and g.corrections[0].fitted_on == 5
+    assert {(r.src, r.dst) for r in g.rules} >= {((32, 32), (8, 8)), ((8, 8), (32, 32))}
+    report = check_table(fitted, net, runner, 3)
+    assert report.graph_aware and report.naive.n == report.graph.n == report.retest.n == 3
+    assert "noise ceiling" in report.markdown()
+
+
+def test_graph_aware_cost_differs_from_naive_where_a_boundary_exists(digits_table: Path, tmp_path: Path) -> None:
+    """Synthetic observations from known boundary costs: the fit recovers them and policy_cost uses them."""
+    table = load_table(digits_table)
+    net = load_network("digits_cnn")
+    layers = net.layers
+    names = [l.name for l in layers]
+    rng = np.random.default_rng(0)
+    truth = {"float->int8": (0.004, 2e-6), "int8->float": (0.002, 1e-6)}
+    obs = []
+    for _ in range(12):
+        bits = tuple((8, 8) if rng.random() < 0.5 else (32, 32) for _ in layers)
+        naive = sum(table.layer_cost(l.signature, *b) for l, b in zip(layers, bits))
+        f = boundary_features(layers, bits)
+        boundary = sum(truth[d][0] * f[2 * k] + truth[d][1] * f[2 * k + 1] for k, d in enumerate(DIRECTIONS))
+        obs.append(Observation("digits_cnn", "fp", naive, bits, 0.8 * (naive + boundary) + 0.01))
+    fit = fit_boundaries(obs, {"digits_cnn": layers})
+    for d in DIRECTIONS:
+        got = fit.per_direction[d][0] + fit.per_direction[d][1] * 1024  # fixed + per-elem at a 1024-element boundary
+        want = truth[d][0] + truth[d][1] * 1024
+        assert got == pytest.approx(want, rel=0.05)
+    priced = with_graph(table, GraphExtras((), tuple(fit.rules([(32, 32), (8, 8)])), ()))
+    mixed = QuantPolicy({n: LayerBits(*((8, 8) if i % 2 else (32, 32))) for i, n in enumerate(names)})
+    uniform = QuantPolicy.uniform(names, 8)
+    naive_mixed = sum(priced.layer_cost(l.signature, *((8, 8) if i % 2 else (32, 32))) for i, l in enumerate(layers))
+    assert priced.policy_cost(layers, mixed) > naive_mixed * 1.01
+    assert priced.policy_cost(layers, uniform) == pytest.approx(sum(priced.layer_cost(l.signature, 8, 8) for l in layers))
+
+
+def test_sample_policies_draw_only_supported_pairs(digits_table: Path) -> None:
+    table = load_table(digits_table)
+    layers = model_layers("digits_cnn", None, None)
+    supported = supported_pairs(table, layers)
+    a = sample_policies(layers, supported, 8, seed=3)
+    assert [p.to_dict()["layers"] for p in a] == [p.to_dict()["layers"] for p in sample_policies(layers, supported, 8, seed=3)]
+    for p in a:
+        for l, s in zip(layers, supported):
+            assert (p[l.name].w_bits, p[l.name].a_bits) in s
+
+
+def test_check_statistics_on_hand_made_numbers() -> None:
+    meas = [1.0, 2.0, 4.0, 10.0]
+    pred = [1.04, 2.16, 3.0, 10.0]  # +4 %, +8 %, -25 %, 0 %
+    assert within(pred, meas, 0.05) == 0.5
+    assert within(pred, meas, 0.10) == 0.75
+    assert rmspe(pred, meas) == pytest.approx(np.sqrt((0.04**2 + 0.08**2 + 0.25**2) / 4))
+    assert spearman(pred, meas) == pytest.approx(1.0)
+    assert spearman([4.0, 3.0, 2.0, 1.0], meas) == pytest.approx(-1.0)
+    assert np.isnan(spearman([1.0] * 4, meas))
+    acc = accuracy(pred, meas)
+    assert acc.n == 4 and acc.within10 == 0.75
+    with pytest.raises(ConfigError, match="equal-length"):
+        within([1.0], meas, 0.1)
+    with pytest.raises(ConfigError, match="finite"):
+        rmspe([1.0, float("nan"), 1.0, 1.0], meas)
+
+
+def test_correction_fit_recovers_affine_map() -> None:
+    raw = np.array([1.0, 2.0, 3.0, 5.0])
+    c = fit_correction(raw, 1.5 * raw + 0.2, "net", "fp")
+    assert c.scale == pytest.approx(1.5) and c.offset == pytest.approx(0.2)
+    assert c.fitted_on == 4
+
+
+def test_single_layer_signatures_round_trip() -> None:
+    from haq.hardware.measured import export_single
+
+    sig = LayerSignature("dwconv", 8, 8, (3, 3), (2, 2), (1, 1), 8, 8, 8, False)
+    exported, info = export_single(sig, 8, 8)
+    assert info.signature == sig and exported.kernels[info.name].precision == "w8a8"
