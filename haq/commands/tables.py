@@ -14,9 +14,11 @@ import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import latency_tables
 from haq.commands.common import log
+from haq.commands.device import add_protocol_args, add_token_arg, device_token, protocol_config
 from haq.errors import ConfigError
 from haq.hardware.build import backend_for, extend_table, model_layers
 from haq.hardware.build_analytical import ANALYTICAL_DEVICES
@@ -63,6 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     b.add_argument("--device", required=True, help=f"{', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
     b.add_argument("--out", default=None, help="table file to create or extend (default: ./<device>.json)")
     b.add_argument("--batch", type=int, default=1, help="batch size the layers are priced at (default 1)")
+    add_token_arg(b)
+    add_protocol_args(b)
     b.set_defaults(func=run_build)
 
     ls = actions.add_parser("list", help="the shipped tables")
@@ -83,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 def run_build(ns: argparse.Namespace) -> int:
     out = Path(ns.out) if ns.out else Path(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', ns.device)}.json")
     cfg = BuildConfig(tuple(ns.model), ns.device, out, ns.batch, ns.dataset, ns.data_root)
-    backend = backend_for(cfg.device, log=log)
+    backend = backend_for(cfg.device, log=log, **_measure_options(ns, cfg.device))
     signatures = []
     for model in cfg.models:
         layers = model_layers(model, cfg.dataset, cfg.data_root)
@@ -92,6 +96,15 @@ def run_build(ns: argparse.Namespace) -> int:
     report = extend_table(backend, signatures, cfg.out, cfg.batch, models=cfg.models, log=log)
     print(f"{report.path}: priced {report.added} new signature(s), kept {report.kept} already present; {report.entries} entries")
     return 0
+
+
+def _measure_options(ns: argparse.Namespace, device: str) -> dict[str, Any]:
+    """Protocol (and the agent's token) for measured devices; analytical ones take none."""
+    if device == "cpu":  # an explicit --token here is a mistake the backend names
+        return {"protocol": protocol_config(ns), **({"token": ns.token} if ns.token else {})}
+    if device.startswith("remote://"):
+        return {"protocol": protocol_config(ns), "token": device_token(ns)}
+    return {}
 
 
 def run_list(ns: argparse.Namespace) -> int:

@@ -8,8 +8,6 @@ not hold yet, so a table grows as users add models, and saves atomically as it g
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -57,20 +55,18 @@ def backend_for(device: str, log: Log | None = None, **options: Any) -> DeviceBa
     """The backend for a ``--device`` string.
 
     ``bitfusion`` / ``bismo-edge`` / ``bismo-cloud``: analytical models. ``cpu``: onnxruntime
-    on this machine (``haq.hardware.measured.backend``). ``remote://HOST:PORT``: a device agent
-    (``haq.hardware.remote.backend``). Measured backends are imported only when asked for and
-    are called as ``backend(device, log=log, **options)`` (options: e.g. a protocol or token).
+    on this machine, ``remote://HOST:PORT``: a ``haq device serve`` agent (both
+    ``haq.hardware.measured.backend``, imported only when asked for, called as
+    ``backend(device, log=log, **options)``; options: a protocol, the agent's token).
     """
     if device in ANALYTICAL_DEVICES:
         if options:
             raise ConfigError(f"analytical device {device} takes no options, got {', '.join(sorted(options))}")
         return AnalyticalBackend(device)
     if device == "cpu" or device.startswith("remote://"):
-        module = "haq.hardware.measured" if device == "cpu" else "haq.hardware.remote"
-        factory = getattr(importlib.import_module(module), "backend", None) if importlib.util.find_spec(module) else None
-        if factory is None:
-            raise ConfigError(f"--device {device} needs {module}.backend, which this haq does not have")
-        return factory(device, log=log, **options)  # type: ignore[no-any-return]
+        from haq.hardware.measured import backend
+
+        return backend(device, log=log, **options)
     raise ConfigError(f"unknown --device '{device}'; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
 
 

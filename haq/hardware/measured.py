@@ -34,7 +34,7 @@ from torch import nn
 from haq.errors import ConfigError
 from haq.export import ExportError, ExportOptions, ExportedModel, export_policy, session_options, supported_precisions
 from haq.hardware.protocol import ProtocolConfig, cpu_model
-from haq.hardware.runner import LocalRunner
+from haq.hardware.runner import LocalRunner, Runner, make_runner
 from haq.hardware.schema import Entry
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy, discover_layers
 
@@ -79,18 +79,33 @@ def export_single(sig: LayerSignature, w_bits: int, a_bits: int, seed: int = 0) 
 
 @dataclass(frozen=True)
 class MeasuredBackend:
-    """The ``--device cpu`` backend of ``haq tables build`` (see :class:`haq.hardware.build.DeviceBackend`)."""
+    """The ``--device cpu`` / ``remote://`` backend of ``haq tables build`` (see
+    :class:`haq.hardware.build.DeviceBackend`).
+
+    ``runner`` is None to time on this machine; a :class:`~haq.hardware.runner.RemoteRunner`
+    times on a ``haq device serve`` agent instead (hardware in the loop). Export, the policy
+    check and the kernel-share profile always run on the host.
+    """
 
     protocol: ProtocolConfig
     log: Log | None = None
+    runner: Runner | None = None
+
+    def _timer(self) -> Runner:
+        return self.runner if self.runner is not None else LocalRunner(self.protocol, self.log)
 
     def metadata(self, batch: int) -> dict[str, Any]:
-        """Table metadata: this CPU, onnxruntime, 1 thread, the protocol record."""
+        """Table metadata: the timing machine's CPU, onnxruntime, threads, the protocol record."""
         if batch != 1:
             raise ConfigError(f"measured CPU tables are built at batch 1 (the exporter's graph); got --batch {batch}")
+        if self.runner is None:
+            cpu, ort_version, where = cpu_model(), ort.__version__, "this machine"
+        else:
+            info = self.runner.device_info()
+            cpu, ort_version, where = str(info.get("cpu", "unknown")), str(info.get("onnxruntime", "unknown")), "a haq device agent"
         return {
-            "device": {"name": cpu_slug(), "description": f"{cpu_model()}, onnxruntime CPU execution provider, {self.protocol.threads} thread(s)"},
-            "runtime": {"name": "onnxruntime", "version": ort.__version__},
+            "device": {"name": cpu_slug(cpu), "description": f"{cpu}, onnxruntime CPU execution provider, {self.protocol.threads} thread(s), timed on {where}"},
+            "runtime": {"name": "onnxruntime", "version": ort_version},
             "threads": self.protocol.threads,
             "protocol": {**self.protocol.record(), "models": "one exported layer per entry (haq.hardware.measured)",
                          "entry_cost": "in-context: isolated-model median x profiled share of the layer's own kernel(s); "
@@ -114,8 +129,7 @@ class MeasuredBackend:
                     self.log(f"  skipping w{w}a{a}: {exc}")
                 continue
             exported.append((w, a, model, model.kernels[info.name].label))
-        runner = LocalRunner(self.protocol, self.log)
-        results = runner.measure_many([m.onnx_bytes for _, _, m, _ in exported])
+        results = self._timer().measure_many([m.onnx_bytes for _, _, m, _ in exported])
         out = []
         for (w, a, model, kernel), meas in zip(exported, results):
             profile = profile_ops(model.onnx_bytes, self.protocol.threads)
@@ -131,11 +145,19 @@ class MeasuredBackend:
         return out
 
 
-def backend(device: str, protocol: ProtocolConfig | None = None, log: Log | None = None) -> MeasuredBackend:
-    """Factory used by :func:`haq.hardware.build.backend_for` for ``--device cpu``."""
-    if device != "cpu":
-        raise ConfigError(f"the measured backend times this machine only ('cpu'), not '{device}'")
-    return MeasuredBackend(protocol or ProtocolConfig(), log)
+def backend(
+    device: str, protocol: ProtocolConfig | None = None, log: Log | None = None, token: str | None = None
+) -> MeasuredBackend:
+    """Factory used by :func:`haq.hardware.build.backend_for`: ``cpu`` times this machine,
+    ``remote://HOST:PORT`` a device agent (which needs its ``token``)."""
+    proto = protocol or ProtocolConfig()
+    if device == "cpu":
+        if token is not None:
+            raise ConfigError("--token is for remote://HOST:PORT devices; --device cpu times this machine")
+        return MeasuredBackend(proto, log)
+    if device.startswith("remote://"):
+        return MeasuredBackend(proto, log, make_runner(device, token=token, protocol=proto))
+    raise ConfigError(f"the measured backend times 'cpu' (this machine) or 'remote://HOST:PORT', not '{device}'")
 
 
 def profile_ops(onnx_bytes: bytes, threads: int = 1, runs: int = PROFILE_RUNS) -> dict[str, float]:
