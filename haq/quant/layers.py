@@ -34,6 +34,19 @@ class _QuantMixin:
     _obs_max: float
     _layer_name: str
 
+    def __init__(
+        self,
+        *args: Any,
+        w_bits: int = FLOAT_BITS,
+        a_bits: int = FLOAT_BITS,
+        per_channel: bool = True,
+        learn_alpha: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Layer arguments go to the torch base class; the quantization keywords stay here."""
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._init_quant(w_bits, a_bits, per_channel, learn_alpha)
+
     def _init_quant(self, w_bits: int, a_bits: int, per_channel: bool, learn_alpha: bool) -> None:
         self.w_bits = check_bits(w_bits, "w_bits")
         self.a_bits = check_bits(a_bits, "a_bits")
@@ -101,18 +114,6 @@ class _QuantMixin:
 class QuantConv2d(_QuantMixin, nn.Conv2d):
     """``nn.Conv2d`` (plain, depthwise or grouped) with fake-quantized weights and input."""
 
-    def __init__(
-        self,
-        *args: Any,
-        w_bits: int = FLOAT_BITS,
-        a_bits: int = FLOAT_BITS,
-        per_channel: bool = True,
-        learn_alpha: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_quant(w_bits, a_bits, per_channel, learn_alpha)
-
     @classmethod
     def from_float(cls, m: nn.Conv2d, w_bits: int, a_bits: int, per_channel: bool = True) -> "QuantConv2d":
         """Wrap an existing conv, sharing its parameters (no copy)."""
@@ -143,18 +144,6 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
 
 class QuantLinear(_QuantMixin, nn.Linear):
     """``nn.Linear`` with fake-quantized weights and input."""
-
-    def __init__(
-        self,
-        *args: Any,
-        w_bits: int = FLOAT_BITS,
-        a_bits: int = FLOAT_BITS,
-        per_channel: bool = True,
-        learn_alpha: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_quant(w_bits, a_bits, per_channel, learn_alpha)
 
     @classmethod
     def from_float(cls, m: nn.Linear, w_bits: int, a_bits: int, per_channel: bool = True) -> "QuantLinear":
