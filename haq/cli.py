@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from haq import __version__
-from haq.errors import HaqError
+from haq.errors import run_command
 
 COMMANDS = ("demo", "quantize", "device", "tables", "search", "baseline", "evaluate", "plot", "export", "transfer", "cost", "robust")
 
@@ -32,15 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``haq`` console script."""
     parser = build_parser()
-    ns = parser.parse_args(argv)
-    try:
-        return int(ns.func(ns) or 0)
-    except HaqError as exc:
-        print(f"haq: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("haq: interrupted; finished work is saved", file=sys.stderr)
-        return 130
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from haq.errors import ConfigError, HaqError
+from haq.errors import ConfigError, run_command
 from haq.fileio import atomic_write_text
 from haq.hardware.agent import DEFAULT_MAX_BYTES, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_TIMEOUT_S, AgentConfig, DeviceAgent
 from haq.hardware.protocol import ProtocolConfig
@@ -157,12 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m haq.commands.device ACTION ...``: the device commands alone, without torch."""
     parser = argparse.ArgumentParser(prog="python -m haq.commands.device", description="haq device commands (no torch needed)")
     add_actions(parser)
-    ns = parser.parse_args(argv)
-    try:
-        return int(ns.func(ns) or 0)
-    except HaqError as exc:
-        print(f"haq: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
