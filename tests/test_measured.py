@@ -7,26 +7,38 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from haq.errors import ConfigError
+from haq.errors import ConfigError, TableError
 from haq.hardware.build import extend_table, model_layers
 from haq.hardware.check import (
     accuracy,
     check_table,
     fit_table,
     load_network,
+    load_observations,
+    observations_path,
     rmspe,
     sample_policies,
+    save_observations,
     spearman,
     supported_pairs,
     with_graph,
     within,
 )
-from haq.hardware.graph_cost import DIRECTIONS, Observation, boundary_features, fit_boundaries, fit_correction
+from haq.hardware.graph_cost import (
+    DIRECTIONS,
+    SCALE_BOUNDS,
+    BoundaryFit,
+    Observation,
+    boundary_features,
+    fit_boundaries,
+    fit_correction,
+    int8_layers,
+)
 from haq.hardware.measured import MeasuredBackend, cpu_slug
 from haq.hardware.protocol import ProtocolConfig
 from haq.hardware.runner import LocalRunner
-from haq.hardware.schema import GraphExtras
-from haq.hardware.table import load_table
+from haq.hardware.schema import Correction, GraphExtras, network_fingerprint
+from haq.hardware.table import CostTable, load_table, save_table
 from haq.quant import LayerBits, LayerSignature, QuantPolicy
 
 FAST = ProtocolConfig(sessions=1, warmup_runs=2, warmup_s=0.0, repeats=3, min_repeat_ms=0.2, max_retries=0)
@@ -85,32 +97,91 @@ def test_fit_and_check_end_to_end(digits_table: Path, tmp_path: Path) -> None:
     assert "noise ceiling" in report.markdown()
 
 
-def test_graph_aware_cost_differs_from_naive_where_a_boundary_exists(digits_table: Path, tmp_path: Path) -> None:
-    """Synthetic observations from known boundary costs: the fit recovers them and policy_cost uses them."""
-    table = load_table(digits_table)
-    net = load_network("digits_cnn")
-    layers = net.layers
-    names = [l.name for l in layers]
-    rng = np.random.default_rng(0)
-    truth = {"float->int8": (0.004, 2e-6), "int8->float": (0.002, 1e-6)}
-    obs = []
-    for _ in range(12):
+TRUTH = {"float->int8": (0.004, 2e-6), "int8->float": (0.002, 1e-6)}
+
+
+INT8_LAYER_MS = 0.003
+
+
+def _synthetic_observations(layers: list, n: int, seed: int, scale: float, offset: float, noise: float = 0.0) -> list[Observation]:
+    """Whole-model times from made-up layer costs, known boundary costs (:data:`TRUTH`) and a
+    known cost per int8 layer (:data:`INT8_LAYER_MS`)."""
+    rng = np.random.default_rng(seed)
+    costs = {(32, 32): 0.02, (8, 8): 0.008}
+    out = []
+    for _ in range(n):
         bits = tuple((8, 8) if rng.random() < 0.5 else (32, 32) for _ in layers)
-        naive = sum(table.layer_cost(l.signature, *b) for l, b in zip(layers, bits))
+        layer_sum = sum(costs[b] * (1 + i % 3) for i, b in enumerate(bits))
         f = boundary_features(layers, bits)
-        boundary = sum(truth[d][0] * f[2 * k] + truth[d][1] * f[2 * k + 1] for k, d in enumerate(DIRECTIONS))
-        obs.append(Observation("digits_cnn", "fp", naive, bits, 0.8 * (naive + boundary) + 0.01))
-    fit = fit_boundaries(obs, {"digits_cnn": layers})
+        boundary = sum(TRUTH[d][0] * f[2 * k] + TRUTH[d][1] * f[2 * k + 1] for k, d in enumerate(DIRECTIONS))
+        boundary += INT8_LAYER_MS * sum(b == (8, 8) for b in bits)
+        out.append(Observation("digits_cnn", "fp", layer_sum, bits, (scale * (layer_sum + boundary) + offset) * (1 + noise * rng.standard_normal())))
+    return out
+
+
+def test_boundary_fit_recovers_known_costs_at_scale_one() -> None:
+    layers = load_network("digits_cnn").layers
+    fit = fit_boundaries(_synthetic_observations(layers, 16, 0, 1.0, 0.01), {"digits_cnn": layers})
+    assert fit.per_int8_layer["digits_cnn"] == pytest.approx(INT8_LAYER_MS, rel=0.05)
     for d in DIRECTIONS:
         got = fit.per_direction[d][0] + fit.per_direction[d][1] * 1024  # fixed + per-elem at a 1024-element boundary
-        want = truth[d][0] + truth[d][1] * 1024
+        want = TRUTH[d][0] + TRUTH[d][1] * 1024
         assert got == pytest.approx(want, rel=0.05)
+
+
+def test_fit_cannot_trade_layer_costs_for_an_offset() -> None:
+    """The degenerate fit: layer sums shrunk to ~0 and a big offset. Scale stays in bounds, boundaries stay sane."""
+    layers = load_network("digits_cnn").layers
+    obs = _synthetic_observations(layers, 12, 1, 0.5, 0.05, noise=0.03)  # layer costs 2x too high, noisy
+    fit = fit_boundaries(obs, {"digits_cnn": layers})
+    for d in DIRECTIONS:
+        assert fit.per_direction[d][0] + fit.per_direction[d][1] * 1024 < 10 * (TRUTH[d][0] + TRUTH[d][1] * 1024)
+    assert fit.per_int8_layer["digits_cnn"] >= 0.0
+    raw = [o.layer_sum_ms + fit.cost(boundary_features(layers, o.bits)) + fit.per_int8_layer["digits_cnn"] * int8_layers(o.bits) for o in obs]
+    c = fit_correction(raw, [o.measured_ms for o in obs], "digits_cnn", "fp")
+    assert SCALE_BOUNDS[0] <= c.scale <= SCALE_BOUNDS[1]
+    with pytest.raises(TableError, match="scale bounds"):
+        fit_correction(raw, [o.measured_ms for o in obs], "digits_cnn", "fp", scale_bounds=(1.2, 2.0))
+
+
+def test_boundary_rules_make_policy_cost_graph_aware(digits_table: Path) -> None:
+    table = load_table(digits_table)
+    layers = load_network("digits_cnn").layers
+    names = [l.name for l in layers]
+    fit = BoundaryFit(TRUTH, {"digits_cnn": INT8_LAYER_MS})
     priced = with_graph(table, GraphExtras((), tuple(fit.rules([(32, 32), (8, 8)])), ()))
     mixed = QuantPolicy({n: LayerBits(*((8, 8) if i % 2 else (32, 32))) for i, n in enumerate(names)})
     uniform = QuantPolicy.uniform(names, 8)
     naive_mixed = sum(priced.layer_cost(l.signature, *((8, 8) if i % 2 else (32, 32))) for i, l in enumerate(layers))
     assert priced.policy_cost(layers, mixed) > naive_mixed * 1.01
     assert priced.policy_cost(layers, uniform) == pytest.approx(sum(priced.layer_cost(l.signature, 8, 8) for l in layers))
+    fp = network_fingerprint(layers, table.batch)
+    corrected = with_graph(priced, GraphExtras((), priced.data.graph.rules, (Correction(fp, "digits_cnn", "latency", 1.1, 0.01, 5, INT8_LAYER_MS),)))
+    int8_sum = sum(priced.layer_cost(l.signature, 8, 8) for l in layers)
+    assert corrected.policy_cost(layers, uniform) == pytest.approx(1.1 * (int8_sum + INT8_LAYER_MS * len(layers)) + 0.01)
+    assert corrected.cost_range(layers)[0] <= corrected.policy_cost(layers, uniform)
+    reloaded = load_table(_saved(corrected, digits_table.parent / "corrected.json"))
+    assert reloaded.data.graph.corrections[0].per_int8_layer == INT8_LAYER_MS
+
+
+def _saved(table: CostTable, path: Path) -> Path:
+    save_table(table.data, path)
+    return path
+
+
+def test_fit_observations_file_round_trips_and_rejects_garbage(digits_table: Path, tmp_path: Path) -> None:
+    table = load_table(digits_table)
+    known = {("fp", ((32, 32), (8, 8))): 0.25, ("fp", ((8, 8), (8, 8))): 0.125}
+    path = observations_path(tmp_path / "cpu.json")
+    assert path.name == "cpu.fit.jsonl"
+    save_observations(path, table, known)
+    assert load_observations(path, table) == known
+    path.write_text(path.read_text().replace("0.125", "NaN"))
+    with pytest.raises(TableError, match="malformed"):
+        load_observations(path, table)
+    path.write_text("not json\n")
+    with pytest.raises(TableError, match="delete it to re-measure"):
+        load_observations(path, table)
 
 
 def test_sample_policies_draw_only_supported_pairs(digits_table: Path) -> None:
@@ -141,11 +212,15 @@ def test_check_statistics_on_hand_made_numbers() -> None:
         rmspe([1.0, float("nan"), 1.0, 1.0], meas)
 
 
-def test_correction_fit_recovers_affine_map() -> None:
-    raw = np.array([1.0, 2.0, 3.0, 5.0])
-    c = fit_correction(raw, 1.5 * raw + 0.2, "net", "fp")
-    assert c.scale == pytest.approx(1.5) and c.offset == pytest.approx(0.2)
-    assert c.fitted_on == 4
+def test_correction_fit_recovers_affine_map_within_bounds() -> None:
+    raw = np.array([1.0, 2.0, 3.0, 5.0, 8.0])
+    c = fit_correction(raw, 1.2 * raw + 0.2, "net", "fp")
+    assert c.scale == pytest.approx(1.2) and c.offset == pytest.approx(0.2)
+    assert c.fitted_on == 5
+    flat = fit_correction(raw, raw + 0.3, "net", "fp")  # no slope in the data: offset-only wins
+    assert flat.scale == 1.0 and flat.offset == pytest.approx(0.3)
+    steep = fit_correction(raw, 3.0 * raw, "net", "fp")  # a slope the bounds do not allow is clipped
+    assert steep.scale == pytest.approx(SCALE_BOUNDS[1])
 
 
 def test_single_layer_signatures_round_trip() -> None:

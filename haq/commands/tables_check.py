@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import latency_tables
 from haq.commands.common import log
 from haq.errors import ConfigError
-from haq.hardware.check import check_table, load_network
+from haq.fileio import atomic_write_text
+from haq.hardware.check import check_table, load_check, load_network, score
 from haq.hardware.protocol import ProtocolConfig
 from haq.hardware.runner import LocalRunner
 
@@ -22,6 +25,8 @@ class CheckConfig:
     n: int
     sessions: int
     seed: int
+    save: Path | None
+    rescore: Path | None
 
     def __post_init__(self) -> None:
         if not 3 <= self.n <= 1000:
@@ -30,6 +35,8 @@ class CheckConfig:
             raise ConfigError(f"--sessions must be in 1..100, got {self.sessions}")
         if self.seed < 0:
             raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        if self.rescore is not None and not self.rescore.is_file():
+            raise ConfigError(f"--rescore needs a file written by --save, {self.rescore} does not exist")
 
 
 def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -39,13 +46,21 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
     c.add_argument("--n", type=int, default=20, help="random policies to measure (default 20)")
     c.add_argument("--sessions", type=int, default=5, help="fresh sessions per measurement (default 5)")
     c.add_argument("--seed", type=int, default=1000, help="policy sampling seed (default 1000; fitting uses 0)")
+    c.add_argument("--save", default=None, help="also write every policy's bits, measurements and predictions to this JSON file")
+    c.add_argument("--rescore", default=None, help="measure nothing: judge the table on the measurements in this --save file")
     c.set_defaults(func=run)
 
 
 def run(ns: argparse.Namespace) -> int:
-    cfg = CheckConfig(ns.model, ns.device, ns.n, ns.sessions, ns.seed)
+    cfg = CheckConfig(ns.model, ns.device, ns.n, ns.sessions, ns.seed, Path(ns.save) if ns.save else None,
+                      Path(ns.rescore) if ns.rescore else None)
     table = latency_tables.load(cfg.table)
-    runner = LocalRunner(ProtocolConfig(sessions=cfg.sessions), log)
-    report = check_table(table, load_network(cfg.model), runner, cfg.n, cfg.seed, log)
+    net = load_network(cfg.model)
+    if cfg.rescore is not None:
+        report = score(table, net, *load_check(cfg.rescore, net.name))
+    else:
+        report = check_table(table, net, LocalRunner(ProtocolConfig(sessions=cfg.sessions), log), cfg.n, cfg.seed, log)
     print(report.markdown())
+    if cfg.save is not None:
+        atomic_write_text(cfg.save, json.dumps(report.to_dict(), indent=1) + "\n")
     return 0

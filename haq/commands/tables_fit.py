@@ -9,7 +9,7 @@ from pathlib import Path
 import latency_tables
 from haq.commands.common import log
 from haq.errors import ConfigError
-from haq.hardware.check import fit_table, load_network
+from haq.hardware.check import fit_table, load_network, observations_path
 from haq.hardware.protocol import ProtocolConfig
 from haq.hardware.runner import LocalRunner
 
@@ -22,6 +22,7 @@ class FitConfig:
     table: str
     configs: int
     sessions: int
+    remeasure: bool
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -38,15 +39,21 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
     f.add_argument("--device", required=True, help="the measured table (shipped name or .json file); rewritten in place")
     f.add_argument("--configs", type=int, default=12, help="measured configurations per model (default 12)")
     f.add_argument("--sessions", type=int, default=5, help="fresh sessions per measurement (default 5)")
+    f.add_argument("--remeasure", action="store_true",
+                   help="ignore the whole-model measurements kept beside the table (<table>.fit.jsonl) and measure again")
     f.set_defaults(func=run)
 
 
 def run(ns: argparse.Namespace) -> int:
-    cfg = FitConfig(tuple(ns.model), ns.device, ns.configs, ns.sessions)
+    cfg = FitConfig(tuple(ns.model), ns.device, ns.configs, ns.sessions, ns.remeasure)
     table = latency_tables.load(cfg.table)
     assert table.path is not None
+    path = Path(table.path)
+    kept = observations_path(path)
+    if cfg.remeasure:
+        kept.unlink(missing_ok=True)
     runner = LocalRunner(ProtocolConfig(sessions=cfg.sessions), log)
-    fitted = fit_table(table, [load_network(m) for m in cfg.models], runner, cfg.configs, Path(table.path), log=log)
+    fitted = fit_table(table, [load_network(m) for m in cfg.models], runner, cfg.configs, path, log=log, observations=kept)
     g = fitted.data.graph
-    print(f"{table.path}: {len(g.rules)} boundary rules, {len(g.corrections)} network corrections")
+    print(f"{table.path}: {len(g.rules)} boundary rules, {len(g.corrections)} network corrections; measurements kept in {kept}")
     return 0

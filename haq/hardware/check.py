@@ -6,7 +6,9 @@ onnxruntime's optimized graph), times it twice with the protocol (the second pas
 retest that bounds what any predictor can reach), and compares the table's prediction —
 naive per-layer sum and graph-aware ``policy_cost`` — with the measurement.
 ``fit_table`` measures other random policies the same way and stores fitted boundary rules and
-per-network corrections (:mod:`haq.hardware.graph_cost`) in the table.
+per-network corrections (:mod:`haq.hardware.graph_cost`) in the table; the whole-model
+measurements it used are kept in a small JSON-lines file beside the table, so a refit (a new
+fitting method, another model added) re-measures only what that file lacks.
 
 Latency does not depend on weight values, so networks are built untrained (seeded) and
 calibrated on a few dataset images: no training is needed to check or fit a table.
@@ -14,6 +16,7 @@ calibrated on a few dataset images: no training is needed to check or fit a tabl
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +30,11 @@ from torch import nn
 from haq.data import load_dataset
 from haq.errors import ConfigError, TableError
 from haq.export import ExportOptions, export_policy
+from haq.fileio import atomic_write_text
 from haq.hardware.graph_cost import BoundaryFit, Observation, fit_boundaries, fit_correction
 from haq.hardware.protocol import Measurement
 from haq.hardware.runner import Runner
-from haq.hardware.schema import GraphExtras, TableData, network_fingerprint, parse
+from haq.hardware.schema import Correction, GraphExtras, TableData, network_fingerprint, parse
 from haq.hardware.table import CostTable, save_table
 from haq.models import build_model
 from haq.quant import LayerBits, LayerInfo, QuantPolicy, discover_layers
@@ -38,6 +42,7 @@ from haq.workload import WorkloadConfig
 
 Log = Callable[[str], None]
 BitPair = tuple[int, int]
+MeasuredCache = dict[tuple[str, tuple[BitPair, ...]], float]  # (network fingerprint, bits) -> median ms
 CALIBRATION_IMAGES = 16
 
 
@@ -149,6 +154,8 @@ class CheckReport:
     measured_ms: tuple[float, ...]
     naive_ms: tuple[float, ...]
     graph_ms: tuple[float, ...]
+    retest_ms: tuple[tuple[float, float], ...]
+    bits: tuple[tuple[BitPair, ...], ...]
 
     def markdown(self) -> str:
         """The check's result as a markdown table."""
@@ -157,6 +164,12 @@ class CheckReport:
                 self.retest.row("retest (noise ceiling)")]
         span = f"measured {min(self.measured_ms):.4g}–{max(self.measured_ms):.4g} ms"
         return f"{self.network}: {span}\n" + "\n".join([head, *rows])
+
+    def to_dict(self) -> dict[str, object]:
+        """Per-policy bits, both measurements and predictions: enough to score another fit offline."""
+        return {"network": self.network, "policies": [
+            {"bits": [list(b) for b in bits], "measured_ms": list(pair), "naive_ms": n, "graph_ms": g}
+            for bits, pair, n, g in zip(self.bits, self.retest_ms, self.naive_ms, self.graph_ms)]}
 
 
 def check_table(table: CostTable, net: Network, runner: Runner, n: int, seed: int = 1000, log: Log | None = None) -> CheckReport:
@@ -167,7 +180,17 @@ def check_table(table: CostTable, net: Network, runner: Runner, n: int, seed: in
     models = export_all(net, policies, log)
     first = _medians(runner.measure_many(models))
     second = _medians(runner.measure_many(models))
-    measured = [math.sqrt(a * b) for a, b in zip(first, second)]
+    return score(table, net, [_bits_of(net.layers, p) for p in policies], list(zip(first, second)))
+
+
+def score(table: CostTable, net: Network, bits: Sequence[Sequence[BitPair]], twice_ms: Sequence[tuple[float, float]]) -> CheckReport:
+    """Compare ``table`` with policies (per-layer bits) measured twice: no timing, so a refitted
+    table can be judged on the measurements of an earlier check (:meth:`CheckReport.to_dict`)."""
+    if len(bits) != len(twice_ms) or len(bits) < 3:
+        raise ConfigError(f"scoring needs >= 3 policies with two measurements each, got {len(bits)} policies and {len(twice_ms)} measurements")
+    policies = [_policy_of(net.layers, b) for b in bits]
+    first, second = [a for a, _ in twice_ms], [b for _, b in twice_ms]
+    measured = [math.sqrt(a * b) for a, b in twice_ms]
     naive = [naive_cost(table, net.layers, p) for p in policies]
     graph = [table.policy_cost(net.layers, p) for p in policies]
     compiled = table.compile(net.layers)
@@ -175,11 +198,25 @@ def check_table(table: CostTable, net: Network, runner: Runner, n: int, seed: in
         network=net.name, naive=accuracy(naive, measured), graph=accuracy(graph, measured), retest=accuracy(second, first),
         graph_aware=compiled.graph_aware or compiled.correction() is not None,
         measured_ms=tuple(measured), naive_ms=tuple(naive), graph_ms=tuple(graph),
+        retest_ms=tuple((float(a), float(b)) for a, b in twice_ms), bits=tuple(tuple(tuple(x) for x in b) for b in bits),
     )
 
 
-def measure_observations(table: CostTable, net: Network, runner: Runner, n: int, seed: int, log: Log | None = None) -> list[Observation]:
-    """Uniform fp32, uniform int8 and ``n - 2`` random policies, measured end to end."""
+def load_check(path: Path, network: str) -> tuple[list[tuple[BitPair, ...]], list[tuple[float, float]]]:
+    """Bits and both measurements of every policy in a file written from :meth:`CheckReport.to_dict`."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if raw["network"] != network:
+            raise ValueError(f"it holds {raw['network']!r}, not {network!r}")
+        bits = [tuple((int(w), int(a)) for w, a in p["bits"]) for p in raw["policies"]]
+        twice = [(float(p["measured_ms"][0]), float(p["measured_ms"][1])) for p in raw["policies"]]
+    except (OSError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ConfigError(f"saved check {path} is unreadable or malformed ({exc}); write one with haq tables check --save") from None
+    return bits, twice
+
+
+def fit_policies(table: CostTable, net: Network, n: int, seed: int) -> list[QuantPolicy]:
+    """Uniform fp32, uniform int8 (where every layer runs it) and random policies: ``n`` in all."""
     if n < 3:
         raise ConfigError(f"fitting needs at least 3 configurations per network, got {n}")
     supported = supported_pairs(table, net.layers)
@@ -187,36 +224,95 @@ def measure_observations(table: CostTable, net: Network, runner: Runner, n: int,
     policies = [QuantPolicy.uniform(names, 32)]
     if all((8, 8) in s for s in supported):
         policies.append(QuantPolicy.uniform(names, 8))
-    policies += sample_policies(net.layers, supported, n - len(policies), seed)
-    measured = _medians(runner.measure_many(export_all(net, policies, log)))
+    return policies + sample_policies(net.layers, supported, n - len(policies), seed)
+
+
+def measure_observations(table: CostTable, net: Network, runner: Runner, n: int, seed: int, known: MeasuredCache | None = None,
+                         log: Log | None = None) -> list[Observation]:
+    """The :func:`fit_policies` of ``net`` measured end to end; those in ``known`` are not measured again."""
+    policies = fit_policies(table, net, n, seed)
     fp = network_fingerprint(net.layers, table.batch)
-    return [Observation(net.name, fp, layer_sum(table, net.layers, p), tuple((p[l.name].w_bits, p[l.name].a_bits) for l in net.layers), m)
-            for p, m in zip(policies, measured)]
+    bits = [_bits_of(net.layers, p) for p in policies]
+    known = known if known is not None else {}
+    todo = [i for i, b in enumerate(bits) if (fp, b) not in known]
+    if todo:
+        fresh = _medians(runner.measure_many(export_all(net, [policies[i] for i in todo], log)))
+        known.update({(fp, bits[i]): m for i, m in zip(todo, fresh)})
+    if log and len(todo) < len(policies):
+        log(f"{net.name}: reused {len(policies) - len(todo)} of {len(policies)} whole-model measurements")
+    return [Observation(net.name, fp, layer_sum(table, net.layers, p), b, known[(fp, b)]) for p, b in zip(policies, bits)]
 
 
-def fit_table(table: CostTable, nets: Sequence[Network], runner: Runner, n: int, out: Path, seed: int = 0, log: Log | None = None) -> CostTable:
-    """Measure ``n`` configurations per network, fit boundary rules and corrections, save to ``out``."""
+def fit_table(table: CostTable, nets: Sequence[Network], runner: Runner, n: int, out: Path, seed: int = 0, log: Log | None = None,
+              observations: Path | None = None) -> CostTable:
+    """Measure ``n`` configurations per network, fit boundary rules and corrections, save to ``out``.
+
+    With ``observations``, measurements recorded there for this very table (same ``created``
+    stamp and protocol) are reused and every new one is added to the file as each network finishes.
+    """
+    known = load_observations(observations, table) if observations is not None and observations.exists() else {}
     obs: list[Observation] = []
     for net in nets:
-        obs += measure_observations(table, net, runner, n, seed, log)
+        obs += measure_observations(table, net, runner, n, seed, known, log)
+        if observations is not None:
+            save_observations(observations, table, known)
     layers_of = {net.name: net.layers for net in nets}
     fit = fit_boundaries(obs, layers_of)
     pairs = sorted({p for net in nets for s in supported_pairs(table, net.layers) for p in s})
     rules = fit.rules(pairs)
-    staged = with_graph(table, GraphExtras(table.data.graph.transitions, tuple(rules), ()))
     corrections = []
     for net in nets:
         mine = [o for o in obs if o.network == net.name]
-        policies = [QuantPolicy({l.name: LayerBits(*b) for l, b in zip(net.layers, o.bits)}) for o in mine]
-        raw = [staged.policy_cost(net.layers, p) for p in policies]
-        corrections.append(fit_correction(raw, [o.measured_ms for o in mine], net.name, mine[0].fingerprint))
+        c = fit.per_int8_layer[net.name]
+        staged = with_graph(table, GraphExtras(table.data.graph.transitions, tuple(rules),
+                                               (Correction(mine[0].fingerprint, net.name, "latency", 1.0, 0.0, len(mine), c),)))
+        raw = [staged.policy_cost(net.layers, _policy_of(net.layers, o.bits)) for o in mine]
+        corrections.append(fit_correction(raw, [o.measured_ms for o in mine], net.name, mine[0].fingerprint, per_int8_layer=c))
     fitted = {c.fingerprint for c in corrections}
     kept = tuple(c for c in table.data.graph.corrections if c.fingerprint not in fitted)
     result = with_graph(table, GraphExtras(table.data.graph.transitions, tuple(rules), kept + tuple(corrections)))
     save_table(result.data, out)
     if log:
-        log(f"boundary fit: {_describe(fit)}; corrections: " + ", ".join(f"{c.network} x{c.scale:.3f} {c.offset:+.4f} ms" for c in corrections))
+        log(f"boundary fit: {_describe(fit)}; corrections: "
+            + ", ".join(f"{c.network} x{c.scale:.3f} {c.offset:+.4f} ms, {1000 * c.per_int8_layer:.1f} µs per int8 layer" for c in corrections))
     return result
+
+
+OBSERVATIONS_FORMAT = "haq.fit_observations"
+
+
+def observations_path(table_path: Path) -> Path:
+    """Where ``haq tables fit`` keeps a table's whole-model measurements (not ``*.json``: not a table)."""
+    return table_path.with_name(table_path.stem + ".fit.jsonl")
+
+
+def save_observations(path: Path, table: CostTable, known: MeasuredCache) -> None:
+    """One header line naming the table's build, then one measurement per line (atomic write)."""
+    head = {"format": OBSERVATIONS_FORMAT, "version": 1, "device": table.device, "table_created": table.meta["created"],
+            "protocol": table.meta["protocol"]}
+    lines = [json.dumps(head, sort_keys=True)]
+    lines += [json.dumps({"fingerprint": fp, "bits": [list(b) for b in bits], "measured_ms": ms}) for (fp, bits), ms in sorted(known.items())]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def load_observations(path: Path, table: CostTable) -> MeasuredCache:
+    """Measurements recorded in ``path`` for ``table``; empty (with nothing reused) if they are for another build."""
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        head, body = rows[0], rows[1:]
+        if head.get("format") != OBSERVATIONS_FORMAT or head.get("version") != 1:
+            raise ValueError(f"format {head.get('format')!r} version {head.get('version')!r}, expected {OBSERVATIONS_FORMAT!r} version 1")
+        if (head.get("device"), head.get("table_created"), head.get("protocol")) != (table.device, table.meta["created"], table.meta["protocol"]):
+            return {}
+        out: MeasuredCache = {}
+        for r in body:
+            ms = float(r["measured_ms"])
+            if not (math.isfinite(ms) and ms > 0):
+                raise ValueError(f"measured_ms must be finite and > 0, got {r['measured_ms']!r}")
+            out[(str(r["fingerprint"]), tuple((int(w), int(a)) for w, a in r["bits"]))] = ms
+        return out
+    except (OSError, IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TableError(f"fit observations file {path} is unreadable or malformed ({exc}); delete it to re-measure") from None
 
 
 def with_graph(table: CostTable, graph: GraphExtras) -> CostTable:
@@ -227,6 +323,16 @@ def with_graph(table: CostTable, graph: GraphExtras) -> CostTable:
 
 def _describe(fit: BoundaryFit) -> str:
     return "; ".join(f"{d}: {1000 * f:.1f} µs + {1e6 * p:.2f} ns/elem" for d, (f, p) in fit.per_direction.items())
+
+
+def _bits_of(layers: Sequence[LayerInfo], policy: QuantPolicy) -> tuple[BitPair, ...]:
+    return tuple((policy[l.name].w_bits, policy[l.name].a_bits) for l in layers)
+
+
+def _policy_of(layers: Sequence[LayerInfo], bits: Sequence[BitPair]) -> QuantPolicy:
+    if len(bits) != len(layers):
+        raise ConfigError(f"got bits for {len(bits)} layers, the network has {len(layers)}")
+    return QuantPolicy({l.name: LayerBits(int(w), int(a)) for l, (w, a) in zip(layers, bits)})
 
 
 def _medians(ms: Sequence[Measurement]) -> list[float]:

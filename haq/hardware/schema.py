@@ -35,7 +35,8 @@ A table is one JSON object; every field below is checked on load and a bad one i
                               "latency_ms_per_elem": ..., "energy_mj": ...,
                               "energy_mj_per_elem": ..., "source": ...}],
         "corrections": [{"fingerprint": "...", "network": "resnet20", "metric": "latency",
-                         "scale": 1.05, "offset": 0.01, "fitted_on": 10}]
+                         "scale": 1.05, "offset": 0.01, "fitted_on": 10,
+                         "per_int8_layer": 0.002}]            # optional, default 0
       }
     }
 
@@ -50,7 +51,11 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   appear where precision changes.
 * A ``corrections`` entry applies to a network whose :func:`network_fingerprint` matches:
   ``cost = scale * (sum of layers + boundaries) + offset`` for its metric (``offset`` in the
-  metric's unit). ``scale`` must be positive so the ranking of policies is kept.
+  metric's unit). ``scale`` must be positive so the ranking of policies is kept. The optional
+  ``per_int8_layer`` (>= 0, default 0) is added to the cost of every layer of that network
+  run with 8-bit activations: the requantize work around the ops between layers (residual
+  adds, pooling) that an int8 region of that particular graph pays and a single-layer
+  measurement cannot see.
 
 Costs are per inference of one batch of ``meta.batch``; latency in milliseconds, energy in
 millijoules. Bits are 1..8, or 32 for float. Zero or negative costs, NaN and infinities are
@@ -180,11 +185,15 @@ class Correction:
     scale: float
     offset: float
     fitted_on: int
+    per_int8_layer: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"fingerprint": self.fingerprint, "network": self.network, "metric": self.metric,
-                "scale": self.scale, "offset": self.offset, "fitted_on": self.fitted_on}
+        """JSON-ready form (``per_int8_layer`` only when set, so older tables round-trip unchanged)."""
+        d: dict[str, Any] = {"fingerprint": self.fingerprint, "network": self.network, "metric": self.metric,
+                             "scale": self.scale, "offset": self.offset, "fitted_on": self.fitted_on}
+        if self.per_int8_layer:
+            d["per_int8_layer"] = self.per_int8_layer
+        return d
 
 
 @dataclass(frozen=True)
@@ -470,7 +479,7 @@ def _parse_graph(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> GraphExt
     seen_c: set[tuple[str, str]] = set()
     for i, c in enumerate(r.array(g.get("corrections", []), "graph.corrections")):
         path = f"graph.corrections[{i}]"
-        r.keys(r.obj(c, path), path, ("fingerprint", "network", "metric", "scale", "offset", "fitted_on"))
+        r.keys(r.obj(c, path), path, ("fingerprint", "network", "metric", "scale", "offset", "fitted_on"), ("per_int8_layer",))
         fp = r.string(c["fingerprint"], f"{path}.fingerprint")
         if c["metric"] not in metrics:
             r.fail(f"{path}.metric", f"must be one of the table's metrics ({', '.join(metrics)}), got {c['metric']!r}")
@@ -481,5 +490,6 @@ def _parse_graph(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> GraphExt
             fingerprint=fp, network=r.string(c["network"], f"{path}.network"), metric=c["metric"],
             scale=r.number(c["scale"], f"{path}.scale", positive=True), offset=r.finite(c["offset"], f"{path}.offset"),
             fitted_on=r.integer(c["fitted_on"], f"{path}.fitted_on", 1),
+            per_int8_layer=r.number(c.get("per_int8_layer", 0.0), f"{path}.per_int8_layer", positive=False),
         ))
     return GraphExtras(tuple(transitions), tuple(rules), tuple(corrections))

@@ -154,6 +154,8 @@ class CostTable:
                 boundaries.append(Boundary(index=i, elems=s.input_elems, exact=by_shape.get(shape, {})))
         fp = network_fingerprint(layers, self.batch)
         corrections: dict[str, Correction] = {c.metric: c for c in graph.corrections if c.fingerprint == fp}
+        for metric, c in corrections.items():  # folded into the layers: policy_cost and cost_range see it alike
+            per_layer[metric] = [{p: v + (c.per_int8_layer if p[1] == 8 else 0.0) for p, v in d.items()} for d in per_layer[metric]]
         rules = {(r.src, r.dst): r for r in graph.rules}
         return NetworkCosts(self.name, layers, per_layer, boundaries, rules, corrections)
 
