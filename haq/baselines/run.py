@@ -30,7 +30,8 @@ from haq.errors import ConfigError
 from haq.search.config import SearchConfig
 from haq.search.problem import SearchProblem
 from haq.search.progress import SearchProgress
-from haq.search.rundir import EpisodeRecord, RunDir, atomic_write_text
+from haq.fileio import atomic_write_text
+from haq.search.rundir import EpisodeRecord, RunDir
 
 Progress = Callable[[SearchProgress], None]
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -18,6 +18,7 @@ from haq.export.plan import ExportError, LayerPlan, Realization, plan_layer
 from haq.export.qdq import ActQuant, layer_outputs, rewrite
 from haq.export.verify import Kernel, mismatches, optimized_graph, realized_kernels, session_options
 from haq.quant import FLOAT_BITS, LayerInfo, QuantPolicy, quant_layers
+from haq.fileio import atomic_write_bytes
 from haq.quant import apply_policy_, calibrate_
 
 
@@ -46,10 +47,7 @@ class ExportedModel:
 
     def save(self, path: str) -> None:
         """Write the model atomically (temp file + rename)."""
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(self.onnx_bytes)
-        os.replace(tmp, path)
+        atomic_write_bytes(Path(path), self.onnx_bytes)
 
 
 def export_policy(

@@ -12,13 +12,12 @@ of one batch of ``meta.batch`` inferences); any other mismatch is an error.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from haq.errors import TableError
+from haq.fileio import atomic_write_text
 from haq.hardware.network import Boundary, NetworkCosts, describe_pairs
 from haq.hardware.schema import (
     BitPair,
@@ -194,14 +193,4 @@ def load_table(path: str | Path, name: str | None = None) -> CostTable:
 
 def save_table(data: TableData, path: Path) -> None:
     """Atomic write so a crash mid-build never leaves a truncated table behind."""
-    text = dumps(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, dumps(data))

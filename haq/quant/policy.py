@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping
 from torch import nn
 
 from haq.errors import PolicyError
+from haq.fileio import atomic_write_text
 from haq.quant.discovery import LayerInfo
 from haq.quant.layers import QUANTIZABLE_TYPES, QuantConv2d, QuantLinear
 from haq.quant.primitives import FLOAT_BITS, MAX_BITS, MIN_BITS
@@ -106,11 +107,7 @@ class QuantPolicy:
 
     def save(self, path: str | Path) -> None:
         """Write atomically (a temp file renamed into place) so a crash never leaves half a file."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(p)
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "QuantPolicy":

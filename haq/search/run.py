@@ -31,7 +31,8 @@ from haq.search.costs import Budget
 from haq.search.evaluator import PolicyMetrics, ReferenceMetrics
 from haq.search.problem import SearchProblem, build_problem
 from haq.search.progress import SearchProgress
-from haq.search.rundir import EpisodeRecord, RunDir, atomic_write_text
+from haq.fileio import atomic_write_text
+from haq.search.rundir import EpisodeRecord, RunDir
 
 ProgressFn = Callable[[SearchProgress], None]
 CHECKPOINT_PREFIX = "ep-"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from haq.errors import ConfigError
+from haq.fileio import atomic_write_text
 from haq.quant import LayerBits, QuantPolicy
 from haq.search.evaluator import PolicyMetrics
 
@@ -69,17 +70,6 @@ class EpisodeRecord:
         """The episode's policy as a :class:`QuantPolicy` (meta: episode, reward, metrics)."""
         meta = {"episode": self.episode, "reward": self.reward, "metrics": self.metrics.to_dict(), **dict(self.extra)}
         return QuantPolicy({n: LayerBits(w, a) for n, (w, a) in self.policy.items()}, meta)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and a rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 class RunDir:

@@ -31,7 +31,8 @@ from haq.search.evaluator import ReferenceMetrics
 from haq.search.problem import SearchProblem, build_problem
 from haq.search.progress import SearchProgress
 from haq.search.run import CHECKPOINT_PREFIX, agent_description, run_search
-from haq.search.rundir import EpisodeRecord, RunDir, atomic_write_text
+from haq.fileio import atomic_write_text
+from haq.search.rundir import EpisodeRecord, RunDir
 from haq.transfer.agent import load_on, prepare_finetune, rollout
 from haq.transfer.config import TransferConfig
 from haq.transfer.source import SourceRun, latest_checkpoint, load_source
