@@ -33,10 +33,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from haq.errors import ConfigError, HaqError
+from haq.core.errors import ConfigError, HaqError
+from haq.core.types import Log
+from haq.evaluation.ptq import quantized_copy
 from haq.models import default_cache_dir
 from haq.quant import FLOAT_BITS, QuantPolicy
-from haq.quant.evaluate import quantized_copy
 from haq.robust import (
     AttackConfig,
     DQConfig,
@@ -49,7 +50,6 @@ from haq.robust import (
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 ATTACK_COLUMNS = ("fgsm", "pgd", "transfer_pgd", "spsa", "ensemble_pgd")
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Same models, same run, interleaved round by round so machine drift hits both alike:
 
-* protocol: one fresh session per round through :func:`haq.hardware.protocol.measure_models`
+* protocol: one fresh session per round through :func:`haq.hardware.device.protocol.measure_models`
   (1 thread, spinning off, warm-up, batched samples, median);
 * naive: one fresh session per round with onnxruntime's default options (all cores, spinning
   on), no warm-up, mean of 10 runs.
@@ -27,8 +27,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from haq.hardware.device.protocol import (
+    ProtocolConfig,
+    measure_models,
+    random_feeds,
+    relative_iqr,
+)
 from haq.hardware.feedback import QDQExporter
-from haq.hardware.protocol import ProtocolConfig, measure_models, random_feeds, relative_iqr
 from haq.quant import FLOAT_BITS, QuantPolicy
 from haq.workload import WorkloadConfig, load_workload
 

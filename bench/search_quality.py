@@ -32,10 +32,13 @@ from typing import Any, Callable
 import torch
 
 from haq.baselines import BaselineConfig, run_baseline
-from haq.search import AgentConfig, BudgetConfig, CachedEvaluator, EnvConfig, EvalConfig, SearchConfig, SearchProblem, build_problem
-from haq.search.evaluator import CheapEvaluator, FullEvaluator
+from haq.evaluation.config import EvalConfig
+from haq.evaluation.evaluators import CachedEvaluator, CheapEvaluator, FullEvaluator
+from haq.problem.config import BudgetConfig, EnvConfig
+from haq.problem.problem import SearchProblem, build_problem
+from haq.runs.rundir import EpisodeRecord, atomic_write_text
+from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
-from haq.search.rundir import EpisodeRecord, atomic_write_text
 from haq.workload import WorkloadConfig
 
 METHODS = ("rl", "random", "greedy", "ilp", "uniform")

@@ -22,11 +22,11 @@ import torch
 
 from haq.hardware.build import extend_table, model_layers
 from haq.hardware.check import check_table, fit_table, load_network
+from haq.hardware.device.protocol import ProtocolConfig
+from haq.hardware.device.runner import LocalRunner
 from haq.hardware.measured import MeasuredBackend
-from haq.hardware.protocol import ProtocolConfig
-from haq.hardware.runner import LocalRunner
-from haq.hardware.table import load_table
 from haq.models import model_names
+from haq.tables.table import load_table
 
 
 def log(msg: str) -> None:

@@ -41,12 +41,18 @@ import torch
 
 import latency_tables
 from envs.mixed_precision import MixedPrecisionEnv
-from haq.errors import HaqError
-from haq.search import AgentConfig, EnvConfig, EvalConfig, SearchConfig, SearchProblem, build_problem
+from haq.core.errors import HaqError
+from haq.evaluation.config import EvalConfig
+from haq.problem.config import EnvConfig
+from haq.problem.problem import SearchProblem, build_problem
+from haq.runs.rundir import EpisodeRecord, RunDir, atomic_write_text
+from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
-from haq.search.rundir import EpisodeRecord, RunDir, atomic_write_text
-from haq.transfer import TransferConfig, cost_on_device, load_source, run_transfer
+from haq.tables.compare import cost_on_device
 from haq.transfer.agent import load_on, rollout
+from haq.transfer.config import TransferConfig
+from haq.transfer.run import run_transfer
+from haq.transfer.source import load_source
 from haq.workload import WorkloadConfig
 
 

@@ -10,10 +10,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from haq.errors import ConfigError
-from haq.search.config import EnvConfig
-from haq.search.costs import Pair, encode_pair, map_action, project
-from haq.search.problem import SearchProblem, build_problem
+from haq.core.errors import ConfigError
+from haq.core.types import BitPair
+from haq.problem.budget import encode_pair, map_action, project
+from haq.problem.config import EnvConfig
+from haq.problem.problem import SearchProblem, build_problem
 
 OBS_FEATURES = (
     "is_conv", "is_dwconv", "is_linear", "in_channels", "out_channels", "kernel", "stride",
@@ -75,7 +76,7 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Rewards
     0 on every step but the last. The last step pays
     ``acc_weight·100·Δclean + robust_weight·100·Δrobust − cost_weight·cost/budget``
-    (Δ against the float model; see :mod:`haq.search.reward`). The reward is the raw score:
+    (Δ against the float model; see :mod:`haq.problem.reward`). The reward is the raw score:
     HAQ's moving-average baseline is applied outside the environment
     (:class:`haq.search.baseline.RewardBaseline`).
 
@@ -91,12 +92,12 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     Every step: ``layer``, ``w_bits``, ``a_bits`` (applied), ``requested_bits``, ``projected``,
     ``applied_action`` (the request itself, or the centre of the applied pair's action bin
     when projected), ``budget_used`` (fraction). The last step adds ``policy`` (name → [w, a]), ``metrics``
-    (:class:`~haq.search.evaluator.PolicyMetrics` as a dict), ``reward``, ``cached``.
+    (:class:`~haq.evaluation.evaluators.PolicyMetrics` as a dict), ``reward``, ``cached``.
 
     ## Arguments
     ``gymnasium.make("haq/MixedPrecision-v0", config=EnvConfig(...))``; ``config`` defaults to
     the embedded default (digits CNN, Bit Fusion table, half the uniform 8-bit latency, cheap
-    evaluator). ``problem`` passes an already-built :class:`~haq.search.problem.SearchProblem`
+    evaluator). ``problem`` passes an already-built :class:`~haq.problem.problem.SearchProblem`
     (shared evaluator cache); ``cache_dir`` is where the float model is cached.
 
     ## Version History
@@ -122,7 +123,7 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = spaces.Box(0.0, 1.0, (len(OBS_FEATURES),), np.float32)
         self._static = _static_features(problem)
         self._index = 0
-        self._applied: list[Pair] = []
+        self._applied: list[BitPair] = []
         self._used = 0.0
 
     @property

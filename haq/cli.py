@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from haq import __version__
-from haq.errors import run_command
+from haq.core.errors import HaqError
 
 COMMANDS = ("demo", "quantize", "device", "tables", "search", "baseline", "evaluate", "plot", "export", "transfer", "cost", "robust")
 
@@ -27,6 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"haq.commands.{name}").register(sub)
     return parser
+
+
+def run_command(ns: argparse.Namespace) -> int:
+    """Run a parsed sub-command: user errors become one ``haq: error:`` line (exit 2) and
+    Ctrl-C exit 130."""
+    try:
+        return int(ns.func(ns) or 0)
+    except HaqError as exc:
+        print(f"haq: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("haq: interrupted; finished work is saved", file=sys.stderr)
+        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from haq.errors import ConfigError, HaqError
-from haq.search.rundir import EpisodeRecord, RunDir
+from haq.core.errors import ConfigError, HaqError
+from haq.runs.rundir import EpisodeRecord, RunDir
 
 _UNITS = {"latency": "latency (ms)", "energy": "energy (mJ)", "size": "weight size (KiB)"}
 _COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haq.core.errors import ConfigError, HaqError
 from haq.data.splits import DataSplits, iterate_batches, make_loader
-from haq.errors import ConfigError, HaqError
 
 ExtraLoss = Callable[[nn.Module], torch.Tensor]
 Progress = Callable[[int, int, float], None]

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from haq.core.errors import ConfigError, ModelError
+from haq.core.types import Log
 from haq.data import DATASETS, DataSplits, load_dataset
-from haq.errors import ConfigError, ModelError
 from haq.models import ZOO, build_model, load_checkpoint_, pretrained_model
 from haq.quant import LayerInfo, discover_layers
 from haq.training import TrainConfig
@@ -79,7 +80,7 @@ def load_workload(
     cfg: WorkloadConfig,
     device: torch.device,
     cache_dir: Path | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
 ) -> Workload:
     """Resolve model + data, load or train (cached) the float weights, discover layers."""
     if cfg.model not in ZOO and ":" not in cfg.model:

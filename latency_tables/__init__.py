@@ -1,6 +1,6 @@
 """Shipped device cost tables (``*.json`` next to this file) and loading by name or path.
 
-See ``latency_tables/README.md`` and :mod:`haq.hardware.schema` for the format, and
+See ``latency_tables/README.md`` and :mod:`haq.tables.schema` for the format, and
 ``haq tables list`` for what is shipped.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from haq.errors import TableError
-from haq.hardware.table import CostTable, load_table
+from haq.core.errors import TableError
+from haq.tables.table import CostTable, load_table
 
 TABLE_DIR = Path(__file__).resolve().parent
 

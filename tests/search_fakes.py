@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from haq.errors import TableError
+from haq.core.errors import TableError
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy
 
 PAIRS = [(w, a) for w in range(2, 9) for a in range(2, 9)]

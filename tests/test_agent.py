@@ -14,9 +14,17 @@ from typing import Any, Iterator
 import pytest
 
 from haq.cli import main as haq_main
-from haq.hardware.agent import MAGIC, AgentConfig, DeviceAgent, DeviceClient, DeviceError, read_frame, write_frame
-from haq.hardware.protocol import ProtocolConfig, sentinel_model
-from haq.hardware.runner import RemoteRunner
+from haq.hardware.device.agent import (
+    MAGIC,
+    AgentConfig,
+    DeviceAgent,
+    DeviceClient,
+    DeviceError,
+    read_frame,
+    write_frame,
+)
+from haq.hardware.device.protocol import ProtocolConfig, sentinel_model
+from haq.hardware.device.runner import RemoteRunner
 
 TOKEN = "loopback-secret"
 QUICK = ProtocolConfig(sessions=2, warmup_runs=2, warmup_s=0.0, repeats=4, min_repeat_ms=0.5, max_retries=0)
@@ -165,7 +173,7 @@ def test_config_and_client_validation() -> None:
 
 
 def test_agent_imports_no_torch() -> None:
-    code = "import sys, haq.hardware.agent, haq.commands.device; print('torch' in sys.modules)"
+    code = "import sys, haq.hardware.device.agent, haq.commands.device; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
 from haq.quant import QuantPolicy, apply_policy_, calibrate_
 from haq.quant.layers import QuantLinear
 from haq.robust import error_amplification, lipschitz_estimates, spectral_norm

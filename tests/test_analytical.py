@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
 from haq.hardware.analytical import (
     BISMO_CLOUD,
     BISMO_EDGE,

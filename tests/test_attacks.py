@@ -8,10 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
+from haq.evaluation.ptq import quantized_copy
 from haq.quant import QuantPolicy
-from haq.quant.evaluate import quantized_copy
-from haq.robust import ATTACKS, AttackConfig, DQConfig, craft, dq_finetune_, robust_accuracy
+from haq.robust import (
+    ATTACKS,
+    AttackConfig,
+    DQConfig,
+    craft,
+    dq_finetune_,
+    robust_accuracy,
+)
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 N = 240
@@ -161,7 +168,7 @@ def _robust_cli(argv: list[str]) -> int:
     import argparse
 
     from haq.commands import robust
-    from haq.errors import HaqError
+    from haq.core.errors import HaqError
 
     parser = argparse.ArgumentParser(prog="haq")
     robust.register(parser.add_subparsers(dest="command"))

@@ -13,13 +13,20 @@ import pytest
 from search_fakes import AnalyticTable
 
 from haq.baselines import BaselineConfig, estimate_sensitivity, run_baseline
+from haq.baselines.solvers import (
+    cheaper_step,
+    choice_cost,
+    choice_error,
+    greedy_path,
+    pareto_front,
+    solve_ilp,
+)
 from haq.cli import main as haq_main
-from haq.baselines.solvers import cheaper_step, choice_cost, choice_error, greedy_path, pareto_front, solve_ilp
-from haq.errors import ConfigError, HaqError
+from haq.core.errors import ConfigError, HaqError
+from haq.problem.config import BudgetConfig, EnvConfig
+from haq.problem.problem import SearchProblem, build_problem
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy
-from haq.search import RunDir
-from haq.search.config import BudgetConfig, EnvConfig
-from haq.search.problem import SearchProblem, build_problem
+from haq.runs.rundir import RunDir
 from haq.workload import Workload
 
 

@@ -10,10 +10,11 @@ import pytest
 from search_fakes import AnalyticTable
 
 from envs.mixed_precision import MixedPrecisionEnv
-from haq.errors import ConfigError, TableError
+from haq.core.errors import ConfigError, TableError
+from haq.evaluation.config import EvalConfig
+from haq.problem.config import BudgetConfig, EnvConfig
+from haq.problem.problem import build_problem
 from haq.quant import LayerSignature
-from haq.search.config import BudgetConfig, EnvConfig, EvalConfig
-from haq.search.problem import build_problem
 
 
 class Int8CpuTable(AnalyticTable):

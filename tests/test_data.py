@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from haq.core.errors import DataError
 from haq.data import load_dataset
 from haq.data.cifar import RECORD, TEST_FILE, TRAIN_FILES
-from haq.errors import DataError
 
 
 def test_digits_splits_are_deterministic_and_disjoint() -> None:

@@ -6,9 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from haq.errors import ModelError
+from haq.core.errors import ModelError
 from haq.models import ZOO, build_model
-from haq.quant import LayerSignature, QuantPolicy, apply_policy_, calibrate_, discover_layers
+from haq.quant import (
+    LayerSignature,
+    QuantPolicy,
+    apply_policy_,
+    calibrate_,
+    discover_layers,
+)
 
 SHAPES = {"digits_cnn": (1, 8, 8), "digits_mlp": (1, 8, 8), "resnet20": (1, 32, 32), "mobilenetv2": (1, 32, 32)}
 EXPECTED_COUNTS = {"digits_cnn": 4, "digits_mlp": 7, "resnet20": 22, "mobilenetv2": 23}

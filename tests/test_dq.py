@@ -8,11 +8,20 @@ import pytest
 import torch
 from torch import nn
 
+from haq.core.errors import ConfigError, HaqError
 from haq.data import load_dataset
-from haq.errors import ConfigError, HaqError
+from haq.evaluation.ptq import quantized_copy
 from haq.quant import QuantPolicy, apply_policy_, calibrate_, quant_layers
-from haq.quant.evaluate import quantized_copy
-from haq.robust import AttackConfig, DQConfig, craft, dq_finetune_, error_amplification, gram_penalty, orthogonal_penalty, robust_accuracy
+from haq.robust import (
+    AttackConfig,
+    DQConfig,
+    craft,
+    dq_finetune_,
+    error_amplification,
+    gram_penalty,
+    orthogonal_penalty,
+    robust_accuracy,
+)
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 

@@ -16,9 +16,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from envs.mixed_precision import OBS_FEATURES, MixedPrecisionEnv
-from haq.errors import ConfigError, HaqError
-from haq.search import BudgetConfig, EnvConfig, SearchProblem, build_problem
-from haq.search.costs import LayerChoices, map_action, project
+from haq.core.errors import ConfigError, HaqError
+from haq.problem.budget import LayerChoices, map_action, project
+from haq.problem.config import BudgetConfig, EnvConfig
+from haq.problem.problem import SearchProblem, build_problem
 from haq.workload import WorkloadConfig
 
 

@@ -8,14 +8,18 @@ from pathlib import Path
 import pytest
 
 from haq.cli import main as haq_main
-from haq.errors import ConfigError
-from haq.final_eval import FinalEvalConfig, evaluate_final, table_describes_this_machine
-from haq.hardware.protocol import ProtocolConfig, cpu_model
-from haq.hardware.runner import LocalRunner
+from haq.core.errors import ConfigError
+from haq.evaluation.config import EvalConfig
+from haq.evaluation.final import (
+    FinalEvalConfig,
+    evaluate_final,
+    table_describes_this_machine,
+)
+from haq.hardware.device.protocol import ProtocolConfig, cpu_model
+from haq.hardware.device.runner import LocalRunner
 from haq.quant import LayerBits, QuantPolicy
-from haq.search.config import EvalConfig
-from haq.search.costs import load_table
 from haq.workload import Workload
+from latency_tables import load as load_table
 
 TINY = ["--samples", "60", "--robust-samples", "20", "--finetune-epochs", "1"]
 

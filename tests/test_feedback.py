@@ -8,11 +8,11 @@ from typing import Any, Sequence
 
 import pytest
 
-from haq.errors import ConfigError, HaqError
-from haq.hardware.agent import AgentConfig, DeviceAgent
+from haq.core.errors import ConfigError, HaqError
+from haq.hardware.device.agent import AgentConfig, DeviceAgent
+from haq.hardware.device.protocol import Measurement, ProtocolConfig
+from haq.hardware.device.runner import LocalRunner, RemoteRunner
 from haq.hardware.feedback import MeasuredCost, QDQExporter, policy_key
-from haq.hardware.protocol import Measurement, ProtocolConfig
-from haq.hardware.runner import LocalRunner, RemoteRunner
 from haq.quant import FLOAT_BITS, QuantPolicy
 from haq.workload import Workload
 

@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 
 from envs.mixed_precision import MixedPrecisionEnv
-from haq.search import AgentConfig, EnvConfig, SearchConfig, SearchProblem, build_problem, run_search
+from haq.problem.config import EnvConfig
+from haq.problem.problem import SearchProblem, build_problem
 from haq.search.agents import load_agent
+from haq.search.config import AgentConfig, SearchConfig
+from haq.search.run import run_search
 
 ENV = EnvConfig()
 RANDOM_POLICIES = 60

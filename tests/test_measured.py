@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from haq.errors import ConfigError, TableError
+from haq.core.errors import ConfigError, TableError
 from haq.hardware.build import extend_table, model_layers
 from haq.hardware.check import (
     accuracy,
@@ -24,7 +24,9 @@ from haq.hardware.check import (
     with_graph,
     within,
 )
-from haq.hardware.graph_cost import (
+from haq.hardware.device.protocol import ProtocolConfig
+from haq.hardware.device.runner import LocalRunner
+from haq.hardware.graph_fit import (
     DIRECTIONS,
     SCALE_BOUNDS,
     BoundaryFit,
@@ -35,11 +37,9 @@ from haq.hardware.graph_cost import (
     int8_layers,
 )
 from haq.hardware.measured import MeasuredBackend, cpu_slug
-from haq.hardware.protocol import ProtocolConfig
-from haq.hardware.runner import LocalRunner
-from haq.hardware.schema import Correction, GraphExtras, network_fingerprint
-from haq.hardware.table import CostTable, load_table, save_table
 from haq.quant import LayerBits, LayerSignature, QuantPolicy
+from haq.tables.schema import Correction, GraphExtras, network_fingerprint
+from haq.tables.table import CostTable, load_table, save_table
 
 FAST = ProtocolConfig(sessions=1, warmup_runs=2, warmup_s=0.0, repeats=3, min_repeat_ms=0.2, max_retries=0)
 

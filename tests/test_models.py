@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from haq.errors import ModelError
+from haq.core.errors import ModelError
+from haq.evaluation.ptq import evaluate_policy_ptq
 from haq.quant import QuantPolicy
-from haq.quant.evaluate import evaluate_policy_ptq
 from haq.training import accuracy
 from haq.workload import Workload, WorkloadConfig, load_workload
 

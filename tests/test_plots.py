@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from haq.cli import main as haq_main
-from haq.errors import ConfigError, HaqError
+from haq.core.errors import ConfigError, HaqError
+from haq.evaluation.evaluators import PolicyMetrics
 from haq.plots import lower_fence, pareto_front, plot_run, running_max
-from haq.search.evaluator import PolicyMetrics
-from haq.search.rundir import EpisodeRecord, RunDir
+from haq.runs.rundir import EpisodeRecord, RunDir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LAYERS = ("conv1", "conv2", "conv3", "fc")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from haq.errors import HaqError, PolicyError
+from haq.core.errors import HaqError, PolicyError
 from haq.models import build_model
 from haq.quant import (
     LayerBits,

@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from haq.errors import ConfigError, HaqError
-from haq.hardware.protocol import (
-    Measurement,
+from haq.core.errors import ConfigError, HaqError
+from haq.hardware.device.protocol import (
     MeasureError,
+    Measurement,
     ProtocolConfig,
     device_info,
     kernels_from_profile,
@@ -25,7 +25,12 @@ from haq.hardware.protocol import (
     sentinel_model,
     session_options,
 )
-from haq.hardware.runner import LocalRunner, RemoteRunner, make_runner, parse_remote
+from haq.hardware.device.runner import (
+    LocalRunner,
+    RemoteRunner,
+    make_runner,
+    parse_remote,
+)
 
 QUICK = ProtocolConfig(sessions=3, warmup_runs=2, warmup_s=0.0, repeats=5, min_repeat_ms=1.0, max_retries=0)
 

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from haq.errors import ConfigError
-from haq.search import AgentConfig, EnvConfig, SearchConfig, run_search
-from haq.search.rundir import RunDir
+from haq.core.errors import ConfigError
+from haq.problem.config import EnvConfig
+from haq.runs.rundir import RunDir
+from haq.search.config import AgentConfig, SearchConfig
+from haq.search.run import run_search
 
 EPISODES = 10
 

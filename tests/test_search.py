@@ -10,25 +10,20 @@ import pytest
 
 from envs.mixed_precision import OBS_FEATURES, MixedPrecisionEnv
 from haq.cli import main
-from haq.errors import ConfigError
+from haq.core import config as serial
+from haq.core.errors import ConfigError
+from haq.evaluation.evaluators import PolicyMetrics, ReferenceMetrics
+from haq.problem.budget import Budget
+from haq.problem.config import EnvConfig, RewardConfig
+from haq.problem.problem import SearchProblem, build_problem
+from haq.problem.reward import compute_reward
 from haq.quant import QuantPolicy
-from haq.search import (
-    AgentConfig,
-    Budget,
-    EnvConfig,
-    PolicyMetrics,
-    ReferenceMetrics,
-    RewardConfig,
-    RunDir,
-    SearchConfig,
-    SearchProblem,
-    build_problem,
-    compute_reward,
-    run_search,
-)
+from haq.runs.rundir import RunDir
 from haq.search.agents import load_agent
 from haq.search.baseline import RewardBaseline
+from haq.search.config import AgentConfig, SearchConfig
 from haq.search.noise import DecayingTruncatedNormalNoise
+from haq.search.run import run_search
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +33,7 @@ def problem(cache_dir: Path) -> SearchProblem:
 
 def test_config_round_trips_through_json() -> None:
     cfg = SearchConfig(agent=AgentConfig(algo="td3", hidden=(32, 16)), episodes=7, seed=3)
-    again = SearchConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    again = serial.from_dict(SearchConfig, json.loads(json.dumps(serial.to_dict(cfg))))
     assert again == cfg
 
 
@@ -50,7 +45,7 @@ def test_config_round_trips_through_json() -> None:
         (lambda: AgentConfig(noise_decay=1.5), "noise_decay"),
         (lambda: SearchConfig(episodes=0), "episodes"),
         (lambda: RewardConfig(acc_weight=float("inf")), "finite"),
-        (lambda: SearchConfig.from_dict({"env": {}}), "malformed"),
+        (lambda: serial.from_dict(SearchConfig, {"env": {"bogus": 1}}), "unknown field"),
     ],
 )
 def test_bad_search_config(make, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -100,7 +95,7 @@ def test_each_agent_runs_and_writes_the_run_dir(tmp_path: Path, problem: SearchP
     rd = RunDir(result.run_dir)
     records = rd.read_episodes()
     assert [r.episode for r in records] == [0, 1, 2] == [p.episode for p in seen]
-    assert rd.read_config()["config"] == cfg.to_dict()
+    assert rd.read_config()["config"] == serial.to_dict(cfg)
     best = QuantPolicy.load(rd.best_path)
     assert best.meta["reward"] == max(r.reward for r in records) == result.best.reward
     assert {n: (b.w_bits, b.a_bits) for n, b in best.layers.items()} == dict(result.best.policy)
@@ -114,7 +109,7 @@ def test_saved_agent_carries_what_transfer_needs(tmp_path: Path, problem: Search
     env = MixedPrecisionEnv(problem=problem)
     model, meta = load_agent(ckpt, env)
     assert meta["source_table"] == problem.table.name and meta["observation"]["features"] == list(OBS_FEATURES)
-    assert (meta["min_bits"], meta["max_bits"]) == (2, 8) and meta["reward"] == cfg.to_dict()["env"]["reward"]
+    assert (meta["min_bits"], meta["max_bits"]) == (2, 8) and meta["reward"] == serial.to_dict(cfg)["env"]["reward"]
     obs, _ = env.reset(seed=0)
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(action)

@@ -14,14 +14,14 @@ import pytest
 
 import latency_tables
 from haq.commands import tables as tables_cmd
-from haq.errors import ConfigError, PolicyError, TableError
+from haq.core.errors import ConfigError, PolicyError, TableError
 from haq.hardware.build import extend_table, model_layers
 from haq.hardware.build_analytical import AnalyticalBackend
-from haq.hardware.schema import Entry, network_fingerprint
-from haq.hardware.table import CostTable, load_table
 from haq.models import ZOO
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy
 from haq.quant.policy import LayerBits
+from haq.tables.schema import Entry, network_fingerprint
+from haq.tables.table import CostTable, load_table
 
 
 @pytest.fixture(scope="module")

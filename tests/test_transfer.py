@@ -14,14 +14,21 @@ import pytest
 import latency_tables
 from envs.mixed_precision import MixedPrecisionEnv
 from haq.cli import main
-from haq.errors import ConfigError, TableError
-from haq.hardware.table import save_table
+from haq.core.errors import ConfigError, TableError
+from haq.evaluation.config import EvalConfig
+from haq.problem.config import EnvConfig
+from haq.problem.problem import build_problem
 from haq.quant import QuantPolicy
-from haq.search import AgentConfig, EnvConfig, EvalConfig, RunDir, SearchConfig, build_problem, run_search
+from haq.runs.rundir import RunDir
 from haq.search.agents import save_agent
-from haq.transfer import TransferConfig, cost_on_devices, load_source, promote_pair, run_transfer
+from haq.search.config import AgentConfig, SearchConfig
+from haq.search.run import run_search
+from haq.tables.compare import cost_on_devices, promote_pair
+from haq.tables.table import save_table
 from haq.transfer.agent import load_on
-from haq.transfer.run import TransferResult, target_env_config
+from haq.transfer.config import TransferConfig
+from haq.transfer.run import TransferResult, run_transfer, target_env_config
+from haq.transfer.source import load_source
 
 CHEAP = EvalConfig(kind="cheap", val_samples=120)
 CPU_TABLE = next(n for n in latency_tables.available() if n.startswith("cpu"))

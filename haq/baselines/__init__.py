@@ -8,7 +8,12 @@ and the benchmark compare them with a search directly.
 
 from haq.baselines.candidates import METHODS, Candidate
 from haq.baselines.run import BaselineConfig, BaselineResult, run_baseline
-from haq.baselines.sensitivity import LayerSensitivity, Sensitivity, SensitivityConfig, estimate_sensitivity
+from haq.baselines.sensitivity import (
+    LayerSensitivity,
+    Sensitivity,
+    SensitivityConfig,
+    estimate_sensitivity,
+)
 
 __all__ = [
     "METHODS",

@@ -32,8 +32,9 @@ import numpy as np
 from haq.baselines.problem import ChoiceProblem, choice_problem, fit_budget
 from haq.baselines.sensitivity import Sensitivity
 from haq.baselines.solvers import Choice, choice_error, greedy_path, solve_ilp
-from haq.errors import ConfigError
-from haq.search.costs import BudgetModel, Pair, map_action, project
+from haq.core.errors import ConfigError
+from haq.core.types import BitPair
+from haq.problem.budget import BudgetModel, map_action, project
 
 METHODS = ("uniform", "random", "greedy", "ilp")
 
@@ -42,7 +43,7 @@ METHODS = ("uniform", "random", "greedy", "ilp")
 class Candidate:
     """One (w, a) pair per layer, in layer order, and how the baseline arrived at it."""
 
-    pairs: tuple[Pair, ...]
+    pairs: tuple[BitPair, ...]
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,9 +70,9 @@ def random_candidates(model: BudgetModel, n: int, rng: np.random.Generator) -> l
     return [Candidate(random_assignment(model, rng), {"method": "random", "draw": i}) for i in range(n)]
 
 
-def random_assignment(model: BudgetModel, rng: np.random.Generator) -> tuple[Pair, ...]:
+def random_assignment(model: BudgetModel, rng: np.random.Generator) -> tuple[BitPair, ...]:
     """One episode of uniformly random actions, projected layer by layer as the environment does."""
-    decided: list[Pair] = []
+    decided: list[BitPair] = []
     for choices in model.layers:
         desired = map_action(rng.uniform(-1.0, 1.0, size=2), choices.pairs)
         decided.append(project(desired, choices, lambda pair: model.fits(model.completion_cost(decided, pair))))
@@ -123,7 +124,7 @@ def ilp_candidates(model: BudgetModel, sensitivity: Sensitivity, n: int, floor: 
 
 def _distinct(items: Iterable[tuple[ChoiceProblem, Choice, dict[str, Any]]], model: BudgetModel, n: int) -> list[Candidate]:
     """Fit each solution to the whole-policy budget; keep the first ``n`` distinct assignments."""
-    seen: set[tuple[Pair, ...]] = set()
+    seen: set[tuple[BitPair, ...]] = set()
     out: list[Candidate] = []
     for problem, choice, meta in items:
         fitted, repairs = fit_budget(problem, choice, model)

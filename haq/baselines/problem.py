@@ -1,5 +1,5 @@
 """The bit-allocation problem the non-RL baselines solve: per layer, the allowed (w, a) pairs
-with their budget-metric cost (from the search's :class:`~haq.search.costs.BudgetModel`, so the
+with their budget-metric cost (from the search's :class:`~haq.problem.budget.BudgetModel`, so the
 baselines see exactly the choices and budget the environment sees) and their estimated error
 (from :mod:`haq.baselines.sensitivity`).
 
@@ -18,20 +18,21 @@ import numpy as np
 
 from haq.baselines.sensitivity import Sensitivity
 from haq.baselines.solvers import Choice, cheaper_step
-from haq.errors import ConfigError
-from haq.search.costs import BudgetModel, Pair
+from haq.core.errors import ConfigError
+from haq.core.types import BitPair
+from haq.problem.budget import BudgetModel
 
 
 @dataclass(frozen=True)
 class ChoiceProblem:
     """Per-layer options (pairs, costs, errors) and the budget, in layer execution order."""
 
-    pairs: tuple[tuple[Pair, ...], ...]
+    pairs: tuple[tuple[BitPair, ...], ...]
     costs: tuple[np.ndarray, ...]
     errors: tuple[np.ndarray, ...]
     budget: float
 
-    def assignment(self, choice: Choice) -> tuple[Pair, ...]:
+    def assignment(self, choice: Choice) -> tuple[BitPair, ...]:
         """The (w, a) pair of every layer that a choice stands for."""
         return tuple(p[k] for p, k in zip(self.pairs, choice))
 

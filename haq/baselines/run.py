@@ -1,4 +1,4 @@
-"""Run one baseline on a :class:`~haq.search.problem.SearchProblem` and write a run directory.
+"""Run one baseline on a :class:`~haq.problem.problem.SearchProblem` and write a run directory.
 
 The baseline scores its candidates with the search's own evaluator and reward
 (:meth:`SearchProblem.score`) and writes the search's run-directory format (config.json,
@@ -25,13 +25,17 @@ from haq.baselines.candidates import (
     random_candidates,
     uniform_candidates,
 )
-from haq.baselines.sensitivity import Sensitivity, SensitivityConfig, estimate_sensitivity
-from haq.errors import ConfigError
-from haq.search.config import SearchConfig
-from haq.search.problem import SearchProblem
-from haq.search.progress import SearchProgress
-from haq.fileio import atomic_write_text
-from haq.search.rundir import EpisodeRecord, RunDir
+from haq.baselines.sensitivity import (
+    Sensitivity,
+    SensitivityConfig,
+    estimate_sensitivity,
+)
+from haq.core import config as serial
+from haq.core.errors import ConfigError
+from haq.core.fileio import atomic_write_text
+from haq.problem.problem import SearchProblem
+from haq.runs.progress import SearchProgress
+from haq.runs.rundir import EpisodeRecord, RunDir
 
 Progress = Callable[[SearchProgress], None]
 
@@ -98,7 +102,7 @@ def run_baseline(
 ) -> BaselineResult:
     """Propose, evaluate and log the baseline's candidates; returns every record and the best."""
     run = RunDir(out_dir)
-    settings = {"env": SearchConfig(env=problem.config).to_dict()["env"], "baseline": cfg.to_dict()}
+    settings = {"env": serial.to_dict(problem.config), "baseline": cfg.to_dict()}
     done: list[EpisodeRecord] = []
     if run.exists() or run.episodes_path.exists():
         if not resume:

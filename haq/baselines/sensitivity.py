@@ -24,9 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haq.core.errors import ConfigError, HaqError
 from haq.data import DataSplits
-from haq.errors import ConfigError, HaqError
-from haq.quant import FLOAT_BITS, MAX_BITS, MIN_BITS, LayerInfo, quantize_activation, quantize_weight
+from haq.quant import (
+    FLOAT_BITS,
+    MAX_BITS,
+    MIN_BITS,
+    LayerInfo,
+    quantize_activation,
+    quantize_weight,
+)
 from haq.training import torch_threads
 
 BITS = tuple(range(MIN_BITS, MAX_BITS + 1))

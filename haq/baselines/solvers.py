@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
 
 Choice = tuple[int, ...]
 
@@ -45,7 +45,11 @@ def solve_ilp(
     solution's variables may be 1), which yields the next-best distinct solution. Costs are
     scaled by the budget and errors by their largest value so HiGHS sees numbers near 1.
     """
-    from scipy.optimize import Bounds, LinearConstraint, milp  # ~2 s to import: only when solving
+    from scipy.optimize import (  # ~2 s to import: only when solving
+        Bounds,
+        LinearConstraint,
+        milp,
+    )
 
     _check_problem(costs, errors)
     for prev in exclude:

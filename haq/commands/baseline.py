@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def run(ns: argparse.Namespace) -> int:
     from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
-    from haq.search.problem import build_problem
-    from haq.search.progress import ProgressBar
+    from haq.problem.problem import build_problem
+    from haq.runs.progress import ProgressBar
 
     cfg = BaselineConfig(
         method=ns.method, evaluations=ns.evaluations, seed=ns.seed, ladder_floor=ns.ladder_floor,

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
 from haq.models import model_names
 from haq.workload import DEFAULT_MODEL, WorkloadConfig
 

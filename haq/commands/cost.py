@@ -7,7 +7,7 @@ from typing import Sequence
 
 from haq.commands.common import add_workload_args, workload_config
 from haq.quant import LayerInfo
-from haq.transfer.device_costs import DeviceCost
+from haq.tables.compare import DeviceCost
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def run(ns: argparse.Namespace) -> int:
     from haq.quant import QuantPolicy
-    from haq.search.costs import load_table
-    from haq.transfer.device_costs import cost_on_devices, shipped_tables
+    from haq.tables.compare import cost_on_devices, shipped_tables
+    from latency_tables import load as load_table
 
     layers = model_layers(ns)
     tables = [load_table(name) for name in ns.device] if ns.device else shipped_tables()
@@ -33,8 +33,8 @@ def run(ns: argparse.Namespace) -> int:
 
 def model_layers(ns: argparse.Namespace) -> list[LayerInfo]:
     """The model's quantizable layers; costing needs only shapes, so nothing is trained."""
+    from haq.core.errors import ModelError
     from haq.data import load_dataset
-    from haq.errors import ModelError
     from haq.models import ZOO, build_model
     from haq.quant import discover_layers
 

@@ -11,9 +11,11 @@ import torch
 
 from haq.commands.common import log
 from haq.commands.search import print_record
-from haq.errors import HaqError
-from haq.search.config import AgentConfig, EnvConfig, EvalConfig, SearchConfig
-from haq.search.problem import SearchProblem, build_problem
+from haq.core.errors import HaqError
+from haq.evaluation.config import EvalConfig
+from haq.problem.config import EnvConfig
+from haq.problem.problem import SearchProblem, build_problem
+from haq.search.config import AgentConfig, SearchConfig
 
 DEMO_EPISODES = 40
 
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 
 def run(ns: argparse.Namespace) -> int:
-    from haq.search.progress import ProgressBar
+    from haq.runs.progress import ProgressBar
     from haq.search.run import run_search
 
     torch.set_num_threads(1)

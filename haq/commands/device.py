@@ -14,11 +14,19 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from haq.errors import ConfigError, run_command
-from haq.fileio import atomic_write_text
-from haq.hardware.agent import DEFAULT_MAX_BYTES, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_TIMEOUT_S, AgentConfig, DeviceAgent
-from haq.hardware.protocol import ProtocolConfig
-from haq.hardware.runner import RemoteRunner, make_runner, parse_remote
+from haq.cli import run_command
+from haq.core.errors import ConfigError
+from haq.core.fileio import atomic_write_text
+from haq.hardware.device.agent import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    AgentConfig,
+    DeviceAgent,
+)
+from haq.hardware.device.protocol import ProtocolConfig
+from haq.hardware.device.runner import RemoteRunner, make_runner, parse_remote
 
 TOKEN_ENV = "HAQ_DEVICE_TOKEN"
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 from haq.commands.common import add_workload_args, log, torch_device, workload_config
-from haq.search.config import DEFAULT_TABLE, EVALUATORS
+from haq.evaluation.config import EVALUATORS
+from haq.problem.config import DEFAULT_TABLE
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
-    from haq.final_eval import MEASURE_MODES, SPLITS, FinalEvalConfig
+    from haq.evaluation.final import MEASURE_MODES, SPLITS, FinalEvalConfig
 
     d = FinalEvalConfig()
     p = sub.add_parser("evaluate", help="fine-tune a policy fully and report clean / robust accuracy and its cost on a device")
@@ -31,10 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 def run(ns: argparse.Namespace) -> int:
     import dataclasses
 
-    from haq.final_eval import FinalEvalConfig, evaluate_final
+    from haq.evaluation.final import FinalEvalConfig, evaluate_final
     from haq.quant import QuantPolicy
-    from haq.search.costs import load_table
     from haq.workload import load_workload
+    from latency_tables import load as load_table
 
     base = FinalEvalConfig().evaluation
     cfg = FinalEvalConfig(

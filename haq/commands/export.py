@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from haq.commands.common import add_workload_args, log, torch_device, workload_config
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
 from haq.export import ExportOptions, export_policy
 from haq.quant import QuantPolicy
 from haq.workload import load_workload

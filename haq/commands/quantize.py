@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from haq.commands.common import add_workload_args, log, torch_device, workload_config
+from haq.evaluation.ptq import evaluate_policy_ptq
 from haq.quant import FLOAT_BITS, QuantPolicy
-from haq.quant.evaluate import evaluate_policy_ptq
 from haq.training import accuracy
 from haq.workload import load_workload
 

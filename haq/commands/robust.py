@@ -6,10 +6,17 @@ import argparse
 import copy
 
 from haq.commands.common import add_workload_args, log, torch_device, workload_config
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
+from haq.evaluation.ptq import quantized_copy
 from haq.quant import QuantPolicy
-from haq.quant.evaluate import quantized_copy
-from haq.robust import ATTACKS, DEFAULT_ATTACKS, AttackConfig, DQConfig, dq_finetune_, robust_accuracy
+from haq.robust import (
+    ATTACKS,
+    DEFAULT_ATTACKS,
+    AttackConfig,
+    DQConfig,
+    dq_finetune_,
+    robust_accuracy,
+)
 from haq.robust.evaluate import check_attacks
 from haq.workload import load_workload
 

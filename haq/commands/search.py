@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 
 from haq.commands.common import add_workload_args, log, workload_config
-from haq.errors import ConfigError
-from haq.search.config import AGENTS, METRICS, AgentConfig, BudgetConfig, EnvConfig, EvalConfig, SearchConfig
-from haq.search.rundir import EpisodeRecord
+from haq.core.errors import ConfigError
+from haq.evaluation.config import EvalConfig
+from haq.problem.config import METRICS, BudgetConfig, EnvConfig
+from haq.runs.rundir import EpisodeRecord
+from haq.search.config import AGENTS, AgentConfig, SearchConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -68,7 +70,7 @@ def default_out(cfg: SearchConfig) -> Path:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from haq.search.progress import ProgressBar
+    from haq.runs.progress import ProgressBar
     from haq.search.run import run_search
 
     if ns.threads < 1:

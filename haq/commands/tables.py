@@ -18,13 +18,18 @@ from typing import Any
 
 import latency_tables
 from haq.commands.common import log
-from haq.commands.device import add_protocol_args, add_token_arg, device_token, protocol_config
-from haq.errors import ConfigError
+from haq.commands.device import (
+    add_protocol_args,
+    add_token_arg,
+    device_token,
+    protocol_config,
+)
+from haq.core.errors import ConfigError
 from haq.hardware.build import backend_for, extend_table, model_layers
 from haq.hardware.build_analytical import ANALYTICAL_DEVICES
-from haq.hardware.network import describe_pairs
-from haq.hardware.table import CostTable
 from haq.quant import QuantPolicy
+from haq.tables.network import describe_pairs
+from haq.tables.table import CostTable
 
 EXTRA_ACTIONS: tuple[str, ...] = ("tables_check", "tables_fit")
 

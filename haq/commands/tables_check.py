@@ -9,11 +9,11 @@ from pathlib import Path
 
 import latency_tables
 from haq.commands.common import log
-from haq.errors import ConfigError
-from haq.fileio import atomic_write_text
+from haq.core.errors import ConfigError
+from haq.core.fileio import atomic_write_text
 from haq.hardware.check import check_table, load_check, load_network, score
-from haq.hardware.protocol import ProtocolConfig
-from haq.hardware.runner import LocalRunner
+from haq.hardware.device.protocol import ProtocolConfig
+from haq.hardware.device.runner import LocalRunner
 
 
 @dataclass(frozen=True)

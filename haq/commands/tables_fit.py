@@ -8,10 +8,10 @@ from pathlib import Path
 
 import latency_tables
 from haq.commands.common import log
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
 from haq.hardware.check import fit_table, load_network, observations_path
-from haq.hardware.protocol import ProtocolConfig
-from haq.hardware.runner import LocalRunner
+from haq.hardware.device.protocol import ProtocolConfig
+from haq.hardware.device.runner import LocalRunner
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from haq.commands.common import log
-from haq.search.config import EVALUATORS
+from haq.evaluation.config import EVALUATORS
 from haq.transfer.config import TransferConfig
 
 
@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 def run(ns: argparse.Namespace) -> int:
     from haq.commands.cost import format_device_costs
     from haq.commands.search import print_record
-    from haq.search.progress import ProgressBar
-    from haq.transfer.device_costs import cost_on_devices, shipped_tables
+    from haq.runs.progress import ProgressBar
+    from haq.tables.compare import cost_on_devices, shipped_tables
     from haq.transfer.run import run_transfer
 
     cfg = TransferConfig(

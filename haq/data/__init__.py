@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from haq.core.errors import DataError
 from haq.data.splits import DataSplits, iterate_batches, make_loader, stratified_split
-from haq.errors import DataError
 
 DATASETS = ("digits", "digits32", "cifar10", "imagefolder")
 

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from haq.core.errors import DataError
 from haq.data.splits import DataSplits, random_shift
-from haq.errors import DataError
 
 RECORD = 1 + 3 * 32 * 32
 TRAIN_FILES = [f"data_batch_{i}.bin" for i in range(1, 6)]

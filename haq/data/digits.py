@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from haq.core.errors import DataError
 from haq.data.splits import DataSplits, random_shift, stratified_split
-from haq.errors import DataError
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from haq.core.errors import DataError
 from haq.data.splits import DataSplits, stratified_split
-from haq.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 

@@ -13,13 +13,25 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from haq.core.fileio import atomic_write_bytes
 from haq.export.float_graph import INPUT_NAME, LayerNode, float_onnx, locate_layers
 from haq.export.plan import ExportError, LayerPlan, Realization, plan_layer
 from haq.export.qdq import ActQuant, layer_outputs, rewrite
-from haq.export.verify import Kernel, mismatches, optimized_graph, realized_kernels, session_options
-from haq.quant import FLOAT_BITS, LayerInfo, QuantPolicy, quant_layers
-from haq.fileio import atomic_write_bytes
-from haq.quant import apply_policy_, calibrate_
+from haq.export.verify import (
+    Kernel,
+    mismatches,
+    optimized_graph,
+    realized_kernels,
+    session_options,
+)
+from haq.quant import (
+    FLOAT_BITS,
+    LayerInfo,
+    QuantPolicy,
+    apply_policy_,
+    calibrate_,
+    quant_layers,
+)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from haq.errors import HaqError
+from haq.core.errors import HaqError
 from haq.quant import FLOAT_BITS, LayerSignature
 
 WEIGHT_ONLY_BITS = (2, 4, 8)

@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from haq.export.float_graph import LayerNode
-from haq.export.plan import ExportError, LayerPlan, Realization, WEIGHT_ONLY_BITS
+from haq.export.plan import WEIGHT_ONLY_BITS, ExportError, LayerPlan, Realization
 from haq.quant import FLOAT_BITS
 
 MATMUL_NBITS_BLOCK = 32

@@ -1,6 +1,6 @@
 """Device cost: measurement protocol, local/remote runners, the device agent, cost tables.
 
-Submodules are imported directly (``haq.hardware.protocol``, ``haq.hardware.agent``) so the
+Submodules are imported directly (``haq.hardware.device.protocol``, ``haq.hardware.device.agent``) so the
 device agent stays importable on a target that has onnxruntime and numpy but no torch.
 
 Cost tables: ``schema`` (file format and validation, with ``fields``), ``table``

@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
 from haq.quant.discovery import LayerSignature
 from haq.quant.primitives import MAX_BITS, MIN_BITS
 

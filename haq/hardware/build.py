@@ -12,19 +12,18 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from haq import __version__
+from haq.core.errors import ConfigError, TableError
+from haq.core.types import Log
 from haq.data import load_dataset
-from haq.errors import ConfigError, TableError
 from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
-from haq.hardware.schema import Entry, GraphExtras, TableData, parse
-from haq.hardware.table import CostTable, load_table, save_table
 from haq.models import build_model
 from haq.quant.discovery import LayerInfo, LayerSignature, discover_layers
+from haq.tables.schema import Entry, GraphExtras, TableData, parse
+from haq.tables.table import CostTable, load_table, save_table
 from haq.workload import WorkloadConfig
-
-Log = Callable[[str], None]
 
 # Metadata that must agree before new entries may join an existing table.
 _COMPATIBLE_FIELDS = ("device", "runtime", "threads", "units", "metrics", "constants")
@@ -145,7 +144,6 @@ def _unique(sigs: Sequence[LayerSignature]) -> list[LayerSignature]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
 
 
 def model_layers(model: str, dataset: str | None, data_root: str | None) -> list[LayerInfo]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from haq import __version__
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
 from haq.hardware.analytical import (
     BISMO_CLOUD,
     BISMO_EDGE,
@@ -17,9 +17,9 @@ from haq.hardware.analytical import (
     bismo_cost,
     bitfusion_cost,
 )
-from haq.hardware.schema import Entry
 from haq.quant.discovery import LayerSignature
 from haq.quant.primitives import MAX_BITS, MIN_BITS
+from haq.tables.schema import Entry
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class AnalyticalBackend:
         self.device = ANALYTICAL_DEVICES[device]
 
     def metadata(self, batch: int) -> dict[str, Any]:
-        """Metadata for a table of this device (see :mod:`haq.hardware.schema`)."""
+        """Metadata for a table of this device (see :mod:`haq.tables.schema`)."""
         d = self.device
         return {
             "device": {"name": d.name, "description": d.description},

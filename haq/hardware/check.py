@@ -6,7 +6,7 @@ onnxruntime's optimized graph), times it twice with the protocol (the second pas
 retest that bounds what any predictor can reach), and compares the table's prediction —
 naive per-layer sum and graph-aware ``policy_cost`` — with the measurement.
 ``fit_table`` measures other random policies the same way and stores fitted boundary rules and
-per-network corrections (:mod:`haq.hardware.graph_cost`) in the table; the whole-model
+per-network corrections (:mod:`haq.hardware.graph_fit`) in the table; the whole-model
 measurements it used are kept in a small JSON-lines file beside the table, so a refit (a new
 fitting method, another model added) re-measures only what that file lacks.
 
@@ -20,28 +20,38 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 from torch import nn
 
+from haq.core.errors import ConfigError, TableError
+from haq.core.fileio import atomic_write_text
+from haq.core.types import BitPair, Log
 from haq.data import load_dataset
-from haq.errors import ConfigError, TableError
 from haq.export import ExportOptions, export_policy
-from haq.fileio import atomic_write_text
-from haq.hardware.graph_cost import BoundaryFit, Observation, fit_boundaries, fit_correction
-from haq.hardware.protocol import Measurement
-from haq.hardware.runner import Runner
-from haq.hardware.schema import Correction, GraphExtras, TableData, network_fingerprint, parse
-from haq.hardware.table import CostTable, save_table
+from haq.hardware.device.protocol import Measurement
+from haq.hardware.device.runner import Runner
+from haq.hardware.graph_fit import (
+    BoundaryFit,
+    Observation,
+    fit_boundaries,
+    fit_correction,
+)
 from haq.models import build_model
 from haq.quant import LayerBits, LayerInfo, QuantPolicy, discover_layers
+from haq.tables.schema import (
+    Correction,
+    GraphExtras,
+    TableData,
+    network_fingerprint,
+    parse,
+)
+from haq.tables.table import CostTable, save_table
 from haq.workload import WorkloadConfig
 
-Log = Callable[[str], None]
-BitPair = tuple[int, int]
 MeasuredCache = dict[tuple[str, tuple[BitPair, ...]], float]  # (network fingerprint, bits) -> median ms
 CALIBRATION_IMAGES = 16
 

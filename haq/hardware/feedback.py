@@ -3,9 +3,9 @@
 A per-layer table cannot see everything a real runtime does between layers (Q/DQ pairs and
 layout transposes at precision changes, fusions, kernels the optimizer swaps), so HAQ's
 "hardware feedback" times the real thing: export the whole network under the policy, run it
-through a :class:`~haq.hardware.runner.Runner` (this machine or a device agent) with the
+through a :class:`~haq.hardware.device.runner.Runner` (this machine or a device agent) with the
 measurement protocol, and report the median. :class:`MeasuredCost` has the same
-``policy_cost(layers, policy, metric)`` as :class:`~haq.hardware.table.CostTable`, so the search
+``policy_cost(layers, policy, metric)`` as :class:`~haq.tables.table.CostTable`, so the search
 can use it for episode-end rewards while a table stays the fast prior inside an episode.
 
 Each policy is measured once: results are cached in memory and, optionally, in a JSON file
@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
-from haq.errors import ConfigError, HaqError
-from haq.fileio import atomic_write_text
-from haq.hardware.protocol import Measurement
-from haq.hardware.runner import Runner
+from haq.core.errors import ConfigError, HaqError
+from haq.core.fileio import atomic_write_text
+from haq.core.types import Log
+from haq.hardware.device.protocol import Measurement
+from haq.hardware.device.runner import Runner
 from haq.quant import LayerInfo, QuantPolicy
 from haq.workload import Workload
 
@@ -83,7 +84,7 @@ class MeasuredCost:
         runner: Runner,
         exporter: Exporter | None = None,
         cache_path: str | Path | None = None,
-        log: Callable[[str], None] | None = None,
+        log: Log | None = None,
     ) -> None:
         self.workload = workload
         self.runner = runner

@@ -4,7 +4,7 @@ For each layer signature and each precision the CPU provider really executes (fp
 QDQ, weight-only 2/4/8-bit MatMulNBits for linear layers) a one-layer model is exported with
 :func:`haq.export.export_policy`, its optimized graph is checked (the kernel that runs is
 recorded, and a pair whose kernel is not the asked precision is left out, never faked), and the
-variants are timed together, interleaved, with the protocol of :mod:`haq.hardware.protocol`.
+variants are timed together, interleaved, with the protocol of :mod:`haq.hardware.device.protocol`.
 Noisy entries are re-measured by the protocol itself.
 
 An isolated one-layer model pays boundary work a layer inside a same-precision region does not:
@@ -14,7 +14,7 @@ QuantizeLinear, DequantizeLinear and NCHW<->NHWC transposes (int8) or NCHWc reor
 node time spent in the layer's own kernel(s). The isolated median, that share and the per-op
 profile are kept in ``extra`` (``isolated_ms``, ``kernel_share``, ``profile_us``) and
 ``raw_ms`` holds the isolated model's raw samples. Boundary work is priced separately by the
-table's graph extras (:mod:`haq.hardware.graph_cost`).
+table's graph extras (:mod:`haq.hardware.graph_fit`).
 """
 
 from __future__ import annotations
@@ -24,21 +24,28 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
 
-from haq.errors import ConfigError
-from haq.export import ExportError, ExportOptions, ExportedModel, export_policy, session_options, supported_precisions
-from haq.hardware.protocol import ProtocolConfig, cpu_model
-from haq.hardware.runner import LocalRunner, Runner, make_runner
-from haq.hardware.schema import Entry
+from haq.core.errors import ConfigError
+from haq.core.types import Log
+from haq.export import (
+    ExportedModel,
+    ExportError,
+    ExportOptions,
+    export_policy,
+    session_options,
+    supported_precisions,
+)
+from haq.hardware.device.protocol import ProtocolConfig, cpu_model
+from haq.hardware.device.runner import LocalRunner, Runner, make_runner
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy, discover_layers
+from haq.tables.schema import Entry
 
-Log = Callable[[str], None]
 CALIBRATION_SAMPLES = 8
 PROFILE_RUNS = 30
 PROFILE_WARMUP = 5
@@ -82,7 +89,7 @@ class MeasuredBackend:
     """The ``--device cpu`` / ``remote://`` backend of ``haq tables build`` (see
     :class:`haq.hardware.build.DeviceBackend`).
 
-    ``runner`` is None to time on this machine; a :class:`~haq.hardware.runner.RemoteRunner`
+    ``runner`` is None to time on this machine; a :class:`~haq.hardware.device.runner.RemoteRunner`
     times on a ``haq device serve`` agent instead (hardware in the loop). Export, the policy
     check and the kernel-share profile always run on the host.
     """

@@ -13,8 +13,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from haq.core.errors import ModelError
+from haq.core.types import Log
 from haq.data import DataSplits
-from haq.errors import ModelError
 from haq.models.digits import DigitsCNN, DigitsMLP
 from haq.models.mobilenet import MobileNetV2Small
 from haq.models.resnet import ResNet20
@@ -126,7 +127,7 @@ def pretrained_model(
     device: torch.device,
     cache_dir: Path | None = None,
     train: TrainConfig | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
 ) -> nn.Module:
     """A trained float zoo model, trained once and cached on disk (keyed by model, data, recipe)."""
     if name not in ZOO:

@@ -7,7 +7,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from haq.errors import HaqError
+from haq.core.errors import HaqError
 from haq.quant.layers import QuantConv2d, QuantLinear
 
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from haq.errors import ModelError
+from haq.core.errors import ModelError
 from haq.quant.layers import QUANTIZABLE_TYPES
 
 

@@ -15,8 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from haq.errors import HaqError
-from haq.quant.primitives import FLOAT_BITS, check_bits, quantize_activation, quantize_weight
+from haq.core.errors import HaqError
+from haq.quant.primitives import (
+    FLOAT_BITS,
+    check_bits,
+    quantize_activation,
+    quantize_weight,
+)
 
 
 class _QuantMixin:

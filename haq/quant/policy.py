@@ -20,8 +20,8 @@ from typing import Any, Iterable, Mapping
 
 from torch import nn
 
-from haq.errors import PolicyError
-from haq.fileio import atomic_write_text
+from haq.core.errors import PolicyError
+from haq.core.fileio import atomic_write_text
 from haq.quant.discovery import LayerInfo
 from haq.quant.layers import QUANTIZABLE_TYPES, QuantConv2d, QuantLinear
 from haq.quant.primitives import FLOAT_BITS, MAX_BITS, MIN_BITS

@@ -1,10 +1,29 @@
 """Robustness toolkit: attacks (incl. masking-proof ones), worst-case robust accuracy, error
 amplification and Lipschitz estimates, and Defensive Quantization fine-tuning."""
 
-from haq.robust.amplification import error_amplification, lipschitz_estimates, spectral_norm
-from haq.robust.attacks import AttackConfig, ensemble_pgd, fgsm, pgd, spsa, transfer_fgsm, transfer_pgd
+from haq.robust.amplification import (
+    error_amplification,
+    lipschitz_estimates,
+    spectral_norm,
+)
+from haq.robust.attacks import (
+    AttackConfig,
+    ensemble_pgd,
+    fgsm,
+    pgd,
+    spsa,
+    transfer_fgsm,
+    transfer_pgd,
+)
 from haq.robust.dq import DQConfig, dq_finetune_, gram_penalty, orthogonal_penalty
-from haq.robust.evaluate import ATTACKS, DEFAULT_ATTACKS, RobustReport, craft, report_from_examples, robust_accuracy
+from haq.robust.evaluate import (
+    ATTACKS,
+    DEFAULT_ATTACKS,
+    RobustReport,
+    craft,
+    report_from_examples,
+    robust_accuracy,
+)
 
 __all__ = [
     "ATTACKS",

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
 from haq.quant.layers import QUANTIZABLE_TYPES, QuantConv2d, QuantLinear
 from haq.robust.attacks import frozen_eval
 

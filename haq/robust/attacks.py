@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
 
 ValueRange = tuple[float, float]
 _MAX_PROBES = 8192  # SPSA probes evaluated in one forward pass (bounds memory on big inputs)

@@ -16,13 +16,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from haq.core.errors import ConfigError, HaqError
 from haq.data.splits import DataSplits
-from haq.errors import ConfigError, HaqError
 from haq.quant.calibrate import quant_layers
 from haq.quant.layers import QUANTIZABLE_TYPES
 from haq.quant.primitives import FLOAT_BITS
 from haq.training import Progress, TrainConfig, train_model
-
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
+from haq.core.types import Log
 from haq.robust import attacks as atk
 from haq.robust.attacks import AttackConfig
 
@@ -116,7 +117,7 @@ def robust_accuracy(
     device: torch.device,
     value_range: Sequence[float],
     source_model: nn.Module | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
 ) -> RobustReport:
     """Run ``attacks`` against ``model`` on ``(x, y)`` and aggregate them per sample.
 

@@ -1,65 +1,29 @@
-"""The bit-width search: configs, budget, evaluators, reward, the run directory and the run loop.
+"""RL search: a stable-baselines3 agent proposes a bit width per layer inside the Gymnasium
+environment, and the run directory keeps every episode so a search resumes after a kill.
 
-``run_search`` (and the stable-baselines3 agents it needs) is imported on first use, so the
-baselines and ``haq evaluate`` can use the evaluator without loading the RL stack.
+Life of an episode (the files one episode touches, in order):
+
+1. ``haq/search/run.py`` – :func:`run_search` builds the environment around a
+   :class:`~haq.problem.problem.SearchProblem` and lets the agent act; one episode is one pass
+   over the model's quantizable layers.
+2. ``envs/mixed_precision.py`` – ``reset`` puts the first layer's features in the observation;
+   each ``step`` maps the action in [-1, 1]² to a (w, a) pair of that layer
+   (``haq/problem/budget.py``: ``map_action``), projects it into the budget (``project``: the
+   decided layers, this pair and every later layer at its cheapest still fit) and moves on.
+3. At the last layer the env turns the pairs into a :class:`~haq.quant.policy.QuantPolicy`
+   (keyed by module name) and asks the problem to score it (``haq/problem/problem.py``).
+4. ``haq/evaluation/evaluators.py`` – the cheap evaluator calibrates and measures clean
+   accuracy; the full one also DQ fine-tunes (``haq/robust/dq.py``) and takes the worst case
+   over attacks (``haq/robust/evaluate.py``); the cost comes from the cost source it was given
+   (a device table, ``haq/tables/``, or a hardware-in-the-loop measurer).
+5. ``haq/problem/reward.py`` turns metrics into the reward; the env returns it on the last step.
+6. ``haq/runs/`` – the episode logger appends the record to ``episodes.jsonl``, keeps
+   ``best_policy.json`` and saves an agent checkpoint that ``--resume`` reconciles with the log.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from haq.search.config import AGENTS, AgentConfig, SearchConfig
+from haq.search.run import SearchResult, run_search
 
-from haq.search.config import AgentConfig, BudgetConfig, EnvConfig, EvalConfig, RewardConfig, SearchConfig
-from haq.search.costs import Budget, BudgetModel, LayerChoices, build_budget_model, load_table
-from haq.search.evaluator import (
-    CachedEvaluator,
-    CheapEvaluator,
-    Evaluator,
-    FullEvaluator,
-    PolicyMetrics,
-    ReferenceMetrics,
-    make_evaluator,
-)
-from haq.search.problem import Scored, SearchProblem, build_problem
-from haq.search.reward import compute_reward
-from haq.search.rundir import EpisodeRecord, RunDir
-
-_LAZY = {"run_search": "haq.search.run", "SearchResult": "haq.search.run", "SearchProgress": "haq.search.progress"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'haq.search' has no attribute '{name}'")
-
-
-__all__ = [
-    "AgentConfig",
-    "Budget",
-    "BudgetConfig",
-    "BudgetModel",
-    "CachedEvaluator",
-    "CheapEvaluator",
-    "EnvConfig",
-    "EpisodeRecord",
-    "EvalConfig",
-    "Evaluator",
-    "FullEvaluator",
-    "LayerChoices",
-    "PolicyMetrics",
-    "ReferenceMetrics",
-    "RewardConfig",
-    "RunDir",
-    "Scored",
-    "SearchConfig",
-    "SearchProblem",
-    "SearchProgress",
-    "SearchResult",
-    "build_budget_model",
-    "build_problem",
-    "compute_reward",
-    "load_table",
-    "make_evaluator",
-    "run_search",
-]
+__all__ = ["AGENTS", "AgentConfig", "SearchConfig", "SearchResult", "run_search"]

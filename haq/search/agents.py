@@ -29,9 +29,10 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import NStepReplayBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
 from haq.search.config import AgentConfig
 from haq.search.noise import DecayingTruncatedNormalNoise
+
 
 class AppliedActionReplayBuffer(NStepReplayBuffer):
     """Stores the action the environment applied (``info["applied_action"]``), not the request.

@@ -23,16 +23,18 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger
 
 from envs.mixed_precision import OBS_FEATURES, MixedPrecisionEnv
-from haq.errors import ConfigError
+from haq.core import config as serial
+from haq.core.errors import ConfigError
+from haq.core.fileio import atomic_write_text
+from haq.core.types import Log
+from haq.evaluation.evaluators import PolicyMetrics, ReferenceMetrics
+from haq.problem.budget import Budget
+from haq.problem.problem import SearchProblem, build_problem
+from haq.runs.progress import SearchProgress
+from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.agents import load_agent, make_agent, save_agent
 from haq.search.baseline import RewardBaseline
 from haq.search.config import SearchConfig
-from haq.search.costs import Budget
-from haq.search.evaluator import PolicyMetrics, ReferenceMetrics
-from haq.search.problem import SearchProblem, build_problem
-from haq.search.progress import SearchProgress
-from haq.fileio import atomic_write_text
-from haq.search.rundir import EpisodeRecord, RunDir
 
 ProgressFn = Callable[[SearchProgress], None]
 CHECKPOINT_PREFIX = "ep-"
@@ -56,7 +58,7 @@ def run_search(
     progress: ProgressFn | None = None,
     cache_dir: Path | None = None,
     resume: bool = False,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
     problem: SearchProblem | None = None,
 ) -> SearchResult:
     """Search bit widths with ``config.agent`` for ``config.episodes`` episodes, logging to ``out_dir``.
@@ -68,7 +70,7 @@ def run_search(
     if rd.exists() and not resume:
         raise ConfigError(f"{rd.path} already holds a search run; pass --resume to continue it or choose another --out")
     if rd.exists():
-        rd.check_same_config(config.to_dict())
+        rd.check_same_config(serial.to_dict(config))
     problem = problem or build_problem(config.env, cache_dir, log, feedback_cache=rd.path / "measured_latency.json")
     if problem.config != config.env:
         raise ConfigError("the given problem was built from a different environment config than the search config")
@@ -83,7 +85,7 @@ def run_search(
     done = len(records)
     if not rd.exists():
         rd.write_config(
-            config.to_dict(), budget=problem.budget.to_dict(), reference=problem.evaluator.reference.to_dict(),
+            serial.to_dict(config), budget=problem.budget.to_dict(), reference=problem.evaluator.reference.to_dict(),
             layers=problem.layer_names,
         )
     if checkpoint is not None:
@@ -110,7 +112,7 @@ def run_search(
 def agent_description(problem: SearchProblem, config: SearchConfig) -> dict[str, Any]:
     """What a saved agent needs to be reused on another device or model (issue 6)."""
     env = problem.config
-    settings = config.to_dict()
+    settings = serial.to_dict(config)
     return {
         "observation": {"version": "v0", "features": list(OBS_FEATURES), "scaling": "fixed constants, clipped to [0, 1]"},
         "min_bits": env.min_bits,

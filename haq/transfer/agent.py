@@ -21,11 +21,11 @@ from stable_baselines3.common.buffers import NStepReplayBuffer, RolloutBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from envs.mixed_precision import MixedPrecisionEnv
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
+from haq.evaluation.evaluators import PolicyMetrics
+from haq.runs.rundir import EpisodeRecord
 from haq.search.agents import load_agent
-from haq.search.evaluator import PolicyMetrics
 from haq.search.noise import DecayingTruncatedNormalNoise
-from haq.search.rundir import EpisodeRecord
 
 
 def load_on(checkpoint: Path, env: gym.Env) -> BaseAlgorithm:

@@ -11,8 +11,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
-from haq.errors import ConfigError
-from haq.search.config import EVALUATORS
+from haq.core.errors import ConfigError
+from haq.evaluation.config import EVALUATORS
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A transfer run: zero-shot rollout of a trained agent on a new device, then fine-tuning.
 
-The run directory has the search's format (``haq.search.rundir``) with ``kind: "transfer"``
+The run directory has the search's format (``haq.runs.rundir``) with ``kind: "transfer"``
 and a ``transfer`` section (the :class:`TransferConfig` and the source run), so ``haq plot``,
 the benchmarks and a later transfer (``--from`` this run) read it like any search.
 
@@ -21,18 +21,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 from envs.mixed_precision import MixedPrecisionEnv
-from haq.errors import ConfigError
+from haq.core import config as serial
+from haq.core.errors import ConfigError
+from haq.core.fileio import atomic_write_text
+from haq.core.types import Log
+from haq.evaluation.config import EvalConfig
+from haq.evaluation.evaluators import ReferenceMetrics
+from haq.problem.budget import Budget
+from haq.problem.config import BudgetConfig, EnvConfig
+from haq.problem.problem import SearchProblem, build_problem
 from haq.quant import LayerInfo
+from haq.runs.progress import SearchProgress
+from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.agents import save_agent
 from haq.search.baseline import RewardBaseline
-from haq.search.config import BudgetConfig, EnvConfig, EvalConfig, SearchConfig
-from haq.search.costs import Budget
-from haq.search.evaluator import ReferenceMetrics
-from haq.search.problem import SearchProblem, build_problem
-from haq.search.progress import SearchProgress
+from haq.search.config import SearchConfig
 from haq.search.run import CHECKPOINT_PREFIX, agent_description, run_search
-from haq.fileio import atomic_write_text
-from haq.search.rundir import EpisodeRecord, RunDir
 from haq.transfer.agent import load_on, prepare_finetune, rollout
 from haq.transfer.config import TransferConfig
 from haq.transfer.source import SourceRun, latest_checkpoint, load_source
@@ -95,7 +99,7 @@ def run_transfer(
     progress: ProgressFn | None = None,
     cache_dir: Path | None = None,
     resume: bool = False,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
     problem: SearchProblem | None = None,
 ) -> TransferResult:
     """Transfer ``cfg.source``'s agent to ``cfg.table``: zero-shot episode, then ``cfg.episodes`` of fine-tuning.
@@ -119,7 +123,7 @@ def run_transfer(
         raise ConfigError("the given problem was built from a different environment config than this transfer derives")
     if not rd.exists():
         rd.write_config(
-            search_cfg.to_dict(), kind=RUN_KIND, budget=problem.budget.to_dict(), reference=problem.evaluator.reference.to_dict(),
+            serial.to_dict(search_cfg), kind=RUN_KIND, budget=problem.budget.to_dict(), reference=problem.evaluator.reference.to_dict(),
             layers=problem.layer_names, transfer={"config": cfg.to_dict(), "source": source.describe()},
         )
     resuming = latest_checkpoint(rd) is not None
@@ -135,7 +139,7 @@ def run_transfer(
 
 def _zero_shot(
     rd: RunDir, source: SourceRun, search_cfg: SearchConfig, problem: SearchProblem,
-    progress: ProgressFn | None, log: Callable[[str], None] | None,
+    progress: ProgressFn | None, log: Log | None,
 ) -> None:
     """Roll the source actor out on the new device; checkpoint it as episode 0, then log it."""
     env = MixedPrecisionEnv(problem=problem)

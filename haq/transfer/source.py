@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from envs.mixed_precision import OBS_FEATURES
-from haq.errors import ConfigError
+from haq.core import config as serial
+from haq.core.errors import ConfigError
+from haq.runs.rundir import RunDir
 from haq.search.agents import META_FILE
 from haq.search.config import SearchConfig
 from haq.search.run import CHECKPOINT_PREFIX
-from haq.search.rundir import RunDir
 
 AGENT_RUN_KINDS = ("search", "transfer")
 
@@ -70,7 +71,7 @@ def load_source(path: str | Path) -> SourceRun:
         raise ConfigError(
             f"--from {rd.path}: a '{kind}' run has no trained agent; transfer needs a {' or '.join(AGENT_RUN_KINDS)} run"
         )
-    config = SearchConfig.from_dict(doc.get("config", {}))
+    config = serial.from_dict(SearchConfig, doc.get("config", {}), "search config")
     checkpoint = latest_checkpoint(rd)
     if checkpoint is None:
         raise ConfigError(

@@ -2,28 +2,34 @@
 held-out split, its predicted cost on every metric of a device table, and — where the table
 describes this machine — its latency measured here.
 
-It reuses the search's :class:`~haq.search.evaluator.FullEvaluator` (so a policy is scored the
+It reuses the search's :class:`~haq.evaluation.evaluators.FullEvaluator` (so a policy is scored the
 same way a search scored it) with longer fine-tuning, on the test split by default: the
 evaluator measures on its workload's ``val`` split, so the test split is handed to it in that
 role. Measurement exports the policy to QDQ ONNX (:mod:`haq.export`) and times it with the
-measurement protocol (:mod:`haq.hardware.runner`).
+measurement protocol (:mod:`haq.hardware.device.runner`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
+from haq.core.types import Log
+from haq.evaluation.config import EvalConfig
+from haq.evaluation.evaluators import (
+    CheapEvaluator,
+    FullEvaluator,
+    PolicyMetrics,
+    ReferenceMetrics,
+)
 from haq.quant import QuantPolicy, model_size_bits
-from haq.search.config import EvalConfig
-from haq.search.costs import DeviceTable
-from haq.search.evaluator import CheapEvaluator, FullEvaluator, PolicyMetrics, ReferenceMetrics
+from haq.tables.protocols import DeviceTable
 from haq.workload import Workload
 
 if TYPE_CHECKING:
-    from haq.hardware.runner import Runner
+    from haq.hardware.device.runner import Runner
 
 SPLITS = ("test", "val")
 MEASURE_MODES = ("auto", "local", "never")
@@ -83,7 +89,7 @@ class FinalReport:
 
 def table_describes_this_machine(table: DeviceTable) -> bool:
     """Whether the table was measured on this machine's CPU with onnxruntime."""
-    from haq.hardware.protocol import cpu_model
+    from haq.hardware.device.protocol import cpu_model
 
     meta: Any = getattr(table, "meta", {}) or {}
     runtime = str((meta.get("runtime") or {}).get("name", ""))
@@ -95,10 +101,10 @@ def table_describes_this_machine(table: DeviceTable) -> bool:
 
 def evaluate_final(
     workload: Workload, table: DeviceTable, policy: QuantPolicy, cfg: FinalEvalConfig = FinalEvalConfig(),
-    log: Callable[[str], None] | None = None, runner: Runner | None = None,
+    log: Log | None = None, runner: Runner | None = None,
 ) -> FinalReport:
     """Fine-tune and score ``policy``, price it on ``table``, measure it where that is this machine
-    (with ``runner``, default a :class:`~haq.hardware.runner.LocalRunner` with the standard protocol)."""
+    (with ``runner``, default a :class:`~haq.hardware.device.runner.LocalRunner` with the standard protocol)."""
     say = log or (lambda _msg: None)
     policy.check_layers(workload.layers)
     table.check_covers(workload.layers)
@@ -118,8 +124,8 @@ def evaluate_final(
     elif cfg.measure == "auto" and not table_describes_this_machine(table):
         note = f"not measured: table '{table.name}' does not describe this machine (use --measure local to time it here anyway)"
     else:
+        from haq.hardware.device.runner import LocalRunner
         from haq.hardware.feedback import MeasuredCost, QDQExporter
-        from haq.hardware.runner import LocalRunner
 
         say("measuring latency on this machine")
         m = MeasuredCost(workload, runner or LocalRunner(), QDQExporter(emulated=cfg.emulate), log=say).measurement(policy)

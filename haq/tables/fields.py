@@ -1,6 +1,6 @@
 """Typed access to decoded JSON that fails with one line naming the file and the field.
 
-Used by the cost table validator (:mod:`haq.hardware.schema`): every problem is reported as
+Used by the cost table validator (:mod:`haq.tables.schema`): every problem is reported as
 ``<file>: field '<path>': <problem>`` so a user can find and fix it without a traceback.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from haq.errors import TableError
+from haq.core.errors import TableError
+from haq.core.types import BitPair
 from haq.quant.primitives import FLOAT_BITS, MAX_BITS, MIN_BITS
 
 SOURCES = ("measured", "analytical", "emulated")
-BitPair = tuple[int, int]
 
 
 class FieldReader:

@@ -1,8 +1,8 @@
 """Device cost tables: loading, saving and the query API the search uses.
 
-The file format and its validation live in :mod:`haq.hardware.schema`. A :class:`CostTable`
+The file format and its validation live in :mod:`haq.tables.schema`. A :class:`CostTable`
 answers "what does this layer cost at (w, a) on the device" and "what does this network cost
-under this policy"; the latter is compiled once per network (:mod:`haq.hardware.network`) so
+under this policy"; the latter is compiled once per network (:mod:`haq.tables.network`) so
 that the RL environment can call it every step.
 
 Batch: a table is built at one batch size (``meta.batch``). Layer signatures from
@@ -16,10 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from haq.errors import TableError
-from haq.fileio import atomic_write_text
-from haq.hardware.network import Boundary, NetworkCosts, describe_pairs
-from haq.hardware.schema import (
+from haq.core.errors import TableError
+from haq.core.fileio import atomic_write_text
+from haq.quant.discovery import LayerInfo, LayerSignature
+from haq.quant.policy import QuantPolicy
+from haq.tables.network import Boundary, NetworkCosts, describe_pairs
+from haq.tables.schema import (
     BitPair,
     Correction,
     Entry,
@@ -31,8 +33,6 @@ from haq.hardware.schema import (
     network_fingerprint,
     parse,
 )
-from haq.quant.discovery import LayerInfo, LayerSignature
-from haq.quant.policy import QuantPolicy
 
 
 class CostTable:

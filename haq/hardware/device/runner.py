@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
-from haq.errors import ConfigError
-from haq.hardware.agent import DEFAULT_TIMEOUT_S, DeviceClient
-from haq.hardware.protocol import Measurement, ProtocolConfig, Progress, device_info, measure_models, sentinel_model
+from haq.core.errors import ConfigError
+from haq.core.types import Log
+from haq.hardware.device.agent import DEFAULT_TIMEOUT_S, DeviceClient
+from haq.hardware.device.protocol import (
+    Measurement,
+    ProtocolConfig,
+    device_info,
+    measure_models,
+    sentinel_model,
+)
 
 REMOTE_PREFIX = "remote://"
 
@@ -37,7 +44,7 @@ class Runner(Protocol):
 class LocalRunner:
     """Times models in this process (the host is the device)."""
 
-    def __init__(self, protocol: ProtocolConfig | None = None, progress: Progress | None = None) -> None:
+    def __init__(self, protocol: ProtocolConfig | None = None, progress: Log | None = None) -> None:
         self.protocol = protocol or ProtocolConfig()
         self._progress = progress
         self._sentinel = sentinel_model() if self.protocol.sentinel_every > 0 else None
@@ -93,7 +100,7 @@ def make_runner(
     token: str | None = None,
     protocol: ProtocolConfig | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
-    progress: Progress | None = None,
+    progress: Log | None = None,
 ) -> LocalRunner | RemoteRunner:
     """``"local"`` or ``"remote://HOST:PORT"`` (the latter needs the agent's token)."""
     if spec == "local":

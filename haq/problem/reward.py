@@ -12,9 +12,9 @@ for cheaper policies; the budget itself is a hard constraint enforced by the env
 
 from __future__ import annotations
 
-from haq.search.config import RewardConfig
-from haq.search.costs import Budget
-from haq.search.evaluator import PolicyMetrics, ReferenceMetrics
+from haq.evaluation.evaluators import PolicyMetrics, ReferenceMetrics
+from haq.problem.budget import Budget
+from haq.problem.config import RewardConfig
 
 
 def compute_reward(metrics: PolicyMetrics, reference: ReferenceMetrics, budget: Budget, cfg: RewardConfig) -> float:

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
-from haq.errors import TableError
-from haq.hardware.table import CostTable
+from haq.core.errors import TableError
+from haq.core.types import BitPair
 from haq.quant import LayerInfo, QuantPolicy
+from haq.tables.table import CostTable
 
-Pair = tuple[int, int]
 UNIFORM_BITS = 8
 
 
@@ -89,16 +89,16 @@ def cost_on_device(layers: Sequence[LayerInfo], policy: QuantPolicy, table: Cost
     return DeviceCost(table.name, net.bits_cost(bits, "latency"), energy, uniform_ms, promoted)
 
 
-def _complete(bits: Sequence[Pair | None]) -> bool:
+def _complete(bits: Sequence[BitPair | None]) -> bool:
     return all(p is not None for p in bits)
 
 
-def deploy_bits(requested: Sequence[Pair], costs: Sequence[Mapping[Pair, float]]) -> list[Pair | None]:
+def deploy_bits(requested: Sequence[BitPair], costs: Sequence[Mapping[BitPair, float]]) -> list[BitPair | None]:
     """Per layer, the pair the device runs for ``requested`` (see :func:`promote_pair`)."""
     return [promote_pair(r, c) for r, c in zip(requested, costs)]
 
 
-def promote_pair(requested: Pair, costs: Mapping[Pair, float]) -> Pair | None:
+def promote_pair(requested: BitPair, costs: Mapping[BitPair, float]) -> BitPair | None:
     """``requested`` if the device runs it, else the narrowest pair (fewest bits in all, then
     cheapest) with both widths at least as wide — float (32) is wider than any integer width —
     else ``None``."""

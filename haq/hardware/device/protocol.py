@@ -49,16 +49,16 @@ import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
 
-from haq.errors import HaqError
+from haq.core.errors import HaqError
+from haq.core.types import Log
 
 PROTOCOL_VERSION = 1
 
-Progress = Callable[[str], None]
 
 _NUMPY_TYPES: dict[str, type] = {
     "tensor(float)": np.float32,
@@ -282,7 +282,7 @@ def measure_models(
     models: Sequence[bytes],
     cfg: ProtocolConfig,
     sentinel: bytes | None = None,
-    progress: Progress | None = None,
+    progress: Log | None = None,
     deadline: float | None = None,
 ) -> list[Measurement]:
     """Time every model with the protocol, interleaved, re-measuring noisy ones.
@@ -386,7 +386,7 @@ def _interleaved(
     kernels: Sequence[tuple[str, ...]],
     cfg: ProtocolConfig,
     sentinel: bytes | None,
-    progress: Progress | None,
+    progress: Log | None,
     deadline: float | None,
 ) -> list[Measurement]:
     """Steps 3-5 and 8 for a list of models: rounds of fresh sessions in rotated order."""

@@ -11,42 +11,16 @@ reproduces the completion checked one step earlier, so an episode can never run 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from haq.errors import ConfigError, TableError
-from haq.quant import FLOAT_BITS, LayerBits, LayerInfo, LayerSignature, QuantPolicy, model_size_bits
+from haq.core.errors import ConfigError, TableError
+from haq.core.types import BitPair
+from haq.quant import FLOAT_BITS, LayerBits, LayerInfo, QuantPolicy, model_size_bits
+from haq.tables.protocols import DeviceTable
 
-Pair = tuple[int, int]
-TotalCost = Callable[[Sequence[Pair]], float]
-
-
-class CostSource(Protocol):
-    """Anything that prices a whole policy: a device table or a hardware-in-the-loop measurer."""
-
-    def policy_cost(self, layers: Sequence[LayerInfo], policy: QuantPolicy, metric: str = "latency") -> float: ...
-
-
-class DeviceTable(CostSource, Protocol):
-    """The part of ``haq.hardware``'s CostTable the search relies on (see docs/architecture.md)."""
-
-    name: str
-    meta: Mapping[str, Any]
-    metrics: tuple[str, ...]
-
-    def supported_bits(self, sig: LayerSignature) -> list[Pair]: ...
-
-    def layer_cost(self, sig: LayerSignature, w_bits: int, a_bits: int, metric: str = "latency") -> float: ...
-
-    def check_covers(self, layers: Sequence[LayerInfo]) -> None: ...
-
-
-def load_table(name_or_path: str) -> DeviceTable:
-    """A shipped table by name or a table file (``latency_tables.load``; its errors name what is valid)."""
-    import latency_tables
-
-    return latency_tables.load(name_or_path)  # type: ignore[no-any-return]
+TotalCost = Callable[[Sequence[BitPair]], float]
 
 
 @dataclass(frozen=True)
@@ -54,7 +28,7 @@ class LayerChoices:
     """The (w, a) pairs one layer may take, sorted by (w, a), with their budget-metric costs."""
 
     name: str
-    pairs: tuple[Pair, ...]
+    pairs: tuple[BitPair, ...]
     costs: tuple[float, ...]
 
     @property
@@ -95,17 +69,17 @@ class BudgetModel:
         """Cheapest per-layer cost of layers ``index`` .. end (additive; an observation feature)."""
         return float(sum(c.cheapest for c in self.layers[index:]))
 
-    def cheapest_pair(self, index: int) -> Pair:
+    def cheapest_pair(self, index: int) -> BitPair:
         """The cheapest pair of layer ``index`` (highest widths on ties)."""
         c = self.layers[index]
         return min(c.pairs, key=lambda p: (c.costs[c.pairs.index(p)], -p[0], -p[1]))
 
-    def completion_cost(self, decided: Sequence[Pair], pair: Pair) -> float:
+    def completion_cost(self, decided: Sequence[BitPair], pair: BitPair) -> float:
         """Cost of ``decided`` + ``pair`` + every later layer at its cheapest pair."""
         rest = [self.cheapest_pair(i) for i in range(len(decided) + 1, len(self.layers))]
         return self.total_cost([*decided, pair, *rest])
 
-    def policy_cost(self, pairs: Sequence[Pair]) -> float:
+    def policy_cost(self, pairs: Sequence[BitPair]) -> float:
         """Cost of one pair per layer, measured like the budget."""
         return self.total_cost(pairs)
 
@@ -114,7 +88,7 @@ class BudgetModel:
         return cost <= self.budget.target * (1 + 1e-9)
 
 
-def layer_metric_cost(table: DeviceTable, info: LayerInfo, pair: Pair, metric: str) -> float:
+def layer_metric_cost(table: DeviceTable, info: LayerInfo, pair: BitPair, metric: str) -> float:
     """Cost of one layer at ``pair``: the table for latency / energy, weight bits for size."""
     if metric == "size":
         bias = info.signature.out_channels * FLOAT_BITS if info.signature.bias else 0
@@ -125,7 +99,7 @@ def layer_metric_cost(table: DeviceTable, info: LayerInfo, pair: Pair, metric: s
     return cost
 
 
-def allowed_pairs(table: DeviceTable, info: LayerInfo, min_bits: int, max_bits: int, pin: int | None) -> tuple[Pair, ...]:
+def allowed_pairs(table: DeviceTable, info: LayerInfo, min_bits: int, max_bits: int, pin: int | None) -> tuple[BitPair, ...]:
     """The device's supported pairs inside the bit range (only ``(pin, pin)`` for a pinned layer)."""
     supported = sorted({(int(w), int(a)) for w, a in table.supported_bits(info.signature)})
     inside = [p for p in supported if min_bits <= p[0] <= max_bits and min_bits <= p[1] <= max_bits]
@@ -173,7 +147,7 @@ def _total_cost_fn(layers: Sequence[LayerInfo], table: DeviceTable, metric: str)
     names = [l.name for l in layers]
     frozen = list(layers)
 
-    def total(pairs: Sequence[Pair]) -> float:
+    def total(pairs: Sequence[BitPair]) -> float:
         policy = QuantPolicy({n: LayerBits(w, a) for n, (w, a) in zip(names, pairs)})
         if metric == "size":
             return float(model_size_bits(frozen, policy))
@@ -189,12 +163,12 @@ def _float_hint(table: DeviceTable, layers: Sequence[LayerInfo], max_bits: int) 
     return ""
 
 
-def _top_pair(table: DeviceTable, info: LayerInfo, min_bits: int, max_bits: int) -> Pair:
+def _top_pair(table: DeviceTable, info: LayerInfo, min_bits: int, max_bits: int) -> BitPair:
     """The highest-precision supported pair in range: what 'uniform max_bits' means on this device."""
     return max(allowed_pairs(table, info, min_bits, max_bits, None))
 
 
-def map_action(action: np.ndarray, pairs: Sequence[Pair]) -> Pair:
+def map_action(action: np.ndarray, pairs: Sequence[BitPair]) -> BitPair:
     """Action in [-1, 1]² → the pair it points at: the first coordinate picks among the distinct
     weight widths, the second among the activation widths available with that weight width."""
     u = np.clip((np.asarray(action, dtype=np.float64) + 1.0) / 2.0, 0.0, 1.0)
@@ -204,7 +178,7 @@ def map_action(action: np.ndarray, pairs: Sequence[Pair]) -> Pair:
     return (w, acts[min(int(u[1] * len(acts)), len(acts) - 1)])
 
 
-def encode_pair(pair: Pair, pairs: Sequence[Pair]) -> np.ndarray:
+def encode_pair(pair: BitPair, pairs: Sequence[BitPair]) -> np.ndarray:
     """The action in [-1, 1]² at the centre of ``pair``'s bin (inverse of :func:`map_action`)."""
     ws = sorted({p[0] for p in pairs})
     acts = sorted(p[1] for p in pairs if p[0] == pair[0])
@@ -212,7 +186,7 @@ def encode_pair(pair: Pair, pairs: Sequence[Pair]) -> np.ndarray:
     return (2.0 * u - 1.0).astype(np.float32)
 
 
-def project(desired: Pair, choices: LayerChoices, fits: Callable[[Pair], bool]) -> Pair:
+def project(desired: BitPair, choices: LayerChoices, fits: Callable[[BitPair], bool]) -> BitPair:
     """The pair to apply: ``desired`` if it ``fits``; else the fitting pair nearest to it (squared
     distance in bits, dearest on ties) among those that raise neither width; else the cheapest.
 

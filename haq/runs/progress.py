@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from haq.search.evaluator import PolicyMetrics
+from haq.evaluation.evaluators import PolicyMetrics
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from haq.errors import ConfigError
-from haq.fileio import atomic_write_text
+from haq.core.errors import ConfigError
+from haq.core.fileio import atomic_write_text
 from haq.quant import LayerBits, QuantPolicy
-from haq.search.evaluator import PolicyMetrics
+from haq.evaluation.evaluators import PolicyMetrics
 
 RUN_FORMAT = "haq.search_run"
 RUN_VERSION = 1

@@ -3,7 +3,7 @@
 On onnxruntime a mixed-precision network is not the sum of its isolated layers: every change
 between the int8 domain (W8A8, QDQ) and the float domain (fp32 and weight-only layers, whose
 activations are float) adds Quantize / Dequantize and NCHW<->NHWC transposes, while inside a
-same-precision region those vanish. The table format (:mod:`haq.hardware.schema`) prices a
+same-precision region those vanish. The table format (:mod:`haq.tables.schema`) prices a
 precision change in front of layer *i* as ``fixed + per_elem * input elements`` and a network
 as ``scale * (layers + boundaries) + offset``. This module fits those numbers on whole models
 measured end to end, in two stages:
@@ -38,9 +38,10 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.optimize import lsq_linear
 
-from haq.errors import TableError
-from haq.hardware.schema import BitPair, Correction, TransitionRule
+from haq.core.errors import TableError
+from haq.core.types import BitPair
 from haq.quant import LayerInfo
+from haq.tables.schema import Correction, TransitionRule
 
 DIRECTIONS = ("float->int8", "int8->float")
 SCALE_BOUNDS = (0.8, 1.25)

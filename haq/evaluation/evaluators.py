@@ -20,17 +20,19 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from torch import nn
 
-from haq.errors import ConfigError
+from haq.core.errors import ConfigError
+from haq.core.types import Log
+from haq.evaluation.config import EvalConfig
+from haq.evaluation.ptq import quantized_copy
 from haq.quant import LayerInfo, QuantPolicy, model_size_bits
-from haq.quant.evaluate import quantized_copy
-from haq.search.config import EvalConfig
-from haq.search.costs import CostSource, DeviceTable
+from haq.tables.protocols import CostSource, DeviceTable
 from haq.training import accuracy
 from haq.workload import Workload
+
 
 @dataclass(frozen=True)
 class PolicyMetrics:
@@ -206,7 +208,7 @@ class CachedEvaluator:
 
 def make_evaluator(
     workload: Workload, table: DeviceTable, cfg: EvalConfig,
-    feedback_cache: Path | None = None, log: Callable[[str], None] | None = None,
+    feedback_cache: Path | None = None, log: Log | None = None,
 ) -> CachedEvaluator:
     """The configured evaluator, cached.
 
@@ -223,8 +225,8 @@ def make_evaluator(
                 f"--hardware-feedback measures this machine with onnxruntime, but table '{table.name}' prices another "
                 "device, so budget and measured latency would be in different units; use this machine's measured table"
             )
+        from haq.hardware.device.runner import LocalRunner
         from haq.hardware.feedback import MeasuredCost, QDQExporter
-        from haq.hardware.runner import LocalRunner
 
         latency_source = MeasuredCost(workload, LocalRunner(), QDQExporter(emulated=True), feedback_cache, log)
     cls = FullEvaluator if cfg.kind == "full" else CheapEvaluator

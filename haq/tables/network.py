@@ -13,11 +13,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from haq.errors import PolicyError, TableError
-from haq.hardware.schema import BitPair, Correction, Transition, TransitionRule
+from haq.core.errors import PolicyError, TableError
+from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo
 from haq.quant.policy import QuantPolicy
 from haq.quant.primitives import FLOAT_BITS
+from haq.tables.schema import Correction, Transition, TransitionRule
 
 LayerCosts = Mapping[BitPair, float]
 Grid = list[list[float | None]]  # grid[w][a]: cost, None where the device does not run (w, a)

@@ -1,7 +1,7 @@
 """The device cost table file format (``haq.cost_table`` version 1) and its validation.
 
 A table is one JSON object; every field below is checked on load and a bad one is a
-:class:`~haq.errors.TableError` naming the file and the field::
+:class:`~haq.core.errors.TableError` naming the file and the field::
 
     {
       "format": "haq.cost_table", "version": 1,
@@ -69,9 +69,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from haq.errors import TableError
-from haq.hardware.fields import BitPair, FieldReader
+from haq.core.errors import TableError
+from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
+from haq.tables.fields import FieldReader
 
 TABLE_FORMAT = "haq.cost_table"
 TABLE_VERSION = 1

@@ -1,7 +1,7 @@
 """The hardware-in-the-loop device agent (``haq device serve``) and its client.
 
 The host builds candidate ONNX models and ships them; the agent, on the target, times them
-with :mod:`haq.hardware.protocol` and returns the raw samples. Timing never crosses the
+with :mod:`haq.hardware.device.protocol` and returns the raw samples. Timing never crosses the
 network. The agent needs only onnxruntime, numpy and the standard library (no torch).
 
 Wire format (TCP, one request per connection). A *frame* is the 4 bytes ``HAQ1``, a 4-byte
@@ -38,11 +38,19 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from haq import __version__
-from haq.errors import HaqError
-from haq.hardware.protocol import PROTOCOL_VERSION, MeasureError, Measurement, ProtocolConfig, device_info, measure_models
+from haq.core.errors import DeviceError, HaqError
+from haq.core.types import Log
+from haq.hardware.device.protocol import (
+    PROTOCOL_VERSION,
+    MeasureError,
+    Measurement,
+    ProtocolConfig,
+    device_info,
+    measure_models,
+)
 
 MAGIC = b"HAQ1"
 MAX_FRAME_BYTES = 64 * 1024
@@ -53,13 +61,7 @@ DEFAULT_REQUEST_TIMEOUT_S = 600.0
 DEFAULT_TIMEOUT_S = 600.0
 REPLY_MARGIN_S = 30.0
 UPLOAD_BYTES_PER_S = 1_000_000  # slowest link assumed when granting time to receive models
-_WORKER_CODE = "from haq.hardware.agent import worker_main; worker_main()"
-
-Log = Callable[[str], None]
-
-
-class DeviceError(HaqError):
-    """The device agent cannot be reached or refused a request."""
+_WORKER_CODE = "from haq.hardware.device.agent import worker_main; worker_main()"
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from haq.errors import ConfigError
+import latency_tables
+from haq.core.errors import ConfigError
+from haq.core.types import BitPair, Log
+from haq.evaluation.evaluators import CachedEvaluator, PolicyMetrics, make_evaluator
+from haq.problem.budget import (
+    Budget,
+    BudgetModel,
+    DeviceTable,
+    build_budget_model,
+)
+from haq.problem.config import EnvConfig
+from haq.problem.reward import compute_reward
 from haq.quant import LayerBits, QuantPolicy
-from haq.search.config import EnvConfig
-from haq.search.costs import Budget, BudgetModel, DeviceTable, Pair, build_budget_model, load_table
-from haq.search.evaluator import CachedEvaluator, PolicyMetrics, make_evaluator
-from haq.search.reward import compute_reward
 from haq.workload import Workload, load_workload
 
 
@@ -49,7 +56,7 @@ class SearchProblem:
         """Quantizable layers in execution order (one episode step each)."""
         return self.workload.layer_names
 
-    def policy(self, pairs: Sequence[Pair], meta: dict[str, Any] | None = None) -> QuantPolicy:
+    def policy(self, pairs: Sequence[BitPair], meta: dict[str, Any] | None = None) -> QuantPolicy:
         """A policy from one (w, a) pair per layer, in layer order, stamped with provenance."""
         if len(pairs) != len(self.workload.layers):
             raise ConfigError(f"expected {len(self.workload.layers)} (w, a) pairs, one per layer, got {len(pairs)}")
@@ -76,7 +83,7 @@ def parse_torch_device(name: str) -> torch.device:
 def build_problem(
     cfg: EnvConfig,
     cache_dir: Path | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
     table: DeviceTable | None = None,
     feedback_cache: Path | None = None,
 ) -> SearchProblem:
@@ -87,7 +94,7 @@ def build_problem(
     """
     device = parse_torch_device(cfg.torch_device)
     workload = load_workload(cfg.workload, device, cache_dir=cache_dir, log=log)
-    tab = table if table is not None else load_table(cfg.table)
+    tab = table if table is not None else latency_tables.load(cfg.table)
     budget_model = build_budget_model(
         workload.layers, tab, cfg.budget.metric, cfg.budget.ratio, cfg.budget.absolute,
         cfg.min_bits, cfg.max_bits, cfg.pin_first_last,

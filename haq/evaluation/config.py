@@ -1,0 +1,58 @@
+"""How a policy is scored: the evaluator's settings (validated on construction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from haq.core.errors import ConfigError
+from haq.core.validate import choice, count, finite, positive
+
+EVALUATORS = ("cheap", "full")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a policy is scored at the end of an episode.
+
+    kind: ``cheap`` (calibrated post-training quantization, clean accuracy only) or ``full``
+        (calibrate, DQ fine-tune, clean + worst-case robust accuracy).
+    val_samples: size of the fixed held-out subset (first samples of the val split).
+    calib_batches: calibration batches of ``batch_size`` training images.
+    batch_size: calibration / fine-tuning batch size.
+    finetune_epochs: DQ fine-tuning epochs (full evaluator).
+    finetune_batches: cap on fine-tuning batches per epoch (keeps an episode short).
+    finetune_lr: DQ fine-tuning learning rate.
+    dq_beta: weight of the orthogonality penalty during fine-tuning.
+    attack_eps: L-inf radius of the robustness attacks (full evaluator).
+    attack_steps: PGD iterations.
+    attacks: attack names for the worst case (``haq.robust.ATTACKS``); transfer attacks are
+        crafted on the float model, which gradient masking in low-bit layers cannot fool.
+    robust_samples: how many of the val subset are attacked (attacks are the expensive part).
+    hardware_feedback: cost the latency by measuring the policy instead of reading the table.
+    """
+
+    kind: str = "cheap"
+    val_samples: int = 300
+    calib_batches: int = 2
+    batch_size: int = 128
+    finetune_epochs: int = 1
+    finetune_batches: int = 8
+    finetune_lr: float = 1e-3
+    dq_beta: float = 3e-3
+    attack_eps: float = 0.1
+    attack_steps: int = 10
+    attacks: tuple[str, ...] = ("fgsm", "pgd", "transfer_pgd")
+    robust_samples: int = 100
+    hardware_feedback: bool = False
+
+    def __post_init__(self) -> None:
+        choice("evaluator", self.kind, EVALUATORS)
+        for name in ("val_samples", "calib_batches", "batch_size", "finetune_batches", "attack_steps", "robust_samples"):
+            count(name, getattr(self, name))
+        count("finetune_epochs", self.finetune_epochs, 0)
+        positive("finetune_lr", self.finetune_lr)
+        finite("dq_beta", self.dq_beta, 0.0)
+        positive("attack_eps", self.attack_eps)
+        object.__setattr__(self, "attacks", tuple(self.attacks))
+        if not self.attacks or not all(isinstance(a, str) for a in self.attacks):
+            raise ConfigError(f"attacks must be a non-empty list of attack names, got {self.attacks!r}")

@@ -1,0 +1,93 @@
+"""The problem's settings: what to quantize, on which device table, under what budget, rewarded how.
+
+Every field has a default, so ``EnvConfig()`` is the embedded default (digits CNN on the Bit
+Fusion table at half the uniform 8-bit latency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from haq.core.errors import ConfigError
+from haq.core.validate import choice, finite, positive
+from haq.evaluation.config import EvalConfig
+from haq.quant import FLOAT_BITS, MAX_BITS, MIN_BITS
+from haq.workload import WorkloadConfig
+
+METRICS = ("latency", "energy", "size")
+DEFAULT_TABLE = "bitfusion"
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """The resource constraint every episode is projected into.
+
+    metric: ``latency`` (table, ms), ``energy`` (table, mJ) or ``size`` (weight bits).
+    ratio: budget as a fraction of the model's cost at uniform ``max_bits`` (HAQ's convention).
+    absolute: budget in the metric's own units; when set it replaces ``ratio``.
+    """
+
+    metric: str = "latency"
+    ratio: float = 0.5
+    absolute: float | None = None
+
+    def __post_init__(self) -> None:
+        choice("budget metric", self.metric, METRICS)
+        positive("budget ratio", self.ratio)
+        if self.absolute is not None:
+            positive("absolute budget", self.absolute)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Weights of the episode reward (see :func:`haq.problem.reward.compute_reward`).
+
+    acc_weight: per percentage point of clean accuracy against the float model (HAQ: 0.1).
+    robust_weight: per percentage point of worst-case robust accuracy against the float model.
+    cost_weight: per unit of cost / budget (0 treats the budget purely as a constraint).
+    """
+
+    acc_weight: float = 0.1
+    robust_weight: float = 0.05
+    cost_weight: float = 0.2
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            finite(f.name, getattr(self, f.name), 0.0)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything the environment needs: what to quantize, on which device, under what budget.
+
+    workload: model, dataset and training seed.
+    table: a shipped device table's name (``bitfusion``, ...) or a table file path.
+    budget: the constraint.
+    min_bits / max_bits: the bit range actions map into (intersected with the device's pairs).
+    pin_first_last: bit width forced on the first and last layer (``None`` lets the agent pick).
+    reward: reward weights.
+    evaluation: how a finished episode's policy is scored.
+    torch_device: where evaluation runs (``cpu``, ``cuda:0``).
+    """
+
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    table: str = DEFAULT_TABLE
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    min_bits: int = 2
+    max_bits: int = MAX_BITS
+    pin_first_last: int | None = None
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    torch_device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        top_ok = self.max_bits == FLOAT_BITS or self.max_bits <= MAX_BITS
+        if not (MIN_BITS <= self.min_bits <= MAX_BITS and self.min_bits <= self.max_bits and top_ok):
+            raise ConfigError(
+                f"bit range {self.min_bits}..{self.max_bits} is invalid; need {MIN_BITS} <= min_bits <= max_bits <= {MAX_BITS}, "
+                f"or max_bits = {FLOAT_BITS} to let layers stay float (CPU tables)"
+            )
+        if self.pin_first_last is not None and not (self.min_bits <= self.pin_first_last <= self.max_bits):
+            raise ConfigError(f"pin_first_last={self.pin_first_last} is outside the bit range {self.min_bits}..{self.max_bits}")
+        if not self.table:
+            raise ConfigError("table must name a shipped device table or a table file")

@@ -1,0 +1,30 @@
+"""What the layers above need from a cost table, as protocols: a concrete table
+(:class:`~haq.tables.table.CostTable`), an analytical one or a hardware-in-the-loop measurer
+all fit, and the evaluation layer receives one without knowing which."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol, Sequence
+
+from haq.core.types import BitPair
+from haq.quant import LayerInfo, LayerSignature, QuantPolicy
+
+
+class CostSource(Protocol):
+    """Anything that prices a whole policy: a device table or a hardware-in-the-loop measurer."""
+
+    def policy_cost(self, layers: Sequence[LayerInfo], policy: QuantPolicy, metric: str = "latency") -> float: ...
+
+
+class DeviceTable(CostSource, Protocol):
+    """The part of ``haq.hardware``'s CostTable the search relies on (see docs/architecture.md)."""
+
+    name: str
+    meta: Mapping[str, Any]
+    metrics: tuple[str, ...]
+
+    def supported_bits(self, sig: LayerSignature) -> list[BitPair]: ...
+
+    def layer_cost(self, sig: LayerSignature, w_bits: int, a_bits: int, metric: str = "latency") -> float: ...
+
+    def check_covers(self, layers: Sequence[LayerInfo]) -> None: ...
