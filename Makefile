@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.haq-installed
 
-.PHONY: install demo test test-all bench tables clean
+.PHONY: install demo lint test test-all bench tables clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/haq demo
 
-test: $(STAMP)
+# The layering (import-linter contracts in pyproject.toml) and ruff's lint + format check run
+# before the tests, so a change that breaks the architecture fails like a failing test.
+lint: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check haq envs latency_tables tests bench
+	$(BIN)/ruff format --check haq envs latency_tables tests bench
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)

@@ -2,7 +2,7 @@
 
 Same models, same run, interleaved round by round so machine drift hits both alike:
 
-* protocol: one fresh session per round through :func:`haq.hardware.device.protocol.measure_models`
+* protocol: one fresh session per round through :func:`haq.hardware.device.timing.measure_models`
   (1 thread, spinning off, warm-up, batched samples, median);
 * naive: one fresh session per round with onnxruntime's default options (all cores, spinning
   on), no warm-up, mean of 10 runs.
@@ -27,12 +27,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from haq.hardware.device.protocol import (
-    ProtocolConfig,
-    measure_models,
-    random_feeds,
-    relative_iqr,
-)
+from haq.hardware.device.measurement import relative_iqr
+from haq.hardware.device.session import random_feeds
+from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.device.timing import measure_models
 from haq.hardware.feedback import QDQExporter
 from haq.quant import FLOAT_BITS, QuantPolicy
 from haq.workload import WorkloadConfig, load_workload
@@ -55,7 +53,7 @@ def export_models(names: list[str], cache_dir: Path | None) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     exporter = QDQExporter()
     for name in names:
-        wl = load_workload(WorkloadConfig(model=name), torch.device("cpu"), cache_dir, log=lambda m: print(m, file=sys.stderr))
+        wl = load_workload(WorkloadConfig(model=name), torch.device("cpu"), cache_dir, log=_log)
         for bits in (FLOAT_BITS, 8):
             label = f"{name}/{'fp32' if bits == FLOAT_BITS else 'int8'}"
             out[label] = exporter(wl, QuantPolicy.uniform(wl.layer_names, bits, bits))
@@ -105,6 +103,10 @@ def main() -> int:
         f"(max/min - 1) {_gmean(ratio_rng):.1f}x; wall {time.perf_counter() - start:.0f} s"
     )
     return 0
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
 
 
 def _gmean(values: list[float]) -> float:

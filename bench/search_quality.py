@@ -32,11 +32,13 @@ from typing import Any, Callable
 import torch
 
 from haq.baselines import BaselineConfig, run_baseline
+from haq.commands.problems import make_problem
+from haq.core.fileio import atomic_write_text
 from haq.evaluation.config import EvalConfig
-from haq.evaluation.evaluators import CachedEvaluator, CheapEvaluator, FullEvaluator
+from haq.evaluation.evaluators import CachedEvaluator, FullEvaluator, QuantizingEvaluator, build_evaluator
 from haq.problem.config import BudgetConfig, EnvConfig
-from haq.problem.problem import SearchProblem, build_problem
-from haq.runs.rundir import EpisodeRecord, atomic_write_text
+from haq.problem.problem import SearchProblem
+from haq.runs.rundir import EpisodeRecord
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
 from haq.workload import WorkloadConfig
@@ -88,7 +90,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def fresh(problem: SearchProblem, inner: CheapEvaluator | FullEvaluator) -> SearchProblem:
+def fresh(problem: SearchProblem, inner: QuantizingEvaluator) -> SearchProblem:
     """The same problem with an empty evaluator cache around ``inner`` (whose float reference,
     the expensive part of building an evaluator, is computed once per workload)."""
     return dataclasses.replace(problem, evaluator=CachedEvaluator(inner))
@@ -99,18 +101,18 @@ def run_method(problem: SearchProblem, method: str, seed: int, evaluations: int,
     start = time.perf_counter()
     if method == "rl":
         cfg = SearchConfig(env=problem.config, agent=AgentConfig(warmup_episodes=max(evaluations // 4, 2)), episodes=evaluations, seed=seed)
-        result = run_search(cfg, out, problem=problem)
+        result = run_search(cfg, problem, out)
         return result.best, result.episodes_done, time.perf_counter() - start
-    res = run_baseline(problem, BaselineConfig(method=method, evaluations=evaluations, seed=seed), out)
-    return res.best, len(res.records), time.perf_counter() - start
+    res = run_baseline(BaselineConfig(method=method, evaluations=evaluations, seed=seed), problem, out)
+    return res.best, res.episodes_done, time.perf_counter() - start
 
 
 def bench_setting(setting: Setting, root: Path, sink: Callable[[RunResult], None]) -> list[RunResult]:
     env = EnvConfig(workload=WorkloadConfig(model=setting.model), budget=BudgetConfig(metric=setting.metric),
                     evaluation=EvalConfig(kind=setting.evaluator, val_samples=setting.val_samples))
-    base = build_problem(env, log=log)
+    base = make_problem(env, log=log)
     # evaluators built here, not base's cached one: each method must start from an empty cache
-    inner = (FullEvaluator if setting.evaluator == "full" else CheapEvaluator)(base.workload, base.table, env.evaluation)
+    inner = build_evaluator(base.workload, base.table, env.evaluation)
     final = None
     if setting.final_robust:
         full = inner if isinstance(inner, FullEvaluator) else FullEvaluator(
@@ -198,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     def sink(r: RunResult) -> None:
         results.append(r)
         atomic_write_text(root / "results.json", json.dumps([to_json(x) for x in results], indent=2) + "\n")
-        log(f"  best reward {r.best.reward:+.4f}, clean {r.best.metrics.clean_acc:.3f}, {r.evaluations} evals in {r.seconds:.1f} s")
+        log(f"  best reward {r.best.reward:+.4f}, clean {r.best.metrics.clean_acc:.3f}, "
+        f"{r.evaluations} evals in {r.seconds:.1f} s")
 
     start = time.perf_counter()
     for s in settings:

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 import latency_tables
-from haq.hardware.build import model_layers
+from haq.hardware.networks import model_layers
 from haq.quant import LayerInfo, QuantPolicy
 from haq.quant.policy import LayerBits
 
@@ -62,7 +62,7 @@ def main() -> None:
     for model in args.models:
         layers = model_layers(model, None, None)
         pairs = table.supported_bits(layers[0].signature)
-        policies = [QuantPolicy({l.name: LayerBits(*rng.choice(pairs)) for l in layers}) for _ in range(args.calls)]
+        policies = [QuantPolicy({layer.name: LayerBits(*rng.choice(pairs)) for layer in layers}) for _ in range(args.calls)]
         for p in policies[:50]:
             assert abs(naive_cost(index, layers, p) - table.policy_cost(layers, p)) < 1e-12
         naive, fast = [], []

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import torch
 
-from haq.hardware.build import extend_table, model_layers
-from haq.hardware.check import check_table, fit_table, load_network
-from haq.hardware.device.protocol import ProtocolConfig
+from haq.hardware.build import extend_table
+from haq.hardware.check import check_table
 from haq.hardware.device.runner import LocalRunner
+from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.fit import fit_table
 from haq.hardware.measured import MeasuredBackend
+from haq.hardware.networks import load_network, model_layers
 from haq.models import model_names
 from haq.tables.table import load_table
 
@@ -52,7 +54,7 @@ def main() -> int:
         for m in ns.models:
             t0 = time.perf_counter()
             if not ns.skip_build:
-                extend_table(MeasuredBackend(protocol, log), [l.signature for l in model_layers(m, None, None)], path, 1, models=[m], log=log)
+                extend_table(MeasuredBackend(protocol, log), [layer.signature for layer in model_layers(m, None, None)], path, 1, models=[m], log=log)
             build_s[m] = time.perf_counter() - t0
         nets = [load_network(m) for m in ns.models]
         runner = LocalRunner(protocol, log)
@@ -60,13 +62,16 @@ def main() -> int:
         table = fit_table(load_table(path), nets, runner, ns.configs, path, log=log)
         fit_s = time.perf_counter() - t0
         print(f"protocol: {ns.sessions} sessions; fit on {ns.configs} configurations per model took {fit_s:.0f} s")
-        print("| model | build (s) | naive ±10 % | graph ±10 % | naive RMSPE | graph RMSPE | RMSPE ratio naive/graph | naive ρ | graph ρ | retest ±10 % |")
+        print("| model | build (s) | naive ±10 % | graph ±10 % | naive RMSPE | graph RMSPE "
+              "| RMSPE ratio naive/graph | naive ρ | graph ρ | retest ±10 % |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for m, net in zip(ns.models, nets):
             r = check_table(table, net, runner, ns.n, log=log)
             ratio = r.naive.rmspe / r.graph.rmspe if r.graph.rmspe > 0 else float("inf")
-            print(f"| {m} | {build_s[m]:.0f} | {100 * r.naive.within10:.0f} % | {100 * r.graph.within10:.0f} % | {100 * r.naive.rmspe:.1f} % "
-                  f"| {100 * r.graph.rmspe:.1f} % | {ratio:.2f}x | {r.naive.spearman:.2f} | {r.graph.spearman:.2f} | {100 * r.retest.within10:.0f} % |", flush=True)
+            naive, graph = r.naive, r.graph
+            print(f"| {m} | {build_s[m]:.0f} | {100 * naive.within10:.0f} % | {100 * graph.within10:.0f} % "
+                  f"| {100 * naive.rmspe:.1f} % | {100 * graph.rmspe:.1f} % | {ratio:.2f}x | {naive.spearman:.2f} "
+                  f"| {graph.spearman:.2f} | {100 * r.retest.within10:.0f} % |", flush=True)
     return 0
 
 

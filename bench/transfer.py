@@ -41,11 +41,13 @@ import torch
 
 import latency_tables
 from envs.mixed_precision import MixedPrecisionEnv
+from haq.commands.problems import make_problem
 from haq.core.errors import HaqError
+from haq.core.fileio import atomic_write_text
 from haq.evaluation.config import EvalConfig
 from haq.problem.config import EnvConfig
-from haq.problem.problem import SearchProblem, build_problem
-from haq.runs.rundir import EpisodeRecord, RunDir, atomic_write_text
+from haq.problem.problem import SearchProblem
+from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
 from haq.tables.compare import cost_on_device
@@ -110,7 +112,7 @@ def build_problems(models: tuple[str, ...]) -> tuple[dict[tuple[str, str], Searc
     for model in models:
         for table in latency_tables.available():
             try:
-                problems[(model, table)] = build_problem(env_config(model, table), log=log)
+                problems[(model, table)] = make_problem(env_config(model, table), log=log)
             except HaqError as exc:
                 skipped[(model, table)] = str(exc).split("; add it with")[0]
     return problems, skipped
@@ -137,7 +139,7 @@ def scratch(
             out = root / model / f"scratch-{table}-s{seed}"
             cfg = SearchConfig(env=problem.config, agent=agent, episodes=mode.scratch_episodes, seed=seed)
             start = time.perf_counter()
-            result = run_search(cfg, out, problem=problem, resume=RunDir(out).exists())
+            result = run_search(cfg, problem, out, resume=RunDir(out).exists())
             log(f"scratch {model}/{table} s{seed}: best {result.best.reward:+.4f} at episode {result.best.episode} "
                 f"({time.perf_counter() - start:.0f} s)")
             runs[(model, table, seed)] = out
@@ -160,7 +162,7 @@ def transfers(
                 episodes=mode.finetune_episodes, seed=seed, noise_sigma=noise,
             )
             start = time.perf_counter()
-            run_transfer(cfg, out, problem=problem, resume=RunDir(out).exists())
+            run_transfer(cfg, problem, out, resume=RunDir(out).exists())
             records = RunDir(out).read_episodes()
             curve = best_so_far(records)
             at = episodes_to_reach(curve, curve[-1])
@@ -180,7 +182,8 @@ def _fmt_needed(values: list[int | None], horizon: int) -> str:
 def matrix(mode: Mode, pairs: list[Pair], curves: dict[tuple[str, str], list[list[float]]]) -> tuple[str, dict[str, Any]]:
     """The transfer matrix as Markdown, and the overall quarter-target tally."""
     lines = [
-        f"| source → target | zero-shot reward | scratch eps to match zero-shot | reward after {mode.finetune_episodes} fine-tune eps "
+        f"| source → target | zero-shot reward | scratch eps to match zero-shot "
+        f"| reward after {mode.finetune_episodes} fine-tune eps "
         f"| transfer eps used | scratch eps to match | transfer ≤ ¼ of scratch | scratch best after {mode.scratch_episodes} eps "
         "| transfer reached it |",
         "|---|---|---|---|---|---|---|---|---|",

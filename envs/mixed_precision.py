@@ -10,7 +10,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from haq.core.errors import ConfigError
+import latency_tables
+from haq.core.errors import UsageError
 from haq.core.types import BitPair
 from haq.problem.budget import encode_pair, map_action, project
 from haq.problem.config import EnvConfig
@@ -92,13 +93,18 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     Every step: ``layer``, ``w_bits``, ``a_bits`` (applied), ``requested_bits``, ``projected``,
     ``applied_action`` (the request itself, or the centre of the applied pair's action bin
     when projected), ``budget_used`` (fraction). The last step adds ``policy`` (name → [w, a]), ``metrics``
-    (:class:`~haq.evaluation.evaluators.PolicyMetrics` as a dict), ``reward``, ``cached``.
+    (:class:`~haq.evaluation.metrics.PolicyMetrics` as a dict), ``reward``, ``cached``.
 
     ## Arguments
     ``gymnasium.make("haq/MixedPrecision-v0", config=EnvConfig(...))``; ``config`` defaults to
     the embedded default (digits CNN, Bit Fusion table, half the uniform 8-bit latency, cheap
     evaluator). ``problem`` passes an already-built :class:`~haq.problem.problem.SearchProblem`
     (shared evaluator cache); ``cache_dir`` is where the float model is cached.
+
+    Built from a ``config``, the environment resolves ``config.table`` itself with
+    :func:`latency_tables.load` (``envs`` sits above the shipped tables, so ``gymnasium.make``
+    needs nothing else). It builds no measuring cost source: for hardware feedback pass a
+    ``problem`` made by ``haq.commands.problems.make_problem``.
 
     ## Version History
     * v0: initial version (one step per layer, 2-D action, projected budget, table features).
@@ -114,9 +120,11 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     ) -> None:
         super().__init__()
         if problem is None:
-            problem = build_problem(config or EnvConfig(), Path(cache_dir) if cache_dir is not None else None)
+            cfg = config or EnvConfig()
+            cache = Path(cache_dir) if cache_dir is not None else None
+            problem = build_problem(cfg, table=latency_tables.load(cfg.table), cache_dir=cache)
         elif config is not None and config != problem.config:
-            raise ConfigError("pass either config or problem, or a problem built from that config")
+            raise UsageError("pass either config or problem, or a problem built from that config")
         self.problem = problem
         self.config = problem.config
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -140,15 +148,18 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._index >= self.num_layers:
-            raise ConfigError("step() called after the episode ended; call reset() first")
+            raise UsageError("step() called after the episode ended; call reset() first")
         act = np.asarray(action, dtype=np.float64).reshape(-1)
         if act.shape != (2,) or not np.all(np.isfinite(act)):
-            raise ConfigError(f"action must be 2 finite numbers in [-1, 1], got {action!r}")
+            raise UsageError(f"action must be 2 finite numbers in [-1, 1], got {action!r}")
         bm = self.problem.budget_model
         choices = bm.layers[self._index]
         requested = map_action(act, choices.pairs)
         applied = project(requested, choices, lambda pair: bm.fits(bm.completion_cost(self._applied, pair)))
-        applied_action = np.clip(act, -1.0, 1.0).astype(np.float32) if applied == requested else encode_pair(applied, choices.pairs)
+        if applied == requested:
+            applied_action = np.clip(act, -1.0, 1.0).astype(np.float32)
+        else:
+            applied_action = encode_pair(applied, choices.pairs)
         self._used += choices.costs[choices.pairs.index(applied)]
         self._applied.append(applied)
         info: dict[str, Any] = {
@@ -196,8 +207,8 @@ def _static_features(problem: SearchProblem) -> np.ndarray:
     """Per-layer features that do not change within an episode (rows 0-15 of the table above)."""
     layers = problem.workload.layers
     bm = problem.budget_model
-    total_macs = max(sum(l.macs for l in layers), 1)
-    total_params = max(sum(l.params for l in layers), 1)
+    total_macs = max(sum(layer.macs for layer in layers), 1)
+    total_params = max(sum(layer.params for layer in layers), 1)
     rows = []
     for i, (info, choices) in enumerate(zip(layers, bm.layers)):
         sig = info.signature

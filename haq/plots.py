@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from haq.core.errors import ConfigError, HaqError
-from haq.runs.rundir import EpisodeRecord, RunDir
+from haq.core.errors import ConfigError, HaqError, RunDirError
+from haq.runs.rundir import EpisodeRecord, RunDir, best_of
 
 _UNITS = {"latency": "latency (ms)", "energy": "energy (mJ)", "size": "weight size (KiB)"}
 _COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
@@ -35,8 +35,11 @@ class RunView:
 
     @property
     def best(self) -> EpisodeRecord:
-        """Highest reward, earliest on ties."""
-        return max(self.episodes, key=lambda r: (r.reward, -r.episode))
+        """Highest reward, earliest on ties (``load_run`` refuses a run without episodes)."""
+        best = best_of(self.episodes)
+        if best is None:
+            raise RunDirError(f"run '{self.label}' holds no finished episode yet; nothing to plot")
+        return best
 
     def cost(self, record: EpisodeRecord) -> float:
         """The budget metric of one episode in plotting units."""
@@ -49,20 +52,20 @@ def _plot_units(value: float, metric: str) -> float:
 
 
 def load_run(path: str | Path) -> RunView:
-    """Read a search or baseline run directory; a missing or empty one is a one-line error."""
+    """Read a search or baseline run directory; a missing or empty one is a one-line :class:`RunDirError`."""
     run = RunDir(path)
     if not run.path.is_dir():
-        raise ConfigError(f"run directory {run.path} does not exist")
+        raise RunDirError(f"run directory {run.path} does not exist")
     doc = run.read_config()
     episodes = tuple(run.read_episodes())
     if not episodes:
-        raise ConfigError(f"{run.episodes_path} holds no finished episode yet; nothing to plot")
+        raise RunDirError(f"{run.episodes_path} holds no finished episode yet; nothing to plot")
     budget = doc.get("budget")
     if not isinstance(budget, dict):
-        raise ConfigError(f"{run.config_path}: 'budget' must be an object with 'metric' and 'target'")
+        raise RunDirError(f"{run.config_path}: 'budget' must be an object with 'metric' and 'target'")
     metric = str(budget.get("metric", "latency"))
     if metric not in _UNITS:
-        raise ConfigError(f"{run.config_path}: unknown budget metric '{metric}'; expected one of {', '.join(_UNITS)}")
+        raise RunDirError(f"{run.config_path}: unknown budget metric '{metric}'; expected one of {', '.join(_UNITS)}")
     target = budget.get("target")
     limit = _plot_units(float(target), metric) if isinstance(target, (int, float)) else None
     return RunView(_label(run.path, doc), episodes, metric, limit)
@@ -95,7 +98,8 @@ def plot_run(run_dir: str | Path, baseline_dirs: Sequence[str | Path] = (), out_
     for b in baselines:
         if b.metric != run.metric:
             raise ConfigError(
-                f"baseline '{b.label}' is budgeted on {b.metric}, the run on {run.metric}; compare runs with the same budget metric"
+                f"baseline '{b.label}' is budgeted on {b.metric}, the run on {run.metric}; "
+                "compare runs with the same budget metric"
             )
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)

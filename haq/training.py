@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from haq.core.errors import ConfigError, HaqError
+from haq.core import validate
+from haq.core.errors import ConfigError
 from haq.data.splits import DataSplits, iterate_batches, make_loader
 
 ExtraLoss = Callable[[nn.Module], torch.Tensor]
 Progress = Callable[[int, int, float], None]
+OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass(frozen=True)
@@ -42,22 +43,26 @@ class TrainConfig:
     max_batches: int | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive finite number, got {self.lr}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1 or None, got {self.threads}")
-        if self.max_batches is not None and self.max_batches < 1:
-            raise ConfigError(f"max_batches must be >= 1 or None, got {self.max_batches}")
+        validate.count("epochs", self.epochs, low=0)
+        validate.positive("lr", self.lr)
+        validate.count("batch_size", self.batch_size)
+        validate.finite("weight_decay", self.weight_decay, low=0.0)
+        validate.choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.threads is not None:
+            validate.count("threads", self.threads)
+        if self.max_batches is not None:
+            validate.count("max_batches", self.max_batches)
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready form."""
-        return asdict(self)
+
+def parse_torch_device(name: str) -> torch.device:
+    """A torch device from a name (``cpu``, ``cuda:1``), with a one-line error instead of a CUDA traceback."""
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"torch device '{name}' is not valid; try cpu or cuda") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"torch device '{name}' asked for, but no CUDA GPU is available here; use cpu")
+    return dev
 
 
 @contextlib.contextmanager
@@ -112,7 +117,9 @@ def train_model(
                 if extra_loss is not None:
                     loss = loss + extra_loss(model)
                 if not torch.isfinite(loss):
-                    raise HaqError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower the learning rate (or DQ beta)")
+                    raise ConfigError(
+                        f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower the learning rate (or DQ beta)"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

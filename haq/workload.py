@@ -6,19 +6,18 @@ which checkpoint" is decided in exactly one place.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from haq.core.errors import ConfigError, ModelError
+from haq.core import validate
+from haq.core.errors import ModelError
 from haq.core.types import Log
 from haq.data import DATASETS, DataSplits, load_dataset
 from haq.models import ZOO, build_model, load_checkpoint_, pretrained_model
 from haq.quant import LayerInfo, discover_layers
-from haq.training import TrainConfig
 
 DEFAULT_MODEL = "digits_cnn"
 
@@ -44,20 +43,16 @@ class WorkloadConfig:
     train_epochs: int | None = None
 
     def __post_init__(self) -> None:
-        if self.dataset is not None and self.dataset not in DATASETS:
-            raise ConfigError(f"unknown dataset '{self.dataset}'; choose one of {', '.join(DATASETS)}")
-        if self.train_epochs is not None and self.train_epochs < 0:
-            raise ConfigError(f"train_epochs must be >= 0, got {self.train_epochs}")
+        if self.dataset is not None:
+            validate.choice("dataset", self.dataset, DATASETS)
+        if self.train_epochs is not None:
+            validate.count("train_epochs", self.train_epochs, low=0)
 
     def resolved_dataset(self) -> str:
         """The dataset actually used."""
         if self.dataset is not None:
             return self.dataset
         return ZOO[self.model].dataset if self.model in ZOO else "digits"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
 
 
 @dataclass
@@ -73,7 +68,7 @@ class Workload:
     @property
     def layer_names(self) -> list[str]:
         """Quantizable layers in execution order."""
-        return [l.name for l in self.layers]
+        return [layer.name for layer in self.layers]
 
 
 def load_workload(
@@ -90,10 +85,9 @@ def load_workload(
         model = load_checkpoint_(build_model(cfg.model, data.input_shape, data.num_classes), cfg.checkpoint)
         model = model.to(device).eval()
     elif cfg.model in ZOO:
-        recipe = ZOO[cfg.model].train
+        recipe = replace(ZOO[cfg.model].train, seed=cfg.seed)
         if cfg.train_epochs is not None:
-            recipe = TrainConfig(**{**recipe.to_dict(), "epochs": cfg.train_epochs})
-        recipe = TrainConfig(**{**recipe.to_dict(), "seed": cfg.seed})
+            recipe = replace(recipe, epochs=cfg.train_epochs)
         model = pretrained_model(cfg.model, data, device, cache_dir, recipe, log)
     else:
         raise ModelError(f"user model '{cfg.model}' needs --checkpoint (a float state dict); haq trains only zoo models")

@@ -37,4 +37,9 @@ def load(name_or_path: str | Path) -> CostTable:
     raise TableError(f"'{text}' is neither a shipped cost table ({', '.join(available()) or 'none shipped'}) nor a table file")
 
 
-__all__ = ["TABLE_DIR", "available", "load", "path_of"]
+def load_all() -> list[CostTable]:
+    """Every shipped table, in :func:`available` order (e.g. to cost a policy on every device)."""
+    return [load(name) for name in available()]
+
+
+__all__ = ["TABLE_DIR", "available", "load", "load_all", "path_of"]

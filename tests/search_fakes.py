@@ -31,7 +31,7 @@ class AnalyticTable:
         return scale * max(compute, memory)
 
     def policy_cost(self, layers: Sequence[LayerInfo], policy: QuantPolicy, metric: str = "latency") -> float:
-        return sum(self.layer_cost(l.signature, policy[l.name].w_bits, policy[l.name].a_bits, metric) for l in layers)
+        return sum(self.layer_cost(x.signature, policy[x.name].w_bits, policy[x.name].a_bits, metric) for x in layers)
 
     def check_covers(self, layers: Sequence[LayerInfo]) -> None:
         if not layers:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from haq.core.errors import ConfigError
+from haq.core.errors import ConfigError, DataError, ModelError
 from haq.quant import QuantPolicy, apply_policy_, calibrate_
 from haq.quant.layers import QuantLinear
 from haq.robust import error_amplification, lipschitz_estimates, spectral_norm
@@ -31,7 +31,7 @@ def test_power_iteration_matches_svd(shape: tuple[int, int]) -> None:
 def test_power_iteration_edge_cases() -> None:
     assert spectral_norm(torch.zeros(3, 4)) == 0.0
     assert spectral_norm(torch.eye(5) * 3.0) == pytest.approx(3.0)
-    with pytest.raises(ConfigError, match="2-D"):
+    with pytest.raises(ModelError, match="2-D"):
         spectral_norm(torch.zeros(2, 3, 4))
     with pytest.raises(ConfigError, match="iters"):
         spectral_norm(torch.eye(2), iters=0)
@@ -95,9 +95,9 @@ def test_aggregation_survives_all_zero_activations() -> None:
 def test_bad_amplification_inputs() -> None:
     net = _net()
     x = torch.rand(4, 1, 8, 8)
-    with pytest.raises(ConfigError, match="shape"):
+    with pytest.raises(DataError, match="shape"):
         error_amplification(net, x, x[:2], CPU)
-    with pytest.raises(ConfigError, match="at least one"):
+    with pytest.raises(DataError, match="at least one"):
         error_amplification(net, x[:0], x[:0], CPU)
-    with pytest.raises(ConfigError, match="no Conv2d"):
+    with pytest.raises(ModelError, match="no Conv2d"):
         error_amplification(nn.ReLU(), x, x, CPU)

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from haq.core.errors import ConfigError
+from haq.core import config as serial
+from haq.core.errors import ConfigError, DataError
 from haq.evaluation.ptq import quantized_copy
 from haq.quant import QuantPolicy
 from haq.robust import (
+    ATTACK_REGISTRY,
     ATTACKS,
+    DEFAULT_ATTACKS,
     AttackConfig,
     DQConfig,
     craft,
     dq_finetune_,
+    fgsm,
     robust_accuracy,
 )
 from haq.workload import Workload, WorkloadConfig, load_workload
@@ -159,7 +164,7 @@ def test_bad_evaluator_arguments(mlp: Workload, cpu: torch.device) -> None:
         robust_accuracy(mlp.model, x, y, ["pgd", "pgd"], cfg, cpu, (0.0, 1.0))
     with pytest.raises(ConfigError, match="value_range"):
         robust_accuracy(mlp.model, x, y, ["pgd"], cfg, cpu, (1.0, 0.0))
-    with pytest.raises(ConfigError, match="non-empty"):
+    with pytest.raises(DataError, match="non-empty"):
         robust_accuracy(mlp.model, x, y[:-1], ["pgd"], cfg, cpu, (0.0, 1.0))
 
 
@@ -187,3 +192,26 @@ def test_robust_command(cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys
     assert "| 0.1 |" in out and "worst case" in out and "uniform 4/4" in out
     assert _robust_cli(["--model", "digits_mlp", "--bits", "4", "--policy", "p.json"]) == 2
     assert _robust_cli(["--model", "digits_mlp", "--attacks", "cw", "--samples", "10"]) == 2
+
+
+def test_registry_names_every_attack_once() -> None:
+    assert tuple(ATTACK_REGISTRY) == ATTACKS == ("fgsm", "pgd", "transfer_fgsm", "transfer_pgd", "ensemble_pgd", "spsa")
+    assert {n for n, s in ATTACK_REGISTRY.items() if s.needs_source} == {"transfer_fgsm", "transfer_pgd", "ensemble_pgd"}
+    assert [n for n, s in ATTACK_REGISTRY.items() if s.gradient_free] == ["spsa"]
+    assert set(DEFAULT_ATTACKS) <= set(ATTACKS)
+
+
+def test_transfer_fgsm_is_fgsm_crafted_on_the_source(mlp: Workload, mlp4: nn.Module, cpu: torch.device) -> None:
+    x, y = _xy(mlp)
+    cfg = AttackConfig(eps=0.1)
+    on_source = fgsm(mlp.model, x, y, cfg, cpu)
+    assert torch.equal(craft("transfer_fgsm", mlp4, x, y, cfg, cpu, (0.0, 1.0), mlp.model), on_source)
+    assert torch.equal(craft("fgsm", mlp4, x, y, cfg, cpu, (0.0, 1.0)), fgsm(mlp4, x, y, cfg, cpu))
+    assert not torch.equal(fgsm(mlp4, x, y, cfg, cpu), on_source)
+
+
+def test_attack_config_round_trips_through_the_generic_serializer() -> None:
+    cfg = AttackConfig(eps=0.1, step_size=0.02, restarts=2, seed=5)
+    assert serial.load(AttackConfig, json.loads(json.dumps(serial.dump(cfg)))) == cfg
+    with pytest.raises(ConfigError, match="attack pgd_steps"):
+        serial.from_dict(AttackConfig, {"eps": 0.1, "pgd_steps": 0})

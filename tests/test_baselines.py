@@ -22,9 +22,11 @@ from haq.baselines.solvers import (
     solve_ilp,
 )
 from haq.cli import main as haq_main
-from haq.core.errors import ConfigError, HaqError
+from haq.commands.problems import make_problem
+from haq.core import config as serial
+from haq.core.errors import ConfigError, HaqError, RunDirError
 from haq.problem.config import BudgetConfig, EnvConfig
-from haq.problem.problem import SearchProblem, build_problem
+from haq.problem.problem import SearchProblem
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy
 from haq.runs.rundir import RunDir
 from haq.workload import Workload
@@ -117,14 +119,14 @@ def test_sensitivity_falls_with_bits(digits_workload: Workload, cpu: object) -> 
 
 @pytest.fixture(scope="module")
 def problem(cache_dir: Path) -> SearchProblem:
-    return build_problem(EnvConfig(budget=BudgetConfig(ratio=0.4)), cache_dir=cache_dir, table=AnalyticTable())
+    return make_problem(EnvConfig(budget=BudgetConfig(ratio=0.4)), cache_dir=cache_dir, table=AnalyticTable())
 
 
 @pytest.mark.parametrize("method", ["uniform", "random", "greedy", "ilp"])
 def test_baseline_writes_a_run_within_budget(problem: SearchProblem, tmp_path: Path, method: str) -> None:
     cfg = BaselineConfig(method=method, evaluations=3, seed=1)
     seen = []
-    result = run_baseline(problem, cfg, tmp_path / method, progress=seen.append)
+    result = run_baseline(cfg, problem, tmp_path / method, progress=seen.append)
     run = RunDir(tmp_path / method)
     records = run.read_episodes()
     assert [r.episode for r in records] == list(range(len(records))) and 1 <= len(records) <= 3
@@ -141,18 +143,18 @@ def test_baseline_writes_a_run_within_budget(problem: SearchProblem, tmp_path: P
     if method in ("greedy", "ilp"):
         assert json.loads((run.path / "sensitivity.json").read_text())["samples"] == cfg.sensitivity.samples
     if method == "random":  # seeded: the same draws again
-        again = run_baseline(problem, cfg, tmp_path / "again")
+        again = run_baseline(cfg, problem, tmp_path / "again")
         assert [r.policy for r in again.records] == [r.policy for r in records]
 
 
 def test_baseline_resume_continues_and_refuses_other_settings(problem: SearchProblem, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run_baseline(problem, BaselineConfig(method="random", evaluations=2), out)
-    with pytest.raises(ConfigError, match="already holds a run"):
-        run_baseline(problem, BaselineConfig(method="random", evaluations=2), out)
-    with pytest.raises(ConfigError, match="cannot resume"):
-        run_baseline(problem, BaselineConfig(method="random", evaluations=2, seed=5), out, resume=True)
-    full = run_baseline(problem, BaselineConfig(method="random", evaluations=2), out, resume=True)
+    run_baseline(BaselineConfig(method="random", evaluations=2), problem, out)
+    with pytest.raises(RunDirError, match="already holds a run"):
+        run_baseline(BaselineConfig(method="random", evaluations=2), problem, out)
+    with pytest.raises(RunDirError, match="cannot resume"):
+        run_baseline(BaselineConfig(method="random", evaluations=2, seed=5), problem, out, resume=True)
+    full = run_baseline(BaselineConfig(method="random", evaluations=2), problem, out, resume=True)
     assert [r.episode for r in RunDir(out).read_episodes()] == [0, 1] and len(full.records) == 2
 
 
@@ -161,15 +163,15 @@ class BoundaryTable(AnalyticTable):
     runtimes pay for quantize/dequantize at precision boundaries (not additive per layer)."""
 
     def policy_cost(self, layers: Sequence[LayerInfo], policy: QuantPolicy, metric: str = "latency") -> float:
-        bits = [(policy[l.name].w_bits, policy[l.name].a_bits) for l in layers]
+        bits = [(policy[x.name].w_bits, policy[x.name].a_bits) for x in layers]
         changes = sum(a != b for a, b in zip(bits, bits[1:]))
         return super().policy_cost(layers, policy, metric) + 0.4 * changes
 
 
 def test_ilp_is_repaired_to_fit_a_whole_policy_cost(cache_dir: Path, tmp_path: Path) -> None:
     table = BoundaryTable()
-    problem = build_problem(EnvConfig(budget=BudgetConfig(ratio=0.4)), cache_dir=cache_dir, table=table)
-    result = run_baseline(problem, BaselineConfig(method="ilp", evaluations=2), tmp_path / "ilp")
+    problem = make_problem(EnvConfig(budget=BudgetConfig(ratio=0.4)), cache_dir=cache_dir, table=table)
+    result = run_baseline(BaselineConfig(method="ilp", evaluations=2), problem, tmp_path / "ilp")
     layers = problem.workload.layers
     for r in result.records:
         assert table.policy_cost(layers, r.quant_policy()) <= problem.budget.target * (1 + 1e-9)
@@ -191,6 +193,15 @@ def test_bad_baseline_settings_are_one_line_errors(kwargs: dict[str, object], ma
     assert "\n" not in str(info.value)
 
 
+def test_baseline_config_round_trips_through_the_generic_serializer() -> None:
+    from haq.baselines import SensitivityConfig
+
+    cfg = BaselineConfig(method="greedy", evaluations=4, seed=2, ladder_floor=0.25, sensitivity=SensitivityConfig(samples=64))
+    assert serial.from_dict(BaselineConfig, json.loads(json.dumps(serial.to_dict(cfg)))) == cfg
+    with pytest.raises(ConfigError, match="unknown field"):
+        serial.from_dict(BaselineConfig, {"method": "ilp", "bogus": 1})
+
+
 class SplitTable(AnalyticTable):
     """The first layer runs only 4 or 8 bits, the others only 2 or 8: 8/8 is the one uniform pair."""
 
@@ -199,11 +210,11 @@ class SplitTable(AnalyticTable):
 
 
 def test_uniform_refuses_a_budget_no_uniform_policy_meets(cache_dir: Path, tmp_path: Path) -> None:
-    problem = build_problem(EnvConfig(budget=BudgetConfig(ratio=0.6)), cache_dir=cache_dir, table=SplitTable())
+    problem = make_problem(EnvConfig(budget=BudgetConfig(ratio=0.6)), cache_dir=cache_dir, table=SplitTable())
     with pytest.raises(HaqError, match=r"no uniform .* pair fits the latency budget") as info:
-        run_baseline(problem, BaselineConfig(method="uniform"), tmp_path / "u")
+        run_baseline(BaselineConfig(method="uniform"), problem, tmp_path / "u")
     assert "\n" not in str(info.value) and not (tmp_path / "u").exists()
-    ilp = run_baseline(problem, BaselineConfig(method="ilp", evaluations=1), tmp_path / "ilp")
+    ilp = run_baseline(BaselineConfig(method="ilp", evaluations=1), problem, tmp_path / "ilp")
     assert ilp.best.metrics.latency_ms <= problem.budget.target
 
 

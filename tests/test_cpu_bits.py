@@ -44,7 +44,7 @@ def test_float_range_searches_a_cpu_table(cache_dir: Path) -> None:
         seen |= {(w, a) for w, a in info["policy"].values()}
         assert info["metrics"]["latency_ms"] <= problem.budget.target * (1 + 1e-9)
     assert seen == {(8, 8), (32, 32)}
-    assert problem.budget.reference == pytest.approx(sum(l.macs for l in problem.workload.layers) * 1e-6)
+    assert problem.budget.reference == pytest.approx(sum(layer.macs for layer in problem.workload.layers) * 1e-6)
     assert np.isfinite(problem.budget.cheapest)
 
 

@@ -25,23 +25,23 @@ def test_every_zoo_model(name: str) -> None:
     model = build_model(name, SHAPES[name], 10)
     layers = discover_layers(model, SHAPES[name])
     assert len(layers) == EXPECTED_COUNTS[name]
-    assert [l.index for l in layers] == list(range(len(layers)))
-    assert len({l.name for l in layers}) == len(layers)
+    assert [info.index for info in layers] == list(range(len(layers)))
+    assert len({info.name for info in layers}) == len(layers)
     assert layers[-1].kind == "linear"
-    for l in layers:
-        assert isinstance(model.get_submodule(l.name), (nn.Conv2d, nn.Linear))
-        assert l.macs > 0 and l.params > 0
-        assert LayerSignature.from_dict(l.signature.to_dict()) == l.signature
+    for info in layers:
+        assert isinstance(model.get_submodule(info.name), (nn.Conv2d, nn.Linear))
+        assert info.macs > 0 and info.params > 0
+        assert LayerSignature.from_dict(info.signature.to_dict()) == info.signature
     # a policy keyed by the discovered names applies and runs
-    apply_policy_(model, QuantPolicy.uniform([l.name for l in layers], 4))
+    apply_policy_(model, QuantPolicy.uniform([info.name for info in layers], 4))
     calibrate_(model, [torch.rand(4, *SHAPES[name])], torch.device("cpu"))
     assert model(torch.rand(2, *SHAPES[name])).shape == (2, 10)
 
 
 def test_mobilenet_has_depthwise_layers() -> None:
     layers = discover_layers(build_model("mobilenetv2", (1, 32, 32), 10), (1, 32, 32))
-    dw = [l for l in layers if l.kind == "dwconv"]
-    assert len(dw) == 7 and all(l.signature.groups == l.signature.in_channels for l in dw)
+    dw = [info for info in layers if info.kind == "dwconv"]
+    assert len(dw) == 7 and all(info.signature.groups == info.signature.in_channels for info in dw)
 
 
 def test_signature_arithmetic() -> None:
@@ -65,7 +65,7 @@ def test_execution_order_not_registration_order() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.head(self.body(x))
 
-    assert [l.name for l in discover_layers(Reversed(), (3,))] == ["body", "head"]
+    assert [info.name for info in discover_layers(Reversed(), (3,))] == ["body", "head"]
 
 
 def test_no_quantizable_layers() -> None:
@@ -147,7 +147,11 @@ class TVInvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(ConvNormActivation(inp, hidden, k=1))
-        layers += [ConvNormActivation(hidden, hidden, stride=stride, groups=hidden), nn.Conv2d(hidden, oup, 1, bias=False), nn.BatchNorm2d(oup)]
+        layers += [
+            ConvNormActivation(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, oup, 1, bias=False),
+            nn.BatchNorm2d(oup),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,7 +178,7 @@ class TVMobileNetV2(nn.Module):
 
 def test_torchvision_style_resnet() -> None:
     layers = discover_layers(TVResNet(), (3, 64, 64))
-    names = [l.name for l in layers]
+    names = [info.name for info in layers]
     assert names[0] == "conv1" and names[-1] == "fc"
     assert "layer1.0.downsample.0" in names and "layer4.0.conv3" in names
     assert len(layers) == 1 + 4 * 4 + 1
@@ -183,7 +187,7 @@ def test_torchvision_style_resnet() -> None:
 
 def test_torchvision_style_mobilenetv2() -> None:
     layers = discover_layers(TVMobileNetV2(), (3, 32, 32))
-    names = [l.name for l in layers]
+    names = [info.name for info in layers]
     assert names[0] == "features.0.0" and names[-1] == "classifier.1"
     assert "features.2.conv.1.0" in names
-    assert sum(l.kind == "dwconv" for l in layers) == 5
+    assert sum(info.kind == "dwconv" for info in layers) == 5

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from haq.core.errors import ConfigError, HaqError
+from haq.core import config as serial
+from haq.core.errors import ConfigError, ModelError, UsageError
 from haq.data import load_dataset
 from haq.evaluation.ptq import quantized_copy
 from haq.quant import QuantPolicy, apply_policy_, calibrate_, quant_layers
@@ -61,7 +63,7 @@ def test_penalty_is_differentiable_and_needs_layers() -> None:
     lin = nn.Linear(5, 3)
     orthogonal_penalty(lin).backward()
     assert lin.weight.grad is not None and float(lin.weight.grad.abs().sum()) > 0
-    with pytest.raises(ConfigError, match="no Conv2d / Linear"):
+    with pytest.raises(ModelError, match="no Conv2d / Linear"):
         orthogonal_penalty(nn.ReLU())
 
 
@@ -83,7 +85,7 @@ def mlp(cache_dir: Path, cpu: torch.device) -> Workload:
 def test_uncalibrated_model_is_refused(cpu: torch.device) -> None:
     data = load_dataset("digits")
     model = apply_policy_(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), QuantPolicy.uniform(["1"], 4))
-    with pytest.raises(HaqError, match="calibrate"):
+    with pytest.raises(UsageError, match="calibrate"):
         dq_finetune_(model, data, DQConfig(epochs=1), cpu)
 
 
@@ -94,11 +96,11 @@ def test_finetune_trains_weights_and_alpha_without_leaks(cpu: torch.device) -> N
     apply_policy_(model, QuantPolicy.uniform(["1", "3"], 3))
     calibrate_(model, [data.subset("train", 256)[0]], cpu)
     before = orthogonal_penalty(model).item()
-    alphas = [float(m.act_alpha) for m in quant_layers(model).values()]
+    alphas = [float(m.input_quant.alpha) for m in quant_layers(model).values()]
     dq_finetune_(model, data, DQConfig(beta=0.1, epochs=2, lr=3e-3, learn_alpha=True, max_batches=5), cpu)
     assert orthogonal_penalty(model).item() < before
-    assert [float(m.act_alpha) for m in quant_layers(model).values()] != alphas
-    assert all(not m.act_alpha.requires_grad for m in quant_layers(model).values())
+    assert [float(m.input_quant.alpha) for m in quant_layers(model).values()] != alphas
+    assert all(not m.input_quant.alpha.requires_grad for m in quant_layers(model).values())
     assert all(p.grad is None for p in model.parameters())
     assert not model.training
 
@@ -139,3 +141,8 @@ def test_dq_beats_vanilla_at_4_bits(mlp: Workload, cpu: torch.device) -> None:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_dq_beats_vanilla_at_4_bits_other_seeds(seed: int, mlp: Workload, cpu: torch.device) -> None:
     _check_dq_beats_vanilla(mlp, seed, cpu)
+
+
+def test_dq_config_round_trips_through_the_generic_serializer() -> None:
+    cfg = DQConfig(beta=0.0, epochs=1, learn_alpha=True, max_batches=3)
+    assert serial.load(DQConfig, json.loads(json.dumps(serial.dump(cfg)))) == cfg

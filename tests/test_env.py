@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -16,16 +17,18 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from envs.mixed_precision import OBS_FEATURES, MixedPrecisionEnv
-from haq.core.errors import ConfigError, HaqError
+from haq.commands.problems import make_problem
+from haq.core.errors import ConfigError, HaqError, UsageError
 from haq.problem.budget import LayerChoices, map_action, project
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem, build_problem
+from haq.quant import QuantPolicy
 from haq.workload import WorkloadConfig
 
 
 @pytest.fixture(scope="module")
 def problem(cache_dir: Path) -> SearchProblem:
-    return build_problem(EnvConfig(), cache_dir)
+    return make_problem(EnvConfig(), cache_dir=cache_dir)
 
 
 def _rollout(env: MixedPrecisionEnv, actions: np.ndarray, seed: int | None = None) -> tuple[list[np.ndarray], float, list[dict]]:
@@ -78,7 +81,7 @@ def test_observations_are_finite_and_in_bounds(problem: SearchProblem) -> None:
 @pytest.mark.parametrize("ratio", [0.25, 0.5, 0.8])
 def test_budget_always_respected_and_applied_bits_reported(cache_dir: Path, problem: SearchProblem, ratio: float) -> None:
     cfg = EnvConfig(budget=BudgetConfig(ratio=ratio))
-    prob = build_problem(cfg, cache_dir) if ratio != 0.5 else problem
+    prob = make_problem(cfg, cache_dir=cache_dir) if ratio != 0.5 else problem
     env = MixedPrecisionEnv(problem=prob)
     rng = np.random.default_rng(int(ratio * 100))
     for _ in range(8):
@@ -101,7 +104,7 @@ def test_all_max_actions_get_projected(problem: SearchProblem) -> None:
 
 
 def test_pinned_first_and_last_layers(cache_dir: Path) -> None:
-    prob = build_problem(EnvConfig(pin_first_last=8), cache_dir)
+    prob = make_problem(EnvConfig(pin_first_last=8), cache_dir=cache_dir)
     env = MixedPrecisionEnv(problem=prob)
     _, _, infos = _rollout(env, -np.ones((env.num_layers, 2), np.float32))
     assert (infos[0]["w_bits"], infos[0]["a_bits"]) == (8, 8) and (infos[-1]["w_bits"], infos[-1]["a_bits"]) == (8, 8)
@@ -144,7 +147,7 @@ def test_action_mapping_covers_every_width() -> None:
 )
 def test_bad_config_is_one_line_error(cache_dir: Path, make: Callable[[], EnvConfig], message: str) -> None:
     with pytest.raises(HaqError) as err:
-        build_problem(make(), cache_dir)
+        make_problem(make(), cache_dir=cache_dir)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -153,5 +156,36 @@ def test_nan_budget_and_bad_action_rejected(problem: SearchProblem) -> None:
         BudgetConfig(ratio=float("nan"))
     env = MixedPrecisionEnv(problem=problem)
     env.reset(seed=0)
-    with pytest.raises(ConfigError, match="finite numbers"):
+    with pytest.raises(UsageError, match="finite numbers"):
         env.step(np.array([np.nan, 0.0], np.float32))
+
+
+def test_stepping_a_finished_episode_is_a_usage_error(problem: SearchProblem) -> None:
+    env = MixedPrecisionEnv(problem=problem)
+    _rollout(env, np.zeros((env.num_layers, 2), np.float32), seed=0)
+    with pytest.raises(UsageError, match="after the episode ended"):
+        env.step(np.zeros(2, np.float32))
+    with pytest.raises(UsageError, match="pass either config or problem"):
+        MixedPrecisionEnv(config=EnvConfig(pin_first_last=8), problem=problem)
+
+
+def test_problem_layer_resolves_no_names(problem: SearchProblem) -> None:
+    """build_problem takes the table it is given; hardware feedback needs a measuring source built above it."""
+    with pytest.raises(TypeError):
+        build_problem(EnvConfig())  # type: ignore[call-arg]
+    feedback = EnvConfig(evaluation=dataclasses.replace(EnvConfig().evaluation, hardware_feedback=True))
+    with pytest.raises(ConfigError, match="make_problem"):
+        build_problem(feedback, table=problem.table, workload=problem.workload)
+    with pytest.raises(UsageError, match="another workload config"):
+        build_problem(EnvConfig(workload=WorkloadConfig(seed=1)), table=problem.table, workload=problem.workload)
+
+
+def test_given_latency_source_prices_latency_and_table_the_rest(problem: SearchProblem) -> None:
+    class Doubled:
+        def policy_cost(self, layers: object, policy: QuantPolicy, metric: str = "latency") -> float:
+            return 2.0 * problem.table.policy_cost(problem.workload.layers, policy, metric)
+
+    doubled = build_problem(problem.config, table=problem.table, latency_source=Doubled(), workload=problem.workload)
+    policy = QuantPolicy.uniform(problem.layer_names, 8)
+    assert doubled.evaluator.evaluate(policy).latency_ms == pytest.approx(2.0 * problem.evaluator.evaluate(policy).latency_ms)
+    assert doubled.budget == problem.budget

@@ -8,15 +8,20 @@ from pathlib import Path
 import pytest
 
 from haq.cli import main as haq_main
-from haq.core.errors import ConfigError
-from haq.evaluation.config import EvalConfig
+from haq.core import config as serial
+from haq.core.errors import ConfigError, UsageError
+from haq.evaluation.config import EVALUATORS, EvalConfig
+from haq.evaluation.evaluators import EVALUATOR_KINDS
 from haq.evaluation.final import (
     FinalEvalConfig,
     evaluate_final,
+    measurement_skipped,
     table_describes_this_machine,
 )
-from haq.hardware.device.protocol import ProtocolConfig, cpu_model
+from haq.hardware.device.machine import cpu_model
 from haq.hardware.device.runner import LocalRunner
+from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.feedback import MeasuredCost, QDQExporter
 from haq.quant import LayerBits, QuantPolicy
 from haq.workload import Workload
 from latency_tables import load as load_table
@@ -58,7 +63,9 @@ def test_measurement_on_this_machine(digits_workload: Workload) -> None:
     policy = QuantPolicy.uniform(digits_workload.layer_names, 8)
     quick = LocalRunner(ProtocolConfig(sessions=1, warmup_runs=1, warmup_s=0.0, repeats=3, min_repeat_ms=0.0, max_retries=0))
     cfg = FinalEvalConfig(samples=40, evaluation=EvalConfig(kind="cheap"), measure="local")
-    report = evaluate_final(digits_workload, table, policy, cfg, runner=quick)
+    with pytest.raises(UsageError, match="needs a measurer"):
+        evaluate_final(digits_workload, table, policy, cfg)
+    report = evaluate_final(digits_workload, table, policy, cfg, measurer=MeasuredCost(digits_workload, quick, QDQExporter()))
     assert report.metrics.robust_acc is None and report.samples == 40
     assert report.measured_ms is not None and report.measured_ms > 0
     assert report.predicted["latency"] == pytest.approx(table.policy_cost(digits_workload.layers, policy, "latency"))
@@ -73,6 +80,17 @@ def test_only_onnxruntime_tables_of_this_cpu_describe_this_machine() -> None:
     assert table_describes_this_machine(Meta({"runtime": {"name": "onnxruntime 1.20"}, "device": {"cpu": cpu_model()}}))  # type: ignore[arg-type]
     assert not table_describes_this_machine(Meta({"runtime": {"name": "onnxruntime"}, "device": {"cpu": "another CPU"}}))  # type: ignore[arg-type]
     assert not table_describes_this_machine(load_table("bitfusion"))
+
+
+def test_every_configurable_evaluator_kind_is_built() -> None:
+    assert set(EVALUATOR_KINDS) == set(EVALUATORS)
+
+
+def test_measurement_is_decided_from_the_mode_and_the_table() -> None:
+    bitfusion = load_table("bitfusion")
+    assert "--measure never" in str(measurement_skipped(FinalEvalConfig(measure="never"), bitfusion))
+    assert "does not describe this machine" in str(measurement_skipped(FinalEvalConfig(), bitfusion))
+    assert measurement_skipped(FinalEvalConfig(measure="local"), bitfusion) is None
 
 
 @pytest.mark.parametrize(
@@ -106,3 +124,8 @@ def test_a_policy_for_another_model_is_refused(tmp_path: Path, capsys: pytest.Ca
 def test_final_eval_config_validates() -> None:
     with pytest.raises(ConfigError, match="unknown split"):
         FinalEvalConfig(split="holdout")
+    cfg = FinalEvalConfig(split="val", samples=50, evaluation=EvalConfig(kind="cheap", attacks=("fgsm",)), measure="never")
+    assert serial.load(FinalEvalConfig, serial.dump(cfg)) == cfg
+    assert serial.from_dict(FinalEvalConfig, serial.to_dict(FinalEvalConfig())) == FinalEvalConfig()
+    with pytest.raises(ConfigError, match="unknown field"):
+        serial.from_dict(FinalEvalConfig, {"evaluation": {"kind": "cheap", "bogus": 1}})

@@ -8,13 +8,24 @@ from typing import Any, Sequence
 
 import pytest
 
+from haq.commands.problems import local_measurer, make_problem
+from haq.core import config as serial
 from haq.core.errors import ConfigError, HaqError
+from haq.evaluation.config import EvalConfig
 from haq.hardware.device.agent import AgentConfig, DeviceAgent
-from haq.hardware.device.protocol import Measurement, ProtocolConfig
+from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.runner import LocalRunner, RemoteRunner
-from haq.hardware.feedback import MeasuredCost, QDQExporter, policy_key
+from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.feedback import CACHE_FORMAT, CACHE_VERSION, MeasuredCost, QDQExporter, policy_key
+from haq.problem.config import BudgetConfig, EnvConfig
 from haq.quant import FLOAT_BITS, QuantPolicy
 from haq.workload import Workload
+from latency_tables import load as load_table
+
+CPU_TABLE = "cpu-intel-r-xeon-r-processor"
+FEEDBACK = EnvConfig(
+    max_bits=FLOAT_BITS, budget=BudgetConfig(ratio=2.0), evaluation=EvalConfig(kind="cheap", hardware_feedback=True)
+)
 
 QUICK = ProtocolConfig(sessions=2, warmup_runs=2, warmup_s=0.0, repeats=4, min_repeat_ms=1.0, max_retries=0)
 
@@ -62,7 +73,7 @@ def test_cache_avoids_remeasuring_and_survives_a_restart(digits_workload: Worklo
     assert a == b and runner.models == 1
     stored = json.loads(path.read_text())
     assert list(stored["entries"]) == [policy_key(digits_workload.layers, pol)]
-    assert stored["identity"]["protocol"] == QUICK.to_dict()
+    assert stored["identity"]["protocol"] == serial.to_dict(QUICK)
 
     fresh = CountingRunner()
     resumed = MeasuredCost(digits_workload, fresh, cache_path=path)
@@ -110,3 +121,19 @@ def test_feedback_through_the_device_agent(digits_workload: Workload) -> None:
         m = cost.measurement(uniform(digits_workload, 8))
     assert "QLinearConv" in m.kernels and m.n_samples == 8
     assert cost.name.startswith("measured:")
+
+
+def test_hardware_feedback_is_built_by_the_commands_layer(digits_workload: Workload, cache_dir: Path, tmp_path: Path) -> None:
+    """make_problem measures episode-end latency here (through the feedback cache); other devices are refused."""
+    with pytest.raises(ConfigError, match="prices another device"):
+        make_problem(FEEDBACK, cache_dir=cache_dir, table=load_table("bitfusion"))
+    path = tmp_path / "measured.json"
+    measurer = local_measurer(digits_workload, emulated=True, cache_path=path)
+    assert measurer.cache_path == path and measurer.exporter.to_dict()["emulated"] is True
+    pol = uniform(digits_workload, 8)
+    record = MeasuredCost(digits_workload, CountingRunner()).measurement(pol)
+    entries = {policy_key(digits_workload.layers, pol): record.to_dict()}
+    doc = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "identity": measurer.identity, "entries": entries}
+    path.write_text(json.dumps(doc))
+    problem = make_problem(FEEDBACK, cache_dir=cache_dir, feedback_cache=path, table=load_table(CPU_TABLE))
+    assert problem.evaluator.evaluate(pol).latency_ms == record.median_ms

@@ -1,9 +1,10 @@
 """The agent learns: after a modest budget its deterministic rollout beats most random policies.
 
 Setting: the embedded default (digits CNN, shipped Bit Fusion table, bits 2..8, half the uniform
-8-bit latency) with the cheap (real, PTQ) evaluator and the default agent (SAC). Random policies are uniform actions through the same
-budget projection; the trained actor must score above their 75th percentile after 100 episodes
-for each of three seeds (slow), and above their median after 50 episodes for one seed (fast).
+8-bit latency) with the cheap (real, PTQ) evaluator and the default agent (SAC). Random policies
+are uniform actions through the same budget projection; the trained actor must score above their
+75th percentile after 100 episodes for each of three seeds (slow), and above their median after
+50 episodes for one seed (fast).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 
 from envs.mixed_precision import MixedPrecisionEnv
+from haq.commands.problems import make_problem
 from haq.problem.config import EnvConfig
-from haq.problem.problem import SearchProblem, build_problem
+from haq.problem.problem import SearchProblem
 from haq.search.agents import load_agent
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
@@ -28,7 +30,7 @@ SLOW_EPISODES = 100
 
 @pytest.fixture(scope="module")
 def problem(cache_dir: Path) -> SearchProblem:
-    return build_problem(ENV, cache_dir)
+    return make_problem(ENV, cache_dir=cache_dir)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def random_rewards(problem: SearchProblem) -> np.ndarray:
 
 def _trained_rollout(problem: SearchProblem, tmp: Path, algo: str, episodes: int, seed: int) -> float:
     cfg = SearchConfig(env=ENV, agent=AgentConfig(algo=algo), episodes=episodes, seed=seed)
-    run_search(cfg, tmp, problem=problem)
+    run_search(cfg, problem, tmp)
     env = MixedPrecisionEnv(problem=problem)
     model, _ = load_agent(next((tmp / "checkpoint").glob("ep-*")), env, with_buffer=False)
     obs, _ = env.reset(seed=seed)

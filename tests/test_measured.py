@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from haq.core.errors import ConfigError, TableError
-from haq.hardware.build import extend_table, model_layers
-from haq.hardware.check import (
-    accuracy,
-    check_table,
-    fit_table,
-    load_network,
-    load_observations,
-    observations_path,
-    rmspe,
-    sample_policies,
-    save_observations,
-    spearman,
-    supported_pairs,
-    with_graph,
-    within,
-)
-from haq.hardware.device.protocol import ProtocolConfig
+from haq.core.errors import ConfigError, InternalError, PolicyError, TableError
+from haq.hardware.accuracy import accuracy, rmspe, spearman, within
+from haq.hardware.build import extend_table
+from haq.hardware.check import check_table, load_check, score
 from haq.hardware.device.runner import LocalRunner
+from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.fit import fit_table, load_observations, observations_path, save_observations
 from haq.hardware.graph_fit import (
     DIRECTIONS,
     SCALE_BOUNDS,
@@ -37,6 +26,7 @@ from haq.hardware.graph_fit import (
     int8_layers,
 )
 from haq.hardware.measured import MeasuredBackend, cpu_slug
+from haq.hardware.networks import load_network, model_layers, policy_of, sample_policies, supported_pairs
 from haq.quant import LayerBits, LayerSignature, QuantPolicy
 from haq.tables.schema import Correction, GraphExtras, network_fingerprint
 from haq.tables.table import CostTable, load_table, save_table
@@ -48,7 +38,7 @@ FAST = ProtocolConfig(sessions=1, warmup_runs=2, warmup_s=0.0, repeats=3, min_re
 def digits_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fast-protocol measured table of digits_cnn (the numbers are noisy; the structure is real)."""
     out = tmp_path_factory.mktemp("tables") / "cpu.json"
-    extend_table(MeasuredBackend(FAST), [l.signature for l in model_layers("digits_cnn", None, None)], out, 1, models=["digits_cnn"])
+    extend_table(MeasuredBackend(FAST), [layer.signature for layer in model_layers("digits_cnn", None, None)], out, 1, models=["digits_cnn"])
     return out
 
 
@@ -73,7 +63,7 @@ def test_builder_records_real_kernels_only(digits_table: Path) -> None:
 
 def test_existing_signatures_are_not_measured_again(digits_table: Path) -> None:
     before = digits_table.read_text()
-    report = extend_table(MeasuredBackend(FAST), [l.signature for l in model_layers("digits_cnn", None, None)], digits_table, 1, models=["digits_cnn"])
+    report = extend_table(MeasuredBackend(FAST), [layer.signature for layer in model_layers("digits_cnn", None, None)], digits_table, 1, models=["digits_cnn"])
     assert report.added == 0 and report.kept == 4
     assert load_table(digits_table).data.entries == load_table(digits_table).data.entries
     assert len(digits_table.read_text()) >= len(before) - 64  # only the 'updated' stamp may change
@@ -147,17 +137,17 @@ def test_fit_cannot_trade_layer_costs_for_an_offset() -> None:
 def test_boundary_rules_make_policy_cost_graph_aware(digits_table: Path) -> None:
     table = load_table(digits_table)
     layers = load_network("digits_cnn").layers
-    names = [l.name for l in layers]
+    names = [layer.name for layer in layers]
     fit = BoundaryFit(TRUTH, {"digits_cnn": INT8_LAYER_MS})
-    priced = with_graph(table, GraphExtras((), tuple(fit.rules([(32, 32), (8, 8)])), ()))
+    priced = table.with_graph(GraphExtras((), tuple(fit.rules([(32, 32), (8, 8)])), ()))
     mixed = QuantPolicy({n: LayerBits(*((8, 8) if i % 2 else (32, 32))) for i, n in enumerate(names)})
     uniform = QuantPolicy.uniform(names, 8)
-    naive_mixed = sum(priced.layer_cost(l.signature, *((8, 8) if i % 2 else (32, 32))) for i, l in enumerate(layers))
+    naive_mixed = sum(priced.layer_cost(layer.signature, *((8, 8) if i % 2 else (32, 32))) for i, layer in enumerate(layers))
     assert priced.policy_cost(layers, mixed) > naive_mixed * 1.01
-    assert priced.policy_cost(layers, uniform) == pytest.approx(sum(priced.layer_cost(l.signature, 8, 8) for l in layers))
+    assert priced.policy_cost(layers, uniform) == pytest.approx(sum(priced.layer_cost(layer.signature, 8, 8) for layer in layers))
     fp = network_fingerprint(layers, table.batch)
-    corrected = with_graph(priced, GraphExtras((), priced.data.graph.rules, (Correction(fp, "digits_cnn", "latency", 1.1, 0.01, 5, INT8_LAYER_MS),)))
-    int8_sum = sum(priced.layer_cost(l.signature, 8, 8) for l in layers)
+    corrected = priced.with_graph(GraphExtras((), priced.data.graph.rules, (Correction(fp, "digits_cnn", "latency", 1.1, 0.01, 5, INT8_LAYER_MS),)))
+    int8_sum = sum(priced.layer_cost(layer.signature, 8, 8) for layer in layers)
     assert corrected.policy_cost(layers, uniform) == pytest.approx(1.1 * (int8_sum + INT8_LAYER_MS * len(layers)) + 0.01)
     assert corrected.cost_range(layers)[0] <= corrected.policy_cost(layers, uniform)
     reloaded = load_table(_saved(corrected, digits_table.parent / "corrected.json"))
@@ -191,8 +181,8 @@ def test_sample_policies_draw_only_supported_pairs(digits_table: Path) -> None:
     a = sample_policies(layers, supported, 8, seed=3)
     assert [p.to_dict()["layers"] for p in a] == [p.to_dict()["layers"] for p in sample_policies(layers, supported, 8, seed=3)]
     for p in a:
-        for l, s in zip(layers, supported):
-            assert (p[l.name].w_bits, p[l.name].a_bits) in s
+        for layer, s in zip(layers, supported):
+            assert (p[layer.name].w_bits, p[layer.name].a_bits) in s
 
 
 def test_check_statistics_on_hand_made_numbers() -> None:
@@ -206,9 +196,9 @@ def test_check_statistics_on_hand_made_numbers() -> None:
     assert np.isnan(spearman([1.0] * 4, meas))
     acc = accuracy(pred, meas)
     assert acc.n == 4 and acc.within10 == 0.75
-    with pytest.raises(ConfigError, match="equal-length"):
+    with pytest.raises(InternalError, match="equal-length"):
         within([1.0], meas, 0.1)
-    with pytest.raises(ConfigError, match="finite"):
+    with pytest.raises(InternalError, match="finite"):
         rmspe([1.0, float("nan"), 1.0, 1.0], meas)
 
 
@@ -229,3 +219,25 @@ def test_single_layer_signatures_round_trip() -> None:
     sig = LayerSignature("dwconv", 8, 8, (3, 3), (2, 2), (1, 1), 8, 8, 8, False)
     exported, info = export_single(sig, 8, 8)
     assert info.signature == sig and exported.kernels[info.name].precision == "w8a8"
+
+
+def test_score_judges_a_table_on_saved_measurements(digits_table: Path, tmp_path: Path) -> None:
+    """A saved check is re-scored without timing anything; a malformed one is a one-line TableError."""
+    table = load_table(digits_table)
+    net = load_network("digits_cnn")
+    policies = sample_policies(net.layers, supported_pairs(table, net.layers), 4, seed=5)
+    bits = [tuple((p[layer.name].w_bits, p[layer.name].a_bits) for layer in net.layers) for p in policies]
+    twice = [(table.policy_cost(net.layers, p) * 1.02, table.policy_cost(net.layers, p) * 0.98) for p in policies]
+    report = score(table, net, bits, twice)
+    assert report.graph.within5 == 1.0 and report.bits == tuple(bits)
+    saved = tmp_path / "check.json"
+    saved.write_text(json.dumps(report.to_dict()))
+    assert score(table, net, *load_check(saved, "digits_cnn")) == report
+    with pytest.raises(TableError, match="holds 'digits_cnn', not 'resnet20'"):
+        load_check(saved, "resnet20")
+    with pytest.raises(TableError, match=">= 3 policies"):
+        score(table, net, bits[:2], twice[:2])
+    with pytest.raises(PolicyError, match="bits for 1 layers"):
+        policy_of(net.layers, bits[0][:1])
+    with pytest.raises(ConfigError, match="n must be an integer >= 3"):
+        check_table(table, net, LocalRunner(FAST), 2)

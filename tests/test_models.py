@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from haq.core.errors import ModelError
+from haq.core import config as serial
+from haq.core.errors import ConfigError, ModelError
+from haq.data import load_dataset
 from haq.evaluation.ptq import evaluate_policy_ptq
+from haq.models import ZOO, build_model
+from haq.models.cache import cache_key
 from haq.quant import QuantPolicy
-from haq.training import accuracy
+from haq.training import TrainConfig, accuracy, parse_torch_device, train_model
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 
@@ -91,10 +97,32 @@ def test_checkpoint_never_unpickles_objects(user_module: str, tmp_path: Path, cp
 
 
 def test_training_leaves_no_gradients(cpu: torch.device) -> None:
-    from haq.data import load_dataset
-    from haq.models import build_model
-    from haq.training import TrainConfig, train_model
-
     model = build_model("digits_cnn", (1, 8, 8), 10)
     train_model(model, load_dataset("digits"), TrainConfig(epochs=1), cpu)
     assert all(p.grad is None for p in model.parameters()) and not model.training
+
+
+def test_train_and_workload_configs_use_the_generic_serializer() -> None:
+    for cfg in (TrainConfig(epochs=2, optimizer="sgd", threads=None, max_batches=4),
+                WorkloadConfig(model="digits_mlp", dataset="digits32", train_epochs=0)):
+        assert serial.load(type(cfg), json.loads(json.dumps(serial.dump(cfg)))) == cfg
+    for bad, match in (({"optimizer": "rmsprop"}, "unknown optimizer"), ({"epochs": -1}, "epochs"),
+                       ({"lr": float("nan")}, "lr"), ({"max_batches": 0}, "max_batches")):
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="unknown dataset 'mnist'"):
+        WorkloadConfig(dataset="mnist")
+
+
+def test_cache_key_is_deterministic_and_stable() -> None:
+    data = load_dataset("digits")
+    recipe = ZOO["digits_cnn"].train
+    assert cache_key("digits_cnn", data, recipe) == cache_key("digits_cnn", data, TrainConfig(**serial.to_dict(recipe)))
+    assert cache_key("digits_cnn", data, recipe) == "d9b39774ef9dee53"  # the key trained models were cached under
+    assert cache_key("digits_cnn", data, replace(recipe, seed=1)) != cache_key("digits_cnn", data, recipe)
+
+
+def test_parse_torch_device() -> None:
+    assert parse_torch_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="not valid"):
+        parse_torch_device("abacus")

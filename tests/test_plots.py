@@ -9,7 +9,7 @@ import pytest
 
 from haq.cli import main as haq_main
 from haq.core.errors import ConfigError, HaqError
-from haq.evaluation.evaluators import PolicyMetrics
+from haq.evaluation.metrics import PolicyMetrics
 from haq.plots import lower_fence, pareto_front, plot_run, running_max
 from haq.runs.rundir import EpisodeRecord, RunDir
 

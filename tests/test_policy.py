@@ -7,20 +7,26 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from haq.core.errors import HaqError, PolicyError
+from haq.core.errors import ModelError, PolicyError, UsageError
 from haq.models import build_model
 from haq.quant import (
+    InputQuantizer,
     LayerBits,
     QuantConv2d,
+    QuantLayer,
     QuantLinear,
     QuantPolicy,
+    WeightQuantizer,
     apply_policy_,
     calibrate_,
     discover_layers,
     model_size_bits,
     quant_layers,
+    quantize_activation,
+    quantize_weight,
 )
 
 NAMES = ["conv1", "conv2", "conv3", "fc"]
@@ -99,18 +105,18 @@ def test_apply_policy_swaps_layers_and_shares_weights() -> None:
 
 def test_uncalibrated_forward_is_a_clear_error() -> None:
     model = apply_policy_(build_model("digits_cnn", (1, 8, 8), 10), QuantPolicy.uniform(NAMES, 4))
-    with pytest.raises(HaqError, match="never calibrated"):
+    with pytest.raises(UsageError, match="never calibrated"):
         model(torch.rand(2, 1, 8, 8))
     calibrate_(model, [torch.rand(16, 1, 8, 8)], torch.device("cpu"))
     assert torch.isfinite(model(torch.rand(2, 1, 8, 8))).all()
-    assert not bool(model.conv1.act_signed)  # digits input is non-negative
+    assert not bool(model.conv1.input_quant.signed)  # digits input is non-negative
 
 
 def test_signed_inputs_detected() -> None:
     model = nn.Sequential(nn.Linear(4, 3))
     apply_policy_(model, QuantPolicy.uniform(["0"], 4))
     calibrate_(model, [torch.randn(32, 4)], torch.device("cpu"))
-    assert bool(model[0].act_signed)
+    assert bool(model[0].input_quant.signed)
 
 
 def test_model_size_bits() -> None:
@@ -118,8 +124,8 @@ def test_model_size_bits() -> None:
     layers = discover_layers(model, (1, 8, 8))
     p8 = QuantPolicy.uniform(NAMES, 8)
     p4 = QuantPolicy.uniform(NAMES, 4)
-    weights = sum(l.params for l in layers)
-    biases = sum(l.signature.out_channels for l in layers)
+    weights = sum(info.params for info in layers)
+    biases = sum(info.signature.out_channels for info in layers)
     assert model_size_bits(layers, p8) == weights * 8 + biases * 32
     assert model_size_bits(layers, p8) - model_size_bits(layers, p4) == weights * 4
 
@@ -128,3 +134,44 @@ def test_apply_policy_rejects_mismatched_model() -> None:
     model = build_model("digits_cnn", (1, 8, 8), 10)
     with pytest.raises(PolicyError, match="missing"):
         apply_policy_(model, QuantPolicy.uniform(NAMES[:2], 8))
+
+
+def test_quantizers_are_child_modules_and_bits_are_validated() -> None:
+    model = apply_policy_(build_model("digits_cnn", (1, 8, 8), 10), _policy())
+    conv2 = model.conv2
+    assert isinstance(conv2, QuantLayer)
+    assert isinstance(conv2.weight_quant, WeightQuantizer) and isinstance(conv2.input_quant, InputQuantizer)
+    assert (conv2.weight_quant.bits, conv2.input_quant.bits) == (conv2.w_bits, conv2.a_bits) == (4, 6)
+    conv2.w_bits = 3
+    assert conv2.weight_quant.bits == 3
+    with pytest.raises(PolicyError, match="a_bits=9"):
+        conv2.a_bits = 9
+    with pytest.raises(PolicyError, match="w_bits"):
+        QuantLinear(4, 3, w_bits=0)
+    with pytest.raises(ModelError, match="needs an nn.Linear"):
+        QuantLinear.from_float(nn.Conv2d(1, 1, 1), 8, 8)
+
+
+def test_quantized_layer_equals_its_primitives() -> None:
+    lin = nn.Linear(6, 4)
+    q = QuantLinear.from_float(lin, 3, 5, per_channel=False, name="head")
+    x = torch.randn(8, 6)
+    calibrate_(nn.Sequential(q), [x], torch.device("cpu"))
+    alpha = float(x.abs().max())
+    assert float(q.input_quant.alpha) == pytest.approx(alpha) and bool(q.input_quant.signed)
+    expected = F.linear(quantize_activation(x, 5, q.input_quant.alpha, True), quantize_weight(lin.weight, 3, False), lin.bias)
+    assert torch.equal(q(x), expected)
+
+
+def test_state_dicts_round_trip_and_legacy_keys_load() -> None:
+    model = apply_policy_(build_model("digits_cnn", (1, 8, 8), 10), QuantPolicy.uniform(NAMES, 4))
+    x = torch.rand(16, 1, 8, 8)
+    calibrate_(model, [x], torch.device("cpu"))
+    state = model.state_dict()
+    assert {"conv1.input_quant.alpha", "conv1.input_quant.signed", "conv1.input_quant.calibrated"} <= set(state)
+    legacy = {k.replace("input_quant.alpha", "act_alpha").replace("input_quant.signed", "act_signed")
+              .replace("input_quant.calibrated", "calibrated"): v for k, v in state.items()}
+    for loaded in (state, legacy):
+        fresh = apply_policy_(build_model("digits_cnn", (1, 8, 8), 10), QuantPolicy.uniform(NAMES, 4))
+        fresh.load_state_dict(loaded)
+        assert torch.equal(fresh(x), model(x))

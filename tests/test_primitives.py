@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from haq.core.errors import PolicyError
 from haq.quant.primitives import (
     FLOAT_BITS,
     activation_levels,
@@ -119,5 +120,17 @@ def test_learned_alpha_gets_gradient() -> None:
 
 @pytest.mark.parametrize("bad", [0, 9, 16, -1, 2.0, True, "8", None])
 def test_bad_bits_rejected(bad: object) -> None:
-    with pytest.raises(ValueError, match="bits"):
-        check_bits(bad)  # type: ignore[arg-type]
+    with pytest.raises(PolicyError, match="bits"):
+        check_bits(bad)
+
+
+def test_bits_check_names_the_value_and_the_valid_range() -> None:
+    with pytest.raises(PolicyError, match=r"layer 'fc': a_bits=9 is out of range; use 1\.\.8 or 32"):
+        check_bits(9, "layer 'fc': a_bits")
+    with pytest.raises(PolicyError, match=r"write 4\)"):
+        check_bits(4.0, "w_bits")
+    with pytest.raises(PolicyError, match=r"use 1\.\.8$"):
+        check_bits(32, "bits", allow_float=False)
+    assert check_bits(32) == 32 and check_bits(1, allow_float=False) == 1
+    with pytest.raises(PolicyError, match="w_bits"):
+        quantize_weight(torch.ones(2, 2), 9)

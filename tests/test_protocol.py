@@ -10,27 +10,16 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from haq.core.errors import ConfigError, HaqError
-from haq.hardware.device.protocol import (
-    MeasureError,
-    Measurement,
-    ProtocolConfig,
-    device_info,
-    kernels_from_profile,
-    measure_models,
-    random_feeds,
-    relative_iqr,
-    relative_range,
-    runs_per_sample,
-    sentinel_model,
-    session_options,
-)
-from haq.hardware.device.runner import (
-    LocalRunner,
-    RemoteRunner,
-    make_runner,
-    parse_remote,
-)
+from haq.core.config import from_dict, to_dict
+from haq.core.errors import ConfigError, DeviceError
+from haq.hardware.device.machine import device_info
+from haq.hardware.device.measurement import Measurement, relative_iqr, relative_range
+from haq.hardware.device.profile import kernels_from_profile
+from haq.hardware.device.runner import LocalRunner, RemoteRunner, make_runner, parse_remote
+from haq.hardware.device.sentinel import sentinel_model
+from haq.hardware.device.session import random_feeds, session_options
+from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.device.timing import measure_models, runs_per_sample
 
 QUICK = ProtocolConfig(sessions=3, warmup_runs=2, warmup_s=0.0, repeats=5, min_repeat_ms=1.0, max_retries=0)
 
@@ -51,14 +40,35 @@ def conv_model(channels: int = 8, size: int = 16) -> bytes:
 
 
 def test_config_rejects_bad_values() -> None:
-    for bad in ({"sessions": 0}, {"repeats": -1}, {"warmup_s": float("nan")}, {"threads": 0}, {"min_repeat_ms": "5"}, {"sessions": True}):
-        with pytest.raises(MeasureError, match="protocol setting"):
+    bad_values = ({"sessions": 0}, {"repeats": -1}, {"warmup_s": float("nan")}, {"threads": 0}, {"min_repeat_ms": "5"}, {"sessions": True})
+    for bad in bad_values:
+        (name,) = bad
+        with pytest.raises(ConfigError, match=name):
             ProtocolConfig(**bad)  # type: ignore[arg-type]
-    with pytest.raises(MeasureError, match="unknown protocol setting.*bogus"):
-        ProtocolConfig.from_dict({"bogus": 1})
-    with pytest.raises(MeasureError, match="JSON object"):
-        ProtocolConfig.from_dict([1, 2])  # type: ignore[arg-type]
-    assert ProtocolConfig.from_dict(QUICK.to_dict()) == QUICK
+    with pytest.raises(ConfigError, match="unknown field.*bogus"):
+        from_dict(ProtocolConfig, {"bogus": 1})
+    with pytest.raises(ConfigError, match="JSON object"):
+        from_dict(ProtocolConfig, [1, 2])
+    with pytest.raises(ConfigError, match="sessions"):
+        from_dict(ProtocolConfig, {"sessions": 2.5})
+
+
+def test_config_wire_format_is_a_json_object_of_fields() -> None:
+    wire = to_dict(QUICK)
+    assert wire == {
+        "sessions": 3,
+        "warmup_runs": 2,
+        "warmup_s": 0.0,
+        "repeats": 5,
+        "min_repeat_ms": 1.0,
+        "max_noise": 0.1,
+        "max_retries": 0,
+        "sentinel_every": 0,
+        "seed": 0,
+        "threads": 1,
+    }
+    assert from_dict(ProtocolConfig, wire) == QUICK and from_dict(ProtocolConfig, {}) == ProtocolConfig()
+    assert ProtocolConfig().record()["sessions"] == 5
 
 
 def test_record_documents_the_runtime_settings() -> None:
@@ -106,9 +116,9 @@ def test_sentinel_tracks_drift() -> None:
 
 
 def test_garbage_model_is_a_clear_error() -> None:
-    with pytest.raises(MeasureError, match="onnxruntime cannot load the model"):
+    with pytest.raises(DeviceError, match="onnxruntime cannot load the model"):
         measure_models([b"definitely not onnx"], QUICK)
-    with pytest.raises(MeasureError, match="non-empty"):
+    with pytest.raises(DeviceError, match="non-empty"):
         measure_models([b""], QUICK)
 
 
@@ -121,7 +131,7 @@ def test_unsupported_input_type_is_named() -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
-    with pytest.raises(MeasureError, match="input 's' has type tensor\\(string\\)"):
+    with pytest.raises(DeviceError, match="input 's' has type tensor\\(string\\)"):
         measure_models([model.SerializeToString()], QUICK)
 
 
@@ -137,11 +147,11 @@ def test_measurement_round_trip_and_validation() -> None:
     back = Measurement.from_dict(m.to_dict())
     assert back == m and back.median_ms == pytest.approx(2.0)
     assert m.session_spread == pytest.approx(0.0) and m.drift == pytest.approx(0.1 / 1.05)
-    with pytest.raises(MeasureError, match="malformed measurement"):
+    with pytest.raises(DeviceError, match="malformed measurement"):
         Measurement.from_dict({"samples_ms": [[1.0]]})
-    with pytest.raises(MeasureError, match="finite and positive"):
+    with pytest.raises(DeviceError, match="finite and positive"):
         Measurement(((1.0, float("nan")),), (1,), (), 0.0)
-    with pytest.raises(MeasureError, match="runs_per_sample"):
+    with pytest.raises(DeviceError, match="runs_per_sample"):
         Measurement(((1.0,),), (1, 2), (), 0.0)
 
 
@@ -163,7 +173,7 @@ def test_kernels_from_profile_orders_unique_nodes() -> None:
         {"cat": "Node", "name": "b_kernel_time", "ts": 40, "args": {"op_name": "Relu"}},
     ]
     assert kernels_from_profile(events) == ("QLinearConv", "Relu")
-    with pytest.raises(MeasureError):
+    with pytest.raises(DeviceError):
         kernels_from_profile({"not": "a list"})
 
 
@@ -182,7 +192,6 @@ def test_make_runner_parses_device_strings() -> None:
             make_runner(bad, token="secret-token")
     with pytest.raises(ConfigError, match="token"):
         make_runner("remote://127.0.0.1:9")
-    assert issubclass(MeasureError, HaqError)
 
 
 def test_sentinel_model_is_valid_onnx() -> None:

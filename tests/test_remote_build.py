@@ -13,7 +13,7 @@ from haq.cli import main as haq_main
 from haq.hardware.device.agent import AgentConfig, DeviceAgent
 
 TOKEN = "remote-build-secret"
-QUICK = ["--sessions", "1", "--repeats", "3", "--warmup-runs", "1", "--warmup-s", "0", "--min-repeat-ms", "0.2", "--max-retries", "0"]
+QUICK = "--sessions 1 --repeats 3 --warmup-runs 1 --warmup-s 0 --min-repeat-ms 0.2 --max-retries 0".split()
 
 
 @pytest.fixture(scope="module")

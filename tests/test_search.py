@@ -10,12 +10,13 @@ import pytest
 
 from envs.mixed_precision import OBS_FEATURES, MixedPrecisionEnv
 from haq.cli import main
+from haq.commands.problems import make_problem
 from haq.core import config as serial
 from haq.core.errors import ConfigError
-from haq.evaluation.evaluators import PolicyMetrics, ReferenceMetrics
+from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.problem.budget import Budget
 from haq.problem.config import EnvConfig, RewardConfig
-from haq.problem.problem import SearchProblem, build_problem
+from haq.problem.problem import SearchProblem
 from haq.problem.reward import compute_reward
 from haq.quant import QuantPolicy
 from haq.runs.rundir import RunDir
@@ -28,7 +29,7 @@ from haq.search.run import run_search
 
 @pytest.fixture(scope="module")
 def problem(cache_dir: Path) -> SearchProblem:
-    return build_problem(EnvConfig(), cache_dir)
+    return make_problem(EnvConfig(), cache_dir=cache_dir)
 
 
 def test_config_round_trips_through_json() -> None:
@@ -91,7 +92,7 @@ def test_reward_baseline_centres_final_rewards(problem: SearchProblem) -> None:
 def test_each_agent_runs_and_writes_the_run_dir(tmp_path: Path, problem: SearchProblem, algo: str) -> None:
     cfg = SearchConfig(agent=AgentConfig(algo=algo, warmup_episodes=1, hidden=(16,)), episodes=3, seed=1)
     seen = []
-    result = run_search(cfg, tmp_path / algo, progress=seen.append, problem=problem)
+    result = run_search(cfg, problem, tmp_path / algo, progress=seen.append)
     rd = RunDir(result.run_dir)
     records = rd.read_episodes()
     assert [r.episode for r in records] == [0, 1, 2] == [p.episode for p in seen]
@@ -104,7 +105,7 @@ def test_each_agent_runs_and_writes_the_run_dir(tmp_path: Path, problem: SearchP
 
 def test_saved_agent_carries_what_transfer_needs(tmp_path: Path, problem: SearchProblem) -> None:
     cfg = SearchConfig(agent=AgentConfig(warmup_episodes=1, hidden=(16,)), episodes=2)
-    run_search(cfg, tmp_path / "run", problem=problem)
+    run_search(cfg, problem, tmp_path / "run")
     ckpt = next((tmp_path / "run" / "checkpoint").glob("ep-*"))
     env = MixedPrecisionEnv(problem=problem)
     model, meta = load_agent(ckpt, env)

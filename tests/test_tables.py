@@ -15,8 +15,9 @@ import pytest
 import latency_tables
 from haq.commands import tables as tables_cmd
 from haq.core.errors import ConfigError, PolicyError, TableError
-from haq.hardware.build import extend_table, model_layers
+from haq.hardware.build import extend_table
 from haq.hardware.build_analytical import AnalyticalBackend
+from haq.hardware.networks import model_layers
 from haq.models import ZOO
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy
 from haq.quant.policy import LayerBits
@@ -32,7 +33,7 @@ def zoo_layers() -> dict[str, list[LayerInfo]]:
 @pytest.fixture()
 def cnn_table(tmp_path: Path, zoo_layers: dict[str, list[LayerInfo]]) -> Path:
     out = tmp_path / "bf.json"
-    extend_table(AnalyticalBackend("bitfusion"), [l.signature for l in zoo_layers["digits_cnn"]], out, 1, ["digits_cnn"])
+    extend_table(AnalyticalBackend("bitfusion"), [layer.signature for layer in zoo_layers["digits_cnn"]], out, 1, ["digits_cnn"])
     return out
 
 
@@ -41,7 +42,7 @@ def _raw(path: Path) -> dict[str, Any]:
 
 
 def _random_policy(layers: list[LayerInfo], rng: random.Random, bits: list[tuple[int, int]]) -> QuantPolicy:
-    return QuantPolicy({l.name: LayerBits(*rng.choice(bits)) for l in layers})
+    return QuantPolicy({layer.name: LayerBits(*rng.choice(bits)) for layer in layers})
 
 
 # ---------------------------------------------------------------- format and validation
@@ -167,6 +168,7 @@ def test_unreadable_and_unknown_names(tmp_path: Path) -> None:
 
 def test_shipped_tables_load_and_cover_every_zoo_model(zoo_layers: dict[str, list[LayerInfo]]) -> None:
     assert {"bitfusion", "bismo-edge", "bismo-cloud"} <= set(latency_tables.available())
+    assert [t.name for t in latency_tables.load_all()] == latency_tables.available()
     for name in ("bitfusion", "bismo-edge", "bismo-cloud"):
         t = latency_tables.load(name)
         assert t.sources() == ("analytical",)
@@ -187,14 +189,14 @@ def test_policy_cost_is_sum_of_layer_costs(zoo_layers: dict[str, list[LayerInfo]
             for _ in range(5):
                 pol = _random_policy(layers, rng, pairs)
                 for metric in t.metrics:
-                    expected = sum(t.layer_cost(l.signature, pol[l.name].w_bits, pol[l.name].a_bits, metric) for l in layers)
+                    expected = sum(t.layer_cost(layer.signature, pol[layer.name].w_bits, pol[layer.name].a_bits, metric) for layer in layers)
                     assert t.policy_cost(layers, pol, metric) == pytest.approx(expected, rel=1e-12)
 
 
 def test_cost_range_is_uniform_extremes_on_monotone_tables(zoo_layers: dict[str, list[LayerInfo]]) -> None:
     t = latency_tables.load("bismo-edge")
     layers = zoo_layers["mobilenetv2"]
-    names = [l.name for l in layers]
+    names = [layer.name for layer in layers]
     lo, hi = t.cost_range(layers)
     assert lo == pytest.approx(t.policy_cost(layers, QuantPolicy.uniform(names, 1)))
     assert hi == pytest.approx(t.policy_cost(layers, QuantPolicy.uniform(names, 8)))
@@ -207,11 +209,11 @@ def test_supported_bits_and_unsupported_pairs(zoo_layers: dict[str, list[LayerIn
     assert pairs == [(w, a) for w in range(1, 9) for a in range(1, 9)]
     with pytest.raises(TableError, match="w32/a32"):
         t.layer_cost(layers[0].signature, 32, 32)
-    pol = QuantPolicy({l.name: LayerBits(32 if l.name == "conv2" else 8, 8) for l in layers})
+    pol = QuantPolicy({layer.name: LayerBits(32 if layer.name == "conv2" else 8, 8) for layer in layers})
     with pytest.raises(TableError, match="'conv2'.*w, a in 1..8"):
         t.policy_cost(layers, pol)
     with pytest.raises(TableError, match="no metric 'energy'"):
-        latency_tables.load("bismo-edge").policy_cost(layers, QuantPolicy.uniform([l.name for l in layers], 8), "energy")
+        latency_tables.load("bismo-edge").policy_cost(layers, QuantPolicy.uniform([layer.name for layer in layers], 8), "energy")
     with pytest.raises(PolicyError, match="'fc'"):
         t.policy_cost(layers, QuantPolicy.uniform(["conv1", "conv2", "conv3"], 8))
 
@@ -226,7 +228,7 @@ def test_check_covers_names_the_missing_layer(cnn_table: Path, zoo_layers: dict[
 def test_batch_lookup(tmp_path: Path, zoo_layers: dict[str, list[LayerInfo]]) -> None:
     layers = zoo_layers["digits_cnn"]
     out = tmp_path / "b4.json"
-    extend_table(AnalyticalBackend("bismo-edge"), [l.signature for l in layers], out, 4)
+    extend_table(AnalyticalBackend("bismo-edge"), [layer.signature for layer in layers], out, 4)
     t = load_table(out)
     sig = layers[1].signature
     assert t.layer_cost(sig, 4, 4) == t.layer_cost(sig.with_batch(4), 4, 4)
@@ -240,7 +242,7 @@ def test_batch_lookup(tmp_path: Path, zoo_layers: dict[str, list[LayerInfo]]) ->
 
 def _graph_table(layers: list[LayerInfo], graph: dict[str, Any]) -> CostTable:
     """A 'measured' table running fp32 and int8 only, with the given graph extras."""
-    sigs = {l.signature.key(): l.signature.to_dict() for l in layers}
+    sigs = {layer.signature.key(): layer.signature.to_dict() for layer in layers}
     entries = [
         Entry(k, w, w, latency_ms=base * (1.0 if w == 32 else 0.4), latency_iqr_ms=0.01, samples=30, source="measured", kernel="Conv" if w == 32 else "QLinearConv").to_dict()
         for base, k in zip((0.5, 1.0, 0.7, 0.2), sigs) for w in (32, 8)
@@ -260,7 +262,7 @@ def test_transitions_rules_and_correction(zoo_layers: dict[str, list[LayerInfo]]
         "corrections": [{"fingerprint": network_fingerprint(layers, 1), "network": "digits_cnn", "metric": "latency", "scale": 1.1, "offset": 0.02, "fitted_on": 10}],
     }
     t = _graph_table(layers, graph)
-    names = [l.name for l in layers]
+    names = [layer.name for layer in layers]
     per = {32: [0.5, 1.0, 0.7, 0.2], 8: [0.2, 0.4, 0.28, 0.08]}
     pol = QuantPolicy({n: LayerBits(b, b) for n, b in zip(names, (8, 32, 32, 8))})
     raw = per[8][0] + per[32][1] + per[32][2] + per[8][3]
@@ -277,7 +279,7 @@ def test_cost_range_is_exact_with_boundaries(zoo_layers: dict[str, list[LayerInf
         {"from": [8, 8], "to": [32, 32], "latency_ms": 0.25, "latency_ms_per_elem": 0.0, "source": "measured"},
     ]}
     t = _graph_table(layers, graph)
-    names = [l.name for l in layers]
+    names = [layer.name for layer in layers]
     costs = [t.policy_cost(layers, QuantPolicy({n: LayerBits(b, b) for n, b in zip(names, combo)})) for combo in itertools.product((8, 32), repeat=4)]
     lo, hi = t.cost_range(layers)
     assert lo == pytest.approx(min(costs)) and hi == pytest.approx(max(costs))
@@ -288,7 +290,7 @@ def test_correction_applies_only_to_its_network(zoo_layers: dict[str, list[Layer
     layers = zoo_layers["digits_cnn"]
     graph = {"corrections": [{"fingerprint": "0" * 16, "network": "other", "metric": "latency", "scale": 2.0, "offset": 0.0, "fitted_on": 5}]}
     t = _graph_table(layers, graph)
-    pol = QuantPolicy.uniform([l.name for l in layers], 8)
+    pol = QuantPolicy.uniform([layer.name for layer in layers], 8)
     assert t.policy_cost(layers, pol) == pytest.approx(0.4 * (0.5 + 1.0 + 0.7 + 0.2))
 
 
@@ -308,24 +310,24 @@ class CountingBackend(AnalyticalBackend):
 def test_build_extends_rather_than_recomputes(tmp_path: Path, zoo_layers: dict[str, list[LayerInfo]]) -> None:
     out = tmp_path / "t.json"
     first = CountingBackend("bismo-edge")
-    r1 = extend_table(first, [l.signature for l in zoo_layers["digits_cnn"]], out, 1, ["digits_cnn"])
+    r1 = extend_table(first, [layer.signature for layer in zoo_layers["digits_cnn"]], out, 1, ["digits_cnn"])
     assert (r1.added, r1.kept, len(first.priced)) == (4, 0, 4)
     before = {e.key: e for e in load_table(out).entries()}
     text = out.read_text()
     again = CountingBackend("bismo-edge")
-    r2 = extend_table(again, [l.signature for l in zoo_layers["digits_cnn"]], out, 1, ["digits_cnn"])
+    r2 = extend_table(again, [layer.signature for layer in zoo_layers["digits_cnn"]], out, 1, ["digits_cnn"])
     assert (r2.added, r2.kept, again.priced) == (0, 4, [])
     assert out.read_text() == text  # nothing new: the file is not rewritten
     grow = CountingBackend("bismo-edge")
-    r3 = extend_table(grow, [l.signature for l in zoo_layers["digits_cnn"] + zoo_layers["digits_mlp"]], out, 1, ["digits_mlp"])
+    r3 = extend_table(grow, [layer.signature for layer in zoo_layers["digits_cnn"] + zoo_layers["digits_mlp"]], out, 1, ["digits_mlp"])
     assert (r3.added, r3.kept, len(grow.priced)) == (3, 4, 3)
     t = load_table(out)
     assert {e.key: e for e in t.entries() if e.key in before} == before
     assert t.meta["models"] == ["digits_cnn", "digits_mlp"] and "updated" in t.meta
     with pytest.raises(TableError, match="meta.device differs"):
-        extend_table(AnalyticalBackend("bitfusion"), [l.signature for l in zoo_layers["resnet20"]], out, 1)
+        extend_table(AnalyticalBackend("bitfusion"), [layer.signature for layer in zoo_layers["resnet20"]], out, 1)
     with pytest.raises(TableError, match="batch 1, not 2"):
-        extend_table(AnalyticalBackend("bismo-edge"), [l.signature for l in zoo_layers["resnet20"]], out, 2)
+        extend_table(AnalyticalBackend("bismo-edge"), [layer.signature for layer in zoo_layers["resnet20"]], out, 2)
 
 
 def _run(argv: list[str]) -> int:
@@ -349,8 +351,10 @@ def test_command_build_list_show(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "device: bismo-edge" in shown and "network: cheapest" in shown and "uniform 8/8" in shown
     with pytest.raises(ConfigError, match="unknown --device 'tpu'"):
         _run(["tables", "build", "--model", "digits_cnn", "--device", "tpu", "--out", str(out)])
-    with pytest.raises(ConfigError, match="--batch must be >= 1"):
+    with pytest.raises(ConfigError, match="--batch must be an integer >= 1"):
         _run(["tables", "build", "--model", "digits_cnn", "--device", "bitfusion", "--out", str(out), "--batch", "0"])
+    with pytest.raises(ConfigError, match="--token is for remote"):
+        _run(["tables", "build", "--model", "digits_cnn", "--device", "cpu", "--token", "a-secret-token", "--out", str(out)])
 
 
 def test_with_graph_validates_and_round_trips(tmp_path: Path, zoo_layers: dict[str, list[LayerInfo]]) -> None:
@@ -359,7 +363,7 @@ def test_with_graph_validates_and_round_trips(tmp_path: Path, zoo_layers: dict[s
     fitted = _graph_table(layers, {"corrections": [{"fingerprint": network_fingerprint(layers, 1), "network": "digits_cnn",
                                                     "metric": "latency", "scale": 1.5, "offset": 0.0, "fitted_on": 4}]})
     t = plain.with_graph(fitted.data.graph)
-    pol = QuantPolicy.uniform([l.name for l in layers], 32)
+    pol = QuantPolicy.uniform([layer.name for layer in layers], 32)
     assert t.policy_cost(layers, pol) == pytest.approx(1.5 * plain.policy_cost(layers, pol))
     t.save(tmp_path / "g.json")
     assert load_table(tmp_path / "g.json").data.graph == fitted.data.graph

@@ -1,5 +1,6 @@
 """Policy transfer: reusing a trained search agent on another device table and another model,
-the errors that guard it, resumable fine-tuning, and a policy's cost on every shipped device."""
+the errors that guard it, the reward baseline a DDPG agent keeps, resumable fine-tuning, and a
+policy's cost on every shipped device."""
 
 from __future__ import annotations
 
@@ -14,20 +15,24 @@ import pytest
 import latency_tables
 from envs.mixed_precision import MixedPrecisionEnv
 from haq.cli import main
-from haq.core.errors import ConfigError, TableError
+from haq.commands.problems import make_problem
+from haq.core import config as serial
+from haq.core.errors import ConfigError, RunDirError, TableError
 from haq.evaluation.config import EvalConfig
 from haq.problem.config import EnvConfig
-from haq.problem.problem import build_problem
 from haq.quant import QuantPolicy
+from haq.runs.proposer import RunResult
 from haq.runs.rundir import RunDir
 from haq.search.agents import save_agent
+from haq.search.baseline import RewardBaseline
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
 from haq.tables.compare import cost_on_devices, promote_pair
 from haq.tables.table import save_table
+from haq.transfer import run as transfer_run
 from haq.transfer.agent import load_on
 from haq.transfer.config import TransferConfig
-from haq.transfer.run import TransferResult, run_transfer, target_env_config
+from haq.transfer.run import run_transfer, target_env_config, transfer_env
 from haq.transfer.source import load_source
 
 CHEAP = EvalConfig(kind="cheap", val_samples=120)
@@ -36,22 +41,25 @@ CPU_TABLE = next(n for n in latency_tables.available() if n.startswith("cpu"))
 
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """A short DDPG search of the digits CNN on Bit Fusion: the agent every test transfers."""
+    """A short SAC search (the default agent) of the digits CNN on Bit Fusion: the agent most tests transfer."""
     out = tmp_path_factory.mktemp("source") / "run"
     cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=AgentConfig(warmup_episodes=2, hidden=(16,)), episodes=4, seed=0)
-    run_search(cfg, out, cache_dir=cache_dir)
+    run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), out)
     return out
 
 
-def _transfer(source: Path, table: str, out: Path, cache_dir: Path, episodes: int = 0, model: str | None = None) -> TransferResult:
-    return run_transfer(TransferConfig(source=str(source), table=table, episodes=episodes, model=model), out, cache_dir=cache_dir)
+def _transfer(
+    source: Path, table: str, out: Path, cache_dir: Path, episodes: int = 0, model: str | None = None, resume: bool = False,
+) -> RunResult:
+    cfg = TransferConfig(source=str(source), table=table, episodes=episodes, model=model)
+    return run_transfer(cfg, make_problem(transfer_env(cfg), cache_dir=cache_dir), out, resume=resume)
 
 
 def test_saved_agent_round_trips_with_its_metadata(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
     src = load_source(source_run)
     assert src.table == "bitfusion" and src.model == "digits_cnn" and src.episodes_done == 4
     assert (src.meta["min_bits"], src.meta["max_bits"]) == (2, 8) and src.meta["reward"] == dataclasses.asdict(src.config.env.reward)
-    env = MixedPrecisionEnv(problem=build_problem(src.config.env, cache_dir))
+    env = MixedPrecisionEnv(problem=make_problem(src.config.env, cache_dir=cache_dir))
     model = load_on(src.checkpoint, env)
     save_agent(model, tmp_path / "again", src.meta)
     again = load_on(tmp_path / "again", env)
@@ -63,23 +71,23 @@ def test_saved_agent_round_trips_with_its_metadata(source_run: Path, tmp_path: P
 
 def test_zero_shot_on_another_table_is_a_valid_policy_within_its_budget(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
     result = _transfer(source_run, "bismo-edge", tmp_path / "t", cache_dir)
-    zero = result.zero_shot
+    zero = result.records[0]
     assert zero.extra["phase"] == "zero-shot" and zero.extra["source_table"] == "bitfusion"
-    target = build_problem(dataclasses.replace(load_source(source_run).config.env, table="bismo-edge"), cache_dir)
+    target = make_problem(dataclasses.replace(load_source(source_run).config.env, table="bismo-edge"), cache_dir=cache_dir)
     pairs = [zero.policy[c.name] for c in target.budget_model.layers]
     assert all(p in c.pairs for p, c in zip(pairs, target.budget_model.layers))
     assert target.budget_model.policy_cost(pairs) <= target.budget.target * (1 + 1e-9)
     assert zero.metrics.latency_ms == pytest.approx(target.table.policy_cost(target.workload.layers, zero.quant_policy()))
     # the agent saw the new device: its table-derived observation features differ from the source's
-    source_env = MixedPrecisionEnv(problem=build_problem(load_source(source_run).config.env, cache_dir))
+    source_env = MixedPrecisionEnv(problem=make_problem(load_source(source_run).config.env, cache_dir=cache_dir))
     assert not np.allclose(source_env.reset(seed=0)[0][14:16], MixedPrecisionEnv(problem=target).reset(seed=0)[0][14:16])
     again = _transfer(source_run, "bismo-edge", tmp_path / "t2", cache_dir)
-    assert again.zero_shot.policy == zero.policy
+    assert again.records[0].policy == zero.policy
 
 
 def test_table_that_cannot_cost_a_layer_is_one_line_naming_it(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
     table = latency_tables.load("bitfusion")
-    layers = build_problem(EnvConfig(evaluation=CHEAP), cache_dir).workload.layers
+    layers = make_problem(EnvConfig(evaluation=CHEAP), cache_dir=cache_dir).workload.layers
     key = table._key(layers[1].signature)  # noqa: SLF001 - the test removes exactly one layer's entries
     data = dataclasses.replace(table.data, entries=tuple(e for e in table.data.entries if e.key != key))
     save_table(data, tmp_path / "partial.json")
@@ -98,10 +106,10 @@ def test_budget_the_new_device_cannot_meet_prints_the_achievable_range(source_ru
 
 def test_not_a_search_run_or_another_observation_layout_is_refused(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="not a search run"):
+    with pytest.raises(RunDirError, match="not a search run"):
         _transfer(tmp_path / "empty", "bismo-edge", tmp_path / "t", cache_dir)
     RunDir(tmp_path / "base").write_config({}, kind="baseline")
-    with pytest.raises(ConfigError, match="'baseline' run has no trained agent"):
+    with pytest.raises(RunDirError, match="'baseline' run has no trained agent"):
         _transfer(tmp_path / "base", "bismo-edge", tmp_path / "t", cache_dir)
     other = tmp_path / "other"
     shutil.copytree(source_run, other)
@@ -109,8 +117,41 @@ def test_not_a_search_run_or_another_observation_layout_is_refused(source_run: P
     meta = json.loads(meta_path.read_text())
     meta["observation"]["features"] = meta["observation"]["features"][:-2]
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ConfigError, match="incompatible observation layout"):
+    with pytest.raises(RunDirError, match="incompatible observation layout"):
         _transfer(other, "bismo-edge", tmp_path / "t", cache_dir)
+
+
+def _state(run: Path) -> dict[str, object]:
+    """The latest checkpoint's state.json (the search's and transfer's keep one checkpoint)."""
+    (path,) = run.glob("checkpoint/ep-*/state.json")
+    return json.loads(path.read_text())
+
+
+def test_a_ddpg_agent_keeps_its_reward_baseline_through_transfer(
+    source_run: Path, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DDPG trains on rewards minus a moving average (``AgentConfig.uses_baseline``): the zero-shot
+    episode runs through that wrapper, its checkpoint stores the average, and fine-tuning continues it."""
+    ddpg = tmp_path / "ddpg"
+    cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=AgentConfig(algo="ddpg", warmup_episodes=1, hidden=(16,)), episodes=2)
+    assert cfg.agent.reward_baseline is None and cfg.agent.uses_baseline
+    run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), ddpg)
+    seen: list[object] = []
+    real = transfer_run.rollout
+
+    def spy(model: object, env: object, *args: object) -> object:
+        seen.append(env)
+        return real(model, env, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(transfer_run, "rollout", spy)
+    zero = _transfer(ddpg, "bismo-edge", tmp_path / "t", cache_dir).records[0]
+    assert len(seen) == 1 and isinstance(seen[0], RewardBaseline)
+    assert _state(tmp_path / "t")["baseline"] == zero.reward
+    tuned = _transfer(ddpg, "bismo-edge", tmp_path / "t", cache_dir, episodes=1, resume=True)
+    momentum = cfg.agent.baseline_momentum
+    assert _state(tmp_path / "t")["baseline"] == pytest.approx(momentum * zero.reward + (1 - momentum) * tuned.records[1].reward)
+    sac = _transfer(source_run, "bismo-edge", tmp_path / "sac", cache_dir)  # SAC trains on the raw reward
+    assert _state(tmp_path / "sac")["baseline"] is None and sac.records[0].extra["phase"] == "zero-shot"
 
 
 def test_fine_tuning_writes_a_resumable_run_dir(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
@@ -122,24 +163,33 @@ def test_fine_tuning_writes_a_resumable_run_dir(source_run: Path, tmp_path: Path
     assert doc["kind"] == "transfer" and doc["config"]["env"]["table"] == "bismo-cloud"
     assert doc["transfer"]["source"]["table"] == "bitfusion" and doc["config"]["agent"]["warmup_episodes"] == 0
     assert QuantPolicy.load(rd.best_path).meta["reward"] == max(r.reward for r in rd.read_episodes())
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(RunDirError, match="--resume"):
         _transfer(source_run, "bismo-cloud", out, cache_dir, episodes=2)
-    more = run_transfer(TransferConfig(source=str(source_run), table="bismo-cloud", episodes=4), out, cache_dir=cache_dir, resume=True)
+    more = _transfer(source_run, "bismo-cloud", out, cache_dir, episodes=4, resume=True)
     assert [r.episode for r in rd.read_episodes()] == [0, 1, 2, 3, 4] and more.resumed_from == 3
     assert load_source(out).meta["source_table"] == "bismo-cloud"  # the fine-tuned agent can be transferred again
-    with pytest.raises(ConfigError, match="table='bismo-cloud'.*table='bismo-edge'"):
-        run_transfer(TransferConfig(source=str(source_run), table="bismo-edge", episodes=4), out, cache_dir=cache_dir, resume=True)
+    with pytest.raises(RunDirError, match="table='bismo-cloud'.*table='bismo-edge'"):
+        _transfer(source_run, "bismo-edge", out, cache_dir, episodes=4, resume=True)
 
 
 def test_agent_trained_on_one_model_rolls_out_and_fine_tunes_on_another(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
     result = _transfer(source_run, "bitfusion", tmp_path / "t", cache_dir, episodes=1, model="digits_mlp")
     rd = RunDir(tmp_path / "t")
-    target = build_problem(EnvConfig(workload=dataclasses.replace(EnvConfig().workload, model="digits_mlp"), evaluation=CHEAP), cache_dir)
+    target = make_problem(EnvConfig(workload=dataclasses.replace(EnvConfig().workload, model="digits_mlp"), evaluation=CHEAP), cache_dir=cache_dir)
     assert rd.read_config()["layers"] == target.layer_names and len(target.layer_names) != 4
     for record in rd.read_episodes():
         pairs = [record.policy[c.name] for c in target.budget_model.layers]
         assert target.budget_model.policy_cost(pairs) <= target.budget.target * (1 + 1e-9)
-    assert result.zero_shot.extra["source_model"] == "digits_cnn"
+    assert result.records[0].extra["source_model"] == "digits_cnn"
+
+
+def test_transfer_config_round_trips_and_validates() -> None:
+    cfg = TransferConfig(source="runs/a", table="bismo-edge", model="digits_mlp", budget_ratio=0.4, evaluator="full")
+    assert serial.from_dict(TransferConfig, json.loads(json.dumps(serial.to_dict(cfg)))) == cfg
+    for bad, match in (({"episodes": -1}, "episodes"), ({"budget_ratio": 0.0}, "budget_ratio"), ({"evaluator": "fast"}, "cheap, full"),
+                       ({"noise_decay": 1.5}, "noise_decay"), ({"table": ""}, "--device")):
+        with pytest.raises(ConfigError, match=match):
+            dataclasses.replace(cfg, **bad)
 
 
 def test_promotion_to_the_narrowest_wider_pair() -> None:
@@ -152,18 +202,18 @@ def test_promotion_to_the_narrowest_wider_pair() -> None:
 
 
 def test_policy_cost_on_every_shipped_device(cache_dir: Path) -> None:
-    problem = build_problem(EnvConfig(evaluation=CHEAP), cache_dir)
+    problem = make_problem(EnvConfig(evaluation=CHEAP), cache_dir=cache_dir)
     layers = problem.workload.layers
-    uniform = cost_on_devices(layers, QuantPolicy.uniform(problem.layer_names, 8))
+    uniform = cost_on_devices(layers, QuantPolicy.uniform(problem.layer_names, 8), latency_tables.load_all())
     assert [c.table for c in uniform] == latency_tables.available()
     assert all(c.speedup_vs_uniform == pytest.approx(1.0) and not c.promoted for c in uniform)
-    low = {c.table: c for c in cost_on_devices(layers, QuantPolicy.uniform(problem.layer_names, 4))}
+    low = {c.table: c for c in cost_on_devices(layers, QuantPolicy.uniform(problem.layer_names, 4), latency_tables.load_all())}
     assert low["bitfusion"].latency_ms == pytest.approx(problem.table.policy_cost(layers, QuantPolicy.uniform(problem.layer_names, 4)))
     assert low["bitfusion"].energy_mj is not None and low["bitfusion"].speedup_vs_uniform > 1.0  # type: ignore[operator]
     assert set(low[CPU_TABLE].promoted) == set(problem.layer_names)  # an int8 CPU runs 4-bit layers as 8-bit
     assert low[CPU_TABLE].latency_ms == pytest.approx(low[CPU_TABLE].uniform_latency_ms)
     with pytest.raises(Exception, match="unknown layer"):
-        cost_on_devices(layers, QuantPolicy.uniform(["nope"], 8))
+        cost_on_devices(layers, QuantPolicy.uniform(["nope"], 8), [])
 
 
 def test_cli_cost_and_transfer(source_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,12 +2,13 @@
 
 ``uniform`` (the best uniform precision within budget), ``random`` (random projected
 policies), ``greedy`` (sensitivity-guided descent) and ``ilp`` (HAWQ-V3's integer program on
-scipy's HiGHS). :func:`run_baseline` writes the search's run-directory format, so ``haq plot``
-and the benchmark compare them with a search directly.
+scipy's HiGHS). :func:`run_baseline` (the :class:`Baseline` proposer) writes the search's
+run-directory format through the shared checkpoint core, so ``haq plot`` and the benchmark
+compare them with a search directly.
 """
 
 from haq.baselines.candidates import METHODS, Candidate
-from haq.baselines.run import BaselineConfig, BaselineResult, run_baseline
+from haq.baselines.run import Baseline, BaselineConfig, run_baseline
 from haq.baselines.sensitivity import (
     LayerSensitivity,
     Sensitivity,
@@ -17,8 +18,8 @@ from haq.baselines.sensitivity import (
 
 __all__ = [
     "METHODS",
+    "Baseline",
     "BaselineConfig",
-    "BaselineResult",
     "Candidate",
     "LayerSensitivity",
     "Sensitivity",

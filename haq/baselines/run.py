@@ -1,19 +1,20 @@
 """Run one baseline on a :class:`~haq.problem.problem.SearchProblem` and write a run directory.
 
 The baseline scores its candidates with the search's own evaluator and reward
-(:meth:`SearchProblem.score`) and writes the search's run-directory format (config.json,
-episodes.jsonl appended per evaluation, best_policy.json kept current), so ``haq plot`` and the
-benchmark treat a baseline exactly like a search. Candidates are deterministic for a given
-configuration, so ``resume`` simply skips the evaluations already in the log.
+(:meth:`SearchProblem.score`) and commits each evaluation through the run-directory core every
+proposer shares (:mod:`haq.runs.checkpoint`: config.json, a state-only checkpoint, then the
+episodes.jsonl line, best_policy.json kept current), so ``haq plot`` and the benchmark treat a
+baseline exactly like a search. Candidates are deterministic for a given configuration, so the
+log alone is enough to resume: ``resume`` skips the evaluations already in it.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -33,11 +34,13 @@ from haq.baselines.sensitivity import (
 from haq.core import config as serial
 from haq.core.errors import ConfigError
 from haq.core.fileio import atomic_write_text
+from haq.core.types import Log
+from haq.core.validate import choice, count, unit_interval
 from haq.problem.problem import SearchProblem
-from haq.runs.progress import SearchProgress
-from haq.runs.rundir import EpisodeRecord, RunDir
-
-Progress = Callable[[SearchProgress], None]
+from haq.runs.checkpoint import RunStore
+from haq.runs.progress import OnProgress, Progress
+from haq.runs.proposer import Proposer, RunResult
+from haq.runs.rundir import EpisodeRecord
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class BaselineConfig:
     sensitivity: how greedy and ilp estimate per-layer sensitivity.
     """
 
+    VERSION: ClassVar[int] = 1
+
     method: str = "ilp"
     evaluations: int = 20
     seed: int = 0
@@ -59,28 +64,10 @@ class BaselineConfig:
     sensitivity: SensitivityConfig = field(default_factory=SensitivityConfig)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown baseline method '{self.method}'; choose one of {', '.join(METHODS)}")
-        if isinstance(self.evaluations, bool) or not isinstance(self.evaluations, int) or self.evaluations < 1:
-            raise ConfigError(f"evaluations must be an integer >= 1, got {self.evaluations!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if not (isinstance(self.ladder_floor, (int, float)) and 0.0 < self.ladder_floor <= 1.0):
-            raise ConfigError(f"ladder_floor must be in (0, 1], got {self.ladder_floor!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class BaselineResult:
-    """What a baseline run produced."""
-
-    records: list[EpisodeRecord]
-    best: EpisodeRecord
-    seconds: float
-    sensitivity_seconds: float
+        choice("baseline method", self.method, METHODS)
+        count("evaluations", self.evaluations)
+        count("seed", self.seed, 0)
+        unit_interval("ladder_floor", self.ladder_floor)
 
 
 def baseline_candidates(problem: SearchProblem, cfg: BaselineConfig, sensitivity: Sensitivity | None) -> list[Candidate]:
@@ -97,48 +84,58 @@ def baseline_candidates(problem: SearchProblem, cfg: BaselineConfig, sensitivity
     return ilp_candidates(model, sensitivity, n, cfg.ladder_floor)
 
 
+class BaselineStore(RunStore):
+    """A baseline's run directory: state-only checkpoints; every setting must match on resume."""
+
+    kind = "baseline"
+    resumable = ()
+
+    def _episodes_without_checkpoint(self, records: Sequence[EpisodeRecord]) -> int:
+        return len(records)  # deterministic candidates: every logged evaluation stands
+
+
+class Baseline(Proposer[BaselineStore]):
+    """Evaluates ``cfg.method``'s candidates in order; sensitivities (greedy, ilp) and candidates
+    are computed before anything is written, so a budget no candidate meets leaves no run behind."""
+
+    def __init__(self, cfg: BaselineConfig) -> None:
+        self.cfg = cfg
+        self.sensitivity: Sensitivity | None = None
+        self.sensitivity_seconds = 0.0
+        self.candidates: list[Candidate] = []
+
+    def _open(self, problem: SearchProblem, out_dir: str | Path) -> BaselineStore:
+        return BaselineStore(out_dir, {"env": serial.to_dict(problem.config), "baseline": serial.to_dict(self.cfg)})
+
+    def _prepare(self, problem: SearchProblem, store: BaselineStore, log: Log | None) -> None:
+        start = time.perf_counter()
+        if self.cfg.method in ("greedy", "ilp"):
+            w = problem.workload
+            self.sensitivity = estimate_sensitivity(w.model, w.layers, w.data, w.device, self.cfg.sensitivity)
+        self.sensitivity_seconds = time.perf_counter() - start
+        self.candidates = baseline_candidates(problem, self.cfg, self.sensitivity)
+        if not self.candidates:
+            raise ConfigError(f"baseline '{self.cfg.method}' proposed no policy within the budget")
+
+    def _propose(self, problem: SearchProblem, store: BaselineStore, progress: OnProgress | None, log: Log | None) -> None:
+        if self.sensitivity is not None:
+            atomic_write_text(store.path / "sensitivity.json", json.dumps(self.sensitivity.to_dict(), indent=2, allow_nan=False) + "\n")
+        for i, cand in enumerate(self.candidates[len(store.records):], start=len(store.records)):
+            policy = problem.policy(cand.pairs, cand.meta)
+            cached = policy in problem.evaluator
+            scored = problem.score(policy)
+            record = EpisodeRecord(i, {n: (b.w_bits, b.a_bits) for n, b in policy.layers.items()}, scored.metrics, scored.reward, cand.meta)
+            store.commit(record)
+            if progress is not None and store.best is not None:
+                progress(Progress.after(record, store.best, len(self.candidates), cached))
+
+    def _details(self) -> dict[str, Any]:
+        return {"sensitivity_seconds": self.sensitivity_seconds}
+
+
 def run_baseline(
-    problem: SearchProblem, cfg: BaselineConfig, out_dir: str | Path, progress: Progress | None = None, resume: bool = False,
-) -> BaselineResult:
-    """Propose, evaluate and log the baseline's candidates; returns every record and the best."""
-    run = RunDir(out_dir)
-    settings = {"env": serial.to_dict(problem.config), "baseline": cfg.to_dict()}
-    done: list[EpisodeRecord] = []
-    if run.exists() or run.episodes_path.exists():
-        if not resume:
-            raise ConfigError(f"{run.path} already holds a run; pass --resume to continue it or choose a new --out")
-        run.check_same_config(settings, ignore=())
-        done = run.read_episodes()
-    start = time.perf_counter()
-    sensitivity = None
-    if cfg.method in ("greedy", "ilp"):
-        w = problem.workload
-        sensitivity = estimate_sensitivity(w.model, w.layers, w.data, w.device, cfg.sensitivity)
-    sensitivity_seconds = time.perf_counter() - start
-    candidates = baseline_candidates(problem, cfg, sensitivity)
-    if run.exists():
-        run.rewrite_episodes(done)  # drops a line torn by a kill mid-write
-    else:
-        run.write_config(settings, kind="baseline", budget=problem.budget.to_dict(),
-                         reference=problem.evaluator.reference.to_dict(), layers=problem.layer_names)
-    if sensitivity is not None:
-        atomic_write_text(run.path / "sensitivity.json", json.dumps(sensitivity.to_dict(), indent=2, allow_nan=False) + "\n")
-    records = list(done)
-    best = max(records, key=lambda r: (r.reward, -r.episode)) if records else None
-    for i, cand in enumerate(candidates[len(done):], start=len(done)):
-        policy = problem.policy(cand.pairs, cand.meta)
-        cached = policy in problem.evaluator
-        scored = problem.score(policy)
-        record = EpisodeRecord(i, {n: (b.w_bits, b.a_bits) for n, b in policy.layers.items()}, scored.metrics, scored.reward, cand.meta)
-        run.append_episode(record)
-        records.append(record)
-        if best is None or record.reward > best.reward:
-            best = record
-            run.write_best(record)
-        if progress is not None:
-            progress(SearchProgress(i, len(candidates), record.reward, best.reward, best.episode, record.metrics, cached))
-    if best is None:
-        raise ConfigError(f"baseline '{cfg.method}' proposed no policy within the budget")
-    if not run.best_path.exists():
-        run.write_best(best)
-    return BaselineResult(records, best, time.perf_counter() - start, sensitivity_seconds)
+    cfg: BaselineConfig, problem: SearchProblem, out_dir: str | Path, *, resume: bool = False,
+    progress: OnProgress | None = None, log: Log | None = None,
+) -> RunResult:
+    """Propose, evaluate and log the baseline's candidates; ``records`` holds every evaluation."""
+    return Baseline(cfg).run(problem, out_dir, resume=resume, progress=progress, log=log)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from haq.core.errors import ConfigError, HaqError
+from haq.core.validate import count
 from haq.data import DataSplits
 from haq.quant import (
     FLOAT_BITS,
@@ -89,18 +90,16 @@ class SensitivityConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("samples", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"sensitivity {name} must be an integer >= 1, got {value!r}")
+        count("sensitivity samples", self.samples)
+        count("sensitivity batch_size", self.batch_size)
 
 
 def _modules(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[str, nn.Module]:
     named = dict(model.named_modules())
-    missing = [l.name for l in layers if l.name not in named]
+    missing = [layer.name for layer in layers if layer.name not in named]
     if missing:
         raise HaqError(f"model has no layer(s) {missing[:5]}; it is not the model the layers were discovered on")
-    return {l.name: named[l.name] for l in layers}
+    return {layer.name: named[layer.name] for layer in layers}
 
 
 def _hook_inputs(

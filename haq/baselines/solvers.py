@@ -19,11 +19,11 @@ Choice = tuple[int, ...]
 def _check_problem(costs: Sequence[np.ndarray], errors: Sequence[np.ndarray]) -> None:
     if not costs or len(costs) != len(errors):
         raise ConfigError(f"need one cost and one error array per layer, got {len(costs)} and {len(errors)}")
-    for l, (c, e) in enumerate(zip(costs, errors)):
+    for i, (c, e) in enumerate(zip(costs, errors)):
         if c.ndim != 1 or c.shape != e.shape or c.size == 0:
-            raise ConfigError(f"layer {l}: cost and error arrays must be 1-D, equal length and non-empty")
+            raise ConfigError(f"layer {i}: cost and error arrays must be 1-D, equal length and non-empty")
         if not (np.all(np.isfinite(c)) and np.all(np.isfinite(e))):
-            raise ConfigError(f"layer {l}: costs and errors must be finite")
+            raise ConfigError(f"layer {i}: costs and errors must be finite")
 
 
 def choice_cost(costs: Sequence[np.ndarray], choice: Choice) -> float:
@@ -63,15 +63,15 @@ def solve_ilp(
     objective = np.concatenate(errors) / scale_e
     cost_row = np.concatenate(costs) / scale_c
     one_per_layer = np.zeros((len(costs), n_vars))
-    for l in range(len(costs)):
-        one_per_layer[l, offsets[l] : offsets[l + 1]] = 1.0
+    for i in range(len(costs)):
+        one_per_layer[i, offsets[i] : offsets[i + 1]] = 1.0
     constraints = [
         LinearConstraint(one_per_layer, 1.0, 1.0),
         LinearConstraint(cost_row[None, :], -np.inf, budget / scale_c),
     ]
     for prev in exclude:
         cut = np.zeros(n_vars)
-        cut[[offsets[l] + k for l, k in enumerate(prev)]] = 1.0
+        cut[[offsets[i] + k for i, k in enumerate(prev)]] = 1.0
         constraints.append(LinearConstraint(cut[None, :], -np.inf, len(costs) - 1))
     res = milp(
         objective, integrality=np.ones(n_vars), bounds=Bounds(0.0, 1.0), constraints=constraints,
@@ -80,7 +80,7 @@ def solve_ilp(
     if res.x is None or res.status not in (0, 1):
         return None
     x = np.round(res.x).astype(int)
-    return tuple(int(np.flatnonzero(x[offsets[l] : offsets[l + 1]])[0]) for l in range(len(costs)))
+    return tuple(int(np.flatnonzero(x[offsets[i] : offsets[i + 1]])[0]) for i in range(len(costs)))
 
 
 def pareto_front(cost: np.ndarray, error: np.ndarray) -> list[int]:
@@ -112,13 +112,13 @@ def greedy_path(costs: Sequence[np.ndarray], errors: Sequence[np.ndarray]) -> li
     path = [tuple(f[0] for f in fronts)]
     while True:
         best_layer, best_ratio = -1, np.inf
-        for l, f in enumerate(fronts):
-            if pos[l] + 1 >= len(f):
+        for i, f in enumerate(fronts):
+            if pos[i] + 1 >= len(f):
                 continue
-            here, there = f[pos[l]], f[pos[l] + 1]
-            ratio = (errors[l][there] - errors[l][here]) / (costs[l][here] - costs[l][there])
+            here, there = f[pos[i]], f[pos[i] + 1]
+            ratio = (errors[i][there] - errors[i][here]) / (costs[i][here] - costs[i][there])
             if ratio < best_ratio:
-                best_layer, best_ratio = l, ratio
+                best_layer, best_ratio = i, ratio
         if best_layer < 0:
             return path
         pos[best_layer] += 1
@@ -130,16 +130,16 @@ def cheaper_step(costs: Sequence[np.ndarray], errors: Sequence[np.ndarray], choi
     cost saved (used to repair a choice that a non-additive cost puts over budget); ``None``
     when every layer already sits at its cheapest option."""
     best: tuple[float, int, int] | None = None
-    for l, (c, e) in enumerate(zip(costs, errors)):
-        here = choice[l]
+    for i, (c, e) in enumerate(zip(costs, errors)):
+        here = choice[i]
         for k in range(c.size):
             saved = c[here] - c[k]
             if saved <= 0:
                 continue
             ratio = float((e[k] - e[here]) / saved)
             if best is None or ratio < best[0]:
-                best = (ratio, l, k)
+                best = (ratio, i, k)
     if best is None:
         return None
     _, layer, option = best
-    return tuple(option if l == layer else k for l, k in enumerate(choice))
+    return tuple(option if i == layer else k for i, k in enumerate(choice))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from haq.commands.common import add_workload_args, log
-from haq.commands.search import add_search_args, env_config, print_record
+from haq.commands.common import log
+from haq.commands.search import FEEDBACK_CACHE, add_search_args, env_config, print_record
+from haq.commands.workload_args import add_workload_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def run(ns: argparse.Namespace) -> int:
     from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
-    from haq.problem.problem import build_problem
+    from haq.commands.problems import make_problem
     from haq.runs.progress import ProgressBar
 
     cfg = BaselineConfig(
@@ -39,8 +40,8 @@ def run(ns: argparse.Namespace) -> int:
     env = env_config(ns)
     model = env.workload.model.replace(":", "_").replace(".", "_")
     out = Path(ns.out) if ns.out else Path("runs") / f"{model}-{Path(env.table).stem}-{cfg.method}-s{cfg.seed}"
-    problem = build_problem(env, log=log)
-    result = run_baseline(problem, cfg, out, progress=ProgressBar(), resume=ns.resume)
+    problem = make_problem(env, log=log, feedback_cache=out / FEEDBACK_CACHE)
+    result = run_baseline(cfg, problem, out, progress=ProgressBar(), resume=ns.resume, log=log)
     budget = problem.budget
     print(f"baseline {cfg.method}: {len(result.records)} evaluations in {out} ({result.seconds:.1f} s)")
     print(f"budget: {budget.metric} <= {budget.target:.6g} ({budget.target / budget.reference:.3f} of uniform max-bits)")

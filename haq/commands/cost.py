@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from haq.commands.common import add_workload_args, workload_config
+from haq.commands.workload_args import add_workload_args, workload_config
 from haq.quant import LayerInfo
 from haq.tables.compare import DeviceCost
 
@@ -20,11 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def run(ns: argparse.Namespace) -> int:
     from haq.quant import QuantPolicy
-    from haq.tables.compare import cost_on_devices, shipped_tables
+    from haq.tables.compare import cost_on_devices
     from latency_tables import load as load_table
+    from latency_tables import load_all
 
     layers = model_layers(ns)
-    tables = [load_table(name) for name in ns.device] if ns.device else shipped_tables()
+    tables = [load_table(name) for name in ns.device] if ns.device else load_all()
     rows = [(path, cost_on_devices(layers, QuantPolicy.load(path), tables)) for path in ns.policy]
     print(f"cost of each policy on {ns.model}, per device (latency in the table's ms; x = speed-up over uniform 8-bit there)")
     print(format_device_costs(rows))

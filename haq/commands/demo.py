@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 
 from haq.commands.common import log
+from haq.commands.problems import make_problem
 from haq.commands.search import print_record
 from haq.core.errors import HaqError
 from haq.evaluation.config import EvalConfig
 from haq.problem.config import EnvConfig
-from haq.problem.problem import SearchProblem, build_problem
+from haq.problem.problem import SearchProblem
 from haq.search.config import AgentConfig, SearchConfig
 
 DEMO_EPISODES = 40
@@ -40,11 +41,12 @@ def run(ns: argparse.Namespace) -> int:
         episodes=ns.episodes, seed=ns.seed,
     )
     out = Path(ns.out) if ns.out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    problem = build_problem(cfg.env, log=log)
+    problem = make_problem(cfg.env, log=log)
     ref = problem.evaluator.reference
     log(f"searching {cfg.env.workload.model} on {problem.table.name}: {len(problem.layer_names)} layers, "
-        f"{cfg.env.budget.metric} budget {cfg.env.budget.ratio:g} x uniform 8-bit, {cfg.episodes} episodes, {ns.evaluator} evaluator")
-    result = run_search(cfg, out, progress=ProgressBar(), log=log, problem=problem)
+        f"{cfg.env.budget.metric} budget {cfg.env.budget.ratio:g} x uniform 8-bit, "
+        f"{cfg.episodes} episodes, {ns.evaluator} evaluator")
+    result = run_search(cfg, problem, out, progress=ProgressBar(), log=log)
     print_record("best policy found", result.best)
     print()
     robust = f"{ref.robust_acc:.4f}" if ref.robust_acc is not None else "n/a"

@@ -1,8 +1,7 @@
 """``haq device``: run the device agent (``serve``), check one (``ping``), time ONNX files (``measure``).
 
-This module imports no torch. ``haq`` itself loads every sub-command (and so torch); on a target
-without torch run ``python -m haq.commands.device serve --token T`` instead, which needs only
-onnxruntime and numpy.
+This module imports no torch, and ``haq`` imports a command's module only when that command
+runs, so ``haq device serve`` works on a target that has only onnxruntime and numpy.
 """
 
 from __future__ import annotations
@@ -10,33 +9,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
-from typing import Sequence
 
-from haq.cli import run_command
+from haq.commands.common import log
 from haq.core.errors import ConfigError
 from haq.core.fileio import atomic_write_text
-from haq.hardware.device.agent import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_PORT,
-    DEFAULT_REQUEST_TIMEOUT_S,
-    DEFAULT_TIMEOUT_S,
-    AgentConfig,
-    DeviceAgent,
-)
-from haq.hardware.device.protocol import ProtocolConfig
+from haq.hardware.device.agent import DEFAULT_MAX_BYTES, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT_S, AgentConfig, DeviceAgent
+from haq.hardware.device.client import DEFAULT_TIMEOUT_S
 from haq.hardware.device.runner import RemoteRunner, make_runner, parse_remote
+from haq.hardware.device.settings import ProtocolConfig
 
 TOKEN_ENV = "HAQ_DEVICE_TOKEN"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
-    add_actions(sub.add_parser("device", help="hardware in the loop: serve a device agent, ping one, time an ONNX model"))
-
-
-def add_actions(p: argparse.ArgumentParser) -> None:
-    """serve / ping / measure under ``p`` (``haq device`` or ``python -m haq.commands.device``)."""
+    """``haq device serve | ping | measure``."""
+    p = sub.add_parser("device", help="hardware in the loop: serve a device agent, ping one, time an ONNX model")
     dsub = p.add_subparsers(dest="device_command", metavar="ACTION")
     dsub.required = True
 
@@ -80,7 +68,7 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-repeat-ms", type=float, default=d.min_repeat_ms, help="each sample batches runs to last this long")
     g.add_argument("--max-noise", type=float, default=d.max_noise, help="IQR/median above which a model is re-measured")
     g.add_argument("--max-retries", type=int, default=d.max_retries, help="bound on re-measurements of noisy models")
-    g.add_argument("--sentinel-every", type=int, default=d.sentinel_every, help="re-time a drift sentinel every N models (0 = off)")
+    g.add_argument("--sentinel-every", type=int, default=d.sentinel_every, help="re-time a drift sentinel every N models (0: off)")
     g.add_argument("--threads", type=int, default=d.threads, help="onnxruntime intra-op threads")
     g.add_argument("--input-seed", type=int, default=d.seed, help="seed of the random model inputs")
 
@@ -107,25 +95,27 @@ def device_token(ns: argparse.Namespace) -> str | None:
 
 
 def run_serve(ns: argparse.Namespace) -> int:
+    """Serve until Ctrl-C; the token is required so an open port never times strangers' models."""
     token = device_token(ns)
     if token is None:
         raise ConfigError(f"haq device serve needs --token or ${TOKEN_ENV} (a secret of 8+ characters the host will pass)")
     cfg = AgentConfig(host=ns.host, port=ns.port, token=token, max_bytes=ns.max_bytes, timeout_s=ns.timeout)
-    agent = DeviceAgent(cfg, log=_log)
+    agent = DeviceAgent(cfg, log=log)
     host, port = agent.address
-    _log(f"haq device agent serving on {host}:{port} (max {cfg.max_bytes} bytes, {cfg.timeout_s:g} s per request); Ctrl-C stops")
+    log(f"haq device agent serving on {host}:{port} (max {cfg.max_bytes} bytes, {cfg.timeout_s:g} s per request); Ctrl-C stops")
     if host not in ("127.0.0.1", "::1", "localhost"):
-        _log("warning: reachable from the network; anyone with the token can make this machine run models")
+        log("warning: reachable from the network; anyone with the token can make this machine run models")
     try:
         agent.serve_forever()
     except KeyboardInterrupt:
-        _log("stopped")
+        log("stopped")
     finally:
         agent.close()
     return 0
 
 
 def run_ping(ns: argparse.Namespace) -> int:
+    """Print the agent's device info as JSON (checks address, token and versions at once)."""
     host, port = parse_remote(ns.device)
     token = device_token(ns)
     if token is None:
@@ -136,7 +126,8 @@ def run_ping(ns: argparse.Namespace) -> int:
 
 
 def run_measure(ns: argparse.Namespace) -> int:
-    runner = make_runner(ns.device, device_token(ns), protocol_config(ns), ns.timeout, progress=_log)
+    """Time the files interleaved, print a markdown table, optionally keep the raw samples."""
+    runner = make_runner(ns.device, device_token(ns), protocol_config(ns), ns.timeout, progress=log)
     paths = [Path(p) for p in ns.models]
     for path in paths:
         if not path.is_file():
@@ -145,7 +136,8 @@ def run_measure(ns: argparse.Namespace) -> int:
     print("| model | median (ms) | IQR/median | session spread | samples | attempts | kernels |\n|---|---|---|---|---|---|---|")
     for path, m in zip(paths, results):
         kernels = ", ".join(sorted(set(m.kernels)))
-        print(f"| {path.name} | {m.median_ms:.4f} | {m.noise:.3f} | {m.session_spread:.3f} | {m.n_samples} | {m.attempts} | {kernels} |")
+        stats = f"{m.median_ms:.4f} | {m.noise:.3f} | {m.session_spread:.3f} | {m.n_samples} | {m.attempts}"
+        print(f"| {path.name} | {stats} | {kernels} |")
     if ns.json:
         record = {
             "device": runner.device_info(),
@@ -154,19 +146,3 @@ def run_measure(ns: argparse.Namespace) -> int:
         }
         atomic_write_text(Path(ns.json), json.dumps(record, indent=1))
     return 0
-
-
-def _log(msg: str) -> None:
-    """stderr, without importing haq.commands.common (which pulls in torch)."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m haq.commands.device ACTION ...``: the device commands alone, without torch."""
-    parser = argparse.ArgumentParser(prog="python -m haq.commands.device", description="haq device commands (no torch needed)")
-    add_actions(parser)
-    return run_command(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from haq.commands.common import add_workload_args, log, torch_device, workload_config
+from haq.commands.common import log
+from haq.commands.workload_args import add_workload_args, workload_config
 from haq.evaluation.config import EVALUATORS
 from haq.problem.config import DEFAULT_TABLE
 
@@ -32,20 +33,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 def run(ns: argparse.Namespace) -> int:
     import dataclasses
 
-    from haq.evaluation.final import FinalEvalConfig, evaluate_final
+    from haq.commands.problems import local_measurer
+    from haq.evaluation.final import FinalEvalConfig, evaluate_final, measurement_skipped
     from haq.quant import QuantPolicy
+    from haq.training import parse_torch_device
     from haq.workload import load_workload
     from latency_tables import load as load_table
 
-    base = FinalEvalConfig().evaluation
-    cfg = FinalEvalConfig(
-        split=ns.split, samples=ns.samples, measure=ns.measure, emulate=ns.emulate,
-        evaluation=dataclasses.replace(base, kind=ns.evaluator, finetune_epochs=ns.finetune_epochs, robust_samples=ns.robust_samples),
+    evaluation = dataclasses.replace(
+        FinalEvalConfig().evaluation, kind=ns.evaluator, finetune_epochs=ns.finetune_epochs, robust_samples=ns.robust_samples
     )
+    cfg = FinalEvalConfig(split=ns.split, samples=ns.samples, measure=ns.measure, emulate=ns.emulate, evaluation=evaluation)
     policy = QuantPolicy.load(ns.policy)
     table = load_table(ns.device)
-    wl = load_workload(workload_config(ns), torch_device(ns), log=log)
-    r = evaluate_final(wl, table, policy, cfg, log=log)
+    wl = load_workload(workload_config(ns), parse_torch_device(ns.torch_device), log=log)
+    measurer = None if measurement_skipped(cfg, table) else local_measurer(wl, emulated=cfg.emulate, log=log)
+    r = evaluate_final(wl, table, policy, cfg, log=log, measurer=measurer)
     m, ref = r.metrics, r.reference
 
     def pct(v: float | None) -> str:

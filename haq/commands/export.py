@@ -6,7 +6,9 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from haq.commands.common import add_workload_args, log, torch_device, workload_config
+from haq.commands.common import log
+from haq.commands.workload_args import add_workload_args, torch_device, workload_config
+from haq.core import validate
 from haq.core.errors import ConfigError
 from haq.export import ExportOptions, export_policy
 from haq.quant import QuantPolicy
@@ -25,8 +27,7 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.onnx.suffix != ".onnx":
             raise ConfigError(f"--onnx must name a .onnx file, got {self.onnx}")
-        if not 1 <= self.calibration <= 10_000:
-            raise ConfigError(f"--calibration must be in 1..10000 images, got {self.calibration}")
+        validate.count("--calibration", self.calibration, low=1, high=10_000)
         if not self.policy.is_file():
             raise ConfigError(f"--policy {self.policy} is not a file")
 
@@ -37,8 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--policy", required=True, help="policy JSON file (haq.policy)")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--calibration", type=int, default=64, help="training images used to calibrate activation clips (default 64)")
-    p.add_argument("--emulate", action="store_true", help="export bit widths the CPU cannot run on 8-bit containers instead of refusing")
-    p.add_argument("--no-fence", action="store_true", help="refuse, instead of fencing, a float layer onnxruntime would quantize by itself")
+    p.add_argument("--emulate", action="store_true",
+                   help="export bit widths the CPU cannot run on 8-bit containers instead of refusing")
+    p.add_argument("--no-fence", action="store_true",
+                   help="refuse, instead of fencing, a float layer onnxruntime would quantize by itself")
     p.set_defaults(func=run)
 
 
@@ -52,8 +55,8 @@ def run(ns: argparse.Namespace) -> int:
     exported.save(str(cfg.onnx))
     print(f"{cfg.onnx}: {len(exported.onnx_bytes) / 1024:.1f} KiB, {len(wl.layers)} layers")
     print("| layer | asked | realization | onnxruntime kernel |\n|---|---|---|---|")
-    for l in wl.layers:
-        plan, kernel = exported.plans[l.name], exported.kernels[l.name]
-        fence = " (fenced)" if l.name in exported.fenced else ""
-        print(f"| {l.name} | w{plan.w_bits}a{plan.a_bits} | {plan.realization.value}{fence} | {kernel.label} |")
+    for layer in wl.layers:
+        plan, kernel = exported.plans[layer.name], exported.kernels[layer.name]
+        fence = " (fenced)" if layer.name in exported.fenced else ""
+        print(f"| {layer.name} | w{plan.w_bits}a{plan.a_bits} | {plan.realization.value}{fence} | {kernel.label} |")
     return 0

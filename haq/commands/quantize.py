@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from haq.commands.common import add_workload_args, log, torch_device, workload_config
+from haq.commands.common import log
+from haq.commands.workload_args import add_workload_args, torch_device, workload_config
 from haq.evaluation.ptq import evaluate_policy_ptq
 from haq.quant import FLOAT_BITS, QuantPolicy
 from haq.training import accuracy
@@ -24,7 +25,7 @@ def run(ns: argparse.Namespace) -> int:
     wl = load_workload(workload_config(ns), device, log=log)
     x, y = wl.data.subset("test", None)
     float_acc = accuracy(wl.model, x, y, device)
-    float_size = sum(l.params for l in wl.layers) * FLOAT_BITS
+    float_size = sum(layer.params for layer in wl.layers) * FLOAT_BITS
     policies = [(ns.policy, QuantPolicy.load(ns.policy))] if ns.policy else [
         (f"uniform {b}/{b}", QuantPolicy.uniform(wl.layer_names, b)) for b in ns.bits
     ]

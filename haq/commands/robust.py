@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import copy
 
-from haq.commands.common import add_workload_args, log, torch_device, workload_config
+from haq.commands.common import log
+from haq.commands.workload_args import add_workload_args, torch_device, workload_config
+from haq.core import validate
 from haq.core.errors import ConfigError
 from haq.evaluation.ptq import quantized_copy
 from haq.quant import QuantPolicy
@@ -41,8 +43,8 @@ def run(ns: argparse.Namespace) -> int:
     device = torch_device(ns)
     if ns.policy is not None and ns.bits is not None:
         raise ConfigError("give either --policy or --bits, not both")
-    if ns.samples is not None and ns.samples < 1:
-        raise ConfigError(f"--samples must be >= 1, got {ns.samples}")
+    if ns.samples is not None:
+        validate.count("--samples", ns.samples)
     check_attacks(ns.attacks, has_source=True)  # transfer attacks always get the float model here
     attack_cfgs = [AttackConfig(eps=e, pgd_steps=ns.pgd_steps, restarts=ns.restarts, seed=ns.seed) for e in ns.eps]
     dq_cfg = None if ns.dq_beta is None else DQConfig(beta=ns.dq_beta, epochs=ns.dq_epochs, lr=ns.dq_lr, seed=ns.seed)

@@ -7,12 +7,16 @@ from pathlib import Path
 
 import torch
 
-from haq.commands.common import add_workload_args, log, workload_config
+from haq.commands.common import log
+from haq.commands.workload_args import add_workload_args, workload_config
 from haq.core.errors import ConfigError
 from haq.evaluation.config import EvalConfig
 from haq.problem.config import METRICS, BudgetConfig, EnvConfig
 from haq.runs.rundir import EpisodeRecord
 from haq.search.config import AGENTS, AgentConfig, SearchConfig
+
+FEEDBACK_CACHE = "measured_latency.json"
+"""Where a run directory keeps hardware-feedback measurements, so a resumed run does not re-measure."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -70,6 +74,7 @@ def default_out(cfg: SearchConfig) -> Path:
 
 
 def run(ns: argparse.Namespace) -> int:
+    from haq.commands.problems import make_problem
     from haq.runs.progress import ProgressBar
     from haq.search.run import run_search
 
@@ -78,10 +83,12 @@ def run(ns: argparse.Namespace) -> int:
     torch.set_num_threads(ns.threads)
     cfg = search_config(ns)
     out = Path(ns.out) if ns.out else default_out(cfg)
-    result = run_search(cfg, out, progress=ProgressBar(), resume=ns.resume, log=log)
+    problem = make_problem(cfg.env, log=log, feedback_cache=out / FEEDBACK_CACHE)
+    result = run_search(cfg, problem, out, progress=ProgressBar(), resume=ns.resume, log=log)
     print(f"search: {result.episodes_done} episodes in {result.run_dir} (resumed after {result.resumed_from})" if result.resumed_from
           else f"search: {result.episodes_done} episodes in {result.run_dir}")
-    print(f"budget: {result.budget.metric} <= {result.budget.target:.6g} ({result.budget.target / result.budget.reference:.3f} of uniform max-bits)")
+    print(f"budget: {result.budget.metric} <= {result.budget.target:.6g} "
+          f"({result.budget.target / result.budget.reference:.3f} of uniform max-bits)")
     print_record("best", result.best)
     print(f"best policy: {result.run_dir / 'best_policy.json'}")
     return 0

@@ -14,7 +14,6 @@ import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import latency_tables
 from haq.commands.common import log
@@ -24,9 +23,13 @@ from haq.commands.device import (
     device_token,
     protocol_config,
 )
+from haq.core import validate
 from haq.core.errors import ConfigError
-from haq.hardware.build import backend_for, extend_table, model_layers
-from haq.hardware.build_analytical import ANALYTICAL_DEVICES
+from haq.hardware.build import DeviceBackend, extend_table
+from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
+from haq.hardware.device.runner import REMOTE_PREFIX, make_runner
+from haq.hardware.measured import MeasuredBackend
+from haq.hardware.networks import model_layers
 from haq.quant import QuantPolicy
 from haq.tables.network import describe_pairs
 from haq.tables.table import CostTable
@@ -50,8 +53,7 @@ class BuildConfig:
             raise ConfigError("--model needs at least one zoo name or package.module:callable")
         if not self.device:
             raise ConfigError(f"--device is empty; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
-        if self.batch < 1:
-            raise ConfigError(f"--batch must be >= 1, got {self.batch}")
+        validate.count("--batch", self.batch)
         if self.out.suffix != ".json":
             raise ConfigError(f"--out must be a .json file, got {self.out}")
         if self.out.exists() and not self.out.is_file():
@@ -92,24 +94,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 def run_build(ns: argparse.Namespace) -> int:
     out = Path(ns.out) if ns.out else Path(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', ns.device)}.json")
     cfg = BuildConfig(tuple(ns.model), ns.device, out, ns.batch, ns.dataset, ns.data_root)
-    backend = backend_for(cfg.device, log=log, **_measure_options(ns, cfg.device))
+    backend = make_backend(ns, cfg.device)
     signatures = []
     for model in cfg.models:
         layers = model_layers(model, cfg.dataset, cfg.data_root)
-        log(f"{model}: {len(layers)} layers, {len({l.signature.key() for l in layers})} distinct signatures")
-        signatures.extend(l.signature for l in layers)
+        log(f"{model}: {len(layers)} layers, {len({layer.signature.key() for layer in layers})} distinct signatures")
+        signatures.extend(layer.signature for layer in layers)
     report = extend_table(backend, signatures, cfg.out, cfg.batch, models=cfg.models, log=log)
     print(f"{report.path}: priced {report.added} new signature(s), kept {report.kept} already present; {report.entries} entries")
     return 0
 
 
-def _measure_options(ns: argparse.Namespace, device: str) -> dict[str, Any]:
-    """Protocol (and the agent's token) for measured devices; analytical ones take none."""
-    if device == "cpu":  # an explicit --token here is a mistake the backend names
-        return {"protocol": protocol_config(ns), **({"token": ns.token} if ns.token else {})}
-    if device.startswith("remote://"):
-        return {"protocol": protocol_config(ns), "token": device_token(ns)}
-    return {}
+def make_backend(ns: argparse.Namespace, device: str) -> DeviceBackend:
+    """The backend a ``--device`` names: ``bitfusion`` / ``bismo-edge`` / ``bismo-cloud`` are
+    analytical models; ``cpu`` times onnxruntime on this machine and ``remote://HOST:PORT`` a
+    ``haq device serve`` agent, both with the protocol arguments."""
+    if device in ANALYTICAL_DEVICES:
+        return AnalyticalBackend(device)
+    if device == "cpu":
+        if ns.token:
+            raise ConfigError("--token is for remote://HOST:PORT devices; --device cpu times this machine")
+        return MeasuredBackend(protocol_config(ns), log)
+    if device.startswith(REMOTE_PREFIX):
+        protocol = protocol_config(ns)
+        return MeasuredBackend(protocol, log, make_runner(device, token=device_token(ns), protocol=protocol))
+    raise ConfigError(f"unknown --device '{device}'; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
 
 
 def run_list(ns: argparse.Namespace) -> int:
@@ -146,7 +155,8 @@ def _print_meta(t: CostTable) -> None:
     metrics = ", ".join(f"{k} ({m['units'][k]})" for k in t.metrics)
     print(f"  metrics: {metrics}; sources: {', '.join(t.sources())}")
     print(f"  created: {m['created']}{'; updated: ' + m['updated'] if 'updated' in m else ''}; tool: haq {m['tool']['version']}")
-    print(f"  models: {', '.join(m.get('models', [])) or '-'}; {len(t.signatures)} signatures, {sum(1 for _ in t.entries())} entries")
+    models = ", ".join(m.get("models", [])) or "-"
+    print(f"  models: {models}; {len(t.signatures)} signatures, {sum(1 for _ in t.entries())} entries")
     print(f"  protocol: {m['protocol']}")
     for name, c in m["constants"].items():
         print(f"  constant {name} = {c['value']:g} {c['unit']} ({c['source']})")
@@ -165,7 +175,8 @@ def _print_model(t: CostTable, model: str, dataset: str | None, data_root: str |
         print("| layer | signature | supported | cheapest | dearest |\n|---|---|---|---|---|")
         for i, layer in enumerate(layers):
             costs = net.layer_costs(i, metric)
-            print(f"| {layer.name} | {layer.signature.key()} | {describe_pairs(sorted(costs))} | {min(costs.values()):.4g} | {max(costs.values()):.4g} |")
+            print(f"| {layer.name} | {layer.signature.key()} | {describe_pairs(sorted(costs))} "
+                  f"| {min(costs.values()):.4g} | {max(costs.values()):.4g} |")
         lo, hi = net.cost_range(metric)
         line = f"network: cheapest {lo:.4g}, dearest {hi:.4g}"
         if all((8, 8) in net.layer_costs(i, metric) for i in range(len(layers))):

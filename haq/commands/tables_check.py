@@ -9,11 +9,13 @@ from pathlib import Path
 
 import latency_tables
 from haq.commands.common import log
+from haq.core import validate
 from haq.core.errors import ConfigError
 from haq.core.fileio import atomic_write_text
-from haq.hardware.check import check_table, load_check, load_network, score
-from haq.hardware.device.protocol import ProtocolConfig
+from haq.hardware.check import check_table, load_check, score
 from haq.hardware.device.runner import LocalRunner
+from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.networks import load_network
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,9 @@ class CheckConfig:
     rescore: Path | None
 
     def __post_init__(self) -> None:
-        if not 3 <= self.n <= 1000:
-            raise ConfigError(f"--n must be in 3..1000 policies, got {self.n}")
-        if not 1 <= self.sessions <= 100:
-            raise ConfigError(f"--sessions must be in 1..100, got {self.sessions}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        validate.count("--n", self.n, 3, 1000)
+        validate.count("--sessions", self.sessions, 1, 100)
+        validate.count("--seed", self.seed, 0)
         if self.rescore is not None and not self.rescore.is_file():
             raise ConfigError(f"--rescore needs a file written by --save, {self.rescore} does not exist")
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import latency_tables
 from haq.commands.common import log
-from haq.core.errors import ConfigError
-from haq.hardware.check import fit_table, load_network, observations_path
-from haq.hardware.device.protocol import ProtocolConfig
+from haq.core import validate
+from haq.core.errors import ConfigError, TableError
 from haq.hardware.device.runner import LocalRunner
+from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.fit import fit_table, observations_path
+from haq.hardware.networks import load_network
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,8 @@ class FitConfig:
     def __post_init__(self) -> None:
         if not self.models:
             raise ConfigError("--model needs at least one zoo name or package.module:callable")
-        if not 3 <= self.configs <= 1000:
-            raise ConfigError(f"--configs must be in 3..1000 per model, got {self.configs}")
-        if not 1 <= self.sessions <= 100:
-            raise ConfigError(f"--sessions must be in 1..100, got {self.sessions}")
+        validate.count("--configs", self.configs, 3, 1000)
+        validate.count("--sessions", self.sessions, 1, 100)
 
 
 def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -47,7 +47,8 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
 def run(ns: argparse.Namespace) -> int:
     cfg = FitConfig(tuple(ns.model), ns.device, ns.configs, ns.sessions, ns.remeasure)
     table = latency_tables.load(cfg.table)
-    assert table.path is not None
+    if table.path is None:
+        raise TableError(f"table {table.name} has no file to rewrite; pass a shipped table name or a .json file")
     path = Path(table.path)
     kept = observations_path(path)
     if cfg.remeasure:

@@ -30,24 +30,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def run(ns: argparse.Namespace) -> int:
     from haq.commands.cost import format_device_costs
-    from haq.commands.search import print_record
+    from haq.commands.problems import make_problem
+    from haq.commands.search import FEEDBACK_CACHE, print_record
     from haq.runs.progress import ProgressBar
-    from haq.tables.compare import cost_on_devices, shipped_tables
-    from haq.transfer.run import run_transfer
+    from haq.tables.compare import cost_on_devices
+    from haq.transfer.run import run_transfer, transfer_env
+    from latency_tables import load_all
 
     cfg = TransferConfig(
         source=ns.source, table=ns.device, model=ns.model, dataset=ns.dataset, episodes=ns.episodes, seed=ns.seed,
         budget_ratio=ns.budget, budget_absolute=ns.budget_absolute, evaluator=ns.evaluator, noise_sigma=ns.noise,
     )
     out = Path(ns.out) if ns.out else Path("runs") / f"{Path(ns.source).resolve().name}-to-{Path(ns.device).stem}-s{ns.seed}"
-    r = run_transfer(cfg, out, progress=ProgressBar(), resume=ns.resume, log=log)
-    z = r.zero_shot
-    print(f"transfer: {r.source.model} / {r.source.table} agent -> {r.run_dir} ({r.episodes_done} episodes"
+    problem = make_problem(transfer_env(cfg), log=log, feedback_cache=out / FEEDBACK_CACHE)
+    r = run_transfer(cfg, problem, out, progress=ProgressBar(), resume=ns.resume, log=log)
+    z, source = r.records[0], r.details["source"]
+    print(f"transfer: {source['model']} / {source['table']} agent -> {r.run_dir} ({r.episodes_done} episodes"
           + (f", resumed after {r.resumed_from})" if r.resumed_from else ")"))
     print(f"budget: {r.budget.metric} <= {r.budget.target:.6g} ({r.budget.target / r.budget.reference:.3f} of uniform max-bits)")
     print(f"zero-shot (episode 0): reward {z.reward:+.4f}, clean {z.metrics.clean_acc:.4f}, latency {z.metrics.latency_ms:.4g} ms")
     print_record("best", r.best)
     print("\nbest policy on every shipped device:")
-    print(format_device_costs([("best", cost_on_devices(r.layers, r.best.quant_policy(), shipped_tables()))]))
+    print(format_device_costs([("best", cost_on_devices(problem.workload.layers, r.best.quant_policy(), load_all()))]))
     print(f"best policy: {r.run_dir / 'best_policy.json'}")
     return 0

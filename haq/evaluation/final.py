@@ -2,37 +2,38 @@
 held-out split, its predicted cost on every metric of a device table, and — where the table
 describes this machine — its latency measured here.
 
-It reuses the search's :class:`~haq.evaluation.evaluators.FullEvaluator` (so a policy is scored the
+It scores through :func:`~haq.evaluation.evaluators.build_evaluator` (so a policy is scored the
 same way a search scored it) with longer fine-tuning, on the test split by default: the
 evaluator measures on its workload's ``val`` split, so the test split is handed to it in that
-role. Measurement exports the policy to QDQ ONNX (:mod:`haq.export`) and times it with the
-measurement protocol (:mod:`haq.hardware.device.runner`).
+role. Whether to measure is decided here (:func:`measurement_skipped`); the measurer itself is
+built by the caller (``haq.commands``), which knows which machine and exporter to use.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from haq.core.errors import ConfigError
-from haq.core.types import Log
+from haq.core import config as serial
+from haq.core.errors import UsageError
+from haq.core.types import Log, quiet
+from haq.core.validate import choice, count
 from haq.evaluation.config import EvalConfig
-from haq.evaluation.evaluators import (
-    CheapEvaluator,
-    FullEvaluator,
-    PolicyMetrics,
-    ReferenceMetrics,
-)
+from haq.evaluation.evaluators import build_evaluator
+from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
+from haq.hardware.device.machine import cpu_model
+from haq.hardware.device.measurement import Measurement
 from haq.quant import QuantPolicy, model_size_bits
 from haq.tables.protocols import DeviceTable
 from haq.workload import Workload
 
-if TYPE_CHECKING:
-    from haq.hardware.device.runner import Runner
-
 SPLITS = ("test", "val")
 MEASURE_MODES = ("auto", "local", "never")
+
+
+def _final_evaluation() -> EvalConfig:
+    return EvalConfig(kind="full", finetune_epochs=3, finetune_batches=10_000, robust_samples=200)
 
 
 @dataclass(frozen=True)
@@ -49,19 +50,15 @@ class FinalEvalConfig:
 
     split: str = "test"
     samples: int | None = None
-    evaluation: EvalConfig = dataclasses.field(
-        default_factory=lambda: EvalConfig(kind="full", finetune_epochs=3, finetune_batches=10_000, robust_samples=200)
-    )
+    evaluation: EvalConfig = dataclasses.field(default_factory=_final_evaluation)
     measure: str = "auto"
     emulate: bool = False
 
     def __post_init__(self) -> None:
-        if self.split not in SPLITS:
-            raise ConfigError(f"unknown split '{self.split}'; choose one of {', '.join(SPLITS)}")
-        if self.samples is not None and (isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1):
-            raise ConfigError(f"samples must be an integer >= 1 (or omitted for the whole split), got {self.samples!r}")
-        if self.measure not in MEASURE_MODES:
-            raise ConfigError(f"unknown measure mode '{self.measure}'; choose one of {', '.join(MEASURE_MODES)}")
+        choice("split", self.split, SPLITS)
+        if self.samples is not None:
+            count("samples", self.samples)
+        choice("measure mode", self.measure, MEASURE_MODES)
 
 
 @dataclass(frozen=True)
@@ -84,13 +81,17 @@ class FinalReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return dataclasses.asdict(self)
+        return serial.to_dict(self)
+
+
+class LatencyMeasurer(Protocol):
+    """Times the whole model under a policy (``haq.hardware.feedback.MeasuredCost`` fits)."""
+
+    def measurement(self, policy: QuantPolicy) -> Measurement: ...
 
 
 def table_describes_this_machine(table: DeviceTable) -> bool:
     """Whether the table was measured on this machine's CPU with onnxruntime."""
-    from haq.hardware.device.protocol import cpu_model
-
     meta: Any = getattr(table, "meta", {}) or {}
     runtime = str((meta.get("runtime") or {}).get("name", ""))
     device = meta.get("device") or {}
@@ -99,13 +100,31 @@ def table_describes_this_machine(table: DeviceTable) -> bool:
     return runtime.startswith("onnxruntime") and named
 
 
+def measurement_skipped(cfg: FinalEvalConfig, table: DeviceTable) -> str | None:
+    """Why the policy is not timed on this machine, or ``None`` when it is (callers build a measurer then)."""
+    if cfg.measure == "never":
+        return "not measured (--measure never)"
+    if cfg.measure == "auto" and not table_describes_this_machine(table):
+        return f"not measured: table '{table.name}' does not describe this machine (use --measure local to time it here anyway)"
+    return None
+
+
 def evaluate_final(
-    workload: Workload, table: DeviceTable, policy: QuantPolicy, cfg: FinalEvalConfig = FinalEvalConfig(),
-    log: Log | None = None, runner: Runner | None = None,
+    workload: Workload,
+    table: DeviceTable,
+    policy: QuantPolicy,
+    cfg: FinalEvalConfig | None = None,
+    log: Log | None = None,
+    measurer: LatencyMeasurer | None = None,
 ) -> FinalReport:
-    """Fine-tune and score ``policy``, price it on ``table``, measure it where that is this machine
-    (with ``runner``, default a :class:`~haq.hardware.device.runner.LocalRunner` with the standard protocol)."""
-    say = log or (lambda _msg: None)
+    """Fine-tune and score ``policy``, price it on ``table``, and time it with ``measurer`` where
+    :func:`measurement_skipped` says to (a measurer is then required; its exporter should
+    honour ``cfg.emulate``)."""
+    cfg = cfg or FinalEvalConfig()
+    say = log or quiet
+    skipped = measurement_skipped(cfg, table)
+    if skipped is None and measurer is None:
+        raise UsageError(f"measure mode '{cfg.measure}' times the policy here, so evaluate_final needs a measurer")
     policy.check_layers(workload.layers)
     table.check_covers(workload.layers)
     predicted = {m: float(table.policy_cost(workload.layers, policy, m)) for m in table.metrics}
@@ -116,19 +135,25 @@ def evaluate_final(
     ev_cfg = dataclasses.replace(cfg.evaluation, val_samples=n, robust_samples=min(cfg.evaluation.robust_samples, n))
     scoped = dataclasses.replace(workload, data=data)
     say(f"evaluating on {n} {cfg.split} images ({ev_cfg.kind} evaluator)")
-    evaluator = FullEvaluator(scoped, table, ev_cfg) if ev_cfg.kind == "full" else CheapEvaluator(scoped, table, ev_cfg)
+    evaluator = build_evaluator(scoped, table, ev_cfg)
     metrics = evaluator.evaluate(policy)
     measured_ms = noise = None
-    if cfg.measure == "never":
-        note = "not measured (--measure never)"
-    elif cfg.measure == "auto" and not table_describes_this_machine(table):
-        note = f"not measured: table '{table.name}' does not describe this machine (use --measure local to time it here anyway)"
-    else:
-        from haq.hardware.device.runner import LocalRunner
-        from haq.hardware.feedback import MeasuredCost, QDQExporter
-
+    note = skipped or ""
+    if skipped is None and measurer is not None:
         say("measuring latency on this machine")
-        m = MeasuredCost(workload, runner or LocalRunner(), QDQExporter(emulated=cfg.emulate), log=say).measurement(policy)
+        m = measurer.measurement(policy)
         measured_ms, noise = m.median_ms, m.noise
         note = "measured on this machine (median of the protocol's sessions)" + (", emulated bit widths" if cfg.emulate else "")
     return FinalReport(metrics, evaluator.reference, cfg.split, n, predicted, measured_ms, noise, note)
+
+
+__all__ = [
+    "MEASURE_MODES",
+    "SPLITS",
+    "FinalEvalConfig",
+    "FinalReport",
+    "LatencyMeasurer",
+    "evaluate_final",
+    "measurement_skipped",
+    "table_describes_this_machine",
+]

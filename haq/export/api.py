@@ -77,8 +77,12 @@ def export_policy(
     """
     policy.check_layers(layers)
     if calibration.dim() != len(input_shape) + 1 or tuple(calibration.shape[1:]) != tuple(input_shape):
-        raise ExportError(f"calibration batch has shape {tuple(calibration.shape)}; expected (N, {', '.join(map(str, input_shape))})")
-    plans = {l.name: plan_layer(l.name, l.signature, policy[l.name].w_bits, policy[l.name].a_bits, options.emulated) for l in layers}
+        expected = ", ".join(map(str, input_shape))
+        raise ExportError(f"calibration batch has shape {tuple(calibration.shape)}; expected (N, {expected})")
+    plans = {
+        info.name: plan_layer(info.name, info.signature, policy[info.name].w_bits, policy[info.name].a_bits, options.emulated)
+        for info in layers
+    }
     act, weight_shapes = _calibrated_grids(model, layers, policy, calibration)
     proto = float_onnx(model, layers, input_shape)
     nodes = locate_layers(proto, layers, weight_shapes)
@@ -90,13 +94,14 @@ def export_policy(
         onnx_bytes = rewrite(proto, nodes, plans, act, ranges, fenced).SerializeToString()
         if not options.verify:
             return ExportedModel(onnx_bytes, plans)
-        kernels = realized_kernels(optimized_graph(onnx_bytes), [l.name for l in layers])
+        kernels = realized_kernels(optimized_graph(onnx_bytes), [info.name for info in layers])
         bad = mismatches(plans, kernels)
         if not bad:
             return ExportedModel(onnx_bytes, plans, kernels, fenced)
         to_fence = frozenset(n for n in plans if plans[n].realization == Realization.FLOAT and kernels[n].precision != "fp32")
         if not options.fence or not to_fence or to_fence <= fenced:
-            raise ExportError(f"the exported model does not run the policy: {bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise ExportError(f"the exported model does not run the policy: {bad[0]}{more}")
         fenced = fenced | to_fence
 
 
@@ -136,11 +141,11 @@ def _calibrated_grids(model: nn.Module, layers: Sequence[LayerInfo], policy: Qua
         calibrate_(q, [calibration.detach().cpu()], torch.device("cpu"))
     mods = quant_layers(q)
     act = {}
-    for l in layers:
-        m, bits = mods[l.name], policy[l.name]
+    for info in layers:
+        m, bits = mods[info.name], policy[info.name]
         if bits.a_bits != FLOAT_BITS:
-            act[l.name] = ActQuant(float(m.act_alpha.detach()), bool(m.act_signed), bits.a_bits)
-    return act, {l.name: tuple(mods[l.name].weight.shape) for l in layers}
+            act[info.name] = ActQuant(float(m.input_quant.alpha.detach()), bool(m.input_quant.signed), bits.a_bits)
+    return act, {info.name: tuple(mods[info.name].weight.shape) for info in layers}
 
 
 def _name_float_weights(proto: onnx.ModelProto, nodes: Sequence[LayerNode]) -> onnx.ModelProto:

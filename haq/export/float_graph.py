@@ -45,7 +45,7 @@ class LayerNode:
 def float_onnx(model: nn.Module, layers: Sequence[LayerInfo], input_shape: Sequence[int]) -> onnx.ModelProto:
     """The model in float as ONNX (batch 1, BN folded), on a deep copy so ``model`` is untouched."""
     twin = copy.deepcopy(model).to(torch.device("cpu")).eval()
-    apply_policy_(twin, QuantPolicy.uniform([l.name for l in layers], FLOAT_BITS))
+    apply_policy_(twin, QuantPolicy.uniform([info.name for info in layers], FLOAT_BITS))
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings():
@@ -56,7 +56,8 @@ def float_onnx(model: nn.Module, layers: Sequence[LayerInfo], input_shape: Seque
                 training=torch.onnx.TrainingMode.EVAL,
             )
     except Exception as exc:  # the exporter raises many types for unsupported user code
-        raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {type(exc).__name__}: {first}") from exc
     proto = onnx.load_from_string(buf.getvalue())
     proto.ir_version = IR_VERSION
     return _constants_to_initializers(proto)
@@ -92,10 +93,14 @@ def _constants_to_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def locate_layers(proto: onnx.ModelProto, layers: Sequence[LayerInfo], weight_shapes: dict[str, tuple[int, ...]]) -> list[LayerNode]:
+def locate_layers(
+    proto: onnx.ModelProto, layers: Sequence[LayerInfo], weight_shapes: dict[str, tuple[int, ...]]
+) -> list[LayerNode]:
     """Match each layer to its Conv / Gemm / MatMul node; :class:`ExportError` when they disagree."""
     inits = {t.name: t for t in proto.graph.initializer}
-    found = [(i, n) for i, n in enumerate(proto.graph.node) if n.op_type in LAYER_OPS and len(n.input) > 1 and n.input[1] in inits]
+    found = [
+        (i, n) for i, n in enumerate(proto.graph.node) if n.op_type in LAYER_OPS and len(n.input) > 1 and n.input[1] in inits
+    ]
     if len(found) != len(layers):
         raise ExportError(
             f"the exported graph has {len(found)} conv/matmul nodes with constant weights but the model has "
@@ -115,7 +120,10 @@ def locate_layers(proto: onnx.ModelProto, layers: Sequence[LayerInfo], weight_sh
             if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
                 raise ExportError(f"layer '{info.name}': exported Gemm has transA/alpha/beta attributes haq cannot quantize")
         if shape != expected:
-            raise ExportError(f"layer '{info.name}' did not match ONNX node '{node.name}' (weight {shape} vs {expected}); the graph order differs from execution order")
+            raise ExportError(
+                f"layer '{info.name}' did not match ONNX node '{node.name}' (weight {shape} vs {expected}); "
+                "the graph order differs from execution order"
+            )
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         out.append(LayerNode(info.name, idx, node.op_type, node.input[1], bias))
     return out

@@ -164,7 +164,10 @@ def rewrite(
         weight = numpy_helper.to_array(inits[ln.weight]).astype(np.float32)
         bias = numpy_helper.to_array(inits[ln.bias]).astype(np.float32) if ln.bias else None
         axis = _channel_axis(node)
-        if plan.realization == Realization.WEIGHT_ONLY or (plan.realization == Realization.EMULATED and plan.op == "linear" and plan.a_bits == FLOAT_BITS and plan.w_bits < 8):
+        emulated_weight_only = (
+            plan.realization == Realization.EMULATED and plan.op == "linear" and plan.a_bits == FLOAT_BITS and plan.w_bits < 8
+        )
+        if plan.realization == Realization.WEIGHT_ONLY or emulated_weight_only:
             _to_matmul_nbits(node, ln, plan, weight, axis, bias, edits)
             continue
         s_in: np.float32 | None = None

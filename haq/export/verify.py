@@ -20,7 +20,9 @@ from onnx import helper
 
 from haq.export.plan import ExportError, LayerPlan, Realization
 
-INT8_KERNELS = frozenset({"QLinearConv", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul"})
+INT8_KERNELS = frozenset(
+    {"QLinearConv", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul"}
+)
 FLOAT_KERNELS = frozenset({"Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul", "FusedGemm"})
 PASS_THROUGH = frozenset({"ReorderInput", "Transpose", "Reshape", "Identity"})
 
@@ -39,7 +41,9 @@ class Kernel:
         return f"{self.domain}:{self.op_type}" if self.domain else self.op_type
 
 
-def session_options(threads: int = 1, level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> ort.SessionOptions:
+def session_options(
+    threads: int = 1, level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+) -> ort.SessionOptions:
     """The session settings used everywhere in haq: one thread, sequential, no spinning."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -51,7 +55,9 @@ def session_options(threads: int = 1, level: ort.GraphOptimizationLevel = ort.Gr
     return so
 
 
-def optimized_graph(onnx_bytes: bytes, level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED) -> onnx.ModelProto:
+def optimized_graph(
+    onnx_bytes: bytes, level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+) -> onnx.ModelProto:
     """The graph onnxruntime's CPU provider executes for ``onnx_bytes``, up to ``level``.
 
     Precision is decided by the EXTENDED level (QDQ fusion, constant folding); the ALL level
@@ -100,7 +106,9 @@ def realized_kernels(opt: onnx.ModelProto, layer_names: list[str]) -> dict[str, 
             if found is not None:
                 break
         if found is None:
-            raise ExportError(f"layer '{name}' cannot be found in onnxruntime's optimized graph (no node reads a 'haq/{name}/' weight)")
+            raise ExportError(
+                f"layer '{name}' cannot be found in onnxruntime's optimized graph (no node reads a 'haq/{name}/' weight)"
+            )
         out[name] = found
     return out
 

@@ -1,11 +1,12 @@
-"""Device cost: measurement protocol, local/remote runners, the device agent, cost tables.
+"""Cost producers: what turns a device into prices a search can use.
 
-Submodules are imported directly (``haq.hardware.device.protocol``, ``haq.hardware.device.agent``) so the
-device agent stays importable on a target that has onnxruntime and numpy but no torch.
+Pricing: ``analytical`` (Bit Fusion and BISMO formulas) with their table backends in
+``build_analytical``, ``measured`` (single layers timed with onnxruntime on this CPU) and
+``build`` (build or extend a table, whatever prices it). Whole-model validation: ``networks``,
+``check``, ``accuracy``, ``fit`` and ``graph_fit``. ``feedback`` makes the measured latency of
+the whole model a cost source. The tables themselves are data in :mod:`haq.tables`.
 
-Cost tables: ``schema`` (file format and validation, with ``fields``), ``table``
-(:class:`CostTable`: load / save, query API), ``network`` (one network's precompiled costs),
-``analytical`` (Bit Fusion and BISMO formulas), ``build_analytical`` (their table backends),
-``build`` (build / extend a table, device dispatch). ``latency_tables.load(name)`` is the
-usual entry point.
+``haq.hardware.device`` (the measurement protocol, local / remote runners, the device agent)
+imports no torch, and this file imports nothing, so the agent stays importable on a target
+that has onnxruntime and numpy but no torch. Import submodules directly.
 """

@@ -25,15 +25,32 @@ bits), so a 3-bit layer costs exactly what a 4-bit one does, in time and energy.
   + outputs * 32 * SRAM pJ/bit (partial sums written to the output buffer)
 
 BISMO (Umuroglu et al., FPL 2018): a bit-serial matrix-multiply overlay of ``Dm x Dk x Dn``
-binary dot-product units; an l-bit x r-bit product takes l * r binary passes. Convolutions are
-lowered by im2col to GEMMs ``M x K`` times ``K x N`` (M = out channels / groups, K = in
-channels / groups * kh * kw, N = output pixels * batch), one GEMM per group (a depthwise conv
-is ``groups`` GEMMs with M = 1, which wastes most of the array, as it would on BISMO):
+binary dot-product units with a fetch / execute / result pipeline; an l-bit x r-bit product
+takes l * r binary passes. It runs GEMMs, so convolutions are lowered by im2col on the host
+(``M x K`` weights times ``K x N`` activations: M = out channels / groups, K = in channels /
+groups * kh * kw, N = output pixels * batch), one GEMM per group. A depthwise conv is packed
+block-diagonally instead: ``cb = min(Dm, Dk // (kh * kw))`` channels per GEMM, one per array
+row, their windows side by side in one Dk-bit word (zero weights elsewhere). Each bit-plane
+row of a matrix occupies ``ceil(K / Dk)`` Dk-bit words, in DRAM and in the tile memories.
+A per-layer roofline (:func:`bismo_cycles`):
 
-* compute cycles = groups * ceil(M / Dm) * ceil(K / Dk) * ceil(N / Dn) * w * a
-* memory cycles = ceil((weights * w + input activations * a + outputs * 32) / interface width)
-  (im2col is done on chip from the fetched input, results written as 32-bit accumulators)
-* latency = max(compute, memory) / f (BISMO's fetch / execute / result stages overlap)
+* compute cycles = GEMMs * ceil(M / Dm) * ceil(K / Dk) * ceil(N / Dn) * w * a
+* read bits per GEMM, weights W = M * words * Dk * w and activations A = N * words * Dk * a:
+  W + A when either fits its tile memories (the LHS memories, ``Dm * lhs_depth`` words, hold
+  weights, reused across the batch and every output pixel; the RHS memories, ``Dn *
+  rhs_depth`` words, hold activations, reused across every output channel); otherwise the
+  cheaper of re-streaming A once per weight chunk or W once per activation chunk. Depthwise
+  GEMMs share no activations (no cross-channel reuse), so each pays its own A.
+* write bits = outputs * a: results are requantized on chip and leave at the activation
+  width (this layer's a stands in for the consumer's), on the separate write channel.
+* latency = max(compute, read bits / port, write bits / port) / f (the stages overlap).
+
+Which of the two terms binds decides how a layer scales: compute-bound layers scale with
+w * a; layers whose activations dominate the port scale with a alone (most depthwise and
+early layers at a large batch), weight-dominated ones with w alone (a classifier at a small
+N). The cloud instance's port and tile-memory depths are fitted to HAQ's released cloud
+table (:mod:`haq.hardware.calibrate_bismo`, ``bench/bismo_calibration.py``); the edge
+instance is BISMO's published default build.
 
 BISMO is priced for latency only (the paper reports no energy model). Neither accelerator runs
 floating point; float (32-bit) layers are declared unsupported (absent from the table), so the
@@ -45,7 +62,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from haq.core.errors import ConfigError
+from haq.core.validate import positive
 from haq.quant.discovery import LayerSignature
 from haq.quant.primitives import MAX_BITS, MIN_BITS
 
@@ -90,7 +111,8 @@ class BitFusionConfig:
     dram_pj_per_bit: float = 15.0
 
     def __post_init__(self) -> None:
-        _positive(self, ("rows", "cols", "freq_hz", "core_pj_per_unit_cycle", "if_width_bits", "sram_pj_per_bit", "dram_pj_per_bit"))
+        for field in ("rows", "cols", "freq_hz", "core_pj_per_unit_cycle", "if_width_bits", "sram_pj_per_bit", "dram_pj_per_bit"):
+            positive(f"{type(self).__name__}.{field}", getattr(self, field))
 
     @property
     def units(self) -> int:
@@ -113,7 +135,13 @@ class BitFusionConfig:
 
 @dataclass(frozen=True)
 class BismoConfig:
-    """A BISMO overlay instance: array shape ``dm x dk x dn``, clock and DRAM interface."""
+    """A BISMO overlay instance: array, clock, off-chip port and tile-memory depths.
+
+    ``port_bits`` is the sustained off-chip bits per cycle of each of the read and write
+    channels; ``lhs_depth`` / ``rhs_depth`` are the Dk-bit words of each of the ``dm`` LHS
+    (weight) and ``dn`` RHS (activation) tile memories, BISMO's ``LMEM`` / ``RMEM``.
+    ``sources`` maps "array", "frequency", "port" and "buffers" to where each value comes from.
+    """
 
     name: str
     description: str
@@ -121,22 +149,38 @@ class BismoConfig:
     dk: int
     dn: int
     freq_hz: float
-    if_width_bits: int
+    port_bits: float
+    lhs_depth: int
+    rhs_depth: int
     sources: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        _positive(self, ("dm", "dk", "dn", "freq_hz", "if_width_bits"))
+        for field in ("dm", "dk", "dn", "freq_hz", "port_bits", "lhs_depth", "rhs_depth"):
+            positive(f"{type(self).__name__}.{field}", getattr(self, field))
+
+    @property
+    def weight_buffer_bits(self) -> int:
+        """Capacity of the LHS tile memories (weights)."""
+        return self.dm * self.lhs_depth * self.dk
+
+    @property
+    def act_buffer_bits(self) -> int:
+        """Capacity of the RHS tile memories (activations)."""
+        return self.dn * self.rhs_depth * self.dk
 
     def constants(self) -> dict[str, Constant]:
         """Every constant with its source, for the table metadata."""
         src = dict(self.sources)
+        buffers = src.get("buffers", "")
         return {
             "dm": Constant(self.dm, "rows of dot-product units", src.get("array", "")),
             "dk": Constant(self.dk, "bits per binary dot product", src.get("array", "")),
             "dn": Constant(self.dn, "columns of dot-product units", src.get("array", "")),
             "frequency": Constant(self.freq_hz, "Hz", src.get("frequency", "")),
-            "interface_width": Constant(self.if_width_bits, "bits per cycle", src.get("interface", "")),
-            "psum_bits": Constant(PSUM_BITS, "bits", "BISMO accumulators are 32-bit and written back as such"),
+            "port_width": Constant(self.port_bits, "sustained bits per cycle, each of the read and write channels", src.get("port", "")),
+            "lhs_depth": Constant(self.lhs_depth, f"{self.dk}-bit words per LHS (weight) tile memory, {self.dm} memories", buffers),
+            "rhs_depth": Constant(self.rhs_depth, f"{self.dk}-bit words per RHS (activation) tile memory, {self.dn} memories", buffers),
+            "output_bits": Constant(0, "bits beyond a per output", "outputs leave requantized at the activation width (haq modelling choice; HAQ's cloud table shows no bit-independent output cost)"),
         }
 
 
@@ -183,15 +227,53 @@ def gemm_shape(sig: LayerSignature) -> tuple[int, int, int, int]:
     return g, sig.out_channels // g, sig.in_channels // g * sig.kernel[0] * sig.kernel[1], oh * ow * sig.batch
 
 
+def bismo_lowering(sig: LayerSignature, cfg: BismoConfig) -> tuple[int, int, int, int]:
+    """(GEMMs, M, K, N) as BISMO runs the layer: im2col, depthwise packed block-diagonally."""
+    g, m, k, n = gemm_shape(sig)
+    if sig.op != "dwconv":
+        return g, m, k, n
+    per_gemm = min(g, max(1, min(cfg.dm, cfg.dk // k)))
+    return _ceil_div(g, per_gemm), per_gemm, per_gemm * k, n
+
+
+@dataclass(frozen=True)
+class BismoCycles:
+    """Cycles of BISMO's three overlapping stages, broadcast over the bit widths asked for."""
+
+    compute: npt.NDArray[np.float64]
+    read: npt.NDArray[np.float64]
+    write: npt.NDArray[np.float64]
+
+    @property
+    def total(self) -> npt.NDArray[np.float64]:
+        """The slowest stage bounds the layer."""
+        return np.maximum(self.compute, np.maximum(self.read, self.write))
+
+
+def bismo_cycles(sig: LayerSignature, w_bits: npt.ArrayLike, a_bits: npt.ArrayLike, cfg: BismoConfig) -> BismoCycles:
+    """BISMO's per-layer roofline (see the module docstring); bits may be arrays (they broadcast)."""
+    w = np.asarray(w_bits, dtype=np.float64)
+    a = np.asarray(a_bits, dtype=np.float64)
+    gemms, m, k, n = bismo_lowering(sig, cfg)
+    words = _ceil_div(k, cfg.dk)
+    compute = gemms * _ceil_div(m, cfg.dm) * words * _ceil_div(n, cfg.dn) * w * a
+    weights = m * words * cfg.dk * w
+    acts = n * words * cfg.dk * a
+    stream_acts = weights + acts * np.ceil(weights / cfg.weight_buffer_bits)
+    stream_weights = acts + weights * np.ceil(acts / cfg.act_buffer_bits)
+    read = gemms * np.minimum(stream_acts, stream_weights)
+    write = sig.output_elems * a
+    return BismoCycles(compute=compute, read=np.ceil(read / cfg.port_bits), write=np.ceil(write / cfg.port_bits))
+
+
 def bismo_cost(sig: LayerSignature, w_bits: int, a_bits: int, cfg: BismoConfig) -> Estimate:
     """BISMO bit-serial latency of one layer (see the module docstring for the model)."""
     _check_bits(w_bits)
     _check_bits(a_bits)
-    g, m, k, n = gemm_shape(sig)
-    compute = g * _ceil_div(m, cfg.dm) * _ceil_div(k, cfg.dk) * _ceil_div(n, cfg.dn) * w_bits * a_bits
-    bits_moved = sig.params * w_bits + sig.input_elems * a_bits + sig.output_elems * PSUM_BITS
-    memory = math.ceil(bits_moved / cfg.if_width_bits)
-    bound = "compute" if compute >= memory else "memory"
+    c = bismo_cycles(sig, w_bits, a_bits, cfg)
+    compute, read, write = int(c.compute), int(c.read), int(c.write)
+    memory = max(read, write)
+    bound = "compute" if compute >= memory else ("read" if read >= write else "write")
     return Estimate(
         latency_ms=max(compute, memory) / cfg.freq_hz * 1e3,
         energy_mj=None,
@@ -210,31 +292,37 @@ def _check_bits(bits: int) -> None:
         raise ConfigError(f"analytical accelerator models take bits in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
 
 
-def _positive(cfg: object, names: tuple[str, ...]) -> None:
-    for n in names:
-        v = getattr(cfg, n)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise ConfigError(f"{type(cfg).__name__}.{n} must be a positive finite number, got {v!r}")
-
+BISMO_SOURCE = "Umuroglu et al., BISMO, FPL 2018; github.com/EECS-NTNU/bismo"
+CALIBRATION_SOURCE = (
+    "fitted to HAQ's released MobileNetV2 cloud table (calibration half; haq.hardware.calibrate_bismo, "
+    "bench/bismo_calibration.py)"
+)
 
 BISMO_EDGE = BismoConfig(
     name="bismo-edge",
-    description="BISMO bit-serial overlay, 2x64x2 at 200 MHz on a PYNQ-Z1-class Zynq-7020 (edge FPGA)",
-    dm=2, dk=64, dn=2, freq_hz=200e6, if_width_bits=64,
+    description="BISMO bit-serial overlay, 2x64x2 at 200 MHz on a PYNQ-Z1-class Zynq-7020 (edge FPGA), default 1024-word tile memories",
+    dm=2, dk=64, dn=2, freq_hz=200e6, port_bits=64.0, lhs_depth=1024, rhs_depth=1024,
     sources=(
-        ("array", "Umuroglu et al., BISMO, FPL 2018: default 2x64x2 instance"),
-        ("frequency", "BISMO, FPL 2018: 200 MHz on PYNQ-Z1"),
-        ("interface", "one 64-bit Zynq-7020 AXI HP port per cycle (1.6 GB/s at 200 MHz); haq modelling choice"),
+        ("array", BISMO_SOURCE + ": default 2x64x2 instance (Makefile M=2 K=64 N=2)"),
+        ("frequency", BISMO_SOURCE + ": 200 MHz on PYNQ-Z1 (Makefile FREQ_MHZ=200)"),
+        ("port", "fpga-tidbits PYNQZ1 platform: one 64-bit AXI memory port (memDataBits = 64), one beat per cycle"),
+        ("buffers", BISMO_SOURCE + ": Makefile LMEM=1024 RMEM=1024 (16 KiB of weights, 16 KiB of activations)"),
     ),
 )
 
 BISMO_CLOUD = BismoConfig(
     name="bismo-cloud",
-    description="BISMO bit-serial overlay, 16x256x16 at 300 MHz on a datacenter UltraScale+ FPGA (e.g. VU9P, one DDR4 channel)",
-    dm=16, dk=256, dn=16, freq_hz=300e6, if_width_bits=512,
+    description=(
+        "BISMO bit-serial overlay, 16x256x16 at 300 MHz on a datacenter UltraScale+ FPGA; "
+        "off-chip port and tile memories calibrated to HAQ's cloud table"
+    ),
+    dm=16, dk=256, dn=16, freq_hz=300e6, port_bits=256.0, lhs_depth=64, rhs_depth=64,
     sources=(
-        ("array", "haq choice: 16x256x16 = 39 binary TOPS at 300 MHz, about 2.5x the 15.4 TOPS BISMO reaches on an Ultra96 (github.com/EECS-NTNU/bismo README), for a larger datacenter FPGA"),
+        ("array", "haq choice: 16x256x16 = 39 binary TOPS at 300 MHz, about 2.5x the 15.4 TOPS BISMO reaches on an Ultra96 "
+                  "(github.com/EECS-NTNU/bismo README); HAQ's cloud table agrees (its depthwise layers cost channels * N * a / 16, "
+                  "its classifier weights * w / 256)"),
         ("frequency", "haq choice: 300 MHz, a typical UltraScale+ overlay clock"),
-        ("interface", "haq choice: one 512-bit DDR4-2400 channel port per cycle (19.2 GB/s at 300 MHz)"),
+        ("port", CALIBRATION_SOURCE),
+        ("buffers", CALIBRATION_SOURCE),
     ),
 )

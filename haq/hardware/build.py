@@ -2,8 +2,8 @@
 
 A *backend* prices one layer signature on one device (an analytical model, onnxruntime on this
 CPU, a remote device agent). :func:`extend_table` asks it only for signatures the table does
-not hold yet, so a table grows as users add models, and saves atomically as it goes.
-:func:`backend_for` is the single dispatch point from a ``--device`` string to a backend.
+not hold yet, so a table grows as users add models, and saves atomically as it goes. Which
+backend a ``--device`` string names is decided by the command (``haq tables build``).
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from haq import __version__
-from haq.core.errors import ConfigError, TableError
+from haq.core import validate
+from haq.core.errors import TableError
 from haq.core.types import Log
-from haq.data import load_dataset
-from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
-from haq.models import build_model
-from haq.quant.discovery import LayerInfo, LayerSignature, discover_layers
-from haq.tables.schema import Entry, GraphExtras, TableData, parse
+from haq.quant.discovery import LayerSignature
+from haq.tables.schema import Entry, GraphExtras, TableData
 from haq.tables.table import CostTable, load_table, save_table
-from haq.workload import WorkloadConfig
+from haq.tables.validation import parse
 
 # Metadata that must agree before new entries may join an existing table.
 _COMPATIBLE_FIELDS = ("device", "runtime", "threads", "units", "metrics", "constants")
@@ -50,25 +48,6 @@ class BuildReport:
     entries: int
 
 
-def backend_for(device: str, log: Log | None = None, **options: Any) -> DeviceBackend:
-    """The backend for a ``--device`` string.
-
-    ``bitfusion`` / ``bismo-edge`` / ``bismo-cloud``: analytical models. ``cpu``: onnxruntime
-    on this machine, ``remote://HOST:PORT``: a ``haq device serve`` agent (both
-    ``haq.hardware.measured.backend``, imported only when asked for, called as
-    ``backend(device, log=log, **options)``; options: a protocol, the agent's token).
-    """
-    if device in ANALYTICAL_DEVICES:
-        if options:
-            raise ConfigError(f"analytical device {device} takes no options, got {', '.join(sorted(options))}")
-        return AnalyticalBackend(device)
-    if device == "cpu" or device.startswith("remote://"):
-        from haq.hardware.measured import backend
-
-        return backend(device, log=log, **options)
-    raise ConfigError(f"unknown --device '{device}'; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
-
-
 def extend_table(
     backend: DeviceBackend,
     signatures: Sequence[LayerSignature],
@@ -83,8 +62,7 @@ def extend_table(
     every few seconds of pricing and at the end (not at all when nothing changed), so an
     interrupted build keeps its work.
     """
-    if batch < 1:
-        raise ConfigError(f"batch must be >= 1, got {batch}")
+    validate.count("batch", batch)
     now = _now()
     fresh = {**backend.metadata(batch), "batch": batch, "created": now, "tool": {"name": "haq", "version": __version__}}
     existing = load_table(out) if out.exists() else None
@@ -132,7 +110,8 @@ def _check_compatible(existing: CostTable, fresh: dict[str, Any], out: Path) -> 
         raise TableError(f"{out} holds batch {existing.batch}, not {fresh['batch']}; pass --batch {existing.batch} or another --out")
     for f in _COMPATIBLE_FIELDS:
         if existing.meta.get(f) != fresh.get(f):
-            raise TableError(f"{out}: meta.{f} differs from what device {backend_name(fresh)} produces now; extend it with the same device and settings, or choose another --out")
+            raise TableError(f"{out}: meta.{f} differs from what device {backend_name(fresh)} produces now; "
+                             "extend it with the same device and settings, or choose another --out")
 
 
 def _unique(sigs: Sequence[LayerSignature]) -> list[LayerSignature]:
@@ -144,10 +123,3 @@ def _unique(sigs: Sequence[LayerSignature]) -> list[LayerSignature]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
-def model_layers(model: str, dataset: str | None, data_root: str | None) -> list[LayerInfo]:
-    """Layers of a zoo or user model, discovered on its dataset's input shape (no training)."""
-    cfg = WorkloadConfig(model=model, dataset=dataset, data_root=data_root)
-    data = load_dataset(cfg.resolved_dataset(), data_root, cfg.seed)
-    return discover_layers(build_model(model, data.input_shape, data.num_classes), data.input_shape)

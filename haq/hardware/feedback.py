@@ -17,14 +17,17 @@ and is refused when any of that differs.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from haq.core import validate
+from haq.core.config import to_dict
 from haq.core.errors import ConfigError, HaqError
 from haq.core.fileio import atomic_write_text
-from haq.core.types import Log
-from haq.hardware.device.protocol import Measurement
+from haq.core.types import Log, quiet
+from haq.export import ExportOptions, export_policy
+from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.runner import Runner
 from haq.quant import LayerInfo, QuantPolicy
 from haq.workload import Workload
@@ -57,20 +60,17 @@ class QDQExporter:
     emulated: bool = False
 
     def __post_init__(self) -> None:
-        if not 1 <= self.calibration_size <= 100_000:
-            raise ConfigError(f"calibration_size must be in 1..100000, got {self.calibration_size}")
+        validate.count("calibration_size", self.calibration_size, 1, 100_000)
 
     def __call__(self, workload: Workload, policy: QuantPolicy) -> bytes:
         """Export (and verify against onnxruntime's optimized graph) the whole model."""
-        from haq.export import ExportOptions, export_policy
-
         x, _ = workload.data.subset("train", self.calibration_size)
         options = ExportOptions(emulated=self.emulated)
         return export_policy(workload.model, workload.layers, policy, workload.data.input_shape, x, options).onnx_bytes
 
     def to_dict(self) -> dict[str, Any]:
         """Settings recorded in the cache."""
-        return {"exporter": "qdq", **asdict(self)}
+        return {"exporter": "qdq", **to_dict(self)}
 
 
 class MeasuredCost:
@@ -90,13 +90,13 @@ class MeasuredCost:
         self.runner = runner
         self.exporter: Exporter = exporter or QDQExporter()
         self.cache_path = Path(cache_path) if cache_path is not None else None
-        self._log = log or (lambda msg: None)
+        self._log = log or quiet
         info = runner.device_info()
         self.identity: dict[str, Any] = {
-            "model": workload.config.to_dict(),
+            "model": to_dict(workload.config),
             "layers": workload.layer_names,
             "device": {k: info.get(k) for k in _DEVICE_KEYS},
-            "protocol": runner.protocol.to_dict(),
+            "protocol": to_dict(runner.protocol),
             "exporter": self.exporter.to_dict(),
         }
         self.name = f"measured:{info.get('cpu', 'device')}"
@@ -141,7 +141,7 @@ class MeasuredCost:
         return policy_key(self.workload.layers, policy)
 
     def _check_layers(self, layers: Sequence[LayerInfo]) -> None:
-        names = [l.name for l in layers]
+        names = [layer.name for layer in layers]
         if names != self.workload.layer_names:
             raise ConfigError(
                 f"measured cost is bound to {self.workload.config.model} ({len(self.workload.layers)} layers); "
@@ -182,4 +182,4 @@ class MeasuredCost:
 
 def policy_key(layers: Sequence[LayerInfo], policy: QuantPolicy) -> str:
     """Canonical key of a policy over ``layers``: ``name:w/a`` in execution order."""
-    return ";".join(f"{l.name}:{policy[l.name].w_bits}/{policy[l.name].a_bits}" for l in layers)
+    return ";".join(f"{layer.name}:{policy[layer.name].w_bits}/{policy[layer.name].a_bits}" for layer in layers)

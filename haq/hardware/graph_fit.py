@@ -27,7 +27,7 @@ measured end to end, in two stages:
 
 Residuals are relative throughout (the accuracy target is relative); boundary costs are
 non-negative. Everything here is pure numerics on (layers, bits, measured ms); timing lives
-in :mod:`haq.hardware.check`.
+in :mod:`haq.hardware.fit`.
 """
 
 from __future__ import annotations
@@ -194,4 +194,5 @@ def _bounded_lsq(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -
 def _check_observations(obs: Sequence[Observation]) -> None:
     for o in obs:
         if not (np.isfinite(o.layer_sum_ms) and np.isfinite(o.measured_ms) and o.measured_ms > 0 and o.layer_sum_ms >= 0):
-            raise TableError(f"observation of {o.network} has layer sum {o.layer_sum_ms!r} ms and measurement {o.measured_ms!r} ms; both must be finite, the measurement > 0")
+            raise TableError(f"observation of {o.network} has layer sum {o.layer_sum_ms!r} ms and measurement {o.measured_ms!r} ms; "
+                             "both must be finite, the measurement > 0")

@@ -4,7 +4,7 @@ For each layer signature and each precision the CPU provider really executes (fp
 QDQ, weight-only 2/4/8-bit MatMulNBits for linear layers) a one-layer model is exported with
 :func:`haq.export.export_policy`, its optimized graph is checked (the kernel that runs is
 recorded, and a pair whose kernel is not the asked precision is left out, never faked), and the
-variants are timed together, interleaved, with the protocol of :mod:`haq.hardware.device.protocol`.
+variants are timed together, interleaved, with the protocol of :mod:`haq.hardware.device.timing`.
 Noisy entries are re-measured by the protocol itself.
 
 An isolated one-layer model pays boundary work a layer inside a same-precision region does not:
@@ -41,8 +41,9 @@ from haq.export import (
     session_options,
     supported_precisions,
 )
-from haq.hardware.device.protocol import ProtocolConfig, cpu_model
-from haq.hardware.device.runner import LocalRunner, Runner, make_runner
+from haq.hardware.device.machine import cpu_model
+from haq.hardware.device.runner import LocalRunner, Runner
+from haq.hardware.device.settings import ProtocolConfig
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy, discover_layers
 from haq.tables.schema import Entry
 
@@ -117,7 +118,8 @@ class MeasuredBackend:
             "protocol": {**self.protocol.record(), "models": "one exported layer per entry (haq.hardware.measured)",
                          "entry_cost": "in-context: isolated-model median x profiled share of the layer's own kernel(s); "
                                        "extra.isolated_ms is the whole isolated model",
-                         "precisions": "fp32; w8a8 via QDQ (QLinearConv/QGemm); weight-only 2/4/8-bit linear via MatMulNBits accuracy_level=4"},
+                         "precisions": "fp32; w8a8 via QDQ (QLinearConv/QGemm); "
+                                       "weight-only 2/4/8-bit linear via MatMulNBits accuracy_level=4"},
             "units": {"latency": "ms", "energy": "mJ"},
             "metrics": ["latency"],
             "constants": {},
@@ -150,21 +152,6 @@ class MeasuredBackend:
                        "attempts": meas.attempts, "ops": list(meas.kernels)},
             ))
         return out
-
-
-def backend(
-    device: str, protocol: ProtocolConfig | None = None, log: Log | None = None, token: str | None = None
-) -> MeasuredBackend:
-    """Factory used by :func:`haq.hardware.build.backend_for`: ``cpu`` times this machine,
-    ``remote://HOST:PORT`` a device agent (which needs its ``token``)."""
-    proto = protocol or ProtocolConfig()
-    if device == "cpu":
-        if token is not None:
-            raise ConfigError("--token is for remote://HOST:PORT devices; --device cpu times this machine")
-        return MeasuredBackend(proto, log)
-    if device.startswith("remote://"):
-        return MeasuredBackend(proto, log, make_runner(device, token=token, protocol=proto))
-    raise ConfigError(f"the measured backend times 'cpu' (this machine) or 'remote://HOST:PORT', not '{device}'")
 
 
 def profile_ops(onnx_bytes: bytes, threads: int = 1, runs: int = PROFILE_RUNS) -> dict[str, float]:

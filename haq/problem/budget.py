@@ -11,10 +11,11 @@ reproduces the completion checked one step earlier, so an episode can never run 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from haq.core import config as serial
 from haq.core.errors import ConfigError, TableError
 from haq.core.types import BitPair
 from haq.quant import FLOAT_BITS, LayerBits, LayerInfo, QuantPolicy, model_size_bits
@@ -52,9 +53,9 @@ class Budget:
     cheapest: float
     dearest: float
 
-    def to_dict(self) -> dict[str, float | str]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"metric": self.metric, "target": self.target, "reference": self.reference, "cheapest": self.cheapest, "dearest": self.dearest}
+        return serial.to_dict(self)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,9 @@ def layer_metric_cost(table: DeviceTable, info: LayerInfo, pair: BitPair, metric
         return float(info.params * pair[0] + bias)
     cost = float(table.layer_cost(info.signature, pair[0], pair[1], metric))
     if not np.isfinite(cost) or cost < 0:
-        raise TableError(f"table '{table.name}' gives layer '{info.name}' at w{pair[0]}a{pair[1]} an invalid {metric} cost {cost}")
+        raise TableError(
+            f"table '{table.name}' gives layer '{info.name}' at w{pair[0]}a{pair[1]} an invalid {metric} cost {cost}"
+        )
     return cost
 
 
@@ -136,7 +139,8 @@ def build_budget_model(
     if target < cheapest * (1 - 1e-9):
         raise ConfigError(
             f"{metric} budget {target:.6g} is below the cheapest achievable {cheapest:.6g}; achievable range is "
-            f"{cheapest:.6g}..{dearest:.6g} (ratio {cheapest / reference:.3f}..{dearest / reference:.3f} of uniform {max_bits}-bit)"
+            f"{cheapest:.6g}..{dearest:.6g} "
+            f"(ratio {cheapest / reference:.3f}..{dearest / reference:.3f} of uniform {max_bits}-bit)"
             f"{_float_hint(table, layers, max_bits)}"
         )
     return BudgetModel(tuple(choices), Budget(metric, float(target), reference, cheapest, dearest), total)
@@ -144,7 +148,7 @@ def build_budget_model(
 
 def _total_cost_fn(layers: Sequence[LayerInfo], table: DeviceTable, metric: str) -> TotalCost:
     """Whole-policy cost in the budget metric: the table's ``policy_cost``, or the weight size."""
-    names = [l.name for l in layers]
+    names = [layer.name for layer in layers]
     frozen = list(layers)
 
     def total(pairs: Sequence[BitPair]) -> float:
@@ -158,7 +162,7 @@ def _total_cost_fn(layers: Sequence[LayerInfo], table: DeviceTable, metric: str)
 
 def _float_hint(table: DeviceTable, layers: Sequence[LayerInfo], max_bits: int) -> str:
     """Advice for devices that also run float (CPUs): the default range 2..8 hides that option."""
-    if max_bits < FLOAT_BITS and any(FLOAT_BITS in p for l in layers for p in table.supported_bits(l.signature)):
+    if max_bits < FLOAT_BITS and any(FLOAT_BITS in p for layer in layers for p in table.supported_bits(layer.signature)):
         return f"; this device also runs float: use --max-bits {FLOAT_BITS} to let layers stay float"
     return ""
 

@@ -12,7 +12,7 @@ for cheaper policies; the budget itself is a hard constraint enforced by the env
 
 from __future__ import annotations
 
-from haq.evaluation.evaluators import PolicyMetrics, ReferenceMetrics
+from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.problem.budget import Budget
 from haq.problem.config import RewardConfig
 

@@ -7,13 +7,13 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from haq.core.errors import HaqError
-from haq.quant.layers import QuantConv2d, QuantLinear
+from haq.core.errors import UsageError
+from haq.quant.layers import QuantLayer
 
 
-def quant_layers(model: nn.Module) -> dict[str, QuantConv2d | QuantLinear]:
+def quant_layers(model: nn.Module) -> dict[str, QuantLayer]:
     """The model's quantized layers by fully-qualified name."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear))}
+    return {n: m for n, m in model.named_modules() if isinstance(m, QuantLayer)}
 
 
 @torch.no_grad()
@@ -30,11 +30,12 @@ def calibrate_(
     """
     layers = quant_layers(model)
     if not layers:
-        raise HaqError("model has no quantized layers; call apply_policy_ before calibrate_")
+        raise UsageError("model has no quantized layers; call apply_policy_ before calibrate_")
     was_training = model.training
     model.eval()
-    for m in layers.values():
-        m.start_observing()
+    quantizers = [m.input_quant for m in layers.values()]
+    for q in quantizers:
+        q.start_observing()
     seen = 0
     try:
         for batch in batches:
@@ -44,11 +45,11 @@ def calibrate_(
             if seen >= max_batches:
                 break
     finally:
-        for m in layers.values():
-            m._observing = False
+        for q in quantizers:
+            q.stop_observing()
         model.train(was_training)
     if seen == 0:
-        raise HaqError("calibration received no batches")
-    for m in layers.values():
-        m.finish_observing()
+        raise UsageError("calibration received no batches")
+    for q in quantizers:
+        q.commit_observed()
     return model

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from haq.core.errors import ModelError
+from haq.core.errors import InternalError, ModelError
 from haq.quant.layers import QUANTIZABLE_TYPES
 
 
@@ -156,7 +156,8 @@ def _signature(module: nn.Module, x: torch.Tensor) -> LayerSignature:
             in_w=int(x.shape[-1]),
             bias=module.bias is not None,
         )
-    assert isinstance(module, nn.Linear)
+    if not isinstance(module, nn.Linear):
+        raise InternalError(f"discovery hooked a {type(module).__name__}; only Conv2d and Linear are quantizable")
     rows = int(x.numel() // x.shape[-1] // x.shape[0]) if x.dim() > 1 else 1
     return LayerSignature(
         op="linear",

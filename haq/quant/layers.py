@@ -1,43 +1,39 @@
-"""Drop-in quantized ``Conv2d`` / ``Linear`` that carry their own ``w_bits`` / ``a_bits``.
+"""Drop-in quantized ``Conv2d`` / ``Linear``: the torch layer plus two injected quantizers.
 
-``a_bits`` quantizes the layer's *input* activations (what the multiply-accumulate consumes),
-so a layer's cost on a bit-serial device depends on exactly its own ``(w_bits, a_bits)``.
-The input grid is unsigned when calibration saw no negative input (after ReLU) and signed
-otherwise. The clip ``alpha`` is a parameter: frozen by default, trainable PACT-style with
-``learn_alpha=True``.
+Every quantized layer holds a :class:`~haq.quant.quantizers.WeightQuantizer` (``weight_quant``)
+and an :class:`~haq.quant.quantizers.InputQuantizer` (``input_quant``). ``a_bits`` quantizes
+the layer's *input* activations (what the multiply-accumulate consumes), so a layer's cost on a
+bit-serial device depends on exactly its own ``(w_bits, a_bits)``. Wrapping a float layer,
+bit widths and the forward pass live once in :class:`QuantLayer`; each concrete layer states
+only what is its own: the constructor arguments of its float twin and its operation.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from haq.core.errors import HaqError
-from haq.quant.primitives import (
-    FLOAT_BITS,
-    check_bits,
-    quantize_activation,
-    quantize_weight,
-)
+from haq.core.errors import ModelError
+from haq.quant.primitives import FLOAT_BITS
+from haq.quant.quantizers import InputQuantizer, WeightQuantizer
+
+Q = TypeVar("Q", bound="QuantLayer")
+
+_LEGACY_KEYS = {"act_alpha": "input_quant.alpha", "act_signed": "input_quant.signed", "calibrated": "input_quant.calibrated"}
+"""State-dict keys of quantized layers before the quantizers became child modules."""
 
 
-class _QuantMixin:
-    """State and behaviour shared by the quantized layers."""
+class QuantLayer:
+    """What every quantized layer shares; mixed in before its torch base class."""
 
+    FLOAT_TYPE: ClassVar[type[nn.Module]]
     weight: nn.Parameter
-    w_bits: int
-    a_bits: int
-    per_channel: bool
-    act_alpha: nn.Parameter
-    act_signed: torch.Tensor
-    calibrated: torch.Tensor
-    _observing: bool
-    _obs_min: float
-    _obs_max: float
-    _layer_name: str
+    bias: nn.Parameter | None
+    weight_quant: WeightQuantizer
+    input_quant: InputQuantizer
 
     def __init__(
         self,
@@ -48,129 +44,120 @@ class _QuantMixin:
         learn_alpha: bool = False,
         **kwargs: Any,
     ) -> None:
-        """Layer arguments go to the torch base class; the quantization keywords stay here."""
+        """Layer arguments go to the torch base class; the quantization keywords build the quantizers."""
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
-        self._init_quant(w_bits, a_bits, per_channel, learn_alpha)
+        self.weight_quant = WeightQuantizer(w_bits, per_channel)
+        self.input_quant = InputQuantizer(a_bits, learn_alpha, device=self.weight.device)
 
-    def _init_quant(self, w_bits: int, a_bits: int, per_channel: bool, learn_alpha: bool) -> None:
-        self.w_bits = check_bits(w_bits, "w_bits")
-        self.a_bits = check_bits(a_bits, "a_bits")
-        self.per_channel = per_channel
-        device = self.weight.device
-        self.act_alpha = nn.Parameter(torch.ones((), device=device), requires_grad=learn_alpha)
-        self.register_buffer("act_signed", torch.zeros((), dtype=torch.bool, device=device))  # type: ignore[attr-defined]
-        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool, device=device))  # type: ignore[attr-defined]
-        self._observing = False
-        self._obs_min = float("inf")
-        self._obs_max = float("-inf")
-        self._layer_name = ""
+    @classmethod
+    def from_float(cls: type[Q], m: nn.Module, w_bits: int, a_bits: int, per_channel: bool = True, name: str = "") -> Q:
+        """Wrap an existing float layer, sharing its parameters (no copy); ``name`` labels its errors."""
+        if not isinstance(m, cls.FLOAT_TYPE):
+            raise ModelError(f"{cls.__name__}.from_float needs an nn.{cls.FLOAT_TYPE.__name__}, got {type(m).__name__}")
+        q = cls(
+            **cls._float_kwargs(m),
+            w_bits=w_bits,
+            a_bits=a_bits,
+            per_channel=per_channel,
+            device=m.weight.device,
+            dtype=m.weight.dtype,
+        )
+        q.weight = m.weight
+        q.bias = m.bias
+        q.train(m.training)  # type: ignore[attr-defined]
+        q.input_quant.layer = name
+        return q
 
-    def set_bits(self, w_bits: int, a_bits: int) -> None:
-        """Change the precision in place (validated)."""
-        self.w_bits = check_bits(w_bits, "w_bits")
-        self.a_bits = check_bits(a_bits, "a_bits")
+    @classmethod
+    def _float_kwargs(cls, m: Any) -> dict[str, Any]:
+        """Constructor arguments that rebuild the float layer ``m`` (a ``FLOAT_TYPE``; layer-specific)."""
+        raise NotImplementedError
 
-    def set_learn_alpha(self, learn: bool) -> None:
-        """Switch PACT-style training of the activation clip on or off."""
-        self.act_alpha.requires_grad_(learn)
+    def _compute(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The layer's own operation on an (already quantized) input and weight (layer-specific)."""
+        raise NotImplementedError
 
-    def start_observing(self) -> None:
-        """Record the input range of the following forward passes (used by calibration)."""
-        self._observing = True
-        self._obs_min = float("inf")
-        self._obs_max = float("-inf")
-
-    def finish_observing(self) -> None:
-        """Set ``alpha`` and signedness from what was observed."""
-        self._observing = False
-        if self._obs_max == float("-inf"):
-            raise HaqError(f"layer '{self._layer_name}' saw no input during calibration")
-        signed = self._obs_min < 0.0
-        alpha = max(abs(self._obs_min), self._obs_max) if signed else self._obs_max
-        with torch.no_grad():
-            self.act_alpha.fill_(max(alpha, 1e-8))
-            self.act_signed.fill_(signed)
-            self.calibrated.fill_(True)
-
-    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Fake-quantize the input at ``a_bits`` (identity at 32 bits)."""
-        if self._observing:
-            self._obs_min = min(self._obs_min, float(x.detach().amin()))
-            self._obs_max = max(self._obs_max, float(x.detach().amax()))
-            return x
-        if self.a_bits == FLOAT_BITS:
-            return x
-        if not bool(self.calibrated):
-            raise HaqError(
-                f"layer '{self._layer_name}' quantizes activations to {self.a_bits} bits but was "
-                "never calibrated; call haq.quant.calibrate_(model, batches) first"
-            )
-        return quantize_activation(x, self.a_bits, self.act_alpha, bool(self.act_signed))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._compute(self.input_quant(x), self.weight_quant(self.weight))
 
     def quantized_weight(self) -> torch.Tensor:
         """The fake-quantized weight used in the forward pass."""
-        return quantize_weight(self.weight, self.w_bits, self.per_channel)
+        return self.weight_quant(self.weight)
 
-    def extra_repr(self) -> str:  # noqa: D102 - shown in print(model)
-        base = super().extra_repr()  # type: ignore[misc]
-        return f"{base}, w_bits={self.w_bits}, a_bits={self.a_bits}"
+    @property
+    def w_bits(self) -> int:
+        """Weight bit width (32 = float)."""
+        return self.weight_quant.bits
+
+    @w_bits.setter
+    def w_bits(self, value: int) -> None:
+        self.weight_quant.bits = value
+
+    @property
+    def a_bits(self) -> int:
+        """Input-activation bit width (32 = float)."""
+        return self.input_quant.bits
+
+    @a_bits.setter
+    def a_bits(self, value: int) -> None:
+        self.input_quant.bits = value
+
+    @property
+    def per_channel(self) -> bool:
+        """Whether the weight grid has one scale per output channel."""
+        return self.weight_quant.per_channel
+
+    @per_channel.setter
+    def per_channel(self, value: bool) -> None:
+        self.weight_quant.per_channel = value
+
+    def set_bits(self, w_bits: int, a_bits: int) -> None:
+        """Change the precision in place (validated)."""
+        self.w_bits = w_bits
+        self.a_bits = a_bits
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Also accept state dicts written before the quantizers were child modules."""
+        for old, new in _LEGACY_KEYS.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
 
 
-class QuantConv2d(_QuantMixin, nn.Conv2d):
+class QuantConv2d(QuantLayer, nn.Conv2d):
     """``nn.Conv2d`` (plain, depthwise or grouped) with fake-quantized weights and input."""
 
+    FLOAT_TYPE = nn.Conv2d
+
     @classmethod
-    def from_float(cls, m: nn.Conv2d, w_bits: int, a_bits: int, per_channel: bool = True) -> "QuantConv2d":
-        """Wrap an existing conv, sharing its parameters (no copy)."""
-        q = cls(
-            m.in_channels,
-            m.out_channels,
-            m.kernel_size,
-            stride=m.stride,
-            padding=m.padding,
-            dilation=m.dilation,
-            groups=m.groups,
-            bias=m.bias is not None,
-            padding_mode=m.padding_mode,
-            w_bits=w_bits,
-            a_bits=a_bits,
-            per_channel=per_channel,
-            device=m.weight.device,
-            dtype=m.weight.dtype,
-        )
-        q.weight = m.weight
-        q.bias = m.bias
-        q.train(m.training)
-        return q
+    def _float_kwargs(cls, m: nn.Conv2d) -> dict[str, Any]:
+        return {
+            "in_channels": m.in_channels,
+            "out_channels": m.out_channels,
+            "kernel_size": m.kernel_size,
+            "stride": m.stride,
+            "padding": m.padding,
+            "dilation": m.dilation,
+            "groups": m.groups,
+            "bias": m.bias is not None,
+            "padding_mode": m.padding_mode,
+        }
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.quantize_input(x), self.quantized_weight(), self.bias)
+    def _compute(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, weight, self.bias)
 
 
-class QuantLinear(_QuantMixin, nn.Linear):
+class QuantLinear(QuantLayer, nn.Linear):
     """``nn.Linear`` with fake-quantized weights and input."""
 
+    FLOAT_TYPE = nn.Linear
+
     @classmethod
-    def from_float(cls, m: nn.Linear, w_bits: int, a_bits: int, per_channel: bool = True) -> "QuantLinear":
-        """Wrap an existing linear layer, sharing its parameters (no copy)."""
-        q = cls(
-            m.in_features,
-            m.out_features,
-            bias=m.bias is not None,
-            w_bits=w_bits,
-            a_bits=a_bits,
-            per_channel=per_channel,
-            device=m.weight.device,
-            dtype=m.weight.dtype,
-        )
-        q.weight = m.weight
-        q.bias = m.bias
-        q.train(m.training)
-        return q
+    def _float_kwargs(cls, m: nn.Linear) -> dict[str, Any]:
+        return {"in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.quantize_input(x), self.quantized_weight(), self.bias)
+    def _compute(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, weight, self.bias)
 
 
-QuantModule = (QuantConv2d, QuantLinear)
 QUANTIZABLE_TYPES = (nn.Conv2d, nn.Linear)

@@ -13,7 +13,6 @@ matched by name only.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -23,21 +22,11 @@ from torch import nn
 from haq.core.errors import PolicyError
 from haq.core.fileio import atomic_write_text
 from haq.quant.discovery import LayerInfo
-from haq.quant.layers import QUANTIZABLE_TYPES, QuantConv2d, QuantLinear
-from haq.quant.primitives import FLOAT_BITS, MAX_BITS, MIN_BITS
+from haq.quant.layers import QUANTIZABLE_TYPES, QuantConv2d, QuantLayer, QuantLinear
+from haq.quant.primitives import FLOAT_BITS, check_bits
 
 POLICY_FORMAT = "haq.policy"
 POLICY_VERSION = 1
-
-
-def _valid_bits(value: Any, layer: str, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            raise PolicyError(f"layer '{layer}': {what} must be an integer, got {value!r} (write {int(value)})")
-        raise PolicyError(f"layer '{layer}': {what} must be an integer in {MIN_BITS}..{MAX_BITS} or {FLOAT_BITS}, got {value!r}")
-    if value != FLOAT_BITS and not MIN_BITS <= value <= MAX_BITS:
-        raise PolicyError(f"layer '{layer}': {what}={value} is out of range; use {MIN_BITS}..{MAX_BITS} or {FLOAT_BITS} (float)")
-    return value
 
 
 @dataclass(frozen=True)
@@ -64,7 +53,7 @@ class QuantPolicy:
                 raise PolicyError(f"policy layer names must be non-empty strings, got {name!r}")
             if not isinstance(bits, LayerBits):
                 raise PolicyError(f"layer '{name}': expected LayerBits, got {type(bits).__name__}")
-            clean[name] = LayerBits(_valid_bits(bits.w_bits, name, "w_bits"), _valid_bits(bits.a_bits, name, "a_bits"))
+            clean[name] = _checked(name, bits.w_bits, bits.a_bits)
         object.__setattr__(self, "layers", clean)
         object.__setattr__(self, "meta", dict(self.meta))
 
@@ -82,7 +71,9 @@ class QuantPolicy:
         if data.get("format") != POLICY_FORMAT:
             raise PolicyError(f"{source}: 'format' must be '{POLICY_FORMAT}', got {data.get('format')!r}")
         if data.get("version") != POLICY_VERSION:
-            raise PolicyError(f"{source}: unsupported policy version {data.get('version')!r}; this haq reads version {POLICY_VERSION}")
+            raise PolicyError(
+                f"{source}: unsupported policy version {data.get('version')!r}; this haq reads version {POLICY_VERSION}"
+            )
         raw = data.get("layers")
         if not isinstance(raw, dict) or not raw:
             raise PolicyError(f"{source}: 'layers' must be a non-empty object of name -> {{w_bits, a_bits}}")
@@ -90,7 +81,7 @@ class QuantPolicy:
         for name, entry in raw.items():
             if not isinstance(entry, dict) or set(entry) != {"w_bits", "a_bits"}:
                 raise PolicyError(f"{source}: layer '{name}' must be {{\"w_bits\": int, \"a_bits\": int}}, got {entry!r}")
-            layers[name] = LayerBits(_valid_bits(entry["w_bits"], name, "w_bits"), _valid_bits(entry["a_bits"], name, "a_bits"))
+            layers[name] = _checked(name, entry["w_bits"], entry["a_bits"])
         meta = data.get("meta", {})
         if not isinstance(meta, dict):
             raise PolicyError(f"{source}: 'meta' must be an object")
@@ -125,10 +116,11 @@ class QuantPolicy:
 
     def check_layers(self, layers: Iterable[LayerInfo | str]) -> None:
         """Raise if the policy names a layer the model lacks or misses one it has."""
-        names = [l.name if isinstance(l, LayerInfo) else l for l in layers]
+        names = [layer.name if isinstance(layer, LayerInfo) else layer for layer in layers]
         unknown = [n for n in self.layers if n not in set(names)]
         if unknown:
-            raise PolicyError(f"policy names unknown layer(s) {unknown[:5]}; the model's layers are {names[:8]}{'...' if len(names) > 8 else ''}")
+            shown = f"{names[:8]}{'...' if len(names) > 8 else ''}"
+            raise PolicyError(f"policy names unknown layer(s) {unknown[:5]}; the model's layers are {shown}")
         missing = [n for n in names if n not in self.layers]
         if missing:
             raise PolicyError(f"policy is missing layer(s) {missing[:5]} of the model ({len(missing)} in all)")
@@ -138,6 +130,10 @@ class QuantPolicy:
 
     def __len__(self) -> int:
         return len(self.layers)
+
+
+def _checked(layer: str, w_bits: object, a_bits: object) -> LayerBits:
+    return LayerBits(check_bits(w_bits, f"layer '{layer}': w_bits"), check_bits(a_bits, f"layer '{layer}': a_bits"))
 
 
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -158,17 +154,12 @@ def apply_policy_(model: nn.Module, policy: QuantPolicy, per_channel: bool = Tru
     for name in quantizable:
         m = modules[name]
         bits = policy[name]
-        if isinstance(m, (QuantConv2d, QuantLinear)):
+        if isinstance(m, QuantLayer):
             m.set_bits(bits.w_bits, bits.a_bits)
             m.per_channel = per_channel
             continue
-        if isinstance(m, nn.Conv2d):
-            q: QuantConv2d | QuantLinear = QuantConv2d.from_float(m, bits.w_bits, bits.a_bits, per_channel)
-        else:
-            assert isinstance(m, nn.Linear)
-            q = QuantLinear.from_float(m, bits.w_bits, bits.a_bits, per_channel)
-        q._layer_name = name
-        _set_submodule(model, name, q)
+        twin = QuantConv2d if isinstance(m, nn.Conv2d) else QuantLinear
+        _set_submodule(model, name, twin.from_float(m, bits.w_bits, bits.a_bits, per_channel, name=name))
     return model
 
 

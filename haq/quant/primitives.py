@@ -17,7 +17,11 @@ white-box attacks "through the STE" rely on.
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from haq.core.errors import PolicyError
 
 FLOAT_BITS = 32
 MIN_BITS = 1
@@ -25,12 +29,18 @@ MAX_BITS = 8
 _EPS = 1e-12
 
 
-def check_bits(bits: int, what: str = "bits") -> int:
-    """Return ``bits`` if it is an int in 1..8 or 32, else raise ``ValueError`` naming it."""
+def check_bits(bits: object, what: str = "bits", *, allow_float: bool = True) -> int:
+    """``bits`` if it is an int in 1..8 (or 32, float, when ``allow_float``), else a one-line
+    :class:`PolicyError` naming ``what``.
+
+    The single bit-width check of haq: quantizers, primitives, policy files and cost models use it.
+    """
+    valid = f"{MIN_BITS}..{MAX_BITS}" + (f" or {FLOAT_BITS} (float)" if allow_float else "")
     if isinstance(bits, bool) or not isinstance(bits, int):
-        raise ValueError(f"{what} must be an integer in {MIN_BITS}..{MAX_BITS} or {FLOAT_BITS}, got {bits!r}")
-    if bits != FLOAT_BITS and not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"{what} must be in {MIN_BITS}..{MAX_BITS} or {FLOAT_BITS} (float), got {bits}")
+        hint = f" (write {int(bits)})" if isinstance(bits, float) and math.isfinite(bits) and bits.is_integer() else ""
+        raise PolicyError(f"{what} must be an integer in {valid}, got {bits!r}{hint}")
+    if not (MIN_BITS <= bits <= MAX_BITS or (allow_float and bits == FLOAT_BITS)):
+        raise PolicyError(f"{what}={bits} is out of range; use {valid}")
     return bits
 
 

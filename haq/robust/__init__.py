@@ -1,5 +1,5 @@
-"""Robustness toolkit: attacks (incl. masking-proof ones), worst-case robust accuracy, error
-amplification and Lipschitz estimates, and Defensive Quantization fine-tuning."""
+"""Robustness toolkit: attacks (incl. masking-proof ones) and their registry, worst-case robust
+accuracy, error amplification and Lipschitz estimates, and Defensive Quantization fine-tuning."""
 
 from haq.robust.amplification import (
     error_amplification,
@@ -12,7 +12,6 @@ from haq.robust.attacks import (
     fgsm,
     pgd,
     spsa,
-    transfer_fgsm,
     transfer_pgd,
 )
 from haq.robust.dq import DQConfig, dq_finetune_, gram_penalty, orthogonal_penalty
@@ -24,11 +23,14 @@ from haq.robust.evaluate import (
     report_from_examples,
     robust_accuracy,
 )
+from haq.robust.registry import ATTACK_REGISTRY, AttackSpec
 
 __all__ = [
     "ATTACKS",
+    "ATTACK_REGISTRY",
     "DEFAULT_ATTACKS",
     "AttackConfig",
+    "AttackSpec",
     "DQConfig",
     "RobustReport",
     "craft",
@@ -44,6 +46,5 @@ __all__ = [
     "robust_accuracy",
     "spectral_norm",
     "spsa",
-    "transfer_fgsm",
     "transfer_pgd",
 ]

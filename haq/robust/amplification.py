@@ -20,15 +20,15 @@ import math
 import torch
 from torch import nn
 
-from haq.core.errors import ConfigError
-from haq.quant.layers import QUANTIZABLE_TYPES, QuantConv2d, QuantLinear
+from haq.core.errors import ConfigError, DataError, ModelError
+from haq.quant.layers import QUANTIZABLE_TYPES, QuantLayer
 from haq.robust.attacks import frozen_eval
 
 
 def _layers(model: nn.Module) -> dict[str, nn.Module]:
     layers = {n: m for n, m in model.named_modules() if isinstance(m, QUANTIZABLE_TYPES)}
     if not layers:
-        raise ConfigError(f"model {type(model).__name__} has no Conv2d / Linear layer to measure")
+        raise ModelError(f"model {type(model).__name__} has no Conv2d / Linear layer to measure")
     return layers
 
 
@@ -61,9 +61,9 @@ def error_amplification(
 ) -> dict[str, float]:
     """Relative perturbation Σ‖out_l(x_adv) − out_l(x)‖ / Σ‖out_l(x)‖ of every layer, in execution order."""
     if x.shape != x_adv.shape:
-        raise ConfigError(f"clean and adversarial inputs differ in shape: {tuple(x.shape)} vs {tuple(x_adv.shape)}")
+        raise DataError(f"clean and adversarial inputs differ in shape: {tuple(x.shape)} vs {tuple(x_adv.shape)}")
     if len(x) == 0:
-        raise ConfigError("error_amplification needs at least one sample")
+        raise DataError("error_amplification needs at least one sample")
     diff_sum: dict[str, float] = {}
     norm_sum: dict[str, float] = {}
     order: list[str] = []
@@ -84,7 +84,7 @@ def lipschitz_estimates(model: nn.Module, iters: int = 100, seed: int = 0) -> di
     out: dict[str, float] = {}
     for name, m in _layers(model).items():
         with torch.no_grad():
-            w = m.quantized_weight() if isinstance(m, (QuantConv2d, QuantLinear)) else m.weight
+            w = m.quantized_weight() if isinstance(m, QuantLayer) else m.weight
             out[name] = spectral_norm(w.detach().flatten(1), iters, seed)
     return out
 
@@ -99,7 +99,7 @@ def relative_perturbation(diff_norm_sum: float, clean_norm_sum: float) -> float:
 def spectral_norm(w: torch.Tensor, iters: int = 100, seed: int = 0, tol: float = 1e-7) -> float:
     """Largest singular value of a 2-D matrix by power iteration on WᵀW (seeded start)."""
     if w.dim() != 2:
-        raise ConfigError(f"spectral_norm needs a 2-D matrix, got shape {tuple(w.shape)}")
+        raise ModelError(f"spectral_norm needs a 2-D matrix, got shape {tuple(w.shape)}")
     if iters < 1:
         raise ConfigError(f"power iteration needs iters >= 1, got {iters}")
     w = w.detach().double().cpu()

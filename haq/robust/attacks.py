@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import asdict, dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from haq.core.errors import ConfigError
+from haq.core import validate
+from haq.core.errors import ConfigError, DataError
 
 ValueRange = tuple[float, float]
 _MAX_PROBES = 8192  # SPSA probes evaluated in one forward pass (bounds memory on big inputs)
@@ -59,18 +60,13 @@ class AttackConfig:
     batch_size: int = 512
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
-            raise ConfigError(f"attack eps must be a finite number >= 0, got {self.eps!r}")
+        validate.finite("attack eps", self.eps, low=0.0)
         for name in ("pgd_steps", "restarts", "spsa_steps", "spsa_samples", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"attack {name} must be an integer >= 1, got {value!r}")
-        for name in ("step_size", "spsa_step_size", "spsa_delta"):
-            value = getattr(self, name)
-            if value is None and name != "spsa_delta":
-                continue
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"attack {name} must be a finite number > 0, got {value!r}")
+            validate.count(f"attack {name}", getattr(self, name))
+        validate.positive("attack spsa_delta", self.spsa_delta)
+        for name in ("step_size", "spsa_step_size"):
+            if getattr(self, name) is not None:
+                validate.positive(f"attack {name}", getattr(self, name))
 
     @property
     def pgd_step(self) -> float:
@@ -81,10 +77,6 @@ class AttackConfig:
     def spsa_step(self) -> float:
         """The SPSA step actually used."""
         return self.spsa_step_size if self.spsa_step_size is not None else 0.25 * self.eps
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready form."""
-        return asdict(self)
 
 
 def check_value_range(value_range: Sequence[float]) -> ValueRange:
@@ -150,7 +142,6 @@ def _batches(n: int, size: int) -> Iterator[slice]:
 
 def _pgd_batch(
     loss_models: Sequence[nn.Module],
-    judge: int,
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: AttackConfig,
@@ -159,7 +150,7 @@ def _pgd_batch(
     early_stop: bool,
     gen: torch.Generator,
 ) -> torch.Tensor:
-    """PGD on the summed cross-entropy of ``loss_models``; ``loss_models[judge]`` picks the worst.
+    """PGD on the summed cross-entropy of ``loss_models``; the first of them (the judge) picks the worst.
 
     With ``early_stop`` a sample stops moving once the judge misclassifies it (the judge is the
     attacked model in white-box use), which is both faster and keeps the fooling point.
@@ -184,12 +175,12 @@ def _pgd_batch(
             loss = sum(F.cross_entropy(z, ys[idx], reduction="sum") for z in logits)
             (grad,) = torch.autograd.grad(loss, point)
             if early_stop:  # samples the judge already misclassifies keep their fooling point
-                still = logits[judge].detach().argmax(1) == ys[idx]
+                still = logits[0].detach().argmax(1) == ys[idx]
                 active[idx] = still
                 idx, grad = idx[still], grad[still]
             xa[idx] = _project(xa[idx] + step * grad.sign(), xs[idx], eps, lo, hi)
         with torch.no_grad():
-            logits = loss_models[judge](xa)
+            logits = loss_models[0](xa)
             loss = F.cross_entropy(logits, ys, reduction="none")
             wrong = logits.argmax(1) != ys
         take = wrong | (loss > best_loss[todo])
@@ -221,42 +212,33 @@ def _spsa_batch(
     return xa
 
 
+BatchAttack = Callable[[torch.Tensor, torch.Tensor, float, float, torch.Generator], torch.Tensor]
+"""One batch's adversarial examples from ``(x, y, low, high, generator)``."""
+
+
 def _run(
-    kind: str,
-    loss_models: Sequence[nn.Module],
-    judge: int,
+    models: Sequence[nn.Module],
+    attack: BatchAttack,
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: AttackConfig,
     device: torch.device,
     value_range: Sequence[float],
-    early_stop: bool = True,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Shared driver: validation, batching, frozen eval mode, seeded generator."""
+    """Shared driver: validation, batching, frozen eval mode of ``models``, seeded generator."""
     lo, hi = check_value_range(value_range)
     if len(x) != len(y):
-        raise ConfigError(f"attack inputs and labels differ in length: {len(x)} vs {len(y)}")
+        raise DataError(f"attack inputs and labels differ in length: {len(x)} vs {len(y)}")
     x = x.to(device)
     if cfg.eps == 0 or len(x) == 0:
         return x.clone()
     y = y.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     out = torch.empty_like(x)
-    batch = cfg.batch_size if kind != "spsa" else max(1, min(cfg.batch_size, _MAX_PROBES // (2 * cfg.spsa_samples)))
-    with frozen_eval(loss_models):
-        for sl in _batches(len(x), batch):
-            if kind == "fgsm":
-                with torch.enable_grad():
-                    point = x[sl].clone().requires_grad_(True)
-                    loss = sum(F.cross_entropy(m(point), y[sl], reduction="sum") for m in loss_models)
-                    (grad,) = torch.autograd.grad(loss, point)
-                out[sl] = (x[sl] + cfg.eps * grad.sign()).clamp(lo, hi)
-            elif kind == "pgd":
-                with torch.enable_grad():
-                    out[sl] = _pgd_batch(loss_models, judge, x[sl], y[sl], cfg, lo, hi, early_stop, gen)
-            else:
-                with torch.no_grad():
-                    out[sl] = _spsa_batch(loss_models[0], x[sl], y[sl], cfg, lo, hi, gen)
+    with frozen_eval(models):
+        for sl in _batches(len(x), batch_size or cfg.batch_size):
+            out[sl] = attack(x[sl], y[sl], lo, hi, gen)
     return out.detach()
 
 
@@ -264,8 +246,31 @@ def fgsm(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
     value_range: Sequence[float] = (0.0, 1.0),
 ) -> torch.Tensor:
-    """Single-step FGSM: ``x + eps * sign(∇x CE)``, clamped to the data range."""
-    return _run("fgsm", [model], 0, x, y, cfg, device, value_range)
+    """Single-step FGSM: ``x + eps * sign(∇x CE)``, clamped to the data range.
+
+    Crafted on another model than the one it is evaluated on, it is the transfer FGSM.
+    """
+
+    @torch.enable_grad()
+    def step(xb: torch.Tensor, yb: torch.Tensor, lo: float, hi: float, _gen: torch.Generator) -> torch.Tensor:
+        point = xb.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(point), yb, reduction="sum"), point)
+        return (xb + cfg.eps * grad.sign()).clamp(lo, hi)
+
+    return _run([model], step, x, y, cfg, device, value_range)
+
+
+def _pgd(
+    loss_models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
+    value_range: Sequence[float], early_stop: bool,
+) -> torch.Tensor:
+    """PGD on the summed loss of ``loss_models``, judged by the first."""
+
+    @torch.enable_grad()
+    def step(xb: torch.Tensor, yb: torch.Tensor, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
+        return _pgd_batch(loss_models, xb, yb, cfg, lo, hi, early_stop, gen)
+
+    return _run(loss_models, step, x, y, cfg, device, value_range)
 
 
 def pgd(
@@ -273,7 +278,7 @@ def pgd(
     value_range: Sequence[float] = (0.0, 1.0),
 ) -> torch.Tensor:
     """White-box L∞ PGD with random start and restarts (per-sample worst case kept)."""
-    return _run("pgd", [model], 0, x, y, cfg, device, value_range)
+    return _pgd([model], x, y, cfg, device, value_range, early_stop=True)
 
 
 def transfer_pgd(
@@ -281,15 +286,7 @@ def transfer_pgd(
     value_range: Sequence[float] = (0.0, 1.0),
 ) -> torch.Tensor:
     """PGD crafted on ``source`` alone (all steps, no early stop) to be evaluated on a target."""
-    return _run("pgd", [source], 0, x, y, cfg, device, value_range, early_stop=False)
-
-
-def transfer_fgsm(
-    source: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
-    value_range: Sequence[float] = (0.0, 1.0),
-) -> torch.Tensor:
-    """FGSM crafted on ``source`` to be evaluated on a target."""
-    return _run("fgsm", [source], 0, x, y, cfg, device, value_range)
+    return _pgd([source], x, y, cfg, device, value_range, early_stop=False)
 
 
 def ensemble_pgd(
@@ -298,7 +295,7 @@ def ensemble_pgd(
 ) -> torch.Tensor:
     """PGD on the summed loss of ``target`` and ``source`` (Bernhard et al.'s float + quantized
     ensemble): the float member supplies gradients the quantized one masks."""
-    return _run("pgd", [target, source], 0, x, y, cfg, device, value_range)
+    return _pgd([target, source], x, y, cfg, device, value_range, early_stop=True)
 
 
 def spsa(
@@ -306,4 +303,10 @@ def spsa(
     value_range: Sequence[float] = (0.0, 1.0),
 ) -> torch.Tensor:
     """Gradient-free SPSA: immune to masked or misleading STE gradients."""
-    return _run("spsa", [model], 0, x, y, cfg, device, value_range)
+
+    @torch.no_grad()
+    def step(xb: torch.Tensor, yb: torch.Tensor, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
+        return _spsa_batch(model, xb, yb, cfg, lo, hi, gen)
+
+    batch = max(1, min(cfg.batch_size, _MAX_PROBES // (2 * cfg.spsa_samples)))
+    return _run([model], step, x, y, cfg, device, value_range, batch)

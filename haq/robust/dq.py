@@ -10,13 +10,13 @@ gradients), so the fine-tuning adapts to whatever :class:`~haq.quant.QuantPolicy
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from haq.core.errors import ConfigError, HaqError
+from haq.core import validate
+from haq.core.errors import ModelError, UsageError
 from haq.data.splits import DataSplits
 from haq.quant.calibrate import quant_layers
 from haq.quant.layers import QUANTIZABLE_TYPES
@@ -47,22 +47,12 @@ class DQConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0):
-            raise ConfigError(f"DQ beta must be a finite number >= 0, got {self.beta!r}")
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ConfigError(f"DQ epochs must be an integer >= 0, got {self.epochs!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"DQ lr must be a finite number > 0, got {self.lr!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError(f"DQ batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if self.max_batches is not None and (
-            isinstance(self.max_batches, bool) or not isinstance(self.max_batches, int) or self.max_batches < 1
-        ):
-            raise ConfigError(f"DQ max_batches must be None or an integer >= 1, got {self.max_batches!r}")
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready form."""
-        return asdict(self)
+        validate.finite("DQ beta", self.beta, low=0.0)
+        validate.count("DQ epochs", self.epochs, low=0)
+        validate.positive("DQ lr", self.lr)
+        validate.count("DQ batch_size", self.batch_size)
+        if self.max_batches is not None:
+            validate.count("DQ max_batches", self.max_batches)
 
 
 def orthogonal_penalty(model: nn.Module) -> torch.Tensor:
@@ -72,15 +62,17 @@ def orthogonal_penalty(model: nn.Module) -> torch.Tensor:
     """
     weights = [m.weight for m in model.modules() if isinstance(m, QUANTIZABLE_TYPES)]
     if not weights:
-        raise ConfigError(f"model {type(model).__name__} has no Conv2d / Linear weight to regularize")
+        raise ModelError(f"model {type(model).__name__} has no Conv2d / Linear weight to regularize")
     return torch.stack([gram_penalty(w) for w in weights]).sum()
 
 
 def _check_ready(model: nn.Module) -> None:
     """Quantized activations need calibrated clips before any training step."""
     for name, m in quant_layers(model).items():
-        if m.a_bits != FLOAT_BITS and not bool(m.calibrated):
-            raise HaqError(f"layer '{name}' quantizes activations but is not calibrated; call haq.quant.calibrate_ before dq_finetune_")
+        if m.a_bits != FLOAT_BITS and not bool(m.input_quant.calibrated):
+            raise UsageError(
+                f"layer '{name}' quantizes activations but is not calibrated; call haq.quant.calibrate_ before dq_finetune_"
+            )
 
 
 def dq_finetune_(
@@ -92,7 +84,7 @@ def dq_finetune_(
     """
     _check_ready(model)
     model.to(device)
-    alphas = [m.act_alpha for m in quant_layers(model).values()]
+    alphas = [m.input_quant.alpha for m in quant_layers(model).values()]
     alpha_flags = [a.requires_grad for a in alphas]
     for a in alphas:
         a.requires_grad_(cfg.learn_alpha)

@@ -16,13 +16,14 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from haq.core.errors import ConfigError
+from haq.core import config as serial
+from haq.core.errors import ConfigError, DataError
 from haq.core.types import Log
-from haq.robust import attacks as atk
 from haq.robust.attacks import AttackConfig
+from haq.robust.registry import ATTACK_REGISTRY
 
-ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "transfer_fgsm", "transfer_pgd", "ensemble_pgd", "spsa")
-NEEDS_SOURCE = frozenset({"transfer_fgsm", "transfer_pgd", "ensemble_pgd"})
+ATTACKS: tuple[str, ...] = tuple(ATTACK_REGISTRY)
+NEEDS_SOURCE = frozenset(name for name, spec in ATTACK_REGISTRY.items() if spec.needs_source)
 DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "transfer_pgd")
 
 
@@ -47,10 +48,7 @@ class RobustReport:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
-        return {
-            "n": self.n, "eps": self.eps, "clean": self.clean, "per_attack": dict(self.per_attack),
-            "worst_case": self.worst_case, "strongest": self.strongest, "seconds": dict(self.seconds),
-        }
+        return serial.to_dict(self)
 
 
 def check_attacks(attacks: Sequence[str], has_source: bool) -> tuple[str, ...]:
@@ -81,18 +79,7 @@ def craft(
 ) -> torch.Tensor:
     """Adversarial examples of one named attack against ``model`` (the target)."""
     (name,) = check_attacks([attack], source_model is not None)
-    if name == "fgsm":
-        return atk.fgsm(model, x, y, cfg, device, value_range)
-    if name == "pgd":
-        return atk.pgd(model, x, y, cfg, device, value_range)
-    if name == "spsa":
-        return atk.spsa(model, x, y, cfg, device, value_range)
-    assert source_model is not None
-    if name == "transfer_fgsm":
-        return atk.transfer_fgsm(source_model, x, y, cfg, device, value_range)
-    if name == "transfer_pgd":
-        return atk.transfer_pgd(source_model, x, y, cfg, device, value_range)
-    return atk.ensemble_pgd(model, source_model, x, y, cfg, device, value_range)
+    return ATTACK_REGISTRY[name].craft(model, source_model, x, y, cfg, device, value_range)
 
 
 @torch.no_grad()
@@ -125,7 +112,7 @@ def robust_accuracy(
     """
     names = check_attacks(attacks, source_model is not None)
     if len(x) == 0 or len(x) != len(y):
-        raise ConfigError(f"robust_accuracy needs matching, non-empty inputs and labels (got {len(x)} and {len(y)})")
+        raise DataError(f"robust_accuracy needs matching, non-empty inputs and labels (got {len(x)} and {len(y)})")
     examples: dict[str, torch.Tensor] = {}
     seconds: dict[str, float] = {}
     for name in names:
@@ -149,12 +136,12 @@ def report_from_examples(
     """Aggregate ready-made adversarial examples (e.g. transfer examples crafted once and
     reused for many targets) into a :class:`RobustReport` for ``model``."""
     if not examples:
-        raise ConfigError("report_from_examples needs at least one attack's examples")
+        raise DataError("report_from_examples needs at least one attack's examples")
     if len(x) == 0 or len(x) != len(y):
-        raise ConfigError(f"inputs and labels must be matching and non-empty (got {len(x)} and {len(y)})")
+        raise DataError(f"inputs and labels must be matching and non-empty (got {len(x)} and {len(y)})")
     bad = [name for name, x_adv in examples.items() if x_adv.shape != x.shape]
     if bad:
-        raise ConfigError(f"adversarial examples of {bad} do not have the inputs' shape {tuple(x.shape)}")
+        raise DataError(f"adversarial examples of {bad} do not have the inputs' shape {tuple(x.shape)}")
     clean = correct_mask(model, x, y, device)
     survived = clean.clone()
     per_attack: dict[str, float] = {}

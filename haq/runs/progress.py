@@ -1,18 +1,21 @@
-"""A dependency-free progress bar on stderr showing the best reward so far."""
+"""Run-level progress: one report per finished episode, shared by every proposer, and a
+dependency-free progress bar on stderr that draws it."""
 
 from __future__ import annotations
 
 import sys
 import time
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Callable, TextIO
 
-from haq.evaluation.evaluators import PolicyMetrics
+from haq.evaluation.metrics import PolicyMetrics
+from haq.runs.rundir import EpisodeRecord
 
 
 @dataclass(frozen=True)
-class SearchProgress:
-    """Reported after every finished episode (``episode`` counts from 0)."""
+class Progress:
+    """Reported after every finished episode (``episode`` counts from 0) of a search, a
+    baseline or a transfer, so one progress bar serves all three."""
 
     episode: int
     episodes: int
@@ -21,6 +24,15 @@ class SearchProgress:
     best_episode: int
     metrics: PolicyMetrics
     cached: bool
+
+    @classmethod
+    def after(cls, record: EpisodeRecord, best: EpisodeRecord, episodes: int, cached: bool) -> "Progress":
+        """The report once ``record`` is logged and ``best`` is the best so far."""
+        return cls(record.episode, episodes, record.reward, best.reward, best.episode, record.metrics, cached)
+
+
+OnProgress = Callable[[Progress], None]
+"""Where a proposer sends its per-episode :class:`Progress` (e.g. a :class:`ProgressBar`)."""
 
 
 class ProgressBar:
@@ -33,7 +45,7 @@ class ProgressBar:
         self._first: int | None = None
         self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
 
-    def __call__(self, p: SearchProgress) -> None:
+    def __call__(self, p: Progress) -> None:
         if self._first is None:
             self._first = p.episode
         done = p.episode + 1

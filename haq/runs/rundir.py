@@ -1,34 +1,38 @@
-"""The run directory: everything a search (or a baseline) writes, in plain JSON.
+"""The run directory: everything a search, a baseline or a transfer writes, in plain JSON.
 
 Layout::
 
-    RUN_DIR/config.json        {"format": "haq.search_run", "version": 1, "kind": "search",
-                                "config": SearchConfig.to_dict(), "budget": Budget.to_dict(),
+    RUN_DIR/config.json        {"format": "haq.search_run", "version": 1, "kind": "search" |
+                                "baseline" | "transfer", "config": the proposer's settings
+                                (haq.core.config.to_dict), "budget": Budget.to_dict(),
                                 "reference": ReferenceMetrics.to_dict(), "layers": [names]}
     RUN_DIR/episodes.jsonl     one EpisodeRecord per line, appended and flushed as each
                                episode finishes; ``episode`` counts from 0 without gaps
     RUN_DIR/best_policy.json   the best policy so far (haq.policy file; meta holds episode,
                                reward and metrics), replaced atomically
-    RUN_DIR/checkpoint/ep-NNNNNN/  agent.zip, replay_buffer.pkl, agent.json, state.json: the
-                               newest complete checkpoint (written by haq.search.run)
+    RUN_DIR/checkpoint/ep-NNNNNN/  the newest complete checkpoint after NNNNNN episodes:
+                               state.json (episodes done, the last record, the proposer's state)
+                               plus the proposer's payload (an agent: agent.zip,
+                               replay_buffer.pkl, agent.json); written by haq.runs.checkpoint
 
 Every whole-file write goes through a temp file and a rename; ``episodes.jsonl`` is append-only
-and a torn last line (a kill mid-write) is dropped on reading.
+and a torn last line (a kill mid-write) is dropped on reading. A directory that cannot be read
+as a run is a :class:`RunDirError`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from haq.core.errors import ConfigError
+from haq.core.errors import RunDirError
 from haq.core.fileio import atomic_write_text
+from haq.core.types import BitPair
+from haq.evaluation.metrics import PolicyMetrics
 from haq.quant import LayerBits, QuantPolicy
-from haq.evaluation.evaluators import PolicyMetrics
 
 RUN_FORMAT = "haq.search_run"
 RUN_VERSION = 1
@@ -43,7 +47,7 @@ class EpisodeRecord:
     """
 
     episode: int
-    policy: Mapping[str, tuple[int, int]]
+    policy: Mapping[str, BitPair]
     metrics: PolicyMetrics
     reward: float
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -58,13 +62,13 @@ class EpisodeRecord:
 
     @classmethod
     def from_json(cls, line: str, source: str) -> "EpisodeRecord":
-        """Parse one line; a malformed line is a :class:`ConfigError` naming the file."""
+        """Parse one line; a malformed line is a :class:`RunDirError` naming the file."""
         try:
             d = json.loads(line)
             policy = {str(n): (int(p[0]), int(p[1])) for n, p in d["policy"].items()}
             return cls(int(d["episode"]), policy, PolicyMetrics.from_dict(d), float(d["reward"]), d.get("extra", {}))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ConfigError(f"{source}: malformed episode line ({type(exc).__name__}: {exc})") from exc
+            raise RunDirError(f"{source}: malformed episode line ({type(exc).__name__}: {exc})") from exc
 
     def quant_policy(self) -> QuantPolicy:
         """The episode's policy as a :class:`QuantPolicy` (meta: episode, reward, metrics)."""
@@ -96,20 +100,12 @@ class RunDir:
         try:
             doc = json.loads(self.config_path.read_text())
         except OSError as exc:
-            raise ConfigError(f"{self.config_path}: cannot read run config ({exc.strerror}); is {self.path} a run directory?") from exc
+            raise RunDirError(f"{self.config_path}: cannot read run config ({exc.strerror}); is {self.path} a run directory?") from exc
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{self.config_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+            raise RunDirError(f"{self.config_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
         if not isinstance(doc, dict) or doc.get("format") != RUN_FORMAT or doc.get("version") != RUN_VERSION:
-            raise ConfigError(f"{self.config_path}: not a haq run config (format '{RUN_FORMAT}' version {RUN_VERSION})")
+            raise RunDirError(f"{self.config_path}: not a haq run config (format '{RUN_FORMAT}' version {RUN_VERSION})")
         return doc
-
-    def check_same_config(self, config: Mapping[str, Any], ignore: tuple[str, ...] = ("episodes",)) -> None:
-        """Refuse to resume with different settings; names the first differing setting."""
-        stored = self.read_config().get("config", {})
-        diff = _first_difference({k: v for k, v in stored.items() if k not in ignore}, {k: v for k, v in config.items() if k not in ignore})
-        if diff is not None:
-            key, old, new = diff
-            raise ConfigError(f"cannot resume {self.path}: it was written with {key}={old!r}, this run has {key}={new!r}; use a new --out or the same settings")
 
     def read_episodes(self) -> list[EpisodeRecord]:
         """All complete episode lines (a torn last line from a kill mid-write is ignored)."""
@@ -142,18 +138,11 @@ class RunDir:
         atomic_write_text(self.best_path, json.dumps(record.quant_policy().to_dict(), indent=2, allow_nan=False) + "\n")
 
     def read_best(self) -> EpisodeRecord | None:
-        """The best episode in the log (highest reward, earliest on ties), or None."""
-        records = self.read_episodes()
-        return max(records, key=lambda r: (r.reward, -r.episode)) if records else None
+        """The best episode in the log, or None."""
+        return best_of(self.read_episodes())
 
 
-def _first_difference(a: Any, b: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        for key in sorted(set(a) | set(b)):
-            found = _first_difference(a.get(key), b.get(key), f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
-            if found is not None:
-                return found
-        return None
-    if isinstance(a, float) and isinstance(b, float) and math.isclose(a, b, rel_tol=1e-12):
-        return None
-    return None if a == b else (prefix or "config", a, b)
+def best_of(records: Sequence[EpisodeRecord]) -> EpisodeRecord | None:
+    """The best episode: highest reward, earliest on ties (what best_policy.json holds); None if none."""
+    return max(records, key=lambda r: (r.reward, -r.episode)) if records else None
+

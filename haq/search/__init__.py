@@ -3,9 +3,12 @@ environment, and the run directory keeps every episode so a search resumes after
 
 Life of an episode (the files one episode touches, in order):
 
-1. ``haq/search/run.py`` – :func:`run_search` builds the environment around a
-   :class:`~haq.problem.problem.SearchProblem` and lets the agent act; one episode is one pass
-   over the model's quantizable layers.
+1. ``haq/commands/search.py`` – builds the :class:`~haq.problem.problem.SearchProblem` once
+   (``haq/commands/problems.py``: ``make_problem`` resolves the table name) and hands it to
+   :func:`run_search`; ``haq/search/run.py`` (:class:`RLSearch`, a
+   :class:`~haq.runs.proposer.Proposer`) wraps the environment around it (with the reward
+   baseline of ``haq/search/baseline.py`` for DDPG) and lets the agent (``haq/search/agents.py``)
+   act; one episode is one pass over the model's quantizable layers.
 2. ``envs/mixed_precision.py`` – ``reset`` puts the first layer's features in the observation;
    each ``step`` maps the action in [-1, 1]² to a (w, a) pair of that layer
    (``haq/problem/budget.py``: ``map_action``), projects it into the budget (``project``: the
@@ -17,13 +20,16 @@ Life of an episode (the files one episode touches, in order):
    over attacks (``haq/robust/evaluate.py``); the cost comes from the cost source it was given
    (a device table, ``haq/tables/``, or a hardware-in-the-loop measurer).
 5. ``haq/problem/reward.py`` turns metrics into the reward; the env returns it on the last step.
-6. ``haq/runs/`` – the episode logger appends the record to ``episodes.jsonl``, keeps
-   ``best_policy.json`` and saves an agent checkpoint that ``--resume`` reconciles with the log.
+6. ``haq/search/run.py`` – the episode callback commits the record through the agent store
+   (``haq/search/checkpoint.py`` on the core of ``haq/runs/checkpoint.py``): an agent
+   checkpoint first, then the line in ``episodes.jsonl`` (``haq/runs/rundir.py``), then
+   ``best_policy.json``; ``--resume`` reconciles the log with that checkpoint, and the progress
+   bar gets a :class:`~haq.runs.progress.Progress`.
 """
 
 from __future__ import annotations
 
 from haq.search.config import AGENTS, AgentConfig, SearchConfig
-from haq.search.run import SearchResult, run_search
+from haq.search.run import RLSearch, run_search
 
-__all__ = ["AGENTS", "AgentConfig", "SearchConfig", "SearchResult", "run_search"]
+__all__ = ["AGENTS", "AgentConfig", "RLSearch", "SearchConfig", "run_search"]

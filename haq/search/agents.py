@@ -29,7 +29,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import NStepReplayBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from haq.core.errors import ConfigError
+from haq.core.errors import InternalError, RunDirError
 from haq.search.config import AgentConfig
 from haq.search.noise import DecayingTruncatedNormalNoise
 
@@ -106,11 +106,14 @@ def load_agent(directory: Path, env: gym.Env, with_buffer: bool = True) -> tuple
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{meta_path}: cannot read the agent description ({exc}); is {directory} a saved agent?") from exc
+        raise RunDirError(f"{meta_path}: cannot read the agent description ({exc}); is {directory} a saved agent?") from exc
     algo = meta.get("algo") if isinstance(meta, dict) and meta.get("format") == META_FORMAT else None
     if algo not in ALGORITHMS:
-        raise ConfigError(f"{meta_path}: not a haq agent description (format '{META_FORMAT}' with algo in {', '.join(ALGORITHMS)})")
-    model = ALGORITHMS[algo].load(directory / AGENT_FILE, env=env, device="cpu")
+        raise RunDirError(f"{meta_path}: not a haq agent description (format '{META_FORMAT}' with algo in {', '.join(ALGORITHMS)})")
+    try:
+        model = ALGORITHMS[algo].load(directory / AGENT_FILE, env=env, device="cpu")
+    except ValueError as exc:  # stable-baselines3 refuses observation / action spaces that differ
+        raise RunDirError(f"{directory}: incompatible observation layout for this environment ({exc})") from exc
     if with_buffer and isinstance(model, OffPolicyAlgorithm) and (directory / BUFFER_FILE).is_file():
         model.load_replay_buffer(directory / BUFFER_FILE)
     return model, meta
@@ -120,4 +123,4 @@ def _algo_name(model: BaseAlgorithm) -> str:
     for name, cls in ALGORITHMS.items():
         if type(model) is cls:
             return name
-    raise ConfigError(f"unsupported agent type {type(model).__name__}; haq saves {', '.join(ALGORITHMS)}")
+    raise InternalError(f"unsupported agent type {type(model).__name__}; haq saves {', '.join(ALGORITHMS)}")

@@ -42,4 +42,7 @@ class DecayingTruncatedNormalNoise(ActionNoise):
         self.episodes += 1
 
     def __repr__(self) -> str:
-        return f"DecayingTruncatedNormalNoise(sigma={self.sigma}, decay={self.decay}, warmup={self.warmup_episodes}, episodes={self.episodes})"
+        return (
+            f"DecayingTruncatedNormalNoise(sigma={self.sigma}, decay={self.decay}, "
+            f"warmup={self.warmup_episodes}, episodes={self.episodes})"
+        )

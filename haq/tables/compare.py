@@ -12,9 +12,10 @@ and a one-line reason.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from haq.core.config import to_dict
 from haq.core.errors import TableError
 from haq.core.types import BitPair
 from haq.quant import LayerInfo, QuantPolicy
@@ -49,20 +50,13 @@ class DeviceCost:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {**asdict(self), "promoted": list(self.promoted)}
+        return to_dict(self)
 
 
-def shipped_tables() -> list[CostTable]:
-    """Every device table shipped with haq (``latency_tables.available()``)."""
-    import latency_tables
-
-    return [latency_tables.load(name) for name in latency_tables.available()]
-
-
-def cost_on_devices(layers: Sequence[LayerInfo], policy: QuantPolicy, tables: Sequence[CostTable] | None = None) -> list[DeviceCost]:
-    """``policy``'s cost on each of ``tables`` (default: every shipped table), in that order."""
+def cost_on_devices(layers: Sequence[LayerInfo], policy: QuantPolicy, tables: Sequence[CostTable]) -> list[DeviceCost]:
+    """``policy``'s cost on each of ``tables`` (e.g. ``latency_tables.load_all()``), in that order."""
     policy.check_layers(layers)
-    return [cost_on_device(layers, policy, t) for t in (shipped_tables() if tables is None else tables)]
+    return [cost_on_device(layers, policy, t) for t in tables]
 
 
 def cost_on_device(layers: Sequence[LayerInfo], policy: QuantPolicy, table: CostTable) -> DeviceCost:
@@ -72,7 +66,7 @@ def cost_on_device(layers: Sequence[LayerInfo], policy: QuantPolicy, table: Cost
     except TableError as exc:
         return DeviceCost(table.name, None, None, None, note=str(exc).split("; add it with")[0])
     costs = [net.layer_costs(i, "latency") for i in range(len(layers))]
-    requested = [(policy[l.name].w_bits, policy[l.name].a_bits) for l in layers]
+    requested = [(policy[layer.name].w_bits, policy[layer.name].a_bits) for layer in layers]
     deployed = deploy_bits(requested, costs)
     uniform = deploy_bits([(UNIFORM_BITS, UNIFORM_BITS)] * len(layers), costs)
     uniform_ms = net.bits_cost(uniform, "latency") if _complete(uniform) else None
@@ -81,10 +75,11 @@ def cost_on_device(layers: Sequence[LayerInfo], policy: QuantPolicy, table: Cost
         i = missing[0]
         return DeviceCost(
             table.name, None, None, uniform_ms,
-            note=f"layer '{layers[i].name}' at w{requested[i][0]}/a{requested[i][1]} has no pair at least that wide on {table.name}",
+            note=f"layer '{layers[i].name}' at w{requested[i][0]}/a{requested[i][1]} "
+                 f"has no pair at least that wide on {table.name}",
         )
     bits = [p for p in deployed if p is not None]
-    promoted = tuple(l.name for l, r, d in zip(layers, requested, bits) if r != d)
+    promoted = tuple(layer.name for layer, r, d in zip(layers, requested, bits) if r != d)
     energy = net.bits_cost(bits, "energy") if "energy" in table.metrics else None
     return DeviceCost(table.name, net.bits_cost(bits, "latency"), energy, uniform_ms, promoted)
 

@@ -7,7 +7,7 @@ Used by the cost table validator (:mod:`haq.tables.schema`): every problem is re
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NoReturn, Sequence
 
 from haq.core.errors import TableError
 from haq.core.types import BitPair
@@ -22,7 +22,7 @@ class FieldReader:
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def fail(self, path: str, problem: str) -> None:
+    def fail(self, path: str, problem: str) -> NoReturn:
         raise TableError(f"{self.source}: field '{path}': {problem}")
 
     def obj(self, v: Any, path: str) -> dict[str, Any]:

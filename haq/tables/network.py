@@ -58,7 +58,7 @@ class NetworkCosts:
     ) -> None:
         self.table_name = table_name
         self.layers = tuple(layers)
-        self.names = tuple(l.name for l in layers)
+        self.names = tuple(layer.name for layer in layers)
         self._per_layer = {m: tuple(v) for m, v in per_layer.items()}
         self._grids = {m: tuple(_grid(d) for d in v) for m, v in self._per_layer.items()}
         self._boundaries = tuple(boundaries)
@@ -155,7 +155,8 @@ class NetworkCosts:
 
     def _unsupported(self, index: int, pair: object) -> str:
         name = self.names[index]
-        return f"table {self.table_name} cannot cost layer '{name}' at {pair!r}; it runs {describe_pairs(self.supported_bits(index))}"
+        runs = describe_pairs(self.supported_bits(index))
+        return f"table {self.table_name} cannot cost layer '{name}' at {pair!r}; it runs {runs}"
 
 
 def _grid(costs: LayerCosts) -> Grid:

@@ -1,6 +1,6 @@
 """Device cost tables: loading, saving and the query API the search uses.
 
-The file format and its validation live in :mod:`haq.tables.schema`. A :class:`CostTable`
+The file format lives in :mod:`haq.tables.schema`, its validation in :mod:`haq.tables.validation`. A :class:`CostTable`
 answers "what does this layer cost at (w, a) on the device" and "what does this network cost
 under this policy"; the latter is compiled once per network (:mod:`haq.tables.network`) so
 that the RL environment can call it every step.
@@ -18,21 +18,20 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from haq.core.errors import TableError
 from haq.core.fileio import atomic_write_text
+from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 from haq.quant.policy import QuantPolicy
 from haq.tables.network import Boundary, NetworkCosts, describe_pairs
 from haq.tables.schema import (
-    BitPair,
     Correction,
     Entry,
     GraphExtras,
     TableData,
     Transition,
     dumps,
-    loads,
     network_fingerprint,
-    parse,
 )
+from haq.tables.validation import loads, parse
 
 
 class CostTable:
@@ -86,7 +85,8 @@ class CostTable:
         entries = self._entries_of(sig)
         e = entries.get((w_bits, a_bits))
         if e is None:
-            raise TableError(f"table {self.name}: layer {self._key(sig)} has no cost at w{w_bits}/a{a_bits}; it runs {describe_pairs(sorted(entries))}")
+            runs = describe_pairs(sorted(entries))
+            raise TableError(f"table {self.name}: layer {self._key(sig)} has no cost at w{w_bits}/a{a_bits}; it runs {runs}")
         return e
 
     def layer_cost(self, sig: LayerSignature, w_bits: int, a_bits: int, metric: str = "latency") -> float:
@@ -139,7 +139,7 @@ class CostTable:
         if not layers:
             raise TableError("cannot cost a network with no layers")
         self.check_covers(layers)
-        keys = [self._key(l.signature) for l in layers]
+        keys = [self._key(layer.signature) for layer in layers]
         per_layer = {m: [{p: e.cost(m) for p, e in self._index[k].items()} for k in keys] for m in self.metrics}
         graph = self.data.graph
         boundaries: list[Boundary] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from haq.transfer.config import TransferConfig
-from haq.transfer.run import TransferResult, run_transfer, target_env_config
+from haq.transfer.run import Transfer, run_transfer, target_env_config, transfer_env
 from haq.transfer.source import SourceRun, load_source
 
-__all__ = ["SourceRun", "TransferConfig", "TransferResult", "load_source", "run_transfer", "target_env_config"]
+__all__ = ["SourceRun", "Transfer", "TransferConfig", "load_source", "run_transfer", "target_env_config", "transfer_env"]

@@ -20,9 +20,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import NStepReplayBuffer, RolloutBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from envs.mixed_precision import MixedPrecisionEnv
-from haq.core.errors import ConfigError
-from haq.evaluation.evaluators import PolicyMetrics
+from haq.core.errors import InternalError
+from haq.evaluation.metrics import PolicyMetrics
 from haq.runs.rundir import EpisodeRecord
 from haq.search.agents import load_agent
 from haq.search.noise import DecayingTruncatedNormalNoise
@@ -30,15 +29,15 @@ from haq.search.noise import DecayingTruncatedNormalNoise
 
 def load_on(checkpoint: Path, env: gym.Env) -> BaseAlgorithm:
     """The saved agent, attached to ``env`` (no replay buffer); a space mismatch is one line."""
-    try:
-        model, _ = load_agent(checkpoint, env, with_buffer=False)
-    except ValueError as exc:  # stable-baselines3 refuses observation / action spaces that differ
-        raise ConfigError(f"{checkpoint}: incompatible observation layout for this environment ({exc})") from exc
-    return model
+    return load_agent(checkpoint, env, with_buffer=False)[0]
 
 
-def rollout(model: BaseAlgorithm, env: MixedPrecisionEnv, episode: int, extra: dict[str, Any] | None = None) -> EpisodeRecord:
-    """One deterministic episode of the actor on ``env`` (the zero-shot policy), as a log record."""
+def rollout(model: BaseAlgorithm, env: gym.Env, episode: int, extra: dict[str, Any] | None = None) -> EpisodeRecord:
+    """One deterministic episode of the actor on ``env`` (the zero-shot policy), as a log record.
+
+    ``env`` is the environment or the wrapper the agent trains through (the reward baseline),
+    so a wrapper sees the episode as it would during training.
+    """
     obs, _ = env.reset(seed=0)
     done = False
     info: dict[str, Any] = {}
@@ -69,4 +68,4 @@ def prepare_finetune(model: BaseAlgorithm, episode_len: int, episodes: int, nois
         model.normalize_advantage = episode_len > 1
         model.rollout_buffer = RolloutBuffer(episode_len, obs_space, act_space, device=model.device, gamma=1.0, gae_lambda=1.0, n_envs=1)
     else:
-        raise ConfigError(f"cannot fine-tune a {type(model).__name__} agent; haq trains ddpg, td3, sac and ppo")
+        raise InternalError(f"cannot fine-tune a {type(model).__name__} agent; haq trains ddpg, td3, sac and ppo")

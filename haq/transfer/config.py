@@ -7,11 +7,11 @@ budget, replaced; so a transfer measures the agent, not a change of rules.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 from haq.core.errors import ConfigError
+from haq.core.validate import choice, count, finite, positive, unit_interval
 from haq.evaluation.config import EVALUATORS
 
 
@@ -34,6 +34,8 @@ class TransferConfig:
         repeating the zero-shot policy in bench/transfer.py --quick; 0.5 scored better in 6/6 pairs).
     """
 
+    VERSION: ClassVar[int] = 1
+
     source: str
     table: str
     model: str | None = None
@@ -51,33 +53,13 @@ class TransferConfig:
             raise ConfigError("transfer needs a source run directory (--from RUN_DIR)")
         if not self.table:
             raise ConfigError("transfer needs the new device: a shipped table name or a table file (--device)")
-        for name in ("episodes", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        count("episodes", self.episodes, 0)
+        count("seed", self.seed, 0)
         for name in ("budget_ratio", "budget_absolute"):
             value = getattr(self, name)
-            if value is not None and not _finite_positive(value):
-                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
-        if self.evaluator is not None and self.evaluator not in EVALUATORS:
-            raise ConfigError(f"unknown evaluator '{self.evaluator}'; choose one of {', '.join(EVALUATORS)}")
-        if not (_finite_positive(self.noise_sigma) or self.noise_sigma == 0):
-            raise ConfigError(f"noise_sigma must be a finite number >= 0, got {self.noise_sigma!r}")
-        if not _finite_positive(self.noise_decay) or self.noise_decay > 1:
-            raise ConfigError(f"noise_decay must be in (0, 1], got {self.noise_decay!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TransferConfig":
-        """Inverse of :meth:`to_dict`; unknown or missing keys are a :class:`ConfigError`."""
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ConfigError(f"transfer config is malformed ({exc}); write it with TransferConfig.to_dict") from exc
-
-
-def _finite_positive(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+            if value is not None:
+                positive(name, value)
+        if self.evaluator is not None:
+            choice("evaluator", self.evaluator, EVALUATORS)
+        finite("noise_sigma", self.noise_sigma, 0.0)
+        unit_interval("noise_decay", self.noise_decay)

@@ -2,7 +2,9 @@
 
 A search checkpoint holds the agent and ``agent.json`` describing what the agent was trained
 with (observation features, bit range, reward weights, source table and model; see
-:func:`haq.search.run.agent_description`). Everything here only reads and validates.
+:func:`haq.search.checkpoint.agent_description`). The checkpoint is found by the same core that
+wrote it (:meth:`AgentStore.latest <haq.runs.checkpoint.RunStore.latest>`); everything here only
+reads and validates.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from typing import Any
 
 from envs.mixed_precision import OBS_FEATURES
 from haq.core import config as serial
-from haq.core.errors import ConfigError
-from haq.runs.rundir import RunDir
+from haq.core.errors import ConfigError, RunDirError
 from haq.search.agents import META_FILE
+from haq.search.checkpoint import AgentStore
 from haq.search.config import SearchConfig
-from haq.search.run import CHECKPOINT_PREFIX
 
 AGENT_RUN_KINDS = ("search", "transfer")
 
@@ -60,47 +61,43 @@ class SourceRun:
 
 def load_source(path: str | Path) -> SourceRun:
     """Open a search run for transfer; a one-line error says what is missing."""
-    rd = RunDir(path)
+    store = AgentStore(path)
+    rd = store.rd
     if not rd.path.is_dir():
-        raise ConfigError(f"--from {rd.path}: no such directory; give the run directory of a `haq search`")
+        raise RunDirError(f"--from {rd.path}: no such directory; give the run directory of a `haq search`")
     if not rd.exists():
-        raise ConfigError(f"--from {rd.path}: not a search run (no config.json); give the run directory of a `haq search`")
+        raise RunDirError(f"--from {rd.path}: not a search run (no config.json); give the run directory of a `haq search`")
     doc = rd.read_config()
     kind = str(doc.get("kind"))
     if kind not in AGENT_RUN_KINDS:
-        raise ConfigError(
+        raise RunDirError(
             f"--from {rd.path}: a '{kind}' run has no trained agent; transfer needs a {' or '.join(AGENT_RUN_KINDS)} run"
         )
-    config = serial.from_dict(SearchConfig, doc.get("config", {}), "search config")
-    checkpoint = latest_checkpoint(rd)
+    try:
+        config = serial.from_dict(SearchConfig, doc.get("config", {}), "search config")
+    except ConfigError as exc:
+        raise RunDirError(f"--from {rd.path}: its config.json no longer reads as a search config ({exc})") from exc
+    checkpoint = store.latest()
     if checkpoint is None:
-        raise ConfigError(
-            f"--from {rd.path}: no complete agent checkpoint under {rd.checkpoint_dir}; let the search finish at least one episode"
+        raise RunDirError(
+            f"--from {rd.path}: no complete agent checkpoint under {rd.checkpoint_dir}; "
+            "let the search finish at least one episode"
         )
-    meta = _read_json(checkpoint / META_FILE, "the agent description")
-    check_observation_layout(meta, str(checkpoint))
-    state = _read_json(checkpoint / "state.json", "the checkpoint state")
-    return SourceRun(rd.path, kind, config, checkpoint, meta, int(state.get("episodes_done", 0)))
-
-
-def latest_checkpoint(rd: RunDir) -> Path | None:
-    """The newest checkpoint with its state file written (``.tmp`` ones were interrupted)."""
-    done = [
-        p for p in rd.checkpoint_dir.glob(f"{CHECKPOINT_PREFIX}*")
-        if not p.name.endswith(".tmp") and (p / "state.json").is_file() and (p / META_FILE).is_file()
-    ]
-    return max(done, key=lambda p: p.name) if done else None
+    meta = _read_json(checkpoint.path / META_FILE, "the agent description")
+    check_observation_layout(meta, str(checkpoint.path))
+    return SourceRun(rd.path, kind, config, checkpoint.path, meta, checkpoint.episodes_done)
 
 
 def check_observation_layout(meta: dict[str, Any], where: str) -> None:
-    """Refuse an agent whose observation features differ from this environment's."""
+    """Refuse an agent whose observation features differ from this environment's (:class:`RunDirError`)."""
     obs = meta.get("observation")
     features = obs.get("features") if isinstance(obs, dict) else None
     if features != list(OBS_FEATURES):
         n = len(features) if isinstance(features, list) else "unknown"
-        raise ConfigError(
+        raise RunDirError(
             f"{where}: incompatible observation layout ({n} features {_first_mismatch(features)}); "
-            f"this haq's environment observes {len(OBS_FEATURES)} features {list(OBS_FEATURES)[:3]}..., so the agent cannot be reused"
+            f"this haq's environment observes {len(OBS_FEATURES)} features {list(OBS_FEATURES)[:3]}..., "
+            "so the agent cannot be reused"
         )
 
 
@@ -108,9 +105,9 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read {what} ({exc})") from exc
+        raise RunDirError(f"{path}: cannot read {what} ({exc})") from exc
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: {what} must be a JSON object")
+        raise RunDirError(f"{path}: {what} must be a JSON object")
     return doc
 
 

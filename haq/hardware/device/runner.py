@@ -11,14 +11,12 @@ from typing import Any, Protocol, Sequence
 
 from haq.core.errors import ConfigError
 from haq.core.types import Log
-from haq.hardware.device.agent import DEFAULT_TIMEOUT_S, DeviceClient
-from haq.hardware.device.protocol import (
-    Measurement,
-    ProtocolConfig,
-    device_info,
-    measure_models,
-    sentinel_model,
-)
+from haq.hardware.device.client import DEFAULT_TIMEOUT_S, DeviceClient
+from haq.hardware.device.machine import device_info
+from haq.hardware.device.measurement import Measurement
+from haq.hardware.device.sentinel import sentinel_model
+from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.device.timing import measure_models
 
 REMOTE_PREFIX = "remote://"
 

@@ -1,0 +1,75 @@
+"""The measurement protocol's settings: one frozen, validated config shared by host and device.
+
+The wire format (what a remote request carries as ``protocol``) is the JSON object of the
+fields, written and read by :mod:`haq.core.config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import onnxruntime as ort
+
+from haq.core import validate
+from haq.core.config import to_dict
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """How to time a model; the defaults are the protocol haq's shipped tables use.
+
+    sessions: fresh inference sessions per model (rounds, interleaved across models).
+    warmup_runs / warmup_s: a session is warmed up for at least this many runs and seconds.
+    repeats: timed samples per session.
+    min_repeat_ms: a sample batches enough runs to last at least this long.
+    max_noise: IQR / median above which a model is measured again.
+    max_retries: bound on those re-measurements.
+    sentinel_every: measure the drift sentinel after every N models in a round (0 = never).
+    seed: seed of the random inputs.
+    threads: onnxruntime intra-op threads (1 keeps a shared machine quiet).
+    """
+
+    sessions: int = 5
+    warmup_runs: int = 10
+    warmup_s: float = 0.5
+    repeats: int = 50
+    min_repeat_ms: float = 0.2
+    max_noise: float = 0.1
+    max_retries: int = 1
+    sentinel_every: int = 0
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        validate.count("sessions", self.sessions, 1, 100)
+        validate.count("warmup_runs", self.warmup_runs, 0, 100_000)
+        validate.finite("warmup_s", self.warmup_s, 0.0, 600.0)
+        validate.count("repeats", self.repeats, 1, 100_000)
+        validate.finite("min_repeat_ms", self.min_repeat_ms, 0.0, 60_000.0)
+        validate.finite("max_noise", self.max_noise, 0.0, 100.0)
+        validate.count("max_retries", self.max_retries, 0, 100)
+        validate.count("sentinel_every", self.sentinel_every, 0, 1_000_000)
+        validate.count("seed", self.seed, 0, 2**63 - 1)
+        validate.count("threads", self.threads, 1, 1024)
+
+    def record(self) -> dict[str, Any]:
+        """The full protocol description a table stores in its metadata."""
+        return {
+            "version": PROTOCOL_VERSION,
+            "runtime": "onnxruntime",
+            "runtime_version": ort.__version__,
+            "provider": "CPUExecutionProvider",
+            "intra_op_threads": self.threads,
+            "inter_op_threads": 1,
+            "execution_mode": "sequential",
+            "allow_spinning": False,
+            "graph_optimization": "all",
+            "inputs": f"numpy default_rng({self.seed}); standard normal floats, small integers",
+            "order": "fresh session per model per round, round order rotated by one",
+            "statistic": "median of per-session medians (ms per run)",
+            "noise": "IQR / median of all samples",
+            **to_dict(self),
+        }

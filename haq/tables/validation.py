@@ -1,0 +1,269 @@
+"""Reading a cost table file: JSON decoding and validation of every field (format in :mod:`haq.tables.schema`).
+
+Every problem is one :class:`~haq.core.errors.TableError` of the form
+``<file>: field '<path>': <problem>`` (see :class:`~haq.tables.fields.FieldReader`), so a user
+can fix a hand-edited or truncated table without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from haq.core.errors import TableError
+from haq.core.types import BitPair
+from haq.quant.discovery import LayerSignature
+from haq.tables.fields import FieldReader
+from haq.tables.schema import (
+    OPS,
+    TABLE_FORMAT,
+    TABLE_VERSION,
+    UNITS,
+    Correction,
+    Entry,
+    GraphExtras,
+    Shape,
+    TableData,
+    Transition,
+    TransitionRule,
+)
+
+_META_REQUIRED = ("device", "runtime", "threads", "protocol", "units", "metrics", "constants", "created", "tool", "batch")
+_META_OPTIONAL = ("updated", "models")
+_ENTRY_REQUIRED = ("key", "w_bits", "a_bits", "latency_ms", "latency_iqr_ms", "samples", "source", "kernel")
+_ENTRY_OPTIONAL = ("energy_mj", "raw_ms", "extra")
+
+
+def loads(text: str, source: str) -> TableData:
+    """Parse and validate a table file's text; ``source`` names the file in every error."""
+    try:
+        raw = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as exc:
+        raise TableError(f"{source}: duplicate JSON key '{exc.args[0]}'") from None
+    except json.JSONDecodeError as exc:
+        raise TableError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); the file may be truncated") from None
+    return parse(raw, source)
+
+
+def parse(raw: Any, source: str) -> TableData:
+    """Validate a decoded table (the format is described in :mod:`haq.tables.schema`)."""
+    r = FieldReader(source)
+    top = r.obj(raw, "(top level)")
+    r.keys(top, "(top level)", ("format", "version", "meta", "signatures", "entries"), ("graph",))
+    if top["format"] != TABLE_FORMAT:
+        r.fail("format", f"must be '{TABLE_FORMAT}', got {top['format']!r}")
+    if top["version"] != TABLE_VERSION:
+        r.fail("version", f"unsupported version {top['version']!r}; this haq reads version {TABLE_VERSION}")
+    meta = _parse_meta(r, top["meta"])
+    metrics = tuple(meta["metrics"])
+    batch = int(meta["batch"])
+    signatures = _parse_signatures(r, top["signatures"], batch)
+    entries = _parse_entries(r, top["entries"], signatures, metrics)
+    graph = _parse_graph(r, top.get("graph", {}), metrics)
+    return TableData(meta=meta, signatures=signatures, entries=entries, graph=graph)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _parse_meta(r: FieldReader, raw: Any) -> dict[str, Any]:
+    m = r.obj(raw, "meta")
+    r.keys(m, "meta", _META_REQUIRED, _META_OPTIONAL)
+    dev = r.obj(m["device"], "meta.device")
+    r.keys(dev, "meta.device", ("name", "description"))
+    r.string(dev["name"], "meta.device.name")
+    r.string(dev["description"], "meta.device.description", empty_ok=True)
+    for part in ("runtime", "tool"):
+        obj = r.obj(m[part], f"meta.{part}")
+        r.keys(obj, f"meta.{part}", ("name", "version"))
+        r.string(obj["name"], f"meta.{part}.name")
+        r.string(obj["version"], f"meta.{part}.version")
+    if m["threads"] is not None:
+        r.integer(m["threads"], "meta.threads", 1)
+    r.obj(m["protocol"], "meta.protocol")
+    metrics = r.array(m["metrics"], "meta.metrics")
+    if any(not isinstance(x, str) for x in metrics) or "latency" not in metrics or len(set(metrics)) != len(metrics) or not set(metrics) <= set(UNITS):
+        r.fail("meta.metrics", f"must list 'latency' and optionally 'energy', each once, got {metrics!r}")
+    units = r.obj(m["units"], "meta.units")
+    for metric, unit in UNITS.items():
+        if units.get(metric) != unit:
+            r.fail(f"meta.units.{metric}", f"must be '{unit}' (haq tables store latency in ms, energy in mJ), got {units.get(metric)!r}")
+    if set(units) != set(UNITS):
+        r.fail("meta.units", f"must have exactly the keys {', '.join(UNITS)}")
+    consts = r.obj(m["constants"], "meta.constants")
+    for name, c in consts.items():
+        path = f"meta.constants.{name}"
+        r.keys(r.obj(c, path), path, ("value", "unit", "source"))
+        r.finite(c["value"], f"{path}.value")
+        r.string(c["unit"], f"{path}.unit", empty_ok=True)
+        r.string(c["source"], f"{path}.source")
+    r.string(m["created"], "meta.created")
+    if "updated" in m:
+        r.string(m["updated"], "meta.updated")
+    if "models" in m:
+        for i, name in enumerate(r.array(m["models"], "meta.models")):
+            r.string(name, f"meta.models[{i}]")
+    r.integer(m["batch"], "meta.batch", 1)
+    return m
+
+
+def _parse_signatures(r: FieldReader, raw: Any, batch: int) -> dict[str, LayerSignature]:
+    sigs: dict[str, LayerSignature] = {}
+    for key, d in r.obj(raw, "signatures").items():
+        path = f"signatures.{key}"
+        r.obj(d, path)
+        r.keys(d, path, ("op", "in_channels", "out_channels", "kernel", "stride", "padding", "groups", "in_h", "in_w", "bias", "batch"))
+        if d["op"] not in OPS:
+            r.fail(f"{path}.op", f"must be one of {', '.join(OPS)}, got {d['op']!r}")
+        for f in ("in_channels", "out_channels", "groups", "in_h", "in_w", "batch"):
+            r.integer(d[f], f"{path}.{f}", 1)
+        for f, lo in (("kernel", 1), ("stride", 1), ("padding", 0)):
+            v = d[f]
+            if not isinstance(v, list) or len(v) != 2:
+                r.fail(f"{path}.{f}", f"must be a list of 2 integers, got {v!r}")
+            r.integer(v[0], f"{path}.{f}[0]", lo)
+            r.integer(v[1], f"{path}.{f}[1]", lo)
+        r.boolean(d["bias"], f"{path}.bias")
+        if d["batch"] != batch:
+            r.fail(f"{path}.batch", f"is {d['batch']} but meta.batch is {batch}")
+        sig = LayerSignature.from_dict(d)
+        if sig.key() != key:
+            r.fail(path, f"key does not match its signature (the signature's key is '{sig.key()}')")
+        if min(sig.out_hw) < 1:
+            r.fail(path, "kernel is larger than the padded input")
+        sigs[key] = sig
+    return sigs
+
+
+def _parse_entries(r: FieldReader, raw: Any, sigs: Mapping[str, LayerSignature], metrics: tuple[str, ...]) -> tuple[Entry, ...]:
+    seen: set[tuple[str, int, int]] = set()
+    out: list[Entry] = []
+    for i, e in enumerate(r.array(raw, "entries")):
+        path = f"entries[{i}]"
+        r.obj(e, path)
+        r.keys(e, path, _ENTRY_REQUIRED, _ENTRY_OPTIONAL)
+        key = r.string(e["key"], f"{path}.key")
+        if key not in sigs:
+            r.fail(f"{path}.key", f"'{key}' is not in 'signatures'")
+        w, a = r.bits(e["w_bits"], f"{path}.w_bits"), r.bits(e["a_bits"], f"{path}.a_bits")
+        if (key, w, a) in seen:
+            r.fail(path, f"duplicate entry for {key} at w{w}/a{a}")
+        seen.add((key, w, a))
+        source = r.source_kind(e["source"], f"{path}.source")
+        samples = r.integer(e["samples"], f"{path}.samples", 1 if source == "measured" else 0)
+        energy = None
+        if "energy" in metrics:
+            if "energy_mj" not in e:
+                r.fail(f"{path}.energy_mj", "is missing (meta.metrics lists energy)")
+            energy = r.number(e["energy_mj"], f"{path}.energy_mj", positive=True)
+        elif "energy_mj" in e:
+            r.fail(f"{path}.energy_mj", "is present but meta.metrics does not list energy")
+        raw_ms = tuple(r.number(x, f"{path}.raw_ms[{j}]", positive=False) for j, x in enumerate(r.array(e.get("raw_ms", []), f"{path}.raw_ms")))
+        out.append(Entry(
+            key=key, w_bits=w, a_bits=a,
+            latency_ms=r.number(e["latency_ms"], f"{path}.latency_ms", positive=True),
+            latency_iqr_ms=r.number(e["latency_iqr_ms"], f"{path}.latency_iqr_ms", positive=False),
+            samples=samples, source=source, kernel=r.string(e["kernel"], f"{path}.kernel"),
+            energy_mj=energy, raw_ms=raw_ms, extra=r.obj(e.get("extra", {}), f"{path}.extra"),
+        ))
+    return tuple(out)
+
+
+def _parse_graph(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> GraphExtras:
+    g = r.obj(raw, "graph")
+    r.keys(g, "graph", (), ("transitions", "transition_rules", "corrections"))
+    energy = "energy" in metrics
+    return GraphExtras(
+        _parse_transitions(r, g.get("transitions", []), energy),
+        _parse_rules(r, g.get("transition_rules", []), energy),
+        _parse_corrections(r, g.get("corrections", []), metrics),
+    )
+
+
+def _energy_field(r: FieldReader, obj: Mapping[str, Any], path: str, name: str, energy: bool) -> float | None:
+    """An energy field of the graph extras: required iff the table has the energy metric."""
+    if not energy:
+        if name in obj:
+            r.fail(f"{path}.{name}", "is present but meta.metrics does not list energy")
+        return None
+    if name not in obj:
+        r.fail(f"{path}.{name}", "is missing (meta.metrics lists energy)")
+    return r.number(obj[name], f"{path}.{name}", positive=False)
+
+
+def _parse_transitions(r: FieldReader, raw: Any, energy: bool) -> tuple[Transition, ...]:
+    out: list[Transition] = []
+    seen: set[tuple[Shape, BitPair, BitPair]] = set()
+    for i, t in enumerate(r.array(raw, "graph.transitions")):
+        path = f"graph.transitions[{i}]"
+        r.keys(r.obj(t, path), path, ("shape", "from", "to", "latency_ms", "source", "kernel"), ("energy_mj",))
+        shape_raw = r.array(t["shape"], f"{path}.shape")
+        if len(shape_raw) != 4:
+            r.fail(f"{path}.shape", f"must be [batch, channels, height, width], got {shape_raw!r}")
+        n, c, h, w = (r.integer(x, f"{path}.shape[{j}]", 1) for j, x in enumerate(shape_raw))
+        shape: Shape = (n, c, h, w)
+        src, dst = r.pair(t["from"], f"{path}.from"), r.pair(t["to"], f"{path}.to")
+        if src == dst:
+            r.fail(path, "'from' equals 'to'; a boundary needs a precision change")
+        if (shape, src, dst) in seen:
+            r.fail(path, f"duplicate transition for shape {list(shape)} from {list(src)} to {list(dst)}")
+        seen.add((shape, src, dst))
+        out.append(Transition(
+            shape=shape, src=src, dst=dst,
+            latency_ms=r.number(t["latency_ms"], f"{path}.latency_ms", positive=False),
+            energy_mj=_energy_field(r, t, path, "energy_mj", energy),
+            source=r.source_kind(t["source"], f"{path}.source"), kernel=r.string(t["kernel"], f"{path}.kernel"),
+        ))
+    return tuple(out)
+
+
+def _parse_rules(r: FieldReader, raw: Any, energy: bool) -> tuple[TransitionRule, ...]:
+    out: list[TransitionRule] = []
+    seen: set[tuple[BitPair, BitPair]] = set()
+    for i, t in enumerate(r.array(raw, "graph.transition_rules")):
+        path = f"graph.transition_rules[{i}]"
+        r.keys(r.obj(t, path), path, ("from", "to", "latency_ms", "latency_ms_per_elem", "source"), ("energy_mj", "energy_mj_per_elem"))
+        src, dst = r.pair(t["from"], f"{path}.from"), r.pair(t["to"], f"{path}.to")
+        if src == dst or (src, dst) in seen:
+            r.fail(path, f"rule from {list(src)} to {list(dst)} is {'a duplicate' if src != dst else 'not a precision change'}")
+        seen.add((src, dst))
+        out.append(TransitionRule(
+            src=src, dst=dst,
+            latency_ms=r.number(t["latency_ms"], f"{path}.latency_ms", positive=False),
+            latency_ms_per_elem=r.number(t["latency_ms_per_elem"], f"{path}.latency_ms_per_elem", positive=False),
+            energy_mj=_energy_field(r, t, path, "energy_mj", energy),
+            energy_mj_per_elem=_energy_field(r, t, path, "energy_mj_per_elem", energy),
+            source=r.source_kind(t["source"], f"{path}.source"),
+        ))
+    return tuple(out)
+
+
+def _parse_corrections(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple[Correction, ...]:
+    out: list[Correction] = []
+    seen: set[tuple[str, str]] = set()
+    for i, c in enumerate(r.array(raw, "graph.corrections")):
+        path = f"graph.corrections[{i}]"
+        r.keys(r.obj(c, path), path, ("fingerprint", "network", "metric", "scale", "offset", "fitted_on"), ("per_int8_layer",))
+        fp = r.string(c["fingerprint"], f"{path}.fingerprint")
+        if c["metric"] not in metrics:
+            r.fail(f"{path}.metric", f"must be one of the table's metrics ({', '.join(metrics)}), got {c['metric']!r}")
+        if (fp, c["metric"]) in seen:
+            r.fail(path, f"duplicate correction for fingerprint {fp} and metric {c['metric']}")
+        seen.add((fp, c["metric"]))
+        out.append(Correction(
+            fingerprint=fp, network=r.string(c["network"], f"{path}.network"), metric=c["metric"],
+            scale=r.number(c["scale"], f"{path}.scale", positive=True), offset=r.finite(c["offset"], f"{path}.offset"),
+            fitted_on=r.integer(c["fitted_on"], f"{path}.fitted_on", 1),
+            per_int8_layer=r.number(c.get("per_int8_layer", 0.0), f"{path}.per_int8_layer", positive=False),
+        ))
+    return tuple(out)
