@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.haq-installed
 
-.PHONY: install demo lint test test-all bench tables clean
+.PHONY: install demo lint test test-all test-random mutation bench tables clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ test: lint
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ''
 
+# The default suite in random order (pytest-randomly); the seed is printed in the header.
+# Reproduce an order with `make test-random SEED=<seed>`.
+test-random: $(STAMP)
+	$(BIN)/python -m pytest -p randomly $(if $(SEED),--randomly-seed=$(SEED))
+
+# Mutation score of the core (quantization, network pricing, budget projection, attacks, DQ).
+mutation: $(STAMP)
+	nice $(BIN)/python bench/mutation.py
+
 # Quick modes (minutes each on 2 cores); run a script without --quick for its full mode.
 bench: $(STAMP)
 	$(BIN)/python bench/table_query.py
@@ -42,7 +51,7 @@ bench: $(STAMP)
 
 tables: $(STAMP)
 	for d in bitfusion bismo-edge bismo-cloud; do \
-	  $(BIN)/haq tables build --model digits_cnn digits_mlp resnet20 mobilenetv2 --device $$d --out latency_tables/$$d.json || exit 1; \
+	  $(BIN)/haq tables build --model digits_cnn digits_mlp resnet20 mobilenetv2 resnet18 mobilenet_v2 --device $$d --out latency_tables/$$d.json || exit 1; \
 	done
 
 clean:

@@ -1,18 +1,27 @@
 """Search quality: the RL search against uniform, random, greedy and ILP baselines at EQUAL numbers
-of evaluated policies, several seeds, on the embedded default (digits CNN) and ResNet-20, both on
-the Bit Fusion table at the same budget.
+of evaluated policies, several seeds, with an honest final pick and the test split as the judge.
 
-Every method gets its own evaluator cache (no method profits from another's evaluations) and is
-timed end to end (sensitivity estimation, ILP solves, agent training and checkpoints included),
-so "evaluations per minute" is what a user would see. Uniform, greedy and ILP are deterministic
-given the trained model, so they run once per workload; RL and random run once per seed.
+For every run, the top 5 policies by search reward are re-scored on held-out images the search
+never saw and the best there is reported on the test split (:func:`haq.problem.select.pick_final`):
+rewards on the search's 300 images favour lucky policies, and this is the number a user gets.
+Every method gets its own evaluator cache (no method profits from another's evaluations); the
+float model is trained once per workload (seed 0), the method's seed drives its own randomness.
 
-Columns: best reward (mean ± std over seeds) under the evaluator the search used; clean accuracy
-and cost / budget of each run's best-reward policy; its worst-case robust accuracy after the
-full evaluator (DQ fine-tune + attacks) re-scores it; evaluations per minute.
+Columns: final test-split reward (median over seeds, and the range), clean accuracy of the
+chosen policy on the test images, its worst-case robust accuracy (full evaluator on the test
+images; ``n/a`` when not measured), best search reward, evaluations; then, per workload, the
+evaluations RL needed to reach random search's best (median over seeds, paired by seed) and
+the evaluator's noise: the reward std of one policy re-scored under different fine-tune /
+attack seeds (full evaluator) or, for the cheap evaluator (deterministic), the binomial
+sampling std of its accuracy term on the search's images.
 
-    python bench/search_quality.py --quick   # < 10 min on 2 cores: cheap evaluator while searching
-    python bench/search_quality.py           # full: full evaluator while searching (hours, see --help)
+Variants (``--variants``): ``rl-sens`` is the default agent with the sensitivity observation
+(``EnvConfig.observation = "v1"``); ``rl-multi`` is the default agent with the multi-fidelity
+evaluator (settings with the full evaluator only), also reporting its full evaluations.
+
+    python bench/search_quality.py --quick   # digits CNN (40 evaluations) and ResNet-20 (10), cheap evaluator
+    python bench/search_quality.py --full    # ResNet-20 + MobileNetV2 (cheap, 300) and digits CNN + MLP (full, 300): hours
+    python bench/search_quality.py --full --models resnet20 --evaluations 100 --seeds 0 --workers 2
 
 Run directories (plot them with ``haq plot``) and results.json go to ``--out``.
 """
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import sys
 import time
@@ -32,19 +42,25 @@ from typing import Any, Callable
 import torch
 
 from haq.baselines import BaselineConfig, run_baseline
-from haq.commands.problems import make_problem
+from haq.commands.problems import load_device_table
 from haq.core.fileio import atomic_write_text
 from haq.evaluation.config import EvalConfig
-from haq.evaluation.evaluators import CachedEvaluator, FullEvaluator, QuantizingEvaluator, build_evaluator
+from haq.evaluation.evaluators import Evaluator, build_evaluator
+from haq.parallel import start_pool
 from haq.problem.config import BudgetConfig, EnvConfig
-from haq.problem.problem import SearchProblem
+from haq.problem.problem import SearchProblem, build_problem
+from haq.problem.select import pick_final
+from haq.quant import QuantPolicy
 from haq.runs.rundir import EpisodeRecord
-from haq.search.config import AgentConfig, SearchConfig
+from haq.search.config import SearchConfig
 from haq.search.run import run_search
-from haq.workload import WorkloadConfig
+from haq.training import parse_torch_device
+from haq.workload import Workload, WorkloadConfig, load_workload
 
 METHODS = ("rl", "random", "greedy", "ilp", "uniform")
-SEEDED = ("rl", "random")
+VARIANTS = ("rl-sens", "rl-multi")
+SEEDED = ("rl", "random", "rl-sens", "rl-multi")
+PICK_K = 5
 
 
 @dataclass(frozen=True)
@@ -55,9 +71,9 @@ class Setting:
     evaluator: str
     evaluations: int
     seeds: tuple[int, ...]
-    final_robust: bool
     val_samples: int = EvalConfig().val_samples
     metric: str = "latency"
+    ratio: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -70,18 +86,23 @@ class RunResult:
     evaluations: int
     seconds: float
     best: EpisodeRecord
-    budget: float
-    robust_acc: float | None
+    rewards: tuple[float, ...]
+    test_reward: float
+    test_clean: float
+    test_robust: float | None
+    full_evaluations: int | None
 
 
 MODES = {
     "quick": (
-        Setting("digits_cnn", "cheap", 40, (0, 1, 2), final_robust=True),
-        Setting("resnet20", "cheap", 10, (0, 1), final_robust=False, val_samples=150),
+        Setting("digits_cnn", "cheap", 40, (0, 1, 2)),
+        Setting("resnet20", "cheap", 10, (0, 1), val_samples=150),
     ),
     "full": (
-        Setting("digits_cnn", "full", 60, (0, 1, 2), final_robust=True),
-        Setting("resnet20", "full", 30, (0, 1, 2), final_robust=True),
+        Setting("resnet20", "cheap", 300, (0, 1, 2)),
+        Setting("mobilenetv2", "cheap", 300, (0, 1, 2)),
+        Setting("digits_cnn", "full", 300, (0, 1, 2)),
+        Setting("digits_mlp", "full", 300, (0, 1, 2)),
     ),
 }
 
@@ -90,99 +111,188 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def fresh(problem: SearchProblem, inner: QuantizingEvaluator) -> SearchProblem:
-    """The same problem with an empty evaluator cache around ``inner`` (whose float reference,
-    the expensive part of building an evaluator, is computed once per workload)."""
-    return dataclasses.replace(problem, evaluator=CachedEvaluator(inner))
+class Workbench:
+    """One workload's shared pieces: the trained model, the table, and one uncached evaluator per
+    kind (in-process, or on a worker pool), so each method starts from an empty cache."""
+
+    def __init__(self, setting: Setting, workers: int) -> None:
+        self.env = EnvConfig(
+            workload=WorkloadConfig(model=setting.model), budget=BudgetConfig(metric=setting.metric, ratio=setting.ratio),
+            evaluation=EvalConfig(kind=setting.evaluator, val_samples=setting.val_samples),
+        )
+        self.table = load_device_table(self.env.table, self.env.workload, log=log)
+        self.workload: Workload = load_workload(self.env.workload, parse_torch_device(self.env.torch_device), log=log)
+        kinds = ("cheap", "full")
+        self.pool = None
+        if workers > 1:
+            self.pool = start_pool(self.workload, self.table, self.env.evaluation, kinds, self.env.torch_device, workers, log=log)
+            self.inner: dict[str, Evaluator] = {k: self.pool.evaluator(k) for k in kinds}
+        else:
+            ev = self.env.evaluation
+            self.inner = {k: build_evaluator(self.workload, self.table, dataclasses.replace(ev, kind=k)) for k in kinds}
+        self.workers = workers
+
+    def problem(self, env: EnvConfig) -> SearchProblem:
+        """A problem of ``env`` (this workload) with fresh caches around the shared evaluators."""
+        problem = build_problem(env, table=self.table, workload=self.workload, evaluator_factory=lambda kind: self.inner[kind])
+        problem.workers = self.workers
+        return problem
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
 
 
-def run_method(problem: SearchProblem, method: str, seed: int, evaluations: int, out: Path) -> tuple[EpisodeRecord, int, float]:
-    """Run one method; returns its best record, evaluations done and wall seconds."""
+def method_env(env: EnvConfig, method: str) -> EnvConfig:
+    if method == "rl-sens":
+        return dataclasses.replace(env, observation="v1")
+    if method == "rl-multi":
+        return dataclasses.replace(env, evaluation=dataclasses.replace(env.evaluation, kind="multi"))
+    return env
+
+
+def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: Path) -> RunResult:
+    """Run one method, then pick its final policy honestly and report it on the test images."""
+    env = method_env(bench.env, method)
+    problem = bench.problem(env)
     start = time.perf_counter()
-    if method == "rl":
-        cfg = SearchConfig(env=problem.config, agent=AgentConfig(warmup_episodes=max(evaluations // 4, 2)), episodes=evaluations, seed=seed)
-        result = run_search(cfg, problem, out)
-        return result.best, result.episodes_done, time.perf_counter() - start
-    res = run_baseline(BaselineConfig(method=method, evaluations=evaluations, seed=seed), problem, out)
-    return res.best, res.episodes_done, time.perf_counter() - start
+    if method.startswith("rl"):
+        result = run_search(SearchConfig(env=env, episodes=evaluations, seed=seed), problem, out)
+    else:
+        result = run_baseline(BaselineConfig(method=method, evaluations=evaluations, seed=seed), problem, out)
+    seconds = time.perf_counter() - start
+    records = list(result.records)
+    full_evals = problem.screen.full_evaluations if problem.screen is not None else None
+    judged = [r for r in records if r.extra.get("fidelity", "full") != "cheap" or problem.screen is None]
+    pick = pick_final(problem, [(r.quant_policy(), r.reward) for r in judged], k=PICK_K)
+    robust = pick.test.robust_acc
+    if robust is None:
+        full = dataclasses.replace(env.evaluation, kind="full")
+        robust = final_robust(bench, pick.policy, full)
+    return RunResult(
+        bench.env.workload.model, method, seed, len(records), seconds, result.best, tuple(r.reward for r in records),
+        pick.test_reward, pick.test.clean_acc, robust, full_evals,
+    )
 
 
-def bench_setting(setting: Setting, root: Path, sink: Callable[[RunResult], None]) -> list[RunResult]:
-    env = EnvConfig(workload=WorkloadConfig(model=setting.model), budget=BudgetConfig(metric=setting.metric),
-                    evaluation=EvalConfig(kind=setting.evaluator, val_samples=setting.val_samples))
-    base = make_problem(env, log=log)
-    # evaluators built here, not base's cached one: each method must start from an empty cache
-    inner = build_evaluator(base.workload, base.table, env.evaluation)
-    final = None
-    if setting.final_robust:
-        full = inner if isinstance(inner, FullEvaluator) else FullEvaluator(
-            base.workload, base.table, dataclasses.replace(env.evaluation, kind="full"))
-        final = CachedEvaluator(full)
-    results = []
-    for method in METHODS:
-        for seed in setting.seeds if method in SEEDED else setting.seeds[:1]:
-            out = root / setting.model / f"{method}-s{seed}"
-            log(f"{setting.model}: {method} seed {seed}, {setting.evaluations} evaluations")
-            best, n, seconds = run_method(fresh(base, inner), method, seed, setting.evaluations, out)
-            robust = final.evaluate(best.quant_policy()).robust_acc if final is not None else None
-            r = RunResult(setting.model, method, seed, n, seconds, best, base.budget.target, robust)
-            sink(r)
-            results.append(r)
-    return results
+def final_robust(bench: Workbench, policy: QuantPolicy, cfg: EvalConfig) -> float | None:
+    """Worst-case robust accuracy of ``policy`` under the full evaluator on the test split."""
+    test = bench.workload.data.test
+    n = len(test)  # type: ignore[arg-type]
+    scoped = dataclasses.replace(bench.workload, data=dataclasses.replace(bench.workload.data, val=test))
+    ev = build_evaluator(scoped, bench.table, dataclasses.replace(cfg, val_samples=n, robust_samples=min(cfg.robust_samples, n)))
+    return ev.evaluate(policy).robust_acc
 
 
-def _mean_std(values: list[float]) -> str:
+def evaluator_noise(bench: Workbench, policy: QuantPolicy, kind: str, seeds: int = 3) -> float:
+    """Reward std of one policy under ``seeds`` fine-tune / attack seeds (full), or the binomial
+    sampling std of the accuracy term on the search's images (cheap: deterministic per policy)."""
+    problem = bench.problem(bench.env)
+    if kind != "full":
+        acc = problem.score(policy).metrics.clean_acc
+        n = bench.env.evaluation.val_samples
+        return bench.env.reward.acc_weight * 100 * math.sqrt(max(acc * (1 - acc), 1e-12) / n)
+    rewards = []
+    for s in range(seeds):
+        wl = dataclasses.replace(bench.workload, config=dataclasses.replace(bench.workload.config, seed=100 + s))
+        ev = build_evaluator(wl, bench.table, bench.env.evaluation)
+        rewards.append(problem.reward(ev.evaluate(policy), ev.reference))
+    return statistics.stdev(rewards)
+
+
+def reached(rewards: tuple[float, ...], target: float) -> int | None:
+    """Evaluations (1-based) until the best reward reached ``target``; None if never."""
+    best = -math.inf
+    for i, r in enumerate(rewards):
+        best = max(best, r)
+        if best >= target - 1e-12:
+            return i + 1
+    return None
+
+
+def bench_setting(setting: Setting, methods: tuple[str, ...], workers: int, root: Path, sink: Callable[[RunResult], None]) -> str:
+    bench = Workbench(setting, workers)
+    try:
+        results = []
+        for method in methods:
+            if method == "rl-multi" and setting.evaluator != "full":
+                continue
+            for seed in setting.seeds if method in SEEDED else setting.seeds[:1]:
+                out = root / setting.model / f"{method}-s{seed}"
+                log(f"{setting.model}: {method} seed {seed}, {setting.evaluations} evaluations")
+                r = run_method(bench, method, seed, setting.evaluations, out)
+                sink(r)
+                results.append(r)
+        uniform = next((r for r in results if r.method == "uniform"), None)
+        noise = evaluator_noise(bench, uniform.best.quant_policy(), setting.evaluator) if uniform is not None else float("nan")
+    finally:
+        bench.close()
+    return summary(setting, results, noise)
+
+
+def _med(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:+.3f}"
-    return f"{statistics.mean(values):+.3f} ± {statistics.stdev(values):.3f}"
+    return f"{statistics.median(values):+.3f} [{min(values):+.3f}, {max(values):+.3f}]"
 
 
 def _pct(values: list[float | None]) -> str:
     known = [v for v in values if v is not None]
-    return f"{100 * statistics.mean(known):.1f}%" if known else "n/a"
+    return f"{100 * statistics.median(known):.1f}%" if known else "n/a"
 
 
-def markdown(results: list[RunResult], settings: tuple[Setting, ...]) -> str:
-    """One row per model and method, seeds aggregated (mean ± std of the best reward)."""
+def summary(s: Setting, results: list[RunResult], noise: float) -> str:
+    """One row per method (seeds aggregated), then RL's evaluations to reach random's best."""
     lines = [
-        "| model | evaluator (val imgs) | method | seeds | evals | best reward | clean acc "
-        "| robust acc (full re-eval) | cost / budget | evals / min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"\n### {s.model}: {s.evaluator} evaluator ({s.val_samples} images), Bit Fusion, {s.metric} budget {s.ratio}×, "
+        f"{s.evaluations} evaluations\n",
+        "| method | seeds | evals | final test reward (median [range]) | test clean acc | test robust acc "
+        "| best search reward | full evals | minutes / run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for s in settings:
-        for method in METHODS:
-            rows = [r for r in results if r.model == s.model and r.method == method]
-            if not rows:
-                continue
-            evals = statistics.mean(r.evaluations for r in rows)
-            lines.append(
-                f"| {s.model} | {s.evaluator} ({s.val_samples}) | {method} | {len(rows)} | {evals:.0f} "
-                f"| {_mean_std([r.best.reward for r in rows])} | {_pct([r.best.metrics.clean_acc for r in rows])} "
-                f"| {_pct([r.robust_acc for r in rows])} "
-                f"| {statistics.mean(r.best.metrics.cost(s.metric) / r.budget for r in rows):.3f} "
-                f"| {sum(r.evaluations for r in rows) / (sum(r.seconds for r in rows) / 60):.1f} |"
-            )
+    for method in (*METHODS, *VARIANTS):
+        rows = [r for r in results if r.method == method]
+        if not rows:
+            continue
+        full = [r.full_evaluations for r in rows if r.full_evaluations is not None]
+        evals = statistics.mean(r.evaluations for r in rows)
+        lines.append(
+            f"| {method} | {len(rows)} | {evals:.0f} | {_med([r.test_reward for r in rows])} "
+            f"| {_pct([r.test_clean for r in rows])} | {_pct([r.test_robust for r in rows])} "
+            f"| {_med([r.best.reward for r in rows])} "
+            f"| {f'{statistics.mean(full):.0f}' if full else 'all'} | {statistics.mean(r.seconds for r in rows) / 60:.1f} |"
+        )
+    random = {r.seed: r for r in results if r.method == "random"}
+    for method in ("rl", *VARIANTS):
+        needed = [reached(r.rewards, max(random[r.seed].rewards)) for r in results if r.method == method and r.seed in random]
+        if needed:
+            shown = ", ".join(str(n) if n is not None else f">{s.evaluations}" for n in needed)
+            lines.append(f"\n{method}: evaluations to reach random search's best (per seed): {shown}")
+    lines.append(f"\nevaluator noise (reward std of one policy): {noise:.4f}")
     return "\n".join(lines)
 
 
 def to_json(r: RunResult) -> dict[str, Any]:
     return {
         "model": r.model, "method": r.method, "seed": r.seed, "evaluations": r.evaluations, "seconds": r.seconds,
-        "budget": r.budget, "best_reward": r.best.reward, "best_metrics": r.best.metrics.to_dict(),
-        "best_policy": {n: list(p) for n, p in r.best.policy.items()}, "robust_acc_full": r.robust_acc,
+        "best_reward": r.best.reward, "best_policy": {n: list(p) for n, p in r.best.policy.items()},
+        "test_reward": r.test_reward, "test_clean": r.test_clean, "test_robust": r.test_robust,
+        "full_evaluations": r.full_evaluations, "rewards": list(r.rewards),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=("Cost on a shared 2-core machine: --quick about 6 min. Full mode: the digits CNN with the full "
-                                        "evaluator takes 1.3-4 s per evaluation (~500 evaluations: 10-35 min); ResNet-20 with "
-                                        "the full evaluator took 66 s per evaluation under load (~250 evaluations: 2-5 h)."))
-    p.add_argument("--quick", action="store_true", help="cheap evaluator while searching, fewer evaluations and seeds")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="digits CNN and ResNet-20 with the cheap evaluator, few evaluations")
+    mode.add_argument("--full", action="store_true", help="the issue's benchmark (default): 4 models, 300 evaluations, 3 seeds")
     p.add_argument("--out", default="runs/bench-search-quality", help="where run directories and results.json go")
-    p.add_argument("--models", nargs="+", default=None, help="restrict to these models (digits_cnn, resnet20)")
+    p.add_argument("--models", nargs="+", default=None, help="restrict to these models")
     p.add_argument("--evaluations", type=int, default=None, help="override the mode's evaluations per run")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the mode's seeds")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=(*METHODS, *VARIANTS), help="methods to run")
+    p.add_argument("--variants", action="store_true", help="also run rl-sens and rl-multi")
+    p.add_argument("--workers", type=int, default=1, help="evaluation workers (Ray) shared by every run")
     ns = p.parse_args(argv)
     if ns.evaluations is not None and ns.evaluations < 1:
         p.error(f"--evaluations must be >= 1, got {ns.evaluations}")
@@ -191,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         dataclasses.replace(s, evaluations=ns.evaluations or s.evaluations, seeds=tuple(ns.seeds or s.seeds))
         for s in MODES["quick" if ns.quick else "full"] if ns.models is None or s.model in ns.models
     )
+    methods = tuple(dict.fromkeys([*ns.methods, *(VARIANTS if ns.variants else ())]))
     root = Path(ns.out)
     for s in settings:
         if any((root / s.model).glob("*/config.json")):
@@ -200,13 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     def sink(r: RunResult) -> None:
         results.append(r)
         atomic_write_text(root / "results.json", json.dumps([to_json(x) for x in results], indent=2) + "\n")
-        log(f"  best reward {r.best.reward:+.4f}, clean {r.best.metrics.clean_acc:.3f}, "
-        f"{r.evaluations} evals in {r.seconds:.1f} s")
+        log(f"  test reward {r.test_reward:+.4f} (best search {r.best.reward:+.4f}), {r.evaluations} evals in {r.seconds:.1f} s")
 
     start = time.perf_counter()
     for s in settings:
-        bench_setting(s, root, sink)
-    print(markdown(results, settings))
+        print(bench_setting(s, methods, ns.workers, root, sink), flush=True)
     print(f"\ntotal {time.perf_counter() - start:.0f} s; run directories and results.json in {root}")
     return 0
 

@@ -15,13 +15,18 @@ from haq.core.errors import UsageError
 from haq.core.types import BitPair
 from haq.problem.budget import encode_pair, map_action, project
 from haq.problem.config import EnvConfig
-from haq.problem.problem import SearchProblem, build_problem
+from haq.problem.problem import Scored, SearchProblem, build_problem
+from haq.problem.sensitivity import Sensitivity
+from haq.quant import QuantPolicy
 
 OBS_FEATURES = (
     "is_conv", "is_dwconv", "is_linear", "in_channels", "out_channels", "kernel", "stride",
     "groups_ratio", "input_hw", "params", "macs", "position", "macs_share", "params_share",
     "hw_cost_low", "hw_cost_high", "budget_used", "budget_left", "budget_min_rest", "prev_w", "prev_a",
 )
+SENSITIVITY_FEATURES = ("sens_weight", "sens_act", "sens_falloff", "sens_used")
+OBSERVATION_FEATURES = {"v0": OBS_FEATURES, "v1": OBS_FEATURES + SENSITIVITY_FEATURES}
+"""Feature names of each observation layout (``EnvConfig.observation``); a saved agent records its layout."""
 _LOG_SCALE = {"in_channels": 12.0, "out_channels": 12.0, "input_hw": 16.0, "params": 24.0, "macs": 32.0}
 
 
@@ -74,6 +79,18 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     Values are clipped to [0, 1]. Features 14-15 come from the device table and the budget
     metric, so the same model on another table gives the agent different hardware features.
 
+    With ``config.observation == "v1"`` (``Box(0, 1, (25,))``) four sensitivity features follow,
+    from the Fisher estimate of each layer's loss increase per bit width
+    (:mod:`haq.problem.sensitivity`, computed once before the search; the ILP baseline's
+    information):
+
+    | Num | Feature | Scaling |
+    |-----|---------|---------|
+    | 21 | this layer's weight error at ``min_bits``, share of the model's (weights + activations) | log2(1 + layers·share)/4 |
+    | 22 | the same for its input activations | same |
+    | 23 | its error at ``min_bits`` + 2 over its error at ``min_bits`` | ratio |
+    | 24 | estimated error of the decided layers / the model's error with each layer at its worst pair | fraction |
+
     ## Rewards
     0 on every step but the last. The last step pays
     ``acc_weight·100·Δclean + robust_weight·100·Δrobust − cost_weight·cost/budget``
@@ -93,7 +110,9 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     Every step: ``layer``, ``w_bits``, ``a_bits`` (applied), ``requested_bits``, ``projected``,
     ``applied_action`` (the request itself, or the centre of the applied pair's action bin
     when projected), ``budget_used`` (fraction). The last step adds ``policy`` (name → [w, a]), ``metrics``
-    (:class:`~haq.evaluation.metrics.PolicyMetrics` as a dict), ``reward``, ``cached``.
+    (:class:`~haq.evaluation.metrics.PolicyMetrics` as a dict), ``reward``, ``cached``,
+    ``fidelity`` (the evaluator whose metrics these are: ``cheap`` / ``full``) and, with the
+    multi-fidelity evaluator, ``cheap_reward``.
 
     ## Arguments
     ``gymnasium.make("haq/MixedPrecision-v0", config=EnvConfig(...))``; ``config`` defaults to
@@ -108,6 +127,8 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Version History
     * v0: initial version (one step per layer, 2-D action, projected budget, table features).
+      Observation layouts (``EnvConfig.observation``, recorded with a saved agent): ``v0``
+      (21 features) and ``v1`` (``v0`` + 4 sensitivity features).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -128,8 +149,12 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
         self.problem = problem
         self.config = problem.config
         self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.observation_space = spaces.Box(0.0, 1.0, (len(OBS_FEATURES),), np.float32)
+        self.features = OBSERVATION_FEATURES[self.config.observation]
+        self.observation_space = spaces.Box(0.0, 1.0, (len(self.features),), np.float32)
         self._static = _static_features(problem)
+        self._errors = _layer_errors(problem)
+        self._sensitivity = _sensitivity_rows(problem, problem.sensitivity) if problem.sensitivity is not None else None
+        self._errors_total = sum(max(e.values()) for e in self._errors) if self._errors else 1.0
         self._index = 0
         self._applied: list[BitPair] = []
         self._used = 0.0
@@ -147,6 +172,18 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._observation(), {"layer": self.problem.layer_names[0]}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, info, policy = self.decide(action)
+        if policy is None:
+            return obs, 0.0, False, False, info
+        return self.finish(info, policy, self.problem.score(policy))
+
+    def decide(self, action: np.ndarray) -> tuple[np.ndarray, dict[str, Any], QuantPolicy | None]:
+        """Apply one layer's action; at the last layer also return the finished policy, unscored.
+
+        :meth:`step` is ``decide`` then, at the last layer, :meth:`finish` with the policy's
+        score; a vectorized environment (:mod:`envs.vector`) scores the policies of several
+        episodes that end together as one batch in between.
+        """
         if self._index >= self.num_layers:
             raise UsageError("step() called after the episode ended; call reset() first")
         act = np.asarray(action, dtype=np.float64).reshape(-1)
@@ -173,15 +210,21 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
         }
         self._index += 1
         if self._index < self.num_layers:
-            return self._observation(), 0.0, False, False, info
-        policy = self.problem.policy(self._applied)
-        cached = policy in self.problem.evaluator
-        scored = self.problem.score(policy)
+            return self._observation(), info, None
+        return self._observation(), info, self.problem.policy(self._applied)
+
+    def finish(
+        self, info: dict[str, Any], policy: QuantPolicy, scored: Scored,
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """The last step's return once its policy (from :meth:`decide`) is scored."""
+        if self._index != self.num_layers:
+            raise UsageError("finish() needs the policy of a finished episode; call decide() until it returns one")
         info.update(
             policy={n: [w, a] for n, (w, a) in zip(self.problem.layer_names, self._applied)},
             metrics=scored.metrics.to_dict(),
             reward=scored.reward,
-            cached=cached,
+            cached=scored.cached,
+            **scored.annotations(),
         )
         return self._observation(), scored.reward, True, False, info
 
@@ -199,8 +242,43 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
             (prev[0] - lo) / span if prev else 0.0,
             (prev[1] - lo) / span if prev else 0.0,
         ]
-        obs = np.concatenate([self._static[i], np.asarray(dynamic)])
+        parts = [self._static[i], np.asarray(dynamic)]
+        if self._errors is not None and self._sensitivity is not None:
+            used = sum(self._errors[j][pair] for j, pair in enumerate(self._applied))
+            parts += [self._sensitivity[i], np.asarray([used / max(self._errors_total, 1e-12)])]
+        obs = np.concatenate(parts)
         return np.clip(obs, 0.0, 1.0).astype(np.float32)
+
+
+def _layer_errors(problem: SearchProblem) -> list[dict[BitPair, float]] | None:
+    """Each layer's estimated loss increase at each of its pairs (``v1`` observations), else None."""
+    sens = problem.sensitivity
+    if problem.config.observation == "v0":
+        return None
+    if sens is None:
+        raise UsageError("observation v1 needs the problem's per-layer sensitivity; build the problem with build_problem")
+    return [{p: sens.error(c.name, *p) for p in c.pairs} for c in problem.budget_model.layers]
+
+
+def _sensitivity_rows(problem: SearchProblem, sens: Sensitivity) -> np.ndarray:
+    """Static sensitivity features per layer (``v1``): the layer's share of the model's estimated
+    error at the lowest bit width, weights and activations apart, on a log scale
+    (log2(1 + layers·share)/4: 0.25 for an average layer), and how much of that error is left two
+    bits higher (error at min+2 bits / error at min bits)."""
+    lo = problem.config.min_bits
+    mid = min(lo + 2, 8)
+    names = problem.layer_names
+    total = sum(sens.error(n, lo, lo) for n in names) or 1.0
+    rows = []
+    for n in names:
+        s = sens.layers[n]
+        here = s.error(lo, lo)
+        rows.append([
+            math.log2(1 + len(names) * s.weight[lo] / total) / 4.0,
+            math.log2(1 + len(names) * s.activation[lo] / total) / 4.0,
+            s.error(mid, mid) / here if here > 0 else 0.0,
+        ])
+    return np.asarray(rows, dtype=np.float64)
 
 
 def _static_features(problem: SearchProblem) -> np.ndarray:

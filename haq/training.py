@@ -12,7 +12,7 @@ from torch import nn
 
 from haq.core import validate
 from haq.core.errors import ConfigError
-from haq.data.splits import DataSplits, iterate_batches, make_loader
+from haq.data.splits import DataSplits, iterate_batches
 
 ExtraLoss = Callable[[nn.Module], torch.Tensor]
 Progress = Callable[[int, int, float], None]
@@ -98,8 +98,8 @@ def train_model(
     model.to(device)
     if cfg.epochs == 0 or not any(p.requires_grad for p in model.parameters()):
         return model.eval()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    on_gpu = device.type == "cuda"
+    loader = data.train_batches(cfg.batch_size, cfg.seed, pin_memory=on_gpu)
     per_epoch = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
     opt = _optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs * per_epoch, 1))
@@ -110,9 +110,7 @@ def train_model(
             for step, (x, y) in enumerate(loader):
                 if step >= per_epoch:
                     break
-                if data.augment is not None:
-                    x = data.augment(x, gen)
-                x, y = x.to(device), y.to(device)
+                x, y = x.to(device, non_blocking=on_gpu), y.to(device, non_blocking=on_gpu)
                 loss = F.cross_entropy(model(x), y)
                 if extra_loss is not None:
                     loss = loss + extra_loss(model)
@@ -143,3 +141,20 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
         correct += int((model(xb.to(device)).argmax(1) == yb.to(device)).sum())
     model.train(was_training)
     return correct / max(len(y), 1)
+
+
+@torch.no_grad()
+def split_accuracy(
+    model: nn.Module, data: DataSplits, split: str, device: torch.device, n: int | None = None, batch_size: int = 128
+) -> float:
+    """Top-1 accuracy on the first ``n`` samples of a split (all when None), decoded batch by batch
+    (a whole image-folder split never has to fit in memory)."""
+    was_training = model.training
+    model.eval()
+    on_gpu = device.type == "cuda"
+    correct = seen = 0
+    for xb, yb in data.batches(split, batch_size, n, pin_memory=on_gpu):
+        correct += int((model(xb.to(device, non_blocking=on_gpu)).argmax(1) == yb.to(device, non_blocking=on_gpu)).sum())
+        seen += len(yb)
+    model.train(was_training)
+    return correct / max(seen, 1)

@@ -1,7 +1,9 @@
 """Shipped device cost tables (``*.json`` next to this file) and loading by name or path.
 
 See ``latency_tables/README.md`` and :mod:`haq.tables.schema` for the format, and
-``haq tables list`` for what is shipped.
+``haq tables list`` for what is shipped. ``example-cpu-xeon`` is an example of a measured CPU
+table: its costs hold only on the machine that measured it, so the commands' ``--device cpu``
+builds (and caches) a table for the machine they run on instead.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from haq.core.errors import TableError
 from haq.tables.table import CostTable, load_table
 
 TABLE_DIR = Path(__file__).resolve().parent
+MACHINE_TABLE = "cpu"
+"""The device name the haq commands read as "this machine's measured table" (they build it)."""
+RENAMED = {"cpu-intel-r-xeon-r-processor": "example-cpu-xeon"}
+"""Shipped names that changed, so a name typed from older docs gets a pointer instead of a miss."""
 
 
 def available() -> list[str]:
@@ -22,7 +28,8 @@ def available() -> list[str]:
 def path_of(name: str) -> Path:
     """File of a shipped table."""
     if name not in available():
-        raise TableError(f"no shipped cost table '{name}'; shipped: {', '.join(available()) or 'none'}")
+        raise TableError(_unknown(name) if name in RENAMED or name == MACHINE_TABLE
+                         else f"no shipped cost table '{name}'; shipped: {', '.join(available()) or 'none'}")
     return TABLE_DIR / f"{name}.json"
 
 
@@ -34,7 +41,17 @@ def load(name_or_path: str | Path) -> CostTable:
     p = Path(text)
     if p.suffix == ".json" or p.exists():
         return load_table(p)
-    raise TableError(f"'{text}' is neither a shipped cost table ({', '.join(available()) or 'none shipped'}) nor a table file")
+    raise TableError(_unknown(text))
+
+
+def _unknown(name: str) -> str:
+    if name in RENAMED:
+        return (f"shipped table '{name}' is now '{RENAMED[name]}', an example measured on another machine; "
+                f"use --device {MACHINE_TABLE} for this machine's table, or --device {RENAMED[name]} for the example")
+    if name == MACHINE_TABLE:
+        return (f"'{MACHINE_TABLE}' (this machine's measured table) is built by the haq commands (`haq search --device cpu`); "
+                "from Python build one with `haq tables build --device cpu --model M --out my-cpu.json` and load that file")
+    return f"'{name}' is neither a shipped cost table ({', '.join(available()) or 'none shipped'}) nor a table file"
 
 
 def load_all() -> list[CostTable]:
@@ -42,4 +59,4 @@ def load_all() -> list[CostTable]:
     return [load(name) for name in available()]
 
 
-__all__ = ["TABLE_DIR", "available", "load", "load_all", "path_of"]
+__all__ = ["MACHINE_TABLE", "RENAMED", "TABLE_DIR", "available", "load", "load_all", "path_of"]

@@ -1,23 +1,44 @@
-"""Shared fixtures: one torch thread, a per-session model cache, the trained default workload."""
+"""Shared fixtures: one torch thread, one model cache per test session, the trained default workload,
+and derandomized Hypothesis.
+
+No test may read or write the user's cache (``~/.cache/haq`` or their ``$HAQ_CACHE_DIR``): a
+session-scoped autouse fixture points ``HAQ_CACHE_DIR`` at a fresh temporary directory before
+any test runs, so a result never depends on what an earlier run left behind and the zoo models
+are trained at most once per session. ``HAQ_TEST_CACHE_DIR`` opts in to reusing a directory
+across runs (local speed only; CI leaves it unset). Tests of the cache itself use their own
+``tmp_path``.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 torch.set_num_threads(1)
 
+# Derandomized by default (the same examples on every run and under any load; no example
+# database carried between runs); HYPOTHESIS_PROFILE=explore searches with fresh randomness.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Trained zoo models are cached here (or in $HAQ_CACHE_DIR, shared across runs)."""
-    env = os.environ.get("HAQ_CACHE_DIR")
-    return Path(env) if env else tmp_path_factory.mktemp("haq-cache")
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's model cache, exported as ``HAQ_CACHE_DIR`` for code that reads the environment."""
+    opted_in = os.environ.get("HAQ_TEST_CACHE_DIR")
+    path = Path(opted_in) if opted_in else tmp_path_factory.mktemp("haq-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HAQ_CACHE_DIR", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

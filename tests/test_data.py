@@ -15,7 +15,7 @@ from haq.data.cifar import RECORD, TEST_FILE, TRAIN_FILES
 
 def test_digits_splits_are_deterministic_and_disjoint() -> None:
     a, b = load_dataset("digits", seed=0), load_dataset("digits", seed=0)
-    assert torch.equal(a.train.tensors[0], b.train.tensors[0])
+    assert torch.equal(a.train.tensors[0], b.train.tensors[0])  # type: ignore[attr-defined]
     assert (len(a.train), len(a.val), len(a.test)) == (1078, 359, 360)
     assert a.input_shape == (1, 8, 8) and a.num_classes == 10
     x = a.train.tensors[0]
@@ -67,14 +67,52 @@ def test_cifar10_errors(tmp_path: Path) -> None:
         load_dataset("cifar10", root=str(tmp_path))
 
 
-def test_imagefolder(tmp_path: Path) -> None:
+def _folder(root: Path, classes: tuple[str, ...] = ("cat", "dog"), n: int = 5, size: tuple[int, int] = (12, 10)) -> None:
     Image = pytest.importorskip("PIL.Image")
-    for c in ("cat", "dog"):
-        (tmp_path / c).mkdir()
-        for i in range(5):
-            Image.fromarray(np.full((10, 12, 3), 40 * i, dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    for k, c in enumerate(classes):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((size[1], size[0], 3), (20 * i + k) % 256, dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_imagefolder_class_folders(tmp_path: Path) -> None:
+    _folder(tmp_path)
     d = load_dataset("imagefolder", root=str(tmp_path))
-    assert d.num_classes == 2 and d.input_shape == (3, 32, 32)
+    assert d.num_classes == 2 and d.input_shape == (3, 224, 224)  # ImageNet-style by default
     assert len(d.train) + len(d.val) + len(d.test) == 10
-    with pytest.raises(DataError, match="sub-directory per class"):
+    assert d.value_range.normalized and d.train_augmented is not None
+    small = load_dataset("imagefolder", root=str(tmp_path), shape=(1, 32, 32))
+    assert small.input_shape == (1, 32, 32) and small.subset("train", 2)[0].shape == (2, 1, 32, 32)
+    with pytest.raises(DataError, match="class folders"):
         load_dataset("imagefolder", root=str(tmp_path / "cat"))
+
+
+def test_imagefolder_train_val_layout(tmp_path: Path) -> None:
+    _folder(tmp_path / "train", n=10)
+    _folder(tmp_path / "val", n=3)
+    d = load_dataset("imagefolder", root=str(tmp_path), shape=(3, 16, 16))
+    assert d.num_classes == 2 and len(d.test) == 6  # val/ is the test split
+    assert len(d.train) + len(d.val) == 20 and len(d.val) == 2  # 10 % of train/ per class held out
+    _folder(tmp_path / "val", classes=("bird",), n=1)
+    with pytest.raises(DataError, match="class 'bird' has no folder under train/"):
+        load_dataset("imagefolder", root=str(tmp_path))
+
+
+def test_imagefolder_errors_are_one_line(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="hold no image"):
+        load_dataset("imagefolder", root=str(tmp_path))
+    (tmp_path / "empty" / "bad.png").write_bytes(b"not a png")
+    d = load_dataset("imagefolder", root=str(tmp_path), shape=(3, 8, 8), workers=1)
+    with pytest.raises(DataError) as err:
+        d.subset("train", None)
+    assert "cannot decode" in str(err.value) and "\n" not in str(err.value)  # from a worker process, one line
+
+
+def test_builtin_datasets_resize_lazily() -> None:
+    d = load_dataset("digits", shape=(1, 16, 16))
+    x, _ = d.subset("val", 4)
+    assert d.input_shape == (1, 16, 16) and x.shape == (4, 1, 16, 16) and d.name == "digits@16x16"
+    with pytest.raises(DataError, match="1 channel"):
+        load_dataset("digits", shape=(3, 8, 8))

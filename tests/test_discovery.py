@@ -16,8 +16,9 @@ from haq.quant import (
     discover_layers,
 )
 
-SHAPES = {"digits_cnn": (1, 8, 8), "digits_mlp": (1, 8, 8), "resnet20": (1, 32, 32), "mobilenetv2": (1, 32, 32)}
-EXPECTED_COUNTS = {"digits_cnn": 4, "digits_mlp": 7, "resnet20": 22, "mobilenetv2": 23}
+SHAPES = {"digits_cnn": (1, 8, 8), "digits_mlp": (1, 8, 8), "resnet20": (1, 32, 32), "mobilenetv2": (1, 32, 32),
+          "resnet18": (3, 224, 224), "mobilenet_v2": (3, 224, 224)}
+EXPECTED_COUNTS = {"digits_cnn": 4, "digits_mlp": 7, "resnet20": 22, "mobilenetv2": 23, "resnet18": 21, "mobilenet_v2": 53}
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
@@ -35,7 +36,7 @@ def test_every_zoo_model(name: str) -> None:
     # a policy keyed by the discovered names applies and runs
     apply_policy_(model, QuantPolicy.uniform([info.name for info in layers], 4))
     calibrate_(model, [torch.rand(4, *SHAPES[name])], torch.device("cpu"))
-    assert model(torch.rand(2, *SHAPES[name])).shape == (2, 10)
+    assert model(torch.rand(2, *SHAPES[name])).shape == (2, ZOO[name].classes or 10)  # ImageNet entries keep 1000
 
 
 def test_mobilenet_has_depthwise_layers() -> None:

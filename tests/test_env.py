@@ -23,6 +23,8 @@ from haq.problem.budget import LayerChoices, map_action, project
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem, build_problem
 from haq.quant import QuantPolicy
+from haq.tables.schema import Correction, GraphExtras, TransitionRule, network_fingerprint
+from haq.tables.table import CostTable
 from haq.workload import WorkloadConfig
 
 
@@ -50,8 +52,7 @@ def test_checkers_pass_without_warnings(problem: SearchProblem) -> None:
         sb3_check_env(MixedPrecisionEnv(problem=problem), warn=True)
 
 
-def test_registered_and_default_config_needs_nothing(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HAQ_CACHE_DIR", str(cache_dir))
+def test_registered_and_default_config_needs_nothing() -> None:
     assert envs.ENV_ID in gymnasium.registry
     env = gymnasium.make(envs.ENV_ID)
     obs, info = env.reset(seed=0)
@@ -189,3 +190,61 @@ def test_given_latency_source_prices_latency_and_table_the_rest(problem: SearchP
     policy = QuantPolicy.uniform(problem.layer_names, 8)
     assert doubled.evaluator.evaluate(policy).latency_ms == pytest.approx(2.0 * problem.evaluator.evaluate(policy).latency_ms)
     assert doubled.budget == problem.budget
+
+
+# ---------------------------------------------------------------- non-additive tables
+
+
+def _non_additive(base: CostTable, layers: list, boundary: bool, corrected: bool) -> CostTable:
+    """``base`` with a cost at every precision change between layers (``boundary``: about 7 % of
+    the budget per change) and / or a fitted correction (``corrected``: ×1.25, an offset and a
+    cost per 8-bit-activation layer), so the whole-policy cost is not the sum of layer costs."""
+    pairs = [(w, a) for w in range(2, 9) for a in range(2, 9)]
+    rules = tuple(
+        TransitionRule(src, dst, 1e-4, 2e-9, 2e-4, 4e-9, "measured") for src in pairs for dst in pairs if src != dst
+    ) if boundary else ()
+    corrections = (Correction(network_fingerprint(layers, 1), "digits_cnn", "latency", 1.25, 1e-4, 5, 3e-5),) if corrected else ()
+    return base.with_graph(GraphExtras(rules=rules, corrections=corrections))
+
+
+def _episodes(num_layers: int) -> list[np.ndarray]:
+    """Seeded random episodes plus the extremes: all dearest, all cheapest, alternating (a boundary
+    at every layer), dearest-first and dearest-last."""
+    rng = np.random.default_rng(2024)
+    hi, lo = np.ones(2), -np.ones(2)
+    fixed = [
+        [hi] * num_layers,
+        [lo] * num_layers,
+        [hi if i % 2 else lo for i in range(num_layers)],
+        [hi] + [lo] * (num_layers - 1),
+        [lo] * (num_layers - 1) + [hi],
+    ]
+    random = [rng.uniform(-1, 1, (num_layers, 2)) for _ in range(10)]
+    return [np.asarray(e, np.float32) for e in fixed + random]
+
+
+@pytest.mark.parametrize(("boundary", "corrected"), [(True, False), (False, True), (True, True)])
+def test_non_additive_tables_always_end_within_budget(
+    problem: SearchProblem, boundary: bool, corrected: bool,
+) -> None:
+    layers = problem.workload.layers
+    table = _non_additive(problem.table, layers, boundary, corrected)  # type: ignore[arg-type]
+    prob = build_problem(problem.config, table=table, workload=problem.workload)
+    target = prob.budget.target
+    env = MixedPrecisionEnv(problem=prob)
+    costs, gaps = [], []
+    for actions in _episodes(env.num_layers):
+        _, _, infos = _rollout(env, actions)
+        policy = _policy_of(prob, infos)
+        cost = table.policy_cost(layers, policy)  # priced by the table itself, not by the budget model
+        assert cost <= target * (1 + 1e-9), (infos[-1]["policy"], cost / target)
+        assert infos[-1]["metrics"]["latency_ms"] == pytest.approx(cost)
+        costs.append(cost / target)
+        additive = sum(c.costs[c.pairs.index((i["w_bits"], i["a_bits"]))] for c, i in zip(prob.budget_model.layers, infos))
+        gaps.append(cost - additive)
+    assert max(costs) > 0.9  # the budget binds: the projection had work to do
+    assert max(gaps) > 0.05 * target  # and the table is not the sum of its layers
+
+
+def _policy_of(prob: SearchProblem, infos: list[dict]) -> QuantPolicy:
+    return prob.policy([(i["w_bits"], i["a_bits"]) for i in infos])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -26,12 +27,7 @@ from haq.quant import LayerBits, QuantPolicy
 from haq.workload import Workload
 from latency_tables import load as load_table
 
-TINY = ["--samples", "60", "--robust-samples", "20", "--finetune-epochs", "1"]
-
-
-@pytest.fixture(autouse=True)
-def shared_cache(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HAQ_CACHE_DIR", str(cache_dir))
+TINY = ["--samples", "60", "--robust-samples", "20", "--dq-epochs", "1"]
 
 
 @pytest.fixture()
@@ -43,17 +39,32 @@ def mixed_policy(tmp_path: Path, digits_workload: Workload) -> Path:
     return path
 
 
-def test_evaluate_prints_accuracies_and_costs(mixed_policy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_prints_accuracies_and_costs(
+    mixed_policy: Path, digits_workload: Workload, capsys: pytest.CaptureFixture[str],
+) -> None:
     assert haq_main(["evaluate", "--policy", str(mixed_policy), "--device", "bitfusion", *TINY]) == 0
     out = capsys.readouterr().out
     assert "60 test images" in out
     clean = re.search(r"\| clean accuracy \| ([\d.]+)% \| ([\d.]+)% \|", out)
     robust = re.search(r"\| robust accuracy \(worst case\) \| ([\d.]+)% \| ([\d.]+)% \|", out)
     assert clean and robust, out
-    assert 50.0 < float(clean.group(1)) <= 100.0 and 0.0 <= float(robust.group(1)) <= 100.0
+    # The same evaluation through the library (seeded, so identical) gives the printed numbers.
     table = load_table("bitfusion")
+    evaluation = dataclasses.replace(FinalEvalConfig().evaluation, finetune_epochs=1, robust_samples=20)
+    direct = evaluate_final(digits_workload, table, QuantPolicy.load(mixed_policy),
+                            FinalEvalConfig(samples=60, measure="never", evaluation=evaluation))
+    assert direct.metrics.robust_acc is not None and direct.reference.robust_acc is not None
+    assert float(clean.group(1)) == pytest.approx(100 * direct.metrics.clean_acc, abs=0.005)
+    assert float(clean.group(2)) == pytest.approx(100 * direct.reference.clean_acc, abs=0.005)
+    assert float(robust.group(1)) == pytest.approx(100 * direct.metrics.robust_acc, abs=0.005)
+    assert float(robust.group(2)) == pytest.approx(100 * direct.reference.robust_acc, abs=0.005)
+    # Attacked images are a subset of the clean-correct ones, 20 of them: steps of 5 points.
+    assert float(robust.group(1)) < float(clean.group(1)) and float(robust.group(2)) < float(clean.group(2))
+    assert float(robust.group(1)) % 5.0 == pytest.approx(0.0, abs=1e-6)
     for metric in table.metrics:
-        assert re.search(rf"\| predicted {metric} \(m[sJ]\) \| [\d.e+-]+ \|", out), out
+        value = re.search(rf"\| predicted {metric} \(m[sJ]\) \| ([\d.e+-]+) \|", out)
+        assert value, out
+        assert float(value.group(1)) == pytest.approx(direct.predicted[metric], rel=1e-5)
     assert "| weight size (KiB) |" in out and "| measured latency (ms) | n/a |" in out
     assert "does not describe this machine" in out
 

@@ -22,7 +22,7 @@ from haq.quant import FLOAT_BITS, QuantPolicy
 from haq.workload import Workload
 from latency_tables import load as load_table
 
-CPU_TABLE = "cpu-intel-r-xeon-r-processor"
+CPU_TABLE = "example-cpu-xeon"
 FEEDBACK = EnvConfig(
     max_bits=FLOAT_BITS, budget=BudgetConfig(ratio=2.0), evaluation=EvalConfig(kind="cheap", hardware_feedback=True)
 )
@@ -114,10 +114,10 @@ def test_bad_queries_are_clear_errors(digits_workload: Workload) -> None:
 
 
 def test_feedback_through_the_device_agent(digits_workload: Workload) -> None:
-    cfg = AgentConfig(host="127.0.0.1", port=0, token="feedback-secret", timeout_s=60.0)
+    cfg = AgentConfig(host="127.0.0.1", port=0, token="feedback-secret-token", timeout_s=60.0)
     with DeviceAgent(cfg).start() as agent:
         host, port = agent.address
-        cost = MeasuredCost(digits_workload, RemoteRunner(host, port, "feedback-secret", 60.0, QUICK))
+        cost = MeasuredCost(digits_workload, RemoteRunner(host, port, "feedback-secret-token", 60.0, QUICK))
         m = cost.measurement(uniform(digits_workload, 8))
     assert "QLinearConv" in m.kernels and m.n_samples == 8
     assert cost.name.startswith("measured:")

@@ -12,9 +12,10 @@ from haq.core.errors import ConfigError, InternalError, PolicyError, TableError
 from haq.hardware.accuracy import accuracy, rmspe, spearman, within
 from haq.hardware.build import extend_table
 from haq.hardware.check import check_table, load_check, score
+from haq.hardware.device.machine import machine_fingerprint
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.fit import fit_table, load_observations, observations_path, save_observations
+from haq.hardware.fit import fit_table, load_observations, observations_path, runner_identity, save_observations
 from haq.hardware.graph_fit import (
     DIRECTIONS,
     SCALE_BOUNDS,
@@ -63,9 +64,10 @@ def test_builder_records_real_kernels_only(digits_table: Path) -> None:
 
 def test_existing_signatures_are_not_measured_again(digits_table: Path) -> None:
     before = digits_table.read_text()
+    entries_before = load_table(digits_table).data.entries
     report = extend_table(MeasuredBackend(FAST), [layer.signature for layer in model_layers("digits_cnn", None, None)], digits_table, 1, models=["digits_cnn"])
     assert report.added == 0 and report.kept == 4
-    assert load_table(digits_table).data.entries == load_table(digits_table).data.entries
+    assert load_table(digits_table).data.entries == entries_before
     assert len(digits_table.read_text()) >= len(before) - 64  # only the 'updated' stamp may change
 
 
@@ -164,14 +166,28 @@ def test_fit_observations_file_round_trips_and_rejects_garbage(digits_table: Pat
     known = {("fp", ((32, 32), (8, 8))): 0.25, ("fp", ((8, 8), (8, 8))): 0.125}
     path = observations_path(tmp_path / "cpu.json")
     assert path.name == "cpu.fit.jsonl"
-    save_observations(path, table, known)
-    assert load_observations(path, table) == known
+    save_observations(path, table, known, "machine-a")
+    assert load_observations(path, table, "machine-a") == known
+    assert load_observations(path, table, "machine-b") == {}  # taken on another machine: measured again
     path.write_text(path.read_text().replace("0.125", "NaN"))
     with pytest.raises(TableError, match="malformed"):
-        load_observations(path, table)
+        load_observations(path, table, "machine-a")
     path.write_text("not json\n")
     with pytest.raises(TableError, match="delete it to re-measure"):
-        load_observations(path, table)
+        load_observations(path, table, "machine-a")
+
+
+def test_table_records_this_machine_and_fit_refuses_another(digits_table: Path, tmp_path: Path) -> None:
+    table = load_table(digits_table)
+    record = table.meta["machine"]
+    assert record["identity"] == machine_fingerprint(probe=False).identity and record["probe_ms"] > 0
+    assert runner_identity(LocalRunner(FAST)) == record["identity"]
+    raw = json.loads(digits_table.read_text())
+    raw["meta"]["machine"]["model"] = "not this one"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(raw))
+    with pytest.raises(TableError, match="fit it where it was built"):
+        fit_table(load_table(other), [load_network("digits_cnn")], LocalRunner(FAST), 3, tmp_path / "fitted.json")
 
 
 def test_sample_policies_draw_only_supported_pairs(digits_table: Path) -> None:

@@ -83,6 +83,20 @@ def test_bad_files(tmp_path: Path) -> None:
         QuantPolicy.load(tmp_path / "trunc.json")
 
 
+def test_a_layer_given_twice_is_refused_not_last_wins(tmp_path: Path) -> None:
+    twice = ('{"format": "haq.policy", "version": 1, '
+             '"layers": {"fc": {"w_bits": 8, "a_bits": 8}, "fc": {"w_bits": 2, "a_bits": 2}}}')
+    (tmp_path / "twice.json").write_text(twice)
+    with pytest.raises(PolicyError, match="duplicate JSON key 'fc'") as exc:
+        QuantPolicy.load(tmp_path / "twice.json")
+    assert str(tmp_path / "twice.json") in str(exc.value)
+    with pytest.raises(PolicyError, match="not a regular file"):
+        QuantPolicy.load("/dev/zero")
+    (tmp_path / "latin1.json").write_bytes(twice.replace('"fc"', '"f\xe9"').encode("latin-1"))
+    with pytest.raises(PolicyError, match="not UTF-8"):
+        QuantPolicy.load(tmp_path / "latin1.json")
+
+
 def test_unknown_and_missing_layers() -> None:
     p = _policy()
     with pytest.raises(PolicyError, match="unknown layer.*'bogus'"):

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from haq.core.errors import PolicyError
+from haq.core.errors import ModelError, PolicyError, UsageError
 from haq.quant.primitives import (
     FLOAT_BITS,
     activation_levels,
@@ -19,6 +19,7 @@ from haq.quant.primitives import (
     sqnr_db,
     weight_scale,
 )
+from haq.quant.quantizers import InputQuantizer, WeightQuantizer
 
 BITS = list(range(1, 9))
 
@@ -134,3 +135,80 @@ def test_bits_check_names_the_value_and_the_valid_range() -> None:
     assert check_bits(32) == 32 and check_bits(1, allow_float=False) == 1
     with pytest.raises(PolicyError, match="w_bits"):
         quantize_weight(torch.ones(2, 2), 9)
+
+
+def test_errors_name_weight_or_activation_bits() -> None:
+    w = torch.ones(2, 2)
+    for bad_weight in (lambda: quantize_weight(w, 9), lambda: weight_scale(w, 0), lambda: quantize_weight(w, 9, False)):
+        with pytest.raises(PolicyError, match=r"^w_bits=\d is out of range; use 1\.\.8 or 32 \(float\)$"):
+            bad_weight()
+    for bad_act in (lambda: quantize_activation(w, 9, 1.0, False), lambda: activation_levels(0, True)):
+        with pytest.raises(PolicyError, match=r"^a_bits=\d is out of range; use 1\.\.8 or 32 \(float\)$"):
+            bad_act()
+    with pytest.raises(PolicyError, match=r"^bits must be an integer in 1\.\.8 or 32 \(float\), got 2\.5$"):
+        check_bits(2.5)
+    with pytest.raises(PolicyError, match=r"^bits=0 is out of range"):
+        check_bits(0)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_weight_grid_has_two_to_the_bits_minus_one_levels_each_side(bits: int) -> None:
+    """A dense ramp hits every level of the symmetric grid and nothing else: 2·(2^(b-1) - 1) + 1 values."""
+    w = torch.linspace(-1.0, 1.0, 4001)[None, :]
+    q = quantize_weight(w, bits)
+    qmax = 2 ** (bits - 1) - 1
+    assert len(torch.unique(q)) == 2 * qmax + 1
+    assert float(q.max()) == pytest.approx(1.0) and float(weight_scale(w, bits)) == pytest.approx(1.0 / qmax)
+
+
+def test_weight_quantizer_module() -> None:
+    w = torch.tensor([[0.7, -0.4, 0.1, 0.0], [-2.0, 1.1, 0.55, 0.3]])
+    assert torch.equal(WeightQuantizer(4)(w), quantize_weight(w, 4, per_channel=True))  # per channel by default
+    assert torch.equal(WeightQuantizer(4, per_channel=False)(w), quantize_weight(w, 4, per_channel=False))
+    assert not torch.equal(WeightQuantizer(4)(w), WeightQuantizer(4, per_channel=False)(w))
+    wq = WeightQuantizer()
+    assert wq(w) is w and wq.bits == FLOAT_BITS
+    wq.bits = 2
+    assert wq.bits == 2 and "bits=2, per_channel=True" == wq.extra_repr()
+    with pytest.raises(PolicyError, match=r"^w_bits=9 is out of range"):
+        WeightQuantizer(9)
+    with pytest.raises(PolicyError, match=r"^w_bits=0 is out of range"):
+        wq.bits = 0
+
+
+def test_input_quantizer_module() -> None:
+    q = InputQuantizer(4, layer="fc")
+    assert not q.alpha.requires_grad and InputQuantizer(4, learn_alpha=True).alpha.requires_grad
+    assert q.signed.dtype == torch.bool and q.calibrated.dtype == torch.bool  # checkpoint format
+    assert not bool(q.signed) and not bool(q.calibrated) and float(q.alpha) == 1.0
+    assert "bits=4, learn_alpha=False" == q.extra_repr()
+    x = torch.tensor([-0.5, 0.25, 1.5])
+    with pytest.raises(UsageError, match=r"^layer 'fc' quantizes activations to 4 bits but was never calibrated; "
+                                         r"call haq\.quant\.calibrate_\(model, batches\) first$"):
+        q(x)
+    with pytest.raises(ModelError, match=r"^layer 'fc' saw no input during calibration; the model's forward\(\) never calls it$"):
+        q.commit_observed()
+    with pytest.raises(ModelError, match="layer '' saw no input"):
+        InputQuantizer(4).commit_observed()
+    q.start_observing()
+    assert torch.equal(q(x), x) and torch.equal(q(2 * x), 2 * x)  # observed, passed through unquantized
+    q.stop_observing()
+    q.commit_observed()
+    assert bool(q.calibrated) and bool(q.signed) and float(q.alpha) == 3.0  # max(|-1.0|, 3.0)
+    torch.testing.assert_close(q(x), quantize_activation(x, 4, 3.0, signed=True))
+    q.start_observing()
+    q(torch.tensor([0.0, 0.5]))  # a fresh range: unsigned, clip at 0.5
+    q.stop_observing()
+    q.commit_observed()
+    assert not bool(q.signed) and float(q.alpha) == 0.5
+    q.start_observing()
+    q(torch.tensor([-2.0, 0.5]))  # signed, and the negative side is the wider one
+    q.stop_observing()
+    q.commit_observed()
+    assert bool(q.signed) and float(q.alpha) == 2.0
+    with pytest.raises(PolicyError, match=r"^a_bits=9 is out of range"):
+        InputQuantizer(9)
+    with pytest.raises(PolicyError, match=r"^a_bits=0 is out of range"):
+        q.bits = 0
+    q.bits = FLOAT_BITS
+    assert q(x) is x and q.bits == FLOAT_BITS

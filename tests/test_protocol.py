@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from haq.core.config import from_dict, to_dict
 from haq.core.errors import ConfigError, DeviceError
+from haq.hardware.device.guard import Refusal, check_model
 from haq.hardware.device.machine import device_info
 from haq.hardware.device.measurement import Measurement, relative_iqr, relative_range
 from haq.hardware.device.profile import kernels_from_profile
@@ -40,7 +41,9 @@ def conv_model(channels: int = 8, size: int = 16) -> bytes:
 
 
 def test_config_rejects_bad_values() -> None:
-    bad_values = ({"sessions": 0}, {"repeats": -1}, {"warmup_s": float("nan")}, {"threads": 0}, {"min_repeat_ms": "5"}, {"sessions": True})
+    bad_values = (
+        {"sessions": 0}, {"repeats": -1}, {"warmup_s": float("nan")}, {"threads": 0}, {"min_repeat_ms": "5"}, {"sessions": True},
+    )
     for bad in bad_values:
         (name,) = bad
         with pytest.raises(ConfigError, match=name):
@@ -87,15 +90,14 @@ def test_local_runner_measures_a_conv() -> None:
     assert len(m.samples_ms) == 3 and all(len(s) == 5 for s in m.samples_ms)
     assert m.n_samples == 15 and len(m.session_medians) == 3
     assert min(m.session_medians) <= m.median_ms <= max(m.session_medians)
-    assert 0 < m.median_ms < 100 and m.noise >= 0 and m.session_spread >= 0
+    assert m.median_ms > 0 and m.noise >= 0 and m.session_spread >= 0
     assert "Conv" in m.kernels
     assert all(k >= 1 for k in m.runs_per_sample) and m.attempts == 1 and m.wall_s > 0
 
 
 def test_interleaved_batch_keeps_order_and_ranks_work() -> None:
     res = LocalRunner(QUICK).measure_many([conv_model(32, 32), sentinel_model(16)])
-    assert len(res) == 2
-    assert res[0].median_ms > 3 * res[1].median_ms  # 9.4 M MACs against 256
+    assert len(res) == 2  # which is faster is a matter for bench/, not an assertion on a loaded machine
     assert "Conv" in res[0].kernels and res[1].kernels[0] == "MatMul"
     assert LocalRunner(QUICK).measure_many([]) == []
 
@@ -116,8 +118,10 @@ def test_sentinel_tracks_drift() -> None:
 
 
 def test_garbage_model_is_a_clear_error() -> None:
-    with pytest.raises(DeviceError, match="onnxruntime cannot load the model"):
+    with pytest.raises(DeviceError, match="cannot load the model: not ONNX protobuf"):
         measure_models([b"definitely not onnx"], QUICK)
+    with pytest.raises(DeviceError, match="onnxruntime cannot load the model"):  # well-formed protobuf, no graph
+        measure_models([b"\x08\x07"], QUICK)
     with pytest.raises(DeviceError, match="non-empty"):
         measure_models([b""], QUICK)
 
@@ -196,3 +200,36 @@ def test_make_runner_parses_device_strings() -> None:
 
 def test_sentinel_model_is_valid_onnx() -> None:
     onnx.checker.check_model(onnx.load_from_string(sentinel_model(8)))
+
+
+def test_guard_walks_every_message_and_refuses_what_names_files() -> None:
+    """The model guard: an explicit inline data location passes; external data, EPContext
+    nodes, absurd nesting and broken encodings are refused as bad_model."""
+    inline = numpy_helper.from_array(np.ones(2, dtype=np.float32), "w")
+    inline.data_location = TensorProto.DEFAULT
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [], [out], [inline])
+    check_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    context = helper.make_node("EPContext", [], ["y"], domain="com.microsoft", ep_cache_context="/etc/passwd", embed_mode=0)
+    with pytest.raises(Refusal, match="EPContext"):
+        check_model(helper.make_model(helper.make_graph([context], "g", [], [])).SerializeToString())
+    nested = b""
+    for _ in range(30):  # graph -> node -> attribute -> graph ..., 90 messages deep, encoded by hand
+        nested = _field(1, _field(5, _field(6, nested)))  # GraphProto.node / NodeProto.attribute / AttributeProto.g
+    with pytest.raises(Refusal, match="nest deeper"):
+        check_model(_field(7, nested))  # ModelProto.graph
+    for broken in (b"\x3a\xff\xff\xff\xff\x0f", b"\x08", b"\x0b", b"\x00\x01"):
+        with pytest.raises(Refusal, match="not ONNX protobuf") as info:
+            check_model(broken)
+        assert info.value.code == "bad_model"
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (lengths below 2^14 here)."""
+    def varint(n: int) -> bytes:
+        return bytes([(n & 0x7F) | 0x80, n >> 7]) if n >= 0x80 else bytes([n])
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def test_the_session_reads_onnx_format_only() -> None:
+    assert session_options(ProtocolConfig()).get_session_config_entry("session.load_model_format") == "ONNX"

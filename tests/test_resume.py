@@ -1,5 +1,6 @@
-"""Resume: a search killed with SIGKILL mid-run continues with no gap and no duplicate episode, and
-the one checkpoint core (haq.runs.checkpoint) resumes every proposer the same way."""
+"""Resume: a search killed with SIGKILL at a chosen write point continues with no gap and no
+duplicate episode and logs what an uninterrupted search logs, and the one checkpoint core
+(haq.runs.checkpoint) resumes every proposer the same way."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from haq.baselines import BaselineConfig, run_baseline
+from haq.cli import main
 from haq.commands.problems import make_problem
 from haq.core.errors import RunDirError
 from haq.problem.config import EnvConfig
@@ -27,10 +28,8 @@ from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
 from haq.transfer import TransferConfig, run_transfer, transfer_env
 
-EPISODES = 10
 
-
-def _config(episodes: int = EPISODES) -> SearchConfig:
+def _config(episodes: int) -> SearchConfig:
     return SearchConfig(env=EnvConfig(), agent=AgentConfig(warmup_episodes=2), episodes=episodes, seed=0)
 
 
@@ -43,28 +42,67 @@ def _indices(run: Path) -> list[int]:
     return [json.loads(line)["episode"] for line in (run / "episodes.jsonl").read_text().splitlines()]
 
 
-def _lines(run: Path) -> int:
-    path = run / "episodes.jsonl"
-    return path.read_text().count("\n") if path.is_file() else 0
+KILL_AT = 3
+"""The episode a killed search is killed in (after the warm-up, so the agent has learned)."""
+SEARCH = ["search", "--evaluator", "cheap", "--episodes", "6", "--warmup", "2", "--seed", "0"]
+_KILLED_SEARCH = """
+import os, signal, sys
+from haq.runs import checkpoint
+point, episode = sys.argv[1], int(sys.argv[2])
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+if point == "before-log":  # the episode's checkpoint is in place, its log line is not
+    append = checkpoint.RunDir.append_episode
+    def killed_append(self, record):
+        if record.episode == episode:
+            die()
+        append(self, record)
+    checkpoint.RunDir.append_episode = killed_append
+else:  # "mid-checkpoint": every file of the new checkpoint is written but its manifest
+    manifest = checkpoint.write_manifest
+    def killed_manifest(directory):
+        if directory.name == f"ep-{episode + 1:06d}.tmp":
+            die()
+        return manifest(directory)
+    checkpoint.write_manifest = killed_manifest
+from haq.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+"""Runs a search (the arguments after the kill point) that SIGKILLs itself at a chosen write point:
+where it dies is fixed, not a matter of timing."""
 
 
-def test_sigkill_mid_run_then_resume_has_no_gap_or_duplicate(tmp_path: Path, cache_dir: Path, problem: SearchProblem) -> None:
+def _episodes(run: Path) -> list[dict[str, object]]:
+    """The log without ``eval_seconds``, the one field that measures wall time."""
+    lines = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in d.items() if k != "eval_seconds"} for d in lines]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> list[dict[str, object]]:
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    assert main([*SEARCH, "--out", str(run)]) == 0
+    return _episodes(run)
+
+
+@pytest.mark.parametrize("point", ["before-log", "mid-checkpoint"])
+def test_sigkill_then_resume_logs_what_an_uninterrupted_search_logs(
+    tmp_path: Path, cache_dir: Path, uninterrupted: list[dict[str, object]], point: str,
+) -> None:
+    """Killed between its checkpoint and its log line, or while writing the checkpoint, a search
+    resumes with no gap and no duplicate, and (agent, replay buffer, RNG and noise states restored,
+    the owed update made) goes on exactly as the search that was never killed."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "haq.cli", "search", "--evaluator", "cheap", "--episodes", str(EPISODES),
-           "--warmup", "2", "--seed", "0", "--out", str(run)]
     env = {**os.environ, "HAQ_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while _lines(run) < 4 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "search exited early"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = _lines(run)
-    assert 4 <= killed_at < EPISODES
-    result = run_search(_config(), problem, run, resume=True)
-    assert _indices(run) == list(range(EPISODES))
-    assert result.episodes_done == EPISODES and result.resumed_from >= killed_at - 1
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_SEARCH, point, str(KILL_AT), *SEARCH, "--out", str(run)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert _indices(run) == list(range(KILL_AT))
+    assert main([*SEARCH, "--out", str(run), "--resume"]) == 0
+    assert _indices(run) == list(range(6))
+    assert _episodes(run) == uninterrupted
 
 
 def test_log_behind_checkpoint_is_restored_and_torn_line_dropped(tmp_path: Path, problem: SearchProblem) -> None:

@@ -25,6 +25,7 @@ from haq.search.baseline import RewardBaseline
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.noise import DecayingTruncatedNormalNoise
 from haq.search.run import run_search
+from haq.workload import Workload
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,12 @@ def test_saved_agent_carries_what_transfer_needs(tmp_path: Path, problem: Search
         (["--hardware-feedback"], "prices another device"),
     ],
 )
-def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+def test_cli_bad_input_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], digits_workload: Workload, argv: list[str], message: str,
+) -> None:
+    """With the model already in the session's cache (``digits_workload``) nothing else is logged,
+    so the error is the only line on stderr, whatever ran before and however cold the user's cache."""
     assert main(["search", "--evaluator", "cheap", "--episodes", "1", "--out", str(tmp_path / "r"), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("haq: error:") and message in err[0]
+    assert len(err) == 1 and err[0].startswith("haq: error:") and message in err[0], err
+    assert not (tmp_path / "r").exists()

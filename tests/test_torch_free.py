@@ -17,6 +17,7 @@ DEVICE_MODULES = (
     "haq.hardware.device.agent",
     "haq.hardware.device.client",
     "haq.hardware.device.wire",
+    "haq.hardware.device.guard",
     "haq.hardware.device.worker",
     "haq.hardware.device.runner",
     "haq.hardware.device.machine",

@@ -21,6 +21,7 @@ from haq.core.errors import ConfigError, RunDirError, TableError
 from haq.evaluation.config import EvalConfig
 from haq.problem.config import EnvConfig
 from haq.quant import QuantPolicy
+from haq.runs.manifest import write_manifest
 from haq.runs.proposer import RunResult
 from haq.runs.rundir import RunDir
 from haq.search.agents import save_agent
@@ -36,7 +37,7 @@ from haq.transfer.run import run_transfer, target_env_config, transfer_env
 from haq.transfer.source import load_source
 
 CHEAP = EvalConfig(kind="cheap", val_samples=120)
-CPU_TABLE = next(n for n in latency_tables.available() if n.startswith("cpu"))
+CPU_TABLE = next(n for n in latency_tables.available() if "cpu" in n)
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,9 @@ def test_not_a_search_run_or_another_observation_layout_is_refused(source_run: P
     meta = json.loads(meta_path.read_text())
     meta["observation"]["features"] = meta["observation"]["features"][:-2]
     meta_path.write_text(json.dumps(meta))
+    with pytest.raises(RunDirError, match="does not match the SHA-256"):  # an edited checkpoint is not read
+        _transfer(other, "bismo-edge", tmp_path / "t", cache_dir)
+    write_manifest(meta_path.parent)  # as a haq observing other features would have written it
     with pytest.raises(RunDirError, match="incompatible observation layout"):
         _transfer(other, "bismo-edge", tmp_path / "t", cache_dir)
 

@@ -9,7 +9,7 @@ compare them with a search directly.
 
 from haq.baselines.candidates import METHODS, Candidate
 from haq.baselines.run import Baseline, BaselineConfig, run_baseline
-from haq.baselines.sensitivity import (
+from haq.problem.sensitivity import (
     LayerSensitivity,
     Sensitivity,
     SensitivityConfig,

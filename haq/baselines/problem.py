@@ -1,7 +1,7 @@
 """The bit-allocation problem the non-RL baselines solve: per layer, the allowed (w, a) pairs
 with their budget-metric cost (from the search's :class:`~haq.problem.budget.BudgetModel`, so the
 baselines see exactly the choices and budget the environment sees) and their estimated error
-(from :mod:`haq.baselines.sensitivity`).
+(from :mod:`haq.problem.sensitivity`).
 
 Costs are additive per layer here (what an integer program can take). The budget itself is
 measured on the whole policy (``BudgetModel.policy_cost``: the table's ``policy_cost``, which
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from haq.baselines.sensitivity import Sensitivity
 from haq.baselines.solvers import Choice, cheaper_step
 from haq.core.errors import ConfigError
 from haq.core.types import BitPair
 from haq.problem.budget import BudgetModel
+from haq.problem.sensitivity import Sensitivity
 
 
 @dataclass(frozen=True)

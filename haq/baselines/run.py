@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -85,13 +85,11 @@ def baseline_candidates(problem: SearchProblem, cfg: BaselineConfig, sensitivity
 
 
 class BaselineStore(RunStore):
-    """A baseline's run directory: state-only checkpoints; every setting must match on resume."""
+    """A baseline's run directory: state-only checkpoints (its candidates are deterministic, so
+    the log alone resumes it); every setting must match on resume."""
 
     kind = "baseline"
     resumable = ()
-
-    def _episodes_without_checkpoint(self, records: Sequence[EpisodeRecord]) -> int:
-        return len(records)  # deterministic candidates: every logged evaluation stands
 
 
 class Baseline(Proposer[BaselineStore]):

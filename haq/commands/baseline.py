@@ -7,16 +7,19 @@ from pathlib import Path
 
 from haq.commands.common import log
 from haq.commands.search import FEEDBACK_CACHE, add_search_args, env_config, print_record
-from haq.commands.workload_args import add_workload_args
+from haq.commands.workload_args import add_workload_args, explain_uncovered
+from haq.core.fileio import check_writable_dir
+from haq.jobs.flags import add_job_args, resolve_job
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
     from haq.baselines import METHODS, BaselineConfig, SensitivityConfig
+    from haq.commands.problems import add_parallel_args
 
     p = sub.add_parser("baseline", help="uniform / random / greedy / ILP bit widths under the same budget and evaluator as haq search")
     add_workload_args(p)
     add_search_args(p)
-    p.add_argument("--method", required=True, help=f"baseline: {', '.join(METHODS)}")
+    p.add_argument("--method", default=None, help=f"baseline: {', '.join(METHODS)} (required unless --config gives it)")
     p.add_argument("--evaluations", type=int, default=BaselineConfig().evaluations,
                    help="most policies to evaluate (compare with a search's --episodes)")
     p.add_argument("--ladder-floor", type=float, default=BaselineConfig().ladder_floor,
@@ -25,23 +28,30 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
                    help="greedy / ilp: training images used to estimate per-layer sensitivity")
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<method>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings)")
+    add_parallel_args(p)
     p.set_defaults(func=run)
+    add_job_args(p)
 
 
 def run(ns: argparse.Namespace) -> int:
     from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
     from haq.commands.problems import make_problem
+    from haq.jobs.execute import run_tracked
     from haq.runs.progress import ProgressBar
 
-    cfg = BaselineConfig(
-        method=ns.method, evaluations=ns.evaluations, seed=ns.seed, ladder_floor=ns.ladder_floor,
-        sensitivity=SensitivityConfig(samples=ns.sensitivity_samples),
-    )
-    env = env_config(ns)
+    ns, job = resolve_job(ns, "baseline", lambda n: {"baseline": BaselineConfig(
+        method=n.method, evaluations=n.evaluations, seed=n.seed, ladder_floor=n.ladder_floor,
+        sensitivity=SensitivityConfig(samples=n.sensitivity_samples),
+    ), "env": env_config(n)}, required={"method": "--method"})
+    cfg, env = job.section("baseline"), job.section("env")
     model = env.workload.model.replace(":", "_").replace(".", "_")
     out = Path(ns.out) if ns.out else Path("runs") / f"{model}-{Path(env.table).stem}-{cfg.method}-s{cfg.seed}"
-    problem = make_problem(env, log=log, feedback_cache=out / FEEDBACK_CACHE)
-    result = run_baseline(cfg, problem, out, progress=ProgressBar(), resume=ns.resume, log=log)
+    check_writable_dir(out)  # before any work starts
+    with explain_uncovered(env.workload, [env.table]):
+        problem = make_problem(env, log=log, feedback_cache=out / FEEDBACK_CACHE, strict=ns.strict,
+                               workers=ns.workers, ray_address=ns.ray_address)
+    result = run_tracked(job, out, problem, lambda p: run_baseline(cfg, problem, out, progress=p, resume=ns.resume, log=log),
+                         resume=ns.resume, progress=ProgressBar())
     budget = problem.budget
     print(f"baseline {cfg.method}: {len(result.records)} evaluations in {out} ({result.seconds:.1f} s)")
     print(f"budget: {budget.metric} <= {budget.target:.6g} ({budget.target / budget.reference:.3f} of uniform max-bits)")

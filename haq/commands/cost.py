@@ -5,45 +5,45 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from haq.commands.workload_args import add_workload_args, workload_config
+from haq.commands.workload_args import add_workload_args, uncovered_layer_error, workload_config
 from haq.quant import LayerInfo
 from haq.tables.compare import DeviceCost
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    from haq.commands.problems import add_strict_arg
+
     p = sub.add_parser("cost", help="a policy's latency / energy on every shipped device table (policy tuned for X, run on Y)")
     add_workload_args(p)
     p.add_argument("--policy", required=True, nargs="+", help="policy JSON file(s), e.g. RUN_DIR/best_policy.json; one row each")
-    p.add_argument("--device", nargs="+", default=None, help="device tables to cost on (default: every shipped table)")
+    p.add_argument("--device", nargs="+", default=None,
+                   help="device tables to cost on (default: every shipped table); cpu is this machine's (built on first use)")
+    add_strict_arg(p)
     p.set_defaults(func=run)
 
 
 def run(ns: argparse.Namespace) -> int:
+    from haq.commands.common import log
+    from haq.commands.problems import load_device_tables
     from haq.quant import QuantPolicy
     from haq.tables.compare import cost_on_devices
-    from latency_tables import load as load_table
-    from latency_tables import load_all
 
     layers = model_layers(ns)
-    tables = [load_table(name) for name in ns.device] if ns.device else load_all()
+    tables = load_device_tables(ns.device, workload_config(ns), strict=ns.strict, log=log)
     rows = [(path, cost_on_devices(layers, QuantPolicy.load(path), tables)) for path in ns.policy]
     print(f"cost of each policy on {ns.model}, per device (latency in the table's ms; x = speed-up over uniform 8-bit there)")
     print(format_device_costs(rows))
+    fixes = [e for e in (uncovered_layer_error(workload_config(ns), t) for t in tables) if e is not None]
+    for fix in fixes:
+        print(f"\n{fix}")
     return 0
 
 
 def model_layers(ns: argparse.Namespace) -> list[LayerInfo]:
-    """The model's quantizable layers; costing needs only shapes, so nothing is trained."""
-    from haq.core.errors import ModelError
-    from haq.data import load_dataset
-    from haq.models import ZOO, build_model
-    from haq.quant import discover_layers
+    """The model's quantizable layers at its resolved input; costing needs only shapes, so nothing is trained."""
+    from haq.workload import workload_layers
 
-    cfg = workload_config(ns)
-    if cfg.model not in ZOO and ":" not in cfg.model:
-        raise ModelError(f"unknown model '{cfg.model}'; choose one of {', '.join(sorted(ZOO))} or package.module:callable")
-    data = load_dataset(cfg.resolved_dataset(), cfg.data_root, cfg.seed)
-    return discover_layers(build_model(cfg.model, data.input_shape, data.num_classes), data.input_shape)
+    return workload_layers(workload_config(ns))
 
 
 def format_device_costs(rows: Sequence[tuple[str, list[DeviceCost]]]) -> str:

@@ -13,6 +13,7 @@ from haq.commands.common import log
 from haq.commands.problems import make_problem
 from haq.commands.search import print_record
 from haq.core.errors import HaqError
+from haq.core.fileio import check_writable_dir
 from haq.evaluation.config import EvalConfig
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
@@ -41,7 +42,8 @@ def run(ns: argparse.Namespace) -> int:
         episodes=ns.episodes, seed=ns.seed,
     )
     out = Path(ns.out) if ns.out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    problem = make_problem(cfg.env, log=log)
+    check_writable_dir(out)  # before any work starts
+    problem = make_problem(cfg.env, log=log, strict=ns.strict)
     ref = problem.evaluator.reference
     log(f"searching {cfg.env.workload.model} on {problem.table.name}: {len(problem.layer_names)} layers, "
         f"{cfg.env.budget.metric} budget {cfg.env.budget.ratio:g} x uniform 8-bit, "

@@ -5,23 +5,27 @@ from __future__ import annotations
 import argparse
 
 from haq.commands.common import log
-from haq.commands.workload_args import add_workload_args, workload_config
+from haq.commands.workload_args import add_workload_args, explain_uncovered, workload_config
 from haq.evaluation.config import EVALUATORS
 from haq.problem.config import DEFAULT_TABLE
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    from haq.commands.problems import add_strict_arg
     from haq.evaluation.final import MEASURE_MODES, SPLITS, FinalEvalConfig
 
     d = FinalEvalConfig()
     p = sub.add_parser("evaluate", help="fine-tune a policy fully and report clean / robust accuracy and its cost on a device")
     add_workload_args(p)
     p.add_argument("--policy", required=True, help="a policy JSON file (e.g. RUN_DIR/best_policy.json)")
-    p.add_argument("--device", default=DEFAULT_TABLE, help="shipped cost table name (see `haq tables list`) or a table file")
+    p.add_argument("--device", default=DEFAULT_TABLE,
+                   help="shipped table name (`haq tables list`), a table file, or cpu (this machine's, built on first use)")
+    add_strict_arg(p)
     p.add_argument("--split", default=d.split, help=f"held-out split to measure accuracy on: {', '.join(SPLITS)}")
     p.add_argument("--samples", type=int, default=None, help="images of the split to use (default: all)")
     p.add_argument("--evaluator", default=d.evaluation.kind, help=f"{' or '.join(EVALUATORS)} (cheap: no fine-tune, no attacks)")
-    p.add_argument("--finetune-epochs", type=int, default=d.evaluation.finetune_epochs, help="DQ fine-tuning epochs")
+    p.add_argument("--dq-epochs", type=int, default=d.evaluation.finetune_epochs,
+                   help="DQ fine-tuning epochs of the quantized policy (--finetune-epochs fine-tunes the float --checkpoint)")
     p.add_argument("--robust-samples", type=int, default=d.evaluation.robust_samples, help="images attacked for robust accuracy")
     p.add_argument("--measure", default=d.measure,
                    help=f"{', '.join(MEASURE_MODES)}: time the exported model here (auto: when the table describes this machine)")
@@ -33,22 +37,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 def run(ns: argparse.Namespace) -> int:
     import dataclasses
 
-    from haq.commands.problems import local_measurer
+    from haq.commands.problems import load_device_table, local_measurer
     from haq.evaluation.final import FinalEvalConfig, evaluate_final, measurement_skipped
     from haq.quant import QuantPolicy
     from haq.training import parse_torch_device
     from haq.workload import load_workload
-    from latency_tables import load as load_table
 
     evaluation = dataclasses.replace(
-        FinalEvalConfig().evaluation, kind=ns.evaluator, finetune_epochs=ns.finetune_epochs, robust_samples=ns.robust_samples
+        FinalEvalConfig().evaluation, kind=ns.evaluator, finetune_epochs=ns.dq_epochs, robust_samples=ns.robust_samples
     )
     cfg = FinalEvalConfig(split=ns.split, samples=ns.samples, measure=ns.measure, emulate=ns.emulate, evaluation=evaluation)
     policy = QuantPolicy.load(ns.policy)
-    table = load_table(ns.device)
-    wl = load_workload(workload_config(ns), parse_torch_device(ns.torch_device), log=log)
-    measurer = None if measurement_skipped(cfg, table) else local_measurer(wl, emulated=cfg.emulate, log=log)
-    r = evaluate_final(wl, table, policy, cfg, log=log, measurer=measurer)
+    table = load_device_table(ns.device, workload_config(ns), strict=ns.strict, log=log)
+    with explain_uncovered(workload_config(ns), [ns.device]):  # before any training
+        wl = load_workload(workload_config(ns), parse_torch_device(ns.torch_device), log=log)
+        measurer = None if measurement_skipped(cfg, table) else local_measurer(wl, emulated=cfg.emulate, log=log)
+        r = evaluate_final(wl, table, policy, cfg, log=log, measurer=measurer)
     m, ref = r.metrics, r.reference
 
     def pct(v: float | None) -> str:

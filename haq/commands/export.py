@@ -10,6 +10,7 @@ from haq.commands.common import log
 from haq.commands.workload_args import add_workload_args, torch_device, workload_config
 from haq.core import validate
 from haq.core.errors import ConfigError
+from haq.core.fileio import check_writable_file
 from haq.export import ExportOptions, export_policy
 from haq.quant import QuantPolicy
 from haq.workload import load_workload
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 def run(ns: argparse.Namespace) -> int:
     cfg = ExportConfig(Path(ns.policy), Path(ns.onnx), ns.calibration, ExportOptions(emulated=ns.emulate, fence=not ns.no_fence))
     policy = QuantPolicy.load(cfg.policy)
+    check_writable_file(cfg.onnx, "--onnx")  # before the model is trained and calibrated
     wl = load_workload(workload_config(ns), torch_device(ns), log=log)
     x, _ = wl.data.subset("train", cfg.calibration)
     exported = export_policy(wl.model, wl.layers, policy, wl.data.input_shape, x, cfg.options)

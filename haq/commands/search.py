@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 
 from haq.commands.common import log
-from haq.commands.workload_args import add_workload_args, workload_config
+from haq.commands.workload_args import add_workload_args, explain_uncovered, workload_config
 from haq.core.errors import ConfigError
+from haq.core.fileio import check_writable_dir
 from haq.evaluation.config import EvalConfig
+from haq.jobs.flags import add_job_args, resolve_job
 from haq.problem.config import METRICS, BudgetConfig, EnvConfig
 from haq.runs.rundir import EpisodeRecord
 from haq.search.config import AGENTS, AgentConfig, SearchConfig
@@ -20,6 +22,8 @@ FEEDBACK_CACHE = "measured_latency.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    from haq.commands.problems import add_parallel_args
+
     p = sub.add_parser("search", help="search per-layer bit widths under a latency / energy / size budget (RL agent)")
     add_workload_args(p)
     add_search_args(p)
@@ -29,13 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<agent>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings; --episodes may grow)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 suits the small agent networks and shared machines)")
+    add_parallel_args(p)
     p.set_defaults(func=run)
+    add_job_args(p)
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:
     """Device, budget and evaluator flags (shared with ``haq demo``)."""
+    from haq.commands.problems import add_strict_arg
+
     g = p.add_argument_group("device and budget")
-    g.add_argument("--device", default=EnvConfig().table, help="shipped cost table name (see `haq tables list`) or a table file")
+    g.add_argument("--device", default=EnvConfig().table,
+                   help="shipped table name (`haq tables list`), a table file, or cpu (this machine's, built on first use)")
     g.add_argument("--budget", type=float, default=BudgetConfig().ratio, help="budget as a fraction of the uniform max-bits cost")
     g.add_argument("--budget-absolute", type=float, default=None, help="budget in the metric's units (ms, mJ, bits); overrides --budget")
     g.add_argument("--metric", default=BudgetConfig().metric, help=f"budget metric: {', '.join(METRICS)}")
@@ -44,6 +53,7 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pin-first-last", type=int, default=None, help="fix the first and last layer at this bit width")
     g.add_argument("--evaluator", default="full", help="full (DQ fine-tune + robust accuracy) or cheap (PTQ accuracy only)")
     g.add_argument("--hardware-feedback", action="store_true", help="measure each policy's latency on this machine instead of the table")
+    add_strict_arg(g)
 
 
 def env_config(ns: argparse.Namespace) -> EnvConfig:
@@ -75,16 +85,22 @@ def default_out(cfg: SearchConfig) -> Path:
 
 def run(ns: argparse.Namespace) -> int:
     from haq.commands.problems import make_problem
+    from haq.jobs.execute import run_tracked
     from haq.runs.progress import ProgressBar
     from haq.search.run import run_search
 
+    ns, job = resolve_job(ns, "search", lambda n: {"search": search_config(n)})
     if ns.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {ns.threads}")
     torch.set_num_threads(ns.threads)
-    cfg = search_config(ns)
+    cfg = job.section("search")
     out = Path(ns.out) if ns.out else default_out(cfg)
-    problem = make_problem(cfg.env, log=log, feedback_cache=out / FEEDBACK_CACHE)
-    result = run_search(cfg, problem, out, progress=ProgressBar(), resume=ns.resume, log=log)
+    check_writable_dir(out)  # before any training or episode, not after the first one
+    with explain_uncovered(cfg.env.workload, [cfg.env.table]):
+        problem = make_problem(cfg.env, log=log, feedback_cache=out / FEEDBACK_CACHE, strict=ns.strict,
+                               workers=ns.workers, ray_address=ns.ray_address)
+    result = run_tracked(job, out, problem, lambda p: run_search(cfg, problem, out, progress=p, resume=ns.resume, log=log),
+                         resume=ns.resume, progress=ProgressBar())
     print(f"search: {result.episodes_done} episodes in {result.run_dir} (resumed after {result.resumed_from})" if result.resumed_from
           else f"search: {result.episodes_done} episodes in {result.run_dir}")
     print(f"budget: {result.budget.metric} <= {result.budget.target:.6g} "

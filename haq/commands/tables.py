@@ -14,6 +14,7 @@ import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import latency_tables
 from haq.commands.common import log
@@ -23,16 +24,21 @@ from haq.commands.device import (
     device_token,
     protocol_config,
 )
+from haq.commands.workload_args import add_data_args
 from haq.core import validate
 from haq.core.errors import ConfigError
-from haq.hardware.build import DeviceBackend, extend_table
+from haq.core.types import Log
+from haq.hardware.build import BuildReport, DeviceBackend, extend_table
 from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
+from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.runner import REMOTE_PREFIX, make_runner
+from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.measured import MeasuredBackend
-from haq.hardware.networks import model_layers
+from haq.jobs.flags import add_job_args, resolve_job
 from haq.quant import QuantPolicy
 from haq.tables.network import describe_pairs
 from haq.tables.table import CostTable
+from haq.workload import WorkloadConfig, resolve_input, workload_layers
 
 EXTRA_ACTIONS: tuple[str, ...] = ("tables_check", "tables_fit")
 
@@ -47,6 +53,8 @@ class BuildConfig:
     batch: int = 1
     dataset: str | None = None
     data_root: str | None = None
+    input_size: int | None = None
+    input_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if not self.models or any(not m for m in self.models):
@@ -66,15 +74,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     actions.required = True
 
     b = actions.add_parser("build", help="price a model's layers on a device and add them to a table")
-    b.add_argument("--model", nargs="+", required=True, help="zoo names or package.module:callable (several allowed)")
-    b.add_argument("--dataset", default=None, help="input shape source (default: each model's own dataset)")
-    b.add_argument("--data-root", default=None, help="local directory for cifar10 / imagefolder")
-    b.add_argument("--device", required=True, help=f"{', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
+    b.add_argument("--model", nargs="+", default=None, help="zoo names or package.module:callable (several allowed)")
+    add_data_args(b, "input shape source (default: each model's own dataset)")
+    b.add_argument("--device", default=None, help=f"{', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
     b.add_argument("--out", default=None, help="table file to create or extend (default: ./<device>.json)")
     b.add_argument("--batch", type=int, default=1, help="batch size the layers are priced at (default 1)")
     add_token_arg(b)
     add_protocol_args(b)
     b.set_defaults(func=run_build)
+    add_job_args(b, mlflow=False)
 
     ls = actions.add_parser("list", help="the shipped tables")
     ls.set_defaults(func=run_list)
@@ -83,8 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     s.add_argument("table", help="shipped table name or table file")
     s.add_argument("--entries", type=int, default=5, help="how many entries to print (default 5)")
     s.add_argument("--model", default=None, help="also print this model's per-layer costs and range")
-    s.add_argument("--dataset", default=None, help="input shape source for --model")
-    s.add_argument("--data-root", default=None, help="local directory for cifar10 / imagefolder")
+    add_data_args(s, "input shape source for --model")
     s.set_defaults(func=run_show)
 
     for name in EXTRA_ACTIONS:
@@ -92,31 +99,43 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 
 def run_build(ns: argparse.Namespace) -> int:
-    out = Path(ns.out) if ns.out else Path(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', ns.device)}.json")
-    cfg = BuildConfig(tuple(ns.model), ns.device, out, ns.batch, ns.dataset, ns.data_root)
-    backend = make_backend(ns, cfg.device)
-    signatures = []
-    for model in cfg.models:
-        layers = model_layers(model, cfg.dataset, cfg.data_root)
-        log(f"{model}: {len(layers)} layers, {len({layer.signature.key() for layer in layers})} distinct signatures")
-        signatures.extend(layer.signature for layer in layers)
-    report = extend_table(backend, signatures, cfg.out, cfg.batch, models=cfg.models, log=log)
+    ns, job = resolve_job(ns, "table_build", lambda n: {"build": BuildConfig(
+        tuple(n.model), n.device, Path(n.out) if n.out else Path(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', n.device)}.json"),
+        n.batch, n.dataset, n.data_root, n.input_size, n.input_shape,
+    ), "protocol": protocol_config(n)}, required={"model": "--model", "device": "--device"})
+    cfg = job.section("build")
+    report = build_table(cfg, lambda: make_backend(ns, cfg.device, job.section("protocol")), log)
     print(f"{report.path}: priced {report.added} new signature(s), kept {report.kept} already present; {report.entries} entries")
     return 0
 
 
-def make_backend(ns: argparse.Namespace, device: str) -> DeviceBackend:
+def build_table(cfg: BuildConfig, backend: Callable[[], DeviceBackend], log: Log) -> BuildReport:
+    """Price the layers of ``cfg``'s models with ``backend()`` into ``cfg.out`` (``haq tables build``
+    and the service's table-build jobs)."""
+    signatures = []
+    inputs: dict[str, tuple[int, int, int]] = {}
+    for model in cfg.models:
+        wcfg = WorkloadConfig(model=model, dataset=cfg.dataset, data_root=cfg.data_root, input_size=cfg.input_size,
+                              input_shape=cfg.input_shape)
+        layers, inputs[model] = workload_layers(wcfg), resolve_input(wcfg).shape
+        log(f"{model} at {'x'.join(map(str, inputs[model]))}: {len(layers)} layers, "
+            f"{len({layer.signature.key() for layer in layers})} distinct signatures")
+        signatures.extend(layer.signature for layer in layers)
+    return extend_table(backend(), signatures, cfg.out, cfg.batch, models=cfg.models, log=log, inputs=inputs)
+
+
+def make_backend(ns: argparse.Namespace, device: str, protocol: ProtocolConfig | None = None) -> DeviceBackend:
     """The backend a ``--device`` names: ``bitfusion`` / ``bismo-edge`` / ``bismo-cloud`` are
     analytical models; ``cpu`` times onnxruntime on this machine and ``remote://HOST:PORT`` a
-    ``haq device serve`` agent, both with the protocol arguments."""
+    ``haq device serve`` agent, both with ``protocol`` (default: the protocol arguments)."""
     if device in ANALYTICAL_DEVICES:
         return AnalyticalBackend(device)
     if device == "cpu":
         if ns.token:
             raise ConfigError("--token is for remote://HOST:PORT devices; --device cpu times this machine")
-        return MeasuredBackend(protocol_config(ns), log)
+        return MeasuredBackend(protocol or protocol_config(ns), log)
     if device.startswith(REMOTE_PREFIX):
-        protocol = protocol_config(ns)
+        protocol = protocol or protocol_config(ns)
         return MeasuredBackend(protocol, log, make_runner(device, token=device_token(ns), protocol=protocol))
     raise ConfigError(f"unknown --device '{device}'; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
 
@@ -143,7 +162,8 @@ def run_show(ns: argparse.Namespace) -> int:
         energy = f", {e.energy_mj:.4g} mJ" if e.energy_mj is not None else ""
         print(f"  {e.key} w{e.w_bits}/a{e.a_bits}: {e.latency_ms:.4g} ms{energy} [{e.source}; {e.kernel}]")
     if ns.model:
-        _print_model(t, ns.model, ns.dataset, ns.data_root)
+        _print_model(t, WorkloadConfig(model=ns.model, dataset=ns.dataset, data_root=ns.data_root, input_size=ns.input_size,
+                                       input_shape=ns.input_shape))
     return 0
 
 
@@ -157,7 +177,11 @@ def _print_meta(t: CostTable) -> None:
     print(f"  created: {m['created']}{'; updated: ' + m['updated'] if 'updated' in m else ''}; tool: haq {m['tool']['version']}")
     models = ", ".join(m.get("models", [])) or "-"
     print(f"  models: {models}; {len(t.signatures)} signatures, {sum(1 for _ in t.entries())} entries")
+    inputs = "; ".join(f"{model} {', '.join('x'.join(map(str, s)) for s in shapes)}"
+                       for model, shapes in m.get("inputs", {}).items())
+    print(f"  inputs: {inputs or 'not recorded'}")
     print(f"  protocol: {m['protocol']}")
+    print(f"  machine: {_describe_machine(m.get('machine'))}")
     for name, c in m["constants"].items():
         print(f"  constant {name} = {c['value']:g} {c['unit']} ({c['source']})")
     if t.data.graph:
@@ -165,8 +189,20 @@ def _print_meta(t: CostTable) -> None:
         print(f"  graph extras: {len(g.transitions)} transitions, {len(g.rules)} rules, {len(g.corrections)} corrections")
 
 
-def _print_model(t: CostTable, model: str, dataset: str | None, data_root: str | None) -> None:
-    layers = model_layers(model, dataset, data_root)
+def _describe_machine(record: object) -> str:
+    """One line for ``meta.machine``: what measured the table, or why nothing is recorded."""
+    if not isinstance(record, dict):
+        return "not recorded (analytical, or measured by a haq older than machine fingerprints)"
+    fp = MachineFingerprint.from_dict(record)
+    probe = f", probe {fp.probe_ms:.3g} ms" if fp.probe_ms else ""
+    where = "a haq device agent" if record.get("remote") else "the building host"
+    return (f"{record['identity']} ({fp.cpu}, family/model/stepping {fp.family}/{fp.model}/{fp.stepping}, "
+            f"{fp.logical_cores} logical cores, onnxruntime {fp.onnxruntime}{probe}; timed on {where})")
+
+
+def _print_model(t: CostTable, wcfg: WorkloadConfig) -> None:
+    model = wcfg.model
+    layers = workload_layers(wcfg)
     t.check_covers(layers)
     net = t.compile(layers)
     for metric in t.metrics:

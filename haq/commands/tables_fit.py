@@ -8,6 +8,8 @@ from pathlib import Path
 
 import latency_tables
 from haq.commands.common import log
+from haq.commands.problems import check_machine
+from haq.commands.workload_args import add_data_args
 from haq.core import validate
 from haq.core.errors import ConfigError, TableError
 from haq.hardware.device.runner import LocalRunner
@@ -36,6 +38,7 @@ class FitConfig:
 def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
     f = actions.add_parser("fit", help="measure whole models and fit a measured table's graph-aware terms")
     f.add_argument("--model", nargs="+", required=True, help="every model the table serves (rules are fitted on all of them jointly)")
+    add_data_args(f, "input shape source for every --model (default: each model's own dataset)")
     f.add_argument("--device", required=True, help="the measured table (shipped name or .json file); rewritten in place")
     f.add_argument("--configs", type=int, default=12, help="measured configurations per model (default 12)")
     f.add_argument("--sessions", type=int, default=5, help="fresh sessions per measurement (default 5)")
@@ -50,11 +53,13 @@ def run(ns: argparse.Namespace) -> int:
     if table.path is None:
         raise TableError(f"table {table.name} has no file to rewrite; pass a shipped table name or a .json file")
     path = Path(table.path)
+    check_machine(table, strict=False, log=log, model=cfg.models[0])  # a table from another machine is refused by the fit itself
     kept = observations_path(path)
     if cfg.remeasure:
         kept.unlink(missing_ok=True)
     runner = LocalRunner(ProtocolConfig(sessions=cfg.sessions), log)
-    fitted = fit_table(table, [load_network(m) for m in cfg.models], runner, cfg.configs, path, log=log, observations=kept)
+    nets = [load_network(m, ns.dataset, ns.data_root, input_size=ns.input_size, input_shape=ns.input_shape) for m in cfg.models]
+    fitted = fit_table(table, nets, runner, cfg.configs, path, log=log, observations=kept)
     g = fitted.data.graph
     print(f"{table.path}: {len(g.rules)} boundary rules, {len(g.corrections)} network corrections; measurements kept in {kept}")
     return 0

@@ -6,17 +6,27 @@ import argparse
 from pathlib import Path
 
 from haq.commands.common import log
+from haq.commands.workload_args import explain_uncovered
+from haq.core.fileio import check_writable_dir
 from haq.evaluation.config import EVALUATORS
+from haq.jobs.flags import add_job_args, resolve_job
 from haq.transfer.config import TransferConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
+    from haq.commands.problems import add_parallel_args, add_strict_arg
+
     d = TransferConfig(source="-", table="-")
     p = sub.add_parser("transfer", help="roll a trained search agent out on a new device table, then fine-tune it there")
-    p.add_argument("--from", dest="source", metavar="RUN_DIR", required=True, help="run directory of a `haq search` (or an earlier transfer)")
-    p.add_argument("--device", metavar="TABLE", required=True, help="the new device: shipped cost table name (see `haq tables list`) or a table file")
+    p.add_argument("--from", dest="source", metavar="RUN_DIR", default=None,
+                   help="run directory of a `haq search` (or an earlier transfer); required unless --config gives it")
+    p.add_argument("--device", metavar="TABLE", default=None,
+                   help="the new device: shipped cost table name (see `haq tables list`), a table file, or cpu (this machine's)")
+    add_strict_arg(p)
     p.add_argument("--model", default=None, help="a different zoo model to roll the agent out on (default: the source's)")
     p.add_argument("--dataset", default=None, help="dataset for --model (default: that model's own)")
+    p.add_argument("--input-size", type=int, default=None, metavar="N",
+                   help="square input side on the new device (default: the source's, or a new --model's own)")
     p.add_argument("--episodes", type=int, default=d.episodes, help="fine-tuning episodes after the zero-shot one (0: zero-shot only)")
     p.add_argument("--seed", type=int, default=d.seed, help="fine-tuning seed")
     p.add_argument("--budget", type=float, default=None, help="budget ratio on the new device (default: the source's)")
@@ -25,25 +35,35 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--noise", type=float, default=d.noise_sigma, help="initial exploration noise of fine-tuning (DDPG / TD3)")
     p.add_argument("--out", default=None, help="run directory (default runs/<source run>-to-<table>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the transfer in --out (same settings; --episodes may grow)")
+    add_parallel_args(p)
     p.set_defaults(func=run)
+    add_job_args(p)
 
 
 def run(ns: argparse.Namespace) -> int:
     from haq.commands.cost import format_device_costs
     from haq.commands.problems import make_problem
     from haq.commands.search import FEEDBACK_CACHE, print_record
+    from haq.jobs.execute import run_tracked
     from haq.runs.progress import ProgressBar
     from haq.tables.compare import cost_on_devices
     from haq.transfer.run import run_transfer, transfer_env
     from latency_tables import load_all
 
-    cfg = TransferConfig(
-        source=ns.source, table=ns.device, model=ns.model, dataset=ns.dataset, episodes=ns.episodes, seed=ns.seed,
-        budget_ratio=ns.budget, budget_absolute=ns.budget_absolute, evaluator=ns.evaluator, noise_sigma=ns.noise,
-    )
-    out = Path(ns.out) if ns.out else Path("runs") / f"{Path(ns.source).resolve().name}-to-{Path(ns.device).stem}-s{ns.seed}"
-    problem = make_problem(transfer_env(cfg), log=log, feedback_cache=out / FEEDBACK_CACHE)
-    r = run_transfer(cfg, problem, out, progress=ProgressBar(), resume=ns.resume, log=log)
+    ns, job = resolve_job(ns, "transfer", lambda n: {"transfer": TransferConfig(
+        source=n.source, table=n.device, model=n.model, dataset=n.dataset, episodes=n.episodes, seed=n.seed,
+        budget_ratio=n.budget, budget_absolute=n.budget_absolute, evaluator=n.evaluator, noise_sigma=n.noise,
+        input_size=n.input_size,
+    )}, required={"source": "--from", "device": "--device"})
+    cfg = job.section("transfer")
+    out = Path(ns.out) if ns.out else Path("runs") / f"{Path(cfg.source).resolve().name}-to-{Path(cfg.table).stem}-s{cfg.seed}"
+    check_writable_dir(out)  # before any work starts
+    env = transfer_env(cfg)
+    with explain_uncovered(env.workload, [env.table]):
+        problem = make_problem(env, log=log, feedback_cache=out / FEEDBACK_CACHE, strict=ns.strict,
+                               workers=ns.workers, ray_address=ns.ray_address)
+    r = run_tracked(job, out, problem, lambda p: run_transfer(cfg, problem, out, progress=p, resume=ns.resume, log=log),
+                    resume=ns.resume, progress=ProgressBar())
     z, source = r.records[0], r.details["source"]
     print(f"transfer: {source['model']} / {source['table']} agent -> {r.run_dir} ({r.episodes_done} episodes"
           + (f", resumed after {r.resumed_from})" if r.resumed_from else ")"))

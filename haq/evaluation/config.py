@@ -7,15 +7,19 @@ from dataclasses import dataclass
 from haq.core.errors import ConfigError
 from haq.core.validate import choice, count, finite, positive
 
-EVALUATORS = ("cheap", "full")
+EVALUATORS = ("cheap", "full", "multi")
+SINGLE_FIDELITY = ("cheap", "full")
+"""The evaluators one process runs; ``multi`` screens with the first and judges with the second."""
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """How a policy is scored at the end of an episode.
 
-    kind: ``cheap`` (calibrated post-training quantization, clean accuracy only) or ``full``
-        (calibrate, DQ fine-tune, clean + worst-case robust accuracy).
+    kind: ``cheap`` (calibrated post-training quantization, clean accuracy only), ``full``
+        (calibrate, DQ fine-tune, clean + worst-case robust accuracy) or ``multi`` (every policy
+        cheap first; the full evaluation only for those that can still beat the best full
+        reward: :mod:`haq.problem.fidelity`).
     val_samples: size of the fixed held-out subset (first samples of the val split).
     calib_batches: calibration batches of ``batch_size`` training images.
     batch_size: calibration / fine-tuning batch size.
@@ -29,6 +33,11 @@ class EvalConfig:
         crafted on the float model, which gradient masking in low-bit layers cannot fool.
     robust_samples: how many of the val subset are attacked (attacks are the expensive part).
     hardware_feedback: cost the latency by measuring the policy instead of reading the table.
+    screen_calibration: ``multi``: policies scored at both fidelities before any is screened out
+        (they calibrate the cheap → full reward prediction).
+    screen_z: ``multi``: a policy gets the full evaluation when its predicted full reward plus
+        ``screen_z`` residual standard deviations reaches the best full reward so far.
+    screen_min_fraction: ``multi``: the least fraction of policies evaluated in full.
     """
 
     kind: str = "cheap"
@@ -44,6 +53,9 @@ class EvalConfig:
     attacks: tuple[str, ...] = ("fgsm", "pgd", "transfer_pgd")
     robust_samples: int = 100
     hardware_feedback: bool = False
+    screen_calibration: int = 10
+    screen_z: float = 1.0
+    screen_min_fraction: float = 0.15
 
     def __post_init__(self) -> None:
         choice("evaluator", self.kind, EVALUATORS)
@@ -53,6 +65,9 @@ class EvalConfig:
         positive("finetune_lr", self.finetune_lr)
         finite("dq_beta", self.dq_beta, 0.0)
         positive("attack_eps", self.attack_eps)
+        count("screen_calibration", self.screen_calibration, 2)
+        finite("screen_z", self.screen_z, 0.0)
+        finite("screen_min_fraction", self.screen_min_fraction, 0.0, 1.0)
         object.__setattr__(self, "attacks", tuple(self.attacks))
         if not self.attacks or not all(isinstance(a, str) for a in self.attacks):
             raise ConfigError(f"attacks must be a non-empty list of attack names, got {self.attacks!r}")

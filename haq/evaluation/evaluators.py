@@ -25,6 +25,7 @@ from typing import Protocol, Sequence
 
 from torch import nn
 
+from haq.core.errors import ConfigError
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.evaluation.ptq import quantized_copy
@@ -44,6 +45,10 @@ class Evaluator(Protocol):
     def reference(self) -> ReferenceMetrics: ...
 
     def evaluate(self, policy: QuantPolicy) -> PolicyMetrics: ...
+
+    def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
+        """Metrics of each policy, in order: a worker pool evaluates them concurrently."""
+        ...
 
 
 class PolicyCosts:
@@ -93,6 +98,10 @@ class QuantizingEvaluator:
         robust_acc = self._robust_accuracy(q)
         latency, energy, size = self._costs.costs(policy)
         return PolicyMetrics(acc, robust_acc, latency, energy, size, time.perf_counter() - start)
+
+    def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
+        """One after the other: this evaluator runs in one process."""
+        return [self.evaluate(p) for p in policies]
 
     def _finetune(self, model: nn.Module) -> None:
         """Adjust the calibrated copy before it is measured; nothing by default."""
@@ -146,6 +155,11 @@ def build_evaluator(
     ``latency_source`` is what the caller built to price latency (a measuring cost source with
     hardware feedback); ``None`` prices it from ``table``.
     """
+    if cfg.kind not in EVALUATOR_KINDS:
+        raise ConfigError(
+            f"evaluator '{cfg.kind}' combines two evaluators during a search; "
+            f"score one policy with {' or '.join(EVALUATOR_KINDS)}"
+        )
     return EVALUATOR_KINDS[cfg.kind](workload, table, cfg, latency_source)
 
 
@@ -183,6 +197,21 @@ class CachedEvaluator:
         metrics = self._inner.evaluate(policy)
         self._cache[key] = metrics
         return metrics
+
+    def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
+        """Cached results, and the misses evaluated as one batch by the inner evaluator (a policy
+        repeated within the batch is evaluated once)."""
+        keys = [policy_key(p) for p in policies]
+        misses: dict[PolicyKey, QuantPolicy] = {}
+        for key, policy in zip(keys, policies):
+            if key in self._cache or key in misses:
+                self.hits += 1
+            else:
+                misses[key] = policy
+        if misses:
+            for key, metrics in zip(misses, self._inner.evaluate_many(list(misses.values()))):
+                self._cache[key] = metrics
+        return [self._cache[key] for key in keys]
 
 
 __all__ = [

@@ -32,7 +32,7 @@ groups * kh * kw, N = output pixels * batch), one GEMM per group. A depthwise co
 block-diagonally instead: ``cb = min(Dm, Dk // (kh * kw))`` channels per GEMM, one per array
 row, their windows side by side in one Dk-bit word (zero weights elsewhere). Each bit-plane
 row of a matrix occupies ``ceil(K / Dk)`` Dk-bit words, in DRAM and in the tile memories.
-A per-layer roofline (:func:`bismo_cycles`):
+A per-layer roofline (:func:`bismo_work`):
 
 * compute cycles = GEMMs * ceil(M / Dm) * ceil(K / Dk) * ceil(N / Dn) * w * a
 * read bits per GEMM, weights W = M * words * Dk * w and activations A = N * words * Dk * a:
@@ -125,11 +125,19 @@ class BitFusionConfig:
             "array_rows": Constant(self.rows, "fusion units", BITFUSION_SOURCE + " (a = 16)"),
             "array_cols": Constant(self.cols, "fusion units", BITFUSION_SOURCE + " (c = 32)"),
             "frequency": Constant(self.freq_hz, "Hz", BITFUSION_SOURCE + " (frequency = 500000000)"),
-            "core_energy": Constant(self.core_pj_per_unit_cycle, "pJ per fusion unit per cycle", "Bit Fusion, ISCA 2018, 45 nm synthesis (0.56 pJ)"),
+            "core_energy": Constant(
+                self.core_pj_per_unit_cycle, "pJ per fusion unit per cycle", "Bit Fusion, ISCA 2018, 45 nm synthesis (0.56 pJ)"
+            ),
             "interface_width": Constant(self.if_width_bits, "bits per cycle", BITFUSION_SOURCE + " (if_width = 192)"),
-            "sram_energy": Constant(self.sram_pj_per_bit, "pJ/bit", "Bit Fusion simulator CACTI 45 nm buffers span 0.035-0.31 pJ/bit; upper end taken (64 KiB weight buffer)"),
+            "sram_energy": Constant(
+                self.sram_pj_per_bit, "pJ/bit",
+                "Bit Fusion simulator CACTI 45 nm buffers span 0.035-0.31 pJ/bit; upper end taken (64 KiB weight buffer)",
+            ),
             "dram_energy": Constant(self.dram_pj_per_bit, "pJ/bit", "Bit Fusion simulator DRAM access energy (15 pJ/bit)"),
-            "psum_bits": Constant(PSUM_BITS, "bits", "partial-sum width in the on-chip output buffer (Bit Fusion, ISCA 2018); outputs leave requantized"),
+            "psum_bits": Constant(
+                PSUM_BITS, "bits",
+                "partial-sum width in the on-chip output buffer (Bit Fusion, ISCA 2018); outputs leave requantized",
+            ),
         }
 
 
@@ -177,10 +185,9 @@ class BismoConfig:
             "dk": Constant(self.dk, "bits per binary dot product", src.get("array", "")),
             "dn": Constant(self.dn, "columns of dot-product units", src.get("array", "")),
             "frequency": Constant(self.freq_hz, "Hz", src.get("frequency", "")),
-            "port_width": Constant(self.port_bits, "sustained bits per cycle, each of the read and write channels", src.get("port", "")),
-            "lhs_depth": Constant(self.lhs_depth, f"{self.dk}-bit words per LHS (weight) tile memory, {self.dm} memories", buffers),
-            "rhs_depth": Constant(self.rhs_depth, f"{self.dk}-bit words per RHS (activation) tile memory, {self.dn} memories", buffers),
-            "output_bits": Constant(0, "bits beyond a per output", "outputs leave requantized at the activation width (haq modelling choice; HAQ's cloud table shows no bit-independent output cost)"),
+            "port_width": Constant(self.port_bits, "bits per cycle, each of the read and write channels", src.get("port", "")),
+            "lhs_depth": Constant(self.lhs_depth, f"{self.dk}-bit words in each of {self.dm} weight memories", buffers),
+            "rhs_depth": Constant(self.rhs_depth, f"{self.dk}-bit words in each of {self.dn} activation memories", buffers),
         }
 
 
@@ -237,21 +244,22 @@ def bismo_lowering(sig: LayerSignature, cfg: BismoConfig) -> tuple[int, int, int
 
 
 @dataclass(frozen=True)
-class BismoCycles:
-    """Cycles of BISMO's three overlapping stages, broadcast over the bit widths asked for."""
+class BismoWork:
+    """Work of one layer on BISMO's three overlapping stages, broadcast over the bit widths asked for."""
 
     compute: npt.NDArray[np.float64]
-    read: npt.NDArray[np.float64]
-    write: npt.NDArray[np.float64]
+    read_bits: npt.NDArray[np.float64]
+    write_bits: npt.NDArray[np.float64]
 
-    @property
-    def total(self) -> npt.NDArray[np.float64]:
-        """The slowest stage bounds the layer."""
-        return np.maximum(self.compute, np.maximum(self.read, self.write))
+    def cycles(self, port_bits: float) -> npt.NDArray[np.float64]:
+        """The slowest stage bounds the layer: max(compute, read / port, write / port)."""
+        read = np.ceil(self.read_bits / port_bits)
+        write = np.ceil(self.write_bits / port_bits)
+        return np.maximum(self.compute, np.maximum(read, write))
 
 
-def bismo_cycles(sig: LayerSignature, w_bits: npt.ArrayLike, a_bits: npt.ArrayLike, cfg: BismoConfig) -> BismoCycles:
-    """BISMO's per-layer roofline (see the module docstring); bits may be arrays (they broadcast)."""
+def bismo_work(sig: LayerSignature, w_bits: npt.ArrayLike, a_bits: npt.ArrayLike, cfg: BismoConfig) -> BismoWork:
+    """Compute cycles and bits moved of one layer (see the module docstring); bits may be arrays."""
     w = np.asarray(w_bits, dtype=np.float64)
     a = np.asarray(a_bits, dtype=np.float64)
     gemms, m, k, n = bismo_lowering(sig, cfg)
@@ -261,17 +269,16 @@ def bismo_cycles(sig: LayerSignature, w_bits: npt.ArrayLike, a_bits: npt.ArrayLi
     acts = n * words * cfg.dk * a
     stream_acts = weights + acts * np.ceil(weights / cfg.weight_buffer_bits)
     stream_weights = acts + weights * np.ceil(acts / cfg.act_buffer_bits)
-    read = gemms * np.minimum(stream_acts, stream_weights)
-    write = sig.output_elems * a
-    return BismoCycles(compute=compute, read=np.ceil(read / cfg.port_bits), write=np.ceil(write / cfg.port_bits))
+    return BismoWork(compute=compute, read_bits=gemms * np.minimum(stream_acts, stream_weights), write_bits=sig.output_elems * a)
 
 
 def bismo_cost(sig: LayerSignature, w_bits: int, a_bits: int, cfg: BismoConfig) -> Estimate:
     """BISMO bit-serial latency of one layer (see the module docstring for the model)."""
     _check_bits(w_bits)
     _check_bits(a_bits)
-    c = bismo_cycles(sig, w_bits, a_bits, cfg)
-    compute, read, write = int(c.compute), int(c.read), int(c.write)
+    work = bismo_work(sig, w_bits, a_bits, cfg)
+    compute = int(work.compute)
+    read, write = math.ceil(float(work.read_bits) / cfg.port_bits), math.ceil(float(work.write_bits) / cfg.port_bits)
     memory = max(read, write)
     bound = "compute" if compute >= memory else ("read" if read >= write else "write")
     return Estimate(
@@ -300,7 +307,9 @@ CALIBRATION_SOURCE = (
 
 BISMO_EDGE = BismoConfig(
     name="bismo-edge",
-    description="BISMO bit-serial overlay, 2x64x2 at 200 MHz on a PYNQ-Z1-class Zynq-7020 (edge FPGA), default 1024-word tile memories",
+    description=(
+        "BISMO bit-serial overlay, 2x64x2 at 200 MHz on a PYNQ-Z1-class Zynq-7020 (edge FPGA), default 1024-word tile memories"
+    ),
     dm=2, dk=64, dn=2, freq_hz=200e6, port_bits=64.0, lhs_depth=1024, rhs_depth=1024,
     sources=(
         ("array", BISMO_SOURCE + ": default 2x64x2 instance (Makefile M=2 K=64 N=2)"),
@@ -316,11 +325,11 @@ BISMO_CLOUD = BismoConfig(
         "BISMO bit-serial overlay, 16x256x16 at 300 MHz on a datacenter UltraScale+ FPGA; "
         "off-chip port and tile memories calibrated to HAQ's cloud table"
     ),
-    dm=16, dk=256, dn=16, freq_hz=300e6, port_bits=256.0, lhs_depth=64, rhs_depth=64,
+    dm=16, dk=256, dn=16, freq_hz=300e6, port_bits=268.1, lhs_depth=32, rhs_depth=64,
     sources=(
-        ("array", "haq choice: 16x256x16 = 39 binary TOPS at 300 MHz, about 2.5x the 15.4 TOPS BISMO reaches on an Ultra96 "
-                  "(github.com/EECS-NTNU/bismo README); HAQ's cloud table agrees (its depthwise layers cost channels * N * a / 16, "
-                  "its classifier weights * w / 256)"),
+        ("array", "haq choice: 16x256x16 = 39 binary TOPS at 300 MHz, about 2.5x the 15.4 TOPS BISMO reaches on an "
+                  "Ultra96 (github.com/EECS-NTNU/bismo README); HAQ's cloud table agrees (its depthwise layers cost "
+                  "channels * N * a / 16, its classifier weights * w / 256)"),
         ("frequency", "haq choice: 300 MHz, a typical UltraScale+ overlay clock"),
         ("port", CALIBRATION_SOURCE),
         ("buffers", CALIBRATION_SOURCE),

@@ -12,12 +12,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from haq import __version__
 from haq.core import validate
 from haq.core.errors import TableError
 from haq.core.types import Log
+from haq.hardware.device.machine import MachineFingerprint, fingerprint_differences
 from haq.quant.discovery import LayerSignature
 from haq.tables.schema import Entry, GraphExtras, TableData
 from haq.tables.table import CostTable, load_table, save_table
@@ -55,8 +56,11 @@ def extend_table(
     batch: int,
     models: Sequence[str] = (),
     log: Log | None = None,
+    inputs: Mapping[str, Sequence[int]] | None = None,
 ) -> BuildReport:
     """Add the missing ``signatures`` (at ``batch``) to the table at ``out``, creating it if absent.
+
+    ``inputs`` (model -> the (C, H, W) it was priced at) is recorded in ``meta.inputs``.
 
     Signatures already present are kept as they are. The file is rewritten atomically after
     every few seconds of pricing and at the end (not at all when nothing changed), so an
@@ -68,6 +72,7 @@ def extend_table(
     existing = load_table(out) if out.exists() else None
     if existing is not None:
         _check_compatible(existing, fresh, out)
+        _check_same_machine(existing, fresh, out, log)
         meta = {**dict(existing.meta), "updated": now}
         sigs = dict(existing.signatures)
         entries = list(existing.entries())
@@ -76,6 +81,13 @@ def extend_table(
         meta, sigs, entries, graph = fresh, {}, [], GraphExtras()
     known_models = list(meta.get("models", []))
     meta["models"] = sorted({*known_models, *models})
+    known_inputs = {m: [list(s) for s in shapes] for m, shapes in meta.get("inputs", {}).items()}
+    merged = {m: list(shapes) for m, shapes in known_inputs.items()}
+    for model, shape in (inputs or {}).items():
+        if list(shape) not in merged.setdefault(model, []):
+            merged[model].append(list(shape))
+    if merged:
+        meta["inputs"] = merged
     todo = _unique([s.with_batch(batch) for s in signatures if s.with_batch(batch).key() not in sigs])
     kept = len({s.with_batch(batch).key() for s in signatures}) - len(todo)
     last_save = time.monotonic()
@@ -90,7 +102,7 @@ def extend_table(
         if time.monotonic() - last_save > _SAVE_EVERY_S:
             _save(meta, sigs, entries, graph, out)
             last_save = time.monotonic()
-    if todo or existing is None or meta["models"] != known_models:
+    if todo or existing is None or meta["models"] != known_models or merged != known_inputs:
         _save(meta, sigs, entries, graph, out)
     return BuildReport(path=out, added=len(todo), kept=kept, entries=len(entries))
 
@@ -112,6 +124,33 @@ def _check_compatible(existing: CostTable, fresh: dict[str, Any], out: Path) -> 
         if existing.meta.get(f) != fresh.get(f):
             raise TableError(f"{out}: meta.{f} differs from what device {backend_name(fresh)} produces now; "
                              "extend it with the same device and settings, or choose another --out")
+
+
+def _check_same_machine(existing: CostTable, fresh: dict[str, Any], out: Path, log: Log | None) -> None:
+    """New entries join a measured table only when they are timed on the machine it records.
+
+    The table's own fingerprint (with its build-time probe) is kept; a table written before
+    fingerprints existed stays without one, since its old entries may come from anywhere.
+    """
+    old, new = existing.meta.get("machine"), fresh.get("machine")
+    if old is None and new is None:
+        return
+    if old is None:
+        if log:
+            log(f"{out} records no machine fingerprint (written by an older haq); new entries are added, "
+                "but the table still cannot be verified against a machine")
+        return
+    if new is None:
+        raise TableError(f"{out} was measured on a fingerprinted machine but device {backend_name(fresh)} reports none; "
+                         "extend it with the device that built it, or choose another --out")
+    recorded, here = MachineFingerprint.from_dict(old), MachineFingerprint.from_dict(new)
+    differences = fingerprint_differences(recorded, here)
+    if recorded.identity != here.identity or bool(old.get("remote")) != bool(new.get("remote")):
+        raise TableError(f"{out} was measured on another machine ({'; '.join(differences) or 'remote vs local timing'}); "
+                         "extend it on that machine, or choose another --out")
+    if differences and log:
+        log(f"{out}: this machine is slower or faster now than when the table was built ({'; '.join(differences)}); "
+            "entries measured now may not match the old ones")
 
 
 def _unique(sigs: Sequence[LayerSignature]) -> list[LayerSignature]:

@@ -37,7 +37,11 @@ class AnalyticalDevice:
 def _bismo(cfg: BismoConfig) -> AnalyticalDevice:
     return AnalyticalDevice(
         name=cfg.name, description=cfg.description, metrics=("latency",), constants=cfg.constants(),
-        model="bismo: groups * ceil(M/Dm) * ceil(K/Dk) * ceil(N/Dn) * w * a cycles vs DRAM bits / interface width",
+        model=(
+            "bismo roofline: max(GEMMs * ceil(M/Dm) * ceil(K/Dk) * ceil(N/Dn) * w * a compute cycles, "
+            "weight + activation bits read with tile-memory reuse / port, outputs * a written / port); "
+            "depthwise packed block-diagonally, no cross-channel reuse"
+        ),
         cost=lambda s, w, a: bismo_cost(s, w, a, cfg),
     )
 

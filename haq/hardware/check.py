@@ -11,13 +11,12 @@ can be judged on the measurements of an earlier check.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from haq.core import validate
+from haq.core import jsonio, validate
 from haq.core.errors import TableError
 from haq.core.types import BitPair, Log
 from haq.hardware.accuracy import Accuracy, accuracy
@@ -101,11 +100,11 @@ def naive_cost(table: CostTable, layers: Sequence[LayerInfo], policy: QuantPolic
 def load_check(path: Path, network: str) -> tuple[list[tuple[BitPair, ...]], list[tuple[float, float]]]:
     """Bits and both measurements of every policy in a file written from :meth:`CheckReport.to_dict`."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = jsonio.read_json(path, "saved check", error=TableError)
         if raw["network"] != network:
             raise ValueError(f"it holds {raw['network']!r}, not {network!r}")
         bits = [tuple((int(w), int(a)) for w, a in p["bits"]) for p in raw["policies"]]
         twice = [(float(p["measured_ms"][0]), float(p["measured_ms"][1])) for p in raw["policies"]]
-    except (OSError, KeyError, TypeError, ValueError, IndexError) as exc:
+    except (OSError, KeyError, TypeError, ValueError, IndexError, TableError) as exc:
         raise TableError(f"saved check {path} is unreadable or malformed ({exc}); write one with haq tables check --save") from None
     return bits, twice

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from haq.core import validate
+from haq.core import jsonio, validate
 from haq.core.config import to_dict
 from haq.core.errors import ConfigError, HaqError
 from haq.core.fileio import atomic_write_text
@@ -151,9 +151,9 @@ class MeasuredCost:
     def _load(self, path: Path) -> dict[str, Measurement]:
         where = f"measured-cost cache {path}"
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{where} is unreadable ({exc}); delete it to start afresh") from exc
+            raw = jsonio.read_json(path, "measured-cost cache", error=ConfigError)
+        except ConfigError as exc:
+            raise ConfigError(f"{where} is unreadable ({exc}); delete it to start afresh") from None
         if not isinstance(raw, dict) or raw.get("format") != CACHE_FORMAT or raw.get("version") != CACHE_VERSION:
             raise ConfigError(f"{where} is not a version-{CACHE_VERSION} {CACHE_FORMAT} file")
         for field, value in self.identity.items():

@@ -4,7 +4,9 @@
 and per-network corrections on them (the numerics are :mod:`haq.hardware.graph_fit`) and
 saves the table with them. The whole-model measurements it used are kept in a small JSON-lines
 file beside the table, so a refit (a new fitting method, another model added) re-measures
-only what that file lacks.
+only what that file lacks. Both are tied to a machine: a table that records one
+(``meta.machine``) is fitted only by a runner on the same machine, and kept measurements are
+reused only on the machine that took them.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from haq.core import validate
+from haq.core import jsonio, validate
 from haq.core.errors import TableError
 from haq.core.fileio import atomic_write_text
 from haq.core.types import BitPair, Log
+from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.runner import Runner
 from haq.hardware.graph_fit import BoundaryFit, Observation, fit_boundaries, fit_correction
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
@@ -29,7 +32,8 @@ MeasuredCache = dict[tuple[str, tuple[BitPair, ...]], float]
 """Whole-model measurements already taken: (network fingerprint, per-layer bits) -> median ms."""
 
 OBSERVATIONS_FORMAT = "haq.fit_observations"
-OBSERVATIONS_VERSION = 1
+OBSERVATIONS_VERSION = 2
+"""2: the header names the timing machine (``machine``: its fingerprint identity)."""
 
 
 def fit_table(table: CostTable, nets: Sequence[Network], runner: Runner, n: int, out: Path, seed: int = 0, log: Log | None = None,
@@ -39,12 +43,14 @@ def fit_table(table: CostTable, nets: Sequence[Network], runner: Runner, n: int,
     With ``observations``, measurements recorded there for this very table (same ``created``
     stamp and protocol) are reused and every new one is added to the file as each network finishes.
     """
-    known = load_observations(observations, table) if observations is not None and observations.exists() else {}
+    machine = runner_identity(runner)
+    _check_table_machine(table, machine)
+    known = load_observations(observations, table, machine) if observations is not None and observations.exists() else {}
     obs: list[Observation] = []
     for net in nets:
         obs += measure_observations(table, net, runner, n, seed, known, log)
         if observations is not None:
-            save_observations(observations, table, known)
+            save_observations(observations, table, known, machine)
     fit = fit_boundaries(obs, {net.name: net.layers for net in nets})
     pairs = sorted({p for net in nets for s in supported_pairs(table, net.layers) for p in s})
     rules = tuple(fit.rules(pairs))
@@ -106,24 +112,45 @@ def observations_path(table_path: Path) -> Path:
     return table_path.with_name(table_path.stem + ".fit.jsonl")
 
 
-def save_observations(path: Path, table: CostTable, known: MeasuredCache) -> None:
-    """One header line naming the table's build, then one measurement per line (atomic write)."""
+def runner_identity(runner: Runner) -> str:
+    """The fingerprint identity of the machine ``runner`` times on (``unknown`` for an agent too old to say)."""
+    reported = runner.device_info().get("fingerprint")
+    return str(reported.get("identity", "unknown")) if isinstance(reported, dict) else "unknown"
+
+
+def _check_table_machine(table: CostTable, machine: str) -> None:
+    """Whole-model times from one machine must not correct layer costs measured on another."""
+    recorded = table.meta.get("machine")
+    if recorded is None:
+        return
+    if MachineFingerprint.from_dict(recorded).identity != machine:
+        raise TableError(f"table {table.name} was measured on machine {recorded.get('identity')} ({recorded.get('cpu', '?')}), "
+                         f"but the fit would time on machine {machine}; fit it where it was built, or build this "
+                         "machine's table with `haq tables build --device cpu`")
+
+
+def save_observations(path: Path, table: CostTable, known: MeasuredCache, machine: str) -> None:
+    """One header line naming the table's build and the timing machine, then one measurement per line (atomic write)."""
     head = {"format": OBSERVATIONS_FORMAT, "version": OBSERVATIONS_VERSION, "device": table.device,
-            "table_created": table.meta["created"], "protocol": table.meta["protocol"]}
+            "table_created": table.meta["created"], "protocol": table.meta["protocol"], "machine": machine}
     lines = [json.dumps(head, sort_keys=True)]
     lines += [json.dumps({"fingerprint": fp, "bits": [list(b) for b in bits], "measured_ms": ms}) for (fp, bits), ms in sorted(known.items())]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def load_observations(path: Path, table: CostTable) -> MeasuredCache:
-    """Measurements recorded in ``path`` for ``table``; empty (with nothing reused) if they are for another build."""
+def load_observations(path: Path, table: CostTable, machine: str) -> MeasuredCache:
+    """Measurements recorded in ``path`` for ``table`` on ``machine`` (a fingerprint identity);
+    empty (with nothing reused) if they are for another build or were taken on another machine,
+    including version 1 files, which did not say where they were taken."""
     try:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = jsonio.read_text(path, "fit observations file", max_bytes=jsonio.MAX_LOG_BYTES, error=TableError)
+        rows = [jsonio.loads(line, str(path), error=TableError) for line in text.splitlines() if line.strip()]
         head, body = rows[0], rows[1:]
-        if head.get("format") != OBSERVATIONS_FORMAT or head.get("version") != OBSERVATIONS_VERSION:
+        if head.get("format") != OBSERVATIONS_FORMAT or head.get("version") not in (1, OBSERVATIONS_VERSION):
             raise ValueError(f"format {head.get('format')!r} version {head.get('version')!r}, "
                              f"expected {OBSERVATIONS_FORMAT!r} version {OBSERVATIONS_VERSION}")
-        if (head.get("device"), head.get("table_created"), head.get("protocol")) != (table.device, table.meta["created"], table.meta["protocol"]):
+        if (head.get("device"), head.get("table_created"), head.get("protocol"), head.get("machine")) != (
+                table.device, table.meta["created"], table.meta["protocol"], machine):
             return {}
         out: MeasuredCache = {}
         for r in body:
@@ -132,7 +159,7 @@ def load_observations(path: Path, table: CostTable) -> MeasuredCache:
                 raise ValueError(f"measured_ms must be finite and > 0, got {r['measured_ms']!r}")
             out[(str(r["fingerprint"]), tuple((int(w), int(a)) for w, a in r["bits"]))] = ms
         return out
-    except (OSError, IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (OSError, IndexError, KeyError, TypeError, ValueError, AttributeError, TableError) as exc:
         raise TableError(f"fit observations file {path} is unreadable or malformed ({exc}); delete it to re-measure") from None
 
 

@@ -41,7 +41,7 @@ from haq.export import (
     session_options,
     supported_precisions,
 )
-from haq.hardware.device.machine import cpu_model
+from haq.hardware.device.machine import MachineFingerprint, cpu_model, machine_fingerprint
 from haq.hardware.device.runner import LocalRunner, Runner
 from haq.hardware.device.settings import ProtocolConfig
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy, discover_layers
@@ -93,11 +93,16 @@ class MeasuredBackend:
     ``runner`` is None to time on this machine; a :class:`~haq.hardware.device.runner.RemoteRunner`
     times on a ``haq device serve`` agent instead (hardware in the loop). Export, the policy
     check and the kernel-share profile always run on the host.
+
+    ``machine`` is this machine's fingerprint when the caller has taken it already (it times a
+    probe); the table records it as ``meta.machine``. A remote table records the agent's
+    fingerprint (no probe) marked ``remote``, when the agent reports one.
     """
 
     protocol: ProtocolConfig
     log: Log | None = None
     runner: Runner | None = None
+    machine: MachineFingerprint | None = None
 
     def _timer(self) -> Runner:
         return self.runner if self.runner is not None else LocalRunner(self.protocol, self.log)
@@ -106,12 +111,16 @@ class MeasuredBackend:
         """Table metadata: the timing machine's CPU, onnxruntime, threads, the protocol record."""
         if batch != 1:
             raise ConfigError(f"measured CPU tables are built at batch 1 (the exporter's graph); got --batch {batch}")
+        machine: dict[str, Any] | None
         if self.runner is None:
             cpu, ort_version, where = cpu_model(), ort.__version__, "this machine"
+            machine = (self.machine or machine_fingerprint()).to_dict()
         else:
             info = self.runner.device_info()
             cpu, ort_version, where = str(info.get("cpu", "unknown")), str(info.get("onnxruntime", "unknown")), "a haq device agent"
-        return {
+            reported = info.get("fingerprint")
+            machine = {**reported, "remote": True} if isinstance(reported, dict) else None
+        meta: dict[str, Any] = {
             "device": {"name": cpu_slug(cpu), "description": f"{cpu}, onnxruntime CPU execution provider, {self.protocol.threads} thread(s), timed on {where}"},
             "runtime": {"name": "onnxruntime", "version": ort_version},
             "threads": self.protocol.threads,
@@ -124,6 +133,9 @@ class MeasuredBackend:
             "metrics": ["latency"],
             "constants": {},
         }
+        if machine is not None:
+            meta["machine"] = machine
+        return meta
 
     def entries(self, sig: LayerSignature) -> list[Entry]:
         """One measured entry per precision the CPU really runs for ``sig``."""

@@ -1,7 +1,8 @@
 """Untrained networks to price and time: building them, drawing random policies, exporting them.
 
-Latency does not depend on weight values, so a network is built untrained (seeded) and
-calibrated on a few dataset images: pricing its layers (:mod:`haq.hardware.build`), checking a
+Latency does not depend on weight values, so a network is built untrained (seeded) at the
+input shape :func:`haq.workload.resolve_input` gives, and calibrated on a few dataset images
+(seeded random images where no data is named): pricing its layers (:mod:`haq.hardware.build`), checking a
 table against it (:mod:`haq.hardware.check`) and fitting a table on it (:mod:`haq.hardware.fit`)
 never train anything.
 """
@@ -17,12 +18,10 @@ from torch import nn
 
 from haq.core.errors import PolicyError, TableError
 from haq.core.types import BitPair, Log
-from haq.data import DataSplits, load_dataset
 from haq.export import ExportOptions, export_policy
-from haq.models import build_model
-from haq.quant import LayerBits, LayerInfo, QuantPolicy, discover_layers
+from haq.quant import LayerBits, LayerInfo, QuantPolicy
 from haq.tables.table import CostTable
-from haq.workload import WorkloadConfig
+from haq.workload import WorkloadConfig, discover, sample_inputs, untrained_model, workload_layers
 
 CALIBRATION_IMAGES = 16
 
@@ -38,25 +37,29 @@ class Network:
     calibration: torch.Tensor
 
 
-def load_network(model: str, dataset: str | None = None, data_root: str | None = None, seed: int = 0) -> Network:
-    """Build ``model`` (zoo name or ``package.module:callable``) untrained, with calibration images."""
-    net, data = _untrained(model, dataset, data_root, seed)
-    x, _ = data.subset("train", CALIBRATION_IMAGES)
-    return Network(model, net, discover_layers(net, data.input_shape), tuple(data.input_shape), x)
+def load_network(
+    model: str, dataset: str | None = None, data_root: str | None = None, seed: int = 0,
+    *, input_size: int | None = None, input_shape: tuple[int, int, int] | None = None,
+) -> Network:
+    """Build ``model`` (zoo name or ``package.module:callable``) untrained, with calibration images,
+    at the input :func:`haq.workload.resolve_input` gives for these settings."""
+    return network_of(WorkloadConfig(model=model, dataset=dataset, data_root=data_root, seed=seed, input_size=input_size,
+                                     input_shape=input_shape))
 
 
-def model_layers(model: str, dataset: str | None, data_root: str | None) -> list[LayerInfo]:
-    """Layers of a zoo or user model, discovered on its dataset's input shape (no training)."""
-    net, data = _untrained(model, dataset, data_root, 0)
-    return discover_layers(net, data.input_shape)
+def network_of(cfg: WorkloadConfig) -> Network:
+    """The untrained network of a workload config (its model, input and data settings)."""
+    net, inp = untrained_model(cfg)
+    return Network(cfg.model, net, discover(net, inp), inp.shape, sample_inputs(cfg, inp, CALIBRATION_IMAGES))
 
 
-def _untrained(model: str, dataset: str | None, data_root: str | None, seed: int) -> tuple[nn.Module, DataSplits]:
-    cfg = WorkloadConfig(model=model, dataset=dataset, data_root=data_root, seed=seed)
-    data = load_dataset(cfg.resolved_dataset(), data_root, seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_model(model, data.input_shape, data.num_classes).eval(), data
+def model_layers(
+    model: str, dataset: str | None, data_root: str | None,
+    *, input_size: int | None = None, input_shape: tuple[int, int, int] | None = None,
+) -> list[LayerInfo]:
+    """Layers of a zoo or user model at its resolved input shape (no training, no data decoded)."""
+    return workload_layers(WorkloadConfig(model=model, dataset=dataset, data_root=data_root, input_size=input_size,
+                                          input_shape=input_shape))
 
 
 def supported_pairs(table: CostTable, layers: Sequence[LayerInfo]) -> list[list[BitPair]]:

@@ -23,6 +23,8 @@ def import_callable(path: str) -> Callable[..., nn.Module]:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
         raise ModelError(f"cannot import module '{mod_name}' for model '{path}': {exc}") from exc
+    except (Exception, SystemExit) as exc:  # importing the user's module runs their code
+        raise ModelError(f"importing module '{mod_name}' for model '{path}' failed: {_describe(exc)}") from exc
     obj = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -36,15 +38,17 @@ def import_callable(path: str) -> Callable[..., nn.Module]:
 def build_model(name: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """A fresh (untrained) model: a zoo name or a user's ``package.module:callable``.
 
-    User callables are called with no arguments and must return an ``nn.Module``.
+    User callables are called with no arguments and must return an ``nn.Module``. Whatever
+    their code raises, ``SystemExit`` included (``sys:exit`` would otherwise end haq with
+    status 0 and no word), is one :class:`ModelError`; only Ctrl-C passes through.
     """
     if name in ZOO:
         return ZOO[name].factory(int(input_shape[0]), num_classes)
     fn = import_callable(name)
     try:
         model = fn()
-    except Exception as exc:  # the user's code may raise anything
-        raise ModelError(f"calling '{name}()' failed: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # the user's code may raise anything
+        raise ModelError(f"calling '{name}()' failed: {_describe(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"'{name}()' returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -69,3 +73,9 @@ def load_checkpoint_(model: nn.Module, path: str | Path) -> nn.Module:
         lines = str(exc).splitlines()
         raise ModelError(f"checkpoint {p} does not match the model: {lines[1].strip() if len(lines) > 1 else exc}") from exc
     return model
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: first line of the message`` (one line, whatever the user's code raised)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

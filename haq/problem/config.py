@@ -15,6 +15,8 @@ from haq.quant import FLOAT_BITS, MAX_BITS, MIN_BITS
 from haq.workload import WorkloadConfig
 
 METRICS = ("latency", "energy", "size")
+OBSERVATIONS = ("v0", "v1")
+"""Observation layouts of the environment: ``v1`` adds per-layer sensitivity features to ``v0``."""
 DEFAULT_TABLE = "bitfusion"
 
 
@@ -68,6 +70,9 @@ class EnvConfig:
     reward: reward weights.
     evaluation: how a finished episode's policy is scored.
     torch_device: where evaluation runs (``cpu``, ``cuda:0``).
+    observation: the observation layout (``envs.mixed_precision``): ``v0`` (layer, hardware and
+        budget features) or ``v1`` (``v0`` plus each layer's estimated quantization sensitivity,
+        the information the ILP baseline searches with, estimated once before the search).
     """
 
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
@@ -79,8 +84,10 @@ class EnvConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     torch_device: str = "cpu"
+    observation: str = "v0"
 
     def __post_init__(self) -> None:
+        choice("observation", self.observation, OBSERVATIONS)
         top_ok = self.max_bits == FLOAT_BITS or self.max_bits <= MAX_BITS
         if not (MIN_BITS <= self.min_bits <= MAX_BITS and self.min_bits <= self.max_bits and top_ok):
             raise ConfigError(

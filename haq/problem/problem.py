@@ -8,40 +8,60 @@ the measuring latency source (``haq.commands.problems.make_problem`` does both f
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from haq.core.errors import ConfigError, PolicyError, UsageError
 from haq.core.types import BitPair, Log
-from haq.evaluation.evaluators import CachedEvaluator, build_evaluator
-from haq.evaluation.metrics import PolicyMetrics
+from haq.evaluation.evaluators import CachedEvaluator, Evaluator, build_evaluator
+from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.problem.budget import Budget, BudgetModel, build_budget_model
 from haq.problem.config import EnvConfig
+from haq.problem.fidelity import CHEAP, FULL, FidelityScreen, Scored, seen_before
 from haq.problem.reward import compute_reward
+from haq.problem.sensitivity import Sensitivity, SensitivityConfig, estimate_sensitivity
 from haq.quant import LayerBits, QuantPolicy
 from haq.tables.protocols import CostSource, DeviceTable
 from haq.training import parse_torch_device
 from haq.workload import Workload, load_workload
 
+MULTI = "multi"
+EvaluatorFactory = Callable[[str], Evaluator]
+"""Builds the evaluator of one kind (``cheap`` / ``full``) for a problem."""
 
-@dataclass(frozen=True)
-class Scored:
-    """A policy's metrics and reward."""
 
-    metrics: PolicyMetrics
-    reward: float
+class Closeable(Protocol):
+    """What holds resources until closed (a worker pool)."""
+
+    def close(self) -> None: ...
 
 
 @dataclass
 class SearchProblem:
-    """Everything needed to turn a per-layer bit assignment into a reward."""
+    """Everything needed to turn a per-layer bit assignment into a reward.
+
+    workers: how many policies :meth:`score_many` evaluates at once (the proposers batch by it);
+    pool: the worker pool those evaluations run on (``None``: in-process), stopped by :meth:`close`.
+    sensitivity: per-layer sensitivity estimated before the search (observation ``v1`` only).
+    """
 
     config: EnvConfig
     workload: Workload
     table: DeviceTable
     budget_model: BudgetModel
     evaluator: CachedEvaluator
+    screen: FidelityScreen | None = None
+    workers: int = 1
+    pool: Closeable | None = None
+    sensitivity: Sensitivity | None = None
+
+    def close(self) -> None:
+        """Stop the worker pool the evaluators run on, if any (in-process evaluators need nothing)."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     @property
     def budget(self) -> Budget:
@@ -60,10 +80,33 @@ class SearchProblem:
         stamp = {"model": self.config.workload.model, "table": self.table.name, "budget": self.budget.to_dict(), **(meta or {})}
         return QuantPolicy({n: LayerBits(w, a) for n, (w, a) in zip(self.layer_names, pairs)}, stamp)
 
+    def reward(self, metrics: PolicyMetrics, reference: ReferenceMetrics) -> float:
+        """The reward of metrics measured against ``reference`` (the float model, same evaluator)."""
+        return compute_reward(metrics, reference, self.budget, self.config.reward)
+
     def score(self, policy: QuantPolicy) -> Scored:
         """Evaluate (cached) and compute the reward."""
-        metrics = self.evaluator.evaluate(policy)
-        return Scored(metrics, compute_reward(metrics, self.evaluator.reference, self.budget, self.config.reward))
+        return self.score_many([policy])[0]
+
+    def score_many(self, policies: Sequence[QuantPolicy]) -> list[Scored]:
+        """Evaluate a batch (cached; concurrently on a worker pool) and compute each reward, in order.
+
+        With the ``multi`` evaluator the screen decides which policies get the full evaluation
+        (:mod:`haq.problem.fidelity`); otherwise every policy gets ``evaluation.kind``.
+        """
+        if self.screen is not None:
+            return self.screen.score_many(policies)
+        kind = self.config.evaluation.kind
+        cached = seen_before(self.evaluator, policies)
+        metrics = self.evaluator.evaluate_many(policies)
+        return [Scored(m, self.reward(m, self.evaluator.reference), kind, None, c) for m, c in zip(metrics, cached)]
+
+    def remember(self, policy: QuantPolicy, scored: Scored) -> None:
+        """Re-load a logged result (a resumed run re-reads its episodes)."""
+        if self.screen is not None:
+            self.screen.remember(policy, scored)
+        else:
+            self.evaluator.remember(policy, scored.metrics)
 
 
 def build_problem(
@@ -74,6 +117,7 @@ def build_problem(
     workload: Workload | None = None,
     cache_dir: Path | None = None,
     log: Log | None = None,
+    evaluator_factory: EvaluatorFactory | None = None,
 ) -> SearchProblem:
     """Resolve the budget on ``table`` and build the (cached) evaluator for ``cfg``.
 
@@ -81,7 +125,9 @@ def build_problem(
     episode-end latency (required when ``cfg.evaluation.hardware_feedback`` is on). ``workload``
     reuses a loaded workload (one built from ``cfg.workload``, e.g. the one a measuring
     ``latency_source`` times); without it the float model is loaded (or trained, cached in
-    ``cache_dir``) on ``cfg.torch_device``.
+    ``cache_dir``) on ``cfg.torch_device``. ``evaluator_factory`` builds the evaluator of each
+    kind the problem needs (``cheap`` / ``full``) elsewhere, e.g. on a worker pool
+    (:mod:`haq.parallel`); by default they are built here, in-process.
     """
     if cfg.evaluation.hardware_feedback and latency_source is None:
         raise ConfigError(
@@ -96,8 +142,28 @@ def build_problem(
         workload.layers, table, cfg.budget.metric, cfg.budget.ratio, cfg.budget.absolute,
         cfg.min_bits, cfg.max_bits, cfg.pin_first_last,
     )
-    evaluator = CachedEvaluator(build_evaluator(workload, table, cfg.evaluation, latency_source))
-    return SearchProblem(cfg, workload, table, budget_model, evaluator)
+    loaded = workload
+
+    def in_process(kind: str) -> Evaluator:
+        return build_evaluator(loaded, table, dataclasses.replace(cfg.evaluation, kind=kind), latency_source)
+
+    make = evaluator_factory or in_process
+    sensitivity = None
+    if cfg.observation == "v1":
+        sensitivity = estimate_sensitivity(workload.model, workload.layers, workload.data, workload.device, SensitivityConfig())
+    if cfg.evaluation.kind != MULTI:
+        evaluator = CachedEvaluator(make(cfg.evaluation.kind))
+        return SearchProblem(cfg, workload, table, budget_model, evaluator, sensitivity=sensitivity)
+    cheap, full = CachedEvaluator(make(CHEAP)), CachedEvaluator(make(FULL))
+    problem = SearchProblem(cfg, workload, table, budget_model, full, sensitivity=sensitivity)
+    ev = cfg.evaluation
+    problem.screen = FidelityScreen(cheap, full, problem.reward, ev.screen_calibration, ev.screen_z, ev.screen_min_fraction)
+    return problem
 
 
-__all__ = ["Scored", "SearchProblem", "build_problem"]
+def evaluator_kinds(cfg: EnvConfig) -> tuple[str, ...]:
+    """The single-fidelity evaluators a problem of ``cfg`` scores with (both for ``multi``)."""
+    return (CHEAP, FULL) if cfg.evaluation.kind == MULTI else (cfg.evaluation.kind,)
+
+
+__all__ = ["MULTI", "EvaluatorFactory", "Scored", "SearchProblem", "build_problem", "evaluator_kinds"]

@@ -21,12 +21,15 @@ from torch import nn
 
 from haq.core.errors import PolicyError
 from haq.core.fileio import atomic_write_text
+from haq.core.jsonio import read_json
 from haq.quant.discovery import LayerInfo
 from haq.quant.layers import QUANTIZABLE_TYPES, QuantConv2d, QuantLayer, QuantLinear
 from haq.quant.primitives import FLOAT_BITS, check_bits
 
 POLICY_FORMAT = "haq.policy"
 POLICY_VERSION = 1
+POLICY_MAX_BYTES = 16 * 2**20
+"""Largest policy file read: a policy of thousands of layers stays under a megabyte."""
 
 
 @dataclass(frozen=True)
@@ -102,17 +105,11 @@ class QuantPolicy:
 
     @classmethod
     def load(cls, path: str | Path) -> "QuantPolicy":
-        """Read and validate a policy file."""
+        """Read and validate a policy file: a regular UTF-8 JSON file of at most
+        :data:`POLICY_MAX_BYTES` with no key given twice (a layer listed twice is refused, never
+        silently last-wins)."""
         p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as exc:
-            raise PolicyError(f"cannot read policy file {p}: {exc.strerror}") from exc
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PolicyError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-        return cls.from_dict(data, source=str(p))
+        return cls.from_dict(read_json(p, "policy file", max_bytes=POLICY_MAX_BYTES, error=PolicyError), source=str(p))
 
     def check_layers(self, layers: Iterable[LayerInfo | str]) -> None:
         """Raise if the policy names a layer the model lacks or misses one it has."""

@@ -24,8 +24,10 @@ from torch import nn
 
 from haq.core import validate
 from haq.core.errors import ConfigError, DataError
+from haq.data.space import InputRange
 
-ValueRange = tuple[float, float]
+RangeLike = Sequence[float] | InputRange
+"""The attackable inputs: ``(low, high)`` for un-normalized data, or a dataset's :class:`InputRange`."""
 _MAX_PROBES = 8192  # SPSA probes evaluated in one forward pass (bounds memory on big inputs)
 
 
@@ -33,14 +35,15 @@ _MAX_PROBES = 8192  # SPSA probes evaluated in one forward pass (bounds memory o
 class AttackConfig:
     """Budget and hyper-parameters shared by all attacks.
 
-    eps: L∞ radius in input units (data in ``value_range``, usually [0, 1]).
+    eps: L∞ radius in pixel units (e.g. 8/255 for [0, 1] images); on normalized inputs it is
+        ε / std per channel in the model's input space (see :class:`~haq.data.InputRange`).
     pgd_steps: iterations of PGD (and of the transfer / ensemble PGD).
     step_size: PGD step; ``None`` uses ``2.5 * eps / pgd_steps`` (Madry et al.).
     restarts: PGD restarts, each from a fresh random start; per-sample worst case is kept.
     random_start: start PGD uniformly inside the ε-ball (otherwise at the clean input).
     spsa_steps: SPSA iterations.
     spsa_samples: Rademacher direction pairs per SPSA gradient estimate.
-    spsa_delta: SPSA finite-difference probe size (≈0.05 for [0, 1] data).
+    spsa_delta: SPSA finite-difference probe size in pixel units (≈0.05 for [0, 1] data).
     spsa_step_size: SPSA signed step; ``None`` uses ``eps / 4`` (larger steps than PGD's
         offset the noise of the gradient estimate).
     seed: seeds every random draw (random starts, SPSA directions).
@@ -79,14 +82,36 @@ class AttackConfig:
         return self.spsa_step_size if self.spsa_step_size is not None else 0.25 * self.eps
 
 
-def check_value_range(value_range: Sequence[float]) -> ValueRange:
-    """Validate ``(low, high)`` of the input data."""
+def check_value_range(value_range: RangeLike) -> InputRange:
+    """Validate ``(low, high)`` of the input data, or pass a dataset's :class:`InputRange` through."""
+    if isinstance(value_range, InputRange):
+        return value_range
     if len(value_range) != 2:
         raise ConfigError(f"value_range must be (low, high), got {tuple(value_range)!r}")
     lo, hi = float(value_range[0]), float(value_range[1])
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ConfigError(f"value_range must be finite with low < high, got ({lo}, {hi})")
-    return lo, hi
+    return InputRange(lo, hi)
+
+
+@dataclass(frozen=True)
+class Box:
+    """One batch's valid inputs in the model's space: bounds ``lo`` / ``hi`` and ``scale``, the
+    model-input units per pixel unit (all broadcastable against the batch)."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    scale: torch.Tensor
+
+    @staticmethod
+    def of(space: InputRange, like: torch.Tensor) -> Box:
+        """The box of ``space`` on ``like``'s device and dtype."""
+        lo, hi = space.bounds(like)
+        return Box(lo, hi, space.scale(like))
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Into the valid inputs."""
+        return torch.minimum(torch.maximum(x, self.lo), self.hi)
 
 
 @contextlib.contextmanager
@@ -111,15 +136,15 @@ def frozen_eval(models: Sequence[nn.Module]) -> Iterator[None]:
             m.train(mode)
 
 
-def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, lo: float, hi: float) -> torch.Tensor:
-    """Back into the ε-ball around ``x`` and the data range."""
-    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(lo, hi)
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, box: Box) -> torch.Tensor:
+    """Back into the ε-ball around ``x`` (``eps`` in model-input units) and the data range."""
+    return box.clamp(torch.minimum(torch.maximum(x_adv, x - eps), x + eps))
 
 
-def _uniform(shape: torch.Size, eps: float, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+def _uniform(shape: torch.Size, eps: torch.Tensor, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
     """Uniform noise in [-eps, eps], drawn on the CPU for device-independent results."""
     noise = torch.rand(shape, generator=gen, dtype=like.dtype) * 2.0 - 1.0
-    return (noise * eps).to(like.device)
+    return noise.to(like.device) * eps
 
 
 def _rademacher(shape: tuple[int, ...], gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -145,8 +170,7 @@ def _pgd_batch(
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: AttackConfig,
-    lo: float,
-    hi: float,
+    box: Box,
     early_stop: bool,
     gen: torch.Generator,
 ) -> torch.Tensor:
@@ -155,16 +179,16 @@ def _pgd_batch(
     With ``early_stop`` a sample stops moving once the judge misclassifies it (the judge is the
     attacked model in white-box use), which is both faster and keeps the fooling point.
     """
-    eps, step = cfg.eps, cfg.pgd_step
+    eps, step = cfg.eps * box.scale, cfg.pgd_step * box.scale
     best = x.clone()
-    best_loss = torch.full((len(x),), float("-inf"), device=x.device)
+    best_loss = torch.full((len(x),), float("-inf"), dtype=x.dtype, device=x.device)
     fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for _ in range(cfg.restarts):
         todo = (~fooled).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
         xs, ys = x[todo], y[todo]
-        xa = _project(xs + _uniform(xs.shape, eps, gen, xs), xs, eps, lo, hi) if cfg.random_start else xs.clone()
+        xa = _project(xs + _uniform(xs.shape, eps, gen, xs), xs, eps, box) if cfg.random_start else xs.clone()
         active = torch.ones(len(todo), dtype=torch.bool, device=x.device)
         for _ in range(cfg.pgd_steps):
             idx = active.nonzero().squeeze(1)
@@ -178,7 +202,7 @@ def _pgd_batch(
                 still = logits[0].detach().argmax(1) == ys[idx]
                 active[idx] = still
                 idx, grad = idx[still], grad[still]
-            xa[idx] = _project(xa[idx] + step * grad.sign(), xs[idx], eps, lo, hi)
+            xa[idx] = _project(xa[idx] + step * grad.sign(), xs[idx], eps, box)
         with torch.no_grad():
             logits = loss_models[0](xa)
             loss = F.cross_entropy(logits, ys, reduction="none")
@@ -191,29 +215,30 @@ def _pgd_batch(
 
 
 def _spsa_batch(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, lo: float, hi: float, gen: torch.Generator
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, box: Box, gen: torch.Generator
 ) -> torch.Tensor:
     """SPSA (Uesato et al. 2018) on the margin loss with signed steps; queries only logits."""
     xa = x.clone()
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
-    k, delta = cfg.spsa_samples, cfg.spsa_delta
+    k, delta = cfg.spsa_samples, cfg.spsa_delta * box.scale
+    eps, step = cfg.eps * box.scale, cfg.spsa_step * box.scale
     for _ in range(cfg.spsa_steps):
         idx = active.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
         cur, ys = xa[idx], y[idx]
         v = _rademacher((len(idx), k, *x.shape[1:]), gen, x)
-        probes = torch.cat([(cur[:, None] + delta * v), (cur[:, None] - delta * v)], 1).clamp(lo, hi)
+        probes = box.clamp(torch.cat([(cur[:, None] + delta * v), (cur[:, None] - delta * v)], 1))
         m = margin(model(probes.flatten(0, 1)), ys.repeat_interleave(2 * k)).view(len(idx), 2 * k)
-        diff = (m[:, :k] - m[:, k:]) / (2.0 * delta)
+        diff = (m[:, :k] - m[:, k:]) / (2.0 * cfg.spsa_delta)
         grad = (diff.view(len(idx), k, *([1] * (x.dim() - 1))) * v).mean(1)
-        xa[idx] = _project(cur - cfg.spsa_step * grad.sign(), x[idx], cfg.eps, lo, hi)
+        xa[idx] = _project(cur - step * grad.sign(), x[idx], eps, box)
         active[idx] = model(xa[idx]).argmax(1) == ys
     return xa
 
 
-BatchAttack = Callable[[torch.Tensor, torch.Tensor, float, float, torch.Generator], torch.Tensor]
-"""One batch's adversarial examples from ``(x, y, low, high, generator)``."""
+BatchAttack = Callable[[torch.Tensor, torch.Tensor, Box, torch.Generator], torch.Tensor]
+"""One batch's adversarial examples from ``(x, y, valid inputs, generator)``."""
 
 
 def _run(
@@ -223,11 +248,11 @@ def _run(
     y: torch.Tensor,
     cfg: AttackConfig,
     device: torch.device,
-    value_range: Sequence[float],
+    value_range: RangeLike,
     batch_size: int | None = None,
 ) -> torch.Tensor:
     """Shared driver: validation, batching, frozen eval mode of ``models``, seeded generator."""
-    lo, hi = check_value_range(value_range)
+    space = check_value_range(value_range)
     if len(x) != len(y):
         raise DataError(f"attack inputs and labels differ in length: {len(x)} vs {len(y)}")
     x = x.to(device)
@@ -236,15 +261,16 @@ def _run(
     y = y.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     out = torch.empty_like(x)
+    box = Box.of(space, x)
     with frozen_eval(models):
         for sl in _batches(len(x), batch_size or cfg.batch_size):
-            out[sl] = attack(x[sl], y[sl], lo, hi, gen)
+            out[sl] = attack(x[sl], y[sl], box, gen)
     return out.detach()
 
 
 def fgsm(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
-    value_range: Sequence[float] = (0.0, 1.0),
+    value_range: RangeLike = (0.0, 1.0),
 ) -> torch.Tensor:
     """Single-step FGSM: ``x + eps * sign(∇x CE)``, clamped to the data range.
 
@@ -252,30 +278,30 @@ def fgsm(
     """
 
     @torch.enable_grad()
-    def step(xb: torch.Tensor, yb: torch.Tensor, lo: float, hi: float, _gen: torch.Generator) -> torch.Tensor:
+    def step(xb: torch.Tensor, yb: torch.Tensor, box: Box, _gen: torch.Generator) -> torch.Tensor:
         point = xb.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(F.cross_entropy(model(point), yb, reduction="sum"), point)
-        return (xb + cfg.eps * grad.sign()).clamp(lo, hi)
+        return box.clamp(xb + cfg.eps * box.scale * grad.sign())
 
     return _run([model], step, x, y, cfg, device, value_range)
 
 
 def _pgd(
     loss_models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
-    value_range: Sequence[float], early_stop: bool,
+    value_range: RangeLike, early_stop: bool,
 ) -> torch.Tensor:
     """PGD on the summed loss of ``loss_models``, judged by the first."""
 
     @torch.enable_grad()
-    def step(xb: torch.Tensor, yb: torch.Tensor, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
-        return _pgd_batch(loss_models, xb, yb, cfg, lo, hi, early_stop, gen)
+    def step(xb: torch.Tensor, yb: torch.Tensor, box: Box, gen: torch.Generator) -> torch.Tensor:
+        return _pgd_batch(loss_models, xb, yb, cfg, box, early_stop, gen)
 
     return _run(loss_models, step, x, y, cfg, device, value_range)
 
 
 def pgd(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
-    value_range: Sequence[float] = (0.0, 1.0),
+    value_range: RangeLike = (0.0, 1.0),
 ) -> torch.Tensor:
     """White-box L∞ PGD with random start and restarts (per-sample worst case kept)."""
     return _pgd([model], x, y, cfg, device, value_range, early_stop=True)
@@ -283,7 +309,7 @@ def pgd(
 
 def transfer_pgd(
     source: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
-    value_range: Sequence[float] = (0.0, 1.0),
+    value_range: RangeLike = (0.0, 1.0),
 ) -> torch.Tensor:
     """PGD crafted on ``source`` alone (all steps, no early stop) to be evaluated on a target."""
     return _pgd([source], x, y, cfg, device, value_range, early_stop=False)
@@ -291,7 +317,7 @@ def transfer_pgd(
 
 def ensemble_pgd(
     target: nn.Module, source: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-    device: torch.device, value_range: Sequence[float] = (0.0, 1.0),
+    device: torch.device, value_range: RangeLike = (0.0, 1.0),
 ) -> torch.Tensor:
     """PGD on the summed loss of ``target`` and ``source`` (Bernhard et al.'s float + quantized
     ensemble): the float member supplies gradients the quantized one masks."""
@@ -300,13 +326,13 @@ def ensemble_pgd(
 
 def spsa(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
-    value_range: Sequence[float] = (0.0, 1.0),
+    value_range: RangeLike = (0.0, 1.0),
 ) -> torch.Tensor:
     """Gradient-free SPSA: immune to masked or misleading STE gradients."""
 
     @torch.no_grad()
-    def step(xb: torch.Tensor, yb: torch.Tensor, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
-        return _spsa_batch(model, xb, yb, cfg, lo, hi, gen)
+    def step(xb: torch.Tensor, yb: torch.Tensor, box: Box, gen: torch.Generator) -> torch.Tensor:
+        return _spsa_batch(model, xb, yb, cfg, box, gen)
 
     batch = max(1, min(cfg.batch_size, _MAX_PROBES // (2 * cfg.spsa_samples)))
     return _run([model], step, x, y, cfg, device, value_range, batch)

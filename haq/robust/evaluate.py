@@ -19,7 +19,7 @@ from torch import nn
 from haq.core import config as serial
 from haq.core.errors import ConfigError, DataError
 from haq.core.types import Log
-from haq.robust.attacks import AttackConfig
+from haq.robust.attacks import AttackConfig, RangeLike
 from haq.robust.registry import ATTACK_REGISTRY
 
 ATTACKS: tuple[str, ...] = tuple(ATTACK_REGISTRY)
@@ -74,7 +74,7 @@ def craft(
     y: torch.Tensor,
     cfg: AttackConfig,
     device: torch.device,
-    value_range: Sequence[float],
+    value_range: RangeLike,
     source_model: nn.Module | None = None,
 ) -> torch.Tensor:
     """Adversarial examples of one named attack against ``model`` (the target)."""
@@ -102,7 +102,7 @@ def robust_accuracy(
     attacks: Sequence[str],
     cfg: AttackConfig,
     device: torch.device,
-    value_range: Sequence[float],
+    value_range: RangeLike,
     source_model: nn.Module | None = None,
     log: Log | None = None,
 ) -> RobustReport:

@@ -8,19 +8,19 @@ value_range)``, where ``source`` is the model transfer and ensemble attacks are 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
 from haq.core.errors import InternalError
-from haq.robust.attacks import AttackConfig, ensemble_pgd, fgsm, pgd, spsa, transfer_pgd
+from haq.robust.attacks import AttackConfig, RangeLike, ensemble_pgd, fgsm, pgd, spsa, transfer_pgd
 
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, AttackConfig, torch.device, Sequence[float]], torch.Tensor]
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, AttackConfig, torch.device, RangeLike], torch.Tensor]
 """A single-model attack: ``(model, x, y, cfg, device, value_range) -> x_adv``."""
 
 Crafter = Callable[
-    [nn.Module, nn.Module | None, torch.Tensor, torch.Tensor, AttackConfig, torch.device, Sequence[float]], torch.Tensor
+    [nn.Module, nn.Module | None, torch.Tensor, torch.Tensor, AttackConfig, torch.device, RangeLike], torch.Tensor
 ]
 """A registered attack: ``(target, source, x, y, cfg, device, value_range) -> x_adv``."""
 
@@ -43,7 +43,7 @@ class AttackSpec:
 
 def _on_target(attack: Attack) -> Crafter:
     def craft(target: nn.Module, _source: nn.Module | None, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-              device: torch.device, value_range: Sequence[float]) -> torch.Tensor:
+              device: torch.device, value_range: RangeLike) -> torch.Tensor:
         return attack(target, x, y, cfg, device, value_range)
 
     return craft
@@ -51,14 +51,14 @@ def _on_target(attack: Attack) -> Crafter:
 
 def _on_source(attack: Attack) -> Crafter:
     def craft(_target: nn.Module, source: nn.Module | None, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-              device: torch.device, value_range: Sequence[float]) -> torch.Tensor:
+              device: torch.device, value_range: RangeLike) -> torch.Tensor:
         return attack(_source_of(source), x, y, cfg, device, value_range)
 
     return craft
 
 
 def _ensemble(target: nn.Module, source: nn.Module | None, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-              device: torch.device, value_range: Sequence[float]) -> torch.Tensor:
+              device: torch.device, value_range: RangeLike) -> torch.Tensor:
     return ensemble_pgd(target, _source_of(source), x, y, cfg, device, value_range)
 
 

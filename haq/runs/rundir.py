@@ -11,25 +11,27 @@ Layout::
     RUN_DIR/best_policy.json   the best policy so far (haq.policy file; meta holds episode,
                                reward and metrics), replaced atomically
     RUN_DIR/checkpoint/ep-NNNNNN/  the newest complete checkpoint after NNNNNN episodes:
-                               state.json (episodes done, the last record, the proposer's state)
-                               plus the proposer's payload (an agent: agent.zip,
-                               replay_buffer.pkl, agent.json); written by haq.runs.checkpoint
+                               state.json (episodes done, the last record, the proposer's state),
+                               the proposer's payload (an agent: haq.search.agents) and
+                               manifest.json (every file's SHA-256); written by haq.runs.checkpoint
 
 Every whole-file write goes through a temp file and a rename; ``episodes.jsonl`` is append-only
-and a torn last line (a kill mid-write) is dropped on reading. A directory that cannot be read
-as a run is a :class:`RunDirError`.
+and a torn last line (a kill mid-write) is dropped on reading. ``best_policy.json`` is derived
+from the log (:meth:`RunDir.sync_best`), so a kill between the two never leaves it wrong for
+long. A run directory is data: nothing in it is ever unpickled or imported. A directory that
+cannot be read as a run is a :class:`RunDirError`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from haq.core import jsonio
 from haq.core.errors import RunDirError
-from haq.core.fileio import atomic_write_text
+from haq.core.fileio import append_durably, atomic_write_text
 from haq.core.types import BitPair
 from haq.evaluation.metrics import PolicyMetrics
 from haq.quant import LayerBits, QuantPolicy
@@ -64,7 +66,7 @@ class EpisodeRecord:
     def from_json(cls, line: str, source: str) -> "EpisodeRecord":
         """Parse one line; a malformed line is a :class:`RunDirError` naming the file."""
         try:
-            d = json.loads(line)
+            d = jsonio.loads(line, source, error=RunDirError)
             policy = {str(n): (int(p[0]), int(p[1])) for n, p in d["policy"].items()}
             return cls(int(d["episode"]), policy, PolicyMetrics.from_dict(d), float(d["reward"]), d.get("extra", {}))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
@@ -97,12 +99,7 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         """The whole config.json document (validated header)."""
-        try:
-            doc = json.loads(self.config_path.read_text())
-        except OSError as exc:
-            raise RunDirError(f"{self.config_path}: cannot read run config ({exc.strerror}); is {self.path} a run directory?") from exc
-        except json.JSONDecodeError as exc:
-            raise RunDirError(f"{self.config_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        doc = jsonio.read_json(self.config_path, "run config", error=RunDirError)
         if not isinstance(doc, dict) or doc.get("format") != RUN_FORMAT or doc.get("version") != RUN_VERSION:
             raise RunDirError(f"{self.config_path}: not a haq run config (format '{RUN_FORMAT}' version {RUN_VERSION})")
         return doc
@@ -111,7 +108,7 @@ class RunDir:
         """All complete episode lines (a torn last line from a kill mid-write is ignored)."""
         if not self.episodes_path.is_file():
             return []
-        lines = self.episodes_path.read_text().split("\n")
+        lines = jsonio.read_text(self.episodes_path, "episode log", max_bytes=jsonio.MAX_LOG_BYTES, error=RunDirError).split("\n")
         records = []
         for i, line in enumerate(lines):
             if not line.strip():
@@ -126,23 +123,43 @@ class RunDir:
         atomic_write_text(self.episodes_path, "".join(r.to_json() + "\n" for r in records))
 
     def append_episode(self, record: EpisodeRecord) -> None:
-        """Append one line and force it to disk before returning."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.episodes_path, "a") as fh:
-            fh.write(record.to_json() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        """Append one line and force it to disk before returning (a failed write leaves no half line)."""
+        append_durably(self.episodes_path, record.to_json() + "\n")
 
     def write_best(self, record: EpisodeRecord) -> None:
         """Replace best_policy.json atomically."""
-        atomic_write_text(self.best_path, json.dumps(record.quant_policy().to_dict(), indent=2, allow_nan=False) + "\n")
+        atomic_write_text(self.best_path, _best_text(record))
 
     def read_best(self) -> EpisodeRecord | None:
         """The best episode in the log, or None."""
         return best_of(self.read_episodes())
+
+    def sync_best(self, records: Sequence[EpisodeRecord]) -> EpisodeRecord | None:
+        """Make best_policy.json hold the best of ``records`` (the log), whatever a kill left there.
+
+        Rewritten only when its bytes differ; left alone while the log is empty (it is written
+        after the log line, so it cannot be ahead of the log). Every proposer calls this through
+        :class:`~haq.runs.checkpoint.RunStore` on resume and at the end of a run.
+        """
+        best = best_of(records)
+        if best is None:
+            return None
+        text = _best_text(best)
+        try:
+            current = jsonio.read_text(self.best_path, "best policy", error=RunDirError)
+        except RunDirError:  # missing, unreadable or not a file: replaced below
+            current = None
+        if current != text:
+            atomic_write_text(self.best_path, text)
+        return best
 
 
 def best_of(records: Sequence[EpisodeRecord]) -> EpisodeRecord | None:
     """The best episode: highest reward, earliest on ties (what best_policy.json holds); None if none."""
     return max(records, key=lambda r: (r.reward, -r.episode)) if records else None
 
+
+
+def _best_text(record: EpisodeRecord) -> str:
+    """best_policy.json's exact bytes for ``record``."""
+    return json.dumps(record.quant_policy().to_dict(), indent=2, allow_nan=False) + "\n"

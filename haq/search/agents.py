@@ -14,6 +14,10 @@ sampled action, learns from the request (its outcome is a deterministic function
 Off-policy agents (DDPG, TD3, SAC) train once per finished episode, on as many minibatches as
 the episode had steps; the first ``warmup_episodes`` episodes act uniformly at random (SB3's
 ``learning_starts``). DDPG and TD3 explore with :class:`~haq.search.noise.DecayingTruncatedNormalNoise`.
+
+A saved agent (a checkpoint, or one shared for transfer) is data, never pickles: a description
+(``agent.json``), the agent's state (:mod:`haq.search.snapshot`: hyperparameters and RNG states
+as JSON, weights as tensors, the replay buffer as arrays) and a manifest of SHA-256 hashes.
 """
 
 from __future__ import annotations
@@ -24,14 +28,17 @@ from typing import Any, Mapping
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3 import DDPG, PPO, SAC, TD3
+from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import NStepReplayBuffer
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
-from haq.core.errors import InternalError, RunDirError
+from haq.core import jsonio
+from haq.core.errors import RunDirError
+from haq.core.fileio import atomic_write_text
+from haq.runs.manifest import verify_manifest, write_manifest
 from haq.search.config import AgentConfig
 from haq.search.noise import DecayingTruncatedNormalNoise
+from haq.search.snapshot import ALGORITHMS, STATE_FILE, WEIGHTS_FILE, TrainingState, algo_name, read_snapshot, write_snapshot
 
 
 class AppliedActionReplayBuffer(NStepReplayBuffer):
@@ -52,11 +59,18 @@ class AppliedActionReplayBuffer(NStepReplayBuffer):
         super().add(obs, next_obs, action, reward, done, infos)
 
 
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ddpg": DDPG, "td3": TD3, "sac": SAC, "ppo": PPO}
-AGENT_FILE = "agent.zip"
-BUFFER_FILE = "replay_buffer.pkl"
 META_FILE = "agent.json"
 META_FORMAT = "haq.agent"
+META_VERSION = 2
+"""Version 1 described an ``agent.zip`` (stable-baselines3's pickling ``save``); 2 describes the
+agent as data (:mod:`haq.search.snapshot`)."""
+AGENT_FILES = (META_FILE, STATE_FILE, WEIGHTS_FILE)
+"""What every saved agent holds (off-policy agents add their replay buffer, ``buffer.npz``)."""
+
+
+def replay_capacity(episodes: int, episode_len: int) -> int:
+    """Replay buffer size of a run of ``episodes`` episodes: every transition, never wrapping."""
+    return max(episodes * episode_len, 1) + 1
 
 
 def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes: int, seed: int) -> BaseAlgorithm:
@@ -69,7 +83,7 @@ def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
             normalize_advantage=episode_len > 1, policy_kwargs={"net_arch": {"pi": hidden, "vf": hidden}}, **common,
         )
     off_policy: dict[str, Any] = {
-        "buffer_size": max(total_episodes * episode_len, 1) + 1,
+        "buffer_size": replay_capacity(total_episodes, episode_len),
         "learning_starts": cfg.warmup_episodes * episode_len,
         "batch_size": cfg.batch_size,
         "tau": cfg.tau,
@@ -87,40 +101,53 @@ def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
 
 
 def save_agent(model: BaseAlgorithm, directory: Path, meta: Mapping[str, Any]) -> None:
-    """Write the agent, its replay buffer (off-policy) and a JSON description of what it needs.
+    """Write the agent as data (:mod:`haq.search.snapshot`), its description and a manifest.
 
     ``meta`` should say how to rebuild its environment: observation feature names, bit range,
     reward weights, source table and model. The caller makes the directory swap atomic.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    model.save(directory / AGENT_FILE)
-    if isinstance(model, OffPolicyAlgorithm):
-        model.save_replay_buffer(directory / BUFFER_FILE)
-    doc = {"format": META_FORMAT, "version": 1, "algo": _algo_name(model), **dict(meta)}
-    (directory / META_FILE).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    write_snapshot(model, directory)
+    doc = {**dict(meta), "format": META_FORMAT, "version": META_VERSION, "algo": algo_name(model)}
+    atomic_write_text(directory / META_FILE, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    write_manifest(directory)
 
 
 def load_agent(directory: Path, env: gym.Env, with_buffer: bool = True) -> tuple[BaseAlgorithm, dict[str, Any]]:
     """Load an agent saved by :func:`save_agent` onto ``env``; returns it and its description."""
-    meta_path = directory / META_FILE
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{meta_path}: cannot read the agent description ({exc}); is {directory} a saved agent?") from exc
-    algo = meta.get("algo") if isinstance(meta, dict) and meta.get("format") == META_FORMAT else None
-    if algo not in ALGORITHMS:
-        raise RunDirError(f"{meta_path}: not a haq agent description (format '{META_FORMAT}' with algo in {', '.join(ALGORITHMS)})")
-    try:
-        model = ALGORITHMS[algo].load(directory / AGENT_FILE, env=env, device="cpu")
-    except ValueError as exc:  # stable-baselines3 refuses observation / action spaces that differ
-        raise RunDirError(f"{directory}: incompatible observation layout for this environment ({exc})") from exc
-    if with_buffer and isinstance(model, OffPolicyAlgorithm) and (directory / BUFFER_FILE).is_file():
-        model.load_replay_buffer(directory / BUFFER_FILE)
+    model, meta, _ = restore_agent(directory, env, with_buffer)
     return model, meta
 
 
-def _algo_name(model: BaseAlgorithm) -> str:
-    for name, cls in ALGORITHMS.items():
-        if type(model) is cls:
-            return name
-    raise InternalError(f"unsupported agent type {type(model).__name__}; haq saves {', '.join(ALGORITHMS)}")
+def restore_agent(
+    directory: Path, env: gym.Env, with_buffer: bool = True, capacity: int | None = None,
+) -> tuple[BaseAlgorithm, dict[str, Any], TrainingState]:
+    """:func:`load_agent` plus the RNG and noise states that continue its training exactly;
+    ``capacity`` grows the replay buffer to hold that many transitions (see :func:`replay_capacity`).
+
+    Nothing is unpickled: the directory's files must match its manifest, the algorithm is
+    constructed from the saved hyperparameters and the weights, optimizer states and replay
+    buffer are loaded as tensors and arrays. Anything else is one :class:`RunDirError` line.
+    """
+    verify_manifest(directory, "saved agent")
+    meta = read_description(directory)
+    model, training = read_snapshot(directory, env, with_buffer, AppliedActionReplayBuffer, capacity)
+    if algo_name(model) != meta["algo"]:
+        raise RunDirError(f"{directory / META_FILE}: describes a {meta['algo']} agent; {STATE_FILE} holds a {algo_name(model)}")
+    return model, meta, training
+
+
+def read_description(directory: Path) -> dict[str, Any]:
+    """A saved agent's description (``agent.json``), with its header checked."""
+    meta_path = directory / META_FILE
+    meta = jsonio.read_json(meta_path, "agent description", error=RunDirError)
+    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
+        raise RunDirError(f"{meta_path}: not a haq agent description (format '{META_FORMAT}')")
+    if meta.get("version") != META_VERSION:
+        raise RunDirError(
+            f"{meta_path}: an agent of format version {meta.get('version')!r}; this haq reads version {META_VERSION} "
+            "(agents as data, never pickles): retrain it with this haq"
+        )
+    if meta.get("algo") not in ALGORITHMS:
+        raise RunDirError(f"{meta_path}: 'algo' must be one of {', '.join(ALGORITHMS)}")
+    return meta

@@ -1,8 +1,11 @@
 """The RL proposers' checkpoint: the run-directory core (:class:`~haq.runs.checkpoint.RunStore`)
 with a stable-baselines3 agent as its payload, shared by the search and the transfer.
 
-A checkpoint holds ``agent.zip``, the replay buffer (off-policy agents) and ``agent.json``, the
-description a later transfer needs to reuse the agent (:func:`agent_description`).
+A checkpoint holds the agent as data (:func:`~haq.search.agents.save_agent`: its state, weights
+and replay buffer, never a pickle) and ``agent.json``, the description a later transfer needs to
+reuse the agent (:func:`agent_description`). Its ``state.json`` says whether the episode it
+completes still owes the agent its gradient update (``update_pending``): a search checkpoints
+between collecting an episode and learning from it, so a resume makes that update first.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from haq.core import config as serial
 from haq.core.errors import InternalError
 from haq.problem.problem import SearchProblem
 from haq.runs.checkpoint import RunStore
-from haq.search.agents import AGENT_FILE, META_FILE, load_agent, save_agent
+from haq.search.agents import AGENT_FILES, restore_agent, save_agent
 from haq.search.config import SearchConfig
+from haq.search.snapshot import TrainingState
+
+UPDATE_PENDING = "update_pending"
+"""Key of a checkpoint's state: whether the agent still owes the checkpointed episode its update."""
 
 
 class AgentStore(RunStore):
@@ -32,11 +39,13 @@ class AgentStore(RunStore):
         self.description = dict(description or {})
         self.agent: BaseAlgorithm | None = None
 
-    def load_agent(self, env: gym.Env, with_buffer: bool = True) -> BaseAlgorithm:
-        """The latest checkpoint's agent, attached to ``env``."""
+    def load_agent(self, env: gym.Env, capacity: int | None = None) -> tuple[BaseAlgorithm, TrainingState]:
+        """The latest checkpoint's agent, attached to ``env``, and the states that continue its
+        training; ``capacity`` grows its replay buffer (a resume that runs more episodes)."""
         if self.checkpoint is None:
             raise InternalError(f"no agent checkpoint restored from {self.path} to load")
-        return load_agent(self.checkpoint.path, env, with_buffer)[0]
+        model, _, training = restore_agent(self.checkpoint.path, env, capacity=capacity)
+        return model, training
 
     def _write_payload(self, directory: Path) -> None:
         if self.agent is None:
@@ -44,7 +53,7 @@ class AgentStore(RunStore):
         save_agent(self.agent, directory, self.description)
 
     def _is_complete(self, directory: Path) -> bool:
-        return (directory / AGENT_FILE).is_file() and (directory / META_FILE).is_file()
+        return all((directory / name).is_file() for name in AGENT_FILES)
 
 
 def agent_description(problem: SearchProblem, config: SearchConfig) -> dict[str, Any]:

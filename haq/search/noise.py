@@ -8,6 +8,8 @@ stable-baselines3 clips to [-1, 1] after adding the noise).
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 from scipy.stats import truncnorm
 from stable_baselines3.common.noise import ActionNoise
@@ -41,8 +43,52 @@ class DecayingTruncatedNormalNoise(ActionNoise):
     def reset(self) -> None:
         self.episodes += 1
 
+    def to_dict(self) -> dict[str, Any]:
+        """The whole state as JSON-ready data (a checkpoint stores it instead of pickling the object)."""
+        return {
+            "dim": self.dim, "sigma": self.sigma, "decay": self.decay, "warmup_episodes": self.warmup_episodes,
+            "truncate": self.truncate, "episodes": self.episodes, "rng": self._rng.bit_generator.state,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DecayingTruncatedNormalNoise":
+        """The noise :meth:`to_dict` described; a malformed description raises ``ValueError``."""
+        try:
+            noise = cls(
+                _int(data["dim"]), _float(data["sigma"]), _float(data["decay"]), _int(data["warmup_episodes"]),
+                _float(data["truncate"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"exploration noise needs dim, sigma, decay, warmup_episodes, truncate ({exc})") from None
+        noise.restore(data)
+        return noise
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Set the episode count and the generator's state from :meth:`to_dict`'s data (in place)."""
+        try:
+            episodes, state = _int(data["episodes"]), data["rng"]
+            rng = np.random.default_rng()
+            rng.bit_generator.state = state
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"exploration noise state is malformed ({type(exc).__name__}: {exc})") from None
+        if episodes < 0 or self.dim < 1:
+            raise ValueError("exploration noise needs dim >= 1 and episodes >= 0")
+        self.episodes, self._rng = episodes, rng
+
     def __repr__(self) -> str:
         return (
             f"DecayingTruncatedNormalNoise(sigma={self.sigma}, decay={self.decay}, "
             f"warmup={self.warmup_episodes}, episodes={self.episodes})"
         )
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return float(value)

@@ -1,33 +1,41 @@
 """The RL search: a stable-baselines3 agent proposes policies in the environment, resumable after
 any crash through the run-directory core (:mod:`haq.runs.checkpoint`).
 
-When an episode finishes, the callback commits it: a checkpoint (agent, replay buffer, and a
-state holding that episode's record and the reward baseline's average) is swapped in first, the
-log line is appended second. Gradient updates happen after the checkpoint, so a resumed run can
-miss at most one episode's worth of updates, never an episode.
+When an episode finishes, the callback commits it: a checkpoint (agent, replay buffer, RNG
+states, and a state holding that episode's record and the reward baseline's average) is swapped
+in first, the log line is appended second. The episode's gradient update comes after the
+checkpoint, so a resume makes it before anything else; with the RNG states restored, a search
+killed at any point and resumed logs the same episodes as one never interrupted.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import gymnasium as gym
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from envs.mixed_precision import MixedPrecisionEnv
 from haq.core import config as serial
-from haq.core.errors import ConfigError
+from haq.core.errors import ConfigError, RunDirError
 from haq.core.types import Log
 from haq.evaluation.metrics import PolicyMetrics
 from haq.problem.problem import SearchProblem
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
 from haq.runs.rundir import EpisodeRecord
-from haq.search.agents import make_agent
+from haq.runs.tracking import agent_logger
+from haq.search.agents import make_agent, replay_capacity
 from haq.search.baseline import RewardBaseline
-from haq.search.checkpoint import AgentStore, agent_description
+from haq.search.checkpoint import UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import SearchConfig
+from haq.search.snapshot import TrainingState
 
 
 class RLSearch(Proposer[AgentStore]):
@@ -57,12 +65,20 @@ def run_search(
     return RLSearch(config).run(problem, out_dir, resume=resume, progress=progress, log=log)
 
 
-def train(store: AgentStore, config: SearchConfig, problem: SearchProblem, progress: OnProgress | None, log: Log | None) -> None:
+def train(
+    store: AgentStore, config: SearchConfig, problem: SearchProblem, progress: OnProgress | None, log: Log | None,
+    fresh: Callable[[gym.Env, int], BaseAlgorithm] | None = None,
+) -> None:
     """Let the agent act until ``store`` holds ``config.episodes`` episodes.
 
-    ``store`` is restored: with a checkpoint the agent (and the reward baseline's average) are
-    loaded from it, without one a fresh agent starts. The transfer calls this after committing
-    its zero-shot episode, so its fine-tuning is this loop.
+    ``store`` is restored. With a checkpoint, the agent continues exactly as it would have without
+    the interruption: its state, replay buffer, RNG states, exploration noise and the reward
+    baseline's average come from the checkpoint, and the gradient update the checkpointed episode
+    still owed is made first. Without one, every logged episode stands and a fresh agent learns
+    the rest: ``fresh(agent_env, episode_len)`` builds it (the transfer's prepared source agent),
+    by default a new agent; either is seeded with ``config.seed`` plus the episodes already
+    logged. The transfer calls this after committing its zero-shot episode, so its fine-tuning
+    is this loop.
     """
     env = MixedPrecisionEnv(problem=problem)
     agent_env: gym.Env = RewardBaseline(env, config.agent.baseline_momentum) if config.agent.uses_baseline else env
@@ -70,34 +86,85 @@ def train(store: AgentStore, config: SearchConfig, problem: SearchProblem, progr
     for r in store.records:
         problem.evaluator.remember(r.quant_policy(), r.metrics)
     done = len(store.records)
+    remaining = config.episodes - done
     checkpoint = store.checkpoint
+    resume: _Resume | None = None
     if checkpoint is not None:
-        model = store.load_agent(agent_env)
-        model.set_random_seed(config.seed + done)
+        model, training = store.load_agent(agent_env, replay_capacity(config.episodes, episode_len))
+        average, pending = _checkpoint_state(checkpoint.path, checkpoint.state)
         if isinstance(agent_env, RewardBaseline):
-            agent_env.average = checkpoint.state.get("baseline")
+            agent_env.average = average
+        resume = _Resume(training, pending, episode_len)
         if log:
             log(f"resuming {store.path} after {done} of {config.episodes} episodes")
     else:
-        model = make_agent(config.agent, agent_env, episode_len, config.episodes, config.seed)
-    remaining = config.episodes - done
+        seed = config.seed + done
+        if fresh is None:
+            model = make_agent(config.agent, agent_env, episode_len, config.episodes, seed)
+        else:
+            model = fresh(agent_env, episode_len)
+            model.set_random_seed(seed)
+        if done and remaining > 0 and log:
+            log(f"no checkpoint in {store.path}: the {done} logged episodes stand; a fresh agent learns the other {remaining}")
     if remaining > 0:
-        # A logger with no outputs: SB3's default creates an empty /tmp/SB3-<time> folder per learn().
-        model.set_logger(Logger(folder=None, output_formats=[]))
-        callback = _EpisodeLogger(store, config.episodes, agent_env, progress)
+        # stable-baselines3's own logger, writing the agent's losses as TensorBoard scalars into the run directory.
+        model.set_logger(agent_logger(store.path))
+        callback = _EpisodeLogger(store, config.episodes, agent_env, progress, resume)
         model.learn(total_timesteps=remaining * episode_len, callback=callback, reset_num_timesteps=checkpoint is None)
+        model.logger.close()
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """What :func:`train` restores once ``learn`` has started (its start advances the noise and
+    resets nothing else we keep): the saved RNG and noise states, then the owed update."""
+
+    training: TrainingState
+    update_pending: bool
+    episode_len: int
+
+    def apply(self, model: BaseAlgorithm) -> None:
+        self.training.apply(model)
+        if not self.update_pending:
+            return
+        # The update stable-baselines3's learn() makes right after the rollout the checkpoint ended.
+        if isinstance(model, OffPolicyAlgorithm):
+            if model.num_timesteps > 0 and model.num_timesteps > model.learning_starts:
+                steps = model.gradient_steps if model.gradient_steps >= 0 else self.episode_len
+                if steps > 0:
+                    model.train(batch_size=model.batch_size, gradient_steps=steps)
+        elif isinstance(model, OnPolicyAlgorithm):
+            model._update_current_progress_remaining(model.num_timesteps, model._total_timesteps)  # noqa: SLF001 - as learn() does
+            model.train()
+
+
+def _checkpoint_state(path: Path, state: Mapping[str, Any]) -> tuple[float | None, bool]:
+    """The reward baseline's average and whether an update is owed, from a checkpoint's state."""
+    average, pending = state.get("baseline"), state.get(UPDATE_PENDING, False)
+    if average is not None and (isinstance(average, bool) or not isinstance(average, (int, float)) or not math.isfinite(average)):
+        raise RunDirError(f"{path}: 'baseline' must be a finite number or null, got {average!r}")
+    if not isinstance(pending, bool):
+        raise RunDirError(f"{path}: '{UPDATE_PENDING}' must be true or false, got {pending!r}")
+    return (None if average is None else float(average)), pending
 
 
 class _EpisodeLogger(BaseCallback):
     """Collects each finished episode and, at the end of its rollout, commits it to the store."""
 
-    def __init__(self, store: AgentStore, episodes: int, agent_env: gym.Env, progress: OnProgress | None) -> None:
+    def __init__(
+        self, store: AgentStore, episodes: int, agent_env: gym.Env, progress: OnProgress | None, resume: _Resume | None,
+    ) -> None:
         super().__init__()
         self.store = store
         self.episodes = episodes
         self.agent_env = agent_env
         self.progress = progress
+        self.resume = resume
         self._pending: tuple[EpisodeRecord, bool] | None = None
+
+    def _on_training_start(self) -> None:
+        if self.resume is not None:
+            self.resume.apply(self.model)
 
     def _on_step(self) -> bool:
         if not self.locals["dones"][0]:
@@ -114,6 +181,6 @@ class _EpisodeLogger(BaseCallback):
         record, cached = self._pending
         self._pending = None
         self.store.agent = self.model
-        self.store.commit(record, {"baseline": getattr(self.agent_env, "average", None)})
+        self.store.commit(record, {"baseline": getattr(self.agent_env, "average", None), UPDATE_PENDING: True})
         if self.progress is not None and self.store.best is not None:
             self.progress(Progress.after(record, self.store.best, self.episodes, cached))

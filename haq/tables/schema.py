@@ -1,10 +1,10 @@
-"""The device cost table file format (``haq.cost_table`` version 1): its records and writing.
+"""The device cost table file format (``haq.cost_table`` versions 1 and 2): its records and writing.
 
 A table is one JSON object; every field below is checked on load (:mod:`haq.tables.validation`)
 and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the field::
 
     {
-      "format": "haq.cost_table", "version": 1,
+      "format": "haq.cost_table", "version": 1 | 2,   # 2 iff meta.machine is present
       "meta": {
         "device":    {"name": "bitfusion", "description": "..."},
         "runtime":   {"name": "analytical:bitfusion", "version": "haq 0.1.0"},
@@ -16,7 +16,8 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
         "created":   "2026-11-22T01:30:00+00:00", "updated": "...",   # updated is optional
         "tool":      {"name": "haq", "version": "0.1.0"},
         "batch":     1,                       # every signature below has this batch
-        "models":    ["resnet20", ...]        # optional: models the table was built for
+        "models":    ["resnet20", ...],       # optional: models the table was built for
+        "machine":   {"identity": "16 hex", "probe_ms": 0.044 | null, ...}   # optional, version 2
       },
       "signatures": {"<LayerSignature.key()>": {<LayerSignature.to_dict()>}, ...},
       "entries": [
@@ -57,6 +58,15 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   adds, pooling) that an int8 region of that particular graph pays and a single-layer
   measurement cannot see.
 
+``meta.machine`` (version 2) is the fingerprint of the machine that measured the table
+(:class:`haq.hardware.device.machine.MachineFingerprint`: CPU vendor / family / model /
+stepping, kernel-selecting flags, cores, caches, onnxruntime build, a timing probe), so loading
+it on another machine can warn. It is checked here only for shape: an object with a string
+``identity``, ``probe_ms`` a positive number or null, ``remote`` (optional) a boolean that is
+true when a ``haq device serve`` agent, not the building host, did the timing; other fields
+are the fingerprint's and are read by its owner. A table is written at the lowest version that
+holds it, so analytical and older measured tables stay version 1 and load as before.
+
 Costs are per inference of one batch of ``meta.batch``; latency in milliseconds, energy in
 millijoules. Bits are 1..8, or 32 for float. Zero or negative costs, NaN and infinities are
 rejected: every pair a table lists is a pair the device runs.
@@ -73,7 +83,9 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 
 TABLE_FORMAT = "haq.cost_table"
-TABLE_VERSION = 1
+TABLE_VERSION = 2
+"""The newest version this haq writes; :func:`table_version` picks the lowest one a table needs."""
+READABLE_VERSIONS = (1, 2)
 UNITS: Mapping[str, str] = {"latency": "ms", "energy": "mJ"}
 OPS = ("conv", "dwconv", "linear")
 
@@ -232,7 +244,7 @@ class TableData:
         """JSON-ready form of the whole file."""
         d: dict[str, Any] = {
             "format": TABLE_FORMAT,
-            "version": TABLE_VERSION,
+            "version": table_version(self.meta),
             "meta": dict(self.meta),
             "signatures": {k: s.to_dict() for k, s in self.signatures.items()},
             "entries": [e.to_dict() for e in self.entries],
@@ -240,6 +252,11 @@ class TableData:
         if self.graph:
             d["graph"] = self.graph.to_dict()
         return d
+
+
+def table_version(meta: Mapping[str, Any]) -> int:
+    """1 unless the table records the machine that measured it (``meta.machine``, version 2)."""
+    return 2 if "machine" in meta else 1
 
 
 def network_fingerprint(layers: Sequence[LayerInfo], batch: int) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from haq.core.errors import TableError
 from haq.core.fileio import atomic_write_text
+from haq.core.jsonio import read_text
 from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 from haq.quant.policy import QuantPolicy
@@ -59,6 +60,16 @@ class CostTable:
     def device(self) -> str:
         """The device name recorded in the metadata."""
         return str(self.meta["device"]["name"])
+
+    @property
+    def build_device(self) -> str:
+        """What ``haq tables build --device`` takes to extend this table: ``cpu`` for a table
+        measured with onnxruntime here (its device name is the CPU's, not a build option),
+        ``remote://HOST:PORT`` for one a device agent timed, else the device name."""
+        if not str(self.meta["runtime"]["name"]).startswith("onnxruntime"):
+            return self.device
+        remote = bool((self.meta.get("machine") or {}).get("remote")) or "device agent" in self.meta["device"]["description"]
+        return "remote://HOST:PORT" if remote else "cpu"
 
     @property
     def signatures(self) -> Mapping[str, LayerSignature]:
@@ -106,7 +117,8 @@ class CostTable:
             if key not in self._index:
                 raise TableError(
                     f"table {self.name} cannot cost layer '{layer.name}' (signature {key}); add it with "
-                    f"`haq tables build --model <your model> --device {self.device} --out {self.path or self.name + '.json'}`"
+                    f"`haq tables build --model <your model> [--dataset D | --input-size N | --input-shape C,H,W] "
+                    f"--batch {self.batch} --device {self.build_device} --out my-table.json`, then pass --device my-table.json"
                 )
 
     def cost_range(self, layers: Sequence[LayerInfo], metric: str = "latency") -> tuple[float, float]:
@@ -171,7 +183,7 @@ class CostTable:
         key = self._key(sig)
         entries = self._index.get(key)
         if entries is None:
-            raise TableError(f"table {self.name} has no entry for layer signature {key}; add it with `haq tables build --device {self.device}`")
+            raise TableError(f"table {self.name} has no entry for layer signature {key}; add it with `haq tables build --device {self.build_device}`")
         return entries
 
     def _check_metric(self, metric: str) -> None:
@@ -180,15 +192,10 @@ class CostTable:
 
 
 def load_table(path: str | Path, name: str | None = None) -> CostTable:
-    """Read and validate a table file (its name defaults to the file stem)."""
+    """Read and validate a table file (its name defaults to the file stem); only a regular UTF-8
+    file under the size cap is read, so ``--device /dev/zero`` is one error, not a hang."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TableError(f"cannot read cost table {p}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise TableError(f"{p}: not a text file (a cost table is UTF-8 JSON)") from None
-    return CostTable(loads(text, str(p)), name or p.stem, p)
+    return CostTable(loads(read_text(p, "cost table", error=TableError), str(p)), name or p.stem, p)
 
 
 def save_table(data: TableData, path: Path) -> None:

@@ -7,17 +7,17 @@ can fix a hand-edited or truncated table without a traceback.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
+from haq.core import jsonio
 from haq.core.errors import TableError
 from haq.core.types import BitPair
 from haq.quant.discovery import LayerSignature
 from haq.tables.fields import FieldReader
 from haq.tables.schema import (
     OPS,
+    READABLE_VERSIONS,
     TABLE_FORMAT,
-    TABLE_VERSION,
     UNITS,
     Correction,
     Entry,
@@ -26,23 +26,18 @@ from haq.tables.schema import (
     TableData,
     Transition,
     TransitionRule,
+    table_version,
 )
 
 _META_REQUIRED = ("device", "runtime", "threads", "protocol", "units", "metrics", "constants", "created", "tool", "batch")
-_META_OPTIONAL = ("updated", "models")
+_META_OPTIONAL = ("updated", "models", "machine", "inputs")
 _ENTRY_REQUIRED = ("key", "w_bits", "a_bits", "latency_ms", "latency_iqr_ms", "samples", "source", "kernel")
 _ENTRY_OPTIONAL = ("energy_mj", "raw_ms", "extra")
 
 
 def loads(text: str, source: str) -> TableData:
     """Parse and validate a table file's text; ``source`` names the file in every error."""
-    try:
-        raw = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except _DuplicateKey as exc:
-        raise TableError(f"{source}: duplicate JSON key '{exc.args[0]}'") from None
-    except json.JSONDecodeError as exc:
-        raise TableError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); the file may be truncated") from None
-    return parse(raw, source)
+    return parse(jsonio.loads(text, source, error=TableError), source)
 
 
 def parse(raw: Any, source: str) -> TableData:
@@ -52,28 +47,18 @@ def parse(raw: Any, source: str) -> TableData:
     r.keys(top, "(top level)", ("format", "version", "meta", "signatures", "entries"), ("graph",))
     if top["format"] != TABLE_FORMAT:
         r.fail("format", f"must be '{TABLE_FORMAT}', got {top['format']!r}")
-    if top["version"] != TABLE_VERSION:
-        r.fail("version", f"unsupported version {top['version']!r}; this haq reads version {TABLE_VERSION}")
+    if top["version"] not in READABLE_VERSIONS or isinstance(top["version"], bool):
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        r.fail("version", f"unsupported version {top['version']!r}; this haq reads versions {readable}")
     meta = _parse_meta(r, top["meta"])
+    if top["version"] < table_version(meta):
+        r.fail("meta.machine", f"needs version {table_version(meta)} of the format, the file says version {top['version']}")
     metrics = tuple(meta["metrics"])
     batch = int(meta["batch"])
     signatures = _parse_signatures(r, top["signatures"], batch)
     entries = _parse_entries(r, top["entries"], signatures, metrics)
     graph = _parse_graph(r, top.get("graph", {}), metrics)
     return TableData(meta=meta, signatures=signatures, entries=entries, graph=graph)
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
-    return out
 
 
 def _parse_meta(r: FieldReader, raw: Any) -> dict[str, Any]:
@@ -114,7 +99,35 @@ def _parse_meta(r: FieldReader, raw: Any) -> dict[str, Any]:
         for i, name in enumerate(r.array(m["models"], "meta.models")):
             r.string(name, f"meta.models[{i}]")
     r.integer(m["batch"], "meta.batch", 1)
+    for model, shapes in r.obj(m.get("inputs", {}), "meta.inputs").items():  # model -> [[C, H, W], ...] it was priced at
+        for i, shape in enumerate(r.array(shapes, f"meta.inputs.{model}")):
+            if len(r.array(shape, f"meta.inputs.{model}[{i}]")) != 3:
+                r.fail(f"meta.inputs.{model}[{i}]", f"must be [C, H, W], got {shape!r}")
+            for dim in shape:
+                r.integer(dim, f"meta.inputs.{model}[{i}]", 1)
+    if "machine" in m:
+        _parse_machine(r, m["machine"])
     return m
+
+
+def _parse_machine(r: FieldReader, raw: Any) -> None:
+    """The shape of a machine fingerprint; its fields belong to ``haq.hardware.device.machine``."""
+    m = r.obj(raw, "meta.machine")
+    if "identity" not in m:
+        r.fail("meta.machine.identity", "is missing (the fingerprint's hash)")
+    r.string(m["identity"], "meta.machine.identity")
+    if m.get("probe_ms") is not None:
+        r.number(m["probe_ms"], "meta.machine.probe_ms", positive=True)
+    if "remote" in m:
+        r.boolean(m["remote"], "meta.machine.remote")
+    for i, flag in enumerate(r.array(m.get("flags", []), "meta.machine.flags")):
+        r.string(flag, f"meta.machine.flags[{i}]")
+    if "caches_kib" in m:
+        for level, kib in r.obj(m["caches_kib"], "meta.machine.caches_kib").items():
+            r.integer(kib, f"meta.machine.caches_kib.{level}", 1)
+    for key in ("logical_cores", "physical_cores"):
+        if m.get(key) is not None:
+            r.integer(m[key], f"meta.machine.{key}", 1)
 
 
 def _parse_signatures(r: FieldReader, raw: Any, batch: int) -> dict[str, LayerSignature]:

@@ -23,7 +23,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from haq.core.errors import InternalError
 from haq.evaluation.metrics import PolicyMetrics
 from haq.runs.rundir import EpisodeRecord
-from haq.search.agents import load_agent
+from haq.search.agents import load_agent, replay_capacity
 from haq.search.noise import DecayingTruncatedNormalNoise
 
 
@@ -53,7 +53,7 @@ def prepare_finetune(model: BaseAlgorithm, episode_len: int, episodes: int, nois
     obs_space, act_space = model.observation_space, model.action_space
     if isinstance(model, OffPolicyAlgorithm):
         model.learning_starts = 0
-        model.buffer_size = max(episodes * episode_len, 1) + 1
+        model.buffer_size = replay_capacity(episodes, episode_len)
         model.replay_buffer_kwargs = {"n_steps": episode_len, "gamma": 1.0}
         buffer_cls = model.replay_buffer_class if issubclass(model.replay_buffer_class, NStepReplayBuffer) else NStepReplayBuffer
         model.replay_buffer = buffer_cls(
@@ -62,6 +62,9 @@ def prepare_finetune(model: BaseAlgorithm, episode_len: int, episodes: int, nois
         if model.action_noise is not None:
             dim = int(act_space.shape[0])  # type: ignore[index]
             model.action_noise = DecayingTruncatedNormalNoise(dim, noise_sigma, noise_decay, 0, seed=seed)
+            # A search's learn() advances a fresh noise once as it starts; the fine-tuning continues
+            # this saved agent, so its noise is advanced here to start where a search's would.
+            model.action_noise.reset()
     elif isinstance(model, PPO):
         model.n_steps = episode_len
         model.batch_size = episode_len

@@ -32,6 +32,8 @@ class TransferConfig:
         initial σ, decaying faster than a search's. A transferred actor is often saturated at
         the action bounds, which smaller noise cannot move (σ = 0.2 left several fine-tunings
         repeating the zero-shot policy in bench/transfer.py --quick; 0.5 scored better in 6/6 pairs).
+    input_size: square input side on the new model (``None``: the source's for the same model,
+        else the new model's own; see :func:`haq.workload.resolve_input`).
     """
 
     VERSION: ClassVar[int] = 1
@@ -47,6 +49,7 @@ class TransferConfig:
     evaluator: str | None = None
     noise_sigma: float = 0.5
     noise_decay: float = 0.9
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
         if not self.source:
@@ -63,3 +66,5 @@ class TransferConfig:
             choice("evaluator", self.evaluator, EVALUATORS)
         finite("noise_sigma", self.noise_sigma, 0.0)
         unit_interval("noise_decay", self.noise_decay)
+        if self.input_size is not None:
+            count("input_size", self.input_size)

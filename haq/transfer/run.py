@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import gymnasium as gym
+from stable_baselines3.common.base_class import BaseAlgorithm
 
 from envs.mixed_precision import MixedPrecisionEnv
 from haq.core import config as serial
@@ -33,7 +34,7 @@ from haq.problem.problem import SearchProblem
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
 from haq.search.baseline import RewardBaseline
-from haq.search.checkpoint import AgentStore, agent_description
+from haq.search.checkpoint import UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import SearchConfig
 from haq.search.run import train
 from haq.transfer.agent import load_on, prepare_finetune, rollout
@@ -48,13 +49,16 @@ ZERO_SHOT = "zero-shot"
 def target_env_config(source: EnvConfig, cfg: TransferConfig) -> EnvConfig:
     """The source's environment with the new device (and model / budget / evaluator if given)."""
     workload = source.workload
-    if cfg.model is not None or cfg.dataset is not None:
+    if cfg.model is not None or cfg.dataset is not None or cfg.input_size is not None:
         model = cfg.model or workload.model
         same_model = model == workload.model
         workload = WorkloadConfig(
             model=model, dataset=cfg.dataset or (workload.dataset if same_model else None), data_root=workload.data_root,
             checkpoint=workload.checkpoint if same_model else None, seed=workload.seed,
             train_epochs=workload.train_epochs if same_model else None,
+            finetune_epochs=workload.finetune_epochs if same_model else None,
+            input_size=cfg.input_size or (workload.input_size if same_model else None),
+            input_shape=workload.input_shape if same_model and cfg.input_size is None else None, workers=workload.workers,
         )
     budget = source.budget
     if cfg.budget_ratio is not None or cfg.budget_absolute is not None:
@@ -124,10 +128,10 @@ class Transfer(Proposer[TransferStore]):
         return {"source": self._opened()[0].describe()}
 
     def _propose(self, problem: SearchProblem, store: TransferStore, progress: OnProgress | None, log: Log | None) -> None:
-        resuming = store.checkpoint is not None
+        resuming = store.checkpoint is not None or bool(store.records)
         if not resuming:
             self._zero_shot(problem, store, progress, log)
-        train(store, self._opened()[1], problem, progress, log if resuming else None)
+        train(store, self._opened()[1], problem, progress, log if resuming else None, fresh=self._prepared_source)
 
     def _zero_shot(self, problem: SearchProblem, store: TransferStore, progress: OnProgress | None, log: Log | None) -> None:
         """Roll the source actor out on the new device; commit it (with the prepared agent) as episode 0."""
@@ -141,10 +145,20 @@ class Transfer(Proposer[TransferStore]):
                 f"on {search_cfg.env.workload.model} / {problem.table.name}")
         record = rollout(model, agent_env, 0, {"phase": ZERO_SHOT, "source_table": source.table, "source_model": source.model})
         prepare_finetune(model, env.num_layers, search_cfg.episodes, agent.noise_sigma, agent.noise_decay, search_cfg.seed)
+        model.set_random_seed(search_cfg.seed + 1)  # fine-tuning draws as a fresh agent after one episode would
         store.agent = model
-        store.commit(record, {"baseline": getattr(agent_env, "average", None)})
+        store.commit(record, {"baseline": getattr(agent_env, "average", None), UPDATE_PENDING: False})
         if progress is not None:
             progress(Progress.after(record, record, search_cfg.episodes, False))
+
+    def _prepared_source(self, agent_env: gym.Env, episode_len: int) -> BaseAlgorithm:
+        """The source agent ready to fine-tune on ``agent_env``: what fine-tuning restarts from when the
+        run directory lost its checkpoint (the logged episodes, zero-shot included, stand)."""
+        source, search_cfg = self._opened()
+        agent = search_cfg.agent
+        model = load_on(source.checkpoint, agent_env)
+        prepare_finetune(model, episode_len, search_cfg.episodes, agent.noise_sigma, agent.noise_decay, search_cfg.seed)
+        return model
 
     def _opened(self) -> tuple[SourceRun, SearchConfig]:
         if self.source is None or self.search_cfg is None:

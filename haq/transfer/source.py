@@ -1,6 +1,6 @@
 """The source of a transfer: a finished (or interrupted) search run and its latest saved agent.
 
-A search checkpoint holds the agent and ``agent.json`` describing what the agent was trained
+A search checkpoint holds the agent (as data, :mod:`haq.search.snapshot`) and ``agent.json`` describing what the agent was trained
 with (observation features, bit range, reward weights, source table and model; see
 :func:`haq.search.checkpoint.agent_description`). The checkpoint is found by the same core that
 wrote it (:meth:`AgentStore.latest <haq.runs.checkpoint.RunStore.latest>`); everything here only
@@ -9,7 +9,6 @@ reads and validates.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from envs.mixed_precision import OBS_FEATURES
 from haq.core import config as serial
 from haq.core.errors import ConfigError, RunDirError
-from haq.search.agents import META_FILE
+from haq.search.agents import read_description
 from haq.search.checkpoint import AgentStore
 from haq.search.config import SearchConfig
 
@@ -83,7 +82,7 @@ def load_source(path: str | Path) -> SourceRun:
             f"--from {rd.path}: no complete agent checkpoint under {rd.checkpoint_dir}; "
             "let the search finish at least one episode"
         )
-    meta = _read_json(checkpoint.path / META_FILE, "the agent description")
+    meta = read_description(checkpoint.path)
     check_observation_layout(meta, str(checkpoint.path))
     return SourceRun(rd.path, kind, config, checkpoint.path, meta, checkpoint.episodes_done)
 
@@ -99,16 +98,6 @@ def check_observation_layout(meta: dict[str, Any], where: str) -> None:
             f"this haq's environment observes {len(OBS_FEATURES)} features {list(OBS_FEATURES)[:3]}..., "
             "so the agent cannot be reused"
         )
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{path}: cannot read {what} ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise RunDirError(f"{path}: {what} must be a JSON object")
-    return doc
 
 
 def _first_mismatch(features: Any) -> str:

@@ -44,7 +44,9 @@ Modules: ``settings`` (:class:`ProtocolConfig`, the knobs above; its ``record()`
 table stores as ``protocol`` metadata), ``measurement`` (the raw record and its statistics),
 ``session`` / ``timing`` / ``profile`` / ``sentinel`` (the steps), ``machine`` (what a
 measurement ran on), ``runner`` (local or remote, one interface), and the agent that times on a
-target: ``agent`` (the TCP server), ``client`` (the host's side), ``wire`` (the frame format)
-and ``worker`` (the child process that measures). Failures are
+target: ``agent`` (the TCP server), ``client`` (the host's side), ``wire`` (the frame format and
+its challenge-response signatures), ``worker`` (the child process that measures) and ``guard``
+(what a device refuses to run: external data above all; ``SECURITY.md`` has the threat model).
+Failures are
 :class:`haq.core.errors.DeviceError`; bad settings are :class:`haq.core.errors.ConfigError`.
 """

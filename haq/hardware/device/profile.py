@@ -8,18 +8,19 @@ import os
 import tempfile
 
 from haq.core.errors import DeviceError
+from haq.hardware.device.guard import DEFAULT_MAX_INPUT_ELEMENTS
 from haq.hardware.device.session import open_session, random_feeds, run_once, session_options
 from haq.hardware.device.settings import ProtocolConfig
 
 
-def realized_kernels(model: bytes, cfg: ProtocolConfig) -> tuple[str, ...]:
+def realized_kernels(model: bytes, cfg: ProtocolConfig, max_input_elements: int = DEFAULT_MAX_INPUT_ELEMENTS) -> tuple[str, ...]:
     """Op types of the optimized graph as executed (one profiled, untimed run)."""
     with tempfile.TemporaryDirectory(prefix="haq-profile-") as tmp:
         opts = session_options(cfg)
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(tmp, "run")
         sess = open_session(model, opts)
-        run_once(sess, random_feeds(sess, cfg.seed))
+        run_once(sess, random_feeds(sess, cfg.seed, max_input_elements))
         path = sess.end_profiling()
         with open(path, encoding="utf-8") as fh:
             events = json.load(fh)

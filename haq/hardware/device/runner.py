@@ -70,9 +70,10 @@ class RemoteRunner:
         token: str,
         timeout: float = DEFAULT_TIMEOUT_S,
         protocol: ProtocolConfig | None = None,
+        tls_ca: str | None = None,
     ) -> None:
         self.protocol = protocol or ProtocolConfig()
-        self._client = DeviceClient(host, port, token, timeout)
+        self._client = DeviceClient(host, port, token, timeout, tls_ca)
         self._sentinel = sentinel_model() if self.protocol.sentinel_every > 0 else None
 
     @property
@@ -99,8 +100,10 @@ def make_runner(
     protocol: ProtocolConfig | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     progress: Log | None = None,
+    tls_ca: str | None = None,
 ) -> LocalRunner | RemoteRunner:
-    """``"local"`` or ``"remote://HOST:PORT"`` (the latter needs the agent's token)."""
+    """``"local"`` or ``"remote://HOST:PORT"`` (the latter needs the agent's token, and
+    ``tls_ca`` when the agent serves TLS)."""
     if spec == "local":
         return LocalRunner(protocol, progress)
     if not spec.startswith(REMOTE_PREFIX):
@@ -108,7 +111,7 @@ def make_runner(
     host, port = parse_remote(spec)
     if not token:
         raise ConfigError(f"device {spec} needs the agent's token (--token or $HAQ_DEVICE_TOKEN)")
-    return RemoteRunner(host, port, token, timeout, protocol)
+    return RemoteRunner(host, port, token, timeout, protocol, tls_ca)
 
 
 def parse_remote(spec: str) -> tuple[str, int]:

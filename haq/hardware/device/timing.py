@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from haq.core.errors import DeviceError
 from haq.core.types import Log
+from haq.hardware.device.guard import DEFAULT_MAX_INPUT_ELEMENTS, Refusal, check_model
 from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.profile import realized_kernels
 from haq.hardware.device.session import open_session, random_feeds, run_once, session_options
@@ -23,23 +24,29 @@ def measure_models(
     sentinel: bytes | None = None,
     progress: Log | None = None,
     deadline: float | None = None,
+    max_input_elements: int = DEFAULT_MAX_INPUT_ELEMENTS,
 ) -> list[Measurement]:
     """Time every model with the protocol, interleaved, re-measuring noisy ones.
 
-    ``deadline`` is a ``time.monotonic()`` value; passing it raises :class:`DeviceError`
-    between runs, so a caller with a time limit is never stuck for longer than one run.
+    Every model (and the sentinel) must pass :func:`~haq.hardware.device.guard.check_model`
+    first, and no input may declare more than ``max_input_elements`` elements. ``deadline`` is
+    a ``time.monotonic()`` value; passing it raises a ``timeout`` :class:`Refusal` between
+    runs, so a caller with a time limit is never stuck for longer than one run.
     """
     if not models:
         return []
-    kernels = [realized_kernels(m, cfg) for m in models]
-    results = _interleaved(models, kernels, cfg, sentinel, progress, deadline)
+    for model in [*models, *([sentinel] if sentinel is not None else [])]:
+        check_model(model)
+    limits = _Limits(deadline, max_input_elements)
+    kernels = [realized_kernels(m, cfg, max_input_elements) for m in models]
+    results = _interleaved(models, kernels, cfg, sentinel, progress, limits)
     for attempt in range(2, cfg.max_retries + 2):
         noisy = [i for i, m in enumerate(results) if m.noise > cfg.max_noise]
         if not noisy:
             break
         if progress:
             progress(f"re-measuring {len(noisy)} noisy model(s) (attempt {attempt}/{cfg.max_retries + 1})")
-        again = _interleaved([models[i] for i in noisy], [kernels[i] for i in noisy], cfg, sentinel, progress, deadline)
+        again = _interleaved([models[i] for i in noisy], [kernels[i] for i in noisy], cfg, sentinel, progress, limits)
         for i, new in zip(noisy, again):
             best = new if new.noise < results[i].noise else results[i]
             results[i] = Measurement(best.samples_ms, best.runs_per_sample, best.kernels, best.wall_s, attempt, best.sentinel_ms)
@@ -59,7 +66,7 @@ def _interleaved(
     cfg: ProtocolConfig,
     sentinel: bytes | None,
     progress: Log | None,
-    deadline: float | None,
+    limits: _Limits,
 ) -> list[Measurement]:
     """Steps 3-5 and 8 for a list of models: rounds of fresh sessions in rotated order."""
     n = len(models)
@@ -71,10 +78,10 @@ def _interleaved(
     for rnd in range(cfg.sessions):
         for pos in range(n):
             if use_sentinel and pos % cfg.sentinel_every == 0:
-                sentinel_ms.append(float(np.median(_time_session(sentinel, cfg, deadline)[0])))
+                sentinel_ms.append(float(np.median(_time_session(sentinel, cfg, limits)[0])))
             i = (pos + rnd) % n
             start = time.perf_counter()
-            got, k = _time_session(models[i], cfg, deadline)
+            got, k = _time_session(models[i], cfg, limits)
             walls[i] += time.perf_counter() - start
             samples[i].append(tuple(got))
             batches[i].append(k)
@@ -83,10 +90,11 @@ def _interleaved(
     return [Measurement(tuple(samples[i]), tuple(batches[i]), kernels[i], walls[i], 1, tuple(sentinel_ms)) for i in range(n)]
 
 
-def _time_session(model: bytes, cfg: ProtocolConfig, deadline: float | None) -> tuple[list[float], int]:
+def _time_session(model: bytes, cfg: ProtocolConfig, limits: _Limits) -> tuple[list[float], int]:
     """One fresh session: warm up (step 4), then ``repeats`` batched samples (step 5)."""
+    deadline = limits.deadline
     sess = open_session(model, session_options(cfg))
-    feeds = random_feeds(sess, cfg.seed)
+    feeds = random_feeds(sess, cfg.seed, limits.max_input_elements)
     warm: list[float] = []
     start = time.perf_counter()
     while len(warm) < max(cfg.warmup_runs, 1) or time.perf_counter() - start < cfg.warmup_s:
@@ -104,6 +112,12 @@ def _time_session(model: bytes, cfg: ProtocolConfig, deadline: float | None) -> 
     return out, k
 
 
+@dataclass(frozen=True)
+class _Limits:
+    deadline: float | None
+    max_input_elements: int
+
+
 def _check_deadline(deadline: float | None) -> None:
     if deadline is not None and time.monotonic() > deadline:
-        raise DeviceError("measurement stopped: its time limit passed")
+        raise Refusal("timeout", "measurement stopped: its time limit passed")

@@ -1,0 +1,133 @@
+"""Parallel evaluation: evaluations per minute with 1 and 2 workers, the serial fraction, and the
+speed-up Amdahl's law then implies for larger pools.
+
+Each worker count runs the same proposer end to end (``haq search`` by default, or the random
+baseline) with the full evaluator, through ``make_problem(workers=N)``: 1 worker evaluates
+in-process without Ray, N > 1 on N Ray actors that each load the workload once. Evaluations
+per minute count the whole run (agent training, checkpoints, Ray's overhead), not the pool's
+start-up (Ray and the actors start once per run, before the first episode).
+
+The serial fraction is measured two ways:
+
+* Karp-Flatt: from the measured speed-up S on p = 2 workers, e = (1/S − 1/p) / (1 − 1/p),
+  everything that did not parallelize (driver work and the pool's overhead) as one number;
+* driver: the share of the 1-worker run's wall time spent outside evaluation (proposing,
+  training the agent, writing checkpoints), timed directly.
+
+Amdahl's speed-up at N workers is 1 / (e + (1 − e)/N), printed for 8, 64 and 512 with both
+fractions: the driver's (what the design leaves serial) and Karp-Flatt's (everything that did
+not scale on this machine, CPU contention from other processes included).
+
+    python bench/parallel.py                       # digits CNN, RL search, 24 episodes per run
+    python bench/parallel.py --proposer random --episodes 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from haq.baselines import BaselineConfig, run_baseline
+from haq.commands.problems import make_problem
+from haq.evaluation.config import EvalConfig
+from haq.problem.config import EnvConfig
+from haq.problem.problem import Scored, SearchProblem
+from haq.quant import QuantPolicy
+from haq.search.config import AgentConfig, SearchConfig
+from haq.search.run import run_search
+from haq.workload import WorkloadConfig
+
+SCALES = (8, 64, 512)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class _Timed:
+    """Wraps a problem's ``score_many`` to add up the time spent evaluating."""
+
+    def __init__(self, problem: SearchProblem) -> None:
+        self.seconds = 0.0
+        self._inner = problem.score_many
+
+    def __call__(self, policies: Sequence[QuantPolicy]) -> list[Scored]:
+        start = time.perf_counter()
+        try:
+            return self._inner(policies)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def run_once(env: EnvConfig, proposer: str, episodes: int, seed: int, workers: int, out: Path) -> tuple[float, float, int]:
+    """(wall seconds of the run, seconds inside evaluation, evaluations) with ``workers`` workers."""
+    problem = make_problem(env, log=log, workers=workers)
+    timed = _Timed(problem)
+    problem.score_many = timed  # type: ignore[method-assign]
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        start = time.perf_counter()
+        if proposer == "search":
+            cfg = SearchConfig(env=env, agent=AgentConfig(warmup_episodes=max(episodes // 4, 2)), episodes=episodes, seed=seed)
+            result = run_search(cfg, problem, out)
+        else:
+            result = run_baseline(BaselineConfig(method="random", evaluations=episodes, seed=seed), problem, out)
+        wall = time.perf_counter() - start
+    finally:
+        problem.close()
+    return wall, timed.seconds, result.episodes_done
+
+
+def amdahl(serial: float, n: int) -> float:
+    """Speed-up on ``n`` workers of a job whose fraction ``serial`` does not parallelize."""
+    return 1.0 / (serial + (1.0 - serial) / n)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="digits_cnn", help="zoo model")
+    p.add_argument("--evaluator", default="full", choices=("cheap", "full"), help="evaluator (the target is stated for full)")
+    p.add_argument("--proposer", default="search", choices=("search", "random"), help="RL search or the random baseline")
+    p.add_argument("--episodes", type=int, default=24, help="evaluations per run")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run (the first is the reference)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/bench-parallel", help="run directories")
+    ns = p.parse_args(argv)
+    torch.set_num_threads(1)
+    env = EnvConfig(workload=WorkloadConfig(model=ns.model), evaluation=EvalConfig(kind=ns.evaluator))
+    make_problem(env, log=log)  # trains and caches the float model outside the timed runs
+    rows = []
+    for n in ns.workers:
+        log(f"{ns.proposer}: {ns.episodes} evaluations on {n} worker(s)")
+        wall, inside, evals = run_once(env, ns.proposer, ns.episodes, ns.seed, n, Path(ns.out) / f"w{n}")
+        rows.append((n, wall, inside, evals))
+    n0, wall0, inside0, evals0 = rows[0]
+    rate0 = evals0 / wall0 * 60
+    print(f"{ns.model}, {ns.evaluator} evaluator, {ns.proposer}, {ns.episodes} evaluations per run\n")
+    print("| workers | wall (s) | evaluations / min | speed-up | in evaluation (s) |")
+    print("|---|---|---|---|---|")
+    for n, wall, inside, evals in rows:
+        print(f"| {n} | {wall:.1f} | {evals / wall * 60:.1f} | {evals / wall * 60 / rate0:.2f}× | {inside:.1f} |")
+    driver = 1.0 - inside0 / wall0
+    print(f"\nserial fraction, driver work in the {n0}-worker run: {driver:.3f}")
+    print("Amdahl speed-up with it: " + ", ".join(f"{k} workers {amdahl(driver, k):.1f}×" for k in SCALES))
+    for n, wall, _, evals in rows[1:]:
+        s = (evals / wall * 60) / rate0
+        e = (1 / s - 1 / n) / (1 - 1 / n)
+        print(f"serial fraction, Karp-Flatt from the {n}-worker speed-up {s:.2f}×: {e:.3f} (includes CPU contention)")
+        print("Amdahl speed-up with it: " + ", ".join(f"{k} workers {amdahl(min(max(e, 0.0), 1.0), k):.1f}×" for k in SCALES))
+    load = os.getloadavg()
+    print(f"\nload average at the end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {os.cpu_count()} CPUs; "
+          "other processes' load takes cores from the workers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""N Ray actors that each rebuild the workload once, keep it, and evaluate the policies they are sent.
+
+A batch (:meth:`RayPool.evaluate_many`) is spread over the idle actors, one policy at a time, and
+returned in the order it was given, whichever actor finished first: the results do not depend
+on the number of workers or on their timing. An actor that dies mid-evaluation (its process
+killed, its node lost) is replaced by a fresh one and its policy is evaluated again, so a batch
+loses nothing and returns each result once; a policy whose evaluation killed
+``max_attempts`` actors in a row is a :class:`DeviceError`.
+
+Without an address the pool starts a private local Ray instance sized to the workers (no
+dashboard, worker logs kept out of the driver's output) and stops it on :meth:`RayPool.close`;
+``address`` joins an existing cluster instead (``ray start --head`` on some machine). Starting
+is bounded in time: a cluster that does not answer is a :class:`DeviceError`, not a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Iterator, Sequence
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+from haq.core.errors import DeviceError, HaqError
+from haq.core.types import Log, quiet
+from haq.core.validate import count
+from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
+from haq.parallel.spec import WorkerSpec, worker_evaluators
+from haq.quant import QuantPolicy
+
+START_TIMEOUT_S = 120.0
+"""How long starting or joining Ray may take before the pool gives up."""
+READY_TIMEOUT_S = 900.0
+"""How long a new actor may take to rebuild the workload and its float reference."""
+
+
+@ray.remote(num_cpus=1, max_restarts=0)
+class EvalWorker:
+    """One worker process: the spec's workload and evaluators, built once in ``__init__``."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self._evaluators = worker_evaluators(spec)
+
+    def pid(self) -> int:
+        """This worker's process id (tests kill it to check recovery)."""
+        return os.getpid()
+
+    def reference(self, kind: str) -> dict[str, Any]:
+        """The float model's metrics under the evaluator ``kind``."""
+        return self._evaluators[kind].reference.to_dict()
+
+    def evaluate(self, kind: str, policy: dict[str, Any]) -> dict[str, Any]:
+        """Metrics of one policy (a ``QuantPolicy.to_dict`` document) under the evaluator ``kind``."""
+        return self._evaluators[kind].evaluate(QuantPolicy.from_dict(policy)).to_dict()
+
+
+@dataclass
+class _Task:
+    index: int
+    policy: dict[str, Any]
+    attempts: int = 0
+
+
+class RayPool:
+    """``workers`` evaluation actors on a local Ray instance or the cluster at ``address``.
+
+    The pool serves every kind in ``spec.kinds``; :meth:`evaluator` gives the
+    :class:`~haq.evaluation.evaluators.Evaluator` view of one kind.
+    """
+
+    def __init__(
+        self, spec: WorkerSpec, workers: int, address: str | None = None, *, max_attempts: int = 3, log: Log | None = None,
+    ) -> None:
+        count("workers", workers)
+        count("max_attempts", max_attempts)
+        self.spec = spec
+        self.workers = workers
+        self.max_attempts = max_attempts
+        self.replaced = 0
+        self._say = log or quiet
+        self._owns_ray = start_ray(workers, address, self._say)
+        self._actors: list[Any] = []
+        try:
+            self._actors = self._spawn(workers)
+            self._references = {kind: ReferenceMetrics(**ray.get(self._actors[0].reference.remote(kind))) for kind in spec.kinds}
+        except BaseException:
+            self.close()
+            raise
+
+    def evaluator(self, kind: str) -> PoolEvaluator:
+        """The evaluator ``kind`` (one of the spec's kinds), evaluated on this pool."""
+        if kind not in self._references:
+            raise DeviceError(f"this worker pool serves the {', '.join(self._references)} evaluator(s), not '{kind}'")
+        return PoolEvaluator(self, kind)
+
+    def reference(self, kind: str) -> ReferenceMetrics:
+        """The float reference of the evaluator ``kind`` (measured by a worker)."""
+        return self._references[kind]
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids, in worker order."""
+        return [int(p) for p in ray.get([a.pid.remote() for a in self._actors])]
+
+    def actor(self, i: int) -> Any:
+        """The ``i``-th actor handle (tests use it to kill a worker)."""
+        return self._actors[i]
+
+    def evaluate_many(self, kind: str, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
+        """Metrics of every policy under ``kind``, in order; dead workers are replaced and their policy re-run."""
+        results: dict[int, PolicyMetrics] = {}
+        queue = deque(_Task(i, p.to_dict()) for i, p in enumerate(policies))
+        idle = list(range(len(self._actors)))
+        running: dict[Any, tuple[int, _Task]] = {}
+        while queue or running:
+            while queue and idle:
+                slot, task = idle.pop(0), queue.popleft()
+                running[self._actors[slot].evaluate.remote(kind, task.policy)] = (slot, task)
+            done, _ = ray.wait(list(running), num_returns=1)
+            slot, task = running.pop(done[0])
+            try:
+                results[task.index] = PolicyMetrics.from_dict(ray.get(done[0]))
+            except RayTaskError as exc:
+                cause = exc.as_instanceof_cause()
+                if isinstance(cause, HaqError):
+                    raise cause from exc
+                raise DeviceError(f"a worker failed to evaluate a policy: {exc}") from exc
+            except RayActorError as exc:
+                task.attempts += 1
+                if task.attempts >= self.max_attempts:
+                    raise DeviceError(
+                        f"{task.attempts} workers in a row died evaluating one policy ({exc.__class__.__name__}); "
+                        "check the workers' memory and logs"
+                    ) from exc
+                self._say(f"worker {slot} died ({exc.__class__.__name__}); replacing it and evaluating its policy again")
+                self._replace(slot)
+                queue.appendleft(task)
+            idle.append(slot)
+            idle.sort()
+        return [results[i] for i in range(len(policies))]
+
+    def close(self) -> None:
+        """Stop the actors, and the local Ray instance when this pool started it."""
+        for actor in self._actors:
+            ray.kill(actor, no_restart=True)
+        self._actors = []
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+
+    def __enter__(self) -> RayPool:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _spawn(self, n: int, replacing: bool = False) -> list[Any]:
+        """``n`` new actors, returned once each has built its evaluators (bounded in time). A pool's
+        first actors are refused at once when the cluster has fewer free CPUs than that (an actor
+        holds one while it lives); a replacement waits for its dead predecessor's CPU."""
+        free = float(ray.available_resources().get("CPU", 0.0))
+        if not replacing and free < n:
+            raise DeviceError(
+                f"the Ray cluster has {free:g} free CPU(s) for {n} more evaluation worker(s); "
+                "close other pools (problem.close()) or use fewer --workers"
+            )
+        actors = [EvalWorker.remote(self.spec) for _ in range(n)]  # type: ignore[attr-defined]
+        try:
+            ray.get([a.pid.remote() for a in actors], timeout=READY_TIMEOUT_S)
+        except GetTimeoutError as exc:
+            for a in actors:
+                ray.kill(a, no_restart=True)
+            raise DeviceError(
+                f"{n} evaluation worker(s) were not ready after {READY_TIMEOUT_S:.0f} s; is the cluster short of CPUs?"
+            ) from exc
+        except RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, HaqError):
+                raise cause from exc
+            raise DeviceError(f"an evaluation worker failed to start: {exc}") from exc
+        return actors
+
+    def _replace(self, slot: int) -> None:
+        ray.kill(self._actors[slot], no_restart=True)
+        self._actors[slot] = self._spawn(1, replacing=True)[0]
+        self.replaced += 1
+
+
+class PoolEvaluator:
+    """The :class:`~haq.evaluation.evaluators.Evaluator` of one kind, evaluated on a :class:`RayPool`."""
+
+    def __init__(self, pool: RayPool, kind: str) -> None:
+        self._pool = pool
+        self.kind = kind
+
+    @property
+    def reference(self) -> ReferenceMetrics:
+        """The float model measured by a worker the same way as every policy."""
+        return self._pool.reference(self.kind)
+
+    def evaluate(self, policy: QuantPolicy) -> PolicyMetrics:
+        """One policy on one worker."""
+        return self._pool.evaluate_many(self.kind, [policy])[0]
+
+    def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
+        """The policies spread over the workers, results in order."""
+        return self._pool.evaluate_many(self.kind, policies)
+
+
+def start_ray(workers: int, address: str | None, log: Log) -> bool:
+    """Join the cluster at ``address``, or start a local instance with one CPU per worker; returns
+    whether this call started Ray (and so should stop it). Gives up after :data:`START_TIMEOUT_S`.
+
+    Ray must start on the calling thread (its processes die with the thread that started them),
+    so the time limit is an alarm signal, set only where one can be (the main thread).
+    """
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"address": address} if address else {
+        "num_cpus": workers, "include_dashboard": False, "configure_logging": False,
+    }
+    where = f"the Ray cluster at {address}" if address else f"a local Ray instance with {workers} CPUs"
+    began = time.perf_counter()
+    try:
+        with _time_limit(START_TIMEOUT_S, f"{where} did not start within {START_TIMEOUT_S:.0f} s"):
+            ray.init(log_to_driver=False, **kwargs)
+    except DeviceError:
+        ray.shutdown()
+        raise
+    except Exception as exc:  # ray raises many types (ConnectionError, RuntimeError, ValueError)
+        ray.shutdown()
+        first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise DeviceError(f"could not start {where}: {first}; check `ray status`, or run with --workers 1") from exc
+    log(f"started {where} in {time.perf_counter() - began:.1f} s" if address is None else f"joined {where}")
+    return address is None
+
+
+@contextmanager
+def _time_limit(seconds: float, message: str) -> Iterator[None]:
+    """Raise :class:`DeviceError` (``message``) if the block runs past ``seconds`` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum: int, _frame: FrameType | None) -> None:
+        raise DeviceError(message + "; check `ray status`, or run with --workers 1")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

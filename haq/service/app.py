@@ -1,0 +1,571 @@
+"""The service's HTTP API (FastAPI): jobs, their progress and results, tables and device agents.
+
+Every route but ``/health`` and the page (``/``, static, holding no data) needs
+``Authorization: Bearer <token>`` (compared in constant time). Request bodies are capped (a
+job document or an agent registration: ``max_body_bytes``; a table upload:
+``max_table_bytes``). Every bad request is a 4xx whose ``detail`` names the field: a job
+document is validated by the CLI's config classes and :mod:`haq.service.names` before it is
+queued. Jobs run in worker processes (:mod:`haq.service.workers`); handlers only read the store
+(plots and ONNX exports are made on request: plots here, exports in a worker process).
+The schema is at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, MutableMapping
+
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+import latency_tables
+from haq import __version__
+from haq.core.errors import ConfigError, HaqError, PolicyError, RunDirError, TableError
+from haq.core.fileio import atomic_write_bytes, atomic_write_text
+from haq.core.types import Log
+from haq.jobs.document import RUN_KINDS, parse_job
+from haq.jobs.files import to_toml
+from haq.plots import plot_run
+from haq.runs.rundir import EpisodeRecord, RunDir, best_of
+from haq.service.config import ServiceConfig
+from haq.service.names import check_submission, known_tables, planned_total
+from haq.service.store import DONE_STATES, JOB_ID, NAME, RUNNING, JobInfo, Store
+from haq.service.worker import JOB_FILE, ONNX_FILE, ONNX_STAMP
+from haq.service.workers import LOG_FILE, PROGRESS_FILE, WORKER_MODULE, WorkerPool
+from haq.tables.table import load_table
+
+MAX_PAGE = 1000
+PLOTS_DIR = "plots"
+JobId = Annotated[str, PathParam(description="a job id (16 hex digits)", min_length=16, max_length=16, pattern="^[0-9a-f]{16}$")]
+Name = Annotated[
+    str, PathParam(description="a table or agent name", min_length=1, max_length=64, pattern="^" + NAME.pattern + "$")
+]
+ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class Figure(str, enum.Enum):
+    """The PNG figures of a run (``haq plot``)."""
+
+    reward = "reward"
+    accuracy_vs_cost = "accuracy_vs_cost"
+    bits = "bits"
+
+
+class AgentIn(BaseModel):
+    """A device agent (``haq device serve``) to register for hardware-in-the-loop table builds."""
+
+    host: str = Field(
+        min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:-]+$", description="host name or address (IPv6 without brackets)"
+    )
+    port: int = Field(ge=1, le=65535)
+    token: str = Field(min_length=8, max_length=1024, description="the agent's token; stored by the service, never returned")
+
+
+def create_app(cfg: ServiceConfig, log: Log) -> FastAPI:
+    """The app for one store; its lifespan starts and stops the worker pool."""
+    store = Store(cfg.store)
+    pool = WorkerPool(store, cfg.max_jobs, cfg.max_attempts, log)
+    runs = RunCache()
+    plot_lock = threading.Lock()
+    export_lock = threading.Lock()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        pool.start()
+        try:
+            yield
+        finally:
+            pool.stop()
+            store.close()
+
+    app = FastAPI(
+        title="haq service",
+        version=__version__,
+        lifespan=lifespan,
+        description="Runs, persists and resumes haq searches, baselines, transfers and table builds. "
+        "Every route but /health and the page needs `Authorization: Bearer <token>` ($HAQ_SERVICE_TOKEN of the service).",
+    )
+    app.state.store, app.state.pool = store, pool
+    bearer = HTTPBearer(auto_error=False, description="the service's token ($HAQ_SERVICE_TOKEN)")
+
+    def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        given = credentials.credentials if credentials is not None and credentials.scheme.lower() == "bearer" else ""
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), cfg.token.encode("utf-8")):
+            raise HTTPException(401, "Authorization: a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(HaqError)
+    async def haq_error(_request: Request, exc: HaqError) -> JSONResponse:
+        status = 409 if isinstance(exc, RunDirError) else 422 if isinstance(exc, (ConfigError, TableError, PolicyError)) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        parts = [f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors]
+        return JSONResponse(
+            {"detail": "; ".join(parts) or "invalid request", "errors": _jsonable_errors(errors)}, status_code=422
+        )
+
+    @app.get("/health", tags=["service"], summary="liveness (no token needed)")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        html = resources.files("haq.service").joinpath("page.html").read_text(encoding="utf-8")
+        return HTMLResponse(
+            html,
+            headers={
+                "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                "connect-src 'self'; img-src 'self' data: blob:",
+                "Referrer-Policy": "no-referrer",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    api = APIRouter(dependencies=[Depends(authorized)], responses={401: {"description": "missing or wrong bearer token"}})
+
+    def job_or_404(job_id: str) -> JobInfo:
+        info = store.job(job_id) if JOB_ID.fullmatch(job_id) else None
+        if info is None:
+            raise HTTPException(404, f"job_id: no job {job_id!r}")
+        return info
+
+    @api.post("/jobs", status_code=201, tags=["jobs"], summary="submit a job document (validated before it is queued)")
+    def submit(
+        doc: dict[str, Any] = Body(
+            ...,
+            description="a haq job document: version, kind and the kind's sections",
+            examples=[{"version": 1, "kind": "search", "search": {"episodes": 20, "env": {"evaluation": {"kind": "cheap"}}}}],
+        ),
+    ) -> dict[str, Any]:
+        job = parse_job(doc)
+        check_submission(job, store)
+        try:
+            text = json.dumps(job.to_dict(), indent=2, allow_nan=False) + "\n"
+        except ValueError:
+            raise ConfigError("the job document holds a number that is not finite (NaN or infinity)") from None
+        job_id = store.new_job_id()
+        job_dir = store.job_dir(job_id)
+        job_dir.mkdir(parents=True)
+        atomic_write_text(job_dir / JOB_FILE, text)
+        info = store.add_job(job_id, job.kind, planned_total(job))
+        pool.wake()
+        return job_view(store, runs, info)
+
+    @api.get("/jobs", tags=["jobs"], summary="every job with its state and progress")
+    def list_jobs(state: str | None = Query(None, pattern="^(queued|running|finished|failed|cancelled)$")) -> dict[str, Any]:
+        return {"jobs": [job_view(store, runs, j) for j in store.jobs([state] if state else None)]}
+
+    @api.get("/jobs/{job_id}", tags=["jobs"], summary="a job's state, progress, budget and related baselines")
+    def get_job(job_id: JobId) -> dict[str, Any]:
+        info = job_or_404(job_id)
+        return {**job_view(store, runs, info), **job_details(store, info)}
+
+    @api.get("/jobs/{job_id}/document", tags=["jobs"], summary="the resolved job document (JSON, or TOML with format=toml)")
+    def get_document(job_id: JobId, fmt: str = Query("json", alias="format", pattern="^(json|toml)$")) -> Response:
+        info = job_or_404(job_id)
+        doc = json.loads((store.job_dir(info.id) / JOB_FILE).read_text())
+        if fmt == "toml":
+            return PlainTextResponse(to_toml(doc), media_type="application/toml")
+        return JSONResponse(doc)
+
+    @api.get("/jobs/{job_id}/episodes", tags=["results"], summary="a page of the job's episode log")
+    def get_episodes(
+        job_id: JobId, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(100, ge=1, le=MAX_PAGE)
+    ) -> dict[str, Any]:
+        info = job_or_404(job_id)
+        records = runs.records(store.run_dir(info.id)) if info.kind in RUN_KINDS else []
+        page = records[offset : offset + limit]
+        return {"total": len(records), "offset": offset, "limit": limit, "episodes": [json.loads(r.to_json()) for r in page]}
+
+    @api.get("/jobs/{job_id}/best", tags=["results"], summary="the best policy so far (haq.policy JSON)")
+    def get_best(job_id: JobId) -> Response:
+        info = job_or_404(job_id)
+        path = store.run_dir(info.id) / "best_policy.json"
+        if info.kind not in RUN_KINDS or not path.is_file():
+            raise HTTPException(404, f"job_id: job {info.id} has no best policy yet")
+        return FileResponse(path, media_type="application/json")
+
+    @api.get(
+        "/jobs/{job_id}/plots/{figure}",
+        tags=["results"],
+        summary="a PNG of the run (haq plot), baselines overlaid",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    def get_plot(figure: Figure, job_id: JobId) -> Response:
+        info = job_or_404(job_id)
+        run_dir = store.run_dir(info.id)
+        if info.kind not in RUN_KINDS or not runs.records(run_dir):
+            raise HTTPException(404, f"job_id: job {info.id} has no finished episode to plot yet")
+        baselines = [store.run_dir(b) for b in related_baselines(store, info) if runs.records(store.run_dir(b))]
+        out = store.job_dir(info.id) / PLOTS_DIR
+        stamp = json.dumps([_file_stamp(run_dir / "episodes.jsonl"), *[_file_stamp(b / "episodes.jsonl") for b in baselines]])
+        with plot_lock:
+            stamp_file = out / "stamp.json"
+            if not (stamp_file.is_file() and stamp_file.read_text() == stamp and (out / f"{figure.value}.png").is_file()):
+                try:
+                    plot_run(run_dir, baselines, out)
+                except HaqError as exc:
+                    raise HTTPException(404, f"figure: {exc}") from None
+                atomic_write_text(stamp_file, stamp)
+            data = (out / f"{figure.value}.png").read_bytes()
+        return Response(data, media_type="image/png")
+
+    @api.get(
+        "/jobs/{job_id}/onnx",
+        tags=["results"],
+        summary="the best policy exported as QDQ ONNX (made on first request)",
+        response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}}},
+    )
+    def get_onnx(job_id: JobId) -> Response:
+        info = job_or_404(job_id)
+        run_dir = store.run_dir(info.id)
+        best = best_of(runs.records(run_dir)) if info.kind in RUN_KINDS else None
+        if best is None:
+            raise HTTPException(404, f"job_id: job {info.id} has no best policy to export yet")
+        job_dir = store.job_dir(info.id)
+        with export_lock:
+            if _stamped_episode(job_dir / ONNX_STAMP) != best.episode:
+                _export(cfg, store, info.id)
+            data = (job_dir / ONNX_FILE).read_bytes()
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{info.id}-best.onnx"'},
+        )
+
+    @api.get("/jobs/{job_id}/log", tags=["jobs"], summary="the last lines its workers printed")
+    def get_log(job_id: JobId, lines: int = Query(50, ge=1, le=2000)) -> PlainTextResponse:
+        info = job_or_404(job_id)
+        path = store.job_dir(info.id) / LOG_FILE
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        return PlainTextResponse("\n".join(text.splitlines()[-lines:]) + "\n")
+
+    @api.post("/jobs/{job_id}/cancel", tags=["jobs"], summary="cancel a queued or running job")
+    def cancel(job_id: JobId) -> dict[str, Any]:
+        info = job_or_404(job_id)
+        if info.state in DONE_STATES:
+            raise HTTPException(409, f"job_id: job {info.id} is already {info.state}")
+        return job_view(store, runs, pool.cancel(info))
+
+    @api.get("/tables", tags=["tables"], summary="the tables the service knows: shipped, uploaded and built")
+    def list_tables() -> dict[str, Any]:
+        return {"tables": [runs.table_summary(name, path, _source(store, path)) for name, path in known_tables(store).items()]}
+
+    @api.get("/tables/{name}", tags=["tables"], summary="one table file")
+    def get_table(name: Name) -> FileResponse:
+        path = known_tables(store).get(name)
+        if path is None:
+            raise HTTPException(404, f"name: no table {name!r}")
+        return FileResponse(path, media_type="application/json")
+
+    @api.put(
+        "/tables/{name}",
+        status_code=201,
+        tags=["tables"],
+        summary="upload a table (validated by the table loader)",
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}},
+    )
+    async def put_table(
+        request: Request, name: Name, replace: bool = Query(False, description="replace an uploaded table of that name")
+    ) -> dict[str, Any]:
+        body = await request.body()
+        return _store_table(store, runs, name, body, replace)
+
+    @api.get("/agents", tags=["agents"], summary="registered device agents (tokens are never returned)")
+    def list_agents() -> dict[str, Any]:
+        return {"agents": [a.public() for a in store.agents()]}
+
+    @api.put("/agents/{name}", status_code=201, tags=["agents"], summary="register a device agent for table builds (agent:NAME)")
+    def put_agent(agent: AgentIn, name: Name) -> dict[str, Any]:
+        return store.add_agent(name, agent.host, agent.port, agent.token).public()
+
+    @api.delete("/agents/{name}", tags=["agents"], summary="forget a device agent")
+    def delete_agent(name: Name) -> dict[str, Any]:
+        if not store.remove_agent(name):
+            raise HTTPException(404, f"name: no agent {name!r}")
+        return {"name": name, "removed": True}
+
+    app.include_router(api)
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes, table_limit=cfg.max_table_bytes)
+    return app
+
+
+def _store_table(store: Store, runs: "RunCache", name: str, body: bytes, replace: bool) -> dict[str, Any]:
+    """Validate an uploaded table with the table loader, then move it into place."""
+    if name in latency_tables.available():
+        raise HTTPException(409, f"name: {name!r} is a shipped table; upload under another name")
+    final = store.tables_dir / f"{name}.json"
+    if final.exists() and not replace:
+        raise HTTPException(409, f"name: a table {name!r} exists; pass replace=true to replace it")
+    tmp = store.tables_dir / ".incoming" / f"{name}.json"
+    atomic_write_bytes(tmp, body)
+    try:
+        table = load_table(tmp, name)
+    except HaqError as exc:
+        tmp.unlink(missing_ok=True)
+        raise HTTPException(422, f"body: not a valid cost table: {exc}") from None
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise HTTPException(422, f"body: not a valid cost table ({type(exc).__name__})") from None
+    tmp.replace(final)
+    return runs.table_summary(name, final, "store") | {"device": table.device}
+
+
+class RunCache:
+    """Episode logs and table summaries, re-read only when their file changes."""
+
+    def __init__(self) -> None:
+        self._records: dict[Path, tuple[tuple[int, int], list[EpisodeRecord]]] = {}
+        self._tables: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def records(self, run_dir: Path) -> list[EpisodeRecord]:
+        """The complete episodes of a run directory (none if it holds no log yet)."""
+        path = run_dir / "episodes.jsonl"
+        stamp = _file_stamp(path)
+        with self._lock:
+            cached = self._records.get(path)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+        try:
+            records = RunDir(run_dir).read_episodes()
+        except HaqError:
+            records = []
+        with self._lock:
+            self._records[path] = (stamp, records)
+        return records
+
+    def table_summary(self, name: str, path: Path, source: str) -> dict[str, Any]:
+        """Name, device, metrics and size of a table."""
+        stamp = _file_stamp(path)
+        with self._lock:
+            cached = self._tables.get(path)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+        try:
+            t = load_table(path, name)
+            summary = {
+                "name": name,
+                "source": source,
+                "device": t.device,
+                "metrics": list(t.metrics),
+                "signatures": len(t.signatures),
+                "models": list(t.meta.get("models", [])),
+            }
+        except HaqError as exc:
+            summary = {"name": name, "source": source, "error": str(exc)}
+        with self._lock:
+            self._tables[path] = (stamp, summary)
+        return summary
+
+
+def job_view(store: Store, runs: RunCache, info: JobInfo) -> dict[str, Any]:
+    """A job's row and its progress: episodes done, best reward so far, evaluations per minute, ETA."""
+    return {**info.to_dict(), "progress": progress_of(store, runs, info)}
+
+
+def progress_of(store: Store, runs: RunCache, info: JobInfo) -> dict[str, Any]:
+    """Progress from the run directory (what is logged) and the worker's progress file (its pace)."""
+    if info.kind not in RUN_KINDS:
+        return {
+            "episodes_done": None,
+            "episodes_total": None,
+            "best_reward": None,
+            "evaluations_per_minute": None,
+            "eta_seconds": None,
+        }
+    records = runs.records(store.run_dir(info.id))
+    best = best_of(records)
+    pf = _read_json(store.job_dir(info.id) / PROGRESS_FILE)
+    total = pf.get("episodes") if isinstance(pf.get("episodes"), int) else info.total
+    rate = None
+    done_now, done_then = pf.get("done"), pf.get("done_at_start")
+    start, last = pf.get("session_start"), pf.get("time")
+    if all(isinstance(x, (int, float)) for x in (done_now, done_then, start, last)):
+        elapsed = (time.time() if info.state == RUNNING else last) - start
+        if done_now > done_then and elapsed > 0:
+            rate = (done_now - done_then) / elapsed * 60.0
+    eta = None
+    if rate and total is not None and info.state == RUNNING:
+        eta = max(0.0, (total - len(records)) / rate * 60.0)
+    return {
+        "episodes_done": len(records),
+        "episodes_total": total,
+        "best_reward": best.reward if best else None,
+        "best_episode": best.episode if best else None,
+        "evaluations_per_minute": rate,
+        "eta_seconds": eta,
+    }
+
+
+def job_details(store: Store, info: JobInfo) -> dict[str, Any]:
+    """What the page draws besides the episodes: the budget, the float reference, the layers and related baselines."""
+    details: dict[str, Any] = {"baselines": related_baselines(store, info)}
+    config = _read_json(store.run_dir(info.id) / "config.json")
+    for key in ("budget", "reference", "layers"):
+        details[key] = config.get(key)
+    return details
+
+
+def related_baselines(store: Store, info: JobInfo) -> list[str]:
+    """Baseline jobs on the same model, table and budget as a search or baseline job (to overlay)."""
+    env = _job_env(store, info.id)
+    if env is None:
+        return []
+    key = _env_key(env)
+    return [j.id for j in store.jobs() if j.kind == "baseline" and j.id != info.id and _env_key(_job_env(store, j.id)) == key]
+
+
+def _job_env(store: Store, job_id: str) -> dict[str, Any] | None:
+    doc = _read_json(store.job_dir(job_id) / JOB_FILE)
+    kind = doc.get("kind")
+    env = doc.get("search", {}).get("env") if kind == "search" else doc.get("env") if kind == "baseline" else None
+    return env if isinstance(env, dict) else None
+
+
+def _env_key(env: dict[str, Any] | None) -> Any:
+    if env is None:
+        return None
+    workload = env.get("workload", {})
+    return (workload.get("model"), workload.get("dataset"), env.get("table"), json.dumps(env.get("budget"), sort_keys=True))
+
+
+def _export(cfg: ServiceConfig, store: Store, job_id: str) -> None:
+    """Export in a worker process (it loads the model), bounded by ``export_timeout_s``."""
+    cmd = [sys.executable, "-m", WORKER_MODULE, "--store", str(store.root), "--parent", str(os.getpid()), "--export", job_id]
+    try:
+        done = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=cfg.export_timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise HTTPException(504, f"exporting job {job_id} took longer than {cfg.export_timeout_s:g} s") from None
+    if done.returncode != 0:
+        message = _read_json(store.job_dir(job_id) / "export.error.json").get("message", f"exit code {done.returncode}")
+        raise HTTPException(409, f"job_id: the best policy of job {job_id} cannot be exported: {message}")
+
+
+def _stamped_episode(path: Path) -> int | None:
+    value = _read_json(path).get("episode")
+    return value if isinstance(value, int) else None
+
+
+def _source(store: Store, path: Path) -> str:
+    """``shipped`` with haq, or ``store``: uploaded to, or built by, this service."""
+    return "store" if path.parent == store.tables_dir else "shipped"
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, -1)
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        out.append({"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))})
+    return out
+
+
+class _TooLarge(HTTPException):
+    """A body over its cap, noticed while it streams in (FastAPI passes HTTP exceptions through body parsing)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"body: request body over the {limit}-byte limit")
+
+
+class BodyLimit:
+    """Refuses a request body over its cap with 413 (by Content-Length, and while it streams in).
+
+    ``PUT /tables/...`` (a table upload) gets ``table_limit``, everything else ``limit``.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, table_limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.table_limit = table_limit
+
+    async def __call__(
+        self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        is_upload = scope.get("method") == "PUT" and str(scope.get("path", "")).startswith("/tables/")
+        limit = self.table_limit if is_upload else self.limit
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                if not value.isdigit() or int(value) > limit:
+                    await _send_413(send, limit)
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge(limit)
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _send_413(send, limit)
+
+
+async def _send_413(send: Callable[[Any], Awaitable[None]], limit: int) -> None:
+    body = json.dumps({"detail": f"body: request body over the {limit}-byte limit"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+__all__ = ["BodyLimit", "Figure", "RunCache", "create_app", "job_view", "progress_of"]

@@ -1,0 +1,122 @@
+"""Multi-fidelity scoring: the cheap evaluator screens, the full one judges the policies that can
+still win, the calibration line puts screened rewards on the full scale, and every scored policy
+says which fidelity scored it."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import pytest
+from search_fakes import AnalyticTable
+
+from haq.core.errors import ConfigError
+from haq.evaluation.config import EvalConfig
+from haq.evaluation.evaluators import CachedEvaluator, build_evaluator
+from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
+from haq.problem.fidelity import CHEAP, FULL, Calibration, FidelityScreen
+from haq.quant import LayerBits, QuantPolicy
+from haq.workload import Workload
+
+
+def _policy(bits: int) -> QuantPolicy:
+    return QuantPolicy({"a": LayerBits(bits, bits), "b": LayerBits(bits, 8)})
+
+
+class _Linear:
+    """A fake evaluator whose accuracy is a line in the first layer's bits; counts evaluations."""
+
+    def __init__(self, slope: float, offset: float) -> None:
+        self.slope, self.offset, self.calls = slope, offset, 0
+
+    @property
+    def reference(self) -> ReferenceMetrics:
+        return ReferenceMetrics(1.0, None)
+
+    def evaluate(self, policy: QuantPolicy) -> PolicyMetrics:
+        return self.evaluate_many([policy])[0]
+
+    def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
+        self.calls += len(policies)
+        return [PolicyMetrics(self.offset + self.slope * p["a"].w_bits, None, 1.0, None, 8) for p in policies]
+
+
+def _reward(metrics: PolicyMetrics, reference: ReferenceMetrics) -> float:
+    return metrics.clean_acc - reference.clean_acc
+
+
+def _screen(calibration: int = 3, z: float = 0.0, min_fraction: float = 0.0) -> tuple[FidelityScreen, _Linear, _Linear]:
+    cheap, full = _Linear(0.1, 0.0), _Linear(0.1, 0.2)
+    return FidelityScreen(CachedEvaluator(cheap), CachedEvaluator(full), _reward, calibration, z, min_fraction), cheap, full
+
+
+def test_calibration_is_an_offset_first_then_a_regression() -> None:
+    cal = Calibration(ridge=0.0)
+    assert cal.fit().std == math.inf and cal.fit()(np.array([0.3, 0.5, 0.5])) == pytest.approx(0.3)
+    cal.add(np.array([0.0, 0.5, 0.5]), 1.0)
+    cal.add(np.array([1.0, 0.25, 0.5]), 2.0)
+    offset = cal.fit()
+    assert offset(np.array([3.0, 0.5, 0.5])) == pytest.approx(4.0) and offset.std == pytest.approx(0.0)
+    rng = np.random.default_rng(0)
+    exact = Calibration(ridge=0.0)
+    for _ in range(10):
+        x = rng.uniform(0, 1, 3)
+        exact.add(x, 2.0 * x[0] - x[1] + 0.5 * x[2] + 0.25)
+    fitted = exact.fit()
+    assert fitted(np.array([1.0, 1.0, 1.0])) == pytest.approx(1.75) and fitted.std == pytest.approx(0.0, abs=1e-9)
+
+
+def test_calibrating_policies_all_get_the_full_evaluation() -> None:
+    screen, cheap, full = _screen(calibration=3)
+    scored = screen.score_many([_policy(b) for b in (2, 4, 6)])
+    assert [s.fidelity for s in scored] == [FULL] * 3 and full.calls == 3 and cheap.calls == 3
+    assert all(s.cheap_reward is not None for s in scored)
+    assert screen.full_evaluations == 3
+
+
+def test_screened_policies_keep_the_predicted_full_reward_and_never_become_best() -> None:
+    screen, _, full = _screen(calibration=3, z=0.0)
+    screen.score_many([_policy(b) for b in (2, 5, 8)])  # full = cheap + 0.2 exactly: the offset model is exact
+    low, high = screen.score_many([_policy(3), _policy(8)])
+    assert low.fidelity == CHEAP and high.fidelity == FULL and high.cached
+    truth = _reward(PolicyMetrics(0.2 + 0.1 * 3, None, 1.0, None, 8), ReferenceMetrics(1.0, None))
+    assert low.reward == pytest.approx(truth)
+    assert low.reward < screen.best_full
+    assert full.calls == 3
+    assert low.annotations() == {"fidelity": CHEAP, "cheap_reward": low.cheap_reward}
+
+
+def test_a_policy_that_can_still_win_gets_the_full_evaluation() -> None:
+    screen, _, full = _screen(calibration=2, z=0.0)
+    screen.score_many([_policy(2), _policy(4)])
+    (better,) = screen.score_many([_policy(7)])
+    assert better.fidelity == FULL and full.calls == 3 and screen.best_full == better.reward
+
+
+def test_a_minimum_fraction_of_full_evaluations_is_kept() -> None:
+    screen, _, full = _screen(calibration=2, z=0.0, min_fraction=0.5)
+    screen.score_many([_policy(7), _policy(8)])
+    scored = screen.score_many([_policy(b) for b in (2, 3, 4, 5)])
+    assert [s.fidelity for s in scored] == [CHEAP, CHEAP, CHEAP, FULL]  # half of 6 in full: the predicted best
+    assert screen.full_evaluations == 3 == full.calls
+
+
+def test_remember_restores_the_calibration_and_the_caches() -> None:
+    screen, _, _ = _screen(calibration=2)
+    scored = screen.score_many([_policy(2), _policy(6), _policy(3)])
+    again, cheap, full = _screen(calibration=2)
+    for bits, s in zip((2, 6, 3), scored):
+        again.remember(_policy(bits), s)
+    a, b = again.calibration.fit(), screen.calibration.fit()
+    assert (a.offset, list(a.coef), a.std, again.best_full) == (b.offset, list(b.coef), b.std, screen.best_full)
+    assert (again.scored, again.full_evaluations) == (screen.scored, screen.full_evaluations)
+    assert [s.reward for s in again.score_many([_policy(b) for b in (2, 6, 3)])] == [s.reward for s in scored]
+    assert cheap.calls == 0 and full.calls == 0
+
+
+def test_multi_is_a_search_evaluator_only(digits_workload: Workload) -> None:
+    with pytest.raises(ConfigError, match="combines two evaluators"):
+        build_evaluator(digits_workload, AnalyticTable(), EvalConfig(kind="multi"))
+    with pytest.raises(ConfigError, match="screen_z"):
+        EvalConfig(kind="multi", screen_z=-1.0)

@@ -1,0 +1,51 @@
+"""What the search judges with and what the agent sees: the honest final pick (top k re-scored on
+held-out images, reported on the test split) and the sensitivity observation layout (v1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from envs.mixed_precision import OBS_FEATURES, OBSERVATION_FEATURES, MixedPrecisionEnv
+from haq.baselines.candidates import random_candidates
+from haq.commands.problems import make_problem
+from haq.core.errors import ConfigError
+from haq.problem.config import EnvConfig
+from haq.problem.problem import SearchProblem
+from haq.problem.select import pick_final
+
+
+@pytest.fixture(scope="module")
+def problem(cache_dir: Path) -> SearchProblem:
+    return make_problem(EnvConfig(), cache_dir=cache_dir)
+
+
+def test_the_pick_rescores_the_top_k_on_images_the_search_never_saw(problem: SearchProblem) -> None:
+    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 8, np.random.default_rng(0))]
+    candidates = [(p, problem.score(p).reward) for p in pols]
+    pick = pick_final(problem, candidates, k=3)
+    top3 = sorted(range(8), key=lambda i: -candidates[i][1])[:3]
+    assert sorted(pick.select_rewards) == sorted(top3) and pick.index in top3
+    assert pick.index == max(top3, key=lambda i: (pick.select_rewards[i], -top3.index(i)))
+    # digits has 359 validation images, 300 searched: too few left, so test halves pick and report
+    assert (pick.select_images, pick.test_images) == ("test[0:180]", "test[180:360]")
+    assert 0.0 <= pick.test.clean_acc <= 1.0 and pick.policy is candidates[pick.index][0]
+    with pytest.raises(ConfigError, match="at least one"):
+        pick_final(problem, [])
+
+
+def test_sensitivity_observation_extends_v0_and_passes_check_env(cache_dir: Path) -> None:
+    problem = make_problem(EnvConfig(observation="v1"), cache_dir=cache_dir)
+    env = MixedPrecisionEnv(problem=problem)
+    check_env(env, skip_render_check=True)
+    assert OBSERVATION_FEATURES["v0"] == OBS_FEATURES and env.features[: len(OBS_FEATURES)] == OBS_FEATURES
+    obs, _ = env.reset()
+    assert obs.shape == (len(OBS_FEATURES) + 4,) and obs[-1] == 0.0
+    used = []
+    for _ in range(env.num_layers):
+        obs, *_ = env.step(np.array([-1.0, -1.0], dtype=np.float32))
+        used.append(float(obs[-1]))
+    assert used == sorted(used) and used[-1] == pytest.approx(1.0)  # every layer at its worst pair: all the error

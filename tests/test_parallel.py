@@ -1,0 +1,141 @@
+"""Parallel evaluation: batches through the evaluator cache, vectorized episodes scored together,
+and Ray workers that give the in-process results, in order, even when one is killed mid-batch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pytest
+from search_fakes import AnalyticTable
+
+from envs.mixed_precision import MixedPrecisionEnv
+from envs.vector import MixedPrecisionVecEnv
+from haq.baselines.candidates import random_candidates
+from haq.evaluation.evaluators import CachedEvaluator
+from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
+from haq.problem.config import EnvConfig
+from haq.problem.problem import SearchProblem, build_problem
+from haq.quant import QuantPolicy
+from haq.workload import Workload
+
+
+class _Counting:
+    """A fake evaluator: accuracy from the bits, every batch recorded."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    @property
+    def reference(self) -> ReferenceMetrics:
+        return ReferenceMetrics(1.0, None)
+
+    def evaluate(self, policy: QuantPolicy) -> PolicyMetrics:
+        return self.evaluate_many([policy])[0]
+
+    def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
+        self.batches.append(len(policies))
+        return [PolicyMetrics(sum(b.w_bits + b.a_bits for b in p.layers.values()) / 100.0, None, 1.0, None, 8) for p in policies]
+
+
+@pytest.fixture()
+def counted(digits_workload: Workload) -> tuple[SearchProblem, _Counting]:
+    fake = _Counting()
+    cfg = EnvConfig(table="analytic-test")
+    return build_problem(cfg, table=AnalyticTable(), workload=digits_workload, evaluator_factory=lambda kind: fake), fake
+
+
+def test_cached_batches_evaluate_each_distinct_miss_once(counted: tuple[SearchProblem, _Counting]) -> None:
+    problem, fake = counted
+    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 4, np.random.default_rng(0))]
+    batch = [pols[0], pols[1], pols[0], pols[2]]
+    scored = problem.score_many(batch)
+    assert fake.batches == [3]
+    assert [s.cached for s in scored] == [False, False, True, False]
+    assert (scored[2].metrics, scored[2].reward) == (scored[0].metrics, scored[0].reward)
+    again = problem.score_many([pols[3], pols[1]])
+    assert fake.batches == [3, 1] and [s.cached for s in again] == [False, True]
+    assert [s.fidelity for s in scored + again] == ["cheap"] * 6
+
+
+def test_vectorized_episodes_are_scored_as_one_batch_like_single_episodes(counted: tuple[SearchProblem, _Counting]) -> None:
+    problem, fake = counted
+    vec = MixedPrecisionVecEnv(problem, 3)
+    vec.reset()
+    rng = np.random.default_rng(1)
+    actions = [rng.uniform(-1, 1, (3, 2)).astype(np.float32) for _ in range(vec.num_layers)]
+    for a in actions:
+        _, rewards, dones, infos = vec.step(a)
+    assert dones.all() and fake.batches == [3]
+    assert all("terminal_observation" in i and i["fidelity"] == "cheap" for i in infos)
+    single = MixedPrecisionEnv(problem=problem)
+    for k in range(3):
+        single.reset()
+        for a in actions:
+            _, reward, done, _, info = single.step(a[k])
+        assert done and reward == pytest.approx(rewards[k]) and info["policy"] == infos[k]["policy"]
+
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def two_workers(cache_dir: Path) -> Iterator[SearchProblem]:
+    """The embedded default evaluated on 2 Ray workers (one pool for the module: 2 CPUs hold 2 actors)."""
+    from haq.commands.problems import make_problem
+
+    problem = make_problem(EnvConfig(), cache_dir=cache_dir, workers=2)
+    yield problem
+    problem.close()
+
+
+@pytest.fixture(scope="module")
+def pool(two_workers: SearchProblem) -> object:
+    return two_workers.pool
+
+
+@pytest.fixture(scope="module")
+def default_problem(cache_dir: Path) -> SearchProblem:
+    from haq.commands.problems import make_problem
+
+    return make_problem(EnvConfig(), cache_dir=cache_dir)
+
+
+def test_workers_give_the_in_process_results_in_order(pool: object, default_problem: SearchProblem) -> None:
+    from haq.parallel.ray_pool import RayPool
+
+    assert isinstance(pool, RayPool)
+    pols = [default_problem.policy(c.pairs) for c in random_candidates(default_problem.budget_model, 6, np.random.default_rng(2))]
+    local = CachedEvaluator(default_problem.evaluator).evaluate_many(pols)
+    remote = pool.evaluator("cheap").evaluate_many(pols)
+    assert [m.clean_acc for m in remote] == [m.clean_acc for m in local]
+    assert [m.latency_ms for m in remote] == [m.latency_ms for m in local]
+    assert pool.reference("cheap") == default_problem.evaluator.reference
+    assert len(set(pool.pids())) == 2
+
+
+def test_a_killed_worker_is_replaced_and_its_policy_evaluated_again(pool: object, default_problem: SearchProblem) -> None:
+    from haq.parallel.ray_pool import RayPool
+
+    assert isinstance(pool, RayPool)
+    candidates = random_candidates(default_problem.budget_model, 96, np.random.default_rng(3))  # ~2 s: killed mid-batch
+    pols = [default_problem.policy(c.pairs) for c in candidates]
+    expected = [m.clean_acc for m in CachedEvaluator(default_problem.evaluator).evaluate_many(pols)]
+    victim = pool.pids()[0]
+    before = pool.replaced
+
+    def kill() -> None:
+        time.sleep(0.3)
+        os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    got = pool.evaluator("cheap").evaluate_many(pols)
+    killer.join()
+    assert [m.clean_acc for m in got] == expected  # nothing lost, nothing twice, in order
+    assert pool.replaced == before + 1 and victim not in pool.pids()
