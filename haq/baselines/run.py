@@ -26,17 +26,18 @@ from haq.baselines.candidates import (
     random_candidates,
     uniform_candidates,
 )
-from haq.baselines.sensitivity import (
-    Sensitivity,
-    SensitivityConfig,
-    estimate_sensitivity,
-)
 from haq.core import config as serial
 from haq.core.errors import ConfigError
 from haq.core.fileio import atomic_write_text
 from haq.core.types import Log
 from haq.core.validate import choice, count, unit_interval
+from haq.problem.fidelity import Scored
 from haq.problem.problem import SearchProblem
+from haq.problem.sensitivity import (
+    Sensitivity,
+    SensitivityConfig,
+    estimate_sensitivity,
+)
 from haq.runs.checkpoint import RunStore
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
@@ -118,14 +119,18 @@ class Baseline(Proposer[BaselineStore]):
     def _propose(self, problem: SearchProblem, store: BaselineStore, progress: OnProgress | None, log: Log | None) -> None:
         if self.sensitivity is not None:
             atomic_write_text(store.path / "sensitivity.json", json.dumps(self.sensitivity.to_dict(), indent=2, allow_nan=False) + "\n")
-        for i, cand in enumerate(self.candidates[len(store.records):], start=len(store.records)):
-            policy = problem.policy(cand.pairs, cand.meta)
-            cached = policy in problem.evaluator
-            scored = problem.score(policy)
-            record = EpisodeRecord(i, {n: (b.w_bits, b.a_bits) for n, b in policy.layers.items()}, scored.metrics, scored.reward, cand.meta)
-            store.commit(record)
-            if progress is not None and store.best is not None:
-                progress(Progress.after(record, store.best, len(self.candidates), cached))
+        for r in store.records:
+            problem.remember(r.quant_policy(), Scored.from_record(r.metrics, r.reward, r.extra))
+        todo = list(enumerate(self.candidates))[len(store.records):]
+        for start in range(0, len(todo), problem.workers):  # one batch per round of the workers
+            chunk = todo[start : start + problem.workers]
+            policies = [problem.policy(cand.pairs, cand.meta) for _, cand in chunk]
+            for (i, cand), policy, scored in zip(chunk, policies, problem.score_many(policies)):
+                bits = {n: (b.w_bits, b.a_bits) for n, b in policy.layers.items()}
+                record = EpisodeRecord(i, bits, scored.metrics, scored.reward, {**cand.meta, **scored.annotations()})
+                store.commit(record)
+                if progress is not None and store.best is not None:
+                    progress(Progress.after(record, store.best, len(self.candidates), scored.cached))
 
     def _details(self) -> dict[str, Any]:
         return {"sensitivity_seconds": self.sensitivity_seconds}

@@ -43,7 +43,7 @@ def run(ns: argparse.Namespace) -> int:
     )
     out = Path(ns.out) if ns.out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     check_writable_dir(out)  # before any work starts
-    problem = make_problem(cfg.env, log=log, strict=ns.strict)
+    problem = make_problem(cfg.env, log=log)
     ref = problem.evaluator.reference
     log(f"searching {cfg.env.workload.model} on {problem.table.name}: {len(problem.layer_names)} layers, "
         f"{cfg.env.budget.metric} budget {cfg.env.budget.ratio:g} x uniform 8-bit, "

@@ -169,6 +169,21 @@ class RunStore:
             self.best = record
             self.rd.write_best(record)
 
+    def commit_batch(self, records: Sequence[EpisodeRecord], state: Mapping[str, Any] | None = None) -> None:
+        """Commit episodes that finished together with one checkpoint: all but the last are logged
+        ahead of it (a kill before the checkpoint drops them again on restore, and the batch is
+        re-run), then the last is committed as one episode, its checkpoint covering the batch."""
+        for record in records[:-1]:
+            if record.episode != len(self.records):
+                raise InternalError(f"episode {record.episode} committed to {self.path} after {len(self.records)} episodes")
+            self.rd.append_episode(record)
+            self.records.append(record)
+            if self.best is None or record.reward > self.best.reward:
+                self.best = record
+                self.rd.write_best(record)
+        if records:
+            self.commit(records[-1], state)
+
     def save(self, record: EpisodeRecord, state: Mapping[str, Any] | None = None) -> Checkpoint:
         """Write the checkpoint ``record`` completes and swap it in atomically; older ones are removed."""
         done = record.episode + 1

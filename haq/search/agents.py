@@ -11,8 +11,9 @@ Off-policy agents learn from the action the environment applied after budget pro
 (:class:`AppliedActionReplayBuffer`); PPO, whose update needs the log-probability of the
 sampled action, learns from the request (its outcome is a deterministic function of it).
 
-Off-policy agents (DDPG, TD3, SAC) train once per finished episode, on as many minibatches as
-the episode had steps; the first ``warmup_episodes`` episodes act uniformly at random (SB3's
+Off-policy agents (DDPG, TD3, SAC) train once per finished batch of episodes (one episode, or
+one per environment of a vectorized search), ``gradient_steps`` minibatches per episode; the
+first ``warmup_episodes`` episodes act uniformly at random (SB3's
 ``learning_starts``). DDPG and TD3 explore with :class:`~haq.search.noise.DecayingTruncatedNormalNoise`.
 
 A saved agent (a checkpoint, or one shared for transfer) is data, never pickles: a description
@@ -31,13 +32,15 @@ import numpy as np
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import NStepReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.vec_env import VecEnv
 
 from haq.core import jsonio
 from haq.core.errors import RunDirError
 from haq.core.fileio import atomic_write_text
 from haq.runs.manifest import verify_manifest, write_manifest
 from haq.search.config import AgentConfig
-from haq.search.noise import DecayingTruncatedNormalNoise
+from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise
 from haq.search.snapshot import ALGORITHMS, STATE_FILE, WEIGHTS_FILE, TrainingState, algo_name, read_snapshot, write_snapshot
 
 
@@ -68,9 +71,10 @@ AGENT_FILES = (META_FILE, STATE_FILE, WEIGHTS_FILE)
 """What every saved agent holds (off-policy agents add their replay buffer, ``buffer.npz``)."""
 
 
-def replay_capacity(episodes: int, episode_len: int) -> int:
-    """Replay buffer size of a run of ``episodes`` episodes: every transition, never wrapping."""
-    return max(episodes * episode_len, 1) + 1
+def replay_capacity(episodes: int, episode_len: int, n: int = 1) -> int:
+    """Replay buffer size of a run of ``episodes`` episodes collected ``n`` at a time: every
+    transition, never wrapping (stable-baselines3 gives each of the ``n`` environments an equal share)."""
+    return n * (max(-(-episodes // n) * episode_len, 1) + 1)
 
 
 def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes: int, seed: int) -> BaseAlgorithm:
@@ -82,13 +86,15 @@ def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
             "MlpPolicy", env, n_steps=episode_len, batch_size=episode_len, n_epochs=cfg.ppo_epochs, gae_lambda=1.0,
             normalize_advantage=episode_len > 1, policy_kwargs={"net_arch": {"pi": hidden, "vf": hidden}}, **common,
         )
+    n = env.num_envs if isinstance(env, VecEnv) else 1
     off_policy: dict[str, Any] = {
-        "buffer_size": replay_capacity(total_episodes, episode_len),
+        "buffer_size": replay_capacity(total_episodes, episode_len, n),
         "learning_starts": cfg.warmup_episodes * episode_len,
         "batch_size": cfg.batch_size,
         "tau": cfg.tau,
-        "train_freq": (1, "episode"),
-        "gradient_steps": cfg.gradient_steps,
+        # one update round per batch of n episodes (stable-baselines3 counts episodes only with one environment)
+        "train_freq": (1, "episode") if n == 1 else (episode_len, "step"),
+        "gradient_steps": cfg.gradient_steps * n if cfg.gradient_steps > 0 else cfg.gradient_steps,
         "replay_buffer_class": AppliedActionReplayBuffer,
         "replay_buffer_kwargs": {"n_steps": episode_len, "gamma": 1.0},
         "policy_kwargs": {"net_arch": {"pi": hidden, "qf": hidden}},
@@ -96,7 +102,10 @@ def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
     if cfg.algo == "sac":
         return SAC("MlpPolicy", env, **off_policy, **common)
     dim = int(env.action_space.shape[0])  # type: ignore[index]
-    noise = DecayingTruncatedNormalNoise(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=seed)
+    noise: ActionNoise = (
+        DecayingTruncatedNormalNoise(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=seed) if n == 1
+        else BatchNoise.fresh(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, n, seed=seed)
+    )
     return ALGORITHMS[cfg.algo]("MlpPolicy", env, action_noise=noise, **off_policy, **common)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from envs.mixed_precision import OBS_FEATURES
+from envs.mixed_precision import OBSERVATION_FEATURES
 from haq.core import config as serial
 from haq.core.errors import InternalError
 from haq.problem.problem import SearchProblem
@@ -25,6 +25,8 @@ from haq.search.agents import AGENT_FILES, restore_agent, save_agent
 from haq.search.config import SearchConfig
 from haq.search.snapshot import TrainingState
 
+BATCH = "batch"
+"""Key of a checkpoint's state: episodes the agent collects at once (its environments; 1 if absent)."""
 UPDATE_PENDING = "update_pending"
 """Key of a checkpoint's state: whether the agent still owes the checkpointed episode its update."""
 
@@ -61,7 +63,10 @@ def agent_description(problem: SearchProblem, config: SearchConfig) -> dict[str,
     env = problem.config
     settings = serial.to_dict(config)
     return {
-        "observation": {"version": "v0", "features": list(OBS_FEATURES), "scaling": "fixed constants, clipped to [0, 1]"},
+        "observation": {
+            "version": env.observation, "features": list(OBSERVATION_FEATURES[env.observation]),
+            "scaling": "fixed constants, clipped to [0, 1]",
+        },
         "min_bits": env.min_bits,
         "max_bits": env.max_bits,
         "pin_first_last": env.pin_first_last,

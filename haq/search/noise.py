@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 from scipy.stats import truncnorm
-from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.noise import ActionNoise, VectorizedActionNoise
 
 
 class DecayingTruncatedNormalNoise(ActionNoise):
@@ -80,6 +80,48 @@ class DecayingTruncatedNormalNoise(ActionNoise):
             f"DecayingTruncatedNormalNoise(sigma={self.sigma}, decay={self.decay}, "
             f"warmup={self.warmup_episodes}, episodes={self.episodes})"
         )
+
+
+class BatchNoise(VectorizedActionNoise):
+    """One :class:`DecayingTruncatedNormalNoise` per environment of a batch of episodes.
+
+    stable-baselines3 would deep-copy one noise per environment, generator included, so every
+    episode of a batch would get the same draws; :meth:`fresh` seeds copy ``k`` with ``seed + k``.
+    Each copy counts only its own episodes, so it decays by ``decay ** n`` per episode and warms
+    up for ``warmup / n`` episodes: σ follows the same schedule in the run's total episodes.
+    """
+
+    def __init__(self, noises: list[DecayingTruncatedNormalNoise]) -> None:
+        super().__init__(noises[0], len(noises))
+        self.noises = list(noises)
+
+    @classmethod
+    def fresh(cls, dim: int, sigma: float, decay: float, warmup_episodes: int, n: int, seed: int = 0) -> "BatchNoise":
+        """``n`` copies with their own generators, on the run's schedule (see the class docstring)."""
+        warmup = -(-warmup_episodes // n)
+        return cls([DecayingTruncatedNormalNoise(dim, sigma, decay**n, warmup, seed=seed + k) for k in range(n)])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every copy's state (:meth:`DecayingTruncatedNormalNoise.to_dict`), in environment order."""
+        return {"batch": [noise.to_dict() for noise in self.noises]}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Each copy's state from :meth:`to_dict`'s data (in place); ``ValueError`` if it does not fit."""
+        states = data.get("batch") if isinstance(data, Mapping) else None
+        if not isinstance(states, list) or len(states) != len(self.noises):
+            raise ValueError(f"exploration noise of {len(self.noises)} environments needs {len(self.noises)} states")
+        for noise, state in zip(self.noises, states):
+            noise.restore(state)
+
+
+def noise_from_dict(data: Mapping[str, Any]) -> DecayingTruncatedNormalNoise | BatchNoise:
+    """The noise a ``to_dict`` of either class described; ``ValueError`` if malformed."""
+    states = data.get("batch") if isinstance(data, Mapping) else None
+    if states is None:
+        return DecayingTruncatedNormalNoise.from_dict(data)
+    if not isinstance(states, list) or not states:
+        raise ValueError("a batch of exploration noises needs a non-empty list of states")
+    return BatchNoise([DecayingTruncatedNormalNoise.from_dict(state) for state in states])
 
 
 def _int(value: Any) -> int:

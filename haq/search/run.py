@@ -6,6 +6,12 @@ states, and a state holding that episode's record and the reward baseline's aver
 in first, the log line is appended second. The episode's gradient update comes after the
 checkpoint, so a resume makes it before anything else; with the RNG states restored, a search
 killed at any point and resumed logs the same episodes as one never interrupted.
+
+With ``problem.workers`` = N > 1 the agent collects N episodes at a time
+(:class:`~envs.vector.MixedPrecisionVecEnv`): their N policies are evaluated concurrently, the
+batch is committed with one checkpoint (:meth:`~haq.runs.checkpoint.RunStore.commit_batch`),
+then the agent learns from all of them. The batch size is stored in the checkpoint and kept
+by a resume whatever its number of workers, so the same seed and batch give the same log.
 """
 
 from __future__ import annotations
@@ -16,26 +22,32 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import gymnasium as gym
+import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
 
-from envs.mixed_precision import MixedPrecisionEnv
+from envs.vector import MixedPrecisionVecEnv
 from haq.core import config as serial
 from haq.core.errors import ConfigError, RunDirError
 from haq.core.types import Log
 from haq.evaluation.metrics import PolicyMetrics
+from haq.problem.fidelity import Scored
 from haq.problem.problem import SearchProblem
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
 from haq.runs.rundir import EpisodeRecord
 from haq.runs.tracking import agent_logger
 from haq.search.agents import make_agent, replay_capacity
-from haq.search.baseline import RewardBaseline
-from haq.search.checkpoint import UPDATE_PENDING, AgentStore, agent_description
+from haq.search.baseline import VecRewardBaseline
+from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import SearchConfig
 from haq.search.snapshot import TrainingState
+
+ANNOTATIONS = ("fidelity", "cheap_reward")
+"""What an episode record keeps of how its policy was scored (:meth:`haq.problem.fidelity.Scored.annotations`)."""
 
 
 class RLSearch(Proposer[AgentStore]):
@@ -80,19 +92,20 @@ def train(
     logged. The transfer calls this after committing its zero-shot episode, so its fine-tuning
     is this loop.
     """
-    env = MixedPrecisionEnv(problem=problem)
-    agent_env: gym.Env = RewardBaseline(env, config.agent.baseline_momentum) if config.agent.uses_baseline else env
+    checkpoint = store.checkpoint
+    batch = _batch_size(checkpoint.path, checkpoint.state) if checkpoint is not None else problem.workers
+    env = MixedPrecisionVecEnv(problem, batch)
+    agent_env: VecEnv = VecRewardBaseline(env, config.agent.baseline_momentum) if config.agent.uses_baseline else env
     episode_len = env.num_layers
     for r in store.records:
-        problem.evaluator.remember(r.quant_policy(), r.metrics)
+        problem.remember(r.quant_policy(), Scored.from_record(r.metrics, r.reward, r.extra))
     done = len(store.records)
     remaining = config.episodes - done
-    checkpoint = store.checkpoint
     resume: _Resume | None = None
     if checkpoint is not None:
-        model, training = store.load_agent(agent_env, replay_capacity(config.episodes, episode_len))
+        model, training = store.load_agent(agent_env, replay_capacity(config.episodes, episode_len, batch))
         average, pending = _checkpoint_state(checkpoint.path, checkpoint.state)
-        if isinstance(agent_env, RewardBaseline):
+        if isinstance(agent_env, VecRewardBaseline):
             agent_env.average = average
         resume = _Resume(training, pending, episode_len)
         if log:
@@ -110,7 +123,8 @@ def train(
         # stable-baselines3's own logger, writing the agent's losses as TensorBoard scalars into the run directory.
         model.set_logger(agent_logger(store.path))
         callback = _EpisodeLogger(store, config.episodes, agent_env, progress, resume)
-        model.learn(total_timesteps=remaining * episode_len, callback=callback, reset_num_timesteps=checkpoint is None)
+        rounds = math.ceil(remaining / batch)  # a batch never splits: the last one's extra episodes are not logged
+        model.learn(total_timesteps=rounds * batch * episode_len, callback=callback, reset_num_timesteps=checkpoint is None)
         model.logger.close()
 
 
@@ -138,6 +152,15 @@ class _Resume:
             model.train()
 
 
+def _batch_size(path: Path, state: Mapping[str, Any]) -> int:
+    """Episodes the checkpointed agent collects at once (its number of environments): a resumed
+    run keeps it whatever the number of workers, so it proposes what it would have proposed."""
+    batch = state.get(BATCH, 1)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise RunDirError(f"{path}: '{BATCH}' must be a positive integer, got {batch!r}")
+    return batch
+
+
 def _checkpoint_state(path: Path, state: Mapping[str, Any]) -> tuple[float | None, bool]:
     """The reward baseline's average and whether an update is owed, from a checkpoint's state."""
     average, pending = state.get("baseline"), state.get(UPDATE_PENDING, False)
@@ -160,27 +183,31 @@ class _EpisodeLogger(BaseCallback):
         self.agent_env = agent_env
         self.progress = progress
         self.resume = resume
-        self._pending: tuple[EpisodeRecord, bool] | None = None
+        self._pending: list[tuple[EpisodeRecord, bool]] = []
 
     def _on_training_start(self) -> None:
         if self.resume is not None:
             self.resume.apply(self.model)
 
     def _on_step(self) -> bool:
-        if not self.locals["dones"][0]:
-            return True
-        info = self.locals["infos"][0]
-        policy = {n: (int(w), int(a)) for n, (w, a) in info["policy"].items()}
-        record = EpisodeRecord(len(self.store.records), policy, PolicyMetrics.from_dict(info["metrics"]), float(info["reward"]))
-        self._pending = (record, bool(info["cached"]))
+        for i in np.flatnonzero(self.locals["dones"]):
+            info = self.locals["infos"][i]
+            policy = {n: (int(w), int(a)) for n, (w, a) in info["policy"].items()}
+            extra = {k: info[k] for k in ANNOTATIONS if k in info}
+            episode = len(self.store.records) + len(self._pending)
+            record = EpisodeRecord(episode, policy, PolicyMetrics.from_dict(info["metrics"]), float(info["reward"]), extra)
+            self._pending.append((record, bool(info["cached"])))
         return True
 
     def _on_rollout_end(self) -> None:
-        if self._pending is None:
+        """Commit the batch (past the run's episodes: dropped), checkpoint covering all of it."""
+        batch = self._pending[: self.episodes - len(self.store.records)]
+        self._pending = []
+        if not batch:
             return
-        record, cached = self._pending
-        self._pending = None
         self.store.agent = self.model
-        self.store.commit(record, {"baseline": getattr(self.agent_env, "average", None), UPDATE_PENDING: True})
-        if self.progress is not None and self.store.best is not None:
-            self.progress(Progress.after(record, self.store.best, self.episodes, cached))
+        state = {"baseline": getattr(self.agent_env, "average", None), UPDATE_PENDING: True, BATCH: self.agent_env.num_envs}
+        self.store.commit_batch([r for r, _ in batch], state)
+        for record, cached in batch:
+            if self.progress is not None and self.store.best is not None:
+                self.progress(Progress.after(record, self.store.best, self.episodes, cached))

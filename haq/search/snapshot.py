@@ -43,7 +43,7 @@ from stable_baselines3.common.utils import get_device
 from haq.core import jsonio
 from haq.core.errors import InternalError, RunDirError
 from haq.core.fileio import atomic_write_bytes
-from haq.search.noise import DecayingTruncatedNormalNoise
+from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise, noise_from_dict
 
 STATE_FILE = "agent_state.json"
 WEIGHTS_FILE = "agent_weights.pt"
@@ -97,7 +97,8 @@ class TrainingState:
     @classmethod
     def capture(cls, model: BaseAlgorithm) -> "TrainingState":
         """The states now (a checkpoint is written between two steps of ``learn``)."""
-        noise = model.action_noise.to_dict() if isinstance(model.action_noise, DecayingTruncatedNormalNoise) else None
+        saved = isinstance(model.action_noise, (DecayingTruncatedNormalNoise, BatchNoise))
+        noise = model.action_noise.to_dict() if saved else None
         return cls(random.getstate(), np.random.get_state(legacy=True), torch.get_rng_state(),
                    model.action_space.np_random.bit_generator.state, noise)
 
@@ -133,7 +134,7 @@ class TrainingState:
                 np.random.default_rng().bit_generator.state = space
             noise = data["noise"]
             if noise is not None:
-                DecayingTruncatedNormalNoise.from_dict(noise)
+                noise_from_dict(noise)
         except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as exc:
             raise ValueError(f"RNG states do not load ({type(exc).__name__}: {exc})") from None
         return cls(python, numpy, state, space, noise)
@@ -145,7 +146,7 @@ class TrainingState:
         torch.set_rng_state(self.torch)
         if self.action_space is not None:
             model.action_space.np_random.bit_generator.state = dict(self.action_space)
-        if self.noise is not None and isinstance(model.action_noise, DecayingTruncatedNormalNoise):
+        if self.noise is not None and isinstance(model.action_noise, (DecayingTruncatedNormalNoise, BatchNoise)):
             model.action_noise.restore(self.noise)
 
 
@@ -220,7 +221,7 @@ def read_snapshot(
         kwargs["replay_buffer_class"] = replay_buffer_class
         kwargs["replay_buffer_kwargs"] = {"n_steps": hp["n_steps"], "gamma": hp["gamma"]}
         if training.noise is not None:
-            kwargs["action_noise"] = DecayingTruncatedNormalNoise.from_dict(training.noise)
+            kwargs["action_noise"] = noise_from_dict(training.noise)
     try:
         model = cls("MlpPolicy", env, device="cpu", verbose=0, **kwargs)
     except (ValueError, TypeError, AssertionError) as exc:

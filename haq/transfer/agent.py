@@ -19,12 +19,13 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import NStepReplayBuffer, RolloutBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 
 from haq.core.errors import InternalError
 from haq.evaluation.metrics import PolicyMetrics
 from haq.runs.rundir import EpisodeRecord
 from haq.search.agents import load_agent, replay_capacity
-from haq.search.noise import DecayingTruncatedNormalNoise
+from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise
 
 
 def load_on(checkpoint: Path, env: gym.Env) -> BaseAlgorithm:
@@ -48,20 +49,31 @@ def rollout(model: BaseAlgorithm, env: gym.Env, episode: int, extra: dict[str, A
     return EpisodeRecord(episode, policy, PolicyMetrics.from_dict(info["metrics"]), float(info["reward"]), extra or {})
 
 
-def prepare_finetune(model: BaseAlgorithm, episode_len: int, episodes: int, noise_sigma: float, noise_decay: float, seed: int) -> None:
-    """Reset what belonged to the old device so ``learn`` fine-tunes on the new one (in place)."""
+def prepare_finetune(
+    model: BaseAlgorithm, episode_len: int, episodes: int, noise_sigma: float, noise_decay: float, seed: int,
+    batch: int = 1, gradient_steps: int | None = None,
+) -> None:
+    """Reset what belonged to the old device so ``learn`` fine-tunes on the new one (in place),
+    ``batch`` episodes at a time (``gradient_steps`` per episode; ``None`` keeps the agent's)."""
     obs_space, act_space = model.observation_space, model.action_space
     if isinstance(model, OffPolicyAlgorithm):
         model.learning_starts = 0
-        model.buffer_size = replay_capacity(episodes, episode_len)
+        model.buffer_size = replay_capacity(episodes, episode_len, batch)
         model.replay_buffer_kwargs = {"n_steps": episode_len, "gamma": 1.0}
         buffer_cls = model.replay_buffer_class if issubclass(model.replay_buffer_class, NStepReplayBuffer) else NStepReplayBuffer
         model.replay_buffer = buffer_cls(
-            model.buffer_size, obs_space, act_space, device=model.device, n_envs=1, n_steps=episode_len, gamma=1.0,
+            model.buffer_size, obs_space, act_space, device=model.device, n_envs=batch, n_steps=episode_len, gamma=1.0,
         )
+        one_round = TrainFreq(1, TrainFrequencyUnit.EPISODE) if batch == 1 else TrainFreq(episode_len, TrainFrequencyUnit.STEP)
+        model.train_freq = one_round  # one update round per batch of episodes
+        if gradient_steps is not None:
+            model.gradient_steps = gradient_steps * batch if gradient_steps > 0 else gradient_steps
         if model.action_noise is not None:
             dim = int(act_space.shape[0])  # type: ignore[index]
-            model.action_noise = DecayingTruncatedNormalNoise(dim, noise_sigma, noise_decay, 0, seed=seed)
+            model.action_noise = (
+                DecayingTruncatedNormalNoise(dim, noise_sigma, noise_decay, 0, seed=seed) if batch == 1
+                else BatchNoise.fresh(dim, noise_sigma, noise_decay, 0, batch, seed=seed)
+            )
             # A search's learn() advances a fresh noise once as it starts; the fine-tuning continues
             # this saved agent, so its noise is advanced here to start where a search's would.
             model.action_noise.reset()
@@ -69,6 +81,8 @@ def prepare_finetune(model: BaseAlgorithm, episode_len: int, episodes: int, nois
         model.n_steps = episode_len
         model.batch_size = episode_len
         model.normalize_advantage = episode_len > 1
-        model.rollout_buffer = RolloutBuffer(episode_len, obs_space, act_space, device=model.device, gamma=1.0, gae_lambda=1.0, n_envs=1)
+        model.rollout_buffer = RolloutBuffer(
+            episode_len, obs_space, act_space, device=model.device, gamma=1.0, gae_lambda=1.0, n_envs=batch,
+        )
     else:
         raise InternalError(f"cannot fine-tune a {type(model).__name__} agent; haq trains ddpg, td3, sac and ppo")

@@ -34,7 +34,7 @@ from haq.problem.problem import SearchProblem
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
 from haq.search.baseline import RewardBaseline
-from haq.search.checkpoint import UPDATE_PENDING, AgentStore, agent_description
+from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import SearchConfig
 from haq.search.run import train
 from haq.transfer.agent import load_on, prepare_finetune, rollout
@@ -144,10 +144,12 @@ class Transfer(Proposer[TransferStore]):
             log(f"zero-shot: {source.meta.get('algo')} agent from {source.path} ({source.model} on {source.table}) "
                 f"on {search_cfg.env.workload.model} / {problem.table.name}")
         record = rollout(model, agent_env, 0, {"phase": ZERO_SHOT, "source_table": source.table, "source_model": source.model})
-        prepare_finetune(model, env.num_layers, search_cfg.episodes, agent.noise_sigma, agent.noise_decay, search_cfg.seed)
+        prepare_finetune(model, env.num_layers, search_cfg.episodes, agent.noise_sigma, agent.noise_decay, search_cfg.seed,
+                         problem.workers, agent.gradient_steps)
         model.set_random_seed(search_cfg.seed + 1)  # fine-tuning draws as a fresh agent after one episode would
         store.agent = model
-        store.commit(record, {"baseline": getattr(agent_env, "average", None), UPDATE_PENDING: False})
+        state = {"baseline": getattr(agent_env, "average", None), UPDATE_PENDING: False, BATCH: problem.workers}
+        store.commit(record, state)
         if progress is not None:
             progress(Progress.after(record, record, search_cfg.episodes, False))
 
@@ -157,7 +159,8 @@ class Transfer(Proposer[TransferStore]):
         source, search_cfg = self._opened()
         agent = search_cfg.agent
         model = load_on(source.checkpoint, agent_env)
-        prepare_finetune(model, episode_len, search_cfg.episodes, agent.noise_sigma, agent.noise_decay, search_cfg.seed)
+        prepare_finetune(model, episode_len, search_cfg.episodes, agent.noise_sigma, agent.noise_decay, search_cfg.seed,
+                         agent_env.num_envs, agent.gradient_steps)
         return model
 
     def _opened(self) -> tuple[SourceRun, SearchConfig]:

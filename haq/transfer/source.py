@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from envs.mixed_precision import OBS_FEATURES
+from envs.mixed_precision import OBS_FEATURES, OBSERVATION_FEATURES
 from haq.core import config as serial
 from haq.core.errors import ConfigError, RunDirError
 from haq.search.agents import read_description
@@ -91,7 +91,7 @@ def check_observation_layout(meta: dict[str, Any], where: str) -> None:
     """Refuse an agent whose observation features differ from this environment's (:class:`RunDirError`)."""
     obs = meta.get("observation")
     features = obs.get("features") if isinstance(obs, dict) else None
-    if features != list(OBS_FEATURES):
+    if features not in [list(layout) for layout in OBSERVATION_FEATURES.values()]:
         n = len(features) if isinstance(features, list) else "unknown"
         raise RunDirError(
             f"{where}: incompatible observation layout ({n} features {_first_mismatch(features)}); "

@@ -1,0 +1,146 @@
+"""Parallel and multi-fidelity runs end to end: a 2-worker search gives the same log twice, resumes
+with any worker count, a baseline submits batches and loses nothing to a killed worker, and a
+multi-fidelity search logs which fidelity scored each episode."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from haq.evaluation.config import EvalConfig
+from haq.problem.config import EnvConfig
+from haq.problem.fidelity import CHEAP, FULL
+from haq.problem.problem import SearchProblem
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def two_workers(cache_dir: Path) -> Iterator[SearchProblem]:
+    """The embedded default evaluated on 2 Ray workers (one pool for the module: 2 CPUs hold 2 actors)."""
+    from haq.commands.problems import make_problem
+
+    problem = make_problem(EnvConfig(), cache_dir=cache_dir, workers=2)
+    yield problem
+    problem.close()
+
+
+@pytest.fixture(scope="module")
+def default_problem(cache_dir: Path) -> SearchProblem:
+    from haq.commands.problems import make_problem
+
+    return make_problem(EnvConfig(), cache_dir=cache_dir)
+
+
+def _log(run_dir: Path) -> list[dict[str, object]]:
+    """The episode log without wall times (the one field that differs between identical runs)."""
+    lines = (run_dir / "episodes.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "eval_seconds"} for line in lines]
+
+
+def test_a_two_worker_search_gives_the_same_log_twice(two_workers: SearchProblem, tmp_path: Path) -> None:
+    import dataclasses
+
+    from haq.evaluation.evaluators import CachedEvaluator
+    from haq.search.config import AgentConfig, SearchConfig
+    from haq.search.run import run_search
+
+    cfg = SearchConfig(agent=AgentConfig(warmup_episodes=2), episodes=6, seed=1)
+    logs = []
+    for k in range(2):
+        fresh = dataclasses.replace(two_workers, evaluator=CachedEvaluator(two_workers.evaluator._inner))  # noqa: SLF001 - empty cache
+        result = run_search(cfg, fresh, tmp_path / str(k))
+        assert [r.episode for r in result.records] == list(range(6))
+        logs.append(_log(tmp_path / str(k)))
+    assert logs[0] == logs[1]
+    assert all(e["extra"] == {"fidelity": "cheap"} for e in logs[0])
+
+
+class _Stop(Exception):
+    """Ends a run from its progress callback, as a kill would (after an episode was committed)."""
+
+
+def _interrupted(problem: SearchProblem, cfg: object, out: Path, after: int) -> None:
+    from haq.runs.progress import Progress
+    from haq.search.run import run_search
+
+    def stop(p: Progress) -> None:
+        if p.episode == after:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_search(cfg, problem, out, progress=stop)  # type: ignore[arg-type]
+
+
+def test_resume_works_with_any_worker_count(two_workers: SearchProblem, default_problem: SearchProblem, tmp_path: Path) -> None:
+    from haq.search.config import AgentConfig, SearchConfig
+    from haq.search.run import run_search
+
+    cfg = SearchConfig(agent=AgentConfig(warmup_episodes=2), episodes=8, seed=2)
+    run_search(cfg, two_workers, tmp_path / "whole")
+    _interrupted(two_workers, cfg, tmp_path / "same", after=3)
+    resumed = run_search(cfg, two_workers, tmp_path / "same", resume=True)
+    assert resumed.resumed_from == 4 and _log(tmp_path / "same") == _log(tmp_path / "whole")  # exact on the same workers
+    _interrupted(two_workers, cfg, tmp_path / "other", after=3)
+    other = run_search(cfg, default_problem, tmp_path / "other", resume=True)  # in-process now
+    log = _log(tmp_path / "other")
+    assert other.resumed_from == 4 and [e["episode"] for e in log] == list(range(8)) and log[:4] == _log(tmp_path / "whole")[:4]
+    assert len({json.dumps(e["policy"], sort_keys=True) for e in log[4:]}) >= 1  # the agent went on, in its batches of 2
+
+
+def test_a_baseline_submits_batches_and_loses_nothing_to_a_killed_worker(two_workers: SearchProblem, tmp_path: Path) -> None:
+    from haq.baselines import BaselineConfig, run_baseline
+    from haq.parallel.ray_pool import RayPool
+
+    pool = two_workers.pool
+    assert isinstance(pool, RayPool)
+    victim, before = pool.pids()[1], pool.replaced
+
+    def kill() -> None:
+        time.sleep(0.3)
+        os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    result = run_baseline(BaselineConfig(method="random", evaluations=60, seed=4), two_workers, tmp_path / "random")
+    killer.join()
+    assert pool.replaced == before + 1
+    assert [r.episode for r in result.records] == list(range(60))
+    assert [e["episode"] for e in _log(tmp_path / "random")] == list(range(60))  # nothing lost, nothing twice
+
+
+def test_a_multi_fidelity_search_logs_which_fidelity_scored_each_episode(cache_dir: Path, tmp_path: Path) -> None:
+    from haq.commands.problems import make_problem
+    from haq.problem.config import EnvConfig
+    from haq.search.config import AgentConfig, SearchConfig
+    from haq.search.run import run_search
+
+    evaluation = EvalConfig(kind="multi", screen_calibration=3, screen_min_fraction=0.0, robust_samples=20, finetune_batches=2)
+    env = EnvConfig(evaluation=evaluation)
+    problem = make_problem(env, cache_dir=cache_dir)
+    result = run_search(SearchConfig(env=env, agent=AgentConfig(warmup_episodes=3), episodes=10, seed=0), problem, tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    fidelities = [line["extra"]["fidelity"] for line in lines]
+    assert len(lines) == 10 and set(fidelities) <= {CHEAP, FULL} and fidelities[:3] == [FULL] * 3
+    assert all(isinstance(line["extra"]["cheap_reward"], float) for line in lines)
+    assert all((line["robust_acc"] is None) == (f == CHEAP) for line, f in zip(lines, fidelities))
+    assert problem.screen is not None and problem.screen.full_evaluations == fidelities.count(FULL) - _repeats(lines, FULL)
+    assert result.best.extra["fidelity"] == FULL  # the best is always judged in full
+
+
+def _repeats(lines: list[dict[str, object]], fidelity: str) -> int:
+    seen: set[str] = set()
+    repeats = 0
+    for line in lines:
+        if line["extra"]["fidelity"] == fidelity:  # type: ignore[index]
+            key = json.dumps(line["policy"], sort_keys=True)
+            repeats += key in seen
+            seen.add(key)
+    return repeats
