@@ -89,24 +89,48 @@ class ModelPlan:
 def full_plans() -> list[ModelPlan]:
     """The default reproduction (fits a 10-minute budget on one CPU thread; see module notes)."""
     return [
-        ModelPlan("digits_mlp", None, None, (8, 5, 4, 3, 2, 1), (0.05, 0.1),
-                  AttackConfig(eps=0.1, pgd_steps=20, spsa_steps=20, spsa_samples=16),
-                  DQConfig(beta=5e-3, epochs=10, lr=1e-3)),
-        ModelPlan("resnet20", 4, 32, (8, 5, 4, 3, 2, 1), (0.02, 0.05),
-                  AttackConfig(eps=0.1, pgd_steps=5, spsa_steps=3, spsa_samples=4, batch_size=64),
-                  DQConfig(beta=1e-2, epochs=1, lr=1e-3, max_batches=6)),
+        ModelPlan(
+            "digits_mlp",
+            None,
+            None,
+            (8, 5, 4, 3, 2, 1),
+            (0.05, 0.1),
+            AttackConfig(eps=0.1, pgd_steps=20, spsa_steps=20, spsa_samples=16),
+            DQConfig(beta=5e-3, epochs=10, lr=1e-3),
+        ),
+        ModelPlan(
+            "resnet20",
+            4,
+            32,
+            (8, 5, 4, 3, 2, 1),
+            (0.02, 0.05),
+            AttackConfig(eps=0.1, pgd_steps=5, spsa_steps=3, spsa_samples=4, batch_size=64),
+            DQConfig(beta=1e-2, epochs=1, lr=1e-3, max_batches=6),
+        ),
     ]
 
 
 def quick_plans() -> list[ModelPlan]:
     """A smoke-sized run: two bit widths, fewer samples and steps."""
     return [
-        ModelPlan("digits_mlp", None, 120, (4, 1), (0.05, 0.1),
-                  AttackConfig(eps=0.1, pgd_steps=10, spsa_steps=8, spsa_samples=8),
-                  DQConfig(beta=5e-3, epochs=3, lr=1e-3)),
-        ModelPlan("resnet20", 4, 16, (4, 1), (0.02, 0.05),
-                  AttackConfig(eps=0.1, pgd_steps=3, spsa_steps=2, spsa_samples=4, batch_size=64),
-                  DQConfig(beta=1e-2, epochs=1, lr=1e-3, max_batches=2)),
+        ModelPlan(
+            "digits_mlp",
+            None,
+            120,
+            (4, 1),
+            (0.05, 0.1),
+            AttackConfig(eps=0.1, pgd_steps=10, spsa_steps=8, spsa_samples=8),
+            DQConfig(beta=5e-3, epochs=3, lr=1e-3),
+        ),
+        ModelPlan(
+            "resnet20",
+            4,
+            16,
+            (4, 1),
+            (0.02, 0.05),
+            AttackConfig(eps=0.1, pgd_steps=3, spsa_steps=2, spsa_samples=4, batch_size=64),
+            DQConfig(beta=1e-2, epochs=1, lr=1e-3, max_batches=2),
+        ),
     ]
 
 
@@ -143,8 +167,14 @@ def build_rows(wl: Workload, plan: ModelPlan, device: torch.device, log: Log) ->
 
 
 def evaluate_row(
-    row: Row, wl: Workload, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-    transfer: torch.Tensor, device: torch.device, ensemble: bool,
+    row: Row,
+    wl: Workload,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    transfer: torch.Tensor,
+    device: torch.device,
+    ensemble: bool,
 ) -> dict[str, Any]:
     """All attacks, the worst case and the amplification of one row at one ε.
 
@@ -157,14 +187,19 @@ def evaluate_row(
         if name == "ensemble_pgd" and (row.kind == "float" or not ensemble):
             continue
         start = time.perf_counter()
-        examples[name] = transfer if name == "transfer_pgd" else craft(
-            name, row.model, x, y, cfg, device, wl.data.value_range, wl.model)
+        examples[name] = (
+            transfer if name == "transfer_pgd" else craft(name, row.model, x, y, cfg, device, wl.data.value_range, wl.model)
+        )
         seconds[name] = time.perf_counter() - start
     report = report_from_examples(row.model, x, y, examples, device, cfg.eps, seconds)
     amp = error_amplification(row.model, x, examples["fgsm"], device)
     return {
-        "clean": report.clean, "per_attack": dict(report.per_attack), "worst_case": report.worst_case,
-        "strongest": report.strongest, "seconds": seconds, "amplification": amp,
+        "clean": report.clean,
+        "per_attack": dict(report.per_attack),
+        "worst_case": report.worst_case,
+        "strongest": report.strongest,
+        "seconds": seconds,
+        "amplification": amp,
     }
 
 
@@ -177,24 +212,34 @@ def transfer_matrix(
     for src in members:
         x_adv = craft("transfer_pgd", src.model, x, y, cfg, device, wl.data.value_range, src.model)
         out[src.label] = {
-            tgt.label: report_from_examples(tgt.model, x, y, {"t": x_adv}, device, cfg.eps).per_attack["t"]
-            for tgt in members
+            tgt.label: report_from_examples(tgt.model, x, y, {"t": x_adv}, device, cfg.eps).per_attack["t"] for tgt in members
         }
     return out
 
 
-def run_model(plan: ModelPlan, device: torch.device, cache: Path, log: Log, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def run_model(
+    plan: ModelPlan, device: torch.device, cache: Path, log: Log, save: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
     """Everything for one model; ``save`` is called with partial results after every row."""
     start = time.perf_counter()
     wl = load_workload(WorkloadConfig(model=plan.model, train_epochs=plan.train_epochs), device, cache, log)
     x, y = wl.data.subset("test", plan.n)
     rows = build_rows(wl, plan, device, log)
     result: dict[str, Any] = {
-        "model": plan.model, "dataset": wl.data.name, "n": len(y), "layers": wl.layer_names,
-        "plan": {"train_epochs": plan.train_epochs, "bits": plan.bits, "eps": plan.eps,
-                 "attack": plan.attack.to_dict(), "dq": plan.dq.to_dict()},
-        "rows": [{"label": r.label, "kind": r.kind, "bits": r.bits,
-                  "lipschitz": lipschitz_estimates(r.model), "eps": {}} for r in rows],
+        "model": plan.model,
+        "dataset": wl.data.name,
+        "n": len(y),
+        "layers": wl.layer_names,
+        "plan": {
+            "train_epochs": plan.train_epochs,
+            "bits": plan.bits,
+            "eps": plan.eps,
+            "attack": plan.attack.to_dict(),
+            "dq": plan.dq.to_dict(),
+        },
+        "rows": [
+            {"label": r.label, "kind": r.kind, "bits": r.bits, "lipschitz": lipschitz_estimates(r.model), "eps": {}} for r in rows
+        ],
     }
     for eps in plan.eps:
         cfg = replace(plan.attack, eps=eps)
@@ -230,7 +275,9 @@ def markdown(results: Sequence[dict[str, Any]]) -> str:
         mid = layers[len(layers) // 2]
         out.append(f"\n### {res['model']} on {res['dataset']} ({res['n']} test images, {res['seconds']:.0f}s)\n")
         out.append(f"amplification Σ‖Δ‖/Σ‖x‖ at layer outputs: first `{layers[0]}`, middle `{mid}`, last `{layers[-1]}`\n")
-        out.append("| model | ε | clean | FGSM | PGD | T-PGD | SPSA | ensemble | worst | strongest | amp first | amp mid | amp last |")
+        out.append(
+            "| model | ε | clean | FGSM | PGD | T-PGD | SPSA | ensemble | worst | strongest | amp first | amp mid | amp last |"
+        )
         out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for eps in res["plan"]["eps"]:
             for row in res["rows"]:
@@ -258,8 +305,11 @@ def masking_summary(res: dict[str, Any]) -> str:
 
     A positive gap means a black-box or transfer attack beat white-box PGD: masking evidence.
     """
-    lines = ["\nMasking evidence (gap = PGD acc − other acc; > 0: white-box PGD was weaker)\n",
-             "| model | ε | strongest | PGD − T-PGD | PGD − SPSA | PGD − ens | FGSM − worst |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "\nMasking evidence (gap = PGD acc − other acc; > 0: white-box PGD was weaker)\n",
+        "| model | ε | strongest | PGD − T-PGD | PGD − SPSA | PGD − ens | FGSM − worst |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for eps in res["plan"]["eps"]:
         for row in res["rows"]:
             r = row["eps"][str(eps)]
@@ -292,8 +342,7 @@ def plot(results: Sequence[dict[str, Any]], out: Path) -> list[Path]:
             amp = list(row["eps"][eps]["amplification"].values())
             style = "-" if row["kind"] != "dq" else "--"
             ax.plot(range(1, len(amp) + 1), amp, style, marker="o", ms=3, label=row["label"])
-        ax.set(title=f"{res['model']}: error amplification (ε={eps})", xlabel="layer (execution order)",
-               ylabel="Σ‖Δx‖ / Σ‖x‖")
+        ax.set(title=f"{res['model']}: error amplification (ε={eps})", xlabel="layer (execution order)", ylabel="Σ‖Δx‖ / Σ‖x‖")
         ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(out / "amplification_vs_depth.png")
@@ -348,8 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for plan in plans:
             log(f"== {plan.model}")
             done = list(results)
-            results.append(run_model(plan, device, default_cache_dir(), log,
-                                     lambda partial: _atomic_json(out / "results.json", done + [partial])))
+            results.append(
+                run_model(
+                    plan, device, default_cache_dir(), log, lambda partial: _atomic_json(out / "results.json", done + [partial])
+                )
+            )
         print(markdown(results))
         if not ns.no_plots:
             for p in plot(results, out):
@@ -358,8 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dq_reproduction: error: {exc}", file=sys.stderr)
         return 2
     total = time.perf_counter() - start
-    print(f"\ntotal wall time {total:.0f}s, CPU time {time.process_time() - cpu_start:.0f}s "
-          f"({'quick' if ns.quick else 'full'} run, 1 torch thread)")
+    print(
+        f"\ntotal wall time {total:.0f}s, CPU time {time.process_time() - cpu_start:.0f}s "
+        f"({'quick' if ns.quick else 'full'} run, 1 torch thread)"
+    )
     _atomic_json(out / "results.json", results)
     return 0
 

@@ -121,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         for kind in ns.evaluators:
             log(f"{model}: {kind} evaluator, {ns.evaluations} evaluations")
             r = measure(model, kind, ns.evaluations, ns.seed)
-            print(f"| {model} | {kind} | {r['eval_s']:.3f} | {r['float_s']:.3f} | {r['per_min']:.1f} | {r['overhead']:.2f} |",
-                  flush=True)
+            print(
+                f"| {model} | {kind} | {r['eval_s']:.3f} | {r['float_s']:.3f} | {r['per_min']:.1f} | {r['overhead']:.2f} |",
+                flush=True,
+            )
     return 0
 
 

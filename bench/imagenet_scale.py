@@ -64,8 +64,10 @@ def peak_mib(who: int = resource.RUSAGE_SELF) -> float:
 
 def random_policies(layers: list[LayerInfo], n: int, seed: int) -> list[QuantPolicy]:
     rng = np.random.default_rng(seed)
-    return [QuantPolicy({layer.name: LayerBits(int(rng.integers(2, 9)), int(rng.integers(2, 9))) for layer in layers})
-            for _ in range(n)]
+    return [
+        QuantPolicy({layer.name: LayerBits(int(rng.integers(2, 9)), int(rng.integers(2, 9))) for layer in layers})
+        for _ in range(n)
+    ]
 
 
 def eval_seconds(model: str, root: Path, kind: str, evals: int) -> tuple[float, str]:
@@ -118,8 +120,10 @@ def main() -> None:
     protocol = ProtocolConfig()
     with tempfile.TemporaryDirectory() as tmp:
         root = make_folder(Path(tmp) / "images", args.classes, args.per_class, args.side)
-        print(f"image folder: {args.classes} classes x {args.per_class} images of {args.side}x{args.side}, decoded to 224x224; "
-              f"torch threads 1; {args.evals} timed evaluations each (median)")
+        print(
+            f"image folder: {args.classes} classes x {args.per_class} images of {args.side}x{args.side}, decoded to 224x224; "
+            f"torch threads 1; {args.evals} timed evaluations each (median)"
+        )
         rows = []
         for model in args.models:
             cheap, cheap_sizes = eval_seconds(model, root, "cheap", args.evals)

@@ -43,11 +43,14 @@ class Module:
 
 MODULES: dict[str, Module] = {
     "primitives": Module(
-        "quantization primitives", ("haq/quant/primitives.py", "haq/quant/quantizers.py"),
+        "quantization primitives",
+        ("haq/quant/primitives.py", "haq/quant/quantizers.py"),
         ("tests/test_primitives.py", "tests/test_golden_quant.py", "tests/test_policy.py"),
     ),
     "network": Module("network pricing", ("haq/tables/network.py",), ("tests/test_tables.py", "tests/test_network_pricing.py")),
-    "budget": Module("budget projection", ("haq/problem/budget.py",), ("tests/test_budget.py", "tests/test_env.py", "tests/test_cpu_bits.py")),
+    "budget": Module(
+        "budget projection", ("haq/problem/budget.py",), ("tests/test_budget.py", "tests/test_env.py", "tests/test_cpu_bits.py")
+    ),
     "attacks": Module("attacks", ("haq/robust/attacks.py",), ("tests/test_attacks.py", "tests/test_worst_case.py")),
     "worst_case": Module("worst case", ("haq/robust/evaluate.py",), ("tests/test_worst_case.py", "tests/test_attacks.py")),
     "dq": Module("Defensive Quantization", ("haq/robust/dq.py",), ("tests/test_dq.py",)),
@@ -111,8 +114,14 @@ def run_module(key: str, module: Module, base: dict[str, object], parent: Path, 
     listing = _mutmut(work, env, "results").stdout
     survivors = [line.split(":")[0].strip() for line in listing.splitlines() if line.strip().endswith(": survived")]
     diffs = {name: _mutmut(work, env, "show", name).stdout for name in survivors}
-    return {"module": key, "title": module.title, "stats": stats, "survivors": diffs, "seconds": time.monotonic() - start,
-            "missing_tests": missing}
+    return {
+        "module": key,
+        "title": module.title,
+        "stats": stats,
+        "survivors": diffs,
+        "seconds": time.monotonic() - start,
+        "missing_tests": missing,
+    }
 
 
 def _score(stats: dict[str, int]) -> float:
@@ -144,9 +153,12 @@ def main() -> int:
                 print(f"  {r['error']}", flush=True)
             else:
                 stats = r["stats"]
-                print(f"  {stats['killed']}/{stats['total']} killed, {stats['survived']} survived, "
-                      f"{stats['timeout']} timed out, {stats['no_tests']} without tests "
-                      f"({r['seconds']:.0f} s)", flush=True)
+                print(
+                    f"  {stats['killed']}/{stats['total']} killed, {stats['survived']} survived, "
+                    f"{stats['timeout']} timed out, {stats['no_tests']} without tests "
+                    f"({r['seconds']:.0f} s)",
+                    flush=True,
+                )
     finally:
         if ns.keep is None:
             shutil.rmtree(parent, ignore_errors=True)
@@ -162,8 +174,10 @@ def main() -> int:
         score = _score(s)
         ok &= score >= TARGET
         files = ", ".join(MODULES[r["module"]].sources)
-        print(f"| {r['title']} | {files} | {s['killed'] + s['timeout']} / {s['total']} | {s['survived']} | {s['no_tests']} | "
-              f"{100 * score:.1f} % |")
+        print(
+            f"| {r['title']} | {files} | {s['killed'] + s['timeout']} / {s['total']} | {s['survived']} | {s['no_tests']} | "
+            f"{100 * score:.1f} % |"
+        )
     if ns.survivors:
         parts = ["# Surviving mutants\n"]
         for r in results:

@@ -124,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serial fraction, Karp-Flatt from the {n}-worker speed-up {s:.2f}×: {e:.3f} (includes CPU contention)")
         print("Amdahl speed-up with it: " + ", ".join(f"{k} workers {amdahl(min(max(e, 0.0), 1.0), k):.1f}×" for k in SCALES))
     load = os.getloadavg()
-    print(f"\nload average at the end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {os.cpu_count()} CPUs; "
-          "other processes' load takes cores from the workers")
+    print(
+        f"\nload average at the end (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on {os.cpu_count()} CPUs; "
+        "other processes' load takes cores from the workers"
+    )
     return 0
 
 

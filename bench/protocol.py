@@ -70,8 +70,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["digits_cnn", "digits_mlp"], help="zoo models")
     parser.add_argument("--rounds", type=int, default=7, help="fresh sessions per model and method")
-    parser.add_argument("--min-repeat-ms", type=float, nargs="+", default=[ProtocolConfig().min_repeat_ms, 20.0],
-                        help="protocol variants by sample length (the first is the one the ratios use)")
+    parser.add_argument(
+        "--min-repeat-ms",
+        type=float,
+        nargs="+",
+        default=[ProtocolConfig().min_repeat_ms, 20.0],
+        help="protocol variants by sample length (the first is the one the ratios use)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cache = os.environ.get("HAQ_CACHE_DIR")

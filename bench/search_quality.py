@@ -117,7 +117,8 @@ class Workbench:
 
     def __init__(self, setting: Setting, workers: int) -> None:
         self.env = EnvConfig(
-            workload=WorkloadConfig(model=setting.model), budget=BudgetConfig(metric=setting.metric, ratio=setting.ratio),
+            workload=WorkloadConfig(model=setting.model),
+            budget=BudgetConfig(metric=setting.metric, ratio=setting.ratio),
             evaluation=EvalConfig(kind=setting.evaluator, val_samples=setting.val_samples),
         )
         self.table = load_device_table(self.env.table, self.env.workload, log=log)
@@ -170,8 +171,17 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
         full = dataclasses.replace(env.evaluation, kind="full")
         robust = final_robust(bench, pick.policy, full)
     return RunResult(
-        bench.env.workload.model, method, seed, len(records), seconds, result.best, tuple(r.reward for r in records),
-        pick.test_reward, pick.test.clean_acc, robust, full_evals,
+        bench.env.workload.model,
+        method,
+        seed,
+        len(records),
+        seconds,
+        result.best,
+        tuple(r.reward for r in records),
+        pick.test_reward,
+        pick.test.clean_acc,
+        robust,
+        full_evals,
     )
 
 
@@ -274,10 +284,18 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
 
 def to_json(r: RunResult) -> dict[str, Any]:
     return {
-        "model": r.model, "method": r.method, "seed": r.seed, "evaluations": r.evaluations, "seconds": r.seconds,
-        "best_reward": r.best.reward, "best_policy": {n: list(p) for n, p in r.best.policy.items()},
-        "test_reward": r.test_reward, "test_clean": r.test_clean, "test_robust": r.test_robust,
-        "full_evaluations": r.full_evaluations, "rewards": list(r.rewards),
+        "model": r.model,
+        "method": r.method,
+        "seed": r.seed,
+        "evaluations": r.evaluations,
+        "seconds": r.seconds,
+        "best_reward": r.best.reward,
+        "best_policy": {n: list(p) for n, p in r.best.policy.items()},
+        "test_reward": r.test_reward,
+        "test_clean": r.test_clean,
+        "test_robust": r.test_robust,
+        "full_evaluations": r.full_evaluations,
+        "rewards": list(r.rewards),
     }
 
 
@@ -299,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     settings = tuple(
         dataclasses.replace(s, evaluations=ns.evaluations or s.evaluations, seeds=tuple(ns.seeds or s.seeds))
-        for s in MODES["quick" if ns.quick else "full"] if ns.models is None or s.model in ns.models
+        for s in MODES["quick" if ns.quick else "full"]
+        if ns.models is None or s.model in ns.models
     )
     methods = tuple(dict.fromkeys([*ns.methods, *(VARIANTS if ns.variants else ())]))
     root = Path(ns.out)

@@ -40,7 +40,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=model_names())
     p.add_argument("--table", default=None, help="start from this table (copied; never modified)")
-    p.add_argument("--skip-build", action="store_true", help="do not measure missing signatures (the table must cover the models)")
+    p.add_argument(
+        "--skip-build", action="store_true", help="do not measure missing signatures (the table must cover the models)"
+    )
     p.add_argument("--n", type=int, default=20, help="random policies checked per model")
     p.add_argument("--configs", type=int, default=12, help="configurations measured per model for the fit")
     p.add_argument("--sessions", type=int, default=5)
@@ -54,7 +56,14 @@ def main() -> int:
         for m in ns.models:
             t0 = time.perf_counter()
             if not ns.skip_build:
-                extend_table(MeasuredBackend(protocol, log), [layer.signature for layer in model_layers(m, None, None)], path, 1, models=[m], log=log)
+                extend_table(
+                    MeasuredBackend(protocol, log),
+                    [layer.signature for layer in model_layers(m, None, None)],
+                    path,
+                    1,
+                    models=[m],
+                    log=log,
+                )
             build_s[m] = time.perf_counter() - t0
         nets = [load_network(m) for m in ns.models]
         runner = LocalRunner(protocol, log)
@@ -62,16 +71,21 @@ def main() -> int:
         table = fit_table(load_table(path), nets, runner, ns.configs, path, log=log)
         fit_s = time.perf_counter() - t0
         print(f"protocol: {ns.sessions} sessions; fit on {ns.configs} configurations per model took {fit_s:.0f} s")
-        print("| model | build (s) | naive ±10 % | graph ±10 % | naive RMSPE | graph RMSPE "
-              "| RMSPE ratio naive/graph | naive ρ | graph ρ | retest ±10 % |")
+        print(
+            "| model | build (s) | naive ±10 % | graph ±10 % | naive RMSPE | graph RMSPE "
+            "| RMSPE ratio naive/graph | naive ρ | graph ρ | retest ±10 % |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|")
         for m, net in zip(ns.models, nets):
             r = check_table(table, net, runner, ns.n, log=log)
             ratio = r.naive.rmspe / r.graph.rmspe if r.graph.rmspe > 0 else float("inf")
             naive, graph = r.naive, r.graph
-            print(f"| {m} | {build_s[m]:.0f} | {100 * naive.within10:.0f} % | {100 * graph.within10:.0f} % "
-                  f"| {100 * naive.rmspe:.1f} % | {100 * graph.rmspe:.1f} % | {ratio:.2f}x | {naive.spearman:.2f} "
-                  f"| {graph.spearman:.2f} | {100 * r.retest.within10:.0f} % |", flush=True)
+            print(
+                f"| {m} | {build_s[m]:.0f} | {100 * naive.within10:.0f} % | {100 * graph.within10:.0f} % "
+                f"| {100 * naive.rmspe:.1f} % | {100 * graph.rmspe:.1f} % | {ratio:.2f}x | {naive.spearman:.2f} "
+                f"| {graph.spearman:.2f} | {100 * r.retest.within10:.0f} % |",
+                flush=True,
+            )
     return 0
 
 

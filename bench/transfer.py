@@ -131,7 +131,10 @@ def episodes_to_reach(curve: list[float], target: float) -> int | None:
 
 
 def scratch(
-    mode: Mode, agent: AgentConfig, problems: dict[tuple[str, str], SearchProblem], root: Path,
+    mode: Mode,
+    agent: AgentConfig,
+    problems: dict[tuple[str, str], SearchProblem],
+    root: Path,
 ) -> dict[tuple[str, str, int], Path]:
     runs = {}
     for (model, table), problem in problems.items():
@@ -140,15 +143,21 @@ def scratch(
             cfg = SearchConfig(env=problem.config, agent=agent, episodes=mode.scratch_episodes, seed=seed)
             start = time.perf_counter()
             result = run_search(cfg, problem, out, resume=RunDir(out).exists())
-            log(f"scratch {model}/{table} s{seed}: best {result.best.reward:+.4f} at episode {result.best.episode} "
-                f"({time.perf_counter() - start:.0f} s)")
+            log(
+                f"scratch {model}/{table} s{seed}: best {result.best.reward:+.4f} at episode {result.best.episode} "
+                f"({time.perf_counter() - start:.0f} s)"
+            )
             runs[(model, table, seed)] = out
     return runs
 
 
 def transfers(
-    mode: Mode, problems: dict[tuple[str, str], SearchProblem], sources: dict[tuple[str, str, int], Path], root: Path,
-    noise: float, sink: Callable[[Pair], None],
+    mode: Mode,
+    problems: dict[tuple[str, str], SearchProblem],
+    sources: dict[tuple[str, str, int], Path],
+    root: Path,
+    noise: float,
+    sink: Callable[[Pair], None],
 ) -> None:
     for (src_model, src_table, seed), source in sources.items():
         for (tgt_model, tgt_table), problem in problems.items():
@@ -158,16 +167,31 @@ def transfers(
                 continue
             out = root / tgt_model / f"transfer-{src_model}-{src_table}-to-{tgt_table}-s{seed}"
             cfg = TransferConfig(
-                source=str(source), table=tgt_table, model=tgt_model if cross_model else None,
-                episodes=mode.finetune_episodes, seed=seed, noise_sigma=noise,
+                source=str(source),
+                table=tgt_table,
+                model=tgt_model if cross_model else None,
+                episodes=mode.finetune_episodes,
+                seed=seed,
+                noise_sigma=noise,
             )
             start = time.perf_counter()
             run_transfer(cfg, problem, out, resume=RunDir(out).exists())
             records = RunDir(out).read_episodes()
             curve = best_so_far(records)
             at = episodes_to_reach(curve, curve[-1])
-            sink(Pair(src_model, src_table, tgt_model, tgt_table, seed, records[0].reward, curve[-1], at or len(curve),
-                      time.perf_counter() - start))
+            sink(
+                Pair(
+                    src_model,
+                    src_table,
+                    tgt_model,
+                    tgt_table,
+                    seed,
+                    records[0].reward,
+                    curve[-1],
+                    at or len(curve),
+                    time.perf_counter() - start,
+                )
+            )
 
 
 def _fmt_needed(values: list[int | None], horizon: int) -> str:
@@ -189,7 +213,9 @@ def matrix(mode: Mode, pairs: list[Pair], curves: dict[tuple[str, str], list[lis
         "|---|---|---|---|---|---|---|---|---|",
     ]
     met = total = 0
-    keys = sorted({(p.source_model, p.source_table, p.target_model, p.target_table) for p in pairs}, key=lambda k: (k[0] != k[2], k))
+    keys = sorted(
+        {(p.source_model, p.source_table, p.target_model, p.target_table) for p in pairs}, key=lambda k: (k[0] != k[2], k)
+    )
     for key in keys:
         rows = [p for p in pairs if (p.source_model, p.source_table, p.target_model, p.target_table) == key]
         target_curves = curves[(key[2], key[3])]
@@ -197,7 +223,8 @@ def matrix(mode: Mode, pairs: list[Pair], curves: dict[tuple[str, str], list[lis
         need_best = [episodes_to_reach(c, p.best) for p in rows for c in target_curves]
         quarter = [  # a scratch run that never got there needed more than its whole horizon
             p.best_at <= (n if n is not None else mode.scratch_episodes + 1) / 4
-            for p in rows for n in (episodes_to_reach(c, p.best) for c in target_curves)
+            for p in rows
+            for n in (episodes_to_reach(c, p.best) for c in target_curves)
         ]
         scratch_best = [c[-1] for c in target_curves]
         reached = [p.best >= b - 1e-9 for p in rows for b in scratch_best]
@@ -223,7 +250,10 @@ def latency_table(model: str, problems: dict[tuple[str, str], SearchProblem], so
         records = [r for (m, t, _), path in sources.items() if m == model and t == table for r in RunDir(path).read_episodes()]
         tuned[table] = max(records, key=lambda r: (r.reward, -r.episode)).quant_policy()
     costs = {x: {y.name: cost_on_device(layers, policy, y) for y in shipped} for x, policy in tuned.items()}
-    lines = [f"| {model}: tuned for ↓ / run on → | " + " | ".join(t.name for t in shipped) + " |", "|---|" + "---|" * len(shipped)]
+    lines = [
+        f"| {model}: tuned for ↓ / run on → | " + " | ".join(t.name for t in shipped) + " |",
+        "|---|" + "---|" * len(shipped),
+    ]
     for x in tuned:
         cells = []
         for y in shipped:
@@ -242,7 +272,10 @@ def latency_table(model: str, problems: dict[tuple[str, str], SearchProblem], so
 def source_quality(mode: Mode, problems: dict[tuple[str, str], SearchProblem], sources: dict[tuple[str, str, int], Path]) -> str:
     """How good each transferred agent is at home: its deterministic actor on its own device
     against its search's best and the best of its random warm-up episodes."""
-    lines = ["| model / device | seed | actor on its own device | search best | best random warm-up episode |", "|---|---|---|---|---|"]
+    lines = [
+        "| model / device | seed | actor on its own device | search best | best random warm-up episode |",
+        "|---|---|---|---|---|",
+    ]
     for (model, table, seed), path in sources.items():
         problem = problems[(model, table)]
         env = MixedPrecisionEnv(problem=problem)
@@ -261,9 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="digits CNN only, 2 seeds, shorter searches (< 5 min)")
     p.add_argument("--agent", default=AGENT.algo, help="agent of the scratch searches, hence of the transferred agents")
-    p.add_argument("--gradient-steps", type=int, default=AGENT.gradient_steps, help="gradient steps per episode (-1: one per step)")
-    p.add_argument("--noise", type=float, default=TransferConfig(source="-", table="-").noise_sigma,
-                   help="initial exploration noise of the fine-tuning")
+    p.add_argument(
+        "--gradient-steps", type=int, default=AGENT.gradient_steps, help="gradient steps per episode (-1: one per step)"
+    )
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=TransferConfig(source="-", table="-").noise_sigma,
+        help="initial exploration noise of the fine-tuning",
+    )
     p.add_argument("--out", default=None, help="run directories and results.json (default bench-out/transfer[-quick])")
     ns = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -277,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     sources = scratch(mode, agent, problems, root)
     scratch_s = time.perf_counter() - start
     curves = {
-        key: [best_so_far(RunDir(path).read_episodes()) for (m, t, _), path in sources.items() if (m, t) == key] for key in problems
+        key: [best_so_far(RunDir(path).read_episodes()) for (m, t, _), path in sources.items() if (m, t) == key]
+        for key in problems
     }
     pairs: list[Pair] = []
 
@@ -285,20 +325,28 @@ def main(argv: list[str] | None = None) -> int:
         pairs.append(pair)
         doc = {"mode": mode.__dict__, "agent": agent.__dict__, "pairs": [pair_json(x) for x in pairs]}
         atomic_write_text(root / "results.json", json.dumps(doc, indent=2) + "\n")
-        log(f"transfer {pair.source_model}/{pair.source_table} → {pair.target_model}/{pair.target_table} s{pair.seed}: "
-            f"zero-shot {pair.zero_shot:+.4f}, best {pair.best:+.4f} at episode {pair.best_at} ({pair.seconds:.0f} s)")
+        log(
+            f"transfer {pair.source_model}/{pair.source_table} → {pair.target_model}/{pair.target_table} s{pair.seed}: "
+            f"zero-shot {pair.zero_shot:+.4f}, best {pair.best:+.4f} at episode {pair.best_at} ({pair.seconds:.0f} s)"
+        )
 
     transfers(mode, problems, sources, root, ns.noise, sink)
     text, tally = matrix(mode, pairs, curves)
-    print(f"## transfer matrix ({agent.algo}, {agent.gradient_steps} gradient steps / episode, cheap evaluator; "
-          f"seeds {list(mode.seeds)}; scratch searches of {mode.scratch_episodes} episodes)\n")
+    print(
+        f"## transfer matrix ({agent.algo}, {agent.gradient_steps} gradient steps / episode, cheap evaluator; "
+        f"seeds {list(mode.seeds)}; scratch searches of {mode.scratch_episodes} episodes)\n"
+    )
     print(text)
-    print(f"\ntransfer reached its reward in <= 1/4 of the scratch episodes in {tally['quarter_met']} of {tally['comparisons']} "
-          "(transfer seed x scratch seed) comparisons")
+    print(
+        f"\ntransfer reached its reward in <= 1/4 of the scratch episodes in {tally['quarter_met']} of {tally['comparisons']} "
+        "(transfer seed x scratch seed) comparisons"
+    )
     print("\n## the transferred agents at home (deterministic actor; a transfer cannot beat its source)\n")
     print(source_quality(mode, problems, sources))
     for model in mode.models:
-        print(f"\n## cross-device latency, {model} (ratio to the run-on device's own best policy; promoted = run at wider bits)\n")
+        print(
+            f"\n## cross-device latency, {model} (ratio to the run-on device's own best policy; promoted = run at wider bits)\n"
+        )
         print(latency_table(model, problems, sources))
     for (model, table), reason in skipped.items():
         print(f"\nnot searched: {model} on {table}: {reason}")

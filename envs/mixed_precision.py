@@ -20,9 +20,27 @@ from haq.problem.sensitivity import Sensitivity
 from haq.quant import QuantPolicy
 
 OBS_FEATURES = (
-    "is_conv", "is_dwconv", "is_linear", "in_channels", "out_channels", "kernel", "stride",
-    "groups_ratio", "input_hw", "params", "macs", "position", "macs_share", "params_share",
-    "hw_cost_low", "hw_cost_high", "budget_used", "budget_left", "budget_min_rest", "prev_w", "prev_a",
+    "is_conv",
+    "is_dwconv",
+    "is_linear",
+    "in_channels",
+    "out_channels",
+    "kernel",
+    "stride",
+    "groups_ratio",
+    "input_hw",
+    "params",
+    "macs",
+    "position",
+    "macs_share",
+    "params_share",
+    "hw_cost_low",
+    "hw_cost_high",
+    "budget_used",
+    "budget_left",
+    "budget_min_rest",
+    "prev_w",
+    "prev_a",
 )
 SENSITIVITY_FEATURES = ("sens_weight", "sens_act", "sens_falloff", "sens_used")
 OBSERVATION_FEATURES = {"v0": OBS_FEATURES, "v1": OBS_FEATURES + SENSITIVITY_FEATURES}
@@ -214,7 +232,10 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._observation(), info, self.problem.policy(self._applied)
 
     def finish(
-        self, info: dict[str, Any], policy: QuantPolicy, scored: Scored,
+        self,
+        info: dict[str, Any],
+        policy: QuantPolicy,
+        scored: Scored,
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """The last step's return once its policy (from :meth:`decide`) is scored."""
         if self._index != self.num_layers:
@@ -273,11 +294,13 @@ def _sensitivity_rows(problem: SearchProblem, sens: Sensitivity) -> np.ndarray:
     for n in names:
         s = sens.layers[n]
         here = s.error(lo, lo)
-        rows.append([
-            math.log2(1 + len(names) * s.weight[lo] / total) / 4.0,
-            math.log2(1 + len(names) * s.activation[lo] / total) / 4.0,
-            s.error(mid, mid) / here if here > 0 else 0.0,
-        ])
+        rows.append(
+            [
+                math.log2(1 + len(names) * s.weight[lo] / total) / 4.0,
+                math.log2(1 + len(names) * s.activation[lo] / total) / 4.0,
+                s.error(mid, mid) / here if here > 0 else 0.0,
+            ]
+        )
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -291,15 +314,31 @@ def _static_features(problem: SearchProblem) -> np.ndarray:
     for i, (info, choices) in enumerate(zip(layers, bm.layers)):
         sig = info.signature
         raw = {
-            "in_channels": sig.in_channels, "out_channels": sig.out_channels, "input_hw": sig.in_h * sig.in_w,
-            "params": info.params, "macs": info.macs,
+            "in_channels": sig.in_channels,
+            "out_channels": sig.out_channels,
+            "input_hw": sig.in_h * sig.in_w,
+            "params": info.params,
+            "macs": info.macs,
         }
         logs = {k: math.log2(1 + v) / _LOG_SCALE[k] for k, v in raw.items()}
-        rows.append([
-            float(sig.op == "conv"), float(sig.op == "dwconv"), float(sig.op == "linear"),
-            logs["in_channels"], logs["out_channels"], max(sig.kernel) / 7.0, max(sig.stride) / 4.0,
-            sig.groups / sig.in_channels, logs["input_hw"], logs["params"], logs["macs"],
-            i / max(len(layers) - 1, 1), info.macs / total_macs, info.params / total_params,
-            choices.cheapest / bm.budget.reference, choices.dearest / bm.budget.reference,
-        ])
+        rows.append(
+            [
+                float(sig.op == "conv"),
+                float(sig.op == "dwconv"),
+                float(sig.op == "linear"),
+                logs["in_channels"],
+                logs["out_channels"],
+                max(sig.kernel) / 7.0,
+                max(sig.stride) / 4.0,
+                sig.groups / sig.in_channels,
+                logs["input_hw"],
+                logs["params"],
+                logs["macs"],
+                i / max(len(layers) - 1, 1),
+                info.macs / total_macs,
+                info.params / total_params,
+                choices.cheapest / bm.budget.reference,
+                choices.dearest / bm.budget.reference,
+            ]
+        )
     return np.asarray(rows, dtype=np.float64)

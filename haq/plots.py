@@ -127,8 +127,17 @@ def _reward_figure(fig: Any, run: RunView, baselines: Sequence[RunView]) -> Any:
     ax.step(xs, running_max(rewards), where="post", color="tab:blue", lw=2, label=f"{run.label}: best so far")
     for i, b in enumerate(baselines):
         bx = [r.episode + 1 for r in b.episodes]
-        ax.step(bx, running_max([r.reward for r in b.episodes]), where="post", color=_COLORS[i % len(_COLORS)],
-                lw=1.5, ls="--", marker=_MARKERS[i % len(_MARKERS)], ms=4, label=f"{b.label}: best so far")
+        ax.step(
+            bx,
+            running_max([r.reward for r in b.episodes]),
+            where="post",
+            color=_COLORS[i % len(_COLORS)],
+            lw=1.5,
+            ls="--",
+            marker=_MARKERS[i % len(_MARKERS)],
+            ms=4,
+            label=f"{b.label}: best so far",
+        )
     everything = rewards + [r.reward for b in baselines for r in b.episodes]
     floor = lower_fence(everything)
     hidden = sum(v < floor for v in everything)
@@ -173,20 +182,38 @@ def _accuracy_panel(ax: Any, run: RunView, baselines: Sequence[RunView], field_n
     right = max([p[0] for p in pts] + ([run.budget] if run.budget is not None else []))
     if front:  # hold the last level to the right edge: the best accuracy any larger cost reached
         front.append((right, front[-1][1]))
-    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:blue", lw=1.8, label=f"{run.label}: Pareto front")
+    ax.step(
+        [p[0] for p in front], [p[1] for p in front], where="post", color="tab:blue", lw=1.8, label=f"{run.label}: Pareto front"
+    )
     best = run.best
     best_acc = getattr(best.metrics, field_name)
     if best_acc is not None:
-        ax.scatter([run.cost(best)], [100.0 * best_acc], marker="*", s=220, color="tab:blue", edgecolor="black",
-                   zorder=5, label=f"{run.label}: best reward")
+        ax.scatter(
+            [run.cost(best)],
+            [100.0 * best_acc],
+            marker="*",
+            s=220,
+            color="tab:blue",
+            edgecolor="black",
+            zorder=5,
+            label=f"{run.label}: best reward",
+        )
     for i, b in enumerate(baselines):
         color, marker = _COLORS[i % len(_COLORS)], _MARKERS[i % len(_MARKERS)]
         bp = points(b)
         ax.scatter([p[0] for p in bp], [p[1] for p in bp], s=10, color=color, alpha=0.25, marker=marker)
         acc = getattr(b.best.metrics, field_name)
         if acc is not None:
-            ax.scatter([b.cost(b.best)], [100.0 * acc], marker=marker, s=90, color=color, edgecolor="black",
-                       zorder=5, label=f"{b.label}: best reward")
+            ax.scatter(
+                [b.cost(b.best)],
+                [100.0 * acc],
+                marker=marker,
+                s=90,
+                color=color,
+                edgecolor="black",
+                zorder=5,
+                label=f"{b.label}: best reward",
+            )
     if run.budget is not None:
         ax.axvline(run.budget, color="gray", ls=":", lw=1.5, label="budget")
     ax.set_xlabel(_UNITS[run.metric])

@@ -85,8 +85,10 @@ class WorkloadConfig:
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", check_input_shape(self.input_shape))
             if self.input_size is not None and self.input_shape[1:] != (self.input_size, self.input_size):
-                raise ConfigError(f"--input-size {self.input_size} contradicts --input-shape "
-                                  f"{','.join(map(str, self.input_shape))}; give one of them")
+                raise ConfigError(
+                    f"--input-size {self.input_size} contradicts --input-shape "
+                    f"{','.join(map(str, self.input_shape))}; give one of them"
+                )
         validate.count("workers", self.workers, 0, MAX_WORKERS)
 
     def resolved_dataset(self) -> str:
@@ -173,8 +175,10 @@ def discover(model: nn.Module, inp: InputSpec) -> list[LayerInfo]:
     except ModelError as exc:
         if "forward pass" not in str(exc):
             raise
-        raise ModelError(f"{exc} (input {inp.text} from {inp.origin}); give the shape the model expects with "
-                         "--input-shape C,H,W, or --dataset / --input-size") from None
+        raise ModelError(
+            f"{exc} (input {inp.text} from {inp.origin}); give the shape the model expects with "
+            "--input-shape C,H,W, or --dataset / --input-size"
+        ) from None
 
 
 def untrained_model(cfg: WorkloadConfig) -> tuple[nn.Module, InputSpec]:
@@ -231,15 +235,19 @@ def load_workload(
     check_model_name(cfg.model)
     name = cfg.resolved_dataset()
     if cfg.input_shape is not None and cfg.dataset is None and cfg.input_shape[0] != dataset_spec(name).channels:
-        raise ConfigError(f"--input-shape {','.join(map(str, cfg.input_shape))} prices the model without data, but this command "
-                          f"trains or evaluates it on {name} ({dataset_spec(name).channels} channel(s)): name the data with "
-                          "--dataset (e.g. --dataset imagefolder --data-root DIR) and --input-size")
+        raise ConfigError(
+            f"--input-shape {','.join(map(str, cfg.input_shape))} prices the model without data, but this command "
+            f"trains or evaluates it on {name} ({dataset_spec(name).channels} channel(s)): name the data with "
+            "--dataset (e.g. --dataset imagefolder --data-root DIR) and --input-size"
+        )
     inp = resolve_input(cfg)
     data = load_dataset(name, cfg.data_root, cfg.seed, inp.shape, cfg.workers)
     spec = ZOO.get(cfg.model)
     if spec is not None and spec.classes is not None and data.num_classes > spec.classes:
-        raise DataError(f"{data.name} has {data.num_classes} classes but {cfg.model} has {spec.classes} outputs; "
-                        "use a user model (package.module:callable) with a head of that size")
+        raise DataError(
+            f"{data.name} has {data.num_classes} classes but {cfg.model} has {spec.classes} outputs; "
+            "use a user model (package.module:callable) with a head of that size"
+        )
     with torch.random.fork_rng(devices=[]):  # the shape is checked before any training, with a one-line error
         discover(build_model(cfg.model, inp.shape, data.num_classes), inp)
     model = _float_model(cfg, data, device, cache_dir, log)
@@ -266,6 +274,8 @@ def _float_model(
             model = build_model(cfg.model, data.input_shape, data.num_classes)
         return load_checkpoint_(model, cfg.checkpoint).to(device).eval()
     if cfg.model not in ZOO and cfg.train_epochs is None:
-        raise ModelError(f"user model '{cfg.model}' has no weights: pass --checkpoint FILE (a float state dict), "
-                         "or --train-epochs N to train it here with the zoo's recipe")
+        raise ModelError(
+            f"user model '{cfg.model}' has no weights: pass --checkpoint FILE (a float state dict), "
+            "or --train-epochs N to train it here with the zoo's recipe"
+        )
     return pretrained_model(cfg.model, data, device, cache_dir, recipe, log)

@@ -28,8 +28,11 @@ def available() -> list[str]:
 def path_of(name: str) -> Path:
     """File of a shipped table."""
     if name not in available():
-        raise TableError(_unknown(name) if name in RENAMED or name == MACHINE_TABLE
-                         else f"no shipped cost table '{name}'; shipped: {', '.join(available()) or 'none'}")
+        raise TableError(
+            _unknown(name)
+            if name in RENAMED or name == MACHINE_TABLE
+            else f"no shipped cost table '{name}'; shipped: {', '.join(available()) or 'none'}"
+        )
     return TABLE_DIR / f"{name}.json"
 
 
@@ -46,11 +49,15 @@ def load(name_or_path: str | Path) -> CostTable:
 
 def _unknown(name: str) -> str:
     if name in RENAMED:
-        return (f"shipped table '{name}' is now '{RENAMED[name]}', an example measured on another machine; "
-                f"use --device {MACHINE_TABLE} for this machine's table, or --device {RENAMED[name]} for the example")
+        return (
+            f"shipped table '{name}' is now '{RENAMED[name]}', an example measured on another machine; "
+            f"use --device {MACHINE_TABLE} for this machine's table, or --device {RENAMED[name]} for the example"
+        )
     if name == MACHINE_TABLE:
-        return (f"'{MACHINE_TABLE}' (this machine's measured table) is built by the haq commands (`haq search --device cpu`); "
-                "from Python build one with `haq tables build --device cpu --model M --out my-cpu.json` and load that file")
+        return (
+            f"'{MACHINE_TABLE}' (this machine's measured table) is built by the haq commands (`haq search --device cpu`); "
+            "from Python build one with `haq tables build --device cpu --model M --out my-cpu.json` and load that file"
+        )
     return f"'{name}' is neither a shipped cost table ({', '.join(available()) or 'none shipped'}) nor a table file"
 
 

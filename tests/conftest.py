@@ -25,8 +25,7 @@ torch.set_num_threads(1)
 
 # Derandomized by default (the same examples on every run and under any load; no example
 # database carried between runs); HYPOTHESIS_PROFILE=explore searches with fresh randomness.
-settings.register_profile("ci", derandomize=True, database=None, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("explore", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -35,8 +35,16 @@ FUZZ = settings(
 
 @pytest.fixture(scope="module")
 def agent() -> Iterator[DeviceAgent]:
-    cfg = AgentConfig(port=0, token=TOKEN, max_bytes=100_000, timeout_s=20.0, header_timeout_s=2.0, io_timeout_s=2.0,
-                      max_per_address=8, memory_mb=1024)
+    cfg = AgentConfig(
+        port=0,
+        token=TOKEN,
+        max_bytes=100_000,
+        timeout_s=20.0,
+        header_timeout_s=2.0,
+        io_timeout_s=2.0,
+        max_per_address=8,
+        memory_mb=1024,
+    )
     with DeviceAgent(cfg).start() as running:
         yield running
 

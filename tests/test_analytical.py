@@ -133,8 +133,19 @@ def signatures(draw: st.DrawFn) -> LayerSignature:
     op = draw(st.sampled_from(["conv", "dwconv", "linear"]))
     batch = draw(st.integers(1, 4))
     if op == "linear":
-        return LayerSignature("linear", draw(st.integers(1, 600)), draw(st.integers(1, 600)), (1, 1), (1, 1), (0, 0), 1,
-                              draw(st.integers(1, 4)), 1, draw(st.booleans()), batch)
+        return LayerSignature(
+            "linear",
+            draw(st.integers(1, 600)),
+            draw(st.integers(1, 600)),
+            (1, 1),
+            (1, 1),
+            (0, 0),
+            1,
+            draw(st.integers(1, 4)),
+            1,
+            draw(st.booleans()),
+            batch,
+        )
     k = draw(st.sampled_from([1, 3, 5]))
     s = draw(st.integers(1, 2))
     hw = draw(st.integers(k, 40))

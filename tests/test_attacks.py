@@ -70,8 +70,12 @@ def test_pgd_at_least_as_strong_as_fgsm_on_float(mlp: Workload, cpu: torch.devic
 @pytest.mark.parametrize("attack", ["fgsm", "pgd", "spsa"])
 def test_accuracy_falls_monotonically_with_eps(attack: str, mlp: Workload, cpu: torch.device) -> None:
     x, y = _xy(mlp)
-    accs = [robust_accuracy(mlp.model, x, y, [attack], AttackConfig(eps=e, spsa_steps=10, spsa_samples=16), cpu,
-                            (0.0, 1.0)).per_attack[attack] for e in (0.0, 0.03, 0.06, 0.12, 0.25)]
+    accs = [
+        robust_accuracy(
+            mlp.model, x, y, [attack], AttackConfig(eps=e, spsa_steps=10, spsa_samples=16), cpu, (0.0, 1.0)
+        ).per_attack[attack]
+        for e in (0.0, 0.03, 0.06, 0.12, 0.25)
+    ]
     assert all(a >= b for a, b in zip(accs, accs[1:])), accs
     assert accs[-1] < accs[0] - 0.3, accs
 
@@ -95,8 +99,9 @@ def test_large_steps_end_on_the_eps_ball(attack: str, mlp: Workload, cpu: torch.
     x, y = _xy(mlp)
     x = x * 0.5 + 0.25  # the data range [0, 1] stays out of reach, so only the ε-ball binds
     eps = 0.05
-    cfg = AttackConfig(eps=eps, pgd_steps=3, step_size=10 * eps, random_start=False, spsa_steps=3, spsa_samples=4,
-                       spsa_step_size=10 * eps)
+    cfg = AttackConfig(
+        eps=eps, pgd_steps=3, step_size=10 * eps, random_start=False, spsa_steps=3, spsa_samples=4, spsa_step_size=10 * eps
+    )
     moved = (craft(attack, mlp.model, x, y, cfg, cpu, (0.0, 1.0)) - x).abs()
     on_surface = torch.isclose(moved, torch.tensor(eps), atol=1e-6)
     assert bool((on_surface | (moved == 0)).all())
@@ -148,8 +153,9 @@ def test_restarts_never_weaken_pgd(mlp: Workload, mlp4: nn.Module, cpu: torch.de
 
 def test_worst_case_is_per_sample_and_names_strongest(mlp: Workload, mlp4: nn.Module, cpu: torch.device) -> None:
     x, y = _xy(mlp)
-    r = robust_accuracy(mlp4, x, y, ["fgsm", "pgd", "transfer_pgd", "ensemble_pgd"], AttackConfig(eps=0.1), cpu,
-                        (0.0, 1.0), mlp.model)
+    r = robust_accuracy(
+        mlp4, x, y, ["fgsm", "pgd", "transfer_pgd", "ensemble_pgd"], AttackConfig(eps=0.1), cpu, (0.0, 1.0), mlp.model
+    )
     assert r.n == N and r.eps == 0.1
     assert r.worst_case <= min(r.per_attack.values()) <= max(r.per_attack.values()) <= r.clean
     assert r.per_attack[r.strongest] == min(r.per_attack.values())
@@ -373,8 +379,9 @@ def test_eps_and_steps_are_pixel_units_on_normalized_inputs() -> None:
 
     space = InputRange(0.0, 1.0, mean=(0.0, 0.0), std=(0.5, 0.5))
     z = space.from_pixels(TOY_X)  # (1.2, 0.8)
-    cfg = AttackConfig(eps=0.3, pgd_steps=10, step_size=0.05, random_start=False, spsa_steps=10, spsa_step_size=0.05,
-                       spsa_delta=0.01)
+    cfg = AttackConfig(
+        eps=0.3, pgd_steps=10, step_size=0.05, random_start=False, spsa_steps=10, spsa_step_size=0.05, spsa_delta=0.01
+    )
     torch.testing.assert_close(pgd(_toy(), z, TOY_Y, cfg, CPU, space), torch.tensor([[0.9, 1.1]]))
     torch.testing.assert_close(transfer_pgd(_toy(), z, TOY_Y, cfg, CPU, space), torch.tensor([[0.6, 1.4]]))
     torch.testing.assert_close(spsa(_toy(), z, TOY_Y, cfg, CPU, space), torch.tensor([[0.9, 1.1]]))
@@ -402,5 +409,7 @@ def test_batching_does_not_change_deterministic_attacks(mlp: Workload, cpu: torc
     whole = fgsm(mlp.model, x, y, AttackConfig(eps=0.1), cpu)
     assert torch.equal(fgsm(mlp.model, x, y, AttackConfig(eps=0.1, batch_size=7), cpu), whole)
     cfg = AttackConfig(eps=0.1, random_start=False, pgd_steps=3)
-    assert torch.equal(pgd(mlp.model, x, y, AttackConfig(eps=0.1, random_start=False, pgd_steps=3, batch_size=7), cpu),
-                       pgd(mlp.model, x, y, cfg, cpu))
+    assert torch.equal(
+        pgd(mlp.model, x, y, AttackConfig(eps=0.1, random_start=False, pgd_steps=3, batch_size=7), cpu),
+        pgd(mlp.model, x, y, cfg, cpu),
+    )

@@ -106,7 +106,9 @@ def test_cheaper_step_lowers_cost_and_stops_at_the_floor() -> None:
 def test_sensitivity_falls_with_bits(digits_workload: Workload, cpu: object) -> None:
     from haq.baselines import SensitivityConfig
 
-    s = estimate_sensitivity(digits_workload.model, digits_workload.layers, digits_workload.data, cpu, SensitivityConfig(samples=64))
+    s = estimate_sensitivity(
+        digits_workload.model, digits_workload.layers, digits_workload.data, cpu, SensitivityConfig(samples=64)
+    )
     assert set(s.layers) == set(digits_workload.layer_names) and s.samples == 64
     for layer in s.layers.values():
         for terms in (layer.weight, layer.activation):
@@ -219,12 +221,28 @@ def test_uniform_refuses_a_budget_no_uniform_policy_meets(cache_dir: Path, tmp_p
 
 
 def test_baseline_command_writes_a_run_and_prints_the_best(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("HAQ_CACHE_DIR", str(cache_dir))
     out = tmp_path / "greedy"
-    argv = ["baseline", "--method", "greedy", "--device", "bitfusion", "--evaluator", "cheap", "--evaluations", "2",
-            "--sensitivity-samples", "64", "--out", str(out)]
+    argv = [
+        "baseline",
+        "--method",
+        "greedy",
+        "--device",
+        "bitfusion",
+        "--evaluator",
+        "cheap",
+        "--evaluations",
+        "2",
+        "--sensitivity-samples",
+        "64",
+        "--out",
+        str(out),
+    ]
     assert haq_main(argv) == 0
     printed = capsys.readouterr().out
     assert f"baseline greedy: 2 evaluations in {out}" in printed and "| conv1 |" in printed

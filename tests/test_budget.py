@@ -70,8 +70,14 @@ class HandTable:
         return None
 
 
-def _model(ratio: float = 0.5, absolute: float | None = None, table: HandTable | None = None, metric: str = "latency",
-           max_bits: int = 8, pin: int | None = None):  # type: ignore[no-untyped-def]
+def _model(
+    ratio: float = 0.5,
+    absolute: float | None = None,
+    table: HandTable | None = None,
+    metric: str = "latency",
+    max_bits: int = 8,
+    pin: int | None = None,
+):  # type: ignore[no-untyped-def]
     return build_budget_model(LAYERS, table or HandTable(), metric, ratio, absolute, 2, max_bits, pin)
 
 
@@ -148,8 +154,10 @@ TIE = [{(2, 2): 1.0, (2, 4): 1.0, (4, 2): 1.0, (4, 4): 1.0, (8, 8): 8.0}]
 
 @pytest.mark.parametrize(
     ("second", "cheapest"),
-    [({(2, 4): 10.0, (8, 8): 80.0}, 1.0 + 10.0 + 100.0 + 2 * 5.0),  # (4, 4) -> (2, 4) -> (2, 2): two changes
-     ({(4, 4): 10.0, (8, 8): 80.0}, 1.0 + 10.0 + 100.0 + 1 * 5.0)],  # (4, 4) -> (4, 4) -> (2, 2): one change
+    [
+        ({(2, 4): 10.0, (8, 8): 80.0}, 1.0 + 10.0 + 100.0 + 2 * 5.0),  # (4, 4) -> (2, 4) -> (2, 2): two changes
+        ({(4, 4): 10.0, (8, 8): 80.0}, 1.0 + 10.0 + 100.0 + 1 * 5.0),
+    ],  # (4, 4) -> (4, 4) -> (2, 2): one change
 )
 def test_ties_at_the_cheapest_cost_take_the_highest_widths(second: dict[BitPair, float], cheapest: float) -> None:
     """Equal-cost pairs: the higher weight width, then the higher activation width: (4, 4) of the four."""
@@ -188,8 +196,11 @@ def test_allowed_pairs_pins_and_refusals() -> None:
     assert allowed_pairs(table, LAYERS[2], 2, 8, 32) == ((32, 32),)  # a pin may leave the search range
     with pytest.raises(ConfigError, match=rf"^cannot pin layer '{NAMES[1]}' to 2 bits: table 'hand' supports "):
         allowed_pairs(table, LAYERS[1], 2, 8, 2)
-    with pytest.raises(TableError, match=rf"supports no \(w, a\) pair within bits 5\.\.7 for layer '{NAMES[0]}'; it supports "
-                                         r"\[.*\]; this device also runs float: use --max-bits 32"):
+    with pytest.raises(
+        TableError,
+        match=rf"supports no \(w, a\) pair within bits 5\.\.7 for layer '{NAMES[0]}'; it supports "
+        r"\[.*\]; this device also runs float: use --max-bits 32",
+    ):
         allowed_pairs(table, LAYERS[0], 5, 7, None)
     pinned = _model(pin=8, ratio=1.0)
     assert pinned.layers[0].pairs == ((8, 8),) and pinned.layers[2].pairs == ((8, 8),) and len(pinned.layers[1].pairs) == 4

@@ -58,8 +58,16 @@ def test_two_processes_train_a_cached_model_once(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(script), str(cache_dir), str(run_dir), name], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(cache_dir), str(run_dir), name],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
     try:
         while len(list(run_dir.glob("ready-*"))) < 2:
             assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]

@@ -63,7 +63,7 @@ def test_quantize_policy_file(tmp_path: Path, digits_workload: Workload, capsys:
         (["quantize", "--dataset", "mnist"], "unknown dataset 'mnist'"),
         (["quantize", "--bits", "9"], "out of range"),
         (["quantize", "--policy", "/no/such/file.json"], "cannot read policy file"),
-        (["quantize", "--torch-device", "cuda:7"] , "cuda"),
+        (["quantize", "--torch-device", "cuda:7"], "cuda"),
     ],
 )
 def test_errors_are_one_line(argv: list[str], match: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,8 +16,14 @@ from haq.quant import (
     discover_layers,
 )
 
-SHAPES = {"digits_cnn": (1, 8, 8), "digits_mlp": (1, 8, 8), "resnet20": (1, 32, 32), "mobilenetv2": (1, 32, 32),
-          "resnet18": (3, 224, 224), "mobilenet_v2": (3, 224, 224)}
+SHAPES = {
+    "digits_cnn": (1, 8, 8),
+    "digits_mlp": (1, 8, 8),
+    "resnet20": (1, 32, 32),
+    "mobilenetv2": (1, 32, 32),
+    "resnet18": (3, 224, 224),
+    "mobilenet_v2": (3, 224, 224),
+}
 EXPECTED_COUNTS = {"digits_cnn": 4, "digits_mlp": 7, "resnet20": 22, "mobilenetv2": 23, "resnet18": 21, "mobilenet_v2": 53}
 
 

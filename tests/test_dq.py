@@ -73,10 +73,14 @@ def test_penalty_is_differentiable_and_needs_layers() -> None:
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"beta": -1.0}, r"^DQ beta must be >= 0\.0, got -1\.0$"), ({"beta": float("nan")}, "^DQ beta "),
-     ({"epochs": -1}, r"^DQ epochs must be an integer >= 0, got -1$"), ({"lr": 0.0}, r"^DQ lr must be > 0, got 0\.0$"),
-     ({"batch_size": 0}, r"^DQ batch_size must be an integer >= 1, got 0$"),
-     ({"max_batches": 0}, r"^DQ max_batches must be an integer >= 1, got 0$")],
+    [
+        ({"beta": -1.0}, r"^DQ beta must be >= 0\.0, got -1\.0$"),
+        ({"beta": float("nan")}, "^DQ beta "),
+        ({"epochs": -1}, r"^DQ epochs must be an integer >= 0, got -1$"),
+        ({"lr": 0.0}, r"^DQ lr must be > 0, got 0\.0$"),
+        ({"batch_size": 0}, r"^DQ batch_size must be an integer >= 1, got 0$"),
+        ({"max_batches": 0}, r"^DQ max_batches must be an integer >= 1, got 0$"),
+    ],
 )
 def test_bad_dq_config(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -91,8 +95,11 @@ def mlp(cache_dir: Path, cpu: torch.device) -> Workload:
 def test_uncalibrated_model_is_refused(cpu: torch.device) -> None:
     data = load_dataset("digits")
     model = apply_policy_(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), QuantPolicy.uniform(["1"], 4))
-    with pytest.raises(UsageError, match=r"^layer '1' quantizes activations but is not calibrated; "
-                                         r"call haq\.quant\.calibrate_ before dq_finetune_$"):
+    with pytest.raises(
+        UsageError,
+        match=r"^layer '1' quantizes activations but is not calibrated; "
+        r"call haq\.quant\.calibrate_ before dq_finetune_$",
+    ):
         dq_finetune_(model, data, DQConfig(epochs=1), cpu)
     weights_only = apply_policy_(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), QuantPolicy.uniform(["1"], 4, 32))
     seen: list[tuple[int, int, float]] = []
@@ -155,8 +162,15 @@ def _weight_decay_arm(model: nn.Module, data: DataSplits, cpu: torch.device, gra
         terms = [((w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w) if gram else w).pow(2).sum() for w in ws]
         return 0.5 * BETA * torch.stack(terms).sum()
 
-    recipe = TrainConfig(epochs=RECIPE.epochs, lr=RECIPE.lr, batch_size=RECIPE.batch_size, weight_decay=0.0,
-                         seed=RECIPE.seed, threads=None, max_batches=RECIPE.max_batches)
+    recipe = TrainConfig(
+        epochs=RECIPE.epochs,
+        lr=RECIPE.lr,
+        batch_size=RECIPE.batch_size,
+        weight_decay=0.0,
+        seed=RECIPE.seed,
+        threads=None,
+        max_batches=RECIPE.max_batches,
+    )
     return train_model(model, data, recipe, cpu, extra_loss=decay)
 
 

@@ -200,9 +200,11 @@ def _non_additive(base: CostTable, layers: list, boundary: bool, corrected: bool
     the budget per change) and / or a fitted correction (``corrected``: ×1.25, an offset and a
     cost per 8-bit-activation layer), so the whole-policy cost is not the sum of layer costs."""
     pairs = [(w, a) for w in range(2, 9) for a in range(2, 9)]
-    rules = tuple(
-        TransitionRule(src, dst, 1e-4, 2e-9, 2e-4, 4e-9, "measured") for src in pairs for dst in pairs if src != dst
-    ) if boundary else ()
+    rules = (
+        tuple(TransitionRule(src, dst, 1e-4, 2e-9, 2e-4, 4e-9, "measured") for src in pairs for dst in pairs if src != dst)
+        if boundary
+        else ()
+    )
     corrections = (Correction(network_fingerprint(layers, 1), "digits_cnn", "latency", 1.25, 1e-4, 5, 3e-5),) if corrected else ()
     return base.with_graph(GraphExtras(rules=rules, corrections=corrections))
 
@@ -225,7 +227,9 @@ def _episodes(num_layers: int) -> list[np.ndarray]:
 
 @pytest.mark.parametrize(("boundary", "corrected"), [(True, False), (False, True), (True, True)])
 def test_non_additive_tables_always_end_within_budget(
-    problem: SearchProblem, boundary: bool, corrected: bool,
+    problem: SearchProblem,
+    boundary: bool,
+    corrected: bool,
 ) -> None:
     layers = problem.workload.layers
     table = _non_additive(problem.table, layers, boundary, corrected)  # type: ignore[arg-type]

@@ -40,7 +40,9 @@ def mixed_policy(tmp_path: Path, digits_workload: Workload) -> Path:
 
 
 def test_evaluate_prints_accuracies_and_costs(
-    mixed_policy: Path, digits_workload: Workload, capsys: pytest.CaptureFixture[str],
+    mixed_policy: Path,
+    digits_workload: Workload,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert haq_main(["evaluate", "--policy", str(mixed_policy), "--device", "bitfusion", *TINY]) == 0
     out = capsys.readouterr().out
@@ -51,8 +53,12 @@ def test_evaluate_prints_accuracies_and_costs(
     # The same evaluation through the library (seeded, so identical) gives the printed numbers.
     table = load_table("bitfusion")
     evaluation = dataclasses.replace(FinalEvalConfig().evaluation, finetune_epochs=1, robust_samples=20)
-    direct = evaluate_final(digits_workload, table, QuantPolicy.load(mixed_policy),
-                            FinalEvalConfig(samples=60, measure="never", evaluation=evaluation))
+    direct = evaluate_final(
+        digits_workload,
+        table,
+        QuantPolicy.load(mixed_policy),
+        FinalEvalConfig(samples=60, measure="never", evaluation=evaluation),
+    )
     assert direct.metrics.robust_acc is not None and direct.reference.robust_acc is not None
     assert float(clean.group(1)) == pytest.approx(100 * direct.metrics.clean_acc, abs=0.005)
     assert float(clean.group(2)) == pytest.approx(100 * direct.reference.clean_acc, abs=0.005)
@@ -119,7 +125,10 @@ def test_measurement_is_decided_from_the_mode_and_the_table() -> None:
     ],
 )
 def test_bad_inputs_are_one_line_errors(
-    mixed_policy: Path, capsys: pytest.CaptureFixture[str], extra: list[str], match: str,
+    mixed_policy: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    match: str,
 ) -> None:
     argv = ["evaluate", "--policy", str(mixed_policy), *TINY, *extra]
     assert haq_main(argv) == 2

@@ -64,14 +64,29 @@ CPU revision\t: 1
 """
 
 HERE = MachineFingerprint(
-    cpu="Intel(R) Xeon(R) Processor", vendor="GenuineIntel", family="6", model="143", stepping="8", arch="x86_64",
-    flags=("avx", "avx2", "avx512_vnni", "avx512f", "amx_int8", "amx_tile", "fma"), logical_cores=2, physical_cores=1,
-    caches_kib={"L1d": 48, "L1i": 32, "L2": 2048, "L3": 107520}, onnxruntime="1.31.1", ort_build="CPU; CPUExecutionProvider",
+    cpu="Intel(R) Xeon(R) Processor",
+    vendor="GenuineIntel",
+    family="6",
+    model="143",
+    stepping="8",
+    arch="x86_64",
+    flags=("avx", "avx2", "avx512_vnni", "avx512f", "amx_int8", "amx_tile", "fma"),
+    logical_cores=2,
+    physical_cores=1,
+    caches_kib={"L1d": 48, "L1i": 32, "L2": 2048, "L3": 107520},
+    onnxruntime="1.31.1",
+    ort_build="CPU; CPUExecutionProvider",
     probe_ms=0.05,
 )
 """A fake "this machine"; :data:`OTHER` shares its brand string but not its generation."""
-OTHER = dataclasses.replace(HERE, model="106", stepping="6", flags=("avx", "avx2", "avx512_vnni", "avx512f", "fma"),
-                            caches_kib={"L1d": 48, "L1i": 32, "L2": 1280, "L3": 55296}, probe_ms=0.08)
+OTHER = dataclasses.replace(
+    HERE,
+    model="106",
+    stepping="6",
+    flags=("avx", "avx2", "avx512_vnni", "avx512f", "fma"),
+    caches_kib={"L1d": 48, "L1i": 32, "L2": 1280, "L3": 55296},
+    probe_ms=0.08,
+)
 
 
 class FakeMeasuredBackend:
@@ -84,15 +99,21 @@ class FakeMeasuredBackend:
     def metadata(self, batch: int) -> dict[str, Any]:
         return {
             "device": {"name": "cpu-test", "description": "a fake CPU, timed on this machine"},
-            "runtime": {"name": "onnxruntime", "version": self.machine.onnxruntime}, "threads": 1,
-            "protocol": {"fake": True}, "units": {"latency": "ms", "energy": "mJ"}, "metrics": ["latency"],
-            "constants": {}, "machine": self.machine.to_dict(),
+            "runtime": {"name": "onnxruntime", "version": self.machine.onnxruntime},
+            "threads": 1,
+            "protocol": {"fake": True},
+            "units": {"latency": "ms", "energy": "mJ"},
+            "metrics": ["latency"],
+            "constants": {},
+            "machine": self.machine.to_dict(),
         }
 
     def entries(self, sig: LayerSignature) -> list[Entry]:
         self.priced.append(sig.key())
-        return [Entry(sig.key(), w, a, 1e-6 * sig.macs * (0.5 if w == 8 else 1.0) + 1e-3, 0.0, 1, "measured", "fake")
-                for w, a in ((8, 8), (32, 32))]
+        return [
+            Entry(sig.key(), w, a, 1e-6 * sig.macs * (0.5 if w == 8 else 1.0) + 1e-3, 0.0, 1, "measured", "fake")
+            for w, a in ((8, 8), (32, 32))
+        ]
 
 
 def _digits_sigs() -> list[LayerSignature]:
@@ -124,8 +145,20 @@ def test_cpuinfo_x86_is_parsed_and_flags_filtered() -> None:
     fp = parse_cpuinfo(CPUINFO_X86)
     assert (fp.cpu, fp.vendor) == ("Intel(R) Xeon(R) Processor", "GenuineIntel")
     assert (fp.family, fp.model, fp.stepping) == ("6", "143", "8")
-    assert fp.flags == ("amx_int8", "amx_tile", "avx", "avx2", "avx512_vnni", "avx512f", "avx_vnni", "f16c", "fma",
-                        "sse4_1", "sse4_2", "ssse3")  # no smep, rdrand, fpu: they select no kernel
+    assert fp.flags == (
+        "amx_int8",
+        "amx_tile",
+        "avx",
+        "avx2",
+        "avx512_vnni",
+        "avx512f",
+        "avx_vnni",
+        "f16c",
+        "fma",
+        "sse4_1",
+        "sse4_2",
+        "ssse3",
+    )  # no smep, rdrand, fpu: they select no kernel
     assert fp.logical_cores == 2 and fp.physical_cores == 1  # two hyper-threads of one core
 
 
@@ -183,13 +216,16 @@ def test_measured_table_records_the_machine_at_version_2(measured_here: Path) ->
     assert json.loads(latency_tables.path_of("bitfusion").read_text())["version"] == 1  # no machine: still version 1
 
 
-@pytest.mark.parametrize(("mutate", "field"), [
-    (lambda r: r.__setitem__("version", 1), "meta.machine"),
-    (lambda r: r["meta"]["machine"].pop("identity"), "meta.machine.identity"),
-    (lambda r: r["meta"]["machine"].__setitem__("probe_ms", -1.0), "meta.machine.probe_ms"),
-    (lambda r: r["meta"]["machine"].__setitem__("flags", "avx2"), "meta.machine.flags"),
-    (lambda r: r.__setitem__("version", 3), "version"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: r.__setitem__("version", 1), "meta.machine"),
+        (lambda r: r["meta"]["machine"].pop("identity"), "meta.machine.identity"),
+        (lambda r: r["meta"]["machine"].__setitem__("probe_ms", -1.0), "meta.machine.probe_ms"),
+        (lambda r: r["meta"]["machine"].__setitem__("flags", "avx2"), "meta.machine.flags"),
+        (lambda r: r.__setitem__("version", 3), "version"),
+    ],
+)
 def test_bad_machine_record_is_one_line_error(measured_here: Path, tmp_path: Path, mutate: Any, field: str) -> None:
     raw = json.loads(measured_here.read_text())
     mutate(raw)
@@ -306,8 +342,9 @@ def test_device_cpu_builds_this_machines_table_once(tmp_path: Path, monkeypatch:
     assert set(load_table(path).meta["models"]) == {"digits_cnn", "digits_mlp"}  # extended for a new model
 
 
-def test_search_problem_on_device_cpu_uses_this_machines_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               cache_dir: Path) -> None:
+def test_search_problem_on_device_cpu_uses_this_machines_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path
+) -> None:
     monkeypatch.setenv("HAQ_CACHE_DIR", str(tmp_path))  # the table cache; the trained model comes from cache_dir
     monkeypatch.setattr(problems, "machine_fingerprint", lambda: HERE)
     monkeypatch.setattr(problems, "machine_backend", lambda here, log: FakeMeasuredBackend(HERE))

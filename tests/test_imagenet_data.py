@@ -166,8 +166,13 @@ def test_evaluation_keeps_every_batch_on_the_torch_device(fake_cuda: torch.devic
     to the device; a CPU batch anywhere would be a silent fallback."""
     import copy
 
-    wl = Workload(digits_workload.config, copy.deepcopy(digits_workload.model).to(fake_cuda), digits_workload.data,
-                  digits_workload.layers, fake_cuda)
+    wl = Workload(
+        digits_workload.config,
+        copy.deepcopy(digits_workload.model).to(fake_cuda),
+        digits_workload.data,
+        digits_workload.layers,
+        fake_cuda,
+    )
     seen: list[type] = []
     wl.model.register_forward_pre_hook(lambda _m, inputs: seen.append(type(inputs[0])))
     cfg = EvalConfig(kind="full", val_samples=40, robust_samples=10, finetune_batches=2, calib_batches=1, attack_steps=2)
@@ -188,6 +193,7 @@ def test_evaluation_on_a_real_gpu(folder: Path, tmp_path: Path) -> None:
     extend_table(AnalyticalBackend("bitfusion"), [layer.signature for layer in wl.layers], tmp_path / "t.json", 1)
     assert next(wl.model.parameters()).is_cuda
     wl.model.register_forward_pre_hook(lambda _m, inputs: None if inputs[0].is_cuda else pytest.fail("a CPU batch"))
-    ev_cfg = EvalConfig(kind="full", val_samples=4, robust_samples=2, finetune_batches=1, calib_batches=1, batch_size=4,
-                        attack_steps=2)
+    ev_cfg = EvalConfig(
+        kind="full", val_samples=4, robust_samples=2, finetune_batches=1, calib_batches=1, batch_size=4, attack_steps=2
+    )
     build_evaluator(wl, load_table(tmp_path / "t.json"), ev_cfg).evaluate(QuantPolicy.uniform(wl.layer_names, 8))

@@ -50,27 +50,94 @@ def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 def test_resnet18_at_224_from_table_to_export(images: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = ["--dataset", "imagefolder", "--data-root", str(images), "--input-size", "224"]
-    assert haq("tables", "build", "--model", "resnet18", "--input-size", "224", "--batch", "16",
-               "--device", "bismo-cloud", "--out", "T.json") == 0
+    assert (
+        haq(
+            "tables",
+            "build",
+            "--model",
+            "resnet18",
+            "--input-size",
+            "224",
+            "--batch",
+            "16",
+            "--device",
+            "bismo-cloud",
+            "--out",
+            "T.json",
+        )
+        == 0
+    )
     meta = json.loads(Path("T.json").read_text())["meta"]
     assert meta["batch"] == 16 and meta["inputs"] == {"resnet18": [[3, 224, 224]]} and meta["models"] == ["resnet18"]
 
-    assert haq("search", "--model", "resnet18", *data, "--train-epochs", "0", "--device", "T.json", "--evaluator", "cheap",
-               "--episodes", "2", "--out", "run") == 0
+    assert (
+        haq(
+            "search",
+            "--model",
+            "resnet18",
+            *data,
+            "--train-epochs",
+            "0",
+            "--device",
+            "T.json",
+            "--evaluator",
+            "cheap",
+            "--episodes",
+            "2",
+            "--out",
+            "run",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "search: 2 episodes in run" in out
     workload = json.loads(Path("run/config.json").read_text())["config"]["env"]["workload"]
     assert workload["input_size"] == 224 and workload["dataset"] == "imagefolder"  # recorded in the run directory
 
-    assert haq("export", "--model", "resnet18", *data, "--train-epochs", "0", "--policy", "run/best_policy.json",
-               "--onnx", "r18.onnx", "--calibration", "4", "--emulate") == 0
+    assert (
+        haq(
+            "export",
+            "--model",
+            "resnet18",
+            *data,
+            "--train-epochs",
+            "0",
+            "--policy",
+            "run/best_policy.json",
+            "--onnx",
+            "r18.onnx",
+            "--calibration",
+            "4",
+            "--emulate",
+        )
+        == 0
+    )
     assert "21 layers" in capsys.readouterr().out and Path("r18.onnx").stat().st_size > 1_000_000
 
-    assert haq("cost", "--model", "resnet18", "--input-size", "224", "--policy", "run/best_policy.json", "--device", "T.json") == 0
+    assert (
+        haq("cost", "--model", "resnet18", "--input-size", "224", "--policy", "run/best_policy.json", "--device", "T.json") == 0
+    )
     assert re.search(r"\| run/best_policy.json \| [\d.]+ ms \([\d.]+x\) \|", capsys.readouterr().out)
 
-    assert haq("evaluate", "--model", "resnet18", *data, "--train-epochs", "0", "--policy", "run/best_policy.json",
-               "--device", "T.json", "--evaluator", "cheap", "--samples", "2") == 0
+    assert (
+        haq(
+            "evaluate",
+            "--model",
+            "resnet18",
+            *data,
+            "--train-epochs",
+            "0",
+            "--policy",
+            "run/best_policy.json",
+            "--device",
+            "T.json",
+            "--evaluator",
+            "cheap",
+            "--samples",
+            "2",
+        )
+        == 0
+    )
     assert "2 test images" in capsys.readouterr().out
 
 
@@ -82,8 +149,10 @@ def test_bad_combinations_are_one_line_naming_the_fix(images: Path, capsys: pyte
 
     line = one_line_error(capsys, *search, *data, "--input-size", "160", "--device", "T.json")  # table priced at 224
     assert "cannot cost layer 'conv1'" in line and "3x160x160" in line
-    assert (f"`haq tables build --model resnet18 --dataset imagefolder --data-root {images} --input-size 160 --batch 16 "
-            "--device bismo-cloud --out T.json`") in line
+    assert (
+        f"`haq tables build --model resnet18 --dataset imagefolder --data-root {images} --input-size 160 --batch 16 "
+        "--device bismo-cloud --out T.json`"
+    ) in line
     assert not Path("runs").exists()  # refused before any training or run directory
 
     line = one_line_error(capsys, *search, *data, "--input-size", "160", "--device", "bismo-cloud")
@@ -91,11 +160,24 @@ def test_bad_combinations_are_one_line_naming_the_fix(images: Path, capsys: pyte
     assert "latency_tables" not in line
 
     assert "pass --data-root DIR" in one_line_error(capsys, *search, "--dataset", "imagefolder", "--device", "T.json")
-    assert "contradicts" in one_line_error(capsys, *search, *data, "--input-size", "160", "--input-shape", "3,224,224",
-                                           "--device", "T.json")
+    assert "contradicts" in one_line_error(
+        capsys, *search, *data, "--input-size", "160", "--input-shape", "3,224,224", "--device", "T.json"
+    )
     with pytest.raises(SystemExit):  # argparse's own one-line usage error
         haq("cost", "--model", "resnet18", "--input-shape", "3,224", "--policy", "p.json")
     assert "expected three positive integers C,H,W" in capsys.readouterr().err
     assert "has 1 channel(s), but the input shape asks for 3" in one_line_error(
-        capsys, "tables", "build", "--model", "resnet18", "--dataset", "digits", "--input-shape", "3,224,224",
-        "--device", "bitfusion", "--out", "x.json")
+        capsys,
+        "tables",
+        "build",
+        "--model",
+        "resnet18",
+        "--dataset",
+        "digits",
+        "--input-shape",
+        "3,224,224",
+        "--device",
+        "bitfusion",
+        "--out",
+        "x.json",
+    )

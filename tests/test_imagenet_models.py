@@ -23,8 +23,13 @@ Shapes = list[tuple[str, tuple[int, ...]]]
 
 
 def _bn(prefix: str, c: int) -> Shapes:
-    return [(f"{prefix}.weight", (c,)), (f"{prefix}.bias", (c,)), (f"{prefix}.running_mean", (c,)),
-            (f"{prefix}.running_var", (c,)), (f"{prefix}.num_batches_tracked", ())]
+    return [
+        (f"{prefix}.weight", (c,)),
+        (f"{prefix}.bias", (c,)),
+        (f"{prefix}.running_mean", (c,)),
+        (f"{prefix}.running_var", (c,)),
+        (f"{prefix}.num_batches_tracked", ()),
+    ]
 
 
 def torchvision_resnet18_keys(classes: int = 1000) -> Shapes:
@@ -35,8 +40,12 @@ def torchvision_resnet18_keys(classes: int = 1000) -> Shapes:
         for block in range(2):
             p = f"layer{stage}.{block}"
             first_in = cin if block == 0 else c
-            out += [(f"{p}.conv1.weight", (c, first_in, 3, 3)), *_bn(f"{p}.bn1", c),
-                    (f"{p}.conv2.weight", (c, c, 3, 3)), *_bn(f"{p}.bn2", c)]
+            out += [
+                (f"{p}.conv1.weight", (c, first_in, 3, 3)),
+                *_bn(f"{p}.bn1", c),
+                (f"{p}.conv2.weight", (c, c, 3, 3)),
+                *_bn(f"{p}.bn2", c),
+            ]
             if block == 0 and stage > 1:
                 out += [(f"{p}.downsample.0.weight", (c, cin, 1, 1)), *_bn(f"{p}.downsample.1", c)]
         cin = c
@@ -51,21 +60,33 @@ def torchvision_mobilenet_v2_keys(classes: int = 1000) -> Shapes:
         for _ in range(n):
             p, hidden = f"features.{index}.conv", cin * t
             if t == 1:
-                out += [(f"{p}.0.0.weight", (hidden, 1, 3, 3)), *_bn(f"{p}.0.1", hidden),
-                        (f"{p}.1.weight", (c, hidden, 1, 1)), *_bn(f"{p}.2", c)]
+                out += [
+                    (f"{p}.0.0.weight", (hidden, 1, 3, 3)),
+                    *_bn(f"{p}.0.1", hidden),
+                    (f"{p}.1.weight", (c, hidden, 1, 1)),
+                    *_bn(f"{p}.2", c),
+                ]
             else:
-                out += [(f"{p}.0.0.weight", (hidden, cin, 1, 1)), *_bn(f"{p}.0.1", hidden),
-                        (f"{p}.1.0.weight", (hidden, 1, 3, 3)), *_bn(f"{p}.1.1", hidden),
-                        (f"{p}.2.weight", (c, hidden, 1, 1)), *_bn(f"{p}.3", c)]
+                out += [
+                    (f"{p}.0.0.weight", (hidden, cin, 1, 1)),
+                    *_bn(f"{p}.0.1", hidden),
+                    (f"{p}.1.0.weight", (hidden, 1, 3, 3)),
+                    *_bn(f"{p}.1.1", hidden),
+                    (f"{p}.2.weight", (c, hidden, 1, 1)),
+                    *_bn(f"{p}.3", c),
+                ]
             cin, index = c, index + 1
     out += [(f"features.{index}.0.weight", (1280, 320, 1, 1)), *_bn(f"features.{index}.1", 1280)]
     return out + [("classifier.1.weight", (classes, 1280)), ("classifier.1.bias", (classes,))]
 
 
-@pytest.mark.parametrize(("name", "expected", "params", "layers"), [
-    ("resnet18", torchvision_resnet18_keys(), 11_689_512, 21),
-    ("mobilenet_v2", torchvision_mobilenet_v2_keys(), 3_504_872, 53),
-])
+@pytest.mark.parametrize(
+    ("name", "expected", "params", "layers"),
+    [
+        ("resnet18", torchvision_resnet18_keys(), 11_689_512, 21),
+        ("mobilenet_v2", torchvision_mobilenet_v2_keys(), 3_504_872, 53),
+    ],
+)
 def test_zoo_state_dicts_are_torchvision_s(name: str, expected: Shapes, params: int, layers: int) -> None:
     model = build_model(name, (3, 224, 224), 2)  # the head stays ImageNet's: a torchvision checkpoint loads as is
     got = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
@@ -177,8 +198,10 @@ def test_a_torchvision_checkpoint_loads_into_the_zoo_model_and_computes_the_same
 
 def test_model_torchvision_callable_prices_like_the_zoo_entry(fake_torchvision: Path) -> None:
     zoo = workload_layers(WorkloadConfig(model="resnet18"))
-    for cfg in (WorkloadConfig(model="torchvision.models:resnet18", input_shape=(3, 224, 224)),
-                WorkloadConfig(model="torchvision.models:resnet18", dataset="imagefolder")):
+    for cfg in (
+        WorkloadConfig(model="torchvision.models:resnet18", input_shape=(3, 224, 224)),
+        WorkloadConfig(model="torchvision.models:resnet18", dataset="imagefolder"),
+    ):
         tv = workload_layers(cfg)
         assert [(a.name, a.signature) for a in tv] == [(b.name, b.signature) for b in zoo]
 
@@ -193,18 +216,21 @@ def test_missing_torchvision_is_one_line(monkeypatch: pytest.MonkeyPatch) -> Non
 # ---------------------------------------------------------------- the input-shape rule
 
 
-@pytest.mark.parametrize(("cfg", "shape"), [
-    (WorkloadConfig(), (1, 8, 8)),  # digits CNN: its own 8×8
-    (WorkloadConfig(model="resnet20"), (1, 32, 32)),  # digits32
-    (WorkloadConfig(model="resnet18"), (3, 224, 224)),  # native 224 on image folders
-    (WorkloadConfig(model="resnet18", input_size=160), (3, 160, 160)),
-    (WorkloadConfig(model="mobilenet_v2", dataset="cifar10", input_size=96), (3, 96, 96)),
-    (WorkloadConfig(model="resnet20", dataset="imagefolder"), (3, 32, 32)),  # the model's native side
-    (WorkloadConfig(model="pkg:fn"), (1, 8, 8)),  # a user model without data: digits
-    (WorkloadConfig(model="pkg:fn", dataset="imagefolder"), (3, 224, 224)),  # else the dataset's side
-    (WorkloadConfig(model="pkg:fn", input_shape=(3, 64, 48)), (3, 64, 48)),
-    (WorkloadConfig(model="pkg:fn", dataset="imagefolder", input_shape=(1, 64, 64)), (1, 64, 64)),  # grey images
-])
+@pytest.mark.parametrize(
+    ("cfg", "shape"),
+    [
+        (WorkloadConfig(), (1, 8, 8)),  # digits CNN: its own 8×8
+        (WorkloadConfig(model="resnet20"), (1, 32, 32)),  # digits32
+        (WorkloadConfig(model="resnet18"), (3, 224, 224)),  # native 224 on image folders
+        (WorkloadConfig(model="resnet18", input_size=160), (3, 160, 160)),
+        (WorkloadConfig(model="mobilenet_v2", dataset="cifar10", input_size=96), (3, 96, 96)),
+        (WorkloadConfig(model="resnet20", dataset="imagefolder"), (3, 32, 32)),  # the model's native side
+        (WorkloadConfig(model="pkg:fn"), (1, 8, 8)),  # a user model without data: digits
+        (WorkloadConfig(model="pkg:fn", dataset="imagefolder"), (3, 224, 224)),  # else the dataset's side
+        (WorkloadConfig(model="pkg:fn", input_shape=(3, 64, 48)), (3, 64, 48)),
+        (WorkloadConfig(model="pkg:fn", dataset="imagefolder", input_shape=(1, 64, 64)), (1, 64, 64)),  # grey images
+    ],
+)
 def test_one_input_shape_rule(cfg: WorkloadConfig, shape: tuple[int, int, int]) -> None:
     spec = resolve_input(cfg)
     assert isinstance(spec, InputSpec) and spec.shape == shape and spec.origin

@@ -95,16 +95,21 @@ def test_run_files_must_be_regular(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- malformed documents (Low 10, Low 12)
 
 
-@pytest.mark.parametrize("content,needle", [
-    (b'{"format": "haq.policy", "layers": {"conv\xff": 1}}', "not UTF-8 text (byte 0xff at offset 41)"),
-    (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
-    (b"[" * 100 + b"]" * 100, "nested too deeply"),
-    (_doc('{"conv1": {"w_bits": ' + "9" * 5000 + ', "a_bits": 8}}'), "an integer of more than"),
-    (_doc('{"conv1": {"w_bits": 8, "a_bits": 8}, "conv1": {"w_bits": 2, "a_bits": 2}}'), "duplicate JSON key 'conv1'"),
-    (_doc('{"conv1": {"w_bits": 8, "a_bits": 8, "a_bits": 2}}'), "duplicate JSON key 'a_bits'"),
-], ids=["not-utf8", "recursion", "deep", "5000-digits", "duplicate-layer", "duplicate-field"])
-def test_malformed_policy_files_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes,
-                                             needle: str) -> None:
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        (b'{"format": "haq.policy", "layers": {"conv\xff": 1}}', "not UTF-8 text (byte 0xff at offset 41)"),
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+        (b"[" * 100 + b"]" * 100, "nested too deeply"),
+        (_doc('{"conv1": {"w_bits": ' + "9" * 5000 + ', "a_bits": 8}}'), "an integer of more than"),
+        (_doc('{"conv1": {"w_bits": 8, "a_bits": 8}, "conv1": {"w_bits": 2, "a_bits": 2}}'), "duplicate JSON key 'conv1'"),
+        (_doc('{"conv1": {"w_bits": 8, "a_bits": 8, "a_bits": 2}}'), "duplicate JSON key 'a_bits'"),
+    ],
+    ids=["not-utf8", "recursion", "deep", "5000-digits", "duplicate-layer", "duplicate-field"],
+)
+def test_malformed_policy_files_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes, needle: str
+) -> None:
     rc, _, err = _haq(capsys, "cost", "--policy", _policy_file(tmp_path, content), "--device", "bitfusion")
     assert rc == 2 and needle in _one_error_line(err)
 
@@ -119,15 +124,20 @@ def _run_dir(path: Path, config: bytes, episodes: bytes) -> Path:
 GOOD_CONFIG = json.dumps({"format": "haq.search_run", "version": 1, "kind": "search", "config": {}}).encode()
 
 
-@pytest.mark.parametrize("config,episodes,needle", [
-    (b"\xff\xfe{}", b"", "run config"),
-    (b'{"format": "haq.search_run", "format": "haq.search_run", "version": 1}', b"", "duplicate JSON key 'format'"),
-    (GOOD_CONFIG, b'{"episode": 0, "policy": {"c\xe9": [8, 8]}}\n', "episode log"),
-    (GOOD_CONFIG, b'{"episode": ' + b"1" * 5000 + b"}\n", "an integer of more than"),
-    (GOOD_CONFIG, b"[" * 100_000 + b"\n", "nested too deeply"),
-], ids=["config-not-utf8", "config-duplicate", "log-not-utf8", "log-5000-digits", "log-deep"])
-def test_malformed_run_files_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path, config: bytes, episodes: bytes,
-                                          needle: str) -> None:
+@pytest.mark.parametrize(
+    "config,episodes,needle",
+    [
+        (b"\xff\xfe{}", b"", "run config"),
+        (b'{"format": "haq.search_run", "format": "haq.search_run", "version": 1}', b"", "duplicate JSON key 'format'"),
+        (GOOD_CONFIG, b'{"episode": 0, "policy": {"c\xe9": [8, 8]}}\n', "episode log"),
+        (GOOD_CONFIG, b'{"episode": ' + b"1" * 5000 + b"}\n", "an integer of more than"),
+        (GOOD_CONFIG, b"[" * 100_000 + b"\n", "nested too deeply"),
+    ],
+    ids=["config-not-utf8", "config-duplicate", "log-not-utf8", "log-5000-digits", "log-deep"],
+)
+def test_malformed_run_files_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, config: bytes, episodes: bytes, needle: str
+) -> None:
     run = _run_dir(tmp_path / "run", config, episodes)
     rc, _, err = _haq(capsys, "plot", str(run))
     assert rc == 2 and needle in _one_error_line(err)
@@ -147,8 +157,9 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("command", [SEARCH + ["--episodes", "2"], ["baseline", "--method", "random", "--evaluator", "cheap"]])
-def test_out_naming_a_file_is_refused_before_any_work(capsys: pytest.CaptureFixture[str], tmp_path: Path, no_work: None,
-                                                      command: list[str]) -> None:
+def test_out_naming_a_file_is_refused_before_any_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, no_work: None, command: list[str]
+) -> None:
     afile = tmp_path / "results.txt"
     afile.write_text("keep me\n")
     for out in (afile, afile / "run"):
@@ -158,8 +169,9 @@ def test_out_naming_a_file_is_refused_before_any_work(capsys: pytest.CaptureFixt
     assert afile.read_text() == "keep me\n"
 
 
-def test_unwritable_out_is_refused_before_any_work(capsys: pytest.CaptureFixture[str], tmp_path: Path, no_work: None,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unwritable_out_is_refused_before_any_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, no_work: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Root writes through permission bits, so a read-only mount is stood in for by the probe's refusal.
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -185,11 +197,14 @@ def test_check_writable_dir_accepts_new_and_existing_directories(tmp_path: Path)
         fileio.check_writable_file(tmp_path, "--onnx")
 
 
-@pytest.mark.parametrize("err_no,fix", [
-    (errno.ENOSPC, "free space there and run again"),
-    (errno.EROFS, "read-only: choose a writable location"),
-    (errno.EACCES, "fix its permissions"),
-])
+@pytest.mark.parametrize(
+    "err_no,fix",
+    [
+        (errno.ENOSPC, "free space there and run again"),
+        (errno.EROFS, "read-only: choose a writable location"),
+        (errno.EACCES, "fix its permissions"),
+    ],
+)
 def test_os_errors_are_one_line_naming_path_and_fix(capsys: pytest.CaptureFixture[str], err_no: int, fix: str) -> None:
     def fail(_ns: argparse.Namespace) -> int:
         raise OSError(err_no, os.strerror(err_no), "/data/run/best_policy.json")
@@ -224,8 +239,9 @@ def _log(run: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("where", ["checkpoint", "log"])
-def test_full_disk_mid_run_loses_nothing_logged(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+def test_full_disk_mid_run_loses_nothing_logged(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
     run = tmp_path / "run"
     real_fsync = os.fsync
 
@@ -275,14 +291,19 @@ def _corrupt_agent(ckpt: Path) -> None:
             p.write_bytes(b"PK\x03\x04 not the archive it claims to be" if p.suffix == ".zip" else b"\x00\xffgarbage")
 
 
-@pytest.mark.parametrize("damage", [
-    _corrupt_state(b"\xff\xfe not text"),
-    _corrupt_state(b'{"episodes_done": 1e999, "last_record": null}'),
-    _corrupt_state(b"[" * 100_000),
-    _corrupt_agent,
-], ids=["state-not-utf8", "state-overflow", "state-deep", "agent-garbage"])
-def test_damaged_checkpoint_is_one_line_on_resume(capsys: pytest.CaptureFixture[str], tmp_path: Path, finished_run: Path,
-                                                  damage: Callable[[Path], None]) -> None:
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _corrupt_state(b"\xff\xfe not text"),
+        _corrupt_state(b'{"episodes_done": 1e999, "last_record": null}'),
+        _corrupt_state(b"[" * 100_000),
+        _corrupt_agent,
+    ],
+    ids=["state-not-utf8", "state-overflow", "state-deep", "agent-garbage"],
+)
+def test_damaged_checkpoint_is_one_line_on_resume(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, finished_run: Path, damage: Callable[[Path], None]
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     damage(_checkpoint(run))
@@ -296,10 +317,13 @@ def test_damaged_checkpoint_is_one_line_on_resume(capsys: pytest.CaptureFixture[
 # ---------------------------------------------------------------- stdout closed, unforeseen errors (Low 10)
 
 
-@pytest.mark.parametrize("argv,read", [
-    (["tables", "list"], 0),  # `haq tables list | head -0`: the reader is gone before anything is written
-    (["tables", "show", "bitfusion", "--entries", "100000"], 200),  # `... | head -c 200`: gone mid-output
-])
+@pytest.mark.parametrize(
+    "argv,read",
+    [
+        (["tables", "list"], 0),  # `haq tables list | head -0`: the reader is gone before anything is written
+        (["tables", "show", "bitfusion", "--entries", "100000"], 200),  # `... | head -c 200`: gone mid-output
+    ],
+)
 def test_closed_stdout_ends_quietly(argv: list[str], read: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "haq.cli", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -336,8 +360,9 @@ def test_broken_pipe_elsewhere_is_an_error_not_silence(capsys: pytest.CaptureFix
     assert "Broken pipe" in _one_error_line(capsys.readouterr().err)
 
 
-def test_unforeseen_exception_is_one_line_with_the_traceback_kept(capsys: pytest.CaptureFixture[str],
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unforeseen_exception_is_one_line_with_the_traceback_kept(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def bug(_ns: argparse.Namespace) -> int:
         raise KeyError("lr_schedule")
 
@@ -356,14 +381,17 @@ def test_unforeseen_exception_is_one_line_with_the_traceback_kept(capsys: pytest
 # ---------------------------------------------------------------- user models that exit (Low 12)
 
 
-def test_user_model_that_exits_is_a_model_error(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_model_that_exits_is_a_model_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "exits_on_import.py").write_text("raise SystemExit(0)\n")
     (tmp_path / "returns_junk.py").write_text("def build():\n    return 'a model'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    for model, needle in (("sys:exit", "calling 'sys:exit()' failed: SystemExit"),
-                          ("exits_on_import:build", "importing module 'exits_on_import'"),
-                          ("returns_junk:build", "not a torch.nn.Module")):
+    for model, needle in (
+        ("sys:exit", "calling 'sys:exit()' failed: SystemExit"),
+        ("exits_on_import:build", "importing module 'exits_on_import'"),
+        ("returns_junk:build", "not a torch.nn.Module"),
+    ):
         rc, _, err = _haq(capsys, "cost", "--model", model, "--policy", "p.json", "--device", "bitfusion")
         assert rc == 2 and needle in _one_error_line(err)
     sys.modules.pop("exits_on_import", None)

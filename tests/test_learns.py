@@ -69,8 +69,16 @@ class SensitivityEvaluator:
 def sensitive(digits_workload: Workload) -> Callable[[], SearchProblem]:
     """A fresh problem (own evaluator cache) per call, all sharing the workload and table."""
     table = latency_tables.load(SENSITIVE.table)
-    budget = build_budget_model(digits_workload.layers, table, SENSITIVE.budget.metric, SENSITIVE.budget.ratio,
-                                SENSITIVE.budget.absolute, SENSITIVE.min_bits, SENSITIVE.max_bits, SENSITIVE.pin_first_last)
+    budget = build_budget_model(
+        digits_workload.layers,
+        table,
+        SENSITIVE.budget.metric,
+        SENSITIVE.budget.ratio,
+        SENSITIVE.budget.absolute,
+        SENSITIVE.min_bits,
+        SENSITIVE.max_bits,
+        SENSITIVE.pin_first_last,
+    )
 
     def make() -> SearchProblem:
         evaluator = CachedEvaluator(SensitivityEvaluator(digits_workload, table))

@@ -39,7 +39,13 @@ FAST = ProtocolConfig(sessions=1, warmup_runs=2, warmup_s=0.0, repeats=3, min_re
 def digits_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fast-protocol measured table of digits_cnn (the numbers are noisy; the structure is real)."""
     out = tmp_path_factory.mktemp("tables") / "cpu.json"
-    extend_table(MeasuredBackend(FAST), [layer.signature for layer in model_layers("digits_cnn", None, None)], out, 1, models=["digits_cnn"])
+    extend_table(
+        MeasuredBackend(FAST),
+        [layer.signature for layer in model_layers("digits_cnn", None, None)],
+        out,
+        1,
+        models=["digits_cnn"],
+    )
     return out
 
 
@@ -65,7 +71,13 @@ def test_builder_records_real_kernels_only(digits_table: Path) -> None:
 def test_existing_signatures_are_not_measured_again(digits_table: Path) -> None:
     before = digits_table.read_text()
     entries_before = load_table(digits_table).data.entries
-    report = extend_table(MeasuredBackend(FAST), [layer.signature for layer in model_layers("digits_cnn", None, None)], digits_table, 1, models=["digits_cnn"])
+    report = extend_table(
+        MeasuredBackend(FAST),
+        [layer.signature for layer in model_layers("digits_cnn", None, None)],
+        digits_table,
+        1,
+        models=["digits_cnn"],
+    )
     assert report.added == 0 and report.kept == 4
     assert load_table(digits_table).data.entries == entries_before
     assert len(digits_table.read_text()) >= len(before) - 64  # only the 'updated' stamp may change
@@ -95,7 +107,9 @@ TRUTH = {"float->int8": (0.004, 2e-6), "int8->float": (0.002, 1e-6)}
 INT8_LAYER_MS = 0.003
 
 
-def _synthetic_observations(layers: list, n: int, seed: int, scale: float, offset: float, noise: float = 0.0) -> list[Observation]:
+def _synthetic_observations(
+    layers: list, n: int, seed: int, scale: float, offset: float, noise: float = 0.0
+) -> list[Observation]:
     """Whole-model times from made-up layer costs, known boundary costs (:data:`TRUTH`) and a
     known cost per int8 layer (:data:`INT8_LAYER_MS`)."""
     rng = np.random.default_rng(seed)
@@ -107,7 +121,15 @@ def _synthetic_observations(layers: list, n: int, seed: int, scale: float, offse
         f = boundary_features(layers, bits)
         boundary = sum(TRUTH[d][0] * f[2 * k] + TRUTH[d][1] * f[2 * k + 1] for k, d in enumerate(DIRECTIONS))
         boundary += INT8_LAYER_MS * sum(b == (8, 8) for b in bits)
-        out.append(Observation("digits_cnn", "fp", layer_sum, bits, (scale * (layer_sum + boundary) + offset) * (1 + noise * rng.standard_normal())))
+        out.append(
+            Observation(
+                "digits_cnn",
+                "fp",
+                layer_sum,
+                bits,
+                (scale * (layer_sum + boundary) + offset) * (1 + noise * rng.standard_normal()),
+            )
+        )
     return out
 
 
@@ -129,7 +151,10 @@ def test_fit_cannot_trade_layer_costs_for_an_offset() -> None:
     for d in DIRECTIONS:
         assert fit.per_direction[d][0] + fit.per_direction[d][1] * 1024 < 10 * (TRUTH[d][0] + TRUTH[d][1] * 1024)
     assert fit.per_int8_layer["digits_cnn"] >= 0.0
-    raw = [o.layer_sum_ms + fit.cost(boundary_features(layers, o.bits)) + fit.per_int8_layer["digits_cnn"] * int8_layers(o.bits) for o in obs]
+    raw = [
+        o.layer_sum_ms + fit.cost(boundary_features(layers, o.bits)) + fit.per_int8_layer["digits_cnn"] * int8_layers(o.bits)
+        for o in obs
+    ]
     c = fit_correction(raw, [o.measured_ms for o in obs], "digits_cnn", "fp")
     assert SCALE_BOUNDS[0] <= c.scale <= SCALE_BOUNDS[1]
     with pytest.raises(TableError, match="scale bounds"):
@@ -148,7 +173,9 @@ def test_boundary_rules_make_policy_cost_graph_aware(digits_table: Path) -> None
     assert priced.policy_cost(layers, mixed) > naive_mixed * 1.01
     assert priced.policy_cost(layers, uniform) == pytest.approx(sum(priced.layer_cost(layer.signature, 8, 8) for layer in layers))
     fp = network_fingerprint(layers, table.batch)
-    corrected = priced.with_graph(GraphExtras((), priced.data.graph.rules, (Correction(fp, "digits_cnn", "latency", 1.1, 0.01, 5, INT8_LAYER_MS),)))
+    corrected = priced.with_graph(
+        GraphExtras((), priced.data.graph.rules, (Correction(fp, "digits_cnn", "latency", 1.1, 0.01, 5, INT8_LAYER_MS),))
+    )
     int8_sum = sum(priced.layer_cost(layer.signature, 8, 8) for layer in layers)
     assert corrected.policy_cost(layers, uniform) == pytest.approx(1.1 * (int8_sum + INT8_LAYER_MS * len(layers)) + 0.01)
     assert corrected.cost_range(layers)[0] <= corrected.policy_cost(layers, uniform)

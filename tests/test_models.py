@@ -39,13 +39,13 @@ def test_training_is_cached(digits_workload: Workload, cache_dir: Path, cpu: tor
     assert list(cache_dir.glob("digits_cnn-digits-*.pt"))
 
 
-USER_MODULE = '''
+USER_MODULE = """
 from torch import nn
 def tiny():
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
 def not_a_module():
     return 3
-'''
+"""
 
 
 @pytest.fixture
@@ -105,11 +105,17 @@ def test_training_leaves_no_gradients(cpu: torch.device) -> None:
 
 
 def test_train_and_workload_configs_use_the_generic_serializer() -> None:
-    for cfg in (TrainConfig(epochs=2, optimizer="sgd", threads=None, max_batches=4),
-                WorkloadConfig(model="digits_mlp", dataset="digits32", train_epochs=0)):
+    for cfg in (
+        TrainConfig(epochs=2, optimizer="sgd", threads=None, max_batches=4),
+        WorkloadConfig(model="digits_mlp", dataset="digits32", train_epochs=0),
+    ):
         assert serial.load(type(cfg), json.loads(json.dumps(serial.dump(cfg)))) == cfg
-    for bad, match in (({"optimizer": "rmsprop"}, "unknown optimizer"), ({"epochs": -1}, "epochs"),
-                       ({"lr": float("nan")}, "lr"), ({"max_batches": 0}, "max_batches")):
+    for bad, match in (
+        ({"optimizer": "rmsprop"}, "unknown optimizer"),
+        ({"epochs": -1}, "epochs"),
+        ({"lr": float("nan")}, "lr"),
+        ({"max_batches": 0}, "max_batches"),
+    ):
         with pytest.raises(ConfigError, match=match):
             TrainConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown dataset 'mnist'"):
@@ -154,8 +160,9 @@ def test_checkpoint_fine_tuned_on_the_data_first(user_module: str, tmp_path: Pat
         torch.manual_seed(0)
         torch.save(tiny().state_dict(), ckpt)
     plain = load_workload(WorkloadConfig(model=f"{user_module}:tiny", checkpoint=str(ckpt)), cpu)
-    tuned = load_workload(WorkloadConfig(model=f"{user_module}:tiny", checkpoint=str(ckpt), finetune_epochs=3), cpu,
-                          cache_dir=tmp_path / "cache")
+    tuned = load_workload(
+        WorkloadConfig(model=f"{user_module}:tiny", checkpoint=str(ckpt), finetune_epochs=3), cpu, cache_dir=tmp_path / "cache"
+    )
     start = torch.load(ckpt, weights_only=True)
     assert all(torch.equal(start[k], v) for k, v in plain.model.state_dict().items())
     assert not torch.equal(start["1.weight"], tuned.model.state_dict()["1.weight"])

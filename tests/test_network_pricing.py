@@ -21,8 +21,9 @@ A, B, C = (8, 8), (4, 4), (32, 32)
 
 
 def _layers() -> list[LayerInfo]:
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)
+    )
     return discover_layers(model, (1, 4, 4))
 
 
@@ -40,8 +41,14 @@ EXACT = {(B, A): Transition((1, 2, 4, 4), B, A, 0.75, None, "measured", "Dequant
 
 def _net(boundaries: bool = False, correction: Correction | None = None) -> NetworkCosts:
     bounds = [Boundary(1, 32, EXACT), Boundary(2, 32, {})] if boundaries else []
-    return NetworkCosts("hand", LAYERS, {"latency": LATENCY, "energy": ENERGY}, bounds, RULES if boundaries else {},
-                        {correction.metric: correction} if correction else {})
+    return NetworkCosts(
+        "hand",
+        LAYERS,
+        {"latency": LATENCY, "energy": ENERGY},
+        bounds,
+        RULES if boundaries else {},
+        {correction.metric: correction} if correction else {},
+    )
 
 
 def _policy(*pairs: tuple[int, int]) -> QuantPolicy:
@@ -154,8 +161,10 @@ def test_graph_awareness_needs_boundaries_and_something_to_price_there() -> None
 @pytest.mark.parametrize("metric", ["latency", "energy"])
 def test_cost_range_with_uneven_choices_and_a_single_boundary(metric: str) -> None:
     """Layers with different pair sets and a boundary only in front of the last layer."""
-    per = {"latency": [{A: 1.0, B: 0.5}, {A: 10.0, C: 40.0, (2, 2): 12.0}, {A: 100.0, C: 30.0}],
-           "energy": [{A: 3.0, B: 1.0}, {A: 1.0, C: 2.0, (2, 2): 5.0}, {A: 1.0, C: 9.0}]}
+    per = {
+        "latency": [{A: 1.0, B: 0.5}, {A: 10.0, C: 40.0, (2, 2): 12.0}, {A: 100.0, C: 30.0}],
+        "energy": [{A: 3.0, B: 1.0}, {A: 1.0, C: 2.0, (2, 2): 5.0}, {A: 1.0, C: 9.0}],
+    }
     rules = {(A, C): RULES[(A, C)], (C, A): RULES[(C, A)], ((2, 2), A): TransitionRule((2, 2), A, 7.0, 0.0, 7.0, 0.0, "measured")}
     net = NetworkCosts("n", LAYERS, per, [Boundary(2, 10, {})], rules, {})
     choices = [sorted(d) for d in per[metric]]

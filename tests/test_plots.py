@@ -17,11 +17,18 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LAYERS = ("conv1", "conv2", "conv3", "fc")
 
 
-def write_run(path: Path, kind: str, label: dict[str, object], rewards: list[float], robust: bool = True, metric: str = "latency") -> Path:
+def write_run(
+    path: Path, kind: str, label: dict[str, object], rewards: list[float], robust: bool = True, metric: str = "latency"
+) -> Path:
     """A run directory with one episode per reward (costs and accuracies derived from it)."""
     run = RunDir(path)
-    run.write_config(label, kind=kind, budget={"metric": metric, "target": 1.0, "reference": 2.0, "cheapest": 0.2, "dearest": 2.0},
-                     reference={"clean_acc": 0.98, "robust_acc": 0.4 if robust else None}, layers=list(LAYERS))
+    run.write_config(
+        label,
+        kind=kind,
+        budget={"metric": metric, "target": 1.0, "reference": 2.0, "cheapest": 0.2, "dearest": 2.0},
+        reference={"clean_acc": 0.98, "robust_acc": 0.4 if robust else None},
+        layers=list(LAYERS),
+    )
     best = None
     for i, reward in enumerate(rewards):
         bits = 2 + (i * 3) % 7
@@ -61,7 +68,10 @@ def test_plot_command_defaults_to_the_run_dir(tmp_path: Path, capsys: pytest.Cap
         (lambda p: p.mkdir(), "cannot read run config"),
         (lambda p: (p.mkdir(), (p / "config.json").write_text("{}")), "not a haq run config"),
         (lambda p: RunDir(p).write_config({}, budget={"metric": "latency", "target": 1.0}), "holds no finished episode yet"),
-        (lambda p: (write_run(p, "search", {}, [0.1]), (p / "episodes.jsonl").write_text('{"episode": 0}\n')), "malformed episode line"),
+        (
+            lambda p: (write_run(p, "search", {}, [0.1]), (p / "episodes.jsonl").write_text('{"episode": 0}\n')),
+            "malformed episode line",
+        ),
     ],
 )
 def test_bad_run_dirs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: object, match: str) -> None:

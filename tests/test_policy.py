@@ -33,8 +33,10 @@ NAMES = ["conv1", "conv2", "conv3", "fc"]
 
 
 def _policy() -> QuantPolicy:
-    return QuantPolicy({"conv1": LayerBits(8, 8), "conv2": LayerBits(4, 6), "conv3": LayerBits(2, 32), "fc": LayerBits(1, 3)},
-                       meta={"source": "test"})
+    return QuantPolicy(
+        {"conv1": LayerBits(8, 8), "conv2": LayerBits(4, 6), "conv3": LayerBits(2, 32), "fc": LayerBits(1, 3)},
+        meta={"source": "test"},
+    )
 
 
 def test_json_round_trip(tmp_path: Path) -> None:
@@ -84,8 +86,9 @@ def test_bad_files(tmp_path: Path) -> None:
 
 
 def test_a_layer_given_twice_is_refused_not_last_wins(tmp_path: Path) -> None:
-    twice = ('{"format": "haq.policy", "version": 1, '
-             '"layers": {"fc": {"w_bits": 8, "a_bits": 8}, "fc": {"w_bits": 2, "a_bits": 2}}}')
+    twice = (
+        '{"format": "haq.policy", "version": 1, "layers": {"fc": {"w_bits": 8, "a_bits": 8}, "fc": {"w_bits": 2, "a_bits": 2}}}'
+    )
     (tmp_path / "twice.json").write_text(twice)
     with pytest.raises(PolicyError, match="duplicate JSON key 'fc'") as exc:
         QuantPolicy.load(tmp_path / "twice.json")
@@ -183,8 +186,12 @@ def test_state_dicts_round_trip_and_legacy_keys_load() -> None:
     calibrate_(model, [x], torch.device("cpu"))
     state = model.state_dict()
     assert {"conv1.input_quant.alpha", "conv1.input_quant.signed", "conv1.input_quant.calibrated"} <= set(state)
-    legacy = {k.replace("input_quant.alpha", "act_alpha").replace("input_quant.signed", "act_signed")
-              .replace("input_quant.calibrated", "calibrated"): v for k, v in state.items()}
+    legacy = {
+        k.replace("input_quant.alpha", "act_alpha")
+        .replace("input_quant.signed", "act_signed")
+        .replace("input_quant.calibrated", "calibrated"): v
+        for k, v in state.items()
+    }
     for loaded in (state, legacy):
         fresh = apply_policy_(build_model("digits_cnn", (1, 8, 8), 10), QuantPolicy.uniform(NAMES, 4))
         fresh.load_state_dict(loaded)

@@ -183,8 +183,11 @@ def test_input_quantizer_module() -> None:
     assert not bool(q.signed) and not bool(q.calibrated) and float(q.alpha) == 1.0
     assert "bits=4, learn_alpha=False" == q.extra_repr()
     x = torch.tensor([-0.5, 0.25, 1.5])
-    with pytest.raises(UsageError, match=r"^layer 'fc' quantizes activations to 4 bits but was never calibrated; "
-                                         r"call haq\.quant\.calibrate_\(model, batches\) first$"):
+    with pytest.raises(
+        UsageError,
+        match=r"^layer 'fc' quantizes activations to 4 bits but was never calibrated; "
+        r"call haq\.quant\.calibrate_\(model, batches\) first$",
+    ):
         q(x)
     with pytest.raises(ModelError, match=r"^layer 'fc' saw no input during calibration; the model's forward\(\) never calls it$"):
         q.commit_observed()

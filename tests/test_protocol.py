@@ -42,7 +42,12 @@ def conv_model(channels: int = 8, size: int = 16) -> bytes:
 
 def test_config_rejects_bad_values() -> None:
     bad_values = (
-        {"sessions": 0}, {"repeats": -1}, {"warmup_s": float("nan")}, {"threads": 0}, {"min_repeat_ms": "5"}, {"sessions": True},
+        {"sessions": 0},
+        {"repeats": -1},
+        {"warmup_s": float("nan")},
+        {"threads": 0},
+        {"min_repeat_ms": "5"},
+        {"sessions": True},
     )
     for bad in bad_values:
         (name,) = bad
@@ -226,8 +231,10 @@ def test_guard_walks_every_message_and_refuses_what_names_files() -> None:
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field (lengths below 2^14 here)."""
+
     def varint(n: int) -> bytes:
         return bytes([(n & 0x7F) | 0x80, n >> 7]) if n >= 0x80 else bytes([n])
+
     return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 

@@ -50,10 +50,27 @@ def test_build_through_the_agent(agent: DeviceAgent, tmp_path: Path, capsys: pyt
         ([], "token"),
     ],
 )
-def test_bad_token_is_one_line(agent: DeviceAgent, tmp_path: Path, extra: list[str], match: str,
-                               capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_token_is_one_line(
+    agent: DeviceAgent,
+    tmp_path: Path,
+    extra: list[str],
+    match: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("HAQ_DEVICE_TOKEN", raising=False)
-    argv = ["tables", "build", "--model", "digits_cnn", "--device", _device(agent), "--out", str(tmp_path / "t.json"), *extra, *QUICK]
+    argv = [
+        "tables",
+        "build",
+        "--model",
+        "digits_cnn",
+        "--device",
+        _device(agent),
+        "--out",
+        str(tmp_path / "t.json"),
+        *extra,
+        *QUICK,
+    ]
     assert haq_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("haq: error:") and match in err[-1]

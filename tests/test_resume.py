@@ -87,7 +87,10 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> 
 
 @pytest.mark.parametrize("point", ["before-log", "mid-checkpoint"])
 def test_sigkill_then_resume_logs_what_an_uninterrupted_search_logs(
-    tmp_path: Path, cache_dir: Path, uninterrupted: list[dict[str, object]], point: str,
+    tmp_path: Path,
+    cache_dir: Path,
+    uninterrupted: list[dict[str, object]],
+    point: str,
 ) -> None:
     """Killed between its checkpoint and its log line, or while writing the checkpoint, a search
     resumes with no gap and no duplicate, and (agent, replay buffer, RNG and noise states restored,
@@ -96,7 +99,10 @@ def test_sigkill_then_resume_logs_what_an_uninterrupted_search_logs(
     env = {**os.environ, "HAQ_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
     killed = subprocess.run(
         [sys.executable, "-c", _KILLED_SEARCH, point, str(KILL_AT), *SEARCH, "--out", str(run)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     assert _indices(run) == list(range(KILL_AT))

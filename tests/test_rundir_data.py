@@ -123,7 +123,10 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 @pytest.mark.parametrize("plant", list(PLANTS))
 def test_pickle_in_a_checkpoint_never_runs_on_resume(
-    search_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], plant: str,
+    search_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    plant: str,
 ) -> None:
     run, marker = tmp_path / "run", tmp_path / "marker"
     shutil.copytree(search_run, run)
@@ -137,7 +140,10 @@ def test_pickle_in_a_checkpoint_never_runs_on_resume(
 
 @pytest.mark.parametrize("plant", ["agent.zip", "weights as pickle", "old format"])
 def test_pickle_in_a_transfer_source_never_runs(
-    search_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], plant: str,
+    search_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    plant: str,
 ) -> None:
     source, marker = tmp_path / "source", tmp_path / "marker"
     shutil.copytree(search_run, source)

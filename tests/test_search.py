@@ -129,7 +129,11 @@ def test_saved_agent_carries_what_transfer_needs(tmp_path: Path, problem: Search
     ],
 )
 def test_cli_bad_input_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], digits_workload: Workload, argv: list[str], message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    digits_workload: Workload,
+    argv: list[str],
+    message: str,
 ) -> None:
     """With the model already in the session's cache (``digits_workload``) nothing else is logged,
     so the error is the only line on stderr, whatever ran before and however cold the user's cache."""

@@ -64,6 +64,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         for p in parents:
             node = node[int(p)] if isinstance(node, list) else node[p]
         node[int(last) if isinstance(node, list) else last] = value
+
     return mutate
 
 
@@ -74,6 +75,7 @@ def _delete(path: str) -> Callable[[dict[str, Any]], None]:
         for p in parents:
             node = node[int(p)] if isinstance(node, list) else node[p]
         del node[last]
+
     return mutate
 
 
@@ -87,11 +89,25 @@ def _rename_signature(d: dict[str, Any]) -> None:
 
 
 def _bad_correction(d: dict[str, Any]) -> None:
-    d["graph"] = {"corrections": [{"fingerprint": "ab", "network": "n", "metric": "latency", "scale": 0, "offset": 0, "fitted_on": 3}]}
+    d["graph"] = {
+        "corrections": [{"fingerprint": "ab", "network": "n", "metric": "latency", "scale": 0, "offset": 0, "fitted_on": 3}]
+    }
 
 
 def _bad_transition(d: dict[str, Any]) -> None:
-    d["graph"] = {"transitions": [{"shape": [1, 16, 8], "from": [8, 8], "to": [32, 32], "latency_ms": 0.1, "energy_mj": 0.0, "source": "measured", "kernel": "Q"}]}
+    d["graph"] = {
+        "transitions": [
+            {
+                "shape": [1, 16, 8],
+                "from": [8, 8],
+                "to": [32, 32],
+                "latency_ms": 0.1,
+                "energy_mj": 0.0,
+                "source": "measured",
+                "kernel": "Q",
+            }
+        ]
+    }
 
 
 MALFORMED = [
@@ -125,7 +141,9 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("mutate,field", [(m, f) for _, m, f in MALFORMED], ids=[n for n, _, _ in MALFORMED])
-def test_malformed_table_is_one_line_error(cnn_table: Path, tmp_path: Path, mutate: Callable[[dict[str, Any]], None], field: str) -> None:
+def test_malformed_table_is_one_line_error(
+    cnn_table: Path, tmp_path: Path, mutate: Callable[[dict[str, Any]], None], field: str
+) -> None:
     d = _raw(cnn_table)
     mutate(d)
     bad = tmp_path / "bad.json"
@@ -142,12 +160,16 @@ def _with_nan(text: str) -> str:
     return json.dumps(d)  # Python writes NaN, as a careless tool might
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda t: t[: len(t) // 2], "not valid JSON"),
-    (_with_nan, "field 'entries[0].latency_ms': must be finite"),
-    (lambda t: t.replace('"version": 1,', '"version": 1, "version": 1,', 1), "duplicate JSON key 'version'"),
-    (lambda t: "[]", "field '(top level)'"),
-], ids=["truncated", "nan", "duplicate-key", "array"])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda t: t[: len(t) // 2], "not valid JSON"),
+        (_with_nan, "field 'entries[0].latency_ms': must be finite"),
+        (lambda t: t.replace('"version": 1,', '"version": 1, "version": 1,', 1), "duplicate JSON key 'version'"),
+        (lambda t: "[]", "field '(top level)'"),
+    ],
+    ids=["truncated", "nan", "duplicate-key", "array"],
+)
 def test_malformed_text(cnn_table: Path, tmp_path: Path, make: Callable[[str], str], needle: str) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(make(cnn_table.read_text()))
@@ -189,7 +211,9 @@ def test_policy_cost_is_sum_of_layer_costs(zoo_layers: dict[str, list[LayerInfo]
             for _ in range(5):
                 pol = _random_policy(layers, rng, pairs)
                 for metric in t.metrics:
-                    expected = sum(t.layer_cost(layer.signature, pol[layer.name].w_bits, pol[layer.name].a_bits, metric) for layer in layers)
+                    expected = sum(
+                        t.layer_cost(layer.signature, pol[layer.name].w_bits, pol[layer.name].a_bits, metric) for layer in layers
+                    )
                     assert t.policy_cost(layers, pol, metric) == pytest.approx(expected, rel=1e-12)
 
 
@@ -244,8 +268,18 @@ def _graph_table(layers: list[LayerInfo], graph: dict[str, Any]) -> CostTable:
     """A 'measured' table running fp32 and int8 only, with the given graph extras."""
     sigs = {layer.signature.key(): layer.signature.to_dict() for layer in layers}
     entries = [
-        Entry(k, w, w, latency_ms=base * (1.0 if w == 32 else 0.4), latency_iqr_ms=0.01, samples=30, source="measured", kernel="Conv" if w == 32 else "QLinearConv").to_dict()
-        for base, k in zip((0.5, 1.0, 0.7, 0.2), sigs) for w in (32, 8)
+        Entry(
+            k,
+            w,
+            w,
+            latency_ms=base * (1.0 if w == 32 else 0.4),
+            latency_iqr_ms=0.01,
+            samples=30,
+            source="measured",
+            kernel="Conv" if w == 32 else "QLinearConv",
+        ).to_dict()
+        for base, k in zip((0.5, 1.0, 0.7, 0.2), sigs)
+        for w in (32, 8)
     ]
     meta = copy.deepcopy(dict(latency_tables.load("bismo-edge").meta))
     meta.update(device={"name": "test-cpu", "description": "fake"}, threads=1)
@@ -257,9 +291,29 @@ def test_transitions_rules_and_correction(zoo_layers: dict[str, list[LayerInfo]]
     layers = zoo_layers["digits_cnn"]  # conv1 -> conv2 -> conv3 -> fc
     s2, s4 = layers[1].signature, layers[3].signature
     graph = {
-        "transitions": [{"shape": [1, s2.in_channels, s2.in_h, s2.in_w], "from": [8, 8], "to": [32, 32], "latency_ms": 0.05, "source": "measured", "kernel": "DequantizeLinear"}],
-        "transition_rules": [{"from": [32, 32], "to": [8, 8], "latency_ms": 0.01, "latency_ms_per_elem": 1e-5, "source": "measured"}],
-        "corrections": [{"fingerprint": network_fingerprint(layers, 1), "network": "digits_cnn", "metric": "latency", "scale": 1.1, "offset": 0.02, "fitted_on": 10}],
+        "transitions": [
+            {
+                "shape": [1, s2.in_channels, s2.in_h, s2.in_w],
+                "from": [8, 8],
+                "to": [32, 32],
+                "latency_ms": 0.05,
+                "source": "measured",
+                "kernel": "DequantizeLinear",
+            }
+        ],
+        "transition_rules": [
+            {"from": [32, 32], "to": [8, 8], "latency_ms": 0.01, "latency_ms_per_elem": 1e-5, "source": "measured"}
+        ],
+        "corrections": [
+            {
+                "fingerprint": network_fingerprint(layers, 1),
+                "network": "digits_cnn",
+                "metric": "latency",
+                "scale": 1.1,
+                "offset": 0.02,
+                "fitted_on": 10,
+            }
+        ],
     }
     t = _graph_table(layers, graph)
     names = [layer.name for layer in layers]
@@ -274,13 +328,18 @@ def test_transitions_rules_and_correction(zoo_layers: dict[str, list[LayerInfo]]
 
 def test_cost_range_is_exact_with_boundaries(zoo_layers: dict[str, list[LayerInfo]]) -> None:
     layers = zoo_layers["digits_cnn"]
-    graph = {"transition_rules": [
-        {"from": [32, 32], "to": [8, 8], "latency_ms": 0.3, "latency_ms_per_elem": 0.0, "source": "measured"},
-        {"from": [8, 8], "to": [32, 32], "latency_ms": 0.25, "latency_ms_per_elem": 0.0, "source": "measured"},
-    ]}
+    graph = {
+        "transition_rules": [
+            {"from": [32, 32], "to": [8, 8], "latency_ms": 0.3, "latency_ms_per_elem": 0.0, "source": "measured"},
+            {"from": [8, 8], "to": [32, 32], "latency_ms": 0.25, "latency_ms_per_elem": 0.0, "source": "measured"},
+        ]
+    }
     t = _graph_table(layers, graph)
     names = [layer.name for layer in layers]
-    costs = [t.policy_cost(layers, QuantPolicy({n: LayerBits(b, b) for n, b in zip(names, combo)})) for combo in itertools.product((8, 32), repeat=4)]
+    costs = [
+        t.policy_cost(layers, QuantPolicy({n: LayerBits(b, b) for n, b in zip(names, combo)}))
+        for combo in itertools.product((8, 32), repeat=4)
+    ]
     lo, hi = t.cost_range(layers)
     assert lo == pytest.approx(min(costs)) and hi == pytest.approx(max(costs))
     assert hi > sum(max(d.values()) for d in (t.compile(layers).layer_costs(i) for i in range(4)))  # mixes cost more
@@ -288,7 +347,11 @@ def test_cost_range_is_exact_with_boundaries(zoo_layers: dict[str, list[LayerInf
 
 def test_correction_applies_only_to_its_network(zoo_layers: dict[str, list[LayerInfo]]) -> None:
     layers = zoo_layers["digits_cnn"]
-    graph = {"corrections": [{"fingerprint": "0" * 16, "network": "other", "metric": "latency", "scale": 2.0, "offset": 0.0, "fitted_on": 5}]}
+    graph = {
+        "corrections": [
+            {"fingerprint": "0" * 16, "network": "other", "metric": "latency", "scale": 2.0, "offset": 0.0, "fitted_on": 5}
+        ]
+    }
     t = _graph_table(layers, graph)
     pol = QuantPolicy.uniform([layer.name for layer in layers], 8)
     assert t.policy_cost(layers, pol) == pytest.approx(0.4 * (0.5 + 1.0 + 0.7 + 0.2))
@@ -319,7 +382,9 @@ def test_build_extends_rather_than_recomputes(tmp_path: Path, zoo_layers: dict[s
     assert (r2.added, r2.kept, again.priced) == (0, 4, [])
     assert out.read_text() == text  # nothing new: the file is not rewritten
     grow = CountingBackend("bismo-edge")
-    r3 = extend_table(grow, [layer.signature for layer in zoo_layers["digits_cnn"] + zoo_layers["digits_mlp"]], out, 1, ["digits_mlp"])
+    r3 = extend_table(
+        grow, [layer.signature for layer in zoo_layers["digits_cnn"] + zoo_layers["digits_mlp"]], out, 1, ["digits_mlp"]
+    )
     assert (r3.added, r3.kept, len(grow.priced)) == (3, 4, 3)
     t = load_table(out)
     assert {e.key: e for e in t.entries() if e.key in before} == before
@@ -360,8 +425,21 @@ def test_command_build_list_show(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_with_graph_validates_and_round_trips(tmp_path: Path, zoo_layers: dict[str, list[LayerInfo]]) -> None:
     layers = zoo_layers["digits_cnn"]
     plain = _graph_table(layers, {})
-    fitted = _graph_table(layers, {"corrections": [{"fingerprint": network_fingerprint(layers, 1), "network": "digits_cnn",
-                                                    "metric": "latency", "scale": 1.5, "offset": 0.0, "fitted_on": 4}]})
+    fitted = _graph_table(
+        layers,
+        {
+            "corrections": [
+                {
+                    "fingerprint": network_fingerprint(layers, 1),
+                    "network": "digits_cnn",
+                    "metric": "latency",
+                    "scale": 1.5,
+                    "offset": 0.0,
+                    "fitted_on": 4,
+                }
+            ]
+        },
+    )
     t = plain.with_graph(fitted.data.graph)
     pol = QuantPolicy.uniform([layer.name for layer in layers], 32)
     assert t.policy_cost(layers, pol) == pytest.approx(1.5 * plain.policy_cost(layers, pol))

@@ -50,7 +50,13 @@ def source_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Pat
 
 
 def _transfer(
-    source: Path, table: str, out: Path, cache_dir: Path, episodes: int = 0, model: str | None = None, resume: bool = False,
+    source: Path,
+    table: str,
+    out: Path,
+    cache_dir: Path,
+    episodes: int = 0,
+    model: str | None = None,
+    resume: bool = False,
 ) -> RunResult:
     cfg = TransferConfig(source=str(source), table=table, episodes=episodes, model=model)
     return run_transfer(cfg, make_problem(transfer_env(cfg), cache_dir=cache_dir), out, resume=resume)
@@ -59,7 +65,9 @@ def _transfer(
 def test_saved_agent_round_trips_with_its_metadata(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
     src = load_source(source_run)
     assert src.table == "bitfusion" and src.model == "digits_cnn" and src.episodes_done == 4
-    assert (src.meta["min_bits"], src.meta["max_bits"]) == (2, 8) and src.meta["reward"] == dataclasses.asdict(src.config.env.reward)
+    assert (src.meta["min_bits"], src.meta["max_bits"]) == (2, 8) and src.meta["reward"] == dataclasses.asdict(
+        src.config.env.reward
+    )
     env = MixedPrecisionEnv(problem=make_problem(src.config.env, cache_dir=cache_dir))
     model = load_on(src.checkpoint, env)
     save_agent(model, tmp_path / "again", src.meta)
@@ -70,7 +78,9 @@ def test_saved_agent_round_trips_with_its_metadata(source_run: Path, tmp_path: P
         assert np.array_equal(model.predict(obs, deterministic=True)[0], again.predict(obs, deterministic=True)[0])
 
 
-def test_zero_shot_on_another_table_is_a_valid_policy_within_its_budget(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
+def test_zero_shot_on_another_table_is_a_valid_policy_within_its_budget(
+    source_run: Path, tmp_path: Path, cache_dir: Path
+) -> None:
     result = _transfer(source_run, "bismo-edge", tmp_path / "t", cache_dir)
     zero = result.records[0]
     assert zero.extra["phase"] == "zero-shot" and zero.extra["source_table"] == "bitfusion"
@@ -101,7 +111,9 @@ def test_budget_the_new_device_cannot_meet_prints_the_achievable_range(source_ru
     with pytest.raises(ConfigError, match="achievable range"):
         _transfer(source_run, CPU_TABLE, tmp_path / "t", cache_dir)
     with pytest.raises(ConfigError, match="means nothing on bismo-edge"):
-        absolute = dataclasses.replace(load_source(source_run).config.env, budget=dataclasses.replace(EnvConfig().budget, absolute=0.002))
+        absolute = dataclasses.replace(
+            load_source(source_run).config.env, budget=dataclasses.replace(EnvConfig().budget, absolute=0.002)
+        )
         target_env_config(absolute, TransferConfig(source=str(source_run), table="bismo-edge"))
 
 
@@ -132,12 +144,17 @@ def _state(run: Path) -> dict[str, object]:
 
 
 def test_a_ddpg_agent_keeps_its_reward_baseline_through_transfer(
-    source_run: Path, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    source_run: Path,
+    tmp_path: Path,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """DDPG trains on rewards minus a moving average (``AgentConfig.uses_baseline``): the zero-shot
     episode runs through that wrapper, its checkpoint stores the average, and fine-tuning continues it."""
     ddpg = tmp_path / "ddpg"
-    cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=AgentConfig(algo="ddpg", warmup_episodes=1, hidden=(16,)), episodes=2)
+    cfg = SearchConfig(
+        env=EnvConfig(evaluation=CHEAP), agent=AgentConfig(algo="ddpg", warmup_episodes=1, hidden=(16,)), episodes=2
+    )
     assert cfg.agent.reward_baseline is None and cfg.agent.uses_baseline
     run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), ddpg)
     seen: list[object] = []
@@ -176,10 +193,14 @@ def test_fine_tuning_writes_a_resumable_run_dir(source_run: Path, tmp_path: Path
         _transfer(source_run, "bismo-edge", out, cache_dir, episodes=4, resume=True)
 
 
-def test_agent_trained_on_one_model_rolls_out_and_fine_tunes_on_another(source_run: Path, tmp_path: Path, cache_dir: Path) -> None:
+def test_agent_trained_on_one_model_rolls_out_and_fine_tunes_on_another(
+    source_run: Path, tmp_path: Path, cache_dir: Path
+) -> None:
     result = _transfer(source_run, "bitfusion", tmp_path / "t", cache_dir, episodes=1, model="digits_mlp")
     rd = RunDir(tmp_path / "t")
-    target = make_problem(EnvConfig(workload=dataclasses.replace(EnvConfig().workload, model="digits_mlp"), evaluation=CHEAP), cache_dir=cache_dir)
+    target = make_problem(
+        EnvConfig(workload=dataclasses.replace(EnvConfig().workload, model="digits_mlp"), evaluation=CHEAP), cache_dir=cache_dir
+    )
     assert rd.read_config()["layers"] == target.layer_names and len(target.layer_names) != 4
     for record in rd.read_episodes():
         pairs = [record.policy[c.name] for c in target.budget_model.layers]
@@ -190,8 +211,13 @@ def test_agent_trained_on_one_model_rolls_out_and_fine_tunes_on_another(source_r
 def test_transfer_config_round_trips_and_validates() -> None:
     cfg = TransferConfig(source="runs/a", table="bismo-edge", model="digits_mlp", budget_ratio=0.4, evaluator="full")
     assert serial.from_dict(TransferConfig, json.loads(json.dumps(serial.to_dict(cfg)))) == cfg
-    for bad, match in (({"episodes": -1}, "episodes"), ({"budget_ratio": 0.0}, "budget_ratio"), ({"evaluator": "fast"}, "cheap, full"),
-                       ({"noise_decay": 1.5}, "noise_decay"), ({"table": ""}, "--device")):
+    for bad, match in (
+        ({"episodes": -1}, "episodes"),
+        ({"budget_ratio": 0.0}, "budget_ratio"),
+        ({"evaluator": "fast"}, "cheap, full"),
+        ({"noise_decay": 1.5}, "noise_decay"),
+        ({"table": ""}, "--device"),
+    ):
         with pytest.raises(ConfigError, match=match):
             dataclasses.replace(cfg, **bad)
 
@@ -212,7 +238,9 @@ def test_policy_cost_on_every_shipped_device(cache_dir: Path) -> None:
     assert [c.table for c in uniform] == latency_tables.available()
     assert all(c.speedup_vs_uniform == pytest.approx(1.0) and not c.promoted for c in uniform)
     low = {c.table: c for c in cost_on_devices(layers, QuantPolicy.uniform(problem.layer_names, 4), latency_tables.load_all())}
-    assert low["bitfusion"].latency_ms == pytest.approx(problem.table.policy_cost(layers, QuantPolicy.uniform(problem.layer_names, 4)))
+    assert low["bitfusion"].latency_ms == pytest.approx(
+        problem.table.policy_cost(layers, QuantPolicy.uniform(problem.layer_names, 4))
+    )
     assert low["bitfusion"].energy_mj is not None and low["bitfusion"].speedup_vs_uniform > 1.0  # type: ignore[operator]
     assert set(low[CPU_TABLE].promoted) == set(problem.layer_names)  # an int8 CPU runs 4-bit layers as 8-bit
     assert low[CPU_TABLE].latency_ms == pytest.approx(low[CPU_TABLE].uniform_latency_ms)

@@ -18,7 +18,7 @@ from haq.cli import main as haq_main
 
 Image = pytest.importorskip("PIL.Image")
 
-USER_MODEL = '''
+USER_MODEL = """
 from torch import nn
 
 
@@ -27,9 +27,23 @@ def net() -> nn.Module:
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 2),
     )
-'''
-QUICK = ["--sessions", "1", "--repeats", "3", "--warmup-runs", "1", "--warmup-s", "0", "--min-repeat-ms", "0.2",
-         "--max-retries", "0", "--sentinel-every", "0"]
+"""
+QUICK = [
+    "--sessions",
+    "1",
+    "--repeats",
+    "3",
+    "--warmup-runs",
+    "1",
+    "--warmup-s",
+    "0",
+    "--min-repeat-ms",
+    "0.2",
+    "--max-retries",
+    "0",
+    "--sentinel-every",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,38 +82,127 @@ def error_line(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
 
 def test_user_model_trained_here_searched_exported_and_costed(images: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = ["--dataset", "imagefolder", "--data-root", str(images), "--input-size", "32"]
-    assert haq("tables", "build", "--model", "mine:net", "--input-shape", "3,32,32", "--device", "bitfusion", "--out", "bf.json") == 0
+    assert (
+        haq("tables", "build", "--model", "mine:net", "--input-shape", "3,32,32", "--device", "bitfusion", "--out", "bf.json")
+        == 0
+    )
     assert json.loads(Path("bf.json").read_text())["meta"]["inputs"] == {"mine:net": [[3, 32, 32]]}
-    assert haq("search", "--model", "mine:net", *data, "--train-epochs", "2", "--device", "bf.json", "--evaluator", "cheap",
-               "--episodes", "2", "--out", "run") == 0
+    assert (
+        haq(
+            "search",
+            "--model",
+            "mine:net",
+            *data,
+            "--train-epochs",
+            "2",
+            "--device",
+            "bf.json",
+            "--evaluator",
+            "cheap",
+            "--episodes",
+            "2",
+            "--out",
+            "run",
+        )
+        == 0
+    )
     assert "search: 2 episodes in run" in capsys.readouterr().out
-    assert haq("export", "--model", "mine:net", *data, "--train-epochs", "2", "--policy", "run/best_policy.json",
-               "--onnx", "mine.onnx", "--emulate") == 0
+    assert (
+        haq(
+            "export",
+            "--model",
+            "mine:net",
+            *data,
+            "--train-epochs",
+            "2",
+            "--policy",
+            "run/best_policy.json",
+            "--onnx",
+            "mine.onnx",
+            "--emulate",
+        )
+        == 0
+    )
     assert Path("mine.onnx").is_file()
     capsys.readouterr()
-    assert haq("cost", "--model", "mine:net", "--input-shape", "3,32,32", "--policy", "run/best_policy.json",
-               "--device", "bf.json", "bitfusion") == 0
+    assert (
+        haq(
+            "cost",
+            "--model",
+            "mine:net",
+            "--input-shape",
+            "3,32,32",
+            "--policy",
+            "run/best_policy.json",
+            "--device",
+            "bf.json",
+            "bitfusion",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| run/best_policy.json |" in out and "n/a" in out  # the shipped table lacks this model's layers...
-    assert ("`haq tables build --model mine:net --input-shape 3,32,32 --batch 1 --device bitfusion --out my-bitfusion.json`"
-            in out)  # ...and the output says how to price them
+    assert (
+        "`haq tables build --model mine:net --input-shape 3,32,32 --batch 1 --device bitfusion --out my-bitfusion.json`" in out
+    )  # ...and the output says how to price them
 
 
 def test_checkpoint_fine_tuned_on_the_users_data(images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mine import net  # type: ignore[import-not-found]
 
     torch.save(net().state_dict(), tmp_path / "w.pt")
-    assert haq("tables", "build", "--model", "mine:net", "--input-size", "32", "--dataset", "imagefolder", "--device",
-               "bitfusion", "--out", "bf.json") == 0
-    assert haq("search", "--model", "mine:net", "--dataset", "imagefolder", "--data-root", str(images), "--input-size", "32",
-               "--checkpoint", "w.pt", "--finetune-epochs", "1", "--device", "bf.json", "--evaluator", "cheap",
-               "--episodes", "2", "--out", "run") == 0
+    assert (
+        haq(
+            "tables",
+            "build",
+            "--model",
+            "mine:net",
+            "--input-size",
+            "32",
+            "--dataset",
+            "imagefolder",
+            "--device",
+            "bitfusion",
+            "--out",
+            "bf.json",
+        )
+        == 0
+    )
+    assert (
+        haq(
+            "search",
+            "--model",
+            "mine:net",
+            "--dataset",
+            "imagefolder",
+            "--data-root",
+            str(images),
+            "--input-size",
+            "32",
+            "--checkpoint",
+            "w.pt",
+            "--finetune-epochs",
+            "1",
+            "--device",
+            "bf.json",
+            "--evaluator",
+            "cheap",
+            "--episodes",
+            "2",
+            "--out",
+            "run",
+        )
+        == 0
+    )
     workload = json.loads(Path("run/config.json").read_text())["config"]["env"]["workload"]
     assert workload["checkpoint"] == "w.pt" and workload["finetune_epochs"] == 1
 
 
 def test_a_new_users_mistakes_are_one_line(images: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert haq("tables", "build", "--model", "mine:net", "--input-shape", "3,32,32", "--device", "bitfusion", "--out", "bf.json") == 0
+    assert (
+        haq("tables", "build", "--model", "mine:net", "--input-shape", "3,32,32", "--device", "bitfusion", "--out", "bf.json")
+        == 0
+    )
     search = ["search", "--model", "mine:net", "--device", "bf.json", "--evaluator", "cheap", "--episodes", "2"]
     data = ["--dataset", "imagefolder", "--data-root", str(images), "--input-size", "32"]
     line = error_line(capsys, *search, *data)

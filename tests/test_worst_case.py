@@ -83,8 +83,15 @@ def test_misclassified_clean_samples_are_never_robust() -> None:
 def _fixed(x_adv: torch.Tensor) -> AttackSpec:
     """A registered attack that returns ready-made examples (to drive robust_accuracy exactly)."""
 
-    def craft(target: nn.Module, source: nn.Module | None, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-              device: torch.device, value_range: object) -> torch.Tensor:
+    def craft(
+        target: nn.Module,
+        source: nn.Module | None,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        cfg: AttackConfig,
+        device: torch.device,
+        value_range: object,
+    ) -> torch.Tensor:
         return x_adv.clone()
 
     return AttackSpec(craft, False, False, "fixed examples")
@@ -133,8 +140,12 @@ ALL = "fgsm, pgd, transfer_fgsm, transfer_pgd, ensemble_pgd, spsa"
         (["cw"], True, rf"^unknown attack\(s\) \['cw'\]; choose from {ALL}$"),
         ([], True, rf"^choose at least one attack from {ALL}$"),
         (["pgd", "fgsm", "pgd"], True, r"^attack list \['pgd', 'fgsm', 'pgd'\] names an attack twice$"),
-        (["transfer_pgd", "ensemble_pgd", "pgd"], False,
-         r"^attack\(s\) \['ensemble_pgd', 'transfer_pgd'\] need source_model \(usually the float model\); pass it or drop them$"),
+        (
+            ["transfer_pgd", "ensemble_pgd", "pgd"],
+            False,
+            r"^attack\(s\) \['ensemble_pgd', 'transfer_pgd'\] need source_model "
+            r"\(usually the float model\); pass it or drop them$",
+        ),
     ],
 )
 def test_attack_lists_are_checked(attacks: list[str], has_source: bool, message: str) -> None:

@@ -118,10 +118,12 @@ class Baseline(Proposer[BaselineStore]):
 
     def _propose(self, problem: SearchProblem, store: BaselineStore, progress: OnProgress | None, log: Log | None) -> None:
         if self.sensitivity is not None:
-            atomic_write_text(store.path / "sensitivity.json", json.dumps(self.sensitivity.to_dict(), indent=2, allow_nan=False) + "\n")
+            atomic_write_text(
+                store.path / "sensitivity.json", json.dumps(self.sensitivity.to_dict(), indent=2, allow_nan=False) + "\n"
+            )
         for r in store.records:
             problem.remember(r.quant_policy(), Scored.from_record(r.metrics, r.reward, r.extra))
-        todo = list(enumerate(self.candidates))[len(store.records):]
+        todo = list(enumerate(self.candidates))[len(store.records) :]
         for start in range(0, len(todo), problem.workers):  # one batch per round of the workers
             chunk = todo[start : start + problem.workers]
             policies = [problem.policy(cand.pairs, cand.meta) for _, cand in chunk]
@@ -137,8 +139,13 @@ class Baseline(Proposer[BaselineStore]):
 
 
 def run_baseline(
-    cfg: BaselineConfig, problem: SearchProblem, out_dir: str | Path, *, resume: bool = False,
-    progress: OnProgress | None = None, log: Log | None = None,
+    cfg: BaselineConfig,
+    problem: SearchProblem,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: OnProgress | None = None,
+    log: Log | None = None,
 ) -> RunResult:
     """Propose, evaluate and log the baseline's candidates; ``records`` holds every evaluation."""
     return Baseline(cfg).run(problem, out_dir, resume=resume, progress=progress, log=log)

@@ -37,7 +37,10 @@ def choice_error(errors: Sequence[np.ndarray], choice: Choice) -> float:
 
 
 def solve_ilp(
-    costs: Sequence[np.ndarray], errors: Sequence[np.ndarray], budget: float, exclude: Sequence[Choice] = (),
+    costs: Sequence[np.ndarray],
+    errors: Sequence[np.ndarray],
+    budget: float,
+    exclude: Sequence[Choice] = (),
 ) -> Choice | None:
     """Minimize Σ error subject to Σ cost ≤ budget, one option per layer; ``None`` if infeasible.
 
@@ -74,7 +77,10 @@ def solve_ilp(
         cut[[offsets[i] + k for i, k in enumerate(prev)]] = 1.0
         constraints.append(LinearConstraint(cut[None, :], -np.inf, len(costs) - 1))
     res = milp(
-        objective, integrality=np.ones(n_vars), bounds=Bounds(0.0, 1.0), constraints=constraints,
+        objective,
+        integrality=np.ones(n_vars),
+        bounds=Bounds(0.0, 1.0),
+        constraints=constraints,
         options={"mip_rel_gap": 1e-9, "presolve": True},
     )
     if res.x is None or res.status not in (0, 1):

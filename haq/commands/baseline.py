@@ -16,16 +16,30 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     from haq.baselines import METHODS, BaselineConfig, SensitivityConfig
     from haq.commands.problems import add_parallel_args
 
-    p = sub.add_parser("baseline", help="uniform / random / greedy / ILP bit widths under the same budget and evaluator as haq search")
+    p = sub.add_parser(
+        "baseline", help="uniform / random / greedy / ILP bit widths under the same budget and evaluator as haq search"
+    )
     add_workload_args(p)
     add_search_args(p)
     p.add_argument("--method", default=None, help=f"baseline: {', '.join(METHODS)} (required unless --config gives it)")
-    p.add_argument("--evaluations", type=int, default=BaselineConfig().evaluations,
-                   help="most policies to evaluate (compare with a search's --episodes)")
-    p.add_argument("--ladder-floor", type=float, default=BaselineConfig().ladder_floor,
-                   help="greedy / ilp: lowest budget fraction their extra candidates are solved for")
-    p.add_argument("--sensitivity-samples", type=int, default=SensitivityConfig().samples,
-                   help="greedy / ilp: training images used to estimate per-layer sensitivity")
+    p.add_argument(
+        "--evaluations",
+        type=int,
+        default=BaselineConfig().evaluations,
+        help="most policies to evaluate (compare with a search's --episodes)",
+    )
+    p.add_argument(
+        "--ladder-floor",
+        type=float,
+        default=BaselineConfig().ladder_floor,
+        help="greedy / ilp: lowest budget fraction their extra candidates are solved for",
+    )
+    p.add_argument(
+        "--sensitivity-samples",
+        type=int,
+        default=SensitivityConfig().samples,
+        help="greedy / ilp: training images used to estimate per-layer sensitivity",
+    )
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<method>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings)")
     add_parallel_args(p)
@@ -39,19 +53,37 @@ def run(ns: argparse.Namespace) -> int:
     from haq.jobs.execute import run_tracked
     from haq.runs.progress import ProgressBar
 
-    ns, job = resolve_job(ns, "baseline", lambda n: {"baseline": BaselineConfig(
-        method=n.method, evaluations=n.evaluations, seed=n.seed, ladder_floor=n.ladder_floor,
-        sensitivity=SensitivityConfig(samples=n.sensitivity_samples),
-    ), "env": env_config(n)}, required={"method": "--method"})
+    ns, job = resolve_job(
+        ns,
+        "baseline",
+        lambda n: {
+            "baseline": BaselineConfig(
+                method=n.method,
+                evaluations=n.evaluations,
+                seed=n.seed,
+                ladder_floor=n.ladder_floor,
+                sensitivity=SensitivityConfig(samples=n.sensitivity_samples),
+            ),
+            "env": env_config(n),
+        },
+        required={"method": "--method"},
+    )
     cfg, env = job.section("baseline"), job.section("env")
     model = env.workload.model.replace(":", "_").replace(".", "_")
     out = Path(ns.out) if ns.out else Path("runs") / f"{model}-{Path(env.table).stem}-{cfg.method}-s{cfg.seed}"
     check_writable_dir(out)  # before any work starts
     with explain_uncovered(env.workload, [env.table]):
-        problem = make_problem(env, log=log, feedback_cache=out / FEEDBACK_CACHE, strict=ns.strict,
-                               workers=ns.workers, ray_address=ns.ray_address)
-    result = run_tracked(job, out, problem, lambda p: run_baseline(cfg, problem, out, progress=p, resume=ns.resume, log=log),
-                         resume=ns.resume, progress=ProgressBar())
+        problem = make_problem(
+            env, log=log, feedback_cache=out / FEEDBACK_CACHE, strict=ns.strict, workers=ns.workers, ray_address=ns.ray_address
+        )
+    result = run_tracked(
+        job,
+        out,
+        problem,
+        lambda p: run_baseline(cfg, problem, out, progress=p, resume=ns.resume, log=log),
+        resume=ns.resume,
+        progress=ProgressBar(),
+    )
     budget = problem.budget
     print(f"baseline {cfg.method}: {len(result.records)} evaluations in {out} ({result.seconds:.1f} s)")
     print(f"budget: {budget.metric} <= {budget.target:.6g} ({budget.target / budget.reference:.3f} of uniform max-bits)")

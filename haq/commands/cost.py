@@ -16,8 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p = sub.add_parser("cost", help="a policy's latency / energy on every shipped device table (policy tuned for X, run on Y)")
     add_workload_args(p)
     p.add_argument("--policy", required=True, nargs="+", help="policy JSON file(s), e.g. RUN_DIR/best_policy.json; one row each")
-    p.add_argument("--device", nargs="+", default=None,
-                   help="device tables to cost on (default: every shipped table); cpu is this machine's (built on first use)")
+    p.add_argument(
+        "--device",
+        nargs="+",
+        default=None,
+        help="device tables to cost on (default: every shipped table); cpu is this machine's (built on first use)",
+    )
     add_strict_arg(p)
     p.set_defaults(func=run)
 

@@ -38,16 +38,20 @@ def run(ns: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     start = time.perf_counter()
     cfg = SearchConfig(
-        env=EnvConfig(evaluation=EvalConfig(kind=ns.evaluator)), agent=AgentConfig(warmup_episodes=10),
-        episodes=ns.episodes, seed=ns.seed,
+        env=EnvConfig(evaluation=EvalConfig(kind=ns.evaluator)),
+        agent=AgentConfig(warmup_episodes=10),
+        episodes=ns.episodes,
+        seed=ns.seed,
     )
     out = Path(ns.out) if ns.out else Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     check_writable_dir(out)  # before any work starts
     problem = make_problem(cfg.env, log=log)
     ref = problem.evaluator.reference
-    log(f"searching {cfg.env.workload.model} on {problem.table.name}: {len(problem.layer_names)} layers, "
+    log(
+        f"searching {cfg.env.workload.model} on {problem.table.name}: {len(problem.layer_names)} layers, "
         f"{cfg.env.budget.metric} budget {cfg.env.budget.ratio:g} x uniform 8-bit, "
-        f"{cfg.episodes} episodes, {ns.evaluator} evaluator")
+        f"{cfg.episodes} episodes, {ns.evaluator} evaluator"
+    )
     result = run_search(cfg, problem, out, progress=ProgressBar(), log=log)
     print_record("best policy found", result.best)
     print()
@@ -76,5 +80,7 @@ def _row(label: str, problem: SearchProblem, pairs: dict[str, tuple[int, int]]) 
     robust = f"{m.robust_acc:.4f}" if m.robust_acc is not None else "n/a"
     energy = f"{m.energy_mj:.4g}" if m.energy_mj is not None else "n/a"
     within = "yes" if m.cost(problem.budget.metric) <= problem.budget.target * (1 + 1e-9) else "no"
-    return (f"| {label} | {scored.reward:+.4f} | {m.clean_acc:.4f} | {robust} | {m.latency_ms:.4g} | {energy} | "
-            f"{m.size_bits / 8192:.2f} | {within} |")
+    return (
+        f"| {label} | {scored.reward:+.4f} | {m.clean_acc:.4f} | {robust} | {m.latency_ms:.4g} | {energy} | "
+        f"{m.size_bits / 8192:.2f} | {within} |"
+    )

@@ -131,8 +131,14 @@ def run_serve(ns: argparse.Namespace) -> int:
     if token is None:
         raise ConfigError(f"haq device serve needs --token or ${TOKEN_ENV} (a secret of 16+ characters the host will pass)")
     cfg = AgentConfig(
-        host=ns.host, port=ns.port, token=token, max_bytes=ns.max_bytes, timeout_s=ns.timeout,
-        memory_mb=ns.memory_mb, tls_cert=ns.tls_cert, tls_key=ns.tls_key,
+        host=ns.host,
+        port=ns.port,
+        token=token,
+        max_bytes=ns.max_bytes,
+        timeout_s=ns.timeout,
+        memory_mb=ns.memory_mb,
+        tls_cert=ns.tls_cert,
+        tls_key=ns.tls_key,
     )
     say = timestamped(log)
     agent = DeviceAgent(cfg, log=log)

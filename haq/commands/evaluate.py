@@ -18,19 +18,32 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p = sub.add_parser("evaluate", help="fine-tune a policy fully and report clean / robust accuracy and its cost on a device")
     add_workload_args(p)
     p.add_argument("--policy", required=True, help="a policy JSON file (e.g. RUN_DIR/best_policy.json)")
-    p.add_argument("--device", default=DEFAULT_TABLE,
-                   help="shipped table name (`haq tables list`), a table file, or cpu (this machine's, built on first use)")
+    p.add_argument(
+        "--device",
+        default=DEFAULT_TABLE,
+        help="shipped table name (`haq tables list`), a table file, or cpu (this machine's, built on first use)",
+    )
     add_strict_arg(p)
     p.add_argument("--split", default=d.split, help=f"held-out split to measure accuracy on: {', '.join(SPLITS)}")
     p.add_argument("--samples", type=int, default=None, help="images of the split to use (default: all)")
     p.add_argument("--evaluator", default=d.evaluation.kind, help=f"{' or '.join(EVALUATORS)} (cheap: no fine-tune, no attacks)")
-    p.add_argument("--dq-epochs", type=int, default=d.evaluation.finetune_epochs,
-                   help="DQ fine-tuning epochs of the quantized policy (--finetune-epochs fine-tunes the float --checkpoint)")
+    p.add_argument(
+        "--dq-epochs",
+        type=int,
+        default=d.evaluation.finetune_epochs,
+        help="DQ fine-tuning epochs of the quantized policy (--finetune-epochs fine-tunes the float --checkpoint)",
+    )
     p.add_argument("--robust-samples", type=int, default=d.evaluation.robust_samples, help="images attacked for robust accuracy")
-    p.add_argument("--measure", default=d.measure,
-                   help=f"{', '.join(MEASURE_MODES)}: time the exported model here (auto: when the table describes this machine)")
-    p.add_argument("--emulate", action="store_true",
-                   help="when measuring, export bit widths this CPU cannot run on 8-bit containers instead of refusing")
+    p.add_argument(
+        "--measure",
+        default=d.measure,
+        help=f"{', '.join(MEASURE_MODES)}: time the exported model here (auto: when the table describes this machine)",
+    )
+    p.add_argument(
+        "--emulate",
+        action="store_true",
+        help="when measuring, export bit widths this CPU cannot run on 8-bit containers instead of refusing",
+    )
     p.set_defaults(func=run)
 
 

@@ -39,10 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--policy", required=True, help="policy JSON file (haq.policy)")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--calibration", type=int, default=64, help="training images used to calibrate activation clips (default 64)")
-    p.add_argument("--emulate", action="store_true",
-                   help="export bit widths the CPU cannot run on 8-bit containers instead of refusing")
-    p.add_argument("--no-fence", action="store_true",
-                   help="refuse, instead of fencing, a float layer onnxruntime would quantize by itself")
+    p.add_argument(
+        "--emulate", action="store_true", help="export bit widths the CPU cannot run on 8-bit containers instead of refusing"
+    )
+    p.add_argument(
+        "--no-fence", action="store_true", help="refuse, instead of fencing, a float layer onnxruntime would quantize by itself"
+    )
     p.set_defaults(func=run)
 
 

@@ -78,21 +78,33 @@ def make_problem(
 
 def add_strict_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:  # noqa: SLF001 - argparse's group type
     """``--strict``, for every command that loads tables to search, evaluate or cost with."""
-    p.add_argument("--strict", action="store_true",
-                   help="refuse a measured table timed on another machine (or one that cannot say which) instead of warning")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse a measured table timed on another machine (or one that cannot say which) instead of warning",
+    )
 
 
 def add_parallel_args(p: argparse.ArgumentParser) -> None:
     """``--workers`` and ``--ray-address``, for the commands that evaluate many policies."""
     g = p.add_argument_group("parallel evaluation")
-    g.add_argument("--workers", type=int, default=1,
-                   help="evaluate this many policies at once on Ray workers that each load the model once (1: in-process)")
-    g.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="join this Ray cluster instead of starting a local one (`ray start --head` prints the address)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="evaluate this many policies at once on Ray workers that each load the model once (1: in-process)",
+    )
+    g.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="join this Ray cluster instead of starting a local one (`ray start --head` prints the address)",
+    )
 
 
-def load_device_table(name: str, workload: WorkloadConfig | None = None, *, strict: bool = False,
-                      log: Log | None = None) -> CostTable:
+def load_device_table(
+    name: str, workload: WorkloadConfig | None = None, *, strict: bool = False, log: Log | None = None
+) -> CostTable:
     """The table ``name`` (shipped name or file; ``cpu``: this machine's, which needs ``workload``),
     checked against this machine (:func:`check_machine`)."""
     say = log or stderr_log
@@ -105,14 +117,16 @@ def load_device_table(name: str, workload: WorkloadConfig | None = None, *, stri
     return table
 
 
-def load_device_tables(names: Sequence[str] | None, workload: WorkloadConfig | None, *, strict: bool = False,
-                       log: Log | None = None) -> list[CostTable]:
+def load_device_tables(
+    names: Sequence[str] | None, workload: WorkloadConfig | None, *, strict: bool = False, log: Log | None = None
+) -> list[CostTable]:
     """Several tables by name (every shipped one when ``names`` is empty), each as :func:`load_device_table`."""
     return [load_device_table(n, workload, strict=strict, log=log) for n in (names or latency_tables.available())]
 
 
-def check_machine(table: DeviceTable, *, strict: bool, log: Log, model: str | None = None,
-                  here: MachineFingerprint | None = None) -> None:
+def check_machine(
+    table: DeviceTable, *, strict: bool, log: Log, model: str | None = None, here: MachineFingerprint | None = None
+) -> None:
     """Warn in one line (raise :class:`TableError` when ``strict``) if ``table`` was measured on
     another machine or records none; ``here`` is this machine's fingerprint when already taken."""
     meta = table.meta
@@ -131,8 +145,10 @@ def check_machine(table: DeviceTable, *, strict: bool, log: Log, model: str | No
         if "device agent" in str((meta.get("device") or {}).get("description", "")):
             return
         problem = "records no machine fingerprint (built by an older haq), so it cannot be verified to describe this machine"
-    fix = (f"build this machine's table with `haq tables build --device cpu --model {model or 'MODEL'} --out my-cpu.json`"
-           " or pass --device cpu")
+    fix = (
+        f"build this machine's table with `haq tables build --device cpu --model {model or 'MODEL'} --out my-cpu.json`"
+        " or pass --device cpu"
+    )
     if strict:
         raise TableError(f"table {table.name} {problem}; refused under --strict: {fix}")
     log(f"warning: table {table.name} {problem}; {fix} (--strict refuses such tables)")
@@ -152,10 +168,13 @@ def machine_table(workload: WorkloadConfig, *, strict: bool = False, log: Log | 
     missing = {layer.signature.key() for layer in layers} - (set(table.signatures) if table is not None else set())
     if table is None or missing or workload.model not in table.meta.get("models", []):
         if missing:
-            say(f"measuring {len(missing)} layer signature(s) of {workload.model} for this machine's table "
-                f"(about 10-30 s each; kept in {path} for later runs)")
-        report = extend_table(machine_backend(here, say), [layer.signature for layer in layers], path, 1,
-                              models=[workload.model], log=say)
+            say(
+                f"measuring {len(missing)} layer signature(s) of {workload.model} for this machine's table "
+                f"(about 10-30 s each; kept in {path} for later runs)"
+            )
+        report = extend_table(
+            machine_backend(here, say), [layer.signature for layer in layers], path, 1, models=[workload.model], log=say
+        )
         say(f"{path}: measured {report.added} new signature(s), kept {report.kept}")
         table = load_table(path)
     check_machine(table, strict=strict, log=say, model=workload.model, here=here)

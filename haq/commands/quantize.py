@@ -26,9 +26,11 @@ def run(ns: argparse.Namespace) -> int:
     x, y = wl.data.subset("test", None)
     float_acc = accuracy(wl.model, x, y, device)
     float_size = sum(layer.params for layer in wl.layers) * FLOAT_BITS
-    policies = [(ns.policy, QuantPolicy.load(ns.policy))] if ns.policy else [
-        (f"uniform {b}/{b}", QuantPolicy.uniform(wl.layer_names, b)) for b in ns.bits
-    ]
+    policies = (
+        [(ns.policy, QuantPolicy.load(ns.policy))]
+        if ns.policy
+        else [(f"uniform {b}/{b}", QuantPolicy.uniform(wl.layer_names, b)) for b in ns.bits]
+    )
     print(f"{wl.config.model} on {wl.data.name}: {len(wl.layers)} quantizable layers, test set {len(y)} images")
     print(f"| policy | test acc | weights (KiB) |\n|---|---|---|\n| float | {float_acc:.4f} | {float_size / 8192:.1f} |")
     for name, pol in policies:

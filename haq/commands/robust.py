@@ -28,8 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     add_workload_args(p)
     p.add_argument("--policy", default=None, help="policy JSON file (default: uniform --bits)")
     p.add_argument("--bits", type=int, default=None, help="uniform weight/activation bits (omit with no --policy: float)")
-    p.add_argument("--eps", type=float, nargs="+", default=[0.05, 0.1],
-                   help="L∞ radii in pixel units of [0, 1] images (8/255 = 0.031); normalized inputs get ε / std per channel")
+    p.add_argument(
+        "--eps",
+        type=float,
+        nargs="+",
+        default=[0.05, 0.1],
+        help="L∞ radii in pixel units of [0, 1] images (8/255 = 0.031); normalized inputs get ε / std per channel",
+    )
     p.add_argument("--attacks", nargs="+", default=list(DEFAULT_ATTACKS), help=f"from {', '.join(ATTACKS)}")
     p.add_argument("--pgd-steps", type=int, default=10)
     p.add_argument("--restarts", type=int, default=1)

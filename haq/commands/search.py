@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     add_search_args(p)
     p.add_argument("--episodes", type=int, default=SearchConfig().episodes, help="episodes (evaluated policies) in all")
     p.add_argument("--agent", default=AgentConfig().algo, help=f"RL agent: {', '.join(AGENTS)}")
-    p.add_argument("--warmup", type=int, default=AgentConfig().warmup_episodes, help="random warm-up episodes (off-policy agents)")
+    p.add_argument(
+        "--warmup", type=int, default=AgentConfig().warmup_episodes, help="random warm-up episodes (off-policy agents)"
+    )
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<agent>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings; --episodes may grow)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 suits the small agent networks and shared machines)")
@@ -43,16 +45,28 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     from haq.commands.problems import add_strict_arg
 
     g = p.add_argument_group("device and budget")
-    g.add_argument("--device", default=EnvConfig().table,
-                   help="shipped table name (`haq tables list`), a table file, or cpu (this machine's, built on first use)")
+    g.add_argument(
+        "--device",
+        default=EnvConfig().table,
+        help="shipped table name (`haq tables list`), a table file, or cpu (this machine's, built on first use)",
+    )
     g.add_argument("--budget", type=float, default=BudgetConfig().ratio, help="budget as a fraction of the uniform max-bits cost")
-    g.add_argument("--budget-absolute", type=float, default=None, help="budget in the metric's units (ms, mJ, bits); overrides --budget")
+    g.add_argument(
+        "--budget-absolute", type=float, default=None, help="budget in the metric's units (ms, mJ, bits); overrides --budget"
+    )
     g.add_argument("--metric", default=BudgetConfig().metric, help=f"budget metric: {', '.join(METRICS)}")
     g.add_argument("--min-bits", type=int, default=EnvConfig().min_bits, help="lowest bit width an action maps to")
-    g.add_argument("--max-bits", type=int, default=EnvConfig().max_bits, help="highest bit width an action maps to (32 lets layers stay float, e.g. on CPU tables)")
+    g.add_argument(
+        "--max-bits",
+        type=int,
+        default=EnvConfig().max_bits,
+        help="highest bit width an action maps to (32 lets layers stay float, e.g. on CPU tables)",
+    )
     g.add_argument("--pin-first-last", type=int, default=None, help="fix the first and last layer at this bit width")
     g.add_argument("--evaluator", default="full", help="full (DQ fine-tune + robust accuracy) or cheap (PTQ accuracy only)")
-    g.add_argument("--hardware-feedback", action="store_true", help="measure each policy's latency on this machine instead of the table")
+    g.add_argument(
+        "--hardware-feedback", action="store_true", help="measure each policy's latency on this machine instead of the table"
+    )
     add_strict_arg(g)
 
 
@@ -73,7 +87,10 @@ def env_config(ns: argparse.Namespace) -> EnvConfig:
 def search_config(ns: argparse.Namespace) -> SearchConfig:
     """Validated search config from parsed flags."""
     return SearchConfig(
-        env=env_config(ns), agent=AgentConfig(algo=ns.agent, warmup_episodes=ns.warmup), episodes=ns.episodes, seed=ns.seed,
+        env=env_config(ns),
+        agent=AgentConfig(algo=ns.agent, warmup_episodes=ns.warmup),
+        episodes=ns.episodes,
+        seed=ns.seed,
     )
 
 
@@ -97,14 +114,31 @@ def run(ns: argparse.Namespace) -> int:
     out = Path(ns.out) if ns.out else default_out(cfg)
     check_writable_dir(out)  # before any training or episode, not after the first one
     with explain_uncovered(cfg.env.workload, [cfg.env.table]):
-        problem = make_problem(cfg.env, log=log, feedback_cache=out / FEEDBACK_CACHE, strict=ns.strict,
-                               workers=ns.workers, ray_address=ns.ray_address)
-    result = run_tracked(job, out, problem, lambda p: run_search(cfg, problem, out, progress=p, resume=ns.resume, log=log),
-                         resume=ns.resume, progress=ProgressBar())
-    print(f"search: {result.episodes_done} episodes in {result.run_dir} (resumed after {result.resumed_from})" if result.resumed_from
-          else f"search: {result.episodes_done} episodes in {result.run_dir}")
-    print(f"budget: {result.budget.metric} <= {result.budget.target:.6g} "
-          f"({result.budget.target / result.budget.reference:.3f} of uniform max-bits)")
+        problem = make_problem(
+            cfg.env,
+            log=log,
+            feedback_cache=out / FEEDBACK_CACHE,
+            strict=ns.strict,
+            workers=ns.workers,
+            ray_address=ns.ray_address,
+        )
+    result = run_tracked(
+        job,
+        out,
+        problem,
+        lambda p: run_search(cfg, problem, out, progress=p, resume=ns.resume, log=log),
+        resume=ns.resume,
+        progress=ProgressBar(),
+    )
+    print(
+        f"search: {result.episodes_done} episodes in {result.run_dir} (resumed after {result.resumed_from})"
+        if result.resumed_from
+        else f"search: {result.episodes_done} episodes in {result.run_dir}"
+    )
+    print(
+        f"budget: {result.budget.metric} <= {result.budget.target:.6g} "
+        f"({result.budget.target / result.budget.reference:.3f} of uniform max-bits)"
+    )
     print_record("best", result.best)
     print(f"best policy: {result.run_dir / 'best_policy.json'}")
     return 0
@@ -115,8 +149,10 @@ def print_record(label: str, record: EpisodeRecord) -> None:
     m = record.metrics
     robust = f"{m.robust_acc:.4f}" if m.robust_acc is not None else "n/a"
     energy = f"{m.energy_mj:.4g}" if m.energy_mj is not None else "n/a"
-    print(f"{label} (episode {record.episode}, reward {record.reward:+.4f}): clean {m.clean_acc:.4f}, robust {robust}, "
-          f"latency {m.latency_ms:.4g} ms, energy {energy} mJ, size {m.size_bits / 8192:.2f} KiB")
+    print(
+        f"{label} (episode {record.episode}, reward {record.reward:+.4f}): clean {m.clean_acc:.4f}, robust {robust}, "
+        f"latency {m.latency_ms:.4g} ms, energy {energy} mJ, size {m.size_bits / 8192:.2f} KiB"
+    )
     print("| layer | w_bits | a_bits |\n|---|---|---|")
     for name, (w, a) in record.policy.items():
         print(f"| {name} | {w} | {a} |")

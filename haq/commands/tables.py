@@ -99,10 +99,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 
 def run_build(ns: argparse.Namespace) -> int:
-    ns, job = resolve_job(ns, "table_build", lambda n: {"build": BuildConfig(
-        tuple(n.model), n.device, Path(n.out) if n.out else Path(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', n.device)}.json"),
-        n.batch, n.dataset, n.data_root, n.input_size, n.input_shape,
-    ), "protocol": protocol_config(n)}, required={"model": "--model", "device": "--device"})
+    ns, job = resolve_job(
+        ns,
+        "table_build",
+        lambda n: {
+            "build": BuildConfig(
+                tuple(n.model),
+                n.device,
+                Path(n.out) if n.out else Path(f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', n.device)}.json"),
+                n.batch,
+                n.dataset,
+                n.data_root,
+                n.input_size,
+                n.input_shape,
+            ),
+            "protocol": protocol_config(n),
+        },
+        required={"model": "--model", "device": "--device"},
+    )
     cfg = job.section("build")
     report = build_table(cfg, lambda: make_backend(ns, cfg.device, job.section("protocol")), log)
     print(f"{report.path}: priced {report.added} new signature(s), kept {report.kept} already present; {report.entries} entries")
@@ -115,11 +129,14 @@ def build_table(cfg: BuildConfig, backend: Callable[[], DeviceBackend], log: Log
     signatures = []
     inputs: dict[str, tuple[int, int, int]] = {}
     for model in cfg.models:
-        wcfg = WorkloadConfig(model=model, dataset=cfg.dataset, data_root=cfg.data_root, input_size=cfg.input_size,
-                              input_shape=cfg.input_shape)
+        wcfg = WorkloadConfig(
+            model=model, dataset=cfg.dataset, data_root=cfg.data_root, input_size=cfg.input_size, input_shape=cfg.input_shape
+        )
         layers, inputs[model] = workload_layers(wcfg), resolve_input(wcfg).shape
-        log(f"{model} at {'x'.join(map(str, inputs[model]))}: {len(layers)} layers, "
-            f"{len({layer.signature.key() for layer in layers})} distinct signatures")
+        log(
+            f"{model} at {'x'.join(map(str, inputs[model]))}: {len(layers)} layers, "
+            f"{len({layer.signature.key() for layer in layers})} distinct signatures"
+        )
         signatures.extend(layer.signature for layer in layers)
     return extend_table(backend(), signatures, cfg.out, cfg.batch, models=cfg.models, log=log, inputs=inputs)
 
@@ -148,8 +165,10 @@ def run_list(ns: argparse.Namespace) -> int:
     print("| table | device | metrics | signatures | entries | sources | models |\n|---|---|---|---|---|---|---|")
     for name in names:
         t = latency_tables.load(name)
-        print(f"| {name} | {t.device} | {', '.join(t.metrics)} | {len(t.signatures)} | {sum(1 for _ in t.entries())} "
-              f"| {', '.join(t.sources())} | {', '.join(t.meta.get('models', []))} |")
+        print(
+            f"| {name} | {t.device} | {', '.join(t.metrics)} | {len(t.signatures)} | {sum(1 for _ in t.entries())} "
+            f"| {', '.join(t.sources())} | {', '.join(t.meta.get('models', []))} |"
+        )
     return 0
 
 
@@ -162,8 +181,12 @@ def run_show(ns: argparse.Namespace) -> int:
         energy = f", {e.energy_mj:.4g} mJ" if e.energy_mj is not None else ""
         print(f"  {e.key} w{e.w_bits}/a{e.a_bits}: {e.latency_ms:.4g} ms{energy} [{e.source}; {e.kernel}]")
     if ns.model:
-        _print_model(t, WorkloadConfig(model=ns.model, dataset=ns.dataset, data_root=ns.data_root, input_size=ns.input_size,
-                                       input_shape=ns.input_shape))
+        _print_model(
+            t,
+            WorkloadConfig(
+                model=ns.model, dataset=ns.dataset, data_root=ns.data_root, input_size=ns.input_size, input_shape=ns.input_shape
+            ),
+        )
     return 0
 
 
@@ -177,8 +200,9 @@ def _print_meta(t: CostTable) -> None:
     print(f"  created: {m['created']}{'; updated: ' + m['updated'] if 'updated' in m else ''}; tool: haq {m['tool']['version']}")
     models = ", ".join(m.get("models", [])) or "-"
     print(f"  models: {models}; {len(t.signatures)} signatures, {sum(1 for _ in t.entries())} entries")
-    inputs = "; ".join(f"{model} {', '.join('x'.join(map(str, s)) for s in shapes)}"
-                       for model, shapes in m.get("inputs", {}).items())
+    inputs = "; ".join(
+        f"{model} {', '.join('x'.join(map(str, s)) for s in shapes)}" for model, shapes in m.get("inputs", {}).items()
+    )
     print(f"  inputs: {inputs or 'not recorded'}")
     print(f"  protocol: {m['protocol']}")
     print(f"  machine: {_describe_machine(m.get('machine'))}")
@@ -196,8 +220,10 @@ def _describe_machine(record: object) -> str:
     fp = MachineFingerprint.from_dict(record)
     probe = f", probe {fp.probe_ms:.3g} ms" if fp.probe_ms else ""
     where = "a haq device agent" if record.get("remote") else "the building host"
-    return (f"{record['identity']} ({fp.cpu}, family/model/stepping {fp.family}/{fp.model}/{fp.stepping}, "
-            f"{fp.logical_cores} logical cores, onnxruntime {fp.onnxruntime}{probe}; timed on {where})")
+    return (
+        f"{record['identity']} ({fp.cpu}, family/model/stepping {fp.family}/{fp.model}/{fp.stepping}, "
+        f"{fp.logical_cores} logical cores, onnxruntime {fp.onnxruntime}{probe}; timed on {where})"
+    )
 
 
 def _print_model(t: CostTable, wcfg: WorkloadConfig) -> None:
@@ -211,8 +237,10 @@ def _print_model(t: CostTable, wcfg: WorkloadConfig) -> None:
         print("| layer | signature | supported | cheapest | dearest |\n|---|---|---|---|---|")
         for i, layer in enumerate(layers):
             costs = net.layer_costs(i, metric)
-            print(f"| {layer.name} | {layer.signature.key()} | {describe_pairs(sorted(costs))} "
-                  f"| {min(costs.values()):.4g} | {max(costs.values()):.4g} |")
+            print(
+                f"| {layer.name} | {layer.signature.key()} | {describe_pairs(sorted(costs))} "
+                f"| {min(costs.values()):.4g} | {max(costs.values()):.4g} |"
+            )
         lo, hi = net.cost_range(metric)
         line = f"network: cheapest {lo:.4g}, dearest {hi:.4g}"
         if all((8, 8) in net.layer_costs(i, metric) for i in range(len(layers))):

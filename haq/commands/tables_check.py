@@ -56,8 +56,15 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
 
 
 def run(ns: argparse.Namespace) -> int:
-    cfg = CheckConfig(ns.model, ns.device, ns.n, ns.sessions, ns.seed, Path(ns.save) if ns.save else None,
-                      Path(ns.rescore) if ns.rescore else None)
+    cfg = CheckConfig(
+        ns.model,
+        ns.device,
+        ns.n,
+        ns.sessions,
+        ns.seed,
+        Path(ns.save) if ns.save else None,
+        Path(ns.rescore) if ns.rescore else None,
+    )
     table = latency_tables.load(cfg.table)
     net = load_network(cfg.model, ns.dataset, ns.data_root, input_size=ns.input_size, input_shape=ns.input_shape)
     record: dict[str, Any] = {}

@@ -37,13 +37,18 @@ class FitConfig:
 
 def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
     f = actions.add_parser("fit", help="measure whole models and fit a measured table's graph-aware terms")
-    f.add_argument("--model", nargs="+", required=True, help="every model the table serves (rules are fitted on all of them jointly)")
+    f.add_argument(
+        "--model", nargs="+", required=True, help="every model the table serves (rules are fitted on all of them jointly)"
+    )
     add_data_args(f, "input shape source for every --model (default: each model's own dataset)")
     f.add_argument("--device", required=True, help="the measured table (shipped name or .json file); rewritten in place")
     f.add_argument("--configs", type=int, default=12, help="measured configurations per model (default 12)")
     f.add_argument("--sessions", type=int, default=5, help="fresh sessions per measurement (default 5)")
-    f.add_argument("--remeasure", action="store_true",
-                   help="ignore the whole-model measurements kept beside the table (<table>.fit.jsonl) and measure again")
+    f.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="ignore the whole-model measurements kept beside the table (<table>.fit.jsonl) and measure again",
+    )
     f.set_defaults(func=run)
 
 

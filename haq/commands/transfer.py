@@ -18,16 +18,32 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
     d = TransferConfig(source="-", table="-")
     p = sub.add_parser("transfer", help="roll a trained search agent out on a new device table, then fine-tune it there")
-    p.add_argument("--from", dest="source", metavar="RUN_DIR", default=None,
-                   help="run directory of a `haq search` (or an earlier transfer); required unless --config gives it")
-    p.add_argument("--device", metavar="TABLE", default=None,
-                   help="the new device: shipped cost table name (see `haq tables list`), a table file, or cpu (this machine's)")
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="RUN_DIR",
+        default=None,
+        help="run directory of a `haq search` (or an earlier transfer); required unless --config gives it",
+    )
+    p.add_argument(
+        "--device",
+        metavar="TABLE",
+        default=None,
+        help="the new device: shipped cost table name (see `haq tables list`), a table file, or cpu (this machine's)",
+    )
     add_strict_arg(p)
     p.add_argument("--model", default=None, help="a different zoo model to roll the agent out on (default: the source's)")
     p.add_argument("--dataset", default=None, help="dataset for --model (default: that model's own)")
-    p.add_argument("--input-size", type=int, default=None, metavar="N",
-                   help="square input side on the new device (default: the source's, or a new --model's own)")
-    p.add_argument("--episodes", type=int, default=d.episodes, help="fine-tuning episodes after the zero-shot one (0: zero-shot only)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="square input side on the new device (default: the source's, or a new --model's own)",
+    )
+    p.add_argument(
+        "--episodes", type=int, default=d.episodes, help="fine-tuning episodes after the zero-shot one (0: zero-shot only)"
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="fine-tuning seed")
     p.add_argument("--budget", type=float, default=None, help="budget ratio on the new device (default: the source's)")
     p.add_argument("--budget-absolute", type=float, default=None, help="budget in the new device's units; overrides --budget")
@@ -50,25 +66,51 @@ def run(ns: argparse.Namespace) -> int:
     from haq.transfer.run import run_transfer, transfer_env
     from latency_tables import load_all
 
-    ns, job = resolve_job(ns, "transfer", lambda n: {"transfer": TransferConfig(
-        source=n.source, table=n.device, model=n.model, dataset=n.dataset, episodes=n.episodes, seed=n.seed,
-        budget_ratio=n.budget, budget_absolute=n.budget_absolute, evaluator=n.evaluator, noise_sigma=n.noise,
-        input_size=n.input_size,
-    )}, required={"source": "--from", "device": "--device"})
+    ns, job = resolve_job(
+        ns,
+        "transfer",
+        lambda n: {
+            "transfer": TransferConfig(
+                source=n.source,
+                table=n.device,
+                model=n.model,
+                dataset=n.dataset,
+                episodes=n.episodes,
+                seed=n.seed,
+                budget_ratio=n.budget,
+                budget_absolute=n.budget_absolute,
+                evaluator=n.evaluator,
+                noise_sigma=n.noise,
+                input_size=n.input_size,
+            )
+        },
+        required={"source": "--from", "device": "--device"},
+    )
     cfg = job.section("transfer")
     out = Path(ns.out) if ns.out else Path("runs") / f"{Path(cfg.source).resolve().name}-to-{Path(cfg.table).stem}-s{cfg.seed}"
     check_writable_dir(out)  # before any work starts
     env = transfer_env(cfg)
     with explain_uncovered(env.workload, [env.table]):
-        problem = make_problem(env, log=log, feedback_cache=out / FEEDBACK_CACHE, strict=ns.strict,
-                               workers=ns.workers, ray_address=ns.ray_address)
-    r = run_tracked(job, out, problem, lambda p: run_transfer(cfg, problem, out, progress=p, resume=ns.resume, log=log),
-                    resume=ns.resume, progress=ProgressBar())
+        problem = make_problem(
+            env, log=log, feedback_cache=out / FEEDBACK_CACHE, strict=ns.strict, workers=ns.workers, ray_address=ns.ray_address
+        )
+    r = run_tracked(
+        job,
+        out,
+        problem,
+        lambda p: run_transfer(cfg, problem, out, progress=p, resume=ns.resume, log=log),
+        resume=ns.resume,
+        progress=ProgressBar(),
+    )
     z, source = r.records[0], r.details["source"]
-    print(f"transfer: {source['model']} / {source['table']} agent -> {r.run_dir} ({r.episodes_done} episodes"
-          + (f", resumed after {r.resumed_from})" if r.resumed_from else ")"))
+    print(
+        f"transfer: {source['model']} / {source['table']} agent -> {r.run_dir} ({r.episodes_done} episodes"
+        + (f", resumed after {r.resumed_from})" if r.resumed_from else ")")
+    )
     print(f"budget: {r.budget.metric} <= {r.budget.target:.6g} ({r.budget.target / r.budget.reference:.3f} of uniform max-bits)")
-    print(f"zero-shot (episode 0): reward {z.reward:+.4f}, clean {z.metrics.clean_acc:.4f}, latency {z.metrics.latency_ms:.4g} ms")
+    print(
+        f"zero-shot (episode 0): reward {z.reward:+.4f}, clean {z.metrics.clean_acc:.4f}, latency {z.metrics.latency_ms:.4g} ms"
+    )
     print_record("best", r.best)
     print("\nbest policy on every shipped device:")
     print(format_device_costs([("best", cost_on_devices(problem.workload.layers, r.best.quant_policy(), load_all()))]))

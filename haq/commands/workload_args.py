@@ -26,16 +26,29 @@ ArgGroup = argparse.ArgumentParser | argparse._ArgumentGroup  # noqa: SLF001 - a
 
 def add_input_args(g: ArgGroup) -> None:
     """--input-size / --input-shape: the input the layers are discovered at (one rule, see haq.workload)."""
-    g.add_argument("--input-size", type=int, default=None, metavar="N",
-                   help="square input side, e.g. 224 (default: the zoo model's native side, else the dataset's)")
-    g.add_argument("--input-shape", type=parse_input_shape, default=None, metavar="C,H,W",
-                   help="one input's shape, e.g. 3,224,224, for a model priced without a dataset")
+    g.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="square input side, e.g. 224 (default: the zoo model's native side, else the dataset's)",
+    )
+    g.add_argument(
+        "--input-shape",
+        type=parse_input_shape,
+        default=None,
+        metavar="C,H,W",
+        help="one input's shape, e.g. 3,224,224, for a model priced without a dataset",
+    )
 
 
 def add_data_args(g: ArgGroup, dataset_help: str = "") -> None:
     """--dataset / --data-root and the input arguments: what shape-only commands need."""
-    g.add_argument("--dataset", default=None,
-                   help=dataset_help or f"{', '.join(DATASETS)} (default: the model's own; digits for a user model)")
+    g.add_argument(
+        "--dataset",
+        default=None,
+        help=dataset_help or f"{', '.join(DATASETS)} (default: the model's own; digits for a user model)",
+    )
     g.add_argument("--data-root", default=None, help="local directory for cifar10 / imagefolder (never downloaded)")
     add_input_args(g)
 
@@ -45,12 +58,24 @@ def add_workload_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("workload")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"zoo name ({', '.join(model_names())}) or package.module:callable")
     add_data_args(g)
-    g.add_argument("--loader-workers", dest="loader_workers", type=int, default=0,
-                   help="DataLoader workers decoding image folders (default 0: this process)")
-    g.add_argument("--checkpoint", default=None,
-                   help="float state dict (.pt) to load instead of training (torchvision's keys for resnet18 / mobilenet_v2)")
-    g.add_argument("--train-epochs", type=int, default=None,
-                   help="train for N epochs with the zoo's recipe (a user model without --checkpoint needs it)")
+    g.add_argument(
+        "--loader-workers",
+        dest="loader_workers",
+        type=int,
+        default=0,
+        help="DataLoader workers decoding image folders (default 0: this process)",
+    )
+    g.add_argument(
+        "--checkpoint",
+        default=None,
+        help="float state dict (.pt) to load instead of training (torchvision's keys for resnet18 / mobilenet_v2)",
+    )
+    g.add_argument(
+        "--train-epochs",
+        type=int,
+        default=None,
+        help="train for N epochs with the zoo's recipe (a user model without --checkpoint needs it)",
+    )
     g.add_argument("--finetune-epochs", type=int, default=None, help="fine-tune --checkpoint on the data for N epochs first")
     g.add_argument("--seed", type=int, default=0, help="data split, training and search seed")
     g.add_argument("--torch-device", default="cpu", help="torch device for training and evaluation (cpu, cuda, cuda:1)")
@@ -71,10 +96,16 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
 def workload_config(ns: argparse.Namespace) -> WorkloadConfig:
     """Build the workload config from parsed arguments (flags a command lacks keep their defaults)."""
     return WorkloadConfig(
-        model=ns.model, dataset=ns.dataset, data_root=ns.data_root, checkpoint=getattr(ns, "checkpoint", None),
-        seed=getattr(ns, "seed", 0), train_epochs=getattr(ns, "train_epochs", None),
-        finetune_epochs=getattr(ns, "finetune_epochs", None), input_size=getattr(ns, "input_size", None),
-        input_shape=getattr(ns, "input_shape", None), workers=getattr(ns, "loader_workers", 0),
+        model=ns.model,
+        dataset=ns.dataset,
+        data_root=ns.data_root,
+        checkpoint=getattr(ns, "checkpoint", None),
+        seed=getattr(ns, "seed", 0),
+        train_epochs=getattr(ns, "train_epochs", None),
+        finetune_epochs=getattr(ns, "finetune_epochs", None),
+        input_size=getattr(ns, "input_size", None),
+        input_shape=getattr(ns, "input_shape", None),
+        workers=getattr(ns, "loader_workers", 0),
     )
 
 
@@ -103,8 +134,20 @@ def build_command(cfg: WorkloadConfig, table: CostTable) -> tuple[str, str]:
     table file it writes: the table itself when it is the user's file, never a shipped table."""
     shipped = table.path is not None and Path(table.path).resolve().parent == latency_tables.TABLE_DIR
     out = str(table.path) if table.path is not None and not shipped else f"my-{table.name}.json"
-    args = ["haq", "tables", "build", "--model", cfg.model, *input_flags(cfg), "--batch", str(table.batch),
-            "--device", table.build_device, "--out", out]
+    args = [
+        "haq",
+        "tables",
+        "build",
+        "--model",
+        cfg.model,
+        *input_flags(cfg),
+        "--batch",
+        str(table.batch),
+        "--device",
+        table.build_device,
+        "--out",
+        out,
+    ]
     return shlex.join(args), out
 
 
@@ -121,8 +164,10 @@ def uncovered_layer_error(cfg: WorkloadConfig, table: CostTable) -> TableError |
             key = layer.signature.with_batch(table.batch).key()
             inp = "x".join(map(str, resolve_input(cfg).shape))
             then = f"then pass --device {out}" if out != str(table.path) else "then run this command again"
-            return TableError(f"table {table.name} cannot cost layer '{layer.name}' ({key}) of {cfg.model} at input {inp}; "
-                              f"price it with `{command}`, {then}")
+            return TableError(
+                f"table {table.name} cannot cost layer '{layer.name}' ({key}) of {cfg.model} at input {inp}; "
+                f"price it with `{command}`, {then}"
+            )
     return None
 
 

@@ -64,7 +64,7 @@ def append_durably(path: Path, text: str) -> None:
         start = os.fstat(fd).st_size
         try:
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
             os.fsync(fd)
         except OSError as exc:
             try:

@@ -89,8 +89,10 @@ def check_shape(name: str, shape: Shape) -> None:
             raise DataError(f"dataset {name} decodes to 1 (grey) or 3 (RGB) channels, not {shape[0]}")
         return
     if shape[0] != spec.channels:
-        raise DataError(f"dataset {name} has {spec.channels} channel(s), but the input shape asks for {shape[0]}; "
-                        f"use --input-size to change only the resolution, or another --dataset")
+        raise DataError(
+            f"dataset {name} has {spec.channels} channel(s), but the input shape asks for {shape[0]}; "
+            f"use --input-size to change only the resolution, or another --dataset"
+        )
 
 
 def dataset_classes(name: str, root: str | None) -> int | None:

@@ -52,6 +52,11 @@ def load_cifar10(root: str | Path, seed: int = 0) -> DataSplits:
         return TensorDataset(torch.from_numpy(a.astype(np.float32) / 255.0), torch.from_numpy(b))
 
     return DataSplits(
-        "cifar10", ds(x[:-n_val], y[:-n_val]), ds(x[-n_val:], y[-n_val:]), ds(xt, yt),
-        (3, 32, 32), 10, augment=random_shift(4),
+        "cifar10",
+        ds(x[:-n_val], y[:-n_val]),
+        ds(x[-n_val:], y[-n_val:]),
+        ds(xt, yt),
+        (3, 32, 32),
+        10,
+        augment=random_shift(4),
     )

@@ -142,6 +142,12 @@ def load_imagefolder(
     train = ImageFiles(idx.train, pre)
     return DataSplits(
         f"imagefolder:{idx.root.name}@{'grey' if channels == 1 else 'rgb'}{height}x{width}",
-        train, ImageFiles(idx.val, pre), ImageFiles(idx.test, pre), (channels, height, width), len(idx.classes),
-        value_range=pre.value_range, train_augmented=train, workers=workers,
+        train,
+        ImageFiles(idx.val, pre),
+        ImageFiles(idx.test, pre),
+        (channels, height, width),
+        len(idx.classes),
+        value_range=pre.value_range,
+        train_augmented=train,
+        workers=workers,
     )

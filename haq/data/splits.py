@@ -114,12 +114,18 @@ class TrainBatches:
         self._gen = torch.Generator().manual_seed(seed)
         if data.train_augmented is None:
             lazy = not isinstance(data.train, TensorDataset)
-            self._loader = make_loader(data.train, batch_size, shuffle=True, seed=seed,
-                                       workers=data.workers if lazy else 0, pin_memory=pin_memory)
+            self._loader = make_loader(
+                data.train, batch_size, shuffle=True, seed=seed, workers=data.workers if lazy else 0, pin_memory=pin_memory
+            )
         else:
             view = _AugmentedView(data.train_augmented)
-            self._loader = DataLoader(view, batch_size=batch_size, sampler=_SeededOrder(len(view), seed),
-                                      num_workers=data.workers, pin_memory=pin_memory)
+            self._loader = DataLoader(
+                view,
+                batch_size=batch_size,
+                sampler=_SeededOrder(len(view), seed),
+                num_workers=data.workers,
+                pin_memory=pin_memory,
+            )
 
     def __len__(self) -> int:
         return len(self._loader)
@@ -193,14 +199,16 @@ def resized(data: DataSplits, size: tuple[int, int]) -> DataSplits:
     if not all(isinstance(s, TensorDataset) for s in (data.train, data.val, data.test)) or data.value_range.normalized:
         raise DataError(f"{data.name} cannot be resized after loading; load it at {size[0]}x{size[1]} instead")
     return dataclasses.replace(
-        data, name=f"{data.name}@{size[0]}x{size[1]}", train=Resized(data.train, size), val=Resized(data.val, size),  # type: ignore[arg-type]
-        test=Resized(data.test, size), input_shape=(data.input_shape[0], *size),  # type: ignore[arg-type]
+        data,
+        name=f"{data.name}@{size[0]}x{size[1]}",
+        train=Resized(data.train, size),
+        val=Resized(data.val, size),  # type: ignore[arg-type]
+        test=Resized(data.test, size),
+        input_shape=(data.input_shape[0], *size),  # type: ignore[arg-type]
     )
 
 
-def stratified_split(
-    labels: np.ndarray, fractions: Sequence[float], seed: int
-) -> tuple[np.ndarray, ...]:
+def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> tuple[np.ndarray, ...]:
     """Indices of each part (one per fraction, the last takes the rest) with every class split in
     the same proportions; each part is shuffled by ``seed``."""
     rng = np.random.default_rng(seed)

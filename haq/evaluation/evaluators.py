@@ -72,9 +72,7 @@ class QuantizingEvaluator:
     ``latency_source`` replaces the table for latency only (``None``: the table prices it too).
     """
 
-    def __init__(
-        self, workload: Workload, table: DeviceTable, cfg: EvalConfig, latency_source: CostSource | None = None
-    ) -> None:
+    def __init__(self, workload: Workload, table: DeviceTable, cfg: EvalConfig, latency_source: CostSource | None = None) -> None:
         self._wl = workload
         self._cfg = cfg
         self._costs = PolicyCosts(workload.layers, table, table if latency_source is None else latency_source)
@@ -125,8 +123,14 @@ class FullEvaluator(QuantizingEvaluator):
     def _robust_accuracy(self, model: nn.Module) -> float | None:
         n = self._cfg.robust_samples
         report = robust_accuracy(
-            model, self._x[:n], self._y[:n], self._cfg.attacks, attack_config(self._cfg, self._wl.config.seed),
-            self._wl.device, self._wl.data.value_range, source_model=self._wl.model,
+            model,
+            self._x[:n],
+            self._y[:n],
+            self._cfg.attacks,
+            attack_config(self._cfg, self._wl.config.seed),
+            self._wl.device,
+            self._wl.data.value_range,
+            source_model=self._wl.model,
         )
         return float(report.worst_case)
 
@@ -139,8 +143,12 @@ def attack_config(cfg: EvalConfig, seed: int) -> AttackConfig:
 def dq_config(cfg: EvalConfig, seed: int) -> DQConfig:
     """The Defensive-Quantization fine-tune's settings for an evaluation seeded like its workload."""
     return DQConfig(
-        beta=cfg.dq_beta, epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size,
-        max_batches=cfg.finetune_batches, seed=seed,
+        beta=cfg.dq_beta,
+        epochs=cfg.finetune_epochs,
+        lr=cfg.finetune_lr,
+        batch_size=cfg.batch_size,
+        max_batches=cfg.finetune_batches,
+        seed=seed,
     )
 
 

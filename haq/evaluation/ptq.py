@@ -24,8 +24,12 @@ class QuantResult:
 
 
 def quantized_copy(
-    model: nn.Module, policy: QuantPolicy, data: DataSplits, device: torch.device,
-    calib_batches: int = 4, batch_size: int = 128,
+    model: nn.Module,
+    policy: QuantPolicy,
+    data: DataSplits,
+    device: torch.device,
+    calib_batches: int = 4,
+    batch_size: int = 128,
 ) -> nn.Module:
     """A deep copy of ``model`` with ``policy`` applied and activations calibrated on train data."""
     q = apply_policy_(copy.deepcopy(model), policy)
@@ -35,8 +39,12 @@ def quantized_copy(
 
 
 def evaluate_policy_ptq(
-    model: nn.Module, layers: list[LayerInfo], policy: QuantPolicy, data: DataSplits,
-    device: torch.device, split: str = "test",
+    model: nn.Module,
+    layers: list[LayerInfo],
+    policy: QuantPolicy,
+    data: DataSplits,
+    device: torch.device,
+    split: str = "test",
 ) -> QuantResult:
     """Post-training quantization accuracy of ``policy`` on ``split``, and weight size."""
     q = quantized_copy(model, policy, data, device)

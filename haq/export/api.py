@@ -132,8 +132,9 @@ def tensor_ranges(proto: onnx.ModelProto, tensors: list[str], x: np.ndarray) -> 
     return {t: (lo[t], hi[t]) for t in tensors}
 
 
-def _calibrated_grids(model: nn.Module, layers: Sequence[LayerInfo], policy: QuantPolicy,
-                      calibration: torch.Tensor) -> tuple[dict[str, ActQuant], dict[str, tuple[int, ...]]]:
+def _calibrated_grids(
+    model: nn.Module, layers: Sequence[LayerInfo], policy: QuantPolicy, calibration: torch.Tensor
+) -> tuple[dict[str, ActQuant], dict[str, tuple[int, ...]]]:
     """Each quantized layer's input grid, calibrated like the fake-quantized model, and weight shapes."""
     q = apply_policy_(copy.deepcopy(model).to(torch.device("cpu")).eval(), policy)
     needs = any(b.a_bits != FLOAT_BITS for b in policy.layers.values())

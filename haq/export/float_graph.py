@@ -51,8 +51,14 @@ def float_onnx(model: nn.Module, layers: Sequence[LayerInfo], input_shape: Seque
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                twin, (torch.zeros((1, *input_shape)),), buf, dynamo=False, opset_version=OPSET,
-                do_constant_folding=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                twin,
+                (torch.zeros((1, *input_shape)),),
+                buf,
+                dynamo=False,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
                 training=torch.onnx.TrainingMode.EVAL,
             )
     except Exception as exc:  # the exporter raises many types for unsupported user code

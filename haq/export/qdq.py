@@ -197,9 +197,15 @@ def rewrite(
     return model
 
 
-def _output_quant(tensor: str, consumers: dict[str, list[tuple[int, int]]], g: onnx.GraphProto,
-                  layer_node: Mapping[str, onnx.NodeProto], plans: Mapping[str, LayerPlan],
-                  act: Mapping[str, ActQuant], ranges: Mapping[str, tuple[float, float]]) -> ActQuant:
+def _output_quant(
+    tensor: str,
+    consumers: dict[str, list[tuple[int, int]]],
+    g: onnx.GraphProto,
+    layer_node: Mapping[str, onnx.NodeProto],
+    plans: Mapping[str, LayerPlan],
+    act: Mapping[str, ActQuant],
+    ranges: Mapping[str, tuple[float, float]],
+) -> ActQuant:
     """The consumers' shared 8-bit input grid if they all have one, else the calibrated range."""
     by_node = {id(n): name for name, n in layer_node.items()}
     grids = set()
@@ -220,8 +226,9 @@ def _output_quant(tensor: str, consumers: dict[str, list[tuple[int, int]]], g: o
     return ActQuant(alpha=max(abs(lo), abs(hi)) if signed else hi, signed=signed, bits=8)
 
 
-def _to_matmul_nbits(node: onnx.NodeProto, ln: LayerNode, plan: LayerPlan, weight: np.ndarray, axis: int,
-                     bias: np.ndarray | None, edits: _Edits) -> None:
+def _to_matmul_nbits(
+    node: onnx.NodeProto, ln: LayerNode, plan: LayerPlan, weight: np.ndarray, axis: int, bias: np.ndarray | None, edits: _Edits
+) -> None:
     """Turn a Gemm / MatMul into MatMulNBits (+ Add for the bias) in place."""
     prefix = f"haq/{ln.name}"
     w_nk = np.moveaxis(weight, axis, 0)  # [N, K]
@@ -234,8 +241,16 @@ def _to_matmul_nbits(node: onnx.NodeProto, ln: LayerNode, plan: LayerPlan, weigh
     attrs = dict(K=int(w_nk.shape[1]), N=int(w_nk.shape[0]), bits=container, block_size=MATMUL_NBITS_BLOCK, accuracy_level=4)
     a = node.input[0]
     node.Clear()
-    node.CopyFrom(helper.make_node("MatMulNBits", [a, f"{prefix}/w_packed", f"{prefix}/w_scales"], [mm_out],
-                                   name=f"{prefix}/MatMulNBits", domain=MS_DOMAIN, **attrs))
+    node.CopyFrom(
+        helper.make_node(
+            "MatMulNBits",
+            [a, f"{prefix}/w_packed", f"{prefix}/w_scales"],
+            [mm_out],
+            name=f"{prefix}/MatMulNBits",
+            domain=MS_DOMAIN,
+            **attrs,
+        )
+    )
     if bias is not None:
         edits.node("Add", [mm_out, edits.init(f"{prefix}/bias", bias)], out, f"{prefix}/bias/Add")
 
@@ -279,6 +294,7 @@ def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.
 
 
 # ---- pure numerics -------------------------------------------------------------------------
+
 
 def quantize_weight_codes(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric per-output-channel (axis 0) integer codes and scales, as the fake-quantizer rounds.

@@ -27,8 +27,10 @@ class Accuracy:
 
     def row(self, label: str) -> str:
         """One markdown table row."""
-        return (f"| {label} | {self.n} | {100 * self.within5:.0f} % | {100 * self.within10:.0f} % "
-                f"| {100 * self.rmspe:.1f} % | {self.spearman:.2f} |")
+        return (
+            f"| {label} | {self.n} | {100 * self.within5:.0f} % | {100 * self.within10:.0f} % "
+            f"| {100 * self.rmspe:.1f} % | {self.spearman:.2f} |"
+        )
 
 
 def accuracy(pred: Sequence[float], meas: Sequence[float]) -> Accuracy:

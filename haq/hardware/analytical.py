@@ -130,12 +130,14 @@ class BitFusionConfig:
             ),
             "interface_width": Constant(self.if_width_bits, "bits per cycle", BITFUSION_SOURCE + " (if_width = 192)"),
             "sram_energy": Constant(
-                self.sram_pj_per_bit, "pJ/bit",
+                self.sram_pj_per_bit,
+                "pJ/bit",
                 "Bit Fusion simulator CACTI 45 nm buffers span 0.035-0.31 pJ/bit; upper end taken (64 KiB weight buffer)",
             ),
             "dram_energy": Constant(self.dram_pj_per_bit, "pJ/bit", "Bit Fusion simulator DRAM access energy (15 pJ/bit)"),
             "psum_bits": Constant(
-                PSUM_BITS, "bits",
+                PSUM_BITS,
+                "bits",
                 "partial-sum width in the on-chip output buffer (Bit Fusion, ISCA 2018); outputs leave requantized",
             ),
         }
@@ -310,7 +312,13 @@ BISMO_EDGE = BismoConfig(
     description=(
         "BISMO bit-serial overlay, 2x64x2 at 200 MHz on a PYNQ-Z1-class Zynq-7020 (edge FPGA), default 1024-word tile memories"
     ),
-    dm=2, dk=64, dn=2, freq_hz=200e6, port_bits=64.0, lhs_depth=1024, rhs_depth=1024,
+    dm=2,
+    dk=64,
+    dn=2,
+    freq_hz=200e6,
+    port_bits=64.0,
+    lhs_depth=1024,
+    rhs_depth=1024,
     sources=(
         ("array", BISMO_SOURCE + ": default 2x64x2 instance (Makefile M=2 K=64 N=2)"),
         ("frequency", BISMO_SOURCE + ": 200 MHz on PYNQ-Z1 (Makefile FREQ_MHZ=200)"),
@@ -325,11 +333,20 @@ BISMO_CLOUD = BismoConfig(
         "BISMO bit-serial overlay, 16x256x16 at 300 MHz on a datacenter UltraScale+ FPGA; "
         "off-chip port and tile memories calibrated to HAQ's cloud table"
     ),
-    dm=16, dk=256, dn=16, freq_hz=300e6, port_bits=268.1, lhs_depth=32, rhs_depth=64,
+    dm=16,
+    dk=256,
+    dn=16,
+    freq_hz=300e6,
+    port_bits=268.1,
+    lhs_depth=32,
+    rhs_depth=64,
     sources=(
-        ("array", "haq choice: 16x256x16 = 39 binary TOPS at 300 MHz, about 2.5x the 15.4 TOPS BISMO reaches on an "
-                  "Ultra96 (github.com/EECS-NTNU/bismo README); HAQ's cloud table agrees (its depthwise layers cost "
-                  "channels * N * a / 16, its classifier weights * w / 256)"),
+        (
+            "array",
+            "haq choice: 16x256x16 = 39 binary TOPS at 300 MHz, about 2.5x the 15.4 TOPS BISMO reaches on an "
+            "Ultra96 (github.com/EECS-NTNU/bismo README); HAQ's cloud table agrees (its depthwise layers cost "
+            "channels * N * a / 16, its classifier weights * w / 256)",
+        ),
         ("frequency", "haq choice: 300 MHz, a typical UltraScale+ overlay clock"),
         ("port", CALIBRATION_SOURCE),
         ("buffers", CALIBRATION_SOURCE),

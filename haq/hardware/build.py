@@ -119,11 +119,15 @@ def _save(meta: dict[str, Any], sigs: dict[str, LayerSignature], entries: list[E
 
 def _check_compatible(existing: CostTable, fresh: dict[str, Any], out: Path) -> None:
     if existing.batch != fresh["batch"]:
-        raise TableError(f"{out} holds batch {existing.batch}, not {fresh['batch']}; pass --batch {existing.batch} or another --out")
+        raise TableError(
+            f"{out} holds batch {existing.batch}, not {fresh['batch']}; pass --batch {existing.batch} or another --out"
+        )
     for f in _COMPATIBLE_FIELDS:
         if existing.meta.get(f) != fresh.get(f):
-            raise TableError(f"{out}: meta.{f} differs from what device {backend_name(fresh)} produces now; "
-                             "extend it with the same device and settings, or choose another --out")
+            raise TableError(
+                f"{out}: meta.{f} differs from what device {backend_name(fresh)} produces now; "
+                "extend it with the same device and settings, or choose another --out"
+            )
 
 
 def _check_same_machine(existing: CostTable, fresh: dict[str, Any], out: Path, log: Log | None) -> None:
@@ -137,20 +141,28 @@ def _check_same_machine(existing: CostTable, fresh: dict[str, Any], out: Path, l
         return
     if old is None:
         if log:
-            log(f"{out} records no machine fingerprint (written by an older haq); new entries are added, "
-                "but the table still cannot be verified against a machine")
+            log(
+                f"{out} records no machine fingerprint (written by an older haq); new entries are added, "
+                "but the table still cannot be verified against a machine"
+            )
         return
     if new is None:
-        raise TableError(f"{out} was measured on a fingerprinted machine but device {backend_name(fresh)} reports none; "
-                         "extend it with the device that built it, or choose another --out")
+        raise TableError(
+            f"{out} was measured on a fingerprinted machine but device {backend_name(fresh)} reports none; "
+            "extend it with the device that built it, or choose another --out"
+        )
     recorded, here = MachineFingerprint.from_dict(old), MachineFingerprint.from_dict(new)
     differences = fingerprint_differences(recorded, here)
     if recorded.identity != here.identity or bool(old.get("remote")) != bool(new.get("remote")):
-        raise TableError(f"{out} was measured on another machine ({'; '.join(differences) or 'remote vs local timing'}); "
-                         "extend it on that machine, or choose another --out")
+        raise TableError(
+            f"{out} was measured on another machine ({'; '.join(differences) or 'remote vs local timing'}); "
+            "extend it on that machine, or choose another --out"
+        )
     if differences and log:
-        log(f"{out}: this machine is slower or faster now than when the table was built ({'; '.join(differences)}); "
-            "entries measured now may not match the old ones")
+        log(
+            f"{out}: this machine is slower or faster now than when the table was built ({'; '.join(differences)}); "
+            "entries measured now may not match the old ones"
+        )
 
 
 def _unique(sigs: Sequence[LayerSignature]) -> list[LayerSignature]:

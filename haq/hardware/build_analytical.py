@@ -36,7 +36,10 @@ class AnalyticalDevice:
 
 def _bismo(cfg: BismoConfig) -> AnalyticalDevice:
     return AnalyticalDevice(
-        name=cfg.name, description=cfg.description, metrics=("latency",), constants=cfg.constants(),
+        name=cfg.name,
+        description=cfg.description,
+        metrics=("latency",),
+        constants=cfg.constants(),
         model=(
             "bismo roofline: max(GEMMs * ceil(M/Dm) * ceil(K/Dk) * ceil(N/Dn) * w * a compute cycles, "
             "weight + activation bits read with tile-memory reuse / port, outputs * a written / port); "
@@ -50,7 +53,8 @@ def _bitfusion(cfg: BitFusionConfig) -> AnalyticalDevice:
     return AnalyticalDevice(
         name="bitfusion",
         description="Bit Fusion bit-flexible accelerator, 16x32 fusion units at 500 MHz, 45 nm (ISCA 2018 edge design)",
-        metrics=("latency", "energy"), constants=cfg.constants(),
+        metrics=("latency", "energy"),
+        constants=cfg.constants(),
         model="bitfusion: MACs / (units * pf) cycles vs DRAM bits / interface width; energy = core + memory",
         cost=lambda s, w, a: bitfusion_cost(s, w, a, cfg),
     )
@@ -93,9 +97,17 @@ class AnalyticalBackend:
         for w in range(MIN_BITS, MAX_BITS + 1):
             for a in range(MIN_BITS, MAX_BITS + 1):
                 est = self.device.cost(sig, w, a)
-                out.append(Entry(
-                    key=sig.key(), w_bits=w, a_bits=a, latency_ms=est.latency_ms, latency_iqr_ms=0.0, samples=0,
-                    source="analytical", kernel=est.kernel,
-                    energy_mj=est.energy_mj if "energy" in self.device.metrics else None,
-                ))
+                out.append(
+                    Entry(
+                        key=sig.key(),
+                        w_bits=w,
+                        a_bits=a,
+                        latency_ms=est.latency_ms,
+                        latency_iqr_ms=0.0,
+                        samples=0,
+                        source="analytical",
+                        kernel=est.kernel,
+                        energy_mj=est.energy_mj if "energy" in self.device.metrics else None,
+                    )
+                )
         return out

@@ -47,14 +47,20 @@ class CheckReport:
         """The check's result as a markdown table."""
         head = "| predictor | configs | within ±5 % | within ±10 % | RMSPE | Spearman |\n|---|---|---|---|---|---|"
         graph_label = "table policy_cost" + ("" if self.graph_aware else " (no graph extras)")
-        rows = [self.naive.row("naive sum of isolated layers"), self.graph.row(graph_label), self.retest.row("retest (noise ceiling)")]
+        rows = [
+            self.naive.row("naive sum of isolated layers"),
+            self.graph.row(graph_label),
+            self.retest.row("retest (noise ceiling)"),
+        ]
         span = f"measured {min(self.measured_ms):.4g}–{max(self.measured_ms):.4g} ms"
         return f"{self.network}: {span}\n" + "\n".join([head, *rows])
 
     def to_dict(self) -> dict[str, Any]:
         """Per-policy bits, both measurements and predictions: enough to score another fit offline."""
-        policies = [{"bits": [list(b) for b in bits], "measured_ms": list(pair), "naive_ms": n, "graph_ms": g}
-                    for bits, pair, n, g in zip(self.bits, self.retest_ms, self.naive_ms, self.graph_ms)]
+        policies = [
+            {"bits": [list(b) for b in bits], "measured_ms": list(pair), "naive_ms": n, "graph_ms": g}
+            for bits, pair, n, g in zip(self.bits, self.retest_ms, self.naive_ms, self.graph_ms)
+        ]
         return {"network": self.network, "policies": policies}
 
 
@@ -68,11 +74,15 @@ def check_table(table: CostTable, net: Network, runner: Runner, n: int, seed: in
     return score(table, net, [bits_of(net.layers, p) for p in policies], list(zip(first, second)))
 
 
-def score(table: CostTable, net: Network, bits: Sequence[Sequence[BitPair]], twice_ms: Sequence[tuple[float, float]]) -> CheckReport:
+def score(
+    table: CostTable, net: Network, bits: Sequence[Sequence[BitPair]], twice_ms: Sequence[tuple[float, float]]
+) -> CheckReport:
     """Compare ``table`` with policies (per-layer bits) measured twice; nothing is timed."""
     if len(bits) != len(twice_ms) or len(bits) < MIN_POLICIES:
-        raise TableError(f"scoring a table needs >= {MIN_POLICIES} policies measured twice each, "
-                         f"got {len(bits)} policies and {len(twice_ms)} measurement pairs")
+        raise TableError(
+            f"scoring a table needs >= {MIN_POLICIES} policies measured twice each, "
+            f"got {len(bits)} policies and {len(twice_ms)} measurement pairs"
+        )
     policies = [policy_of(net.layers, b) for b in bits]
     first, second = [a for a, _ in twice_ms], [b for _, b in twice_ms]
     measured = [math.sqrt(a * b) for a, b in twice_ms]
@@ -80,10 +90,16 @@ def score(table: CostTable, net: Network, bits: Sequence[Sequence[BitPair]], twi
     graph = [table.policy_cost(net.layers, p) for p in policies]
     compiled = table.compile(net.layers)
     return CheckReport(
-        network=net.name, naive=accuracy(naive, measured), graph=accuracy(graph, measured), retest=accuracy(second, first),
+        network=net.name,
+        naive=accuracy(naive, measured),
+        graph=accuracy(graph, measured),
+        retest=accuracy(second, first),
         graph_aware=compiled.graph_aware or compiled.correction() is not None,
-        measured_ms=tuple(measured), naive_ms=tuple(naive), graph_ms=tuple(graph),
-        retest_ms=tuple((float(a), float(b)) for a, b in twice_ms), bits=tuple(tuple(tuple(x) for x in b) for b in bits),
+        measured_ms=tuple(measured),
+        naive_ms=tuple(naive),
+        graph_ms=tuple(graph),
+        retest_ms=tuple((float(a), float(b)) for a, b in twice_ms),
+        bits=tuple(tuple(tuple(x) for x in b) for b in bits),
     )
 
 
@@ -106,5 +122,7 @@ def load_check(path: Path, network: str) -> tuple[list[tuple[BitPair, ...]], lis
         bits = [tuple((int(w), int(a)) for w, a in p["bits"]) for p in raw["policies"]]
         twice = [(float(p["measured_ms"][0]), float(p["measured_ms"][1])) for p in raw["policies"]]
     except (OSError, KeyError, TypeError, ValueError, IndexError, TableError) as exc:
-        raise TableError(f"saved check {path} is unreadable or malformed ({exc}); write one with haq tables check --save") from None
+        raise TableError(
+            f"saved check {path} is unreadable or malformed ({exc}); write one with haq tables check --save"
+        ) from None
     return bits, twice

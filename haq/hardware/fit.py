@@ -36,8 +36,16 @@ OBSERVATIONS_VERSION = 2
 """2: the header names the timing machine (``machine``: its fingerprint identity)."""
 
 
-def fit_table(table: CostTable, nets: Sequence[Network], runner: Runner, n: int, out: Path, seed: int = 0, log: Log | None = None,
-              observations: Path | None = None) -> CostTable:
+def fit_table(
+    table: CostTable,
+    nets: Sequence[Network],
+    runner: Runner,
+    n: int,
+    out: Path,
+    seed: int = 0,
+    log: Log | None = None,
+    observations: Path | None = None,
+) -> CostTable:
     """Measure ``n`` configurations per network, fit boundary rules and corrections, save to ``out``.
 
     With ``observations``, measurements recorded there for this very table (same ``created``
@@ -60,17 +68,25 @@ def fit_table(table: CostTable, nets: Sequence[Network], runner: Runner, n: int,
     result = table.with_graph(GraphExtras(table.data.graph.transitions, rules, kept + corrections))
     save_table(result.data, out)
     if log:
-        log(f"boundary fit: {_describe(fit)}; corrections: "
-            + ", ".join(f"{c.network} x{c.scale:.3f} {c.offset:+.4f} ms, {1000 * c.per_int8_layer:.1f} µs per int8 layer" for c in corrections))
+        log(
+            f"boundary fit: {_describe(fit)}; corrections: "
+            + ", ".join(
+                f"{c.network} x{c.scale:.3f} {c.offset:+.4f} ms, {1000 * c.per_int8_layer:.1f} µs per int8 layer"
+                for c in corrections
+            )
+        )
     return result
 
 
-def _correction(table: CostTable, net: Network, mine: Sequence[Observation], fit: BoundaryFit,
-                rules: tuple[TransitionRule, ...]) -> Correction:
+def _correction(
+    table: CostTable, net: Network, mine: Sequence[Observation], fit: BoundaryFit, rules: tuple[TransitionRule, ...]
+) -> Correction:
     """The network's correction, fitted on its configurations priced with the new rules."""
     c = fit.per_int8_layer[net.name]
     fp = mine[0].fingerprint
-    staged = table.with_graph(GraphExtras(table.data.graph.transitions, rules, (Correction(fp, net.name, "latency", 1.0, 0.0, len(mine), c),)))
+    staged = table.with_graph(
+        GraphExtras(table.data.graph.transitions, rules, (Correction(fp, net.name, "latency", 1.0, 0.0, len(mine), c),))
+    )
     raw = [staged.policy_cost(net.layers, policy_of(net.layers, o.bits)) for o in mine]
     return fit_correction(raw, [o.measured_ms for o in mine], net.name, fp, per_int8_layer=c)
 
@@ -86,8 +102,9 @@ def fit_policies(table: CostTable, net: Network, n: int, seed: int) -> list[Quan
     return policies + sample_policies(net.layers, supported, n - len(policies), seed)
 
 
-def measure_observations(table: CostTable, net: Network, runner: Runner, n: int, seed: int, known: MeasuredCache | None = None,
-                         log: Log | None = None) -> list[Observation]:
+def measure_observations(
+    table: CostTable, net: Network, runner: Runner, n: int, seed: int, known: MeasuredCache | None = None, log: Log | None = None
+) -> list[Observation]:
     """The :func:`fit_policies` of ``net`` measured end to end; those in ``known`` are not measured again."""
     policies = fit_policies(table, net, n, seed)
     fp = network_fingerprint(net.layers, table.batch)
@@ -124,17 +141,28 @@ def _check_table_machine(table: CostTable, machine: str) -> None:
     if recorded is None:
         return
     if MachineFingerprint.from_dict(recorded).identity != machine:
-        raise TableError(f"table {table.name} was measured on machine {recorded.get('identity')} ({recorded.get('cpu', '?')}), "
-                         f"but the fit would time on machine {machine}; fit it where it was built, or build this "
-                         "machine's table with `haq tables build --device cpu`")
+        raise TableError(
+            f"table {table.name} was measured on machine {recorded.get('identity')} ({recorded.get('cpu', '?')}), "
+            f"but the fit would time on machine {machine}; fit it where it was built, or build this "
+            "machine's table with `haq tables build --device cpu`"
+        )
 
 
 def save_observations(path: Path, table: CostTable, known: MeasuredCache, machine: str) -> None:
     """One header line naming the table's build and the timing machine, then one measurement per line (atomic write)."""
-    head = {"format": OBSERVATIONS_FORMAT, "version": OBSERVATIONS_VERSION, "device": table.device,
-            "table_created": table.meta["created"], "protocol": table.meta["protocol"], "machine": machine}
+    head = {
+        "format": OBSERVATIONS_FORMAT,
+        "version": OBSERVATIONS_VERSION,
+        "device": table.device,
+        "table_created": table.meta["created"],
+        "protocol": table.meta["protocol"],
+        "machine": machine,
+    }
     lines = [json.dumps(head, sort_keys=True)]
-    lines += [json.dumps({"fingerprint": fp, "bits": [list(b) for b in bits], "measured_ms": ms}) for (fp, bits), ms in sorted(known.items())]
+    lines += [
+        json.dumps({"fingerprint": fp, "bits": [list(b) for b in bits], "measured_ms": ms})
+        for (fp, bits), ms in sorted(known.items())
+    ]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -147,10 +175,16 @@ def load_observations(path: Path, table: CostTable, machine: str) -> MeasuredCac
         rows = [jsonio.loads(line, str(path), error=TableError) for line in text.splitlines() if line.strip()]
         head, body = rows[0], rows[1:]
         if head.get("format") != OBSERVATIONS_FORMAT or head.get("version") not in (1, OBSERVATIONS_VERSION):
-            raise ValueError(f"format {head.get('format')!r} version {head.get('version')!r}, "
-                             f"expected {OBSERVATIONS_FORMAT!r} version {OBSERVATIONS_VERSION}")
+            raise ValueError(
+                f"format {head.get('format')!r} version {head.get('version')!r}, "
+                f"expected {OBSERVATIONS_FORMAT!r} version {OBSERVATIONS_VERSION}"
+            )
         if (head.get("device"), head.get("table_created"), head.get("protocol"), head.get("machine")) != (
-                table.device, table.meta["created"], table.meta["protocol"], machine):
+            table.device,
+            table.meta["created"],
+            table.meta["protocol"],
+            machine,
+        ):
             return {}
         out: MeasuredCache = {}
         for r in body:

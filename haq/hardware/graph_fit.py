@@ -68,8 +68,12 @@ class BoundaryFit:
 
     def cost(self, features: np.ndarray) -> float:
         """Boundary cost of a configuration from its :func:`boundary_features`."""
-        return float(sum(self.per_direction[d][0] * features[2 * k] + self.per_direction[d][1] * features[2 * k + 1]
-                         for k, d in enumerate(DIRECTIONS)))
+        return float(
+            sum(
+                self.per_direction[d][0] * features[2 * k] + self.per_direction[d][1] * features[2 * k + 1]
+                for k, d in enumerate(DIRECTIONS)
+            )
+        )
 
     def rules(self, pairs: Sequence[BitPair]) -> list[TransitionRule]:
         """A table rule for every ordered pair of ``pairs`` that crosses domains."""
@@ -80,8 +84,17 @@ class BoundaryFit:
                 if d is None:
                     continue
                 fixed, per = self.per_direction[d]
-                out.append(TransitionRule(src=src, dst=dst, latency_ms=fixed, latency_ms_per_elem=per,
-                                          energy_mj=None, energy_mj_per_elem=None, source="measured"))
+                out.append(
+                    TransitionRule(
+                        src=src,
+                        dst=dst,
+                        latency_ms=fixed,
+                        latency_ms_per_elem=per,
+                        energy_mj=None,
+                        energy_mj_per_elem=None,
+                        source="measured",
+                    )
+                )
         return out
 
 
@@ -132,14 +145,22 @@ def fit_boundaries(obs: Sequence[Observation], layers_of: Mapping[str, Sequence[
         target[r] = 1.0 - o.layer_sum_ms / o.measured_ms
     lo = np.full(a.shape[1], -np.inf)
     lo[:n_b] = 0.0
-    lo[n_b + 1::2] = 0.0
+    lo[n_b + 1 :: 2] = 0.0
     sol = _bounded_lsq(a, target, lo, np.full(a.shape[1], np.inf))
-    return BoundaryFit({d: (float(sol[2 * k]), float(sol[2 * k + 1])) for k, d in enumerate(DIRECTIONS)},
-                       {net: float(sol[n_b + 2 * k + 1]) for k, net in enumerate(nets)})
+    return BoundaryFit(
+        {d: (float(sol[2 * k]), float(sol[2 * k + 1])) for k, d in enumerate(DIRECTIONS)},
+        {net: float(sol[n_b + 2 * k + 1]) for k, net in enumerate(nets)},
+    )
 
 
-def fit_correction(raw_ms: Sequence[float], measured_ms: Sequence[float], network: str, fingerprint: str,
-                   scale_bounds: tuple[float, float] = SCALE_BOUNDS, per_int8_layer: float = 0.0) -> Correction:
+def fit_correction(
+    raw_ms: Sequence[float],
+    measured_ms: Sequence[float],
+    network: str,
+    fingerprint: str,
+    scale_bounds: tuple[float, float] = SCALE_BOUNDS,
+    per_int8_layer: float = 0.0,
+) -> Correction:
     """``measured ≈ scale * raw + offset`` (relative least squares), ``scale`` within ``scale_bounds``.
 
     The offset-only form (``scale = 1``) and the bounded affine form are both fitted; the one
@@ -156,8 +177,15 @@ def fit_correction(raw_ms: Sequence[float], measured_ms: Sequence[float], networ
     best = (1.0, _offset_only(raw, meas))
     if len(raw) >= 3 and _loo_error(raw, meas, scale_bounds) < _loo_error(raw, meas, (1.0, 1.0)):
         best = _affine(raw, meas, scale_bounds)
-    return Correction(fingerprint=fingerprint, network=network, metric="latency",
-                      scale=float(best[0]), offset=float(best[1]), fitted_on=len(raw), per_int8_layer=per_int8_layer)
+    return Correction(
+        fingerprint=fingerprint,
+        network=network,
+        metric="latency",
+        scale=float(best[0]),
+        offset=float(best[1]),
+        fitted_on=len(raw),
+        per_int8_layer=per_int8_layer,
+    )
 
 
 def _affine(raw: np.ndarray, meas: np.ndarray, scale_bounds: tuple[float, float]) -> tuple[float, float]:
@@ -194,5 +222,7 @@ def _bounded_lsq(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -
 def _check_observations(obs: Sequence[Observation]) -> None:
     for o in obs:
         if not (np.isfinite(o.layer_sum_ms) and np.isfinite(o.measured_ms) and o.measured_ms > 0 and o.layer_sum_ms >= 0):
-            raise TableError(f"observation of {o.network} has layer sum {o.layer_sum_ms!r} ms and measurement {o.measured_ms!r} ms; "
-                             "both must be finite, the measurement > 0")
+            raise TableError(
+                f"observation of {o.network} has layer sum {o.layer_sum_ms!r} ms and measurement {o.measured_ms!r} ms; "
+                "both must be finite, the measurement > 0"
+            )

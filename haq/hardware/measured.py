@@ -68,8 +68,15 @@ def single_layer(sig: LayerSignature, seed: int = 0) -> tuple[nn.Module, tuple[i
             rows = sig.in_h * sig.in_w
             shape: tuple[int, ...] = (sig.in_channels,) if rows == 1 else (rows, sig.in_channels)
             return nn.Sequential(nn.Linear(sig.in_channels, sig.out_channels, bias=sig.bias)).eval(), shape
-        conv = nn.Conv2d(sig.in_channels, sig.out_channels, sig.kernel, stride=sig.stride, padding=sig.padding,
-                         groups=sig.groups, bias=sig.bias)
+        conv = nn.Conv2d(
+            sig.in_channels,
+            sig.out_channels,
+            sig.kernel,
+            stride=sig.stride,
+            padding=sig.padding,
+            groups=sig.groups,
+            bias=sig.bias,
+        )
         return nn.Sequential(conv).eval(), (sig.in_channels, sig.in_h, sig.in_w)
 
 
@@ -117,18 +124,28 @@ class MeasuredBackend:
             machine = (self.machine or machine_fingerprint()).to_dict()
         else:
             info = self.runner.device_info()
-            cpu, ort_version, where = str(info.get("cpu", "unknown")), str(info.get("onnxruntime", "unknown")), "a haq device agent"
+            cpu, ort_version, where = (
+                str(info.get("cpu", "unknown")),
+                str(info.get("onnxruntime", "unknown")),
+                "a haq device agent",
+            )
             reported = info.get("fingerprint")
             machine = {**reported, "remote": True} if isinstance(reported, dict) else None
         meta: dict[str, Any] = {
-            "device": {"name": cpu_slug(cpu), "description": f"{cpu}, onnxruntime CPU execution provider, {self.protocol.threads} thread(s), timed on {where}"},
+            "device": {
+                "name": cpu_slug(cpu),
+                "description": f"{cpu}, onnxruntime CPU execution provider, {self.protocol.threads} thread(s), timed on {where}",
+            },
             "runtime": {"name": "onnxruntime", "version": ort_version},
             "threads": self.protocol.threads,
-            "protocol": {**self.protocol.record(), "models": "one exported layer per entry (haq.hardware.measured)",
-                         "entry_cost": "in-context: isolated-model median x profiled share of the layer's own kernel(s); "
-                                       "extra.isolated_ms is the whole isolated model",
-                         "precisions": "fp32; w8a8 via QDQ (QLinearConv/QGemm); "
-                                       "weight-only 2/4/8-bit linear via MatMulNBits accuracy_level=4"},
+            "protocol": {
+                **self.protocol.record(),
+                "models": "one exported layer per entry (haq.hardware.measured)",
+                "entry_cost": "in-context: isolated-model median x profiled share of the layer's own kernel(s); "
+                "extra.isolated_ms is the whole isolated model",
+                "precisions": "fp32; w8a8 via QDQ (QLinearConv/QGemm); "
+                "weight-only 2/4/8-bit linear via MatMulNBits accuracy_level=4",
+            },
             "units": {"latency": "ms", "energy": "mJ"},
             "metrics": ["latency"],
             "constants": {},
@@ -155,14 +172,28 @@ class MeasuredBackend:
         for (w, a, model, kernel), meas in zip(exported, results):
             profile = profile_ops(model.onnx_bytes, self.protocol.threads)
             share = kernel_share(profile)
-            out.append(Entry(
-                key=sig.key(), w_bits=w, a_bits=a, latency_ms=meas.median_ms * share, latency_iqr_ms=meas.iqr_ms * share,
-                samples=meas.n_samples, source="measured", kernel=kernel,
-                raw_ms=tuple(round(float(v), 6) for v in meas.all_samples()),
-                extra={"isolated_ms": meas.median_ms, "kernel_share": round(share, 4), "profile_us": profile,
-                       "session_medians_ms": [round(v, 6) for v in meas.session_medians], "noise": round(meas.noise, 4),
-                       "attempts": meas.attempts, "ops": list(meas.kernels)},
-            ))
+            out.append(
+                Entry(
+                    key=sig.key(),
+                    w_bits=w,
+                    a_bits=a,
+                    latency_ms=meas.median_ms * share,
+                    latency_iqr_ms=meas.iqr_ms * share,
+                    samples=meas.n_samples,
+                    source="measured",
+                    kernel=kernel,
+                    raw_ms=tuple(round(float(v), 6) for v in meas.all_samples()),
+                    extra={
+                        "isolated_ms": meas.median_ms,
+                        "kernel_share": round(share, 4),
+                        "profile_us": profile,
+                        "session_medians_ms": [round(v, 6) for v in meas.session_medians],
+                        "noise": round(meas.noise, 4),
+                        "attempts": meas.attempts,
+                        "ops": list(meas.kernels),
+                    },
+                )
+            )
         return out
 
 

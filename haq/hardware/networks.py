@@ -38,13 +38,21 @@ class Network:
 
 
 def load_network(
-    model: str, dataset: str | None = None, data_root: str | None = None, seed: int = 0,
-    *, input_size: int | None = None, input_shape: tuple[int, int, int] | None = None,
+    model: str,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    seed: int = 0,
+    *,
+    input_size: int | None = None,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> Network:
     """Build ``model`` (zoo name or ``package.module:callable``) untrained, with calibration images,
     at the input :func:`haq.workload.resolve_input` gives for these settings."""
-    return network_of(WorkloadConfig(model=model, dataset=dataset, data_root=data_root, seed=seed, input_size=input_size,
-                                     input_shape=input_shape))
+    return network_of(
+        WorkloadConfig(
+            model=model, dataset=dataset, data_root=data_root, seed=seed, input_size=input_size, input_shape=input_shape
+        )
+    )
 
 
 def network_of(cfg: WorkloadConfig) -> Network:
@@ -54,12 +62,17 @@ def network_of(cfg: WorkloadConfig) -> Network:
 
 
 def model_layers(
-    model: str, dataset: str | None, data_root: str | None,
-    *, input_size: int | None = None, input_shape: tuple[int, int, int] | None = None,
+    model: str,
+    dataset: str | None,
+    data_root: str | None,
+    *,
+    input_size: int | None = None,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> list[LayerInfo]:
     """Layers of a zoo or user model at its resolved input shape (no training, no data decoded)."""
-    return workload_layers(WorkloadConfig(model=model, dataset=dataset, data_root=data_root, input_size=input_size,
-                                          input_shape=input_shape))
+    return workload_layers(
+        WorkloadConfig(model=model, dataset=dataset, data_root=data_root, input_size=input_size, input_shape=input_shape)
+    )
 
 
 def supported_pairs(table: CostTable, layers: Sequence[LayerInfo]) -> list[list[BitPair]]:
@@ -69,7 +82,9 @@ def supported_pairs(table: CostTable, layers: Sequence[LayerInfo]) -> list[list[
     for layer in layers:
         pairs = [p for p in table.supported_bits(layer.signature) if table.entry(layer.signature, *p).source == "measured"]
         if not pairs:
-            raise TableError(f"table {table.name} has no measured entry for layer '{layer.name}'; checking or fitting needs a measured table")
+            raise TableError(
+                f"table {table.name} has no measured entry for layer '{layer.name}'; checking or fitting needs a measured table"
+            )
         out.append(pairs)
     return out
 

@@ -47,8 +47,14 @@ def cache_key(name: str, data: DataSplits, cfg: TrainConfig, versions: Mapping[s
     another version are never reused.
     """
     blob = json.dumps(
-        {"model": name, "data": data.name, "n": len(data.train), "cfg": serial.to_dict(cfg), "v": CACHE_FORMAT,
-         "versions": dict(versions if versions is not None else software_versions())},
+        {
+            "model": name,
+            "data": data.name,
+            "n": len(data.train),
+            "cfg": serial.to_dict(cfg),
+            "v": CACHE_FORMAT,
+            "versions": dict(versions if versions is not None else software_versions()),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

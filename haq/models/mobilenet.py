@@ -41,8 +41,14 @@ DEFAULT_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 2))
 class MobileNetV2Small(nn.Module):
     """Stem conv, inverted residual stages, 1×1 head conv and a classifier."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: float = 0.5,
-                 setting: tuple[tuple[int, int, int, int], ...] = DEFAULT_SETTING, head: int = 256) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        width: float = 0.5,
+        setting: tuple[tuple[int, int, int, int], ...] = DEFAULT_SETTING,
+        head: int = 256,
+    ) -> None:
         super().__init__()
         stem = max(8, int(32 * width))
         layers: list[nn.Module] = [_conv_bn(in_channels, stem, 3, 1)]

@@ -76,7 +76,13 @@ class RayPool:
     """
 
     def __init__(
-        self, spec: WorkerSpec, workers: int, address: str | None = None, *, max_attempts: int = 3, log: Log | None = None,
+        self,
+        spec: WorkerSpec,
+        workers: int,
+        address: str | None = None,
+        *,
+        max_attempts: int = 3,
+        log: Log | None = None,
     ) -> None:
         count("workers", workers)
         count("max_attempts", max_attempts)
@@ -222,9 +228,15 @@ def start_ray(workers: int, address: str | None, log: Log) -> bool:
     """
     if ray.is_initialized():
         return False
-    kwargs: dict[str, Any] = {"address": address} if address else {
-        "num_cpus": workers, "include_dashboard": False, "configure_logging": False,
-    }
+    kwargs: dict[str, Any] = (
+        {"address": address}
+        if address
+        else {
+            "num_cpus": workers,
+            "include_dashboard": False,
+            "configure_logging": False,
+        }
+    )
     where = f"the Ray cluster at {address}" if address else f"a local Ray instance with {workers} CPUs"
     began = time.perf_counter()
     try:

@@ -52,7 +52,12 @@ class WorkerSpec:
 
 
 def worker_spec(
-    workload: Workload, table: DeviceTable, evaluation: EvalConfig, kinds: tuple[str, ...], torch_device: str, threads: int = 1,
+    workload: Workload,
+    table: DeviceTable,
+    evaluation: EvalConfig,
+    kinds: tuple[str, ...],
+    torch_device: str,
+    threads: int = 1,
 ) -> WorkerSpec:
     """The spec of a loaded workload: its float weights serialized once for every worker."""
     buf = io.BytesIO()

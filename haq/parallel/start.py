@@ -17,8 +17,14 @@ if TYPE_CHECKING:
 
 
 def start_pool(
-    workload: Workload, table: DeviceTable, evaluation: EvalConfig, kinds: tuple[str, ...], torch_device: str,
-    workers: int, address: str | None = None, log: Log | None = None,
+    workload: Workload,
+    table: DeviceTable,
+    evaluation: EvalConfig,
+    kinds: tuple[str, ...],
+    torch_device: str,
+    workers: int,
+    address: str | None = None,
+    log: Log | None = None,
 ) -> RayPool:
     """``workers`` Ray actors serving the evaluators ``kinds`` of ``workload`` (local Ray, or the cluster at ``address``)."""
     if evaluation.hardware_feedback:

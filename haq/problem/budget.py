@@ -119,8 +119,14 @@ def allowed_pairs(table: DeviceTable, info: LayerInfo, min_bits: int, max_bits: 
 
 
 def build_budget_model(
-    layers: Sequence[LayerInfo], table: DeviceTable, metric: str, ratio: float, absolute: float | None,
-    min_bits: int, max_bits: int, pin_first_last: int | None,
+    layers: Sequence[LayerInfo],
+    table: DeviceTable,
+    metric: str,
+    ratio: float,
+    absolute: float | None,
+    min_bits: int,
+    max_bits: int,
+    pin_first_last: int | None,
 ) -> BudgetModel:
     """Resolve choices and budget; refuse a budget below the cheapest achievable cost."""
     if metric != "size" and metric not in table.metrics:

@@ -135,7 +135,13 @@ class FidelityScreen:
     """Scores batches with the cheap evaluator, and in full those that can still beat the best."""
 
     def __init__(
-        self, cheap: CachedEvaluator, full: CachedEvaluator, reward: RewardFn, calibration: int, z: float, min_fraction: float,
+        self,
+        cheap: CachedEvaluator,
+        full: CachedEvaluator,
+        reward: RewardFn,
+        calibration: int,
+        z: float,
+        min_fraction: float,
     ) -> None:
         self.cheap = cheap
         self.full = full

@@ -139,8 +139,14 @@ def build_problem(
     elif workload.config != cfg.workload:
         raise UsageError(f"the given workload is {workload.config.model}, loaded from another workload config than the problem's")
     budget_model = build_budget_model(
-        workload.layers, table, cfg.budget.metric, cfg.budget.ratio, cfg.budget.absolute,
-        cfg.min_bits, cfg.max_bits, cfg.pin_first_last,
+        workload.layers,
+        table,
+        cfg.budget.metric,
+        cfg.budget.ratio,
+        cfg.budget.absolute,
+        cfg.min_bits,
+        cfg.max_bits,
+        cfg.pin_first_last,
     )
     loaded = workload
 

@@ -50,7 +50,10 @@ def _split(data: Dataset, start: int, stop: int) -> Dataset:
 
 
 def pick_final(
-    problem: SearchProblem, candidates: Sequence[tuple[QuantPolicy, float]], k: int = 5, select_samples: int = 150,
+    problem: SearchProblem,
+    candidates: Sequence[tuple[QuantPolicy, float]],
+    k: int = 5,
+    select_samples: int = 150,
 ) -> Pick:
     """Re-score the ``k`` best distinct ``(policy, search reward)`` candidates on held-out images,
     choose the best there, and report it on the test images (see the module docstring)."""

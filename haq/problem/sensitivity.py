@@ -106,7 +106,8 @@ def _modules(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[str, nn.Modu
 
 
 def _hook_inputs(
-    modules: Mapping[str, nn.Module], fn: Callable[[str, torch.Tensor], torch.Tensor | None],
+    modules: Mapping[str, nn.Module],
+    fn: Callable[[str, torch.Tensor], torch.Tensor | None],
 ) -> list[torch.utils.hooks.RemovableHandle]:
     """Call ``fn(name, input)`` before each layer runs; a returned tensor replaces the input."""
 
@@ -122,7 +123,9 @@ def _hook_inputs(
 
 @torch.no_grad()
 def _input_ranges(
-    model: nn.Module, modules: Mapping[str, nn.Module], batches: list[torch.Tensor],
+    model: nn.Module,
+    modules: Mapping[str, nn.Module],
+    batches: list[torch.Tensor],
 ) -> dict[str, tuple[float, bool]]:
     """(alpha, signed) of each layer's input, as calibration would set them."""
     lo: dict[str, float] = {n: float("inf") for n in modules}
@@ -148,7 +151,10 @@ def _input_ranges(
 
 
 def estimate_sensitivity(
-    model: nn.Module, layers: list[LayerInfo], data: DataSplits, device: torch.device,
+    model: nn.Module,
+    layers: list[LayerInfo],
+    data: DataSplits,
+    device: torch.device,
     cfg: SensitivityConfig = SensitivityConfig(),
 ) -> Sensitivity:
     """Fisher-weighted quantization error of every layer at every bit width (model untouched)."""
@@ -183,18 +189,25 @@ def estimate_sensitivity(
                 h.remove()
     n = len(y_all)
     return Sensitivity(
-        {name: LayerSensitivity(
-            weight={**{b: 0.5 * v / n for b, v in w_err[name].items()}, FLOAT_BITS: 0.0},
-            activation={**{b: 0.5 * v / n for b, v in a_err[name].items()}, FLOAT_BITS: 0.0},
-        ) for name in modules},
+        {
+            name: LayerSensitivity(
+                weight={**{b: 0.5 * v / n for b, v in w_err[name].items()}, FLOAT_BITS: 0.0},
+                activation={**{b: 0.5 * v / n for b, v in a_err[name].items()}, FLOAT_BITS: 0.0},
+            )
+            for name in modules
+        },
         samples=n,
     )
 
 
 @torch.no_grad()
 def _accumulate(
-    name: str, module: nn.Module, x: torch.Tensor | None, rng: tuple[float, bool],
-    w_err: dict[int, float], a_err: dict[int, float],
+    name: str,
+    module: nn.Module,
+    x: torch.Tensor | None,
+    rng: tuple[float, bool],
+    w_err: dict[int, float],
+    a_err: dict[int, float],
 ) -> None:
     """Add one batch's Fisher-weighted squared errors (divided by the sample count at the end).
 

@@ -83,7 +83,7 @@ class QuantPolicy:
         layers: dict[str, LayerBits] = {}
         for name, entry in raw.items():
             if not isinstance(entry, dict) or set(entry) != {"w_bits", "a_bits"}:
-                raise PolicyError(f"{source}: layer '{name}' must be {{\"w_bits\": int, \"a_bits\": int}}, got {entry!r}")
+                raise PolicyError(f'{source}: layer \'{name}\' must be {{"w_bits": int, "a_bits": int}}, got {entry!r}')
             layers[name] = _checked(name, entry["w_bits"], entry["a_bits"])
         meta = data.get("meta", {})
         if not isinstance(meta, dict):

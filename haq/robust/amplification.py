@@ -45,6 +45,7 @@ def _output_norms(model: nn.Module, x: torch.Tensor) -> tuple[list[str], dict[st
                 order.append(name)
                 outputs[name] = []
             outputs[name].append(out.detach().flatten(1))
+
         return hook
 
     handles = [m.register_forward_hook(hook_for(n)) for n, m in layers.items()]

@@ -269,7 +269,11 @@ def _run(
 
 
 def fgsm(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    device: torch.device,
     value_range: RangeLike = (0.0, 1.0),
 ) -> torch.Tensor:
     """Single-step FGSM: ``x + eps * sign(∇x CE)``, clamped to the data range.
@@ -287,8 +291,13 @@ def fgsm(
 
 
 def _pgd(
-    loss_models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
-    value_range: RangeLike, early_stop: bool,
+    loss_models: Sequence[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    device: torch.device,
+    value_range: RangeLike,
+    early_stop: bool,
 ) -> torch.Tensor:
     """PGD on the summed loss of ``loss_models``, judged by the first."""
 
@@ -300,7 +309,11 @@ def _pgd(
 
 
 def pgd(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    device: torch.device,
     value_range: RangeLike = (0.0, 1.0),
 ) -> torch.Tensor:
     """White-box L∞ PGD with random start and restarts (per-sample worst case kept)."""
@@ -308,7 +321,11 @@ def pgd(
 
 
 def transfer_pgd(
-    source: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
+    source: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    device: torch.device,
     value_range: RangeLike = (0.0, 1.0),
 ) -> torch.Tensor:
     """PGD crafted on ``source`` alone (all steps, no early stop) to be evaluated on a target."""
@@ -316,8 +333,13 @@ def transfer_pgd(
 
 
 def ensemble_pgd(
-    target: nn.Module, source: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-    device: torch.device, value_range: RangeLike = (0.0, 1.0),
+    target: nn.Module,
+    source: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    device: torch.device,
+    value_range: RangeLike = (0.0, 1.0),
 ) -> torch.Tensor:
     """PGD on the summed loss of ``target`` and ``source`` (Bernhard et al.'s float + quantized
     ensemble): the float member supplies gradients the quantized one masks."""
@@ -325,7 +347,11 @@ def ensemble_pgd(
 
 
 def spsa(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, device: torch.device,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    device: torch.device,
     value_range: RangeLike = (0.0, 1.0),
 ) -> torch.Tensor:
     """Gradient-free SPSA: immune to masked or misleading STE gradients."""

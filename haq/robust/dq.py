@@ -90,8 +90,13 @@ def dq_finetune_(
         a.requires_grad_(cfg.learn_alpha)
     try:
         recipe = TrainConfig(
-            epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=0.0, seed=cfg.seed,
-            threads=None, max_batches=cfg.max_batches,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            weight_decay=0.0,
+            seed=cfg.seed,
+            threads=None,
+            max_batches=cfg.max_batches,
         )
         penalty = (lambda m: 0.5 * cfg.beta * orthogonal_penalty(m)) if cfg.beta > 0 else None
         train_model(model, data, recipe, device, extra_loss=penalty, progress=progress)

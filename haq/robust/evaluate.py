@@ -88,8 +88,10 @@ def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: tor
     was_training = model.training
     model.eval()
     try:
-        parts = [model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size].cpu()
-                 for i in range(0, len(x), batch_size)]
+        parts = [
+            model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size].cpu()
+            for i in range(0, len(x), batch_size)
+        ]
     finally:
         model.train(was_training)
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
@@ -151,6 +153,11 @@ def report_from_examples(
         survived &= ok
     strongest = min(per_attack, key=lambda a: per_attack[a])
     return RobustReport(
-        n=len(y), eps=eps, clean=float(clean.float().mean()), per_attack=per_attack,
-        worst_case=float(survived.float().mean()), strongest=strongest, seconds=dict(seconds or {}),
+        n=len(y),
+        eps=eps,
+        clean=float(clean.float().mean()),
+        per_attack=per_attack,
+        worst_case=float(survived.float().mean()),
+        strongest=strongest,
+        seconds=dict(seconds or {}),
     )

@@ -19,9 +19,7 @@ from haq.robust.attacks import AttackConfig, RangeLike, ensemble_pgd, fgsm, pgd,
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, AttackConfig, torch.device, RangeLike], torch.Tensor]
 """A single-model attack: ``(model, x, y, cfg, device, value_range) -> x_adv``."""
 
-Crafter = Callable[
-    [nn.Module, nn.Module | None, torch.Tensor, torch.Tensor, AttackConfig, torch.device, RangeLike], torch.Tensor
-]
+Crafter = Callable[[nn.Module, nn.Module | None, torch.Tensor, torch.Tensor, AttackConfig, torch.device, RangeLike], torch.Tensor]
 """A registered attack: ``(target, source, x, y, cfg, device, value_range) -> x_adv``."""
 
 
@@ -42,23 +40,44 @@ class AttackSpec:
 
 
 def _on_target(attack: Attack) -> Crafter:
-    def craft(target: nn.Module, _source: nn.Module | None, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-              device: torch.device, value_range: RangeLike) -> torch.Tensor:
+    def craft(
+        target: nn.Module,
+        _source: nn.Module | None,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        cfg: AttackConfig,
+        device: torch.device,
+        value_range: RangeLike,
+    ) -> torch.Tensor:
         return attack(target, x, y, cfg, device, value_range)
 
     return craft
 
 
 def _on_source(attack: Attack) -> Crafter:
-    def craft(_target: nn.Module, source: nn.Module | None, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-              device: torch.device, value_range: RangeLike) -> torch.Tensor:
+    def craft(
+        _target: nn.Module,
+        source: nn.Module | None,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        cfg: AttackConfig,
+        device: torch.device,
+        value_range: RangeLike,
+    ) -> torch.Tensor:
         return attack(_source_of(source), x, y, cfg, device, value_range)
 
     return craft
 
 
-def _ensemble(target: nn.Module, source: nn.Module | None, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-              device: torch.device, value_range: RangeLike) -> torch.Tensor:
+def _ensemble(
+    target: nn.Module,
+    source: nn.Module | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    device: torch.device,
+    value_range: RangeLike,
+) -> torch.Tensor:
     return ensemble_pgd(target, _source_of(source), x, y, cfg, device, value_range)
 
 

@@ -53,7 +53,12 @@ class AppliedActionReplayBuffer(NStepReplayBuffer):
     """
 
     def add(  # type: ignore[override]
-        self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray, reward: np.ndarray, done: np.ndarray,
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        done: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
         applied = [info.get("applied_action") for info in infos]
@@ -83,8 +88,15 @@ def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
     common: dict[str, Any] = {"learning_rate": cfg.learning_rate, "gamma": 1.0, "seed": seed, "device": "cpu", "verbose": 0}
     if cfg.algo == "ppo":
         return PPO(
-            "MlpPolicy", env, n_steps=episode_len, batch_size=episode_len, n_epochs=cfg.ppo_epochs, gae_lambda=1.0,
-            normalize_advantage=episode_len > 1, policy_kwargs={"net_arch": {"pi": hidden, "vf": hidden}}, **common,
+            "MlpPolicy",
+            env,
+            n_steps=episode_len,
+            batch_size=episode_len,
+            n_epochs=cfg.ppo_epochs,
+            gae_lambda=1.0,
+            normalize_advantage=episode_len > 1,
+            policy_kwargs={"net_arch": {"pi": hidden, "vf": hidden}},
+            **common,
         )
     n = env.num_envs if isinstance(env, VecEnv) else 1
     off_policy: dict[str, Any] = {
@@ -103,7 +115,8 @@ def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
         return SAC("MlpPolicy", env, **off_policy, **common)
     dim = int(env.action_space.shape[0])  # type: ignore[index]
     noise: ActionNoise = (
-        DecayingTruncatedNormalNoise(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=seed) if n == 1
+        DecayingTruncatedNormalNoise(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=seed)
+        if n == 1
         else BatchNoise.fresh(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, n, seed=seed)
     )
     return ALGORITHMS[cfg.algo]("MlpPolicy", env, action_noise=noise, **off_policy, **common)
@@ -129,7 +142,10 @@ def load_agent(directory: Path, env: gym.Env, with_buffer: bool = True) -> tuple
 
 
 def restore_agent(
-    directory: Path, env: gym.Env, with_buffer: bool = True, capacity: int | None = None,
+    directory: Path,
+    env: gym.Env,
+    with_buffer: bool = True,
+    capacity: int | None = None,
 ) -> tuple[BaseAlgorithm, dict[str, Any], TrainingState]:
     """:func:`load_agent` plus the RNG and noise states that continue its training exactly;
     ``capacity`` grows the replay buffer to hold that many transitions (see :func:`replay_capacity`).

@@ -36,7 +36,9 @@ class AgentStore(RunStore):
 
     kind = "search"
 
-    def __init__(self, path: str | Path, settings: Mapping[str, Any] | None = None, description: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, path: str | Path, settings: Mapping[str, Any] | None = None, description: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(path, settings)
         self.description = dict(description or {})
         self.agent: BaseAlgorithm | None = None
@@ -64,7 +66,8 @@ def agent_description(problem: SearchProblem, config: SearchConfig) -> dict[str,
     settings = serial.to_dict(config)
     return {
         "observation": {
-            "version": env.observation, "features": list(OBSERVATION_FEATURES[env.observation]),
+            "version": env.observation,
+            "features": list(OBSERVATION_FEATURES[env.observation]),
             "scaling": "fixed constants, clipped to [0, 1]",
         },
         "min_bits": env.min_bits,

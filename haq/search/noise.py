@@ -46,8 +46,13 @@ class DecayingTruncatedNormalNoise(ActionNoise):
     def to_dict(self) -> dict[str, Any]:
         """The whole state as JSON-ready data (a checkpoint stores it instead of pickling the object)."""
         return {
-            "dim": self.dim, "sigma": self.sigma, "decay": self.decay, "warmup_episodes": self.warmup_episodes,
-            "truncate": self.truncate, "episodes": self.episodes, "rng": self._rng.bit_generator.state,
+            "dim": self.dim,
+            "sigma": self.sigma,
+            "decay": self.decay,
+            "warmup_episodes": self.warmup_episodes,
+            "truncate": self.truncate,
+            "episodes": self.episodes,
+            "rng": self._rng.bit_generator.state,
         }
 
     @classmethod
@@ -55,7 +60,10 @@ class DecayingTruncatedNormalNoise(ActionNoise):
         """The noise :meth:`to_dict` described; a malformed description raises ``ValueError``."""
         try:
             noise = cls(
-                _int(data["dim"]), _float(data["sigma"]), _float(data["decay"]), _int(data["warmup_episodes"]),
+                _int(data["dim"]),
+                _float(data["sigma"]),
+                _float(data["decay"]),
+                _int(data["warmup_episodes"]),
                 _float(data["truncate"]),
             )
         except (KeyError, TypeError) as exc:

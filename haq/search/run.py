@@ -66,8 +66,13 @@ class RLSearch(Proposer[AgentStore]):
 
 
 def run_search(
-    config: SearchConfig, problem: SearchProblem, out_dir: str | Path, *, resume: bool = False,
-    progress: OnProgress | None = None, log: Log | None = None,
+    config: SearchConfig,
+    problem: SearchProblem,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: OnProgress | None = None,
+    log: Log | None = None,
 ) -> RunResult:
     """Search on ``problem`` (built from ``config.env``), logging to ``out_dir``.
 
@@ -78,7 +83,11 @@ def run_search(
 
 
 def train(
-    store: AgentStore, config: SearchConfig, problem: SearchProblem, progress: OnProgress | None, log: Log | None,
+    store: AgentStore,
+    config: SearchConfig,
+    problem: SearchProblem,
+    progress: OnProgress | None,
+    log: Log | None,
     fresh: Callable[[gym.Env, int], BaseAlgorithm] | None = None,
 ) -> None:
     """Let the agent act until ``store`` holds ``config.episodes`` episodes.
@@ -175,7 +184,12 @@ class _EpisodeLogger(BaseCallback):
     """Collects each finished episode and, at the end of its rollout, commits it to the store."""
 
     def __init__(
-        self, store: AgentStore, episodes: int, agent_env: gym.Env, progress: OnProgress | None, resume: _Resume | None,
+        self,
+        store: AgentStore,
+        episodes: int,
+        agent_env: gym.Env,
+        progress: OnProgress | None,
+        resume: _Resume | None,
     ) -> None:
         super().__init__()
         self.store = store

@@ -60,22 +60,56 @@ MAX_LAYERS, MAX_WIDTH = 16, 2**14
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ddpg": DDPG, "td3": TD3, "sac": SAC, "ppo": PPO}
 """The stable-baselines3 algorithms haq trains, by the name configs and saved agents use."""
 
-_OFF_POLICY = ("learning_rate", "gamma", "net_arch", "buffer_size", "learning_starts", "batch_size", "tau", "train_freq",
-               "gradient_steps", "n_steps")
+_OFF_POLICY = (
+    "learning_rate",
+    "gamma",
+    "net_arch",
+    "buffer_size",
+    "learning_starts",
+    "batch_size",
+    "tau",
+    "train_freq",
+    "gradient_steps",
+    "n_steps",
+)
 HYPERPARAMETERS: dict[type[BaseAlgorithm], tuple[str, ...]] = {
     DDPG: _OFF_POLICY,
     TD3: (*_OFF_POLICY, "policy_delay", "target_policy_noise", "target_noise_clip"),
     SAC: (*_OFF_POLICY, "ent_coef", "target_update_interval", "target_entropy"),
-    PPO: ("learning_rate", "gamma", "net_arch", "n_steps", "batch_size", "n_epochs", "gae_lambda", "clip_range",
-          "clip_range_vf", "normalize_advantage", "ent_coef", "vf_coef", "max_grad_norm", "target_kl"),
+    PPO: (
+        "learning_rate",
+        "gamma",
+        "net_arch",
+        "n_steps",
+        "batch_size",
+        "n_epochs",
+        "gae_lambda",
+        "clip_range",
+        "clip_range_vf",
+        "normalize_advantage",
+        "ent_coef",
+        "vf_coef",
+        "max_grad_norm",
+        "target_kl",
+    ),
 }
 """What each algorithm is constructed with (``n_steps`` of an off-policy agent is its replay
 buffer's n-step horizon); everything else is the algorithm's default."""
 
 _COUNT = {"buffer_size", "batch_size", "policy_delay", "target_update_interval", "n_steps", "n_epochs"}
 _COUNT0 = {"learning_starts"}
-_NUMBER = {"learning_rate", "gamma", "tau", "target_policy_noise", "target_noise_clip", "target_entropy", "gae_lambda",
-           "clip_range", "vf_coef", "max_grad_norm"}
+_NUMBER = {
+    "learning_rate",
+    "gamma",
+    "tau",
+    "target_policy_noise",
+    "target_noise_clip",
+    "target_entropy",
+    "gae_lambda",
+    "clip_range",
+    "vf_coef",
+    "max_grad_norm",
+}
 _OPTIONAL_NUMBER = {"clip_range_vf", "target_kl"}
 COUNTERS = ("num_timesteps", "_episode_num", "_n_updates")
 _REPLAY_FIELDS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
@@ -99,16 +133,26 @@ class TrainingState:
         """The states now (a checkpoint is written between two steps of ``learn``)."""
         saved = isinstance(model.action_noise, (DecayingTruncatedNormalNoise, BatchNoise))
         noise = model.action_noise.to_dict() if saved else None
-        return cls(random.getstate(), np.random.get_state(legacy=True), torch.get_rng_state(),
-                   model.action_space.np_random.bit_generator.state, noise)
+        return cls(
+            random.getstate(),
+            np.random.get_state(legacy=True),
+            torch.get_rng_state(),
+            model.action_space.np_random.bit_generator.state,
+            noise,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         version, internal, gauss = self.python
         name, keys, pos, has_gauss, cached = self.numpy
         return {
             "python": {"version": version, "state": list(internal), "gauss_next": gauss},
-            "numpy": {"bit_generator": name, "keys": [int(k) for k in keys], "pos": int(pos), "has_gauss": int(has_gauss),
-                      "cached_gaussian": float(cached)},
+            "numpy": {
+                "bit_generator": name,
+                "keys": [int(k) for k in keys],
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": float(cached),
+            },
             "torch": base64.b64encode(self.torch.numpy().tobytes()).decode("ascii"),
             "action_space": self.action_space,
             "noise": self.noise,
@@ -161,8 +205,11 @@ def algo_name(model: BaseAlgorithm) -> str:
 def write_snapshot(model: BaseAlgorithm, directory: Path) -> None:
     """Write ``model`` as data into ``directory`` (the three files of the module docstring)."""
     doc = {
-        "format": STATE_FORMAT, "version": STATE_VERSION, "algo": algo_name(model),
-        "hyperparameters": _hyperparameters(model), "counters": {name: int(getattr(model, name)) for name in COUNTERS},
+        "format": STATE_FORMAT,
+        "version": STATE_VERSION,
+        "algo": algo_name(model),
+        "hyperparameters": _hyperparameters(model),
+        "counters": {name: int(getattr(model, name)) for name in COUNTERS},
         "progress_remaining": float(model._current_progress_remaining),  # noqa: SLF001 - SB3 keeps it private; schedules read it
         "spaces": {"observation": _box(model.observation_space), "action": _box(model.action_space)},
         "rng": TrainingState.capture(model).to_dict(),
@@ -184,7 +231,10 @@ def write_snapshot(model: BaseAlgorithm, directory: Path) -> None:
 
 
 def read_snapshot(
-    directory: Path, env: gym.Env, with_buffer: bool, replay_buffer_class: type[NStepReplayBuffer],
+    directory: Path,
+    env: gym.Env,
+    with_buffer: bool,
+    replay_buffer_class: type[NStepReplayBuffer],
     capacity: int | None = None,
 ) -> tuple[BaseAlgorithm, TrainingState]:
     """Construct the saved algorithm on ``env`` (off-policy ones with ``replay_buffer_class``) and
@@ -281,6 +331,7 @@ def _checked_hyperparameters(cls: type[BaseAlgorithm], data: Any) -> dict[str, A
     if data.get("buffer_size", 0) > MAX_TRANSITIONS or data.get("n_steps", 0) > MAX_TRANSITIONS:
         raise ValueError(f"buffer_size and n_steps may be at most {MAX_TRANSITIONS}")
     net = data["net_arch"]
+
     def layers_ok(sizes: Any) -> bool:
         return isinstance(sizes, list) and 0 < len(sizes) <= MAX_LAYERS and all(_count(h, 1) and h <= MAX_WIDTH for h in sizes)
 
@@ -327,8 +378,11 @@ def _check_spaces(data: Any, env: gym.Env, path: Path) -> None:
         except (KeyError, TypeError, ValueError):
             raise RunDirError(f"{path}: 'spaces' must describe the observation and action boxes (shape, low, high)") from None
         same = (
-            isinstance(space, gym.spaces.Box) and shape == space.shape and low.shape == high.shape == (int(np.prod(shape)),)
-            and np.allclose(low, space.low.reshape(-1)) and np.allclose(high, space.high.reshape(-1))
+            isinstance(space, gym.spaces.Box)
+            and shape == space.shape
+            and low.shape == high.shape == (int(np.prod(shape)),)
+            and np.allclose(low, space.low.reshape(-1))
+            and np.allclose(high, space.high.reshape(-1))
         )
         if not same:
             raise RunDirError(
@@ -349,8 +403,17 @@ def _load_weights(model: BaseAlgorithm, path: Path) -> None:
     data = jsonio.read_bytes(path, "agent weights", max_bytes=MAX_WEIGHTS_BYTES, error=RunDirError)
     try:
         doc = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError,
-            zipfile.BadZipFile) as exc:  # each is torch's way of saying "not a file of plain tensors"
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+        zipfile.BadZipFile,
+    ) as exc:  # each is torch's way of saying "not a file of plain tensors"
         raise RunDirError(f"{path}: not haq agent weights (tensors only): {type(exc).__name__}") from None
     names, variables = model._get_torch_save_params()  # noqa: SLF001 - the names SB3's own save uses
     params = doc.get("params") if isinstance(doc, dict) else None

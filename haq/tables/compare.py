@@ -74,9 +74,12 @@ def cost_on_device(layers: Sequence[LayerInfo], policy: QuantPolicy, table: Cost
     if missing:
         i = missing[0]
         return DeviceCost(
-            table.name, None, None, uniform_ms,
+            table.name,
+            None,
+            None,
+            uniform_ms,
             note=f"layer '{layers[i].name}' at w{requested[i][0]}/a{requested[i][1]} "
-                 f"has no pair at least that wide on {table.name}",
+            f"has no pair at least that wide on {table.name}",
         )
     bits = [p for p in deployed if p is not None]
     promoted = tuple(layer.name for layer, r, d in zip(layers, requested, bits) if r != d)

@@ -90,7 +90,9 @@ class NetworkCosts:
         try:
             chosen = list(map(policy.layers.__getitem__, self.names))
         except KeyError as exc:
-            raise PolicyError(f"policy has no bits for layer '{exc.args[0]}'; it must cover all {len(self.names)} layers") from None
+            raise PolicyError(
+                f"policy has no bits for layer '{exc.args[0]}'; it must cover all {len(self.names)} layers"
+            ) from None
         try:
             total = sum([row[b.w_bits][b.a_bits] for row, b in zip(rows, chosen)])
         except TypeError:  # None: a pair the device does not run

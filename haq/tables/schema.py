@@ -117,8 +117,12 @@ class Entry:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, optional fields only when set."""
         d: dict[str, Any] = {
-            "key": self.key, "w_bits": self.w_bits, "a_bits": self.a_bits,
-            "latency_ms": self.latency_ms, "latency_iqr_ms": self.latency_iqr_ms, "samples": self.samples,
+            "key": self.key,
+            "w_bits": self.w_bits,
+            "a_bits": self.a_bits,
+            "latency_ms": self.latency_ms,
+            "latency_iqr_ms": self.latency_iqr_ms,
+            "samples": self.samples,
         }
         if self.energy_mj is not None:
             d["energy_mj"] = self.energy_mj
@@ -144,7 +148,12 @@ class Transition:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        d: dict[str, Any] = {"shape": list(self.shape), "from": list(self.src), "to": list(self.dst), "latency_ms": self.latency_ms}
+        d: dict[str, Any] = {
+            "shape": list(self.shape),
+            "from": list(self.src),
+            "to": list(self.dst),
+            "latency_ms": self.latency_ms,
+        }
         if self.energy_mj is not None:
             d["energy_mj"] = self.energy_mj
         d["source"], d["kernel"] = self.source, self.kernel
@@ -172,8 +181,12 @@ class TransitionRule:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        d: dict[str, Any] = {"from": list(self.src), "to": list(self.dst), "latency_ms": self.latency_ms,
-                             "latency_ms_per_elem": self.latency_ms_per_elem}
+        d: dict[str, Any] = {
+            "from": list(self.src),
+            "to": list(self.dst),
+            "latency_ms": self.latency_ms,
+            "latency_ms_per_elem": self.latency_ms_per_elem,
+        }
         if self.energy_mj is not None:
             d["energy_mj"], d["energy_mj_per_elem"] = self.energy_mj, self.energy_mj_per_elem
         d["source"] = self.source
@@ -194,8 +207,14 @@ class Correction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``per_int8_layer`` only when set, so older tables round-trip unchanged)."""
-        d: dict[str, Any] = {"fingerprint": self.fingerprint, "network": self.network, "metric": self.metric,
-                             "scale": self.scale, "offset": self.offset, "fitted_on": self.fitted_on}
+        d: dict[str, Any] = {
+            "fingerprint": self.fingerprint,
+            "network": self.network,
+            "metric": self.metric,
+            "scale": self.scale,
+            "offset": self.offset,
+            "fitted_on": self.fitted_on,
+        }
         if self.per_int8_layer:
             d["per_int8_layer"] = self.per_int8_layer
         return d
@@ -284,6 +303,6 @@ def dumps(data: TableData) -> str:
         '  "entries": ' + block((one(e) for e in d["entries"]), "  ", "[", "]"),
     ]
     if "graph" in d:
-        graph = [f'    {one(k)}: ' + block((one(x) for x in v), "    ", "[", "]") for k, v in d["graph"].items()]
+        graph = [f"    {one(k)}: " + block((one(x) for x in v), "    ", "[", "]") for k, v in d["graph"].items()]
         parts.append('  "graph": {\n' + ",\n".join(graph) + "\n  }")
     return "{\n" + ",\n".join(parts) + "\n}\n"

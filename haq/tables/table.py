@@ -166,7 +166,9 @@ class CostTable:
         fp = network_fingerprint(layers, self.batch)
         corrections: dict[str, Correction] = {c.metric: c for c in graph.corrections if c.fingerprint == fp}
         for metric, c in corrections.items():  # folded into the layers: policy_cost and cost_range see it alike
-            per_layer[metric] = [{p: v + (c.per_int8_layer if p[1] == 8 else 0.0) for p, v in d.items()} for d in per_layer[metric]]
+            per_layer[metric] = [
+                {p: v + (c.per_int8_layer if p[1] == 8 else 0.0) for p, v in d.items()} for d in per_layer[metric]
+            ]
         rules = {(r.src, r.dst): r for r in graph.rules}
         return NetworkCosts(self.name, layers, per_layer, boundaries, rules, corrections)
 
@@ -176,14 +178,19 @@ class CostTable:
         if sig.batch == 1:
             return sig.with_batch(self.batch).key()
         if strict:
-            raise TableError(f"table {self.name} is built at batch {self.batch}; a layer at batch {sig.batch} cannot be costed with it")
+            raise TableError(
+                f"table {self.name} is built at batch {self.batch}; a layer at batch {sig.batch} cannot be costed with it"
+            )
         return ""
 
     def _entries_of(self, sig: LayerSignature) -> dict[BitPair, Entry]:
         key = self._key(sig)
         entries = self._index.get(key)
         if entries is None:
-            raise TableError(f"table {self.name} has no entry for layer signature {key}; add it with `haq tables build --device {self.build_device}`")
+            raise TableError(
+                f"table {self.name} has no entry for layer signature {key}; "
+                f"add it with `haq tables build --device {self.build_device}`"
+            )
         return entries
 
     def _check_metric(self, metric: str) -> None:

@@ -77,12 +77,20 @@ def _parse_meta(r: FieldReader, raw: Any) -> dict[str, Any]:
         r.integer(m["threads"], "meta.threads", 1)
     r.obj(m["protocol"], "meta.protocol")
     metrics = r.array(m["metrics"], "meta.metrics")
-    if any(not isinstance(x, str) for x in metrics) or "latency" not in metrics or len(set(metrics)) != len(metrics) or not set(metrics) <= set(UNITS):
+    if (
+        any(not isinstance(x, str) for x in metrics)
+        or "latency" not in metrics
+        or len(set(metrics)) != len(metrics)
+        or not set(metrics) <= set(UNITS)
+    ):
         r.fail("meta.metrics", f"must list 'latency' and optionally 'energy', each once, got {metrics!r}")
     units = r.obj(m["units"], "meta.units")
     for metric, unit in UNITS.items():
         if units.get(metric) != unit:
-            r.fail(f"meta.units.{metric}", f"must be '{unit}' (haq tables store latency in ms, energy in mJ), got {units.get(metric)!r}")
+            r.fail(
+                f"meta.units.{metric}",
+                f"must be '{unit}' (haq tables store latency in ms, energy in mJ), got {units.get(metric)!r}",
+            )
     if set(units) != set(UNITS):
         r.fail("meta.units", f"must have exactly the keys {', '.join(UNITS)}")
     consts = r.obj(m["constants"], "meta.constants")
@@ -135,7 +143,11 @@ def _parse_signatures(r: FieldReader, raw: Any, batch: int) -> dict[str, LayerSi
     for key, d in r.obj(raw, "signatures").items():
         path = f"signatures.{key}"
         r.obj(d, path)
-        r.keys(d, path, ("op", "in_channels", "out_channels", "kernel", "stride", "padding", "groups", "in_h", "in_w", "bias", "batch"))
+        r.keys(
+            d,
+            path,
+            ("op", "in_channels", "out_channels", "kernel", "stride", "padding", "groups", "in_h", "in_w", "bias", "batch"),
+        )
         if d["op"] not in OPS:
             r.fail(f"{path}.op", f"must be one of {', '.join(OPS)}, got {d['op']!r}")
         for f in ("in_channels", "out_channels", "groups", "in_h", "in_w", "batch"):
@@ -181,14 +193,25 @@ def _parse_entries(r: FieldReader, raw: Any, sigs: Mapping[str, LayerSignature],
             energy = r.number(e["energy_mj"], f"{path}.energy_mj", positive=True)
         elif "energy_mj" in e:
             r.fail(f"{path}.energy_mj", "is present but meta.metrics does not list energy")
-        raw_ms = tuple(r.number(x, f"{path}.raw_ms[{j}]", positive=False) for j, x in enumerate(r.array(e.get("raw_ms", []), f"{path}.raw_ms")))
-        out.append(Entry(
-            key=key, w_bits=w, a_bits=a,
-            latency_ms=r.number(e["latency_ms"], f"{path}.latency_ms", positive=True),
-            latency_iqr_ms=r.number(e["latency_iqr_ms"], f"{path}.latency_iqr_ms", positive=False),
-            samples=samples, source=source, kernel=r.string(e["kernel"], f"{path}.kernel"),
-            energy_mj=energy, raw_ms=raw_ms, extra=r.obj(e.get("extra", {}), f"{path}.extra"),
-        ))
+        raw_ms = tuple(
+            r.number(x, f"{path}.raw_ms[{j}]", positive=False)
+            for j, x in enumerate(r.array(e.get("raw_ms", []), f"{path}.raw_ms"))
+        )
+        out.append(
+            Entry(
+                key=key,
+                w_bits=w,
+                a_bits=a,
+                latency_ms=r.number(e["latency_ms"], f"{path}.latency_ms", positive=True),
+                latency_iqr_ms=r.number(e["latency_iqr_ms"], f"{path}.latency_iqr_ms", positive=False),
+                samples=samples,
+                source=source,
+                kernel=r.string(e["kernel"], f"{path}.kernel"),
+                energy_mj=energy,
+                raw_ms=raw_ms,
+                extra=r.obj(e.get("extra", {}), f"{path}.extra"),
+            )
+        )
     return tuple(out)
 
 
@@ -231,12 +254,17 @@ def _parse_transitions(r: FieldReader, raw: Any, energy: bool) -> tuple[Transiti
         if (shape, src, dst) in seen:
             r.fail(path, f"duplicate transition for shape {list(shape)} from {list(src)} to {list(dst)}")
         seen.add((shape, src, dst))
-        out.append(Transition(
-            shape=shape, src=src, dst=dst,
-            latency_ms=r.number(t["latency_ms"], f"{path}.latency_ms", positive=False),
-            energy_mj=_energy_field(r, t, path, "energy_mj", energy),
-            source=r.source_kind(t["source"], f"{path}.source"), kernel=r.string(t["kernel"], f"{path}.kernel"),
-        ))
+        out.append(
+            Transition(
+                shape=shape,
+                src=src,
+                dst=dst,
+                latency_ms=r.number(t["latency_ms"], f"{path}.latency_ms", positive=False),
+                energy_mj=_energy_field(r, t, path, "energy_mj", energy),
+                source=r.source_kind(t["source"], f"{path}.source"),
+                kernel=r.string(t["kernel"], f"{path}.kernel"),
+            )
+        )
     return tuple(out)
 
 
@@ -245,19 +273,27 @@ def _parse_rules(r: FieldReader, raw: Any, energy: bool) -> tuple[TransitionRule
     seen: set[tuple[BitPair, BitPair]] = set()
     for i, t in enumerate(r.array(raw, "graph.transition_rules")):
         path = f"graph.transition_rules[{i}]"
-        r.keys(r.obj(t, path), path, ("from", "to", "latency_ms", "latency_ms_per_elem", "source"), ("energy_mj", "energy_mj_per_elem"))
+        r.keys(
+            r.obj(t, path),
+            path,
+            ("from", "to", "latency_ms", "latency_ms_per_elem", "source"),
+            ("energy_mj", "energy_mj_per_elem"),
+        )
         src, dst = r.pair(t["from"], f"{path}.from"), r.pair(t["to"], f"{path}.to")
         if src == dst or (src, dst) in seen:
             r.fail(path, f"rule from {list(src)} to {list(dst)} is {'a duplicate' if src != dst else 'not a precision change'}")
         seen.add((src, dst))
-        out.append(TransitionRule(
-            src=src, dst=dst,
-            latency_ms=r.number(t["latency_ms"], f"{path}.latency_ms", positive=False),
-            latency_ms_per_elem=r.number(t["latency_ms_per_elem"], f"{path}.latency_ms_per_elem", positive=False),
-            energy_mj=_energy_field(r, t, path, "energy_mj", energy),
-            energy_mj_per_elem=_energy_field(r, t, path, "energy_mj_per_elem", energy),
-            source=r.source_kind(t["source"], f"{path}.source"),
-        ))
+        out.append(
+            TransitionRule(
+                src=src,
+                dst=dst,
+                latency_ms=r.number(t["latency_ms"], f"{path}.latency_ms", positive=False),
+                latency_ms_per_elem=r.number(t["latency_ms_per_elem"], f"{path}.latency_ms_per_elem", positive=False),
+                energy_mj=_energy_field(r, t, path, "energy_mj", energy),
+                energy_mj_per_elem=_energy_field(r, t, path, "energy_mj_per_elem", energy),
+                source=r.source_kind(t["source"], f"{path}.source"),
+            )
+        )
     return tuple(out)
 
 
@@ -273,10 +309,15 @@ def _parse_corrections(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tu
         if (fp, c["metric"]) in seen:
             r.fail(path, f"duplicate correction for fingerprint {fp} and metric {c['metric']}")
         seen.add((fp, c["metric"]))
-        out.append(Correction(
-            fingerprint=fp, network=r.string(c["network"], f"{path}.network"), metric=c["metric"],
-            scale=r.number(c["scale"], f"{path}.scale", positive=True), offset=r.finite(c["offset"], f"{path}.offset"),
-            fitted_on=r.integer(c["fitted_on"], f"{path}.fitted_on", 1),
-            per_int8_layer=r.number(c.get("per_int8_layer", 0.0), f"{path}.per_int8_layer", positive=False),
-        ))
+        out.append(
+            Correction(
+                fingerprint=fp,
+                network=r.string(c["network"], f"{path}.network"),
+                metric=c["metric"],
+                scale=r.number(c["scale"], f"{path}.scale", positive=True),
+                offset=r.finite(c["offset"], f"{path}.offset"),
+                fitted_on=r.integer(c["fitted_on"], f"{path}.fitted_on", 1),
+                per_int8_layer=r.number(c.get("per_int8_layer", 0.0), f"{path}.per_int8_layer", positive=False),
+            )
+        )
     return tuple(out)

@@ -50,8 +50,14 @@ def rollout(model: BaseAlgorithm, env: gym.Env, episode: int, extra: dict[str, A
 
 
 def prepare_finetune(
-    model: BaseAlgorithm, episode_len: int, episodes: int, noise_sigma: float, noise_decay: float, seed: int,
-    batch: int = 1, gradient_steps: int | None = None,
+    model: BaseAlgorithm,
+    episode_len: int,
+    episodes: int,
+    noise_sigma: float,
+    noise_decay: float,
+    seed: int,
+    batch: int = 1,
+    gradient_steps: int | None = None,
 ) -> None:
     """Reset what belonged to the old device so ``learn`` fine-tunes on the new one (in place),
     ``batch`` episodes at a time (``gradient_steps`` per episode; ``None`` keeps the agent's)."""
@@ -62,7 +68,13 @@ def prepare_finetune(
         model.replay_buffer_kwargs = {"n_steps": episode_len, "gamma": 1.0}
         buffer_cls = model.replay_buffer_class if issubclass(model.replay_buffer_class, NStepReplayBuffer) else NStepReplayBuffer
         model.replay_buffer = buffer_cls(
-            model.buffer_size, obs_space, act_space, device=model.device, n_envs=batch, n_steps=episode_len, gamma=1.0,
+            model.buffer_size,
+            obs_space,
+            act_space,
+            device=model.device,
+            n_envs=batch,
+            n_steps=episode_len,
+            gamma=1.0,
         )
         one_round = TrainFreq(1, TrainFrequencyUnit.EPISODE) if batch == 1 else TrainFreq(episode_len, TrainFrequencyUnit.STEP)
         model.train_freq = one_round  # one update round per batch of episodes
@@ -71,7 +83,8 @@ def prepare_finetune(
         if model.action_noise is not None:
             dim = int(act_space.shape[0])  # type: ignore[index]
             model.action_noise = (
-                DecayingTruncatedNormalNoise(dim, noise_sigma, noise_decay, 0, seed=seed) if batch == 1
+                DecayingTruncatedNormalNoise(dim, noise_sigma, noise_decay, 0, seed=seed)
+                if batch == 1
                 else BatchNoise.fresh(dim, noise_sigma, noise_decay, 0, batch, seed=seed)
             )
             # A search's learn() advances a fresh noise once as it starts; the fine-tuning continues
@@ -82,7 +95,13 @@ def prepare_finetune(
         model.batch_size = episode_len
         model.normalize_advantage = episode_len > 1
         model.rollout_buffer = RolloutBuffer(
-            episode_len, obs_space, act_space, device=model.device, gamma=1.0, gae_lambda=1.0, n_envs=batch,
+            episode_len,
+            obs_space,
+            act_space,
+            device=model.device,
+            gamma=1.0,
+            gae_lambda=1.0,
+            n_envs=batch,
         )
     else:
         raise InternalError(f"cannot fine-tune a {type(model).__name__} agent; haq trains ddpg, td3, sac and ppo")

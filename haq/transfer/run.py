@@ -53,12 +53,16 @@ def target_env_config(source: EnvConfig, cfg: TransferConfig) -> EnvConfig:
         model = cfg.model or workload.model
         same_model = model == workload.model
         workload = WorkloadConfig(
-            model=model, dataset=cfg.dataset or (workload.dataset if same_model else None), data_root=workload.data_root,
-            checkpoint=workload.checkpoint if same_model else None, seed=workload.seed,
+            model=model,
+            dataset=cfg.dataset or (workload.dataset if same_model else None),
+            data_root=workload.data_root,
+            checkpoint=workload.checkpoint if same_model else None,
+            seed=workload.seed,
             train_epochs=workload.train_epochs if same_model else None,
             finetune_epochs=workload.finetune_epochs if same_model else None,
             input_size=cfg.input_size or (workload.input_size if same_model else None),
-            input_shape=workload.input_shape if same_model and cfg.input_size is None else None, workers=workload.workers,
+            input_shape=workload.input_shape if same_model and cfg.input_size is None else None,
+            workers=workload.workers,
         )
     budget = source.budget
     if cfg.budget_ratio is not None or cfg.budget_absolute is not None:
@@ -90,7 +94,9 @@ class TransferStore(AgentStore):
 
     kind = RUN_KIND
 
-    def __init__(self, path: str | Path, settings: Mapping[str, Any], description: Mapping[str, Any], transfer: Mapping[str, Any]) -> None:
+    def __init__(
+        self, path: str | Path, settings: Mapping[str, Any], description: Mapping[str, Any], transfer: Mapping[str, Any]
+    ) -> None:
         super().__init__(path, settings, description)
         self.transfer = dict(transfer)
 
@@ -118,7 +124,9 @@ class Transfer(Proposer[TransferStore]):
         if problem.config != search_cfg.env:
             raise ConfigError("the given problem was built from a different environment config than this transfer derives")
         self.source, self.search_cfg = source, search_cfg
-        return TransferStore(out_dir, serial.to_dict(search_cfg), agent_description(problem, search_cfg), serial.to_dict(self.cfg))
+        return TransferStore(
+            out_dir, serial.to_dict(search_cfg), agent_description(problem, search_cfg), serial.to_dict(self.cfg)
+        )
 
     def _derived(self) -> dict[str, Any]:
         source, _ = self._opened()
@@ -141,11 +149,21 @@ class Transfer(Proposer[TransferStore]):
         agent_env: gym.Env = RewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else env
         model = load_on(source.checkpoint, agent_env)
         if log:
-            log(f"zero-shot: {source.meta.get('algo')} agent from {source.path} ({source.model} on {source.table}) "
-                f"on {search_cfg.env.workload.model} / {problem.table.name}")
+            log(
+                f"zero-shot: {source.meta.get('algo')} agent from {source.path} ({source.model} on {source.table}) "
+                f"on {search_cfg.env.workload.model} / {problem.table.name}"
+            )
         record = rollout(model, agent_env, 0, {"phase": ZERO_SHOT, "source_table": source.table, "source_model": source.model})
-        prepare_finetune(model, env.num_layers, search_cfg.episodes, agent.noise_sigma, agent.noise_decay, search_cfg.seed,
-                         problem.workers, agent.gradient_steps)
+        prepare_finetune(
+            model,
+            env.num_layers,
+            search_cfg.episodes,
+            agent.noise_sigma,
+            agent.noise_decay,
+            search_cfg.seed,
+            problem.workers,
+            agent.gradient_steps,
+        )
         model.set_random_seed(search_cfg.seed + 1)  # fine-tuning draws as a fresh agent after one episode would
         store.agent = model
         state = {"baseline": getattr(agent_env, "average", None), UPDATE_PENDING: False, BATCH: problem.workers}
@@ -159,8 +177,16 @@ class Transfer(Proposer[TransferStore]):
         source, search_cfg = self._opened()
         agent = search_cfg.agent
         model = load_on(source.checkpoint, agent_env)
-        prepare_finetune(model, episode_len, search_cfg.episodes, agent.noise_sigma, agent.noise_decay, search_cfg.seed,
-                         agent_env.num_envs, agent.gradient_steps)
+        prepare_finetune(
+            model,
+            episode_len,
+            search_cfg.episodes,
+            agent.noise_sigma,
+            agent.noise_decay,
+            search_cfg.seed,
+            agent_env.num_envs,
+            agent.gradient_steps,
+        )
         return model
 
     def _opened(self) -> tuple[SourceRun, SearchConfig]:
@@ -170,8 +196,13 @@ class Transfer(Proposer[TransferStore]):
 
 
 def run_transfer(
-    cfg: TransferConfig, problem: SearchProblem, out_dir: str | Path, *, resume: bool = False,
-    progress: OnProgress | None = None, log: Log | None = None,
+    cfg: TransferConfig,
+    problem: SearchProblem,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: OnProgress | None = None,
+    log: Log | None = None,
 ) -> RunResult:
     """Transfer ``cfg.source``'s agent to ``problem`` (built from :func:`transfer_env`): zero-shot
     episode 0, then ``cfg.episodes`` of fine-tuning; ``details["source"]`` describes the source.

@@ -53,8 +53,13 @@ class SourceRun:
     def describe(self) -> dict[str, Any]:
         """What a transfer run records about its source."""
         return {
-            "run_dir": str(self.path.resolve()), "kind": self.kind, "checkpoint": self.checkpoint.name,
-            "episodes_done": self.episodes_done, "table": self.table, "model": self.model, "algo": self.meta.get("algo"),
+            "run_dir": str(self.path.resolve()),
+            "kind": self.kind,
+            "checkpoint": self.checkpoint.name,
+            "episodes_done": self.episodes_done,
+            "table": self.table,
+            "model": self.model,
+            "algo": self.meta.get("algo"),
         }
 
 

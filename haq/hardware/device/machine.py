@@ -53,8 +53,10 @@ PROBE_ROWS, PROBE_SIZE = 32, 256
 PROBE_SAMPLES = 25
 PROBE_SAMPLE_S = 0.002
 PROBE_WARMUP_S = 0.1
-PROBE = (f"median of {PROBE_SAMPLES} samples (>= {PROBE_SAMPLE_S * 1000:g} ms each) of one fp32 MatMul "
-         f"[{PROBE_ROWS}x{PROBE_SIZE}] x [{PROBE_SIZE}x{PROBE_SIZE}], onnxruntime CPU, 1 thread, ms per run")
+PROBE = (
+    f"median of {PROBE_SAMPLES} samples (>= {PROBE_SAMPLE_S * 1000:g} ms each) of one fp32 MatMul "
+    f"[{PROBE_ROWS}x{PROBE_SIZE}] x [{PROBE_SIZE}x{PROBE_SIZE}], onnxruntime CPU, 1 thread, ms per run"
+)
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,18 @@ class MachineFingerprint:
 
     def _identity_fields(self) -> dict[str, Any]:
         return {
-            "cpu": self.cpu, "vendor": self.vendor, "family": self.family, "model": self.model, "stepping": self.stepping,
-            "arch": self.arch, "flags": list(self.flags), "logical_cores": self.logical_cores,
-            "physical_cores": self.physical_cores, "caches_kib": dict(sorted(self.caches_kib.items())),
-            "onnxruntime": self.onnxruntime, "ort_build": self.ort_build,
+            "cpu": self.cpu,
+            "vendor": self.vendor,
+            "family": self.family,
+            "model": self.model,
+            "stepping": self.stepping,
+            "arch": self.arch,
+            "flags": list(self.flags),
+            "logical_cores": self.logical_cores,
+            "physical_cores": self.physical_cores,
+            "caches_kib": dict(sorted(self.caches_kib.items())),
+            "onnxruntime": self.onnxruntime,
+            "ort_build": self.ort_build,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,18 +120,25 @@ class MachineFingerprint:
         probe = d.get("probe_ms")
         physical = d.get("physical_cores")
         return cls(
-            cpu=str(d.get("cpu", "")), vendor=str(d.get("vendor", "")), family=str(d.get("family", "")),
-            model=str(d.get("model", "")), stepping=str(d.get("stepping", "")), arch=str(d.get("arch", "")),
-            flags=tuple(str(f) for f in d.get("flags") or ()), logical_cores=int(d.get("logical_cores") or 0),
+            cpu=str(d.get("cpu", "")),
+            vendor=str(d.get("vendor", "")),
+            family=str(d.get("family", "")),
+            model=str(d.get("model", "")),
+            stepping=str(d.get("stepping", "")),
+            arch=str(d.get("arch", "")),
+            flags=tuple(str(f) for f in d.get("flags") or ()),
+            logical_cores=int(d.get("logical_cores") or 0),
             physical_cores=int(physical) if physical is not None else None,
             caches_kib={str(k): int(v) for k, v in caches.items()} if isinstance(caches, Mapping) else {},
-            onnxruntime=str(d.get("onnxruntime", "")), ort_build=str(d.get("ort_build", "")),
+            onnxruntime=str(d.get("onnxruntime", "")),
+            ort_build=str(d.get("ort_build", "")),
             probe_ms=float(probe) if probe is not None else None,
         )
 
 
-def fingerprint_differences(recorded: MachineFingerprint, here: MachineFingerprint,
-                            tolerance: float = PROBE_TOLERANCE) -> list[str]:
+def fingerprint_differences(
+    recorded: MachineFingerprint, here: MachineFingerprint, tolerance: float = PROBE_TOLERANCE
+) -> list[str]:
     """What tells ``here`` apart from ``recorded``, one short phrase per field (empty: same machine).
 
     A field the recorded fingerprint left empty is not compared; the probe counts only when
@@ -129,7 +146,9 @@ def fingerprint_differences(recorded: MachineFingerprint, here: MachineFingerpri
     """
     out: list[str] = []
     for name, old, new in (
-        ("cpu", recorded.cpu, here.cpu), ("vendor", recorded.vendor, here.vendor), ("arch", recorded.arch, here.arch),
+        ("cpu", recorded.cpu, here.cpu),
+        ("vendor", recorded.vendor, here.vendor),
+        ("arch", recorded.arch, here.arch),
         ("family/model/stepping", _fms(recorded), _fms(here)),
         ("logical cores", recorded.logical_cores or "", here.logical_cores),
         ("physical cores", recorded.physical_cores or "", here.physical_cores or "?"),
@@ -161,9 +180,17 @@ def machine_fingerprint(probe: bool = True) -> MachineFingerprint:
     fp = parse_cpuinfo(text)
     return MachineFingerprint(
         cpu=fp.cpu or platform.processor() or platform.machine() or "unknown",
-        vendor=fp.vendor, family=fp.family, model=fp.model, stepping=fp.stepping, arch=platform.machine(),
-        flags=fp.flags, logical_cores=os.cpu_count() or fp.logical_cores, physical_cores=fp.physical_cores,
-        caches_kib=read_caches(CACHE_DIR), onnxruntime=ort.__version__, ort_build=ort_build(),
+        vendor=fp.vendor,
+        family=fp.family,
+        model=fp.model,
+        stepping=fp.stepping,
+        arch=platform.machine(),
+        flags=fp.flags,
+        logical_cores=os.cpu_count() or fp.logical_cores,
+        physical_cores=fp.physical_cores,
+        caches_kib=read_caches(CACHE_DIR),
+        onnxruntime=ort.__version__,
+        ort_build=ort_build(),
         probe_ms=probe_ms() if probe else None,
     )
 
@@ -182,7 +209,8 @@ def parse_cpuinfo(text: str) -> MachineFingerprint:
         model=first.get("model") or first.get("CPU part", ""),
         stepping=first.get("stepping") or "/".join(v for v in (first.get("CPU variant"), first.get("CPU revision")) if v),
         flags=tuple(sorted(f for f in set(flags.split()) if f.startswith(KERNEL_FLAG_PREFIXES) or f in KERNEL_FLAGS)),
-        logical_cores=len(cpus), physical_cores=len(cores) or None,
+        logical_cores=len(cpus),
+        physical_cores=len(cores) or None,
     )
 
 
@@ -215,7 +243,8 @@ def probe_model() -> bytes:
 
     weight = np.random.default_rng(0).standard_normal((PROBE_SIZE, PROBE_SIZE)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "haq_probe",
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "haq_probe",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [PROBE_ROWS, PROBE_SIZE])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [PROBE_ROWS, PROBE_SIZE])],
         [numpy_helper.from_array(weight, "w")],

@@ -118,7 +118,7 @@ def parse_remote(spec: str) -> tuple[str, int]:
     """``remote://HOST:PORT`` -> (host, port); IPv6 hosts go in brackets."""
     if not spec.startswith(REMOTE_PREFIX):
         raise ConfigError(f"device '{spec}' is not a remote://HOST:PORT address (e.g. remote://192.168.1.20:8765)")
-    rest = spec[len(REMOTE_PREFIX):]
+    rest = spec[len(REMOTE_PREFIX) :]
     host, sep, port_text = rest.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
