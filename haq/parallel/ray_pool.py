@@ -36,6 +36,7 @@ from haq.parallel.spec import WorkerSpec, worker_evaluators
 from haq.quant import QuantPolicy
 
 START_TIMEOUT_S = 120.0
+LOCAL_START_ATTEMPTS = 2
 """How long starting or joining Ray may take before the pool gives up."""
 READY_TIMEOUT_S = 900.0
 """How long a new actor may take to rebuild the workload and its float reference."""
@@ -239,16 +240,24 @@ def start_ray(workers: int, address: str | None, log: Log) -> bool:
     )
     where = f"the Ray cluster at {address}" if address else f"a local Ray instance with {workers} CPUs"
     began = time.perf_counter()
-    try:
-        with _time_limit(START_TIMEOUT_S, f"{where} did not start within {START_TIMEOUT_S:.0f} s"):
-            ray.init(log_to_driver=False, **kwargs)
-    except DeviceError:
-        ray.shutdown()
-        raise
-    except Exception as exc:  # ray raises many types (ConnectionError, RuntimeError, ValueError)
-        ray.shutdown()
-        first = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        raise DeviceError(f"could not start {where}: {first}; check `ray status`, or run with --workers 1") from exc
+    # A local start gets a second try: on a saturated machine Ray's own internal waits for its
+    # control store (a few seconds each) can expire before our overall limit does.
+    attempts = 1 if address else LOCAL_START_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        try:
+            with _time_limit(START_TIMEOUT_S, f"{where} did not start within {START_TIMEOUT_S:.0f} s"):
+                ray.init(log_to_driver=False, **kwargs)
+            break
+        except DeviceError:
+            ray.shutdown()
+            raise
+        except Exception as exc:  # ray raises many types (ConnectionError, RuntimeError, ValueError)
+            ray.shutdown()
+            first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            if attempt < attempts:
+                log(f"{where} failed to start ({first}); trying once more")
+                continue
+            raise DeviceError(f"could not start {where}: {first}; check `ray status`, or run with --workers 1") from exc
     log(f"started {where} in {time.perf_counter() - began:.1f} s" if address is None else f"joined {where}")
     return address is None
 
