@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from haq.commands.common import log
-from haq.commands.search import FEEDBACK_CACHE, add_search_args, env_config, print_record
-from haq.commands.workload_args import add_workload_args, explain_uncovered
+from haq.commands.search import add_search_args, budget_line, env_config, print_record, run_problem
+from haq.commands.workload_args import add_workload_args
 from haq.core.fileio import check_writable_dir
 from haq.jobs.flags import add_job_args, resolve_job
 
@@ -49,7 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def run(ns: argparse.Namespace) -> int:
     from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
-    from haq.commands.problems import make_problem
     from haq.jobs.execute import run_tracked
     from haq.runs.progress import ProgressBar
 
@@ -72,10 +71,7 @@ def run(ns: argparse.Namespace) -> int:
     model = env.workload.model.replace(":", "_").replace(".", "_")
     out = Path(ns.out) if ns.out else Path("runs") / f"{model}-{Path(env.table).stem}-{cfg.method}-s{cfg.seed}"
     check_writable_dir(out)  # before any work starts
-    with explain_uncovered(env.workload, [env.table]):
-        problem = make_problem(
-            env, log=log, feedback_cache=out / FEEDBACK_CACHE, strict=ns.strict, workers=ns.workers, ray_address=ns.ray_address
-        )
+    problem = run_problem(env, out, ns)
     result = run_tracked(
         job,
         out,
@@ -84,9 +80,8 @@ def run(ns: argparse.Namespace) -> int:
         resume=ns.resume,
         progress=ProgressBar(),
     )
-    budget = problem.budget
     print(f"baseline {cfg.method}: {len(result.records)} evaluations in {out} ({result.seconds:.1f} s)")
-    print(f"budget: {budget.metric} <= {budget.target:.6g} ({budget.target / budget.reference:.3f} of uniform max-bits)")
+    print(budget_line(problem.budget))
     print_record("best", result.best)
     print(f"best policy: {out / 'best_policy.json'}")
     return 0

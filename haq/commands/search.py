@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,6 +17,10 @@ from haq.jobs.flags import add_job_args, resolve_job
 from haq.problem.config import METRICS, BudgetConfig, EnvConfig
 from haq.runs.rundir import EpisodeRecord
 from haq.search.config import AGENTS, AgentConfig, SearchConfig
+
+if TYPE_CHECKING:
+    from haq.problem.budget import Budget
+    from haq.problem.problem import SearchProblem
 
 FEEDBACK_CACHE = "measured_latency.json"
 """Where a run directory keeps hardware-feedback measurements, so a resumed run does not re-measure."""
@@ -101,7 +106,6 @@ def default_out(cfg: SearchConfig) -> Path:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from haq.commands.problems import make_problem
     from haq.jobs.execute import run_tracked
     from haq.runs.progress import ProgressBar
     from haq.search.run import run_search
@@ -113,15 +117,7 @@ def run(ns: argparse.Namespace) -> int:
     cfg = job.section("search")
     out = Path(ns.out) if ns.out else default_out(cfg)
     check_writable_dir(out)  # before any training or episode, not after the first one
-    with explain_uncovered(cfg.env.workload, [cfg.env.table]):
-        problem = make_problem(
-            cfg.env,
-            log=log,
-            feedback_cache=out / FEEDBACK_CACHE,
-            strict=ns.strict,
-            workers=ns.workers,
-            ray_address=ns.ray_address,
-        )
+    problem = run_problem(cfg.env, out, ns)
     result = run_tracked(
         job,
         out,
@@ -135,13 +131,31 @@ def run(ns: argparse.Namespace) -> int:
         if result.resumed_from
         else f"search: {result.episodes_done} episodes in {result.run_dir}"
     )
-    print(
-        f"budget: {result.budget.metric} <= {result.budget.target:.6g} "
-        f"({result.budget.target / result.budget.reference:.3f} of uniform max-bits)"
-    )
+    print(budget_line(result.budget))
     print_record("best", result.best)
     print(f"best policy: {result.run_dir / 'best_policy.json'}")
     return 0
+
+
+def run_problem(env: EnvConfig, out: Path, ns: argparse.Namespace) -> SearchProblem:
+    """The problem a run command works on: an uncovered layer explained before any training,
+    hardware-feedback measurements kept in the run directory, the --strict / --workers flags."""
+    from haq.commands.problems import make_problem
+
+    with explain_uncovered(env.workload, [env.table]):
+        return make_problem(
+            env,
+            log=log,
+            feedback_cache=out / FEEDBACK_CACHE,
+            strict=ns.strict,
+            workers=ns.workers,
+            ray_address=ns.ray_address,
+        )
+
+
+def budget_line(budget: Budget) -> str:
+    """The resolved budget, in its metric's units and as a fraction of uniform max-bits."""
+    return f"budget: {budget.metric} <= {budget.target:.6g} ({budget.target / budget.reference:.3f} of uniform max-bits)"
 
 
 def print_record(label: str, record: EpisodeRecord) -> None:

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from haq.commands.common import log
-from haq.commands.workload_args import explain_uncovered
 from haq.core.fileio import check_writable_dir
 from haq.evaluation.config import EVALUATORS
 from haq.jobs.flags import add_job_args, resolve_job
@@ -58,8 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def run(ns: argparse.Namespace) -> int:
     from haq.commands.cost import format_device_costs
-    from haq.commands.problems import make_problem
-    from haq.commands.search import FEEDBACK_CACHE, print_record
+    from haq.commands.search import budget_line, print_record, run_problem
     from haq.jobs.execute import run_tracked
     from haq.runs.progress import ProgressBar
     from haq.tables.compare import cost_on_devices
@@ -90,10 +88,7 @@ def run(ns: argparse.Namespace) -> int:
     out = Path(ns.out) if ns.out else Path("runs") / f"{Path(cfg.source).resolve().name}-to-{Path(cfg.table).stem}-s{cfg.seed}"
     check_writable_dir(out)  # before any work starts
     env = transfer_env(cfg)
-    with explain_uncovered(env.workload, [env.table]):
-        problem = make_problem(
-            env, log=log, feedback_cache=out / FEEDBACK_CACHE, strict=ns.strict, workers=ns.workers, ray_address=ns.ray_address
-        )
+    problem = run_problem(env, out, ns)
     r = run_tracked(
         job,
         out,
@@ -107,7 +102,7 @@ def run(ns: argparse.Namespace) -> int:
         f"transfer: {source['model']} / {source['table']} agent -> {r.run_dir} ({r.episodes_done} episodes"
         + (f", resumed after {r.resumed_from})" if r.resumed_from else ")")
     )
-    print(f"budget: {r.budget.metric} <= {r.budget.target:.6g} ({r.budget.target / r.budget.reference:.3f} of uniform max-bits)")
+    print(budget_line(r.budget))
     print(
         f"zero-shot (episode 0): reward {z.reward:+.4f}, clean {z.metrics.clean_acc:.4f}, latency {z.metrics.latency_ms:.4g} ms"
     )
