@@ -25,7 +25,6 @@ uniform-bit curve (cost at b/b over 8/8, b = 1..8) and the w8a4 / w4a8 ratios ov
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from scipy import optimize
 
 import latency_tables
 from haq.core.errors import ConfigError, TableError
+from haq.core.jsonio import read_json
 from haq.hardware.analytical import BISMO_CLOUD, BismoConfig, BismoWork, bismo_work
 from haq.quant.discovery import LayerSignature
 from haq.quant.primitives import MAX_BITS, MIN_BITS
@@ -97,7 +97,7 @@ class FitResult:
 def load_calibration(path: Path = CALIBRATION_FILE) -> list[CalibrationLayer]:
     """The layers of a HAQ-style table file (shapes and ``cost[w-1][a-1]``), batch from its network line."""
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = read_json(path, "calibration table", error=TableError)
         batch = int(str(doc["network"]).split("batch")[1].split(";")[0].strip())
         return [_layer(d, batch) for d in doc["layers"]]
     except (OSError, ValueError, KeyError, IndexError, TypeError) as e:

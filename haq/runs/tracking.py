@@ -26,8 +26,9 @@ from typing import Any, Mapping, Sequence
 
 from stable_baselines3.common.logger import Logger, configure
 
-from haq.core.errors import ConfigError
+from haq.core.errors import ConfigError, RunDirError
 from haq.core.fileio import atomic_write_text
+from haq.core.jsonio import read_json
 from haq.core.types import Log
 from haq.problem.budget import Budget
 from haq.runs.progress import OnProgress, Progress
@@ -154,7 +155,8 @@ class MlflowRun:
     def _open(self, run_dir: Path, name: str) -> str:
         record = run_dir / MLFLOW_RUN_FILE
         if record.is_file():
-            run_id = json.loads(record.read_text()).get("run_id")
+            doc = read_json(record, "MLflow run record", error=RunDirError)
+            run_id = doc.get("run_id") if isinstance(doc, dict) else None
             if isinstance(run_id, str):
                 self.client.update_run(run_id, status="RUNNING")
                 return run_id
