@@ -15,9 +15,15 @@ the evaluator's noise: the reward std of one policy re-scored under different fi
 attack seeds (full evaluator) or, for the cheap evaluator (deterministic), the binomial
 sampling std of its accuracy term on the search's images.
 
-Variants (``--variants``): ``rl-sens`` is the default agent with the sensitivity observation
-(``EnvConfig.observation = "v1"``); ``rl-multi`` is the default agent with the multi-fidelity
-evaluator (settings with the full evaluator only), also reporting its full evaluations.
+``rl`` is the default agent: SAC, with actions centred on the sensitivity ILP's allocation when
+the reward has no robustness term (``EnvConfig.action_prior = "auto"``), starting there.
+Variants (``--variants``): ``rl-v01`` is v0.1's default (SAC over uniform bins, random warm-up);
+``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
+"v1"``); ``rl-prior`` is DDPG starting at the sensitivity ILP's allocation whatever the
+evaluator (``action_prior = "sensitivity"``, :data:`PRIOR_AGENT`); ``rl-centre`` is DDPG over
+uniform bins starting at action 0 (the middle widths) with per-layer and per-episode shift noise
+(:data:`CENTRE_AGENT`); ``rl-multi`` is the default agent with the multi-fidelity evaluator
+(settings with the full evaluator only), also reporting its full evaluations.
 
     python bench/search_quality.py --quick   # digits CNN (40 evaluations) and ResNet-20 (10), cheap evaluator
     python bench/search_quality.py --full    # ResNet-20 + MobileNetV2 (cheap, 300) and digits CNN + MLP (full, 300): hours
@@ -52,14 +58,14 @@ from haq.problem.problem import SearchProblem, build_problem
 from haq.problem.select import pick_final
 from haq.quant import QuantPolicy
 from haq.runs.rundir import EpisodeRecord
-from haq.search.config import SearchConfig
+from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
 from haq.training import parse_torch_device
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 METHODS = ("rl", "random", "greedy", "ilp", "uniform")
-VARIANTS = ("rl-sens", "rl-multi")
-SEEDED = ("rl", "random", "rl-sens", "rl-multi")
+VARIANTS = ("rl-v01", "rl-sens", "rl-prior", "rl-centre", "rl-multi")
+SEEDED = ("rl", "random", *VARIANTS)
 PICK_K = 5
 
 
@@ -144,9 +150,30 @@ class Workbench:
             self.pool.close()
 
 
+PRIOR_AGENT = AgentConfig(algo="ddpg", start_at_centre=True, warmup_episodes=0, noise_sigma=0.25, noise_decay=0.98)
+"""The ``rl-prior`` agent: DDPG starting at the sensitivity prior, exploring locally around it."""
+
+
+CENTRE_AGENT = AgentConfig(
+    algo="ddpg", start_at_centre=True, warmup_episodes=0, noise_sigma=0.15, noise_shift=0.3, noise_decay=0.98
+)
+"""The ``rl-centre`` agent: DDPG starting at the middle widths, per-layer plus per-episode shift noise."""
+
+
+def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> SearchConfig:
+    """The search config of an RL method (the variants also change the agent)."""
+    agents = {"rl-prior": PRIOR_AGENT, "rl-centre": CENTRE_AGENT, "rl-v01": AgentConfig(start_at_centre=False)}
+    agent = agents.get(method, AgentConfig())
+    return SearchConfig(env=env, agent=agent, episodes=evaluations, seed=seed)
+
+
 def method_env(env: EnvConfig, method: str) -> EnvConfig:
     if method == "rl-sens":
         return dataclasses.replace(env, observation="v1")
+    if method == "rl-prior":
+        return dataclasses.replace(env, action_prior="sensitivity")
+    if method in ("rl-centre", "rl-v01"):
+        return dataclasses.replace(env, action_prior="uniform")
     if method == "rl-multi":
         return dataclasses.replace(env, evaluation=dataclasses.replace(env.evaluation, kind="multi"))
     return env
@@ -158,7 +185,7 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
     problem = bench.problem(env)
     start = time.perf_counter()
     if method.startswith("rl"):
-        result = run_search(SearchConfig(env=env, episodes=evaluations, seed=seed), problem, out)
+        result = run_search(method_search(env, method, evaluations, seed), problem, out)
     else:
         result = run_baseline(BaselineConfig(method=method, evaluations=evaluations, seed=seed), problem, out)
     seconds = time.perf_counter() - start
@@ -278,6 +305,15 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
         if needed:
             shown = ", ".join(str(n) if n is not None else f">{s.evaluations}" for n in needed)
             lines.append(f"\n{method}: evaluations to reach random search's best (per seed): {shown}")
+    ilp = next((r for r in results if r.method == "ilp"), None)
+    prior_runs = [r for r in results if r.method == "rl-prior"]
+    if ilp is not None and prior_runs:
+        seed_reward = ilp.rewards[0]  # the ILP's first candidate is the prior rl-prior starts from
+        margins = ", ".join(f"{r.best.reward - seed_reward:+.3f}" for r in prior_runs)
+        lines.append(
+            f"\nrl-prior is seeded (its zero action is the ILP's first candidate, search reward {seed_reward:+.3f}): "
+            f"best search reward minus that, per seed: {margins} (counts only above the noise below)"
+        )
     lines.append(f"\nevaluator noise (reward std of one policy): {noise:.4f}")
     return "\n".join(lines)
 

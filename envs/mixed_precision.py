@@ -64,6 +64,11 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     ``Box(-1, 1, (2,), float32)``: ``(u_w, u_a)``. ``u_w`` picks among the distinct weight bit
     widths the device supports for this layer within ``[min_bits, max_bits]`` (equal-width bins
     over [-1, 1]); ``u_a`` picks among the activation widths supported with that weight width.
+    With ``config.action_prior == "sensitivity"`` the bins are stretched piecewise linearly per
+    layer so that 0 lands on the pair of the sensitivity ILP's allocation
+    (:attr:`~haq.problem.problem.SearchProblem.prior`), -1 on the lowest and +1 on the highest
+    width: an agent whose first actions sit near 0 starts from an informed, in-budget policy and
+    learns corrections from real rewards; every pair stays reachable.
     The applied pair may be lower than the requested one when the budget forces it; it is
     reported in ``info`` (with ``applied_action``, an action that maps to it) and in the next
     observation, so a learner can train on what was applied rather than what was asked.
@@ -209,12 +214,13 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
             raise UsageError(f"action must be 2 finite numbers in [-1, 1], got {action!r}")
         bm = self.problem.budget_model
         choices = bm.layers[self._index]
-        requested = map_action(act, choices.pairs)
+        center = self.problem.prior[self._index] if self.problem.prior is not None else None
+        requested = map_action(act, choices.pairs, center)
         applied = project(requested, choices, lambda pair: bm.fits(bm.completion_cost(self._applied, pair)))
         if applied == requested:
             applied_action = np.clip(act, -1.0, 1.0).astype(np.float32)
         else:
-            applied_action = encode_pair(applied, choices.pairs)
+            applied_action = encode_pair(applied, choices.pairs, center)
         self._used += choices.costs[choices.pairs.index(applied)]
         self._applied.append(applied)
         info: dict[str, Any] = {

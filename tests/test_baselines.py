@@ -13,7 +13,13 @@ import pytest
 from search_fakes import AnalyticTable
 
 from haq.baselines import BaselineConfig, estimate_sensitivity, run_baseline
-from haq.baselines.solvers import (
+from haq.cli import main as haq_main
+from haq.commands.problems import make_problem
+from haq.core import config as serial
+from haq.core.errors import ConfigError, HaqError, RunDirError
+from haq.problem.config import BudgetConfig, EnvConfig
+from haq.problem.problem import SearchProblem
+from haq.problem.solvers import (
     cheaper_step,
     choice_cost,
     choice_error,
@@ -21,12 +27,6 @@ from haq.baselines.solvers import (
     pareto_front,
     solve_ilp,
 )
-from haq.cli import main as haq_main
-from haq.commands.problems import make_problem
-from haq.core import config as serial
-from haq.core.errors import ConfigError, HaqError, RunDirError
-from haq.problem.config import BudgetConfig, EnvConfig
-from haq.problem.problem import SearchProblem
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy
 from haq.runs.rundir import RunDir
 from haq.workload import Workload

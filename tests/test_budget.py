@@ -255,3 +255,27 @@ def test_projection_prefers_the_nearest_fitting_pair() -> None:
     same_w = LayerChoices("t", ((4, 2), (4, 4), (8, 8)), (3.0, 3.0, 9.0))
     assert project((8, 8), same_w, lambda p: False) == (4, 4)
     assert project((4, 4), choices, lambda p: p == (8, 8)) == (2, 2)
+
+
+@pytest.mark.parametrize("pairs", [PAIRS_3X3, RAGGED, ((8, 8),), tuple((w, a) for w in range(2, 9) for a in range(2, 9))])
+def test_centred_map_puts_zero_on_the_centre_and_keeps_every_pair(pairs: tuple[BitPair, ...]) -> None:
+    grid = np.linspace(-1.0, 1.0, 41)
+    for center in pairs:
+        assert map_action(np.zeros(2), pairs, center) == center
+        assert map_action(np.array([-1.0, -1.0]), pairs, center) == min(pairs)
+        assert map_action(np.array([1.0, 1.0]), pairs, center) == max(pairs)
+        for pair in pairs:
+            action = encode_pair(pair, pairs, center)
+            assert np.all(np.abs(action) <= 1.0) and map_action(action, pairs, center) == pair
+        ws = [map_action(np.array([u, 0.0]), pairs, center)[0] for u in grid]
+        assert ws == sorted(ws) and set(ws) == {p[0] for p in pairs}  # monotone and onto the weight widths
+
+
+def test_centred_map_off_grid_centre_uses_the_nearest_width() -> None:
+    # the centre (4, 8) is not among RAGGED's activations for w=4 (only a4): 0 lands on the nearest, a4
+    assert map_action(np.zeros(2), RAGGED, (4, 8)) == (4, 4)
+    # centre (8, 2): weights bin 2 of 3 at u=0, activations a2 of (2, 4, 8)
+    assert map_action(np.zeros(2), RAGGED, (8, 2)) == (8, 2)
+    assert map_action(np.array([0.0, 0.3]), RAGGED, (8, 2)) == (8, 4)
+    np.testing.assert_allclose(encode_pair((8, 2), RAGGED, (8, 2)), [0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(encode_pair((2, 2), RAGGED, (8, 2)), [-1 + 0.5 / 2.5, -1 + 0.5 / 0.5], atol=1e-6)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from haq.data import load_dataset
@@ -21,6 +22,7 @@ WORKER = r"""
 import sys, time
 from pathlib import Path
 
+import pytest
 import torch
 
 import haq.models.cache as cache
@@ -107,3 +109,12 @@ def test_a_cache_written_by_another_version_is_not_reused(tmp_path: Path) -> Non
     pretrained_model("digits_mlp", data, torch.device("cpu"), tmp_path, recipe, log=lines.append)
     assert any(line.startswith("training digits_mlp") for line in lines)
     assert old.read_bytes() == b"weights of another torch"
+
+
+def test_empty_cache_variable_means_the_default_not_the_working_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from haq.models.cache import default_cache_dir
+
+    monkeypatch.setenv("HAQ_CACHE_DIR", "")
+    assert default_cache_dir() == Path.home() / ".cache" / "haq"
+    monkeypatch.setenv("HAQ_CACHE_DIR", "/tmp/x")
+    assert default_cache_dir() == Path("/tmp/x")

@@ -126,6 +126,8 @@ def test_saved_agent_carries_what_transfer_needs(tmp_path: Path, problem: Search
         (["--budget", "0.01"], "achievable range"),
         (["--evaluator", "fast"], "choose one of cheap, full"),
         (["--hardware-feedback"], "prices another device"),
+        (["--action-prior", "ilp"], "action_prior"),
+        (["--observation", "v9"], "observation"),
     ],
 )
 def test_cli_bad_input_is_one_line(

@@ -29,12 +29,12 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from haq.baselines.problem import ChoiceProblem, choice_problem, fit_budget
-from haq.baselines.solvers import Choice, choice_error, greedy_path, solve_ilp
 from haq.core.errors import ConfigError
 from haq.core.types import BitPair
+from haq.problem.allocation import ChoiceProblem, choice_problem, fit_budget
 from haq.problem.budget import BudgetModel, map_action, project
 from haq.problem.sensitivity import Sensitivity
+from haq.problem.solvers import Choice, choice_error, greedy_path, solve_ilp
 
 METHODS = ("uniform", "random", "greedy", "ilp")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ from haq.core.errors import ConfigError
 from haq.core.fileio import check_writable_dir
 from haq.evaluation.config import EvalConfig
 from haq.jobs.flags import add_job_args, resolve_job
-from haq.problem.config import METRICS, BudgetConfig, EnvConfig
+from haq.problem.config import ACTION_PRIORS, METRICS, OBSERVATIONS, BudgetConfig, EnvConfig
 from haq.runs.rundir import EpisodeRecord
 from haq.search.config import AGENTS, AgentConfig, SearchConfig
 
@@ -36,6 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--agent", default=AgentConfig().algo, help=f"RL agent: {', '.join(AGENTS)}")
     p.add_argument(
         "--warmup", type=int, default=AgentConfig().warmup_episodes, help="random warm-up episodes (off-policy agents)"
+    )
+    p.add_argument(
+        "--action-prior",
+        default=EnvConfig().action_prior,
+        help=f"where actions are centred: {', '.join(ACTION_PRIORS)} (auto: the ILP allocation unless robustness is scored)",
+    )
+    p.add_argument(
+        "--observation",
+        default=EnvConfig().observation,
+        help=f"observation layout: {', '.join(OBSERVATIONS)} (v1 adds sensitivity)",
     )
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<agent>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings; --episodes may grow)")
@@ -92,7 +103,7 @@ def env_config(ns: argparse.Namespace) -> EnvConfig:
 def search_config(ns: argparse.Namespace) -> SearchConfig:
     """Validated search config from parsed flags."""
     return SearchConfig(
-        env=env_config(ns),
+        env=dataclasses.replace(env_config(ns), action_prior=ns.action_prior, observation=ns.observation),
         agent=AgentConfig(algo=ns.agent, warmup_episodes=ns.warmup),
         episodes=ns.episodes,
         seed=ns.seed,

@@ -47,6 +47,8 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "episodes": ("search.episodes",),
         "agent": ("search.agent.algo",),
         "warmup": ("search.agent.warmup_episodes",),
+        "action_prior": ("search.env.action_prior",),
+        "observation": ("search.env.observation",),
     },
     "baseline": {
         **_ENV_PATHS,

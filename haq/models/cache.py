@@ -36,8 +36,9 @@ CACHE_FORMAT = 1
 
 
 def default_cache_dir() -> Path:
-    """Where trained zoo models are cached: ``$HAQ_CACHE_DIR`` or ``~/.cache/haq``."""
-    return Path(os.environ.get("HAQ_CACHE_DIR", Path.home() / ".cache" / "haq"))
+    """Where trained zoo models are cached: ``$HAQ_CACHE_DIR`` or ``~/.cache/haq`` (also when the
+    variable is set but empty, which would otherwise mean the current directory)."""
+    return Path(os.environ.get("HAQ_CACHE_DIR") or Path.home() / ".cache" / "haq")
 
 
 def cache_key(name: str, data: DataSplits, cfg: TrainConfig, versions: Mapping[str, str] | None = None) -> str:

@@ -178,22 +178,55 @@ def _top_pair(table: DeviceTable, info: LayerInfo, min_bits: int, max_bits: int)
     return max(allowed_pairs(table, info, min_bits, max_bits, None))
 
 
-def map_action(action: np.ndarray, pairs: Sequence[BitPair]) -> BitPair:
+def map_action(action: np.ndarray, pairs: Sequence[BitPair], center: BitPair | None = None) -> BitPair:
     """Action in [-1, 1]² → the pair it points at: the first coordinate picks among the distinct
-    weight widths, the second among the activation widths available with that weight width."""
-    u = np.clip((np.asarray(action, dtype=np.float64) + 1.0) / 2.0, 0.0, 1.0)
+    weight widths, the second among the activation widths available with that weight width.
+
+    Without ``center`` the widths split [-1, 1] into equal bins. With a ``center`` (the action
+    prior, ``EnvConfig.action_prior``) each axis is stretched piecewise linearly so that 0 lands
+    on the centre's bin, -1 on the lowest width and +1 on the highest: every pair stays
+    reachable, and an agent whose actions start near 0 starts at the prior.
+    """
+    u = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
     ws = sorted({p[0] for p in pairs})
-    w = ws[min(int(u[0] * len(ws)), len(ws) - 1)]
+    w = ws[_bin(float(u[0]), len(ws), None if center is None else _nearest(ws, center[0]))]
     acts = sorted(p[1] for p in pairs if p[0] == w)
-    return (w, acts[min(int(u[1] * len(acts)), len(acts) - 1)])
+    return (w, acts[_bin(float(u[1]), len(acts), None if center is None else _nearest(acts, center[1]))])
 
 
-def encode_pair(pair: BitPair, pairs: Sequence[BitPair]) -> np.ndarray:
-    """The action in [-1, 1]² at the centre of ``pair``'s bin (inverse of :func:`map_action`)."""
+def encode_pair(pair: BitPair, pairs: Sequence[BitPair], center: BitPair | None = None) -> np.ndarray:
+    """The action in [-1, 1]² at the centre of ``pair``'s bin (inverse of :func:`map_action` with the same ``center``)."""
     ws = sorted({p[0] for p in pairs})
     acts = sorted(p[1] for p in pairs if p[0] == pair[0])
-    u = np.array([(ws.index(pair[0]) + 0.5) / len(ws), (acts.index(pair[1]) + 0.5) / len(acts)])
-    return (2.0 * u - 1.0).astype(np.float32)
+    kw = None if center is None else _nearest(ws, center[0])
+    ka = None if center is None else _nearest(acts, center[1])
+    return np.array([_unbin(ws.index(pair[0]), len(ws), kw), _unbin(acts.index(pair[1]), len(acts), ka)], dtype=np.float32)
+
+
+def _nearest(widths: Sequence[int], target: int) -> int:
+    """Index of the width closest to ``target`` (the higher one on ties)."""
+    return min(range(len(widths)), key=lambda i: (abs(widths[i] - target), -widths[i]))
+
+
+def _bin(u: float, n: int, k: int | None) -> int:
+    """Bin index of ``u`` in [-1, 1] among ``n`` bins; with a centre ``k``, ``u = 0`` is bin ``k``'s middle."""
+    if k is None:
+        t = (u + 1.0) / 2.0 * n
+    elif u <= 0.0:
+        t = (k + 0.5) * (u + 1.0)
+    else:
+        t = (k + 0.5) + (n - k - 0.5) * u
+    return min(max(int(t), 0), n - 1)
+
+
+def _unbin(i: int, n: int, k: int | None) -> float:
+    """The ``u`` at the middle of bin ``i`` (inverse of :func:`_bin`)."""
+    t = i + 0.5
+    if k is None:
+        return 2.0 * t / n - 1.0
+    if t <= k + 0.5:
+        return t / (k + 0.5) - 1.0
+    return (t - k - 0.5) / (n - k - 0.5)
 
 
 def project(desired: BitPair, choices: LayerChoices, fits: Callable[[BitPair], bool]) -> BitPair:

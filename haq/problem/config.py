@@ -16,6 +16,9 @@ from haq.workload import WorkloadConfig
 
 METRICS = ("latency", "energy", "size")
 OBSERVATIONS = ("v0", "v1")
+ACTION_PRIORS = ("auto", "uniform", "sensitivity")
+"""Where the environment centres actions: ``uniform`` bins, the sensitivity ILP's assignment, or
+``auto`` (the ILP's assignment when the reward has no robustness term, see :attr:`EnvConfig.prior`)."""
 """Observation layouts of the environment: ``v1`` adds per-layer sensitivity features to ``v0``."""
 DEFAULT_TABLE = "bitfusion"
 
@@ -73,6 +76,14 @@ class EnvConfig:
     observation: the observation layout (``envs.mixed_precision``): ``v0`` (layer, hardware and
         budget features) or ``v1`` (``v0`` plus each layer's estimated quantization sensitivity,
         the information the ILP baseline searches with, estimated once before the search).
+    action_prior: how an action maps to bit widths (``envs.mixed_precision``): ``uniform`` splits
+        [-1, 1] into equal bins per width; ``sensitivity`` centres 0 on the assignment with the
+        least estimated sensitivity error within the budget (``haq.problem.allocation``) and
+        stretches each side to the lowest / highest width, so every pair stays reachable and
+        the agent starts from an informed allocation and learns corrections from real rewards;
+        ``auto`` (the default) is ``sensitivity`` when the reward has no robustness term and
+        ``uniform`` when it has one: the sensitivity estimates the clean loss only, and low-bit
+        activations that raise worst-case robust accuracy are exactly what it counts against.
     """
 
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
@@ -85,9 +96,19 @@ class EnvConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     torch_device: str = "cpu"
     observation: str = "v0"
+    action_prior: str = "auto"
+
+    @property
+    def prior(self) -> str:
+        """The action prior in effect: ``action_prior`` with ``auto`` resolved."""
+        if self.action_prior != "auto":
+            return self.action_prior
+        robust = self.evaluation.kind != "cheap" and self.reward.robust_weight > 0
+        return "uniform" if robust else "sensitivity"
 
     def __post_init__(self) -> None:
         choice("observation", self.observation, OBSERVATIONS)
+        choice("action_prior", self.action_prior, ACTION_PRIORS)
         top_ok = self.max_bits == FLOAT_BITS or self.max_bits <= MAX_BITS
         if not (MIN_BITS <= self.min_bits <= MAX_BITS and self.min_bits <= self.max_bits and top_ok):
             raise ConfigError(

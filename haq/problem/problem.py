@@ -17,6 +17,7 @@ from haq.core.errors import ConfigError, PolicyError, UsageError
 from haq.core.types import BitPair, Log
 from haq.evaluation.evaluators import CachedEvaluator, Evaluator, build_evaluator
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
+from haq.problem.allocation import sensitivity_prior
 from haq.problem.budget import Budget, BudgetModel, build_budget_model
 from haq.problem.config import EnvConfig
 from haq.problem.fidelity import CHEAP, FULL, FidelityScreen, Scored, seen_before
@@ -44,7 +45,9 @@ class SearchProblem:
 
     workers: how many policies :meth:`score_many` evaluates at once (the proposers batch by it);
     pool: the worker pool those evaluations run on (``None``: in-process), stopped by :meth:`close`.
-    sensitivity: per-layer sensitivity estimated before the search (observation ``v1`` only).
+    sensitivity: per-layer sensitivity estimated before the search (observation ``v1`` or the
+        sensitivity action prior only).
+    prior: the assignment actions are centred on (``EnvConfig.action_prior``), one pair per layer.
     """
 
     config: EnvConfig
@@ -56,6 +59,7 @@ class SearchProblem:
     workers: int = 1
     pool: Closeable | None = None
     sensitivity: Sensitivity | None = None
+    prior: tuple[BitPair, ...] | None = None
 
     def close(self) -> None:
         """Stop the worker pool the evaluators run on, if any (in-process evaluators need nothing)."""
@@ -155,13 +159,14 @@ def build_problem(
 
     make = evaluator_factory or in_process
     sensitivity = None
-    if cfg.observation == "v1":
+    if cfg.observation == "v1" or cfg.prior == "sensitivity":
         sensitivity = estimate_sensitivity(workload.model, workload.layers, workload.data, workload.device, SensitivityConfig())
+    prior = sensitivity_prior(budget_model, sensitivity) if cfg.prior == "sensitivity" and sensitivity else None
     if cfg.evaluation.kind != MULTI:
         evaluator = CachedEvaluator(make(cfg.evaluation.kind))
-        return SearchProblem(cfg, workload, table, budget_model, evaluator, sensitivity=sensitivity)
+        return SearchProblem(cfg, workload, table, budget_model, evaluator, sensitivity=sensitivity, prior=prior)
     cheap, full = CachedEvaluator(make(CHEAP)), CachedEvaluator(make(FULL))
-    problem = SearchProblem(cfg, workload, table, budget_model, full, sensitivity=sensitivity)
+    problem = SearchProblem(cfg, workload, table, budget_model, full, sensitivity=sensitivity, prior=prior)
     ev = cfg.evaluation
     problem.screen = FidelityScreen(cheap, full, problem.reward, ev.screen_calibration, ev.screen_z, ev.screen_min_fraction)
     return problem

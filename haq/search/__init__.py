@@ -11,7 +11,8 @@ Life of an episode (the files one episode touches, in order):
    act; one episode is one pass over the model's quantizable layers.
 2. ``envs/mixed_precision.py`` – ``reset`` puts the first layer's features in the observation;
    each ``step`` maps the action in [-1, 1]² to a (w, a) pair of that layer
-   (``haq/problem/budget.py``: ``map_action``), projects it into the budget (``project``: the
+   (``haq/problem/budget.py``: ``map_action``, centred on the sensitivity ILP's allocation from
+   ``haq/problem/allocation.py`` when ``action_prior`` is ``sensitivity``), projects it into the budget (``project``: the
    decided layers, this pair and every later layer at its cheapest still fit) and moves on.
 3. At the last layer the env turns the pairs into a :class:`~haq.quant.policy.QuantPolicy`
    (keyed by module name) and asks the problem to score it (``haq/problem/problem.py``).

@@ -29,11 +29,13 @@ from typing import Any, Mapping
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import NStepReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.vec_env import VecEnv
+from torch import nn
 
 from haq.core import jsonio
 from haq.core.errors import RunDirError
@@ -83,11 +85,13 @@ def replay_capacity(episodes: int, episode_len: int, n: int = 1) -> int:
 
 
 def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes: int, seed: int) -> BaseAlgorithm:
-    """A fresh agent for ``env`` (whose episodes are ``episode_len`` steps long)."""
+    """A fresh agent for ``env`` (whose episodes are ``episode_len`` steps long); ``cfg``'s automatic
+    choices are resolved by the caller (:meth:`AgentConfig.for_problem`), else they mean "no prior"."""
+    cfg = cfg.for_problem(False)
     hidden = list(cfg.hidden)
     common: dict[str, Any] = {"learning_rate": cfg.learning_rate, "gamma": 1.0, "seed": seed, "device": "cpu", "verbose": 0}
     if cfg.algo == "ppo":
-        return PPO(
+        ppo = PPO(
             "MlpPolicy",
             env,
             n_steps=episode_len,
@@ -98,6 +102,7 @@ def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
             policy_kwargs={"net_arch": {"pi": hidden, "vf": hidden}},
             **common,
         )
+        return start_at_centre(ppo, cfg) if cfg.start_at_centre else ppo
     n = env.num_envs if isinstance(env, VecEnv) else 1
     off_policy: dict[str, Any] = {
         "buffer_size": replay_capacity(total_episodes, episode_len, n),
@@ -112,14 +117,38 @@ def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
         "policy_kwargs": {"net_arch": {"pi": hidden, "qf": hidden}},
     }
     if cfg.algo == "sac":
-        return SAC("MlpPolicy", env, **off_policy, **common)
+        sac = SAC("MlpPolicy", env, ent_coef=f"auto_{cfg.ent_coef_init:g}", **off_policy, **common)
+        return start_at_centre(sac, cfg) if cfg.start_at_centre else sac
     dim = int(env.action_space.shape[0])  # type: ignore[index]
     noise: ActionNoise = (
-        DecayingTruncatedNormalNoise(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=seed)
+        DecayingTruncatedNormalNoise(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=seed, shift=cfg.noise_shift)
         if n == 1
-        else BatchNoise.fresh(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, n, seed=seed)
+        else BatchNoise.fresh(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, n, seed=seed, shift=cfg.noise_shift)
     )
-    return ALGORITHMS[cfg.algo]("MlpPolicy", env, action_noise=noise, **off_policy, **common)
+    agent = ALGORITHMS[cfg.algo]("MlpPolicy", env, action_noise=noise, **off_policy, **common)
+    return start_at_centre(agent, cfg) if cfg.start_at_centre else agent
+
+
+@torch.no_grad()
+def start_at_centre(model: BaseAlgorithm, cfg: AgentConfig) -> BaseAlgorithm:
+    """Zero the actor's output layer so its first policy is action 0 everywhere (the environment's
+    centre), with SAC's / PPO's log std set to ``cfg.initial_log_std``; the layer still learns,
+    because its inputs (the hidden features) are not zero."""
+    if isinstance(model, SAC):
+        out = model.actor.mu
+        model.actor.log_std.weight.zero_()
+        model.actor.log_std.bias.fill_(cfg.initial_log_std)
+    elif isinstance(model, PPO):
+        out = model.policy.action_net
+        model.policy.log_std.fill_(cfg.initial_log_std)
+    else:
+        out = [m for m in model.actor.mu if isinstance(m, nn.Linear)][-1]
+    out.weight.zero_()
+    out.bias.zero_()
+    target = getattr(model, "actor_target", None)
+    if target is not None:
+        target.load_state_dict(model.actor.state_dict())
+    return model
 
 
 def save_agent(model: BaseAlgorithm, directory: Path, meta: Mapping[str, Any]) -> None:

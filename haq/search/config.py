@@ -8,6 +8,7 @@ configuration.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -31,11 +32,23 @@ class AgentConfig:
     warmup_episodes: episodes of uniformly random actions before learning (off-policy).
     noise_sigma: initial std of the truncated-normal exploration noise (DDPG / TD3).
     noise_decay: per-episode decay factor of that std after warm-up.
+    noise_shift: std of an extra exploration shift drawn once per episode and added at every
+        layer (DDPG / TD3), decaying alike: it moves a whole policy along the cost curve.
     reward_baseline: subtract a moving average of past episode rewards (HAQ's variance trick);
         ``None`` turns it on for DDPG (HAQ's recipe) and off for the others (it made SAC worse).
     baseline_momentum: weight of the old average in that moving average.
     gradient_steps: gradient updates per finished episode (off-policy); ``-1`` = one per step.
     ppo_epochs: PPO optimization epochs per rollout (one rollout = one episode).
+    start_at_centre: zero the actor's output layer, so the first policy is action 0 at every
+        layer: the environment's centre, i.e. the action prior's allocation (residual learning
+        from an informed start). ``None`` (default): on exactly when the environment has an
+        action prior (``EnvConfig.prior == "sensitivity"``). A centred agent skips the random
+        warm-up episodes, which would throw the prior away.
+    initial_log_std: for a centred SAC / PPO agent, the log std of its first policy (before
+        SAC's tanh), so exploration starts near the centre instead of across the whole range.
+    ent_coef_init: SAC's entropy weight at the start (auto-tuned from there); ``None``: SB3's
+        1.0, or 0.01 for a centred agent, whose start an entropy bonus that outweighs reward
+        differences of ~0.1 would push away from the prior for most of a short run.
     """
 
     algo: str = "sac"
@@ -46,15 +59,27 @@ class AgentConfig:
     warmup_episodes: int = 10
     noise_sigma: float = 0.5
     noise_decay: float = 0.99
+    noise_shift: float = 0.0
     reward_baseline: bool | None = None
     baseline_momentum: float = 0.9
     gradient_steps: int = 32
     ppo_epochs: int = 10
+    start_at_centre: bool | None = None
+    initial_log_std: float = -1.5
+    ent_coef_init: float | None = None
 
     @property
     def uses_baseline(self) -> bool:
         """Whether the reward baseline wrapper is applied."""
         return self.algo == "ddpg" if self.reward_baseline is None else self.reward_baseline
+
+    def for_problem(self, has_prior: bool) -> AgentConfig:
+        """This config with its automatic choices made for an environment with or without an
+        action prior: ``start_at_centre``, the warm-up a centred agent skips, SAC's entropy start."""
+        centred = has_prior if self.start_at_centre is None else self.start_at_centre
+        ent = self.ent_coef_init if self.ent_coef_init is not None else (0.01 if centred else 1.0)
+        warmup = 0 if centred else self.warmup_episodes
+        return dataclasses.replace(self, start_at_centre=centred, ent_coef_init=ent, warmup_episodes=warmup)
 
     def __post_init__(self) -> None:
         choice("agent", self.algo, AGENTS)
@@ -69,6 +94,10 @@ class AgentConfig:
         unit_interval("noise_decay", self.noise_decay)
         unit_interval("baseline_momentum", self.baseline_momentum, open_low=False, open_high=True)
         finite("noise_sigma", self.noise_sigma, 0.0)
+        finite("noise_shift", self.noise_shift, 0.0)
+        finite("initial_log_std", self.initial_log_std)
+        if self.ent_coef_init is not None:
+            positive("ent_coef_init", self.ent_coef_init)
         if self.gradient_steps == 0 or self.gradient_steps < -1:
             raise ConfigError(f"gradient_steps must be >= 1 or -1 (one per collected step), got {self.gradient_steps}")
 

@@ -4,6 +4,10 @@
 σ_k = sigma · decay^(k − warmup) after episode k. Samples are truncated at ±``truncate``·σ so a
 single draw cannot throw the action across the whole range (HAQ truncates to the action bounds;
 stable-baselines3 clips to [-1, 1] after adding the noise).
+
+An optional episode ``shift`` (std ``shift``, same decay and truncation) is drawn once per
+episode and added at every layer: correlated exploration that moves the whole policy up or
+down the cost curve, which independent per-layer draws almost never do over twenty layers.
 """
 
 from __future__ import annotations
@@ -18,15 +22,26 @@ from stable_baselines3.common.noise import ActionNoise, VectorizedActionNoise
 class DecayingTruncatedNormalNoise(ActionNoise):
     """Per-episode decaying, truncated Gaussian noise; ``reset`` (called at each episode end) advances it."""
 
-    def __init__(self, dim: int, sigma: float, decay: float, warmup_episodes: int, truncate: float = 2.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        sigma: float,
+        decay: float,
+        warmup_episodes: int,
+        truncate: float = 2.0,
+        seed: int = 0,
+        shift: float = 0.0,
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.sigma = sigma
         self.decay = decay
         self.warmup_episodes = warmup_episodes
         self.truncate = truncate
+        self.shift = shift
         self.episodes = 0
         self._rng = np.random.default_rng(seed)
+        self._shift_draw = self._draw_shift()
 
     @property
     def current_sigma(self) -> float:
@@ -38,10 +53,18 @@ class DecayingTruncatedNormalNoise(ActionNoise):
         if sigma <= 0:
             return np.zeros(self.dim, dtype=np.float32)
         draw = truncnorm.rvs(-self.truncate, self.truncate, size=self.dim, random_state=self._rng)
-        return (sigma * draw).astype(np.float32)
+        shift = self.shift * self.decay ** max(0, self.episodes - self.warmup_episodes) * self._shift_draw
+        return (sigma * draw + shift).astype(np.float32)
 
     def reset(self) -> None:
         self.episodes += 1
+        self._shift_draw = self._draw_shift()
+
+    def _draw_shift(self) -> np.ndarray:
+        """This episode's standardized shift (no draw without a shift, so such runs keep their stream)."""
+        if self.shift <= 0:
+            return np.zeros(self.dim)
+        return np.asarray(truncnorm.rvs(-self.truncate, self.truncate, size=self.dim, random_state=self._rng), dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
         """The whole state as JSON-ready data (a checkpoint stores it instead of pickling the object)."""
@@ -51,8 +74,10 @@ class DecayingTruncatedNormalNoise(ActionNoise):
             "decay": self.decay,
             "warmup_episodes": self.warmup_episodes,
             "truncate": self.truncate,
+            "shift": self.shift,
             "episodes": self.episodes,
             "rng": self._rng.bit_generator.state,
+            "shift_draw": [float(x) for x in self._shift_draw],
         }
 
     @classmethod
@@ -65,6 +90,7 @@ class DecayingTruncatedNormalNoise(ActionNoise):
                 _float(data["decay"]),
                 _int(data["warmup_episodes"]),
                 _float(data["truncate"]),
+                shift=_float(data.get("shift", 0.0)),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"exploration noise needs dim, sigma, decay, warmup_episodes, truncate ({exc})") from None
@@ -77,11 +103,12 @@ class DecayingTruncatedNormalNoise(ActionNoise):
             episodes, state = _int(data["episodes"]), data["rng"]
             rng = np.random.default_rng()
             rng.bit_generator.state = state
+            shift_draw = np.array([_float(x) for x in data.get("shift_draw", [0.0] * self.dim)], dtype=np.float64)
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"exploration noise state is malformed ({type(exc).__name__}: {exc})") from None
-        if episodes < 0 or self.dim < 1:
-            raise ValueError("exploration noise needs dim >= 1 and episodes >= 0")
-        self.episodes, self._rng = episodes, rng
+        if episodes < 0 or self.dim < 1 or shift_draw.shape != (self.dim,):
+            raise ValueError("exploration noise needs dim >= 1, episodes >= 0 and one shift per action dimension")
+        self.episodes, self._rng, self._shift_draw = episodes, rng, shift_draw
 
     def __repr__(self) -> str:
         return (
@@ -101,13 +128,15 @@ class BatchNoise(VectorizedActionNoise):
 
     def __init__(self, noises: list[DecayingTruncatedNormalNoise]) -> None:
         super().__init__(noises[0], len(noises))
-        self.noises = list(noises)
+        self._noises = list(noises)  # not the ``noises`` setter: it resets (advances) every copy
 
     @classmethod
-    def fresh(cls, dim: int, sigma: float, decay: float, warmup_episodes: int, n: int, seed: int = 0) -> "BatchNoise":
+    def fresh(
+        cls, dim: int, sigma: float, decay: float, warmup_episodes: int, n: int, seed: int = 0, shift: float = 0.0
+    ) -> "BatchNoise":
         """``n`` copies with their own generators, on the run's schedule (see the class docstring)."""
         warmup = -(-warmup_episodes // n)
-        return cls([DecayingTruncatedNormalNoise(dim, sigma, decay**n, warmup, seed=seed + k) for k in range(n)])
+        return cls([DecayingTruncatedNormalNoise(dim, sigma, decay**n, warmup, seed=seed + k, shift=shift) for k in range(n)])
 
     def to_dict(self) -> dict[str, Any]:
         """Every copy's state (:meth:`DecayingTruncatedNormalNoise.to_dict`), in environment order."""

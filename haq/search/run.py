@@ -122,7 +122,7 @@ def train(
     else:
         seed = config.seed + done
         if fresh is None:
-            model = make_agent(config.agent, agent_env, episode_len, config.episodes, seed)
+            model = make_agent(config.agent.for_problem(problem.prior is not None), agent_env, episode_len, config.episodes, seed)
         else:
             model = fresh(agent_env, episode_len)
             model.set_random_seed(seed)

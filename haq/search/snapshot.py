@@ -343,8 +343,8 @@ def _checked_hyperparameters(cls: type[BaseAlgorithm], data: Any) -> dict[str, A
             raise ValueError("train_freq must be [count, 'step' | 'episode']")
         if isinstance(data["gradient_steps"], bool) or not isinstance(data["gradient_steps"], int) or data["gradient_steps"] < -1:
             raise ValueError("gradient_steps must be an integer >= -1")
-    if cls is SAC and not (_number(data["ent_coef"]) is not None or data["ent_coef"] == "auto"):
-        raise ValueError("ent_coef must be a number or 'auto'")
+    if cls is SAC and not (_number(data["ent_coef"]) is not None or _auto_ent_coef(data["ent_coef"])):
+        raise ValueError("ent_coef must be a number, 'auto' or 'auto_<positive number>'")
     if cls is PPO:
         if _number(data["ent_coef"]) is None or not isinstance(data["normalize_advantage"], bool):
             raise ValueError("ent_coef must be a number and normalize_advantage a boolean")
@@ -497,3 +497,16 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def _auto_ent_coef(value: Any) -> bool:
+    """SB3's auto-tuned entropy weight: ``auto`` or ``auto_<initial value>``."""
+    if value == "auto":
+        return True
+    if not isinstance(value, str) or not value.startswith("auto_"):
+        return False
+    try:
+        start = float(value[len("auto_") :])
+    except ValueError:
+        return False
+    return math.isfinite(start) and start > 0

@@ -77,8 +77,11 @@ def load_source(path: str | Path) -> SourceRun:
         raise RunDirError(
             f"--from {rd.path}: a '{kind}' run has no trained agent; transfer needs a {' or '.join(AGENT_RUN_KINDS)} run"
         )
+    stored = doc.get("config", {})
+    if isinstance(stored, dict) and isinstance(stored.get("env"), dict) and "action_prior" not in stored["env"]:
+        stored = {**stored, "env": {**stored["env"], "action_prior": "uniform"}}  # written before action priors existed
     try:
-        config = serial.from_dict(SearchConfig, doc.get("config", {}), "search config")
+        config = serial.from_dict(SearchConfig, stored, "search config")
     except ConfigError as exc:
         raise RunDirError(f"--from {rd.path}: its config.json no longer reads as a search config ({exc})") from exc
     checkpoint = store.latest()

@@ -1,7 +1,8 @@
-"""The bit-allocation problem the non-RL baselines solve: per layer, the allowed (w, a) pairs
-with their budget-metric cost (from the search's :class:`~haq.problem.budget.BudgetModel`, so the
-baselines see exactly the choices and budget the environment sees) and their estimated error
-(from :mod:`haq.problem.sensitivity`).
+"""The bit-allocation problem solved from sensitivities: per layer, the allowed (w, a) pairs
+with their budget-metric cost (from the search's :class:`~haq.problem.budget.BudgetModel`, so
+every solver sees exactly the choices and budget the environment sees) and their estimated
+error (from :mod:`haq.problem.sensitivity`). The ILP and greedy baselines search it, and the
+agent's action prior (:func:`sensitivity_prior`) starts from its optimum.
 
 Costs are additive per layer here (what an integer program can take). The budget itself is
 measured on the whole policy (``BudgetModel.policy_cost``: the table's ``policy_cost``, which
@@ -16,11 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from haq.baselines.solvers import Choice, cheaper_step
 from haq.core.errors import ConfigError
 from haq.core.types import BitPair
 from haq.problem.budget import BudgetModel
 from haq.problem.sensitivity import Sensitivity
+from haq.problem.solvers import Choice, cheaper_step, solve_ilp
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,15 @@ def fit_budget(problem: ChoiceProblem, choice: Choice, model: BudgetModel) -> tu
             )
         choice, steps = nxt, steps + 1
     return choice, steps
+
+
+def sensitivity_prior(model: BudgetModel, sensitivity: Sensitivity) -> tuple[BitPair, ...]:
+    """The assignment with the least estimated error within the budget (the ILP's optimum at the
+    full budget, stepped down until the whole-policy cost fits): where the agent's actions are
+    centred when ``EnvConfig.action_prior`` is ``sensitivity``."""
+    problem = choice_problem(model, sensitivity)
+    choice = solve_ilp(problem.costs, problem.errors, problem.budget)
+    if choice is None:
+        choice = tuple(int(np.argmin(c)) for c in problem.costs)
+    fitted, _ = fit_budget(problem, choice, model)
+    return problem.assignment(fitted)

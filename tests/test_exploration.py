@@ -1,0 +1,83 @@
+"""Exploration pieces of the agent: the per-episode shift noise and the actor's centred start."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from haq.search.agents import make_agent
+from haq.search.config import AGENTS, AgentConfig
+from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise, noise_from_dict
+
+
+def test_shift_is_shared_within_an_episode_and_redrawn_at_reset() -> None:
+    noise = DecayingTruncatedNormalNoise(2, 0.0 + 1e-12, 1.0, 0, shift=0.3, seed=4)
+    first = [noise() for _ in range(5)]
+    assert all(np.allclose(x, first[0], atol=1e-9) for x in first)  # per-layer part ~0: only the shift
+    assert np.all(np.abs(first[0]) <= 2 * 0.3 + 1e-9) and np.any(first[0] != 0)  # truncated at 2 sigma
+    noise.reset()
+    assert not np.allclose(noise(), first[0])
+
+
+def test_shift_std_matches_and_decays() -> None:
+    noise = DecayingTruncatedNormalNoise(1, 1e-12, 0.5, 0, shift=0.4, seed=1)
+    draws = []
+    for _ in range(4000):
+        draws.append(float(noise()[0]) / 0.5**noise.episodes)
+        noise.reset()
+        if noise.episodes > 3:
+            noise.episodes = 0
+    # truncated at ±2σ the std is 0.88σ (analytic: sqrt(1 - 2·2·φ(2)/(Φ(2)-Φ(-2))))
+    assert abs(np.std(draws) - 0.4 * 0.880) < 0.02
+
+
+def test_no_shift_keeps_the_old_stream() -> None:
+    a = DecayingTruncatedNormalNoise(2, 0.3, 0.9, 1, seed=7)
+    b = DecayingTruncatedNormalNoise(2, 0.3, 0.9, 1, seed=7, shift=0.0)
+    for _ in range(3):
+        np.testing.assert_array_equal(a(), b())
+        a.reset()
+        b.reset()
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_shift_state_round_trips(batch: bool) -> None:
+    noise: DecayingTruncatedNormalNoise | BatchNoise = DecayingTruncatedNormalNoise(2, 0.2, 0.9, 0, seed=3, shift=0.3)
+    if batch:
+        noise = BatchNoise.fresh(2, 0.2, 0.9, 0, 2, seed=3, shift=0.3)
+    noise()
+    state = noise.to_dict()
+    copy = noise_from_dict(state)
+    np.testing.assert_array_equal(np.asarray(noise()), np.asarray(copy()))
+    bad = {**state, "shift_draw": [0.1]} if not batch else {"batch": [{**s, "shift_draw": "x"} for s in state["batch"]]}
+    with pytest.raises(ValueError):
+        noise_from_dict(bad)
+
+
+class _Line(gym.Env[np.ndarray, np.ndarray]):
+    observation_space = spaces.Box(0.0, 1.0, (3,), np.float32)
+    action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return np.full(3, 0.5, np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        return np.full(3, 0.5, np.float32), 0.0, True, False, {}
+
+
+@pytest.mark.parametrize("algo", AGENTS)
+def test_centred_start_acts_at_zero(algo: str) -> None:
+    obs = np.random.default_rng(0).uniform(0, 1, (6, 3)).astype(np.float32)
+    plain = make_agent(AgentConfig(algo=algo), _Line(), 1, 10, seed=0)
+    centred = make_agent(AgentConfig(algo=algo, start_at_centre=True, initial_log_std=-2.0), _Line(), 1, 10, seed=0)
+    np.testing.assert_allclose(centred.predict(obs, deterministic=True)[0], 0.0, atol=1e-7)
+    assert np.abs(plain.predict(obs, deterministic=True)[0]).max() > 1e-3
+    if algo in ("sac", "ppo"):
+        spread = np.std([centred.predict(obs[:1], deterministic=False)[0] for _ in range(300)])
+        assert 0.05 < spread < 0.3  # std of tanh(N(0, e^-2)) ≈ 0.13
+    target = getattr(centred, "actor_target", None)
+    if target is not None:
+        np.testing.assert_allclose(target(__import__("torch").as_tensor(obs)).detach().numpy(), 0.0, atol=1e-7)
