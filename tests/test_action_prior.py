@@ -79,3 +79,17 @@ def test_agent_choices_resolve_for_the_problem() -> None:
     forced = AgentConfig(start_at_centre=False, ent_coef_init=0.2).for_problem(True)
     assert forced.start_at_centre is False and forced.warmup_episodes == 10 and forced.ent_coef_init == 0.2
     assert forced.for_problem(True) == forced  # resolving twice changes nothing
+
+
+def test_search_run_records_the_prior(tmp_path: Path, problem: SearchProblem) -> None:
+    import json
+
+    from haq.search.config import SearchConfig
+    from haq.search.run import run_search
+
+    result = run_search(SearchConfig(env=problem.config, episodes=2), problem, tmp_path / "run")
+    doc = json.loads((result.run_dir / "config.json").read_text())
+    assert doc["action_prior"] == {n: list(p) for n, p in zip(problem.layer_names, problem.prior or ())}
+    first = result.records[0].policy  # a centred agent's first policy stays near the prior (std e^-1.5 before tanh)
+    same = sum(tuple(first[n]) == tuple(p) for n, p in zip(problem.layer_names, problem.prior or ()))
+    assert same >= len(first) / 2

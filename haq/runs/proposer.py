@@ -76,7 +76,7 @@ class Proposer(ABC, Generic[S]):
         resumed_from = len(store.restore())
         store.start(
             budget=problem.budget.to_dict(), reference=problem.evaluator.reference.to_dict(), layers=problem.layer_names,
-            **self._derived(),
+            **self._derived(problem),
         )
         with EpisodeTracker(store.path, problem.budget, log) as tracker:
             self._propose(problem, store, tracker.wrap(progress), log)
@@ -99,7 +99,7 @@ class Proposer(ABC, Generic[S]):
     def _propose(self, problem: SearchProblem, store: S, progress: OnProgress | None, log: Log | None) -> None:
         """Propose, evaluate and :meth:`~RunStore.commit` episodes until the run is complete."""
 
-    def _derived(self) -> dict[str, Any]:
+    def _derived(self, problem: SearchProblem) -> dict[str, Any]:
         """Extra config.json sections (default: none)."""
         return {}
 

@@ -64,6 +64,16 @@ class RLSearch(Proposer[AgentStore]):
     def _propose(self, problem: SearchProblem, store: AgentStore, progress: OnProgress | None, log: Log | None) -> None:
         train(store, self.config, problem, progress, log)
 
+    def _derived(self, problem: SearchProblem) -> dict[str, Any]:
+        return prior_section(problem)
+
+
+def prior_section(problem: SearchProblem) -> dict[str, Any]:
+    """config.json's record of the allocation actions are centred on (``EnvConfig.prior``), if any."""
+    if problem.prior is None:
+        return {}
+    return {"action_prior": {name: list(pair) for name, pair in zip(problem.layer_names, problem.prior)}}
+
 
 def run_search(
     config: SearchConfig,

@@ -36,7 +36,7 @@ from haq.runs.proposer import Proposer, RunResult
 from haq.search.baseline import RewardBaseline
 from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import SearchConfig
-from haq.search.run import train
+from haq.search.run import prior_section, train
 from haq.transfer.agent import load_on, prepare_finetune, rollout
 from haq.transfer.config import TransferConfig
 from haq.transfer.source import SourceRun, load_source
@@ -128,9 +128,9 @@ class Transfer(Proposer[TransferStore]):
             out_dir, serial.to_dict(search_cfg), agent_description(problem, search_cfg), serial.to_dict(self.cfg)
         )
 
-    def _derived(self) -> dict[str, Any]:
+    def _derived(self, problem: SearchProblem) -> dict[str, Any]:
         source, _ = self._opened()
-        return {"transfer": {"config": serial.to_dict(self.cfg), "source": source.describe()}}
+        return {**prior_section(problem), "transfer": {"config": serial.to_dict(self.cfg), "source": source.describe()}}
 
     def _details(self) -> dict[str, Any]:
         return {"source": self._opened()[0].describe()}
