@@ -18,6 +18,7 @@ sampling std of its accuracy term on the search's images.
 ``rl`` is the default agent: SAC, with actions centred on the sensitivity ILP's allocation when
 the reward has no robustness term (``EnvConfig.action_prior = "auto"``), starting there.
 Variants (``--variants``): ``rl-v01`` is v0.1's default (SAC over uniform bins, random warm-up);
+``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm;
 ``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
 "v1"``); ``rl-prior`` is DDPG starting at the sensitivity ILP's allocation whatever the
 evaluator (``action_prior = "sensitivity"``, :data:`PRIOR_AGENT`); ``rl-centre`` is DDPG over
@@ -64,7 +65,7 @@ from haq.training import parse_torch_device
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 METHODS = ("rl", "random", "greedy", "ilp", "uniform")
-VARIANTS = ("rl-v01", "rl-sens", "rl-prior", "rl-centre", "rl-multi")
+VARIANTS = ("rl-v01", "rl-sac", "rl-ddpg", "rl-sens", "rl-prior", "rl-centre", "rl-multi")
 SEEDED = ("rl", "random", *VARIANTS)
 PICK_K = 5
 
@@ -162,7 +163,13 @@ CENTRE_AGENT = AgentConfig(
 
 def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> SearchConfig:
     """The search config of an RL method (the variants also change the agent)."""
-    agents = {"rl-prior": PRIOR_AGENT, "rl-centre": CENTRE_AGENT, "rl-v01": AgentConfig(start_at_centre=False)}
+    agents = {
+        "rl-prior": PRIOR_AGENT,
+        "rl-centre": CENTRE_AGENT,
+        "rl-v01": AgentConfig(algo="sac", start_at_centre=False),
+        "rl-sac": AgentConfig(algo="sac"),
+        "rl-ddpg": AgentConfig(algo="ddpg"),
+    }
     agent = agents.get(method, AgentConfig())
     return SearchConfig(env=env, agent=agent, episodes=evaluations, seed=seed)
 

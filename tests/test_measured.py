@@ -19,12 +19,11 @@ from haq.hardware.fit import fit_table, load_observations, observations_path, ru
 from haq.hardware.graph_fit import (
     DIRECTIONS,
     SCALE_BOUNDS,
-    BoundaryFit,
+    DeviceFit,
     Observation,
     boundary_features,
-    fit_boundaries,
     fit_correction,
-    int8_layers,
+    fit_device,
 )
 from haq.hardware.measured import MeasuredBackend, cpu_slug
 from haq.hardware.networks import load_network, model_layers, policy_of, sample_policies, supported_pairs
@@ -95,13 +94,14 @@ def test_fit_and_check_end_to_end(digits_table: Path, tmp_path: Path) -> None:
     fitted = fit_table(table, [net], runner, 5, tmp_path / "fitted.json")
     g = load_table(tmp_path / "fitted.json").data.graph
     assert len(g.corrections) == 1 and g.corrections[0].network == "digits_cnn" and g.corrections[0].fitted_on == 5
+    assert all(t.networks == ("digits_cnn",) and t.fitted_on == 5 for t in g.layer_terms)
     assert {(r.src, r.dst) for r in g.rules} >= {((32, 32), (8, 8)), ((8, 8), (32, 32))}
     report = check_table(fitted, net, runner, 3)
     assert report.graph_aware and report.naive.n == report.graph.n == report.retest.n == 3
     assert "noise ceiling" in report.markdown()
 
 
-TRUTH = {"float->int8": (0.004, 2e-6), "int8->float": (0.002, 1e-6)}
+TRUTH = {"float->int8": (0.0, 6e-6), "int8->float": (0.0, 3e-6)}  # boundaries are priced per element
 
 
 INT8_LAYER_MS = 0.003
@@ -135,8 +135,8 @@ def _synthetic_observations(
 
 def test_boundary_fit_recovers_known_costs_at_scale_one() -> None:
     layers = load_network("digits_cnn").layers
-    fit = fit_boundaries(_synthetic_observations(layers, 16, 0, 1.0, 0.01), {"digits_cnn": layers})
-    assert fit.per_int8_layer["digits_cnn"] == pytest.approx(INT8_LAYER_MS, rel=0.05)
+    fit = fit_device(_synthetic_observations(layers, 16, 0, 1.0, 0.0), {"digits_cnn": layers}, form="int8 fixed+out")
+    assert fit.layer_terms["int8"][0] == pytest.approx(INT8_LAYER_MS, rel=0.05)
     for d in DIRECTIONS:
         got = fit.per_direction[d][0] + fit.per_direction[d][1] * 1024  # fixed + per-elem at a 1024-element boundary
         want = TRUTH[d][0] + TRUTH[d][1] * 1024
@@ -147,14 +147,10 @@ def test_fit_cannot_trade_layer_costs_for_an_offset() -> None:
     """The degenerate fit: layer sums shrunk to ~0 and a big offset. Scale stays in bounds, boundaries stay sane."""
     layers = load_network("digits_cnn").layers
     obs = _synthetic_observations(layers, 12, 1, 0.5, 0.05, noise=0.03)  # layer costs 2x too high, noisy
-    fit = fit_boundaries(obs, {"digits_cnn": layers})
+    fit = fit_device(obs, {"digits_cnn": layers})
     for d in DIRECTIONS:
         assert fit.per_direction[d][0] + fit.per_direction[d][1] * 1024 < 10 * (TRUTH[d][0] + TRUTH[d][1] * 1024)
-    assert fit.per_int8_layer["digits_cnn"] >= 0.0
-    raw = [
-        o.layer_sum_ms + fit.cost(boundary_features(layers, o.bits)) + fit.per_int8_layer["digits_cnn"] * int8_layers(o.bits)
-        for o in obs
-    ]
+    raw = [o.layer_sum_ms + fit.cost(layers, o.bits) for o in obs]
     c = fit_correction(raw, [o.measured_ms for o in obs], "digits_cnn", "fp")
     assert SCALE_BOUNDS[0] <= c.scale <= SCALE_BOUNDS[1]
     with pytest.raises(TableError, match="scale bounds"):
@@ -165,7 +161,7 @@ def test_boundary_rules_make_policy_cost_graph_aware(digits_table: Path) -> None
     table = load_table(digits_table)
     layers = load_network("digits_cnn").layers
     names = [layer.name for layer in layers]
-    fit = BoundaryFit(TRUTH, {"digits_cnn": INT8_LAYER_MS})
+    fit = DeviceFit(TRUTH, {"int8": (INT8_LAYER_MS, 0.0, 0.0)}, ("digits_cnn",), 5)
     priced = table.with_graph(GraphExtras((), tuple(fit.rules([(32, 32), (8, 8)])), ()))
     mixed = QuantPolicy({n: LayerBits(*((8, 8) if i % 2 else (32, 32))) for i, n in enumerate(names)})
     uniform = QuantPolicy.uniform(names, 8)
@@ -174,13 +170,14 @@ def test_boundary_rules_make_policy_cost_graph_aware(digits_table: Path) -> None
     assert priced.policy_cost(layers, uniform) == pytest.approx(sum(priced.layer_cost(layer.signature, 8, 8) for layer in layers))
     fp = network_fingerprint(layers, table.batch)
     corrected = priced.with_graph(
-        GraphExtras((), priced.data.graph.rules, (Correction(fp, "digits_cnn", "latency", 1.1, 0.01, 5, INT8_LAYER_MS),))
+        GraphExtras((), priced.data.graph.rules, (Correction(fp, "digits_cnn", "latency", 1.1, 0.01, 5),), fit.terms())
     )
     int8_sum = sum(priced.layer_cost(layer.signature, 8, 8) for layer in layers)
     assert corrected.policy_cost(layers, uniform) == pytest.approx(1.1 * (int8_sum + INT8_LAYER_MS * len(layers)) + 0.01)
     assert corrected.cost_range(layers)[0] <= corrected.policy_cost(layers, uniform)
     reloaded = load_table(_saved(corrected, digits_table.parent / "corrected.json"))
-    assert reloaded.data.graph.corrections[0].per_int8_layer == INT8_LAYER_MS
+    assert reloaded.data.graph.layer_terms == fit.terms()
+    assert reloaded.data.to_dict()["version"] == 3
 
 
 def _saved(table: CostTable, path: Path) -> Path:

@@ -74,6 +74,8 @@ def test_config_wire_format_is_a_json_object_of_fields() -> None:
         "sentinel_every": 0,
         "seed": 0,
         "threads": 1,
+        "ci_rel": 0.02,
+        "min_sessions": 3,
     }
     assert from_dict(ProtocolConfig, wire) == QUICK and from_dict(ProtocolConfig, {}) == ProtocolConfig()
     assert ProtocolConfig().record()["sessions"] == 5

@@ -120,7 +120,7 @@ def test_saved_agent_carries_what_transfer_needs(tmp_path: Path, problem: Search
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--agent", "a2c"], "choose one of ddpg, td3, sac, ppo"),
+        (["--agent", "a2c"], "choose one of auto, ddpg, td3, sac, ppo"),
         (["--device", "nope"], "shipped cost table"),
         (["--model", "nope"], "choose one of"),
         (["--budget", "0.01"], "achievable range"),

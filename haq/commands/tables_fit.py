@@ -1,4 +1,5 @@
-"""``haq tables fit``: fit a measured table's boundary rules and per-network corrections."""
+"""``haq tables fit``: fit a measured table's per-device terms (boundary rules, per-layer terms)
+over every model given, and a correction per model on top."""
 
 from __future__ import annotations
 
@@ -38,7 +39,11 @@ class FitConfig:
 def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
     f = actions.add_parser("fit", help="measure whole models and fit a measured table's graph-aware terms")
     f.add_argument(
-        "--model", nargs="+", required=True, help="every model the table serves (rules are fitted on all of them jointly)"
+        "--model",
+        nargs="+",
+        required=True,
+        help="every model the table serves (device terms are fitted on all of them jointly; "
+        "a model not given is priced by those terms alone)",
     )
     add_data_args(f, "input shape source for every --model (default: each model's own dataset)")
     f.add_argument("--device", required=True, help="the measured table (shipped name or .json file); rewritten in place")
@@ -66,5 +71,8 @@ def run(ns: argparse.Namespace) -> int:
     nets = [load_network(m, ns.dataset, ns.data_root, input_size=ns.input_size, input_shape=ns.input_shape) for m in cfg.models]
     fitted = fit_table(table, nets, runner, cfg.configs, path, log=log, observations=kept)
     g = fitted.data.graph
-    print(f"{table.path}: {len(g.rules)} boundary rules, {len(g.corrections)} network corrections; measurements kept in {kept}")
+    print(
+        f"{table.path}: {len(g.rules)} boundary rules, {len(g.layer_terms)} device layer terms, "
+        f"{len(g.corrections)} network corrections; measurements kept in {kept}"
+    )
     return 0

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from haq import __version__
 from haq.core import validate
@@ -27,6 +27,8 @@ from haq.tables.validation import parse
 # Metadata that must agree before new entries may join an existing table.
 _COMPATIBLE_FIELDS = ("device", "runtime", "threads", "units", "metrics", "constants")
 _SAVE_EVERY_S = 5.0
+BATCH_SIGNATURES = 12
+"""Signatures a :class:`BatchedBackend` times in one interleaved batch (the table is saved between batches)."""
 
 
 class DeviceBackend(Protocol):
@@ -37,6 +39,14 @@ class DeviceBackend(Protocol):
 
     def entries(self, sig: LayerSignature) -> list[Entry]:
         """Entries for every (w, a) the device runs for ``sig`` (``sig.batch`` is the table's)."""
+
+
+@runtime_checkable
+class BatchedBackend(Protocol):
+    """A backend that prices several signatures in one go (timed together, interleaved)."""
+
+    def entries_many(self, sigs: Sequence[LayerSignature]) -> list[list[Entry]]:
+        """:meth:`DeviceBackend.entries` of each of ``sigs``, in order."""
 
 
 @dataclass(frozen=True)
@@ -62,9 +72,10 @@ def extend_table(
 
     ``inputs`` (model -> the (C, H, W) it was priced at) is recorded in ``meta.inputs``.
 
-    Signatures already present are kept as they are. The file is rewritten atomically after
-    every few seconds of pricing and at the end (not at all when nothing changed), so an
-    interrupted build keeps its work.
+    Signatures already present are kept as they are. A :class:`BatchedBackend` prices up to
+    :data:`BATCH_SIGNATURES` of them at a time. The file is rewritten atomically after every
+    few seconds of pricing and at the end (not at all when nothing changed), so an interrupted
+    build keeps its work.
     """
     validate.count("batch", batch)
     now = _now()
@@ -91,14 +102,18 @@ def extend_table(
     todo = _unique([s.with_batch(batch) for s in signatures if s.with_batch(batch).key() not in sigs])
     kept = len({s.with_batch(batch).key() for s in signatures}) - len(todo)
     last_save = time.monotonic()
-    for i, sig in enumerate(todo, 1):
+    step = BATCH_SIGNATURES if isinstance(backend, BatchedBackend) else 1
+    for start in range(0, len(todo), step):
+        chunk = todo[start : start + step]
         if log:
-            log(f"[{i}/{len(todo)}] {backend_name(meta)}: {sig.key()}")
-        new = backend.entries(sig)
-        if not new:
-            raise TableError(f"device {backend_name(meta)} runs no bit width for layer {sig.key()}")
-        sigs[sig.key()] = sig
-        entries.extend(new)
+            names = chunk[0].key() if len(chunk) == 1 else f"{len(chunk)} signatures, timed together"
+            log(f"[{start + len(chunk)}/{len(todo)}] {backend_name(meta)}: {names}")
+        priced = backend.entries_many(chunk) if isinstance(backend, BatchedBackend) else [backend.entries(chunk[0])]
+        for sig, new in zip(chunk, priced):
+            if not new:
+                raise TableError(f"device {backend_name(meta)} runs no bit width for layer {sig.key()}")
+            sigs[sig.key()] = sig
+            entries.extend(new)
         if time.monotonic() - last_save > _SAVE_EVERY_S:
             _save(meta, sigs, entries, graph, out)
             last_save = time.monotonic()

@@ -1,18 +1,20 @@
 """Fit a measured table's graph-aware terms on whole models timed end to end.
 
-:func:`fit_table` measures uniform and random policies of each network, fits boundary rules
-and per-network corrections on them (the numerics are :mod:`haq.hardware.graph_fit`) and
-saves the table with them. The whole-model measurements it used are kept in a small JSON-lines
-file beside the table, so a refit (a new fitting method, another model added) re-measures
-only what that file lacks. Both are tied to a machine: a table that records one
-(``meta.machine``) is fitted only by a runner on the same machine, and kept measurements are
-reused only on the machine that took them.
+:func:`fit_table` measures uniform and random policies of each network (all networks in one
+round-robin batch), fits the per-device terms (boundary rules, per-layer terms) jointly over
+all of them and a correction per network on top (the numerics are
+:mod:`haq.hardware.graph_fit`, :func:`fit_graph` the timing-free step) and saves the table.
+The whole-model measurements it used are kept in a small JSON-lines file beside the table, so
+a refit (a new fitting method, another model added) re-measures only what that file lacks.
+Both are tied to a machine: a table that records one (``meta.machine``) is fitted only by a
+runner on the same machine, and kept measurements are reused only on the machine that took them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -22,10 +24,11 @@ from haq.core.fileio import atomic_write_text
 from haq.core.types import BitPair, Log
 from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.runner import Runner
-from haq.hardware.graph_fit import BoundaryFit, Observation, fit_boundaries, fit_correction
+from haq.hardware.device.sentinel import sentinel_model
+from haq.hardware.graph_fit import DeviceFit, Observation, fit_correction, fit_device
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
 from haq.quant import LayerInfo, QuantPolicy
-from haq.tables.schema import Correction, GraphExtras, TransitionRule, network_fingerprint
+from haq.tables.schema import Correction, GraphExtras, RunOverhead, kernel_share, network_fingerprint
 from haq.tables.table import CostTable, save_table
 
 MeasuredCache = dict[tuple[str, tuple[BitPair, ...]], float]
@@ -45,50 +48,69 @@ def fit_table(
     seed: int = 0,
     log: Log | None = None,
     observations: Path | None = None,
+    form: str | None = None,
 ) -> CostTable:
-    """Measure ``n`` configurations per network, fit boundary rules and corrections, save to ``out``.
+    """Measure ``n`` configurations per network, fit device terms and corrections, save to ``out``.
 
-    With ``observations``, measurements recorded there for this very table (same ``created``
-    stamp and protocol) are reused and every new one is added to the file as each network finishes.
+    Every network's configurations are timed together, round-robin (one session per
+    configuration per round), so drift hits all networks alike. With ``observations``,
+    measurements recorded there for this very table (same ``created`` stamp and protocol) are
+    reused and the new ones are added to the file.
     """
     machine = runner_identity(runner)
     _check_table_machine(table, machine)
     known = load_observations(observations, table, machine) if observations is not None and observations.exists() else {}
-    obs: list[Observation] = []
-    for net in nets:
-        obs += measure_observations(table, net, runner, n, seed, known, log)
-        if observations is not None:
-            save_observations(observations, table, known, machine)
-    fit = fit_boundaries(obs, {net.name: net.layers for net in nets})
+    obs, overhead = measure_all(table, nets, runner, n, seed, known, log)
+    if observations is not None:
+        save_observations(observations, table, known, machine)
+    result = fit_graph(table, nets, obs, overhead, form=form, log=log)
+    save_table(result.data, out)
+    return result
+
+
+def fit_graph(
+    table: CostTable,
+    nets: Sequence[Network],
+    obs: Sequence[Observation],
+    overhead: RunOverhead | None = None,
+    form: str | None = None,
+    corrected: Sequence[str] | None = None,
+    log: Log | None = None,
+) -> CostTable:
+    """``table`` with device terms fitted on ``obs`` (every network in it; the call overhead
+    too, bounded by ``overhead.probe_ms``) and a correction for each network of ``corrected``
+    (default: every network with observations). Nothing is timed.
+
+    Corrections of networks outside this fit are dropped: they were fitted on top of other
+    device terms. A network without a correction is priced by the device terms alone.
+    """
+    by_name = {net.name: net for net in nets}
+    obs = [replace(o, overhead_weight=overhead_weight(table, by_name[o.network].layers, o.bits)) for o in obs]
+    probe = overhead.probe_ms if overhead is not None else 0.0
+    fit = fit_device(obs, {net.name: net.layers for net in nets}, form, max_overhead_ms=overhead_cap(table, probe))
     pairs = sorted({p for net in nets for s in supported_pairs(table, net.layers) for p in s})
     rules = tuple(fit.rules(pairs))
-    corrections = tuple(_correction(table, net, [o for o in obs if o.network == net.name], fit, rules) for net in nets)
-    fitted = {c.fingerprint for c in corrections}
-    kept = tuple(c for c in table.data.graph.corrections if c.fingerprint not in fitted)
-    result = table.with_graph(GraphExtras(table.data.graph.transitions, rules, kept + corrections))
-    save_table(result.data, out)
+    fitted_overhead = RunOverhead("latency", fit.run_overhead_ms, probe) if probe > 0 else None
+    staged = table.with_graph(GraphExtras(table.data.graph.transitions, rules, (), fit.terms(), fitted_overhead))
+    names = set(corrected) if corrected is not None else {o.network for o in obs}
+    corrections = tuple(_correction(staged, net, [o for o in obs if o.network == net.name]) for net in nets if net.name in names)
+    dropped = [c.network for c in table.data.graph.corrections if c.fingerprint not in {x.fingerprint for x in corrections}]
+    result = staged.with_graph(GraphExtras(table.data.graph.transitions, rules, corrections, fit.terms(), fitted_overhead))
     if log:
         log(
-            f"boundary fit: {_describe(fit)}; corrections: "
-            + ", ".join(
-                f"{c.network} x{c.scale:.3f} {c.offset:+.4f} ms, {1000 * c.per_int8_layer:.1f} µs per int8 layer"
-                for c in corrections
-            )
+            f"device fit ({fit.form}, {fit.fitted_on} configurations of {', '.join(fit.networks)}): {_describe(fit)}; "
+            + f"call overhead {1000 * fit.run_overhead_ms:.2f} µs (probe {1000 * probe:.2f} µs); "
+            + "corrections: "
+            + (", ".join(f"{c.network} x{c.scale:.3f} {c.offset:+.4f} ms" for c in corrections) or "none")
+            + (f"; dropped stale corrections of {', '.join(dropped)}" if dropped else "")
         )
     return result
 
 
-def _correction(
-    table: CostTable, net: Network, mine: Sequence[Observation], fit: BoundaryFit, rules: tuple[TransitionRule, ...]
-) -> Correction:
-    """The network's correction, fitted on its configurations priced with the new rules."""
-    c = fit.per_int8_layer[net.name]
-    fp = mine[0].fingerprint
-    staged = table.with_graph(
-        GraphExtras(table.data.graph.transitions, rules, (Correction(fp, net.name, "latency", 1.0, 0.0, len(mine), c),))
-    )
+def _correction(staged: CostTable, net: Network, mine: Sequence[Observation]) -> Correction:
+    """The network's correction on top of the device terms, fitted on its configurations."""
     raw = [staged.policy_cost(net.layers, policy_of(net.layers, o.bits)) for o in mine]
-    return fit_correction(raw, [o.measured_ms for o in mine], net.name, fp, per_int8_layer=c)
+    return fit_correction(raw, [o.measured_ms for o in mine], net.name, mine[0].fingerprint)
 
 
 def fit_policies(table: CostTable, net: Network, n: int, seed: int) -> list[QuantPolicy]:
@@ -102,21 +124,59 @@ def fit_policies(table: CostTable, net: Network, n: int, seed: int) -> list[Quan
     return policies + sample_policies(net.layers, supported, n - len(policies), seed)
 
 
-def measure_observations(
-    table: CostTable, net: Network, runner: Runner, n: int, seed: int, known: MeasuredCache | None = None, log: Log | None = None
-) -> list[Observation]:
-    """The :func:`fit_policies` of ``net`` measured end to end; those in ``known`` are not measured again."""
-    policies = fit_policies(table, net, n, seed)
-    fp = network_fingerprint(net.layers, table.batch)
-    bits = [bits_of(net.layers, p) for p in policies]
+def measure_all(
+    table: CostTable,
+    nets: Sequence[Network],
+    runner: Runner,
+    n: int,
+    seed: int,
+    known: MeasuredCache | None = None,
+    log: Log | None = None,
+) -> tuple[list[Observation], RunOverhead]:
+    """The :func:`fit_policies` of every network measured end to end in one interleaved batch
+    (round-robin over all configurations of all networks; those in ``known`` are reused),
+    and the call time of a near-empty model (the drift sentinel at size 1) in the same rounds:
+    the bound of the fitted call overhead (``probe_ms``; ``latency_ms`` is left 0 here)."""
     known = known if known is not None else {}
-    todo = [i for i, b in enumerate(bits) if (fp, b) not in known]
-    if todo:
-        fresh = runner.measure_many(export_all(net, [policies[i] for i in todo], log))
-        known.update({(fp, bits[i]): m.median_ms for i, m in zip(todo, fresh)})
-    if log and len(todo) < len(policies):
-        log(f"{net.name}: reused {len(policies) - len(todo)} of {len(policies)} whole-model measurements")
-    return [Observation(net.name, fp, layer_sum(table, net.layers, p), b, known[(fp, b)]) for p, b in zip(policies, bits)]
+    plans = []
+    todo: list[tuple[str, tuple[BitPair, ...]]] = []
+    exported: list[bytes] = []
+    for net in nets:
+        policies = fit_policies(table, net, n, seed)
+        fp = network_fingerprint(net.layers, table.batch)
+        bits = [bits_of(net.layers, p) for p in policies]
+        fresh = [i for i, b in enumerate(bits) if (fp, b) not in known and (fp, b) not in todo]
+        exported += export_all(net, [policies[i] for i in fresh], log)
+        todo += [(fp, bits[i]) for i in fresh]
+        if log and len(fresh) < len(policies):
+            log(f"{net.name}: reused {len(policies) - len(fresh)} of {len(policies)} whole-model measurements")
+        plans.append((net, fp, policies, bits))
+    timed = runner.measure_many([*exported, sentinel_model(1)])
+    known.update(dict(zip(todo, (m.median_ms for m in timed))))
+    overhead = RunOverhead("latency", 0.0, timed[-1].median_ms)
+    obs = [
+        Observation(net.name, fp, layer_sum(table, net.layers, p), b, known[(fp, b)])
+        for net, fp, policies, bits in plans
+        for p, b in zip(policies, bits)
+    ]
+    return obs, overhead
+
+
+OVERHEAD_FLOOR = 0.05
+"""Share of its isolated time an entry keeps at least once the call overhead is taken out."""
+
+
+def overhead_cap(table: CostTable, probe_ms: float) -> float:
+    """The most the fitted call overhead may be: the probe's call time, and less than every
+    isolated single-layer time (each of those paid it once), so every entry stays positive."""
+    isolated = min(e.latency_ms / kernel_share(e) for e in table.entries())
+    return min(probe_ms, (1.0 - OVERHEAD_FLOOR) * isolated)
+
+
+def overhead_weight(table: CostTable, layers: Sequence[LayerInfo], bits: Sequence[BitPair]) -> float:
+    """Call overheads a configuration's layer sum holds beyond the network's one: its entries'
+    kernel shares summed, minus 1 (:class:`~haq.tables.schema.RunOverhead`)."""
+    return sum(kernel_share(table.entry(layer.signature, *b)) for layer, b in zip(layers, bits)) - 1.0
 
 
 def layer_sum(table: CostTable, layers: Sequence[LayerInfo], policy: QuantPolicy) -> float:
@@ -197,5 +257,11 @@ def load_observations(path: Path, table: CostTable, machine: str) -> MeasuredCac
         raise TableError(f"fit observations file {path} is unreadable or malformed ({exc}); delete it to re-measure") from None
 
 
-def _describe(fit: BoundaryFit) -> str:
-    return "; ".join(f"{d}: {1000 * f:.1f} µs + {1e6 * p:.2f} ns/elem" for d, (f, p) in fit.per_direction.items())
+def _describe(fit: DeviceFit) -> str:
+    bounds = [f"{d}: {1000 * f:.1f} µs + {1e6 * p:.2f} ns/elem" for d, (f, p) in fit.per_direction.items()]
+    terms = [
+        f"{dom} layer: {1000 * f:+.1f} µs + {1e6 * i:.2f} ns/in + {1e6 * o:.2f} ns/out elem"
+        for dom, (f, i, o) in fit.layer_terms.items()
+        if any((f, i, o))
+    ]
+    return "; ".join(bounds + terms)

@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -42,8 +42,10 @@ from haq.export import (
     supported_precisions,
 )
 from haq.hardware.device.machine import MachineFingerprint, cpu_model, machine_fingerprint
+from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.runner import LocalRunner, Runner
 from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.device.timing import ci_half_width
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy, discover_layers
 from haq.tables.schema import Entry
 
@@ -156,45 +158,58 @@ class MeasuredBackend:
 
     def entries(self, sig: LayerSignature) -> list[Entry]:
         """One measured entry per precision the CPU really runs for ``sig``."""
-        if sig.batch != 1:
-            raise ConfigError(f"measured CPU tables are built at batch 1; signature {sig.key()} has batch {sig.batch}")
-        exported: list[tuple[int, int, ExportedModel, str]] = []
-        for w, a in supported_precisions(sig.op):
-            try:
-                model, info = export_single(sig, w, a)
-            except ExportError as exc:
-                if self.log:
-                    self.log(f"  skipping w{w}a{a}: {exc}")
-                continue
-            exported.append((w, a, model, model.kernels[info.name].label))
-        results = self._timer().measure_many([m.onnx_bytes for _, _, m, _ in exported])
-        out = []
-        for (w, a, model, kernel), meas in zip(exported, results):
-            profile = profile_ops(model.onnx_bytes, self.protocol.threads)
-            share = kernel_share(profile)
-            out.append(
-                Entry(
-                    key=sig.key(),
-                    w_bits=w,
-                    a_bits=a,
-                    latency_ms=meas.median_ms * share,
-                    latency_iqr_ms=meas.iqr_ms * share,
-                    samples=meas.n_samples,
-                    source="measured",
-                    kernel=kernel,
-                    raw_ms=tuple(round(float(v), 6) for v in meas.all_samples()),
-                    extra={
-                        "isolated_ms": meas.median_ms,
-                        "kernel_share": round(share, 4),
-                        "profile_us": profile,
-                        "session_medians_ms": [round(v, 6) for v in meas.session_medians],
-                        "noise": round(meas.noise, 4),
-                        "attempts": meas.attempts,
-                        "ops": list(meas.kernels),
-                    },
-                )
-            )
+        return self.entries_many([sig])[0]
+
+    def entries_many(self, sigs: Sequence[LayerSignature]) -> list[list[Entry]]:
+        """:meth:`entries` of several signatures, every variant of every signature timed in the
+        same interleaved rounds (one session each per round), so drift hits them all alike and
+        the protocol's early stop (``ci_rel``) acts per variant."""
+        exported: list[tuple[int, int, int, ExportedModel, str]] = []
+        for k, sig in enumerate(sigs):
+            if sig.batch != 1:
+                raise ConfigError(f"measured CPU tables are built at batch 1; signature {sig.key()} has batch {sig.batch}")
+            for w, a in supported_precisions(sig.op):
+                try:
+                    model, info = export_single(sig, w, a)
+                except ExportError as exc:
+                    if self.log:
+                        self.log(f"  skipping {sig.key()} w{w}a{a}: {exc}")
+                    continue
+                exported.append((k, w, a, model, model.kernels[info.name].label))
+        if self.log and len(sigs) > 1:
+            self.log(f"timing {len(exported)} single-layer models of {len(sigs)} signatures together")
+        results = self._timer().measure_many([m.onnx_bytes for _, _, _, m, _ in exported])
+        out: list[list[Entry]] = [[] for _ in sigs]
+        for (k, w, a, model, kernel), meas in zip(exported, results):
+            out[k].append(self._entry(sigs[k], w, a, model, kernel, meas))
         return out
+
+    def _entry(self, sig: LayerSignature, w: int, a: int, model: ExportedModel, kernel: str, meas: Measurement) -> Entry:
+        """The table entry of one timed single-layer model: in-context cost and its provenance."""
+        profile = profile_ops(model.onnx_bytes, self.protocol.threads)
+        share = kernel_share(profile)
+        return Entry(
+            key=sig.key(),
+            w_bits=w,
+            a_bits=a,
+            latency_ms=meas.median_ms * share,
+            latency_iqr_ms=meas.iqr_ms * share,
+            samples=meas.n_samples,
+            source="measured",
+            kernel=kernel,
+            raw_ms=tuple(round(float(v), 6) for v in meas.all_samples()),
+            extra={
+                "isolated_ms": meas.median_ms,
+                "kernel_share": round(share, 4),
+                "profile_us": profile,
+                "session_medians_ms": [round(v, 6) for v in meas.session_medians],
+                "sessions": len(meas.session_medians),
+                "ci_half_width": round(ci_half_width(meas.session_medians), 4) if len(meas.session_medians) > 1 else None,
+                "noise": round(meas.noise, 4),
+                "attempts": meas.attempts,
+                "ops": list(meas.kernels),
+            },
+        )
 
 
 def profile_ops(onnx_bytes: bytes, threads: int = 1, runs: int = PROFILE_RUNS) -> dict[str, float]:

@@ -12,19 +12,24 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from haq.core.errors import ConfigError
+from haq.core.errors import ConfigError, InternalError
 from haq.core.validate import choice, count, finite, positive, unit_interval
 from haq.problem.config import EnvConfig
 
-AGENTS = ("ddpg", "td3", "sac", "ppo")
+AGENTS = ("auto", "ddpg", "td3", "sac", "ppo")
+"""``auto`` resolves per problem (:meth:`AgentConfig.for_problem`): DDPG from an action prior, else SAC."""
 
 
 @dataclass(frozen=True)
 class AgentConfig:
     """The reinforcement-learning agent (stable-baselines3) and HAQ's DDPG recipe.
 
-    algo: ``ddpg`` | ``td3`` | ``sac`` | ``ppo``; SAC is the default because it was the one
-        that reliably beat random search in a short budget (tests/test_learns.py).
+    algo: ``auto`` | ``ddpg`` | ``td3`` | ``sac`` | ``ppo``. ``auto`` (default) is DDPG when the
+        agent starts at an action prior and SAC otherwise: from an informed start a
+        deterministic actor with decaying local noise is a local search that walks down the
+        cost curve (ResNet-20 / MobileNetV2, cheap evaluator), while with nothing known SAC's
+        maximum-entropy exploration is what beat random search (digits, full evaluator); both
+        measured in ``bench/search_quality.py``.
     hidden: hidden layer sizes of actor and critic (small: the state has ~20 features).
     learning_rate: Adam learning rate of actor and critic (stable-baselines3 uses one rate).
     batch_size: replay minibatch (off-policy) or PPO minibatch cap.
@@ -49,9 +54,12 @@ class AgentConfig:
     ent_coef_init: SAC's entropy weight at the start (auto-tuned from there); ``None``: SB3's
         1.0, or 0.01 for a centred agent, whose start an entropy bonus that outweighs reward
         differences of ~0.1 would push away from the prior for most of a short run.
+    centred_noise_sigma / centred_noise_decay: the DDPG / TD3 noise of a centred agent, which
+        replaces ``noise_sigma`` / ``noise_decay``: a local search around the prior (HAQ's 0.5
+        would move most layers off the prior in every early episode).
     """
 
-    algo: str = "sac"
+    algo: str = "auto"
     hidden: tuple[int, ...] = (64, 64)
     learning_rate: float = 1e-3
     batch_size: int = 64
@@ -67,19 +75,34 @@ class AgentConfig:
     start_at_centre: bool | None = None
     initial_log_std: float = -1.5
     ent_coef_init: float | None = None
+    centred_noise_sigma: float = 0.25
+    centred_noise_decay: float = 0.98
 
     @property
     def uses_baseline(self) -> bool:
-        """Whether the reward baseline wrapper is applied."""
+        """Whether the reward baseline wrapper is applied (of a resolved config: see :meth:`for_problem`)."""
+        if self.algo == "auto":
+            raise InternalError("AgentConfig.algo 'auto' must be resolved with for_problem() before use")
         return self.algo == "ddpg" if self.reward_baseline is None else self.reward_baseline
 
     def for_problem(self, has_prior: bool) -> AgentConfig:
         """This config with its automatic choices made for an environment with or without an
-        action prior: ``start_at_centre``, the warm-up a centred agent skips, SAC's entropy start."""
+        action prior: the algorithm, ``start_at_centre``, the warm-up a centred agent skips, its
+        local noise, SAC's entropy start."""
         centred = has_prior if self.start_at_centre is None else self.start_at_centre
+        algo = ("ddpg" if centred else "sac") if self.algo == "auto" else self.algo
         ent = self.ent_coef_init if self.ent_coef_init is not None else (0.01 if centred else 1.0)
-        warmup = 0 if centred else self.warmup_episodes
-        return dataclasses.replace(self, start_at_centre=centred, ent_coef_init=ent, warmup_episodes=warmup)
+        if not centred:
+            return dataclasses.replace(self, algo=algo, start_at_centre=False, ent_coef_init=ent)
+        return dataclasses.replace(
+            self,
+            algo=algo,
+            start_at_centre=True,
+            ent_coef_init=ent,
+            warmup_episodes=0,
+            noise_sigma=self.centred_noise_sigma,
+            noise_decay=self.centred_noise_decay,
+        )
 
     def __post_init__(self) -> None:
         choice("agent", self.algo, AGENTS)
@@ -95,6 +118,8 @@ class AgentConfig:
         unit_interval("baseline_momentum", self.baseline_momentum, open_low=False, open_high=True)
         finite("noise_sigma", self.noise_sigma, 0.0)
         finite("noise_shift", self.noise_shift, 0.0)
+        finite("centred_noise_sigma", self.centred_noise_sigma, 0.0)
+        unit_interval("centred_noise_decay", self.centred_noise_decay)
         finite("initial_log_std", self.initial_log_std)
         if self.ent_coef_init is not None:
             positive("ent_coef_init", self.ent_coef_init)

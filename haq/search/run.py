@@ -16,6 +16,7 @@ by a resume whatever its number of workers, so the same seed and batch give the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ def train(
     logged. The transfer calls this after committing its zero-shot episode, so its fine-tuning
     is this loop.
     """
+    config = dataclasses.replace(config, agent=config.agent.for_problem(problem.prior is not None))
     checkpoint = store.checkpoint
     batch = _batch_size(checkpoint.path, checkpoint.state) if checkpoint is not None else problem.workers
     env = MixedPrecisionVecEnv(problem, batch)
@@ -132,7 +134,7 @@ def train(
     else:
         seed = config.seed + done
         if fresh is None:
-            model = make_agent(config.agent.for_problem(problem.prior is not None), agent_env, episode_len, config.episodes, seed)
+            model = make_agent(config.agent, agent_env, episode_len, config.episodes, seed)
         else:
             model = fresh(agent_env, episode_len)
             model.set_random_seed(seed)

@@ -1,10 +1,10 @@
-"""The device cost table file format (``haq.cost_table`` versions 1 and 2): its records and writing.
+"""The device cost table file format (``haq.cost_table`` versions 1, 2 and 3): its records and writing.
 
 A table is one JSON object; every field below is checked on load (:mod:`haq.tables.validation`)
 and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the field::
 
     {
-      "format": "haq.cost_table", "version": 1 | 2,   # 2 iff meta.machine is present
+      "format": "haq.cost_table", "version": 1 | 2 | 3,   # 3 iff graph.layer_terms, else 2 iff meta.machine
       "meta": {
         "device":    {"name": "bitfusion", "description": "..."},
         "runtime":   {"name": "analytical:bitfusion", "version": "haq 0.1.0"},
@@ -37,7 +37,11 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
                               "energy_mj_per_elem": ..., "source": ...}],
         "corrections": [{"fingerprint": "...", "network": "resnet20", "metric": "latency",
                          "scale": 1.05, "offset": 0.01, "fitted_on": 10,
-                         "per_int8_layer": 0.002}]            # optional, default 0
+                         "per_int8_layer": 0.002}],           # optional, default 0
+        "layer_terms": [{"domain": "int8" | "float" | "weight-only", "metric": "latency",   # version 3
+                         "fixed": 0.004, "per_in_elem": 1e-6, "per_out_elem": 2e-6,
+                         "networks": ["resnet20", "vgg6"], "fitted_on": 48}],
+        "run_overhead": {"metric": "latency", "latency_ms": 0.0027, "probe_ms": 0.0055}   # version 3
       }
     }
 
@@ -53,10 +57,28 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
 * A ``corrections`` entry applies to a network whose :func:`network_fingerprint` matches:
   ``cost = scale * (sum of layers + boundaries) + offset`` for its metric (``offset`` in the
   metric's unit). ``scale`` must be positive so the ranking of policies is kept. The optional
-  ``per_int8_layer`` (>= 0, default 0) is added to the cost of every layer of that network
+  ``per_int8_layer`` (>= 0, default 0; written by version 2 fits, superseded by
+  ``layer_terms``) is added to the cost of every layer of that network
   run with 8-bit activations: the requantize work around the ops between layers (residual
   adds, pooling) that an int8 region of that particular graph pays and a single-layer
   measurement cannot see.
+* ``layer_terms`` (version 3) are per-*device* terms, fitted once over several networks
+  (:mod:`haq.hardware.graph_fit`), so they hold for a network that was never measured whole:
+  every layer run in ``domain`` (``int8``: 8-bit activations, the QDQ domain;
+  ``weight-only``: float activations with quantized weights; ``float``: fp32) costs
+  ``fixed + per_in_elem * input elements + per_out_elem * output elements`` (at the
+  table's batch) on top of its entry, for ``metric``. ``fixed`` may be
+  negative (an entry measured in isolation can overstate the in-graph cost), the per-element
+  terms are >= 0; ``networks`` names what they were fitted on and ``fitted_on`` counts the
+  whole-model measurements. At most one term per (domain, metric). A network's correction
+  then applies on top of them, only to a network that was measured.
+* ``run_overhead`` (version 3, optional) is the per-call cost every isolated single-layer
+  entry holds a share of (its in-context cost is the isolated median x kernel share) and a
+  network pays once. Each entry is priced ``entry latency - run_overhead.latency_ms x
+  extra.kernel_share`` (share 1 where absent; every entry must stay > 0) and a network adds
+  ``latency_ms`` once. It is fitted over networks with the other device terms, bounded by
+  ``probe_ms`` (0 <= latency_ms <= probe_ms), the measured call time of a near-empty model.
+  On small networks (tens of µs) it is most of the gap between layer sum and measurement.
 
 ``meta.machine`` (version 2) is the fingerprint of the machine that measured the table
 (:class:`haq.hardware.device.machine.MachineFingerprint`: CPU vendor / family / model /
@@ -65,7 +87,7 @@ it on another machine can warn. It is checked here only for shape: an object wit
 ``identity``, ``probe_ms`` a positive number or null, ``remote`` (optional) a boolean that is
 true when a ``haq device serve`` agent, not the building host, did the timing; other fields
 are the fingerprint's and are read by its owner. A table is written at the lowest version that
-holds it, so analytical and older measured tables stay version 1 and load as before.
+holds it, so analytical and older measured tables stay version 1 (or 2) and load as before.
 
 Costs are per inference of one batch of ``meta.batch``; latency in milliseconds, energy in
 millijoules. Bits are 1..8, or 32 for float. Zero or negative costs, NaN and infinities are
@@ -83,9 +105,11 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 
 TABLE_FORMAT = "haq.cost_table"
-TABLE_VERSION = 2
+TABLE_VERSION = 3
 """The newest version this haq writes; :func:`table_version` picks the lowest one a table needs."""
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
+DOMAINS = ("float", "int8", "weight-only")
+"""Layer kinds a device's layer terms distinguish (:func:`term_domain`)."""
 UNITS: Mapping[str, str] = {"latency": "ms", "energy": "mJ"}
 OPS = ("conv", "dwconv", "linear")
 
@@ -221,23 +245,78 @@ class Correction:
 
 
 @dataclass(frozen=True)
+class LayerTerm:
+    """Per-device cost every layer run in ``domain`` adds: ``fixed + per_in_elem * in + per_out_elem * out``."""
+
+    domain: str
+    metric: str
+    fixed: float
+    per_in_elem: float
+    per_out_elem: float
+    networks: tuple[str, ...]
+    fitted_on: int
+
+    def cost(self, in_elems: int, out_elems: int) -> float:
+        """The term for one layer with these input / output element counts."""
+        return self.fixed + self.per_in_elem * in_elems + self.per_out_elem * out_elems
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "domain": self.domain,
+            "metric": self.metric,
+            "fixed": self.fixed,
+            "per_in_elem": self.per_in_elem,
+            "per_out_elem": self.per_out_elem,
+            "networks": list(self.networks),
+            "fitted_on": self.fitted_on,
+        }
+
+
+@dataclass(frozen=True)
+class RunOverhead:
+    """Per-call cost an isolated single-layer entry holds and a network pays once (ms): fitted
+    over networks, at most ``probe_ms``, the measured call time of a near-empty model."""
+
+    metric: str
+    latency_ms: float
+    probe_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"metric": self.metric, "latency_ms": self.latency_ms, "probe_ms": self.probe_ms}
+
+
+@dataclass(frozen=True)
 class GraphExtras:
     """Graph-aware additions to the per-layer sum (empty for analytical tables)."""
 
     transitions: tuple[Transition, ...] = ()
     rules: tuple[TransitionRule, ...] = ()
     corrections: tuple[Correction, ...] = ()
+    layer_terms: tuple[LayerTerm, ...] = ()
+    run_overhead: RunOverhead | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.transitions or self.rules or self.corrections)
+        return bool(self.transitions or self.rules or self.corrections or self.layer_terms or self.run_overhead)
+
+    @property
+    def device_level(self) -> bool:
+        """Whether it holds per-device terms (the version 3 fields)."""
+        return bool(self.layer_terms or self.run_overhead)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
+        """JSON-ready form (``layer_terms`` only when present, so version 2 tables round-trip unchanged)."""
+        d: dict[str, Any] = {
             "transitions": [t.to_dict() for t in self.transitions],
             "transition_rules": [r.to_dict() for r in self.rules],
             "corrections": [c.to_dict() for c in self.corrections],
         }
+        if self.layer_terms:
+            d["layer_terms"] = [t.to_dict() for t in self.layer_terms]
+        if self.run_overhead is not None:
+            d["run_overhead"] = self.run_overhead.to_dict()
+        return d
 
 
 @dataclass(frozen=True)
@@ -263,7 +342,7 @@ class TableData:
         """JSON-ready form of the whole file."""
         d: dict[str, Any] = {
             "format": TABLE_FORMAT,
-            "version": table_version(self.meta),
+            "version": table_version(self.meta, self.graph),
             "meta": dict(self.meta),
             "signatures": {k: s.to_dict() for k, s in self.signatures.items()},
             "entries": [e.to_dict() for e in self.entries],
@@ -273,9 +352,31 @@ class TableData:
         return d
 
 
-def table_version(meta: Mapping[str, Any]) -> int:
-    """1 unless the table records the machine that measured it (``meta.machine``, version 2)."""
+def table_version(meta: Mapping[str, Any], graph: GraphExtras | None = None) -> int:
+    """3 with per-device terms, else 2 with the machine that measured it (``meta.machine``), else 1."""
+    if graph is not None and graph.device_level:
+        return 3
     return 2 if "machine" in meta else 1
+
+
+def kernel_share(entry: Entry) -> float:
+    """The share of an isolated single-layer run its own kernel took (``extra.kernel_share``; 1 where absent)."""
+    share = entry.extra.get("kernel_share", 1.0)
+    return float(share) if isinstance(share, (int, float)) and 0.0 < float(share) <= 1.0 else 1.0
+
+
+def domain(pair: BitPair) -> str:
+    """``int8`` when a layer's input is quantized on the CPU (8-bit activations, QDQ), else
+    ``float``: the two sides of a precision boundary."""
+    return "int8" if pair[1] == 8 else "float"
+
+
+def term_domain(pair: BitPair) -> str:
+    """The kind a layer term prices: ``int8`` (8-bit activations), ``weight-only`` (float
+    activations, quantized weights: MatMulNBits) or ``float`` (fp32)."""
+    if pair[1] == 8:
+        return "int8"
+    return "float" if pair[0] == 32 else "weight-only"
 
 
 def network_fingerprint(layers: Sequence[LayerInfo], batch: int) -> str:
@@ -303,6 +404,9 @@ def dumps(data: TableData) -> str:
         '  "entries": ' + block((one(e) for e in d["entries"]), "  ", "[", "]"),
     ]
     if "graph" in d:
-        graph = [f"    {one(k)}: " + block((one(x) for x in v), "    ", "[", "]") for k, v in d["graph"].items()]
+        graph = [
+            f"    {one(k)}: " + (block((one(x) for x in v), "    ", "[", "]") if isinstance(v, list) else one(v))
+            for k, v in d["graph"].items()
+        ]
         parts.append('  "graph": {\n' + ",\n".join(graph) + "\n  }")
     return "{\n" + ",\n".join(parts) + "\n}\n"

@@ -30,7 +30,9 @@ from haq.tables.schema import (
     TableData,
     Transition,
     dumps,
+    kernel_share,
     network_fingerprint,
+    term_domain,
 )
 from haq.tables.validation import loads, parse
 
@@ -106,8 +108,9 @@ class CostTable:
         return self.entry(sig, w_bits, a_bits).cost(metric)
 
     def policy_cost(self, layers: Sequence[LayerInfo], policy: QuantPolicy, metric: str = "latency") -> float:
-        """Cost of a network under ``policy``: per-layer costs plus, where the table has them,
-        precision-boundary costs and the network's fitted correction."""
+        """Cost of a network under ``policy``: per-layer costs plus, where the table has them, the
+        device's per-layer terms and precision-boundary costs (any network), then the network's
+        fitted correction (only a network measured whole)."""
         return self.compile(layers).policy_cost(policy, metric)
 
     def check_covers(self, layers: Sequence[LayerInfo]) -> None:
@@ -163,6 +166,21 @@ class CostTable:
                 s = layers[i].signature.with_batch(self.batch)
                 shape = (s.batch, s.in_channels, s.in_h, s.in_w)
                 boundaries.append(Boundary(index=i, elems=s.input_elems, exact=by_shape.get(shape, {})))
+        for t in graph.layer_terms:  # per-device: every network gets them, measured or not
+            sigs = [layer.signature.with_batch(self.batch) for layer in layers]
+            extra = [t.cost(s.input_elems, s.output_elems) for s in sigs]
+            per_layer[t.metric] = [
+                {p: v + (x if term_domain(p) == t.domain else 0.0) for p, v in d.items()}
+                for d, x in zip(per_layer[t.metric], extra)
+            ]
+        ov = graph.run_overhead
+        if ov is not None:  # entries without the call overhead each paid; the network pays it once (on layer 0)
+            lat = [
+                {p: v - ov.latency_ms * kernel_share(self._index[k][p]) for p, v in d.items()}
+                for d, k in zip(per_layer[ov.metric], keys)
+            ]
+            lat[0] = {p: v + ov.latency_ms for p, v in lat[0].items()}
+            per_layer[ov.metric] = lat
         fp = network_fingerprint(layers, self.batch)
         corrections: dict[str, Correction] = {c.metric: c for c in graph.corrections if c.fingerprint == fp}
         for metric, c in corrections.items():  # folded into the layers: policy_cost and cost_range see it alike

@@ -15,6 +15,7 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerSignature
 from haq.tables.fields import FieldReader
 from haq.tables.schema import (
+    DOMAINS,
     OPS,
     READABLE_VERSIONS,
     TABLE_FORMAT,
@@ -22,10 +23,13 @@ from haq.tables.schema import (
     Correction,
     Entry,
     GraphExtras,
+    LayerTerm,
+    RunOverhead,
     Shape,
     TableData,
     Transition,
     TransitionRule,
+    kernel_share,
     table_version,
 )
 
@@ -58,6 +62,11 @@ def parse(raw: Any, source: str) -> TableData:
     signatures = _parse_signatures(r, top["signatures"], batch)
     entries = _parse_entries(r, top["entries"], signatures, metrics)
     graph = _parse_graph(r, top.get("graph", {}), metrics)
+    if graph.device_level and top["version"] < 3:
+        field = "graph.layer_terms" if graph.layer_terms else "graph.run_overhead"
+        r.fail(field, f"needs version 3 of the format, the file says version {top['version']}")
+    if graph.run_overhead is not None:
+        _check_overhead(r, graph.run_overhead, entries)
     return TableData(meta=meta, signatures=signatures, entries=entries, graph=graph)
 
 
@@ -217,13 +226,67 @@ def _parse_entries(r: FieldReader, raw: Any, sigs: Mapping[str, LayerSignature],
 
 def _parse_graph(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> GraphExtras:
     g = r.obj(raw, "graph")
-    r.keys(g, "graph", (), ("transitions", "transition_rules", "corrections"))
+    r.keys(g, "graph", (), ("transitions", "transition_rules", "corrections", "layer_terms", "run_overhead"))
     energy = "energy" in metrics
     return GraphExtras(
         _parse_transitions(r, g.get("transitions", []), energy),
         _parse_rules(r, g.get("transition_rules", []), energy),
         _parse_corrections(r, g.get("corrections", []), metrics),
+        _parse_layer_terms(r, g.get("layer_terms", []), metrics),
+        _parse_overhead(r, g["run_overhead"], metrics) if "run_overhead" in g else None,
     )
+
+
+def _parse_overhead(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> RunOverhead:
+    path = "graph.run_overhead"
+    r.keys(r.obj(raw, path), path, ("metric", "latency_ms", "probe_ms"))
+    if raw["metric"] != "latency" or "latency" not in metrics:
+        r.fail(f"{path}.metric", f"must be 'latency' (a metric of the table), got {raw['metric']!r}")
+    probe = r.number(raw["probe_ms"], f"{path}.probe_ms", positive=True)
+    value = r.number(raw["latency_ms"], f"{path}.latency_ms", positive=False)
+    if value > probe:
+        r.fail(f"{path}.latency_ms", f"{value} exceeds the measured call time probe_ms ({probe})")
+    return RunOverhead("latency", value, probe)
+
+
+def _check_overhead(r: FieldReader, overhead: RunOverhead, entries: tuple[Entry, ...]) -> None:
+    """Every entry must stay positive once the call overhead is taken out of it."""
+    for i, e in enumerate(entries):
+        if e.latency_ms - overhead.latency_ms * kernel_share(e) <= 0:
+            r.fail(
+                "graph.run_overhead.latency_ms",
+                f"{overhead.latency_ms} ms would leave entries[{i}] ({e.key} w{e.w_bits}a{e.a_bits}, "
+                f"{e.latency_ms} ms) without a positive cost",
+            )
+
+
+def _parse_layer_terms(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple[LayerTerm, ...]:
+    out: list[LayerTerm] = []
+    seen: set[tuple[str, str]] = set()
+    for i, t in enumerate(r.array(raw, "graph.layer_terms")):
+        path = f"graph.layer_terms[{i}]"
+        fields = ("domain", "metric", "fixed", "per_in_elem", "per_out_elem", "networks", "fitted_on")
+        r.keys(r.obj(t, path), path, fields)
+        if t["domain"] not in DOMAINS:
+            r.fail(f"{path}.domain", f"must be one of {', '.join(DOMAINS)}, got {t['domain']!r}")
+        if t["metric"] not in metrics:
+            r.fail(f"{path}.metric", f"must be one of the table's metrics ({', '.join(metrics)}), got {t['metric']!r}")
+        if (t["domain"], t["metric"]) in seen:
+            r.fail(path, f"duplicate layer term for domain {t['domain']} and metric {t['metric']}")
+        seen.add((t["domain"], t["metric"]))
+        nets = r.array(t["networks"], f"{path}.networks")
+        out.append(
+            LayerTerm(
+                domain=t["domain"],
+                metric=t["metric"],
+                fixed=r.finite(t["fixed"], f"{path}.fixed"),
+                per_in_elem=r.number(t["per_in_elem"], f"{path}.per_in_elem", positive=False),
+                per_out_elem=r.number(t["per_out_elem"], f"{path}.per_out_elem", positive=False),
+                networks=tuple(r.string(n, f"{path}.networks[{k}]") for k, n in enumerate(nets)),
+                fitted_on=r.integer(t["fitted_on"], f"{path}.fitted_on", 1),
+            )
+        )
+    return tuple(out)
 
 
 def _energy_field(r: FieldReader, obj: Mapping[str, Any], path: str, name: str, energy: bool) -> float | None:

@@ -78,9 +78,17 @@ def target_env_config(source: EnvConfig, cfg: TransferConfig) -> EnvConfig:
     return dataclasses.replace(source, workload=workload, table=cfg.table, budget=budget, evaluation=evaluation)
 
 
-def fine_tune_config(source: SearchConfig, cfg: TransferConfig) -> SearchConfig:
-    """The search settings the fine-tuning runs under (episode 0 is the zero-shot one)."""
-    agent = dataclasses.replace(source.agent, warmup_episodes=0, noise_sigma=cfg.noise_sigma, noise_decay=cfg.noise_decay)
+def fine_tune_config(source: SearchConfig, cfg: TransferConfig, algo: str) -> SearchConfig:
+    """The search settings the fine-tuning runs under (episode 0 is the zero-shot one), for the
+    source agent's actual algorithm ``algo`` (its config may say ``auto``)."""
+    agent = dataclasses.replace(
+        source.agent,
+        algo=algo,
+        start_at_centre=False,
+        warmup_episodes=0,
+        noise_sigma=cfg.noise_sigma,
+        noise_decay=cfg.noise_decay,
+    )
     return SearchConfig(env=target_env_config(source.env, cfg), agent=agent, episodes=cfg.episodes + 1, seed=cfg.seed)
 
 
@@ -118,7 +126,7 @@ class Transfer(Proposer[TransferStore]):
 
     def _open(self, problem: SearchProblem, out_dir: str | Path) -> TransferStore:
         source = load_source(self.cfg.source)
-        search_cfg = fine_tune_config(source.config, self.cfg)
+        search_cfg = fine_tune_config(source.config, self.cfg, str(source.meta["algo"]))
         if Path(out_dir).resolve() == source.path.resolve():
             raise ConfigError(f"--out {out_dir} is the source run itself; write the transfer to another directory")
         if problem.config != search_cfg.env:

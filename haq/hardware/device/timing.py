@@ -26,7 +26,9 @@ def measure_models(
     deadline: float | None = None,
     max_input_elements: int = DEFAULT_MAX_INPUT_ELEMENTS,
 ) -> list[Measurement]:
-    """Time every model with the protocol, interleaved, re-measuring noisy ones.
+    """Time every model with the protocol, interleaved, re-measuring noisy ones (those whose
+    samples spread more than ``cfg.max_noise`` and whose session medians, with the early stop
+    on, have not converged anyway).
 
     Every model (and the sentinel) must pass :func:`~haq.hardware.device.guard.check_model`
     first, and no input may declare more than ``max_input_elements`` elements. ``deadline`` is
@@ -41,7 +43,7 @@ def measure_models(
     kernels = [realized_kernels(m, cfg, max_input_elements) for m in models]
     results = _interleaved(models, kernels, cfg, sentinel, progress, limits)
     for attempt in range(2, cfg.max_retries + 2):
-        noisy = [i for i, m in enumerate(results) if m.noise > cfg.max_noise]
+        noisy = [i for i, m in enumerate(results) if m.noise > cfg.max_noise and not ci_tight(m.session_medians, cfg)]
         if not noisy:
             break
         if progress:
@@ -51,6 +53,30 @@ def measure_models(
             best = new if new.noise < results[i].noise else results[i]
             results[i] = Measurement(best.samples_ms, best.runs_per_sample, best.kernels, best.wall_s, attempt, best.sentinel_ms)
     return results
+
+
+def ci_tight(session_medians: Sequence[float], cfg: ProtocolConfig) -> bool:
+    """Whether a model has been sampled enough: ``cfg.min_sessions`` sessions or more and the
+    95 % confidence interval of the mean session median within ``cfg.ci_rel`` of it (Student
+    t, sessions being independent fresh starts). Never before the minimum; never with
+    ``ci_rel`` 0 (then every model gets ``cfg.sessions``)."""
+    n = len(session_medians)
+    if cfg.ci_rel <= 0 or n < cfg.min_sessions or n < 2:
+        return False
+    return ci_half_width(session_medians) <= cfg.ci_rel
+
+
+def ci_half_width(values: Sequence[float]) -> float:
+    """Relative half-width of the 95 % Student-t interval of the mean of ``values`` (n >= 2)."""
+    arr = np.asarray(values, dtype=np.float64)
+    mean = float(arr.mean())
+    if mean <= 0:
+        return math.inf
+    return float(_T975[min(len(arr) - 1, len(_T975)) - 1] * arr.std(ddof=1) / math.sqrt(len(arr)) / mean)
+
+
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
+"""Two-sided 95 % Student-t quantiles for 1..15 degrees of freedom (beyond: the 15's, conservative)."""
 
 
 def runs_per_sample(per_run_ms: float, min_repeat_ms: float) -> int:
@@ -68,25 +94,34 @@ def _interleaved(
     progress: Log | None,
     limits: _Limits,
 ) -> list[Measurement]:
-    """Steps 3-5 and 8 for a list of models: rounds of fresh sessions in rotated order."""
+    """Steps 3-5 and 8 for a list of models: rounds of fresh sessions in rotated order.
+
+    Each round gives every model still sampled one session (round-robin, so drift hits all
+    alike); with ``cfg.ci_rel`` set, a model leaves after ``cfg.min_sessions`` rounds once
+    its confidence interval is that tight (:func:`ci_tight`), and at ``cfg.sessions`` at most.
+    """
     n = len(models)
     samples: list[list[tuple[float, ...]]] = [[] for _ in range(n)]
     batches: list[list[int]] = [[] for _ in range(n)]
     walls = [0.0] * n
     sentinel_ms: list[float] = []
     use_sentinel = sentinel is not None and cfg.sentinel_every > 0
+    active = list(range(n))
     for rnd in range(cfg.sessions):
-        for pos in range(n):
+        for pos in range(len(active)):
             if use_sentinel and pos % cfg.sentinel_every == 0:
                 sentinel_ms.append(float(np.median(_time_session(sentinel, cfg, limits)[0])))
-            i = (pos + rnd) % n
+            i = active[(pos + rnd) % len(active)]
             start = time.perf_counter()
             got, k = _time_session(models[i], cfg, limits)
             walls[i] += time.perf_counter() - start
             samples[i].append(tuple(got))
             batches[i].append(k)
         if progress:
-            progress(f"protocol: session {rnd + 1}/{cfg.sessions} done for {n} model(s)")
+            progress(f"protocol: session {rnd + 1}/{cfg.sessions} done for {len(active)} model(s)")
+        active = [i for i in active if not ci_tight([float(np.median(s)) for s in samples[i]], cfg)]
+        if not active:
+            break
     return [Measurement(tuple(samples[i]), tuple(batches[i]), kernels[i], walls[i], 1, tuple(sentinel_ms)) for i in range(n)]
 
 

@@ -1,0 +1,277 @@
+"""Device terms that travel: fitted over several networks, they price a network never measured
+whole; the timing loop is round-robin and stops early only once an interval is tight."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import latency_tables
+from haq.core.errors import TableError
+from haq.hardware.device import timing
+from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.device.timing import ci_half_width, ci_tight, measure_models
+from haq.hardware.fit import fit_graph, layer_sum
+from haq.hardware.graph_fit import FORMS, DeviceFit, Observation, fit_device
+from haq.hardware.networks import Network, policy_of
+from haq.quant import discover_layers
+from haq.tables.schema import Entry, GraphExtras, RunOverhead
+from haq.tables.table import CostTable, load_table
+
+TRUTH = DeviceFit(
+    {"float->int8": (0.0, 2e-6), "int8->float": (0.0, 1e-6)},
+    {"int8": (0.0, 0.0, 4e-6), "float": (0.0, 0.0, 0.0)},
+)
+OVERHEAD = RunOverhead("latency", 0.002, 0.005)
+PROBE = RunOverhead("latency", 0.0, 0.005)  # what measure_all hands the fit: the bound only
+
+
+def _plain(widths: tuple[int, ...]) -> nn.Module:
+    mods: list[nn.Module] = []
+    for a, b in zip(widths, widths[1:]):
+        mods += [nn.Conv2d(a, b, 3, padding=1), nn.ReLU()]
+    return nn.Sequential(*mods, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 10))
+
+
+NETS: dict[str, tuple[tuple[int, ...], tuple[int, int, int]]] = {
+    "a": ((3, 8, 16, 16), (3, 16, 16)),
+    "b": ((3, 16, 32), (3, 12, 12)),
+    "c": ((3, 8, 8, 8, 24), (3, 10, 10)),
+    "d": ((3, 24, 12), (3, 20, 20)),
+}
+
+
+@pytest.fixture(scope="module")
+def nets() -> list[Network]:
+    out = []
+    for name, (widths, shape) in NETS.items():
+        model = _plain(widths).eval()
+        out.append(Network(name, model, discover_layers(model, shape), shape, torch.zeros((1, *shape))))
+    return out
+
+
+def _table(nets: list[Network]) -> CostTable:
+    """A 'measured' fp32 / int8 table of every layer of ``nets`` (costs made up from MACs)."""
+    sigs = {layer.signature.key(): layer.signature for net in nets for layer in net.layers}
+    entries = [
+        Entry(k, w, w, (0.01 + 1e-6 * s.macs) * (1.0 if w == 32 else 0.4), 0.0, 5, "measured", "k").to_dict()
+        for k, s in sigs.items()
+        for w in (32, 8)
+    ]
+    meta = copy.deepcopy(dict(latency_tables.load("bismo-edge").meta))
+    meta.update(device={"name": "test-cpu", "description": "fake"}, threads=1)
+    raw = {
+        "format": "haq.cost_table",
+        "version": 1,
+        "meta": meta,
+        "signatures": {k: s.to_dict() for k, s in sigs.items()},
+        "entries": entries,
+    }
+    return CostTable.from_dict(raw, "test-cpu")
+
+
+def _observe(table: CostTable, net: Network, n: int, seed: int, noise: float = 0.0) -> list[Observation]:
+    """Whole-model times generated from :data:`TRUTH` and :data:`OVERHEAD` on top of the table's entries."""
+    rng = np.random.default_rng(seed)
+    bare = table.with_graph(GraphExtras(run_overhead=OVERHEAD))
+    out = []
+    for _ in range(n):
+        bits = tuple((8, 8) if rng.random() < 0.5 else (32, 32) for _ in net.layers)
+        s = layer_sum(table, net.layers, policy_of(net.layers, bits))
+        overhead = OVERHEAD.latency_ms * (1 - len(net.layers))  # entries have no kernel share: each loses it all
+        assert bare.policy_cost(net.layers, policy_of(net.layers, bits)) == pytest.approx(s + overhead)
+        t = (s + overhead + TRUTH.cost(net.layers, bits)) * (1 + noise * rng.standard_normal())
+        out.append(Observation(net.name, "fp-" + net.name, s, bits, t))
+    return out
+
+
+def test_known_device_terms_are_recovered(nets: list[Network]) -> None:
+    table = _table(nets)
+    obs = [o for i, net in enumerate(nets) for o in _observe(table, net, 14, i)]
+    weight = {net.name: len(net.layers) - 1.0 for net in nets}  # entries without a kernel share hold a whole overhead
+    obs = [replace(o, overhead_weight=weight[o.network]) for o in obs]
+    fit = fit_device(obs, {net.name: net.layers for net in nets}, form="int8 fixed+out", max_overhead_ms=PROBE.probe_ms)
+    assert fit.run_overhead_ms == pytest.approx(OVERHEAD.latency_ms, rel=1e-3)
+    for net in nets:
+        for o in _observe(table, net, 5, 99):
+            assert fit.cost(net.layers, o.bits) == pytest.approx(TRUTH.cost(net.layers, o.bits), rel=1e-3, abs=1e-6)
+    assert fit.networks == tuple(sorted(NETS)) and fit.fitted_on == len(obs)
+
+
+def test_noisy_fit_stays_close_and_picks_a_form_by_leaving_networks_out(nets: list[Network]) -> None:
+    table = _table(nets)
+    obs = [o for i, net in enumerate(nets) for o in _observe(table, net, 14, i, noise=0.01)]
+    fitted = fit_graph(table, nets, obs, PROBE, corrected=())
+    assert fitted.data.graph.layer_terms[0].networks == tuple(sorted(NETS)) and not fitted.data.graph.corrections
+    for net in nets:
+        o = _observe(table, net, 10, 7)
+        pred = [fitted.policy_cost(net.layers, policy_of(net.layers, x.bits)) for x in o]
+        errs = np.array(pred) / np.array([x.measured_ms for x in o]) - 1
+        assert float(np.sqrt(np.mean(np.square(errs)))) < 0.03
+    assert fit_device(obs, {net.name: net.layers for net in nets}, "auto").form in FORMS
+    with pytest.raises(TableError, match="unknown device-term form"):
+        fit_device(obs, {net.name: net.layers for net in nets}, "int4 everything")
+
+
+def test_a_network_left_out_is_priced_by_the_device_terms(nets: list[Network], tmp_path: Path) -> None:
+    table = _table(nets)
+    measured, left_out = nets[:3], nets[3]
+    obs = [o for i, net in enumerate(measured) for o in _observe(table, net, 14, i)]
+    fitted = fit_graph(table, measured, obs, PROBE, form="int8 out")
+    fitted_overhead = fitted.data.graph.run_overhead
+    assert fitted_overhead is not None and fitted_overhead.latency_ms == pytest.approx(OVERHEAD.latency_ms, rel=1e-6)
+    assert {c.network for c in fitted.data.graph.corrections} == {"a", "b", "c"}
+    assert fitted.data.to_dict()["version"] == 3
+    fitted.save(tmp_path / "v3.json")
+    assert load_table(tmp_path / "v3.json").data == fitted.data
+    compiled = fitted.compile(left_out.layers)
+    assert compiled.correction() is None
+    for o in _observe(table, left_out, 8, 42):
+        assert fitted.policy_cost(left_out.layers, policy_of(left_out.layers, o.bits)) == pytest.approx(o.measured_ms, rel=1e-3)
+    fast, slow = fitted.cost_range(left_out.layers)
+    assert fast <= fitted.policy_cost(left_out.layers, policy_of(left_out.layers, [(8, 8)] * len(left_out.layers))) <= slow
+
+
+def test_fitted_overhead_never_empties_an_entry(nets: list[Network]) -> None:
+    """A probe slower than the quickest isolated entry: the fitted overhead stays below that entry."""
+    table = _table(nets)
+    obs = [replace(o, measured_ms=o.measured_ms * 0.5) for i, net in enumerate(nets) for o in _observe(table, net, 8, i)]
+    fitted = fit_graph(table, nets, obs, RunOverhead("latency", 0.0, 1.0))
+    ov = fitted.data.graph.run_overhead
+    assert ov is not None and ov.latency_ms <= 0.95 * min(e.latency_ms for e in table.entries()) + 1e-12
+    assert CostTable.from_dict(fitted.data.to_dict(), "again").data == fitted.data
+
+
+def _fake_timing(monkeypatch: pytest.MonkeyPatch, spread: dict[bytes, float]) -> list[bytes]:
+    """Replace the session timer: model ``m`` gives samples around 1 ms, its session medians
+    alternating by ``spread[m]``; the visit order is recorded."""
+    visits: list[bytes] = []
+
+    def fake_session(model: bytes, cfg: ProtocolConfig, limits: Any) -> tuple[list[float], int]:
+        visits.append(model)
+        k = visits.count(model)
+        return [1.0 + spread[model] * (-1) ** k] * 3, 1
+
+    monkeypatch.setattr(timing, "_time_session", fake_session)
+    monkeypatch.setattr(timing, "check_model", lambda m: None)
+    monkeypatch.setattr(timing, "realized_kernels", lambda m, cfg, limit: ("Conv",))
+    return visits
+
+
+def test_rounds_are_round_robin(monkeypatch: pytest.MonkeyPatch) -> None:
+    models = [b"a", b"b", b"c"]
+    visits = _fake_timing(monkeypatch, dict.fromkeys(models, 0.0))
+    res = measure_models(models, ProtocolConfig(sessions=4, ci_rel=0.0, max_retries=0))
+    rounds = [visits[i : i + 3] for i in range(0, len(visits), 3)]
+    assert len(rounds) == 4 and all(sorted(r) == models for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # the order rotates
+    assert [len(m.samples_ms) for m in res] == [4, 4, 4]
+
+
+def test_early_stop_waits_for_the_minimum_and_a_tight_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    visits = _fake_timing(monkeypatch, {b"quiet": 0.001, b"noisy": 0.3})
+    cfg = ProtocolConfig(sessions=7, ci_rel=0.02, min_sessions=4, max_retries=0)
+    quiet, noisy = measure_models([b"quiet", b"noisy"], cfg)
+    assert len(quiet.samples_ms) == 4  # tight from the start, but not before the minimum
+    assert len(noisy.samples_ms) == 7
+    assert visits.count(b"quiet") == 4 and visits.count(b"noisy") == 7
+
+
+@pytest.mark.parametrize("ci_rel,attempts", [(0.02, 1), (0.0, 2)])
+def test_noisy_samples_with_a_tight_interval_are_not_remeasured(
+    monkeypatch: pytest.MonkeyPatch, ci_rel: float, attempts: int
+) -> None:
+    monkeypatch.setattr(timing, "_time_session", lambda model, cfg, limits: ([0.5, 1.0, 1.5], 1))  # IQR/median 0.5
+    monkeypatch.setattr(timing, "check_model", lambda m: None)
+    monkeypatch.setattr(timing, "realized_kernels", lambda m, cfg, limit: ("Conv",))
+    (m,) = measure_models([b"m"], ProtocolConfig(sessions=5, ci_rel=ci_rel, max_noise=0.1, max_retries=1))
+    assert m.noise > 0.1 and m.attempts == attempts
+
+
+@pytest.mark.parametrize("values", [[1.0, 1.01, 0.99], [1.0, 1.5, 0.7, 1.2], [2.0, 2.0, 2.0, 2.0, 2.0]])
+def test_ci_tight_never_before_the_minimum(values: list[float]) -> None:
+    for n in range(1, len(values) + 1):
+        cfg = ProtocolConfig(sessions=10, ci_rel=1.0, min_sessions=len(values))
+        assert ci_tight(values[:n], cfg) == (n == len(values))
+    assert not ci_tight(values, ProtocolConfig(ci_rel=0.0, min_sessions=2))
+    assert ci_half_width([v * 7 for v in values]) == pytest.approx(ci_half_width(values))  # relative: unit-free
+
+
+def _v2_dict(nets: list[Network]) -> dict[str, Any]:
+    d = _table(nets).data.to_dict()
+    d["meta"]["machine"] = {"identity": "0123456789abcdef", "probe_ms": 0.05}
+    d["version"] = 2
+    return d
+
+
+def test_version_2_tables_still_load_and_stay_version_2(nets: list[Network], tmp_path: Path) -> None:
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(_v2_dict(nets)))
+    table = load_table(path)
+    assert not table.data.graph.layer_terms
+    table.save(tmp_path / "again.json")
+    assert json.loads((tmp_path / "again.json").read_text())["version"] == 2
+
+
+TERM = {
+    "domain": "int8",
+    "metric": "latency",
+    "fixed": 0.001,
+    "per_in_elem": 0.0,
+    "per_out_elem": 1e-6,
+    "networks": ["a"],
+    "fitted_on": 4,
+}
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"domain": "int4"}, "graph.layer_terms[0].domain"),
+        ({"per_out_elem": -1e-6}, "graph.layer_terms[0].per_out_elem"),
+        ({"fixed": "x"}, "graph.layer_terms[0].fixed"),
+        ({"networks": "a"}, "graph.layer_terms[0].networks"),
+        ({"fitted_on": 0}, "graph.layer_terms[0].fitted_on"),
+        ({"metric": "energy"}, "graph.layer_terms[0].metric"),
+        ({"surprise": 1}, "graph.layer_terms[0]"),
+        ({"__version__": 2}, "graph.layer_terms"),
+    ],
+)
+def test_bad_version_3_field_is_one_line_error(nets: list[Network], change: dict[str, Any], field: str) -> None:
+    d = _v2_dict(nets)
+    term = {**TERM, **{k: v for k, v in change.items() if k != "__version__"}}
+    d["graph"] = {**GraphExtras().to_dict(), "layer_terms": [term]}
+    d["version"] = change.get("__version__", 3)
+    with pytest.raises(TableError) as err:
+        CostTable.from_dict(d, "bad")
+    assert field in str(err.value) and "\n" not in str(err.value)
+    good = _v2_dict(nets)
+    good["graph"], good["version"] = {**GraphExtras().to_dict(), "layer_terms": [TERM]}, 3
+    assert CostTable.from_dict(good, "good").data.graph.layer_terms[0].per_out_elem == 1e-6
+
+
+@pytest.mark.parametrize(
+    "overhead,field",
+    [
+        ({"metric": "latency", "latency_ms": -0.001, "probe_ms": 0.005}, "graph.run_overhead.latency_ms"),
+        ({"metric": "latency", "latency_ms": 10.0, "probe_ms": 20.0}, "graph.run_overhead.latency_ms"),  # entries <= 0
+        ({"metric": "latency", "latency_ms": 0.006, "probe_ms": 0.005}, "graph.run_overhead.latency_ms"),  # above probe
+        ({"metric": "latency", "latency_ms": 0.001, "probe_ms": 0}, "graph.run_overhead.probe_ms"),
+        ({"metric": "energy", "latency_ms": 0.001, "probe_ms": 0.005}, "graph.run_overhead.metric"),
+        ({"metric": "latency", "latency_ms": 0.001}, "graph.run_overhead"),
+    ],
+)
+def test_bad_run_overhead_is_one_line_error(nets: list[Network], overhead: dict[str, Any], field: str) -> None:
+    d = _v2_dict(nets)
+    d["graph"], d["version"] = {**GraphExtras().to_dict(), "run_overhead": overhead}, 3
+    with pytest.raises(TableError) as err:
+        CostTable.from_dict(d, "bad")
+    assert field in str(err.value) and "\n" not in str(err.value)
