@@ -92,10 +92,11 @@ def test_budget_always_respected_and_applied_bits_reported(cache_dir: Path, prob
         assert prob.budget_model.policy_cost(applied) <= prob.budget.target * (1 + 1e-9)
         assert infos[-1]["policy"] == {n: list(p) for n, p in zip(prob.layer_names, applied)}
         assert infos[-1]["metrics"]["latency_ms"] <= prob.budget.target * (1 + 1e-9)
-        for info, choices in zip(infos, prob.budget_model.layers):
+        centres = prob.prior or [None] * len(prob.budget_model.layers)
+        for info, choices, centre in zip(infos, prob.budget_model.layers, centres):
             assert (info["w_bits"], info["a_bits"]) in choices.pairs
             assert info["projected"] == ((info["w_bits"], info["a_bits"]) != info["requested_bits"])
-            assert map_action(info["applied_action"], choices.pairs) == (info["w_bits"], info["a_bits"])
+            assert map_action(info["applied_action"], choices.pairs, centre) == (info["w_bits"], info["a_bits"])
 
 
 def test_all_max_actions_get_projected(problem: SearchProblem) -> None:

@@ -81,3 +81,21 @@ def test_centred_start_acts_at_zero(algo: str) -> None:
     target = getattr(centred, "actor_target", None)
     if target is not None:
         np.testing.assert_allclose(target(__import__("torch").as_tensor(obs)).detach().numpy(), 0.0, atol=1e-7)
+
+
+def test_sparse_noise_moves_about_the_asked_share_of_layers() -> None:
+    noise = DecayingTruncatedNormalNoise(2, 0.3, 1.0, 0, seed=5, active=0.1)
+    moved = np.mean([np.any(noise() != 0) for _ in range(4000)])
+    assert abs(moved - 0.1) < 0.02
+    dense = DecayingTruncatedNormalNoise(2, 0.3, 1.0, 0, seed=5)
+    assert all(np.any(dense() != 0) for _ in range(100))
+    copy = noise_from_dict(noise.to_dict())
+    np.testing.assert_array_equal([noise() for _ in range(20)], [copy() for _ in range(20)])
+
+
+def test_centred_agent_noise_moves_a_few_layers() -> None:
+    cfg = AgentConfig(algo="ddpg").for_problem(True)
+    agent = make_agent(cfg, _Line(), 30, 10, seed=0)
+    assert agent.action_noise is not None and abs(agent.action_noise.active - 3.0 / 30) < 1e-12
+    plain = make_agent(AgentConfig(algo="ddpg").for_problem(False), _Line(), 30, 10, seed=0)
+    assert plain.action_noise is not None and plain.action_noise.active == 1.0

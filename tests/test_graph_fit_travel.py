@@ -20,7 +20,7 @@ from haq.hardware.device import timing
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.device.timing import ci_half_width, ci_tight, measure_models
 from haq.hardware.fit import fit_graph, layer_sum
-from haq.hardware.graph_fit import FORMS, DeviceFit, Observation, fit_device
+from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, DeviceFit, Observation, fit_device
 from haq.hardware.networks import Network, policy_of
 from haq.quant import discover_layers
 from haq.tables.schema import Entry, GraphExtras, RunOverhead
@@ -78,8 +78,10 @@ def _table(nets: list[Network]) -> CostTable:
     return CostTable.from_dict(raw, "test-cpu")
 
 
-def _observe(table: CostTable, net: Network, n: int, seed: int, noise: float = 0.0) -> list[Observation]:
-    """Whole-model times generated from :data:`TRUTH` and :data:`OVERHEAD` on top of the table's entries."""
+def _observe(
+    table: CostTable, net: Network, n: int, seed: int, noise: float = 0.0, truth: DeviceFit = TRUTH
+) -> list[Observation]:
+    """Whole-model times generated from ``truth`` and :data:`OVERHEAD` on top of the table's entries."""
     rng = np.random.default_rng(seed)
     bare = table.with_graph(GraphExtras(run_overhead=OVERHEAD))
     out = []
@@ -88,7 +90,7 @@ def _observe(table: CostTable, net: Network, n: int, seed: int, noise: float = 0
         s = layer_sum(table, net.layers, policy_of(net.layers, bits))
         overhead = OVERHEAD.latency_ms * (1 - len(net.layers))  # entries have no kernel share: each loses it all
         assert bare.policy_cost(net.layers, policy_of(net.layers, bits)) == pytest.approx(s + overhead)
-        t = (s + overhead + TRUTH.cost(net.layers, bits)) * (1 + noise * rng.standard_normal())
+        t = (s + overhead + truth.cost(net.layers, bits)) * (1 + noise * rng.standard_normal())
         out.append(Observation(net.name, "fp-" + net.name, s, bits, t))
     return out
 
@@ -138,6 +140,53 @@ def test_a_network_left_out_is_priced_by_the_device_terms(nets: list[Network], t
         assert fitted.policy_cost(left_out.layers, policy_of(left_out.layers, o.bits)) == pytest.approx(o.measured_ms, rel=1e-3)
     fast, slow = fitted.cost_range(left_out.layers)
     assert fast <= fitted.policy_cost(left_out.layers, policy_of(left_out.layers, [(8, 8)] * len(left_out.layers))) <= slow
+
+
+def _separable(widths: tuple[int, ...]) -> nn.Module:
+    """A 3x3 stem, then depthwise 3x3 + pointwise 1x1 pairs (MobileNet-like), then a classifier."""
+    mods: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1), nn.ReLU()]
+    for a, b in zip(widths, widths[1:]):
+        mods += [nn.Conv2d(a, a, 3, padding=1, groups=a), nn.ReLU(), nn.Conv2d(a, b, 1), nn.ReLU()]
+    return nn.Sequential(*mods, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 10))
+
+
+OP_TRUTH = DeviceFit(  # the int8 per-output cost only dense kxk convs pay (what MobileNetV2 showed)
+    {"float->int8": (0.0, 2e-6), "int8->float": (0.0, 1e-6)},
+    {"int8": (0.0, 0.0, 0.0), "float": (0.0, 0.0, 0.0)},
+    op_terms={("int8", "conv"): (0.0, 0.0, 4e-6)},
+)
+OP_FORM = "int8 fixed+out by op, float out, weight-only fixed"
+
+
+def test_op_dependent_costs_are_recovered_by_the_op_form_only(nets: list[Network], tmp_path: Path) -> None:
+    """Separable nets left out of a fit on dense ones: the op form prices them exactly, the
+    per-domain default form puts dense-conv costs on their layers. Fitted on all, the op form
+    recovers the terms; the default form cannot fit dense and separable nets at once."""
+    separable = []
+    for name, widths, shape in (("e", (8, 16, 24), (3, 16, 16)), ("f", (16, 16, 16, 16), (3, 32, 32))):
+        model = _separable(widths).eval()
+        separable.append(Network(name, model, discover_layers(model, shape), shape, torch.zeros((1, *shape))))
+    every = [*nets, *separable]
+    table = _table(every)
+    obs = [o for i, net in enumerate(every) for o in _observe(table, net, 14, i, truth=OP_TRUTH)]
+    check = {net.name: _observe(table, net, 10, 5, truth=OP_TRUTH) for net in every}
+
+    def rmspe(fitted: CostTable, net: Network) -> float:
+        pred = [fitted.policy_cost(net.layers, policy_of(net.layers, o.bits)) for o in check[net.name]]
+        return float(np.sqrt(np.mean(np.square(np.array(pred) / np.array([o.measured_ms for o in check[net.name]]) - 1))))
+
+    dense = [o for o in obs if o.network in NETS]
+    for form, low, high in ((OP_FORM, 0.0, 1e-3), (DEFAULT_FORM, 0.1, 1.0)):
+        fitted = fit_graph(table, nets, dense, PROBE, form=form, corrected=())
+        assert all(low <= rmspe(fitted, net) < high for net in separable)
+    joint = fit_graph(table, every, obs, PROBE, form=OP_FORM, corrected=())
+    assert max(rmspe(joint, net) for net in every) < 1e-3
+    terms = {(t.domain, t.op): t for t in joint.data.graph.layer_terms}
+    assert terms[("int8", "conv")].per_out_elem == pytest.approx(4e-6, rel=1e-3)
+    assert max(rmspe(fit_graph(table, every, obs, PROBE, form=DEFAULT_FORM, corrected=()), net) for net in every) > 0.03
+    assert joint.data.to_dict()["version"] == 4
+    joint.save(tmp_path / "v4.json")
+    assert load_table(tmp_path / "v4.json").data == joint.data
 
 
 def test_fitted_overhead_never_empties_an_entry(nets: list[Network]) -> None:
@@ -243,6 +292,8 @@ TERM = {
         ({"metric": "energy"}, "graph.layer_terms[0].metric"),
         ({"surprise": 1}, "graph.layer_terms[0]"),
         ({"__version__": 2}, "graph.layer_terms"),
+        ({"op": "conv3x3", "__version__": 4}, "graph.layer_terms[0].op"),
+        ({"op": "dwconv"}, "graph.layer_terms[0].op"),  # an op needs version 4
     ],
 )
 def test_bad_version_3_field_is_one_line_error(nets: list[Network], change: dict[str, Any], field: str) -> None:
@@ -256,6 +307,16 @@ def test_bad_version_3_field_is_one_line_error(nets: list[Network], change: dict
     good = _v2_dict(nets)
     good["graph"], good["version"] = {**GraphExtras().to_dict(), "layer_terms": [TERM]}, 3
     assert CostTable.from_dict(good, "good").data.graph.layer_terms[0].per_out_elem == 1e-6
+    good["graph"]["layer_terms"], good["version"] = [TERM, {**TERM, "op": "conv"}], 4
+    assert [t.op for t in CostTable.from_dict(good, "good").data.graph.layer_terms] == ["", "conv"]
+
+
+def test_duplicate_op_term_is_one_line_error(nets: list[Network]) -> None:
+    d = _v2_dict(nets)
+    d["graph"], d["version"] = {**GraphExtras().to_dict(), "layer_terms": [{**TERM, "op": "linear"}] * 2}, 4
+    with pytest.raises(TableError, match="duplicate layer term") as err:
+        CostTable.from_dict(d, "bad")
+    assert "graph.layer_terms[1]" in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -260,8 +260,8 @@ def load_observations(path: Path, table: CostTable, machine: str) -> MeasuredCac
 def _describe(fit: DeviceFit) -> str:
     bounds = [f"{d}: {1000 * f:.1f} µs + {1e6 * p:.2f} ns/elem" for d, (f, p) in fit.per_direction.items()]
     terms = [
-        f"{dom} layer: {1000 * f:+.1f} µs + {1e6 * i:.2f} ns/in + {1e6 * o:.2f} ns/out elem"
-        for dom, (f, i, o) in fit.layer_terms.items()
-        if any((f, i, o))
+        f"{t.domain}{' ' + t.op if t.op else ''} layer: {1000 * t.fixed:+.1f} µs + {1e6 * t.per_in_elem:.2f} ns/in "
+        f"+ {1e6 * t.per_out_elem:.2f} ns/out elem"
+        for t in fit.terms()
     ]
     return "; ".join(bounds + terms)

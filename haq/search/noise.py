@@ -5,6 +5,10 @@
 single draw cannot throw the action across the whole range (HAQ truncates to the action bounds;
 stable-baselines3 clips to [-1, 1] after adding the noise).
 
+With ``active`` < 1 each step's per-layer draw is applied only with that probability (a
+centred agent moves about ``active`` × layers layers per episode: a local search that changes a
+few layers at a time instead of every layer of a 50-layer network at once).
+
 An optional episode ``shift`` (std ``shift``, same decay and truncation) is drawn once per
 episode and added at every layer: correlated exploration that moves the whole policy up or
 down the cost curve, which independent per-layer draws almost never do over twenty layers.
@@ -31,8 +35,10 @@ class DecayingTruncatedNormalNoise(ActionNoise):
         truncate: float = 2.0,
         seed: int = 0,
         shift: float = 0.0,
+        active: float = 1.0,
     ) -> None:
         super().__init__()
+        self.active = active
         self.dim = dim
         self.sigma = sigma
         self.decay = decay
@@ -53,6 +59,8 @@ class DecayingTruncatedNormalNoise(ActionNoise):
         if sigma <= 0:
             return np.zeros(self.dim, dtype=np.float32)
         draw = truncnorm.rvs(-self.truncate, self.truncate, size=self.dim, random_state=self._rng)
+        if self.active < 1.0 and self._rng.random() >= self.active:
+            draw = np.zeros(self.dim)
         shift = self.shift * self.decay ** max(0, self.episodes - self.warmup_episodes) * self._shift_draw
         return (sigma * draw + shift).astype(np.float32)
 
@@ -75,6 +83,7 @@ class DecayingTruncatedNormalNoise(ActionNoise):
             "warmup_episodes": self.warmup_episodes,
             "truncate": self.truncate,
             "shift": self.shift,
+            "active": self.active,
             "episodes": self.episodes,
             "rng": self._rng.bit_generator.state,
             "shift_draw": [float(x) for x in self._shift_draw],
@@ -91,6 +100,7 @@ class DecayingTruncatedNormalNoise(ActionNoise):
                 _int(data["warmup_episodes"]),
                 _float(data["truncate"]),
                 shift=_float(data.get("shift", 0.0)),
+                active=_float(data.get("active", 1.0)),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"exploration noise needs dim, sigma, decay, warmup_episodes, truncate ({exc})") from None
@@ -132,11 +142,24 @@ class BatchNoise(VectorizedActionNoise):
 
     @classmethod
     def fresh(
-        cls, dim: int, sigma: float, decay: float, warmup_episodes: int, n: int, seed: int = 0, shift: float = 0.0
+        cls,
+        dim: int,
+        sigma: float,
+        decay: float,
+        warmup_episodes: int,
+        n: int,
+        seed: int = 0,
+        shift: float = 0.0,
+        active: float = 1.0,
     ) -> "BatchNoise":
         """``n`` copies with their own generators, on the run's schedule (see the class docstring)."""
         warmup = -(-warmup_episodes // n)
-        return cls([DecayingTruncatedNormalNoise(dim, sigma, decay**n, warmup, seed=seed + k, shift=shift) for k in range(n)])
+        return cls(
+            [
+                DecayingTruncatedNormalNoise(dim, sigma, decay**n, warmup, seed=seed + k, shift=shift, active=active)
+                for k in range(n)
+            ]
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Every copy's state (:meth:`DecayingTruncatedNormalNoise.to_dict`), in environment order."""

@@ -1,10 +1,11 @@
-"""The device cost table file format (``haq.cost_table`` versions 1, 2 and 3): its records and writing.
+"""The device cost table file format (``haq.cost_table`` versions 1 to 4): its records and writing.
 
 A table is one JSON object; every field below is checked on load (:mod:`haq.tables.validation`)
 and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the field::
 
     {
-      "format": "haq.cost_table", "version": 1 | 2 | 3,   # 3 iff graph.layer_terms, else 2 iff meta.machine
+      "format": "haq.cost_table", "version": 1 | 2 | 3 | 4,   # 4 iff a layer term has an op, 3 iff graph.layer_terms,
+                                                        # else 2 iff meta.machine
       "meta": {
         "device":    {"name": "bitfusion", "description": "..."},
         "runtime":   {"name": "analytical:bitfusion", "version": "haq 0.1.0"},
@@ -40,7 +41,8 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
                          "per_int8_layer": 0.002}],           # optional, default 0
         "layer_terms": [{"domain": "int8" | "float" | "weight-only", "metric": "latency",   # version 3
                          "fixed": 0.004, "per_in_elem": 1e-6, "per_out_elem": 2e-6,
-                         "networks": ["resnet20", "vgg6"], "fitted_on": 48}],
+                         "networks": ["resnet20", "vgg6"], "fitted_on": 48,
+                         "op": "conv" | "conv1x1" | "dwconv" | "linear"}],     # op optional, version 4
         "run_overhead": {"metric": "latency", "latency_ms": 0.0027, "probe_ms": 0.0055}   # version 3
       }
     }
@@ -70,8 +72,11 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   table's batch) on top of its entry, for ``metric``. ``fixed`` may be
   negative (an entry measured in isolation can overstate the in-graph cost), the per-element
   terms are >= 0; ``networks`` names what they were fitted on and ``fitted_on`` counts the
-  whole-model measurements. At most one term per (domain, metric). A network's correction
-  then applies on top of them, only to a network that was measured.
+  whole-model measurements. A term with an ``op`` (version 4) applies only to layers of that
+  kind (:func:`op_kind`: ``conv1x1`` is a dense 1x1 conv, ``conv`` a dense one with a larger
+  kernel), one without it to every layer of its domain; the terms that match a layer add up.
+  At most one term per (domain, op, metric). A network's correction then applies on top of
+  them, only to a network that was measured.
 * ``run_overhead`` (version 3, optional) is the per-call cost every isolated single-layer
   entry holds a share of (its in-context cost is the isolated median x kernel share) and a
   network pays once. Each entry is priced ``entry latency - run_overhead.latency_ms x
@@ -105,11 +110,13 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 
 TABLE_FORMAT = "haq.cost_table"
-TABLE_VERSION = 3
+TABLE_VERSION = 4
 """The newest version this haq writes; :func:`table_version` picks the lowest one a table needs."""
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
 DOMAINS = ("float", "int8", "weight-only")
 """Layer kinds a device's layer terms distinguish (:func:`term_domain`)."""
+OP_KINDS = ("conv", "conv1x1", "dwconv", "linear")
+"""Op kinds a layer term may be restricted to (:func:`op_kind`)."""
 UNITS: Mapping[str, str] = {"latency": "ms", "energy": "mJ"}
 OPS = ("conv", "dwconv", "linear")
 
@@ -246,7 +253,8 @@ class Correction:
 
 @dataclass(frozen=True)
 class LayerTerm:
-    """Per-device cost every layer run in ``domain`` adds: ``fixed + per_in_elem * in + per_out_elem * out``."""
+    """Per-device cost every layer run in ``domain`` (and of kind ``op``, where one is given)
+    adds: ``fixed + per_in_elem * in + per_out_elem * out``."""
 
     domain: str
     metric: str
@@ -255,6 +263,12 @@ class LayerTerm:
     per_out_elem: float
     networks: tuple[str, ...]
     fitted_on: int
+    op: str = ""
+    """An :data:`OP_KINDS` kind, or empty for every op."""
+
+    def applies(self, pair: BitPair, signature: LayerSignature) -> bool:
+        """Whether the term prices this layer run at this pair."""
+        return term_domain(pair) == self.domain and self.op in ("", op_kind(signature))
 
     def cost(self, in_elems: int, out_elems: int) -> float:
         """The term for one layer with these input / output element counts."""
@@ -270,6 +284,7 @@ class LayerTerm:
             "per_out_elem": self.per_out_elem,
             "networks": list(self.networks),
             "fitted_on": self.fitted_on,
+            **({"op": self.op} if self.op else {}),
         }
 
 
@@ -353,7 +368,10 @@ class TableData:
 
 
 def table_version(meta: Mapping[str, Any], graph: GraphExtras | None = None) -> int:
-    """3 with per-device terms, else 2 with the machine that measured it (``meta.machine``), else 1."""
+    """4 with a layer term keyed by op, 3 with other per-device terms, else 2 with the machine
+    that measured it (``meta.machine``), else 1."""
+    if graph is not None and any(t.op for t in graph.layer_terms):
+        return 4
     if graph is not None and graph.device_level:
         return 3
     return 2 if "machine" in meta else 1
@@ -377,6 +395,14 @@ def term_domain(pair: BitPair) -> str:
     if pair[1] == 8:
         return "int8"
     return "float" if pair[0] == 32 else "weight-only"
+
+
+def op_kind(signature: LayerSignature) -> str:
+    """The op a layer term may be keyed by: the signature's op, with dense 1x1 convs apart
+    (no window: far less work per output element than a 3x3 conv of the same width)."""
+    if signature.op == "conv" and signature.kernel == (1, 1):
+        return "conv1x1"
+    return signature.op
 
 
 def network_fingerprint(layers: Sequence[LayerInfo], batch: int) -> str:

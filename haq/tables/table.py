@@ -32,7 +32,6 @@ from haq.tables.schema import (
     dumps,
     kernel_share,
     network_fingerprint,
-    term_domain,
 )
 from haq.tables.validation import loads, parse
 
@@ -168,10 +167,9 @@ class CostTable:
                 boundaries.append(Boundary(index=i, elems=s.input_elems, exact=by_shape.get(shape, {})))
         for t in graph.layer_terms:  # per-device: every network gets them, measured or not
             sigs = [layer.signature.with_batch(self.batch) for layer in layers]
-            extra = [t.cost(s.input_elems, s.output_elems) for s in sigs]
             per_layer[t.metric] = [
-                {p: v + (x if term_domain(p) == t.domain else 0.0) for p, v in d.items()}
-                for d, x in zip(per_layer[t.metric], extra)
+                {p: v + (t.cost(s.input_elems, s.output_elems) if t.applies(p, s) else 0.0) for p, v in d.items()}
+                for d, s in zip(per_layer[t.metric], sigs)
             ]
         ov = graph.run_overhead
         if ov is not None:  # entries without the call overhead each paid; the network pays it once (on layer 0)

@@ -16,6 +16,7 @@ from haq.quant.discovery import LayerSignature
 from haq.tables.fields import FieldReader
 from haq.tables.schema import (
     DOMAINS,
+    OP_KINDS,
     OPS,
     READABLE_VERSIONS,
     TABLE_FORMAT,
@@ -65,6 +66,9 @@ def parse(raw: Any, source: str) -> TableData:
     if graph.device_level and top["version"] < 3:
         field = "graph.layer_terms" if graph.layer_terms else "graph.run_overhead"
         r.fail(field, f"needs version 3 of the format, the file says version {top['version']}")
+    keyed = [i for i, t in enumerate(graph.layer_terms) if t.op]
+    if keyed and top["version"] < 4:
+        r.fail(f"graph.layer_terms[{keyed[0]}].op", f"needs version 4 of the format, the file says version {top['version']}")
     if graph.run_overhead is not None:
         _check_overhead(r, graph.run_overhead, entries)
     return TableData(meta=meta, signatures=signatures, entries=entries, graph=graph)
@@ -262,18 +266,21 @@ def _check_overhead(r: FieldReader, overhead: RunOverhead, entries: tuple[Entry,
 
 def _parse_layer_terms(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple[LayerTerm, ...]:
     out: list[LayerTerm] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
     for i, t in enumerate(r.array(raw, "graph.layer_terms")):
         path = f"graph.layer_terms[{i}]"
         fields = ("domain", "metric", "fixed", "per_in_elem", "per_out_elem", "networks", "fitted_on")
-        r.keys(r.obj(t, path), path, fields)
+        r.keys(r.obj(t, path), path, fields, ("op",))
         if t["domain"] not in DOMAINS:
             r.fail(f"{path}.domain", f"must be one of {', '.join(DOMAINS)}, got {t['domain']!r}")
         if t["metric"] not in metrics:
             r.fail(f"{path}.metric", f"must be one of the table's metrics ({', '.join(metrics)}), got {t['metric']!r}")
-        if (t["domain"], t["metric"]) in seen:
-            r.fail(path, f"duplicate layer term for domain {t['domain']} and metric {t['metric']}")
-        seen.add((t["domain"], t["metric"]))
+        op = t.get("op", "")
+        if "op" in t and op not in OP_KINDS:
+            r.fail(f"{path}.op", f"must be one of {', '.join(OP_KINDS)} (or absent: every op), got {op!r}")
+        if (t["domain"], op, t["metric"]) in seen:
+            r.fail(path, f"duplicate layer term for domain {t['domain']}, op {op or 'any'} and metric {t['metric']}")
+        seen.add((t["domain"], op, t["metric"]))
         nets = r.array(t["networks"], f"{path}.networks")
         out.append(
             LayerTerm(
@@ -284,6 +291,7 @@ def _parse_layer_terms(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tu
                 per_out_elem=r.number(t["per_out_elem"], f"{path}.per_out_elem", positive=False),
                 networks=tuple(r.string(n, f"{path}.networks[{k}]") for k, n in enumerate(nets)),
                 fitted_on=r.integer(t["fitted_on"], f"{path}.fitted_on", 1),
+                op=op,
             )
         )
     return tuple(out)
