@@ -99,3 +99,13 @@ def test_centred_agent_noise_moves_a_few_layers() -> None:
     assert agent.action_noise is not None and abs(agent.action_noise.active - 3.0 / 30) < 1e-12
     plain = make_agent(AgentConfig(algo="ddpg").for_problem(False), _Line(), 30, 10, seed=0)
     assert plain.action_noise is not None and plain.action_noise.active == 1.0
+
+
+def test_quiet_first_episode_then_noise() -> None:
+    noise = DecayingTruncatedNormalNoise(2, 0.3, 1.0, 0, seed=2, quiet=1)
+    assert all(not np.any(noise()) for _ in range(10))
+    noise.reset()
+    assert any(np.any(noise()) for _ in range(10))
+    batch = BatchNoise.fresh(2, 0.3, 1.0, 0, 3, seed=2, quiet=1)
+    first = batch()
+    assert not np.any(first[0]) and np.any(first[1:])  # only the first environment's first episode is the prior

@@ -212,6 +212,12 @@ FORMS: Mapping[str, tuple[FormTerm, ...]] = {
         ("float", "", 2),
         ("weight-only", "", 0),
     ),
+    "int8 fixed, int8 and float out of kxk conv, weight-only fixed": (
+        ("int8", "", 0),
+        ("int8", "conv", 2),
+        ("float", "conv", 2),
+        ("weight-only", "", 0),
+    ),
     "int8 fixed+out by op, float out by op, weight-only fixed": (
         *_by_op("int8", 0),
         *_by_op("int8", 2),

@@ -121,14 +121,12 @@ def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
         return start_at_centre(sac, cfg) if cfg.start_at_centre else sac
     dim = int(env.action_space.shape[0])  # type: ignore[index]
     active = min(1.0, cfg.noise_layers / episode_len) if cfg.noise_layers > 0 else 1.0
+    quiet = 1 if cfg.start_at_centre else 0  # a centred agent's first policy is the prior itself
+    extra = {"shift": cfg.noise_shift, "active": active, "quiet": quiet}
     noise: ActionNoise = (
-        DecayingTruncatedNormalNoise(
-            dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=seed, shift=cfg.noise_shift, active=active
-        )
+        DecayingTruncatedNormalNoise(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=seed, **extra)
         if n == 1
-        else BatchNoise.fresh(
-            dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, n, seed=seed, shift=cfg.noise_shift, active=active
-        )
+        else BatchNoise.fresh(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, n, seed=seed, **extra)
     )
     agent = ALGORITHMS[cfg.algo]("MlpPolicy", env, action_noise=noise, **off_policy, **common)
     return start_at_centre(agent, cfg) if cfg.start_at_centre else agent

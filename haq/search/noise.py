@@ -9,6 +9,10 @@ With ``active`` < 1 each step's per-layer draw is applied only with that probabi
 centred agent moves about ``active`` × layers layers per episode: a local search that changes a
 few layers at a time instead of every layer of a 50-layer network at once).
 
+The first ``quiet`` episodes get no noise at all: a centred agent's first policy is then its
+own deterministic action, the prior itself, so it learns from the prior's real reward before it
+learns from perturbations of it.
+
 An optional episode ``shift`` (std ``shift``, same decay and truncation) is drawn once per
 episode and added at every layer: correlated exploration that moves the whole policy up or
 down the cost curve, which independent per-layer draws almost never do over twenty layers.
@@ -36,9 +40,11 @@ class DecayingTruncatedNormalNoise(ActionNoise):
         seed: int = 0,
         shift: float = 0.0,
         active: float = 1.0,
+        quiet: int = 0,
     ) -> None:
         super().__init__()
         self.active = active
+        self.quiet = quiet
         self.dim = dim
         self.sigma = sigma
         self.decay = decay
@@ -56,7 +62,7 @@ class DecayingTruncatedNormalNoise(ActionNoise):
 
     def __call__(self) -> np.ndarray:
         sigma = self.current_sigma
-        if sigma <= 0:
+        if sigma <= 0 or self.episodes < self.quiet:
             return np.zeros(self.dim, dtype=np.float32)
         draw = truncnorm.rvs(-self.truncate, self.truncate, size=self.dim, random_state=self._rng)
         if self.active < 1.0 and self._rng.random() >= self.active:
@@ -84,6 +90,7 @@ class DecayingTruncatedNormalNoise(ActionNoise):
             "truncate": self.truncate,
             "shift": self.shift,
             "active": self.active,
+            "quiet": self.quiet,
             "episodes": self.episodes,
             "rng": self._rng.bit_generator.state,
             "shift_draw": [float(x) for x in self._shift_draw],
@@ -101,6 +108,7 @@ class DecayingTruncatedNormalNoise(ActionNoise):
                 _float(data["truncate"]),
                 shift=_float(data.get("shift", 0.0)),
                 active=_float(data.get("active", 1.0)),
+                quiet=_int(data.get("quiet", 0)),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"exploration noise needs dim, sigma, decay, warmup_episodes, truncate ({exc})") from None
@@ -151,12 +159,16 @@ class BatchNoise(VectorizedActionNoise):
         seed: int = 0,
         shift: float = 0.0,
         active: float = 1.0,
+        quiet: int = 0,
     ) -> "BatchNoise":
-        """``n`` copies with their own generators, on the run's schedule (see the class docstring)."""
+        """``n`` copies with their own generators, on the run's schedule (see the class docstring);
+        the ``quiet`` first episodes are the first copy's (the same policy twice would teach nothing)."""
         warmup = -(-warmup_episodes // n)
         return cls(
             [
-                DecayingTruncatedNormalNoise(dim, sigma, decay**n, warmup, seed=seed + k, shift=shift, active=active)
+                DecayingTruncatedNormalNoise(
+                    dim, sigma, decay**n, warmup, seed=seed + k, shift=shift, active=active, quiet=quiet if k == 0 else 0
+                )
                 for k in range(n)
             ]
         )
