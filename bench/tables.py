@@ -12,6 +12,7 @@ interleaved batch, and scores, in the same run:
 
     python bench/tables.py --models resnet20 digits_cnn digits_mlp --n 16 --configs 12 --raw raw.json --out tables.json
     python bench/tables.py --models resnet20 digits_cnn --raw raw.json --rescore   # score a subset again, time nothing
+    python bench/tables.py --raw raw.json --rescore --form "int8 fixed+out by op, float out, weight-only fixed"
 
 Zoo models at 224x224 (``resnet18``, ``mobilenet_v2``) are skipped (a table for them takes
 hours on one thread); the output says so. The fit set is every network scored: MobileNetV2 in
@@ -38,7 +39,7 @@ from haq.hardware.build import extend_table
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.fit import fit_graph, layer_sum, measure_all
-from haq.hardware.graph_fit import Observation
+from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, Observation
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
 from haq.models import model_names
@@ -151,6 +152,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=None, help="write all figures and per-policy data as JSON")
     p.add_argument("--raw", type=Path, default=None, help="keep the measurements here (and the table beside it)")
     p.add_argument("--rescore", action="store_true", help="score the measurements kept in --raw again; time nothing")
+    p.add_argument("--form", default=DEFAULT_FORM, choices=[*FORMS, "auto"], help="device-term form of every fit")
     ns = p.parse_args()
     for m in ns.models:
         if m in SLOW:
@@ -166,11 +168,12 @@ def main() -> int:
     if not ns.rescore:
         raw_path.write_text(json.dumps(measure(nets, protocol, table_path, ns.n, ns.configs)))
     raw = json.loads(raw_path.read_text())
-    result = score(load_table(table_path), [n for n in nets if n.name in raw["fit"]], raw)
+    result = score(load_table(table_path), [n for n in nets if n.name in raw["fit"]], raw, ns.form)
     result["protocol"] = protocol.record()
     print(
         f"protocol: <= {ns.sessions} sessions, early stop ±{ns.ci_rel:g}; "
-        f"{ns.configs} fit configurations, {ns.n} checked policies per network; measurements in {raw_path}"
+        f"{ns.configs} fit configurations, {ns.n} checked policies per network; measurements in {raw_path}; "
+        f"device-term form {ns.form!r}"
     )
     print(
         "| network | build (s) | fit meas. (s) | (a) ±5 % | (a) ±10 % | (a) RMSPE | (a) ρ | (b) ±5 % | (b) ±10 % "
@@ -217,8 +220,9 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
     return raw
 
 
-def score(table: CostTable, nets: Sequence[Network], raw: dict[str, Any]) -> dict[str, Any]:
-    """(a), (b) and (c) per network from measurements :func:`measure` took; nothing is timed."""
+def score(table: CostTable, nets: Sequence[Network], raw: dict[str, Any], form: str = DEFAULT_FORM) -> dict[str, Any]:
+    """(a), (b) and (c) per network from measurements :func:`measure` took, device terms in
+    ``form`` (:data:`haq.hardware.graph_fit.FORMS`, or ``auto``); nothing is timed."""
 
     def bits(rows: list[list[int]]) -> tuple[tuple[int, int], ...]:
         return tuple((int(w), int(a)) for w, a in rows)
@@ -236,12 +240,12 @@ def score(table: CostTable, nets: Sequence[Network], raw: dict[str, Any]) -> dic
     ]
     names = {net.name for net in nets}
     probe = {name: RunOverhead("latency", 0.0, ms) for name, ms in raw["probe_ms"].items() if name in names}
-    joint = fit_graph(table, nets, obs, pooled(list(probe.values())), log=log)
-    result: dict[str, Any] = {"load_before": raw["load_before"], "load_after": raw["load_after"], "networks": {}}
+    joint = fit_graph(table, nets, obs, pooled(list(probe.values())), form=form, log=log)
+    result: dict[str, Any] = {"load_before": raw["load_before"], "load_after": raw["load_after"], "form": form, "networks": {}}
     for net in nets:
         others = [x for x in nets if x is not net]
         rest = pooled([ov for name, ov in probe.items() if name != net.name])  # nothing timed with this network
-        lono = fit_graph(table, others, [o for o in obs if o.network != net.name], rest, log=log)
+        lono = fit_graph(table, others, [o for o in obs if o.network != net.name], rest, form=form, log=log)
         rows = raw["check"][net.name]
         checked = [bits(r[0]) for r in rows]
         first, second = [r[1] for r in rows], [r[2] for r in rows]
