@@ -11,7 +11,8 @@ few layers at a time instead of every layer of a 50-layer network at once).
 
 The first ``quiet`` episodes get no noise at all: a centred agent's first policy is then its
 own deterministic action, the prior itself, so it learns from the prior's real reward before it
-learns from perturbations of it.
+learns from perturbations of it. They count episodes that drew noise, not resets:
+stable-baselines3 also resets the noise when ``learn`` starts.
 
 An optional episode ``shift`` (std ``shift``, same decay and truncation) is drawn once per
 episode and added at every layer: correlated exploration that moves the whole policy up or
@@ -45,6 +46,7 @@ class DecayingTruncatedNormalNoise(ActionNoise):
         super().__init__()
         self.active = active
         self.quiet = quiet
+        self._drawn = False  # whether the episode in progress asked for noise
         self.dim = dim
         self.sigma = sigma
         self.decay = decay
@@ -62,7 +64,8 @@ class DecayingTruncatedNormalNoise(ActionNoise):
 
     def __call__(self) -> np.ndarray:
         sigma = self.current_sigma
-        if sigma <= 0 or self.episodes < self.quiet:
+        self._drawn = True
+        if sigma <= 0 or self.quiet > 0:
             return np.zeros(self.dim, dtype=np.float32)
         draw = truncnorm.rvs(-self.truncate, self.truncate, size=self.dim, random_state=self._rng)
         if self.active < 1.0 and self._rng.random() >= self.active:
@@ -72,6 +75,9 @@ class DecayingTruncatedNormalNoise(ActionNoise):
 
     def reset(self) -> None:
         self.episodes += 1
+        if self._drawn and self.quiet > 0:
+            self.quiet -= 1
+        self._drawn = False
         self._shift_draw = self._draw_shift()
 
     def _draw_shift(self) -> np.ndarray:
@@ -91,6 +97,7 @@ class DecayingTruncatedNormalNoise(ActionNoise):
             "shift": self.shift,
             "active": self.active,
             "quiet": self.quiet,
+            "drawn": self._drawn,
             "episodes": self.episodes,
             "rng": self._rng.bit_generator.state,
             "shift_draw": [float(x) for x in self._shift_draw],
@@ -122,11 +129,14 @@ class DecayingTruncatedNormalNoise(ActionNoise):
             rng = np.random.default_rng()
             rng.bit_generator.state = state
             shift_draw = np.array([_float(x) for x in data.get("shift_draw", [0.0] * self.dim)], dtype=np.float64)
+            drawn = data.get("drawn", False)
+            if not isinstance(drawn, bool):
+                raise ValueError(f"drawn must be true or false, got {drawn!r}")
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"exploration noise state is malformed ({type(exc).__name__}: {exc})") from None
         if episodes < 0 or self.dim < 1 or shift_draw.shape != (self.dim,):
             raise ValueError("exploration noise needs dim >= 1, episodes >= 0 and one shift per action dimension")
-        self.episodes, self._rng, self._shift_draw = episodes, rng, shift_draw
+        self.episodes, self._rng, self._shift_draw, self._drawn = episodes, rng, shift_draw, drawn
 
     def __repr__(self) -> str:
         return (
