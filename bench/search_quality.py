@@ -18,7 +18,8 @@ sampling std of its accuracy term on the search's images.
 ``rl`` is the default agent: SAC, with actions centred on the sensitivity ILP's allocation when
 the reward has no robustness term (``EnvConfig.action_prior = "auto"``), starting there.
 Variants (``--variants``): ``rl-v01`` is v0.1's default (SAC over uniform bins, random warm-up);
-``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm;
+``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
+the default with a centred agent's noise on every layer / on about 3 layers per episode;
 ``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
 "v1"``); ``rl-prior`` is DDPG starting at the sensitivity ILP's allocation whatever the
 evaluator (``action_prior = "sensitivity"``, :data:`PRIOR_AGENT`); ``rl-centre`` is DDPG over
@@ -65,7 +66,7 @@ from haq.training import parse_torch_device
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 METHODS = ("rl", "random", "greedy", "ilp", "uniform")
-VARIANTS = ("rl-v01", "rl-sac", "rl-ddpg", "rl-sens", "rl-prior", "rl-centre", "rl-multi")
+VARIANTS = ("rl-v01", "rl-sac", "rl-ddpg", "rl-dense", "rl-sparse", "rl-sens", "rl-prior", "rl-centre", "rl-multi")
 SEEDED = ("rl", "random", *VARIANTS)
 PICK_K = 5
 
@@ -169,6 +170,8 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         "rl-v01": AgentConfig(algo="sac", start_at_centre=False),
         "rl-sac": AgentConfig(algo="sac"),
         "rl-ddpg": AgentConfig(algo="ddpg"),
+        "rl-dense": AgentConfig(centred_noise_layers=0.0),
+        "rl-sparse": AgentConfig(centred_noise_layers=3.0),
     }
     agent = agents.get(method, AgentConfig())
     return SearchConfig(env=env, agent=agent, episodes=evaluations, seed=seed)
