@@ -26,10 +26,11 @@ class AgentConfig:
 
     algo: ``auto`` | ``ddpg`` | ``td3`` | ``sac`` | ``ppo``. ``auto`` (default) is DDPG when the
         agent starts at an action prior and SAC otherwise: from an informed start a
-        deterministic actor with decaying local noise is a local search that walks down the
-        cost curve (ResNet-20 / MobileNetV2, cheap evaluator), while with nothing known SAC's
-        maximum-entropy exploration is what beat random search (digits, full evaluator); both
-        measured in ``bench/search_quality.py``.
+        deterministic actor with decaying local noise is a local search around it (ResNet-20 /
+        MobileNetV2, cheap evaluator: random search's best at once, where SAC from uniform bins
+        needed 40 to over 150 evaluations), while with nothing known SAC's maximum-entropy
+        exploration is what beat random search (digits, full evaluator; uncentred DDPG did
+        not); measured with ``bench/search_quality.py``.
     hidden: hidden layer sizes of actor and critic (small: the state has ~20 features).
     learning_rate: Adam learning rate of actor and critic (stable-baselines3 uses one rate).
     batch_size: replay minibatch (off-policy) or PPO minibatch cap.
@@ -58,8 +59,8 @@ class AgentConfig:
         step's draw applies with probability ``noise_layers`` / layers); 0 = every layer.
     centred_noise_sigma / centred_noise_decay / centred_noise_layers: the DDPG / TD3 noise of a
         centred agent, which replaces ``noise_sigma`` / ``noise_decay`` / ``noise_layers``: a local
-        search around the prior that changes a few layers at a time (noise on every layer of a
-        50-layer MobileNetV2 puts some layer at a collapsing width in every episode).
+        search around the prior that changes a few layers at a time (noise on every layer of
+        MobileNetV2 put some layer at a collapsing width in nearly every episode).
     """
 
     algo: str = "auto"
