@@ -43,6 +43,7 @@ from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, Observation
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
 from haq.models import model_names
+from haq.models.resnet import BasicBlock
 from haq.quant import discover_layers
 from haq.tables.schema import RunOverhead, network_fingerprint
 from haq.tables.table import CostTable, load_table
@@ -69,30 +70,13 @@ class PlainVGG(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-class _Block(nn.Module):
-    """Residual block: two 3x3 conv-BN, identity or 1x1 projection shortcut."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.short: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + self.short(x))
-
-
 class WideResNet(nn.Module):
     """Strided 24-channel stem, four residual blocks 24-48-48-96 wide, 40x40 input: not ResNet-20's widths or strides."""
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
         super().__init__()
         self.stem = nn.Conv2d(in_channels, 24, 3, stride=2, padding=1, bias=False)
-        self.blocks = nn.Sequential(_Block(24, 24, 1), _Block(24, 48, 2), _Block(48, 48, 1), _Block(48, 96, 2))
+        self.blocks = nn.Sequential(BasicBlock(24, 24, 1), BasicBlock(24, 48, 2), BasicBlock(48, 48, 1), BasicBlock(48, 96, 2))
         self.fc = nn.Linear(96, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
