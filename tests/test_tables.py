@@ -418,6 +418,8 @@ def test_command_build_list_show(tmp_path: Path, capsys: pytest.CaptureFixture[s
         _run(["tables", "build", "--model", "digits_cnn", "--device", "tpu", "--out", str(out)])
     with pytest.raises(ConfigError, match="--batch must be an integer >= 1"):
         _run(["tables", "build", "--model", "digits_cnn", "--device", "bitfusion", "--out", str(out), "--batch", "0"])
+    with pytest.raises(ConfigError, match="ci_rel"):
+        _run(["tables", "build", "--model", "digits_cnn", "--device", "cpu", "--out", str(tmp_path / "c.json"), "--ci-rel", "2"])
     with pytest.raises(ConfigError, match="--token is for remote"):
         _run(["tables", "build", "--model", "digits_cnn", "--device", "cpu", "--token", "a-secret-token", "--out", str(out)])
 

@@ -96,6 +96,13 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sentinel-every", type=int, default=d.sentinel_every, help="re-time a drift sentinel every N models; 0: off")
     g.add_argument("--threads", type=int, default=d.threads, help="onnxruntime intra-op threads")
     g.add_argument("--input-seed", type=int, default=d.seed, help="seed of the random model inputs")
+    g.add_argument(
+        "--ci-rel",
+        type=float,
+        default=d.ci_rel,
+        help="stop timing a model once its 95%% interval is within this fraction of its mean (0: always --sessions)",
+    )
+    g.add_argument("--min-sessions", type=int, default=d.min_sessions, help="sessions a model gets before --ci-rel may stop it")
 
 
 def protocol_config(ns: argparse.Namespace) -> ProtocolConfig:
@@ -111,6 +118,8 @@ def protocol_config(ns: argparse.Namespace) -> ProtocolConfig:
         sentinel_every=ns.sentinel_every,
         seed=ns.input_seed,
         threads=ns.threads,
+        ci_rel=ns.ci_rel,
+        min_sessions=ns.min_sessions,
     )
 
 

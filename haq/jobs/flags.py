@@ -90,6 +90,8 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "sentinel_every": ("protocol.sentinel_every",),
         "threads": ("protocol.threads",),
         "input_seed": ("protocol.seed",),
+        "ci_rel": ("protocol.ci_rel",),
+        "min_sessions": ("protocol.min_sessions",),
     },
 }
 """Per job kind: flag destination -> the document paths that flag sets."""
