@@ -247,6 +247,8 @@ def test_baseline_command_writes_a_run_and_prints_the_best(
     printed = capsys.readouterr().out
     assert f"baseline greedy: 2 evaluations in {out}" in printed and "| conv1 |" in printed
     assert len(RunDir(out).read_episodes()) == 2 and (out / "best_policy.json").is_file()
+    doc = RunDir(out).read_config()  # a baseline maps no actions: no action prior is solved or recorded
+    assert doc["config"]["env"]["action_prior"] == "uniform" and "action_prior" not in doc
     assert haq_main(argv) == 2
     assert "already holds a run; pass --resume" in capsys.readouterr().err
     assert haq_main([*argv[:2], "simulated-annealing", *argv[3:]]) == 2

@@ -8,7 +8,7 @@ compare them with a search directly.
 """
 
 from haq.baselines.candidates import METHODS, Candidate
-from haq.baselines.run import Baseline, BaselineConfig, run_baseline
+from haq.baselines.run import Baseline, BaselineConfig, baseline_env, run_baseline
 from haq.problem.sensitivity import (
     LayerSensitivity,
     Sensitivity,
@@ -24,6 +24,7 @@ __all__ = [
     "LayerSensitivity",
     "Sensitivity",
     "SensitivityConfig",
+    "baseline_env",
     "estimate_sensitivity",
     "run_baseline",
 ]

@@ -10,6 +10,7 @@ log alone is enough to resume: ``resume`` skips the evaluations already in it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from haq.core.errors import ConfigError
 from haq.core.fileio import atomic_write_text
 from haq.core.types import Log
 from haq.core.validate import choice, count, unit_interval
+from haq.problem.config import EnvConfig
 from haq.problem.fidelity import Scored
 from haq.problem.problem import SearchProblem
 from haq.problem.sensitivity import (
@@ -69,6 +71,12 @@ class BaselineConfig:
         count("evaluations", self.evaluations)
         count("seed", self.seed, 0)
         unit_interval("ladder_floor", self.ladder_floor)
+
+
+def baseline_env(env: EnvConfig) -> EnvConfig:
+    """The environment a baseline's problem is built from: baselines never map actions, so no
+    action prior (whose sensitivity pass and ILP solve would be work thrown away)."""
+    return dataclasses.replace(env, action_prior="uniform")
 
 
 def baseline_candidates(problem: SearchProblem, cfg: BaselineConfig, sensitivity: Sensitivity | None) -> list[Candidate]:

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 
 def run(ns: argparse.Namespace) -> int:
-    from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
+    from haq.baselines import BaselineConfig, SensitivityConfig, baseline_env, run_baseline
     from haq.jobs.execute import run_tracked
     from haq.runs.progress import ProgressBar
 
@@ -67,7 +67,7 @@ def run(ns: argparse.Namespace) -> int:
         },
         required={"method": "--method"},
     )
-    cfg, env = job.section("baseline"), job.section("env")
+    cfg, env = job.section("baseline"), baseline_env(job.section("env"))
     model = env.workload.model.replace(":", "_").replace(".", "_")
     out = Path(ns.out) if ns.out else Path("runs") / f"{model}-{Path(env.table).stem}-{cfg.method}-s{cfg.seed}"
     check_writable_dir(out)  # before any work starts

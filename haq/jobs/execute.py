@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from haq.baselines import BaselineConfig, run_baseline
+from haq.baselines import BaselineConfig, baseline_env, run_baseline
 from haq.commands.device import TOKEN_ENV
 from haq.commands.problems import load_device_table, make_problem
 from haq.commands.search import FEEDBACK_CACHE
@@ -164,7 +164,7 @@ def _proposer(job: Job, res: Resolver) -> tuple[EnvConfig, Start]:
         )
     if job.kind == "baseline":
         base: BaselineConfig = job.section("baseline")
-        return job.section("env"), lambda problem, out, resume, progress, log: run_baseline(
+        return baseline_env(job.section("env")), lambda problem, out, resume, progress, log: run_baseline(
             base, problem, out, resume=resume, progress=progress, log=log
         )
     tcfg: TransferConfig = job.section("transfer")
