@@ -19,6 +19,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from haq.problem.config import EnvConfig
+from haq.problem.problem import SearchProblem
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 torch.set_num_threads(1)
@@ -49,3 +51,14 @@ def cpu() -> torch.device:
 def digits_workload(cache_dir: Path, cpu: torch.device) -> Workload:
     """The embedded default: the digits CNN trained on sklearn digits (cached)."""
     return load_workload(WorkloadConfig(), cpu, cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def two_workers(cache_dir: Path) -> Iterator[SearchProblem]:
+    """The embedded default evaluated on 2 Ray workers (one pool per module: 2 CPUs hold 2 actors);
+    modules that use it skip without Ray (``pytest.importorskip("ray")``)."""
+    from haq.commands.problems import make_problem
+
+    problem = make_problem(EnvConfig(), cache_dir=cache_dir, workers=2)
+    yield problem
+    problem.close()

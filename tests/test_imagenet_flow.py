@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from haq.cli import main as haq_main
+from cli_helpers import haq, one_line_error
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -34,18 +33,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HAQ_CACHE_DIR", str(cache_dir))
-
-
-def haq(*argv: str) -> int:
-    return haq_main(list(argv))
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """Run a command that must fail; return its single error line."""
-    assert haq(*argv) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("haq: error:")]
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_resnet18_at_224_from_table_to_export(images: Path, capsys: pytest.CaptureFixture[str]) -> None:

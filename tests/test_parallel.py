@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -82,16 +82,6 @@ def test_vectorized_episodes_are_scored_as_one_batch_like_single_episodes(counte
 
 
 ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def two_workers(cache_dir: Path) -> Iterator[SearchProblem]:
-    """The embedded default evaluated on 2 Ray workers (one pool for the module: 2 CPUs hold 2 actors)."""
-    from haq.commands.problems import make_problem
-
-    problem = make_problem(EnvConfig(), cache_dir=cache_dir, workers=2)
-    yield problem
-    problem.close()
 
 
 @pytest.fixture(scope="module")

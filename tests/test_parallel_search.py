@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -20,16 +19,6 @@ from haq.problem.fidelity import CHEAP, FULL
 from haq.problem.problem import SearchProblem
 
 ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def two_workers(cache_dir: Path) -> Iterator[SearchProblem]:
-    """The embedded default evaluated on 2 Ray workers (one pool for the module: 2 CPUs hold 2 actors)."""
-    from haq.commands.problems import make_problem
-
-    problem = make_problem(EnvConfig(), cache_dir=cache_dir, workers=2)
-    yield problem
-    problem.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 import torch
-
-from haq.cli import main as haq_main
+from cli_helpers import haq, one_line_error
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -67,17 +66,6 @@ def user_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path) 
     monkeypatch.setenv("HAQ_CACHE_DIR", str(cache_dir))
     yield
     sys.modules.pop("mine", None)
-
-
-def haq(*argv: str) -> int:
-    return haq_main(list(argv))
-
-
-def error_line(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    assert haq(*argv) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("haq: error:")]
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def test_user_model_trained_here_searched_exported_and_costed(images: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -205,14 +193,14 @@ def test_a_new_users_mistakes_are_one_line(images: Path, capsys: pytest.CaptureF
     )
     search = ["search", "--model", "mine:net", "--device", "bf.json", "--evaluator", "cheap", "--episodes", "2"]
     data = ["--dataset", "imagefolder", "--data-root", str(images), "--input-size", "32"]
-    line = error_line(capsys, *search, *data)
+    line = one_line_error(capsys, *search, *data)
     assert "pass --checkpoint FILE" in line and "--train-epochs N" in line
-    line = error_line(capsys, *search, "--train-epochs", "1")  # no data named: digits' 1×8×8 does not fit an RGB model
+    line = one_line_error(capsys, *search, "--train-epochs", "1")  # no data named: digits' 1×8×8 does not fit an RGB model
     assert "input 1x8x8 from dataset digits" in line and "--input-shape C,H,W" in line
-    line = error_line(capsys, *search, "--train-epochs", "1", "--input-shape", "3,32,32")
+    line = one_line_error(capsys, *search, "--train-epochs", "1", "--input-shape", "3,32,32")
     assert "name the data with --dataset" in line
-    assert "--finetune-epochs fine-tunes a --checkpoint" in error_line(capsys, *search, *data, "--finetune-epochs", "1")
-    line = error_line(capsys, "tables", "build", "--model", "mine:nope", "--input-shape", "3,32,32", "--device", "bitfusion")
+    assert "--finetune-epochs fine-tunes a --checkpoint" in one_line_error(capsys, *search, *data, "--finetune-epochs", "1")
+    line = one_line_error(capsys, "tables", "build", "--model", "mine:nope", "--input-shape", "3,32,32", "--device", "bitfusion")
     assert "has no attribute 'nope'" in line
 
 
