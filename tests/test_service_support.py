@@ -21,11 +21,19 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def tiny_search(episodes: int) -> dict[str, Any]:
-    """A search on the embedded default with the cheap evaluator (about a quarter second an episode)."""
+    """A search on the embedded default with the cheap evaluator (about a quarter second an episode).
+
+    SAC over uniform bins, not the cheap evaluator's default (DDPG from the sensitivity prior):
+    that agent repeats its policies, cached repeats take no time, and the search could end
+    before a watcher sees it running."""
     return {
         "version": 1,
         "kind": "search",
-        "search": {"episodes": episodes, "agent": {"warmup_episodes": 2}, "env": {"evaluation": {"kind": "cheap"}}},
+        "search": {
+            "episodes": episodes,
+            "agent": {"algo": "sac", "warmup_episodes": 2},
+            "env": {"evaluation": {"kind": "cheap"}, "action_prior": "uniform"},
+        },
     }
 
 
