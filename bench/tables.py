@@ -15,8 +15,16 @@ interleaved batch, and scores, in the same run:
     python bench/tables.py --raw raw.json --rescore --form "int8 fixed+out by op, float out, weight-only fixed"
 
 Zoo models at 224x224 (``resnet18``, ``mobilenet_v2``) are skipped (a table for them takes
-hours on one thread); the output says so. The fit set is every network scored: MobileNetV2 in
-it degrades the device terms for all (see ``latency_tables/README.md``).
+hours on one thread); the output says so. The fit set is every network scored. Two of the
+networks defined here (``sepnet``: MobileNetV1-style depthwise + 1x1 pairs; ``irnet``:
+inverted-residual blocks at other widths and expansion) give a fit depthwise and 1x1 layers
+from networks other than MobileNetV2, so MobileNetV2's (a) is a prediction from other networks
+with those ops.
+
+(a) and (b) compare whole-model times with single-layer entries timed earlier in the run, so
+they hold only if the machine kept its speed: the calibration probe is timed before the build,
+after it, after the fit measurements and at the end, and the output says when it moved by more
+than 10 % (a shared machine whose neighbours change load; re-run when it is quieter).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +44,7 @@ from torch import nn
 
 from haq.hardware.accuracy import Accuracy, accuracy
 from haq.hardware.build import extend_table
+from haq.hardware.device.machine import probe_ms
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.fit import fit_graph, layer_sum, measure_all
@@ -43,11 +52,14 @@ from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, Observation
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
 from haq.models import model_names
+from haq.models.mobilenet import MobileNetV2Small
 from haq.models.resnet import BasicBlock
 from haq.quant import discover_layers
 from haq.tables.schema import RunOverhead, network_fingerprint
 from haq.tables.table import CostTable, load_table
 
+DRIFT_LIMIT = 0.10
+"""Largest change of the calibration probe over a run before the output warns."""
 SLOW = {"resnet18": "224x224 input: hours of single-layer timing", "mobilenet_v2": "224x224 input: hours of single-layer timing"}
 
 
@@ -84,9 +96,35 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-BENCH_NETS: dict[str, tuple[type[nn.Module], tuple[int, int, int]]] = {
+class SeparableNet(nn.Module):
+    """MobileNetV1-style: a 3x3 stem, then depthwise 3x3 + pointwise 1x1 pairs 16-32-64-64-128
+    wide with two strided depthwise convs, 36x36 input: depthwise and 1x1 convs without
+    MobileNetV2's expansion, projection or residual adds."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__()
+        mods: list[nn.Module] = [nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU()]
+        for a, b, stride in [(16, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2)]:
+            mods += [nn.Conv2d(a, a, 3, stride=stride, padding=1, groups=a), nn.ReLU(), nn.Conv2d(a, b, 1), nn.ReLU()]
+        self.features = nn.Sequential(*mods)
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def inverted_net(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
+    """Inverted-residual blocks at other widths, expansion 4 and depth than the zoo's MobileNetV2, 28x28 input."""
+    setting = ((1, 16, 1, 1), (4, 24, 1, 2), (4, 40, 2, 2))
+    return MobileNetV2Small(in_channels, num_classes, width=1.0, setting=setting, head=128)
+
+
+BENCH_NETS: dict[str, tuple[Callable[[int], nn.Module], tuple[int, int, int]]] = {
     "vgg6": (PlainVGG, (3, 32, 32)),
     "wres": (WideResNet, (3, 40, 40)),
+    "sepnet": (SeparableNet, (3, 36, 36)),
+    "irnet": (inverted_net, (3, 28, 28)),
 }
 
 
@@ -168,6 +206,15 @@ def main() -> int:
         a, b, c = (Accuracy(**r[k]) for k in ("a_leave_one_out", "b_fitted", "c_retest"))
         print(f"| {name} | {r['build_s']:.0f} | {r['fit_measure_s']:.0f} | {cells(a)} | {cells(b)} | {cells(c)} |")
     print(f"load average (1/5/15 min): before {raw['load_before']}, after {raw['load_after']}")
+    probes = raw.get("machine_probe_ms", [])
+    if probes:
+        drift = max(probes) / min(probes) - 1.0
+        print(f"machine probe (ms; before build, after build, after fit, end): {', '.join(f'{x:.4f}' for x in probes)}")
+        if drift > DRIFT_LIMIT:
+            print(
+                f"the machine's speed moved by {100 * drift:.0f} % during the run: (a) and (b) compare times taken at "
+                "different speeds and understate what the device terms can do; re-run on a quieter machine"
+            )
     if ns.out is not None:
         ns.out.write_text(json.dumps(result, indent=1))
     return 0
@@ -178,6 +225,7 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
     checked policies twice: everything :func:`score` needs, as JSON."""
     runner = LocalRunner(protocol, log)
     raw: dict[str, Any] = {"load_before": os.getloadavg(), "build_s": {}, "fit_s": {}, "probe_ms": {}, "fit": {}, "check": {}}
+    raw["machine_probe_ms"] = [probe_ms()]
     for net in nets:  # in order: a network's build time counts only signatures not already measured
         t0 = time.perf_counter()
         rep = extend_table(
@@ -185,6 +233,7 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
         )
         raw["build_s"][net.name] = time.perf_counter() - t0
         log(f"built {net.name}: {rep.added} new signatures, {rep.kept} shared, {raw['build_s'][net.name]:.0f} s")
+    raw["machine_probe_ms"].append(probe_ms())
     table = load_table(table_path)
     for net in nets:  # per network, so its fit time is its own
         t0 = time.perf_counter()
@@ -193,6 +242,7 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
         raw["fit_s"][net.name] = time.perf_counter() - t0
         raw["probe_ms"][net.name] = ov.probe_ms
         raw["fit"][net.name] = [[[list(b) for b in o.bits], o.measured_ms] for o in obs]
+    raw["machine_probe_ms"].append(probe_ms())
     for net in nets:
         policies = sample_policies(net.layers, supported_pairs(table, net.layers), n, 1000)
         models = export_all(net, policies, log)
@@ -201,6 +251,7 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
             [[list(b) for b in bits_of(net.layers, q)], times[i], times[n + i]] for i, q in enumerate(policies)
         ]
     raw["load_after"] = os.getloadavg()
+    raw["machine_probe_ms"].append(probe_ms())
     return raw
 
 

@@ -189,6 +189,54 @@ def test_op_dependent_costs_are_recovered_by_the_op_form_only(nets: list[Network
     assert load_table(tmp_path / "v4.json").data == joint.data
 
 
+BOUNDARY_TRUTH = DeviceFit(  # a boundary into a depthwise conv costs 4x one into anything else
+    {"float->int8": (0.0, 1e-6), "int8->float": (0.0, 1e-6)},
+    {"int8": (0.0, 0.0, 2e-6), "float": (0.0, 0.0, 0.0)},
+    op_boundaries={("float->int8", "dwconv"): (0.0, 4e-6), ("int8->float", "dwconv"): (0.0, 4e-6)},
+)
+BOUNDARY_FORM = "int8 fixed+out, float out, weight-only fixed, boundaries into 1x1 / depthwise"
+
+
+def test_boundaries_keyed_by_the_consumer_op_are_recovered_and_round_trip(nets: list[Network], tmp_path: Path) -> None:
+    """Boundaries into depthwise convs dearer than the rest: the form keyed by the consumer's op
+    recovers both costs, a separable net left out is priced exactly from another one, the
+    per-direction form cannot fit them, and the table (version 5) round-trips."""
+    separable = []
+    for name, widths, shape in (("e", (8, 16, 24), (3, 16, 16)), ("f", (16, 16, 16, 16), (3, 32, 32))):
+        model = _separable(widths).eval()
+        separable.append(Network(name, model, discover_layers(model, shape), shape, torch.zeros((1, *shape))))
+    every = [*nets, *separable]
+    table = _table(every)
+    obs = [o for i, net in enumerate(every) for o in _observe(table, net, 14, i, truth=BOUNDARY_TRUTH)]
+    check = _observe(table, separable[1], 10, 5, truth=BOUNDARY_TRUTH)
+
+    def rmspe(fitted: CostTable) -> float:
+        pred = [fitted.policy_cost(separable[1].layers, policy_of(separable[1].layers, o.bits)) for o in check]
+        return float(np.sqrt(np.mean(np.square(np.array(pred) / np.array([o.measured_ms for o in check]) - 1))))
+
+    left_out = [o for o in obs if o.network != "f"]
+    assert rmspe(fit_graph(table, every, left_out, PROBE, form=BOUNDARY_FORM, corrected=())) < 1e-3
+    assert rmspe(fit_graph(table, every, left_out, PROBE, form=DEFAULT_FORM, corrected=())) > 0.01
+    joint = fit_graph(table, every, obs, PROBE, form=BOUNDARY_FORM, corrected=())
+    rules = {(r.src, r.dst, r.op): r.latency_ms_per_elem for r in joint.data.graph.rules}
+    assert rules[((32, 32), (8, 8), "dwconv")] == pytest.approx(4e-6, rel=1e-3)
+    assert rules[((32, 32), (8, 8), "")] == pytest.approx(1e-6, rel=1e-3)
+    assert joint.data.to_dict()["version"] == 5
+    joint.save(tmp_path / "v5.json")
+    assert load_table(tmp_path / "v5.json").data == joint.data
+
+
+@pytest.mark.parametrize("op", ["pool", "", 3])
+def test_bad_boundary_op_is_one_line_error(nets: list[Network], tmp_path: Path, op: Any) -> None:
+    table = _table(nets)
+    d = fit_graph(table, nets, [o for i, n in enumerate(nets) for o in _observe(table, n, 6, i)], PROBE).data.to_dict()
+    d["graph"]["transition_rules"][0]["op"] = op
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(TableError) as err:
+        load_table(tmp_path / "bad.json")
+    assert "graph.transition_rules[0].op" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_fitted_overhead_never_empties_an_entry(nets: list[Network]) -> None:
     """A probe slower than the quickest isolated entry: the fitted overhead stays below that entry."""
     table = _table(nets)

@@ -119,7 +119,8 @@ def _synthetic_observations(
         bits = tuple((8, 8) if rng.random() < 0.5 else (32, 32) for _ in layers)
         layer_sum = sum(costs[b] * (1 + i % 3) for i, b in enumerate(bits))
         f = boundary_features(layers, bits)
-        boundary = sum(TRUTH[d][0] * f[2 * k] + TRUTH[d][1] * f[2 * k + 1] for k, d in enumerate(DIRECTIONS))
+        per_dir = f.reshape(len(DIRECTIONS), -1, 2).sum(axis=1)  # [count, elements] per direction, over consumer ops
+        boundary = sum(TRUTH[d][0] * per_dir[k, 0] + TRUTH[d][1] * per_dir[k, 1] for k, d in enumerate(DIRECTIONS))
         boundary += INT8_LAYER_MS * sum(b == (8, 8) for b in bits)
         out.append(
             Observation(

@@ -36,7 +36,12 @@ once. This module fits those effects on whole models measured end to end, in two
    depthwise conv, linear: :func:`haq.tables.schema.op_kind`) its own int8 (and float) terms:
    MobileNetV2's int8 layer sum is within 1 % of its measurement, so the per-output-element
    cost the dense 3x3 convs need does not apply to its depthwise / 1x1 layers, and an op kind
-   no fitted network has gets no term. A per-network scale is never fitted here: it would let the
+   no fitted network has gets no term. Forms ending "boundaries into 1x1 / depthwise" give
+   boundaries into those op kinds their own per-element cost (table rules keyed by the
+   consumer's op, format version 5): what a boundary inserts (a QuantizeLinear and, into a
+   conv, a layout reorder) costs per element what the consuming kernel makes it cost, and
+   MobileNetV2's fitted int8->float cost was half the dense networks'. A boundary term no
+   observation identifies falls back to its direction's shared term. A per-network scale is never fitted here: it would let the
    solver shrink measured layer costs towards zero (the degenerate x0.03 fits of the first
    table);
 2. per measured network, a correction ``measured ≈ scale * (device prediction) + offset``
@@ -85,9 +90,10 @@ class Observation:
 @dataclass(frozen=True)
 class DeviceFit:
     """Per-device graph terms fitted over several networks: boundary cost per direction
-    (fixed ms, ms per element), per domain the layer term of every op (fixed ms, ms per input
-    element, ms per output element) and per (domain, op kind) the term of that op only, on
-    top; ``networks`` and ``fitted_on`` say what they were fitted on."""
+    (fixed ms, ms per element) and per (direction, consumer op kind) where that op has its own,
+    per domain the layer term of every op (fixed ms, ms per input element, ms per output
+    element) and per (domain, op kind) the term of that op only, on top; ``networks`` and
+    ``fitted_on`` say what they were fitted on."""
 
     per_direction: Mapping[str, tuple[float, float]]
     layer_terms: Mapping[str, tuple[float, float, float]]
@@ -96,6 +102,9 @@ class DeviceFit:
     form: str = ""
     run_overhead_ms: float = 0.0
     op_terms: Mapping[tuple[str, str], tuple[float, float, float]] = field(default_factory=dict)
+    op_boundaries: Mapping[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    """(direction, consumer op kind) -> (fixed ms, ms per element), replacing ``per_direction``
+    for boundaries into that op."""
 
     def cost(self, layers: Sequence[LayerInfo], bits: Sequence[BitPair]) -> float:
         """What the boundary and layer terms add to a configuration's layer sum (ms)."""
@@ -107,7 +116,7 @@ class DeviceFit:
 
     def vector(self) -> np.ndarray:
         """The terms in :func:`device_features` column order."""
-        v = [x for d in DIRECTIONS for x in self.per_direction[d]]
+        v = [x for d in DIRECTIONS for op in OP_KINDS for x in self.op_boundaries.get((d, op), self.per_direction[d])]
         zero = (0.0, 0.0, 0.0)
         for dom in DOMAINS:
             for op in OP_KINDS:
@@ -115,25 +124,16 @@ class DeviceFit:
         return np.asarray(v)
 
     def rules(self, pairs: Sequence[BitPair]) -> list[TransitionRule]:
-        """A table rule for every ordered pair of ``pairs`` that crosses domains."""
+        """A table rule for every ordered pair of ``pairs`` that crosses domains, and one more
+        per consumer op kind with its own boundary cost."""
         out = []
         for src in pairs:
             for dst in pairs:
                 d = direction(src, dst)
                 if d is None:
                     continue
-                fixed, per = self.per_direction[d]
-                out.append(
-                    TransitionRule(
-                        src=src,
-                        dst=dst,
-                        latency_ms=fixed,
-                        latency_ms_per_elem=per,
-                        energy_mj=None,
-                        energy_mj_per_elem=None,
-                        source="measured",
-                    )
-                )
+                keyed = [("", self.per_direction[d])] + [(op, t) for (dd, op), t in sorted(self.op_boundaries.items()) if dd == d]
+                out += [TransitionRule(src, dst, fixed, per, None, None, "measured", op) for op, (fixed, per) in keyed]
         return out
 
     def terms(self) -> tuple[LayerTerm, ...]:
@@ -154,14 +154,15 @@ def direction(src: BitPair, dst: BitPair) -> str | None:
 
 
 def boundary_features(layers: Sequence[LayerInfo], bits: Sequence[BitPair]) -> np.ndarray:
-    """[count, elements] per direction (in :data:`DIRECTIONS` order) of a configuration."""
-    feats = np.zeros(2 * len(DIRECTIONS))
+    """[count, elements] per (direction, consumer op kind) of a configuration, in
+    :data:`DIRECTIONS` then :data:`OP_KINDS` order."""
+    feats = np.zeros(2 * len(DIRECTIONS) * len(OP_KINDS))
     for i in range(1, len(layers)):
         d = direction(bits[i - 1], bits[i])
         if d is not None:
-            k = DIRECTIONS.index(d)
-            feats[2 * k] += 1.0
-            feats[2 * k + 1] += layers[i].signature.input_elems
+            k = 2 * (DIRECTIONS.index(d) * len(OP_KINDS) + OP_KINDS.index(op_kind(layers[i].signature)))
+            feats[k] += 1.0
+            feats[k + 1] += layers[i].signature.input_elems
     return feats
 
 
@@ -186,7 +187,15 @@ def device_features(layers: Sequence[LayerInfo], bits: Sequence[BitPair]) -> np.
 
 
 FormTerm = tuple[str, str, int]
-"""One free layer-term column: (domain, op kind or "" for every op, feature)."""
+"""One free column: (domain, op kind or "" for every op, feature) of a layer term, or
+(direction, consumer op kind, 1) of a boundary term: boundaries into that op get their own
+per-element cost instead of the direction's."""
+
+
+def _boundaries_by_op(ops: Sequence[str] = ("conv1x1", "dwconv")) -> tuple[FormTerm, ...]:
+    """A boundary term per direction and consumer op of ``ops`` (the other ops share the
+    direction's term, which the dense networks identify)."""
+    return tuple((d, op, 1) for d in DIRECTIONS for op in ops)
 
 
 def _by_op(dom: str, feature: int, ops: Sequence[str] = OP_KINDS) -> tuple[FormTerm, ...]:
@@ -224,6 +233,20 @@ FORMS: Mapping[str, tuple[FormTerm, ...]] = {
         *_by_op("float", 2),
         ("weight-only", "", 0),
     ),
+    "int8 fixed+out, float out, weight-only fixed, boundaries into 1x1 / depthwise": (
+        ("int8", "", 0),
+        ("int8", "", 2),
+        ("float", "", 2),
+        ("weight-only", "", 0),
+        *_boundaries_by_op(),
+    ),
+    "int8 fixed+out by op, float out, weight-only fixed, boundaries into 1x1 / depthwise": (
+        *_by_op("int8", 0),
+        *_by_op("int8", 2),
+        ("float", "", 2),
+        ("weight-only", "", 0),
+        *_boundaries_by_op(),
+    ),
 }
 """Candidate layer-term forms: which (domain, op, feature) columns may be non-zero besides the
 boundaries' per-element costs; feature 0 per layer (may be negative), 1 per input element,
@@ -259,17 +282,48 @@ def fit_device(
     chosen = min(lonos, key=lonos.__getitem__) if lonos else (form if form in FORMS else DEFAULT_FORM)
     sol, free = _solve(obs, feats, chosen, max_overhead_ms)
     terms: dict[tuple[str, str], list[float]] = {(dom, ""): [0.0, 0.0, 0.0] for dom in DOMAINS}
-    for (dom, op, k), x in zip(FORMS[chosen], free):
-        terms.setdefault((dom, op), [0.0, 0.0, 0.0])[k] = float(x)
+    bounds: dict[tuple[str, str], tuple[float, float]] = {}
+    own = _own_boundaries(feats, chosen)
+    for (where, op, k), x in zip(FORMS[chosen], free):
+        if where in DIRECTIONS:
+            if (where, op) in own:
+                bounds[(where, op)] = (0.0, float(x))
+        else:
+            terms.setdefault((where, op), [0.0, 0.0, 0.0])[k] = float(x)
+    generic = {d: (0.0, float(g)) for d, g in zip(DIRECTIONS, sol_generic(sol, chosen))}
     return DeviceFit(
-        {d: (float(sol[2 * k]), float(sol[2 * k + 1])) for k, d in enumerate(DIRECTIONS)},
+        generic,
         {dom: (t[0], t[1], t[2]) for (dom, op), t in terms.items() if not op},
         tuple(nets),
         len(obs),
         chosen,
         float(sol[-1]),
         {key: (t[0], t[1], t[2]) for key, t in terms.items() if key[1]},
+        bounds,
     )
+
+
+def _own_boundaries(feats: np.ndarray, form: str) -> set[tuple[str, str]]:
+    """The (direction, consumer op) boundary terms of ``form`` that some observation identifies;
+    boundaries into any other op are priced by the direction's shared term."""
+    terms = [(d, op) for d, op, _ in FORMS[form] if d in DIRECTIONS]
+    return {(d, op) for d, op in terms if np.any(feats[:, _boundary_column(d, op) + 1] != 0.0)}
+
+
+def sol_generic(sol: np.ndarray, form: str) -> list[float]:
+    """Each direction's per-element cost for consumers without their own term in ``form``
+    (read from a :func:`_solve` solution; 0 when every op has its own)."""
+    own = {(d, op) for d, op, _ in FORMS[form] if d in DIRECTIONS}
+    out = []
+    for d in DIRECTIONS:
+        rest = [op for op in OP_KINDS if (d, op) not in own]
+        out.append(float(sol[_boundary_column(d, rest[0]) + 1]) if rest else 0.0)
+    return out
+
+
+def _boundary_column(d: str, op: str) -> int:
+    """Index of the count column of (direction, consumer op) within :func:`boundary_features`."""
+    return 2 * (DIRECTIONS.index(d) * len(OP_KINDS) + OP_KINDS.index(op))
 
 
 def lono_error(obs: Sequence[Observation], feats: np.ndarray, form: str, max_overhead_ms: float = 0.0) -> float:
@@ -293,14 +347,23 @@ def _solve(
     last column, lies in [0, ``max_overhead_ms``]). Returns the solution in :func:`device_features`
     columns (then the overhead) and the form's own terms, in :data:`FORMS` order; a column no
     observation has stays 0 (nothing identifies it)."""
-    n_b = 2 * len(DIRECTIONS)
-    layer = slice(n_b, feats.shape[1] - 1)
-    spread = np.zeros((feats.shape[1] - 1 - n_b, len(FORMS[form])))  # form term -> the layer columns it prices
-    for j, (dom, op, k) in enumerate(FORMS[form]):
+    n_b = 2 * len(DIRECTIONS) * len(OP_KINDS)
+    n_d = len(DIRECTIONS)
+    spread = np.zeros((feats.shape[1] - 1, n_d + len(FORMS[form])))  # free column -> the feature columns it prices
+    own = _own_boundaries(feats, form)
+    for i, d in enumerate(DIRECTIONS):  # boundaries: per element only; a direction's own column for the other ops
+        for op in OP_KINDS:
+            if (d, op) not in own:
+                spread[_boundary_column(d, op) + 1, i] = 1.0
+    for j, (where, op, k) in enumerate(FORMS[form]):
+        if where in DIRECTIONS:
+            if (where, op) in own:
+                spread[_boundary_column(where, op) + 1, n_d + j] = 1.0
+            continue
         for o in OP_KINDS if not op else (op,):
-            spread[_layer_column(dom, o, k), j] = 1.0
-    design = np.concatenate([feats[:, 1:n_b:2], feats[:, layer] @ spread, feats[:, -1:]], axis=1)  # boundaries: per element only
-    lo = np.concatenate([np.zeros(n_b // 2), [-np.inf if k == 0 else 0.0 for _, _, k in FORMS[form]], [0.0]])
+            spread[n_b + _layer_column(where, o, k), n_d + j] = 1.0
+    design = np.concatenate([feats[:, :-1] @ spread, feats[:, -1:]], axis=1)
+    lo = np.concatenate([np.zeros(n_d), [-np.inf if k == 0 and w in DOMAINS else 0.0 for w, _, k in FORMS[form]], [0.0]])
     hi = np.concatenate([np.full(design.shape[1] - 1, np.inf), [max_overhead_ms]])
     active = np.any(design != 0.0, axis=0)
     active[-1] = max_overhead_ms > 0
@@ -308,10 +371,9 @@ def _solve(
     target = 1.0 - np.array([o.layer_sum_ms for o in obs]) / meas
     x = np.zeros(design.shape[1])
     x[active] = _bounded_lsq(design[:, active] / meas[:, None], target, lo[active], hi[active])
-    free = x[n_b // 2 : -1]
+    free = x[n_d:-1]
     sol = np.zeros(feats.shape[1])
-    sol[1:n_b:2] = x[: n_b // 2]
-    sol[layer] = spread @ free
+    sol[:-1] = spread @ x[:-1]
     sol[-1] = x[-1]
     return sol, free
 

@@ -21,6 +21,8 @@ from haq.quant.primitives import FLOAT_BITS
 from haq.tables.schema import Correction, Transition, TransitionRule
 
 LayerCosts = Mapping[BitPair, float]
+Rules = Mapping[tuple[BitPair, BitPair, str], TransitionRule]
+"""Boundary rules by (producer pair, consumer pair, consumer op kind or "" for any)."""
 Grid = list[list[float | None]]  # grid[w][a]: cost, None where the device does not run (w, a)
 
 
@@ -31,8 +33,10 @@ class Boundary:
     index: int
     elems: int
     exact: Mapping[tuple[BitPair, BitPair], Transition]
+    op: str = ""
+    """The consumer layer's op kind: a rule keyed by it wins over the rule for any consumer."""
 
-    def cost(self, src: BitPair, dst: BitPair, metric: str, rules: Mapping[tuple[BitPair, BitPair], TransitionRule]) -> float:
+    def cost(self, src: BitPair, dst: BitPair, metric: str, rules: Rules) -> float:
         """Cost of going from ``src`` to ``dst`` here (0 when equal or unknown to the table)."""
         if src == dst:
             return 0.0
@@ -40,7 +44,7 @@ class Boundary:
         if t is not None:
             value = t.latency_ms if metric == "latency" else t.energy_mj
             return float(value or 0.0)
-        rule = rules.get((src, dst))
+        rule = rules.get((src, dst, self.op)) or rules.get((src, dst, ""))
         return rule.cost(metric, self.elems) if rule is not None else 0.0
 
 
@@ -53,7 +57,7 @@ class NetworkCosts:
         layers: Sequence[LayerInfo],
         per_layer: Mapping[str, Sequence[LayerCosts]],
         boundaries: Sequence[Boundary],
-        rules: Mapping[tuple[BitPair, BitPair], TransitionRule],
+        rules: Rules,
         corrections: Mapping[str, Correction],
     ) -> None:
         self.table_name = table_name

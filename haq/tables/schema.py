@@ -1,4 +1,4 @@
-"""The device cost table file format (``haq.cost_table`` versions 1 to 4): its records and writing.
+"""The device cost table file format (``haq.cost_table`` versions 1 to 5): its records and writing.
 
 A table is one JSON object; every field below is checked on load (:mod:`haq.tables.validation`)
 and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the field::
@@ -35,7 +35,8 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
                          "latency_ms": ..., "energy_mj": ..., "source": ..., "kernel": ...}],
         "transition_rules": [{"from": [w, a], "to": [w, a], "latency_ms": fixed,
                               "latency_ms_per_elem": ..., "energy_mj": ...,
-                              "energy_mj_per_elem": ..., "source": ...}],
+                              "energy_mj_per_elem": ..., "source": ...,
+                              "op": "conv" | "conv1x1" | "dwconv" | "linear"}],  # op optional, version 5
         "corrections": [{"fingerprint": "...", "network": "resnet20", "metric": "latency",
                          "scale": 1.05, "offset": 0.01, "fitted_on": 10,
                          "per_int8_layer": 0.002}],           # optional, default 0
@@ -53,8 +54,11 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   (w, a) pairs differ, the cost of the boundary is added: the ``transitions`` entry whose
   ``shape`` equals the consumer layer's input ``[batch, in_channels, in_h, in_w]`` and whose
   ``from`` / ``to`` are the producer's / consumer's (w, a); failing that, the
-  ``transition_rules`` entry for that precision pair (``fixed + per_elem * elements``);
-  failing that, nothing. This prices quantize / dequantize and layout changes that only
+  ``transition_rules`` entry for that precision pair (``fixed + per_elem * elements``) whose
+  ``op`` is the consumer layer's op kind (:func:`op_kind`; version 5), else the one without
+  an ``op``; failing that, nothing. Keyed by the consumer because what a boundary inserts
+  (a QuantizeLinear and, into a conv, an NCHW->NHWC reorder) is fused or not depending on
+  the op that reads it. This prices quantize / dequantize and layout changes that only
   appear where precision changes.
 * A ``corrections`` entry applies to a network whose :func:`network_fingerprint` matches:
   ``cost = scale * (sum of layers + boundaries) + offset`` for its metric (``offset`` in the
@@ -110,9 +114,9 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 
 TABLE_FORMAT = "haq.cost_table"
-TABLE_VERSION = 4
+TABLE_VERSION = 5
 """The newest version this haq writes; :func:`table_version` picks the lowest one a table needs."""
-READABLE_VERSIONS = (1, 2, 3, 4)
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 DOMAINS = ("float", "int8", "weight-only")
 """Layer kinds a device's layer terms distinguish (:func:`term_domain`)."""
 OP_KINDS = ("conv", "conv1x1", "dwconv", "linear")
@@ -202,6 +206,8 @@ class TransitionRule:
     energy_mj: float | None
     energy_mj_per_elem: float | None
     source: str
+    op: str = ""
+    """The consumer layer's :data:`OP_KINDS` kind this rule is for, or empty for any consumer."""
 
     def cost(self, metric: str, elems: int) -> float:
         """Boundary cost for a tensor of ``elems`` elements."""
@@ -221,6 +227,8 @@ class TransitionRule:
         if self.energy_mj is not None:
             d["energy_mj"], d["energy_mj_per_elem"] = self.energy_mj, self.energy_mj_per_elem
         d["source"] = self.source
+        if self.op:
+            d["op"] = self.op
         return d
 
 
@@ -368,8 +376,10 @@ class TableData:
 
 
 def table_version(meta: Mapping[str, Any], graph: GraphExtras | None = None) -> int:
-    """4 with a layer term keyed by op, 3 with other per-device terms, else 2 with the machine
-    that measured it (``meta.machine``), else 1."""
+    """5 with a boundary rule keyed by the consumer's op, 4 with a layer term keyed by op, 3 with
+    other per-device terms, else 2 with the machine that measured it (``meta.machine``), else 1."""
+    if graph is not None and any(r.op for r in graph.rules):
+        return 5
     if graph is not None and any(t.op for t in graph.layer_terms):
         return 4
     if graph is not None and graph.device_level:

@@ -32,6 +32,7 @@ from haq.tables.schema import (
     dumps,
     kernel_share,
     network_fingerprint,
+    op_kind,
 )
 from haq.tables.validation import loads, parse
 
@@ -164,7 +165,7 @@ class CostTable:
             for i in range(1, len(layers)):
                 s = layers[i].signature.with_batch(self.batch)
                 shape = (s.batch, s.in_channels, s.in_h, s.in_w)
-                boundaries.append(Boundary(index=i, elems=s.input_elems, exact=by_shape.get(shape, {})))
+                boundaries.append(Boundary(i, s.input_elems, by_shape.get(shape, {}), op_kind(s)))
         for t in graph.layer_terms:  # per-device: every network gets them, measured or not
             sigs = [layer.signature.with_batch(self.batch) for layer in layers]
             per_layer[t.metric] = [
@@ -185,7 +186,7 @@ class CostTable:
             per_layer[metric] = [
                 {p: v + (c.per_int8_layer if p[1] == 8 else 0.0) for p, v in d.items()} for d in per_layer[metric]
             ]
-        rules = {(r.src, r.dst): r for r in graph.rules}
+        rules = {(r.src, r.dst, r.op): r for r in graph.rules}
         return NetworkCosts(self.name, layers, per_layer, boundaries, rules, corrections)
 
     def _key(self, sig: LayerSignature, strict: bool = True) -> str:

@@ -341,19 +341,22 @@ def _parse_transitions(r: FieldReader, raw: Any, energy: bool) -> tuple[Transiti
 
 def _parse_rules(r: FieldReader, raw: Any, energy: bool) -> tuple[TransitionRule, ...]:
     out: list[TransitionRule] = []
-    seen: set[tuple[BitPair, BitPair]] = set()
+    seen: set[tuple[BitPair, BitPair, str]] = set()
     for i, t in enumerate(r.array(raw, "graph.transition_rules")):
         path = f"graph.transition_rules[{i}]"
         r.keys(
             r.obj(t, path),
             path,
             ("from", "to", "latency_ms", "latency_ms_per_elem", "source"),
-            ("energy_mj", "energy_mj_per_elem"),
+            ("energy_mj", "energy_mj_per_elem", "op"),
         )
         src, dst = r.pair(t["from"], f"{path}.from"), r.pair(t["to"], f"{path}.to")
-        if src == dst or (src, dst) in seen:
+        op = t.get("op", "")
+        if "op" in t and op not in OP_KINDS:
+            r.fail(f"{path}.op", f"must be one of {', '.join(OP_KINDS)} (or absent: any consumer), got {op!r}")
+        if src == dst or (src, dst, op) in seen:
             r.fail(path, f"rule from {list(src)} to {list(dst)} is {'a duplicate' if src != dst else 'not a precision change'}")
-        seen.add((src, dst))
+        seen.add((src, dst, op))
         out.append(
             TransitionRule(
                 src=src,
@@ -363,6 +366,7 @@ def _parse_rules(r: FieldReader, raw: Any, energy: bool) -> tuple[TransitionRule
                 energy_mj=_energy_field(r, t, path, "energy_mj", energy),
                 energy_mj_per_elem=_energy_field(r, t, path, "energy_mj_per_elem", energy),
                 source=r.source_kind(t["source"], f"{path}.source"),
+                op=op,
             )
         )
     return tuple(out)
