@@ -150,6 +150,16 @@ def _separable(widths: tuple[int, ...]) -> nn.Module:
     return nn.Sequential(*mods, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 10))
 
 
+@pytest.fixture(scope="module")
+def separable() -> list[Network]:
+    """Two MobileNet-like networks of different widths and inputs."""
+    out = []
+    for name, widths, shape in (("e", (8, 16, 24), (3, 16, 16)), ("f", (16, 16, 16, 16), (3, 32, 32))):
+        model = _separable(widths).eval()
+        out.append(Network(name, model, discover_layers(model, shape), shape, torch.zeros((1, *shape))))
+    return out
+
+
 OP_TRUTH = DeviceFit(  # the int8 per-output cost only dense kxk convs pay (what MobileNetV2 showed)
     {"float->int8": (0.0, 2e-6), "int8->float": (0.0, 1e-6)},
     {"int8": (0.0, 0.0, 0.0), "float": (0.0, 0.0, 0.0)},
@@ -158,14 +168,12 @@ OP_TRUTH = DeviceFit(  # the int8 per-output cost only dense kxk convs pay (what
 OP_FORM = "int8 fixed+out by op, float out, weight-only fixed"
 
 
-def test_op_dependent_costs_are_recovered_by_the_op_form_only(nets: list[Network], tmp_path: Path) -> None:
+def test_op_dependent_costs_are_recovered_by_the_op_form_only(
+    nets: list[Network], separable: list[Network], tmp_path: Path
+) -> None:
     """Separable nets left out of a fit on dense ones: the op form prices them exactly, the
     per-domain default form puts dense-conv costs on their layers. Fitted on all, the op form
     recovers the terms; the default form cannot fit dense and separable nets at once."""
-    separable = []
-    for name, widths, shape in (("e", (8, 16, 24), (3, 16, 16)), ("f", (16, 16, 16, 16), (3, 32, 32))):
-        model = _separable(widths).eval()
-        separable.append(Network(name, model, discover_layers(model, shape), shape, torch.zeros((1, *shape))))
     every = [*nets, *separable]
     table = _table(every)
     obs = [o for i, net in enumerate(every) for o in _observe(table, net, 14, i, truth=OP_TRUTH)]
@@ -197,14 +205,12 @@ BOUNDARY_TRUTH = DeviceFit(  # a boundary into a depthwise conv costs 4x one int
 BOUNDARY_FORM = "int8 fixed+out, float out, weight-only fixed, boundaries into 1x1 / depthwise"
 
 
-def test_boundaries_keyed_by_the_consumer_op_are_recovered_and_round_trip(nets: list[Network], tmp_path: Path) -> None:
+def test_boundaries_keyed_by_the_consumer_op_are_recovered_and_round_trip(
+    nets: list[Network], separable: list[Network], tmp_path: Path
+) -> None:
     """Boundaries into depthwise convs dearer than the rest: the form keyed by the consumer's op
     recovers both costs, a separable net left out is priced exactly from another one, the
     per-direction form cannot fit them, and the table (version 5) round-trips."""
-    separable = []
-    for name, widths, shape in (("e", (8, 16, 24), (3, 16, 16)), ("f", (16, 16, 16, 16), (3, 32, 32))):
-        model = _separable(widths).eval()
-        separable.append(Network(name, model, discover_layers(model, shape), shape, torch.zeros((1, *shape))))
     every = [*nets, *separable]
     table = _table(every)
     obs = [o for i, net in enumerate(every) for o in _observe(table, net, 14, i, truth=BOUNDARY_TRUTH)]

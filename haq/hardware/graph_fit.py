@@ -203,7 +203,7 @@ def _by_op(dom: str, feature: int, ops: Sequence[str] = OP_KINDS) -> tuple[FormT
     return tuple((dom, op, feature) for op in ops)
 
 
-FORMS: Mapping[str, tuple[FormTerm, ...]] = {
+_LAYER_FORMS: dict[str, tuple[FormTerm, ...]] = {
     "int8 out": (("int8", "", 2),),
     "int8 fixed+out": (("int8", "", 0), ("int8", "", 2)),
     "int8 fixed+out, float out": (("int8", "", 0), ("int8", "", 2), ("float", "", 2)),
@@ -233,20 +233,13 @@ FORMS: Mapping[str, tuple[FormTerm, ...]] = {
         *_by_op("float", 2),
         ("weight-only", "", 0),
     ),
-    "int8 fixed+out, float out, weight-only fixed, boundaries into 1x1 / depthwise": (
-        ("int8", "", 0),
-        ("int8", "", 2),
-        ("float", "", 2),
-        ("weight-only", "", 0),
-        *_boundaries_by_op(),
-    ),
-    "int8 fixed+out by op, float out, weight-only fixed, boundaries into 1x1 / depthwise": (
-        *_by_op("int8", 0),
-        *_by_op("int8", 2),
-        ("float", "", 2),
-        ("weight-only", "", 0),
-        *_boundaries_by_op(),
-    ),
+}
+FORMS: Mapping[str, tuple[FormTerm, ...]] = {
+    **_LAYER_FORMS,
+    **{
+        f"{name}, boundaries into 1x1 / depthwise": (*_LAYER_FORMS[name], *_boundaries_by_op())
+        for name in ("int8 fixed+out, float out, weight-only fixed", "int8 fixed+out by op, float out, weight-only fixed")
+    },
 }
 """Candidate layer-term forms: which (domain, op, feature) columns may be non-zero besides the
 boundaries' per-element costs; feature 0 per layer (may be negative), 1 per input element,
