@@ -41,9 +41,9 @@ once. This module fits those effects on whole models measured end to end, in two
    consumer's op, format version 5): what a boundary inserts (a QuantizeLinear and, into a
    conv, a layout reorder) costs per element what the consuming kernel makes it cost, and
    MobileNetV2's fitted int8->float cost was half the dense networks'. A boundary term no
-   observation identifies falls back to its direction's shared term. A per-network scale is never fitted here: it would let the
-   solver shrink measured layer costs towards zero (the degenerate x0.03 fits of the first
-   table);
+   observation identifies falls back to its direction's shared term. A per-network scale is
+   never fitted here: it would let the solver shrink measured layer costs towards zero (the
+   degenerate x0.03 fits of the first table);
 2. per measured network, a correction ``measured ≈ scale * (device prediction) + offset``
    with ``scale`` bounded to :data:`SCALE_BOUNDS` (a table whose layer costs are off by more
    than that is a table to rebuild, not to patch). Offset-only and bounded-affine forms are
@@ -283,7 +283,7 @@ def fit_device(
                 bounds[(where, op)] = (0.0, float(x))
         else:
             terms.setdefault((where, op), [0.0, 0.0, 0.0])[k] = float(x)
-    generic = {d: (0.0, float(g)) for d, g in zip(DIRECTIONS, sol_generic(sol, chosen))}
+    generic = {d: (0.0, float(g)) for d, g in zip(DIRECTIONS, _generic_boundaries(sol, chosen))}
     return DeviceFit(
         generic,
         {dom: (t[0], t[1], t[2]) for (dom, op), t in terms.items() if not op},
@@ -303,7 +303,7 @@ def _own_boundaries(feats: np.ndarray, form: str) -> set[tuple[str, str]]:
     return {(d, op) for d, op in terms if np.any(feats[:, _boundary_column(d, op) + 1] != 0.0)}
 
 
-def sol_generic(sol: np.ndarray, form: str) -> list[float]:
+def _generic_boundaries(sol: np.ndarray, form: str) -> list[float]:
     """Each direction's per-element cost for consumers without their own term in ``form``
     (read from a :func:`_solve` solution; 0 when every op has its own)."""
     own = {(d, op) for d, op, _ in FORMS[form] if d in DIRECTIONS}
