@@ -232,6 +232,20 @@ def test_boundaries_keyed_by_the_consumer_op_are_recovered_and_round_trip(
     assert load_table(tmp_path / "v5.json").data == joint.data
 
 
+def test_an_op_keyed_rule_in_an_older_version_is_one_line_error(
+    nets: list[Network], separable: list[Network], tmp_path: Path
+) -> None:
+    every = [*nets, *separable]
+    table = _table(every)
+    obs = [o for i, net in enumerate(every) for o in _observe(table, net, 8, i, truth=BOUNDARY_TRUTH)]
+    d = fit_graph(table, every, obs, PROBE, form=BOUNDARY_FORM, corrected=()).data.to_dict()
+    d["version"] = 4
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    with pytest.raises(TableError) as err:
+        load_table(tmp_path / "old.json")
+    assert "needs version 5" in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("op", ["pool", "", 3])
 def test_bad_boundary_op_is_one_line_error(nets: list[Network], tmp_path: Path, op: Any) -> None:
     table = _table(nets)

@@ -69,6 +69,12 @@ def parse(raw: Any, source: str) -> TableData:
     keyed = [i for i, t in enumerate(graph.layer_terms) if t.op]
     if keyed and top["version"] < 4:
         r.fail(f"graph.layer_terms[{keyed[0]}].op", f"needs version 4 of the format, the file says version {top['version']}")
+    keyed_rules = [i for i, t in enumerate(graph.rules) if t.op]
+    if keyed_rules and top["version"] < 5:
+        r.fail(
+            f"graph.transition_rules[{keyed_rules[0]}].op",
+            f"needs version 5 of the format, the file says version {top['version']}",
+        )
     if graph.run_overhead is not None:
         _check_overhead(r, graph.run_overhead, entries)
     return TableData(meta=meta, signatures=signatures, entries=entries, graph=graph)
