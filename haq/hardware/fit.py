@@ -258,7 +258,7 @@ def load_observations(path: Path, table: CostTable, machine: str) -> MeasuredCac
 
 
 def _describe(fit: DeviceFit) -> str:
-    keyed = [(d, t) for d, t in fit.per_direction.items()] + [(f"{d} into {op}", t) for (d, op), t in fit.op_boundaries.items()]
+    keyed = [*fit.per_direction.items(), *((f"{d} into {op}", t) for (d, op), t in fit.op_boundaries.items())]
     bounds = [f"{d}: {1000 * f:.1f} µs + {1e6 * p:.2f} ns/elem" for d, (f, p) in keyed]
     terms = [
         f"{t.domain}{' ' + t.op if t.op else ''} layer: {1000 * t.fixed:+.1f} µs + {1e6 * t.per_in_elem:.2f} ns/in "

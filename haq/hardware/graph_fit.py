@@ -160,7 +160,7 @@ def boundary_features(layers: Sequence[LayerInfo], bits: Sequence[BitPair]) -> n
     for i in range(1, len(layers)):
         d = direction(bits[i - 1], bits[i])
         if d is not None:
-            k = 2 * (DIRECTIONS.index(d) * len(OP_KINDS) + OP_KINDS.index(op_kind(layers[i].signature)))
+            k = _boundary_column(d, op_kind(layers[i].signature))
             feats[k] += 1.0
             feats[k + 1] += layers[i].signature.input_elems
     return feats
@@ -273,7 +273,7 @@ def fit_device(
     feats = np.concatenate([feats, -np.array([[o.overhead_weight] for o in obs])], axis=1)
     lonos = {f: lono_error(obs, feats, f, max_overhead_ms) for f in FORMS} if form == "auto" and len(nets) >= 3 else {}
     chosen = min(lonos, key=lonos.__getitem__) if lonos else (form if form in FORMS else DEFAULT_FORM)
-    sol, free = _solve(obs, feats, chosen, max_overhead_ms)
+    sol, generic, free = _solve(obs, feats, chosen, max_overhead_ms)
     terms: dict[tuple[str, str], list[float]] = {(dom, ""): [0.0, 0.0, 0.0] for dom in DOMAINS}
     bounds: dict[tuple[str, str], tuple[float, float]] = {}
     own = _own_boundaries(feats, chosen)
@@ -283,9 +283,8 @@ def fit_device(
                 bounds[(where, op)] = (0.0, float(x))
         else:
             terms.setdefault((where, op), [0.0, 0.0, 0.0])[k] = float(x)
-    generic = {d: (0.0, float(g)) for d, g in zip(DIRECTIONS, _generic_boundaries(sol, chosen))}
     return DeviceFit(
-        generic,
+        {d: (0.0, float(g)) for d, g in zip(DIRECTIONS, generic)},
         {dom: (t[0], t[1], t[2]) for (dom, op), t in terms.items() if not op},
         tuple(nets),
         len(obs),
@@ -303,17 +302,6 @@ def _own_boundaries(feats: np.ndarray, form: str) -> set[tuple[str, str]]:
     return {(d, op) for d, op in terms if np.any(feats[:, _boundary_column(d, op) + 1] != 0.0)}
 
 
-def _generic_boundaries(sol: np.ndarray, form: str) -> list[float]:
-    """Each direction's per-element cost for consumers without their own term in ``form``
-    (read from a :func:`_solve` solution; 0 when every op has its own)."""
-    own = {(d, op) for d, op, _ in FORMS[form] if d in DIRECTIONS}
-    out = []
-    for d in DIRECTIONS:
-        rest = [op for op in OP_KINDS if (d, op) not in own]
-        out.append(float(sol[_boundary_column(d, rest[0]) + 1]) if rest else 0.0)
-    return out
-
-
 def _boundary_column(d: str, op: str) -> int:
     """Index of the count column of (direction, consumer op) within :func:`boundary_features`."""
     return 2 * (DIRECTIONS.index(d) * len(OP_KINDS) + OP_KINDS.index(op))
@@ -327,18 +315,19 @@ def lono_error(obs: Sequence[Observation], feats: np.ndarray, form: str, max_ove
         mine = np.array([o.network == net for o in obs])
         if mine.all():
             continue
-        sol, _ = _solve([o for o, m in zip(obs, mine) if not m], feats[~mine], form, max_overhead_ms)
+        sol, _, _ = _solve([o for o, m in zip(obs, mine) if not m], feats[~mine], form, max_overhead_ms)
         errs += [(o.layer_sum_ms + float(f @ sol)) / o.measured_ms - 1.0 for o, f in zip(obs, feats) if o.network == net]
     return float(np.sqrt(np.mean(np.square(errs)))) if errs else math.inf
 
 
 def _solve(
     obs: Sequence[Observation], feats: np.ndarray, form: str, max_overhead_ms: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Non-negative relative least squares of ``measured - layer sum`` on the form's columns
     (a fixed per-layer part, where the form has one, may be negative; the call overhead, the
     last column, lies in [0, ``max_overhead_ms``]). Returns the solution in :func:`device_features`
-    columns (then the overhead) and the form's own terms, in :data:`FORMS` order; a column no
+    columns (then the overhead), each direction's shared per-element boundary cost (in
+    :data:`DIRECTIONS` order) and the form's own terms, in :data:`FORMS` order; a column no
     observation has stays 0 (nothing identifies it)."""
     n_b = 2 * len(DIRECTIONS) * len(OP_KINDS)
     n_d = len(DIRECTIONS)
@@ -364,11 +353,10 @@ def _solve(
     target = 1.0 - np.array([o.layer_sum_ms for o in obs]) / meas
     x = np.zeros(design.shape[1])
     x[active] = _bounded_lsq(design[:, active] / meas[:, None], target, lo[active], hi[active])
-    free = x[n_d:-1]
     sol = np.zeros(feats.shape[1])
     sol[:-1] = spread @ x[:-1]
     sol[-1] = x[-1]
-    return sol, free
+    return sol, x[:n_d], x[n_d:-1]
 
 
 def fit_correction(
