@@ -15,8 +15,10 @@ the evaluator's noise: the reward std of one policy re-scored under different fi
 attack seeds (full evaluator) or, for the cheap evaluator (deterministic), the binomial
 sampling std of its accuracy term on the search's images.
 
-``rl`` is the default agent: SAC, with actions centred on the sensitivity ILP's allocation when
-the reward has no robustness term (``EnvConfig.action_prior = "auto"``), starting there.
+``rl`` is the default agent: when the reward has no robustness term (``EnvConfig.action_prior =
+"auto"``), DDPG with actions centred on the sensitivity ILP's allocation at the best of its prior
+rungs (evaluated first, counted as evaluations), its actor held for the first agent episodes and
+paid each layer's cost at its step; otherwise SAC over uniform bins.
 Variants (``--variants``): ``rl-v01`` is v0.1's default (SAC over uniform bins, random warm-up);
 ``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
 the default with a centred agent's noise on every layer / on about 3 layers per episode;

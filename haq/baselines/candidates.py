@@ -31,7 +31,7 @@ import numpy as np
 
 from haq.core.errors import ConfigError
 from haq.core.types import BitPair
-from haq.problem.allocation import ChoiceProblem, choice_problem, fit_budget
+from haq.problem.allocation import ChoiceProblem, budget_ladder, choice_problem, fit_budget
 from haq.problem.budget import BudgetModel, map_action, project
 from haq.problem.sensitivity import Sensitivity
 from haq.problem.solvers import Choice, choice_error, greedy_path, solve_ilp
@@ -90,15 +90,6 @@ def greedy_candidates(model: BudgetModel, sensitivity: Sensitivity, n: int, floo
     rungs = [i for i in range(first, len(path)) if i == first or costs[i] >= low * (1 - 1e-9)]
     picks = sorted({rungs[round(j * (len(rungs) - 1) / max(n - 1, 1))] for j in range(n)}) if len(rungs) > n else rungs
     return _distinct(((problem, path[i], {"method": "greedy", "path_step": i}) for i in picks), model, n)
-
-
-def budget_ladder(model: BudgetModel, n: int, floor: float) -> list[float]:
-    """``n`` budgets evenly spaced from the full budget down to ``max(cheapest, floor · budget)``."""
-    top = model.budget.target
-    low = min(max(model.budget.cheapest, floor * top), top)
-    if n == 1:
-        return [top]
-    return [top - (top - low) * i / (n - 1) for i in range(n)]
 
 
 def ilp_candidates(model: BudgetModel, sensitivity: Sensitivity, n: int, floor: float) -> list[Candidate]:

@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         default=EnvConfig().observation,
         help=f"observation layout: {', '.join(OBSERVATIONS)} (v1 adds sensitivity)",
     )
+    p.add_argument(
+        "--prior-rungs",
+        type=int,
+        default=AgentConfig().prior_rungs,
+        help="budgets the prior allocation is evaluated at before a centred agent starts on the best (0: the full budget's)",
+    )
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<agent>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings; --episodes may grow)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 suits the small agent networks and shared machines)")
@@ -104,7 +110,7 @@ def search_config(ns: argparse.Namespace) -> SearchConfig:
     """Validated search config from parsed flags."""
     return SearchConfig(
         env=dataclasses.replace(env_config(ns), action_prior=ns.action_prior, observation=ns.observation),
-        agent=AgentConfig(algo=ns.agent, warmup_episodes=ns.warmup),
+        agent=AgentConfig(algo=ns.agent, warmup_episodes=ns.warmup, prior_rungs=ns.prior_rungs),
         episodes=ns.episodes,
         seed=ns.seed,
     )

@@ -47,6 +47,7 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "episodes": ("search.episodes",),
         "agent": ("search.agent.algo",),
         "warmup": ("search.agent.warmup_episodes",),
+        "prior_rungs": ("search.agent.prior_rungs",),
         "action_prior": ("search.env.action_prior",),
         "observation": ("search.env.observation",),
     },

@@ -2,7 +2,8 @@
 with their budget-metric cost (from the search's :class:`~haq.problem.budget.BudgetModel`, so
 every solver sees exactly the choices and budget the environment sees) and their estimated
 error (from :mod:`haq.problem.sensitivity`). The ILP and greedy baselines search it, and the
-agent's action prior (:func:`sensitivity_prior`) starts from its optimum.
+agent's action prior (:func:`sensitivity_prior`) starts from its optimum at the full budget or,
+with prior rungs, at the rung of :func:`sensitivity_rungs` that scored best.
 
 Costs are additive per layer here (what an integer program can take). The budget itself is
 measured on the whole policy (``BudgetModel.policy_cost``: the table's ``policy_cost``, which
@@ -14,6 +15,7 @@ within budget by the same measure the environment enforces.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -72,9 +74,34 @@ def sensitivity_prior(model: BudgetModel, sensitivity: Sensitivity) -> tuple[Bit
     """The assignment with the least estimated error within the budget (the ILP's optimum at the
     full budget, stepped down until the whole-policy cost fits): where the agent's actions are
     centred when ``EnvConfig.action_prior`` is ``sensitivity``."""
+    return sensitivity_rungs(model, sensitivity, [model.budget.target])[0][1]
+
+
+def sensitivity_rungs(
+    model: BudgetModel, sensitivity: Sensitivity, targets: Sequence[float]
+) -> list[tuple[float, tuple[BitPair, ...]]]:
+    """The least-error assignment at each budget in ``targets`` (absolute, at most the budget),
+    fitted to the whole-policy budget; a target whose answer an earlier one already gave is
+    left out, so every rung is a different policy. Why: the reward also pays for a lower cost,
+    and only evaluating these points of the estimated accuracy / cost front tells which one it
+    prefers."""
     problem = choice_problem(model, sensitivity)
-    choice = solve_ilp(problem.costs, problem.errors, problem.budget)
-    if choice is None:
-        choice = tuple(int(np.argmin(c)) for c in problem.costs)
-    fitted, _ = fit_budget(problem, choice, model)
-    return problem.assignment(fitted)
+    out: list[tuple[float, tuple[BitPair, ...]]] = []
+    for target in targets:
+        choice = solve_ilp(problem.costs, problem.errors, min(target, problem.budget))
+        if choice is None:
+            choice = tuple(int(np.argmin(c)) for c in problem.costs)
+        fitted, _ = fit_budget(problem, choice, model)
+        pairs = problem.assignment(fitted)
+        if all(pairs != seen for _, seen in out):
+            out.append((float(target), pairs))
+    return out
+
+
+def budget_ladder(model: BudgetModel, n: int, floor: float) -> list[float]:
+    """``n`` budgets evenly spaced from the full budget down to ``max(cheapest, floor · budget)``."""
+    top = model.budget.target
+    low = min(max(model.budget.cheapest, floor * top), top)
+    if n == 1:
+        return [top]
+    return [top - (top - low) * i / (n - 1) for i in range(n)]

@@ -160,29 +160,40 @@ class RunStore:
 
     def commit(self, record: EpisodeRecord, state: Mapping[str, Any] | None = None) -> None:
         """Checkpoint, then log, then keep the best: the order that makes resume exact."""
-        if record.episode != len(self.records):
-            raise InternalError(f"episode {record.episode} committed to {self.path} after {len(self.records)} episodes")
+        self._check_next(record)
         self.save(record, state)
-        self.rd.append_episode(record)
-        self.records.append(record)
-        if self.best is None or record.reward > self.best.reward:
-            self.best = record
-            self.rd.write_best(record)
+        self._log(record)
+
+    def append(self, record: EpisodeRecord) -> None:
+        """Log an episode that needs no checkpoint: one a resume re-derives from the log alone
+        (a search's prior rungs, evaluated before its agent exists). Only before the first
+        checkpoint, since a restore cuts the log back to its newest checkpoint."""
+        if self.checkpoint is not None:
+            raise InternalError(f"episode {record.episode} appended to {self.path} without a checkpoint after one")
+        self._check_next(record)
+        self._log(record)
 
     def commit_batch(self, records: Sequence[EpisodeRecord], state: Mapping[str, Any] | None = None) -> None:
         """Commit episodes that finished together with one checkpoint: all but the last are logged
         ahead of it (a kill before the checkpoint drops them again on restore, and the batch is
         re-run), then the last is committed as one episode, its checkpoint covering the batch."""
         for record in records[:-1]:
-            if record.episode != len(self.records):
-                raise InternalError(f"episode {record.episode} committed to {self.path} after {len(self.records)} episodes")
-            self.rd.append_episode(record)
-            self.records.append(record)
-            if self.best is None or record.reward > self.best.reward:
-                self.best = record
-                self.rd.write_best(record)
+            self._check_next(record)
+            self._log(record)
         if records:
             self.commit(records[-1], state)
+
+    def _check_next(self, record: EpisodeRecord) -> None:
+        if record.episode != len(self.records):
+            raise InternalError(f"episode {record.episode} committed to {self.path} after {len(self.records)} episodes")
+
+    def _log(self, record: EpisodeRecord) -> None:
+        """Append the episode's line and keep the best."""
+        self.rd.append_episode(record)
+        self.records.append(record)
+        if self.best is None or record.reward > self.best.reward:
+            self.best = record
+            self.rd.write_best(record)
 
     def save(self, record: EpisodeRecord, state: Mapping[str, Any] | None = None) -> Checkpoint:
         """Write the checkpoint ``record`` completes and swap it in atomically; older ones are removed."""

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import PPO, SAC
+from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import NStepReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
@@ -130,6 +130,24 @@ def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
     )
     agent = ALGORITHMS[cfg.algo]("MlpPolicy", env, action_noise=noise, **off_policy, **common)
     return start_at_centre(agent, cfg) if cfg.start_at_centre else agent
+
+
+def hold_actor(model: BaseAlgorithm, hold: bool) -> None:
+    """Keep an off-policy agent's actor where it is (``hold``) or let it learn again: its weights
+    stop requiring gradients, so the actor's optimizer step and the target's Polyak update leave
+    it unchanged while the critic goes on learning from the same minibatches. Agents without an
+    ``actor`` (PPO) are left alone."""
+    actor = getattr(model, "actor", None)
+    if isinstance(actor, nn.Module):
+        for p in actor.parameters():
+            p.requires_grad_(not hold)
+
+
+def set_actor_every(model: BaseAlgorithm, every: int | None) -> None:
+    """Update a DDPG / TD3 actor once per ``every`` critic updates (TD3's policy delay; ``None``
+    keeps the algorithm's own). Set at every training start, since DDPG does not save it."""
+    if every is not None and isinstance(model, TD3):
+        model.policy_delay = every
 
 
 @torch.no_grad()

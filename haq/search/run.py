@@ -41,10 +41,12 @@ from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
 from haq.runs.rundir import EpisodeRecord
 from haq.runs.tracking import agent_logger
-from haq.search.agents import make_agent, replay_capacity
+from haq.search.agents import hold_actor, make_agent, replay_capacity, set_actor_every
 from haq.search.baseline import VecRewardBaseline
 from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import SearchConfig
+from haq.search.credit import VecCostCredit
+from haq.search.rungs import RUNG, centre_on_best_rung
 from haq.search.snapshot import TrainingState
 
 ANNOTATIONS = ("fidelity", "cheap_reward")
@@ -63,14 +65,17 @@ class RLSearch(Proposer[AgentStore]):
         return AgentStore(out_dir, serial.to_dict(self.config), agent_description(problem, self.config))
 
     def _propose(self, problem: SearchProblem, store: AgentStore, progress: OnProgress | None, log: Log | None) -> None:
-        train(store, self.config, problem, progress, log)
+        agent = self.config.agent.for_problem(problem.prior is not None)
+        centred = centre_on_best_rung(problem, agent, store, self.config.episodes, progress, log)
+        train(store, self.config, centred, progress, log)
 
     def _derived(self, problem: SearchProblem) -> dict[str, Any]:
         return prior_section(problem)
 
 
 def prior_section(problem: SearchProblem) -> dict[str, Any]:
-    """config.json's record of the allocation actions are centred on (``EnvConfig.prior``), if any."""
+    """config.json's record of the full-budget allocation actions are centred on (``EnvConfig.prior``), if
+    any; with prior rungs (:mod:`haq.search.rungs`) the centre is the best rung episode in the log."""
     if problem.prior is None:
         return {}
     return {"action_prior": {name: list(pair) for name, pair in zip(problem.layer_names, problem.prior)}}
@@ -116,7 +121,9 @@ def train(
     checkpoint = store.checkpoint
     batch = _batch_size(checkpoint.path, checkpoint.state) if checkpoint is not None else problem.workers
     env = MixedPrecisionVecEnv(problem, batch)
-    agent_env: VecEnv = VecRewardBaseline(env, config.agent.baseline_momentum) if config.agent.uses_baseline else env
+    baseline = VecRewardBaseline(env, config.agent.baseline_momentum) if config.agent.uses_baseline else None
+    paid: VecEnv = baseline if baseline is not None else env
+    agent_env: VecEnv = VecCostCredit(paid, problem.config.reward.cost_weight) if config.agent.cost_credit else paid
     episode_len = env.num_layers
     for r in store.records:
         problem.remember(r.quant_policy(), Scored.from_record(r.metrics, r.reward, r.extra))
@@ -126,8 +133,8 @@ def train(
     if checkpoint is not None:
         model, training = store.load_agent(agent_env, replay_capacity(config.episodes, episode_len, batch))
         average, pending = _checkpoint_state(checkpoint.path, checkpoint.state)
-        if isinstance(agent_env, VecRewardBaseline):
-            agent_env.average = average
+        if baseline is not None:
+            baseline.average = average
         resume = _Resume(training, pending, episode_len)
         if log:
             log(f"resuming {store.path} after {done} of {config.episodes} episodes")
@@ -138,12 +145,12 @@ def train(
         else:
             model = fresh(agent_env, episode_len)
             model.set_random_seed(seed)
-        if done and remaining > 0 and log:
+        if remaining > 0 and log and any(RUNG not in r.extra for r in store.records):
             log(f"no checkpoint in {store.path}: the {done} logged episodes stand; a fresh agent learns the other {remaining}")
     if remaining > 0:
         # stable-baselines3's own logger, writing the agent's losses as TensorBoard scalars into the run directory.
         model.set_logger(agent_logger(store.path))
-        callback = _EpisodeLogger(store, config.episodes, agent_env, progress, resume)
+        callback = _EpisodeLogger(store, config, agent_env, baseline, progress, resume)
         rounds = math.ceil(remaining / batch)  # a batch never splits: the last one's extra episodes are not logged
         model.learn(total_timesteps=rounds * batch * episode_len, callback=callback, reset_num_timesteps=checkpoint is None)
         model.logger.close()
@@ -198,22 +205,33 @@ class _EpisodeLogger(BaseCallback):
     def __init__(
         self,
         store: AgentStore,
-        episodes: int,
-        agent_env: gym.Env,
+        config: SearchConfig,
+        agent_env: VecEnv,
+        baseline: VecRewardBaseline | None,
         progress: OnProgress | None,
         resume: _Resume | None,
     ) -> None:
         super().__init__()
         self.store = store
-        self.episodes = episodes
+        self.episodes = config.episodes
+        self.actor_delay = config.agent.actor_delay or 0
+        self.actor_every = config.agent.actor_every
         self.agent_env = agent_env
+        self.baseline = baseline
         self.progress = progress
         self.resume = resume
         self._pending: list[tuple[EpisodeRecord, bool]] = []
 
     def _on_training_start(self) -> None:
+        set_actor_every(self.model, self.actor_every)
+        self._hold()
         if self.resume is not None:
             self.resume.apply(self.model)
+
+    def _hold(self) -> None:
+        """Hold the actor while fewer than ``actor_delay`` agent episodes (rungs aside) are logged."""
+        agent_episodes = sum(RUNG not in r.extra for r in self.store.records)
+        hold_actor(self.model, agent_episodes < self.actor_delay)
 
     def _on_step(self) -> bool:
         for i in np.flatnonzero(self.locals["dones"]):
@@ -232,8 +250,10 @@ class _EpisodeLogger(BaseCallback):
         if not batch:
             return
         self.store.agent = self.model
-        state = {"baseline": getattr(self.agent_env, "average", None), UPDATE_PENDING: True, BATCH: self.agent_env.num_envs}
+        average = self.baseline.average if self.baseline is not None else None
+        state = {"baseline": average, UPDATE_PENDING: True, BATCH: self.agent_env.num_envs}
         self.store.commit_batch([r for r, _ in batch], state)
+        self._hold()
         for record, cached in batch:
             if self.progress is not None and self.store.best is not None:
                 self.progress(Progress.after(record, self.store.best, self.episodes, cached))

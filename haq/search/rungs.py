@@ -1,0 +1,77 @@
+"""Prior rungs: where a centred agent starts, chosen by evaluating the sensitivity allocation at a
+few budgets before the agent exists.
+
+The sensitivity ILP answers "the most accurate policy for a budget"; the reward also pays for a
+lower cost, and which point of the estimated accuracy / cost front it prefers only an evaluation
+can tell (ResNet-20, Bit Fusion, budget 0.5: the full-budget allocation scored −0.199 at 100 % of
+the budget, the same accuracy at 52 % of it −0.104). So the search evaluates the allocation at
+``AgentConfig.prior_rungs`` budgets down to ``prior_floor`` × budget, logs each as an episode
+(``extra.prior_rung``: the rung's fraction of the budget), and centres the agent's actions on the
+best. The rungs need no checkpoint: a resume re-reads them from the log and evaluates the ones
+missing, so the centre, and everything the agent does from it, is what an uninterrupted run had.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from haq.core.errors import InternalError
+from haq.core.types import BitPair, Log
+from haq.problem.allocation import budget_ladder, sensitivity_rungs
+from haq.problem.problem import SearchProblem
+from haq.runs.checkpoint import RunStore
+from haq.runs.progress import OnProgress, Progress
+from haq.runs.rundir import EpisodeRecord
+from haq.search.config import AgentConfig
+
+RUNG = "prior_rung"
+"""Key of a rung episode's ``extra``: the budget fraction its allocation was solved for."""
+RUN_SHARE = 10
+"""Rungs take at most one in this many of a run's episodes, so a short run is mostly the agent's."""
+
+
+def centre_on_best_rung(
+    problem: SearchProblem, agent: AgentConfig, store: RunStore, episodes: int, progress: OnProgress | None, log: Log | None
+) -> SearchProblem:
+    """Evaluate the rungs not yet logged (``agent.prior_rungs``, at most a tenth of ``episodes``)
+    and return ``problem`` with its action prior moved to the best-scoring rung's allocation.
+
+    ``agent`` is resolved (:meth:`AgentConfig.for_problem`); with fewer than two rungs, without
+    a prior, or once the agent has checkpointed without rungs in the log, ``problem`` is returned
+    as it is."""
+    count = min(agent.prior_rungs, episodes // RUN_SHARE)
+    if count < 2 or problem.prior is None:
+        return problem
+    if problem.sensitivity is None:
+        raise InternalError("a problem with a sensitivity prior was built without its sensitivity")
+    logged = [r for r in store.records if RUNG in r.extra]
+    if store.checkpoint is None and len(logged) == len(store.records):
+        ladder = budget_ladder(problem.budget_model, count, agent.prior_floor)
+        target = problem.budget.target
+        rungs = sensitivity_rungs(problem.budget_model, problem.sensitivity, ladder)
+        seen = {_pairs(r, problem) for r in logged}
+        todo = [(t, pairs) for t, pairs in rungs if pairs not in seen]
+        if todo and log:
+            log(f"prior rungs: evaluating the sensitivity allocation at {len(todo)} budget(s) before the agent starts")
+        for start in range(0, len(todo), problem.workers):
+            chunk = todo[start : start + problem.workers]
+            policies = [problem.policy(pairs, {RUNG: t / target}) for t, pairs in chunk]
+            for (t, _), policy, scored in zip(chunk, policies, problem.score_many(policies)):
+                bits = {n: (b.w_bits, b.a_bits) for n, b in policy.layers.items()}
+                extra = {RUNG: t / target, **scored.annotations()}
+                record = EpisodeRecord(len(store.records), bits, scored.metrics, scored.reward, extra)
+                store.append(record)
+                logged.append(record)
+                if progress is not None and store.best is not None:
+                    progress(Progress.after(record, store.best, episodes, scored.cached))
+    if not logged:
+        return problem
+    best = max(logged, key=lambda r: r.reward)
+    if log:
+        log(f"prior rungs: centring on the allocation at {best.extra[RUNG]:.2f} x budget (reward {best.reward:+.4f})")
+    return dataclasses.replace(problem, prior=_pairs(best, problem))
+
+
+def _pairs(record: EpisodeRecord, problem: SearchProblem) -> tuple[BitPair, ...]:
+    """A logged policy as one (w, a) pair per layer, in the problem's layer order."""
+    return tuple((int(record.policy[name][0]), int(record.policy[name][1])) for name in problem.layer_names)
