@@ -17,11 +17,11 @@ from haq.core.validate import choice, count, finite, positive, unit_interval
 from haq.problem.config import EnvConfig
 
 AGENTS = ("auto", "ddpg", "td3", "sac", "ppo")
+"""``auto`` resolves per problem (:meth:`AgentConfig.for_problem`): DDPG from an action prior, else SAC."""
 CENTRED_ACTOR_DELAY = 10
 """``AgentConfig.actor_delay`` of a centred agent when not set."""
 CENTRED_ACTOR_EVERY = 4
 """``AgentConfig.actor_every`` of a centred agent when not set."""
-"""``auto`` resolves per problem (:meth:`AgentConfig.for_problem`): DDPG from an action prior, else SAC."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,9 @@ class AgentConfig:
     cost_credit: pay the cost part of the reward at the step that spends it and the rest at the
         end (:mod:`haq.search.credit`; episode totals unchanged). ``None`` (default): on for a
         centred agent, whose local search needs the cost slope the whole-episode reward hides
-        in accuracy noise; off otherwise (SAC from uniform bins was measured without it).
+        in accuracy noise (alone it did not stop the ResNet-20 agent's drift up the budget; with
+        ``actor_delay`` and ``actor_every`` the runs stayed near the centre); off otherwise (SAC
+        from uniform bins was measured without it).
     prior_rungs / prior_floor: before a centred agent starts, the sensitivity allocation is
         evaluated at ``prior_rungs`` budgets (at most a tenth of the run's episodes) evenly
         spaced from the full budget down to ``prior_floor`` × budget (the ILP baseline's ladder

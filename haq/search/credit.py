@@ -3,7 +3,7 @@
 The episode reward arrives at the last step (:mod:`haq.search.agents`), so the critic learns what
 one layer's bits do to the cost only through the noise of the whole episode's accuracy: on
 ResNet-20 (cheap evaluator, 300 images) one image is 0.033 reward and moving the whole policy
-from 60 % to 90 % of the budget costs 0.06, and the agent drifted up the budget. The cost is
+from 60 % to 90 % of the budget costs 0.06, and the centred agent drifted up the budget. The cost is
 known exactly per layer, so this wrapper pays ``−cost_weight × (the layer's share of the
 budget)`` at each step and adds back what it paid at the last step. Every episode's total is
 unchanged, so are the optimal policies and the logged rewards; with γ = 1 and whole-episode
