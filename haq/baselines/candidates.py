@@ -24,7 +24,6 @@ rung adds a new policy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -35,16 +34,9 @@ from haq.problem.allocation import ChoiceProblem, budget_ladder, choice_problem,
 from haq.problem.budget import BudgetModel, map_action, project
 from haq.problem.sensitivity import Sensitivity
 from haq.problem.solvers import Choice, choice_error, greedy_path, solve_ilp
+from haq.runs.candidates import Candidate
 
 METHODS = ("uniform", "random", "greedy", "ilp")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One (w, a) pair per layer, in layer order, and how the baseline arrived at it."""
-
-    pairs: tuple[BitPair, ...]
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def uniform_candidates(model: BudgetModel, n: int) -> list[Candidate]:

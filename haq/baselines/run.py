@@ -40,10 +40,10 @@ from haq.problem.sensitivity import (
     SensitivityConfig,
     estimate_sensitivity,
 )
+from haq.runs.candidates import log_candidates
 from haq.runs.checkpoint import RunStore
-from haq.runs.progress import OnProgress, Progress
+from haq.runs.progress import OnProgress
 from haq.runs.proposer import Proposer, RunResult
-from haq.runs.rundir import EpisodeRecord
 
 
 @dataclass(frozen=True)
@@ -131,16 +131,8 @@ class Baseline(Proposer[BaselineStore]):
             )
         for r in store.records:
             problem.remember(r.quant_policy(), Scored.from_record(r.metrics, r.reward, r.extra))
-        todo = list(enumerate(self.candidates))[len(store.records) :]
-        for start in range(0, len(todo), problem.workers):  # one batch per round of the workers
-            chunk = todo[start : start + problem.workers]
-            policies = [problem.policy(cand.pairs, cand.meta) for _, cand in chunk]
-            for (i, cand), policy, scored in zip(chunk, policies, problem.score_many(policies)):
-                bits = {n: (b.w_bits, b.a_bits) for n, b in policy.layers.items()}
-                record = EpisodeRecord(i, bits, scored.metrics, scored.reward, {**cand.meta, **scored.annotations()})
-                store.commit(record)
-                if progress is not None and store.best is not None:
-                    progress(Progress.after(record, store.best, len(self.candidates), scored.cached))
+        todo = self.candidates[len(store.records) :]
+        log_candidates(problem, store, todo, store.commit, len(self.candidates), progress)
 
     def _details(self) -> dict[str, Any]:
         return {"sensitivity_seconds": self.sensitivity_seconds}

@@ -19,8 +19,9 @@ from haq.core.errors import InternalError
 from haq.core.types import BitPair, Log
 from haq.problem.allocation import budget_ladder, sensitivity_rungs
 from haq.problem.problem import SearchProblem
+from haq.runs.candidates import Candidate, log_candidates
 from haq.runs.checkpoint import RunStore
-from haq.runs.progress import OnProgress, Progress
+from haq.runs.progress import OnProgress
 from haq.runs.rundir import EpisodeRecord
 from haq.search.config import AgentConfig
 
@@ -53,17 +54,8 @@ def centre_on_best_rung(
         todo = [(t, pairs) for t, pairs in rungs if pairs not in seen]
         if todo and log:
             log(f"prior rungs: evaluating the sensitivity allocation at {len(todo)} budget(s) before the agent starts")
-        for start in range(0, len(todo), problem.workers):
-            chunk = todo[start : start + problem.workers]
-            policies = [problem.policy(pairs, {RUNG: t / target}) for t, pairs in chunk]
-            for (t, _), policy, scored in zip(chunk, policies, problem.score_many(policies)):
-                bits = {n: (b.w_bits, b.a_bits) for n, b in policy.layers.items()}
-                extra = {RUNG: t / target, **scored.annotations()}
-                record = EpisodeRecord(len(store.records), bits, scored.metrics, scored.reward, extra)
-                store.append(record)
-                logged.append(record)
-                if progress is not None and store.best is not None:
-                    progress(Progress.after(record, store.best, episodes, scored.cached))
+        candidates = [Candidate(pairs, {RUNG: t / target}) for t, pairs in todo]
+        logged += log_candidates(problem, store, candidates, store.append, episodes, progress)
     if not logged:
         return problem
     best = max(logged, key=lambda r: r.reward)
