@@ -6,6 +6,8 @@ sizes. What an evaluation runs (``haq.evaluation.evaluators``):
 
 * cheap: calibration forwards (``calib_batches`` × ``batch_size`` train images), then a forward
   pass over the ``val_samples`` held-out images;
+* screen: the cheap passes, plus one forward over the ``robust_samples`` images' transferred
+  PGD examples (crafted once per evaluator, not per evaluation);
 * full: the cheap passes, plus the DQ fine-tune (``finetune_epochs`` × ``finetune_batches``
   forward + backward passes of ``batch_size``), plus, on ``robust_samples`` images, one clean
   forward, FGSM (1 forward + backward), PGD (``attack_steps`` forward + backward), transfer-PGD
@@ -15,7 +17,7 @@ A ratio near 1 means the evaluation is the arithmetic it must do; what is above 
 (copying and quantizing the model, fake-quantization arithmetic, optimizer steps, Python).
 Regressions show as a rising ratio at an unchanged pass count.
 
-    python bench/eval_speed.py                         # digits CNN, digits MLP, ResNet-20; cheap and full
+    python bench/eval_speed.py                         # digits CNN, digits MLP, ResNet-20; cheap, screen, full
     python bench/eval_speed.py --models resnet20 --evaluations 3
 """
 
@@ -39,7 +41,7 @@ from haq.problem.config import EnvConfig
 from haq.workload import Workload, WorkloadConfig
 
 MODELS = ("digits_cnn", "digits_mlp", "resnet20")
-KINDS = ("cheap", "full")
+KINDS = ("cheap", "screen", "full")
 
 
 def log(msg: str) -> None:
@@ -72,6 +74,8 @@ def float_passes(wl: Workload, cfg: EvalConfig) -> Callable[[], None]:
     def run() -> None:
         _forward(model, calib, cfg.batch_size)
         _forward(model, x, 512)
+        if cfg.kind == "screen":
+            _forward(model, xr, 512)
         if cfg.kind != "full":
             return
         _forward_backward(model, tx, ty, cfg.batch_size, cfg.finetune_epochs)

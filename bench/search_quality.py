@@ -27,7 +27,8 @@ the default with a centred agent's noise on every layer / on about 3 layers per 
 evaluator (``action_prior = "sensitivity"``, :data:`PRIOR_AGENT`); ``rl-centre`` is DDPG over
 uniform bins starting at action 0 (the middle widths) with per-layer and per-episode shift noise
 (:data:`CENTRE_AGENT`); ``rl-multi`` is the default agent with the multi-fidelity evaluator
-(settings with the full evaluator only), also reporting its full evaluations.
+(settings with the full evaluator only), also reporting its full evaluations; ``rl-multi-cheap``
+is the same with the clean-only screen (``EvalConfig.screen_kind = "cheap"``).
 
     python bench/search_quality.py --quick   # digits CNN (40 evaluations) and ResNet-20 (10), cheap evaluator
     python bench/search_quality.py --full    # ResNet-20 + MobileNetV2 (cheap, 300) and digits CNN + MLP (full, 300): hours
@@ -54,7 +55,7 @@ import torch
 from haq.baselines import BaselineConfig, run_baseline
 from haq.commands.problems import load_device_table
 from haq.core.fileio import atomic_write_text
-from haq.evaluation.config import EvalConfig
+from haq.evaluation.config import SINGLE_FIDELITY, EvalConfig
 from haq.evaluation.evaluators import Evaluator, build_evaluator
 from haq.parallel import start_pool
 from haq.problem.config import BudgetConfig, EnvConfig
@@ -68,7 +69,18 @@ from haq.training import parse_torch_device
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 METHODS = ("rl", "random", "greedy", "ilp", "uniform")
-VARIANTS = ("rl-v01", "rl-sac", "rl-ddpg", "rl-dense", "rl-sparse", "rl-sens", "rl-prior", "rl-centre", "rl-multi")
+VARIANTS = (
+    "rl-v01",
+    "rl-sac",
+    "rl-ddpg",
+    "rl-dense",
+    "rl-sparse",
+    "rl-sens",
+    "rl-prior",
+    "rl-centre",
+    "rl-multi",
+    "rl-multi-cheap",
+)
 SEEDED = ("rl", "random", *VARIANTS)
 PICK_K = 5
 
@@ -133,7 +145,7 @@ class Workbench:
         )
         self.table = load_device_table(self.env.table, self.env.workload, log=log)
         self.workload: Workload = load_workload(self.env.workload, parse_torch_device(self.env.torch_device), log=log)
-        kinds = ("cheap", "full")
+        kinds = SINGLE_FIDELITY
         self.pool = None
         if workers > 1:
             self.pool = start_pool(self.workload, self.table, self.env.evaluation, kinds, self.env.torch_device, workers, log=log)
@@ -188,6 +200,8 @@ def method_env(env: EnvConfig, method: str) -> EnvConfig:
         return dataclasses.replace(env, action_prior="uniform")
     if method == "rl-multi":
         return dataclasses.replace(env, evaluation=dataclasses.replace(env.evaluation, kind="multi"))
+    if method == "rl-multi-cheap":
+        return dataclasses.replace(env, evaluation=dataclasses.replace(env.evaluation, kind="multi", screen_kind="cheap"))
     return env
 
 
@@ -203,7 +217,7 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
     seconds = time.perf_counter() - start
     records = list(result.records)
     full_evals = problem.screen.full_evaluations if problem.screen is not None else None
-    judged = [r for r in records if r.extra.get("fidelity", "full") != "cheap" or problem.screen is None]
+    judged = [r for r in records if r.extra.get("fidelity", "full") == "full" or problem.screen is None]
     pick = pick_final(problem, [(r.quant_policy(), r.reward) for r in judged], k=PICK_K)
     robust = pick.test.robust_acc
     if robust is None:
@@ -264,7 +278,7 @@ def bench_setting(setting: Setting, methods: tuple[str, ...], workers: int, root
     try:
         results = []
         for method in methods:
-            if method == "rl-multi" and setting.evaluator != "full":
+            if method.startswith("rl-multi") and setting.evaluator != "full":
                 continue
             for seed in setting.seeds if method in SEEDED else setting.seeds[:1]:
                 out = root / setting.model / f"{method}-s{seed}"

@@ -134,7 +134,7 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     ``applied_action`` (the request itself, or the centre of the applied pair's action bin
     when projected), ``budget_used`` (fraction). The last step adds ``policy`` (name → [w, a]), ``metrics``
     (:class:`~haq.evaluation.metrics.PolicyMetrics` as a dict), ``reward``, ``cached``,
-    ``fidelity`` (the evaluator whose metrics these are: ``cheap`` / ``full``) and, with the
+    ``fidelity`` (the evaluator whose metrics these are: ``cheap`` / ``screen`` / ``full``) and, with the
     multi-fidelity evaluator, ``cheap_reward``.
 
     ## Arguments

@@ -120,7 +120,7 @@ def test_measurement_is_decided_from_the_mode_and_the_table() -> None:
         (["--split", "train"], "unknown split 'train'; choose one of test, val"),
         (["--measure", "sometimes"], "unknown measure mode 'sometimes'; choose one of auto, local, never"),
         (["--samples", "0"], "samples must be an integer >= 1"),
-        (["--evaluator", "fast"], "unknown evaluator 'fast'; choose one of cheap, full"),
+        (["--evaluator", "fast"], "unknown evaluator 'fast'; choose one of cheap, screen, full"),
         (["--measure", "local", "--evaluator", "cheap"], "cannot run natively .*--emulate"),
     ],
 )

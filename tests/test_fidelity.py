@@ -4,6 +4,7 @@ says which fidelity scored it."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -15,7 +16,9 @@ from haq.core.errors import ConfigError
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import CachedEvaluator, build_evaluator
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
+from haq.problem.config import EnvConfig
 from haq.problem.fidelity import CHEAP, FULL, Calibration, FidelityScreen
+from haq.problem.problem import build_problem, evaluator_kinds
 from haq.quant import LayerBits, QuantPolicy
 from haq.workload import Workload
 
@@ -120,3 +123,32 @@ def test_multi_is_a_search_evaluator_only(digits_workload: Workload) -> None:
         build_evaluator(digits_workload, AnalyticTable(), EvalConfig(kind="multi"))
     with pytest.raises(ConfigError, match="screen_z"):
         EvalConfig(kind="multi", screen_z=-1.0)
+
+
+def test_the_screen_sees_the_transfer_attack_the_full_evaluator_runs(digits_workload: Workload) -> None:
+    """Without a fine-tune, the screen's robust accuracy is exactly the full evaluator's with the
+    same transferred attack alone: the examples crafted once are the ones crafted per policy."""
+    cfg = EvalConfig(val_samples=120, robust_samples=40, attack_steps=3)
+    full_cfg = dataclasses.replace(cfg, kind=FULL, finetune_epochs=0, attacks=("transfer_pgd",))
+    screen, full, cheap = (
+        build_evaluator(digits_workload, AnalyticTable(), c) for c in (dataclasses.replace(cfg, kind="screen"), full_cfg, cfg)
+    )
+    ref = screen.reference
+    assert ref.robust_acc is not None and ref.robust_acc < ref.clean_acc  # crafted on the float model itself
+    assert ref == full.reference and cheap.reference.robust_acc is None
+    for bits in (2, 3, 8):
+        policy = QuantPolicy({layer.name: LayerBits(bits, bits) for layer in digits_workload.layers})
+        got, want = screen.evaluate(policy), full.evaluate(policy)
+        assert (got.clean_acc, got.robust_acc) == (want.clean_acc, want.robust_acc)
+        assert got.clean_acc == cheap.evaluate(policy).clean_acc
+
+
+def test_a_multi_search_screens_with_the_robust_screen_unless_told_otherwise(digits_workload: Workload) -> None:
+    env = EnvConfig(evaluation=EvalConfig(kind="multi", val_samples=60, robust_samples=20, attack_steps=2))
+    problem = build_problem(env, table=AnalyticTable(), workload=digits_workload)
+    assert problem.screen is not None and problem.screen.cheap.reference.robust_acc is not None
+    assert evaluator_kinds(env) == ("screen", FULL)
+    clean = EnvConfig(evaluation=EvalConfig(kind="multi", screen_kind=CHEAP, val_samples=60))
+    assert evaluator_kinds(clean) == (CHEAP, FULL)
+    with pytest.raises(ConfigError, match="screen_kind"):
+        EvalConfig(kind="multi", screen_kind="full")

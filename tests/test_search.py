@@ -124,7 +124,7 @@ def test_saved_agent_carries_what_transfer_needs(tmp_path: Path, problem: Search
         (["--device", "nope"], "shipped cost table"),
         (["--model", "nope"], "choose one of"),
         (["--budget", "0.01"], "achievable range"),
-        (["--evaluator", "fast"], "choose one of cheap, full"),
+        (["--evaluator", "fast"], "choose one of cheap, screen, full"),
         (["--hardware-feedback"], "prices another device"),
         (["--action-prior", "ilp"], "action_prior"),
         (["--observation", "v9"], "observation"),

@@ -216,7 +216,7 @@ def test_transfer_config_round_trips_and_validates() -> None:
     for bad, match in (
         ({"episodes": -1}, "episodes"),
         ({"budget_ratio": 0.0}, "budget_ratio"),
-        ({"evaluator": "fast"}, "cheap, full"),
+        ({"evaluator": "fast"}, "cheap, screen, full"),
         ({"noise_decay": 1.5}, "noise_decay"),
         ({"table": ""}, "--device"),
     ):

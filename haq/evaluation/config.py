@@ -7,19 +7,22 @@ from dataclasses import dataclass
 from haq.core.errors import ConfigError
 from haq.core.validate import choice, count, finite, positive
 
-EVALUATORS = ("cheap", "full", "multi")
-SINGLE_FIDELITY = ("cheap", "full")
-"""The evaluators one process runs; ``multi`` screens with the first and judges with the second."""
+EVALUATORS = ("cheap", "screen", "full", "multi")
+SINGLE_FIDELITY = ("cheap", "screen", "full")
+"""The evaluators one process runs; ``multi`` screens with one of the first two and judges with ``full``."""
+SCREENS = ("cheap", "screen")
+"""What a ``multi`` search may screen with."""
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """How a policy is scored at the end of an episode.
 
-    kind: ``cheap`` (calibrated post-training quantization, clean accuracy only), ``full``
-        (calibrate, DQ fine-tune, clean + worst-case robust accuracy) or ``multi`` (every policy
-        cheap first; the full evaluation only for those that can still beat the best full
-        reward: :mod:`haq.problem.fidelity`).
+    kind: ``cheap`` (calibrated post-training quantization, clean accuracy only), ``screen``
+        (cheap, plus accuracy on PGD examples crafted once on the float model: a robust term for
+        one more forward pass), ``full`` (calibrate, DQ fine-tune, clean + worst-case robust
+        accuracy) or ``multi`` (every policy screened first; the full evaluation only for those
+        that can still beat the best full reward: :mod:`haq.problem.fidelity`).
     val_samples: size of the fixed held-out subset (first samples of the val split).
     calib_batches: calibration batches of ``batch_size`` training images.
     batch_size: calibration / fine-tuning batch size.
@@ -33,6 +36,9 @@ class EvalConfig:
         crafted on the float model, which gradient masking in low-bit layers cannot fool.
     robust_samples: how many of the val subset are attacked (attacks are the expensive part).
     hardware_feedback: cost the latency by measuring the policy instead of reading the table.
+    screen_kind: ``multi``: the evaluator that screens, ``screen`` (default) or ``cheap`` (clean
+        accuracy only, the screen before it; measured against each other in
+        :class:`~haq.evaluation.evaluators.ScreenEvaluator`).
     screen_calibration: ``multi``: policies scored at both fidelities before any is screened out
         (they calibrate the cheap → full reward prediction).
     screen_z: ``multi``: a policy gets the full evaluation when its predicted full reward plus
@@ -53,6 +59,7 @@ class EvalConfig:
     attacks: tuple[str, ...] = ("fgsm", "pgd", "transfer_pgd")
     robust_samples: int = 100
     hardware_feedback: bool = False
+    screen_kind: str = "screen"
     screen_calibration: int = 10
     screen_z: float = 1.0
     screen_min_fraction: float = 0.15
@@ -65,6 +72,7 @@ class EvalConfig:
         positive("finetune_lr", self.finetune_lr)
         finite("dq_beta", self.dq_beta, 0.0)
         positive("attack_eps", self.attack_eps)
+        choice("screen_kind", self.screen_kind, SCREENS)
         count("screen_calibration", self.screen_calibration, 2)
         finite("screen_z", self.screen_z, 0.0)
         finite("screen_min_fraction", self.screen_min_fraction, 0.0, 1.0)

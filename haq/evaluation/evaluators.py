@@ -2,11 +2,14 @@
 
 The environment, the baselines and ``haq evaluate`` all score policies through an
 :class:`Evaluator`, so a future pool of parallel workers only has to implement ``evaluate``.
-Two real evaluators ship, both a :class:`QuantizingEvaluator` (quantize a copy, calibrate,
+Three real evaluators ship, each a :class:`QuantizingEvaluator` (quantize a copy, calibrate,
 measure) that differ only in two hooks:
 
 * :class:`CheapEvaluator` — calibrated post-training quantization, clean accuracy on the fixed
   held-out subset. No fine-tuning, no attacks: fast enough for tests.
+* :class:`ScreenEvaluator` — the cheap evaluation plus accuracy under PGD examples crafted
+  once on the float model and transferred: a robust signal for one more forward pass, what a
+  multi-fidelity search screens with by default.
 * :class:`FullEvaluator` — adds a short Defensive-Quantization fine-tune
   (``haq.robust.dq_finetune_``) and worst-case robust accuracy (``haq.robust.robust_accuracy``,
   per-sample worst case over white-box and transfer attacks, so gradient masking cannot pass
@@ -23,6 +26,7 @@ from __future__ import annotations
 import time
 from typing import Protocol, Sequence
 
+import torch
 from torch import nn
 
 from haq.core.errors import ConfigError
@@ -30,7 +34,7 @@ from haq.evaluation.config import EvalConfig
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.evaluation.ptq import quantized_copy
 from haq.quant import LayerInfo, QuantPolicy, model_size_bits
-from haq.robust import AttackConfig, DQConfig, dq_finetune_, robust_accuracy
+from haq.robust import AttackConfig, DQConfig, craft, dq_finetune_, report_from_examples, robust_accuracy
 from haq.tables.protocols import CostSource, DeviceTable
 from haq.training import accuracy
 from haq.workload import Workload
@@ -113,6 +117,43 @@ class CheapEvaluator(QuantizingEvaluator):
     """Calibrated post-training quantization: clean accuracy only (real, but no fine-tune or attacks)."""
 
 
+class ScreenEvaluator(CheapEvaluator):
+    """Calibrated PTQ, clean accuracy, and accuracy on PGD examples crafted once on the float
+    model (``robust_samples`` of the held-out images) and shown to every policy: no fine-tune,
+    no attack per policy, one more forward pass.
+
+    Why: the clean accuracy alone cannot see what decides a policy's robust term, and a
+    multi-fidelity search screening with it reached a median final test reward of +0.546 on
+    the digits MLP against +0.709 with this screen (full-only search: +0.825; CNN
+    +1.101 / +1.124 / +1.199; ``bench/search_quality.py``, 100 evaluations, 10 seeds).
+    Transferred examples are the attack low-bit layers cannot mask, and the full evaluator's
+    worst case includes the same attack.
+    """
+
+    ATTACK = "transfer_pgd"
+
+    def __init__(self, workload: Workload, table: DeviceTable, cfg: EvalConfig, latency_source: CostSource | None = None) -> None:
+        x, y = workload.data.subset("val", cfg.val_samples)
+        n = cfg.robust_samples
+        self._examples = craft(
+            self.ATTACK,
+            workload.model,
+            x[:n],
+            y[:n],
+            attack_config(cfg, workload.config.seed),
+            workload.device,
+            workload.data.value_range,
+            source_model=workload.model,
+        )
+        super().__init__(workload, table, cfg, latency_source)
+
+    def _robust_accuracy(self, model: nn.Module) -> float | None:
+        n = len(self._examples)
+        examples: dict[str, torch.Tensor] = {self.ATTACK: self._examples}
+        report = report_from_examples(model, self._x[:n], self._y[:n], examples, self._wl.device, self._cfg.attack_eps)
+        return float(report.worst_case)
+
+
 class FullEvaluator(QuantizingEvaluator):
     """Calibrate, DQ fine-tune, then clean and worst-case robust accuracy (HAQ + Defensive Quantization)."""
 
@@ -152,7 +193,11 @@ def dq_config(cfg: EvalConfig, seed: int) -> DQConfig:
     )
 
 
-EVALUATOR_KINDS: dict[str, type[QuantizingEvaluator]] = {"cheap": CheapEvaluator, "full": FullEvaluator}
+EVALUATOR_KINDS: dict[str, type[QuantizingEvaluator]] = {
+    "cheap": CheapEvaluator,
+    "screen": ScreenEvaluator,
+    "full": FullEvaluator,
+}
 
 
 def build_evaluator(
@@ -230,6 +275,7 @@ __all__ = [
     "FullEvaluator",
     "PolicyCosts",
     "QuantizingEvaluator",
+    "ScreenEvaluator",
     "attack_config",
     "build_evaluator",
     "dq_config",

@@ -1,6 +1,10 @@
 """Multi-fidelity scoring: every policy gets the cheap evaluation, only those that can still matter
 get the full one (DQ fine-tune + attacks), which costs ~15× more.
 
+The cheap evaluation is ``EvalConfig.screen_kind``: by default ``screen``, clean accuracy plus
+accuracy on PGD examples crafted once on the float model, so the cheap reward already carries a
+robust term on the full reward's scale; ``cheap`` (clean only) is the screen measured before it.
+
 The screen predicts a policy's full reward from its cheap reward and its bit widths with a
 regression fitted on the policies scored at both fidelities (:class:`Calibration`; the first
 ``screen_calibration`` policies always are, and so is every policy that passes the screen, so
@@ -49,7 +53,8 @@ SCREEN_FEATURES = ("cheap_reward", "mean_w_bits", "mean_a_bits")
 class Scored:
     """A policy's metrics and reward, and which evaluator scored it.
 
-    fidelity: ``cheap`` or ``full`` (the evaluator whose metrics these are).
+    fidelity: ``full``, or the screening evaluator's kind (``screen`` or ``cheap``): the
+        evaluator whose metrics these are.
     cheap_reward: with multi-fidelity scoring, the cheap evaluator's reward (``None`` otherwise);
         for a policy scored in full it calibrates the screen, also after a resume.
     cached: no evaluation ran for it (scored before, or earlier in the same batch).
@@ -142,8 +147,11 @@ class FidelityScreen:
         calibration: int,
         z: float,
         min_fraction: float,
+        label: str = CHEAP,
     ) -> None:
         self.cheap = cheap
+        self.label = label
+        """The fidelity a screened-out policy is logged with: the screening evaluator's kind."""
         self.full = full
         self._reward = reward
         self._calibration_size = calibration
@@ -189,7 +197,7 @@ class FidelityScreen:
                 reward = self._reward(full_metrics[i], self.full.reference)
                 out.append(Scored(full_metrics[i], reward, FULL, c, was_full[i]))
             elif m is not None:
-                out.append(Scored(m, predicted[i], CHEAP, c, was_cheap[i]))
+                out.append(Scored(m, predicted[i], self.label, c, was_cheap[i]))
         for policy, scored in zip(policies, out):
             self._learn(policy, scored)
         return out

@@ -20,7 +20,7 @@ from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.problem.allocation import sensitivity_prior
 from haq.problem.budget import Budget, BudgetModel, build_budget_model
 from haq.problem.config import EnvConfig
-from haq.problem.fidelity import CHEAP, FULL, FidelityScreen, Scored, seen_before
+from haq.problem.fidelity import FULL, FidelityScreen, Scored, seen_before
 from haq.problem.reward import compute_reward
 from haq.problem.sensitivity import Sensitivity, SensitivityConfig, estimate_sensitivity
 from haq.quant import LayerBits, QuantPolicy
@@ -165,16 +165,18 @@ def build_problem(
     if cfg.evaluation.kind != MULTI:
         evaluator = CachedEvaluator(make(cfg.evaluation.kind))
         return SearchProblem(cfg, workload, table, budget_model, evaluator, sensitivity=sensitivity, prior=prior)
-    cheap, full = CachedEvaluator(make(CHEAP)), CachedEvaluator(make(FULL))
+    cheap, full = CachedEvaluator(make(cfg.evaluation.screen_kind)), CachedEvaluator(make(FULL))
     problem = SearchProblem(cfg, workload, table, budget_model, full, sensitivity=sensitivity, prior=prior)
     ev = cfg.evaluation
-    problem.screen = FidelityScreen(cheap, full, problem.reward, ev.screen_calibration, ev.screen_z, ev.screen_min_fraction)
+    problem.screen = FidelityScreen(
+        cheap, full, problem.reward, ev.screen_calibration, ev.screen_z, ev.screen_min_fraction, ev.screen_kind
+    )
     return problem
 
 
 def evaluator_kinds(cfg: EnvConfig) -> tuple[str, ...]:
-    """The single-fidelity evaluators a problem of ``cfg`` scores with (both for ``multi``)."""
-    return (CHEAP, FULL) if cfg.evaluation.kind == MULTI else (cfg.evaluation.kind,)
+    """The single-fidelity evaluators a problem of ``cfg`` scores with (screen and judge for ``multi``)."""
+    return (cfg.evaluation.screen_kind, FULL) if cfg.evaluation.kind == MULTI else (cfg.evaluation.kind,)
 
 
 __all__ = ["MULTI", "EvaluatorFactory", "Scored", "SearchProblem", "build_problem", "evaluator_kinds"]
