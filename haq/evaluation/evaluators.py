@@ -3,7 +3,7 @@
 The environment, the baselines and ``haq evaluate`` all score policies through an
 :class:`Evaluator`, so a future pool of parallel workers only has to implement ``evaluate``.
 Three real evaluators ship, each a :class:`QuantizingEvaluator` (quantize a copy, calibrate,
-measure) that differ only in two hooks:
+measure) that differ only in their hooks:
 
 * :class:`CheapEvaluator` — calibrated post-training quantization, clean accuracy on the fixed
   held-out subset. No fine-tuning, no attacks: fast enough for tests.
@@ -81,6 +81,7 @@ class QuantizingEvaluator:
         self._cfg = cfg
         self._costs = PolicyCosts(workload.layers, table, table if latency_source is None else latency_source)
         self._x, self._y = workload.data.subset("val", cfg.val_samples)
+        self._prepare()
         self._reference = ReferenceMetrics(
             accuracy(workload.model, self._x, self._y, workload.device), self._robust_accuracy(workload.model)
         )
@@ -104,6 +105,9 @@ class QuantizingEvaluator:
     def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
         """One after the other: this evaluator runs in one process."""
         return [self.evaluate(p) for p in policies]
+
+    def _prepare(self) -> None:
+        """Work done once, on the held-out images, before the float reference is measured; nothing by default."""
 
     def _finetune(self, model: nn.Module) -> None:
         """Adjust the calibrated copy before it is measured; nothing by default."""
@@ -131,21 +135,14 @@ class ScreenEvaluator(CheapEvaluator):
     """
 
     ATTACK = "transfer_pgd"
+    _examples: torch.Tensor
 
-    def __init__(self, workload: Workload, table: DeviceTable, cfg: EvalConfig, latency_source: CostSource | None = None) -> None:
-        x, y = workload.data.subset("val", cfg.val_samples)
-        n = cfg.robust_samples
+    def _prepare(self) -> None:
+        n, wl = self._cfg.robust_samples, self._wl
+        config = attack_config(self._cfg, wl.config.seed)
         self._examples = craft(
-            self.ATTACK,
-            workload.model,
-            x[:n],
-            y[:n],
-            attack_config(cfg, workload.config.seed),
-            workload.device,
-            workload.data.value_range,
-            source_model=workload.model,
+            self.ATTACK, wl.model, self._x[:n], self._y[:n], config, wl.device, wl.data.value_range, source_model=wl.model
         )
-        super().__init__(workload, table, cfg, latency_source)
 
     def _robust_accuracy(self, model: nn.Module) -> float | None:
         n = len(self._examples)
