@@ -145,7 +145,7 @@ class Workbench:
         )
         self.table = load_device_table(self.env.table, self.env.workload, log=log)
         self.workload: Workload = load_workload(self.env.workload, parse_torch_device(self.env.torch_device), log=log)
-        kinds = SINGLE_FIDELITY
+        kinds = SINGLE_FIDELITY if setting.evaluator == "full" else ("cheap", "full")  # multi variants run on full settings only
         self.pool = None
         if workers > 1:
             self.pool = start_pool(self.workload, self.table, self.env.evaluation, kinds, self.env.torch_device, workers, log=log)
