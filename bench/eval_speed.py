@@ -6,8 +6,9 @@ sizes. What an evaluation runs (``haq.evaluation.evaluators``):
 
 * cheap: calibration forwards (``calib_batches`` × ``batch_size`` train images), then a forward
   pass over the ``val_samples`` held-out images;
-* screen: the cheap passes, plus one forward over the ``robust_samples`` images' transferred
-  PGD examples (crafted once per evaluator, not per evaluation);
+* screen: the cheap passes, plus, on ``robust_samples`` images, one clean forward (the per-sample
+  worst case needs it, as in the full evaluation) and one forward over their transferred PGD
+  examples (crafted once per evaluator, not per evaluation);
 * full: the cheap passes, plus the DQ fine-tune (``finetune_epochs`` × ``finetune_batches``
   forward + backward passes of ``batch_size``), plus, on ``robust_samples`` images, one clean
   forward, FGSM (1 forward + backward), PGD (``attack_steps`` forward + backward), transfer-PGD
@@ -75,7 +76,8 @@ def float_passes(wl: Workload, cfg: EvalConfig) -> Callable[[], None]:
         _forward(model, calib, cfg.batch_size)
         _forward(model, x, 512)
         if cfg.kind == "screen":
-            _forward(model, xr, 512)
+            _forward(model, xr, 512)  # clean, for the per-sample worst case
+            _forward(model, xr, 512)  # the transferred examples
         if cfg.kind != "full":
             return
         _forward_backward(model, tx, ty, cfg.batch_size, cfg.finetune_epochs)

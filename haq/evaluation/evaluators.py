@@ -8,8 +8,8 @@ measure) that differ only in their hooks:
 * :class:`CheapEvaluator` — calibrated post-training quantization, clean accuracy on the fixed
   held-out subset. No fine-tuning, no attacks: fast enough for tests.
 * :class:`ScreenEvaluator` — the cheap evaluation plus accuracy under PGD examples crafted
-  once on the float model and transferred: a robust signal for one more forward pass, what a
-  multi-fidelity search screens with by default.
+  once on the float model and transferred: a robust signal for two more forward passes over
+  ``robust_samples`` images, what a multi-fidelity search screens with by default.
 * :class:`FullEvaluator` — adds a short Defensive-Quantization fine-tune
   (``haq.robust.dq_finetune_``) and worst-case robust accuracy (``haq.robust.robust_accuracy``,
   per-sample worst case over white-box and transfer attacks, so gradient masking cannot pass
@@ -124,7 +124,8 @@ class CheapEvaluator(QuantizingEvaluator):
 class ScreenEvaluator(CheapEvaluator):
     """Calibrated PTQ, clean accuracy, and accuracy on PGD examples crafted once on the float
     model (``robust_samples`` of the held-out images) and shown to every policy: no fine-tune,
-    no attack per policy, one more forward pass.
+    no attack per policy, two more forward passes over those images (clean, for the per-sample
+    worst case, and adversarial).
 
     Why: the clean accuracy alone cannot see what decides a policy's robust term, and a
     multi-fidelity search screening with it reached a median final test reward of +0.546 on
