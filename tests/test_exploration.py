@@ -112,3 +112,11 @@ def test_quiet_first_episode_then_noise() -> None:
     batch = BatchNoise.fresh(2, 0.3, 1.0, 0, 3, seed=2, quiet=1)
     first = batch()
     assert not np.any(first[0]) and np.any(first[1:])  # only the first environment's first episode is the prior
+
+
+def test_a_fresh_agent_leaves_no_log_folder_behind(tmp_path, monkeypatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where stable-baselines3's default logger writes
+    make_agent(AgentConfig(algo="ddpg", hidden=(8,)), _Line(), 1, 4, seed=0).learn(total_timesteps=2)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("SB3-")]

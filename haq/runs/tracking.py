@@ -117,14 +117,17 @@ def episode_scalars(p: Progress, budget: Budget) -> dict[str, float]:
     return {k: float(v) for k, v in scalars.items()}
 
 
-def agent_logger(run_dir: Path) -> Logger:
-    """stable-baselines3's logger writing the agent's training values to TensorBoard in the run directory.
+def quiet_logger() -> Logger:
+    """A stable-baselines3 logger with no outputs: SB3's default would create an empty
+    ``/tmp/SB3-*`` folder per ``learn``."""
+    return Logger(folder=None, output_formats=[])
 
-    Without TensorBoard it has no outputs (SB3's default would create an empty ``/tmp/SB3-*``
-    folder per ``learn``).
-    """
+
+def agent_logger(run_dir: Path) -> Logger:
+    """stable-baselines3's logger writing the agent's training values to TensorBoard in the run
+    directory; without TensorBoard, :func:`quiet_logger`."""
     if not tensorboard_available():
-        return Logger(folder=None, output_formats=[])
+        return quiet_logger()
     return configure(str(run_dir / TENSORBOARD_DIR / "agent"), ["tensorboard"])
 
 
@@ -215,6 +218,7 @@ __all__ = [
     "MlflowRun",
     "TrackingConfig",
     "agent_logger",
+    "quiet_logger",
     "episode_scalars",
     "flatten",
     "tensorboard_available",

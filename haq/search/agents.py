@@ -41,6 +41,7 @@ from haq.core import jsonio
 from haq.core.errors import RunDirError
 from haq.core.fileio import atomic_write_text
 from haq.runs.manifest import verify_manifest, write_manifest
+from haq.runs.tracking import quiet_logger
 from haq.search.config import AgentConfig
 from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise
 from haq.search.snapshot import ALGORITHMS, STATE_FILE, WEIGHTS_FILE, TrainingState, algo_name, read_snapshot, write_snapshot
@@ -86,8 +87,15 @@ def replay_capacity(episodes: int, episode_len: int, n: int = 1) -> int:
 
 def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes: int, seed: int) -> BaseAlgorithm:
     """A fresh agent for ``env`` (whose episodes are ``episode_len`` steps long); ``cfg``'s automatic
-    choices are resolved by the caller (:meth:`AgentConfig.for_problem`), else they mean "no prior"."""
-    cfg = cfg.for_problem(False)
+    choices are resolved by the caller (:meth:`AgentConfig.for_problem`), else they mean "no prior".
+    It logs nowhere until its caller sets a logger (a search sets the run directory's)."""
+    model = _new_agent(cfg.for_problem(False), env, episode_len, total_episodes, seed)
+    model.set_logger(quiet_logger())
+    return model
+
+
+def _new_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes: int, seed: int) -> BaseAlgorithm:
+    """The algorithm ``cfg`` names, built for ``env``."""
     hidden = list(cfg.hidden)
     common: dict[str, Any] = {"learning_rate": cfg.learning_rate, "gamma": 1.0, "seed": seed, "device": "cpu", "verbose": 0}
     if cfg.algo == "ppo":
