@@ -6,12 +6,12 @@ sizes. What an evaluation runs (``haq.evaluation.evaluators``):
 
 * cheap: calibration forwards (``calib_batches`` × ``batch_size`` train images), then a forward
   pass over the ``val_samples`` held-out images;
-* screen: the cheap passes, plus, on ``robust_samples`` images, one clean forward (the per-sample
-  worst case needs it, as in the full evaluation) and one forward over their transferred PGD
-  examples (crafted once per evaluator, not per evaluation);
+* screen: the cheap passes, plus one forward over the transferred PGD examples of
+  ``robust_samples`` images (crafted once per evaluator, not per evaluation; the per-sample
+  worst case reuses the held-out pass's correctness, as in the full evaluation);
 * full: the cheap passes, plus the DQ fine-tune (``finetune_epochs`` × ``finetune_batches``
-  forward + backward passes of ``batch_size``), plus, on ``robust_samples`` images, one clean
-  forward, FGSM (1 forward + backward), PGD (``attack_steps`` forward + backward), transfer-PGD
+  forward + backward passes of ``batch_size``), plus, on ``robust_samples`` images, FGSM (1
+  forward + backward), PGD (``attack_steps`` forward + backward), transfer-PGD
   (``attack_steps`` forward + backward of the float model) and one forward per attack to score it.
 
 A ratio near 1 means the evaluation is the arithmetic it must do; what is above 1 is overhead
@@ -76,12 +76,10 @@ def float_passes(wl: Workload, cfg: EvalConfig) -> Callable[[], None]:
         _forward(model, calib, cfg.batch_size)
         _forward(model, x, 512)
         if cfg.kind == "screen":
-            _forward(model, xr, 512)  # clean, for the per-sample worst case
             _forward(model, xr, 512)  # the transferred examples
         if cfg.kind != "full":
             return
         _forward_backward(model, tx, ty, cfg.batch_size, cfg.finetune_epochs)
-        _forward(model, xr, 512)
         _forward_backward(model, xr, yr, len(xr), 1 + 2 * cfg.attack_steps)  # FGSM + PGD + transfer-PGD
         for _ in range(n_attacks):
             _forward(model, xr, 512)

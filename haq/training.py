@@ -132,15 +132,26 @@ def train_model(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 512) -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` in eval mode (mode restored afterwards)."""
+def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
+    """Boolean per-sample top-1 correctness of ``model`` in eval mode (mode restored): what an
+    accuracy and a per-sample robust worst case are both made of, so one forward pass serves both."""
     was_training = model.training
     model.eval()
-    correct = 0
-    for xb, yb in iterate_batches(x, y, batch_size):
-        correct += int((model(xb.to(device)).argmax(1) == yb.to(device)).sum())
-    model.train(was_training)
-    return correct / max(len(y), 1)
+    try:
+        parts = [model(xb.to(device)).argmax(1).cpu() == yb.cpu() for xb, yb in iterate_batches(x, y, batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 512) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` in eval mode (mode restored afterwards); 0 on no samples."""
+    return mask_accuracy(correct_mask(model, x, y, device, batch_size))
+
+
+def mask_accuracy(mask: torch.Tensor) -> float:
+    """The share of ``True`` in a :func:`correct_mask` (0 when empty)."""
+    return float(mask.float().mean()) if len(mask) else 0.0
 
 
 @torch.no_grad()

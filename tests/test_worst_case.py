@@ -118,6 +118,23 @@ def test_correct_mask_is_per_sample_and_restores_the_mode() -> None:
     assert correct_mask(model, x[:0], y[:0], CPU).shape == (0,)
 
 
+def test_a_given_clean_mask_replaces_the_clean_pass_exactly() -> None:
+    """An evaluator hands over the correctness its accuracy already measured: the report is the
+    one the model's own clean pass gives, and no forward pass runs on the clean images."""
+    model = _identity_classifier()
+    x, y = _fooling(_clean()[0], [0]), _clean()[1]  # sample 0 already wrong on clean inputs
+    examples = {"a": _fooling(x, [3]), "b": _fooling(x, [5])}
+    mask = correct_mask(model, x, y, CPU)
+    seen: list[torch.Tensor] = []
+    model.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    given = report_from_examples(model, x, y, examples, CPU, eps=0.1, clean=mask)
+    assert len(seen) == len(examples) and not any(torch.equal(t, x) for t in seen)
+    assert given == report_from_examples(model, x, y, examples, CPU, eps=0.1)
+    assert (given.clean, given.worst_case) == (7 / 8, 5 / 8)
+    with pytest.raises(DataError, match="clean correctness mask has shape"):
+        report_from_examples(model, x, y, examples, CPU, eps=0.1, clean=mask[:3])
+
+
 def test_report_refuses_inconsistent_examples() -> None:
     model = _identity_classifier()
     x, y = _clean()

@@ -20,7 +20,7 @@ class EvalConfig:
 
     kind: ``cheap`` (calibrated post-training quantization, clean accuracy only), ``screen``
         (cheap, plus accuracy on PGD examples crafted once on the float model: a robust term for
-        two more forward passes over ``robust_samples`` images), ``full`` (calibrate, DQ fine-tune, clean + worst-case robust
+        one more forward pass over ``robust_samples`` images), ``full`` (calibrate, DQ fine-tune, clean + worst-case robust
         accuracy) or ``multi`` (every policy screened first; the full evaluation only for those
         that can still beat the best full reward: :mod:`haq.problem.fidelity`).
     val_samples: size of the fixed held-out subset (first samples of the val split).

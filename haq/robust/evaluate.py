@@ -21,6 +21,7 @@ from haq.core.errors import ConfigError, DataError
 from haq.core.types import Log
 from haq.robust.attacks import AttackConfig, RangeLike
 from haq.robust.registry import ATTACK_REGISTRY
+from haq.training import correct_mask
 
 ATTACKS: tuple[str, ...] = tuple(ATTACK_REGISTRY)
 NEEDS_SOURCE = frozenset(name for name, spec in ATTACK_REGISTRY.items() if spec.needs_source)
@@ -82,21 +83,6 @@ def craft(
     return ATTACK_REGISTRY[name].craft(model, source_model, x, y, cfg, device, value_range)
 
 
-@torch.no_grad()
-def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    """Boolean per-sample correctness of ``model`` in eval mode (mode restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        parts = [
-            model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size].cpu()
-            for i in range(0, len(x), batch_size)
-        ]
-    finally:
-        model.train(was_training)
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool)
-
-
 def robust_accuracy(
     model: nn.Module,
     x: torch.Tensor,
@@ -107,10 +93,12 @@ def robust_accuracy(
     value_range: RangeLike,
     source_model: nn.Module | None = None,
     log: Log | None = None,
+    clean: torch.Tensor | None = None,
 ) -> RobustReport:
     """Run ``attacks`` against ``model`` on ``(x, y)`` and aggregate them per sample.
 
-    Transfer and ensemble attacks are crafted with ``source_model`` (the float model, usually).
+    Transfer and ensemble attacks are crafted with ``source_model`` (the float model, usually);
+    ``clean`` as in :func:`report_from_examples`.
     """
     names = check_attacks(attacks, source_model is not None)
     if len(x) == 0 or len(x) != len(y):
@@ -123,7 +111,7 @@ def robust_accuracy(
         seconds[name] = time.perf_counter() - start
         if log is not None:
             log(f"  {name}: crafted in {seconds[name]:.2f}s")
-    return report_from_examples(model, x, y, examples, device, float(cfg.eps), seconds)
+    return report_from_examples(model, x, y, examples, device, float(cfg.eps), seconds, clean)
 
 
 def report_from_examples(
@@ -134,9 +122,12 @@ def report_from_examples(
     device: torch.device,
     eps: float,
     seconds: Mapping[str, float] | None = None,
+    clean: torch.Tensor | None = None,
 ) -> RobustReport:
     """Aggregate ready-made adversarial examples (e.g. transfer examples crafted once and
-    reused for many targets) into a :class:`RobustReport` for ``model``."""
+    reused for many targets) into a :class:`RobustReport` for ``model``. ``clean`` is the
+    model's :func:`correct_mask` on ``x`` when the caller has it already (an evaluator that
+    measured clean accuracy on those images): one forward pass fewer."""
     if not examples:
         raise DataError("report_from_examples needs at least one attack's examples")
     if len(x) == 0 or len(x) != len(y):
@@ -144,7 +135,10 @@ def report_from_examples(
     bad = [name for name, x_adv in examples.items() if x_adv.shape != x.shape]
     if bad:
         raise DataError(f"adversarial examples of {bad} do not have the inputs' shape {tuple(x.shape)}")
-    clean = correct_mask(model, x, y, device)
+    if clean is None:
+        clean = correct_mask(model, x, y, device)
+    elif clean.shape != (len(y),):
+        raise DataError(f"the clean correctness mask has shape {tuple(clean.shape)}, the inputs {len(y)} samples")
     survived = clean.clone()
     per_attack: dict[str, float] = {}
     for name, x_adv in examples.items():
