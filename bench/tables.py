@@ -1,9 +1,9 @@
 """Benchmark measured CPU tables: build time, and whether predictions hold for networks never measured whole.
 
 Per network (zoo models the CPU table covers, plus networks defined only here) it builds or
-extends one measured table and times that; measures the network's fit configurations end to
-end (round-robin) and times that; then draws fresh random policies, measures each twice in one
-interleaved batch, and scores, in the same run:
+extends one measured table and times that; then measures every network's fit configurations
+and fresh random policies (each twice) end to end in one batch, round-robin over all of them,
+times what each network's fit took in it, and scores, in the same run:
 
 (a) leave-one-network-out: device terms fitted on the OTHER networks only, no whole-model
     measurement of this one (what a new model gets);
@@ -23,8 +23,8 @@ with those ops.
 
 (a) and (b) compare whole-model times with single-layer entries timed earlier in the run, so
 they hold only if the machine kept its speed: the calibration probe is timed before the build,
-after it, after the fit measurements and at the end, and the output says when it moved by more
-than 10 % (a shared machine whose neighbours change load; re-run when it is quieter).
+after it and at the end, and the output says when it moved by more than 10 % (a shared machine
+whose neighbours change load; re-run when it is quieter).
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ from haq.hardware.accuracy import Accuracy, accuracy
 from haq.hardware.build import extend_table
 from haq.hardware.device.machine import probe_ms
 from haq.hardware.device.runner import LocalRunner
+from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.fit import fit_graph, layer_sum, measure_all
+from haq.hardware.fit import fit_graph, fit_policies, layer_sum
 from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, Observation
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
@@ -55,7 +56,7 @@ from haq.models import model_names
 from haq.models.mobilenet import MobileNetV2Small
 from haq.models.resnet import BasicBlock
 from haq.quant import discover_layers
-from haq.tables.schema import RunOverhead, network_fingerprint
+from haq.tables.schema import RunOverhead, network_family, network_fingerprint
 from haq.tables.table import CostTable, load_table
 
 DRIFT_LIMIT = 0.10
@@ -175,6 +176,7 @@ def main() -> int:
     p.add_argument("--raw", type=Path, default=None, help="keep the measurements here (and the table beside it)")
     p.add_argument("--rescore", action="store_true", help="score the measurements kept in --raw again; time nothing")
     p.add_argument("--form", default=DEFAULT_FORM, choices=[*FORMS, "auto"], help="device-term form of every fit")
+    p.add_argument("--shared-terms", action="store_true", help="one set of device terms for every network family")
     ns = p.parse_args()
     for m in ns.models:
         if m in SLOW:
@@ -190,12 +192,13 @@ def main() -> int:
     if not ns.rescore:
         raw_path.write_text(json.dumps(measure(nets, protocol, table_path, ns.n, ns.configs)))
     raw = json.loads(raw_path.read_text())
-    result = score(load_table(table_path), [n for n in nets if n.name in raw["fit"]], raw, ns.form)
+    result = score(load_table(table_path), [n for n in nets if n.name in raw["fit"]], raw, ns.form, ns.shared_terms)
     result["protocol"] = protocol.record()
     print(
         f"protocol: <= {ns.sessions} sessions, early stop ±{ns.ci_rel:g}; "
         f"{ns.configs} fit configurations, {ns.n} checked policies per network; measurements in {raw_path}; "
-        f"device-term form {ns.form!r}"
+        f"device-term form {ns.form!r}; "
+        + ("one set of device terms for every network" if ns.shared_terms else "device terms per network family")
     )
     print(
         "| network | build (s) | fit meas. (s) | (a) ±5 % | (a) ±10 % | (a) RMSPE | (a) ρ | (b) ±5 % | (b) ±10 % "
@@ -209,7 +212,7 @@ def main() -> int:
     probes = raw.get("machine_probe_ms", [])
     if probes:
         drift = max(probes) / min(probes) - 1.0
-        print(f"machine probe (ms; before build, after build, after fit, end): {', '.join(f'{x:.4f}' for x in probes)}")
+        print(f"machine probe (ms, in the order taken, the build's first): {', '.join(f'{x:.4f}' for x in probes)}")
         if drift > DRIFT_LIMIT:
             print(
                 f"the machine's speed moved by {100 * drift:.0f} % during the run: (a) and (b) compare times taken at "
@@ -221,8 +224,15 @@ def main() -> int:
 
 
 def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path, n: int, configs: int) -> dict[str, Any]:
-    """Build the table (timed per network), measure fit configurations (timed per network) and
-    checked policies twice: everything :func:`score` needs, as JSON."""
+    """Build the table (timed per network), then measure every network's fit configurations and
+    its checked policies twice in ONE interleaved batch: everything :func:`score` needs, as JSON.
+
+    One batch, round-robin over all of them, puts the fit data of every network, the checks and
+    their retest in the same time window, so a change of machine speed moves all of them alike
+    (measured in separate phases minutes apart, a network's fit data and its checks disagreed by
+    up to 45 % on this machine while the call-time probe held still). A network's fit time is
+    what its own fit configurations cost in that batch: their export, their timing (each
+    measurement's wall time) and the fit itself."""
     runner = LocalRunner(protocol, log)
     raw: dict[str, Any] = {"load_before": os.getloadavg(), "build_s": {}, "fit_s": {}, "probe_ms": {}, "fit": {}, "check": {}}
     raw["machine_probe_ms"] = [probe_ms()]
@@ -235,29 +245,56 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
         log(f"built {net.name}: {rep.added} new signatures, {rep.kept} shared, {raw['build_s'][net.name]:.0f} s")
     raw["machine_probe_ms"].append(probe_ms())
     table = load_table(table_path)
-    for net in nets:  # per network, so its fit time is its own
-        t0 = time.perf_counter()
-        obs, ov = measure_all(table, [net], runner, configs, 0, log=log)
-        fit_graph(table, [net], obs, ov)
-        raw["fit_s"][net.name] = time.perf_counter() - t0
-        raw["probe_ms"][net.name] = ov.probe_ms
-        raw["fit"][net.name] = [[[list(b) for b in o.bits], o.measured_ms] for o in obs]
-    raw["machine_probe_ms"].append(probe_ms())
+    models: list[bytes] = []
+    plans = []
     for net in nets:
-        policies = sample_policies(net.layers, supported_pairs(table, net.layers), n, 1000)
-        models = export_all(net, policies, log)
-        times = [m.median_ms for m in runner.measure_many(models + models)]  # both passes in the same rounds
+        t0 = time.perf_counter()
+        fit = fit_policies(table, net, configs, 0)
+        models += export_all(net, fit, log)
+        export_s = time.perf_counter() - t0
+        checks = sample_policies(net.layers, supported_pairs(table, net.layers), n, 1000)
+        exported = export_all(net, checks, log)
+        plans.append((net, fit, checks, len(models) - len(fit), export_s))
+        models += exported + exported
+    log(f"measuring {len(models)} whole models of {len(nets)} networks in one interleaved batch")
+    timed = runner.measure_many([*models, sentinel_model(1)])
+    probe = timed[-1].median_ms
+    for net, fit, checks, start, export_s in plans:
+        mine = timed[start : start + len(fit)]
+        t0 = time.perf_counter()
+        obs = [
+            Observation(
+                net.name,
+                network_fingerprint(net.layers, table.batch),
+                layer_sum(table, net.layers, q),
+                bits_of(net.layers, q),
+                m.median_ms,
+            )
+            for q, m in zip(fit, mine)
+        ]
+        fit_graph(table, [net], obs, RunOverhead("latency", 0.0, probe))
+        raw["fit_s"][net.name] = export_s + sum(m.wall_s for m in mine) + time.perf_counter() - t0
+        raw["probe_ms"][net.name] = probe
+        raw["fit"][net.name] = [[[list(b) for b in o.bits], o.measured_ms] for o in obs]
+        first = timed[start + len(fit) : start + len(fit) + len(checks)]
+        second = timed[start + len(fit) + len(checks) : start + len(fit) + 2 * len(checks)]
         raw["check"][net.name] = [
-            [[list(b) for b in bits_of(net.layers, q)], times[i], times[n + i]] for i, q in enumerate(policies)
+            [[list(b) for b in bits_of(net.layers, q)], a.median_ms, b.median_ms] for q, a, b in zip(checks, first, second)
         ]
     raw["load_after"] = os.getloadavg()
     raw["machine_probe_ms"].append(probe_ms())
     return raw
 
 
-def score(table: CostTable, nets: Sequence[Network], raw: dict[str, Any], form: str = DEFAULT_FORM) -> dict[str, Any]:
+def score(
+    table: CostTable, nets: Sequence[Network], raw: dict[str, Any], form: str = DEFAULT_FORM, shared: bool = False
+) -> dict[str, Any]:
     """(a), (b) and (c) per network from measurements :func:`measure` took, device terms in
-    ``form`` (:data:`haq.hardware.graph_fit.FORMS`, or ``auto``); nothing is timed."""
+    ``form`` (:data:`haq.hardware.graph_fit.FORMS`, or ``auto``); nothing is timed.
+
+    Fitted as ``haq tables fit`` fits them, so each network is priced by the terms of its family
+    (:func:`haq.hardware.graph_fit.fit_set`); with ``shared``, one set of terms fitted on every
+    network prices all of them."""
 
     def bits(rows: list[list[int]]) -> tuple[tuple[int, int], ...]:
         return tuple((int(w), int(a)) for w, a in rows)
@@ -275,12 +312,18 @@ def score(table: CostTable, nets: Sequence[Network], raw: dict[str, Any], form: 
     ]
     names = {net.name for net in nets}
     probe = {name: RunOverhead("latency", 0.0, ms) for name, ms in raw["probe_ms"].items() if name in names}
-    joint = fit_graph(table, nets, obs, pooled(list(probe.values())), form=form, log=log)
+
+    def fitted(on: Sequence[Network]) -> CostTable:
+        """Device terms (and corrections) fitted on the networks ``on`` only, as ``haq tables fit`` does."""
+        chosen = {x.name for x in on}
+        overheads = pooled([ov for name, ov in probe.items() if name in chosen])
+        mine = [o for o in obs if o.network in chosen]
+        return fit_graph(table, on, mine, overheads, form=form, log=log, by_family=not shared)
+
+    joint = fitted(nets)
     result: dict[str, Any] = {"load_before": raw["load_before"], "load_after": raw["load_after"], "form": form, "networks": {}}
     for net in nets:
-        others = [x for x in nets if x is not net]
-        rest = pooled([ov for name, ov in probe.items() if name != net.name])  # nothing timed with this network
-        lono = fit_graph(table, others, [o for o in obs if o.network != net.name], rest, form=form, log=log)
+        lono = fitted([x for x in nets if x is not net])  # nothing of this network
         rows = raw["check"][net.name]
         checked = [bits(r[0]) for r in rows]
         first, second = [r[1] for r in rows], [r[2] for r in rows]
@@ -288,6 +331,7 @@ def score(table: CostTable, nets: Sequence[Network], raw: dict[str, Any], form: 
         pa, pb = predict(lono, net, checked), predict(joint, net, checked)
         result["networks"][net.name] = {
             "bench_only": net.name in BENCH_NETS,
+            "family": network_family(net.layers),
             "build_s": raw["build_s"][net.name],
             "fit_measure_s": raw["fit_s"][net.name],
             "a_leave_one_out": acc_dict(accuracy(pa, meas)),
@@ -302,6 +346,7 @@ def score(table: CostTable, nets: Sequence[Network], raw: dict[str, Any], form: 
     result["terms"] = [t.to_dict() for t in g.layer_terms]
     result["run_overhead"] = g.run_overhead.to_dict() if g.run_overhead is not None else None
     result["rules"] = [r.to_dict() for r in g.rules]
+    result["families"] = [f.to_dict() for f in g.families]
     return result
 
 

@@ -20,10 +20,10 @@ from haq.hardware.device import timing
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.device.timing import ci_half_width, ci_tight, measure_models
 from haq.hardware.fit import fit_graph, layer_sum
-from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, DeviceFit, Observation, fit_device
+from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, DeviceFit, Observation, fit_device, fit_set
 from haq.hardware.networks import Network, policy_of
 from haq.quant import discover_layers
-from haq.tables.schema import Entry, GraphExtras, RunOverhead
+from haq.tables.schema import Entry, GraphExtras, RunOverhead, network_family
 from haq.tables.table import CostTable, load_table
 
 TRUTH = DeviceFit(
@@ -173,7 +173,8 @@ def test_op_dependent_costs_are_recovered_by_the_op_form_only(
 ) -> None:
     """Separable nets left out of a fit on dense ones: the op form prices them exactly, the
     per-domain default form puts dense-conv costs on their layers. Fitted on all, the op form
-    recovers the terms; the default form cannot fit dense and separable nets at once."""
+    recovers the terms; the default form cannot fit dense and separable nets at once (one set of
+    terms for both families: ``by_family=False``)."""
     every = [*nets, *separable]
     table = _table(every)
     obs = [o for i, net in enumerate(every) for o in _observe(table, net, 14, i, truth=OP_TRUTH)]
@@ -187,11 +188,12 @@ def test_op_dependent_costs_are_recovered_by_the_op_form_only(
     for form, low, high in ((OP_FORM, 0.0, 1e-3), (DEFAULT_FORM, 0.1, 1.0)):
         fitted = fit_graph(table, nets, dense, PROBE, form=form, corrected=())
         assert all(low <= rmspe(fitted, net) < high for net in separable)
-    joint = fit_graph(table, every, obs, PROBE, form=OP_FORM, corrected=())
+    joint = fit_graph(table, every, obs, PROBE, form=OP_FORM, corrected=(), by_family=False)
     assert max(rmspe(joint, net) for net in every) < 1e-3
     terms = {(t.domain, t.op): t for t in joint.data.graph.layer_terms}
     assert terms[("int8", "conv")].per_out_elem == pytest.approx(4e-6, rel=1e-3)
-    assert max(rmspe(fit_graph(table, every, obs, PROBE, form=DEFAULT_FORM, corrected=()), net) for net in every) > 0.03
+    shared = fit_graph(table, every, obs, PROBE, form=DEFAULT_FORM, corrected=(), by_family=False)
+    assert max(rmspe(shared, net) for net in every) > 0.03
     assert joint.data.to_dict()["version"] == 4
     joint.save(tmp_path / "v4.json")
     assert load_table(tmp_path / "v4.json").data == joint.data
@@ -223,7 +225,7 @@ def test_boundaries_keyed_by_the_consumer_op_are_recovered_and_round_trip(
     left_out = [o for o in obs if o.network != "f"]
     assert rmspe(fit_graph(table, every, left_out, PROBE, form=BOUNDARY_FORM, corrected=())) < 1e-3
     assert rmspe(fit_graph(table, every, left_out, PROBE, form=DEFAULT_FORM, corrected=())) > 0.01
-    joint = fit_graph(table, every, obs, PROBE, form=BOUNDARY_FORM, corrected=())
+    joint = fit_graph(table, every, obs, PROBE, form=BOUNDARY_FORM, corrected=(), by_family=False)
     rules = {(r.src, r.dst, r.op): r.latency_ms_per_elem for r in joint.data.graph.rules}
     assert rules[((32, 32), (8, 8), "dwconv")] == pytest.approx(4e-6, rel=1e-3)
     assert rules[((32, 32), (8, 8), "")] == pytest.approx(1e-6, rel=1e-3)
@@ -238,7 +240,7 @@ def test_an_op_keyed_rule_in_an_older_version_is_one_line_error(
     every = [*nets, *separable]
     table = _table(every)
     obs = [o for i, net in enumerate(every) for o in _observe(table, net, 8, i, truth=BOUNDARY_TRUTH)]
-    d = fit_graph(table, every, obs, PROBE, form=BOUNDARY_FORM, corrected=()).data.to_dict()
+    d = fit_graph(table, every, obs, PROBE, form=BOUNDARY_FORM, corrected=(), by_family=False).data.to_dict()
     d["version"] = 4
     (tmp_path / "old.json").write_text(json.dumps(d))
     with pytest.raises(TableError) as err:
@@ -255,6 +257,93 @@ def test_bad_boundary_op_is_one_line_error(nets: list[Network], tmp_path: Path, 
     with pytest.raises(TableError) as err:
         load_table(tmp_path / "bad.json")
     assert "graph.transition_rules[0].op" in str(err.value) and "\n" not in str(err.value)
+
+
+FAMILY_TRUTH = {  # what int8 layers pay differs by family, not by op: the shared terms cannot hold both
+    "dense": DeviceFit({"float->int8": (0.0, 2e-6), "int8->float": (0.0, 1e-6)}, {"int8": (0.0, 0.0, 4e-6)}),
+    "depthwise": DeviceFit({"float->int8": (0.0, 2e-6), "int8->float": (0.0, 1e-6)}, {"int8": (0.0, 0.0, 0.5e-6)}),
+}
+
+
+def _family_obs(table: CostTable, every: list[Network], n: int, seed: int) -> dict[str, list[Observation]]:
+    return {
+        net.name: _observe(table, net, n, seed + i, truth=FAMILY_TRUTH[network_family(net.layers)]) for i, net in enumerate(every)
+    }
+
+
+def test_network_family_and_fit_sets(nets: list[Network], separable: list[Network]) -> None:
+    assert {network_family(n.layers) for n in nets} == {"dense"}
+    assert {network_family(n.layers) for n in separable} == {"depthwise"}
+    both = {"a": "dense", "b": "dense", "e": "depthwise"}
+    assert fit_set("dense", both) == ["a", "b"] and fit_set("depthwise", both) == ["a", "b", "e"]
+    assert fit_set("dense", {"e": "depthwise", "f": "depthwise"}) == ["e", "f"]  # no dense network: every one
+
+
+def test_dense_networks_get_terms_fitted_on_dense_networks_only(
+    nets: list[Network], separable: list[Network], tmp_path: Path
+) -> None:
+    """Dense and depthwise networks that pay different per-element costs: fitted by family, a
+    dense network left out is priced exactly from the other dense ones, where one shared set of
+    terms misses it; a depthwise network is priced by the shared terms; the table (version 6)
+    round-trips and says what each family's terms were fitted on."""
+    every = [*nets, *separable]
+    table = _table(every)
+    obs = _family_obs(table, every, 14, 0)
+    check = _family_obs(table, every, 10, 50)
+
+    def rmspe(fitted: CostTable, net: Network) -> float:
+        pred = [fitted.policy_cost(net.layers, policy_of(net.layers, o.bits)) for o in check[net.name]]
+        return float(np.sqrt(np.mean(np.square(np.array(pred) / np.array([o.measured_ms for o in check[net.name]]) - 1))))
+
+    left_out = nets[0]
+    rest = [o for name, got in obs.items() if name != left_out.name for o in got]
+    by_family = fit_graph(table, every, rest, PROBE, form="int8 out", corrected=())
+    shared = fit_graph(table, every, rest, PROBE, form="int8 out", corrected=(), by_family=False)
+    assert rmspe(by_family, left_out) < 1e-3 < 0.02 < rmspe(shared, left_out)
+    joint = fit_graph(table, every, [o for got in obs.values() for o in got], PROBE, form="int8 out")
+    (dense,) = joint.data.graph.families
+    assert dense.family == "dense" and {t.networks for t in dense.layer_terms} == {tuple(sorted(NETS))}
+    assert joint.data.graph.layer_terms[0].networks == tuple(sorted([*NETS, "e", "f"]))
+    assert max(rmspe(joint, net) for net in nets) < 1e-3
+    assert all(c.scale == pytest.approx(1.0) for c in joint.data.graph.corrections if c.network in NETS)
+    flat = joint.with_graph(replace(joint.data.graph, families=()))
+    for net in separable:
+        bits = [o.bits for o in check[net.name]]
+        assert [joint.policy_cost(net.layers, policy_of(net.layers, b)) for b in bits] == [
+            flat.policy_cost(net.layers, policy_of(net.layers, b)) for b in bits
+        ]
+    assert joint.data.to_dict()["version"] == 6
+    joint.save(tmp_path / "v6.json")
+    assert load_table(tmp_path / "v6.json").data == joint.data
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"version": 5}, "graph.families"),
+        ({"family": "mobile"}, "graph.families[0].family"),
+        ({"surprise": 1}, "graph.families[0]"),
+        ({"run_overhead": {"metric": "latency", "latency_ms": 10.0, "probe_ms": 20.0}}, "graph.families[0].run_overhead"),
+        ({"layer_terms": [{"domain": "int4"}]}, "graph.families[0].layer_terms[0]"),
+        ({"duplicate": True}, "graph.families[1].family"),
+    ],
+)
+def test_bad_family_terms_are_one_line_errors(
+    nets: list[Network], separable: list[Network], change: dict[str, Any], field: str
+) -> None:
+    every = [*nets, *separable]
+    table = _table(every)
+    d = fit_graph(table, every, [o for got in _family_obs(table, every, 6, 0).values() for o in got], PROBE).data.to_dict()
+    fam = d["graph"]["families"][0]
+    if change.get("duplicate"):
+        d["graph"]["families"].append(fam)
+    elif "version" in change:
+        d["version"] = change["version"]
+    else:
+        fam.update(change)
+    with pytest.raises(TableError) as err:
+        CostTable.from_dict(d, "bad")
+    assert field in str(err.value) and "\n" not in str(err.value)
 
 
 def test_fitted_overhead_never_empties_an_entry(nets: list[Network]) -> None:

@@ -210,7 +210,15 @@ def _print_meta(t: CostTable) -> None:
         print(f"  constant {name} = {c['value']:g} {c['unit']} ({c['source']})")
     if t.data.graph:
         g = t.data.graph
-        print(f"  graph extras: {len(g.transitions)} transitions, {len(g.rules)} rules, {len(g.corrections)} corrections")
+        print(
+            f"  graph extras: {len(g.transitions)} transitions, {len(g.rules)} rules, {len(g.layer_terms)} device layer terms, "
+            f"{len(g.corrections)} corrections"
+            + "".join(
+                f"; {f.family} networks' own terms ({len(f.rules)} rules, {len(f.layer_terms)} layer terms, "
+                f"fitted on {', '.join(sorted({n for t in f.layer_terms for n in t.networks})) or '-'})"
+                for f in g.families
+            )
+        )
 
 
 def _describe_machine(record: object) -> str:

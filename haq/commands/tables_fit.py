@@ -73,6 +73,7 @@ def run(ns: argparse.Namespace) -> int:
     g = fitted.data.graph
     print(
         f"{table.path}: {len(g.rules)} boundary rules, {len(g.layer_terms)} device layer terms, "
-        f"{len(g.corrections)} network corrections; measurements kept in {kept}"
+        + "".join(f"{f.family} networks' own {len(f.layer_terms)} layer terms, " for f in g.families)
+        + f"{len(g.corrections)} network corrections; measurements kept in {kept}"
     )
     return 0

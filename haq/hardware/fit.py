@@ -25,10 +25,19 @@ from haq.core.types import BitPair, Log
 from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.runner import Runner
 from haq.hardware.device.sentinel import sentinel_model
-from haq.hardware.graph_fit import DeviceFit, Observation, fit_correction, fit_device
+from haq.hardware.graph_fit import DeviceFit, Observation, fit_correction, fit_device, fit_set
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
 from haq.quant import LayerInfo, QuantPolicy
-from haq.tables.schema import Correction, GraphExtras, RunOverhead, kernel_share, network_fingerprint
+from haq.tables.schema import (
+    FAMILIES,
+    Correction,
+    FamilyTerms,
+    GraphExtras,
+    RunOverhead,
+    kernel_share,
+    network_family,
+    network_fingerprint,
+)
 from haq.tables.table import CostTable, save_table
 
 MeasuredCache = dict[tuple[str, tuple[BitPair, ...]], float]
@@ -76,10 +85,13 @@ def fit_graph(
     form: str | None = None,
     corrected: Sequence[str] | None = None,
     log: Log | None = None,
+    by_family: bool = True,
 ) -> CostTable:
     """``table`` with device terms fitted on ``obs`` (every network in it; the call overhead
-    too, bounded by ``overhead.probe_ms``) and a correction for each network of ``corrected``
-    (default: every network with observations). Nothing is timed.
+    too, bounded by ``overhead.probe_ms``), with ``by_family`` a family's own terms where
+    :func:`~haq.hardware.graph_fit.fit_set` fits that family on fewer networks (dense networks
+    beside depthwise ones), and a correction for each network of ``corrected`` (default: every
+    network with observations) on top of its family's terms. Nothing is timed.
 
     Corrections of networks outside this fit are dropped: they were fitted on top of other
     device terms. A network without a correction is priced by the device terms alone.
@@ -87,19 +99,44 @@ def fit_graph(
     by_name = {net.name: net for net in nets}
     obs = [replace(o, overhead_weight=overhead_weight(table, by_name[o.network].layers, o.bits)) for o in obs]
     probe = overhead.probe_ms if overhead is not None else 0.0
-    fit = fit_device(obs, {net.name: net.layers for net in nets}, form, max_overhead_ms=overhead_cap(table, probe))
+    cap = overhead_cap(table, probe)
+    layers_of = {net.name: net.layers for net in nets}
+    families = {o.network: network_family(layers_of[o.network]) for o in obs}
     pairs = sorted({p for net in nets for s in supported_pairs(table, net.layers) for p in s})
-    rules = tuple(fit.rules(pairs))
-    fitted_overhead = RunOverhead("latency", fit.run_overhead_ms, probe) if probe > 0 else None
-    staged = table.with_graph(GraphExtras(table.data.graph.transitions, rules, (), fit.terms(), fitted_overhead))
+
+    def device_terms(on: Sequence[str]) -> tuple[DeviceFit, FamilyTerms]:
+        fit = fit_device([o for o in obs if o.network in on], layers_of, form, max_overhead_ms=cap)
+        ov = RunOverhead("latency", fit.run_overhead_ms, probe) if probe > 0 else None
+        return fit, FamilyTerms("", tuple(fit.rules(pairs)), fit.terms(), ov)
+
+    fit, shared = device_terms(sorted(families))
+    own: list[tuple[str, tuple[DeviceFit, FamilyTerms]]] = []
+    for fam in FAMILIES if by_family else ():
+        on = fit_set(fam, families)
+        if set(on) != set(families):
+            own.append((fam, device_terms(on)))
+    graph = GraphExtras(
+        table.data.graph.transitions,
+        shared.rules,
+        (),
+        shared.layer_terms,
+        shared.run_overhead,
+        tuple(replace(terms, family=fam) for fam, (_, terms) in own),
+    )
+    staged = table.with_graph(graph)
     names = set(corrected) if corrected is not None else {o.network for o in obs}
     corrections = tuple(_correction(staged, net, [o for o in obs if o.network == net.name]) for net in nets if net.name in names)
     dropped = [c.network for c in table.data.graph.corrections if c.fingerprint not in {x.fingerprint for x in corrections}]
-    result = staged.with_graph(GraphExtras(table.data.graph.transitions, rules, corrections, fit.terms(), fitted_overhead))
+    result = staged.with_graph(replace(graph, corrections=corrections))
     if log:
         log(
             f"device fit ({fit.form}, {fit.fitted_on} configurations of {', '.join(fit.networks)}): {_describe(fit)}; "
             + f"call overhead {1000 * fit.run_overhead_ms:.2f} µs (probe {1000 * probe:.2f} µs); "
+            + "".join(
+                f"{fam} networks' own ({f.fitted_on} configurations of {', '.join(f.networks)}): {_describe(f)}; "
+                + f"call overhead {1000 * f.run_overhead_ms:.2f} µs; "
+                for fam, (f, _) in own
+            )
             + "corrections: "
             + (", ".join(f"{c.network} x{c.scale:.3f} {c.offset:+.4f} ms" for c in corrections) or "none")
             + (f"; dropped stale corrections of {', '.join(dropped)}" if dropped else "")

@@ -1,10 +1,11 @@
-"""The device cost table file format (``haq.cost_table`` versions 1 to 5): its records and writing.
+"""The device cost table file format (``haq.cost_table`` versions 1 to 6): its records and writing.
 
 A table is one JSON object; every field below is checked on load (:mod:`haq.tables.validation`)
 and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the field::
 
     {
-      "format": "haq.cost_table", "version": 1 | 2 | 3 | 4,   # 4 iff a layer term has an op, 3 iff graph.layer_terms,
+      "format": "haq.cost_table", "version": 1 | ... | 6,   # 6 iff graph.families, 5 iff a rule has an op,
+                                                        # 4 iff a layer term has an op, 3 iff graph.layer_terms,
                                                         # else 2 iff meta.machine
       "meta": {
         "device":    {"name": "bitfusion", "description": "..."},
@@ -44,7 +45,9 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
                          "fixed": 0.004, "per_in_elem": 1e-6, "per_out_elem": 2e-6,
                          "networks": ["resnet20", "vgg6"], "fitted_on": 48,
                          "op": "conv" | "conv1x1" | "dwconv" | "linear"}],     # op optional, version 4
-        "run_overhead": {"metric": "latency", "latency_ms": 0.0027, "probe_ms": 0.0055}   # version 3
+        "run_overhead": {"metric": "latency", "latency_ms": 0.0027, "probe_ms": 0.0055},  # version 3
+        "families": [{"family": "dense" | "depthwise",                                     # version 6
+                      "transition_rules": [...], "layer_terms": [...], "run_overhead": {...}}]
       }
     }
 
@@ -88,6 +91,13 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   ``latency_ms`` once. It is fitted over networks with the other device terms, bounded by
   ``probe_ms`` (0 <= latency_ms <= probe_ms), the measured call time of a near-empty model.
   On small networks (tens of µs) it is most of the gap between layer sum and measurement.
+* ``families`` (version 6, optional): device terms fitted on one family of networks only
+  (:func:`network_family`: ``depthwise`` when a network has a depthwise conv, else ``dense``),
+  at most one per family, each with the fields above (``run_overhead`` optional). A network of
+  that family is priced with them *instead of* the top-level ``transition_rules``,
+  ``layer_terms`` and ``run_overhead`` (fitted on every network); its correction, if any, was
+  fitted on top of them. Why: MobileNet-like networks in a joint fit pull the shared terms
+  away from what dense networks pay (:func:`haq.hardware.graph_fit.fit_set`).
 
 ``meta.machine`` (version 2) is the fingerprint of the machine that measured the table
 (:class:`haq.hardware.device.machine.MachineFingerprint`: CPU vendor / family / model /
@@ -114,13 +124,15 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 
 TABLE_FORMAT = "haq.cost_table"
-TABLE_VERSION = 5
+TABLE_VERSION = 6
 """The newest version this haq writes; :func:`table_version` picks the lowest one a table needs."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 DOMAINS = ("float", "int8", "weight-only")
 """Layer kinds a device's layer terms distinguish (:func:`term_domain`)."""
 OP_KINDS = ("conv", "conv1x1", "dwconv", "linear")
 """Op kinds a layer term may be restricted to (:func:`op_kind`)."""
+FAMILIES = ("dense", "depthwise")
+"""Network families a device's fitted terms may differ by (:func:`network_family`)."""
 UNITS: Mapping[str, str] = {"latency": "ms", "energy": "mJ"}
 OPS = ("conv", "dwconv", "linear")
 
@@ -311,6 +323,29 @@ class RunOverhead:
 
 
 @dataclass(frozen=True)
+class FamilyTerms:
+    """Device terms fitted on the networks of one family only (:func:`network_family`): for a
+    network of that family they replace the table's shared boundary rules, layer terms and call
+    overhead, which were fitted on every network."""
+
+    family: str
+    rules: tuple[TransitionRule, ...] = ()
+    layer_terms: tuple[LayerTerm, ...] = ()
+    run_overhead: RunOverhead | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d: dict[str, Any] = {
+            "family": self.family,
+            "transition_rules": [r.to_dict() for r in self.rules],
+            "layer_terms": [t.to_dict() for t in self.layer_terms],
+        }
+        if self.run_overhead is not None:
+            d["run_overhead"] = self.run_overhead.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
 class GraphExtras:
     """Graph-aware additions to the per-layer sum (empty for analytical tables)."""
 
@@ -319,17 +354,27 @@ class GraphExtras:
     corrections: tuple[Correction, ...] = ()
     layer_terms: tuple[LayerTerm, ...] = ()
     run_overhead: RunOverhead | None = None
+    families: tuple[FamilyTerms, ...] = ()
+    """Per-family replacements of ``rules``, ``layer_terms`` and ``run_overhead`` (version 6)."""
 
     def __bool__(self) -> bool:
-        return bool(self.transitions or self.rules or self.corrections or self.layer_terms or self.run_overhead)
+        return bool(self.transitions or self.rules or self.corrections or self.layer_terms or self.run_overhead or self.families)
 
     @property
     def device_level(self) -> bool:
         """Whether it holds per-device terms (the version 3 fields)."""
         return bool(self.layer_terms or self.run_overhead)
 
+    def for_family(self, family: str) -> GraphExtras:
+        """The extras that price a network of ``family``: that family's own device terms where
+        the table has them, else the shared ones."""
+        own = next((f for f in self.families if f.family == family), None)
+        if own is None:
+            return self
+        return GraphExtras(self.transitions, own.rules, self.corrections, own.layer_terms, own.run_overhead)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (``layer_terms`` only when present, so version 2 tables round-trip unchanged)."""
+        """JSON-ready form (``layer_terms`` and ``families`` only when present, so older tables round-trip unchanged)."""
         d: dict[str, Any] = {
             "transitions": [t.to_dict() for t in self.transitions],
             "transition_rules": [r.to_dict() for r in self.rules],
@@ -339,6 +384,8 @@ class GraphExtras:
             d["layer_terms"] = [t.to_dict() for t in self.layer_terms]
         if self.run_overhead is not None:
             d["run_overhead"] = self.run_overhead.to_dict()
+        if self.families:
+            d["families"] = [f.to_dict() for f in self.families]
         return d
 
 
@@ -376,8 +423,11 @@ class TableData:
 
 
 def table_version(meta: Mapping[str, Any], graph: GraphExtras | None = None) -> int:
-    """5 with a boundary rule keyed by the consumer's op, 4 with a layer term keyed by op, 3 with
-    other per-device terms, else 2 with the machine that measured it (``meta.machine``), else 1."""
+    """6 with per-family device terms, 5 with a boundary rule keyed by the consumer's op, 4 with a
+    layer term keyed by op, 3 with other per-device terms, else 2 with the machine that measured
+    it (``meta.machine``), else 1."""
+    if graph is not None and graph.families:
+        return 6
     if graph is not None and any(r.op for r in graph.rules):
         return 5
     if graph is not None and any(t.op for t in graph.layer_terms):
@@ -413,6 +463,12 @@ def op_kind(signature: LayerSignature) -> str:
     if signature.op == "conv" and signature.kernel == (1, 1):
         return "conv1x1"
     return signature.op
+
+
+def network_family(layers: Sequence[LayerInfo]) -> str:
+    """``depthwise`` for a network with a depthwise conv (MobileNet-like: many small layers whose
+    int8 kernels cost per element what dense ones do not), else ``dense``."""
+    return "depthwise" if any(op_kind(layer.signature) == "dwconv" for layer in layers) else "dense"
 
 
 def network_fingerprint(layers: Sequence[LayerInfo], batch: int) -> str:

@@ -31,6 +31,7 @@ from haq.tables.schema import (
     Transition,
     dumps,
     kernel_share,
+    network_family,
     network_fingerprint,
     op_kind,
 )
@@ -109,8 +110,9 @@ class CostTable:
 
     def policy_cost(self, layers: Sequence[LayerInfo], policy: QuantPolicy, metric: str = "latency") -> float:
         """Cost of a network under ``policy``: per-layer costs plus, where the table has them, the
-        device's per-layer terms and precision-boundary costs (any network), then the network's
-        fitted correction (only a network measured whole)."""
+        device's per-layer terms and precision-boundary costs (any network; those of its family
+        where the table has them), then the network's fitted correction (only a network measured
+        whole)."""
         return self.compile(layers).policy_cost(policy, metric)
 
     def check_covers(self, layers: Sequence[LayerInfo]) -> None:
@@ -156,7 +158,7 @@ class CostTable:
         self.check_covers(layers)
         keys = [self._key(layer.signature) for layer in layers]
         per_layer = {m: [{p: e.cost(m) for p, e in self._index[k].items()} for k in keys] for m in self.metrics}
-        graph = self.data.graph
+        graph = self.data.graph.for_family(network_family(layers))
         boundaries: list[Boundary] = []
         if graph.transitions or graph.rules:
             by_shape: dict[tuple[int, ...], dict[tuple[BitPair, BitPair], Transition]] = {}

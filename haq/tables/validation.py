@@ -16,6 +16,7 @@ from haq.quant.discovery import LayerSignature
 from haq.tables.fields import FieldReader
 from haq.tables.schema import (
     DOMAINS,
+    FAMILIES,
     OP_KINDS,
     OPS,
     READABLE_VERSIONS,
@@ -23,6 +24,7 @@ from haq.tables.schema import (
     UNITS,
     Correction,
     Entry,
+    FamilyTerms,
     GraphExtras,
     LayerTerm,
     RunOverhead,
@@ -75,8 +77,13 @@ def parse(raw: Any, source: str) -> TableData:
             f"graph.transition_rules[{keyed_rules[0]}].op",
             f"needs version 5 of the format, the file says version {top['version']}",
         )
+    if graph.families and top["version"] < 6:
+        r.fail("graph.families", f"needs version 6 of the format, the file says version {top['version']}")
     if graph.run_overhead is not None:
         _check_overhead(r, graph.run_overhead, entries)
+    for i, fam in enumerate(graph.families):
+        if fam.run_overhead is not None:
+            _check_overhead(r, fam.run_overhead, entries, f"graph.families[{i}].run_overhead")
     return TableData(meta=meta, signatures=signatures, entries=entries, graph=graph)
 
 
@@ -236,7 +243,7 @@ def _parse_entries(r: FieldReader, raw: Any, sigs: Mapping[str, LayerSignature],
 
 def _parse_graph(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> GraphExtras:
     g = r.obj(raw, "graph")
-    r.keys(g, "graph", (), ("transitions", "transition_rules", "corrections", "layer_terms", "run_overhead"))
+    r.keys(g, "graph", (), ("transitions", "transition_rules", "corrections", "layer_terms", "run_overhead", "families"))
     energy = "energy" in metrics
     return GraphExtras(
         _parse_transitions(r, g.get("transitions", []), energy),
@@ -244,11 +251,32 @@ def _parse_graph(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> GraphExt
         _parse_corrections(r, g.get("corrections", []), metrics),
         _parse_layer_terms(r, g.get("layer_terms", []), metrics),
         _parse_overhead(r, g["run_overhead"], metrics) if "run_overhead" in g else None,
+        _parse_families(r, g.get("families", []), metrics),
     )
 
 
-def _parse_overhead(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> RunOverhead:
-    path = "graph.run_overhead"
+def _parse_families(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple[FamilyTerms, ...]:
+    energy = "energy" in metrics
+    out: list[FamilyTerms] = []
+    for i, f in enumerate(r.array(raw, "graph.families")):
+        path = f"graph.families[{i}]"
+        r.keys(r.obj(f, path), path, ("family", "transition_rules", "layer_terms"), ("run_overhead",))
+        if f["family"] not in FAMILIES:
+            r.fail(f"{path}.family", f"must be one of {', '.join(FAMILIES)}, got {f['family']!r}")
+        if any(x.family == f["family"] for x in out):
+            r.fail(f"{path}.family", f"duplicate terms for family {f['family']}")
+        out.append(
+            FamilyTerms(
+                f["family"],
+                _parse_rules(r, f["transition_rules"], energy, f"{path}.transition_rules"),
+                _parse_layer_terms(r, f["layer_terms"], metrics, f"{path}.layer_terms"),
+                _parse_overhead(r, f["run_overhead"], metrics, f"{path}.run_overhead") if "run_overhead" in f else None,
+            )
+        )
+    return tuple(out)
+
+
+def _parse_overhead(r: FieldReader, raw: Any, metrics: tuple[str, ...], path: str = "graph.run_overhead") -> RunOverhead:
     r.keys(r.obj(raw, path), path, ("metric", "latency_ms", "probe_ms"))
     if raw["metric"] != "latency" or "latency" not in metrics:
         r.fail(f"{path}.metric", f"must be 'latency' (a metric of the table), got {raw['metric']!r}")
@@ -259,22 +287,24 @@ def _parse_overhead(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> RunOv
     return RunOverhead("latency", value, probe)
 
 
-def _check_overhead(r: FieldReader, overhead: RunOverhead, entries: tuple[Entry, ...]) -> None:
+def _check_overhead(r: FieldReader, overhead: RunOverhead, entries: tuple[Entry, ...], path: str = "graph.run_overhead") -> None:
     """Every entry must stay positive once the call overhead is taken out of it."""
     for i, e in enumerate(entries):
         if e.latency_ms - overhead.latency_ms * kernel_share(e) <= 0:
             r.fail(
-                "graph.run_overhead.latency_ms",
+                f"{path}.latency_ms",
                 f"{overhead.latency_ms} ms would leave entries[{i}] ({e.key} w{e.w_bits}a{e.a_bits}, "
                 f"{e.latency_ms} ms) without a positive cost",
             )
 
 
-def _parse_layer_terms(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple[LayerTerm, ...]:
+def _parse_layer_terms(
+    r: FieldReader, raw: Any, metrics: tuple[str, ...], where: str = "graph.layer_terms"
+) -> tuple[LayerTerm, ...]:
     out: list[LayerTerm] = []
     seen: set[tuple[str, str, str]] = set()
-    for i, t in enumerate(r.array(raw, "graph.layer_terms")):
-        path = f"graph.layer_terms[{i}]"
+    for i, t in enumerate(r.array(raw, where)):
+        path = f"{where}[{i}]"
         fields = ("domain", "metric", "fixed", "per_in_elem", "per_out_elem", "networks", "fitted_on")
         r.keys(r.obj(t, path), path, fields, ("op",))
         if t["domain"] not in DOMAINS:
@@ -345,11 +375,11 @@ def _parse_transitions(r: FieldReader, raw: Any, energy: bool) -> tuple[Transiti
     return tuple(out)
 
 
-def _parse_rules(r: FieldReader, raw: Any, energy: bool) -> tuple[TransitionRule, ...]:
+def _parse_rules(r: FieldReader, raw: Any, energy: bool, where: str = "graph.transition_rules") -> tuple[TransitionRule, ...]:
     out: list[TransitionRule] = []
     seen: set[tuple[BitPair, BitPair, str]] = set()
-    for i, t in enumerate(r.array(raw, "graph.transition_rules")):
-        path = f"graph.transition_rules[{i}]"
+    for i, t in enumerate(r.array(raw, where)):
+        path = f"{where}[{i}]"
         r.keys(
             r.obj(t, path),
             path,
