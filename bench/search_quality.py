@@ -2,8 +2,9 @@
 of evaluated policies, several seeds, with an honest final pick and the test split as the judge.
 
 For every run, the top 5 policies by search reward are re-scored on held-out images the search
-never saw and the best there is reported on the test split (:func:`haq.problem.select.pick_final`):
-rewards on the search's 300 images favour lucky policies, and this is the number a user gets.
+never saw and the best there is reported on the test split (:func:`haq.runs.final_pick.pick_run`,
+what ``haq search`` does): rewards on the search's 300 images favour lucky policies, and this is
+the number a user gets.
 Every method gets its own evaluator cache (no method profits from another's evaluations); the
 float model is trained once per workload (seed 0), the method's seed drives its own randomness.
 
@@ -60,8 +61,8 @@ from haq.evaluation.evaluators import Evaluator, build_evaluator
 from haq.parallel import start_pool
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem, build_problem
-from haq.problem.select import pick_final
 from haq.quant import QuantPolicy
+from haq.runs.final_pick import PickConfig, pick_run
 from haq.runs.rundir import EpisodeRecord
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
@@ -216,9 +217,8 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
         result = run_baseline(BaselineConfig(method=method, evaluations=evaluations, seed=seed), problem, out)
     seconds = time.perf_counter() - start
     records = list(result.records)
+    pick = pick_run(problem, records, PickConfig(k=PICK_K)).pick  # a multi-fidelity run promotes first
     full_evals = problem.screen.full_evaluations if problem.screen is not None else None
-    judged = [r for r in records if r.extra.get("fidelity", "full") == "full" or problem.screen is None]
-    pick = pick_final(problem, [(r.quant_policy(), r.reward) for r in judged], k=PICK_K)
     robust = pick.test.robust_acc
     if robust is None:
         full = dataclasses.replace(env.evaluation, kind="full")

@@ -1,12 +1,13 @@
-"""A small analytical device table for search tests: costs follow Bit Fusion's shape (compute
-∝ MACs·w·a, memory ∝ weights·w) without reading any file, so tests can subclass it to add
-precision-boundary costs or restrict the supported pairs."""
+"""Fakes for search tests: a small analytical device table (costs follow Bit Fusion's shape:
+compute ∝ MACs·w·a, memory ∝ weights·w) that tests can subclass to add precision-boundary costs
+or restrict the supported pairs, and an evaluator whose accuracy is a line in the bits."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
 from haq.core.errors import TableError
+from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy
 
 PAIRS = [(w, a) for w in range(2, 9) for a in range(2, 9)]
@@ -36,3 +37,21 @@ class AnalyticTable:
     def check_covers(self, layers: Sequence[LayerInfo]) -> None:
         if not layers:
             raise TableError("no layers")
+
+
+class LinearEvaluator:
+    """A fake evaluator whose accuracy is a line in layer ``a``'s weight bits; counts evaluations."""
+
+    def __init__(self, slope: float, offset: float) -> None:
+        self.slope, self.offset, self.calls = slope, offset, 0
+
+    @property
+    def reference(self) -> ReferenceMetrics:
+        return ReferenceMetrics(1.0, None)
+
+    def evaluate(self, policy: QuantPolicy) -> PolicyMetrics:
+        return self.evaluate_many([policy])[0]
+
+    def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
+        self.calls += len(policies)
+        return [PolicyMetrics(self.offset + self.slope * p["a"].w_bits, None, 1.0, None, 8) for p in policies]

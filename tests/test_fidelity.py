@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
 
 import numpy as np
 import pytest
-from search_fakes import AnalyticTable
+from search_fakes import AnalyticTable, LinearEvaluator
 
 from haq.core.errors import ConfigError
 from haq.evaluation.config import EvalConfig
@@ -27,30 +26,14 @@ def _policy(bits: int) -> QuantPolicy:
     return QuantPolicy({"a": LayerBits(bits, bits), "b": LayerBits(bits, 8)})
 
 
-class _Linear:
-    """A fake evaluator whose accuracy is a line in the first layer's bits; counts evaluations."""
-
-    def __init__(self, slope: float, offset: float) -> None:
-        self.slope, self.offset, self.calls = slope, offset, 0
-
-    @property
-    def reference(self) -> ReferenceMetrics:
-        return ReferenceMetrics(1.0, None)
-
-    def evaluate(self, policy: QuantPolicy) -> PolicyMetrics:
-        return self.evaluate_many([policy])[0]
-
-    def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
-        self.calls += len(policies)
-        return [PolicyMetrics(self.offset + self.slope * p["a"].w_bits, None, 1.0, None, 8) for p in policies]
-
-
 def _reward(metrics: PolicyMetrics, reference: ReferenceMetrics) -> float:
     return metrics.clean_acc - reference.clean_acc
 
 
-def _screen(calibration: int = 3, z: float = 0.0, min_fraction: float = 0.0) -> tuple[FidelityScreen, _Linear, _Linear]:
-    cheap, full = _Linear(0.1, 0.0), _Linear(0.1, 0.2)
+def _screen(
+    calibration: int = 3, z: float = 0.0, min_fraction: float = 0.0
+) -> tuple[FidelityScreen, LinearEvaluator, LinearEvaluator]:
+    cheap, full = LinearEvaluator(0.1, 0.0), LinearEvaluator(0.1, 0.2)
     return FidelityScreen(CachedEvaluator(cheap), CachedEvaluator(full), _reward, calibration, z, min_fraction), cheap, full
 
 
@@ -103,6 +86,21 @@ def test_a_minimum_fraction_of_full_evaluations_is_kept() -> None:
     scored = screen.score_many([_policy(b) for b in (2, 3, 4, 5)])
     assert [s.fidelity for s in scored] == [CHEAP, CHEAP, CHEAP, FULL]  # half of 6 in full: the predicted best
     assert screen.full_evaluations == 3 == full.calls
+
+
+def test_promote_scores_the_best_predicted_distinct_policies_in_full() -> None:
+    """At the end of a run the final prediction ranks the screened-out policies; the best
+    ``allowance`` distinct ones, never one already scored in full, get the full evaluation."""
+    screen, _, full = _screen(calibration=2, z=0.0)
+    screen.score_many([_policy(7), _policy(8)])
+    out = screen.score_many([_policy(b) for b in (2, 5, 3, 6)])
+    assert [s.fidelity for s in out] == [CHEAP] * 4 and full.calls == 2
+    policies = [_policy(b) for b in (2, 5, 3, 6, 6, 8)]  # a repeat, and one scored in full before
+    cheap = [0.2, 0.5, 0.3, 0.6, 0.6, 0.8]
+    promoted = screen.promote(policies, cheap, 2)
+    assert [i for i, _ in promoted] == [3, 1] and full.calls == 4 and screen.full_evaluations == 4
+    assert all(s.fidelity == FULL and s.reward == pytest.approx(c + 0.2 - 1.0) for (i, s), c in zip(promoted, (0.6, 0.5)))
+    assert screen.promote(policies, cheap, 0) == [] and full.calls == 4
 
 
 def test_remember_restores_the_calibration_and_the_caches() -> None:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from haq.commands.common import log
+from haq.commands.pick import add_pick_args, report_pick
 from haq.commands.search import add_search_args, budget_line, env_config, print_record, run_problem
 from haq.commands.workload_args import add_workload_args
 from haq.core.fileio import check_writable_dir
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<method>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings)")
     add_parallel_args(p)
+    add_pick_args(p)
     p.set_defaults(func=run)
     add_job_args(p)
 
@@ -84,4 +86,5 @@ def run(ns: argparse.Namespace) -> int:
     print(budget_line(problem.budget))
     print_record("best", result.best)
     print(f"best policy: {out / 'best_policy.json'}")
+    report_pick(ns, problem, out, result.records)
     return 0

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from haq.commands.common import log
+from haq.commands.pick import add_pick_args, report_pick
 from haq.commands.workload_args import add_workload_args, explain_uncovered, workload_config
 from haq.core.errors import ConfigError
 from haq.core.fileio import check_writable_dir
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings; --episodes may grow)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 suits the small agent networks and shared machines)")
     add_parallel_args(p)
+    add_pick_args(p)
     p.set_defaults(func=run)
     add_job_args(p)
 
@@ -151,6 +153,7 @@ def run(ns: argparse.Namespace) -> int:
     print(budget_line(result.budget))
     print_record("best", result.best)
     print(f"best policy: {result.run_dir / 'best_policy.json'}")
+    report_pick(ns, problem, out, result.records)
     return 0
 
 

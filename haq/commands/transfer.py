@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from haq.commands.common import log
+from haq.commands.pick import add_pick_args, report_pick
 from haq.core.fileio import check_writable_dir
 from haq.evaluation.config import EVALUATORS
 from haq.jobs.flags import add_job_args, resolve_job
@@ -51,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--out", default=None, help="run directory (default runs/<source run>-to-<table>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the transfer in --out (same settings; --episodes may grow)")
     add_parallel_args(p)
+    add_pick_args(p)
     p.set_defaults(func=run)
     add_job_args(p)
 
@@ -110,4 +112,5 @@ def run(ns: argparse.Namespace) -> int:
     print("\nbest policy on every shipped device:")
     print(format_device_costs([("best", cost_on_devices(problem.workload.layers, r.best.quant_policy(), load_all()))]))
     print(f"best policy: {r.run_dir / 'best_policy.json'}")
+    report_pick(ns, problem, r.run_dir, r.records)
     return 0

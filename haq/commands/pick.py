@@ -1,0 +1,60 @@
+"""The final pick a search or baseline run makes once its episodes are done (``--pick``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from haq.commands.common import log
+
+if TYPE_CHECKING:
+    from haq.problem.problem import SearchProblem
+    from haq.runs.rundir import EpisodeRecord
+
+
+def add_pick_args(p: argparse.ArgumentParser) -> None:
+    """``--pick`` and ``--select-samples``."""
+    from haq.runs.final_pick import PickConfig
+
+    g = p.add_argument_group("final pick")
+    g.add_argument(
+        "--pick",
+        type=int,
+        default=PickConfig().k,
+        help="re-score the run's top K policies on held-out images, choose the best there and report it on the test "
+        "split (final_pick.json, final_policy.json); 0: no pick",
+    )
+    g.add_argument(
+        "--select-samples", type=int, default=PickConfig().select_samples, help="held-out images the pick re-scores on"
+    )
+    g.add_argument(
+        "--promote",
+        type=float,
+        default=PickConfig().promote,
+        help="multi-fidelity runs: first score in full the screened-out policies the final prediction rates best, "
+        "until this fraction of the episodes was scored in full (0: none)",
+    )
+
+
+def report_pick(ns: argparse.Namespace, problem: SearchProblem, out: Path, records: Sequence[EpisodeRecord]) -> None:
+    """Pick the run's final policy, write it into ``out`` and print it (nothing with ``--pick 0``)."""
+    from haq.runs.final_pick import POLICY_FILE, PickConfig, pick_run, write_pick
+
+    cfg = PickConfig(ns.pick, ns.select_samples, ns.promote)
+    if cfg.k == 0:
+        return
+    log(f"final pick: re-scoring the top {cfg.k} policies on {cfg.select_samples} held-out images")
+    final = pick_run(problem, records, cfg)
+    write_pick(out, final)
+    pick, chosen = final.pick, final.chosen
+    if final.promoted:
+        log(f"final pick: {len(final.promoted)} screened-out episodes scored in full first: {list(final.promoted)}")
+    m = pick.test
+    robust = f"{m.robust_acc:.4f}" if m.robust_acc is not None else "n/a"
+    print(
+        f"final pick: episode {chosen.episode} (search reward {chosen.reward:+.4f}, {pick.select_images} "
+        f"{pick.select_rewards[pick.index]:+.4f}, best of {len(pick.select_rewards)}); on {pick.test_images}: "
+        f"reward {pick.test_reward:+.4f}, clean {m.clean_acc:.4f}, robust {robust}"
+    )
+    print(f"final policy: {out / POLICY_FILE}")

@@ -1,0 +1,138 @@
+"""The final pick of a finished run, written beside its log.
+
+A run's best episode won on the few hundred images the search scored, and among hundreds of
+noisy rewards the highest is partly luck. :func:`haq.problem.select.pick_final` re-scores the
+run's top ``k`` distinct policies on held-out images the search never saw, chooses the best
+there and reports it on the test split; this module runs it on a run directory's log and
+writes what it chose:
+
+    RUN_DIR/final_pick.json     haq.final_pick version 1: the chosen episode, every candidate's
+                                search and selection reward, the chosen policy's test metrics and
+                                reward, and which images each stage used
+    RUN_DIR/final_policy.json   the chosen policy (a haq.policy file)
+
+Candidates are the episodes the run's judge scored: in a multi-fidelity run a screened-out
+episode's reward is a prediction, not a measurement. A multi-fidelity run first spends what is
+left of its full-evaluation allowance (``PickConfig.promote`` of the episodes) on the
+screened-out policies its final prediction rates best; those join the candidates. Writing is atomic and the pick is
+deterministic (seeded evaluators), so a pick a kill interrupted is simply made again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from haq.core.errors import ConfigError
+from haq.core.fileio import atomic_write_text
+from haq.core.validate import count, finite
+from haq.problem.fidelity import FULL
+from haq.problem.problem import SearchProblem
+from haq.problem.select import Pick, pick_final
+from haq.quant import QuantPolicy
+from haq.runs.rundir import EpisodeRecord
+
+PICK_FILE = "final_pick.json"
+POLICY_FILE = "final_policy.json"
+PICK_FORMAT = "haq.final_pick"
+PICK_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PickConfig:
+    """How a finished run picks its final policy.
+
+    k: distinct top policies re-scored on the selection images (0: no pick).
+    select_samples: selection images (validation images after the searched ones, else the
+        first half of the test split).
+    promote: multi-fidelity runs: before the pick, full evaluations (on the search images) for
+        the screened-out policies the final prediction rates best, until this fraction of the
+        episodes has been scored in full; they become candidates like any (0: none).
+    """
+
+    k: int = 5
+    select_samples: int = 150
+    promote: float = 1 / 3
+
+    def __post_init__(self) -> None:
+        count("k", self.k, 0)
+        count("select_samples", self.select_samples)
+        finite("promote", self.promote, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class FinalPick:
+    """What :func:`pick_run` chose, among which candidates (a promoted episode carries the reward
+    of its full evaluation), and which episodes it promoted."""
+
+    pick: Pick
+    candidates: tuple[EpisodeRecord, ...]
+    promoted: tuple[int, ...] = ()
+
+    @property
+    def chosen(self) -> EpisodeRecord:
+        """The chosen episode."""
+        return self.candidates[self.pick.index]
+
+
+def judged(records: Sequence[EpisodeRecord], problem: SearchProblem) -> list[EpisodeRecord]:
+    """The episodes whose reward the run's judge measured (all of them without a screen)."""
+    if problem.screen is None:
+        return list(records)
+    return [r for r in records if r.extra.get("fidelity", FULL) == FULL]
+
+
+def promoted(records: Sequence[EpisodeRecord], problem: SearchProblem, fraction: float) -> list[EpisodeRecord]:
+    """The screened-out episodes a multi-fidelity run's screen promotes to a full evaluation
+    (:meth:`haq.problem.fidelity.FidelityScreen.promote`), each with its full metrics and reward."""
+    screen = problem.screen
+    allowance = math.floor(fraction * len(records) + 1e-9) - screen.full_evaluations if screen is not None else 0
+    rest = [r for r in records if r.extra.get("fidelity", FULL) != FULL and "cheap_reward" in r.extra]
+    if screen is None or allowance <= 0 or not rest:
+        return []
+    scored = screen.promote([r.quant_policy() for r in rest], [float(r.extra["cheap_reward"]) for r in rest], allowance)
+    return [
+        replace(rest[i], metrics=s.metrics, reward=s.reward, extra={**rest[i].extra, **s.annotations(), "promoted": True})
+        for i, s in scored
+    ]
+
+
+def pick_run(problem: SearchProblem, records: Sequence[EpisodeRecord], cfg: PickConfig) -> FinalPick:
+    """Promote (multi-fidelity runs, ``cfg.promote``), then pick among the run's judged episodes."""
+    extra = promoted(records, problem, cfg.promote)
+    candidates = (*judged(records, problem), *extra)
+    if not candidates:
+        raise ConfigError("the run has no episode scored in full to pick from; run more episodes")
+    pick = pick_final(problem, [(r.quant_policy(), r.reward) for r in candidates], cfg.k, cfg.select_samples)
+    return FinalPick(pick, candidates, tuple(r.episode for r in extra))
+
+
+def write_pick(run_dir: Path, final: FinalPick) -> Path:
+    """``final_pick.json`` and ``final_policy.json`` in ``run_dir``; returns the first."""
+    pick, chosen = final.pick, final.chosen
+    doc: dict[str, Any] = {
+        "format": PICK_FORMAT,
+        "version": PICK_VERSION,
+        "episode": chosen.episode,
+        "search_reward": chosen.reward,
+        "select_images": pick.select_images,
+        "test_images": pick.test_images,
+        "promoted": list(final.promoted),
+        "candidates": [
+            {"episode": final.candidates[i].episode, "search_reward": final.candidates[i].reward, "select_reward": reward}
+            for i, reward in pick.select_rewards.items()
+        ],
+        "test_reward": pick.test_reward,
+        "test": pick.test.to_dict(),
+    }
+    picked = {"select_images": pick.select_images, "test_images": pick.test_images, "test_reward": pick.test_reward}
+    QuantPolicy(pick.policy.layers, {**pick.policy.meta, "final_pick": picked}).save(run_dir / POLICY_FILE)
+    path = run_dir / PICK_FILE
+    atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+__all__ = ["PICK_FILE", "POLICY_FILE", "FinalPick", "PickConfig", "judged", "pick_run", "promoted", "write_pick"]

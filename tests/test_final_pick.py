@@ -1,0 +1,99 @@
+"""A finished run picks its final policy honestly: its top policies re-scored on held-out images
+the search never saw, the best there reported on the test split and written beside the log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from search_fakes import LinearEvaluator
+
+from haq.cli import main
+from haq.core.errors import ConfigError
+from haq.evaluation.evaluators import CachedEvaluator
+from haq.evaluation.metrics import PolicyMetrics
+from haq.problem.fidelity import FidelityScreen
+from haq.quant import LayerBits, QuantPolicy
+from haq.runs.final_pick import PICK_FILE, POLICY_FILE, PickConfig, judged, promoted
+from haq.runs.rundir import EpisodeRecord, RunDir
+
+SEARCH = ["search", "--evaluator", "cheap", "--episodes", "6", "--warmup", "2", "--seed", "0"]
+
+
+def test_a_search_writes_its_pick_from_its_top_policies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main([*SEARCH, "--out", str(out), "--pick", "3", "--select-samples", "60"]) == 0
+    printed = capsys.readouterr().out
+    doc: dict[str, Any] = json.loads((out / PICK_FILE).read_text())
+    assert (doc["format"], doc["version"]) == ("haq.final_pick", 1)
+    records = {r.episode: r for r in RunDir(out).read_episodes()}
+    top: list[EpisodeRecord] = []
+    for r in sorted(records.values(), key=lambda r: (-r.reward, r.episode)):  # the best 3 distinct policies
+        if all(dict(r.policy) != dict(t.policy) for t in top) and len(top) < 3:
+            top.append(r)
+    assert [c["episode"] for c in doc["candidates"]] == [r.episode for r in top]
+    chosen = max(doc["candidates"], key=lambda c: c["select_reward"])
+    assert doc["episode"] == chosen["episode"] and doc["search_reward"] == records[doc["episode"]].reward
+    assert (doc["select_images"], doc["test_images"]) == ("test[0:180]", "test[180:360]")  # digits: val has too few left
+    assert -1.0 <= doc["test"]["clean_acc"] <= 1.0 and isinstance(doc["test_reward"], float)
+    policy = QuantPolicy.load(out / POLICY_FILE)
+    assert {n: (b.w_bits, b.a_bits) for n, b in policy.layers.items()} == dict(records[doc["episode"]].policy)
+    assert policy.meta["final_pick"]["test_reward"] == doc["test_reward"]
+    assert f"final pick: episode {doc['episode']}" in printed and str(out / POLICY_FILE) in printed
+
+
+def test_no_pick_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main([*SEARCH, "--episodes", "3", "--out", str(out), "--pick", "0"]) == 0
+    assert not (out / PICK_FILE).exists() and not (out / POLICY_FILE).exists()
+
+
+def test_a_bad_pick_setting_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match=r"^k must be an integer >= 0, got -1$"):
+        PickConfig(k=-1)
+    with pytest.raises(ConfigError, match="select_samples"):
+        PickConfig(select_samples=0)
+    assert main([*SEARCH, "--episodes", "1", "--out", str(tmp_path / "r"), "--pick", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("haq: ")] == ["haq: error: k must be an integer >= 0, got -1"]
+
+
+def _record(episode: int, reward: float, fidelity: str | None) -> EpisodeRecord:
+    metrics = PolicyMetrics(0.9, None, 1.0, None, 64, 0.1)
+    return EpisodeRecord(episode, {"fc": (8, 8)}, metrics, reward, {} if fidelity is None else {"fidelity": fidelity})
+
+
+def test_only_episodes_the_judge_scored_are_candidates() -> None:
+    """A screened-out episode's reward is a prediction: never a candidate of a multi-fidelity run."""
+    records = [_record(0, 0.5, "full"), _record(1, 0.9, "screen"), _record(2, 0.4, None), _record(3, 0.8, "cheap")]
+    screened: Any = SimpleNamespace(screen=object())
+    assert [r.episode for r in judged(records, screened)] == [0, 2]
+    assert [r.episode for r in judged(records, SimpleNamespace(screen=None))] == [0, 1, 2, 3]  # type: ignore[arg-type]
+
+
+def test_a_multi_fidelity_pick_promotes_the_best_predicted_screened_episodes_first() -> None:
+    """Up to a third of the episodes scored in full: what the run left of that goes to the
+    screened-out episodes the final prediction rates best, and they become candidates."""
+    screen = FidelityScreen(
+        CachedEvaluator(LinearEvaluator(0.1, 0.0)),
+        CachedEvaluator(LinearEvaluator(0.1, 0.2)),
+        lambda m, r: m.clean_acc - r.clean_acc,
+        2,
+        0.0,
+        0.0,
+    )
+    bits = [7, 8, 2, 5, 3, 6, 4, 2, 3]
+    policies = [QuantPolicy({"a": LayerBits(b, b)}) for b in bits]
+    scored = screen.score_many(policies[:2]) + screen.score_many(policies[2:])  # calibrated on 7 and 8 bits first
+    records = [
+        EpisodeRecord(i, {"a": (b, b)}, s.metrics, s.reward, s.annotations()) for i, (b, s) in enumerate(zip(bits, scored))
+    ]
+    assert screen.full_evaluations == 2 and [r.extra["fidelity"] for r in records[2:]] == ["cheap"] * 7
+    extra = promoted(records, SimpleNamespace(screen=screen), 1 / 3)  # type: ignore[arg-type]
+    assert [r.episode for r in extra] == [5] and screen.full_evaluations == 3  # 9 / 3 = 3 in full
+    assert extra[0].extra["fidelity"] == "full" and extra[0].extra["promoted"] is True
+    assert extra[0].reward == pytest.approx(0.2 + 0.6 - 1.0) and extra[0].metrics.clean_acc == pytest.approx(0.8)
+    assert promoted(records, SimpleNamespace(screen=screen), 1 / 3) == []  # the allowance is spent  # type: ignore[arg-type]
