@@ -28,8 +28,10 @@ the default with a centred agent's noise on every layer / on about 3 layers per 
 evaluator (``action_prior = "sensitivity"``, :data:`PRIOR_AGENT`); ``rl-centre`` is DDPG over
 uniform bins starting at action 0 (the middle widths) with per-layer and per-episode shift noise
 (:data:`CENTRE_AGENT`); ``rl-multi`` is the default agent with the multi-fidelity evaluator
-(settings with the full evaluator only), also reporting its full evaluations; ``rl-multi-cheap``
-is the same with the clean-only screen (``EvalConfig.screen_kind = "cheap"``).
+(settings with the full evaluator only), also reporting its full evaluations (those its final
+pick promotes included); ``rl-multi-cheap`` is the same with the clean-only screen
+(``EvalConfig.screen_kind = "cheap"``), ``rl-multi-unpromoted`` without the promotion before the
+pick (``PickConfig.promote = 0``).
 
     python bench/search_quality.py --quick   # digits CNN (40 evaluations) and ResNet-20 (10), cheap evaluator
     python bench/search_quality.py --full    # ResNet-20 + MobileNetV2 (cheap, 300) and digits CNN + MLP (full, 300): hours
@@ -81,6 +83,7 @@ VARIANTS = (
     "rl-centre",
     "rl-multi",
     "rl-multi-cheap",
+    "rl-multi-unpromoted",
 )
 SEEDED = ("rl", "random", *VARIANTS)
 PICK_K = 5
@@ -199,7 +202,7 @@ def method_env(env: EnvConfig, method: str) -> EnvConfig:
         return dataclasses.replace(env, action_prior="sensitivity")
     if method in ("rl-centre", "rl-v01"):
         return dataclasses.replace(env, action_prior="uniform")
-    if method == "rl-multi":
+    if method in ("rl-multi", "rl-multi-unpromoted"):
         return dataclasses.replace(env, evaluation=dataclasses.replace(env.evaluation, kind="multi"))
     if method == "rl-multi-cheap":
         return dataclasses.replace(env, evaluation=dataclasses.replace(env.evaluation, kind="multi", screen_kind="cheap"))
@@ -217,7 +220,8 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
         result = run_baseline(BaselineConfig(method=method, evaluations=evaluations, seed=seed), problem, out)
     seconds = time.perf_counter() - start
     records = list(result.records)
-    pick = pick_run(problem, records, PickConfig(k=PICK_K)).pick  # a multi-fidelity run promotes first
+    promote = 0.0 if method == "rl-multi-unpromoted" else PickConfig().promote
+    pick = pick_run(problem, records, PickConfig(k=PICK_K, promote=promote)).pick  # a multi-fidelity run promotes first
     full_evals = problem.screen.full_evaluations if problem.screen is not None else None
     robust = pick.test.robust_acc
     if robust is None:
