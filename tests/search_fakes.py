@@ -39,11 +39,17 @@ class AnalyticTable:
             raise TableError("no layers")
 
 
-class LinearEvaluator:
-    """A fake evaluator whose accuracy is a line in layer ``a``'s weight bits; counts evaluations."""
+class FakeEvaluator:
+    """A fake evaluator: accuracy from the bits (:meth:`accuracy`: the sum of all widths / 100),
+    every batch it is given recorded."""
 
-    def __init__(self, slope: float, offset: float) -> None:
-        self.slope, self.offset, self.calls = slope, offset, 0
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    @property
+    def calls(self) -> int:
+        """Policies evaluated so far."""
+        return sum(self.batches)
 
     @property
     def reference(self) -> ReferenceMetrics:
@@ -53,5 +59,19 @@ class LinearEvaluator:
         return self.evaluate_many([policy])[0]
 
     def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
-        self.calls += len(policies)
-        return [PolicyMetrics(self.offset + self.slope * p["a"].w_bits, None, 1.0, None, 8) for p in policies]
+        self.batches.append(len(policies))
+        return [PolicyMetrics(self.accuracy(p), None, 1.0, None, 8) for p in policies]
+
+    def accuracy(self, policy: QuantPolicy) -> float:
+        return sum(b.w_bits + b.a_bits for b in policy.layers.values()) / 100.0
+
+
+class LinearEvaluator(FakeEvaluator):
+    """A fake evaluator whose accuracy is a line in layer ``a``'s weight bits."""
+
+    def __init__(self, slope: float, offset: float) -> None:
+        super().__init__()
+        self.slope, self.offset = slope, offset
+
+    def accuracy(self, policy: QuantPolicy) -> float:
+        return self.offset + self.slope * policy["a"].w_bits

@@ -97,3 +97,19 @@ def test_a_multi_fidelity_pick_promotes_the_best_predicted_screened_episodes_fir
     assert extra[0].extra["fidelity"] == "full" and extra[0].extra["promoted"] is True
     assert extra[0].reward == pytest.approx(0.2 + 0.6 - 1.0) and extra[0].metrics.clean_acc == pytest.approx(0.8)
     assert promoted(records, SimpleNamespace(screen=screen), 1 / 3) == []  # the allowance is spent  # type: ignore[arg-type]
+
+
+def test_the_pick_is_part_of_the_job_document(tmp_path: Path) -> None:
+    """A job file's ``[pick]`` section drives the pick (as the service runs it) and the stored
+    ``job.toml`` of the run carries it, so the run can be submitted again as it was."""
+    job = tmp_path / "job.toml"
+    job.write_text(
+        'version = 1\nkind = "search"\n[search]\nepisodes = 4\n[search.env.evaluation]\nkind = "cheap"\n'
+        "[search.agent]\nwarmup_episodes = 2\n[pick]\nk = 2\n"
+    )
+    out = tmp_path / "run"
+    assert main(["search", "--config", str(job), "--out", str(out)]) == 0
+    assert len(json.loads((out / PICK_FILE).read_text())["candidates"]) == 2
+    assert "[pick]" in (out / "job.toml").read_text() and "k = 2" in (out / "job.toml").read_text()
+    assert main(["search", "--config", str(job), "--out", str(tmp_path / "none"), "--pick", "0"]) == 0
+    assert not (tmp_path / "none" / PICK_FILE).exists()

@@ -8,49 +8,28 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytest
-from search_fakes import AnalyticTable
+from search_fakes import AnalyticTable, FakeEvaluator
 
 from envs.mixed_precision import MixedPrecisionEnv
 from envs.vector import MixedPrecisionVecEnv
 from haq.baselines.candidates import random_candidates
 from haq.evaluation.evaluators import CachedEvaluator
-from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem, build_problem
-from haq.quant import QuantPolicy
 from haq.workload import Workload
 
 
-class _Counting:
-    """A fake evaluator: accuracy from the bits, every batch recorded."""
-
-    def __init__(self) -> None:
-        self.batches: list[int] = []
-
-    @property
-    def reference(self) -> ReferenceMetrics:
-        return ReferenceMetrics(1.0, None)
-
-    def evaluate(self, policy: QuantPolicy) -> PolicyMetrics:
-        return self.evaluate_many([policy])[0]
-
-    def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
-        self.batches.append(len(policies))
-        return [PolicyMetrics(sum(b.w_bits + b.a_bits for b in p.layers.values()) / 100.0, None, 1.0, None, 8) for p in policies]
-
-
 @pytest.fixture()
-def counted(digits_workload: Workload) -> tuple[SearchProblem, _Counting]:
-    fake = _Counting()
+def counted(digits_workload: Workload) -> tuple[SearchProblem, FakeEvaluator]:
+    fake = FakeEvaluator()
     cfg = EnvConfig(table="analytic-test")
     return build_problem(cfg, table=AnalyticTable(), workload=digits_workload, evaluator_factory=lambda kind: fake), fake
 
 
-def test_cached_batches_evaluate_each_distinct_miss_once(counted: tuple[SearchProblem, _Counting]) -> None:
+def test_cached_batches_evaluate_each_distinct_miss_once(counted: tuple[SearchProblem, FakeEvaluator]) -> None:
     problem, fake = counted
     pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 4, np.random.default_rng(0))]
     batch = [pols[0], pols[1], pols[0], pols[2]]
@@ -63,7 +42,7 @@ def test_cached_batches_evaluate_each_distinct_miss_once(counted: tuple[SearchPr
     assert [s.fidelity for s in scored + again] == ["cheap"] * 6
 
 
-def test_vectorized_episodes_are_scored_as_one_batch_like_single_episodes(counted: tuple[SearchProblem, _Counting]) -> None:
+def test_vectorized_episodes_are_scored_as_one_batch_like_single_episodes(counted: tuple[SearchProblem, FakeEvaluator]) -> None:
     problem, fake = counted
     vec = MixedPrecisionVecEnv(problem, 3)
     vec.reset()

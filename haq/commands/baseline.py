@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from haq.commands.common import log
-from haq.commands.pick import add_pick_args, report_pick
+from haq.commands.pick import add_pick_args, pick_config, report_pick
 from haq.commands.search import add_search_args, budget_line, env_config, print_record, run_problem
 from haq.commands.workload_args import add_workload_args
 from haq.core.fileio import check_writable_dir
@@ -66,6 +66,7 @@ def run(ns: argparse.Namespace) -> int:
                 sensitivity=SensitivityConfig(samples=n.sensitivity_samples),
             ),
             "env": env_config(n),
+            "pick": pick_config(n),
         },
         required={"method": "--method"},
     )
@@ -81,10 +82,11 @@ def run(ns: argparse.Namespace) -> int:
         lambda p: run_baseline(cfg, problem, out, progress=p, resume=ns.resume, log=log),
         resume=ns.resume,
         progress=ProgressBar(),
+        log=log,
     )
     print(f"baseline {cfg.method}: {len(result.records)} evaluations in {out} ({result.seconds:.1f} s)")
     print(budget_line(problem.budget))
     print_record("best", result.best)
     print(f"best policy: {out / 'best_policy.json'}")
-    report_pick(ns, problem, out, result.records)
+    report_pick(result)
     return 0

@@ -1,16 +1,15 @@
-"""The final pick a search or baseline run makes once its episodes are done (``--pick``)."""
+"""The final pick's flags (``--pick``) of the run commands, and what they print of it."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from haq.commands.common import log
 
 if TYPE_CHECKING:
-    from haq.problem.problem import SearchProblem
-    from haq.runs.rundir import EpisodeRecord
+    from haq.runs.final_pick import PickConfig
+    from haq.runs.proposer import RunResult
 
 
 def add_pick_args(p: argparse.ArgumentParser) -> None:
@@ -37,19 +36,23 @@ def add_pick_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def report_pick(ns: argparse.Namespace, problem: SearchProblem, out: Path, records: Sequence[EpisodeRecord]) -> None:
-    """Pick the run's final policy, write it into ``out`` and print it (nothing with ``--pick 0``)."""
-    from haq.runs.final_pick import POLICY_FILE, PickConfig, pick_run, write_pick
+def pick_config(ns: argparse.Namespace) -> PickConfig:
+    """The job's ``pick`` section from the flags."""
+    from haq.runs.final_pick import PickConfig
 
-    cfg = PickConfig(ns.pick, ns.select_samples, ns.promote)
-    if cfg.k == 0:
+    return PickConfig(ns.pick, ns.select_samples, ns.promote)
+
+
+def report_pick(result: RunResult) -> None:
+    """Print the run's final pick (nothing when the job made none)."""
+    from haq.runs.final_pick import POLICY_FILE
+
+    final = result.final
+    if final is None:
         return
-    log(f"final pick: re-scoring the top {cfg.k} policies on {cfg.select_samples} held-out images")
-    final = pick_run(problem, records, cfg)
-    write_pick(out, final)
     pick, chosen = final.pick, final.chosen
     if final.promoted:
-        log(f"final pick: {len(final.promoted)} screened-out episodes scored in full first: {list(final.promoted)}")
+        log(f"final pick: {len(final.promoted)} screened-out episodes were scored in full first: {list(final.promoted)}")
     m = pick.test
     robust = f"{m.robust_acc:.4f}" if m.robust_acc is not None else "n/a"
     print(
@@ -57,4 +60,4 @@ def report_pick(ns: argparse.Namespace, problem: SearchProblem, out: Path, recor
         f"{pick.select_rewards[pick.index]:+.4f}, best of {len(pick.select_rewards)}); on {pick.test_images}: "
         f"reward {pick.test_reward:+.4f}, clean {m.clean_acc:.4f}, robust {robust}"
     )
-    print(f"final policy: {out / POLICY_FILE}")
+    print(f"final policy: {result.run_dir / POLICY_FILE}")

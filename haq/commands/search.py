@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from haq.commands.common import log
-from haq.commands.pick import add_pick_args, report_pick
+from haq.commands.pick import add_pick_args, pick_config, report_pick
 from haq.commands.workload_args import add_workload_args, explain_uncovered, workload_config
 from haq.core.errors import ConfigError
 from haq.core.fileio import check_writable_dir
@@ -129,7 +129,7 @@ def run(ns: argparse.Namespace) -> int:
     from haq.runs.progress import ProgressBar
     from haq.search.run import run_search
 
-    ns, job = resolve_job(ns, "search", lambda n: {"search": search_config(n)})
+    ns, job = resolve_job(ns, "search", lambda n: {"search": search_config(n), "pick": pick_config(n)})
     if ns.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {ns.threads}")
     torch.set_num_threads(ns.threads)
@@ -144,6 +144,7 @@ def run(ns: argparse.Namespace) -> int:
         lambda p: run_search(cfg, problem, out, progress=p, resume=ns.resume, log=log),
         resume=ns.resume,
         progress=ProgressBar(),
+        log=log,
     )
     print(
         f"search: {result.episodes_done} episodes in {result.run_dir} (resumed after {result.resumed_from})"
@@ -153,7 +154,7 @@ def run(ns: argparse.Namespace) -> int:
     print(budget_line(result.budget))
     print_record("best", result.best)
     print(f"best policy: {result.run_dir / 'best_policy.json'}")
-    report_pick(ns, problem, out, result.records)
+    report_pick(result)
     return 0
 
 

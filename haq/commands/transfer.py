@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from haq.commands.common import log
-from haq.commands.pick import add_pick_args, report_pick
+from haq.commands.pick import add_pick_args, pick_config, report_pick
 from haq.core.fileio import check_writable_dir
 from haq.evaluation.config import EVALUATORS
 from haq.jobs.flags import add_job_args, resolve_job
@@ -82,7 +82,8 @@ def run(ns: argparse.Namespace) -> int:
                 evaluator=n.evaluator,
                 noise_sigma=n.noise,
                 input_size=n.input_size,
-            )
+            ),
+            "pick": pick_config(n),
         },
         required={"source": "--from", "device": "--device"},
     )
@@ -98,6 +99,7 @@ def run(ns: argparse.Namespace) -> int:
         lambda p: run_transfer(cfg, problem, out, progress=p, resume=ns.resume, log=log),
         resume=ns.resume,
         progress=ProgressBar(),
+        log=log,
     )
     z, source = r.records[0], r.details["source"]
     print(
@@ -112,5 +114,5 @@ def run(ns: argparse.Namespace) -> int:
     print("\nbest policy on every shipped device:")
     print(format_device_costs([("best", cost_on_devices(problem.workload.layers, r.best.quant_policy(), load_all()))]))
     print(f"best policy: {r.run_dir / 'best_policy.json'}")
-    report_pick(ns, problem, r.run_dir, r.records)
+    report_pick(r)
     return 0

@@ -12,6 +12,9 @@ as the sections of that command's config classes (the same classes the CLI build
     [search.env.workload]
     model = "digits_cnn"
 
+    [pick]                        # PickConfig: the final pick of search, baseline and transfer runs
+    k = 5
+
     [tracking]                    # optional: where else the run is tracked
     mlflow = "file:/tmp/mlruns"
 
@@ -35,6 +38,7 @@ from haq.core import config as serial
 from haq.core.errors import ConfigError
 from haq.hardware.device.settings import ProtocolConfig
 from haq.problem.config import EnvConfig
+from haq.runs.final_pick import PickConfig
 from haq.runs.tracking import TrackingConfig
 from haq.search.config import SearchConfig
 from haq.transfer.config import TransferConfig
@@ -56,9 +60,9 @@ def sections(kind: str) -> dict[str, type]:
     from haq.commands.tables_check import CheckConfig
 
     table: dict[str, dict[str, type]] = {
-        "search": {"search": SearchConfig},
-        "baseline": {"baseline": BaselineConfig, "env": EnvConfig},
-        "transfer": {"transfer": TransferConfig},
+        "search": {"search": SearchConfig, "pick": PickConfig},
+        "baseline": {"baseline": BaselineConfig, "env": EnvConfig, "pick": PickConfig},
+        "transfer": {"transfer": TransferConfig, "pick": PickConfig},
         "table_build": {"build": BuildConfig, "protocol": ProtocolConfig},
         "table_check": {"check": CheckConfig},
     }

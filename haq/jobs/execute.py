@@ -39,6 +39,7 @@ from haq.jobs.files import write_job
 from haq.plots import plot_run
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
+from haq.runs.final_pick import PICK_FILE, POLICY_FILE, PickConfig, pick_run, write_pick
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import RunResult
 from haq.runs.tracking import MlflowRun
@@ -112,7 +113,9 @@ def _run_proposer(
 ) -> JobOutcome:
     env, start = _proposer(job, res)
     problem = make_problem(env, log=log, feedback_cache=out / FEEDBACK_CACHE, table=res.table(env.table))
-    result = run_tracked(job, out, problem, lambda p: start(problem, out, resume, p, log), resume=resume, progress=progress)
+    result = run_tracked(
+        job, out, problem, lambda p: start(problem, out, resume, p, log), resume=resume, progress=progress, log=log
+    )
     return JobOutcome(job.kind, result, problem)
 
 
@@ -124,23 +127,39 @@ def run_tracked(
     *,
     resume: bool,
     progress: OnProgress | None,
+    log: Log | None = None,
 ) -> RunResult:
     """Run a proposer (``start(progress)``) into ``out`` as ``job``: the resolved document is stored
-    beside the run (``job.toml``) and, when the job asks, the run is tracked in MLflow (params,
-    metrics per episode, then the best policy, config and plots as artifacts)."""
+    beside the run (``job.toml``), the run's final pick is made when its episodes are done
+    (:mod:`haq.runs.final_pick`, the job's ``pick`` section) and, when the job asks, the run is
+    tracked in MLflow (params, metrics per episode, then the best and final policies, config and
+    plots as artifacts)."""
     if resume or not (out / "config.json").exists():
         out.mkdir(parents=True, exist_ok=True)
         write_job(out, job)
     tracker = _mlflow(job, out, problem)
     if tracker is None:
-        return start(progress)
+        return _picked(job, out, problem, start(progress), log)
     try:
-        result = start(_chain(tracker.progress, progress))
+        result = _picked(job, out, problem, start(_chain(tracker.progress, progress)), log)
     except BaseException:
         tracker.finish([], status="FAILED")
         raise
-    tracker.finish([out / "best_policy.json", out / "config.json", *plot_files(out)])
+    picked = [out / PICK_FILE, out / POLICY_FILE] if result.final is not None else []
+    tracker.finish([out / "best_policy.json", *picked, out / "config.json", *plot_files(out)])
     return result
+
+
+def _picked(job: Job, out: Path, problem: SearchProblem, result: RunResult, log: Log | None) -> RunResult:
+    """``result`` with the run's final pick made and written (none with ``pick.k`` 0)."""
+    cfg: PickConfig = job.section("pick")
+    if cfg.k == 0:
+        return result
+    if log:
+        log(f"final pick: re-scoring the top {cfg.k} policies on {cfg.select_samples} held-out images")
+    final = pick_run(problem, result.records, cfg)
+    write_pick(out, final)
+    return dataclasses.replace(result, final=final)
 
 
 def plot_files(run_dir: Path) -> list[Path]:

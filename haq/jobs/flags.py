@@ -40,6 +40,9 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "hardware_feedback": ("env.evaluation.hardware_feedback",),
 }
 
+_PICK_PATHS = {"pick": ("pick.k",), "select_samples": ("pick.select_samples",), "promote": ("pick.promote",)}
+"""The final pick's flags (search, baseline and transfer jobs)."""
+
 FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
     "search": {
         **{dest: tuple(f"search.{p}" for p in paths) for dest, paths in _ENV_PATHS.items()},
@@ -50,6 +53,7 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "prior_rungs": ("search.agent.prior_rungs",),
         "action_prior": ("search.env.action_prior",),
         "observation": ("search.env.observation",),
+        **_PICK_PATHS,
     },
     "baseline": {
         **_ENV_PATHS,
@@ -58,6 +62,7 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "evaluations": ("baseline.evaluations",),
         "ladder_floor": ("baseline.ladder_floor",),
         "sensitivity_samples": ("baseline.sensitivity.samples",),
+        **_PICK_PATHS,
     },
     "transfer": {
         "source": ("transfer.source",),
@@ -71,6 +76,7 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "evaluator": ("transfer.evaluator",),
         "noise": ("transfer.noise_sigma",),
         "input_size": ("transfer.input_size",),
+        **_PICK_PATHS,
     },
     "table_build": {
         "model": ("build.models",),

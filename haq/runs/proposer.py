@@ -25,6 +25,7 @@ from haq.evaluation.metrics import ReferenceMetrics
 from haq.problem.budget import Budget
 from haq.problem.problem import SearchProblem
 from haq.runs.checkpoint import RunStore
+from haq.runs.final_pick import FinalPick
 from haq.runs.progress import OnProgress
 from haq.runs.rundir import EpisodeRecord
 from haq.runs.tracking import EpisodeTracker
@@ -53,6 +54,8 @@ class RunResult:
     reference: ReferenceMetrics
     seconds: float
     details: Mapping[str, Any] = field(default_factory=dict)
+    final: FinalPick | None = None
+    """The run's final pick, once a job made it (:func:`haq.jobs.execute.run_tracked`)."""
 
     @property
     def episodes_done(self) -> int:
