@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def add_pick_args(p: argparse.ArgumentParser) -> None:
-    """``--pick`` and ``--select-samples``."""
+    """``--pick``, ``--select-samples`` and ``--promote`` (the job document's ``pick`` section)."""
     from haq.runs.final_pick import PickConfig
 
     g = p.add_argument_group("final pick")
