@@ -48,15 +48,15 @@ from haq.hardware.device.machine import probe_ms
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.fit import fit_graph, fit_policies, layer_sum
-from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, Observation
+from haq.hardware.fit import fit_graph, fit_policies, observe
+from haq.hardware.graph_fit import DEFAULT_FORM, FORMS
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
 from haq.models import model_names
 from haq.models.mobilenet import MobileNetV2Small
 from haq.models.resnet import BasicBlock
 from haq.quant import discover_layers
-from haq.tables.schema import RunOverhead, network_family, network_fingerprint
+from haq.tables.schema import RunOverhead, network_family
 from haq.tables.table import CostTable, load_table
 
 DRIFT_LIMIT = 0.10
@@ -185,6 +185,8 @@ def main() -> int:
     for m in sorted(set(model_names()) - set(zoo)):
         if m not in SLOW:
             print(f"not run: {m} (not asked for)")
+    if len(zoo) + len(ns.bench_nets) < 2:
+        p.error("leaving one network out needs at least 2 networks (--models and --bench-nets together)")
     protocol = ProtocolConfig(sessions=ns.sessions, ci_rel=ns.ci_rel, threads=1)
     nets = [load_network(m) for m in zoo] + [bench_network(b) for b in ns.bench_nets]
     raw_path = ns.raw or Path(tempfile.mkdtemp(prefix="haq-bench-")) / "raw.json"
@@ -262,16 +264,7 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
     for net, fit, checks, start, export_s in plans:
         mine = timed[start : start + len(fit)]
         t0 = time.perf_counter()
-        obs = [
-            Observation(
-                net.name,
-                network_fingerprint(net.layers, table.batch),
-                layer_sum(table, net.layers, q),
-                bits_of(net.layers, q),
-                m.median_ms,
-            )
-            for q, m in zip(fit, mine)
-        ]
+        obs = [observe(table, net, q, m.median_ms) for q, m in zip(fit, mine)]
         fit_graph(table, [net], obs, RunOverhead("latency", 0.0, probe))
         raw["fit_s"][net.name] = export_s + sum(m.wall_s for m in mine) + time.perf_counter() - t0
         raw["probe_ms"][net.name] = probe
@@ -299,17 +292,7 @@ def score(
     def bits(rows: list[list[int]]) -> tuple[tuple[int, int], ...]:
         return tuple((int(w), int(a)) for w, a in rows)
 
-    obs = [
-        Observation(
-            net.name,
-            network_fingerprint(net.layers, table.batch),
-            layer_sum(table, net.layers, policy_of(net.layers, bits(b))),
-            bits(b),
-            ms,
-        )
-        for net in nets
-        for b, ms in raw["fit"][net.name]
-    ]
+    obs = [observe(table, net, policy_of(net.layers, bits(b)), ms) for net in nets for b, ms in raw["fit"][net.name]]
     names = {net.name for net in nets}
     probe = {name: RunOverhead("latency", 0.0, ms) for name, ms in raw["probe_ms"].items() if name in names}
 

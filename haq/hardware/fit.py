@@ -104,24 +104,25 @@ def fit_graph(
     families = {o.network: network_family(layers_of[o.network]) for o in obs}
     pairs = sorted({p for net in nets for s in supported_pairs(table, net.layers) for p in s})
 
-    def device_terms(on: Sequence[str]) -> tuple[DeviceFit, FamilyTerms]:
+    def device_terms(on: Sequence[str], family: str = "") -> tuple[DeviceFit, FamilyTerms]:
+        """Terms fitted on the networks ``on``, as ``family``'s own (empty: the shared ones)."""
         fit = fit_device([o for o in obs if o.network in on], layers_of, form, max_overhead_ms=cap)
         ov = RunOverhead("latency", fit.run_overhead_ms, probe) if probe > 0 else None
-        return fit, FamilyTerms("", tuple(fit.rules(pairs)), fit.terms(), ov)
+        return fit, FamilyTerms(family, tuple(fit.rules(pairs)), fit.terms(), ov)
 
     fit, shared = device_terms(sorted(families))
-    own: list[tuple[str, tuple[DeviceFit, FamilyTerms]]] = []
+    own: list[tuple[DeviceFit, FamilyTerms]] = []
     for fam in FAMILIES if by_family else ():
         on = fit_set(fam, families)
         if set(on) != set(families):
-            own.append((fam, device_terms(on)))
+            own.append(device_terms(on, fam))
     graph = GraphExtras(
         table.data.graph.transitions,
         shared.rules,
         (),
         shared.layer_terms,
         shared.run_overhead,
-        tuple(replace(terms, family=fam) for fam, (_, terms) in own),
+        tuple(terms for _, terms in own),
     )
     staged = table.with_graph(graph)
     names = set(corrected) if corrected is not None else {o.network for o in obs}
@@ -133,9 +134,9 @@ def fit_graph(
             f"device fit ({fit.form}, {fit.fitted_on} configurations of {', '.join(fit.networks)}): {_describe(fit)}; "
             + f"call overhead {1000 * fit.run_overhead_ms:.2f} µs (probe {1000 * probe:.2f} µs); "
             + "".join(
-                f"{fam} networks' own ({f.fitted_on} configurations of {', '.join(f.networks)}): {_describe(f)}; "
+                f"{terms.family} networks' own ({f.fitted_on} configurations of {', '.join(f.networks)}): {_describe(f)}; "
                 + f"call overhead {1000 * f.run_overhead_ms:.2f} µs; "
-                for fam, (f, _) in own
+                for f, terms in own
             )
             + "corrections: "
             + (", ".join(f"{c.network} x{c.scale:.3f} {c.offset:+.4f} ms" for c in corrections) or "none")
@@ -191,12 +192,15 @@ def measure_all(
     timed = runner.measure_many([*exported, sentinel_model(1)])
     known.update(dict(zip(todo, (m.median_ms for m in timed))))
     overhead = RunOverhead("latency", 0.0, timed[-1].median_ms)
-    obs = [
-        Observation(net.name, fp, layer_sum(table, net.layers, p), b, known[(fp, b)])
-        for net, fp, policies, bits in plans
-        for p, b in zip(policies, bits)
-    ]
+    obs = [observe(table, net, p, known[(fp, b)]) for net, fp, policies, bits in plans for p, b in zip(policies, bits)]
     return obs, overhead
+
+
+def observe(table: CostTable, net: Network, policy: QuantPolicy, measured_ms: float) -> Observation:
+    """One whole-model measurement of ``net`` under ``policy``, as the fit takes it (its layer
+    sum on ``table``)."""
+    fp = network_fingerprint(net.layers, table.batch)
+    return Observation(net.name, fp, layer_sum(table, net.layers, policy), bits_of(net.layers, policy), measured_ms)
 
 
 OVERHEAD_FLOOR = 0.05

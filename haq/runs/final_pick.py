@@ -14,8 +14,9 @@ writes what it chose:
 Candidates are the episodes the run's judge scored: in a multi-fidelity run a screened-out
 episode's reward is a prediction, not a measurement. A multi-fidelity run first spends what is
 left of its full-evaluation allowance (``PickConfig.promote`` of the episodes) on the
-screened-out policies its final prediction rates best; those join the candidates. Writing is atomic and the pick is
-deterministic (seeded evaluators), so a pick a kill interrupted is simply made again.
+screened-out policies its final prediction rates best; those join the candidates. Writing is
+atomic and the pick is deterministic (seeded evaluators), so a pick a kill interrupted is simply
+made again.
 """
 
 from __future__ import annotations
@@ -89,9 +90,11 @@ def promoted(records: Sequence[EpisodeRecord], problem: SearchProblem, fraction:
     """The screened-out episodes a multi-fidelity run's screen promotes to a full evaluation
     (:meth:`haq.problem.fidelity.FidelityScreen.promote`), each with its full metrics and reward."""
     screen = problem.screen
-    allowance = math.floor(fraction * len(records) + 1e-9) - screen.full_evaluations if screen is not None else 0
+    if screen is None:
+        return []
+    allowance = math.floor(fraction * len(records) + 1e-9) - screen.full_evaluations
     rest = [r for r in records if r.extra.get("fidelity", FULL) != FULL and "cheap_reward" in r.extra]
-    if screen is None or allowance <= 0 or not rest:
+    if allowance <= 0 or not rest:
         return []
     scored = screen.promote([r.quant_policy() for r in rest], [float(r.extra["cheap_reward"]) for r in rest], allowance)
     return [
