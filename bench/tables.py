@@ -7,7 +7,8 @@ times what each network's fit took in it, and scores, in the same run:
 
 (a) leave-one-network-out: device terms fitted on the OTHER networks only, no whole-model
     measurement of this one (what a new model gets);
-(b) device terms fitted on every network plus this network's own correction;
+(b) fitted on every network, this one included, as ``haq tables fit`` fits: its family's device terms
+    and its own correction, or device terms of its own where its distinct fit configurations allow;
 (c) the retest ceiling: the two measurements of each policy against each other.
 
     python bench/tables.py --models resnet20 digits_cnn digits_mlp --n 16 --configs 12 --raw raw.json --out tables.json
@@ -84,16 +85,19 @@ class PlainVGG(nn.Module):
 
 
 class WideResNet(nn.Module):
-    """Strided 24-channel stem, four residual blocks 24-48-48-96 wide, 40x40 input: not ResNet-20's widths or strides."""
+    """ResNet-18's stem at 24 channels (3x3 conv, 3x3/2 max-pool), four residual blocks 24-48-48-96
+    wide, 40x40 input: not ResNet-20's widths or strides, and a second network with a max-pool
+    (besides vgg6's 2x2 ones), so the max-pool boundary term is fitted when either is left out."""
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(in_channels, 24, 3, stride=2, padding=1, bias=False)
+        self.stem = nn.Conv2d(in_channels, 24, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
         self.blocks = nn.Sequential(BasicBlock(24, 24, 1), BasicBlock(24, 48, 2), BasicBlock(48, 48, 1), BasicBlock(48, 96, 2))
         self.fc = nn.Linear(96, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(torch.relu(self.stem(x)))
+        x = self.blocks(self.pool(torch.relu(self.stem(x))))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
@@ -210,6 +214,11 @@ def main() -> int:
     for name, r in result["networks"].items():
         a, b, c = (Accuracy(**r[k]) for k in ("a_leave_one_out", "b_fitted", "c_retest"))
         print(f"| {name} | {r['build_s']:.0f} | {r['fit_measure_s']:.0f} | {cells(a)} | {cells(b)} | {cells(c)} |")
+    corrected = [name for name in result["networks"] if name not in result["own_terms"]]
+    print(
+        f"(b) by device terms of their own: {', '.join(result['own_terms']) or 'none'}; "
+        f"by a correction: {', '.join(corrected) or 'none'}"
+    )
     print(f"load average (1/5/15 min): before {raw['load_before']}, after {raw['load_after']}")
     probes = raw.get("machine_probe_ms", [])
     if probes:
@@ -297,7 +306,7 @@ def score(
     probe = {name: RunOverhead("latency", 0.0, ms) for name, ms in raw["probe_ms"].items() if name in names}
 
     def fitted(on: Sequence[Network]) -> CostTable:
-        """Device terms (and corrections) fitted on the networks ``on`` only, as ``haq tables fit`` does."""
+        """Device terms (and per network its own terms or correction) fitted on ``on`` only, as ``haq tables fit`` does."""
         chosen = {x.name for x in on}
         overheads = pooled([ov for name, ov in probe.items() if name in chosen])
         mine = [o for o in obs if o.network in chosen]
@@ -330,6 +339,7 @@ def score(
     result["run_overhead"] = g.run_overhead.to_dict() if g.run_overhead is not None else None
     result["rules"] = [r.to_dict() for r in g.rules]
     result["families"] = [f.to_dict() for f in g.families]
+    result["own_terms"] = sorted(n.network for n in g.networks)
     return result
 
 

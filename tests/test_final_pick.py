@@ -45,6 +45,17 @@ def test_a_search_writes_its_pick_from_its_top_policies(tmp_path: Path, capsys: 
     assert f"final pick: episode {doc['episode']}" in printed and str(out / POLICY_FILE) in printed
 
 
+def test_the_demo_makes_the_pick_and_shows_its_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    assert (
+        main(["demo", "--evaluator", "cheap", "--episodes", "5", "--out", str(out), "--pick", "2", "--select-samples", "60"]) == 0
+    )
+    printed = capsys.readouterr().out
+    doc = json.loads((out / PICK_FILE).read_text())
+    assert len(doc["candidates"]) == 2 and (out / POLICY_FILE).is_file()
+    assert f"final pick: episode {doc['episode']}" in printed and f"| final pick (episode {doc['episode']}) |" in printed
+
+
 def test_no_pick_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main([*SEARCH, "--episodes", "3", "--out", str(out), "--pick", "0"]) == 0

@@ -3,7 +3,6 @@ whole; the timing loop is round-robin and stops early only once an interval is t
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -12,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from table_fakes import NETS, TRUTH, fake_table, plain_networks
 from torch import nn
 
-import latency_tables
 from haq.core.errors import TableError
 from haq.hardware.device import timing
 from haq.hardware.device.settings import ProtocolConfig
@@ -23,59 +22,16 @@ from haq.hardware.fit import fit_graph, layer_sum
 from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, DeviceFit, Observation, fit_device, fit_set
 from haq.hardware.networks import Network, policy_of
 from haq.quant import discover_layers
-from haq.tables.schema import Entry, GraphExtras, RunOverhead, network_family
+from haq.tables.schema import GraphExtras, RunOverhead, network_family
 from haq.tables.table import CostTable, load_table
 
-TRUTH = DeviceFit(
-    {"float->int8": (0.0, 2e-6), "int8->float": (0.0, 1e-6)},
-    {"int8": (0.0, 0.0, 4e-6), "float": (0.0, 0.0, 0.0)},
-)
 OVERHEAD = RunOverhead("latency", 0.002, 0.005)
 PROBE = RunOverhead("latency", 0.0, 0.005)  # what measure_all hands the fit: the bound only
 
 
-def _plain(widths: tuple[int, ...]) -> nn.Module:
-    mods: list[nn.Module] = []
-    for a, b in zip(widths, widths[1:]):
-        mods += [nn.Conv2d(a, b, 3, padding=1), nn.ReLU()]
-    return nn.Sequential(*mods, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 10))
-
-
-NETS: dict[str, tuple[tuple[int, ...], tuple[int, int, int]]] = {
-    "a": ((3, 8, 16, 16), (3, 16, 16)),
-    "b": ((3, 16, 32), (3, 12, 12)),
-    "c": ((3, 8, 8, 8, 24), (3, 10, 10)),
-    "d": ((3, 24, 12), (3, 20, 20)),
-}
-
-
 @pytest.fixture(scope="module")
 def nets() -> list[Network]:
-    out = []
-    for name, (widths, shape) in NETS.items():
-        model = _plain(widths).eval()
-        out.append(Network(name, model, discover_layers(model, shape), shape, torch.zeros((1, *shape))))
-    return out
-
-
-def _table(nets: list[Network]) -> CostTable:
-    """A 'measured' fp32 / int8 table of every layer of ``nets`` (costs made up from MACs)."""
-    sigs = {layer.signature.key(): layer.signature for net in nets for layer in net.layers}
-    entries = [
-        Entry(k, w, w, (0.01 + 1e-6 * s.macs) * (1.0 if w == 32 else 0.4), 0.0, 5, "measured", "k").to_dict()
-        for k, s in sigs.items()
-        for w in (32, 8)
-    ]
-    meta = copy.deepcopy(dict(latency_tables.load("bismo-edge").meta))
-    meta.update(device={"name": "test-cpu", "description": "fake"}, threads=1)
-    raw = {
-        "format": "haq.cost_table",
-        "version": 1,
-        "meta": meta,
-        "signatures": {k: s.to_dict() for k, s in sigs.items()},
-        "entries": entries,
-    }
-    return CostTable.from_dict(raw, "test-cpu")
+    return plain_networks()
 
 
 def _observe(
@@ -96,7 +52,7 @@ def _observe(
 
 
 def test_known_device_terms_are_recovered(nets: list[Network]) -> None:
-    table = _table(nets)
+    table = fake_table(nets)
     obs = [o for i, net in enumerate(nets) for o in _observe(table, net, 14, i)]
     weight = {net.name: len(net.layers) - 1.0 for net in nets}  # entries without a kernel share hold a whole overhead
     obs = [replace(o, overhead_weight=weight[o.network]) for o in obs]
@@ -109,7 +65,7 @@ def test_known_device_terms_are_recovered(nets: list[Network]) -> None:
 
 
 def test_noisy_fit_stays_close_and_picks_a_form_by_leaving_networks_out(nets: list[Network]) -> None:
-    table = _table(nets)
+    table = fake_table(nets)
     obs = [o for i, net in enumerate(nets) for o in _observe(table, net, 14, i, noise=0.01)]
     fitted = fit_graph(table, nets, obs, PROBE, corrected=())
     assert fitted.data.graph.layer_terms[0].networks == tuple(sorted(NETS)) and not fitted.data.graph.corrections
@@ -124,13 +80,14 @@ def test_noisy_fit_stays_close_and_picks_a_form_by_leaving_networks_out(nets: li
 
 
 def test_a_network_left_out_is_priced_by_the_device_terms(nets: list[Network], tmp_path: Path) -> None:
-    table = _table(nets)
+    table = fake_table(nets)
     measured, left_out = nets[:3], nets[3]
     obs = [o for i, net in enumerate(measured) for o in _observe(table, net, 14, i)]
-    fitted = fit_graph(table, measured, obs, PROBE, form="int8 out")
+    corrected = fit_graph(table, measured, obs, PROBE, form="int8 out").data.graph
+    assert {c.network for c in corrected.corrections} | {n.network for n in corrected.networks} == {"a", "b", "c"}
+    fitted = fit_graph(table, measured, obs, PROBE, form="int8 out", corrected=())
     fitted_overhead = fitted.data.graph.run_overhead
     assert fitted_overhead is not None and fitted_overhead.latency_ms == pytest.approx(OVERHEAD.latency_ms, rel=1e-6)
-    assert {c.network for c in fitted.data.graph.corrections} == {"a", "b", "c"}
     assert fitted.data.to_dict()["version"] == 3
     fitted.save(tmp_path / "v3.json")
     assert load_table(tmp_path / "v3.json").data == fitted.data
@@ -176,7 +133,7 @@ def test_op_dependent_costs_are_recovered_by_the_op_form_only(
     recovers the terms; the default form cannot fit dense and separable nets at once (one set of
     terms for both families: ``by_family=False``)."""
     every = [*nets, *separable]
-    table = _table(every)
+    table = fake_table(every)
     obs = [o for i, net in enumerate(every) for o in _observe(table, net, 14, i, truth=OP_TRUTH)]
     check = {net.name: _observe(table, net, 10, 5, truth=OP_TRUTH) for net in every}
 
@@ -214,7 +171,7 @@ def test_boundaries_keyed_by_the_consumer_op_are_recovered_and_round_trip(
     recovers both costs, a separable net left out is priced exactly from another one, the
     per-direction form cannot fit them, and the table (version 5) round-trips."""
     every = [*nets, *separable]
-    table = _table(every)
+    table = fake_table(every)
     obs = [o for i, net in enumerate(every) for o in _observe(table, net, 14, i, truth=BOUNDARY_TRUTH)]
     check = _observe(table, separable[1], 10, 5, truth=BOUNDARY_TRUTH)
 
@@ -238,7 +195,7 @@ def test_an_op_keyed_rule_in_an_older_version_is_one_line_error(
     nets: list[Network], separable: list[Network], tmp_path: Path
 ) -> None:
     every = [*nets, *separable]
-    table = _table(every)
+    table = fake_table(every)
     obs = [o for i, net in enumerate(every) for o in _observe(table, net, 8, i, truth=BOUNDARY_TRUTH)]
     d = fit_graph(table, every, obs, PROBE, form=BOUNDARY_FORM, corrected=(), by_family=False).data.to_dict()
     d["version"] = 4
@@ -250,7 +207,7 @@ def test_an_op_keyed_rule_in_an_older_version_is_one_line_error(
 
 @pytest.mark.parametrize("op", ["pool", "", 3])
 def test_bad_boundary_op_is_one_line_error(nets: list[Network], tmp_path: Path, op: Any) -> None:
-    table = _table(nets)
+    table = fake_table(nets)
     d = fit_graph(table, nets, [o for i, n in enumerate(nets) for o in _observe(table, n, 6, i)], PROBE).data.to_dict()
     d["graph"]["transition_rules"][0]["op"] = op
     (tmp_path / "bad.json").write_text(json.dumps(d))
@@ -287,7 +244,7 @@ def test_dense_networks_get_terms_fitted_on_dense_networks_only(
     terms misses it; a depthwise network is priced by the shared terms; the table (version 6)
     round-trips and says what each family's terms were fitted on."""
     every = [*nets, *separable]
-    table = _table(every)
+    table = fake_table(every)
     obs = _family_obs(table, every, 14, 0)
     check = _family_obs(table, every, 10, 50)
 
@@ -300,12 +257,11 @@ def test_dense_networks_get_terms_fitted_on_dense_networks_only(
     by_family = fit_graph(table, every, rest, PROBE, form="int8 out", corrected=())
     shared = fit_graph(table, every, rest, PROBE, form="int8 out", corrected=(), by_family=False)
     assert rmspe(by_family, left_out) < 1e-3 < 0.02 < rmspe(shared, left_out)
-    joint = fit_graph(table, every, [o for got in obs.values() for o in got], PROBE, form="int8 out")
+    joint = fit_graph(table, every, [o for got in obs.values() for o in got], PROBE, form="int8 out", corrected=())
     (dense,) = joint.data.graph.families
     assert dense.family == "dense" and {t.networks for t in dense.layer_terms} == {tuple(sorted(NETS))}
     assert joint.data.graph.layer_terms[0].networks == tuple(sorted([*NETS, "e", "f"]))
     assert max(rmspe(joint, net) for net in nets) < 1e-3
-    assert all(c.scale == pytest.approx(1.0) for c in joint.data.graph.corrections if c.network in NETS)
     flat = joint.with_graph(replace(joint.data.graph, families=()))
     for net in separable:
         bits = [o.bits for o in check[net.name]]
@@ -332,7 +288,7 @@ def test_bad_family_terms_are_one_line_errors(
     nets: list[Network], separable: list[Network], change: dict[str, Any], field: str
 ) -> None:
     every = [*nets, *separable]
-    table = _table(every)
+    table = fake_table(every)
     d = fit_graph(table, every, [o for got in _family_obs(table, every, 6, 0).values() for o in got], PROBE).data.to_dict()
     fam = d["graph"]["families"][0]
     if change.get("duplicate"):
@@ -348,7 +304,7 @@ def test_bad_family_terms_are_one_line_errors(
 
 def test_fitted_overhead_never_empties_an_entry(nets: list[Network]) -> None:
     """A probe slower than the quickest isolated entry: the fitted overhead stays below that entry."""
-    table = _table(nets)
+    table = fake_table(nets)
     obs = [replace(o, measured_ms=o.measured_ms * 0.5) for i, net in enumerate(nets) for o in _observe(table, net, 8, i)]
     fitted = fit_graph(table, nets, obs, RunOverhead("latency", 0.0, 1.0))
     ov = fitted.data.graph.run_overhead
@@ -412,7 +368,7 @@ def test_ci_tight_never_before_the_minimum(values: list[float]) -> None:
 
 
 def _v2_dict(nets: list[Network]) -> dict[str, Any]:
-    d = _table(nets).data.to_dict()
+    d = fake_table(nets).data.to_dict()
     d["meta"]["machine"] = {"identity": "0123456789abcdef", "probe_ms": 0.05}
     d["version"] = 2
     return d

@@ -32,9 +32,9 @@ NAMES = [layer.name for layer in LAYERS]
 LATENCY = [{A: 1.0, B: 0.5, C: 4.0}, {A: 10.0, B: 20.0, C: 40.0}, {A: 100.0, B: 300.0}]  # the last runs no float
 ENERGY = [{p: 1000.0 * v for p, v in d.items()} for d in LATENCY]
 RULES = {
-    (A, C, ""): TransitionRule(A, C, 0.5, 0.01, 5.0, 0.1, "measured"),
-    (C, A, ""): TransitionRule(C, A, 0.25, 0.0, 2.5, 0.0, "measured"),
-    (C, B, ""): TransitionRule(C, B, 2.0, 0.0, 20.0, 0.0, "measured"),
+    (A, C, "", ""): TransitionRule(A, C, 0.5, 0.01, 5.0, 0.1, "measured"),
+    (C, A, "", ""): TransitionRule(C, A, 0.25, 0.0, 2.5, 0.0, "measured"),
+    (C, B, "", ""): TransitionRule(C, B, 2.0, 0.0, 20.0, 0.0, "measured"),
 }
 EXACT = {(B, A): Transition((1, 2, 4, 4), B, A, 0.75, None, "measured", "DequantizeLinear")}
 
@@ -91,7 +91,7 @@ def test_boundary_cost_directly() -> None:
 
 
 def test_a_rule_keyed_by_the_consumer_op_wins_there_only() -> None:
-    rules = {**RULES, (A, C, "dwconv"): TransitionRule(A, C, 0.0, 0.05, None, None, "measured", "dwconv")}
+    rules = {**RULES, (A, C, "dwconv", ""): TransitionRule(A, C, 0.0, 0.05, None, None, "measured", "dwconv")}
     assert Boundary(1, 100, {}, "dwconv").cost(A, C, "latency", rules) == pytest.approx(0.05 * 100)
     assert Boundary(1, 100, {}, "conv").cost(A, C, "latency", rules) == pytest.approx(0.5 + 0.01 * 100)
     assert Boundary(1, 100, {}, "dwconv").cost(C, A, "latency", rules) == 0.25  # no dwconv rule there: the shared one
@@ -173,9 +173,9 @@ def test_cost_range_with_uneven_choices_and_a_single_boundary(metric: str) -> No
         "energy": [{A: 3.0, B: 1.0}, {A: 1.0, C: 2.0, (2, 2): 5.0}, {A: 1.0, C: 9.0}],
     }
     rules = {
-        (A, C, ""): RULES[(A, C, "")],
-        (C, A, ""): RULES[(C, A, "")],
-        ((2, 2), A, ""): TransitionRule((2, 2), A, 7.0, 0.0, 7.0, 0.0, "measured"),
+        (A, C, "", ""): RULES[(A, C, "", "")],
+        (C, A, "", ""): RULES[(C, A, "", "")],
+        ((2, 2), A, "", ""): TransitionRule((2, 2), A, 7.0, 0.0, 7.0, 0.0, "measured"),
     }
     net = NetworkCosts("n", LAYERS, per, [Boundary(2, 10, {})], rules, {})
     choices = [sorted(d) for d in per[metric]]

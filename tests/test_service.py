@@ -79,6 +79,10 @@ def test_sigkill_the_service_mid_job_then_restart_resumes_without_gap(tmp_path: 
         assert status == 200 and page["total"] == EPISODES and [e["episode"] for e in page["episodes"]] == [20, 21, 22, 23]
         status, best = service.call("GET", f"/jobs/{job_id}/best")
         assert status == 200 and set(best["layers"]) == set(done["layers"])
+        status, final = service.call("GET", f"/jobs/{job_id}/final")
+        assert status == 200 and set(final["layers"]) == set(done["layers"])
+        status, pick = service.call("GET", f"/jobs/{job_id}/final/pick")
+        assert status == 200 and pick["format"] == "haq.final_pick" and 0 <= pick["episode"] < EPISODES
         assert (store_dir / "jobs" / job_id / "run" / "job.toml").is_file()
     finally:
         service.stop()
@@ -181,6 +185,8 @@ def test_queued_job_is_listed_with_its_document_and_can_be_cancelled(client: Tes
     toml = client.get(f"/jobs/{job['id']}/document?format=toml", headers=HEADERS).text
     assert 'kind = "search"' in toml
     assert client.get(f"/jobs/{job['id']}/best", headers=HEADERS).status_code == 404
+    missing = client.get(f"/jobs/{job['id']}/final", headers=HEADERS)
+    assert missing.status_code == 404 and "no final pick" in missing.text
     assert client.get(f"/jobs/{job['id']}/plots/bits", headers=HEADERS).status_code == 404
     cancelled = client.post(f"/jobs/{job['id']}/cancel", headers=HEADERS).json()
     assert cancelled["state"] == "cancelled"

@@ -1,5 +1,6 @@
 """``haq demo``: a short search on the embedded default (digits CNN, Bit Fusion table, no download),
-its best policy beside uniform 8-bit and 4-bit under the same evaluator, and the plots."""
+its final pick (the top policies re-scored on held-out images), its best and chosen policies
+beside uniform 8-bit and 4-bit under the same evaluator, and the plots."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 
 from haq.commands.common import log
+from haq.commands.pick import add_pick_args, pick_config, report_pick
 from haq.commands.problems import make_problem
 from haq.commands.search import print_record
 from haq.core.errors import HaqError
@@ -28,10 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--evaluator", default="full", help="full (DQ fine-tune + robust accuracy) or cheap (PTQ accuracy only)")
     p.add_argument("--seed", type=int, default=0, help="search seed")
     p.add_argument("--out", default=None, help="run directory (default runs/demo-<time>)")
+    add_pick_args(p)
     p.set_defaults(func=run)
 
 
 def run(ns: argparse.Namespace) -> int:
+    from haq.jobs.execute import with_pick
     from haq.runs.progress import ProgressBar
     from haq.search.run import run_search
 
@@ -53,13 +57,17 @@ def run(ns: argparse.Namespace) -> int:
         f"{cfg.episodes} episodes, {ns.evaluator} evaluator"
     )
     result = run_search(cfg, problem, out, progress=ProgressBar(), log=log)
+    result = with_pick(pick_config(ns), out, problem, result, log)
     print_record("best policy found", result.best)
+    report_pick(result)
     print()
     robust = f"{ref.robust_acc:.4f}" if ref.robust_acc is not None else "n/a"
     print(f"float model: clean {ref.clean_acc:.4f}, robust {robust} (same {cfg.env.evaluation.val_samples} held-out images)")
     print("| policy | reward | clean acc | robust acc | latency (ms) | energy (mJ) | size (KiB) | within budget |")
     print("|---|---|---|---|---|---|---|---|")
     print(_row("searched (best)", problem, dict(result.best.policy)))
+    if result.final is not None:
+        print(_row(f"final pick (episode {result.final.chosen.episode})", problem, dict(result.final.chosen.policy)))
     for bits in (8, 4):
         print(_row(f"uniform {bits}-bit", problem, {n: (bits, bits) for n in problem.layer_names}))
     print(f"\nbudget: {result.budget.metric} <= {result.budget.target:.4g} ms; run directory: {result.run_dir}")

@@ -218,6 +218,7 @@ def _print_meta(t: CostTable) -> None:
                 f"fitted on {', '.join(sorted({n for t in f.layer_terms for n in t.networks})) or '-'})"
                 for f in g.families
             )
+            + "".join(f"; {n.network}'s own terms ({n.fitted_on} configurations)" for n in g.networks)
         )
 
 

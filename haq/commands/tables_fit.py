@@ -1,5 +1,5 @@
 """``haq tables fit``: fit a measured table's per-device terms (boundary rules, per-layer terms)
-over every model given, and a correction per model on top."""
+over every model given, and per model either terms of its own or a correction on top."""
 
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ def run(ns: argparse.Namespace) -> int:
     print(
         f"{table.path}: {len(g.rules)} boundary rules, {len(g.layer_terms)} device layer terms, "
         + "".join(f"{f.family} networks' own {len(f.layer_terms)} layer terms, " for f in g.families)
+        + f"{len(g.networks)} networks with device terms of their own, "
         + f"{len(g.corrections)} network corrections; measurements kept in {kept}"
     )
     return 0

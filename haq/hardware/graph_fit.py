@@ -41,12 +41,17 @@ once. This module fits those effects on whole models measured end to end, in two
    consumer's op, format version 5): what a boundary inserts (a QuantizeLinear and, into a
    conv, a layout reorder) costs per element what the consuming kernel makes it cost, and
    MobileNetV2's fitted int8->float cost was half the dense networks'. A boundary term no
-   observation identifies falls back to its direction's shared term. A per-network scale is
+   observation identifies falls back to its direction's shared term. Every form also prices a
+   float -> int8 boundary into a layer that reads a max-pool's output per element entering the
+   pool (:func:`pool_features`): onnxruntime then runs the pool in int8. A per-network scale is
    never fitted here: it would let the solver shrink measured layer costs towards zero (the
    degenerate x0.03 fits of the first table). Which networks fit the terms that price a network
    depends on its family (:func:`fit_set`): dense networks get terms of their own, fitted on the
    dense networks alone, when the fit also holds networks with depthwise convs;
-2. per measured network, a correction ``measured ≈ scale * (device prediction) + offset``
+2. per measured network, device terms of its own (:func:`fit_device` on its configurations
+   alone, its family's terms for what they do not identify) where it has more distinct
+   configurations than those terms have unknowns (:func:`haq.hardware.fit.fit_graph`), else
+   a correction ``measured ≈ scale * (device prediction) + offset``
    with ``scale`` bounded to :data:`SCALE_BOUNDS` (a table whose layer costs are off by more
    than that is a table to rebuild, not to patch). Offset-only and bounded-affine forms are
    both fitted and the one with the smaller leave-one-out error is kept, so a dozen noisy
@@ -72,6 +77,10 @@ from haq.quant import LayerInfo
 from haq.tables.schema import DOMAINS, OP_KINDS, Correction, LayerTerm, TransitionRule, domain, op_kind, term_domain
 
 DIRECTIONS = ("float->int8", "int8->float")
+POOLED_DIRECTION = "float->int8"
+"""The boundary that costs a max-pool in front of its consumer more: onnxruntime moves its
+Quantize up through the pool and runs the pool in int8 (an int8 -> float boundary there keeps
+the pool in float, as does an int8 region with its own Quantize after the pool)."""
 SCALE_BOUNDS = (0.8, 1.25)
 
 
@@ -107,6 +116,14 @@ class DeviceFit:
     op_boundaries: Mapping[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     """(direction, consumer op kind) -> (fixed ms, ms per element), replacing ``per_direction``
     for boundaries into that op."""
+    pool_per_elem: float = 0.0
+    """ms per element entering a max-pool that a float -> int8 boundary passes (:func:`pool_features`),
+    on top of the boundary's own cost."""
+    solution: tuple[float, ...] = ()
+    """The solved free columns in the form's layout (:func:`_solve`), so that a fit of the same form
+    on fewer observations can take the terms those do not identify from this one."""
+    identified: int = 0
+    """How many of those columns the observations identified (the rest are 0 or the prior's)."""
 
     def cost(self, layers: Sequence[LayerInfo], bits: Sequence[BitPair]) -> float:
         """What the boundary and layer terms add to a configuration's layer sum (ms)."""
@@ -123,7 +140,7 @@ class DeviceFit:
         for dom in DOMAINS:
             for op in OP_KINDS:
                 v += [a + b for a, b in zip(self.layer_terms.get(dom, zero), self.op_terms.get((dom, op), zero))]
-        return np.asarray(v)
+        return np.asarray(v + [0.0, self.pool_per_elem])
 
     def rules(self, pairs: Sequence[BitPair]) -> list[TransitionRule]:
         """A table rule for every ordered pair of ``pairs`` that crosses domains, and one more
@@ -136,6 +153,8 @@ class DeviceFit:
                     continue
                 keyed = [("", self.per_direction[d])] + [(op, t) for (dd, op), t in sorted(self.op_boundaries.items()) if dd == d]
                 out += [TransitionRule(src, dst, fixed, per, None, None, "measured", op) for op, (fixed, per) in keyed]
+                if d == POOLED_DIRECTION and self.pool_per_elem > 0.0:
+                    out.append(TransitionRule(src, dst, 0.0, self.pool_per_elem, None, None, "measured", through="maxpool"))
         return out
 
     def terms(self) -> tuple[LayerTerm, ...]:
@@ -183,9 +202,26 @@ def _layer_column(dom: str, op: str, feature: int) -> int:
     return 3 * (DOMAINS.index(dom) * len(OP_KINDS) + OP_KINDS.index(op)) + feature
 
 
+def pool_features(layers: Sequence[LayerInfo], bits: Sequence[BitPair]) -> np.ndarray:
+    """[count, pool input elements] of the float -> int8 boundaries into a layer that reads a
+    max-pool's output (:attr:`haq.quant.LayerInfo.pool_input`).
+
+    Why a term of its own: on onnxruntime (1 thread, this machine's CPU) such a boundary moves
+    its QuantizeLinear above the pool, which then runs in int8 in NCHW layout: in a 6-conv VGG
+    at 32x32 the first pool took 128 us profiled against 9 us as the float NCHWc kernel, and
+    every checked policy with such a boundary was measured 5-55 % above the prediction that
+    lacked it, every other one 1-13 % below (bench/tables.py, 2026-12-01). The extra work is
+    the pool's, so it is priced per element entering the pool."""
+    feats = np.zeros(2)
+    for i in range(1, len(layers)):
+        if layers[i].pool_input and direction(bits[i - 1], bits[i]) == POOLED_DIRECTION:
+            feats += (1.0, layers[i].pool_input)
+    return feats
+
+
 def device_features(layers: Sequence[LayerInfo], bits: Sequence[BitPair]) -> np.ndarray:
-    """Boundary then layer features of a configuration: the columns of the device fit."""
-    return np.concatenate([boundary_features(layers, bits), layer_features(layers, bits)])
+    """Boundary, layer, then max-pool features of a configuration: the columns of the device fit."""
+    return np.concatenate([boundary_features(layers, bits), layer_features(layers, bits), pool_features(layers, bits)])
 
 
 FormTerm = tuple[str, str, int]
@@ -256,6 +292,7 @@ def fit_device(
     layers_of: Mapping[str, Sequence[LayerInfo]],
     form: str | None = None,
     max_overhead_ms: float = 0.0,
+    prior: DeviceFit | None = None,
 ) -> DeviceFit:
     """Device terms by joint relative least squares over every network, no per-network term.
 
@@ -263,7 +300,8 @@ def fit_device(
     ``"auto"`` takes the form with the smallest leave-one-network-out error where there are
     3 networks or more (noisy with few networks: on four, it missed the weight-only term that
     the fifth needed). With ``max_overhead_ms`` > 0 the call overhead is fitted too, within
-    [0, that].
+    [0, that]. A term no observation identifies is 0, or ``prior``'s where it has the same form
+    (terms of one network fall back to those fitted on its family).
     """
     if len(obs) < 3:
         raise TableError(f"fitting device terms needs at least 3 measured configurations, got {len(obs)}")
@@ -271,20 +309,22 @@ def fit_device(
     if form is not None and form != "auto" and form not in FORMS:
         raise TableError(f"unknown device-term form {form!r}; choose from auto, {', '.join(FORMS)}")
     nets = sorted({o.network for o in obs})
-    feats = np.stack([device_features(layers_of[o.network], o.bits) for o in obs])
-    feats = np.concatenate([feats, -np.array([[o.overhead_weight] for o in obs])], axis=1)
+    feats = _design(obs, layers_of)
     lonos = {f: lono_error(obs, feats, f, max_overhead_ms) for f in FORMS} if form == "auto" and len(nets) >= 3 else {}
     chosen = min(lonos, key=lonos.__getitem__) if lonos else (form if form in FORMS else DEFAULT_FORM)
-    sol, generic, free = _solve(obs, feats, chosen, max_overhead_ms)
+    fallback = np.asarray(prior.solution) if prior is not None and prior.form == chosen and prior.solution else None
+    sol, x, identified = _solve(obs, feats, chosen, max_overhead_ms, fallback)
+    n_d = len(DIRECTIONS)
+    generic, pool, free = x[:n_d], float(x[n_d]), x[n_d + 1 : -1]
     terms: dict[tuple[str, str], list[float]] = {(dom, ""): [0.0, 0.0, 0.0] for dom in DOMAINS}
     bounds: dict[tuple[str, str], tuple[float, float]] = {}
     own = _own_boundaries(feats, chosen)
-    for (where, op, k), x in zip(FORMS[chosen], free):
+    for (where, op, k), value in zip(FORMS[chosen], free):
         if where in DIRECTIONS:
             if (where, op) in own:
-                bounds[(where, op)] = (0.0, float(x))
+                bounds[(where, op)] = (0.0, float(value))
         else:
-            terms.setdefault((where, op), [0.0, 0.0, 0.0])[k] = float(x)
+            terms.setdefault((where, op), [0.0, 0.0, 0.0])[k] = float(value)
     return DeviceFit(
         {d: (0.0, float(g)) for d, g in zip(DIRECTIONS, generic)},
         {dom: (t[0], t[1], t[2]) for (dom, op), t in terms.items() if not op},
@@ -294,7 +334,17 @@ def fit_device(
         float(sol[-1]),
         {key: (t[0], t[1], t[2]) for key, t in terms.items() if key[1]},
         bounds,
+        pool,
+        tuple(float(v) for v in x),
+        identified,
     )
+
+
+def _design(obs: Sequence[Observation], layers_of: Mapping[str, Sequence[LayerInfo]]) -> np.ndarray:
+    """:func:`device_features` of every observation, then minus its overhead weight (the call
+    overhead's column)."""
+    feats = np.stack([device_features(layers_of[o.network], o.bits) for o in obs])
+    return np.concatenate([feats, -np.array([[o.overhead_weight] for o in obs])], axis=1)
 
 
 def _own_boundaries(feats: np.ndarray, form: str) -> set[tuple[str, str]]:
@@ -317,23 +367,30 @@ def lono_error(obs: Sequence[Observation], feats: np.ndarray, form: str, max_ove
         mine = np.array([o.network == net for o in obs])
         if mine.all():
             continue
-        sol, _, _ = _solve([o for o, m in zip(obs, mine) if not m], feats[~mine], form, max_overhead_ms)
+        sol = _solve([o for o, m in zip(obs, mine) if not m], feats[~mine], form, max_overhead_ms)[0]
         errs += [(o.layer_sum_ms + float(f @ sol)) / o.measured_ms - 1.0 for o, f in zip(obs, feats) if o.network == net]
     return float(np.sqrt(np.mean(np.square(errs)))) if errs else math.inf
 
 
 def _solve(
-    obs: Sequence[Observation], feats: np.ndarray, form: str, max_overhead_ms: float = 0.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    obs: Sequence[Observation],
+    feats: np.ndarray,
+    form: str,
+    max_overhead_ms: float = 0.0,
+    fallback: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Non-negative relative least squares of ``measured - layer sum`` on the form's columns
     (a fixed per-layer part, where the form has one, may be negative; the call overhead, the
     last column, lies in [0, ``max_overhead_ms``]). Returns the solution in :func:`device_features`
-    columns (then the overhead), each direction's shared per-element boundary cost (in
-    :data:`DIRECTIONS` order) and the form's own terms, in :data:`FORMS` order; a column no
-    observation has stays 0 (nothing identifies it)."""
+    columns (then the overhead) and the free columns: each direction's shared per-element
+    boundary cost (in :data:`DIRECTIONS` order), the max-pool cost per element (every form has
+    it), the form's own terms in :data:`FORMS` order, the overhead; then how many of those the
+    observations identify. A column no observation has stays 0 (nothing identifies it), or takes
+    ``fallback``'s value (free columns of the same form)."""
     n_b = 2 * len(DIRECTIONS) * len(OP_KINDS)
-    n_d = len(DIRECTIONS)
+    n_d = len(DIRECTIONS) + 1  # the directions' shared terms, then the max-pool term
     spread = np.zeros((feats.shape[1] - 1, n_d + len(FORMS[form])))  # free column -> the feature columns it prices
+    spread[feats.shape[1] - 2, n_d - 1] = 1.0  # pool elements: the last feature column
     own = _own_boundaries(feats, form)
     for i, d in enumerate(DIRECTIONS):  # boundaries: per element only; a direction's own column for the other ops
         for op in OP_KINDS:
@@ -354,11 +411,14 @@ def _solve(
     meas = np.array([o.measured_ms for o in obs])
     target = 1.0 - np.array([o.layer_sum_ms for o in obs]) / meas
     x = np.zeros(design.shape[1])
-    x[active] = _bounded_lsq(design[:, active] / meas[:, None], target, lo[active], hi[active])
+    if fallback is not None:
+        x[~active] = fallback[~active]
+    rest = target - design[:, ~active] @ x[~active] / meas
+    x[active] = _bounded_lsq(design[:, active] / meas[:, None], rest, lo[active], hi[active])
     sol = np.zeros(feats.shape[1])
     sol[:-1] = spread @ x[:-1]
     sol[-1] = x[-1]
-    return sol, x[:n_d], x[n_d:-1]
+    return sol, x, int(active.sum())
 
 
 def fit_set(family: str, families: Mapping[str, str]) -> list[str]:

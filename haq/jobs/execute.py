@@ -139,9 +139,9 @@ def run_tracked(
         write_job(out, job)
     tracker = _mlflow(job, out, problem)
     if tracker is None:
-        return _picked(job, out, problem, start(progress), log)
+        return with_pick(job.section("pick"), out, problem, start(progress), log)
     try:
-        result = _picked(job, out, problem, start(_chain(tracker.progress, progress)), log)
+        result = with_pick(job.section("pick"), out, problem, start(_chain(tracker.progress, progress)), log)
     except BaseException:
         tracker.finish([], status="FAILED")
         raise
@@ -150,9 +150,8 @@ def run_tracked(
     return result
 
 
-def _picked(job: Job, out: Path, problem: SearchProblem, result: RunResult, log: Log | None) -> RunResult:
-    """``result`` with the run's final pick made and written (none with ``pick.k`` 0)."""
-    cfg: PickConfig = job.section("pick")
+def with_pick(cfg: PickConfig, out: Path, problem: SearchProblem, result: RunResult, log: Log | None) -> RunResult:
+    """``result`` with the run's final pick made and written into ``out`` (none with ``cfg.k`` 0)."""
     if cfg.k == 0:
         return result
     if log:

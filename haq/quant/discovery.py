@@ -114,6 +114,11 @@ class LayerInfo:
     name: str
     index: int
     signature: LayerSignature
+    pool_input: int = 0
+    """Elements entering the ``nn.MaxPool2d`` whose output this layer reads (0: none). Not part of
+    the signature (the layer costs the same); a precision boundary into this layer prices it:
+    onnxruntime moves the Quantize of a float -> int8 boundary up through a max-pool and runs
+    the pool in int8, many times slower than its float kernel (:mod:`haq.hardware.graph_fit`)."""
 
     @property
     def kind(self) -> str:
@@ -185,6 +190,8 @@ def discover_layers(model: nn.Module, input_shape: Sequence[int]) -> list[LayerI
         raise ModelError(f"model {type(model).__name__} has no Conv2d or Linear layer to quantize")
     seen: dict[str, LayerSignature] = {}
     order: list[str] = []
+    pooled: list[tuple[torch.Tensor, int]] = []  # max-pool outputs (kept alive, so no storage is reused) and input sizes
+    pool_input: dict[str, int] = {}
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         name = names[module]
@@ -195,8 +202,13 @@ def discover_layers(model: nn.Module, input_shape: Sequence[int]) -> list[LayerI
             return
         seen[name] = sig
         order.append(name)
+        pool_input[name] = _pool_feeding(inputs[0], pooled)
+
+    def pool_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        pooled.append((output, int(inputs[0].numel())))
 
     handles = [m.register_forward_pre_hook(hook) for m in names]
+    handles += [m.register_forward_hook(pool_hook) for m in model.modules() if isinstance(m, nn.MaxPool2d)]
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
@@ -217,4 +229,13 @@ def discover_layers(model: nn.Module, input_shape: Sequence[int]) -> list[LayerI
         model.train(was_training)
     if not order:
         raise ModelError(f"model {type(model).__name__} never called its Conv2d / Linear layers in forward()")
-    return [LayerInfo(name=n, index=i, signature=seen[n]) for i, n in enumerate(order)]
+    return [LayerInfo(name=n, index=i, signature=seen[n], pool_input=pool_input[n]) for i, n in enumerate(order)]
+
+
+def _pool_feeding(x: torch.Tensor, pooled: Sequence[tuple[torch.Tensor, int]]) -> int:
+    """Input elements of the max-pool whose output ``x`` is (or a reshaped view of it, as
+    ``flatten`` gives; onnxruntime moves a Quantize through those too), else 0."""
+    for out, n_in in pooled:
+        if out.numel() == x.numel() and out.data_ptr() == x.data_ptr():
+            return n_in
+    return 0

@@ -40,6 +40,7 @@ from haq.core.types import Log
 from haq.jobs.document import RUN_KINDS, parse_job
 from haq.jobs.files import to_toml
 from haq.plots import plot_run
+from haq.runs.final_pick import PICK_FILE, POLICY_FILE
 from haq.runs.rundir import EpisodeRecord, RunDir, best_of
 from haq.service.config import ServiceConfig
 from haq.service.names import check_submission, known_tables, planned_total
@@ -193,13 +194,29 @@ def create_app(cfg: ServiceConfig, log: Log) -> FastAPI:
         page = records[offset : offset + limit]
         return {"total": len(records), "offset": offset, "limit": limit, "episodes": [json.loads(r.to_json()) for r in page]}
 
+    def run_file(job_id: str, name: str, missing: str) -> Response:
+        """A JSON file of the job's run directory, or a 404 that says why it is not there."""
+        info = job_or_404(job_id)
+        path = store.run_dir(info.id) / name
+        if info.kind not in RUN_KINDS or not path.is_file():
+            raise HTTPException(404, f"job_id: job {info.id} has {missing}")
+        return FileResponse(path, media_type="application/json")
+
     @api.get("/jobs/{job_id}/best", tags=["results"], summary="the best policy so far (haq.policy JSON)")
     def get_best(job_id: JobId) -> Response:
-        info = job_or_404(job_id)
-        path = store.run_dir(info.id) / "best_policy.json"
-        if info.kind not in RUN_KINDS or not path.is_file():
-            raise HTTPException(404, f"job_id: job {info.id} has no best policy yet")
-        return FileResponse(path, media_type="application/json")
+        return run_file(job_id, "best_policy.json", "no best policy yet")
+
+    @api.get(
+        "/jobs/{job_id}/final",
+        tags=["results"],
+        summary="the policy to deploy: the final pick's choice, re-scored on held-out images (haq.policy JSON)",
+    )
+    def get_final(job_id: JobId) -> Response:
+        return run_file(job_id, POLICY_FILE, "no final pick (made when the run finishes, unless its [pick] k is 0)")
+
+    @api.get("/jobs/{job_id}/final/pick", tags=["results"], summary="the final pick's evidence (haq.final_pick JSON)")
+    def get_final_pick(job_id: JobId) -> Response:
+        return run_file(job_id, PICK_FILE, "no final pick (made when the run finishes, unless its [pick] k is 0)")
 
     @api.get(
         "/jobs/{job_id}/plots/{figure}",

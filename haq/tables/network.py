@@ -21,8 +21,10 @@ from haq.quant.primitives import FLOAT_BITS
 from haq.tables.schema import Correction, Transition, TransitionRule
 
 LayerCosts = Mapping[BitPair, float]
-Rules = Mapping[tuple[BitPair, BitPair, str], TransitionRule]
-"""Boundary rules by (producer pair, consumer pair, consumer op kind or "" for any)."""
+Rules = Mapping[tuple[BitPair, BitPair, str, str], TransitionRule]
+"""Boundary rules by (producer pair, consumer pair, consumer op kind or "" for any, what the
+boundary passes on the way: "" for the boundary itself, "maxpool" for the extra cost of a
+max-pool in front of the consumer)."""
 Grid = list[list[float | None]]  # grid[w][a]: cost, None where the device does not run (w, a)
 
 
@@ -35,17 +37,21 @@ class Boundary:
     exact: Mapping[tuple[BitPair, BitPair], Transition]
     op: str = ""
     """The consumer layer's op kind: a rule keyed by it wins over the rule for any consumer."""
+    pool_elems: int = 0
+    """Elements entering the max-pool in front of the consumer (0: none), priced by a ``maxpool`` rule."""
 
     def cost(self, src: BitPair, dst: BitPair, metric: str, rules: Rules) -> float:
         """Cost of going from ``src`` to ``dst`` here (0 when equal or unknown to the table)."""
         if src == dst:
             return 0.0
+        pool = rules.get((src, dst, "", "maxpool")) if self.pool_elems else None
+        extra = pool.cost(metric, self.pool_elems) if pool is not None else 0.0
         t = self.exact.get((src, dst))
         if t is not None:
             value = t.latency_ms if metric == "latency" else t.energy_mj
-            return float(value or 0.0)
-        rule = rules.get((src, dst, self.op)) or rules.get((src, dst, ""))
-        return rule.cost(metric, self.elems) if rule is not None else 0.0
+            return float(value or 0.0) + extra
+        rule = rules.get((src, dst, self.op, "")) or rules.get((src, dst, "", ""))
+        return (rule.cost(metric, self.elems) if rule is not None else 0.0) + extra
 
 
 class NetworkCosts:

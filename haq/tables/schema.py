@@ -1,10 +1,12 @@
-"""The device cost table file format (``haq.cost_table`` versions 1 to 6): its records and writing.
+"""The device cost table file format (``haq.cost_table`` versions 1 to 7): its records and writing.
 
 A table is one JSON object; every field below is checked on load (:mod:`haq.tables.validation`)
 and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the field::
 
     {
-      "format": "haq.cost_table", "version": 1 | ... | 6,   # 6 iff graph.families, 5 iff a rule has an op,
+      "format": "haq.cost_table", "version": 1 | ... | 7,   # 7 iff graph.networks or a rule has "through",
+                                                        # 6 iff graph.families,
+                                                        # 5 iff a rule has an op,
                                                         # 4 iff a layer term has an op, 3 iff graph.layer_terms,
                                                         # else 2 iff meta.machine
       "meta": {
@@ -37,7 +39,8 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
         "transition_rules": [{"from": [w, a], "to": [w, a], "latency_ms": fixed,
                               "latency_ms_per_elem": ..., "energy_mj": ...,
                               "energy_mj_per_elem": ..., "source": ...,
-                              "op": "conv" | "conv1x1" | "dwconv" | "linear"}],  # op optional, version 5
+                              "op": "conv" | "conv1x1" | "dwconv" | "linear",   # op optional, version 5
+                              "through": "maxpool"}],                           # optional, version 7
         "corrections": [{"fingerprint": "...", "network": "resnet20", "metric": "latency",
                          "scale": 1.05, "offset": 0.01, "fitted_on": 10,
                          "per_int8_layer": 0.002}],           # optional, default 0
@@ -47,6 +50,8 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
                          "op": "conv" | "conv1x1" | "dwconv" | "linear"}],     # op optional, version 4
         "run_overhead": {"metric": "latency", "latency_ms": 0.0027, "probe_ms": 0.0055},  # version 3
         "families": [{"family": "dense" | "depthwise",                                     # version 6
+                      "transition_rules": [...], "layer_terms": [...], "run_overhead": {...}}],
+        "networks": [{"fingerprint": "...", "network": "resnet20", "fitted_on": 12,        # version 7
                       "transition_rules": [...], "layer_terms": [...], "run_overhead": {...}}]
       }
     }
@@ -62,7 +67,10 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   an ``op``; failing that, nothing. Keyed by the consumer because what a boundary inserts
   (a QuantizeLinear and, into a conv, an NCHW->NHWC reorder) is fused or not depending on
   the op that reads it. This prices quantize / dequantize and layout changes that only
-  appear where precision changes.
+  appear where precision changes. A rule with ``"through": "maxpool"`` (version 7) is added on
+  top where the consumer reads a max-pool's output (:attr:`haq.quant.LayerInfo.pool_input`),
+  per element entering the pool: onnxruntime moves a float -> int8 boundary's Quantize up
+  through the pool and runs the pool in int8.
 * A ``corrections`` entry applies to a network whose :func:`network_fingerprint` matches:
   ``cost = scale * (sum of layers + boundaries) + offset`` for its metric (``offset`` in the
   metric's unit). ``scale`` must be positive so the ranking of policies is kept. The optional
@@ -98,6 +106,12 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   ``layer_terms`` and ``run_overhead`` (fitted on every network); its correction, if any, was
   fitted on top of them. Why: MobileNet-like networks in a joint fit pull the shared terms
   away from what dense networks pay (:func:`haq.hardware.graph_fit.fit_set`).
+* ``networks`` (version 7, optional): device terms fitted on one measured network's own
+  configurations, matched by ``fingerprint`` like a correction; that network is priced with
+  them instead of its family's terms and gets no correction. The fit keeps them instead of a
+  correction where they predict the network's own configurations, each left out in turn,
+  better: the correction only rescales the family's prediction, while the boundary and layer
+  costs of one graph (its ops between layers, where its pools sit) differ from the family's.
 
 ``meta.machine`` (version 2) is the fingerprint of the machine that measured the table
 (:class:`haq.hardware.device.machine.MachineFingerprint`: CPU vendor / family / model /
@@ -124,13 +138,15 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 
 TABLE_FORMAT = "haq.cost_table"
-TABLE_VERSION = 6
+TABLE_VERSION = 7
 """The newest version this haq writes; :func:`table_version` picks the lowest one a table needs."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 DOMAINS = ("float", "int8", "weight-only")
 """Layer kinds a device's layer terms distinguish (:func:`term_domain`)."""
 OP_KINDS = ("conv", "conv1x1", "dwconv", "linear")
 """Op kinds a layer term may be restricted to (:func:`op_kind`)."""
+THROUGH_KINDS = ("maxpool",)
+"""What a boundary rule may price on the boundary's way to its consumer (``through``, version 7)."""
 FAMILIES = ("dense", "depthwise")
 """Network families a device's fitted terms may differ by (:func:`network_family`)."""
 UNITS: Mapping[str, str] = {"latency": "ms", "energy": "mJ"}
@@ -220,6 +236,9 @@ class TransitionRule:
     source: str
     op: str = ""
     """The consumer layer's :data:`OP_KINDS` kind this rule is for, or empty for any consumer."""
+    through: str = ""
+    """``maxpool`` (version 7): the extra cost when the boundary's tensor passes a max-pool in front
+    of the consumer, per element entering the pool, on top of the boundary's own rule; else empty."""
 
     def cost(self, metric: str, elems: int) -> float:
         """Boundary cost for a tensor of ``elems`` elements."""
@@ -241,6 +260,8 @@ class TransitionRule:
         d["source"] = self.source
         if self.op:
             d["op"] = self.op
+        if self.through:
+            d["through"] = self.through
         return d
 
 
@@ -346,6 +367,34 @@ class FamilyTerms:
 
 
 @dataclass(frozen=True)
+class NetworkTerms:
+    """Device terms fitted on one measured network's own configurations (version 7): for that
+    network (:func:`network_fingerprint`) they replace its family's terms, and it gets no
+    correction. Kept instead of a correction where they predict its configurations left out one
+    at a time better (:func:`haq.hardware.fit.fit_graph`)."""
+
+    fingerprint: str
+    network: str
+    fitted_on: int
+    rules: tuple[TransitionRule, ...] = ()
+    layer_terms: tuple[LayerTerm, ...] = ()
+    run_overhead: RunOverhead | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d: dict[str, Any] = {
+            "fingerprint": self.fingerprint,
+            "network": self.network,
+            "fitted_on": self.fitted_on,
+            "transition_rules": [r.to_dict() for r in self.rules],
+            "layer_terms": [t.to_dict() for t in self.layer_terms],
+        }
+        if self.run_overhead is not None:
+            d["run_overhead"] = self.run_overhead.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
 class GraphExtras:
     """Graph-aware additions to the per-layer sum (empty for analytical tables)."""
 
@@ -356,9 +405,19 @@ class GraphExtras:
     run_overhead: RunOverhead | None = None
     families: tuple[FamilyTerms, ...] = ()
     """Per-family replacements of ``rules``, ``layer_terms`` and ``run_overhead`` (version 6)."""
+    networks: tuple[NetworkTerms, ...] = ()
+    """Per-network replacements of the same, for networks measured whole (version 7)."""
 
     def __bool__(self) -> bool:
-        return bool(self.transitions or self.rules or self.corrections or self.layer_terms or self.run_overhead or self.families)
+        return bool(
+            self.transitions
+            or self.rules
+            or self.corrections
+            or self.layer_terms
+            or self.run_overhead
+            or self.families
+            or self.networks
+        )
 
     @property
     def device_level(self) -> bool:
@@ -373,6 +432,18 @@ class GraphExtras:
             return self
         return GraphExtras(self.transitions, own.rules, self.corrections, own.layer_terms, own.run_overhead)
 
+    def for_network(self, family: str, fingerprint: str) -> GraphExtras:
+        """The extras that price one network: its own terms (and no correction) where the table
+        has them, else its family's (:meth:`for_family`)."""
+        own = next((n for n in self.networks if n.fingerprint == fingerprint), None)
+        if own is None:
+            return self.for_family(family)
+        return GraphExtras(self.transitions, own.rules, (), own.layer_terms, own.run_overhead)
+
+    def all_rules(self) -> tuple[TransitionRule, ...]:
+        """Every boundary rule: shared, per family and per network."""
+        return (*self.rules, *(r for f in self.families for r in f.rules), *(r for n in self.networks for r in n.rules))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``layer_terms`` and ``families`` only when present, so older tables round-trip unchanged)."""
         d: dict[str, Any] = {
@@ -386,6 +457,8 @@ class GraphExtras:
             d["run_overhead"] = self.run_overhead.to_dict()
         if self.families:
             d["families"] = [f.to_dict() for f in self.families]
+        if self.networks:
+            d["networks"] = [n.to_dict() for n in self.networks]
         return d
 
 
@@ -423,9 +496,12 @@ class TableData:
 
 
 def table_version(meta: Mapping[str, Any], graph: GraphExtras | None = None) -> int:
-    """6 with per-family device terms, 5 with a boundary rule keyed by the consumer's op, 4 with a
-    layer term keyed by op, 3 with other per-device terms, else 2 with the machine that measured
-    it (``meta.machine``), else 1."""
+    """7 with per-network device terms or a boundary rule for a max-pool (``through``), 6 with
+    per-family device terms, 5 with a boundary rule keyed by the consumer's op, 4 with a layer
+    term keyed by op, 3 with other per-device terms, else 2 with the machine that measured it
+    (``meta.machine``), else 1."""
+    if graph is not None and (graph.networks or any(r.through for r in graph.all_rules())):
+        return 7
     if graph is not None and graph.families:
         return 6
     if graph is not None and any(r.op for r in graph.rules):

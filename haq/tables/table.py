@@ -158,7 +158,8 @@ class CostTable:
         self.check_covers(layers)
         keys = [self._key(layer.signature) for layer in layers]
         per_layer = {m: [{p: e.cost(m) for p, e in self._index[k].items()} for k in keys] for m in self.metrics}
-        graph = self.data.graph.for_family(network_family(layers))
+        fp = network_fingerprint(layers, self.batch)
+        graph = self.data.graph.for_network(network_family(layers), fp)
         boundaries: list[Boundary] = []
         if graph.transitions or graph.rules:
             by_shape: dict[tuple[int, ...], dict[tuple[BitPair, BitPair], Transition]] = {}
@@ -167,7 +168,8 @@ class CostTable:
             for i in range(1, len(layers)):
                 s = layers[i].signature.with_batch(self.batch)
                 shape = (s.batch, s.in_channels, s.in_h, s.in_w)
-                boundaries.append(Boundary(i, s.input_elems, by_shape.get(shape, {}), op_kind(s)))
+                pool = layers[i].pool_input * s.batch // layers[i].signature.batch
+                boundaries.append(Boundary(i, s.input_elems, by_shape.get(shape, {}), op_kind(s), pool))
         for t in graph.layer_terms:  # per-device: every network gets them, measured or not
             sigs = [layer.signature.with_batch(self.batch) for layer in layers]
             per_layer[t.metric] = [
@@ -182,13 +184,12 @@ class CostTable:
             ]
             lat[0] = {p: v + ov.latency_ms for p, v in lat[0].items()}
             per_layer[ov.metric] = lat
-        fp = network_fingerprint(layers, self.batch)
         corrections: dict[str, Correction] = {c.metric: c for c in graph.corrections if c.fingerprint == fp}
         for metric, c in corrections.items():  # folded into the layers: policy_cost and cost_range see it alike
             per_layer[metric] = [
                 {p: v + (c.per_int8_layer if p[1] == 8 else 0.0) for p, v in d.items()} for d in per_layer[metric]
             ]
-        rules = {(r.src, r.dst, r.op): r for r in graph.rules}
+        rules = {(r.src, r.dst, r.op, r.through): r for r in graph.rules}
         return NetworkCosts(self.name, layers, per_layer, boundaries, rules, corrections)
 
     def _key(self, sig: LayerSignature, strict: bool = True) -> str:

@@ -21,12 +21,14 @@ from haq.tables.schema import (
     OPS,
     READABLE_VERSIONS,
     TABLE_FORMAT,
+    THROUGH_KINDS,
     UNITS,
     Correction,
     Entry,
     FamilyTerms,
     GraphExtras,
     LayerTerm,
+    NetworkTerms,
     RunOverhead,
     Shape,
     TableData,
@@ -79,11 +81,20 @@ def parse(raw: Any, source: str) -> TableData:
         )
     if graph.families and top["version"] < 6:
         r.fail("graph.families", f"needs version 6 of the format, the file says version {top['version']}")
+    if any(rule.through for rule in graph.all_rules()) and top["version"] < 7:
+        r.fail(
+            "graph.transition_rules", f"a 'through' rule needs version 7 of the format, the file says version {top['version']}"
+        )
+    if graph.networks and top["version"] < 7:
+        r.fail("graph.networks", f"needs version 7 of the format, the file says version {top['version']}")
     if graph.run_overhead is not None:
         _check_overhead(r, graph.run_overhead, entries)
     for i, fam in enumerate(graph.families):
         if fam.run_overhead is not None:
             _check_overhead(r, fam.run_overhead, entries, f"graph.families[{i}].run_overhead")
+    for i, net in enumerate(graph.networks):
+        if net.run_overhead is not None:
+            _check_overhead(r, net.run_overhead, entries, f"graph.networks[{i}].run_overhead")
     return TableData(meta=meta, signatures=signatures, entries=entries, graph=graph)
 
 
@@ -243,7 +254,9 @@ def _parse_entries(r: FieldReader, raw: Any, sigs: Mapping[str, LayerSignature],
 
 def _parse_graph(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> GraphExtras:
     g = r.obj(raw, "graph")
-    r.keys(g, "graph", (), ("transitions", "transition_rules", "corrections", "layer_terms", "run_overhead", "families"))
+    r.keys(
+        g, "graph", (), ("transitions", "transition_rules", "corrections", "layer_terms", "run_overhead", "families", "networks")
+    )
     energy = "energy" in metrics
     return GraphExtras(
         _parse_transitions(r, g.get("transitions", []), energy),
@@ -252,7 +265,31 @@ def _parse_graph(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> GraphExt
         _parse_layer_terms(r, g.get("layer_terms", []), metrics),
         _parse_overhead(r, g["run_overhead"], metrics) if "run_overhead" in g else None,
         _parse_families(r, g.get("families", []), metrics),
+        _parse_networks(r, g.get("networks", []), metrics),
     )
+
+
+def _parse_networks(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple[NetworkTerms, ...]:
+    energy = "energy" in metrics
+    out: list[NetworkTerms] = []
+    for i, n in enumerate(r.array(raw, "graph.networks")):
+        path = f"graph.networks[{i}]"
+        required = ("fingerprint", "network", "fitted_on", "transition_rules", "layer_terms")
+        r.keys(r.obj(n, path), path, required, ("run_overhead",))
+        fp = r.string(n["fingerprint"], f"{path}.fingerprint")
+        if any(x.fingerprint == fp for x in out):
+            r.fail(f"{path}.fingerprint", f"duplicate terms for network fingerprint {fp}")
+        out.append(
+            NetworkTerms(
+                fp,
+                r.string(n["network"], f"{path}.network"),
+                r.integer(n["fitted_on"], f"{path}.fitted_on", 1),
+                _parse_rules(r, n["transition_rules"], energy, f"{path}.transition_rules"),
+                _parse_layer_terms(r, n["layer_terms"], metrics, f"{path}.layer_terms"),
+                _parse_overhead(r, n["run_overhead"], metrics, f"{path}.run_overhead") if "run_overhead" in n else None,
+            )
+        )
+    return tuple(out)
 
 
 def _parse_families(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple[FamilyTerms, ...]:
@@ -384,15 +421,19 @@ def _parse_rules(r: FieldReader, raw: Any, energy: bool, where: str = "graph.tra
             r.obj(t, path),
             path,
             ("from", "to", "latency_ms", "latency_ms_per_elem", "source"),
-            ("energy_mj", "energy_mj_per_elem", "op"),
+            ("energy_mj", "energy_mj_per_elem", "op", "through"),
         )
         src, dst = r.pair(t["from"], f"{path}.from"), r.pair(t["to"], f"{path}.to")
-        op = t.get("op", "")
+        op, through = t.get("op", ""), t.get("through", "")
         if "op" in t and op not in OP_KINDS:
             r.fail(f"{path}.op", f"must be one of {', '.join(OP_KINDS)} (or absent: any consumer), got {op!r}")
-        if src == dst or (src, dst, op) in seen:
+        if "through" in t and through not in THROUGH_KINDS:
+            r.fail(f"{path}.through", f"must be one of {', '.join(THROUGH_KINDS)} (or absent: the boundary), got {through!r}")
+        if through and op:
+            r.fail(path, "a rule with 'through' prices the pool for any consumer; it takes no 'op'")
+        if src == dst or (src, dst, op, through) in seen:
             r.fail(path, f"rule from {list(src)} to {list(dst)} is {'a duplicate' if src != dst else 'not a precision change'}")
-        seen.add((src, dst, op))
+        seen.add((src, dst, op, through))
         out.append(
             TransitionRule(
                 src=src,
@@ -403,6 +444,7 @@ def _parse_rules(r: FieldReader, raw: Any, energy: bool, where: str = "graph.tra
                 energy_mj_per_elem=_energy_field(r, t, path, "energy_mj_per_elem", energy),
                 source=r.source_kind(t["source"], f"{path}.source"),
                 op=op,
+                through=through,
             )
         )
     return tuple(out)
