@@ -25,13 +25,7 @@ from haq.core.types import BitPair, Log
 from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.runner import Runner
 from haq.hardware.device.sentinel import sentinel_model
-from haq.hardware.graph_fit import (
-    DeviceFit,
-    Observation,
-    fit_correction,
-    fit_device,
-    fit_set,
-)
+from haq.hardware.graph_fit import DeviceFit, Observation, fit_correction, fit_device, fit_set
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
 from haq.quant import LayerInfo, QuantPolicy
 from haq.tables.schema import (
@@ -180,11 +174,11 @@ def _own_or_correction(
 
     Why: the correction only rescales the family's prediction, which holds where the network's
     graph costs what its family's does; where it does not (where its pools sit, the ops between
-    its layers), only terms of its own follow it. On one run of ``bench/tables.py`` (eight
-    networks, 12 fit configurations and 16 checked policies each), terms of its own put more of
-    every network's checks within ±10 % than its correction (75-100 % against 56-100 %).
-    Leave-one-out on the fit configurations could not tell the two apart: with 8-12 distinct
-    configurations for about 7 unknowns, leaving one out often leaves a term unidentified."""
+    its layers), only terms of its own follow it. On two runs of ``bench/tables.py`` (eight
+    networks, 12 fit configurations and 16 checked policies each) its own terms put 75-100 % and
+    81-100 % of a network's checks within ±10 %, its correction 56-100 % on both: better on 6 and
+    5 networks of 8, worse on one each (latency_tables/README.md). Leave-one-out on the fit
+    configurations did not predict which is better on the checks, so the rule is the count."""
     if len({o.bits for o in mine}) >= 3:
         fit = fit_device(mine, {net.name: net.layers}, family.form, max_overhead_ms=cap, prior=family)
         if len({o.bits for o in mine}) > fit.identified:
@@ -357,6 +351,8 @@ def load_observations(path: Path, table: CostTable, machine: str) -> MeasuredCac
 def _describe(fit: DeviceFit) -> str:
     keyed = [*fit.per_direction.items(), *((f"{d} into {op}", t) for (d, op), t in fit.op_boundaries.items())]
     bounds = [f"{d}: {1000 * f:.1f} µs + {1e6 * p:.2f} ns/elem" for d, (f, p) in keyed]
+    if fit.pool_per_elem > 0:
+        bounds.append(f"float->int8 behind a max-pool: + {1e6 * fit.pool_per_elem:.2f} ns per element entering the pool")
     terms = [
         f"{t.domain}{' ' + t.op if t.op else ''} layer: {1000 * t.fixed:+.1f} µs + {1e6 * t.per_in_elem:.2f} ns/in "
         f"+ {1e6 * t.per_out_elem:.2f} ns/out elem"
