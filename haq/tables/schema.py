@@ -356,22 +356,15 @@ class FamilyTerms:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        d: dict[str, Any] = {
-            "family": self.family,
-            "transition_rules": [r.to_dict() for r in self.rules],
-            "layer_terms": [t.to_dict() for t in self.layer_terms],
-        }
-        if self.run_overhead is not None:
-            d["run_overhead"] = self.run_overhead.to_dict()
-        return d
+        return {"family": self.family, **_terms_dict(self.rules, self.layer_terms, self.run_overhead)}
 
 
 @dataclass(frozen=True)
 class NetworkTerms:
     """Device terms fitted on one measured network's own configurations (version 7): for that
     network (:func:`network_fingerprint`) they replace its family's terms, and it gets no
-    correction. Kept instead of a correction where they predict its configurations left out one
-    at a time better (:func:`haq.hardware.fit.fit_graph`)."""
+    correction. Fitted instead of a correction where the network has more distinct measured
+    configurations than the terms have unknowns (:func:`haq.hardware.fit.fit_graph`)."""
 
     fingerprint: str
     network: str
@@ -382,16 +375,18 @@ class NetworkTerms:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        d: dict[str, Any] = {
-            "fingerprint": self.fingerprint,
-            "network": self.network,
-            "fitted_on": self.fitted_on,
-            "transition_rules": [r.to_dict() for r in self.rules],
-            "layer_terms": [t.to_dict() for t in self.layer_terms],
-        }
-        if self.run_overhead is not None:
-            d["run_overhead"] = self.run_overhead.to_dict()
-        return d
+        head = {"fingerprint": self.fingerprint, "network": self.network, "fitted_on": self.fitted_on}
+        return {**head, **_terms_dict(self.rules, self.layer_terms, self.run_overhead)}
+
+
+def _terms_dict(
+    rules: Sequence[TransitionRule], layer_terms: Sequence[LayerTerm], run_overhead: RunOverhead | None
+) -> dict[str, Any]:
+    """The JSON fields every set of fitted device terms (a family's, a network's) has."""
+    d: dict[str, Any] = {"transition_rules": [r.to_dict() for r in rules], "layer_terms": [t.to_dict() for t in layer_terms]}
+    if run_overhead is not None:
+        d["run_overhead"] = run_overhead.to_dict()
+    return d
 
 
 @dataclass(frozen=True)

@@ -269,8 +269,18 @@ def _parse_graph(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> GraphExt
     )
 
 
+def _parse_terms(
+    r: FieldReader, obj: Mapping[str, Any], path: str, metrics: tuple[str, ...]
+) -> tuple[tuple[TransitionRule, ...], tuple[LayerTerm, ...], RunOverhead | None]:
+    """The rules, layer terms and call overhead every set of fitted device terms has."""
+    return (
+        _parse_rules(r, obj["transition_rules"], "energy" in metrics, f"{path}.transition_rules"),
+        _parse_layer_terms(r, obj["layer_terms"], metrics, f"{path}.layer_terms"),
+        _parse_overhead(r, obj["run_overhead"], metrics, f"{path}.run_overhead") if "run_overhead" in obj else None,
+    )
+
+
 def _parse_networks(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple[NetworkTerms, ...]:
-    energy = "energy" in metrics
     out: list[NetworkTerms] = []
     for i, n in enumerate(r.array(raw, "graph.networks")):
         path = f"graph.networks[{i}]"
@@ -284,16 +294,13 @@ def _parse_networks(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple
                 fp,
                 r.string(n["network"], f"{path}.network"),
                 r.integer(n["fitted_on"], f"{path}.fitted_on", 1),
-                _parse_rules(r, n["transition_rules"], energy, f"{path}.transition_rules"),
-                _parse_layer_terms(r, n["layer_terms"], metrics, f"{path}.layer_terms"),
-                _parse_overhead(r, n["run_overhead"], metrics, f"{path}.run_overhead") if "run_overhead" in n else None,
+                *_parse_terms(r, n, path, metrics),
             )
         )
     return tuple(out)
 
 
 def _parse_families(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple[FamilyTerms, ...]:
-    energy = "energy" in metrics
     out: list[FamilyTerms] = []
     for i, f in enumerate(r.array(raw, "graph.families")):
         path = f"graph.families[{i}]"
@@ -302,14 +309,7 @@ def _parse_families(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple
             r.fail(f"{path}.family", f"must be one of {', '.join(FAMILIES)}, got {f['family']!r}")
         if any(x.family == f["family"] for x in out):
             r.fail(f"{path}.family", f"duplicate terms for family {f['family']}")
-        out.append(
-            FamilyTerms(
-                f["family"],
-                _parse_rules(r, f["transition_rules"], energy, f"{path}.transition_rules"),
-                _parse_layer_terms(r, f["layer_terms"], metrics, f"{path}.layer_terms"),
-                _parse_overhead(r, f["run_overhead"], metrics, f"{path}.run_overhead") if "run_overhead" in f else None,
-            )
-        )
+        out.append(FamilyTerms(f["family"], *_parse_terms(r, f, path, metrics)))
     return tuple(out)
 
 
