@@ -108,9 +108,9 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   away from what dense networks pay (:func:`haq.hardware.graph_fit.fit_set`).
 * ``networks`` (version 7, optional): device terms fitted on one measured network's own
   configurations, matched by ``fingerprint`` like a correction; that network is priced with
-  them instead of its family's terms and gets no correction. The fit keeps them instead of a
-  correction where they predict the network's own configurations, each left out in turn,
-  better: the correction only rescales the family's prediction, while the boundary and layer
+  them instead of its family's terms and gets no correction. The fit makes them instead of a
+  correction where the network has more distinct measured configurations than the terms have
+  unknowns: the correction only rescales the family's prediction, while the boundary and layer
   costs of one graph (its ops between layers, where its pools sit) differ from the family's.
 
 ``meta.machine`` (version 2) is the fingerprint of the machine that measured the table
