@@ -33,8 +33,10 @@ from haq.tables.schema import (
     Correction,
     FamilyTerms,
     GraphExtras,
+    LayerTerm,
     NetworkTerms,
     RunOverhead,
+    TransitionRule,
     kernel_share,
     network_family,
     network_fingerprint,
@@ -93,11 +95,12 @@ def fit_graph(
     """``table`` with device terms fitted on ``obs`` (every network in it; the call overhead
     too, bounded by ``overhead.probe_ms``), with ``by_family`` a family's own terms where
     :func:`~haq.hardware.graph_fit.fit_set` fits that family on fewer networks (dense networks
-    beside depthwise ones), and a correction for each network of ``corrected`` (default: every
-    network with observations) on top of its family's terms. Nothing is timed.
+    beside depthwise ones), and for each network of ``corrected`` (default: every network with
+    observations) device terms of its own or a correction on top of its family's terms
+    (:func:`_own_or_correction`). Nothing is timed.
 
-    Corrections of networks outside this fit are dropped: they were fitted on top of other
-    device terms. A network without a correction is priced by the device terms alone.
+    Own terms and corrections of networks outside this fit are dropped: they were fitted beside
+    other device terms. A network with neither is priced by its family's device terms alone.
     """
     by_name = {net.name: net for net in nets}
     obs = [replace(o, overhead_weight=overhead_weight(table, by_name[o.network].layers, o.bits)) for o in obs]
@@ -110,8 +113,7 @@ def fit_graph(
     def device_terms(on: Sequence[str], family: str = "") -> tuple[DeviceFit, FamilyTerms]:
         """Terms fitted on the networks ``on``, as ``family``'s own (empty: the shared ones)."""
         fit = fit_device([o for o in obs if o.network in on], layers_of, form, max_overhead_ms=cap)
-        ov = RunOverhead("latency", fit.run_overhead_ms, probe) if probe > 0 else None
-        return fit, FamilyTerms(family, tuple(fit.rules(pairs)), fit.terms(), ov)
+        return fit, FamilyTerms(family, *_table_terms(fit, pairs, probe))
 
     fit, shared = device_terms(sorted(families))
     own: list[tuple[DeviceFit, FamilyTerms]] = []
@@ -154,7 +156,7 @@ def fit_graph(
             + "corrections: "
             + (", ".join(f"{c.network} x{c.scale:.3f} {c.offset:+.4f} ms" for c in corrections) or "none")
             + (f"; own terms of {', '.join(n.network for n in networks)}" if networks else "")
-            + (f"; dropped stale corrections of {', '.join(dropped)}" if dropped else "")
+            + (f"; dropped stale terms or corrections of {', '.join(dropped)}" if dropped else "")
         )
     return result
 
@@ -179,13 +181,22 @@ def _own_or_correction(
     81-100 % of a network's checks within ±10 %, its correction 56-100 % on both: better on 6 and
     5 networks of 8, worse on one each (latency_tables/README.md). Leave-one-out on the fit
     configurations did not predict which is better on the checks, so the rule is the count."""
-    if len({o.bits for o in mine}) >= 3:
+    distinct = len({o.bits for o in mine})
+    if distinct >= 3:
         fit = fit_device(mine, {net.name: net.layers}, family.form, max_overhead_ms=cap, prior=family)
-        if len({o.bits for o in mine}) > fit.identified:
-            ov = RunOverhead("latency", fit.run_overhead_ms, probe) if probe > 0 else None
-            return NetworkTerms(mine[0].fingerprint, net.name, len(mine), tuple(fit.rules(pairs)), fit.terms(), ov)
+        if distinct > fit.identified:
+            return NetworkTerms(mine[0].fingerprint, net.name, len(mine), *_table_terms(fit, pairs, probe))
     raw = [staged.policy_cost(net.layers, policy_of(net.layers, o.bits)) for o in mine]
     return fit_correction(raw, [o.measured_ms for o in mine], net.name, mine[0].fingerprint)
+
+
+def _table_terms(
+    fit: DeviceFit, pairs: Sequence[BitPair], probe: float
+) -> tuple[tuple[TransitionRule, ...], tuple[LayerTerm, ...], RunOverhead | None]:
+    """A device fit as a table stores it: boundary rules for ``pairs``, layer terms and the call
+    overhead (bounded by the measured ``probe``; none without one)."""
+    ov = RunOverhead("latency", fit.run_overhead_ms, probe) if probe > 0 else None
+    return tuple(fit.rules(pairs)), fit.terms(), ov
 
 
 def fit_policies(table: CostTable, net: Network, n: int, seed: int) -> list[QuantPolicy]:

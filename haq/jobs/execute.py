@@ -138,10 +138,11 @@ def run_tracked(
         out.mkdir(parents=True, exist_ok=True)
         write_job(out, job)
     tracker = _mlflow(job, out, problem)
+    pick: PickConfig = job.section("pick")
     if tracker is None:
-        return with_pick(job.section("pick"), out, problem, start(progress), log)
+        return with_pick(pick, out, problem, start(progress), log)
     try:
-        result = with_pick(job.section("pick"), out, problem, start(_chain(tracker.progress, progress)), log)
+        result = with_pick(pick, out, problem, start(_chain(tracker.progress, progress)), log)
     except BaseException:
         tracker.finish([], status="FAILED")
         raise

@@ -55,7 +55,7 @@ class RunResult:
     seconds: float
     details: Mapping[str, Any] = field(default_factory=dict)
     final: FinalPick | None = None
-    """The run's final pick, once a job made it (:func:`haq.jobs.execute.run_tracked`)."""
+    """The run's final pick, once one was made (:func:`haq.jobs.execute.with_pick`)."""
 
     @property
     def episodes_done(self) -> int:
