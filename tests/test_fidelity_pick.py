@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 from envs.mixed_precision import OBS_FEATURES, OBSERVATION_FEATURES, MixedPrecisionEnv
 from haq.baselines.candidates import random_candidates
 from haq.commands.problems import make_problem
-from haq.core.errors import ConfigError
+from haq.core.errors import ConfigError, DataError
+from haq.evaluation.held_out import Images
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.problem.select import pick_final
@@ -35,6 +37,22 @@ def test_the_pick_rescores_the_top_k_on_images_the_search_never_saw(problem: Sea
     assert 0.0 <= pick.test.clean_acc <= 1.0 and pick.policy is candidates[pick.index][0]
     with pytest.raises(ConfigError, match="at least one"):
         pick_final(problem, [])
+
+
+def test_held_out_images_are_checked_in_one_line(problem: SearchProblem) -> None:
+    with pytest.raises(DataError, match="one of val, test, got 'train'"):
+        Images("train", 0, 10)
+    with pytest.raises(DataError, match="0 <= start < stop, got 5:5"):
+        Images("val", 5, 5)
+    with pytest.raises(DataError, match=r"test\[0:9999\] asks for images beyond the 360 of the test split"):
+        problem.held_out("cheap", Images("test", 0, 9999))
+    test, model = problem.workload.data.test, problem.workload.model.eval()
+    with torch.no_grad():
+        x, y = zip(*(test[i] for i in range(len(test))))
+        right = model(torch.stack(x).to(problem.workload.device)).argmax(1).cpu() == torch.tensor([int(t) for t in y])
+    first_wrong = next(i for i in range(10, len(right)) if not right[i])  # a range the float model gets partly wrong
+    on = Images("test", first_wrong, min(first_wrong + 20, len(right)))
+    assert problem.held_out("cheap", on).reference.clean_acc == pytest.approx(float(right[on.start : on.stop].float().mean()))
 
 
 def test_sensitivity_observation_extends_v0_and_passes_check_env(cache_dir: Path) -> None:

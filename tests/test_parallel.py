@@ -3,6 +3,7 @@ and Ray workers that give the in-process results, in order, even when one is kil
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -108,3 +109,28 @@ def test_a_killed_worker_is_replaced_and_its_policy_evaluated_again(pool: object
     killer.join()
     assert [m.clean_acc for m in got] == expected  # nothing lost, nothing twice, in order
     assert pool.replaced == before + 1 and victim not in pool.pids()
+
+
+def test_the_final_pick_rescores_on_the_workers_as_in_process(
+    two_workers: SearchProblem, default_problem: SearchProblem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from haq.parallel.ray_pool import RayPool
+    from haq.problem.select import pick_final
+
+    pool = two_workers.pool
+    assert isinstance(pool, RayPool)
+    cands = random_candidates(default_problem.budget_model, 6, np.random.default_rng(5))
+    candidates = [(default_problem.policy(c.pairs), float(-i)) for i, c in enumerate(cands)]
+    batches: list[tuple[str, int]] = []
+    real = pool.evaluate_many
+
+    def spy(kind: str, policies: object, images: object = None) -> object:
+        batches.append((str(images), len(policies)))  # type: ignore[arg-type]
+        return real(kind, policies, images)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "evaluate_many", spy)
+    remote = pick_final(two_workers, candidates, k=4, select_samples=100)
+    local = pick_final(default_problem, candidates, k=4, select_samples=100)
+    assert (remote.index, remote.select_rewards, remote.test_reward) == (local.index, local.select_rewards, local.test_reward)
+    assert dataclasses.replace(remote.test, eval_seconds=0.0) == dataclasses.replace(local.test, eval_seconds=0.0)
+    assert batches == [(remote.select_images, 4), (remote.test_images, 1)]  # the top 4 in one batch, on the pool

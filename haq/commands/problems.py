@@ -66,7 +66,7 @@ def make_problem(
         except BaseException:
             pool.close()
             raise
-        problem.workers, problem.pool = workers, pool
+        problem.workers, problem.pool, problem.held_out_factory = workers, pool, pool.held_out
         return problem
     if not cfg.evaluation.hardware_feedback:
         return build_problem(cfg, table=tab, cache_dir=cache_dir, log=log)

@@ -23,7 +23,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -31,8 +31,10 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from haq.core.errors import DeviceError, HaqError
 from haq.core.types import Log, quiet
 from haq.core.validate import count
+from haq.evaluation.evaluators import QuantizingEvaluator
+from haq.evaluation.held_out import Images, held_out_evaluator
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
-from haq.parallel.spec import WorkerSpec, worker_evaluators
+from haq.parallel.spec import WorkerSpec, worker_evaluators, worker_workload
 from haq.quant import QuantPolicy
 
 START_TIMEOUT_S = 120.0
@@ -44,28 +46,42 @@ READY_TIMEOUT_S = 900.0
 
 @ray.remote(num_cpus=1, max_restarts=0)
 class EvalWorker:
-    """One worker process: the spec's workload and evaluators, built once in ``__init__``."""
+    """One worker process: the spec's workload and evaluators, built once in ``__init__``; evaluators
+    on other images (the final pick's) are built the first time they are asked for, then kept."""
 
     def __init__(self, spec: WorkerSpec) -> None:
-        self._evaluators = worker_evaluators(spec)
+        self._spec = spec
+        self._workload = worker_workload(spec)
+        self._evaluators = worker_evaluators(spec, self._workload)
+        self._held_out: dict[tuple[str, Images], QuantizingEvaluator] = {}
 
     def pid(self) -> int:
         """This worker's process id (tests kill it to check recovery)."""
         return os.getpid()
 
-    def reference(self, kind: str) -> dict[str, Any]:
-        """The float model's metrics under the evaluator ``kind``."""
-        return self._evaluators[kind].reference.to_dict()
+    def reference(self, kind: str, images: Images | None = None) -> dict[str, Any]:
+        """The float model's metrics under the evaluator ``kind`` (on ``images``, else the search's)."""
+        return self._evaluator(kind, images).reference.to_dict()
 
-    def evaluate(self, kind: str, policy: dict[str, Any]) -> dict[str, Any]:
-        """Metrics of one policy (a ``QuantPolicy.to_dict`` document) under the evaluator ``kind``."""
-        return self._evaluators[kind].evaluate(QuantPolicy.from_dict(policy)).to_dict()
+    def evaluate(self, kind: str, policy: dict[str, Any], images: Images | None = None) -> dict[str, Any]:
+        """Metrics of one policy (a ``QuantPolicy.to_dict`` document) under the evaluator ``kind``
+        (on ``images``, else the search's)."""
+        return self._evaluator(kind, images).evaluate(QuantPolicy.from_dict(policy)).to_dict()
+
+    def _evaluator(self, kind: str, images: Images | None) -> QuantizingEvaluator:
+        if images is None:
+            return self._evaluators[kind]
+        key = (kind, images)
+        if key not in self._held_out:
+            self._held_out[key] = held_out_evaluator(self._workload, self._spec.table, self._spec.evaluation, kind, images)
+        return self._held_out[key]
 
 
 @dataclass
 class _Task:
     index: int
-    policy: dict[str, Any]
+    call: Callable[[Any], Any]
+    """Starts the work on an actor, returning its object ref."""
     attempts: int = 0
 
 
@@ -73,7 +89,8 @@ class RayPool:
     """``workers`` evaluation actors on a local Ray instance or the cluster at ``address``.
 
     The pool serves every kind in ``spec.kinds``; :meth:`evaluator` gives the
-    :class:`~haq.evaluation.evaluators.Evaluator` view of one kind.
+    :class:`~haq.evaluation.evaluators.Evaluator` view of one kind, :meth:`held_out` that of a
+    kind measuring on other images (the final pick's).
     """
 
     def __init__(
@@ -94,22 +111,32 @@ class RayPool:
         self._say = log or quiet
         self._owns_ray = start_ray(workers, address, self._say)
         self._actors: list[Any] = []
+        self._references: dict[tuple[str, Images | None], ReferenceMetrics] = {}
         try:
             self._actors = self._spawn(workers)
-            self._references = {kind: ReferenceMetrics(**ray.get(self._actors[0].reference.remote(kind))) for kind in spec.kinds}
+            for kind in spec.kinds:
+                self.reference(kind)
         except BaseException:
             self.close()
             raise
 
     def evaluator(self, kind: str) -> PoolEvaluator:
         """The evaluator ``kind`` (one of the spec's kinds), evaluated on this pool."""
-        if kind not in self._references:
-            raise DeviceError(f"this worker pool serves the {', '.join(self._references)} evaluator(s), not '{kind}'")
+        if kind not in self.spec.kinds:
+            raise DeviceError(f"this worker pool serves the {', '.join(self.spec.kinds)} evaluator(s), not '{kind}'")
         return PoolEvaluator(self, kind)
 
-    def reference(self, kind: str) -> ReferenceMetrics:
-        """The float reference of the evaluator ``kind`` (measured by a worker)."""
-        return self._references[kind]
+    def held_out(self, kind: str, images: Images) -> PoolEvaluator:
+        """The evaluator ``kind`` measuring on ``images`` (:mod:`haq.evaluation.held_out`), on this
+        pool; each worker builds it the first time it is sent one of its policies."""
+        return PoolEvaluator(self, kind, images)
+
+    def reference(self, kind: str, images: Images | None = None) -> ReferenceMetrics:
+        """The float reference of the evaluator ``kind`` (on ``images``, else the search's), measured by a worker once."""
+        key = (kind, images)
+        if key not in self._references:
+            self._references[key] = ReferenceMetrics(**self._map([lambda actor: actor.reference.remote(kind, images)])[0])
+        return self._references[key]
 
     def pids(self) -> list[int]:
         """The worker processes' ids, in worker order."""
@@ -119,20 +146,30 @@ class RayPool:
         """The ``i``-th actor handle (tests use it to kill a worker)."""
         return self._actors[i]
 
-    def evaluate_many(self, kind: str, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
-        """Metrics of every policy under ``kind``, in order; dead workers are replaced and their policy re-run."""
-        results: dict[int, PolicyMetrics] = {}
-        queue = deque(_Task(i, p.to_dict()) for i, p in enumerate(policies))
+    def evaluate_many(self, kind: str, policies: Sequence[QuantPolicy], images: Images | None = None) -> list[PolicyMetrics]:
+        """Metrics of every policy under ``kind`` (on ``images``, else the search's), in order; dead
+        workers are replaced and their policy re-run."""
+
+        def call(policy: dict[str, Any]) -> Callable[[Any], Any]:
+            return lambda actor: actor.evaluate.remote(kind, policy, images)
+
+        return [PolicyMetrics.from_dict(d) for d in self._map([call(p.to_dict()) for p in policies])]
+
+    def _map(self, calls: Sequence[Callable[[Any], Any]]) -> list[dict[str, Any]]:
+        """Each call (an actor -> its remote result) run on an idle actor, results in order; a call
+        whose actor died runs again on the actor's replacement."""
+        results: dict[int, dict[str, Any]] = {}
+        queue = deque(_Task(i, c) for i, c in enumerate(calls))
         idle = list(range(len(self._actors)))
         running: dict[Any, tuple[int, _Task]] = {}
         while queue or running:
             while queue and idle:
                 slot, task = idle.pop(0), queue.popleft()
-                running[self._actors[slot].evaluate.remote(kind, task.policy)] = (slot, task)
+                running[task.call(self._actors[slot])] = (slot, task)
             done, _ = ray.wait(list(running), num_returns=1)
             slot, task = running.pop(done[0])
             try:
-                results[task.index] = PolicyMetrics.from_dict(ray.get(done[0]))
+                results[task.index] = ray.get(done[0])
             except RayTaskError as exc:
                 cause = exc.as_instanceof_cause()
                 if isinstance(cause, HaqError):
@@ -150,7 +187,7 @@ class RayPool:
                 queue.appendleft(task)
             idle.append(slot)
             idle.sort()
-        return [results[i] for i in range(len(policies))]
+        return [results[i] for i in range(len(calls))]
 
     def close(self) -> None:
         """Stop the actors, and the local Ray instance when this pool started it."""
@@ -200,24 +237,26 @@ class RayPool:
 
 
 class PoolEvaluator:
-    """The :class:`~haq.evaluation.evaluators.Evaluator` of one kind, evaluated on a :class:`RayPool`."""
+    """The :class:`~haq.evaluation.evaluators.Evaluator` of one kind (on ``images``, else the
+    search's), evaluated on a :class:`RayPool`."""
 
-    def __init__(self, pool: RayPool, kind: str) -> None:
+    def __init__(self, pool: RayPool, kind: str, images: Images | None = None) -> None:
         self._pool = pool
         self.kind = kind
+        self.images = images
 
     @property
     def reference(self) -> ReferenceMetrics:
         """The float model measured by a worker the same way as every policy."""
-        return self._pool.reference(self.kind)
+        return self._pool.reference(self.kind, self.images)
 
     def evaluate(self, policy: QuantPolicy) -> PolicyMetrics:
         """One policy on one worker."""
-        return self._pool.evaluate_many(self.kind, [policy])[0]
+        return self._pool.evaluate_many(self.kind, [policy], self.images)[0]
 
     def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
         """The policies spread over the workers, results in order."""
-        return self._pool.evaluate_many(self.kind, policies)
+        return self._pool.evaluate_many(self.kind, policies, self.images)
 
 
 def start_ray(workers: int, address: str | None, log: Log) -> bool:

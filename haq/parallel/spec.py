@@ -74,8 +74,12 @@ def load_worker_workload(spec: WorkerSpec) -> Workload:
     return dataclasses.replace(loaded, config=spec.workload)
 
 
-def worker_evaluators(spec: WorkerSpec) -> dict[str, QuantizingEvaluator]:
-    """One evaluator per kind in the spec, built on the rebuilt workload with ``spec.threads`` threads."""
+def worker_workload(spec: WorkerSpec) -> Workload:
+    """The rebuilt workload, with ``spec.threads`` torch threads for everything this process evaluates."""
     torch.set_num_threads(spec.threads)
-    workload = load_worker_workload(spec)
+    return load_worker_workload(spec)
+
+
+def worker_evaluators(spec: WorkerSpec, workload: Workload) -> dict[str, QuantizingEvaluator]:
+    """One evaluator per kind in the spec, on the rebuilt ``workload``."""
     return {kind: build_evaluator(workload, spec.table, dataclasses.replace(spec.evaluation, kind=kind)) for kind in spec.kinds}

@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 from haq.core.errors import ConfigError, PolicyError, UsageError
 from haq.core.types import BitPair, Log
 from haq.evaluation.evaluators import CachedEvaluator, Evaluator, build_evaluator
+from haq.evaluation.held_out import Images, held_out_evaluator
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.problem.allocation import sensitivity_prior
 from haq.problem.budget import Budget, BudgetModel, build_budget_model
@@ -31,6 +32,8 @@ from haq.workload import Workload, load_workload
 MULTI = "multi"
 EvaluatorFactory = Callable[[str], Evaluator]
 """Builds the evaluator of one kind (``cheap`` / ``full``) for a problem."""
+HeldOutFactory = Callable[[str, Images], Evaluator]
+"""Builds the evaluator of one kind measuring on other images than the search's (a worker pool's)."""
 
 
 class Closeable(Protocol):
@@ -45,6 +48,7 @@ class SearchProblem:
 
     workers: how many policies :meth:`score_many` evaluates at once (the proposers batch by it);
     pool: the worker pool those evaluations run on (``None``: in-process), stopped by :meth:`close`.
+    held_out_factory: the pool's evaluators on other images (:meth:`held_out`; ``None``: in-process).
     sensitivity: per-layer sensitivity estimated before the search (observation ``v1`` or the
         sensitivity action prior only).
     prior: the assignment actions are centred on (``EnvConfig.action_prior``), one pair per layer.
@@ -58,6 +62,7 @@ class SearchProblem:
     screen: FidelityScreen | None = None
     workers: int = 1
     pool: Closeable | None = None
+    held_out_factory: HeldOutFactory | None = None
     sensitivity: Sensitivity | None = None
     prior: tuple[BitPair, ...] | None = None
 
@@ -66,6 +71,14 @@ class SearchProblem:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+
+    def held_out(self, kind: str, images: Images) -> Evaluator:
+        """The evaluator ``kind`` measuring on ``images`` instead of the search's validation images
+        (the final pick's), on the worker pool where the problem has one; latency is priced from
+        the table, also under hardware feedback."""
+        if self.held_out_factory is not None:
+            return self.held_out_factory(kind, images)
+        return held_out_evaluator(self.workload, self.table, self.config.evaluation, kind, images)
 
     @property
     def budget(self) -> Budget:
@@ -179,4 +192,4 @@ def evaluator_kinds(cfg: EnvConfig) -> tuple[str, ...]:
     return (cfg.evaluation.screen_kind, FULL) if cfg.evaluation.kind == MULTI else (cfg.evaluation.kind,)
 
 
-__all__ = ["MULTI", "EvaluatorFactory", "Scored", "SearchProblem", "build_problem", "evaluator_kinds"]
+__all__ = ["MULTI", "EvaluatorFactory", "HeldOutFactory", "Scored", "SearchProblem", "build_problem", "evaluator_kinds"]

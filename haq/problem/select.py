@@ -6,20 +6,19 @@ Three disjoint image sets: the search scores on the first ``val_samples`` valida
 pick re-scores on the validation images after them when at least ``select_samples`` are left,
 otherwise on the first half of the test split; the report uses the test split (its second half
 when the first half picked). Re-scoring uses the run's judge (the full evaluator of a
-multi-fidelity run), with the float reference measured on the same images.
+multi-fidelity run), with the float reference measured on the same images, on the problem's
+worker pool where it has one (:meth:`SearchProblem.held_out`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-from torch.utils.data import Dataset, Subset
-
 from haq.core.errors import ConfigError
 from haq.core.validate import count
-from haq.evaluation.evaluators import PolicyKey, QuantizingEvaluator, build_evaluator, policy_key
+from haq.evaluation.evaluators import PolicyKey, policy_key
+from haq.evaluation.held_out import Images
 from haq.evaluation.metrics import PolicyMetrics
 from haq.problem.fidelity import FULL
 from haq.problem.problem import MULTI, SearchProblem
@@ -45,10 +44,6 @@ class Pick:
     test_images: str
 
 
-def _split(data: Dataset, start: int, stop: int) -> Dataset:
-    return Subset(data, range(start, stop))
-
-
 def pick_final(
     problem: SearchProblem,
     candidates: Sequence[tuple[QuantPolicy, float]],
@@ -71,32 +66,22 @@ def pick_final(
             top.append(i)
         if len(top) == k:
             break
-    wl, cfg = problem.workload, problem.config
-    val, test = wl.data.val, wl.data.test
-    n_val, n_test = len(val), len(test)  # type: ignore[arg-type]
+    cfg = problem.config
+    n_val, n_test = len(problem.workload.data.val), len(problem.workload.data.test)  # type: ignore[arg-type]
     searched = cfg.evaluation.val_samples
     if n_val - searched >= select_samples:
-        select, select_name = _split(val, searched, searched + select_samples), f"val[{searched}:{searched + select_samples}]"
-        report, report_name = test, f"test[0:{n_test}]"
+        select, report = Images("val", searched, searched + select_samples), Images("test", 0, n_test)
     else:
-        half = n_test // 2
-        select, select_name = _split(test, 0, half), f"test[0:{half}]"
-        report, report_name = _split(test, half, n_test), f"test[{half}:{n_test}]"
+        select, report = Images("test", 0, n_test // 2), Images("test", n_test // 2, n_test)
     kind = FULL if cfg.evaluation.kind == MULTI else cfg.evaluation.kind
-
-    def scorer(images: Dataset) -> QuantizingEvaluator:
-        n = len(images)  # type: ignore[arg-type]
-        robust = min(cfg.evaluation.robust_samples, n)
-        ev_cfg = dataclasses.replace(cfg.evaluation, kind=kind, val_samples=n, robust_samples=robust)
-        return build_evaluator(dataclasses.replace(wl, data=dataclasses.replace(wl.data, val=images)), problem.table, ev_cfg)
-
-    selector = scorer(select)
-    select_rewards = {i: problem.reward(selector.evaluate(candidates[i][0]), selector.reference) for i in top}
+    selector = problem.held_out(kind, select)
+    scored = selector.evaluate_many([candidates[i][0] for i in top])  # one batch: concurrent on a worker pool
+    select_rewards = {i: problem.reward(m, selector.reference) for i, m in zip(top, scored)}
     chosen = max(top, key=lambda i: (select_rewards[i], -top.index(i)))
-    reporter = scorer(report)
+    reporter = problem.held_out(kind, report)
     metrics = reporter.evaluate(candidates[chosen][0])
     reward = problem.reward(metrics, reporter.reference)
-    return Pick(chosen, candidates[chosen][0], select_rewards, metrics, reward, select_name, report_name)
+    return Pick(chosen, candidates[chosen][0], select_rewards, metrics, reward, str(select), str(report))
 
 
 __all__ = ["Pick", "pick_final"]
