@@ -67,3 +67,19 @@ def test_sensitivity_observation_extends_v0_and_passes_check_env(cache_dir: Path
         obs, *_ = env.step(np.array([-1.0, -1.0], dtype=np.float32))
         used.append(float(obs[-1]))
     assert used == sorted(used) and used[-1] == pytest.approx(1.0)  # every layer at its worst pair: all the error
+
+
+def test_an_evaluator_measures_the_float_reference_only_when_asked(problem: SearchProblem) -> None:
+    """A pool's workers build evaluators for the policies they are sent; the reference (with the full
+    evaluator, attacks on the float model) is measured once, by the worker the driver asks."""
+    passes: list[int] = []
+    hook = problem.workload.model.register_forward_pre_hook(lambda _m, _i: passes.append(1))
+    try:
+        ev = problem.held_out("cheap", Images("test", 0, 60))
+        built = len(passes)
+        first = ev.reference
+        asked = len(passes)
+        assert ev.reference is first
+    finally:
+        hook.remove()
+    assert built == 0 and asked > 0 and len(passes) == asked

@@ -82,12 +82,16 @@ class QuantizingEvaluator:
         self._costs = PolicyCosts(workload.layers, table, table if latency_source is None else latency_source)
         self._x, self._y = workload.data.subset("val", cfg.val_samples)
         self._prepare()
-        clean = correct_mask(workload.model, self._x, self._y, workload.device)
-        self._reference = ReferenceMetrics(mask_accuracy(clean), self._robust_accuracy(workload.model, clean))
+        self._reference: ReferenceMetrics | None = None
 
     @property
     def reference(self) -> ReferenceMetrics:
-        """The float model, measured the same way as every policy."""
+        """The float model, measured the same way as every policy: the first time it is asked for
+        (a worker of a pool evaluates policies and is asked for it only when the driver needs it;
+        with the full evaluator it costs about one evaluation)."""
+        if self._reference is None:
+            clean = correct_mask(self._wl.model, self._x, self._y, self._wl.device)
+            self._reference = ReferenceMetrics(mask_accuracy(clean), self._robust_accuracy(self._wl.model, clean))
         return self._reference
 
     def evaluate(self, policy: QuantPolicy) -> PolicyMetrics:
