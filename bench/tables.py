@@ -11,8 +11,9 @@ times what each network's fit took in it, and scores, in the same run:
     and its own correction, or device terms of its own where its distinct fit configurations allow;
 (c) the retest ceiling: the two measurements of each policy against each other.
 
-    python bench/tables.py --models resnet20 digits_cnn digits_mlp --n 16 --configs 12 --raw raw.json --out tables.json
+    python bench/tables.py --models resnet20 digits_cnn digits_mlp --n 16 --raw raw.json --out tables.json
     python bench/tables.py --models resnet20 digits_cnn --raw raw.json --rescore   # score a subset again, time nothing
+    python bench/tables.py --raw raw.json --rescore --configs 12   # fit on the first 12 configurations only
     python bench/tables.py --raw raw.json --rescore --form "int8 fixed+out by op, float out, weight-only fixed"
 
 Zoo models at 224x224 (``resnet18``, ``mobilenet_v2``) are skipped (a table for them takes
@@ -49,8 +50,8 @@ from haq.hardware.device.machine import probe_ms
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.fit import fit_graph, fit_policies, observe
-from haq.hardware.graph_fit import DEFAULT_FORM, FORMS
+from haq.hardware.fit import FIT_CONFIGS, fit_graph, fit_policies, observe
+from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, PRIOR_WEIGHT
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
 from haq.models import model_names
@@ -173,7 +174,12 @@ def main() -> int:
     p.add_argument("--models", nargs="+", default=[m for m in model_names() if m not in SLOW], help="zoo models")
     p.add_argument("--bench-nets", nargs="*", default=list(BENCH_NETS), choices=list(BENCH_NETS))
     p.add_argument("--n", type=int, default=16, help="random policies checked per network (each measured twice)")
-    p.add_argument("--configs", type=int, default=12, help="configurations measured per network for the fit")
+    p.add_argument(
+        "--configs",
+        type=int,
+        default=FIT_CONFIGS,
+        help="configurations measured per network for the fit (with --rescore: fit on the first this many kept)",
+    )
     p.add_argument("--sessions", type=int, default=5, help="most sessions per model")
     p.add_argument("--ci-rel", type=float, default=ProtocolConfig().ci_rel, help="early-stop interval (0: off)")
     p.add_argument("--out", type=Path, default=None, help="write all figures and per-policy data as JSON")
@@ -181,6 +187,12 @@ def main() -> int:
     p.add_argument("--rescore", action="store_true", help="score the measurements kept in --raw again; time nothing")
     p.add_argument("--form", default=DEFAULT_FORM, choices=[*FORMS, "auto"], help="device-term form of every fit")
     p.add_argument("--shared-terms", action="store_true", help="one set of device terms for every network family")
+    p.add_argument(
+        "--prior-weight",
+        type=float,
+        default=PRIOR_WEIGHT,
+        help="pull of a network's own terms toward its family's, in observations (0: none)",
+    )
     ns = p.parse_args()
     for m in ns.models:
         if m in SLOW:
@@ -189,6 +201,10 @@ def main() -> int:
     for m in sorted(set(model_names()) - set(zoo)):
         if m not in SLOW:
             print(f"not run: {m} (not asked for)")
+    if not (np.isfinite(ns.prior_weight) and ns.prior_weight >= 0.0):
+        p.error(f"--prior-weight must be a finite number >= 0, got {ns.prior_weight}")
+    if ns.configs < 3:
+        p.error(f"--configs must be at least 3 (the fewest a fit can use), got {ns.configs}")
     if len(zoo) + len(ns.bench_nets) < 2:
         p.error("leaving one network out needs at least 2 networks (--models and --bench-nets together)")
     protocol = ProtocolConfig(sessions=ns.sessions, ci_rel=ns.ci_rel, threads=1)
@@ -198,12 +214,16 @@ def main() -> int:
     if not ns.rescore:
         raw_path.write_text(json.dumps(measure(nets, protocol, table_path, ns.n, ns.configs)))
     raw = json.loads(raw_path.read_text())
-    result = score(load_table(table_path), [n for n in nets if n.name in raw["fit"]], raw, ns.form, ns.shared_terms)
+    raw["fit"] = {name: rows[: ns.configs] for name, rows in raw["fit"].items()}  # the first ones: a smaller run's
+    result = score(
+        load_table(table_path), [n for n in nets if n.name in raw["fit"]], raw, ns.form, ns.shared_terms, ns.prior_weight
+    )
     result["protocol"] = protocol.record()
     print(
         f"protocol: <= {ns.sessions} sessions, early stop ±{ns.ci_rel:g}; "
-        f"{ns.configs} fit configurations, {ns.n} checked policies per network; measurements in {raw_path}; "
-        f"device-term form {ns.form!r}; "
+        f"{max(len(rows) for rows in raw['fit'].values())} fit configurations, "
+        f"{len(next(iter(raw['check'].values())))} checked policies per network; measurements in {raw_path}; "
+        f"device-term form {ns.form!r}; own terms pulled toward the family's with weight {ns.prior_weight:g}; "
         + ("one set of device terms for every network" if ns.shared_terms else "device terms per network family")
     )
     print(
@@ -289,7 +309,12 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
 
 
 def score(
-    table: CostTable, nets: Sequence[Network], raw: dict[str, Any], form: str = DEFAULT_FORM, shared: bool = False
+    table: CostTable,
+    nets: Sequence[Network],
+    raw: dict[str, Any],
+    form: str = DEFAULT_FORM,
+    shared: bool = False,
+    prior_weight: float = PRIOR_WEIGHT,
 ) -> dict[str, Any]:
     """(a), (b) and (c) per network from measurements :func:`measure` took, device terms in
     ``form`` (:data:`haq.hardware.graph_fit.FORMS`, or ``auto``); nothing is timed.
@@ -310,7 +335,7 @@ def score(
         chosen = {x.name for x in on}
         overheads = pooled([ov for name, ov in probe.items() if name in chosen])
         mine = [o for o in obs if o.network in chosen]
-        return fit_graph(table, on, mine, overheads, form=form, log=log, by_family=not shared)
+        return fit_graph(table, on, mine, overheads, form=form, log=log, by_family=not shared, prior_weight=prior_weight)
 
     joint = fitted(nets)
     result: dict[str, Any] = {"load_before": raw["load_before"], "load_after": raw["load_after"], "form": form, "networks": {}}

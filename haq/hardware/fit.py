@@ -25,7 +25,7 @@ from haq.core.types import BitPair, Log
 from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.runner import Runner
 from haq.hardware.device.sentinel import sentinel_model
-from haq.hardware.graph_fit import DeviceFit, Observation, fit_correction, fit_device, fit_set
+from haq.hardware.graph_fit import PRIOR_WEIGHT, DeviceFit, Observation, fit_correction, fit_device, fit_set
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
 from haq.quant import LayerInfo, QuantPolicy
 from haq.tables.schema import (
@@ -46,6 +46,12 @@ from haq.tables.table import CostTable, save_table
 MeasuredCache = dict[tuple[str, tuple[BitPair, ...]], float]
 """Whole-model measurements already taken: (network fingerprint, per-layer bits) -> median ms."""
 
+FIT_CONFIGS = 24
+"""Whole-model configurations measured per network for a fit, by default. Why 24: on one run of
+``bench/tables.py`` whose first 12 fit configurations per network are those of a 12-configuration
+run, the checks within ±10 % of the networks' own terms averaged 91 % over eight networks with all
+24 against 86 % with the first 12 (fewest 81 % against 62 %). It costs time: ResNet-20's fit
+took 136 s against 81 s with 12 (``--configs 12``; latency_tables/README.md)."""
 DRAWS_PER_CONFIG = 20
 """Random policies drawn per fit configuration wanted, to find that many distinct ones."""
 OBSERVATIONS_FORMAT = "haq.fit_observations"
@@ -91,13 +97,14 @@ def fit_graph(
     corrected: Sequence[str] | None = None,
     log: Log | None = None,
     by_family: bool = True,
+    prior_weight: float = PRIOR_WEIGHT,
 ) -> CostTable:
     """``table`` with device terms fitted on ``obs`` (every network in it; the call overhead
     too, bounded by ``overhead.probe_ms``), with ``by_family`` a family's own terms where
     :func:`~haq.hardware.graph_fit.fit_set` fits that family on fewer networks (dense networks
     beside depthwise ones), and for each network of ``corrected`` (default: every network with
-    observations) device terms of its own or a correction on top of its family's terms
-    (:func:`_own_or_correction`). Nothing is timed.
+    observations) device terms of its own (pulled toward its family's by ``prior_weight``) or a
+    correction on top of its family's terms (:func:`_own_or_correction`). Nothing is timed.
 
     Own terms and corrections of networks outside this fit are dropped: they were fitted beside
     other device terms. A network with neither is priced by its family's device terms alone.
@@ -134,7 +141,14 @@ def fit_graph(
     family_fit = {terms.family: f for f, terms in own}
     made = [
         _own_or_correction(
-            staged, net, [o for o in obs if o.network == net.name], family_fit.get(families[net.name], fit), cap, probe, pairs
+            staged,
+            net,
+            [o for o in obs if o.network == net.name],
+            family_fit.get(families[net.name], fit),
+            cap,
+            probe,
+            pairs,
+            prior_weight,
         )
         for net in nets
         if net.name in names
@@ -169,6 +183,7 @@ def _own_or_correction(
     cap: float,
     probe: float,
     pairs: Sequence[BitPair],
+    prior_weight: float = PRIOR_WEIGHT,
 ) -> Correction | NetworkTerms:
     """Device terms of the network's own (in the family fit's form, ``family``'s for what its
     configurations do not identify) where it has more distinct configurations than those terms
@@ -183,7 +198,7 @@ def _own_or_correction(
     configurations did not predict which is better on the checks, so the rule is the count."""
     distinct = len({o.bits for o in mine})
     if distinct >= 3:
-        fit = fit_device(mine, {net.name: net.layers}, family.form, max_overhead_ms=cap, prior=family)
+        fit = fit_device(mine, {net.name: net.layers}, family.form, max_overhead_ms=cap, prior=family, prior_weight=prior_weight)
         if distinct > fit.identified:
             return NetworkTerms(mine[0].fingerprint, net.name, len(mine), *_table_terms(fit, pairs, probe))
     raw = [staged.policy_cost(net.layers, policy_of(net.layers, o.bits)) for o in mine]

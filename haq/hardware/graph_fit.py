@@ -285,6 +285,14 @@ boundaries' per-element costs; feature 0 per layer (may be negative), 1 per inpu
 (:func:`haq.tables.schema.op_kind`) gives that kind its own term. An op kind no network of the
 fit has gets no term (0): a network made of it is priced by its layer sum."""
 DEFAULT_FORM = "int8 fixed+out, float out, weight-only fixed"
+PRIOR_WEIGHT = 0.05
+"""How strongly a fit with a prior (a network's own terms, :func:`fit_device`) is pulled toward the
+prior's terms: each identified term costs as much as this many observations mispredicted by the
+change it makes to a typical prediction, relative. Weak on purpose: it decides only where the
+network's configurations barely tell terms apart. Chosen on two runs of ``bench/tables.py``
+(12 fit configurations; the fewest checks within ±10 % rose 50 -> 62 % and, with 24
+configurations, 75 -> 81 % on a third run, the mean never fell; from 0.2 up, digits_cnn lost a
+check on one of the two; latency_tables/README.md)."""
 
 
 def fit_device(
@@ -293,6 +301,7 @@ def fit_device(
     form: str | None = None,
     max_overhead_ms: float = 0.0,
     prior: DeviceFit | None = None,
+    prior_weight: float = PRIOR_WEIGHT,
 ) -> DeviceFit:
     """Device terms by joint relative least squares over every network, no per-network term.
 
@@ -301,19 +310,22 @@ def fit_device(
     3 networks or more (noisy with few networks: on four, it missed the weight-only term that
     the fifth needed). With ``max_overhead_ms`` > 0 the call overhead is fitted too, within
     [0, that]. A term no observation identifies is 0, or ``prior``'s where it has the same form
-    (terms of one network fall back to those fitted on its family).
+    (terms of one network fall back to those fitted on its family); the identified ones are pulled
+    toward ``prior``'s with ``prior_weight`` (:data:`PRIOR_WEIGHT`).
     """
     if len(obs) < 3:
         raise TableError(f"fitting device terms needs at least 3 measured configurations, got {len(obs)}")
     _check_observations(obs)
     if form is not None and form != "auto" and form not in FORMS:
         raise TableError(f"unknown device-term form {form!r}; choose from auto, {', '.join(FORMS)}")
+    if not (math.isfinite(prior_weight) and prior_weight >= 0.0):
+        raise TableError(f"prior weight must be a finite number >= 0 (observations), got {prior_weight!r}")
     nets = sorted({o.network for o in obs})
     feats = _design(obs, layers_of)
     lonos = {f: lono_error(obs, feats, f, max_overhead_ms) for f in FORMS} if form == "auto" and len(nets) >= 3 else {}
     chosen = min(lonos, key=lonos.__getitem__) if lonos else (form if form in FORMS else DEFAULT_FORM)
     fallback = np.asarray(prior.solution) if prior is not None and prior.form == chosen and prior.solution else None
-    sol, x, identified = _solve(obs, feats, chosen, max_overhead_ms, fallback)
+    sol, x, identified = _solve(obs, feats, chosen, max_overhead_ms, fallback, prior_weight if fallback is not None else 0.0)
     n_d = len(DIRECTIONS)
     generic, pool, free = x[:n_d], float(x[n_d]), x[n_d + 1 : -1]
     terms: dict[tuple[str, str], list[float]] = {(dom, ""): [0.0, 0.0, 0.0] for dom in DOMAINS}
@@ -378,6 +390,7 @@ def _solve(
     form: str,
     max_overhead_ms: float = 0.0,
     fallback: np.ndarray | None = None,
+    prior_weight: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Non-negative relative least squares of ``measured - layer sum`` on the form's columns
     (a fixed per-layer part, where the form has one, may be negative; the call overhead, the
@@ -386,7 +399,9 @@ def _solve(
     boundary cost (in :data:`DIRECTIONS` order), the max-pool cost per element (every form has
     it), the form's own terms in :data:`FORMS` order, the overhead; then how many of those the
     observations identify. A column no observation has stays 0 (nothing identifies it), or takes
-    ``fallback``'s value (free columns of the same form)."""
+    ``fallback``'s value (free columns of the same form); with ``prior_weight`` > 0 the others are
+    also pulled toward ``fallback``'s: a penalty row per column, scaled by the column's RMS
+    relative effect on the predictions, so the weight counts observations whatever the unit."""
     n_b = 2 * len(DIRECTIONS) * len(OP_KINDS)
     n_d = len(DIRECTIONS) + 1  # the directions' shared terms, then the max-pool term
     spread = np.zeros((feats.shape[1] - 1, n_d + len(FORMS[form])))  # free column -> the feature columns it prices
@@ -414,7 +429,11 @@ def _solve(
     if fallback is not None:
         x[~active] = fallback[~active]
     rest = target - design[:, ~active] @ x[~active] / meas
-    x[active] = _bounded_lsq(design[:, active] / meas[:, None], rest, lo[active], hi[active])
+    a = design[:, active] / meas[:, None]
+    if fallback is not None and prior_weight > 0.0:
+        pull = np.sqrt(prior_weight) * np.diag(np.sqrt(np.mean(a**2, axis=0)))
+        a, rest = np.concatenate([a, pull]), np.concatenate([rest, pull @ fallback[active]])
+    x[active] = _bounded_lsq(a, rest, lo[active], hi[active])
     sol = np.zeros(feats.shape[1])
     sol[:-1] = spread @ x[:-1]
     sol[-1] = x[-1]
