@@ -40,7 +40,7 @@ def test_the_pick_rescores_the_top_k_on_images_the_search_never_saw(problem: Sea
 
 
 def test_held_out_images_are_checked_in_one_line(problem: SearchProblem) -> None:
-    with pytest.raises(DataError, match="one of val, test, got 'train'"):
+    with pytest.raises(DataError, match="one of test, val, got 'train'"):
         Images("train", 0, 10)
     with pytest.raises(DataError, match="0 <= start < stop, got 5:5"):
         Images("val", 5, 5)

@@ -2,7 +2,7 @@
 held-out split, its predicted cost on every metric of a device table, and — where the table
 describes this machine — its latency measured here.
 
-It scores through :func:`~haq.evaluation.evaluators.build_evaluator` (so a policy is scored the
+It scores through :func:`~haq.evaluation.held_out.held_out_evaluator` (so a policy is scored the
 same way a search scored it) with longer fine-tuning, on the test split by default: the
 evaluator measures on its workload's ``val`` split, so the test split is handed to it in that
 role. Whether to measure is decided here (:func:`measurement_skipped`); the measurer itself is
@@ -20,7 +20,7 @@ from haq.core.errors import UsageError
 from haq.core.types import Log, quiet
 from haq.core.validate import choice, count
 from haq.evaluation.config import EvalConfig
-from haq.evaluation.evaluators import build_evaluator
+from haq.evaluation.held_out import SPLITS, Images, held_out_evaluator
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.hardware.device.machine import cpu_model
 from haq.hardware.device.measurement import Measurement
@@ -28,7 +28,6 @@ from haq.quant import QuantPolicy, model_size_bits
 from haq.tables.protocols import DeviceTable
 from haq.workload import Workload
 
-SPLITS = ("test", "val")
 MEASURE_MODES = ("auto", "local", "never")
 
 
@@ -129,13 +128,10 @@ def evaluate_final(
     table.check_covers(workload.layers)
     predicted = {m: float(table.policy_cost(workload.layers, policy, m)) for m in table.metrics}
     predicted["size_bits"] = float(model_size_bits(workload.layers, policy))
-    held_out = workload.data.test if cfg.split == "test" else workload.data.val
-    n = len(held_out) if cfg.samples is None else min(cfg.samples, len(held_out))
-    data = dataclasses.replace(workload.data, val=held_out)
-    ev_cfg = dataclasses.replace(cfg.evaluation, val_samples=n, robust_samples=min(cfg.evaluation.robust_samples, n))
-    scoped = dataclasses.replace(workload, data=data)
-    say(f"evaluating on {n} {cfg.split} images ({ev_cfg.kind} evaluator)")
-    evaluator = build_evaluator(scoped, table, ev_cfg)
+    available = len(workload.data.split(cfg.split))  # type: ignore[arg-type]
+    n = available if cfg.samples is None else min(cfg.samples, available)
+    say(f"evaluating on {n} {cfg.split} images ({cfg.evaluation.kind} evaluator)")
+    evaluator = held_out_evaluator(workload, table, cfg.evaluation, cfg.evaluation.kind, Images(cfg.split, 0, n))
     metrics = evaluator.evaluate(policy)
     measured_ms = noise = None
     note = skipped or ""

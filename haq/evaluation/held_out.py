@@ -20,7 +20,8 @@ from haq.evaluation.evaluators import QuantizingEvaluator, build_evaluator
 from haq.tables.protocols import DeviceTable
 from haq.workload import Workload
 
-SPLITS = ("val", "test")
+SPLITS = ("test", "val")
+"""The held-out splits an evaluator may measure on (never ``train``)."""
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,15 @@ def held_out_evaluator(
     """The evaluator ``kind`` (``evaluation``'s settings) measuring on ``images``: all of them for
     accuracy, the first ``robust_samples`` of them under attack. Latency and energy are priced
     from ``table``."""
-    split = workload.data.val if images.split == "val" else workload.data.test
+    split = workload.data.split(images.split)
     available = len(split)  # type: ignore[arg-type]
     if images.stop > available:
         raise DataError(f"{images} asks for images beyond the {available} of the {images.split} split")
+    view = split if images.start == 0 else Subset(split, range(images.start, images.stop))  # it reads the first count
     cfg = dataclasses.replace(
         evaluation, kind=kind, val_samples=images.count, robust_samples=min(evaluation.robust_samples, images.count)
     )
-    data = dataclasses.replace(workload.data, val=Subset(split, range(images.start, images.stop)))
-    return build_evaluator(dataclasses.replace(workload, data=data), table, cfg)
+    return build_evaluator(dataclasses.replace(workload, data=dataclasses.replace(workload.data, val=view)), table, cfg)
 
 
 __all__ = ["SPLITS", "Images", "held_out_evaluator"]

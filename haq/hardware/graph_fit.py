@@ -325,7 +325,7 @@ def fit_device(
     lonos = {f: lono_error(obs, feats, f, max_overhead_ms) for f in FORMS} if form == "auto" and len(nets) >= 3 else {}
     chosen = min(lonos, key=lonos.__getitem__) if lonos else (form if form in FORMS else DEFAULT_FORM)
     fallback = np.asarray(prior.solution) if prior is not None and prior.form == chosen and prior.solution else None
-    sol, x, identified = _solve(obs, feats, chosen, max_overhead_ms, fallback, prior_weight if fallback is not None else 0.0)
+    sol, x, identified = _solve(obs, feats, chosen, max_overhead_ms, fallback, prior_weight)
     n_d = len(DIRECTIONS)
     generic, pool, free = x[:n_d], float(x[n_d]), x[n_d + 1 : -1]
     terms: dict[tuple[str, str], list[float]] = {(dom, ""): [0.0, 0.0, 0.0] for dom in DOMAINS}
