@@ -30,7 +30,7 @@ from haq.hardware.device.timing import measure_models
 from haq.hardware.device.wire import MAGIC, payload_digest, read_frame, sign, write_frame
 
 TOKEN = "loopback-secret-0123"
-QUICK = ProtocolConfig(sessions=2, warmup_runs=2, warmup_s=0.0, repeats=4, min_repeat_ms=0.5, max_retries=0)
+QUICK = ProtocolConfig(sessions=2, warmup_runs=2, warmup_s=0.0, batch_warmup_s=0.0, repeats=4, min_repeat_ms=0.5, max_retries=0)
 
 
 @pytest.fixture(scope="module")

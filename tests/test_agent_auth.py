@@ -24,7 +24,7 @@ from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.device.wire import read_frame
 
 TOKEN = "auth-secret-for-the-wire-0123"
-QUICK = ProtocolConfig(sessions=1, warmup_runs=1, warmup_s=0.0, repeats=2, min_repeat_ms=0.2, max_retries=0)
+QUICK = ProtocolConfig(sessions=1, warmup_runs=1, warmup_s=0.0, batch_warmup_s=0.0, repeats=2, min_repeat_ms=0.2, max_retries=0)
 
 
 class RecordingProxy:

@@ -24,7 +24,7 @@ from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.device.wire import ERROR_CODES, MAGIC, RequestError, payload_digest, read_frame, sign
 
 TOKEN = "fuzz-secret-0123456789"
-QUICK = ProtocolConfig(sessions=1, warmup_runs=1, warmup_s=0.0, repeats=1, min_repeat_ms=0.0, max_retries=0)
+QUICK = ProtocolConfig(sessions=1, warmup_runs=1, warmup_s=0.0, batch_warmup_s=0.0, repeats=1, min_repeat_ms=0.0, max_retries=0)
 FUZZ = settings(
     derandomize=True,
     database=None,

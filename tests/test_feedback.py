@@ -27,7 +27,7 @@ FEEDBACK = EnvConfig(
     max_bits=FLOAT_BITS, budget=BudgetConfig(ratio=2.0), evaluation=EvalConfig(kind="cheap", hardware_feedback=True)
 )
 
-QUICK = ProtocolConfig(sessions=2, warmup_runs=2, warmup_s=0.0, repeats=4, min_repeat_ms=1.0, max_retries=0)
+QUICK = ProtocolConfig(sessions=2, warmup_runs=2, warmup_s=0.0, batch_warmup_s=0.0, repeats=4, min_repeat_ms=1.0, max_retries=0)
 
 
 class CountingRunner:
@@ -84,7 +84,7 @@ def test_cache_avoids_remeasuring_and_survives_a_restart(digits_workload: Worklo
 def test_cache_from_another_setup_is_refused(digits_workload: Workload, tmp_path: Path) -> None:
     path = tmp_path / "measured.json"
     MeasuredCost(digits_workload, CountingRunner(), cache_path=path).measurement(uniform(digits_workload, 8))
-    other = ProtocolConfig(sessions=3, warmup_runs=2, warmup_s=0.0, repeats=4, min_repeat_ms=1.0)
+    other = ProtocolConfig(sessions=3, warmup_runs=2, warmup_s=0.0, batch_warmup_s=0.0, repeats=4, min_repeat_ms=1.0)
     with pytest.raises(ConfigError, match="different protocol"):
         MeasuredCost(digits_workload, CountingRunner(other), cache_path=path)
     with pytest.raises(ConfigError, match="different exporter"):

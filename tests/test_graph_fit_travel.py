@@ -331,7 +331,7 @@ def _fake_timing(monkeypatch: pytest.MonkeyPatch, spread: dict[bytes, float]) ->
 def test_rounds_are_round_robin(monkeypatch: pytest.MonkeyPatch) -> None:
     models = [b"a", b"b", b"c"]
     visits = _fake_timing(monkeypatch, dict.fromkeys(models, 0.0))
-    res = measure_models(models, ProtocolConfig(sessions=4, ci_rel=0.0, max_retries=0))
+    res = measure_models(models, ProtocolConfig(sessions=4, ci_rel=0.0, max_retries=0, batch_warmup_s=0.0))
     rounds = [visits[i : i + 3] for i in range(0, len(visits), 3)]
     assert len(rounds) == 4 and all(sorted(r) == models for r in rounds)
     assert len({tuple(r) for r in rounds}) > 1  # the order rotates
@@ -340,7 +340,7 @@ def test_rounds_are_round_robin(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_early_stop_waits_for_the_minimum_and_a_tight_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     visits = _fake_timing(monkeypatch, {b"quiet": 0.001, b"noisy": 0.3})
-    cfg = ProtocolConfig(sessions=7, ci_rel=0.02, min_sessions=4, max_retries=0)
+    cfg = ProtocolConfig(sessions=7, ci_rel=0.02, min_sessions=4, max_retries=0, batch_warmup_s=0.0)
     quiet, noisy = measure_models([b"quiet", b"noisy"], cfg)
     assert len(quiet.samples_ms) == 4  # tight from the start, but not before the minimum
     assert len(noisy.samples_ms) == 7
@@ -354,7 +354,7 @@ def test_noisy_samples_with_a_tight_interval_are_not_remeasured(
     monkeypatch.setattr(timing, "_time_session", lambda model, cfg, limits: ([0.5, 1.0, 1.5], 1))  # IQR/median 0.5
     monkeypatch.setattr(timing, "check_model", lambda m: None)
     monkeypatch.setattr(timing, "realized_kernels", lambda m, cfg, limit: ("Conv",))
-    (m,) = measure_models([b"m"], ProtocolConfig(sessions=5, ci_rel=ci_rel, max_noise=0.1, max_retries=1))
+    (m,) = measure_models([b"m"], ProtocolConfig(sessions=5, ci_rel=ci_rel, max_noise=0.1, max_retries=1, batch_warmup_s=0.0))
     assert m.noise > 0.1 and m.attempts == attempts
 
 

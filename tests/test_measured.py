@@ -31,7 +31,7 @@ from haq.quant import LayerBits, LayerSignature, QuantPolicy
 from haq.tables.schema import Correction, GraphExtras, network_fingerprint
 from haq.tables.table import CostTable, load_table, save_table
 
-FAST = ProtocolConfig(sessions=1, warmup_runs=2, warmup_s=0.0, repeats=3, min_repeat_ms=0.2, max_retries=0)
+FAST = ProtocolConfig(sessions=1, warmup_runs=2, warmup_s=0.0, batch_warmup_s=0.0, repeats=3, min_repeat_ms=0.2, max_retries=0)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -20,9 +22,10 @@ from haq.hardware.device.runner import LocalRunner, RemoteRunner, make_runner, p
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.session import random_feeds, session_options
 from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.device import timing
 from haq.hardware.device.timing import measure_models, runs_per_sample
 
-QUICK = ProtocolConfig(sessions=3, warmup_runs=2, warmup_s=0.0, repeats=5, min_repeat_ms=1.0, max_retries=0)
+QUICK = ProtocolConfig(sessions=3, warmup_runs=2, warmup_s=0.0, batch_warmup_s=0.0, repeats=5, min_repeat_ms=1.0, max_retries=0)
 
 
 def conv_model(channels: int = 8, size: int = 16) -> bytes:
@@ -67,6 +70,7 @@ def test_config_wire_format_is_a_json_object_of_fields() -> None:
         "sessions": 3,
         "warmup_runs": 2,
         "warmup_s": 0.0,
+        "batch_warmup_s": 0.0,
         "repeats": 5,
         "min_repeat_ms": 1.0,
         "max_noise": 0.1,
@@ -110,13 +114,27 @@ def test_interleaved_batch_keeps_order_and_ranks_work() -> None:
 
 
 def test_noisy_entries_are_remeasured_with_a_bound() -> None:
-    cfg = ProtocolConfig(sessions=2, warmup_runs=1, warmup_s=0.0, repeats=5, min_repeat_ms=0.5, max_noise=0.0, max_retries=2)
+    cfg = ProtocolConfig(sessions=2, warmup_runs=1, warmup_s=0.0, batch_warmup_s=0.0, repeats=5, min_repeat_ms=0.5, max_noise=0.0, max_retries=2)
     (m,) = measure_models([sentinel_model(32)], cfg)
     assert m.attempts == 3
 
 
+def test_the_machine_warms_up_once_per_batch_untimed(monkeypatch: pytest.MonkeyPatch) -> None:
+    warmed: list[tuple[bytes, float]] = []
+    real = timing._warm_machine
+    monkeypatch.setattr(timing, "_warm_machine", lambda model, cfg, limits: warmed.append((model, cfg.batch_warmup_s)))
+    first, second = sentinel_model(16), sentinel_model(32)
+    cfg = replace(QUICK, batch_warmup_s=0.3, max_noise=0.0, max_retries=1)  # every model is measured twice
+    measure_models([first, second], cfg)
+    assert warmed == [(first, 0.3), (first, 0.3)]  # once per pass, on the first model, not per session
+    monkeypatch.setattr(timing, "_warm_machine", real)
+    start = time.perf_counter()
+    (m,) = measure_models([first], replace(QUICK, sessions=1, batch_warmup_s=0.3))
+    assert time.perf_counter() - start >= 0.3 and m.wall_s < time.perf_counter() - start - 0.25  # the warm-up is not timed
+
+
 def test_sentinel_tracks_drift() -> None:
-    cfg = ProtocolConfig(sessions=2, warmup_runs=1, warmup_s=0.0, repeats=3, min_repeat_ms=0.5, max_retries=0, sentinel_every=1)
+    cfg = ProtocolConfig(sessions=2, warmup_runs=1, warmup_s=0.0, batch_warmup_s=0.0, repeats=3, min_repeat_ms=0.5, max_retries=0, sentinel_every=1)
     runner = LocalRunner(cfg)
     a, b = runner.measure_many([sentinel_model(16), sentinel_model(32)])
     assert len(a.sentinel_ms) == 4 and a.sentinel_ms == b.sentinel_ms

@@ -90,6 +90,7 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--repeats", type=int, default=d.repeats, help="timed samples per session")
     g.add_argument("--warmup-runs", type=int, default=d.warmup_runs, help="warm-up runs per session (at least)")
     g.add_argument("--warmup-s", type=float, default=d.warmup_s, help="warm-up seconds per session (at least)")
+    g.add_argument("--batch-warmup-s", type=float, default=d.batch_warmup_s, help="untimed seconds before a batch's first round")
     g.add_argument("--min-repeat-ms", type=float, default=d.min_repeat_ms, help="each sample batches runs to last this long")
     g.add_argument("--max-noise", type=float, default=d.max_noise, help="IQR/median above which a model is re-measured")
     g.add_argument("--max-retries", type=int, default=d.max_retries, help="bound on re-measurements of noisy models")
@@ -111,6 +112,7 @@ def protocol_config(ns: argparse.Namespace) -> ProtocolConfig:
         sessions=ns.sessions,
         warmup_runs=ns.warmup_runs,
         warmup_s=ns.warmup_s,
+        batch_warmup_s=ns.batch_warmup_s,
         repeats=ns.repeats,
         min_repeat_ms=ns.min_repeat_ms,
         max_noise=ns.max_noise,

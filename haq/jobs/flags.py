@@ -91,6 +91,7 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "repeats": ("protocol.repeats",),
         "warmup_runs": ("protocol.warmup_runs",),
         "warmup_s": ("protocol.warmup_s",),
+        "batch_warmup_s": ("protocol.batch_warmup_s",),
         "min_repeat_ms": ("protocol.min_repeat_ms",),
         "max_noise": ("protocol.max_noise",),
         "max_retries": ("protocol.max_retries",),

@@ -17,7 +17,10 @@ medians by 74 %), so every figure haq stores comes from one documented procedure
 3. **Fresh sessions, interleaved** (:mod:`.timing`). ``sessions`` rounds; in each round every
    model gets a fresh ``InferenceSession``, in an order rotated by one per round, so slow drift
    of the machine hits every model alike instead of whichever was measured last.
-4. **Warm-up.** At least ``warmup_runs`` runs *and* ``warmup_s`` seconds before timing.
+4. **Warm-up.** Before the first round of a batch, the first model runs untimed for
+   ``batch_warmup_s`` seconds (the CPU's clock and caches); then every session runs at least
+   ``warmup_runs`` runs *and* ``warmup_s`` seconds before timing (its own allocations and
+   weight packing).
 5. **Timed samples.** ``repeats`` samples; one sample times ``k`` back-to-back runs and stores
    their mean, with ``k`` chosen from the warm-up so a sample lasts at least ``min_repeat_ms``
    (TVM's ``min_repeat_ms``): microsecond kernels are not timed at timer resolution. The

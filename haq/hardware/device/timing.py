@@ -107,6 +107,7 @@ def _interleaved(
     sentinel_ms: list[float] = []
     use_sentinel = sentinel is not None and cfg.sentinel_every > 0
     active = list(range(n))
+    _warm_machine(models[0], cfg, limits)
     for rnd in range(cfg.sessions):
         for pos in range(len(active)):
             if use_sentinel and pos % cfg.sentinel_every == 0:
@@ -123,6 +124,18 @@ def _interleaved(
         if not active:
             break
     return [Measurement(tuple(samples[i]), tuple(batches[i]), kernels[i], walls[i], 1, tuple(sentinel_ms)) for i in range(n)]
+
+
+def _warm_machine(model: bytes, cfg: ProtocolConfig, limits: _Limits) -> None:
+    """Run ``model`` untimed for ``cfg.batch_warmup_s`` seconds (nothing when 0)."""
+    if cfg.batch_warmup_s <= 0:
+        return
+    sess = open_session(model, session_options(cfg))
+    feeds = random_feeds(sess, cfg.seed, limits.max_input_elements)
+    start = time.perf_counter()
+    while time.perf_counter() - start < cfg.batch_warmup_s:
+        _check_deadline(limits.deadline)
+        run_once(sess, feeds)
 
 
 def _time_session(model: bytes, cfg: ProtocolConfig, limits: _Limits) -> tuple[list[float], int]:
