@@ -78,7 +78,9 @@ def test_evaluate_prints_accuracies_and_costs(
 def test_measurement_on_this_machine(digits_workload: Workload) -> None:
     table = load_table("bitfusion")
     policy = QuantPolicy.uniform(digits_workload.layer_names, 8)
-    quick = LocalRunner(ProtocolConfig(sessions=1, warmup_runs=1, warmup_s=0.0, batch_warmup_s=0.0, repeats=3, min_repeat_ms=0.0, max_retries=0))
+    quick = LocalRunner(
+        ProtocolConfig(sessions=1, warmup_runs=1, warmup_s=0.0, batch_warmup_s=0.0, repeats=3, min_repeat_ms=0.0, max_retries=0)
+    )
     cfg = FinalEvalConfig(samples=40, evaluation=EvalConfig(kind="cheap"), measure="local")
     with pytest.raises(UsageError, match="needs a measurer"):
         evaluate_final(digits_workload, table, policy, cfg)

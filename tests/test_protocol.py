@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from haq.core.config import from_dict, to_dict
 from haq.core.errors import ConfigError, DeviceError
+from haq.hardware.device import timing
 from haq.hardware.device.guard import Refusal, check_model
 from haq.hardware.device.machine import device_info
 from haq.hardware.device.measurement import Measurement, relative_iqr, relative_range
@@ -22,7 +23,6 @@ from haq.hardware.device.runner import LocalRunner, RemoteRunner, make_runner, p
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.session import random_feeds, session_options
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.device import timing
 from haq.hardware.device.timing import measure_models, runs_per_sample
 
 QUICK = ProtocolConfig(sessions=3, warmup_runs=2, warmup_s=0.0, batch_warmup_s=0.0, repeats=5, min_repeat_ms=1.0, max_retries=0)
@@ -114,7 +114,9 @@ def test_interleaved_batch_keeps_order_and_ranks_work() -> None:
 
 
 def test_noisy_entries_are_remeasured_with_a_bound() -> None:
-    cfg = ProtocolConfig(sessions=2, warmup_runs=1, warmup_s=0.0, batch_warmup_s=0.0, repeats=5, min_repeat_ms=0.5, max_noise=0.0, max_retries=2)
+    cfg = ProtocolConfig(
+        sessions=2, warmup_runs=1, warmup_s=0.0, batch_warmup_s=0.0, repeats=5, min_repeat_ms=0.5, max_noise=0.0, max_retries=2
+    )
     (m,) = measure_models([sentinel_model(32)], cfg)
     assert m.attempts == 3
 
@@ -134,7 +136,9 @@ def test_the_machine_warms_up_once_per_batch_untimed(monkeypatch: pytest.MonkeyP
 
 
 def test_sentinel_tracks_drift() -> None:
-    cfg = ProtocolConfig(sessions=2, warmup_runs=1, warmup_s=0.0, batch_warmup_s=0.0, repeats=3, min_repeat_ms=0.5, max_retries=0, sentinel_every=1)
+    cfg = ProtocolConfig(
+        sessions=2, warmup_runs=1, warmup_s=0.0, batch_warmup_s=0.0, repeats=3, min_repeat_ms=0.5, max_retries=0, sentinel_every=1
+    )
     runner = LocalRunner(cfg)
     a, b = runner.measure_many([sentinel_model(16), sentinel_model(32)])
     assert len(a.sentinel_ms) == 4 and a.sentinel_ms == b.sentinel_ms
