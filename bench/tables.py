@@ -180,7 +180,7 @@ def main() -> int:
         default=FIT_CONFIGS,
         help="configurations measured per network for the fit (with --rescore: fit on the first this many kept)",
     )
-    p.add_argument("--sessions", type=int, default=5, help="most sessions per model")
+    p.add_argument("--sessions", type=int, default=ProtocolConfig().sessions, help="most sessions per model")
     p.add_argument("--ci-rel", type=float, default=ProtocolConfig().ci_rel, help="early-stop interval (0: off)")
     p.add_argument("--out", type=Path, default=None, help="write all figures and per-policy data as JSON")
     p.add_argument("--raw", type=Path, default=None, help="keep the measurements here (and the table beside it)")

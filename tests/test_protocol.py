@@ -22,7 +22,7 @@ from haq.hardware.device.profile import kernels_from_profile
 from haq.hardware.device.runner import LocalRunner, RemoteRunner, make_runner, parse_remote
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.session import random_feeds, session_options
-from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.device.settings import SESSIONS, ProtocolConfig
 from haq.hardware.device.timing import measure_models, runs_per_sample
 
 QUICK = ProtocolConfig(sessions=3, warmup_runs=2, warmup_s=0.0, batch_warmup_s=0.0, repeats=5, min_repeat_ms=1.0, max_retries=0)
@@ -82,14 +82,14 @@ def test_config_wire_format_is_a_json_object_of_fields() -> None:
         "min_sessions": 3,
     }
     assert from_dict(ProtocolConfig, wire) == QUICK and from_dict(ProtocolConfig, {}) == ProtocolConfig()
-    assert ProtocolConfig().record()["sessions"] == 5
+    assert ProtocolConfig().record()["sessions"] == SESSIONS
 
 
 def test_record_documents_the_runtime_settings() -> None:
     rec = ProtocolConfig().record()
     assert rec["intra_op_threads"] == 1 and rec["inter_op_threads"] == 1
     assert rec["allow_spinning"] is False and rec["execution_mode"] == "sequential"
-    assert rec["runtime_version"] == ort.__version__ and rec["sessions"] == 5 and rec["warmup_runs"] >= 10
+    assert rec["runtime_version"] == ort.__version__ and rec["sessions"] == SESSIONS and rec["warmup_runs"] >= 10
     opts = session_options(ProtocolConfig())
     assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
     assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL

@@ -83,7 +83,7 @@ def add_tls_ca_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_protocol_args(p: argparse.ArgumentParser) -> None:
-    """Measurement protocol knobs (defaults: the protocol of the shipped tables)."""
+    """Measurement protocol knobs (defaults: :class:`ProtocolConfig`'s)."""
     d = ProtocolConfig()
     g = p.add_argument_group("measurement protocol")
     g.add_argument("--sessions", type=int, default=d.sessions, help="fresh sessions per model, interleaved")

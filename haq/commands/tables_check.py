@@ -18,7 +18,7 @@ from haq.core.fileio import atomic_write_text
 from haq.hardware.check import check_table, load_check, score
 from haq.hardware.device.machine import machine_fingerprint
 from haq.hardware.device.runner import LocalRunner
-from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.device.settings import SESSIONS, ProtocolConfig
 from haq.hardware.networks import load_network
 
 
@@ -48,7 +48,7 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
     add_data_args(c, "input shape source for --model (default: its own dataset)")
     c.add_argument("--device", required=True, help="the measured table to check (shipped name or .json file)")
     c.add_argument("--n", type=int, default=20, help="random policies to measure (default 20)")
-    c.add_argument("--sessions", type=int, default=5, help="fresh sessions per measurement (default 5)")
+    c.add_argument("--sessions", type=int, default=SESSIONS, help=f"most fresh sessions per measurement (default {SESSIONS})")
     c.add_argument("--seed", type=int, default=1000, help="policy sampling seed (default 1000; fitting uses 0)")
     c.add_argument("--save", default=None, help="also write every policy's bits, measurements and predictions to this JSON file")
     c.add_argument("--rescore", default=None, help="measure nothing: judge the table on the measurements in this --save file")

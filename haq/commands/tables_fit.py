@@ -14,7 +14,7 @@ from haq.commands.workload_args import add_data_args
 from haq.core import validate
 from haq.core.errors import ConfigError, TableError
 from haq.hardware.device.runner import LocalRunner
-from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.device.settings import SESSIONS, ProtocolConfig
 from haq.hardware.fit import FIT_CONFIGS, fit_table, observations_path
 from haq.hardware.networks import load_network
 
@@ -48,7 +48,7 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
     add_data_args(f, "input shape source for every --model (default: each model's own dataset)")
     f.add_argument("--device", required=True, help="the measured table (shipped name or .json file); rewritten in place")
     f.add_argument("--configs", type=int, default=FIT_CONFIGS, help=f"measured configurations per model (default {FIT_CONFIGS})")
-    f.add_argument("--sessions", type=int, default=5, help="fresh sessions per measurement (default 5)")
+    f.add_argument("--sessions", type=int, default=SESSIONS, help=f"most fresh sessions per measurement (default {SESSIONS})")
     f.add_argument(
         "--remeasure",
         action="store_true",

@@ -14,24 +14,30 @@ import onnxruntime as ort
 from haq.core import validate
 from haq.core.config import to_dict
 
+SESSIONS = 10
+"""Most fresh sessions a model gets by default. Why 10, not 5: once a session cost 0.1 s instead
+of 0.5 s (the batch warm-up below), two runs of ``bench/tables.py`` on this shared 2-core machine,
+minutes apart, had retest ceilings within ±10 % of 56-100 % over eight networks with at most 5
+sessions and 100 % on all eight with at most 10 (``latency_tables/README.md``, "Faster builds")."""
+
 PROTOCOL_VERSION = 2
 """2: ``batch_warmup_s`` (an agent of version 1 refuses it as an unknown field)."""
 
 
 @dataclass(frozen=True)
 class ProtocolConfig:
-    """How to time a model; the defaults are the protocol haq's shipped tables use.
+    """How to time a model; the defaults are what ``haq tables build --device cpu`` uses now (a table
+    records the protocol that built it in ``meta.protocol``).
 
     The early stop (``ci_rel`` 0.02 after ``min_sessions`` 3): on 65 single-layer models of
     four networks timed with 5 sessions, 86 % had a 3-session 95 % interval within ±2 %, and
     the 3-session mean of those was within 1 % of the 5-session median.
 
     The warm-up (0.5 s once per batch, then 0.05 s and 10 runs per session, against 0.5 s per
-    session before): ResNet-20's 21 one-layer models took 14 s against 95-103 s and its 24 fit
-    configurations 24-31 s against 127-130 s, and the medians agreed with the old protocol's
-    within the old protocol's own retest (RMS difference after the level 5-8 % for one-layer
-    models, 4-5 % for whole models against 10 % and 15 % between two runs of the old protocol;
-    ``latency_tables/README.md``, "Faster builds").
+    session before; ``bench/warmup.py``): a pass over ResNet-20's 21 one-layer models took 11.9 s
+    against 99.3 s, over 24 whole-model policies 23.2 s against 107.6 s, and the two protocols'
+    medians disagreed (RMS, level divided out) by 4.3 % and 3.7 % against 2.9-3.1 % and 3.3-4.5 %
+    between two passes of one protocol (``latency_tables/README.md``, "Faster builds").
 
     sessions: fresh inference sessions per model (rounds, interleaved across models); the most
         a model gets when ``ci_rel`` stops sampling early.
@@ -53,7 +59,7 @@ class ProtocolConfig:
     threads: onnxruntime intra-op threads (1 keeps a shared machine quiet).
     """
 
-    sessions: int = 5
+    sessions: int = SESSIONS
     warmup_runs: int = 10
     warmup_s: float = 0.05
     batch_warmup_s: float = 0.5
