@@ -16,9 +16,9 @@ from haq.core.config import to_dict
 
 SESSIONS = 10
 """Most fresh sessions a model gets by default. Why 10, not 5: once a session cost 0.1 s instead
-of 0.5 s (the batch warm-up below), two runs of ``bench/tables.py`` on this shared 2-core machine,
-minutes apart, had retest ceilings within ±10 % of 56-100 % over eight networks with at most 5
-sessions and 100 % on all eight with at most 10 (``latency_tables/README.md``, "Faster builds")."""
+of 0.5 s (the batch warm-up below), runs of ``bench/tables.py`` on this shared 2-core machine had
+retest ceilings within ±10 % of 56-100 % over eight networks with at most 5 sessions and 94-100 %
+on two runs with at most 10 (``latency_tables/README.md``, "Faster builds")."""
 
 PROTOCOL_VERSION = 2
 """2: ``batch_warmup_s`` (an agent of version 1 refuses it as an unknown field)."""
