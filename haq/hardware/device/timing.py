@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import onnxruntime as ort
 
 from haq.core.types import Log
 from haq.hardware.device.guard import DEFAULT_MAX_INPUT_ELEMENTS, Refusal, check_model
@@ -128,26 +129,29 @@ def _interleaved(
 
 def _warm_machine(model: bytes, cfg: ProtocolConfig, limits: _Limits) -> None:
     """Run ``model`` untimed for ``cfg.batch_warmup_s`` seconds (nothing when 0)."""
-    if cfg.batch_warmup_s <= 0:
-        return
+    if cfg.batch_warmup_s > 0:
+        _open_and_warm(model, cfg, limits, 0, cfg.batch_warmup_s)
+
+
+def _open_and_warm(
+    model: bytes, cfg: ProtocolConfig, limits: _Limits, runs: int, seconds: float
+) -> tuple[ort.InferenceSession, dict[str, np.ndarray], list[float]]:
+    """A fresh session of ``model``, its seeded feeds, and the seconds of each of its first runs:
+    at least ``runs`` of them and ``seconds`` in all, stopping at the deadline."""
     sess = open_session(model, session_options(cfg))
     feeds = random_feeds(sess, cfg.seed, limits.max_input_elements)
+    warm: list[float] = []
     start = time.perf_counter()
-    while time.perf_counter() - start < cfg.batch_warmup_s:
+    while len(warm) < runs or time.perf_counter() - start < seconds:
         _check_deadline(limits.deadline)
-        run_once(sess, feeds)
+        warm.append(run_once(sess, feeds))
+    return sess, feeds, warm
 
 
 def _time_session(model: bytes, cfg: ProtocolConfig, limits: _Limits) -> tuple[list[float], int]:
     """One fresh session: warm up (step 4), then ``repeats`` batched samples (step 5)."""
     deadline = limits.deadline
-    sess = open_session(model, session_options(cfg))
-    feeds = random_feeds(sess, cfg.seed, limits.max_input_elements)
-    warm: list[float] = []
-    start = time.perf_counter()
-    while len(warm) < max(cfg.warmup_runs, 1) or time.perf_counter() - start < cfg.warmup_s:
-        _check_deadline(deadline)
-        warm.append(run_once(sess, feeds))
+    sess, feeds, warm = _open_and_warm(model, cfg, limits, max(cfg.warmup_runs, 1), cfg.warmup_s)
     per_run_ms = float(np.median(warm[-max(cfg.warmup_runs, 1) :])) * 1e3
     k = runs_per_sample(per_run_ms, cfg.min_repeat_ms)
     out: list[float] = []
