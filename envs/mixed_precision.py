@@ -216,7 +216,9 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
         choices = bm.layers[self._index]
         center = self.problem.prior[self._index] if self.problem.prior is not None else None
         requested = map_action(act, choices.pairs, center)
-        applied = project(requested, choices, lambda pair: bm.fits(bm.completion_cost(self._applied, pair)))
+        applied = project(
+            requested, choices, lambda pair: bm.fits(bm.completion_cost(self._applied, pair)), bm.fallback(self._applied)
+        )
         if applied == requested:
             applied_action = np.clip(act, -1.0, 1.0).astype(np.float32)
         else:

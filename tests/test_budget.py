@@ -3,15 +3,19 @@ unreachable budget, action mapping and the projection's tie-breaks, all with num
 
 from __future__ import annotations
 
+import itertools
 from typing import Mapping, Sequence
 
 import numpy as np
 import pytest
 from torch import nn
 
+from haq.baselines.candidates import random_candidates
 from haq.core.errors import ConfigError, TableError
+from haq.problem.allocation import sensitivity_prior
 from haq.problem.budget import (
     Budget,
+    BudgetModel,
     LayerChoices,
     allowed_pairs,
     build_budget_model,
@@ -20,7 +24,9 @@ from haq.problem.budget import (
     map_action,
     project,
 )
+from haq.problem.sensitivity import LayerSensitivity, Sensitivity
 from haq.quant import LayerBits, LayerInfo, LayerSignature, QuantPolicy, discover_layers, model_size_bits
+from haq.tables.plan import Plan, chain_plan
 
 BitPair = tuple[int, int]
 
@@ -104,14 +110,69 @@ def test_min_cost_cheapest_pair_and_completion() -> None:
     bm = _model(table=HandTable(boundary=5.0))
     assert bm.min_cost_from(0) == 111.0 and bm.min_cost_from(1) == 110.0 and bm.min_cost_from(2) == 100.0
     assert bm.min_cost_from(3) == 0.0
-    assert bm.cheapest_pair(0) == (2, 2)
-    assert bm.cheapest_pair(1) == (4, 2)  # a tie at 10: the higher weight width wins
+    assert bm.fallback([]) == (2, 2)  # no plan of its own: every layer at its cheapest pair
+    assert bm.fallback([(8, 8)]) == (4, 2)  # a tie at 10: the higher weight width wins
     # decided: layer 0 at (8, 8); this pair for layer 1; layer 2 at its cheapest (2, 2); two changes
     assert bm.completion_cost([(8, 8)], (4, 4)) == 8.0 + 20.0 + 100.0 + 2 * 5.0
     assert bm.completion_cost([], (2, 2)) == 1.0 + 10.0 + 100.0 + 2 * 5.0
     assert bm.completion_cost([(2, 2), (4, 2)], (2, 2)) == 111.0 + 2 * 5.0
     assert bm.policy_cost([(2, 2), (4, 4), (4, 4)]) == 1.0 + 20.0 + 200.0 + 5.0
     assert bm.budget.cheapest == 111.0 + 2 * 5.0  # the whole-policy cost, boundaries included
+
+
+class ChainHandTable(HandTable):
+    """:class:`HandTable` that plans its own completions, boundaries included (a ChainPlanner)."""
+
+    def plan(
+        self, layers: Sequence[LayerInfo], allowed: Sequence[Sequence[BitPair]], metric: str = "latency", dearest: bool = False
+    ) -> Plan:
+        scale = 2.0 if metric == "energy" else 1.0
+        costs = [{p: c * scale for p, c in self.costs[i].items()} for i in range(len(layers))]
+        return chain_plan(costs, allowed, lambda i, p, q: self.boundary * scale if p != q else 0.0, dearest)
+
+
+def _every_policy(bm: BudgetModel) -> list[tuple[BitPair, ...]]:
+    return list(itertools.product(*(c.pairs for c in bm.layers)))
+
+
+def test_where_boundaries_cost_the_budget_knows_the_true_cheapest_and_dearest() -> None:
+    # boundaries of 60: every layer at its own cheapest pair, (2, 2) (4, 2) (2, 2), costs 111 + 120 = 231;
+    # fewer changes of pair cost less
+    planned = _model(absolute=200.0, table=ChainHandTable(boundary=60.0))
+    every = [planned.policy_cost(p) for p in _every_policy(planned)]
+    assert planned.budget.cheapest == min(every) < 200.0 < 231.0 and planned.budget.dearest == max(every)
+    with pytest.raises(ConfigError, match="below the cheapest achievable 231"):
+        _model(absolute=200.0, table=HandTable(boundary=60.0))  # without a plan: the greedy completion only
+    # the completion the budget checks is the cheapest way to finish from the decided layers
+    for first in planned.layers[0].pairs:
+        assert planned.completion_cost([], first) == min(planned.policy_cost(p) for p in _every_policy(planned) if p[0] == first)
+    path = planned.plan.path()
+    assert planned.fallback([]) == path[0] and planned.fallback(path[:1]) == path[1]
+
+
+def test_the_prior_falls_back_to_the_budgets_cheapest_policy_where_per_layer_steps_run_out() -> None:
+    # boundaries of 500: the per-layer cheapest (2, 2) (4, 2) (2, 2) costs 1111; one pair throughout is cheaper
+    bm = _model(ratio=1.0, table=ChainHandTable(boundary=500.0))
+    tight = _model(absolute=bm.budget.cheapest, table=ChainHandTable(boundary=500.0))
+    flat = {b: 0.0 for b in (2, 4, 8, 32)}
+    sens = Sensitivity({name: LayerSensitivity(flat, flat) for name in NAMES}, samples=1)
+    prior = sensitivity_prior(tight, sens)
+    assert tight.fits(tight.policy_cost(prior)) and tight.policy_cost(prior) == tight.budget.cheapest < 1111.0
+
+
+@pytest.mark.parametrize("boundary", [0.0, 5.0, 60.0, 500.0])
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.7, 1.0])
+def test_projected_episodes_always_fit_a_budget_the_plan_allows(boundary: float, fraction: float) -> None:
+    table = ChainHandTable(boundary=boundary)
+    probe = _model(ratio=1.0, table=table)
+    target = probe.budget.cheapest + fraction * (probe.budget.dearest - probe.budget.cheapest)
+    bm = _model(absolute=target, table=table)
+    rng = np.random.default_rng(int(boundary) + int(10 * fraction))
+    for cand in random_candidates(bm, 50, rng):
+        assert bm.fits(bm.policy_cost(cand.pairs))
+    # every projected episode fits, and the cheapest policy is among what an episode can end at
+    cheapest = min(_every_policy(bm), key=bm.policy_cost)
+    assert bm.policy_cost(bm.plan.path()) == bm.policy_cost(cheapest)
 
 
 def test_fits_has_only_a_relative_rounding_tolerance() -> None:
@@ -163,7 +224,7 @@ def test_ties_at_the_cheapest_cost_take_the_highest_widths(second: dict[BitPair,
     """Equal-cost pairs: the higher weight width, then the higher activation width: (4, 4) of the four."""
     costs = [TIE[0], second, {(2, 2): 100.0, (8, 8): 300.0}]
     bm = _model(table=HandTable(boundary=5.0, costs=costs), ratio=1.0)
-    assert bm.cheapest_pair(0) == (4, 4)
+    assert bm.fallback([]) == (4, 4)
     assert bm.budget.cheapest == cheapest
 
 
@@ -233,28 +294,33 @@ def test_map_action_bins() -> None:
     np.testing.assert_allclose(encode_pair((8, 2), RAGGED), [2 / 3, -2 / 3], atol=1e-7)
 
 
+def _cheapest(choices: LayerChoices) -> BitPair:
+    """What a one-layer budget falls back to: its cheapest pair (highest widths on a tie)."""
+    return chain_plan([dict(zip(choices.pairs, choices.costs))], [choices.pairs]).first
+
+
 def test_projection_prefers_the_nearest_fitting_pair() -> None:
     choices = LayerChoices("l", PAIRS_3X3, tuple(float(w * a) for w, a in PAIRS_3X3))
     cost = dict(zip(choices.pairs, choices.costs))
-    assert project((8, 8), choices, lambda p: True) == (8, 8)
+    assert project((8, 8), choices, lambda p: True, _cheapest(choices)) == (8, 8)
     # allowance 32: (8, 4) and (4, 8) fit, both 16 away in squared bits and equally dear -> the smaller pair
-    assert project((8, 8), choices, lambda p: cost[p] <= 32) == (4, 8)
+    assert project((8, 8), choices, lambda p: cost[p] <= 32, _cheapest(choices)) == (4, 8)
     skewed = LayerChoices("s", PAIRS_3X3, tuple(30.0 if p == (8, 4) else float(p[0] * p[1]) for p in PAIRS_3X3))
-    assert project((8, 8), skewed, lambda p: p != (8, 8)) == (4, 8)  # equally near: the dearer (32 > 30)
+    assert project((8, 8), skewed, lambda p: p != (8, 8), _cheapest(skewed)) == (4, 8)  # equally near: the dearer (32 > 30)
     skewed = LayerChoices("s", PAIRS_3X3, tuple(34.0 if p == (8, 4) else float(p[0] * p[1]) for p in PAIRS_3X3))
-    assert project((8, 8), skewed, lambda p: p != (8, 8)) == (8, 4)
+    assert project((8, 8), skewed, lambda p: p != (8, 8), _cheapest(skewed)) == (8, 4)
     # allowance 16: (8, 2) is 36 away, (4, 4) is 32 away: nearest, though (8, 2) is just as dear
-    assert project((8, 8), choices, lambda p: cost[p] <= 16) == (4, 4)
+    assert project((8, 8), choices, lambda p: cost[p] <= 16, _cheapest(choices)) == (4, 4)
     # never raises a width: from (2, 8) with allowance 8 only (2, 4) and (2, 2) qualify
-    assert project((2, 8), choices, lambda p: cost[p] <= 8) == (2, 4)
+    assert project((2, 8), choices, lambda p: cost[p] <= 8, _cheapest(choices)) == (2, 4)
     # an uneven request: from (8, 2) with allowance 8 the nearest is (4, 2), not (2, 2)
-    assert project((8, 2), choices, lambda p: cost[p] <= 8) == (4, 2)
-    # nothing fits below the request: the cheapest of all, highest widths on a tie
+    assert project((8, 2), choices, lambda p: cost[p] <= 8, _cheapest(choices)) == (4, 2)
+    # nothing fits below the request: the fallback (here the cheapest of all, highest widths on a tie)
     tie = LayerChoices("t", ((2, 4), (4, 2), (4, 4)), (3.0, 3.0, 9.0))
-    assert project((2, 4), tie, lambda p: False) == (4, 2)
+    assert project((2, 4), tie, lambda p: False, _cheapest(tie)) == (4, 2)
     same_w = LayerChoices("t", ((4, 2), (4, 4), (8, 8)), (3.0, 3.0, 9.0))
-    assert project((8, 8), same_w, lambda p: False) == (4, 4)
-    assert project((4, 4), choices, lambda p: p == (8, 8)) == (2, 2)
+    assert project((8, 8), same_w, lambda p: False, _cheapest(same_w)) == (4, 4)
+    assert project((4, 4), choices, lambda p: p == (8, 8), _cheapest(choices)) == (2, 2)
 
 
 @pytest.mark.parametrize("pairs", [PAIRS_3X3, RAGGED, ((8, 8),), tuple((w, a) for w in range(2, 9) for a in range(2, 9))])

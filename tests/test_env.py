@@ -123,7 +123,8 @@ def test_projection_never_exceeds_allowance_when_feasible(u: tuple[float, float]
     choices = LayerChoices("l", pairs, tuple(costs))
     cost = dict(zip(pairs, costs))
     desired = map_action(np.array(u), pairs)
-    applied = project(desired, choices, lambda p: cost[p] <= allowance)
+    cheapest = min(pairs, key=lambda p: (cost[p], -p[0], -p[1]))
+    applied = project(desired, choices, lambda p: cost[p] <= allowance, cheapest)
     if allowance >= min(costs):
         assert cost[applied] <= allowance
     if cost[desired] <= allowance:

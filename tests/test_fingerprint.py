@@ -1,9 +1,10 @@
 """Tables know their machine: the fingerprint, its place in a table, the warning on another
-machine (``--strict`` refuses) and ``--device cpu`` building this machine's table."""
+machine (``--strict`` refuses) and ``--device cpu`` building and fitting this machine's table."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 
 import latency_tables
 from haq.cli import main
-from haq.commands import problems
+from haq.commands import machine, problems
 from haq.core.errors import TableError
 from haq.evaluation.config import EvalConfig
 from haq.hardware.build import extend_table
@@ -24,10 +25,13 @@ from haq.hardware.device.machine import (
     parse_cpuinfo,
     read_caches,
 )
+from haq.hardware.device.measurement import Measurement
+from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.networks import model_layers
+from haq.problem.budget import build_budget_model
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.quant import FLOAT_BITS, LayerSignature, QuantPolicy
-from haq.tables.schema import Entry
+from haq.tables.schema import Entry, network_fingerprint
 from haq.tables.table import load_table
 from haq.workload import WorkloadConfig
 
@@ -114,6 +118,27 @@ class FakeMeasuredBackend:
             Entry(sig.key(), w, a, 1e-6 * sig.macs * (0.5 if w == 8 else 1.0) + 1e-3, 0.0, 1, "measured", "fake")
             for w, a in ((8, 8), (32, 32))
         ]
+
+
+class FakeRunner:
+    """Whole-model "times" on a given machine: a function of the exported model's size (an int8
+    layer's weights take a quarter of a float one's bytes), so they move with the bits; no timing."""
+
+    protocol = ProtocolConfig()
+
+    def __init__(self, machine: MachineFingerprint) -> None:
+        self.machine = machine
+        self.timed = 0
+
+    def measure(self, onnx_bytes: bytes) -> Measurement:
+        return self.measure_many([onnx_bytes])[0]
+
+    def measure_many(self, models: Any) -> list[Measurement]:
+        self.timed += len(models)
+        return [Measurement(((0.01 + 1e-7 * len(m),) * 3,), (1,), (), 0.0) for m in models]
+
+    def device_info(self) -> dict[str, Any]:
+        return {"fingerprint": self.machine.to_dict()}
 
 
 def _digits_sigs() -> list[LayerSignature]:
@@ -251,7 +276,7 @@ def test_extending_a_table_from_another_machine_is_refused(measured_here: Path, 
 
 def test_other_machine_warns_in_one_line(measured_here: Path) -> None:
     say = Lines()
-    problems.check_machine(load_table(measured_here), strict=False, log=say, model="digits_cnn", here=OTHER)
+    machine.check_machine(load_table(measured_here), strict=False, log=say, model="digits_cnn", here=OTHER)
     assert len(say.lines) == 1 and "\n" not in say.lines[0]
     line = say.lines[0]
     assert line.startswith("warning: table here was measured on another machine")
@@ -260,21 +285,21 @@ def test_other_machine_warns_in_one_line(measured_here: Path) -> None:
 
 def test_strict_refuses_in_one_line(measured_here: Path) -> None:
     with pytest.raises(TableError, match="refused under --strict") as exc:
-        problems.check_machine(load_table(measured_here), strict=True, log=Lines(), here=OTHER)
+        machine.check_machine(load_table(measured_here), strict=True, log=Lines(), here=OTHER)
     assert "\n" not in str(exc.value) and "haq tables build --device cpu" in str(exc.value)
 
 
 def test_same_machine_is_silent_even_under_strict(measured_here: Path) -> None:
     say = Lines()
     noisy_but_same = dataclasses.replace(HERE, probe_ms=0.06)  # +20 %: within the probe's tolerance
-    problems.check_machine(load_table(measured_here), strict=True, log=say, here=noisy_but_same)
+    machine.check_machine(load_table(measured_here), strict=True, log=say, here=noisy_but_same)
     assert say.lines == []
 
 
 def test_analytical_tables_never_warn() -> None:
     say = Lines()
     for name in ("bitfusion", "bismo-edge", "bismo-cloud"):
-        problems.check_machine(latency_tables.load(name), strict=True, log=say, here=OTHER)
+        machine.check_machine(latency_tables.load(name), strict=True, log=say, here=OTHER)
     assert say.lines == []
 
 
@@ -282,10 +307,10 @@ def test_old_table_without_fingerprint_cannot_be_verified() -> None:
     table = latency_tables.load("example-cpu-xeon")
     assert "machine" not in table.meta
     say = Lines()
-    problems.check_machine(table, strict=False, log=say, here=HERE)
+    machine.check_machine(table, strict=False, log=say, here=HERE)
     assert len(say.lines) == 1 and "cannot be verified" in say.lines[0]
     with pytest.raises(TableError, match="cannot be verified"):
-        problems.check_machine(table, strict=True, log=say, here=HERE)
+        machine.check_machine(table, strict=True, log=say, here=HERE)
 
 
 def test_table_timed_by_a_device_agent_is_not_checked(measured_here: Path, tmp_path: Path) -> None:
@@ -294,7 +319,7 @@ def test_table_timed_by_a_device_agent_is_not_checked(measured_here: Path, tmp_p
     remote = tmp_path / "phone.json"
     remote.write_text(json.dumps(raw))
     say = Lines()
-    problems.check_machine(load_table(remote), strict=True, log=say, here=OTHER)
+    machine.check_machine(load_table(remote), strict=True, log=say, here=OTHER)
     assert say.lines == []
 
 
@@ -321,11 +346,23 @@ def test_cost_strict_refuses_the_example_table(tmp_path: Path, capsys: pytest.Ca
 # ---------------------------------------------------------------- --device cpu: this machine's table
 
 
-def test_device_cpu_builds_this_machines_table_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _this_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[FakeMeasuredBackend, FakeRunner]:
+    """``--device cpu`` on the fake machine :data:`HERE`, its table cache in ``tmp_path``."""
     monkeypatch.setenv("HAQ_CACHE_DIR", str(tmp_path))
-    backend = FakeMeasuredBackend(HERE)
-    monkeypatch.setattr(problems, "machine_fingerprint", lambda: HERE)
-    monkeypatch.setattr(problems, "machine_backend", lambda here, log: backend)
+    backend, runner = FakeMeasuredBackend(HERE), FakeRunner(HERE)
+    monkeypatch.setattr(machine, "machine_fingerprint", lambda: HERE)
+    monkeypatch.setattr(machine, "machine_backend", lambda here, log: backend)
+    monkeypatch.setattr(machine, "machine_runner", lambda log: runner)
+    return backend, runner
+
+
+def _fitted(table_path: Path, model: str) -> bool:
+    table = load_table(table_path)
+    return network_fingerprint(model_layers(model, None, None), table.batch) in table.data.graph.measured_whole()
+
+
+def test_device_cpu_builds_and_fits_this_machines_table_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend, runner = _this_machine(monkeypatch, tmp_path)
     say = Lines()
     table = problems.load_device_table("cpu", WorkloadConfig(model="digits_cnn"), strict=True, log=say)
     path = tmp_path / "tables" / f"cpu-intel-r-xeon-r-processor-{HERE.identity}.json"
@@ -333,22 +370,66 @@ def test_device_cpu_builds_this_machines_table_once(tmp_path: Path, monkeypatch:
     assert len(backend.priced) == 4 and any("measuring 4 layer signature(s) of digits_cnn" in line for line in say.lines)
     assert any(line.startswith("[1/4]") for line in say.lines)  # progress, one line per signature
     table.check_covers(model_layers("digits_cnn", None, None))
+    # fitted on whole-model measurements of digits_cnn, and the table it returns prices by that fit
+    assert any("fitting this machine's table to digits_cnn" in line for line in say.lines)
+    timed = runner.timed
+    assert timed > 3 and _fitted(path, "digits_cnn")
+    layers = model_layers("digits_cnn", None, None)
+    mixed = QuantPolicy(
+        {layer.name: QuantPolicy.uniform([layer.name], 8 if i % 2 else FLOAT_BITS)[layer.name] for i, layer in enumerate(layers)}
+    )
+    layer_sum = sum(table.layer_cost(x.signature, mixed[x.name].w_bits, mixed[x.name].a_bits) for x in layers)
+    assert table.policy_cost(layers, mixed) != pytest.approx(layer_sum, rel=1e-6)
+    # a budget on it knows the network's true cheapest and dearest policies, boundaries included
+    bm = build_budget_model(layers, table, "latency", 1.0, None, 2, FLOAT_BITS, None)
+    every = [bm.policy_cost(p) for p in itertools.product(*(c.pairs for c in bm.layers))]
+    assert (bm.budget.cheapest, bm.budget.dearest) == (pytest.approx(min(every)), pytest.approx(max(every)))
 
     again = Lines()
     assert problems.load_device_table("cpu", WorkloadConfig(model="digits_cnn"), strict=True, log=again).path == path
-    assert len(backend.priced) == 4 and again.lines == []  # cached: nothing measured, nothing said
+    assert len(backend.priced) == 4 and runner.timed == timed and again.lines == []  # cached: nothing timed or said
 
     problems.load_device_table("cpu", WorkloadConfig(model="digits_mlp"), log=again)
     assert set(load_table(path).meta["models"]) == {"digits_cnn", "digits_mlp"}  # extended for a new model
+    # the fake MLP's layers cost less than the call overhead fitted on the CNN: the build drops the
+    # fitted terms instead of saving a table that cannot load, and the fit makes them again
+    assert any("its fitted graph terms are dropped" in line for line in again.lines)
+    assert any("digits_cnn: reused" in line for line in again.lines)  # refitted jointly, its measurements reused
+    assert _fitted(path, "digits_cnn") and _fitted(path, "digits_mlp")
+    assert [w.model for w in machine.read_workloads(machine.workloads_path(path))] == ["digits_cnn", "digits_mlp"]
+
+
+def test_a_machine_table_that_cannot_be_fitted_is_used_as_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _this_machine(monkeypatch, tmp_path)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise TableError("fitting device terms needs at least 3 measured configurations, got 2")
+
+    monkeypatch.setattr(machine, "fit_table", refuse)
+    say = Lines()
+    table = problems.load_device_table("cpu", WorkloadConfig(model="digits_cnn"), log=say)
+    table.check_covers(model_layers("digits_cnn", None, None))
+    assert [line for line in say.lines if line.startswith("warning: this machine's table could not be fitted to digits_cnn")]
+
+
+def test_a_bad_workloads_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "t.workloads"
+    path.write_text('{"format": "haq.machine_workloads", "version": 1, "workloads": [{"model": "resnet20", "colour": "red"}]}')
+    with pytest.raises(TableError) as exc:
+        machine.read_workloads(path)
+    assert "\n" not in str(exc.value) and str(path) in str(exc.value) and "delete" in str(exc.value)
+    path.write_text('{"format": "something-else", "version": 1}')
+    with pytest.raises(TableError, match="not a haq.machine_workloads version 1 file; delete it"):
+        machine.read_workloads(path)
+    machine.write_workloads(path, [WorkloadConfig(model="resnet20", input_size=40)])
+    assert machine.read_workloads(path) == [WorkloadConfig(model="resnet20", input_size=40)]
 
 
 def test_search_problem_on_device_cpu_uses_this_machines_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: Path
 ) -> None:
-    monkeypatch.setenv("HAQ_CACHE_DIR", str(tmp_path))  # the table cache; the trained model comes from cache_dir
-    monkeypatch.setattr(problems, "machine_fingerprint", lambda: HERE)
-    monkeypatch.setattr(problems, "machine_backend", lambda here, log: FakeMeasuredBackend(HERE))
+    _this_machine(monkeypatch, tmp_path)  # the table cache; the trained model comes from cache_dir
     cfg = EnvConfig(table="cpu", max_bits=FLOAT_BITS, budget=BudgetConfig(ratio=0.8), evaluation=EvalConfig(kind="cheap"))
     problem = problems.make_problem(cfg, cache_dir=cache_dir, log=Lines(), strict=True)
     assert problem.table.meta["machine"]["identity"] == HERE.identity
-    assert problem.table.path == problems.machine_table_path(HERE)
+    assert problem.table.path == machine.machine_table_path(HERE)

@@ -67,7 +67,8 @@ def random_assignment(model: BudgetModel, rng: np.random.Generator) -> tuple[Bit
     decided: list[BitPair] = []
     for choices in model.layers:
         desired = map_action(rng.uniform(-1.0, 1.0, size=2), choices.pairs)
-        decided.append(project(desired, choices, lambda pair: model.fits(model.completion_cost(decided, pair))))
+        fallback = model.fallback(decided)
+        decided.append(project(desired, choices, lambda pair: model.fits(model.completion_cost(decided, pair)), fallback))
     return tuple(decided)
 
 

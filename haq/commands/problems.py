@@ -3,11 +3,8 @@ table and builds the measuring cost source (hardware feedback, ``haq evaluate``'
 machine), then the search problem. The layers below receive these; they never build them.
 
 Measured tables describe one machine. A table name is resolved here and checked against this
-machine's fingerprint (:mod:`haq.hardware.device.machine`): a measured table from another
-machine, or one too old to say, gets a one-line warning (an error with ``--strict``), and the
-name ``cpu`` means this machine's own table, built on first use in the user cache
-(``$HAQ_CACHE_DIR/tables``) and extended with each new model's layers. Analytical tables and
-tables a device agent timed describe their device by design and are never checked.
+machine (:func:`haq.commands.machine.check_machine`); the name ``cpu`` means this machine's own
+table, built and fitted for each model on first use (:func:`haq.commands.machine.machine_table`).
 """
 
 from __future__ import annotations
@@ -18,23 +15,19 @@ from pathlib import Path
 
 import latency_tables
 from haq.commands.common import log as stderr_log
-from haq.core.errors import ConfigError, TableError
+from haq.commands.machine import check_machine, machine_table
+from haq.core.errors import ConfigError
 from haq.core.types import Log
 from haq.core.validate import count
-from haq.hardware.build import DeviceBackend, extend_table
-from haq.hardware.device.machine import MachineFingerprint, fingerprint_differences, machine_fingerprint
 from haq.hardware.device.runner import LocalRunner
-from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.feedback import MeasuredCost, QDQExporter
-from haq.hardware.measured import MeasuredBackend, cpu_slug
-from haq.models import default_cache_dir
 from haq.parallel import start_pool
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem, build_problem, evaluator_kinds
 from haq.tables.protocols import DeviceTable
-from haq.tables.table import CostTable, load_table
+from haq.tables.table import CostTable
 from haq.training import parse_torch_device
-from haq.workload import Workload, WorkloadConfig, load_workload, workload_layers
+from haq.workload import Workload, WorkloadConfig, load_workload
 
 
 def make_problem(
@@ -124,73 +117,6 @@ def load_device_tables(
     return [load_device_table(n, workload, strict=strict, log=log) for n in (names or latency_tables.available())]
 
 
-def check_machine(
-    table: DeviceTable, *, strict: bool, log: Log, model: str | None = None, here: MachineFingerprint | None = None
-) -> None:
-    """Warn in one line (raise :class:`TableError` when ``strict``) if ``table`` was measured on
-    another machine or records none; ``here`` is this machine's fingerprint when already taken."""
-    meta = table.meta
-    runtime = meta.get("runtime")
-    if not (isinstance(runtime, Mapping) and str(runtime.get("name", "")).startswith("onnxruntime")):
-        return  # analytical: describes its accelerator, wherever haq runs
-    record = meta.get("machine")
-    if isinstance(record, Mapping):
-        if record.get("remote"):
-            return  # timed by a device agent: it describes that device by design
-        differences = fingerprint_differences(MachineFingerprint.from_dict(record), here or machine_fingerprint())
-        if not differences:
-            return
-        problem = f"was measured on another machine ({'; '.join(differences)}), so its costs may not hold here"
-    else:
-        if "device agent" in str((meta.get("device") or {}).get("description", "")):
-            return
-        problem = "records no machine fingerprint (built by an older haq), so it cannot be verified to describe this machine"
-    fix = (
-        f"build this machine's table with `haq tables build --device cpu --model {model or 'MODEL'} --out my-cpu.json`"
-        " or pass --device cpu"
-    )
-    if strict:
-        raise TableError(f"table {table.name} {problem}; refused under --strict: {fix}")
-    log(f"warning: table {table.name} {problem}; {fix} (--strict refuses such tables)")
-
-
-def machine_table(workload: WorkloadConfig, *, strict: bool = False, log: Log | None = None) -> CostTable:
-    """This machine's measured table, extended with ``workload``'s layers it lacks (built on first use).
-
-    It lives in :func:`machine_table_path`, named by this machine's fingerprint, so a second
-    machine sharing the cache directory gets its own file.
-    """
-    say = log or stderr_log
-    here = machine_fingerprint()
-    path = machine_table_path(here)
-    layers = workload_layers(workload)  # at the workload's input shape (haq.workload.resolve_input)
-    table = load_table(path) if path.exists() else None
-    missing = {layer.signature.key() for layer in layers} - (set(table.signatures) if table is not None else set())
-    if table is None or missing or workload.model not in table.meta.get("models", []):
-        if missing:
-            say(
-                f"measuring {len(missing)} layer signature(s) of {workload.model} for this machine's table "
-                f"(about 10-30 s each; kept in {path} for later runs)"
-            )
-        report = extend_table(
-            machine_backend(here, say), [layer.signature for layer in layers], path, 1, models=[workload.model], log=say
-        )
-        say(f"{path}: measured {report.added} new signature(s), kept {report.kept}")
-        table = load_table(path)
-    check_machine(table, strict=strict, log=say, model=workload.model, here=here)
-    return table
-
-
-def machine_table_path(here: MachineFingerprint) -> Path:
-    """``$HAQ_CACHE_DIR/tables/cpu-<cpu name>-<fingerprint identity>.json`` (default cache: ``~/.cache/haq``)."""
-    return default_cache_dir() / "tables" / f"{cpu_slug(here.cpu)}-{here.identity}.json"
-
-
-def machine_backend(here: MachineFingerprint, log: Log) -> DeviceBackend:
-    """What measures this machine's table: the standard protocol on onnxruntime here."""
-    return MeasuredBackend(ProtocolConfig(), log, machine=here)
-
-
 def check_prices_this_machine(table: DeviceTable) -> None:
     """Refuse hardware feedback on a table of another device: budget and measurement would differ in units."""
     runtime = table.meta.get("runtime", {})
@@ -212,12 +138,9 @@ def local_measurer(workload: Workload, *, emulated: bool, cache_path: Path | Non
 __all__ = [
     "add_parallel_args",
     "add_strict_arg",
-    "check_machine",
     "check_prices_this_machine",
     "load_device_table",
     "load_device_tables",
     "local_measurer",
-    "machine_table",
-    "machine_table_path",
     "make_problem",
 ]

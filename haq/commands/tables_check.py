@@ -10,7 +10,7 @@ from typing import Any
 
 import latency_tables
 from haq.commands.common import log
-from haq.commands.problems import check_machine
+from haq.commands.machine import check_machine
 from haq.commands.workload_args import add_data_args
 from haq.core import validate
 from haq.core.errors import ConfigError

@@ -20,7 +20,7 @@ from haq.core.errors import TableError
 from haq.core.types import Log
 from haq.hardware.device.machine import MachineFingerprint, fingerprint_differences
 from haq.quant.discovery import LayerSignature
-from haq.tables.schema import Entry, GraphExtras, TableData
+from haq.tables.schema import Entry, GraphExtras, TableData, leaves_positive
 from haq.tables.table import CostTable, load_table, save_table
 from haq.tables.validation import parse
 
@@ -114,12 +114,27 @@ def extend_table(
                 raise TableError(f"device {backend_name(meta)} runs no bit width for layer {sig.key()}")
             sigs[sig.key()] = sig
             entries.extend(new)
+            graph = _fitted_terms_holding(graph, new, out, log)
         if time.monotonic() - last_save > _SAVE_EVERY_S:
             _save(meta, sigs, entries, graph, out)
             last_save = time.monotonic()
     if todo or existing is None or meta["models"] != known_models or merged != known_inputs:
         _save(meta, sigs, entries, graph, out)
     return BuildReport(path=out, added=len(todo), kept=kept, entries=len(entries))
+
+
+def _fitted_terms_holding(graph: GraphExtras, new: Sequence[Entry], out: Path, log: Log | None) -> GraphExtras:
+    """``graph``, or only its measured transitions where a new entry costs less than a fitted call
+    overhead: the fitted terms assumed every entry holds one, so they no longer describe the
+    table (and would make it unloadable); ``haq tables fit`` fits them again."""
+    if all(leaves_positive(o, e) for o in graph.run_overheads() for e in new):
+        return graph
+    if log:
+        log(
+            f"{out}: a new entry costs less than the table's fitted call overhead, so its fitted graph terms are "
+            "dropped; fit them again with `haq tables fit --model ... --device` this table"
+        )
+    return GraphExtras(transitions=graph.transitions)
 
 
 def backend_name(meta: dict[str, Any]) -> str:

@@ -57,15 +57,23 @@ def choice_problem(model: BudgetModel, sensitivity: Sensitivity) -> ChoiceProble
 
 def fit_budget(problem: ChoiceProblem, choice: Choice, model: BudgetModel) -> tuple[Choice, int]:
     """Step ``choice`` down (least error added per cost saved) until the budget model's
-    whole-policy cost fits; returns the fitted choice and the number of repair steps taken."""
+    whole-policy cost fits; returns the fitted choice and the number of repair steps taken.
+
+    The steps follow the per-layer costs; where boundaries make the whole-policy cost disagree
+    with them (a measured CPU table: int8 layers cheaper alone, the all-float network cheapest),
+    they can run out while still over budget, and the budget's cheapest policy (its plan's,
+    within budget whenever the budget was accepted) is taken instead."""
     steps = 0
     while not model.fits(model.policy_cost(problem.assignment(choice))):
         nxt = cheaper_step(problem.costs, problem.errors, choice)
         if nxt is None:
-            raise ConfigError(
-                f"even the cheapest policy costs {model.policy_cost(problem.assignment(choice)):.6g} by the table's "
-                f"whole-policy cost, above the budget {problem.budget:.6g}; raise the budget"
-            )
+            cheapest = model.plan.path()
+            if not model.fits(model.policy_cost(cheapest)):
+                raise ConfigError(
+                    f"even the cheapest policy costs {model.policy_cost(cheapest):.6g} by the table's "
+                    f"whole-policy cost, above the budget {problem.budget:.6g}; raise the budget"
+                )
+            return tuple(pairs.index(p) for pairs, p in zip(problem.pairs, cheapest)), steps + 1
         choice, steps = nxt, steps + 1
     return choice, steps
 

@@ -4,8 +4,11 @@ how an action is mapped and projected so the episode always ends within budget.
 The budget is measured the way policies are reported: by the table's ``policy_cost`` (which
 adds precision-boundary costs and a fitted correction on tables that have them), or by the
 weight size. A pair is feasible for the current layer when the decided layers, this pair, and
-every later layer at its cheapest pair cost at most the budget; choosing the cheapest pair
-reproduces the completion checked one step earlier, so an episode can never run out of budget.
+the cheapest way to finish the network from it cost at most the budget; the pair that continues
+the completion checked one step earlier reproduces it, so an episode can never run out of
+budget. Where policy costs are not additive (a measured CPU table's boundaries), the cheapest
+way to finish is the table's own :meth:`~haq.tables.protocols.ChainPlanner.plan`, not every later
+layer at its cheapest pair: that one refused budgets the network could meet.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from haq.core import config as serial
 from haq.core.errors import ConfigError, TableError
 from haq.core.types import BitPair
 from haq.quant import FLOAT_BITS, LayerBits, LayerInfo, QuantPolicy, model_size_bits
-from haq.tables.protocols import DeviceTable
+from haq.tables.plan import Plan, chain_plan
+from haq.tables.protocols import ChainPlanner, DeviceTable
 
 TotalCost = Callable[[Sequence[BitPair]], float]
 
@@ -65,20 +69,21 @@ class BudgetModel:
     layers: tuple[LayerChoices, ...]
     budget: Budget
     total_cost: TotalCost = field(compare=False, repr=False)
+    plan: Plan = field(compare=False, repr=False)
+    """The cheapest ways to finish the network from any layer and pair (within the choices)."""
 
     def min_cost_from(self, index: int) -> float:
         """Cheapest per-layer cost of layers ``index`` .. end (additive; an observation feature)."""
         return float(sum(c.cheapest for c in self.layers[index:]))
 
-    def cheapest_pair(self, index: int) -> BitPair:
-        """The cheapest pair of layer ``index`` (highest widths on ties)."""
-        c = self.layers[index]
-        return min(c.pairs, key=lambda p: (c.costs[c.pairs.index(p)], -p[0], -p[1]))
+    def fallback(self, decided: Sequence[BitPair]) -> BitPair:
+        """The pair that continues ``decided`` on its cheapest completion: it fits whenever the
+        completion checked one step earlier did (it is that completion)."""
+        return self.plan.next_pair(decided)
 
     def completion_cost(self, decided: Sequence[BitPair], pair: BitPair) -> float:
-        """Cost of ``decided`` + ``pair`` + every later layer at its cheapest pair."""
-        rest = [self.cheapest_pair(i) for i in range(len(decided) + 1, len(self.layers))]
-        return self.total_cost([*decided, pair, *rest])
+        """Cost of ``decided`` + ``pair`` + the cheapest way to finish the network from there."""
+        return self.total_cost([*decided, pair, *self.plan.rest(len(decided), pair)])
 
     def policy_cost(self, pairs: Sequence[BitPair]) -> float:
         """Cost of one pair per layer, measured like the budget."""
@@ -139,8 +144,8 @@ def build_budget_model(
         choices.append(LayerChoices(info.name, pairs, tuple(layer_metric_cost(table, info, p, metric) for p in pairs)))
     total = _total_cost_fn(layers, table, metric)
     reference = total([_top_pair(table, info, min_bits, max_bits) for info in layers])
-    cheapest = total([min(c.pairs, key=lambda p, c=c: (c.costs[c.pairs.index(p)], -p[0], -p[1])) for c in choices])
-    dearest = total([max(c.pairs, key=lambda p, c=c: (c.costs[c.pairs.index(p)], p)) for c in choices])
+    low, high = (_plan(layers, table, metric, choices, dearest) for dearest in (False, True))
+    cheapest, dearest = total(low.path()), total(high.path())
     target = absolute if absolute is not None else ratio * reference
     if target < cheapest * (1 - 1e-9):
         raise ConfigError(
@@ -149,7 +154,16 @@ def build_budget_model(
             f"(ratio {cheapest / reference:.3f}..{dearest / reference:.3f} of uniform {max_bits}-bit)"
             f"{_float_hint(table, layers, max_bits)}"
         )
-    return BudgetModel(tuple(choices), Budget(metric, float(target), reference, cheapest, dearest), total)
+    return BudgetModel(tuple(choices), Budget(metric, float(target), reference, cheapest, dearest), total, low)
+
+
+def _plan(layers: Sequence[LayerInfo], table: DeviceTable, metric: str, choices: Sequence[LayerChoices], dearest: bool) -> Plan:
+    """The cheapest (``dearest``) completions within ``choices``: the table's own where it prices
+    boundaries (:class:`ChainPlanner`), else from the choices' additive costs."""
+    allowed = [c.pairs for c in choices]
+    if metric != "size" and isinstance(table, ChainPlanner):
+        return table.plan(layers, allowed, metric, dearest)
+    return chain_plan([dict(zip(c.pairs, c.costs)) for c in choices], allowed, None, dearest)
 
 
 def _total_cost_fn(layers: Sequence[LayerInfo], table: DeviceTable, metric: str) -> TotalCost:
@@ -229,9 +243,10 @@ def _unbin(i: int, n: int, k: int | None) -> float:
     return (t - k - 0.5) / (n - k - 0.5)
 
 
-def project(desired: BitPair, choices: LayerChoices, fits: Callable[[BitPair], bool]) -> BitPair:
+def project(desired: BitPair, choices: LayerChoices, fits: Callable[[BitPair], bool], fallback: BitPair) -> BitPair:
     """The pair to apply: ``desired`` if it ``fits``; else the fitting pair nearest to it (squared
-    distance in bits, dearest on ties) among those that raise neither width; else the cheapest.
+    distance in bits, dearest on ties) among those that raise neither width; else ``fallback``
+    (:meth:`BudgetModel.fallback`, which always fits).
 
     Nearest, not dearest: on a weight-bound layer the dearest fitting pair keeps the weight bits
     and drops the activations to the floor, which is rarely what the request meant.
@@ -242,4 +257,4 @@ def project(desired: BitPair, choices: LayerChoices, fits: Callable[[BitPair], b
     fitting = [p for p in choices.pairs if p[0] <= desired[0] and p[1] <= desired[1] and fits(p)]
     if fitting:
         return min(fitting, key=lambda p: ((desired[0] - p[0]) ** 2 + (desired[1] - p[1]) ** 2, -cost[p], p))
-    return min(choices.pairs, key=lambda p: (cost[p], -p[0], -p[1]))
+    return fallback

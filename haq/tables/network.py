@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import numpy as np
-
 from haq.core.errors import PolicyError, TableError
 from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo
 from haq.quant.policy import QuantPolicy
 from haq.quant.primitives import FLOAT_BITS
+from haq.tables.plan import Plan, chain_plan
 from haq.tables.schema import Correction, Transition, TransitionRule
 
 LayerCosts = Mapping[BitPair, float]
@@ -136,24 +135,25 @@ class NetworkCosts:
     def cost_range(self, metric: str = "latency") -> tuple[float, float]:
         """Cheapest and dearest achievable cost over every layer's supported bits (memoized)."""
         if metric not in self._ranges:
-            per = self._costs(metric)
-            if not self.graph_aware:
-                lo, hi = sum(min(d.values()) for d in per), sum(max(d.values()) for d in per)
-            else:
-                lo, hi = self._viterbi(per, metric, np.minimum), self._viterbi(per, metric, np.maximum)
-            self._ranges[metric] = (self._corrected(lo, metric), self._corrected(hi, metric))
+            allowed = [sorted(d) for d in self._costs(metric)]
+            lo, hi = (self.bits_cost(self.plan(allowed, metric, dearest).path(), metric) for dearest in (False, True))
+            self._ranges[metric] = (lo, hi)
         return self._ranges[metric]
 
-    def _viterbi(self, per: Sequence[LayerCosts], metric: str, pick: np.ufunc) -> float:
-        states = [list(d) for d in per]
-        best = np.array([per[0][s] for s in states[0]])
+    def plan(self, allowed: Sequence[Sequence[BitPair]], metric: str = "latency", dearest: bool = False) -> Plan:
+        """The cheapest (``dearest``: dearest) ways to finish the network from any layer and pair of
+        ``allowed`` (one sequence per layer), boundaries included (:func:`haq.tables.plan.chain_plan`).
+        A correction is a positive affine map of the sum, so it changes no choice."""
+        per = self._costs(metric)
+        if not self.graph_aware:
+            return chain_plan(per, allowed, None, dearest)
         boundary = {b.index: b for b in self._boundaries}
-        for i in range(1, len(per)):
+
+        def link(i: int, p: BitPair, q: BitPair) -> float:
             b = boundary.get(i)
-            trans = np.array([[b.cost(p, q, metric, self._rules) if b else 0.0 for q in states[i]] for p in states[i - 1]])
-            here = np.array([per[i][s] for s in states[i]])
-            best = pick.reduce(best[:, None] + trans, axis=0) + here
-        return float(pick.reduce(best))
+            return b.cost(p, q, metric, self._rules) if b is not None else 0.0
+
+        return chain_plan(per, allowed, link, dearest)
 
     def _grid(self, metric: str) -> tuple[Grid, ...]:
         self._costs(metric)

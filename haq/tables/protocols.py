@@ -4,10 +4,11 @@ all fit, and the evaluation layer receives one without knowing which."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from haq.core.types import BitPair
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy
+from haq.tables.plan import Plan
 
 
 class CostSource(Protocol):
@@ -28,3 +29,13 @@ class DeviceTable(CostSource, Protocol):
     def layer_cost(self, sig: LayerSignature, w_bits: int, a_bits: int, metric: str = "latency") -> float: ...
 
     def check_covers(self, layers: Sequence[LayerInfo]) -> None: ...
+
+
+@runtime_checkable
+class ChainPlanner(Protocol):
+    """A table whose policy cost is not the sum of its layers' (precision boundaries): it finds a
+    network's cheapest or dearest completions itself (:func:`haq.tables.plan.chain_plan`)."""
+
+    def plan(
+        self, layers: Sequence[LayerInfo], allowed: Sequence[Sequence[BitPair]], metric: str = "latency", dearest: bool = False
+    ) -> Plan: ...

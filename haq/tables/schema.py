@@ -435,6 +435,16 @@ class GraphExtras:
             return self.for_family(family)
         return GraphExtras(self.transitions, own.rules, (), own.layer_terms, own.run_overhead)
 
+    def measured_whole(self) -> frozenset[str]:
+        """Fingerprints of the networks fitted on their own whole-model measurements (own terms or
+        a correction): the ones these extras price as measured, not only by their family's terms."""
+        return frozenset(x.fingerprint for x in (*self.networks, *self.corrections))
+
+    def run_overheads(self) -> tuple[RunOverhead, ...]:
+        """Every fitted call overhead: shared, per family and per network."""
+        own = (x.run_overhead for x in (*self.families, *self.networks))
+        return tuple(o for o in (self.run_overhead, *own) if o is not None)
+
     def all_rules(self) -> tuple[TransitionRule, ...]:
         """Every boundary rule: shared, per family and per network."""
         return (*self.rules, *(r for f in self.families for r in f.rules), *(r for n in self.networks for r in n.rules))
@@ -512,6 +522,11 @@ def kernel_share(entry: Entry) -> float:
     """The share of an isolated single-layer run its own kernel took (``extra.kernel_share``; 1 where absent)."""
     share = entry.extra.get("kernel_share", 1.0)
     return float(share) if isinstance(share, (int, float)) and 0.0 < float(share) <= 1.0 else 1.0
+
+
+def leaves_positive(overhead: RunOverhead, entry: Entry) -> bool:
+    """Whether ``entry`` keeps a positive cost once its share of the call ``overhead`` is taken out."""
+    return entry.latency_ms - overhead.latency_ms * kernel_share(entry) > 0
 
 
 def domain(pair: BitPair) -> str:

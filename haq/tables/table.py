@@ -23,6 +23,7 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 from haq.quant.policy import QuantPolicy
 from haq.tables.network import Boundary, NetworkCosts, describe_pairs
+from haq.tables.plan import Plan
 from haq.tables.schema import (
     Correction,
     Entry,
@@ -129,6 +130,13 @@ class CostTable:
     def cost_range(self, layers: Sequence[LayerInfo], metric: str = "latency") -> tuple[float, float]:
         """Cheapest and dearest achievable network cost over the supported bits."""
         return self.compile(layers).cost_range(metric)
+
+    def plan(
+        self, layers: Sequence[LayerInfo], allowed: Sequence[Sequence[BitPair]], metric: str = "latency", dearest: bool = False
+    ) -> Plan:
+        """The cheapest (``dearest``: dearest) ways to finish ``layers`` from any layer and pair of
+        ``allowed``, boundary costs included (:meth:`NetworkCosts.plan`)."""
+        return self.compile(layers).plan(allowed, metric, dearest)
 
     def compile(self, layers: Sequence[LayerInfo]) -> NetworkCosts:
         """Precompiled costs of ``layers`` (cached per network; the last one is found fastest)."""

@@ -34,7 +34,7 @@ from haq.tables.schema import (
     TableData,
     Transition,
     TransitionRule,
-    kernel_share,
+    leaves_positive,
     table_version,
 )
 
@@ -327,7 +327,7 @@ def _parse_overhead(r: FieldReader, raw: Any, metrics: tuple[str, ...], path: st
 def _check_overhead(r: FieldReader, overhead: RunOverhead, entries: tuple[Entry, ...], path: str = "graph.run_overhead") -> None:
     """Every entry must stay positive once the call overhead is taken out of it."""
     for i, e in enumerate(entries):
-        if e.latency_ms - overhead.latency_ms * kernel_share(e) <= 0:
+        if not leaves_positive(overhead, e):
             r.fail(
                 f"{path}.latency_ms",
                 f"{overhead.latency_ms} ms would leave entries[{i}] ({e.key} w{e.w_bits}a{e.a_bits}, "
