@@ -123,12 +123,15 @@ def test_min_cost_cheapest_pair_and_completion() -> None:
 class ChainHandTable(HandTable):
     """:class:`HandTable` that plans its own completions, boundaries included (a ChainPlanner)."""
 
+    def layer_costs_in(self, layers: Sequence[LayerInfo], metric: str = "latency") -> list[Mapping[BitPair, float]]:
+        scale = 2.0 if metric == "energy" else 1.0
+        return [{p: c * scale for p, c in self.costs[i].items()} for i in range(len(layers))]
+
     def plan(
         self, layers: Sequence[LayerInfo], allowed: Sequence[Sequence[BitPair]], metric: str = "latency", dearest: bool = False
     ) -> Plan:
-        scale = 2.0 if metric == "energy" else 1.0
-        costs = [{p: c * scale for p, c in self.costs[i].items()} for i in range(len(layers))]
-        return chain_plan(costs, allowed, lambda i, p, q: self.boundary * scale if p != q else 0.0, dearest)
+        per_change = self.boundary * (2.0 if metric == "energy" else 1.0)
+        return chain_plan(self.layer_costs_in(layers, metric), allowed, lambda i, p, q: per_change * (p != q), dearest)
 
 
 def _every_policy(bm: BudgetModel) -> list[tuple[BitPair, ...]]:

@@ -380,8 +380,15 @@ def test_device_cpu_builds_and_fits_this_machines_table_once(tmp_path: Path, mon
     )
     layer_sum = sum(table.layer_cost(x.signature, mixed[x.name].w_bits, mixed[x.name].a_bits) for x in layers)
     assert table.policy_cost(layers, mixed) != pytest.approx(layer_sum, rel=1e-6)
-    # a budget on it knows the network's true cheapest and dearest policies, boundaries included
+    # a budget on it knows the network's true cheapest and dearest policies, boundaries included,
+    # and each layer's cost inside the network (the fitted int8 terms), not its entry alone
     bm = build_budget_model(layers, table, "latency", 1.0, None, 2, FLOAT_BITS, None)
+    inside = table.compile(layers)
+    alone = []
+    for i, (choices, layer) in enumerate(zip(bm.layers, layers)):
+        assert choices.costs == tuple(inside.layer_costs(i)[p] for p in choices.pairs)
+        alone += [cost != table.layer_cost(layer.signature, *p) for cost, p in zip(choices.costs, choices.pairs)]
+    assert any(alone)
     every = [bm.policy_cost(p) for p in itertools.product(*(c.pairs for c in bm.layers))]
     assert (bm.budget.cheapest, bm.budget.dearest) == (pytest.approx(min(every)), pytest.approx(max(every)))
 

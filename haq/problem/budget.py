@@ -30,7 +30,10 @@ TotalCost = Callable[[Sequence[BitPair]], float]
 
 @dataclass(frozen=True)
 class LayerChoices:
-    """The (w, a) pairs one layer may take, sorted by (w, a), with their budget-metric costs."""
+    """The (w, a) pairs one layer may take, sorted by (w, a), with their budget-metric costs: the
+    layer's cost inside the network on a table that prices it so (a fitted CPU table's per-layer
+    terms and call-overhead share: :class:`~haq.tables.protocols.ChainPlanner`; such a cost may be
+    below the entry, even negative), else the table's cost of the layer alone, or its weight size."""
 
     name: str
     pairs: tuple[BitPair, ...]
@@ -138,10 +141,15 @@ def build_budget_model(
         raise ConfigError(f"table '{table.name}' has no '{metric}' metric; it has {', '.join(table.metrics)} (or use size)")
     table.check_covers(layers)
     pinned = {0, len(layers) - 1} if pin_first_last is not None else set()
+    within = table.layer_costs_in(layers, metric) if metric != "size" and isinstance(table, ChainPlanner) else None
     choices = []
     for i, info in enumerate(layers):
         pairs = allowed_pairs(table, info, min_bits, max_bits, pin_first_last if i in pinned else None)
-        choices.append(LayerChoices(info.name, pairs, tuple(layer_metric_cost(table, info, p, metric) for p in pairs)))
+        if within is not None:
+            costs = tuple(float(within[i][p]) for p in pairs)
+        else:
+            costs = tuple(layer_metric_cost(table, info, p, metric) for p in pairs)
+        choices.append(LayerChoices(info.name, pairs, costs))
     total = _total_cost_fn(layers, table, metric)
     reference = total([_top_pair(table, info, min_bits, max_bits) for info in layers])
     low, high = (_plan(layers, table, metric, choices, dearest) for dearest in (False, True))

@@ -33,8 +33,12 @@ class DeviceTable(CostSource, Protocol):
 
 @runtime_checkable
 class ChainPlanner(Protocol):
-    """A table whose policy cost is not the sum of its layers' (precision boundaries): it finds a
-    network's cheapest or dearest completions itself (:func:`haq.tables.plan.chain_plan`)."""
+    """A table that prices a network as its layers in context plus a cost at each boundary
+    between them (a measured CPU table's precision changes): it says what each layer costs inside
+    the network and finds the network's cheapest or dearest completions itself
+    (:func:`haq.tables.plan.chain_plan`)."""
+
+    def layer_costs_in(self, layers: Sequence[LayerInfo], metric: str = "latency") -> list[Mapping[BitPair, float]]: ...
 
     def plan(
         self, layers: Sequence[LayerInfo], allowed: Sequence[Sequence[BitPair]], metric: str = "latency", dearest: bool = False

@@ -131,6 +131,12 @@ class CostTable:
         """Cheapest and dearest achievable network cost over the supported bits."""
         return self.compile(layers).cost_range(metric)
 
+    def layer_costs_in(self, layers: Sequence[LayerInfo], metric: str = "latency") -> list[Mapping[BitPair, float]]:
+        """Each layer's ``{(w, a): cost}`` inside ``layers``: its entry with the fitted per-layer terms
+        and call-overhead share the table applies there, boundaries not included."""
+        net = self.compile(layers)
+        return [net.layer_costs(i, metric) for i in range(len(layers))]
+
     def plan(
         self, layers: Sequence[LayerInfo], allowed: Sequence[Sequence[BitPair]], metric: str = "latency", dearest: bool = False
     ) -> Plan:
