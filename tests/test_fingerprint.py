@@ -27,7 +27,7 @@ from haq.hardware.device.machine import (
 )
 from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.networks import model_layers
+from haq.hardware.networks import model_layers, network_of
 from haq.problem.budget import build_budget_model
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.quant import FLOAT_BITS, LayerSignature, QuantPolicy
@@ -440,3 +440,13 @@ def test_search_problem_on_device_cpu_uses_this_machines_table(
     problem = problems.make_problem(cfg, cache_dir=cache_dir, log=Lines(), strict=True)
     assert problem.table.meta["machine"]["identity"] == HERE.identity
     assert problem.table.path == machine.machine_table_path(HERE)
+
+
+def test_one_network_is_fitted_once_and_a_model_at_two_inputs_under_two_names() -> None:
+    small = network_of(WorkloadConfig(model="resnet20", input_size=16))
+    same = network_of(WorkloadConfig(model="resnet20", input_shape=(1, 16, 16)))  # another way to say it
+    usual = network_of(WorkloadConfig(model="resnet20"))
+    cnn = network_of(WorkloadConfig(model="digits_cnn"))
+    out = machine.distinct([small, same, usual, cnn], 1)
+    assert [n.name for n in out] == ["resnet20@1x16x16", "resnet20@1x32x32", "digits_cnn"]
+    assert out[0].layers is small.layers and out[2] is cnn

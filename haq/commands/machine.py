@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from haq.core import jsonio
@@ -122,6 +123,7 @@ def fit_machine_table(table: CostTable, path: Path, workload: WorkloadConfig, lo
         except HaqError as exc:
             log(f"warning: {w.model} is no longer priced from its own measurements on this machine's table ({exc})")
     nets.append(network_of(workload))
+    nets = distinct(nets, table.batch)
     log(
         f"fitting this machine's table to {workload.model}: timing {FIT_CONFIGS} whole-model configurations "
         "so it prices int8 / float boundaries and the network as a whole (about a minute for ResNet-20; "
@@ -134,6 +136,17 @@ def fit_machine_table(table: CostTable, path: Path, workload: WorkloadConfig, lo
         return table
     write_workloads(book, [*kept, workload])
     return fitted
+
+
+def distinct(nets: Sequence[Network], batch: int) -> list[Network]:
+    """``nets`` without repeats of one network (two workloads can describe the same layers), each
+    named apart where a model appears at several inputs (the fit tells networks apart by name)."""
+    seen: dict[str, Network] = {}
+    for net in nets:
+        seen.setdefault(network_fingerprint(net.layers, batch), net)
+    kept = list(seen.values())
+    shared = {n.name for n in kept if sum(m.name == n.name for m in kept) > 1}
+    return [replace(n, name=f"{n.name}@{'x'.join(map(str, n.input_shape))}") if n.name in shared else n for n in kept]
 
 
 def priced(workload: WorkloadConfig) -> WorkloadConfig:
@@ -194,6 +207,7 @@ def machine_runner(log: Log) -> Runner:
 
 __all__ = [
     "check_machine",
+    "distinct",
     "fit_machine_table",
     "machine_backend",
     "machine_runner",
