@@ -27,6 +27,7 @@ from haq.hardware.device.machine import (
 )
 from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.fit import fit_table
 from haq.hardware.networks import model_layers, network_of
 from haq.problem.budget import build_budget_model
 from haq.problem.config import BudgetConfig, EnvConfig
@@ -450,3 +451,31 @@ def test_one_network_is_fitted_once_and_a_model_at_two_inputs_under_two_names() 
     out = machine.distinct([small, same, usual, cnn], 1)
     assert [n.name for n in out] == ["resnet20@1x16x16", "resnet20@1x32x32", "digits_cnn"]
     assert out[0].layers is small.layers and out[2] is cnn
+
+
+def test_a_measured_table_says_when_it_was_not_fitted_on_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, runner = _this_machine(monkeypatch, tmp_path)
+    path = tmp_path / "mine.json"
+    mlp = [x.signature for x in model_layers("digits_mlp", None, None)]
+    extend_table(FakeMeasuredBackend(HERE), [*_digits_sigs(), *mlp], path, 1, models=["digits_cnn", "digits_mlp"])
+    say = Lines()
+    problems.load_device_table(str(path), WorkloadConfig(model="digits_cnn"), log=say)
+    warned = [line for line in say.lines if line.startswith("warning: table mine is not fitted")]
+    assert len(warned) == 1 and f"haq tables fit --model digits_cnn --device {path}" in warned[0]
+    assert "\n" not in warned[0]
+
+    fit_table(load_table(path), [network_of(WorkloadConfig(model="digits_cnn"))], runner, 8, path)
+    fitted = Lines()
+    problems.load_device_table(str(path), WorkloadConfig(model="digits_cnn"), log=fitted)
+    assert fitted.lines == []  # fitted on this very network: nothing to say
+    other = Lines()
+    problems.load_device_table(str(path), WorkloadConfig(model="digits_mlp"), log=other)
+    noted = [line for line in other.lines if line.startswith("note: table mine was not fitted on digits_mlp")]
+    assert len(noted) == 1 and "haq tables fit --model digits_mlp digits_cnn" in noted[0]
+    assert not _said(lambda log: problems.load_device_table("bitfusion", WorkloadConfig(model="digits_cnn"), log=log))
+
+
+def _said(call: Any) -> list[str]:
+    lines = Lines()
+    call(lines)
+    return lines.lines

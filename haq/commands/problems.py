@@ -15,7 +15,7 @@ from pathlib import Path
 
 import latency_tables
 from haq.commands.common import log as stderr_log
-from haq.commands.machine import check_machine, machine_table
+from haq.commands.machine import check_fitted, check_machine, machine_table
 from haq.core.errors import ConfigError
 from haq.core.types import Log
 from haq.core.validate import count
@@ -107,6 +107,8 @@ def load_device_table(
         return machine_table(workload, strict=strict, log=say)
     table = latency_tables.load(name)
     check_machine(table, strict=strict, log=say, model=workload.model if workload is not None else None)
+    if workload is not None:
+        check_fitted(table, workload, say)
     return table
 
 
