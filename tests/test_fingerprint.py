@@ -32,8 +32,8 @@ from haq.hardware.networks import model_layers, network_of
 from haq.problem.budget import build_budget_model
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.quant import FLOAT_BITS, LayerSignature, QuantPolicy
-from haq.tables.schema import Entry, network_fingerprint
-from haq.tables.table import load_table
+from haq.tables.schema import Entry, GraphExtras, TransitionRule, network_fingerprint
+from haq.tables.table import load_table, save_table
 from haq.workload import WorkloadConfig
 
 CPUINFO_X86 = """processor\t: 0
@@ -473,6 +473,12 @@ def test_a_measured_table_says_when_it_was_not_fitted_on_the_model(tmp_path: Pat
     noted = [line for line in other.lines if line.startswith("note: table mine was not fitted on digits_mlp")]
     assert len(noted) == 1 and "haq tables fit --model digits_mlp digits_cnn" in noted[0]
     assert not _said(lambda log: problems.load_device_table("bitfusion", WorkloadConfig(model="digits_cnn"), log=log))
+    # boundary rules only (an older fit): they price it, and the note says so
+    rule = TransitionRule((8, 8), (32, 32), 0.0, 1e-6, None, None, "measured")
+    rules_only = tmp_path / "rules.json"
+    save_table(load_table(path).with_graph(GraphExtras(rules=(rule,))).data, rules_only)
+    said = _said(lambda log: problems.load_device_table(str(rules_only), WorkloadConfig(model="digits_mlp"), log=log))
+    assert len(said) == 1 and said[0].startswith("note: table rules was not fitted on digits_mlp; only its boundary terms")
 
 
 def _said(call: Any) -> list[str]:

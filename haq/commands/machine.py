@@ -94,8 +94,8 @@ def check_fitted(table: CostTable, workload: WorkloadConfig, log: Log) -> None:
     where = table.path if table.path is not None else table.name
     others = sorted({n for t in (*graph.layer_terms, *(t for f in graph.families for t in f.layer_terms)) for n in t.networks})
     fix = f"`haq tables fit --model {' '.join([workload.model, *(o for o in others if o != workload.model)])} --device {where}`"
-    if graph.device_level or graph.families:
-        terms = f"device terms fitted on {', '.join(others)} price it"
+    if graph.device_level or graph.families or graph.rules or graph.transitions:
+        terms = f"device terms fitted on {', '.join(others)} price it" if others else "only its boundary terms price it"
         log(f"note: table {table.name} was not fitted on {workload.model}; {terms}; {fix} fits it")
     else:
         log(
