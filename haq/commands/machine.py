@@ -24,6 +24,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from haq.core import jsonio
 from haq.core.config import from_dict, to_dict
@@ -41,7 +42,7 @@ from haq.models import default_cache_dir
 from haq.tables.protocols import DeviceTable
 from haq.tables.schema import network_fingerprint
 from haq.tables.table import CostTable, load_table
-from haq.workload import WorkloadConfig, discover, untrained_model
+from haq.workload import WorkloadConfig, discover, untrained_model, workload_layers
 
 WORKLOADS_FORMAT = "haq.machine_workloads"
 WORKLOADS_VERSION = 1
@@ -53,8 +54,7 @@ def check_machine(
     """Warn in one line (raise :class:`TableError` when ``strict``) if ``table`` was measured on
     another machine or records none; ``here`` is this machine's fingerprint when already taken."""
     meta = table.meta
-    runtime = meta.get("runtime")
-    if not (isinstance(runtime, Mapping) and str(runtime.get("name", "")).startswith("onnxruntime")):
+    if not timed_by_onnxruntime(meta):
         return  # analytical: describes its accelerator, wherever haq runs
     record = meta.get("machine")
     if isinstance(record, Mapping):
@@ -77,19 +77,22 @@ def check_machine(
     log(f"warning: table {table.name} {problem}; {fix} (--strict refuses such tables)")
 
 
+def timed_by_onnxruntime(meta: Mapping[str, Any]) -> bool:
+    """Whether a table's metadata says onnxruntime timed it (a measured table, not an analytical one)."""
+    runtime = meta.get("runtime")
+    return isinstance(runtime, Mapping) and str(runtime.get("name", "")).startswith("onnxruntime")
+
+
 def check_fitted(table: CostTable, workload: WorkloadConfig, log: Log) -> None:
     """One line when a table measured on a CPU here prices ``workload``'s network by layer sums
     alone (never fitted) or only by device terms fitted on other networks; nothing for a network
     it was fitted on, for analytical tables, or for a device agent's (the fit times on this
     machine, so it cannot fit those)."""
-    runtime, machine = table.meta.get("runtime"), table.meta.get("machine")
-    if not (isinstance(runtime, Mapping) and str(runtime.get("name", "")).startswith("onnxruntime")):
-        return
-    if not isinstance(machine, Mapping) or machine.get("remote"):
+    machine = table.meta.get("machine")
+    if not timed_by_onnxruntime(table.meta) or not isinstance(machine, Mapping) or machine.get("remote"):
         return
     graph = table.data.graph
-    model, inp = untrained_model(workload)
-    if network_fingerprint(discover(model, inp), table.batch) in graph.measured_whole():
+    if network_fingerprint(workload_layers(workload), table.batch) in graph.measured_whole():
         return
     where = table.path if table.path is not None else table.name
     others = sorted({n for t in (*graph.layer_terms, *(t for f in graph.families for t in f.layer_terms)) for n in t.networks})

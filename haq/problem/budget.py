@@ -141,7 +141,8 @@ def build_budget_model(
         raise ConfigError(f"table '{table.name}' has no '{metric}' metric; it has {', '.join(table.metrics)} (or use size)")
     table.check_covers(layers)
     pinned = {0, len(layers) - 1} if pin_first_last is not None else set()
-    within = table.layer_costs_in(layers, metric) if metric != "size" and isinstance(table, ChainPlanner) else None
+    planner = table if metric != "size" and isinstance(table, ChainPlanner) else None
+    within = planner.layer_costs_in(layers, metric) if planner is not None else None
     choices = []
     for i, info in enumerate(layers):
         pairs = allowed_pairs(table, info, min_bits, max_bits, pin_first_last if i in pinned else None)
@@ -152,7 +153,7 @@ def build_budget_model(
         choices.append(LayerChoices(info.name, pairs, costs))
     total = _total_cost_fn(layers, table, metric)
     reference = total([_top_pair(table, info, min_bits, max_bits) for info in layers])
-    low, high = (_plan(layers, table, metric, choices, dearest) for dearest in (False, True))
+    low, high = (_plan(layers, planner, metric, choices, dearest) for dearest in (False, True))
     cheapest, dearest = total(low.path()), total(high.path())
     target = absolute if absolute is not None else ratio * reference
     if target < cheapest * (1 - 1e-9):
@@ -165,12 +166,14 @@ def build_budget_model(
     return BudgetModel(tuple(choices), Budget(metric, float(target), reference, cheapest, dearest), total, low)
 
 
-def _plan(layers: Sequence[LayerInfo], table: DeviceTable, metric: str, choices: Sequence[LayerChoices], dearest: bool) -> Plan:
+def _plan(
+    layers: Sequence[LayerInfo], planner: ChainPlanner | None, metric: str, choices: Sequence[LayerChoices], dearest: bool
+) -> Plan:
     """The cheapest (``dearest``) completions within ``choices``: the table's own where it prices
-    boundaries (:class:`ChainPlanner`), else from the choices' additive costs."""
+    boundaries (``planner``), else from the choices' additive costs."""
     allowed = [c.pairs for c in choices]
-    if metric != "size" and isinstance(table, ChainPlanner):
-        return table.plan(layers, allowed, metric, dearest)
+    if planner is not None:
+        return planner.plan(layers, allowed, metric, dearest)
     return chain_plan([dict(zip(c.pairs, c.costs)) for c in choices], allowed, None, dearest)
 
 
