@@ -88,6 +88,31 @@ def test_a_minimum_fraction_of_full_evaluations_is_kept() -> None:
     assert screen.full_evaluations == 3 == full.calls
 
 
+def test_the_allowance_caps_the_full_evaluations_and_repeats_stay_free() -> None:
+    """Once a search has spent its allowance every new policy keeps its prediction, even one that
+    could win or is still calibrating; a policy judged in full before is still returned in full."""
+    screen, _, full = _screen(calibration=10, z=100.0, min_fraction=1.0)
+    screen.allowance = 3
+    first = screen.score_many([_policy(b) for b in (2, 2, 3, 4, 5)])  # a repeat inside the batch costs nothing
+    assert [s.fidelity for s in first] == [FULL, FULL, FULL, FULL, CHEAP] and full.calls == 3
+    again = screen.score_many([_policy(8), _policy(3)])
+    assert [s.fidelity for s in again] == [CHEAP, FULL] and again[1].cached
+    assert screen.full_evaluations == 3 == full.calls
+    best = screen.best_full  # policy 4's; policy 8 is predicted above it, and stays just below
+    assert best is not None and again[0].reward == math.nextafter(best, -math.inf)
+
+
+def test_a_run_plans_its_allowance_from_its_length(digits_workload: Workload) -> None:
+    env = EnvConfig(evaluation=EvalConfig(kind="multi", val_samples=60, robust_samples=20, screen_max_fraction=0.25))
+    problem = build_problem(env, table=AnalyticTable(), workload=digits_workload)
+    assert problem.screen is not None and problem.screen.allowance is None
+    problem.plan(30)
+    assert problem.screen.allowance == 7
+    build_problem(EnvConfig(), table=AnalyticTable(), workload=digits_workload).plan(30)  # no screen: nothing to plan
+    with pytest.raises(ConfigError, match="screen_max_fraction .* must be >= screen_min_fraction"):
+        EvalConfig(kind="multi", screen_max_fraction=0.1, screen_min_fraction=0.2)
+
+
 def test_promote_scores_the_best_predicted_distinct_policies_in_full() -> None:
     """At the end of a run the final prediction ranks the screened-out policies; the best
     ``allowance`` distinct ones, never one already scored in full, get the full evaluation."""

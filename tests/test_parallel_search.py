@@ -126,7 +126,35 @@ def test_a_multi_fidelity_search_logs_which_fidelity_scored_each_episode(cache_d
     assert all(isinstance(line["extra"]["cheap_reward"], float) for line in lines)
     assert all(line["robust_acc"] is not None for line in lines)  # the screen's robust term, or the full worst case
     assert problem.screen is not None and problem.screen.full_evaluations == fidelities.count(FULL) - _repeats(lines, FULL)
+    assert problem.screen.allowance == 3 and problem.screen.full_evaluations <= 3  # a third of 10 episodes
     assert result.best.extra["fidelity"] == FULL  # the best is always judged in full
+
+
+def test_a_multi_fidelity_search_resumes_to_the_log_of_an_uninterrupted_one(cache_dir: Path, tmp_path: Path) -> None:
+    """The screen's state (calibration, best full reward, full evaluations spent against the
+    allowance) comes back from the log, so a killed run goes on deciding as it would have."""
+    from haq.commands.problems import make_problem
+    from haq.search.config import AgentConfig, SearchConfig
+    from haq.search.run import run_search
+
+    evaluation = EvalConfig(
+        kind="multi",
+        screen_calibration=2,
+        screen_min_fraction=0.0,
+        screen_max_fraction=0.3,
+        robust_samples=20,
+        finetune_batches=2,
+    )
+    env = EnvConfig(evaluation=evaluation)
+    cfg = SearchConfig(env=env, agent=AgentConfig(warmup_episodes=3), episodes=10, seed=3)
+    whole = make_problem(env, cache_dir=cache_dir)
+    run_search(cfg, whole, tmp_path / "whole")
+    _interrupted(make_problem(env, cache_dir=cache_dir), cfg, tmp_path / "resumed", after=4)
+    again = make_problem(env, cache_dir=cache_dir)  # a new process: nothing of the first attempt in memory
+    resumed = run_search(cfg, again, tmp_path / "resumed", resume=True)
+    assert resumed.resumed_from == 5 and _log(tmp_path / "resumed") == _log(tmp_path / "whole")
+    assert whole.screen is not None and again.screen is not None and again.screen.allowance == 3
+    assert again.screen.full_evaluations == whole.screen.full_evaluations <= 3
 
 
 def _repeats(lines: list[dict[str, object]], fidelity: str) -> int:

@@ -111,6 +111,9 @@ class Baseline(Proposer[BaselineStore]):
         self.sensitivity_seconds = 0.0
         self.candidates: list[Candidate] = []
 
+    def _episodes(self) -> int:
+        return self.cfg.evaluations
+
     def _open(self, problem: SearchProblem, out_dir: str | Path) -> BaselineStore:
         return BaselineStore(out_dir, {"env": serial.to_dict(problem.config), "baseline": serial.to_dict(self.cfg)})
 

@@ -15,7 +15,8 @@ the fit keeps improving where it matters, near the best). A policy is evaluated 
 i.e. when it could still become the best policy of the run; the others keep the prediction.
 At least ``screen_min_fraction`` of the policies get the full evaluation (those predicted best
 among the rest of a batch), so a prediction that is confidently wrong early cannot starve the
-fit of the data that would correct it.
+fit of the data that would correct it; at most ``screen_max_fraction`` of the run's episodes do
+(its :attr:`FidelityScreen.allowance`): once it is spent, every new policy keeps its prediction.
 
 What the agent learns from: a screened-out policy's reward is the predicted full reward, not
 its cheap reward. The cheap and full rewards differ systematically (the fine-tune recovers
@@ -24,7 +25,18 @@ fidelities would teach the critic that the fidelity, not the policy, changes the
 least-squares prediction puts both on the full scale and is unbiased under the fitted model; an
 optimistic bound instead would inflate exactly the policies the screen judged poor. Errors of
 the prediction cannot promote a policy to best: it is screened out only when the prediction is
-below the best full reward, so the best episode of a run is always one scored in full.
+below the best full reward (or, with the allowance spent, gets a reward just below it), so the
+best episode of a run is always one scored in full.
+
+What limits the screen: on the policies a search visits, the full reward is mostly how the
+policy's short DQ fine-tune turned out. Over 120 policies of one 300-episode full-only digits
+search each, the full evaluator under a second seed ranks them with Spearman 0.37 (MLP) / 0.25
+(CNN) against the first, the screen 0.19 / 0.16. A screen after a 2-4-batch DQ fine-tune (same
+seed and data order) ranks far better (0.66 MLP at 2 batches, 0.68 CNN at 4) but searched no
+better: ten seeds, 100 evaluations, one day, 10 calibrating policies each, median final test
+reward MLP +1.054 against this screen's +1.051 (full-only +1.196), CNN +0.864 against +1.085
+(+1.114), at ~1/3 of a full evaluation per screen instead of ~1/15 (``bench/search_quality.py``
+with such a screen kind; not kept).
 
 Every decision depends only on the policies and on the results before the batch (in batch
 order), so a run is the same for any number of workers. When the run is over, its final pick
@@ -161,6 +173,9 @@ class FidelityScreen:
         self._min_fraction = min_fraction
         self.calibration = Calibration()
         self.best_full: float | None = None
+        self.allowance: int | None = None
+        """The most distinct policies the run's search evaluates in full (``None``: no limit); a
+        run sets it from its length (:meth:`~haq.problem.problem.SearchProblem.plan`)."""
         self.full_evaluations = 0
         self.scored = 0
         self._cheap_reward: dict[PolicyKey, float] = {}
@@ -182,24 +197,37 @@ class FidelityScreen:
         predict = self.calibration.fit()
         predicted = [predict(screen_features(p, c)) for p, c in zip(policies, cheap)]
         chosen: list[int] = []
+        new: set[PolicyKey] = set()  # distinct policies this batch sends to a full evaluation
+
+        def room(i: int) -> bool:
+            """Whether policy ``i`` may be evaluated in full within the allowance (it then counts)."""
+            key = policy_key(policies[i])
+            if policies[i] in self.full or key in new:
+                return True
+            if self.allowance is not None and self.full_evaluations + len(new) >= self.allowance:
+                return False
+            new.add(key)
+            return True
+
         for i, guess in enumerate(predicted):
             calibrating = len(self.calibration.rows) + len(chosen) < self._calibration_size
             could_win = self.best_full is None or guess + self._z * predict.std >= self.best_full
-            if known[i] or calibrating or could_win:
+            if known[i] or ((calibrating or could_win) and room(i)):
                 chosen.append(i)
         short = math.ceil(self._min_fraction * (self.scored + len(policies))) - (self.full_evaluations + len(chosen))
         rest = sorted((i for i in range(len(policies)) if i not in chosen), key=lambda i: (-predicted[i], i))
-        chosen = sorted(chosen + rest[: max(short, 0)])
+        chosen = sorted(chosen + [i for i in rest[: max(short, 0)] if room(i)])
         self.scored += len(policies)
         self.full_evaluations += len({policy_key(policies[i]) for i in chosen if policies[i] not in self.full})
         full_metrics = dict(zip(chosen, self.full.evaluate_many([policies[i] for i in chosen])))
+        full_rewards = {i: self._reward(m, self.full.reference) for i, m in full_metrics.items()}
+        ceiling = max([*full_rewards.values(), *([] if self.best_full is None else [self.best_full])], default=None)
         out: list[Scored] = []
         for i, (c, m) in enumerate(zip(cheap, metrics)):
             if i in full_metrics:
-                reward = self._reward(full_metrics[i], self.full.reference)
-                out.append(Scored(full_metrics[i], reward, FULL, c, was_full[i]))
+                out.append(Scored(full_metrics[i], full_rewards[i], FULL, c, was_full[i]))
             elif m is not None:
-                out.append(Scored(m, predicted[i], self.label, c, was_cheap[i]))
+                out.append(Scored(m, _below(predicted[i], ceiling), self.label, c, was_cheap[i]))
         for policy, scored in zip(policies, out):
             self._learn(policy, scored)
         return out
@@ -253,6 +281,16 @@ class FidelityScreen:
             self._cheap_reward[key] = s.cheap_reward
             self.calibration.add(screen_features(policy, s.cheap_reward), s.reward)
         self.best_full = s.reward if self.best_full is None else max(self.best_full, s.reward)
+
+
+def _below(prediction: float, ceiling: float | None) -> float:
+    """A screened-out policy's reward: its prediction, kept just below the best full reward
+    (``ceiling``). Only a policy the allowance could not pay for is predicted that high; the
+    prediction then extrapolates beyond every measurement, and a run's best stays a policy
+    judged in full."""
+    if ceiling is None or prediction < ceiling:
+        return prediction
+    return math.nextafter(ceiling, -math.inf)
 
 
 def seen_before(cache: CachedEvaluator, policies: Sequence[QuantPolicy]) -> list[bool]:

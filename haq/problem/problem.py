@@ -9,6 +9,7 @@ the measuring latency source (``haq.commands.problems.make_problem`` does both f
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -71,6 +72,12 @@ class SearchProblem:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+
+    def plan(self, episodes: int) -> None:
+        """How many episodes the run logs in all: a multi-fidelity screen evaluates at most
+        ``screen_max_fraction`` of them in full, and at least one (nothing to plan otherwise)."""
+        if self.screen is not None:
+            self.screen.allowance = max(1, math.floor(self.config.evaluation.screen_max_fraction * episodes + 1e-9))
 
     def held_out(self, kind: str, images: Images) -> Evaluator:
         """The evaluator ``kind`` measuring on ``images`` instead of the search's validation images

@@ -76,6 +76,7 @@ class Proposer(ABC, Generic[S]):
         store = self._open(problem, out_dir)
         store.open(resume)
         self._prepare(problem, store, log)
+        problem.plan(self._episodes())
         resumed_from = len(store.restore())
         store.start(
             budget=problem.budget.to_dict(), reference=problem.evaluator.reference.to_dict(), layers=problem.layer_names,
@@ -94,6 +95,10 @@ class Proposer(ABC, Generic[S]):
     @abstractmethod
     def _open(self, problem: SearchProblem, out_dir: str | Path) -> S:
         """The store for ``out_dir``, after checking that ``problem`` is the one this proposer expects."""
+
+    @abstractmethod
+    def _episodes(self) -> int:
+        """The episodes the finished run logs (what a multi-fidelity screen's allowance is a fraction of)."""
 
     def _prepare(self, problem: SearchProblem, store: S, log: Log | None) -> None:
         """Work done before anything is written, so it may still refuse (default: none)."""

@@ -64,6 +64,9 @@ class RLSearch(Proposer[AgentStore]):
             raise ConfigError("the given problem was built from a different environment config than the search config")
         return AgentStore(out_dir, serial.to_dict(self.config), agent_description(problem, self.config))
 
+    def _episodes(self) -> int:
+        return self.config.episodes
+
     def _propose(self, problem: SearchProblem, store: AgentStore, progress: OnProgress | None, log: Log | None) -> None:
         agent = self.config.agent.for_problem(problem.prior is not None)
         centred = centre_on_best_rung(problem, agent, store, self.config.episodes, progress, log)

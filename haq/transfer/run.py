@@ -124,6 +124,9 @@ class Transfer(Proposer[TransferStore]):
         self.source: SourceRun | None = None
         self.search_cfg: SearchConfig | None = None
 
+    def _episodes(self) -> int:
+        return self.cfg.episodes + 1  # the zero-shot episode, then the fine-tuning
+
     def _open(self, problem: SearchProblem, out_dir: str | Path) -> TransferStore:
         source = load_source(self.cfg.source)
         search_cfg = fine_tune_config(source.config, self.cfg, str(source.meta["algo"]))
