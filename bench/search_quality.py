@@ -314,7 +314,7 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
         f"\n### {s.model}: {s.evaluator} evaluator ({s.val_samples} images), Bit Fusion, {s.metric} budget {s.ratio}×, "
         f"{s.evaluations} evaluations\n",
         "| method | seeds | evals | final test reward (median [range]) | test clean acc | test robust acc "
-        "| best search reward | full evals | minutes / run |",
+        "| best search reward | full evals (mean, most) | minutes / run |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for method in (*METHODS, *VARIANTS):
@@ -327,7 +327,8 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
             f"| {method} | {len(rows)} | {evals:.0f} | {_med([r.test_reward for r in rows])} "
             f"| {_pct([r.test_clean for r in rows])} | {_pct([r.test_robust for r in rows])} "
             f"| {_med([r.best.reward for r in rows])} "
-            f"| {f'{statistics.mean(full):.0f}' if full else 'all'} | {statistics.mean(r.seconds for r in rows) / 60:.1f} |"
+            f"| {f'{statistics.mean(full):.0f}, {max(full)}' if full else 'all'} "
+            f"| {statistics.mean(r.seconds for r in rows) / 60:.1f} |"
         )
     random = {r.seed: r for r in results if r.method == "random"}
     for method in ("rl", *VARIANTS):
@@ -335,6 +336,7 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
         if needed:
             shown = ", ".join(str(n) if n is not None else f">{s.evaluations}" for n in needed)
             lines.append(f"\n{method}: evaluations to reach random search's best (per seed): {shown}")
+    lines += multi_fidelity_verdicts(results)
     ilp = next((r for r in results if r.method == "ilp"), None)
     prior_runs = [r for r in results if r.method == "rl-prior"]
     if ilp is not None and prior_runs:
@@ -346,6 +348,30 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
         )
     lines.append(f"\nevaluator noise (reward std of one policy): {noise:.4f}")
     return "\n".join(lines)
+
+
+def multi_fidelity_verdicts(results: list[RunResult]) -> list[str]:
+    """Each multi-fidelity variant against the full-only ``rl`` on the seeds both ran: its median
+    final test reward minus rl's (target: >= 0) and the most full evaluations any of its runs
+    used against a third of the evaluations (target: at most that)."""
+    full_only = {r.seed: r for r in results if r.method == "rl"}
+    out = []
+    for method in VARIANTS:
+        runs = [r for r in results if r.method == method and r.full_evaluations is not None and r.seed in full_only]
+        if not runs:
+            continue
+        multi = statistics.median(r.test_reward for r in runs)
+        full = statistics.median(full_only[r.seed].test_reward for r in runs)
+        most = max(r.full_evaluations or 0 for r in runs)
+        third = min(r.evaluations for r in runs) / 3
+        better = sum(r.test_reward > full_only[r.seed].test_reward for r in runs)
+        worse = sum(r.test_reward < full_only[r.seed].test_reward for r in runs)
+        out.append(
+            f"\n{method} against full-only rl on {len(runs)} seeds: median final test reward {multi:+.3f} vs {full:+.3f} "
+            f"(difference {multi - full:+.3f}; paired by seed {better} better, {worse} worse), "
+            f"at most {most} full evaluations per run ({'within' if most <= third else 'above'} a third of the evaluations)"
+        )
+    return out
 
 
 def to_json(r: RunResult) -> dict[str, Any]:
