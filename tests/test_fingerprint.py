@@ -353,7 +353,7 @@ def _this_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Fake
     backend, runner = FakeMeasuredBackend(HERE), FakeRunner(HERE)
     monkeypatch.setattr(machine, "machine_fingerprint", lambda: HERE)
     monkeypatch.setattr(machine, "machine_backend", lambda here, log: backend)
-    monkeypatch.setattr(machine, "machine_runner", lambda log: runner)
+    monkeypatch.setattr(machine, "machine_runner", lambda log, journal=None: runner)
     return backend, runner
 
 

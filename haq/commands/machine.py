@@ -35,7 +35,7 @@ from haq.hardware.build import DeviceBackend, extend_table
 from haq.hardware.device.machine import MachineFingerprint, fingerprint_differences, machine_fingerprint
 from haq.hardware.device.runner import LocalRunner, Runner
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.fit import FIT_CONFIGS, fit_table, observations_path
+from haq.hardware.fit import FIT_CONFIGS, fit_table, observations_path, sessions_path
 from haq.hardware.measured import MeasuredBackend, cpu_slug
 from haq.hardware.networks import Network, network_of
 from haq.models import default_cache_dir
@@ -160,7 +160,8 @@ def fit_machine_table(table: CostTable, path: Path, workload: WorkloadConfig, lo
         f"kept in {observations_path(path)})"
     )
     try:
-        fitted = fit_table(table, nets, machine_runner(log), FIT_CONFIGS, path, log=log, observations=observations_path(path))
+        runner = machine_runner(log, sessions_path(path))
+        fitted = fit_table(table, nets, runner, FIT_CONFIGS, path, log=log, observations=observations_path(path))
     except TableError as exc:
         log(f"warning: this machine's table could not be fitted to {workload.model} ({exc}); it is priced by its layers' sum")
         return table
@@ -229,10 +230,10 @@ def machine_backend(here: MachineFingerprint, log: Log) -> DeviceBackend:
     return MeasuredBackend(ProtocolConfig(), log, machine=here)
 
 
-def machine_runner(log: Log) -> Runner:
+def machine_runner(log: Log, journal: Path | None = None) -> Runner:
     """What times whole models for this machine's fit: the standard protocol here (the fit refuses
-    a runner on a machine other than the table's)."""
-    return LocalRunner(ProtocolConfig(), log)
+    a runner on a machine other than the table's), journaling its sessions in ``journal``."""
+    return LocalRunner(ProtocolConfig(), log, journal)
 
 
 __all__ = [

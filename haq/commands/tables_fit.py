@@ -15,7 +15,7 @@ from haq.core import validate
 from haq.core.errors import ConfigError, TableError
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import SESSIONS, ProtocolConfig
-from haq.hardware.fit import FIT_CONFIGS, fit_table, observations_path
+from haq.hardware.fit import FIT_CONFIGS, fit_table, observations_path, sessions_path
 from haq.hardware.networks import load_network
 
 
@@ -52,7 +52,8 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
     f.add_argument(
         "--remeasure",
         action="store_true",
-        help="ignore the whole-model measurements kept beside the table (<table>.fit.jsonl) and measure again",
+        help="ignore the whole-model measurements kept beside the table (<table>.fit.jsonl, and the sessions an interrupted "
+        "fit journaled in <table>.fit-sessions.jsonl) and measure again",
     )
     f.set_defaults(func=run)
 
@@ -67,7 +68,8 @@ def run(ns: argparse.Namespace) -> int:
     kept = observations_path(path)
     if cfg.remeasure:
         kept.unlink(missing_ok=True)
-    runner = LocalRunner(ProtocolConfig(sessions=cfg.sessions), log)
+        sessions_path(path).unlink(missing_ok=True)
+    runner = LocalRunner(ProtocolConfig(sessions=cfg.sessions), log, sessions_path(path))
     nets = [load_network(m, ns.dataset, ns.data_root, input_size=ns.input_size, input_shape=ns.input_shape) for m in cfg.models]
     fitted = fit_table(table, nets, runner, cfg.configs, path, log=log, observations=kept)
     g = fitted.data.graph

@@ -306,6 +306,12 @@ def observations_path(table_path: Path) -> Path:
     return table_path.with_name(table_path.stem + ".fit.jsonl")
 
 
+def sessions_path(table_path: Path) -> Path:
+    """Where a local fit of ``table_path`` journals its whole-model sessions while it times them
+    (:class:`~haq.hardware.device.journal.SessionJournal`): a fit killed halfway resumes from it."""
+    return table_path.with_name(table_path.stem + ".fit-sessions.jsonl")
+
+
 def runner_identity(runner: Runner) -> str:
     """The fingerprint identity of the machine ``runner`` times on (``unknown`` for an agent too old to say)."""
     reported = runner.device_info().get("fingerprint")

@@ -7,11 +7,14 @@ the timing happens in this process or on a phone across the network; ``make_runn
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from haq.core.config import to_dict
 from haq.core.errors import ConfigError
 from haq.core.types import Log
 from haq.hardware.device.client import DEFAULT_TIMEOUT_S, DeviceClient
+from haq.hardware.device.journal import SessionJournal
 from haq.hardware.device.machine import device_info
 from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.sentinel import sentinel_model
@@ -40,12 +43,17 @@ class Runner(Protocol):
 
 
 class LocalRunner:
-    """Times models in this process (the host is the device)."""
+    """Times models in this process (the host is the device).
 
-    def __init__(self, protocol: ProtocolConfig | None = None, progress: Log | None = None) -> None:
+    journal: where a batch records each session as it is timed (:mod:`haq.hardware.device.journal`),
+        so that the same batch timed again after a kill resumes; removed when the batch is done.
+    """
+
+    def __init__(self, protocol: ProtocolConfig | None = None, progress: Log | None = None, journal: Path | None = None) -> None:
         self.protocol = protocol or ProtocolConfig()
         self._progress = progress
         self._sentinel = sentinel_model() if self.protocol.sentinel_every > 0 else None
+        self._journal = journal
 
     def measure(self, onnx_bytes: bytes) -> Measurement:
         """Time one model."""
@@ -53,7 +61,13 @@ class LocalRunner:
 
     def measure_many(self, models: Sequence[bytes]) -> list[Measurement]:
         """Time several models, interleaved."""
-        return measure_models(list(models), self.protocol, self._sentinel, self._progress)
+        if self._journal is None:
+            return measure_models(list(models), self.protocol, self._sentinel, self._progress)
+        journal = SessionJournal(self._journal, to_dict(self.protocol), self._progress)
+        journal.open()
+        results = measure_models(list(models), self.protocol, self._sentinel, self._progress, journal=journal)
+        journal.discard()
+        return results
 
     def device_info(self) -> dict[str, Any]:
         """This machine."""

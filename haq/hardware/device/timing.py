@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from haq.core.types import Log
 from haq.hardware.device.guard import DEFAULT_MAX_INPUT_ELEMENTS, Refusal, check_model
+from haq.hardware.device.journal import SessionJournal, model_digest
 from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.profile import realized_kernels
 from haq.hardware.device.session import open_session, random_feeds, run_once, session_options
@@ -26,10 +27,15 @@ def measure_models(
     progress: Log | None = None,
     deadline: float | None = None,
     max_input_elements: int = DEFAULT_MAX_INPUT_ELEMENTS,
+    journal: SessionJournal | None = None,
 ) -> list[Measurement]:
     """Time every model with the protocol, interleaved, re-measuring noisy ones (those whose
     samples spread more than ``cfg.max_noise`` and whose session medians, with the early stop
     on, have not converged anyway).
+
+    With an opened ``journal``, the interleaved rounds record every session as it is timed and
+    reuse those an interrupted attempt recorded (re-measurements of noisy models are not
+    journaled: they are the short tail of a batch).
 
     Every model (and the sentinel) must pass :func:`~haq.hardware.device.guard.check_model`
     first, and no input may declare more than ``max_input_elements`` elements. ``deadline`` is
@@ -42,7 +48,7 @@ def measure_models(
         check_model(model)
     limits = _Limits(deadline, max_input_elements)
     kernels = [realized_kernels(m, cfg, max_input_elements) for m in models]
-    results = _interleaved(models, kernels, cfg, sentinel, progress, limits)
+    results = _interleaved(models, kernels, cfg, sentinel, progress, limits, journal)
     for attempt in range(2, cfg.max_retries + 2):
         noisy = [i for i, m in enumerate(results) if m.noise > cfg.max_noise and not ci_tight(m.session_medians, cfg)]
         if not noisy:
@@ -94,37 +100,57 @@ def _interleaved(
     sentinel: bytes | None,
     progress: Log | None,
     limits: _Limits,
+    journal: SessionJournal | None = None,
 ) -> list[Measurement]:
     """Steps 3-5 and 8 for a list of models: rounds of fresh sessions in rotated order.
 
     Each round gives every model still sampled one session (round-robin, so drift hits all
     alike); with ``cfg.ci_rel`` set, a model leaves after ``cfg.min_sessions`` rounds once
     its confidence interval is that tight (:func:`ci_tight`), and at ``cfg.sessions`` at most.
+    Sessions ``journal`` holds count as timed: round r times only the models with r sessions or
+    fewer, so an interrupted batch catches up and goes on as it would have.
     """
     n = len(models)
-    samples: list[list[tuple[float, ...]]] = [[] for _ in range(n)]
-    batches: list[list[int]] = [[] for _ in range(n)]
+    digests = [model_digest(m) for m in models]
+    known = journal.sessions if journal is not None else {}
+    samples: list[list[tuple[float, ...]]] = [[s for s, _ in known.get(d, [])][: cfg.sessions] for d in digests]
+    batches: list[list[int]] = [[k for _, k in known.get(d, [])][: cfg.sessions] for d in digests]
     walls = [0.0] * n
-    sentinel_ms: list[float] = []
+    sentinel_ms: list[float] = list(journal.sentinel_ms) if journal is not None else []
     use_sentinel = sentinel is not None and cfg.sentinel_every > 0
-    active = list(range(n))
-    _warm_machine(models[0], cfg, limits)
+    active = [i for i in range(n) if not _sampled_enough(samples[i], cfg)]
+    reused = sum(len(s) for s in samples)
+    if reused and progress and journal is not None:
+        progress(f"protocol: reusing {reused} session(s) an interrupted batch timed ({journal.path})")
+    if active:
+        _warm_machine(models[active[0]], cfg, limits)
     for rnd in range(cfg.sessions):
-        for pos in range(len(active)):
+        due = [i for i in active if len(samples[i]) <= rnd]
+        for pos in range(len(due)):
             if use_sentinel and pos % cfg.sentinel_every == 0:
-                sentinel_ms.append(float(np.median(_time_session(sentinel, cfg, limits)[0])))
-            i = active[(pos + rnd) % len(active)]
+                median = float(np.median(_time_session(sentinel, cfg, limits)[0]))
+                sentinel_ms.append(median)
+                if journal is not None:
+                    journal.record_sentinel(median)
+            i = due[(pos + rnd) % len(due)]
             start = time.perf_counter()
             got, k = _time_session(models[i], cfg, limits)
             walls[i] += time.perf_counter() - start
             samples[i].append(tuple(got))
             batches[i].append(k)
-        if progress:
-            progress(f"protocol: session {rnd + 1}/{cfg.sessions} done for {len(active)} model(s)")
-        active = [i for i in active if not ci_tight([float(np.median(s)) for s in samples[i]], cfg)]
+            if journal is not None:
+                journal.record(digests[i], got, k)
+        if progress and due:
+            progress(f"protocol: session {rnd + 1}/{cfg.sessions} done for {len(due)} model(s)")
+        active = [i for i in active if not _sampled_enough(samples[i], cfg)]
         if not active:
             break
     return [Measurement(tuple(samples[i]), tuple(batches[i]), kernels[i], walls[i], 1, tuple(sentinel_ms)) for i in range(n)]
+
+
+def _sampled_enough(samples: Sequence[Sequence[float]], cfg: ProtocolConfig) -> bool:
+    """A model needs no more sessions: it has ``cfg.sessions`` or its interval is tight."""
+    return len(samples) >= cfg.sessions or ci_tight([float(np.median(s)) for s in samples], cfg)
 
 
 def _warm_machine(model: bytes, cfg: ProtocolConfig, limits: _Limits) -> None:
