@@ -126,7 +126,7 @@ def test_the_machine_warms_up_once_per_batch_untimed(monkeypatch: pytest.MonkeyP
     real = timing._warm_machine
     monkeypatch.setattr(timing, "_warm_machine", lambda model, cfg, limits: warmed.append((model, cfg.batch_warmup_s)))
     first, second = sentinel_model(16), sentinel_model(32)
-    cfg = replace(QUICK, batch_warmup_s=0.3, max_noise=0.0, max_retries=1)  # every model is measured twice
+    cfg = replace(QUICK, batch_warmup_s=0.3, max_noise=0.0, max_retries=1, ci_rel=0.0)  # every model is measured twice
     measure_models([first, second], cfg)
     assert warmed == [(first, 0.3), (first, 0.3)]  # once per pass, on the first model, not per session
     monkeypatch.setattr(timing, "_warm_machine", real)
