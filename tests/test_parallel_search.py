@@ -137,9 +137,10 @@ def test_a_multi_fidelity_search_resumes_to_the_log_of_an_uninterrupted_one(cach
     from haq.search.config import AgentConfig, SearchConfig
     from haq.search.run import run_search
 
-    evaluation = EvalConfig(
+    evaluation = EvalConfig(  # every policy could win (z 100): only the allowance screens any out
         kind="multi",
         screen_calibration=2,
+        screen_z=100.0,
         screen_min_fraction=0.0,
         screen_max_fraction=0.3,
         robust_samples=20,
@@ -154,7 +155,8 @@ def test_a_multi_fidelity_search_resumes_to_the_log_of_an_uninterrupted_one(cach
     resumed = run_search(cfg, again, tmp_path / "resumed", resume=True)
     assert resumed.resumed_from == 5 and _log(tmp_path / "resumed") == _log(tmp_path / "whole")
     assert whole.screen is not None and again.screen is not None and again.screen.allowance == 3
-    assert again.screen.full_evaluations == whole.screen.full_evaluations <= 3
+    assert again.screen.full_evaluations == whole.screen.full_evaluations == 3
+    assert [line["extra"]["fidelity"] for line in _log(tmp_path / "resumed")].count(FULL) == 3
 
 
 def _repeats(lines: list[dict[str, object]], fidelity: str) -> int:
