@@ -197,7 +197,7 @@ class FidelityScreen:
         predict = self.calibration.fit()
         predicted = [predict(screen_features(p, c)) for p, c in zip(policies, cheap)]
         chosen: list[int] = []
-        new: set[PolicyKey] = set()  # distinct policies this batch sends to a full evaluation
+        new: set[PolicyKey] = set()  # distinct policies this batch is the first to evaluate in full
 
         def room(i: int) -> bool:
             """Whether policy ``i`` may be evaluated in full within the allowance (it then counts)."""
@@ -218,18 +218,17 @@ class FidelityScreen:
         rest = sorted((i for i in range(len(policies)) if i not in chosen), key=lambda i: (-predicted[i], i))
         chosen = sorted(chosen + [i for i in rest[: max(short, 0)] if room(i)])
         self.scored += len(policies)
-        self.full_evaluations += len({policy_key(policies[i]) for i in chosen if policies[i] not in self.full})
-        full_metrics = dict(zip(chosen, self.full.evaluate_many([policies[i] for i in chosen])))
-        full_rewards = {i: self._reward(m, self.full.reference) for i, m in full_metrics.items()}
-        ceiling = max([*full_rewards.values(), *([] if self.best_full is None else [self.best_full])], default=None)
+        self.full_evaluations += len(new)
+        evaluated = zip(chosen, self.full.evaluate_many([policies[i] for i in chosen]))
+        judged = {i: Scored(m, self._reward(m, self.full.reference), FULL, cheap[i], was_full[i]) for i, m in evaluated}
+        for i, scored in judged.items():  # in batch order: the calibration and the best full reward first
+            self._learn(policies[i], scored)
         out: list[Scored] = []
         for i, (c, m) in enumerate(zip(cheap, metrics)):
-            if i in full_metrics:
-                out.append(Scored(full_metrics[i], full_rewards[i], FULL, c, was_full[i]))
+            if i in judged:
+                out.append(judged[i])
             elif m is not None:
-                out.append(Scored(m, _below(predicted[i], ceiling), self.label, c, was_cheap[i]))
-        for policy, scored in zip(policies, out):
-            self._learn(policy, scored)
+                out.append(Scored(m, _below(predicted[i], self.best_full), self.label, c, was_cheap[i]))
         return out
 
     def promote(
