@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -50,6 +50,7 @@ from haq.problem.problem import SearchProblem
 from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
+from haq.search.rungs import RUNG, centre_at, centre_fraction
 from haq.tables.compare import cost_on_device
 from haq.transfer.agent import load_on, rollout
 from haq.transfer.config import TransferConfig
@@ -194,6 +195,11 @@ def transfers(
             )
 
 
+def _span(values: Iterable[int]) -> str:
+    lo, hi = min(values, default=0), max(values, default=0)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 def _fmt_needed(values: list[int | None], horizon: int) -> str:
     shown = [v if v is not None else horizon + 1 for v in values]
     med = statistics.median(shown)
@@ -203,8 +209,12 @@ def _fmt_needed(values: list[int | None], horizon: int) -> str:
     return f"{text} ({rng})" if lo != hi else text
 
 
-def matrix(mode: Mode, pairs: list[Pair], curves: dict[tuple[str, str], list[list[float]]]) -> tuple[str, dict[str, Any]]:
-    """The transfer matrix as Markdown, and the overall quarter-target tally."""
+def matrix(
+    mode: Mode, pairs: list[Pair], curves: dict[tuple[str, str], list[list[float]]], rungs: dict[tuple[str, str], int]
+) -> tuple[str, dict[str, Any]]:
+    """The transfer matrix as Markdown, and the overall quarter-target tally: with the misses in
+    which scratch matched the transfer's reward within its prior rungs (``rungs``: how many the
+    target's scratch runs evaluated first), which a transfer can only meet at its first episode."""
     lines = [
         f"| source → target | zero-shot reward | scratch eps to match zero-shot "
         f"| reward after {mode.finetune_episodes} fine-tune eps "
@@ -212,7 +222,7 @@ def matrix(mode: Mode, pairs: list[Pair], curves: dict[tuple[str, str], list[lis
         "| transfer reached it |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    met = total = 0
+    met = total = at_rungs = 0
     keys = sorted(
         {(p.source_model, p.source_table, p.target_model, p.target_table) for p in pairs}, key=lambda k: (k[0] != k[2], k)
     )
@@ -230,6 +240,7 @@ def matrix(mode: Mode, pairs: list[Pair], curves: dict[tuple[str, str], list[lis
         reached = [p.best >= b - 1e-9 for p in rows for b in scratch_best]
         met += sum(quarter)
         total += len(quarter)
+        at_rungs += sum(not q and (n or mode.scratch_episodes + 1) <= rungs[(key[2], key[3])] for q, n in zip(quarter, need_best))
         label = f"{key[0]}/{key[1]} → {key[2]}/{key[3]}" if key[0] != key[2] else f"{key[0]}: {key[1]} → {key[3]}"
         lines.append(
             f"| {label} | {statistics.mean(p.zero_shot for p in rows):+.3f} | {_fmt_needed(need_zero, mode.scratch_episodes)} "
@@ -237,7 +248,7 @@ def matrix(mode: Mode, pairs: list[Pair], curves: dict[tuple[str, str], list[lis
             f"| {_fmt_needed(need_best, mode.scratch_episodes)} | {sum(quarter)}/{len(quarter)} "
             f"| {statistics.mean(scratch_best):+.3f} | {sum(reached)}/{len(reached)} |"
         )
-    return "\n".join(lines), {"quarter_met": met, "comparisons": total}
+    return "\n".join(lines), {"quarter_met": met, "comparisons": total, "missed_at_rungs": at_rungs}
 
 
 def latency_table(model: str, problems: dict[tuple[str, str], SearchProblem], sources: dict[tuple[str, str, int], Path]) -> str:
@@ -270,19 +281,21 @@ def latency_table(model: str, problems: dict[tuple[str, str], SearchProblem], so
 
 
 def source_quality(mode: Mode, problems: dict[tuple[str, str], SearchProblem], sources: dict[tuple[str, str, int], Path]) -> str:
-    """How good each transferred agent is at home: its deterministic actor on its own device
-    against its search's best and the best of its random warm-up episodes."""
+    """How good each transferred agent is at home: its deterministic actor on its own device (in
+    the frame it was trained in: centred on its best rung) against its search's best and that rung."""
     lines = [
-        "| model / device | seed | actor on its own device | search best | best random warm-up episode |",
+        "| model / device | seed | actor on its own device | search best | best prior rung (its budget fraction) |",
         "|---|---|---|---|---|",
     ]
     for (model, table, seed), path in sources.items():
-        problem = problems[(model, table)]
+        records = RunDir(path).read_episodes()
+        fraction = centre_fraction(records)
+        problem = problems[(model, table)] if fraction is None else centre_at(problems[(model, table)], fraction)
         env = MixedPrecisionEnv(problem=problem)
         actor = rollout(load_on(load_source(path).checkpoint, env), env, 0).reward
-        records = RunDir(path).read_episodes()
-        warm = max(r.reward for r in records[: AGENT.warmup_episodes])
-        lines.append(f"| {model} / {table} | {seed} | {actor:+.3f} | {max(r.reward for r in records):+.3f} | {warm:+.3f} |")
+        rungs = [r.reward for r in records if RUNG in r.extra]
+        rung = f"{max(rungs):+.3f} ({fraction:.3f})" if rungs and fraction is not None else "none"
+        lines.append(f"| {model} / {table} | {seed} | {actor:+.3f} | {max(r.reward for r in records):+.3f} | {rung} |")
     return "\n".join(lines)
 
 
@@ -315,10 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     agent = dataclasses.replace(AGENT, algo=ns.agent, gradient_steps=ns.gradient_steps)
     sources = scratch(mode, agent, problems, root)
     scratch_s = time.perf_counter() - start
-    curves = {
-        key: [best_so_far(RunDir(path).read_episodes()) for (m, t, _), path in sources.items() if (m, t) == key]
-        for key in problems
-    }
+    logs = {key: [RunDir(path).read_episodes() for (m, t, _), path in sources.items() if (m, t) == key] for key in problems}
+    curves = {key: [best_so_far(records) for records in runs] for key, runs in logs.items()}
+    rungs = {key: min(sum(RUNG in r.extra for r in records) for records in runs) for key, runs in logs.items()}
     pairs: list[Pair] = []
 
     def sink(pair: Pair) -> None:
@@ -331,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     transfers(mode, problems, sources, root, ns.noise, sink)
-    text, tally = matrix(mode, pairs, curves)
+    text, tally = matrix(mode, pairs, curves, rungs)
     print(
         f"## transfer matrix ({agent.algo}, {agent.gradient_steps} gradient steps / episode, cheap evaluator; "
         f"seeds {list(mode.seeds)}; scratch searches of {mode.scratch_episodes} episodes)\n"
@@ -339,7 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(
         f"\ntransfer reached its reward in <= 1/4 of the scratch episodes in {tally['quarter_met']} of {tally['comparisons']} "
-        "(transfer seed x scratch seed) comparisons"
+        f"(transfer seed x scratch seed) comparisons; of the {tally['comparisons'] - tally['quarter_met']} misses, "
+        f"{tally['missed_at_rungs']} are scratch runs that matched the transfer's reward within their prior rungs "
+        f"(the first {_span(rungs.values())} episodes), where the transfer "
+        "had to match it at its first"
     )
     print("\n## the transferred agents at home (deterministic actor; a transfer cannot beat its source)\n")
     print(source_quality(mode, problems, sources))

@@ -19,19 +19,22 @@ from haq.commands.problems import make_problem
 from haq.core import config as serial
 from haq.core.errors import ConfigError, RunDirError, TableError
 from haq.evaluation.config import EvalConfig
-from haq.problem.config import EnvConfig
+from haq.evaluation.metrics import PolicyMetrics
+from haq.problem.allocation import sensitivity_rungs
+from haq.problem.config import EnvConfig, RewardConfig
 from haq.quant import QuantPolicy
 from haq.runs.manifest import write_manifest
 from haq.runs.proposer import RunResult
-from haq.runs.rundir import RunDir
+from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.agents import save_agent
 from haq.search.baseline import RewardBaseline
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
+from haq.search.rungs import CENTRE, RUNG, centre_at, centre_fraction
 from haq.tables.compare import cost_on_devices, promote_pair
 from haq.tables.table import save_table
 from haq.transfer import run as transfer_run
-from haq.transfer.agent import load_on
+from haq.transfer.agent import load_on, rollout
 from haq.transfer.config import TransferConfig
 from haq.transfer.run import run_transfer, target_env_config, transfer_env
 from haq.transfer.source import load_source
@@ -258,3 +261,50 @@ def test_cli_cost_and_transfer(source_run: Path, tmp_path: Path, capsys: pytest.
     assert main(["transfer", "--from", str(tmp_path / "nope"), "--device", "bismo-edge", "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("haq: error:") and "no such directory" in err[0]
+
+
+@pytest.fixture(scope="module")
+def rung_source(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A search long enough to evaluate two prior rungs and centre its agent on the better one:
+    the cheaper, since cost weighs heavily here."""
+    out = tmp_path_factory.mktemp("rung-source") / "run"
+    agent = AgentConfig(algo="td3", hidden=(16,), gradient_steps=2, prior_rungs=2)
+    env = EnvConfig(evaluation=CHEAP, reward=RewardConfig(cost_weight=2.0))
+    cfg = SearchConfig(env=env, agent=agent, episodes=20, seed=0)
+    run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), out)
+    return out
+
+
+def test_a_transfer_acts_around_the_allocation_at_its_sources_budget_fraction(
+    rung_source: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    records = RunDir(rung_source).read_episodes()
+    rungs = [r for r in records if RUNG in r.extra]
+    assert len(rungs) == 2
+    fraction = centre_fraction(records)
+    assert fraction == max(rungs, key=lambda r: r.reward).extra[RUNG] == 0.5
+    zero = _transfer(rung_source, "bismo-edge", tmp_path / "t", cache_dir).records[0]
+    assert zero.extra[CENTRE] == fraction
+    cfg = TransferConfig(source=str(rung_source), table="bismo-edge", episodes=0)
+    target = make_problem(transfer_env(cfg), cache_dir=cache_dir)
+    centred = centre_at(target, fraction)
+    solved = sensitivity_rungs(target.budget_model, target.sensitivity, [fraction * target.budget.target])
+    assert centred.prior == solved[0][1] != target.prior
+    env = MixedPrecisionEnv(problem=centred)
+    assert rollout(load_on(load_source(rung_source).checkpoint, env), env, 0).policy == zero.policy
+    # a transfer of the transfer keeps the frame its agent was trained in
+    again = _transfer(tmp_path / "t", "bitfusion", tmp_path / "t2", cache_dir).records[0]
+    assert again.extra[CENTRE] == fraction
+
+
+def test_the_centre_fraction_is_the_best_rungs_or_the_inherited_one(cache_dir: Path) -> None:
+    def record(reward: float, **extra: float) -> EpisodeRecord:
+        return EpisodeRecord(
+            0, {}, PolicyMetrics(clean_acc=0.9, robust_acc=None, latency_ms=1.0, energy_mj=None, size_bits=8), reward, dict(extra)
+        )
+
+    assert centre_fraction([record(-0.2, **{RUNG: 1.0}), record(-0.1, **{RUNG: 0.75}), record(0.5)]) == 0.75
+    assert centre_fraction([record(-0.2, **{CENTRE: 0.625}), record(0.1)]) == 0.625
+    assert centre_fraction([record(-0.2), record(0.1)]) is None
+    uniform = make_problem(EnvConfig(evaluation=CHEAP, action_prior="uniform"), cache_dir=cache_dir)
+    assert centre_at(uniform, 0.5) is uniform

@@ -27,6 +27,8 @@ from haq.search.config import AgentConfig
 
 RUNG = "prior_rung"
 """Key of a rung episode's ``extra``: the budget fraction its allocation was solved for."""
+CENTRE = "centre_fraction"
+"""Key of a transfer's zero-shot ``extra``: the budget fraction its source's agent was centred on."""
 RUN_SHARE = 10
 """Rungs take at most one in this many of a run's episodes, so a short run is mostly the agent's."""
 
@@ -58,7 +60,7 @@ def centre_on_best_rung(
         logged += log_candidates(problem, store, candidates, store.append, episodes, progress)
     if not logged:
         return problem
-    best = max(logged, key=lambda r: r.reward)
+    best = _best_rung(logged)
     if log:
         log(f"prior rungs: centring on the allocation at {best.extra[RUNG]:.2f} x budget (reward {best.reward:+.4f})")
     return dataclasses.replace(problem, prior=_pairs(best, problem))
@@ -67,3 +69,28 @@ def centre_on_best_rung(
 def _pairs(record: EpisodeRecord, problem: SearchProblem) -> tuple[BitPair, ...]:
     """A logged policy as one (w, a) pair per layer, in the problem's layer order."""
     return tuple((int(record.policy[name][0]), int(record.policy[name][1])) for name in problem.layer_names)
+
+
+def _best_rung(rungs: list[EpisodeRecord]) -> EpisodeRecord:
+    return max(rungs, key=lambda r: r.reward)
+
+
+def centre_fraction(records: list[EpisodeRecord]) -> float | None:
+    """The budget fraction a run's agent acts around: its best rung's, or the one a transfer
+    inherited from its source; ``None`` for an agent centred on the full-budget allocation."""
+    rungs = [r for r in records if RUNG in r.extra]
+    if rungs:
+        return float(_best_rung(rungs).extra[RUNG])
+    inherited = [r.extra[CENTRE] for r in records if CENTRE in r.extra]
+    return float(inherited[0]) if inherited else None
+
+
+def centre_at(problem: SearchProblem, fraction: float) -> SearchProblem:
+    """``problem`` with its action prior moved to the sensitivity allocation at ``fraction`` x its
+    budget, unevaluated. Why: an agent trained around its best rung acts in that rung's frame; on
+    a new device (or model) the same fraction's allocation rebuilds the frame without spending
+    evaluations on rungs."""
+    if problem.prior is None or problem.sensitivity is None:
+        return problem
+    [(_, pairs)] = sensitivity_rungs(problem.budget_model, problem.sensitivity, [fraction * problem.budget.target])
+    return dataclasses.replace(problem, prior=pairs)
