@@ -289,7 +289,7 @@ def source_quality(mode: Mode, problems: dict[tuple[str, str], SearchProblem], s
     ]
     for (model, table, seed), path in sources.items():
         records = RunDir(path).read_episodes()
-        fraction = centre_fraction(records)
+        fraction = centre_fraction(records, str(path))
         problem = problems[(model, table)] if fraction is None else centre_at(problems[(model, table)], fraction)
         env = MixedPrecisionEnv(problem=problem)
         actor = rollout(load_on(load_source(path).checkpoint, env), env, 0).reward

@@ -281,7 +281,7 @@ def test_a_transfer_acts_around_the_allocation_at_its_sources_budget_fraction(
     records = RunDir(rung_source).read_episodes()
     rungs = [r for r in records if RUNG in r.extra]
     assert len(rungs) == 2
-    fraction = centre_fraction(records)
+    fraction = centre_fraction(records, "source")
     assert fraction == max(rungs, key=lambda r: r.reward).extra[RUNG] == 0.5
     zero = _transfer(rung_source, "bismo-edge", tmp_path / "t", cache_dir).records[0]
     assert zero.extra[CENTRE] == fraction
@@ -303,8 +303,11 @@ def test_the_centre_fraction_is_the_best_rungs_or_the_inherited_one(cache_dir: P
             0, {}, PolicyMetrics(clean_acc=0.9, robust_acc=None, latency_ms=1.0, energy_mj=None, size_bits=8), reward, dict(extra)
         )
 
-    assert centre_fraction([record(-0.2, **{RUNG: 1.0}), record(-0.1, **{RUNG: 0.75}), record(0.5)]) == 0.75
-    assert centre_fraction([record(-0.2, **{CENTRE: 0.625}), record(0.1)]) == 0.625
-    assert centre_fraction([record(-0.2), record(0.1)]) is None
+    assert centre_fraction([record(-0.2, **{RUNG: 1.0}), record(-0.1, **{RUNG: 0.75}), record(0.5)], "run") == 0.75
+    assert centre_fraction([record(-0.2, **{CENTRE: 0.625}), record(0.1)], "run") == 0.625
+    assert centre_fraction([record(-0.2), record(0.1)], "run") is None
+    for bad in (0.0, 1.5, "half", True, float("nan")):
+        with pytest.raises(RunDirError, match=r"^run: episode 0's 'centre_fraction' must be a budget fraction in \(0, 1\]"):
+            centre_fraction([EpisodeRecord(0, {}, record(0.1).metrics, 0.1, {CENTRE: bad})], "run")
     uniform = make_problem(EnvConfig(evaluation=CHEAP, action_prior="uniform"), cache_dir=cache_dir)
     assert centre_at(uniform, 0.5) is uniform

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from haq.core.errors import InternalError
+from haq.core.errors import InternalError, RunDirError
 from haq.core.types import BitPair, Log
 from haq.problem.allocation import budget_ladder, sensitivity_rungs
 from haq.problem.problem import SearchProblem
@@ -75,14 +75,22 @@ def _best_rung(rungs: list[EpisodeRecord]) -> EpisodeRecord:
     return max(rungs, key=lambda r: r.reward)
 
 
-def centre_fraction(records: list[EpisodeRecord]) -> float | None:
+def centre_fraction(records: list[EpisodeRecord], where: str) -> float | None:
     """The budget fraction a run's agent acts around: its best rung's, or the one a transfer
-    inherited from its source; ``None`` for an agent centred on the full-budget allocation."""
+    inherited from its source; ``None`` for an agent centred on the full-budget allocation.
+    A logged fraction that is not a number in (0, 1] is a :class:`RunDirError` naming ``where``."""
     rungs = [r for r in records if RUNG in r.extra]
     if rungs:
-        return float(_best_rung(rungs).extra[RUNG])
-    inherited = [r.extra[CENTRE] for r in records if CENTRE in r.extra]
-    return float(inherited[0]) if inherited else None
+        best = _best_rung(rungs)
+        return _fraction(best.extra[RUNG], RUNG, best.episode, where)
+    inherited = [r for r in records if CENTRE in r.extra]
+    return _fraction(inherited[0].extra[CENTRE], CENTRE, inherited[0].episode, where) if inherited else None
+
+
+def _fraction(value: object, key: str, episode: int, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise RunDirError(f"{where}: episode {episode}'s '{key}' must be a budget fraction in (0, 1], got {value!r}")
+    return float(value)
 
 
 def centre_at(problem: SearchProblem, fraction: float) -> SearchProblem:

@@ -155,7 +155,8 @@ class Transfer(Proposer[TransferStore]):
 
     def _propose(self, problem: SearchProblem, store: TransferStore, progress: OnProgress | None, log: Log | None) -> None:
         resuming = store.checkpoint is not None or bool(store.records)
-        fraction = centre_fraction(RunDir(self._opened()[0].path).read_episodes())
+        source = RunDir(self._opened()[0].path)
+        fraction = centre_fraction(source.read_episodes(), f"--from {source.path}")
         if fraction is not None:
             problem = centre_at(problem, fraction)
         if not resuming:
