@@ -311,3 +311,19 @@ def test_the_centre_fraction_is_the_best_rungs_or_the_inherited_one(cache_dir: P
             centre_fraction([EpisodeRecord(0, {}, record(0.1).metrics, 0.1, {CENTRE: bad})], "run")
     uniform = make_problem(EnvConfig(evaluation=CHEAP, action_prior="uniform"), cache_dir=cache_dir)
     assert centre_at(uniform, 0.5) is uniform
+
+
+def test_a_source_with_a_damaged_rung_is_refused_before_anything_is_written(
+    rung_source: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(rung_source, source)
+    log = source / "episodes.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    for row in rows:
+        if RUNG in row.get("extra", {}):
+            row["extra"][RUNG] = "half"
+    log.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(RunDirError, match=r"'prior_rung' must be a budget fraction in \(0, 1\], got 'half'"):
+        _transfer(source, "bismo-edge", tmp_path / "t", cache_dir)
+    assert not (tmp_path / "t" / "config.json").exists()

@@ -130,6 +130,7 @@ class Transfer(Proposer[TransferStore]):
         self.cfg = cfg
         self.source: SourceRun | None = None
         self.search_cfg: SearchConfig | None = None
+        self.fraction: float | None = None  # the budget fraction the source's agent acts around, read with the source
 
     def _episodes(self) -> int:
         return self.cfg.episodes + 1  # the zero-shot episode, then the fine-tuning
@@ -142,6 +143,7 @@ class Transfer(Proposer[TransferStore]):
         if problem.config != search_cfg.env:
             raise ConfigError("the given problem was built from a different environment config than this transfer derives")
         self.source, self.search_cfg = source, search_cfg
+        self.fraction = centre_fraction(RunDir(source.path).read_episodes(), f"--from {source.path}")
         return TransferStore(
             out_dir, serial.to_dict(search_cfg), agent_description(problem, search_cfg), serial.to_dict(self.cfg)
         )
@@ -155,8 +157,7 @@ class Transfer(Proposer[TransferStore]):
 
     def _propose(self, problem: SearchProblem, store: TransferStore, progress: OnProgress | None, log: Log | None) -> None:
         resuming = store.checkpoint is not None or bool(store.records)
-        source = RunDir(self._opened()[0].path)
-        fraction = centre_fraction(source.read_episodes(), f"--from {source.path}")
+        fraction = self.fraction
         if fraction is not None:
             problem = centre_at(problem, fraction)
         if not resuming:
