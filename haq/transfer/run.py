@@ -157,20 +157,17 @@ class Transfer(Proposer[TransferStore]):
 
     def _propose(self, problem: SearchProblem, store: TransferStore, progress: OnProgress | None, log: Log | None) -> None:
         resuming = store.checkpoint is not None or bool(store.records)
-        fraction = self.fraction
-        if fraction is not None:
-            problem = centre_at(problem, fraction)
+        if self.fraction is not None:
+            problem = centre_at(problem, self.fraction)
         if not resuming:
-            self._zero_shot(problem, store, progress, log, fraction)
+            self._zero_shot(problem, store, progress, log)
         train(store, self._opened()[1], problem, progress, log if resuming else None, fresh=self._prepared_source)
 
-    def _zero_shot(
-        self, problem: SearchProblem, store: TransferStore, progress: OnProgress | None, log: Log | None, fraction: float | None
-    ) -> None:
+    def _zero_shot(self, problem: SearchProblem, store: TransferStore, progress: OnProgress | None, log: Log | None) -> None:
         """Roll the source actor out on the new device; commit it (with the prepared agent) as episode 0,
         noting the budget fraction its actions are centred on."""
         source, search_cfg = self._opened()
-        agent = search_cfg.agent
+        agent, fraction = search_cfg.agent, self.fraction
         env = MixedPrecisionEnv(problem=problem)
         agent_env: gym.Env = RewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else env
         model = load_on(source.checkpoint, agent_env)
