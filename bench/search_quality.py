@@ -36,6 +36,7 @@ pick (``PickConfig.promote = 0``).
     python bench/search_quality.py --quick   # digits CNN (40 evaluations) and ResNet-20 (10), cheap evaluator
     python bench/search_quality.py --full    # ResNet-20 + MobileNetV2 (cheap, 300) and digits CNN + MLP (full, 300): hours
     python bench/search_quality.py --full --models resnet20 --evaluations 100 --seeds 0 --workers 2
+    python bench/search_quality.py --merge OUT_A OUT_B   # one table from runs split over invocations
 
 Run directories (plot them with ``haq plot``) and results.json go to ``--out``.
 """
@@ -63,9 +64,8 @@ from haq.evaluation.evaluators import Evaluator, build_evaluator
 from haq.parallel import start_pool
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem, build_problem
-from haq.quant import QuantPolicy
+from haq.quant import LayerBits, QuantPolicy
 from haq.runs.final_pick import PickConfig, pick_run
-from haq.runs.rundir import EpisodeRecord
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
 from haq.training import parse_torch_device
@@ -107,11 +107,14 @@ class RunResult:
     """One method on one workload with one seed."""
 
     model: str
+    evaluator: str
+    val_samples: int
     method: str
     seed: int
     evaluations: int
     seconds: float
-    best: EpisodeRecord
+    best_reward: float
+    best_policy: dict[str, tuple[int, int]]
     rewards: tuple[float, ...]
     test_reward: float
     test_clean: float
@@ -229,11 +232,14 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
         robust = final_robust(bench, pick.policy, full)
     return RunResult(
         bench.env.workload.model,
+        bench.env.evaluation.kind,
+        bench.env.evaluation.val_samples,
         method,
         seed,
         len(records),
         seconds,
-        result.best,
+        result.best.reward,
+        dict(result.best.policy),
         tuple(r.reward for r in records),
         pick.test_reward,
         pick.test.clean_acc,
@@ -291,7 +297,9 @@ def bench_setting(setting: Setting, methods: tuple[str, ...], workers: int, root
                 sink(r)
                 results.append(r)
         uniform = next((r for r in results if r.method == "uniform"), None)
-        noise = evaluator_noise(bench, uniform.best.quant_policy(), setting.evaluator) if uniform is not None else float("nan")
+        noise = (
+            evaluator_noise(bench, quant_policy(uniform.best_policy), setting.evaluator) if uniform is not None else float("nan")
+        )
     finally:
         bench.close()
     return summary(setting, results, noise)
@@ -326,7 +334,7 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
         lines.append(
             f"| {method} | {len(rows)} | {evals:.0f} | {_med([r.test_reward for r in rows])} "
             f"| {_pct([r.test_clean for r in rows])} | {_pct([r.test_robust for r in rows])} "
-            f"| {_med([r.best.reward for r in rows])} "
+            f"| {_med([r.best_reward for r in rows])} "
             f"| {f'{statistics.mean(full):.0f}, {max(full)}' if full else 'all'} "
             f"| {statistics.mean(r.seconds for r in rows) / 60:.1f} |"
         )
@@ -341,12 +349,13 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
     prior_runs = [r for r in results if r.method == "rl-prior"]
     if ilp is not None and prior_runs:
         seed_reward = ilp.rewards[0]  # the ILP's first candidate is the prior rl-prior starts from
-        margins = ", ".join(f"{r.best.reward - seed_reward:+.3f}" for r in prior_runs)
+        margins = ", ".join(f"{r.best_reward - seed_reward:+.3f}" for r in prior_runs)
         lines.append(
             f"\nrl-prior is seeded (its zero action is the ILP's first candidate, search reward {seed_reward:+.3f}): "
             f"best search reward minus that, per seed: {margins} (counts only above the noise below)"
         )
-    lines.append(f"\nevaluator noise (reward std of one policy): {noise:.4f}")
+    measured = f"{noise:.4f}" if not math.isnan(noise) else "not measured (it is, beside a uniform run)"
+    lines.append(f"\nevaluator noise (reward std of one policy): {measured}")
     return "\n".join(lines)
 
 
@@ -374,15 +383,72 @@ def multi_fidelity_verdicts(results: list[RunResult]) -> list[str]:
     return out
 
 
+def quant_policy(pairs: dict[str, tuple[int, int]]) -> QuantPolicy:
+    return QuantPolicy({n: LayerBits(w, a) for n, (w, a) in pairs.items()})
+
+
+def from_json(row: dict[str, Any], where: str) -> RunResult:
+    """A run :func:`to_json` wrote; a row that is not one is a one-line error naming the file. Rows
+    written before they named their evaluator were all the full mode's, whose setting they get."""
+    try:
+        model = str(row["model"])
+        default = next((s for s in MODES["full"] if s.model == model), None)
+        evaluator = row.get("evaluator", default.evaluator if default else None)
+        val_samples = row.get("val_samples", default.val_samples if default else None)
+        if evaluator is None or val_samples is None:
+            raise ValueError(f"{model} is not a model of this benchmark's full mode and the row names no evaluator")
+        return RunResult(
+            model,
+            str(evaluator),
+            int(val_samples),
+            str(row["method"]),
+            int(row["seed"]),
+            int(row["evaluations"]),
+            float(row["seconds"]),
+            float(row["best_reward"]),
+            {str(n): (int(w), int(a)) for n, (w, a) in row["best_policy"].items()},
+            tuple(float(v) for v in row["rewards"]),
+            float(row["test_reward"]),
+            float(row["test_clean"]),
+            None if row["test_robust"] is None else float(row["test_robust"]),
+            None if row["full_evaluations"] is None else int(row["full_evaluations"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SystemExit(f"{where}: not a search-quality result row ({type(exc).__name__}: {exc})") from None
+
+
+def merged(dirs: list[Path]) -> str:
+    """The tables of runs made by several invocations (e.g. seeds split over two processes), from
+    their results.json files; the evaluator noise, measured only beside a uniform run, is left out."""
+    runs: list[RunResult] = []
+    for d in dirs:
+        path = d / "results.json"
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"{path}: cannot read results ({exc}); give directories a run of this benchmark wrote") from None
+        if not isinstance(rows, list):
+            raise SystemExit(f"{path}: expected a list of result rows")
+        runs += [from_json(row, str(path)) for row in rows]
+    out = []
+    for key in dict.fromkeys((r.model, r.evaluator, r.val_samples) for r in runs):
+        mine = [r for r in runs if (r.model, r.evaluator, r.val_samples) == key]
+        setting = Setting(key[0], key[1], max(r.evaluations for r in mine), tuple(sorted({r.seed for r in mine})), key[2])
+        out.append(summary(setting, mine, math.nan))
+    return "\n".join(out)
+
+
 def to_json(r: RunResult) -> dict[str, Any]:
     return {
         "model": r.model,
+        "evaluator": r.evaluator,
+        "val_samples": r.val_samples,
         "method": r.method,
         "seed": r.seed,
         "evaluations": r.evaluations,
         "seconds": r.seconds,
-        "best_reward": r.best.reward,
-        "best_policy": {n: list(p) for n, p in r.best.policy.items()},
+        "best_reward": r.best_reward,
+        "best_policy": {n: list(p) for n, p in r.best_policy.items()},
         "test_reward": r.test_reward,
         "test_clean": r.test_clean,
         "test_robust": r.test_robust,
@@ -403,7 +469,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=(*METHODS, *VARIANTS), help="methods to run")
     p.add_argument("--variants", action="store_true", help="also run rl-sens and rl-multi")
     p.add_argument("--workers", type=int, default=1, help="evaluation workers (Ray) shared by every run")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="print the tables of earlier runs' --out directories together",
+    )
     ns = p.parse_args(argv)
+    if ns.merge:
+        print(merged(ns.merge))
+        return 0
     if ns.evaluations is not None and ns.evaluations < 1:
         p.error(f"--evaluations must be >= 1, got {ns.evaluations}")
     torch.set_num_threads(1)
@@ -422,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     def sink(r: RunResult) -> None:
         results.append(r)
         atomic_write_text(root / "results.json", json.dumps([to_json(x) for x in results], indent=2) + "\n")
-        log(f"  test reward {r.test_reward:+.4f} (best search {r.best.reward:+.4f}), {r.evaluations} evals in {r.seconds:.1f} s")
+        log(f"  test reward {r.test_reward:+.4f} (best search {r.best_reward:+.4f}), {r.evaluations} evals in {r.seconds:.1f} s")
 
     start = time.perf_counter()
     for s in settings:
