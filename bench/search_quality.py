@@ -430,6 +430,12 @@ def merged(dirs: list[Path]) -> str:
         if not isinstance(rows, list):
             raise SystemExit(f"{path}: expected a list of result rows")
         runs += [from_json(row, str(path)) for row in rows]
+    seen: set[tuple[str, str, int, str, int]] = set()
+    for r in runs:
+        key = (r.model, r.evaluator, r.val_samples, r.method, r.seed)
+        if key in seen:
+            raise SystemExit(f"{r.model}: {r.method} seed {r.seed} appears twice in the merged directories; merge each run once")
+        seen.add(key)
     out = []
     for key in dict.fromkeys((r.model, r.evaluator, r.val_samples) for r in runs):
         mine = [r for r in runs if (r.model, r.evaluator, r.val_samples) == key]
