@@ -14,7 +14,7 @@ import pytest
 
 from envs.vector import MixedPrecisionVecEnv
 from haq.commands.problems import make_problem
-from haq.core.errors import ConfigError
+from haq.core.errors import ConfigError, RunDirError
 from haq.problem.allocation import budget_ladder, choice_problem, sensitivity_rungs
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem
@@ -95,6 +95,18 @@ def test_a_resume_among_the_rungs_logs_what_an_uninterrupted_run_logs(tmp_path: 
     (cut / "best_policy.json").unlink()
     run_search(_search(problem, EPISODES), problem, cut, resume=True)
     assert _log(cut) == _log(straight)
+
+
+def test_a_resume_over_a_damaged_rung_is_one_line_naming_the_run(tmp_path: Path, problem: SearchProblem) -> None:
+    run = run_search(_search(problem, EPISODES), problem, tmp_path / "run").run_dir
+    rows = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()[:RUNGS]]
+    for row in rows:
+        row["extra"][RUNG] = "half"
+    (run / "episodes.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))  # killed after its rungs
+    shutil.rmtree(run / "checkpoint")
+    (run / "best_policy.json").unlink()
+    with pytest.raises(RunDirError, match=rf"^{run}: episode \d+'s '{RUNG}' must be a budget fraction in \(0, 1\], got 'half'$"):
+        run_search(_search(problem, EPISODES), problem, run, resume=True)
 
 
 @pytest.mark.parametrize(("field", "value"), [("prior_rungs", -1), ("prior_floor", 0.0), ("prior_floor", 1.5)])

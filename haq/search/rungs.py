@@ -61,8 +61,9 @@ def centre_on_best_rung(
     if not logged:
         return problem
     best = _best_rung(logged)
+    fraction = _fraction(best.extra[RUNG], RUNG, best.episode, str(store.path))
     if log:
-        log(f"prior rungs: centring on the allocation at {best.extra[RUNG]:.2f} x budget (reward {best.reward:+.4f})")
+        log(f"prior rungs: centring on the allocation at {fraction:.2f} x budget (reward {best.reward:+.4f})")
     return dataclasses.replace(problem, prior=_pairs(best, problem))
 
 
