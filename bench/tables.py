@@ -50,10 +50,11 @@ from haq.hardware.device.machine import probe_ms
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.fit import FIT_CONFIGS, fit_graph, fit_policies, observe
+from haq.hardware.fit import FIT_CONFIGS, fit_graph, fit_policies, layer_sum, observe, overhead_weight
 from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, PRIOR_WEIGHT
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
+from haq.hardware.parts import NodeSet, call_overhead, fit_overhead, overhead_models, parts_ms
 from haq.models import model_names
 from haq.models.mobilenet import MobileNetV2Small
 from haq.models.resnet import BasicBlock
@@ -234,6 +235,23 @@ def main() -> int:
     for name, r in result["networks"].items():
         a, b, c = (Accuracy(**r[k]) for k in ("a_leave_one_out", "b_fitted", "c_retest"))
         print(f"| {name} | {r['build_s']:.0f} | {r['fit_measure_s']:.0f} | {cells(a)} | {cells(b)} | {cells(c)} |")
+    if any("a_parts" in r for r in result["networks"].values()):
+        print(
+            "\n(a) by parts: layers plus the nodes onnxruntime runs between them, each timed alone, the call "
+            "overhead fitted on the other networks; then device terms fitted on this network's fit "
+            "configurations priced that way (what the search uses); no whole-model measurement of the network"
+        )
+        print("| network | (a) parts ±5 % | ±10 % | RMSPE | ρ | (a) parts → terms ±5 % | ±10 % | RMSPE | ρ | overhead (µs) |")
+        print("|---" * 10 + "|")
+        for name, r in result["networks"].items():
+            pa, pt = Accuracy(**r["a_parts"]), Accuracy(**r["a_parts_terms"])
+            print(f"| {name} | {cells(pa)} | {cells(pt)} | {1000 * r['parts_overhead_ms']:.2f} |")
+        if "call_overhead_ms" in raw:
+            print(
+                f"with the call overhead timed instead ({1000 * raw['call_overhead_ms']:.2f} µs: a one-node model against a "
+                "chain of them), (a) by parts within ±10 %: "
+                + ", ".join(f"{name} {100 * r['a_parts_probed']['within10']:.0f} %" for name, r in result["networks"].items())
+            )
     corrected = [name for name in result["networks"] if name not in result["own_terms"]]
     print(
         f"(b) by device terms of their own: {', '.join(result['own_terms']) or 'none'}; "
@@ -287,9 +305,18 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
         exported = export_all(net, checks, log)
         plans.append((net, fit, checks, len(models) - len(fit), export_s))
         models += exported + exported
-    log(f"measuring {len(models)} whole models of {len(nets)} networks in one interleaved batch")
-    timed = runner.measure_many([*models, sentinel_model(1)])
+    nodes, op_index = parts_of(nets, plans, models)
+    ops = len(nodes.models)
+    log(
+        f"measuring {len(models)} whole models of {len(nets)} networks and {ops} nodes between their layers "
+        "(alone and replicated) in one interleaved batch"
+    )
+    timed = runner.measure_many([*models, *nodes.models, *nodes.replicated, *overhead_models(), sentinel_model(1)])
     probe = timed[-1].median_ms
+    raw["op_ms"] = [m.median_ms for m in timed[len(models) : len(models) + ops]]
+    raw["replicated_ms"] = [m.median_ms for m in timed[len(models) + ops : len(models) + 2 * ops]]
+    raw["call_overhead_ms"] = call_overhead(timed[-3].median_ms, timed[-2].median_ms)
+    raw["fit_ops"], raw["check_ops"] = op_index
     for net, fit, checks, start, export_s in plans:
         mine = timed[start : start + len(fit)]
         t0 = time.perf_counter()
@@ -306,6 +333,22 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
     raw["load_after"] = os.getloadavg()
     raw["machine_probe_ms"].append(probe_ms())
     return raw
+
+
+def parts_of(
+    nets: Sequence[Network], plans: Sequence[tuple[Network, Any, Any, int, float]], models: Sequence[bytes]
+) -> tuple[NodeSet, tuple[dict[str, list[list[int]]], dict[str, list[list[int]]]]]:
+    """The one-node models of every node between layers in every fit and checked configuration
+    (:mod:`haq.hardware.parts`), each distinct node once, and per network and configuration the
+    indices of its nodes: fit configurations, then checks."""
+    nodes = NodeSet()
+    fit_ops: dict[str, list[list[int]]] = {}
+    check_ops: dict[str, list[list[int]]] = {}
+    for net, fit, checks, start, _ in plans:
+        rows = [nodes.add(b, len(net.layers), net.name) for b in models[start : start + len(fit) + len(checks)]]
+        fit_ops[net.name], check_ops[net.name] = rows[: len(fit)], rows[len(fit) :]
+        log(f"{net.name}: compiled {len(rows)} configurations, {len(nodes.models)} distinct nodes so far")
+    return nodes, (fit_ops, check_ops)
 
 
 def score(
@@ -337,6 +380,20 @@ def score(
         mine = [o for o in obs if o.network in chosen]
         return fit_graph(table, on, mine, overheads, form=form, log=log, by_family=not shared, prior_weight=prior_weight)
 
+    def parts(net: Network, b: tuple[tuple[int, int], ...], nodes: list[int]) -> tuple[float, float, list[float]]:
+        """(layer sum, layer kernel shares, node times) of one configuration priced by parts."""
+        return (
+            layer_sum(table, net.layers, policy_of(net.layers, b)),
+            overhead_weight(table, net.layers, b) + 1.0,
+            [raw["op_ms"][i] for i in nodes],
+        )
+
+    by_parts = "op_ms" in raw
+    fit_rows = {
+        net.name: [(*parts(net, bits(b), nodes), ms) for (b, ms), nodes in zip(raw["fit"][net.name], raw["fit_ops"][net.name])]
+        for net in nets
+        if by_parts
+    }
     joint = fitted(nets)
     result: dict[str, Any] = {"load_before": raw["load_before"], "load_after": raw["load_after"], "form": form, "networks": {}}
     for net in nets:
@@ -346,6 +403,25 @@ def score(
         first, second = [r[1] for r in rows], [r[2] for r in rows]
         meas = [float(np.sqrt(a * b)) for a, b in zip(first, second)]
         pa, pb = predict(lono, net, checked), predict(joint, net, checked)
+        if by_parts:  # the same, no whole-model measurement of this network: by parts, and terms fitted on those
+            overhead = fit_overhead([row for x in nets if x is not net for row in fit_rows[x.name]])
+            pp = [parts_ms(*parts(net, b, nodes), overhead) for b, nodes in zip(checked, raw["check_ops"][net.name])]
+            synthetic = [
+                observe(table, net, policy_of(net.layers, bits(b)), parts_ms(*row[:3], overhead))
+                for (b, _), row in zip(raw["fit"][net.name], fit_rows[net.name])
+            ]
+            others = [o for o in obs if o.network != net.name]
+            overheads = pooled(list(probe.values()))
+            terms = fit_graph(
+                table, nets, others + synthetic, overheads, form=form, by_family=not shared, prior_weight=prior_weight
+            )
+            pt = predict(terms, net, checked)
+            probed = raw.get("call_overhead_ms")
+            pq = (
+                []
+                if probed is None
+                else [parts_ms(*parts(net, b, nodes), probed) for b, nodes in zip(checked, raw["check_ops"][net.name])]
+            )
         result["networks"][net.name] = {
             "bench_only": net.name in BENCH_NETS,
             "family": network_family(net.layers),
@@ -354,6 +430,16 @@ def score(
             "a_leave_one_out": acc_dict(accuracy(pa, meas)),
             "b_fitted": acc_dict(accuracy(pb, meas)),
             "c_retest": acc_dict(accuracy(second, first)),
+            **(
+                {
+                    "a_parts": acc_dict(accuracy(pp, meas)),
+                    "a_parts_terms": acc_dict(accuracy(pt, meas)),
+                    "parts_overhead_ms": overhead,
+                    **({"a_parts_probed": acc_dict(accuracy(pq, meas))} if pq else {}),
+                }
+                if by_parts
+                else {}
+            ),
             "policies": [
                 {"bits": [list(x) for x in bb], "measured_ms": [f, s], "a_ms": x, "b_ms": y}
                 for bb, f, s, x, y in zip(checked, first, second, pa, pb)

@@ -218,7 +218,10 @@ def _print_meta(t: CostTable) -> None:
                 f"fitted on {', '.join(sorted({n for t in f.layer_terms for n in t.networks})) or '-'})"
                 for f in g.families
             )
-            + "".join(f"; {n.network}'s own terms ({n.fitted_on} configurations)" for n in g.networks)
+            + "".join(
+                f"; {n.network}'s own terms ({n.fitted_on} configurations{', priced by parts' if n.priced_by == 'parts' else ''})"
+                for n in g.networks
+            )
         )
 
 

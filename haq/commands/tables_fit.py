@@ -28,6 +28,7 @@ class FitConfig:
     configs: int
     sessions: int
     remeasure: bool
+    by_parts: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -55,11 +56,18 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
         help="ignore the whole-model measurements kept beside the table (<table>.fit.jsonl, and the sessions an interrupted "
         "fit journaled in <table>.fit-sessions.jsonl) and measure again",
     )
+    f.add_argument(
+        "--by-parts",
+        action="store_true",
+        help="time no model whole: price each configuration from its layers' entries and the nodes onnxruntime runs between "
+        "them (quantize / dequantize, layout reorders, pools, adds), each node timed alone; for a model too slow to time "
+        "whole many times, or to see what the nodes cost",
+    )
     f.set_defaults(func=run)
 
 
 def run(ns: argparse.Namespace) -> int:
-    cfg = FitConfig(tuple(ns.model), ns.device, ns.configs, ns.sessions, ns.remeasure)
+    cfg = FitConfig(tuple(ns.model), ns.device, ns.configs, ns.sessions, ns.remeasure, ns.by_parts)
     table = latency_tables.load(cfg.table)
     if table.path is None:
         raise TableError(f"table {table.name} has no file to rewrite; pass a shipped table name or a .json file")
@@ -71,12 +79,13 @@ def run(ns: argparse.Namespace) -> int:
         sessions_path(path).unlink(missing_ok=True)
     runner = LocalRunner(ProtocolConfig(sessions=cfg.sessions), log, sessions_path(path))
     nets = [load_network(m, ns.dataset, ns.data_root, input_size=ns.input_size, input_shape=ns.input_shape) for m in cfg.models]
-    fitted = fit_table(table, nets, runner, cfg.configs, path, log=log, observations=kept)
+    fitted = fit_table(table, nets, runner, cfg.configs, path, log=log, observations=kept, by_parts=cfg.by_parts)
     g = fitted.data.graph
     print(
         f"{table.path}: {len(g.rules)} boundary rules, {len(g.layer_terms)} device layer terms, "
         + "".join(f"{f.family} networks' own {len(f.layer_terms)} layer terms, " for f in g.families)
         + f"{len(g.networks)} networks with device terms of their own, "
-        + f"{len(g.corrections)} network corrections; measurements kept in {kept}"
+        + f"{len(g.corrections)} network corrections; "
+        + ("priced by parts, no model timed whole" if cfg.by_parts else f"measurements kept in {kept}")
     )
     return 0

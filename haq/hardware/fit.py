@@ -27,6 +27,7 @@ from haq.hardware.device.runner import Runner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.graph_fit import PRIOR_WEIGHT, DeviceFit, Observation, fit_correction, fit_device, fit_set
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
+from haq.hardware.parts import NodeSet, call_overhead, overhead_models, parts_ms
 from haq.quant import LayerInfo, QuantPolicy
 from haq.tables.schema import (
     FAMILIES,
@@ -69,21 +70,27 @@ def fit_table(
     log: Log | None = None,
     observations: Path | None = None,
     form: str | None = None,
+    by_parts: bool = False,
 ) -> CostTable:
     """Measure ``n`` configurations per network, fit device terms and corrections, save to ``out``.
 
     Every network's configurations are timed together, round-robin (one session per
     configuration per round), so drift hits all networks alike. With ``observations``,
     measurements recorded there for this very table (same ``created`` stamp and protocol) are
-    reused and the new ones are added to the file.
+    reused and the new ones are added to the file. With ``by_parts`` no network is timed whole:
+    each configuration is priced from its layers and the nodes between them
+    (:func:`price_by_parts`), and nothing is added to ``observations`` (which hold measurements).
     """
     machine = runner_identity(runner)
     _check_table_machine(table, machine)
-    known = load_observations(observations, table, machine) if observations is not None and observations.exists() else {}
-    obs, overhead = measure_all(table, nets, runner, n, seed, known, log)
-    if observations is not None:
-        save_observations(observations, table, known, machine)
-    result = fit_graph(table, nets, obs, overhead, form=form, log=log)
+    if by_parts:
+        obs, overhead = price_by_parts(table, nets, runner, n, seed, log)
+    else:
+        known = load_observations(observations, table, machine) if observations is not None and observations.exists() else {}
+        obs, overhead = measure_all(table, nets, runner, n, seed, known, log)
+        if observations is not None:
+            save_observations(observations, table, known, machine)
+    result = fit_graph(table, nets, obs, overhead, form=form, log=log, by_parts=[net.name for net in nets] if by_parts else ())
     save_table(result.data, out)
     return result
 
@@ -98,6 +105,7 @@ def fit_graph(
     log: Log | None = None,
     by_family: bool = True,
     prior_weight: float = PRIOR_WEIGHT,
+    by_parts: Sequence[str] = (),
 ) -> CostTable:
     """``table`` with device terms fitted on ``obs`` (every network in it; the call overhead
     too, bounded by ``overhead.probe_ms``), with ``by_family`` a family's own terms where
@@ -108,6 +116,8 @@ def fit_graph(
 
     Own terms and corrections of networks outside this fit are dropped: they were fitted beside
     other device terms. A network with neither is priced by its family's device terms alone.
+    Own terms of the networks named in ``by_parts`` are recorded as fitted on configurations
+    priced by parts (:func:`price_by_parts`).
     """
     by_name = {net.name: net for net in nets}
     obs = [replace(o, overhead_weight=overhead_weight(table, by_name[o.network].layers, o.bits)) for o in obs]
@@ -149,6 +159,7 @@ def fit_graph(
             probe,
             pairs,
             prior_weight,
+            "parts" if net.name in by_parts else "measurement",
         )
         for net in nets
         if net.name in names
@@ -184,6 +195,7 @@ def _own_or_correction(
     probe: float,
     pairs: Sequence[BitPair],
     prior_weight: float = PRIOR_WEIGHT,
+    priced_by: str = "measurement",
 ) -> Correction | NetworkTerms:
     """Device terms of the network's own (in the family fit's form, ``family``'s for what its
     configurations do not identify) where it has more distinct configurations than those terms
@@ -200,7 +212,7 @@ def _own_or_correction(
     if distinct >= 3:
         fit = fit_device(mine, {net.name: net.layers}, family.form, max_overhead_ms=cap, prior=family, prior_weight=prior_weight)
         if distinct > fit.identified:
-            return NetworkTerms(mine[0].fingerprint, net.name, len(mine), *_table_terms(fit, pairs, probe))
+            return NetworkTerms(mine[0].fingerprint, net.name, len(mine), *_table_terms(fit, pairs, probe), priced_by=priced_by)
     raw = [staged.policy_cost(net.layers, policy_of(net.layers, o.bits)) for o in mine]
     return fit_correction(raw, [o.measured_ms for o in mine], net.name, mine[0].fingerprint)
 
@@ -270,6 +282,37 @@ def measure_all(
     overhead = RunOverhead("latency", 0.0, timed[-1].median_ms)
     obs = [observe(table, net, p, known[(fp, b)]) for net, fp, policies, bits in plans for p, b in zip(policies, bits)]
     return obs, overhead
+
+
+def price_by_parts(
+    table: CostTable, nets: Sequence[Network], runner: Runner, n: int, seed: int, log: Log | None = None
+) -> tuple[list[Observation], RunOverhead]:
+    """The :func:`fit_policies` of every network priced by parts, none timed whole: each is
+    compiled here, every distinct node between its layers is timed alone (all networks' nodes in
+    one interleaved batch, with the two call-overhead models and the call-time probe), and a
+    configuration's time is :func:`~haq.hardware.parts.parts_ms` of its layers' entries and its
+    nodes, less the timed call overhead of each isolated model but one."""
+    nodes = NodeSet()
+    plans = []
+    for net in nets:
+        policies = fit_policies(table, net, n, seed)
+        rows = [nodes.add(b, len(net.layers), net.name) for b in export_all(net, policies, log)]
+        plans.append((net, policies, rows))
+    if log:
+        log(f"timing {len(nodes.models)} distinct nodes between the layers of {len(nets)} network(s), none timed whole")
+    timed = runner.measure_many([*nodes.models, *overhead_models(), sentinel_model(1)])
+    node_ms = [m.median_ms for m in timed[: len(nodes.models)]]
+    call = call_overhead(timed[-3].median_ms, timed[-2].median_ms)
+    obs = []
+    for net, policies, rows in plans:
+        for policy, row in zip(policies, rows):
+            bits = bits_of(net.layers, policy)
+            shares = overhead_weight(table, net.layers, bits) + 1.0
+            ms = parts_ms(layer_sum(table, net.layers, policy), shares, [node_ms[i] for i in row], call)
+            obs.append(observe(table, net, policy, ms))
+    if log:
+        log(f"call overhead of an isolated model: {1000 * call:.2f} µs (probe {1000 * timed[-1].median_ms:.2f} µs)")
+    return obs, RunOverhead("latency", 0.0, timed[-1].median_ms)
 
 
 def observe(table: CostTable, net: Network, policy: QuantPolicy, measured_ms: float) -> Observation:

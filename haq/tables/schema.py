@@ -1,10 +1,11 @@
-"""The device cost table file format (``haq.cost_table`` versions 1 to 7): its records and writing.
+"""The device cost table file format (``haq.cost_table`` versions 1 to 8): its records and writing.
 
 A table is one JSON object; every field below is checked on load (:mod:`haq.tables.validation`)
 and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the field::
 
     {
-      "format": "haq.cost_table", "version": 1 | ... | 7,   # 7 iff graph.networks or a rule has "through",
+      "format": "haq.cost_table", "version": 1 | ... | 8,   # 8 iff a network's terms are priced_by "parts",
+                                                        # 7 iff graph.networks or a rule has "through",
                                                         # 6 iff graph.families,
                                                         # 5 iff a rule has an op,
                                                         # 4 iff a layer term has an op, 3 iff graph.layer_terms,
@@ -52,6 +53,7 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
         "families": [{"family": "dense" | "depthwise",                                     # version 6
                       "transition_rules": [...], "layer_terms": [...], "run_overhead": {...}}],
         "networks": [{"fingerprint": "...", "network": "resnet20", "fitted_on": 12,        # version 7
+                      "priced_by": "measurement" | "parts",                              # optional, version 8
                       "transition_rules": [...], "layer_terms": [...], "run_overhead": {...}}]
       }
     }
@@ -112,6 +114,10 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   correction where the network has more distinct measured configurations than the terms have
   unknowns: the correction only rescales the family's prediction, while the boundary and layer
   costs of one graph (its ops between layers, where its pools sit) differ from the family's.
+  ``priced_by`` (version 8, default ``measurement``) says what timed those configurations:
+  the network run whole, or ``parts``: its layers' entries plus every node onnxruntime runs
+  between them, each timed alone (:mod:`haq.hardware.parts`), so the network itself was never
+  timed whole.
 
 ``meta.machine`` (version 2) is the fingerprint of the machine that measured the table
 (:class:`haq.hardware.device.machine.MachineFingerprint`: CPU vendor / family / model /
@@ -138,14 +144,16 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 
 TABLE_FORMAT = "haq.cost_table"
-TABLE_VERSION = 7
+TABLE_VERSION = 8
 """The newest version this haq writes; :func:`table_version` picks the lowest one a table needs."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 DOMAINS = ("float", "int8", "weight-only")
 """Layer kinds a device's layer terms distinguish (:func:`term_domain`)."""
 OP_KINDS = ("conv", "conv1x1", "dwconv", "linear")
 """Op kinds a layer term may be restricted to (:func:`op_kind`)."""
 THROUGH_KINDS = ("maxpool",)
+PRICED_BY = ("measurement", "parts")
+"""What timed the configurations a network's own terms were fitted on (``priced_by``, version 8)."""
 """What a boundary rule may price on the boundary's way to its consumer (``through``, version 7)."""
 FAMILIES = ("dense", "depthwise")
 """Network families a device's fitted terms may differ by (:func:`network_family`)."""
@@ -372,10 +380,20 @@ class NetworkTerms:
     rules: tuple[TransitionRule, ...] = ()
     layer_terms: tuple[LayerTerm, ...] = ()
     run_overhead: RunOverhead | None = None
+    priced_by: str = "measurement"
+    """What timed the configurations the terms were fitted on: ``measurement`` (the network run
+    whole) or ``parts`` (its layers and the nodes between them, each timed alone:
+    :mod:`haq.hardware.parts`; version 8)."""
+
+    def __post_init__(self) -> None:
+        if self.priced_by not in PRICED_BY:
+            raise ValueError(f"priced_by must be one of {', '.join(PRICED_BY)}, got {self.priced_by!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        head = {"fingerprint": self.fingerprint, "network": self.network, "fitted_on": self.fitted_on}
+        """JSON-ready form (``priced_by`` only when not the version 7 default)."""
+        head: dict[str, Any] = {"fingerprint": self.fingerprint, "network": self.network, "fitted_on": self.fitted_on}
+        if self.priced_by != PRICED_BY[0]:
+            head["priced_by"] = self.priced_by
         return {**head, **_terms_dict(self.rules, self.layer_terms, self.run_overhead)}
 
 
@@ -501,10 +519,13 @@ class TableData:
 
 
 def table_version(meta: Mapping[str, Any], graph: GraphExtras | None = None) -> int:
-    """7 with per-network device terms or a boundary rule for a max-pool (``through``), 6 with
+    """8 with per-network device terms fitted on configurations priced by parts, 7 with
+    per-network device terms or a boundary rule for a max-pool (``through``), 6 with
     per-family device terms, 5 with a boundary rule keyed by the consumer's op, 4 with a layer
     term keyed by op, 3 with other per-device terms, else 2 with the machine that measured it
     (``meta.machine``), else 1."""
+    if graph is not None and any(n.priced_by != PRICED_BY[0] for n in graph.networks):
+        return 8
     if graph is not None and (graph.networks or any(r.through for r in graph.all_rules())):
         return 7
     if graph is not None and graph.families:

@@ -19,6 +19,7 @@ from haq.tables.schema import (
     FAMILIES,
     OP_KINDS,
     OPS,
+    PRICED_BY,
     READABLE_VERSIONS,
     TABLE_FORMAT,
     THROUGH_KINDS,
@@ -87,6 +88,8 @@ def parse(raw: Any, source: str) -> TableData:
         )
     if graph.networks and top["version"] < 7:
         r.fail("graph.networks", f"needs version 7 of the format, the file says version {top['version']}")
+    if any(n.priced_by != PRICED_BY[0] for n in graph.networks) and top["version"] < 8:
+        r.fail("graph.networks", f"terms priced by parts need version 8 of the format, the file says version {top['version']}")
     if graph.run_overhead is not None:
         _check_overhead(r, graph.run_overhead, entries)
     for i, fam in enumerate(graph.families):
@@ -285,7 +288,7 @@ def _parse_networks(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple
     for i, n in enumerate(r.array(raw, "graph.networks")):
         path = f"graph.networks[{i}]"
         required = ("fingerprint", "network", "fitted_on", "transition_rules", "layer_terms")
-        r.keys(r.obj(n, path), path, required, ("run_overhead",))
+        r.keys(r.obj(n, path), path, required, ("run_overhead", "priced_by"))
         fp = r.string(n["fingerprint"], f"{path}.fingerprint")
         if any(x.fingerprint == fp for x in out):
             r.fail(f"{path}.fingerprint", f"duplicate terms for network fingerprint {fp}")
@@ -295,9 +298,16 @@ def _parse_networks(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple
                 r.string(n["network"], f"{path}.network"),
                 r.integer(n["fitted_on"], f"{path}.fitted_on", 1),
                 *_parse_terms(r, n, path, metrics),
+                priced_by=_priced_by(r, n.get("priced_by", PRICED_BY[0]), f"{path}.priced_by"),
             )
         )
     return tuple(out)
+
+
+def _priced_by(r: FieldReader, v: Any, path: str) -> str:
+    if v not in PRICED_BY:
+        r.fail(path, f"must be one of {', '.join(PRICED_BY)} (or absent: measurement), got {v!r}")
+    return str(v)
 
 
 def _parse_families(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple[FamilyTerms, ...]:

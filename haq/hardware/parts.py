@@ -1,0 +1,250 @@
+"""What onnxruntime runs between a network's layers, priced op by op: a prediction with no
+whole-model measurement of the network.
+
+A network's time on onnxruntime is its layers plus everything the graph optimizer puts
+between them, and that depends on each junction: the layout the neighbouring kernels chose
+(NCHWc for float convs, NHWC for int8 ones), where Quantize / Dequantize pairs land, whether a
+max-pool runs in int8 or float, whether a residual add is fused into a conv or runs alone.
+Per-element device terms fitted across networks cannot see any of that, so they do not carry to
+a network whose junctions differ from the fitted ones'. What does carry is the kernels
+themselves: this module compiles the network's exported policy (``ORT_ENABLE_ALL``, the graph
+the CPU provider runs; compiling is not timing), takes every node that is not a layer kernel,
+and rebuilds it as a one-node model with the node's own attributes, constants and input shapes
+(read from one profiled run whose times are discarded). Those one-node models are timed on the
+device like single-layer entries, shared by every network and policy that has the same node.
+
+The prediction (:func:`parts_ms`) is the layers' in-context entries plus the nodes' times,
+less one call overhead per isolated model beyond the network's own, as
+:mod:`haq.hardware.graph_fit` counts it for layers. The overhead is the one unknown, per device:
+fitted on networks that were measured whole, or bounded by the call-time probe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from haq.export import ExportError, session_options
+from haq.export.verify import FLOAT_KERNELS, INT8_KERNELS
+
+LAYER_KERNELS = INT8_KERNELS | FLOAT_KERNELS | frozenset({"MatMulNBits"})
+"""Op types that compute a quantizable layer (priced by the table's single-layer entries)."""
+_TENSOR_TYPES = {
+    "float": TensorProto.FLOAT,
+    "uint8": TensorProto.UINT8,
+    "int8": TensorProto.INT8,
+    "int32": TensorProto.INT32,
+    "int64": TensorProto.INT64,
+}
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """One node onnxruntime runs between layers: a key that two identical nodes share (op,
+    attributes, input and output types and shapes) and a one-node model that runs it."""
+
+    key: str
+    model: bytes
+    replicated: bytes
+    """:data:`COPIES` copies of the node side by side: their time less the one-node model's, per
+    extra copy, is what the node costs inside a model, without the call overhead (:func:`node_ms`)."""
+
+
+@dataclass(frozen=True)
+class CompiledGraph:
+    """The nodes of a compiled network that are not layer kernels, in graph order."""
+
+    ops: tuple[OpCall, ...]
+    layer_kernels: int
+
+
+def compile_graph(onnx_bytes: bytes, threads: int = 1) -> CompiledGraph:
+    """The graph onnxruntime runs for ``onnx_bytes`` and the one-node model of each of its
+    non-layer nodes; :class:`ExportError` if it cannot be compiled or a node cannot be rebuilt."""
+    opt, shapes = _compiled_with_shapes(onnx_bytes, threads)
+    inits = {t.name: t for t in opt.graph.initializer}
+    ops: list[OpCall] = []
+    kernels = 0
+    for node in opt.graph.node:
+        if node.op_type in LAYER_KERNELS:
+            kernels += 1
+            continue
+        if node.name not in shapes:
+            raise ExportError(f"node '{node.name}' ({node.op_type}) has no shapes in onnxruntime's profile; cannot price it")
+        ins, outs = shapes[node.name]
+        ops.append(
+            OpCall(
+                _key(node, ins, outs),
+                _one_node_model(opt, node, ins, outs, inits),
+                _one_node_model(opt, node, ins, outs, inits, COPIES),
+            )
+        )
+    return CompiledGraph(tuple(ops), kernels)
+
+
+@dataclass
+class NodeSet:
+    """The distinct nodes between layers over many compiled configurations, each kept once
+    (a node that recurs, in one network or across networks, is timed once)."""
+
+    models: list[bytes] = field(default_factory=list)
+    replicated: list[bytes] = field(default_factory=list)
+    _index: dict[str, int] = field(default_factory=dict)
+
+    def add(self, onnx_bytes: bytes, layers: int, network: str) -> list[int]:
+        """Compile one configuration of ``network`` (``layers`` quantizable layers); the index in
+        :attr:`models` of each of its nodes between layers, in graph order."""
+        graph = compile_graph(onnx_bytes)
+        if graph.layer_kernels != layers:
+            raise ExportError(
+                f"{network}: onnxruntime compiled {graph.layer_kernels} layer kernels for its {layers} layers; "
+                "it cannot be priced by parts (measure it whole)"
+            )
+        for op in graph.ops:
+            if op.key not in self._index:
+                self._index[op.key] = len(self.models)
+                self.models.append(op.model)
+                self.replicated.append(op.replicated)
+        return [self._index[op.key] for op in graph.ops]
+
+
+def parts_ms(layer_ms: float, layer_shares: float, op_ms: Sequence[float], overhead_ms: float) -> float:
+    """A network's predicted time: its layers' in-context entries (summing to ``layer_ms``,
+    their kernel shares to ``layer_shares``) and its between-layer nodes' one-node times, each
+    isolated model's call overhead taken out except the network's own."""
+    return layer_ms + float(sum(op_ms)) - overhead_ms * (layer_shares + len(op_ms) - 1.0)
+
+
+def fit_overhead(rows: Sequence[tuple[float, float, Sequence[float], float]]) -> float:
+    """The call overhead (ms) that makes :func:`parts_ms` best match measured networks in
+    relative terms: ``rows`` of (layer ms, layer shares, op ms, measured ms). Closed-form least
+    squares on the relative residual, floored at 0."""
+    if not rows:
+        raise ValueError("fitting the call overhead needs at least one measured network")
+    base = np.array([lm + sum(ops) for lm, _, ops, _ in rows])
+    weight = np.array([sh + len(ops) - 1.0 for _, sh, ops, _ in rows])
+    meas = np.array([m for _, _, _, m in rows])
+    x, y = weight / meas, (base - meas) / meas  # (base - r * weight) / meas - 1 = y - r * x
+    return max(0.0, float(np.dot(x, y) / np.dot(x, x)))
+
+
+COPIES = 8
+"""Copies of a node in its replicated model (:class:`OpCall`)."""
+CHAIN_NODES = 16
+"""Nodes in the chain model of :func:`overhead_models`."""
+
+
+def overhead_models(chain: int = CHAIN_NODES) -> tuple[bytes, bytes]:
+    """Two models that time the call overhead of an isolated model: one Relu on one element,
+    and ``chain`` of them in a row (:func:`call_overhead`)."""
+    names = [f"t{i}" for i in range(chain + 1)]
+
+    def model(n: int) -> bytes:
+        nodes = [helper.make_node("Relu", [names[i]], [names[i + 1]]) for i in range(n)]
+        graph = helper.make_graph(
+            nodes,
+            "haq_call_overhead",
+            [helper.make_tensor_value_info(names[0], TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info(names[n], TensorProto.FLOAT, [1])],
+        )
+        out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        out.ir_version = 10
+        return out.SerializeToString()
+
+    return model(1), model(chain)
+
+
+def call_overhead(one_ms: float, chain_ms: float, chain: int = CHAIN_NODES) -> float:
+    """The time an isolated model pays beyond its node: the one-node model's time less what one
+    more node costs inside a model (the chain's slope), floored at 0."""
+    if chain < 2:
+        raise ValueError(f"the chain needs at least 2 nodes, got {chain}")
+    return max(0.0, one_ms - (chain_ms - one_ms) / (chain - 1))
+
+
+def _compiled_with_shapes(onnx_bytes: bytes, threads: int) -> tuple[onnx.ModelProto, dict[str, tuple[list[Any], list[Any]]]]:
+    """The optimized graph and each node's (input, output) type-shapes from one profiled run."""
+    with tempfile.TemporaryDirectory(prefix="haq-parts-") as tmp:
+        so = session_options(threads)
+        so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(tmp, "profile")
+        try:
+            sess = ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+            inp = sess.get_inputs()[0]
+            x = np.zeros([d if isinstance(d, int) else 1 for d in inp.shape], dtype=np.float32)
+            sess.run(None, {inp.name: x})
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ExportError(f"onnxruntime cannot compile the network: {str(exc).splitlines()[0]}") from exc
+        with open(sess.end_profiling(), encoding="utf-8") as fh:
+            events = json.load(fh)
+        opt = onnx.load(so.optimized_model_filepath)
+    shapes: dict[str, tuple[list[Any], list[Any]]] = {}
+    for e in events:
+        name = str(e.get("name", ""))
+        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
+            args = e.get("args", {})
+            shapes[name[: -len("_kernel_time")]] = (args.get("input_type_shape", []), args.get("output_type_shape", []))
+    return opt, shapes
+
+
+def _value_info(name: str, type_shape: dict[str, list[int]]) -> onnx.ValueInfoProto:
+    ((dtype, shape),) = type_shape.items()
+    if dtype not in _TENSOR_TYPES:
+        raise ExportError(f"tensor '{name}' has type {dtype}; one-node models support {', '.join(sorted(_TENSOR_TYPES))}")
+    return helper.make_tensor_value_info(name, _TENSOR_TYPES[dtype], shape)
+
+
+def _one_node_model(
+    opt: onnx.ModelProto,
+    node: onnx.NodeProto,
+    ins: list[Any],
+    outs: list[Any],
+    inits: dict[str, onnx.TensorProto],
+    copies: int = 1,
+) -> bytes:
+    """``copies`` of ``node`` side by side, each on inputs of its own (so that onnxruntime cannot
+    merge them): its constants kept and shared, every other input a graph input of its profiled
+    shape."""
+    names = [n for n in node.input if n]
+    if len(names) != len(ins) or len(node.output) != len(outs):
+        raise ExportError(f"node '{node.name}' ({node.op_type}): the profile's shapes do not match its inputs / outputs")
+    constants = {name: inits[name] for name in names if name in inits}
+    inputs: list[onnx.ValueInfoProto] = []
+    outputs: list[onnx.ValueInfoProto] = []
+    nodes: list[onnx.NodeProto] = []
+    for k in range(copies):
+
+        def own(name: str, k: int = k) -> str:
+            return name if not name or name in constants else f"{name}#{k}"
+
+        seen = {v.name for v in inputs}
+        inputs += [
+            _value_info(own(name), ts) for name, ts in zip(names, ins) if own(name) not in constants and own(name) not in seen
+        ]
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = f"{node.name}#{k}"
+        del copy.input[:]
+        copy.input.extend(own(name) for name in node.input)
+        del copy.output[:]
+        copy.output.extend(own(name) for name in node.output)
+        outputs += [_value_info(own(name), ts) for name, ts in zip(node.output, outs)]
+        nodes.append(copy)
+    graph = helper.make_graph(nodes, "haq_op", inputs, outputs, list(constants.values()))
+    model = helper.make_model(graph, opset_imports=list(opt.opset_import))
+    model.ir_version = opt.ir_version
+    return model.SerializeToString()
+
+
+def _key(node: onnx.NodeProto, ins: list[Any], outs: list[Any]) -> str:
+    attrs = sorted((a.name, str(helper.get_attribute_value(a))) for a in node.attribute)
+    return json.dumps([node.domain, node.op_type, attrs, ins, outs], separators=(",", ":"))

@@ -1,0 +1,193 @@
+"""Pricing a network by parts: what onnxruntime runs between layers is found in the compiled
+graph, rebuilt as one-node models that run alone, and the call overhead is fitted in closed form."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from haq.core.errors import TableError
+from haq.export import ExportOptions, export_policy
+from haq.export.verify import optimized_graph
+from haq.hardware.build import extend_table
+from haq.hardware.device.measurement import Measurement
+from haq.hardware.device.runner import LocalRunner
+from haq.hardware.device.session import random_feeds
+from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.fit import fit_table, layer_sum
+from haq.hardware.measured import MeasuredBackend
+from haq.hardware.networks import Network, load_network, model_layers, policy_of
+from haq.hardware.parts import LAYER_KERNELS, call_overhead, compile_graph, fit_overhead, overhead_models, parts_ms
+from haq.quant import QuantPolicy, discover_layers
+from haq.tables.schema import GraphExtras, NetworkTerms
+from haq.tables.table import load_table
+
+F, Q = (32, 32), (8, 8)
+FAST = ProtocolConfig(sessions=1, warmup_runs=2, warmup_s=0.0, batch_warmup_s=0.0, repeats=3, min_repeat_ms=0.2, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def net() -> Network:
+    """Conv, max-pool, conv with a residual add, classifier: pools, adds and layout changes between layers."""
+
+    class Small(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.pool = nn.MaxPool2d(2)
+            self.b = nn.Conv2d(8, 8, 3, padding=1)
+            self.fc = nn.Linear(8 * 6 * 6, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.pool(torch.relu(self.a(x)))
+            y = torch.relu(self.b(y) + y)
+            return self.fc(torch.flatten(y, 1))
+
+    torch.manual_seed(0)
+    model = Small().eval()
+    shape = (3, 12, 12)
+    return Network("small", model, discover_layers(model, shape), shape, torch.rand((4, *shape)))
+
+
+def _export(net: Network, bits: list[tuple[int, int]]) -> bytes:
+    policy = policy_of(net.layers, bits)
+    return export_policy(net.model, net.layers, policy, net.input_shape, net.calibration, ExportOptions()).onnx_bytes
+
+
+@pytest.mark.parametrize("bits", [[Q, Q, Q], [F, F, F], [Q, F, Q], [F, Q, F]])
+def test_every_node_between_layers_runs_alone_as_itself(net: Network, bits: list[tuple[int, int]]) -> None:
+    graph = compile_graph(_export(net, bits))
+    assert graph.layer_kernels == len(net.layers)
+    assert graph.ops, "a compiled network always runs something between its layers (at least the classifier's flatten)"
+    for op in graph.ops:
+        sess = ort.InferenceSession(op.model, providers=["CPUExecutionProvider"])
+        sess.run(None, random_feeds(sess, 0))
+        kinds = {n.op_type for n in optimized_graph(op.model, ort.GraphOptimizationLevel.ORT_ENABLE_ALL).graph.node}
+        assert not kinds & LAYER_KERNELS
+        assert op.key.split(",")[1].strip('"') in kinds, f"{op.key} was rewritten into {kinds}"
+
+
+def test_domain_changes_show_as_quantize_and_dequantize_nodes(net: Network) -> None:
+    def kinds(bits: list[tuple[int, int]]) -> list[str]:
+        return [op.key.split(",")[1].strip('"') for op in compile_graph(_export(net, bits)).ops]
+
+    mixed, floats = kinds([Q, F, Q]), kinds([F, F, F])
+    assert "QuantizeLinear" in mixed and "DequantizeLinear" in mixed
+    assert "QuantizeLinear" not in floats
+    assert len(mixed) > len(floats)
+
+
+def test_identical_nodes_share_a_key_across_compiles(net: Network) -> None:
+    once, again = compile_graph(_export(net, [Q, F, Q])), compile_graph(_export(net, [Q, F, Q]))
+    assert [op.key for op in once.ops] == [op.key for op in again.ops]
+
+
+def test_an_uncompilable_model_is_one_export_error() -> None:
+    from haq.export import ExportError
+
+    with pytest.raises(ExportError, match="cannot compile"):
+        compile_graph(b"not a model")
+
+
+def test_parts_ms_takes_out_every_isolated_call_overhead_but_one() -> None:
+    assert parts_ms(1.0, 1.0, [], 0.5) == pytest.approx(1.0)
+    # two layers (shares 0.9 + 0.8) and two nodes: 3.7 isolated calls, 2.7 overheads beyond the network's own
+    assert parts_ms(2.0, 1.7, [0.01, 0.02], 0.005) == pytest.approx(2.03 - 0.005 * 2.7)
+
+
+@pytest.mark.parametrize("overhead", [0.0, 0.003, 0.011])
+def test_fit_overhead_recovers_the_overhead_that_made_the_measurements(overhead: float) -> None:
+    rng = np.random.default_rng(1)
+    rows = []
+    for _ in range(12):
+        layer_ms, shares = float(rng.uniform(0.1, 2.0)), float(rng.uniform(2.0, 20.0))
+        ops = list(rng.uniform(0.005, 0.05, size=int(rng.integers(0, 30))))
+        rows.append((layer_ms, shares, ops, parts_ms(layer_ms, shares, ops, overhead)))
+    assert fit_overhead(rows) == pytest.approx(overhead, abs=1e-12)
+
+
+def test_fit_overhead_is_never_negative_and_needs_a_measurement() -> None:
+    assert fit_overhead([(1.0, 3.0, [0.1], 2.0)]) == 0.0  # the parts are below the measurement: no overhead to remove
+    with pytest.raises(ValueError, match="at least one"):
+        fit_overhead([])
+
+
+def test_the_chain_keeps_its_nodes_and_the_overhead_is_the_one_node_time_less_a_node() -> None:
+    one, chain = overhead_models(8)
+    level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert len(optimized_graph(one, level).graph.node) == 1
+    assert len(optimized_graph(chain, level).graph.node) == 8
+    assert call_overhead(0.010, 0.017, 8) == pytest.approx(0.009)  # a node costs 1 µs inside a model
+    assert call_overhead(0.001, 0.100, 8) == 0.0
+    with pytest.raises(ValueError, match="at least 2"):
+        call_overhead(0.01, 0.01, 1)
+
+
+class _Recording:
+    """A local runner that keeps every model it is asked to time."""
+
+    def __init__(self) -> None:
+        self.inner = LocalRunner(FAST)
+        self.models: list[bytes] = []
+
+    def measure_many(self, models: Sequence[bytes]) -> list[Measurement]:
+        self.models += models
+        return self.inner.measure_many(models)
+
+    def device_info(self) -> dict[str, Any]:
+        return self.inner.device_info()
+
+
+@pytest.fixture(scope="module")
+def digits_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("parts") / "cpu.json"
+    extend_table(MeasuredBackend(FAST), [x.signature for x in model_layers("digits_cnn", None, None)], out, 1)
+    return out
+
+
+def test_a_fit_by_parts_times_no_network_whole_and_says_so_in_the_table(digits_table: Path, tmp_path: Path) -> None:
+    net = load_network("digits_cnn")
+    runner = _Recording()
+    out, kept = tmp_path / "fitted.json", tmp_path / "kept.jsonl"
+    fitted = fit_table(load_table(digits_table), [net], runner, 12, out, observations=kept, by_parts=True)
+    assert runner.models
+    for model in runner.models:  # one-node models, the two call-overhead models and the probe: never a layer
+        kinds = [n.op_type for n in onnx.load_from_string(model).graph.node]
+        assert len(kinds) == 1 or set(kinds) in ({"Relu"}, {"MatMul", "Relu"})
+        assert not set(kinds) & (LAYER_KERNELS - {"MatMul"})
+    assert not kept.exists(), "configurations priced by parts are not whole-model measurements to keep"
+    (own,) = fitted.data.graph.networks
+    assert own.network == "digits_cnn" and own.priced_by == "parts" and own.fitted_on == 12
+    saved = json.loads(out.read_text())
+    assert saved["version"] == 8 and saved["graph"]["networks"][0]["priced_by"] == "parts"
+    assert load_table(out).data.graph.networks[0].priced_by == "parts"
+    policy = QuantPolicy.uniform([x.name for x in net.layers], 8)
+    assert 0.0 < fitted.policy_cost(net.layers, policy) < 10 * layer_sum(fitted, net.layers, policy)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(version=7), "priced by parts need version 8"),
+        (lambda d: d["graph"]["networks"][0].update(priced_by="guess"), "must be one of measurement, parts"),
+    ],
+)
+def test_a_bad_priced_by_is_one_line_naming_the_field(digits_table: Path, tmp_path: Path, edit: Any, message: str) -> None:
+    table = load_table(digits_table)
+    own = NetworkTerms("fp", "digits_cnn", 12, priced_by="parts")
+    data = json.loads(json.dumps(table.with_graph(GraphExtras(networks=(own,))).data.to_dict()))
+    assert data["version"] == 8
+    edit(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(TableError, match=message) as info:
+        load_table(bad)
+    assert "\n" not in str(info.value)
