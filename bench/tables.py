@@ -236,21 +236,27 @@ def main() -> int:
         a, b, c = (Accuracy(**r[k]) for k in ("a_leave_one_out", "b_fitted", "c_retest"))
         print(f"| {name} | {r['build_s']:.0f} | {r['fit_measure_s']:.0f} | {cells(a)} | {cells(b)} | {cells(c)} |")
     if any("a_parts" in r for r in result["networks"].values()):
+        timed = "call_overhead_ms" in raw
         print(
-            "\n(a) by parts: layers plus the nodes onnxruntime runs between them, each timed alone, the call "
-            "overhead fitted on the other networks; then device terms fitted on this network's fit "
-            "configurations priced that way (what the search uses); no whole-model measurement of the network"
+            "\n(a) by parts, as `haq tables fit --by-parts` prices a network: its layers' entries plus every node onnxruntime "
+            "runs between them, each node timed alone, less the call overhead of each isolated model but one ("
+            + (
+                f"timed: {1000 * raw['call_overhead_ms']:.2f} µs, a one-node model against a chain of them"
+                if timed
+                else "not timed in this run: fitted on the other networks"
+            )
+            + "); then the network's own device terms fitted on its fit configurations priced that way (what the search "
+            "uses); last, by parts with the overhead fitted on the other networks' measurements instead"
         )
-        print("| network | (a) parts ±5 % | ±10 % | RMSPE | ρ | (a) parts → terms ±5 % | ±10 % | RMSPE | ρ | overhead (µs) |")
-        print("|---" * 10 + "|")
+        print(
+            "| network | (a) parts ±5 % | ±10 % | RMSPE | ρ | (a) parts → terms ±5 % | ±10 % | RMSPE | ρ "
+            "| overhead fitted: ±10 % (µs) |"
+        )
+        print("|---" * 11 + "|")
         for name, r in result["networks"].items():
-            pa, pt = Accuracy(**r["a_parts"]), Accuracy(**r["a_parts_terms"])
-            print(f"| {name} | {cells(pa)} | {cells(pt)} | {1000 * r['parts_overhead_ms']:.2f} |")
-        if "call_overhead_ms" in raw:
+            pa, pt, pf = (Accuracy(**r[k]) for k in ("a_parts", "a_parts_terms", "a_parts_fitted_overhead"))
             print(
-                f"with the call overhead timed instead ({1000 * raw['call_overhead_ms']:.2f} µs: a one-node model against a "
-                "chain of them), (a) by parts within ±10 %: "
-                + ", ".join(f"{name} {100 * r['a_parts_probed']['within10']:.0f} %" for name, r in result["networks"].items())
+                f"| {name} | {cells(pa)} | {cells(pt)} | {100 * pf.within10:.0f} % ({1000 * r['parts_fitted_overhead_ms']:.2f}) |"
             )
     corrected = [name for name in result["networks"] if name not in result["own_terms"]]
     print(
@@ -309,12 +315,11 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
     ops = len(nodes.models)
     log(
         f"measuring {len(models)} whole models of {len(nets)} networks and {ops} nodes between their layers "
-        "(alone and replicated) in one interleaved batch"
+        "in one interleaved batch"
     )
-    timed = runner.measure_many([*models, *nodes.models, *nodes.replicated, *overhead_models(), sentinel_model(1)])
+    timed = runner.measure_many([*models, *nodes.models, *overhead_models(), sentinel_model(1)])
     probe = timed[-1].median_ms
     raw["op_ms"] = [m.median_ms for m in timed[len(models) : len(models) + ops]]
-    raw["replicated_ms"] = [m.median_ms for m in timed[len(models) + ops : len(models) + 2 * ops]]
     raw["call_overhead_ms"] = call_overhead(timed[-3].median_ms, timed[-2].median_ms)
     raw["fit_ops"], raw["check_ops"] = op_index
     for net, fit, checks, start, export_s in plans:
@@ -403,25 +408,25 @@ def score(
         first, second = [r[1] for r in rows], [r[2] for r in rows]
         meas = [float(np.sqrt(a * b)) for a, b in zip(first, second)]
         pa, pb = predict(lono, net, checked), predict(joint, net, checked)
-        if by_parts:  # the same, no whole-model measurement of this network: by parts, and terms fitted on those
-            overhead = fit_overhead([row for x in nets if x is not net for row in fit_rows[x.name]])
-            pp = [parts_ms(*parts(net, b, nodes), overhead) for b, nodes in zip(checked, raw["check_ops"][net.name])]
+        if by_parts:  # no whole-model measurement of this network: priced by parts, as `tables fit --by-parts` does
+            fitted_overhead = fit_overhead([row for x in nets if x is not net for row in fit_rows[x.name]])
+            overhead = raw.get("call_overhead_ms", fitted_overhead)  # timed beside the nodes; older raw files lack it
+
+            def by_parts_ms(r: float, rows: list[Any] = raw["check_ops"][net.name], net: Network = net) -> list[float]:
+                return [parts_ms(*parts(net, b, nodes), r) for b, nodes in zip(checked, rows)]
+
             synthetic = [
                 observe(table, net, policy_of(net.layers, bits(b)), parts_ms(*row[:3], overhead))
                 for (b, _), row in zip(raw["fit"][net.name], fit_rows[net.name])
             ]
-            others = [o for o in obs if o.network != net.name]
-            overheads = pooled(list(probe.values()))
-            terms = fit_graph(
-                table, nets, others + synthetic, overheads, form=form, by_family=not shared, prior_weight=prior_weight
-            )
-            pt = predict(terms, net, checked)
-            probed = raw.get("call_overhead_ms")
-            pq = (
-                []
-                if probed is None
-                else [parts_ms(*parts(net, b, nodes), probed) for b, nodes in zip(checked, raw["check_ops"][net.name])]
-            )
+            terms = fit_graph(table, [net], synthetic, pooled(list(probe.values())), form=form, by_parts=[net.name])
+            parts_figures = {
+                "a_parts": acc_dict(accuracy(by_parts_ms(overhead), meas)),
+                "a_parts_terms": acc_dict(accuracy(predict(terms, net, checked), meas)),
+                "a_parts_fitted_overhead": acc_dict(accuracy(by_parts_ms(fitted_overhead), meas)),
+                "parts_overhead_ms": overhead,
+                "parts_fitted_overhead_ms": fitted_overhead,
+            }
         result["networks"][net.name] = {
             "bench_only": net.name in BENCH_NETS,
             "family": network_family(net.layers),
@@ -430,16 +435,7 @@ def score(
             "a_leave_one_out": acc_dict(accuracy(pa, meas)),
             "b_fitted": acc_dict(accuracy(pb, meas)),
             "c_retest": acc_dict(accuracy(second, first)),
-            **(
-                {
-                    "a_parts": acc_dict(accuracy(pp, meas)),
-                    "a_parts_terms": acc_dict(accuracy(pt, meas)),
-                    "parts_overhead_ms": overhead,
-                    **({"a_parts_probed": acc_dict(accuracy(pq, meas))} if pq else {}),
-                }
-                if by_parts
-                else {}
-            ),
+            **(parts_figures if by_parts else {}),
             "policies": [
                 {"bits": [list(x) for x in bb], "measured_ms": [f, s], "a_ms": x, "b_ms": y}
                 for bb, f, s, x, y in zip(checked, first, second, pa, pb)

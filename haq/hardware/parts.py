@@ -16,7 +16,10 @@ device like single-layer entries, shared by every network and policy that has th
 The prediction (:func:`parts_ms`) is the layers' in-context entries plus the nodes' times,
 less one call overhead per isolated model beyond the network's own, as
 :mod:`haq.hardware.graph_fit` counts it for layers. The overhead is the one unknown, per device:
-fitted on networks that were measured whole, or bounded by the call-time probe.
+timed (:func:`call_overhead`: a one-node model against a chain of them) or fitted on networks
+measured whole (:func:`fit_overhead`). A network of many nodes pays it many times, and a node
+alone does not pay quite what it pays inside a graph, which is where this prediction errs (the
+figures are in ``latency_tables/README.md``).
 """
 
 from __future__ import annotations
@@ -53,9 +56,6 @@ class OpCall:
 
     key: str
     model: bytes
-    replicated: bytes
-    """:data:`COPIES` copies of the node side by side: their time less the one-node model's, per
-    extra copy, is what the node costs inside a model, without the call overhead (:func:`node_ms`)."""
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,7 @@ def compile_graph(onnx_bytes: bytes, threads: int = 1) -> CompiledGraph:
         if node.name not in shapes:
             raise ExportError(f"node '{node.name}' ({node.op_type}) has no shapes in onnxruntime's profile; cannot price it")
         ins, outs = shapes[node.name]
-        ops.append(
-            OpCall(
-                _key(node, ins, outs),
-                _one_node_model(opt, node, ins, outs, inits),
-                _one_node_model(opt, node, ins, outs, inits, COPIES),
-            )
-        )
+        ops.append(OpCall(_key(node, ins, outs), _one_node_model(opt, node, ins, outs, inits)))
     return CompiledGraph(tuple(ops), kernels)
 
 
@@ -96,7 +90,6 @@ class NodeSet:
     (a node that recurs, in one network or across networks, is timed once)."""
 
     models: list[bytes] = field(default_factory=list)
-    replicated: list[bytes] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict)
 
     def add(self, onnx_bytes: bytes, layers: int, network: str) -> list[int]:
@@ -112,7 +105,6 @@ class NodeSet:
             if op.key not in self._index:
                 self._index[op.key] = len(self.models)
                 self.models.append(op.model)
-                self.replicated.append(op.replicated)
         return [self._index[op.key] for op in graph.ops]
 
 
@@ -136,8 +128,6 @@ def fit_overhead(rows: Sequence[tuple[float, float, Sequence[float], float]]) ->
     return max(0.0, float(np.dot(x, y) / np.dot(x, x)))
 
 
-COPIES = 8
-"""Copies of a node in its replicated model (:class:`OpCall`)."""
 CHAIN_NODES = 16
 """Nodes in the chain model of :func:`overhead_models`."""
 
@@ -204,42 +194,21 @@ def _value_info(name: str, type_shape: dict[str, list[int]]) -> onnx.ValueInfoPr
 
 
 def _one_node_model(
-    opt: onnx.ModelProto,
-    node: onnx.NodeProto,
-    ins: list[Any],
-    outs: list[Any],
-    inits: dict[str, onnx.TensorProto],
-    copies: int = 1,
+    opt: onnx.ModelProto, node: onnx.NodeProto, ins: list[Any], outs: list[Any], inits: dict[str, onnx.TensorProto]
 ) -> bytes:
-    """``copies`` of ``node`` side by side, each on inputs of its own (so that onnxruntime cannot
-    merge them): its constants kept and shared, every other input a graph input of its profiled
-    shape."""
+    """``node`` alone: its constants kept, every other input a graph input of its profiled shape."""
     names = [n for n in node.input if n]
     if len(names) != len(ins) or len(node.output) != len(outs):
         raise ExportError(f"node '{node.name}' ({node.op_type}): the profile's shapes do not match its inputs / outputs")
     constants = {name: inits[name] for name in names if name in inits}
-    inputs: list[onnx.ValueInfoProto] = []
-    outputs: list[onnx.ValueInfoProto] = []
-    nodes: list[onnx.NodeProto] = []
-    for k in range(copies):
-
-        def own(name: str, k: int = k) -> str:
-            return name if not name or name in constants else f"{name}#{k}"
-
-        seen = {v.name for v in inputs}
-        inputs += [
-            _value_info(own(name), ts) for name, ts in zip(names, ins) if own(name) not in constants and own(name) not in seen
-        ]
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.name = f"{node.name}#{k}"
-        del copy.input[:]
-        copy.input.extend(own(name) for name in node.input)
-        del copy.output[:]
-        copy.output.extend(own(name) for name in node.output)
-        outputs += [_value_info(own(name), ts) for name, ts in zip(node.output, outs)]
-        nodes.append(copy)
-    graph = helper.make_graph(nodes, "haq_op", inputs, outputs, list(constants.values()))
+    inputs: dict[str, onnx.ValueInfoProto] = {}
+    for name, type_shape in zip(names, ins):
+        if name not in constants and name not in inputs:
+            inputs[name] = _value_info(name, type_shape)
+    outputs = [_value_info(name, ts) for name, ts in zip(node.output, outs)]
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    graph = helper.make_graph([copy], "haq_op", list(inputs.values()), outputs, list(constants.values()))
     model = helper.make_model(graph, opset_imports=list(opt.opset_import))
     model.ir_version = opt.ir_version
     return model.SerializeToString()
