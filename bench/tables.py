@@ -9,7 +9,13 @@ times what each network's fit took in it, and scores, in the same run:
     measurement of this one (what a new model gets);
 (b) fitted on every network, this one included, as ``haq tables fit`` fits: its family's device terms
     and its own correction, or device terms of its own where its distinct fit configurations allow;
-(c) the retest ceiling: the two measurements of each policy against each other.
+(c) the retest ceiling: the two measurements of each policy against each other;
+
+and (a) by parts, as ``haq tables fit --by-parts`` prices a network it never times whole: every
+node onnxruntime runs between layers in every configuration is timed alone in the same batch
+(:mod:`haq.hardware.parts`), with the call overhead timed there too; then the network's own
+terms fitted on its fit configurations priced that way; and by parts with the overhead fitted on
+the other networks' measurements instead.
 
     python bench/tables.py --models resnet20 digits_cnn digits_mlp --n 16 --raw raw.json --out tables.json
     python bench/tables.py --models resnet20 digits_cnn --raw raw.json --rescore   # score a subset again, time nothing
