@@ -13,9 +13,9 @@ times what each network's fit took in it, and scores, in the same run:
 
 and (a) by parts, as ``haq tables fit --by-parts`` prices a network it never times whole: every
 node onnxruntime runs between layers in every configuration is timed alone in the same batch
-(:mod:`haq.hardware.parts`), with the call overhead timed there too; then the network's own
-terms fitted on its fit configurations priced that way; and by parts with the overhead fitted on
-the other networks' measurements instead.
+(:mod:`haq.hardware.parts`), the call overhead fitted on the other networks' measurements; then
+the network's own terms fitted on its fit configurations priced that way; and by parts with the
+call overhead timed instead (what ``--by-parts`` uses with no network measured whole beside it).
 
     python bench/tables.py --models resnet20 digits_cnn digits_mlp --n 16 --raw raw.json --out tables.json
     python bench/tables.py --models resnet20 digits_cnn --raw raw.json --rescore   # score a subset again, time nothing
@@ -242,27 +242,24 @@ def main() -> int:
         a, b, c = (Accuracy(**r[k]) for k in ("a_leave_one_out", "b_fitted", "c_retest"))
         print(f"| {name} | {r['build_s']:.0f} | {r['fit_measure_s']:.0f} | {cells(a)} | {cells(b)} | {cells(c)} |")
     if any("a_parts" in r for r in result["networks"].values()):
-        timed = "call_overhead_ms" in raw
         print(
-            "\n(a) by parts, as `haq tables fit --by-parts` prices a network: its layers' entries plus every node onnxruntime "
-            "runs between them, each node timed alone, less the call overhead of each isolated model but one ("
-            + (
-                f"timed: {1000 * raw['call_overhead_ms']:.2f} µs, a one-node model against a chain of them"
-                if timed
-                else "not timed in this run: fitted on the other networks"
-            )
-            + "); then the network's own device terms fitted on its fit configurations priced that way (what the search "
-            "uses); last, by parts with the overhead fitted on the other networks' measurements instead"
+            "\n(a) by parts, as `haq tables fit --model OTHERS... NEW --by-parts NEW` prices a network it never times whole: "
+            "its layers' entries plus every node onnxruntime runs between them, each node timed alone, less the call "
+            "overhead of each isolated model but one, fitted on the other networks' whole-model measurements; then the "
+            "network's own device terms fitted on its fit configurations priced that way (what the search uses); last, "
+            "by parts with the overhead timed instead (a one-node model against a chain of them: what `--by-parts` uses "
+            "when no network is measured whole beside it)"
         )
         print(
             "| network | (a) parts ±5 % | ±10 % | RMSPE | ρ | (a) parts → terms ±5 % | ±10 % | RMSPE | ρ "
-            "| overhead fitted: ±10 % (µs) |"
+            "| overhead fitted (µs) | timed overhead: ±10 % (µs) |"
         )
-        print("|---" * 11 + "|")
+        print("|---" * 12 + "|")
         for name, r in result["networks"].items():
-            pa, pt, pf = (Accuracy(**r[k]) for k in ("a_parts", "a_parts_terms", "a_parts_fitted_overhead"))
+            pa, pt, pq = (Accuracy(**r[k]) for k in ("a_parts", "a_parts_terms", "a_parts_timed_overhead"))
             print(
-                f"| {name} | {cells(pa)} | {cells(pt)} | {100 * pf.within10:.0f} % ({1000 * r['parts_fitted_overhead_ms']:.2f}) |"
+                f"| {name} | {cells(pa)} | {cells(pt)} | {1000 * r['parts_overhead_ms']:.2f} "
+                f"| {100 * pq.within10:.0f} % ({1000 * r['parts_timed_overhead_ms']:.2f}) |"
             )
     corrected = [name for name in result["networks"] if name not in result["own_terms"]]
     print(
@@ -415,8 +412,8 @@ def score(
         meas = [float(np.sqrt(a * b)) for a, b in zip(first, second)]
         pa, pb = predict(lono, net, checked), predict(joint, net, checked)
         if by_parts:  # no whole-model measurement of this network: priced by parts, as `tables fit --by-parts` does
-            fitted_overhead = fit_overhead([row for x in nets if x is not net for row in fit_rows[x.name]])
-            overhead = raw.get("call_overhead_ms", fitted_overhead)  # timed beside the nodes; older raw files lack it
+            overhead = fit_overhead([row for x in nets if x is not net for row in fit_rows[x.name]])
+            timed_overhead = raw.get("call_overhead_ms", overhead)  # timed beside the nodes; older raw files lack it
 
             def by_parts_ms(r: float, rows: list[Any] = raw["check_ops"][net.name], net: Network = net) -> list[float]:
                 return [parts_ms(*parts(net, b, nodes), r) for b, nodes in zip(checked, rows)]
@@ -429,9 +426,9 @@ def score(
             parts_figures = {
                 "a_parts": acc_dict(accuracy(by_parts_ms(overhead), meas)),
                 "a_parts_terms": acc_dict(accuracy(predict(terms, net, checked), meas)),
-                "a_parts_fitted_overhead": acc_dict(accuracy(by_parts_ms(fitted_overhead), meas)),
+                "a_parts_timed_overhead": acc_dict(accuracy(by_parts_ms(timed_overhead), meas)),
                 "parts_overhead_ms": overhead,
-                "parts_fitted_overhead_ms": fitted_overhead,
+                "parts_timed_overhead_ms": timed_overhead,
             }
         result["networks"][net.name] = {
             "bench_only": net.name in BENCH_NETS,

@@ -149,7 +149,8 @@ class _Recording:
 @pytest.fixture(scope="module")
 def digits_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("parts") / "cpu.json"
-    extend_table(MeasuredBackend(FAST), [x.signature for x in model_layers("digits_cnn", None, None)], out, 1)
+    layers = [*model_layers("digits_cnn", None, None), *model_layers("digits_mlp", None, None)]
+    extend_table(MeasuredBackend(FAST), [x.signature for x in layers], out, 1)
     return out
 
 
@@ -157,7 +158,7 @@ def test_a_fit_by_parts_times_no_network_whole_and_says_so_in_the_table(digits_t
     net = load_network("digits_cnn")
     runner = _Recording()
     out, kept = tmp_path / "fitted.json", tmp_path / "kept.jsonl"
-    fitted = fit_table(load_table(digits_table), [net], runner, 12, out, observations=kept, by_parts=True)
+    fitted = fit_table(load_table(digits_table), [net], runner, 12, out, observations=kept, by_parts=["digits_cnn"])
     assert runner.models
     for model in runner.models:  # one-node models, the two call-overhead models and the probe: never a layer
         kinds = [n.op_type for n in onnx.load_from_string(model).graph.node]
@@ -191,3 +192,32 @@ def test_a_bad_priced_by_is_one_line_naming_the_field(digits_table: Path, tmp_pa
     with pytest.raises(TableError, match=message) as info:
         load_table(bad)
     assert "\n" not in str(info.value)
+
+
+def test_a_network_priced_by_parts_beside_one_measured_whole_takes_its_overhead_from_that_one(
+    digits_table: Path, tmp_path: Path
+) -> None:
+    cnn, mlp = load_network("digits_cnn"), load_network("digits_mlp")
+    runner = _Recording()
+    out, kept = tmp_path / "fitted.json", tmp_path / "kept.jsonl"
+    logged: list[str] = []
+    fitted = fit_table(
+        load_table(digits_table), [mlp, cnn], runner, 12, out, log=logged.append, observations=kept, by_parts=["digits_cnn"]
+    )
+    convs = {"Conv", "FusedConv", "QLinearConv"}
+    assert not any(convs & {n.op_type for n in onnx.load_from_string(m).graph.node} for m in runner.models), (
+        "the conv network was timed whole"
+    )
+    graphs = [[n.op_type for n in onnx.load_from_string(m).graph.node] for m in runner.models]
+    assert any(len(g) > 2 and {"Gemm", "MatMul", "MatMulNBits"} & set(g) for g in graphs), "the MLP was not timed whole"
+    assert any("fitted on 12 whole-model measurements of digits_mlp" in line for line in logged)
+    assert {n.network: n.priced_by for n in fitted.data.graph.networks} == {"digits_cnn": "parts", "digits_mlp": "measurement"}
+    assert len(kept.read_text().splitlines()) == 13, "the header and the MLP's 12 measurements, nothing of the parts"
+
+
+def test_by_parts_naming_a_model_not_fitted_is_one_line(digits_table: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from haq.cli import main
+
+    code = main(["tables", "fit", "--model", "digits_mlp", "--device", str(digits_table), "--by-parts", "resnet20"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "--by-parts names resnet20, which --model does not" in err and "\n" not in err

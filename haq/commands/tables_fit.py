@@ -28,7 +28,7 @@ class FitConfig:
     configs: int
     sessions: int
     remeasure: bool
-    by_parts: bool = False
+    by_parts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -58,16 +58,23 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
     )
     f.add_argument(
         "--by-parts",
-        action="store_true",
-        help="time no model whole: price each configuration from its layers' entries and the nodes onnxruntime runs between "
-        "them (quantize / dequantize, layout reorders, pools, adds), each node timed alone; for a model too slow to time "
-        "whole many times, or to see what the nodes cost",
+        nargs="*",
+        metavar="MODEL",
+        default=None,
+        help="time these models (all, given alone) never whole: price each configuration from its layers' entries and "
+        "the nodes onnxruntime runs between them (quantize / dequantize, layout reorders, pools, adds), each node timed "
+        "alone, the call overhead fitted on the other --model networks measured whole (timed, and less accurate, when "
+        "there are none); for a model too slow to time whole many times",
     )
     f.set_defaults(func=run)
 
 
 def run(ns: argparse.Namespace) -> int:
-    cfg = FitConfig(tuple(ns.model), ns.device, ns.configs, ns.sessions, ns.remeasure, ns.by_parts)
+    by_parts = () if ns.by_parts is None else tuple(ns.by_parts or ns.model)
+    unknown = sorted(set(by_parts) - set(ns.model))
+    if unknown:
+        raise ConfigError(f"--by-parts names {', '.join(unknown)}, which --model does not; give each of them to --model too")
+    cfg = FitConfig(tuple(ns.model), ns.device, ns.configs, ns.sessions, ns.remeasure, by_parts)
     table = latency_tables.load(cfg.table)
     if table.path is None:
         raise TableError(f"table {table.name} has no file to rewrite; pass a shipped table name or a .json file")
@@ -86,6 +93,7 @@ def run(ns: argparse.Namespace) -> int:
         + "".join(f"{f.family} networks' own {len(f.layer_terms)} layer terms, " for f in g.families)
         + f"{len(g.networks)} networks with device terms of their own, "
         + f"{len(g.corrections)} network corrections; "
-        + ("priced by parts, no model timed whole" if cfg.by_parts else f"measurements kept in {kept}")
+        + (f"priced by parts, never timed whole: {', '.join(cfg.by_parts)}; " if cfg.by_parts else "")
+        + f"measurements kept in {kept}"
     )
     return 0

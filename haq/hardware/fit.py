@@ -27,7 +27,7 @@ from haq.hardware.device.runner import Runner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.graph_fit import PRIOR_WEIGHT, DeviceFit, Observation, fit_correction, fit_device, fit_set
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
-from haq.hardware.parts import NodeSet, call_overhead, overhead_models, parts_ms
+from haq.hardware.parts import NodeSet, call_overhead, fit_overhead, overhead_models, parts_ms
 from haq.quant import LayerInfo, QuantPolicy
 from haq.tables.schema import (
     FAMILIES,
@@ -70,27 +70,33 @@ def fit_table(
     log: Log | None = None,
     observations: Path | None = None,
     form: str | None = None,
-    by_parts: bool = False,
+    by_parts: Sequence[str] = (),
 ) -> CostTable:
     """Measure ``n`` configurations per network, fit device terms and corrections, save to ``out``.
 
     Every network's configurations are timed together, round-robin (one session per
     configuration per round), so drift hits all networks alike. With ``observations``,
     measurements recorded there for this very table (same ``created`` stamp and protocol) are
-    reused and the new ones are added to the file. With ``by_parts`` no network is timed whole:
-    each configuration is priced from its layers and the nodes between them
-    (:func:`price_by_parts`), and nothing is added to ``observations`` (which hold measurements).
+    reused and the new ones are added to the file. The networks named in ``by_parts`` are never
+    timed whole: each configuration is priced from its layers and the nodes between them
+    (:func:`price_by_parts`, the call overhead fitted on the other networks' measurements, or
+    timed when every network is priced so), and nothing of theirs is added to ``observations``.
     """
     machine = runner_identity(runner)
     _check_table_machine(table, machine)
-    if by_parts:
-        obs, overhead = price_by_parts(table, nets, runner, n, seed, log)
-    else:
+    whole = [net for net in nets if net.name not in by_parts]
+    obs: list[Observation] = []
+    overhead: RunOverhead | None = None
+    if whole:
         known = load_observations(observations, table, machine) if observations is not None and observations.exists() else {}
-        obs, overhead = measure_all(table, nets, runner, n, seed, known, log)
+        obs, overhead = measure_all(table, whole, runner, n, seed, known, log)
         if observations is not None:
             save_observations(observations, table, known, machine)
-    result = fit_graph(table, nets, obs, overhead, form=form, log=log, by_parts=[net.name for net in nets] if by_parts else ())
+    parts = [net for net in nets if net.name in by_parts]
+    if parts:
+        priced, overhead = price_by_parts(table, parts, runner, n, seed, log, obs, whole)
+        obs = [*obs, *priced]
+    result = fit_graph(table, nets, obs, overhead, form=form, log=log, by_parts=[net.name for net in parts])
     save_table(result.data, out)
     return result
 
@@ -285,33 +291,60 @@ def measure_all(
 
 
 def price_by_parts(
-    table: CostTable, nets: Sequence[Network], runner: Runner, n: int, seed: int, log: Log | None = None
+    table: CostTable,
+    nets: Sequence[Network],
+    runner: Runner,
+    n: int,
+    seed: int,
+    log: Log | None = None,
+    measured: Sequence[Observation] = (),
+    measured_nets: Sequence[Network] = (),
 ) -> tuple[list[Observation], RunOverhead]:
-    """The :func:`fit_policies` of every network priced by parts, none timed whole: each is
-    compiled here, every distinct node between its layers is timed alone (all networks' nodes in
-    one interleaved batch, with the two call-overhead models and the call-time probe), and a
-    configuration's time is :func:`~haq.hardware.parts.parts_ms` of its layers' entries and its
-    nodes, less the timed call overhead of each isolated model but one."""
+    """The :func:`fit_policies` of every network of ``nets`` priced by parts, none timed whole:
+    each is compiled here, every distinct node between its layers is timed alone (all networks'
+    nodes in one interleaved batch, with the two call-overhead models and the call-time probe),
+    and a configuration's time is :func:`~haq.hardware.parts.parts_ms` of its layers' entries and
+    its nodes, less the call overhead of each isolated model but one.
+
+    The overhead is fitted (:func:`~haq.hardware.parts.fit_overhead`) on ``measured``, the
+    whole-model observations of ``measured_nets``, whose configurations are priced by parts in
+    the same batch; without them it is the timed one, which on three benchmark runs scored far
+    worse (latency_tables/README.md)."""
     nodes = NodeSet()
     plans = []
     for net in nets:
         policies = fit_policies(table, net, n, seed)
         rows = [nodes.add(b, len(net.layers), net.name) for b in export_all(net, policies, log)]
         plans.append((net, policies, rows))
+    by_name = {net.name: net for net in measured_nets}
+    calibration = []
+    for o in measured:
+        net = by_name[o.network]
+        policy = policy_of(net.layers, o.bits)
+        onnx_bytes = export_all(net, [policy])[0]
+        calibration.append((net, policy, nodes.add(onnx_bytes, len(net.layers), net.name), o.measured_ms))
     if log:
-        log(f"timing {len(nodes.models)} distinct nodes between the layers of {len(nets)} network(s), none timed whole")
+        log(f"timing {len(nodes.models)} distinct nodes between the layers of {len(nets) + len(by_name)} network(s)")
     timed = runner.measure_many([*nodes.models, *overhead_models(), sentinel_model(1)])
     node_ms = [m.median_ms for m in timed[: len(nodes.models)]]
-    call = call_overhead(timed[-3].median_ms, timed[-2].median_ms)
-    obs = []
-    for net, policies, rows in plans:
-        for policy, row in zip(policies, rows):
-            bits = bits_of(net.layers, policy)
-            shares = overhead_weight(table, net.layers, bits) + 1.0
-            ms = parts_ms(layer_sum(table, net.layers, policy), shares, [node_ms[i] for i in row], call)
-            obs.append(observe(table, net, policy, ms))
+
+    def parts(net: Network, policy: QuantPolicy, row: Sequence[int]) -> tuple[float, float, list[float]]:
+        shares = overhead_weight(table, net.layers, bits_of(net.layers, policy)) + 1.0
+        return layer_sum(table, net.layers, policy), shares, [node_ms[i] for i in row]
+
+    if calibration:
+        call = fit_overhead([(*parts(net, p, row), ms) for net, p, row, ms in calibration])
+        how = f"fitted on {len(calibration)} whole-model measurements of {', '.join(sorted(by_name))}"
+    else:
+        call = call_overhead(timed[-3].median_ms, timed[-2].median_ms)
+        how = "timed (no network measured whole beside it)"
+    obs = [
+        observe(table, net, policy, parts_ms(*parts(net, policy, row), call))
+        for net, policies, rows in plans
+        for policy, row in zip(policies, rows)
+    ]
     if log:
-        log(f"call overhead of an isolated model: {1000 * call:.2f} µs (probe {1000 * timed[-1].median_ms:.2f} µs)")
+        log(f"call overhead of an isolated model: {1000 * call:.2f} µs, {how} (probe {1000 * timed[-1].median_ms:.2f} µs)")
     return obs, RunOverhead("latency", 0.0, timed[-1].median_ms)
 
 
