@@ -422,7 +422,9 @@ def score(
                 observe(table, net, policy_of(net.layers, bits(b)), parts_ms(*row[:3], overhead))
                 for (b, _), row in zip(raw["fit"][net.name], fit_rows[net.name])
             ]
-            terms = fit_graph(table, [net], synthetic, pooled(list(probe.values())), form=form, by_parts=[net.name])
+            others = [o for o in obs if o.network != net.name]  # measured whole beside it, as the command fits them
+            overheads = pooled(list(probe.values()))
+            terms = fit_graph(table, nets, others + synthetic, overheads, form=form, by_parts=[net.name])
             parts_figures = {
                 "a_parts": acc_dict(accuracy(by_parts_ms(overhead), meas)),
                 "a_parts_terms": acc_dict(accuracy(predict(terms, net, checked), meas)),
