@@ -25,7 +25,15 @@ from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.fit import fit_table, layer_sum
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, load_network, model_layers, policy_of
-from haq.hardware.parts import LAYER_KERNELS, call_overhead, compile_graph, fit_overhead, overhead_models, parts_ms
+from haq.hardware.parts import (
+    LAYER_KERNELS,
+    call_overhead,
+    compile_graph,
+    fit_overhead,
+    overhead_bound,
+    overhead_models,
+    parts_ms,
+)
 from haq.quant import QuantPolicy, discover_layers
 from haq.tables.schema import GraphExtras, NetworkTerms
 from haq.tables.table import load_table
@@ -112,6 +120,14 @@ def test_fit_overhead_recovers_the_overhead_that_made_the_measurements(overhead:
         ops = list(rng.uniform(0.005, 0.05, size=int(rng.integers(0, 30))))
         rows.append((layer_ms, shares, ops, parts_ms(layer_ms, shares, ops, overhead)))
     assert fit_overhead(rows) == pytest.approx(overhead, abs=1e-12)
+
+
+def test_the_overhead_bound_keeps_every_configuration_priced_above_zero() -> None:
+    rows = [(0.02, 3.0, [0.006] * 4), (0.5, 10.0, [0.01] * 40), (0.01, 0.9, [])]  # the last pays less than one call
+    bound = overhead_bound(rows)
+    assert all(parts_ms(lm, sh, ops, bound) > 0 for lm, sh, ops in rows)
+    assert bound == pytest.approx(0.95 * min(0.044 / 6.0, 0.9 / 49.0))
+    assert overhead_bound([(0.01, 0.9, [])]) == float("inf")
 
 
 def test_fit_overhead_is_never_negative_and_needs_a_measurement() -> None:

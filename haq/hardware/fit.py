@@ -27,7 +27,7 @@ from haq.hardware.device.runner import Runner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.graph_fit import PRIOR_WEIGHT, DeviceFit, Observation, fit_correction, fit_device, fit_set
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
-from haq.hardware.parts import NodeSet, call_overhead, fit_overhead, overhead_models, parts_ms
+from haq.hardware.parts import NodeSet, call_overhead, fit_overhead, overhead_bound, overhead_models, parts_ms
 from haq.quant import LayerInfo, QuantPolicy
 from haq.tables.schema import (
     FAMILIES,
@@ -338,6 +338,10 @@ def price_by_parts(
     else:
         call = call_overhead(timed[-3].median_ms, timed[-2].median_ms)
         how = "timed (no network measured whole beside it)"
+    bound = overhead_bound([parts(net, policy, row) for net, policies, rows in plans for policy, row in zip(policies, rows)])
+    if call > bound:
+        how += f", bounded to {1000 * bound:.2f} µs so that every configuration keeps a positive price"
+        call = bound
     obs = [
         observe(table, net, policy, parts_ms(*parts(net, policy, row), call))
         for net, policies, rows in plans

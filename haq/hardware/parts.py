@@ -128,6 +128,14 @@ def fit_overhead(rows: Sequence[tuple[float, float, Sequence[float], float]]) ->
     return max(0.0, float(np.dot(x, y) / np.dot(x, x)))
 
 
+def overhead_bound(rows: Sequence[tuple[float, float, Sequence[float]]], floor: float = 0.05) -> float:
+    """The most the call overhead may be for every configuration of ``rows`` (layer ms, layer
+    shares, node ms) to keep at least ``floor`` of its parts: a fit on noisy measurements may
+    ask for more, and a configuration priced at or below zero is no price."""
+    bounds = [(lm + sum(ops)) / w for lm, sh, ops in rows if (w := sh + len(ops) - 1.0) > 0]
+    return (1.0 - floor) * min(bounds) if bounds else float("inf")
+
+
 CHAIN_NODES = 16
 """Nodes in the chain model of :func:`overhead_models`."""
 
