@@ -64,7 +64,7 @@ from haq.evaluation.evaluators import Evaluator, build_evaluator
 from haq.parallel import start_pool
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem, build_problem
-from haq.quant import LayerBits, QuantPolicy
+from haq.quant import QuantPolicy
 from haq.runs.final_pick import PickConfig, pick_run
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
@@ -298,7 +298,9 @@ def bench_setting(setting: Setting, methods: tuple[str, ...], workers: int, root
                 results.append(r)
         uniform = next((r for r in results if r.method == "uniform"), None)
         noise = (
-            evaluator_noise(bench, quant_policy(uniform.best_policy), setting.evaluator) if uniform is not None else float("nan")
+            evaluator_noise(bench, QuantPolicy.from_pairs(uniform.best_policy.items()), setting.evaluator)
+            if uniform is not None
+            else float("nan")
         )
     finally:
         bench.close()
@@ -381,10 +383,6 @@ def multi_fidelity_verdicts(results: list[RunResult]) -> list[str]:
             f"at most {most} full evaluations per run ({'within' if most <= third else 'above'} a third of the evaluations)"
         )
     return out
-
-
-def quant_policy(pairs: dict[str, tuple[int, int]]) -> QuantPolicy:
-    return QuantPolicy({n: LayerBits(w, a) for n, (w, a) in pairs.items()})
 
 
 def from_json(row: dict[str, Any], where: str) -> RunResult:

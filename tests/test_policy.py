@@ -196,3 +196,11 @@ def test_state_dicts_round_trip_and_legacy_keys_load() -> None:
         fresh = apply_policy_(build_model("digits_cnn", (1, 8, 8), 10), QuantPolicy.uniform(NAMES, 4))
         fresh.load_state_dict(loaded)
         assert torch.equal(fresh(x), model(x))
+
+
+def test_from_pairs_builds_the_same_policy_and_validates_it() -> None:
+    pairs = {"a": (8, 8), "b": (4, 32)}
+    policy = QuantPolicy.from_pairs(pairs.items(), {"why": "test"})
+    assert policy == QuantPolicy({"a": LayerBits(8, 8), "b": LayerBits(4, 32)}, {"why": "test"})
+    with pytest.raises(PolicyError, match="layer 'c'"):
+        QuantPolicy.from_pairs([("c", (0, 8))])

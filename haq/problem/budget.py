@@ -21,7 +21,7 @@ import numpy as np
 from haq.core import config as serial
 from haq.core.errors import ConfigError, TableError
 from haq.core.types import BitPair
-from haq.quant import FLOAT_BITS, LayerBits, LayerInfo, QuantPolicy, model_size_bits
+from haq.quant import FLOAT_BITS, LayerInfo, QuantPolicy, model_size_bits
 from haq.tables.plan import Plan, chain_plan
 from haq.tables.protocols import ChainPlanner, DeviceTable
 
@@ -183,7 +183,7 @@ def _total_cost_fn(layers: Sequence[LayerInfo], table: DeviceTable, metric: str)
     frozen = list(layers)
 
     def total(pairs: Sequence[BitPair]) -> float:
-        policy = QuantPolicy({n: LayerBits(w, a) for n, (w, a) in zip(names, pairs)})
+        policy = QuantPolicy.from_pairs(zip(names, pairs))
         if metric == "size":
             return float(model_size_bits(frozen, policy))
         return float(table.policy_cost(frozen, policy, metric))

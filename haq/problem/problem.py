@@ -25,7 +25,7 @@ from haq.problem.config import EnvConfig
 from haq.problem.fidelity import FULL, FidelityScreen, Scored, seen_before
 from haq.problem.reward import compute_reward
 from haq.problem.sensitivity import Sensitivity, SensitivityConfig, estimate_sensitivity
-from haq.quant import LayerBits, QuantPolicy
+from haq.quant import QuantPolicy
 from haq.tables.protocols import CostSource, DeviceTable
 from haq.training import parse_torch_device
 from haq.workload import Workload, load_workload
@@ -102,7 +102,7 @@ class SearchProblem:
         if len(pairs) != len(self.workload.layers):
             raise PolicyError(f"expected {len(self.workload.layers)} (w, a) pairs, one per layer, got {len(pairs)}")
         stamp = {"model": self.config.workload.model, "table": self.table.name, "budget": self.budget.to_dict(), **(meta or {})}
-        return QuantPolicy({n: LayerBits(w, a) for n, (w, a) in zip(self.layer_names, pairs)}, stamp)
+        return QuantPolicy.from_pairs(zip(self.layer_names, pairs), stamp)
 
     def reward(self, metrics: PolicyMetrics, reference: ReferenceMetrics) -> float:
         """The reward of metrics measured against ``reference`` (the float model, same evaluator)."""

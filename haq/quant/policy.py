@@ -67,6 +67,11 @@ class QuantPolicy:
         return cls({n: LayerBits(w_bits, a) for n in layer_names})
 
     @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, tuple[int, int]]], meta: Mapping[str, Any] | None = None) -> "QuantPolicy":
+        """A policy from (layer name, (w_bits, a_bits)) pairs, validated as any other."""
+        return cls({n: LayerBits(w, a) for n, (w, a) in pairs}, meta or {})
+
+    @classmethod
     def from_dict(cls, data: Any, source: str = "policy") -> "QuantPolicy":
         """Parse the JSON structure; every malformed field is a one-line :class:`PolicyError`."""
         if not isinstance(data, dict):

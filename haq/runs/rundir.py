@@ -34,7 +34,7 @@ from haq.core.errors import RunDirError
 from haq.core.fileio import append_durably, atomic_write_text
 from haq.core.types import BitPair
 from haq.evaluation.metrics import PolicyMetrics
-from haq.quant import LayerBits, QuantPolicy
+from haq.quant import QuantPolicy
 
 RUN_FORMAT = "haq.search_run"
 RUN_VERSION = 1
@@ -75,7 +75,7 @@ class EpisodeRecord:
     def quant_policy(self) -> QuantPolicy:
         """The episode's policy as a :class:`QuantPolicy` (meta: episode, reward, metrics)."""
         meta = {"episode": self.episode, "reward": self.reward, "metrics": self.metrics.to_dict(), **dict(self.extra)}
-        return QuantPolicy({n: LayerBits(w, a) for n, (w, a) in self.policy.items()}, meta)
+        return QuantPolicy.from_pairs(self.policy.items(), meta)
 
 
 class RunDir:
