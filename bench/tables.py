@@ -56,7 +56,7 @@ from haq.hardware.device.machine import probe_ms
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.fit import FIT_CONFIGS, fit_graph, fit_policies, layer_sum, observe, overhead_weight
+from haq.hardware.fit import FIT_CONFIGS, fit_graph, fit_policies, layer_parts, observe
 from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, PRIOR_WEIGHT
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
@@ -390,11 +390,7 @@ def score(
 
     def parts(net: Network, b: tuple[tuple[int, int], ...], nodes: list[int]) -> tuple[float, float, list[float]]:
         """(layer sum, layer kernel shares, node times) of one configuration priced by parts."""
-        return (
-            layer_sum(table, net.layers, policy_of(net.layers, b)),
-            overhead_weight(table, net.layers, b) + 1.0,
-            [raw["op_ms"][i] for i in nodes],
-        )
+        return (*layer_parts(table, net.layers, policy_of(net.layers, b)), [raw["op_ms"][i] for i in nodes])
 
     by_parts = "op_ms" in raw
     fit_rows = {

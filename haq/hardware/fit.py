@@ -329,8 +329,7 @@ def price_by_parts(
     node_ms = [m.median_ms for m in timed[: len(nodes.models)]]
 
     def parts(net: Network, policy: QuantPolicy, row: Sequence[int]) -> tuple[float, float, list[float]]:
-        shares = overhead_weight(table, net.layers, bits_of(net.layers, policy)) + 1.0
-        return layer_sum(table, net.layers, policy), shares, [node_ms[i] for i in row]
+        return (*layer_parts(table, net.layers, policy), [node_ms[i] for i in row])
 
     if calibration:
         call = fit_overhead([(*parts(net, p, row), ms) for net, p, row, ms in calibration])
@@ -374,6 +373,12 @@ def overhead_weight(table: CostTable, layers: Sequence[LayerInfo], bits: Sequenc
     """Call overheads a configuration's layer sum holds beyond the network's one: its entries'
     kernel shares summed, minus 1 (:class:`~haq.tables.schema.RunOverhead`)."""
     return sum(kernel_share(table.entry(layer.signature, *b)) for layer, b in zip(layers, bits)) - 1.0
+
+
+def layer_parts(table: CostTable, layers: Sequence[LayerInfo], policy: QuantPolicy) -> tuple[float, float]:
+    """What :func:`~haq.hardware.parts.parts_ms` takes of a configuration's layers: their entries
+    summed and their kernel shares summed."""
+    return layer_sum(table, layers, policy), overhead_weight(table, layers, bits_of(layers, policy)) + 1.0
 
 
 def layer_sum(table: CostTable, layers: Sequence[LayerInfo], policy: QuantPolicy) -> float:

@@ -108,11 +108,17 @@ class NodeSet:
         return [self._index[op.key] for op in graph.ops]
 
 
+def _sum_and_calls(layer_ms: float, layer_shares: float, op_ms: Sequence[float]) -> tuple[float, float]:
+    """A configuration's parts summed, and how many call overheads they hold beyond the network's one."""
+    return layer_ms + float(sum(op_ms)), layer_shares + len(op_ms) - 1.0
+
+
 def parts_ms(layer_ms: float, layer_shares: float, op_ms: Sequence[float], overhead_ms: float) -> float:
     """A network's predicted time: its layers' in-context entries (summing to ``layer_ms``,
     their kernel shares to ``layer_shares``) and its between-layer nodes' one-node times, each
     isolated model's call overhead taken out except the network's own."""
-    return layer_ms + float(sum(op_ms)) - overhead_ms * (layer_shares + len(op_ms) - 1.0)
+    total, calls = _sum_and_calls(layer_ms, layer_shares, op_ms)
+    return total - overhead_ms * calls
 
 
 def fit_overhead(rows: Sequence[tuple[float, float, Sequence[float], float]]) -> float:
@@ -121,8 +127,7 @@ def fit_overhead(rows: Sequence[tuple[float, float, Sequence[float], float]]) ->
     squares on the relative residual, floored at 0."""
     if not rows:
         raise ValueError("fitting the call overhead needs at least one measured network")
-    base = np.array([lm + sum(ops) for lm, _, ops, _ in rows])
-    weight = np.array([sh + len(ops) - 1.0 for _, sh, ops, _ in rows])
+    base, weight = np.array([_sum_and_calls(lm, sh, ops) for lm, sh, ops, _ in rows]).T
     meas = np.array([m for _, _, _, m in rows])
     x, y = weight / meas, (base - meas) / meas  # (base - r * weight) / meas - 1 = y - r * x
     return max(0.0, float(np.dot(x, y) / np.dot(x, x)))
@@ -132,7 +137,7 @@ def overhead_bound(rows: Sequence[tuple[float, float, Sequence[float]]], floor: 
     """The most the call overhead may be for every configuration of ``rows`` (layer ms, layer
     shares, node ms) to keep at least ``floor`` of its parts: a fit on noisy measurements may
     ask for more, and a configuration priced at or below zero is no price."""
-    bounds = [(lm + sum(ops)) / w for lm, sh, ops in rows if (w := sh + len(ops) - 1.0) > 0]
+    bounds = [total / calls for total, calls in (_sum_and_calls(*row) for row in rows) if calls > 0]
     return (1.0 - floor) * min(bounds) if bounds else float("inf")
 
 
