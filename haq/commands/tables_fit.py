@@ -35,6 +35,9 @@ class FitConfig:
             raise ConfigError("--model needs at least one zoo name or package.module:callable")
         validate.count("--configs", self.configs, 3, 1000)
         validate.count("--sessions", self.sessions, 1, 100)
+        unknown = sorted(set(self.by_parts) - set(self.models))
+        if unknown:
+            raise ConfigError(f"--by-parts names {', '.join(unknown)}, which --model does not; give each of them to --model too")
 
 
 def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -71,9 +74,6 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
 
 def run(ns: argparse.Namespace) -> int:
     by_parts = () if ns.by_parts is None else tuple(ns.by_parts or ns.model)
-    unknown = sorted(set(by_parts) - set(ns.model))
-    if unknown:
-        raise ConfigError(f"--by-parts names {', '.join(unknown)}, which --model does not; give each of them to --model too")
     cfg = FitConfig(tuple(ns.model), ns.device, ns.configs, ns.sessions, ns.remeasure, by_parts)
     table = latency_tables.load(cfg.table)
     if table.path is None:
