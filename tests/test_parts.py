@@ -148,7 +148,9 @@ def test_the_chain_keeps_its_nodes_and_the_overhead_is_the_one_node_time_less_a_
 
 
 class _Recording:
-    """A local runner that keeps every model it is asked to time."""
+    """A runner on this machine that keeps every model it is asked to time and times it the same
+    on every run (4 µs a call plus 0.1 ns per byte of model), so that a fit on these times does not
+    depend on how busy the machine is; the nodes themselves run in onnxruntime in the tests above."""
 
     def __init__(self) -> None:
         self.inner = LocalRunner(FAST)
@@ -156,7 +158,7 @@ class _Recording:
 
     def measure_many(self, models: Sequence[bytes]) -> list[Measurement]:
         self.models += models
-        return self.inner.measure_many(models)
+        return [Measurement(((0.004 + 1e-7 * len(m),) * 3,), (1,), (), 0.0) for m in models]
 
     def device_info(self) -> dict[str, Any]:
         return self.inner.device_info()
