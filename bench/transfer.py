@@ -6,7 +6,9 @@ For every zoo model in the mode and every shipped device table the model can be 
 1. from-scratch DDPG searches on each device, several seeds (``--scratch`` episodes each);
    a device's search with seed s is also the source agent transferred from that device;
 2. for each source → target pair and seed: ``haq transfer`` (zero-shot episode 0, then
-   ``--finetune`` episodes), logged in its own run directory;
+   ``--finetune`` episodes), logged in its own run directory; by default the transfer first
+   learns from its source's evaluations re-priced on the target (same model only:
+   :mod:`haq.transfer.experience`), ``--no-reuse`` transfers the agent alone;
 3. with ``--cross-model`` modes: each model's agents rolled out on the other model, same device.
 
 Printed: the transfer matrix (zero-shot reward, best reward after fine-tuning and the episode
@@ -54,7 +56,7 @@ from haq.search.rungs import RUNG, centre_at, centre_fraction
 from haq.tables.compare import cost_on_device
 from haq.transfer.agent import load_on, rollout
 from haq.transfer.config import TransferConfig
-from haq.transfer.run import run_transfer
+from haq.transfer.run import REUSED, run_transfer
 from haq.transfer.source import load_source
 from haq.workload import WorkloadConfig
 
@@ -94,6 +96,7 @@ class Pair:
     target_table: str
     seed: int
     zero_shot: float
+    reused: int  # source evaluations re-priced on the target and learned from before the zero-shot episode
     best: float
     best_at: int  # episodes the transfer run used to reach ``best`` (zero-shot episode = 1)
     seconds: float
@@ -158,6 +161,7 @@ def transfers(
     sources: dict[tuple[str, str, int], Path],
     root: Path,
     noise: float,
+    reuse: bool,
     sink: Callable[[Pair], None],
 ) -> None:
     for (src_model, src_table, seed), source in sources.items():
@@ -166,7 +170,8 @@ def transfers(
             cross_model = mode.cross_model and tgt_model != src_model and tgt_table == src_table
             if not (cross_device or cross_model):
                 continue
-            out = root / tgt_model / f"transfer-{src_model}-{src_table}-to-{tgt_table}-s{seed}"
+            alone = "" if reuse else "-alone"
+            out = root / tgt_model / f"transfer-{src_model}-{src_table}-to-{tgt_table}-s{seed}{alone}"
             cfg = TransferConfig(
                 source=str(source),
                 table=tgt_table,
@@ -174,6 +179,7 @@ def transfers(
                 episodes=mode.finetune_episodes,
                 seed=seed,
                 noise_sigma=noise,
+                reuse_source=reuse,
             )
             start = time.perf_counter()
             run_transfer(cfg, problem, out, resume=RunDir(out).exists())
@@ -188,6 +194,7 @@ def transfers(
                     tgt_table,
                     seed,
                     records[0].reward,
+                    int(records[0].extra.get(REUSED, 0)),
                     curve[-1],
                     at or len(curve),
                     time.perf_counter() - start,
@@ -216,11 +223,11 @@ def matrix(
     which scratch matched the transfer's reward within its prior rungs (``rungs``: how many the
     target's scratch runs evaluated first), which a transfer can only meet at its first episode."""
     lines = [
-        f"| source → target | zero-shot reward | scratch eps to match zero-shot "
+        f"| source → target | source evals reused | zero-shot reward | scratch eps to match zero-shot "
         f"| reward after {mode.finetune_episodes} fine-tune eps "
         f"| transfer eps used | scratch eps to match | transfer ≤ ¼ of scratch | scratch best after {mode.scratch_episodes} eps "
         "| transfer reached it |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     met = total = at_rungs = 0
     keys = sorted(
@@ -243,7 +250,8 @@ def matrix(
         at_rungs += sum(not q and (n or mode.scratch_episodes + 1) <= rungs[(key[2], key[3])] for q, n in zip(quarter, need_best))
         label = f"{key[0]}/{key[1]} → {key[2]}/{key[3]}" if key[0] != key[2] else f"{key[0]}: {key[1]} → {key[3]}"
         lines.append(
-            f"| {label} | {statistics.mean(p.zero_shot for p in rows):+.3f} | {_fmt_needed(need_zero, mode.scratch_episodes)} "
+            f"| {label} | {statistics.mean(p.reused for p in rows):.1f} "
+            f"| {statistics.mean(p.zero_shot for p in rows):+.3f} | {_fmt_needed(need_zero, mode.scratch_episodes)} "
             f"| {statistics.mean(p.best for p in rows):+.3f} | {statistics.mean(p.best_at for p in rows):.1f} "
             f"| {_fmt_needed(need_best, mode.scratch_episodes)} | {sum(quarter)}/{len(quarter)} "
             f"| {statistics.mean(scratch_best):+.3f} | {sum(reached)}/{len(reached)} |"
@@ -316,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         default=TransferConfig(source="-", table="-").noise_sigma,
         help="initial exploration noise of the fine-tuning",
     )
+    p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="transfer the agents alone: no replay of the source's evaluations re-priced on the target "
+        "(run directories and results get an '-alone' suffix, so both variants share the scratch searches)",
+    )
     p.add_argument("--out", default=None, help="run directories and results.json (default bench-out/transfer[-quick])")
     ns = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -336,16 +350,18 @@ def main(argv: list[str] | None = None) -> int:
     def sink(pair: Pair) -> None:
         pairs.append(pair)
         doc = {"mode": mode.__dict__, "agent": agent.__dict__, "pairs": [pair_json(x) for x in pairs]}
-        atomic_write_text(root / "results.json", json.dumps(doc, indent=2) + "\n")
+        atomic_write_text(root / f"results{'-alone' if ns.no_reuse else ''}.json", json.dumps(doc, indent=2) + "\n")
         log(
             f"transfer {pair.source_model}/{pair.source_table} → {pair.target_model}/{pair.target_table} s{pair.seed}: "
-            f"zero-shot {pair.zero_shot:+.4f}, best {pair.best:+.4f} at episode {pair.best_at} ({pair.seconds:.0f} s)"
+            f"{pair.reused} source evaluations reused, zero-shot {pair.zero_shot:+.4f}, "
+            f"best {pair.best:+.4f} at episode {pair.best_at} ({pair.seconds:.0f} s)"
         )
 
-    transfers(mode, problems, sources, root, ns.noise, sink)
+    transfers(mode, problems, sources, root, ns.noise, not ns.no_reuse, sink)
     text, tally = matrix(mode, pairs, curves, rungs)
+    how = "the agent alone" if ns.no_reuse else "the agent after the source's evaluations, re-priced on the target"
     print(
-        f"## transfer matrix ({agent.algo}, {agent.gradient_steps} gradient steps / episode, cheap evaluator; "
+        f"## transfer matrix: {how} ({agent.algo}, {agent.gradient_steps} gradient steps / episode, cheap evaluator; "
         f"seeds {list(mode.seeds)}; scratch searches of {mode.scratch_episodes} episodes)\n"
     )
     print(text)

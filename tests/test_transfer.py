@@ -62,8 +62,9 @@ def _transfer(
     episodes: int = 0,
     model: str | None = None,
     resume: bool = False,
+    reuse: bool = True,
 ) -> RunResult:
-    cfg = TransferConfig(source=str(source), table=table, episodes=episodes, model=model)
+    cfg = TransferConfig(source=str(source), table=table, episodes=episodes, model=model, reuse_source=reuse)
     return run_transfer(cfg, make_problem(transfer_env(cfg), cache_dir=cache_dir), out, resume=resume)
 
 
@@ -170,10 +171,10 @@ def test_a_ddpg_agent_keeps_its_reward_baseline_through_transfer(
         return real(model, env, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(transfer_run, "rollout", spy)
-    zero = _transfer(ddpg, "bismo-edge", tmp_path / "t", cache_dir).records[0]
+    zero = _transfer(ddpg, "bismo-edge", tmp_path / "t", cache_dir, reuse=False).records[0]
     assert len(seen) == 1 and isinstance(seen[0], RewardBaseline)
     assert _state(tmp_path / "t")["baseline"] == zero.reward
-    tuned = _transfer(ddpg, "bismo-edge", tmp_path / "t", cache_dir, episodes=1, resume=True)
+    tuned = _transfer(ddpg, "bismo-edge", tmp_path / "t", cache_dir, episodes=1, resume=True, reuse=False)
     momentum = cfg.agent.baseline_momentum
     assert _state(tmp_path / "t")["baseline"] == pytest.approx(momentum * zero.reward + (1 - momentum) * tuned.records[1].reward)
     sac = _transfer(source_run, "bismo-edge", tmp_path / "sac", cache_dir)  # SAC trains on the raw reward
@@ -283,7 +284,7 @@ def test_a_transfer_acts_around_the_allocation_at_its_sources_budget_fraction(
     assert len(rungs) == 2
     fraction = centre_fraction(records, "source")
     assert fraction == max(rungs, key=lambda r: r.reward).extra[RUNG] == 0.5
-    zero = _transfer(rung_source, "bismo-edge", tmp_path / "t", cache_dir).records[0]
+    zero = _transfer(rung_source, "bismo-edge", tmp_path / "t", cache_dir, reuse=False).records[0]
     assert zero.extra[CENTRE] == fraction
     cfg = TransferConfig(source=str(rung_source), table="bismo-edge", episodes=0)
     target = make_problem(transfer_env(cfg), cache_dir=cache_dir)

@@ -49,6 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument("--budget-absolute", type=float, default=None, help="budget in the new device's units; overrides --budget")
     p.add_argument("--evaluator", default=None, help=f"{' or '.join(EVALUATORS)} (default: the source's)")
     p.add_argument("--noise", type=float, default=d.noise_sigma, help="initial exploration noise of fine-tuning (DDPG / TD3)")
+    p.add_argument(
+        "--no-reuse",
+        dest="reuse",
+        action="store_false",
+        help="transfer the agent alone: do not replay the source's evaluations re-priced on the new device first",
+    )
+    p.add_argument(
+        "--clone-steps",
+        type=int,
+        default=d.clone_steps,
+        help="steps fitting the actor to the best re-priced evaluation before the zero-shot episode (0: the actor "
+        "learns from the critic instead)",
+    )
     p.add_argument("--out", default=None, help="run directory (default runs/<source run>-to-<table>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the transfer in --out (same settings; --episodes may grow)")
     add_parallel_args(p)
@@ -82,6 +95,8 @@ def run(ns: argparse.Namespace) -> int:
                 evaluator=n.evaluator,
                 noise_sigma=n.noise,
                 input_size=n.input_size,
+                reuse_source=n.reuse,
+                clone_steps=n.clone_steps,
             ),
             "pick": pick_config(n),
         },

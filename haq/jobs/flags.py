@@ -76,6 +76,8 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "evaluator": ("transfer.evaluator",),
         "noise": ("transfer.noise_sigma",),
         "input_size": ("transfer.input_size",),
+        "reuse": ("transfer.reuse_source",),
+        "clone_steps": ("transfer.clone_steps",),
         **_PICK_PATHS,
     },
     "table_build": {

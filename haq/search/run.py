@@ -44,7 +44,7 @@ from haq.runs.tracking import agent_logger
 from haq.search.agents import hold_actor, make_agent, replay_capacity, set_actor_every
 from haq.search.baseline import VecRewardBaseline
 from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
-from haq.search.config import SearchConfig
+from haq.search.config import AgentConfig, SearchConfig
 from haq.search.credit import VecCostCredit
 from haq.search.rungs import RUNG, centre_on_best_rung
 from haq.search.snapshot import TrainingState
@@ -123,10 +123,8 @@ def train(
     config = dataclasses.replace(config, agent=config.agent.for_problem(problem.prior is not None))
     checkpoint = store.checkpoint
     batch = _batch_size(checkpoint.path, checkpoint.state) if checkpoint is not None else problem.workers
-    env = MixedPrecisionVecEnv(problem, batch)
-    baseline = VecRewardBaseline(env, config.agent.baseline_momentum) if config.agent.uses_baseline else None
-    paid: VecEnv = baseline if baseline is not None else env
-    agent_env: VecEnv = VecCostCredit(paid, problem.config.reward.cost_weight) if config.agent.cost_credit else paid
+    stack = AgentEnv.build(problem, config.agent, batch)
+    env, baseline, agent_env = stack.env, stack.baseline, stack.agent_env
     episode_len = env.num_layers
     for r in store.records:
         problem.remember(r.quant_policy(), Scored.from_record(r.metrics, r.reward, r.extra))
@@ -157,6 +155,25 @@ def train(
         rounds = math.ceil(remaining / batch)  # a batch never splits: the last one's extra episodes are not logged
         model.learn(total_timesteps=rounds * batch * episode_len, callback=callback, reset_num_timesteps=checkpoint is None)
         model.logger.close()
+
+
+@dataclass(frozen=True)
+class AgentEnv:
+    """The environments an agent learns through: ``batch`` episodes at a time, then (as ``agent``
+    asks) the reward baseline and the cost credit; ``agent_env`` is the outermost."""
+
+    env: MixedPrecisionVecEnv
+    baseline: VecRewardBaseline | None
+    agent_env: VecEnv
+
+    @classmethod
+    def build(cls, problem: SearchProblem, agent: AgentConfig, batch: int) -> AgentEnv:
+        """The stack for a resolved ``agent`` (:meth:`AgentConfig.for_problem`)."""
+        env = MixedPrecisionVecEnv(problem, batch)
+        baseline = VecRewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else None
+        paid: VecEnv = baseline if baseline is not None else env
+        agent_env: VecEnv = VecCostCredit(paid, problem.config.reward.cost_weight) if agent.cost_credit else paid
+        return cls(env, baseline, agent_env)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,14 @@ class TransferConfig:
         repeating the zero-shot policy in bench/transfer.py --quick; 0.5 scored better in 6/6 pairs).
     input_size: square input side on the new model (``None``: the source's for the same model,
         else the new model's own; see :func:`haq.workload.resolve_input`).
+    reuse_source: before the zero-shot episode, replay the source run's evaluated policies,
+        re-priced on the new device, and learn from them (:mod:`haq.transfer.experience`): the
+        same model and evaluator give the same accuracies on any device. ``False`` transfers
+        the agent alone.
+    clone_steps: with reuse, the critic learns from the replayed episodes and the actor is fitted
+        (at most this many steps) to the best of them, so the zero-shot episode is that policy; 0 lets
+        the actor learn from the critic instead (`bench/transfer.py`, comparisons within a quarter
+        of scratch's episodes, of 162: cloned 91, critic-led actor 69, agent alone 77).
     """
 
     VERSION: ClassVar[int] = 1
@@ -50,6 +58,8 @@ class TransferConfig:
     noise_sigma: float = 0.5
     noise_decay: float = 0.9
     input_size: int | None = None
+    reuse_source: bool = True
+    clone_steps: int = 2000
 
     def __post_init__(self) -> None:
         if not self.source:
@@ -68,3 +78,4 @@ class TransferConfig:
         unit_interval("noise_decay", self.noise_decay)
         if self.input_size is not None:
             count("input_size", self.input_size)
+        count("clone_steps", self.clone_steps, 0)

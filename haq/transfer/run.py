@@ -28,6 +28,8 @@ from typing import Any, Mapping
 
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
 
 from envs.mixed_precision import MixedPrecisionEnv
 from haq.core import config as serial
@@ -38,19 +40,22 @@ from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
-from haq.runs.rundir import RunDir
+from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.baseline import RewardBaseline
 from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import SearchConfig
-from haq.search.run import prior_section, train
+from haq.search.run import AgentEnv, prior_section, train
 from haq.search.rungs import CENTRE, centre_at, centre_fraction
 from haq.transfer.agent import load_on, prepare_finetune, rollout
 from haq.transfer.config import TransferConfig
+from haq.transfer.experience import clone_actor, learn_from_replay, replay, reprice, why_not_reused
 from haq.transfer.source import SourceRun, load_source
 from haq.workload import WorkloadConfig
 
 RUN_KIND = "transfer"
 ZERO_SHOT = "zero-shot"
+REUSED = "reused_evaluations"
+"""Key of the zero-shot episode's ``extra``: how many of the source's evaluations the agent learned from first."""
 
 
 def target_env_config(source: EnvConfig, cfg: TransferConfig) -> EnvConfig:
@@ -131,6 +136,7 @@ class Transfer(Proposer[TransferStore]):
         self.source: SourceRun | None = None
         self.search_cfg: SearchConfig | None = None
         self.fraction: float | None = None  # the budget fraction the source's agent acts around, read with the source
+        self.records: list[EpisodeRecord] = []  # the source's logged episodes
 
     def _episodes(self) -> int:
         return self.cfg.episodes + 1  # the zero-shot episode, then the fine-tuning
@@ -143,7 +149,8 @@ class Transfer(Proposer[TransferStore]):
         if problem.config != search_cfg.env:
             raise ConfigError("the given problem was built from a different environment config than this transfer derives")
         self.source, self.search_cfg = source, search_cfg
-        self.fraction = centre_fraction(RunDir(source.path).read_episodes(), f"--from {source.path}")
+        self.records = RunDir(source.path).read_episodes()
+        self.fraction = centre_fraction(self.records, f"--from {source.path}")
         return TransferStore(
             out_dir, serial.to_dict(search_cfg), agent_description(problem, search_cfg), serial.to_dict(self.cfg)
         )
@@ -161,36 +168,38 @@ class Transfer(Proposer[TransferStore]):
             problem = centre_at(problem, self.fraction)
         if not resuming:
             self._zero_shot(problem, store, progress, log)
-        train(store, self._opened()[1], problem, progress, log if resuming else None, fresh=self._prepared_source)
+        train(
+            store,
+            self._opened()[1],
+            problem,
+            progress,
+            log if resuming else None,
+            fresh=lambda agent_env, _: self._prepared_source(agent_env, problem),
+        )
 
     def _zero_shot(self, problem: SearchProblem, store: TransferStore, progress: OnProgress | None, log: Log | None) -> None:
-        """Roll the source actor out on the new device; commit it (with the prepared agent) as episode 0,
-        noting the budget fraction its actions are centred on."""
+        """Roll the source actor out on the new device, after it learned from the source's re-priced
+        evaluations when they hold there; commit it (with the prepared agent) as episode 0, noting
+        the budget fraction its actions are centred on and how many evaluations it reused."""
         source, search_cfg = self._opened()
         agent, fraction = search_cfg.agent, self.fraction
         env = MixedPrecisionEnv(problem=problem)
-        agent_env: gym.Env = RewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else env
+        baseline = RewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else None
+        agent_env: gym.Env = baseline if baseline is not None else env
         model = load_on(source.checkpoint, agent_env)
+        reused, average = self._reuse(model, problem, problem.workers, log)
+        if baseline is not None:
+            baseline.average = average
         if log:
             log(
                 f"zero-shot: {source.meta.get('algo')} agent from {source.path} ({source.model} on {source.table}) "
                 f"on {search_cfg.env.workload.model} / {problem.table.name}"
                 + (f", centred on the allocation at {fraction:.3f} x budget as its source was" if fraction is not None else "")
             )
-        extra: dict[str, Any] = {"phase": ZERO_SHOT, "source_table": source.table, "source_model": source.model}
+        extra: dict[str, Any] = {"phase": ZERO_SHOT, "source_table": source.table, "source_model": source.model, REUSED: reused}
         if fraction is not None:
             extra[CENTRE] = fraction
         record = rollout(model, agent_env, 0, extra)
-        prepare_finetune(
-            model,
-            env.num_layers,
-            search_cfg.episodes,
-            agent.noise_sigma,
-            agent.noise_decay,
-            search_cfg.seed,
-            problem.workers,
-            agent.gradient_steps,
-        )
         model.set_random_seed(search_cfg.seed + 1)  # fine-tuning draws as a fresh agent after one episode would
         store.agent = model
         state = {"baseline": getattr(agent_env, "average", None), UPDATE_PENDING: False, BATCH: problem.workers}
@@ -198,23 +207,67 @@ class Transfer(Proposer[TransferStore]):
         if progress is not None:
             progress(Progress.after(record, record, search_cfg.episodes, False))
 
-    def _prepared_source(self, agent_env: gym.Env, episode_len: int) -> BaseAlgorithm:
+    def _prepared_source(self, agent_env: VecEnv, problem: SearchProblem) -> BaseAlgorithm:
         """The source agent ready to fine-tune on ``agent_env``: what fine-tuning restarts from when the
-        run directory lost its checkpoint (the logged episodes, zero-shot included, stand)."""
-        source, search_cfg = self._opened()
-        agent = search_cfg.agent
+        run directory lost its checkpoint (the logged episodes, zero-shot included, stand); it
+        learns from the source's re-priced evaluations again, as the zero-shot agent did."""
+        source, _ = self._opened()
         model = load_on(source.checkpoint, agent_env)
+        self._reuse(model, problem, agent_env.num_envs, None, agent_env)
+        return model
+
+    def _reuse(
+        self, model: BaseAlgorithm, problem: SearchProblem, batch: int, log: Log | None, venv: VecEnv | None = None
+    ) -> tuple[int, float | None]:
+        """Prepare ``model`` to fine-tune ``batch`` episodes at a time and, where the source's
+        evaluations hold on ``problem`` (:mod:`haq.transfer.experience`), replay them through
+        ``venv`` (by default a fresh stack of the fine-tuning's environments) and learn from them.
+        Returns the episodes replayed and the reward baseline's average after them."""
+        source, search_cfg = self._opened()
+        agent = search_cfg.agent.for_problem(problem.prior is not None)
+        episode_len = len(problem.layer_names)
+        why = self._why_not_reused(model, problem)
+        repriced = reprice(self.records, problem) if why is None else []
         prepare_finetune(
             model,
             episode_len,
-            search_cfg.episodes,
+            search_cfg.episodes + len(repriced),
             agent.noise_sigma,
             agent.noise_decay,
             search_cfg.seed,
-            agent_env.num_envs,
+            batch,
             agent.gradient_steps,
         )
-        return model
+        if not repriced:
+            if log:
+                log(f"the source's evaluations are not reused: {why or 'none of them fits the new budget'}")
+            return 0, None
+        stack = AgentEnv.build(problem, agent, batch) if venv is None else None
+        model.set_random_seed(search_cfg.seed)
+        replayed = replay(model, venv if stack is None else stack.agent_env, problem, repriced)
+        steps = self.cfg.clone_steps
+        updates = learn_from_replay(model, replayed, agent.gradient_steps if agent.gradient_steps > 0 else episode_len, steps > 0)
+        best = max(repriced, key=lambda r: r.scored.reward)
+        exact = clone_actor(model, problem, best.pairs, steps)
+        if log:
+            actor = (
+                f"actor fitted to the best of them ({best.scored.reward:+.4f} here, source episode {best.source_episode})"
+                + ("" if exact else f", inexactly after {steps} steps")
+                if steps > 0
+                else "actor learning from the critic"
+            )
+            log(
+                f"reused {replayed} of the source's {len(self.records)} evaluations, re-priced on {problem.table.name} "
+                f"(the others: repeated, unsupported there or over its budget): {updates} critic updates, {actor}"
+            )
+        return replayed, stack.baseline.average if stack is not None and stack.baseline is not None else None
+
+    def _why_not_reused(self, model: BaseAlgorithm, problem: SearchProblem) -> str | None:
+        if not self.cfg.reuse_source:
+            return "--no-reuse"
+        if not isinstance(model, OffPolicyAlgorithm):
+            return f"a {type(model).__name__} agent learns on-policy"
+        return why_not_reused(self._opened()[0].config.env, problem.config)
 
     def _opened(self) -> tuple[SourceRun, SearchConfig]:
         if self.source is None or self.search_cfg is None:
