@@ -325,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         help="initial exploration noise of the fine-tuning",
     )
     p.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="seeds of the scratch searches and transfers (default: the mode's)"
+    )
+    p.add_argument(
         "--no-reuse",
         action="store_true",
         help="transfer the agents alone: no replay of the source's evaluations re-priced on the target "
@@ -334,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = p.parse_args(argv)
     torch.set_num_threads(1)
     mode = MODES["quick" if ns.quick else "full"]
+    if ns.seeds:
+        mode = dataclasses.replace(mode, seeds=tuple(ns.seeds))
     root = Path(ns.out or ("bench-out/transfer-quick" if ns.quick else "bench-out/transfer"))
     start = time.perf_counter()
     problems, skipped = build_problems(mode.models)

@@ -14,9 +14,9 @@ evaluated again either.
 
 Why: transferred alone, the agent improved no faster than a fresh search (``bench/transfer.py``:
 77 of 162 comparisons within a quarter of scratch's episodes); its critic knew the old device's
-costs. On the same scratch runs: reuse with the actor fitted to the best, 101; with the actor
-following the re-trained critic instead, 69 (its zero-shot policies were worse than the replayed
-ones' best); critic only, actor held, 62.
+costs. On the same scratch runs: reuse with the actor fitted to the best, 101 (seeds 3-5: 70
+against the agent alone's 51); with the actor following the re-trained critic instead, 69 (its
+zero-shot policies were worse than the replayed ones' best); critic only, actor held, 62.
 Not reused: another model or evaluator (other accuracies), hardware feedback (the latency is
 measured, not priced), multi-fidelity scoring (a screened reward belongs to its screen's
 calibration), and a PPO agent (on-policy: it cannot learn from replayed episodes).
