@@ -41,7 +41,7 @@ class TransferConfig:
     clone_steps: with reuse, the critic learns from the replayed episodes and the actor is fitted
         (at most this many steps) to the best of them, so the zero-shot episode is that policy; 0 lets
         the actor learn from the critic instead (`bench/transfer.py`, comparisons within a quarter
-        of scratch's episodes, of 162: cloned 91, critic-led actor 69, agent alone 77).
+        of scratch's episodes, of 162: fitted 101, critic-led actor 69, agent alone 77).
     """
 
     VERSION: ClassVar[int] = 1
