@@ -94,6 +94,6 @@ def run(ns: argparse.Namespace) -> int:
         + f"{len(g.networks)} networks with device terms of their own, "
         + f"{len(g.corrections)} network corrections; "
         + (f"priced by parts, never timed whole: {', '.join(cfg.by_parts)}; " if cfg.by_parts else "")
-        + f"measurements kept in {kept}"
+        + (f"whole-model measurements kept in {kept}" if set(cfg.models) - set(cfg.by_parts) else "no model timed whole")
     )
     return 0
