@@ -211,6 +211,22 @@ def _non_additive(base: CostTable, layers: list, boundary: bool, corrected: bool
     return base.with_graph(GraphExtras(rules=rules, corrections=corrections))
 
 
+def test_a_table_pricing_the_cheapest_policy_below_zero_is_named_in_one_warning(problem: SearchProblem) -> None:
+    """Graph-aware terms fitted elsewhere can price a network below zero (a fit on made-up timings
+    did, in tests/test_fingerprint.py); the search is then paid for an impossible cost, so it says so."""
+    layers = problem.workload.layers
+    shifted = Correction(network_fingerprint(layers, 1), "digits_cnn", "latency", 1.0, -1.0, 5)
+    table = problem.table.with_graph(GraphExtras(corrections=(shifted,)))  # type: ignore[attr-defined]
+    lines: list[str] = []
+    prob = build_problem(problem.config, table=table, workload=problem.workload, log=lines.append)
+    assert prob.budget.cheapest < 0
+    (line,) = [x for x in lines if x.startswith("warning:")]
+    assert "prices digits_cnn's cheapest policy at -" in line and "haq tables fit --model digits_cnn" in line
+    quiet: list[str] = []
+    build_problem(problem.config, table=problem.table, workload=problem.workload, log=quiet.append)
+    assert not [x for x in quiet if x.startswith("warning:")]
+
+
 def _episodes(num_layers: int) -> list[np.ndarray]:
     """Seeded random episodes plus the extremes: all dearest, all cheapest, alternating (a boundary
     at every layer), dearest-first and dearest-last."""

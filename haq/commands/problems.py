@@ -55,7 +55,7 @@ def make_problem(
         workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
         pool = start_pool(workload, tab, cfg.evaluation, evaluator_kinds(cfg), cfg.torch_device, workers, ray_address, log)
         try:
-            problem = build_problem(cfg, table=tab, workload=workload, evaluator_factory=pool.evaluator)
+            problem = build_problem(cfg, table=tab, workload=workload, evaluator_factory=pool.evaluator, log=log)
         except BaseException:
             pool.close()
             raise
@@ -66,7 +66,7 @@ def make_problem(
     check_prices_this_machine(tab)
     workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
     latency = local_measurer(workload, emulated=True, cache_path=feedback_cache, log=log)
-    return build_problem(cfg, table=tab, latency_source=latency, workload=workload)
+    return build_problem(cfg, table=tab, latency_source=latency, workload=workload, log=log)
 
 
 def add_strict_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:  # noqa: SLF001 - argparse's group type

@@ -172,6 +172,13 @@ def build_problem(
         cfg.max_bits,
         cfg.pin_first_last,
     )
+    if log and cfg.budget.metric != "size" and budget_model.budget.cheapest <= 0:
+        log(
+            f"warning: table '{table.name}' prices {cfg.workload.model}'s cheapest policy at "
+            f"{budget_model.budget.cheapest:.4g} ({cfg.budget.metric}), below anything a device runs in: its graph-aware "
+            "terms were fitted on other configurations and the search's cost terms cannot be trusted; refit it with "
+            f"this model measured (haq tables fit --model {cfg.workload.model} --device TABLE)"
+        )
     loaded = workload
 
     def in_process(kind: str) -> Evaluator:
