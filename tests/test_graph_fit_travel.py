@@ -18,8 +18,8 @@ from haq.core.errors import TableError
 from haq.hardware.device import timing
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.device.timing import ci_half_width, ci_tight, measure_models
-from haq.hardware.fit import fit_graph, layer_sum
-from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, DeviceFit, Observation, fit_device, fit_set
+from haq.hardware.fit import cheapest_configuration, fit_graph, layer_sum
+from haq.hardware.graph_fit import DEFAULT_FORM, FLOOR_SLACK, FORMS, DeviceFit, Observation, fit_device, fit_set
 from haq.hardware.networks import Network, policy_of
 from haq.quant import discover_layers
 from haq.tables.schema import GraphExtras, RunOverhead, network_family
@@ -449,3 +449,47 @@ def test_bad_run_overhead_is_one_line_error(nets: list[Network], overhead: dict[
     with pytest.raises(TableError) as err:
         CostTable.from_dict(d, "bad")
     assert field in str(err.value) and "\n" not in str(err.value)
+
+
+def _mixed_obs(table: CostTable, nets: list[Network]) -> list[Observation]:
+    """Configurations whose first layer is always float, each int8 layer 6 µs cheaper inside the network
+    than its entry: nothing measured says what the all-int8 network costs."""
+    rng = np.random.default_rng(0)
+    out = []
+    for net in nets:
+        for _ in range(12):
+            bits = ((32, 32), *(((8, 8) if rng.random() < 0.5 else (32, 32)) for _ in net.layers[1:]))
+            s = layer_sum(table, net.layers, policy_of(net.layers, bits))
+            out.append(Observation(net.name, "fp-" + net.name, s, bits, s - 0.006 * bits.count((8, 8))))
+    return out
+
+
+@pytest.mark.parametrize("corrected", [(), None])
+def test_the_fit_prices_no_measured_network_below_an_empty_models_call(nets: list[Network], corrected: Any) -> None:
+    table = fake_table(nets)
+    obs = _mixed_obs(table, nets)
+    slow = RunOverhead("latency", 0.0, 0.15)  # a made-up empty-model call above net c's free all-int8 price
+    free = fit_graph(table, nets, obs, PROBE, form="int8 fixed+out", corrected=corrected)
+    assert min(cheapest_configuration(free, net.layers)[1] for net in nets) < slow.probe_ms
+    said: list[str] = []
+    floored = fit_graph(table, nets, obs, slow, form="int8 fixed+out", corrected=corrected, log=said.append)
+    for net in nets:
+        assert cheapest_configuration(floored, net.layers)[1] >= slow.probe_ms * (1 - FLOOR_SLACK)
+    assert not [line for line in said if line.startswith("warning")]
+
+
+def test_floors_that_hold_change_nothing_and_broken_ones_are_met(nets: list[Network]) -> None:
+    table = fake_table(nets)
+    obs = _mixed_obs(table, nets)
+    layers_of = {net.name: net.layers for net in nets}
+    free = fit_device(obs, layers_of, "int8 fixed+out")
+    c = next(net for net in nets if net.name == "c")
+    bits = ((8, 8),) * len(c.layers)
+    s = layer_sum(table, c.layers, policy_of(c.layers, bits))
+    priced = s + free.cost(c.layers, bits)
+    held = Observation("c", "fp-c", s, bits, 0.5 * priced)
+    assert fit_device(obs, layers_of, "int8 fixed+out", floors=[held]) == free
+    broken = replace(held, measured_ms=1.3 * priced)
+    floored = fit_device(obs, layers_of, "int8 fixed+out", floors=[broken])
+    assert s + floored.cost(c.layers, bits) >= broken.measured_ms * (1 - FLOOR_SLACK)
+    assert floored != free

@@ -252,6 +252,12 @@ def test_correction_fit_recovers_affine_map_within_bounds() -> None:
     assert flat.scale == 1.0 and flat.offset == pytest.approx(0.3)
     steep = fit_correction(raw, 3.0 * raw, "net", "fp")  # a slope the bounds do not allow is clipped
     assert steep.scale == pytest.approx(SCALE_BOUNDS[1])
+    # the network's cheapest configuration (raw 0.1 ms) is corrected to at least the floor (0.5 ms)
+    for meas in (raw + 0.3, 1.2 * raw + 0.2):
+        free = fit_correction(raw, meas, "net", "fp")
+        floored = fit_correction(raw, meas, "net", "fp", cheapest=(0.1, 0.5))
+        assert free.scale * 0.1 + free.offset < 0.5 <= floored.scale * 0.1 + floored.offset + 1e-9
+        assert fit_correction(raw, meas, "net", "fp", cheapest=(0.1, 0.01)) == free  # a floor that holds changes nothing
 
 
 def test_single_layer_signatures_round_trip() -> None:

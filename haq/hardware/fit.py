@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from haq.core import jsonio, validate
 from haq.core.errors import TableError
@@ -25,7 +25,7 @@ from haq.core.types import BitPair, Log
 from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.runner import Runner
 from haq.hardware.device.sentinel import sentinel_model
-from haq.hardware.graph_fit import PRIOR_WEIGHT, DeviceFit, Observation, fit_correction, fit_device, fit_set
+from haq.hardware.graph_fit import FLOOR_SLACK, PRIOR_WEIGHT, DeviceFit, Observation, fit_correction, fit_device, fit_set
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
 from haq.hardware.parts import NodeSet, call_overhead, fit_overhead, overhead_bound, overhead_models, parts_ms
 from haq.quant import LayerInfo, QuantPolicy
@@ -133,17 +133,22 @@ def fit_graph(
     families = {o.network: network_family(layers_of[o.network]) for o in obs}
     pairs = sorted({p for net in nets for s in supported_pairs(table, net.layers) for p in s})
 
+    own_sets = {fam: on for fam in (FAMILIES if by_family else ()) if set(on := fit_set(fam, families)) != set(families)}
+    low: list[str] = []
+
     def device_terms(on: Sequence[str], family: str = "") -> tuple[DeviceFit, FamilyTerms]:
-        """Terms fitted on the networks ``on``, as ``family``'s own (empty: the shared ones)."""
-        fit = fit_device([o for o in obs if o.network in on], layers_of, form, max_overhead_ms=cap)
+        """Terms fitted on the networks ``on``, as ``family``'s own (empty: the shared ones), with
+        the cheapest configuration of every measured network they price floored."""
+        priced = [by_name[n] for n in sorted(families) if (families[n] == family) or (not family and families[n] not in own_sets)]
+        mine = [o for o in obs if o.network in on]
+        fit, broken = _floored(
+            table, priced, lambda floors: fit_device(mine, layers_of, form, max_overhead_ms=cap, floors=floors), pairs, probe, obs
+        )
+        low.extend(broken)
         return fit, FamilyTerms(family, *_table_terms(fit, pairs, probe))
 
     fit, shared = device_terms(sorted(families))
-    own: list[tuple[DeviceFit, FamilyTerms]] = []
-    for fam in FAMILIES if by_family else ():
-        on = fit_set(fam, families)
-        if set(on) != set(families):
-            own.append(device_terms(on, fam))
+    own = [device_terms(on, fam) for fam, on in own_sets.items()]
     graph = GraphExtras(
         table.data.graph.transitions,
         shared.rules,
@@ -166,6 +171,7 @@ def fit_graph(
             pairs,
             prior_weight,
             "parts" if net.name in by_parts else "measurement",
+            low,
         )
         for net in nets
         if net.name in names
@@ -189,6 +195,11 @@ def fit_graph(
             + (f"; own terms of {', '.join(n.network for n in networks)}" if networks else "")
             + (f"; dropped stale terms or corrections of {', '.join(dropped)}" if dropped else "")
         )
+        if low:
+            log(
+                f"warning: the fit could not keep the cheapest configuration of {', '.join(sorted(set(low)))} above an "
+                "empty model's call time; measure more configurations (haq tables fit --configs N)"
+            )
     return result
 
 
@@ -202,6 +213,7 @@ def _own_or_correction(
     pairs: Sequence[BitPair],
     prior_weight: float = PRIOR_WEIGHT,
     priced_by: str = "measurement",
+    low: list[str] | None = None,
 ) -> Correction | NetworkTerms:
     """Device terms of the network's own (in the family fit's form, ``family``'s for what its
     configurations do not identify) where it has more distinct configurations than those terms
@@ -213,14 +225,100 @@ def _own_or_correction(
     networks, 12 fit configurations and 16 checked policies each) its own terms put 75-100 % and
     81-100 % of a network's checks within ±10 %, its correction 56-100 % on both: better on 6 and
     5 networks of 8, worse on one each (latency_tables/README.md). Leave-one-out on the fit
-    configurations did not predict which is better on the checks, so the rule is the count."""
+    configurations did not predict which is better on the checks, so the rule is the count.
+
+    Either keeps the network's cheapest configuration at or above :func:`price_floor` (the names
+    of networks where it could not are added to ``low``)."""
     distinct = len({o.bits for o in mine})
     if distinct >= 3:
-        fit = fit_device(mine, {net.name: net.layers}, family.form, max_overhead_ms=cap, prior=family, prior_weight=prior_weight)
+        fit, broken = _floored(
+            staged,
+            [net],
+            lambda floors: fit_device(
+                mine,
+                {net.name: net.layers},
+                family.form,
+                max_overhead_ms=cap,
+                prior=family,
+                prior_weight=prior_weight,
+                floors=floors,
+            ),
+            pairs,
+            probe,
+            mine,
+        )
         if distinct > fit.identified:
+            if low is not None:
+                low.extend(broken)
             return NetworkTerms(mine[0].fingerprint, net.name, len(mine), *_table_terms(fit, pairs, probe), priced_by=priced_by)
     raw = [staged.policy_cost(net.layers, policy_of(net.layers, o.bits)) for o in mine]
-    return fit_correction(raw, [o.measured_ms for o in mine], net.name, mine[0].fingerprint)
+    cheapest = cheapest_configuration(staged, net.layers)[1]
+    correction = fit_correction(
+        raw, [o.measured_ms for o in mine], net.name, mine[0].fingerprint, cheapest=(cheapest, price_floor(probe, mine))
+    )
+    if low is not None and correction.scale * cheapest + correction.offset < price_floor(probe, mine) * (1.0 - FLOOR_SLACK):
+        low.append(net.name)
+    return correction
+
+
+FLOOR_ROUNDS = 8
+"""Most refits :func:`_floored` makes: each round floors the configurations that came out cheapest
+(a floored fit can make another configuration the cheapest); two sufficed on the fits seen."""
+
+
+def price_floor(probe: float, mine: Sequence[Observation]) -> float:
+    """The least a measured network's cheapest configuration may be priced at (ms): the call time of
+    a near-empty model (``probe``), or without one :data:`OVERHEAD_FLOOR` of its fastest measurement.
+
+    Why a floor at all: a fixed per-layer term may be negative (an int8 layer costs less inside a
+    network than its isolated entry), and fitted freely on configurations that all keep some layers
+    in float, the terms priced digits_cnn's all-int8 configuration at -0.20 ms (the made-up timings
+    of tests/test_fingerprint.py): a search would be paid for a cost no device has."""
+    return max(probe, OVERHEAD_FLOOR * min(o.measured_ms for o in mine))
+
+
+def cheapest_configuration(table: CostTable, layers: Sequence[LayerInfo]) -> tuple[tuple[BitPair, ...], float]:
+    """The network's cheapest configuration on ``table`` over every pair it prices, boundaries
+    included, and its cost (ms)."""
+    allowed = [sorted(costs) for costs in table.layer_costs_in(layers)]
+    bits = tuple(table.plan(layers, allowed).path())
+    return bits, table.policy_cost(layers, policy_of(layers, bits))
+
+
+def _floored(
+    table: CostTable,
+    priced: Sequence[Network],
+    fit_with: Callable[[Sequence[Observation]], DeviceFit],
+    pairs: Sequence[BitPair],
+    probe: float,
+    obs: Sequence[Observation],
+) -> tuple[DeviceFit, list[str]]:
+    """``fit_with`` refitted until the cheapest configuration of every network of ``priced`` (each
+    with observations in ``obs``) is priced at least at its :func:`price_floor`, each round adding
+    the configurations that broke it as floors (:func:`~haq.hardware.graph_fit.fit_device`); the
+    fit, and the networks still below after :data:`FLOOR_ROUNDS`."""
+    floors: list[Observation] = []
+    measured = {net.name: [o for o in obs if o.network == net.name] for net in priced}
+    priced = [net for net in priced if measured[net.name]]
+    broken: list[str] = []
+    for _ in range(FLOOR_ROUNDS):
+        fit = fit_with(floors)
+        if not priced:
+            return fit, []
+        rules, terms, overhead = _table_terms(fit, pairs, probe)
+        staged = table.with_graph(GraphExtras(table.data.graph.transitions, rules, (), terms, overhead))
+        broken = []
+        for net in priced:
+            least = price_floor(probe, measured[net.name])
+            bits, cost = cheapest_configuration(staged, net.layers)
+            if cost < least * (1.0 - FLOOR_SLACK):
+                broken.append(net.name)
+                fp = measured[net.name][0].fingerprint
+                floor = Observation(net.name, fp, layer_sum(table, net.layers, policy_of(net.layers, bits)), bits, least)
+                floors.append(replace(floor, overhead_weight=overhead_weight(table, net.layers, bits)))
+        if not broken:
+            return fit, []
+    return fit, broken
 
 
 def _table_terms(

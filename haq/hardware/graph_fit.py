@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy.optimize import lsq_linear
+from scipy.optimize import lsq_linear, minimize
 
 from haq.core.errors import TableError
 from haq.core.types import BitPair
@@ -82,6 +82,9 @@ POOLED_DIRECTION = "float->int8"
 Quantize up through the pool and runs the pool in int8 (an int8 -> float boundary there keeps
 the pool in float, as does an int8 region with its own Quantize after the pool)."""
 SCALE_BOUNDS = (0.8, 1.25)
+FLOOR_SLACK = 1e-6
+"""How far (relative to the floor) a floored configuration's prediction may fall below it: the
+solver's tolerance."""
 
 
 @dataclass(frozen=True)
@@ -302,6 +305,7 @@ def fit_device(
     max_overhead_ms: float = 0.0,
     prior: DeviceFit | None = None,
     prior_weight: float = PRIOR_WEIGHT,
+    floors: Sequence[Observation] = (),
 ) -> DeviceFit:
     """Device terms by joint relative least squares over every network, no per-network term.
 
@@ -311,11 +315,15 @@ def fit_device(
     the fifth needed). With ``max_overhead_ms`` > 0 the call overhead is fitted too, within
     [0, that]. A term no observation identifies is 0, or ``prior``'s where it has the same form
     (terms of one network fall back to those fitted on its family); the identified ones are pulled
-    toward ``prior``'s with ``prior_weight`` (:data:`PRIOR_WEIGHT`).
+    toward ``prior``'s with ``prior_weight`` (:data:`PRIOR_WEIGHT`). Each of ``floors`` is a
+    configuration whose prediction must be at least its ``measured_ms`` (:func:`haq.hardware.fit.fit_graph`
+    passes the cheapest configurations of the networks these terms price): a fixed per-layer term
+    may be negative, and a fit free to extrapolate priced a network's cheapest configuration below
+    zero.
     """
     if len(obs) < 3:
         raise TableError(f"fitting device terms needs at least 3 measured configurations, got {len(obs)}")
-    _check_observations(obs)
+    _check_observations([*obs, *floors])
     if form is not None and form != "auto" and form not in FORMS:
         raise TableError(f"unknown device-term form {form!r}; choose from auto, {', '.join(FORMS)}")
     if not (math.isfinite(prior_weight) and prior_weight >= 0.0):
@@ -325,7 +333,8 @@ def fit_device(
     lonos = {f: lono_error(obs, feats, f, max_overhead_ms) for f in FORMS} if form == "auto" and len(nets) >= 3 else {}
     chosen = min(lonos, key=lonos.__getitem__) if lonos else (form if form in FORMS else DEFAULT_FORM)
     fallback = np.asarray(prior.solution) if prior is not None and prior.form == chosen and prior.solution else None
-    sol, x, identified = _solve(obs, feats, chosen, max_overhead_ms, fallback, prior_weight)
+    floor = (floors, _design(floors, layers_of)) if floors else None
+    sol, x, identified = _solve(obs, feats, chosen, max_overhead_ms, fallback, prior_weight, floor)
     n_d = len(DIRECTIONS)
     generic, pool, free = x[:n_d], float(x[n_d]), x[n_d + 1 : -1]
     terms: dict[tuple[str, str], list[float]] = {(dom, ""): [0.0, 0.0, 0.0] for dom in DOMAINS}
@@ -391,6 +400,7 @@ def _solve(
     max_overhead_ms: float = 0.0,
     fallback: np.ndarray | None = None,
     prior_weight: float = 0.0,
+    floor: tuple[Sequence[Observation], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Non-negative relative least squares of ``measured - layer sum`` on the form's columns
     (a fixed per-layer part, where the form has one, may be negative; the call overhead, the
@@ -401,7 +411,9 @@ def _solve(
     observations identify. A column no observation has stays 0 (nothing identifies it), or takes
     ``fallback``'s value (free columns of the same form); with ``prior_weight`` > 0 the others are
     also pulled toward ``fallback``'s: a penalty row per column, scaled by the column's RMS
-    relative effect on the predictions, so the weight counts observations whatever the unit."""
+    relative effect on the predictions, so the weight counts observations whatever the unit.
+    ``floor`` (configurations and their :func:`_design` rows) bounds those configurations'
+    predictions below by their ``measured_ms``."""
     n_b = 2 * len(DIRECTIONS) * len(OP_KINDS)
     n_d = len(DIRECTIONS) + 1  # the directions' shared terms, then the max-pool term
     spread = np.zeros((feats.shape[1] - 1, n_d + len(FORMS[form])))  # free column -> the feature columns it prices
@@ -433,7 +445,13 @@ def _solve(
     if fallback is not None and prior_weight > 0.0:
         pull = np.sqrt(prior_weight) * np.diag(np.sqrt(np.mean(a**2, axis=0)))
         a, rest = np.concatenate([a, pull]), np.concatenate([rest, pull @ fallback[active]])
-    x[active] = _bounded_lsq(a, rest, lo[active], hi[active])
+    g = h = None
+    if floor is not None:
+        at = np.array([o.measured_ms for o in floor[0]])
+        rows = np.concatenate([floor[1][:, :-1] @ spread, floor[1][:, -1:]], axis=1) / at[:, None]
+        h = 1.0 - np.array([o.layer_sum_ms for o in floor[0]]) / at - rows[:, ~active] @ x[~active]
+        g = rows[:, active]
+    x[active] = _bounded_lsq(a, rest, lo[active], hi[active], g, h)
     sol = np.zeros(feats.shape[1])
     sol[:-1] = spread @ x[:-1]
     sol[-1] = x[-1]
@@ -463,6 +481,7 @@ def fit_correction(
     network: str,
     fingerprint: str,
     scale_bounds: tuple[float, float] = SCALE_BOUNDS,
+    cheapest: tuple[float, float] | None = None,
 ) -> Correction:
     """``measured ≈ scale * raw + offset`` (relative least squares), ``scale`` within ``scale_bounds``.
 
@@ -470,6 +489,8 @@ def fit_correction(
     with the smaller leave-one-out RMS relative error is returned (offset-only on ties and
     when there are too few points to cross-validate a slope). ``raw_ms`` already includes
     the device terms (:func:`fit_device`), so the correction is what this network adds to them.
+    With ``cheapest`` = (the network's cheapest raw cost, a floor), the chosen form is fitted with
+    that configuration corrected to at least the floor (a positive scale keeps it the cheapest).
     """
     raw, meas = np.asarray(raw_ms, float), np.asarray(measured_ms, float)
     if len(raw) < 2 or not (np.all(np.isfinite(raw)) and np.all(np.isfinite(meas)) and np.all(meas > 0)):
@@ -477,9 +498,8 @@ def fit_correction(
     lo_s, hi_s = scale_bounds
     if not 0.0 < lo_s <= 1.0 <= hi_s:
         raise TableError(f"scale bounds must satisfy 0 < low <= 1 <= high, got {scale_bounds}")
-    best = (1.0, _offset_only(raw, meas))
-    if len(raw) >= 3 and _loo_error(raw, meas, scale_bounds) < _loo_error(raw, meas, (1.0, 1.0)):
-        best = _affine(raw, meas, scale_bounds)
+    affine = len(raw) >= 3 and _loo_error(raw, meas, scale_bounds) < _loo_error(raw, meas, (1.0, 1.0))
+    best = _affine(raw, meas, scale_bounds if affine else (1.0, 1.0), cheapest)
     return Correction(
         fingerprint=fingerprint,
         network=network,
@@ -490,12 +510,19 @@ def fit_correction(
     )
 
 
-def _affine(raw: np.ndarray, meas: np.ndarray, scale_bounds: tuple[float, float]) -> tuple[float, float]:
-    """Relative least squares of ``scale * raw + offset`` with ``scale`` in ``scale_bounds``."""
+def _affine(
+    raw: np.ndarray, meas: np.ndarray, scale_bounds: tuple[float, float], cheapest: tuple[float, float] | None = None
+) -> tuple[float, float]:
+    """Relative least squares of ``scale * raw + offset`` with ``scale`` in ``scale_bounds`` and, with
+    ``cheapest`` = (raw cost, floor), ``scale * raw cost + offset >= floor``."""
     if scale_bounds[0] == scale_bounds[1]:
-        return scale_bounds[0], _offset_only(raw, meas, scale_bounds[0])
+        offset = _offset_only(raw, meas, scale_bounds[0])
+        return scale_bounds[0], offset if cheapest is None else max(offset, cheapest[1] - scale_bounds[0] * cheapest[0])
     a = np.stack([raw / meas, 1.0 / meas], axis=1)
-    sol = _bounded_lsq(a, np.ones(len(raw)), np.array([scale_bounds[0], -np.inf]), np.array([scale_bounds[1], np.inf]))
+    g = h = None
+    if cheapest is not None:
+        g, h = np.array([[cheapest[0] / cheapest[1], 1.0 / cheapest[1]]]), np.ones(1)
+    sol = _bounded_lsq(a, np.ones(len(raw)), np.array([scale_bounds[0], -np.inf]), np.array([scale_bounds[1], np.inf]), g, h)
     return float(sol[0]), float(sol[1])
 
 
@@ -515,10 +542,31 @@ def _loo_error(raw: np.ndarray, meas: np.ndarray, scale_bounds: tuple[float, flo
     return float(np.sqrt(np.mean(np.square(errs))))
 
 
-def _bounded_lsq(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """``lsq_linear`` with column scaling (features span ms to element counts)."""
+def _bounded_lsq(
+    a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, g: np.ndarray | None = None, h: np.ndarray | None = None
+) -> np.ndarray:
+    """``lsq_linear`` with column scaling (features span ms to element counts); with ``g`` and
+    ``h``, also ``g @ x >= h``: where the bounded solution breaks that, a quadratic program
+    (SLSQP) started from it, so a fit whose floors hold is exactly the unconstrained one; where that
+    finds no solution within the floors, the bounded one."""
     col = np.maximum(np.abs(a).max(axis=0), 1e-12)
-    return lsq_linear(a / col, b, bounds=(lo * col, hi * col)).x / col
+    lo_s, hi_s = lo * col, hi * col
+    x = lsq_linear(a / col, b, bounds=(lo_s, hi_s)).x
+    if g is None or h is None or np.all(g @ (x / col) >= h - FLOOR_SLACK):
+        return x / col
+    a_s, g_s = a / col, g / col
+    res = minimize(
+        lambda z: 0.5 * float(np.sum((a_s @ z - b) ** 2)),
+        x,
+        jac=lambda z: a_s.T @ (a_s @ z - b),
+        bounds=[(None if math.isinf(lo_i) else lo_i, None if math.isinf(hi_i) else hi_i) for lo_i, hi_i in zip(lo_s, hi_s)],
+        constraints=[{"type": "ineq", "fun": lambda z: g_s @ z - h, "jac": lambda z: g_s}],
+        method="SLSQP",
+        options={"ftol": 1e-14, "maxiter": 1000},
+    )
+    if not np.all(g_s @ res.x >= h - FLOOR_SLACK):
+        return x / col  # the caller finds the floor still broken and says so
+    return np.clip(res.x, lo_s, hi_s) / col
 
 
 def _check_observations(obs: Sequence[Observation]) -> None:
