@@ -22,9 +22,10 @@ from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.session import random_feeds
 from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware import fit
 from haq.hardware.fit import fit_table, layer_sum
 from haq.hardware.measured import MeasuredBackend
-from haq.hardware.networks import Network, load_network, model_layers, policy_of
+from haq.hardware.networks import Network, export_all, load_network, model_layers, policy_of
 from haq.hardware.parts import (
     LAYER_KERNELS,
     call_overhead,
@@ -213,10 +214,17 @@ def test_a_bad_priced_by_is_one_line_naming_the_field(digits_table: Path, tmp_pa
 
 
 def test_a_network_priced_by_parts_beside_one_measured_whole_takes_its_overhead_from_that_one(
-    digits_table: Path, tmp_path: Path
+    digits_table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cnn, mlp = load_network("digits_cnn"), load_network("digits_mlp")
     runner = _Recording()
+    exports: list[str] = []
+
+    def counted(net: Network, policies: Sequence[QuantPolicy], log: Any = None) -> list[bytes]:
+        exports.extend(net.name for _ in policies)
+        return export_all(net, policies, log)
+
+    monkeypatch.setattr(fit, "export_all", counted)
     out, kept = tmp_path / "fitted.json", tmp_path / "kept.jsonl"
     logged: list[str] = []
     fitted = fit_table(
@@ -231,6 +239,7 @@ def test_a_network_priced_by_parts_beside_one_measured_whole_takes_its_overhead_
     assert any("fitted on 12 whole-model measurements of digits_mlp" in line for line in logged)
     assert {n.network: n.priced_by for n in fitted.data.graph.networks} == {"digits_cnn": "parts", "digits_mlp": "measurement"}
     assert len(kept.read_text().splitlines()) == 13, "the header and the MLP's 12 measurements, nothing of the parts"
+    assert exports.count("digits_mlp") == 12, "a configuration timed whole is priced by parts from the same export"
 
 
 def test_by_parts_naming_a_model_not_fitted_is_one_line(digits_table: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -46,6 +46,8 @@ from haq.tables.table import CostTable, save_table
 
 MeasuredCache = dict[tuple[str, tuple[BitPair, ...]], float]
 """Whole-model measurements already taken: (network fingerprint, per-layer bits) -> median ms."""
+Exported = dict[tuple[str, tuple[BitPair, ...]], bytes]
+"""Configurations already exported in this fit: (network fingerprint, per-layer bits) -> ONNX bytes."""
 
 FIT_CONFIGS = 24
 """Whole-model configurations measured per network for a fit, by default. Why 24: on one run of
@@ -87,14 +89,15 @@ def fit_table(
     whole = [net for net in nets if net.name not in by_parts]
     obs: list[Observation] = []
     overhead: RunOverhead | None = None
+    exported: Exported = {}
     if whole:
         known = load_observations(observations, table, machine) if observations is not None and observations.exists() else {}
-        obs, overhead = measure_all(table, whole, runner, n, seed, known, log)
+        obs, overhead = measure_all(table, whole, runner, n, seed, known, log, exported)
         if observations is not None:
             save_observations(observations, table, known, machine)
     parts = [net for net in nets if net.name in by_parts]
     if parts:
-        priced, overhead = price_by_parts(table, parts, runner, n, seed, log, obs, whole)
+        priced, overhead = price_by_parts(table, parts, runner, n, seed, log, obs, whole, exported)
         obs = [*obs, *priced]
     result = fit_graph(table, nets, obs, overhead, form=form, log=log, by_parts=[net.name for net in parts])
     save_table(result.data, out)
@@ -362,26 +365,30 @@ def measure_all(
     seed: int,
     known: MeasuredCache | None = None,
     log: Log | None = None,
+    exported: Exported | None = None,
 ) -> tuple[list[Observation], RunOverhead]:
     """The :func:`fit_policies` of every network measured end to end in one interleaved batch
     (round-robin over all configurations of all networks; those in ``known`` are reused),
     and the call time of a near-empty model (the drift sentinel at size 1) in the same rounds:
-    the bound of the fitted call overhead (``probe_ms``; ``latency_ms`` is left 0 here)."""
+    the bound of the fitted call overhead (``probe_ms``; ``latency_ms`` is left 0 here). What it
+    exports is added to ``exported``."""
     known = known if known is not None else {}
     plans = []
     todo: list[tuple[str, tuple[BitPair, ...]]] = []
-    exported: list[bytes] = []
+    models: list[bytes] = []
     for net in nets:
         policies = fit_policies(table, net, n, seed)
         fp = network_fingerprint(net.layers, table.batch)
         bits = [bits_of(net.layers, p) for p in policies]
         fresh = [i for i, b in enumerate(bits) if (fp, b) not in known and (fp, b) not in todo]
-        exported += export_all(net, [policies[i] for i in fresh], log)
+        models += export_all(net, [policies[i] for i in fresh], log)
         todo += [(fp, bits[i]) for i in fresh]
         if log and len(fresh) < len(policies):
             log(f"{net.name}: reused {len(policies) - len(fresh)} of {len(policies)} whole-model measurements")
         plans.append((net, fp, policies, bits))
-    timed = runner.measure_many([*exported, sentinel_model(1)])
+    if exported is not None:
+        exported.update(zip(todo, models))
+    timed = runner.measure_many([*models, sentinel_model(1)])
     known.update(dict(zip(todo, (m.median_ms for m in timed))))
     overhead = RunOverhead("latency", 0.0, timed[-1].median_ms)
     obs = [observe(table, net, p, known[(fp, b)]) for net, fp, policies, bits in plans for p, b in zip(policies, bits)]
@@ -397,6 +404,7 @@ def price_by_parts(
     log: Log | None = None,
     measured: Sequence[Observation] = (),
     measured_nets: Sequence[Network] = (),
+    exported: Exported | None = None,
 ) -> tuple[list[Observation], RunOverhead]:
     """The :func:`fit_policies` of every network of ``nets`` priced by parts, none timed whole:
     each is compiled here, every distinct node between its layers is timed alone (all networks'
@@ -407,7 +415,9 @@ def price_by_parts(
     The overhead is fitted (:func:`~haq.hardware.parts.fit_overhead`) on ``measured``, the
     whole-model observations of ``measured_nets``, whose configurations are priced by parts in
     the same batch; without them it is the timed one, which on three benchmark runs scored far
-    worse (latency_tables/README.md)."""
+    worse (latency_tables/README.md). A measured configuration in ``exported`` (what
+    :func:`measure_all` exported) is not exported again."""
+    exported = exported if exported is not None else {}
     nodes = NodeSet()
     plans = []
     for net in nets:
@@ -419,7 +429,7 @@ def price_by_parts(
     for o in measured:
         net = by_name[o.network]
         policy = policy_of(net.layers, o.bits)
-        onnx_bytes = export_all(net, [policy])[0]
+        onnx_bytes = exported.get((o.fingerprint, o.bits)) or export_all(net, [policy])[0]
         calibration.append((net, policy, nodes.add(onnx_bytes, len(net.layers), net.name), o.measured_ms))
     if log:
         log(f"timing {len(nodes.models)} distinct nodes between the layers of {len(nets) + len(by_name)} network(s)")
