@@ -17,12 +17,12 @@ from torch import nn
 from haq.core.errors import TableError
 from haq.export import ExportOptions, export_policy
 from haq.export.verify import optimized_graph
+from haq.hardware import fit
 from haq.hardware.build import extend_table
 from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.session import random_feeds
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware import fit
 from haq.hardware.fit import fit_table, layer_sum
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, export_all, load_network, model_layers, policy_of
