@@ -476,6 +476,12 @@ def test_the_fit_prices_no_measured_network_below_an_empty_models_call(nets: lis
     for net in nets:
         assert cheapest_configuration(floored, net.layers)[1] >= slow.probe_ms * (1 - FLOOR_SLACK)
     assert not [line for line in said if line.startswith("warning")]
+    held = [
+        line.split("configuration of ")[1].split(" is priced")[0].split(", ")
+        for line in said
+        if " is priced at the fit's floor" in line
+    ]
+    assert len(held) == 1 and "c" in held[0], said  # the fit says which network's cheapest it held
 
 
 def test_floors_that_hold_change_nothing_and_broken_ones_are_met(nets: list[Network]) -> None:

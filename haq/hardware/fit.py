@@ -137,17 +137,20 @@ def fit_graph(
     pairs = sorted({p for net in nets for s in supported_pairs(table, net.layers) for p in s})
 
     own_sets = {fam: on for fam in (FAMILIES if by_family else ()) if set(on := fit_set(fam, families)) != set(families)}
-    low: list[str] = []
 
     def device_terms(on: Sequence[str], family: str = "") -> tuple[DeviceFit, FamilyTerms]:
         """Terms fitted on the networks ``on``, as ``family``'s own (empty: the shared ones), with
         the cheapest configuration of every measured network they price floored."""
         priced = [by_name[n] for n in sorted(families) if (families[n] == family) or (not family and families[n] not in own_sets)]
         mine = [o for o in obs if o.network in on]
-        fit, broken = _floored(
-            table, priced, lambda floors: fit_device(mine, layers_of, form, max_overhead_ms=cap, floors=floors), pairs, probe, obs
+        fit = _floored(
+            table,
+            priced,
+            lambda floors: fit_device(mine, layers_of, form, max_overhead_ms=cap, floors=floors),
+            pairs,
+            probe,
+            obs,
         )
-        low.extend(broken)
         return fit, FamilyTerms(family, *_table_terms(fit, pairs, probe))
 
     fit, shared = device_terms(sorted(families))
@@ -174,7 +177,6 @@ def fit_graph(
             pairs,
             prior_weight,
             "parts" if net.name in by_parts else "measurement",
-            low,
         )
         for net in nets
         if net.name in names
@@ -198,9 +200,15 @@ def fit_graph(
             + (f"; own terms of {', '.join(n.network for n in networks)}" if networks else "")
             + (f"; dropped stale terms or corrections of {', '.join(dropped)}" if dropped else "")
         )
+        held, low = _at_floor(result, nets, obs, probe)
+        if held:
+            log(
+                f"the cheapest configuration of {', '.join(held)} is priced at the fit's floor, an empty model's call time: "
+                "terms fitted freely priced it below (price_floor in haq/hardware/fit.py)"
+            )
         if low:
             log(
-                f"warning: the fit could not keep the cheapest configuration of {', '.join(sorted(set(low)))} above an "
+                f"warning: the fit could not keep the cheapest configuration of {', '.join(low)} above an "
                 "empty model's call time; measure more configurations (haq tables fit --configs N)"
             )
     return result
@@ -216,7 +224,6 @@ def _own_or_correction(
     pairs: Sequence[BitPair],
     prior_weight: float = PRIOR_WEIGHT,
     priced_by: str = "measurement",
-    low: list[str] | None = None,
 ) -> Correction | NetworkTerms:
     """Device terms of the network's own (in the family fit's form, ``family``'s for what its
     configurations do not identify) where it has more distinct configurations than those terms
@@ -230,11 +237,10 @@ def _own_or_correction(
     5 networks of 8, worse on one each (latency_tables/README.md). Leave-one-out on the fit
     configurations did not predict which is better on the checks, so the rule is the count.
 
-    Either keeps the network's cheapest configuration at or above :func:`price_floor` (the names
-    of networks where it could not are added to ``low``)."""
+    Either keeps the network's cheapest configuration at or above :func:`price_floor`."""
     distinct = len({o.bits for o in mine})
     if distinct >= 3:
-        fit, broken = _floored(
+        fit = _floored(
             staged,
             [net],
             lambda floors: fit_device(
@@ -251,17 +257,28 @@ def _own_or_correction(
             mine,
         )
         if distinct > fit.identified:
-            if low is not None:
-                low.extend(broken)
             return NetworkTerms(mine[0].fingerprint, net.name, len(mine), *_table_terms(fit, pairs, probe), priced_by=priced_by)
     raw = [staged.policy_cost(net.layers, policy_of(net.layers, o.bits)) for o in mine]
     cheapest = cheapest_configuration(staged, net.layers)[1]
-    correction = fit_correction(
-        raw, [o.measured_ms for o in mine], net.name, mine[0].fingerprint, cheapest=(cheapest, price_floor(probe, mine))
-    )
-    if low is not None and correction.scale * cheapest + correction.offset < price_floor(probe, mine) * (1.0 - FLOOR_SLACK):
-        low.append(net.name)
-    return correction
+    least = price_floor(probe, mine)
+    return fit_correction(raw, [o.measured_ms for o in mine], net.name, mine[0].fingerprint, cheapest=(cheapest, least))
+
+
+def _at_floor(table: CostTable, nets: Sequence[Network], obs: Sequence[Observation], probe: float) -> tuple[list[str], list[str]]:
+    """The measured networks ``table`` prices at their :func:`price_floor` (their cheapest
+    configuration), and those it prices below it."""
+    held: list[str] = []
+    low: list[str] = []
+    for net in nets:
+        mine = [o for o in obs if o.network == net.name]
+        if not mine:
+            continue
+        least, cost = price_floor(probe, mine), cheapest_configuration(table, net.layers)[1]
+        if cost < least * (1.0 - FLOOR_SLACK):
+            low.append(net.name)
+        elif cost <= least * (1.0 + FLOOR_SLACK):
+            held.append(net.name)
+    return held, low
 
 
 FLOOR_ROUNDS = 8
@@ -295,33 +312,32 @@ def _floored(
     pairs: Sequence[BitPair],
     probe: float,
     obs: Sequence[Observation],
-) -> tuple[DeviceFit, list[str]]:
+) -> DeviceFit:
     """``fit_with`` refitted until the cheapest configuration of every network of ``priced`` (each
     with observations in ``obs``) is priced at least at its :func:`price_floor`, each round adding
-    the configurations that broke it as floors (:func:`~haq.hardware.graph_fit.fit_device`); the
-    fit, and the networks still below after :data:`FLOOR_ROUNDS`."""
+    the configurations that broke it as floors (:func:`~haq.hardware.graph_fit.fit_device`), at most
+    :data:`FLOOR_ROUNDS` times."""
     floors: list[Observation] = []
     measured = {net.name: [o for o in obs if o.network == net.name] for net in priced}
     priced = [net for net in priced if measured[net.name]]
-    broken: list[str] = []
     for _ in range(FLOOR_ROUNDS):
         fit = fit_with(floors)
         if not priced:
-            return fit, []
+            return fit
         rules, terms, overhead = _table_terms(fit, pairs, probe)
         staged = table.with_graph(GraphExtras(table.data.graph.transitions, rules, (), terms, overhead))
-        broken = []
+        broken = False
         for net in priced:
             least = price_floor(probe, measured[net.name])
             bits, cost = cheapest_configuration(staged, net.layers)
             if cost < least * (1.0 - FLOOR_SLACK):
-                broken.append(net.name)
+                broken = True
                 fp = measured[net.name][0].fingerprint
                 floor = Observation(net.name, fp, layer_sum(table, net.layers, policy_of(net.layers, bits)), bits, least)
                 floors.append(replace(floor, overhead_weight=overhead_weight(table, net.layers, bits)))
         if not broken:
-            return fit, []
-    return fit, broken
+            return fit
+    return fit
 
 
 def _table_terms(
