@@ -273,12 +273,20 @@ def _at_floor(table: CostTable, nets: Sequence[Network], obs: Sequence[Observati
         mine = [o for o in obs if o.network == net.name]
         if not mine:
             continue
-        least, cost = price_floor(probe, mine), cheapest_configuration(table, net.layers)[1]
+        _, cost, least = _against_floor(table, net, mine, probe)
         if cost < least * (1.0 - FLOOR_SLACK):
             low.append(net.name)
         elif cost <= least * (1.0 + FLOOR_SLACK):
             held.append(net.name)
     return held, low
+
+
+def _against_floor(
+    table: CostTable, net: Network, mine: Sequence[Observation], probe: float
+) -> tuple[tuple[BitPair, ...], float, float]:
+    """The network's cheapest configuration on ``table``, its cost and the network's :func:`price_floor` (ms)."""
+    bits, cost = cheapest_configuration(table, net.layers)
+    return bits, cost, price_floor(probe, mine)
 
 
 FLOOR_ROUNDS = 8
@@ -328,8 +336,7 @@ def _floored(
         staged = table.with_graph(GraphExtras(table.data.graph.transitions, rules, (), terms, overhead))
         broken = False
         for net in priced:
-            least = price_floor(probe, measured[net.name])
-            bits, cost = cheapest_configuration(staged, net.layers)
+            bits, cost, least = _against_floor(staged, net, measured[net.name], probe)
             if cost < least * (1.0 - FLOOR_SLACK):
                 broken = True
                 fp = measured[net.name][0].fingerprint
