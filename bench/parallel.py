@@ -5,7 +5,14 @@ Each worker count runs the same proposer end to end (``haq search`` by default, 
 baseline) with the full evaluator, through ``make_problem(workers=N)``: 1 worker evaluates
 in-process without Ray, N > 1 on N Ray actors that each load the workload once. Evaluations
 per minute count the whole run (agent training, checkpoints, Ray's overhead), not the pool's
-start-up (Ray and the actors start once per run, before the first episode).
+start-up (Ray and the actors start once per run, before the first episode) nor one-time imports:
+before a run is timed its driver and each worker evaluate one policy, because a process's first
+optimizer imports ``torch._dynamo`` (1.4 s here), which would otherwise land in the first
+evaluation of a 2-worker run and the agent's construction of a 1-worker one.
+
+With more than one worker an off-policy agent makes each batch's update while the next batch is
+scored (``AgentConfig.overlap_updates``, :mod:`haq.search.overlap`); ``--no-overlap`` adds a run
+on the largest worker count without it, so the gain is measured in the same invocation.
 
 The serial fraction is measured two ways:
 
@@ -16,10 +23,14 @@ The serial fraction is measured two ways:
 
 Amdahl's speed-up at N workers is 1 / (e + (1 − e)/N), printed for 8, 64 and 512 with both
 fractions: the driver's (what the design leaves serial) and Karp-Flatt's (everything that did
-not scale on this machine, CPU contention from other processes included).
+not scale on this machine, CPU contention from other processes included). With the updates
+overlapped and a core of its own, the driver's work for a batch of N (N × its per-episode share
+d) runs while the batch is scored, so a batch takes the longer of the two and the speed-up is
+min(N / (1 − d), 1 / d), also printed: the same ceiling, 1 / d, reached at fewer workers.
 
-    python bench/parallel.py                       # digits CNN, RL search, 24 episodes per run
+    python bench/parallel.py                       # digits CNN, RL search, 24 episodes per run, 3 repeats
     python bench/parallel.py --proposer random --episodes 40
+    python bench/parallel.py --episodes 48 --no-overlap
 """
 
 from __future__ import annotations
@@ -66,16 +77,34 @@ class _Timed:
             self.seconds += time.perf_counter() - start
 
 
-def run_once(env: EnvConfig, proposer: str, episodes: int, seed: int, workers: int, out: Path) -> tuple[float, float, int]:
+def warm_up(problem: SearchProblem, workers: int) -> None:
+    """One evaluation in this process and, on a pool, one on each worker, none of them cached: what
+    a process pays once (its first optimizer's imports) is then paid before the clock starts."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    if problem.pool is None:
+        return
+    from haq.parallel.ray_pool import RayPool  # Ray is needed only with workers
+
+    pool = problem.pool
+    if isinstance(pool, RayPool):
+        uniform = problem.policy([(problem.config.max_bits, problem.config.max_bits)] * len(problem.layer_names))
+        pool.evaluate_many(problem.config.evaluation.kind, [uniform] * workers)
+
+
+def run_once(
+    env: EnvConfig, proposer: str, episodes: int, seed: int, workers: int, out: Path, overlap: bool | None = None
+) -> tuple[float, float, int]:
     """(wall seconds of the run, seconds inside evaluation, evaluations) with ``workers`` workers."""
     problem = make_problem(env, log=log, workers=workers)
+    warm_up(problem, workers)
     timed = _Timed(problem)
     problem.score_many = timed  # type: ignore[method-assign]
     shutil.rmtree(out, ignore_errors=True)
     try:
         start = time.perf_counter()
         if proposer == "search":
-            cfg = SearchConfig(env=env, agent=AgentConfig(warmup_episodes=max(episodes // 4, 2)), episodes=episodes, seed=seed)
+            agent = AgentConfig(warmup_episodes=max(episodes // 4, 2), overlap_updates=overlap)
+            cfg = SearchConfig(env=env, agent=agent, episodes=episodes, seed=seed)
             result = run_search(cfg, problem, out)
         else:
             result = run_baseline(BaselineConfig(method="random", evaluations=episodes, seed=seed), problem, out)
@@ -85,9 +114,20 @@ def run_once(env: EnvConfig, proposer: str, episodes: int, seed: int, workers: i
     return wall, timed.seconds, result.episodes_done
 
 
+def _median_run(runs: list[tuple[float, float, int]]) -> tuple[float, float, int]:
+    """The run of median wall time (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda t: t[0])[(len(runs) - 1) // 2]
+
+
 def amdahl(serial: float, n: int) -> float:
     """Speed-up on ``n`` workers of a job whose fraction ``serial`` does not parallelize."""
     return 1.0 / (serial + (1.0 - serial) / n)
+
+
+def overlapped(driver: float, n: int) -> float:
+    """Speed-up on ``n`` workers when the driver's share ``driver`` runs, on a core of its own, while
+    each batch is scored: a batch takes the longer of its scoring and ``n`` episodes' driver work."""
+    return min(n / (1.0 - driver), 1.0 / driver) if 0.0 < driver < 1.0 else float(n)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,27 +138,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=24, help="evaluations per run")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run (the first is the reference)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-overlap", action="store_true", help="add a run on the most workers without overlapped updates")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each configuration, interleaved; the median is reported")
     p.add_argument("--out", default="runs/bench-parallel", help="run directories")
     ns = p.parse_args(argv)
+    if ns.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {ns.repeats}")
     torch.set_num_threads(1)
     env = EnvConfig(workload=WorkloadConfig(model=ns.model), evaluation=EvalConfig(kind=ns.evaluator))
     make_problem(env, log=log)  # trains and caches the float model outside the timed runs
+    plan: list[tuple[int, bool | None]] = [(n, None) for n in ns.workers]
+    if ns.no_overlap and ns.proposer == "search":
+        plan.append((max(ns.workers), False))
+    labels = [f"{n}" if overlap is None else f"{n}, updates not overlapped" for n, overlap in plan]
+    timings: list[list[tuple[float, float, int]]] = [[] for _ in plan]
+    for r in range(ns.repeats):  # the configurations interleaved, so the machine's drift hits them alike
+        for i, ((n, overlap), label) in enumerate(zip(plan, labels)):
+            log(f"{ns.proposer}: {ns.episodes} evaluations on {label} worker(s), repeat {r + 1} of {ns.repeats}")
+            timings[i].append(run_once(env, ns.proposer, ns.episodes, ns.seed, n, Path(ns.out) / f"w{n}-{overlap}", overlap))
     rows = []
-    for n in ns.workers:
-        log(f"{ns.proposer}: {ns.episodes} evaluations on {n} worker(s)")
-        wall, inside, evals = run_once(env, ns.proposer, ns.episodes, ns.seed, n, Path(ns.out) / f"w{n}")
-        rows.append((n, wall, inside, evals))
+    for label, runs in zip(labels, timings):
+        wall, inside, evals = _median_run(runs)
+        rows.append((label, wall, inside, evals))
+    if ns.repeats > 1:
+        for label, runs in zip(labels, timings):
+            log(f"{label} worker(s): wall " + " / ".join(f"{w:.1f}" for w, _, _ in runs) + " s")
     n0, wall0, inside0, evals0 = rows[0]
     rate0 = evals0 / wall0 * 60
-    print(f"{ns.model}, {ns.evaluator} evaluator, {ns.proposer}, {ns.episodes} evaluations per run\n")
+    print(f"{ns.model}, {ns.evaluator} evaluator, {ns.proposer}, {ns.episodes} evaluations per run, median of {ns.repeats}\n")
     print("| workers | wall (s) | evaluations / min | speed-up | in evaluation (s) |")
     print("|---|---|---|---|---|")
-    for n, wall, inside, evals in rows:
-        print(f"| {n} | {wall:.1f} | {evals / wall * 60:.1f} | {evals / wall * 60 / rate0:.2f}× | {inside:.1f} |")
+    for label, wall, inside, evals in rows:
+        print(f"| {label} | {wall:.1f} | {evals / wall * 60:.1f} | {evals / wall * 60 / rate0:.2f}× | {inside:.1f} |")
     driver = 1.0 - inside0 / wall0
     print(f"\nserial fraction, driver work in the {n0}-worker run: {driver:.3f}")
     print("Amdahl speed-up with it: " + ", ".join(f"{k} workers {amdahl(driver, k):.1f}×" for k in SCALES))
-    for n, wall, _, evals in rows[1:]:
+    if ns.proposer == "search":
+        print("with the agent's updates overlapped: " + ", ".join(f"{k} workers {overlapped(driver, k):.1f}×" for k in SCALES))
+    for (n, _), (_, wall, _, evals) in zip(plan[1:], rows[1:]):
         s = (evals / wall * 60) / rate0
         e = (1 / s - 1 / n) / (1 - 1 / n)
         print(f"serial fraction, Karp-Flatt from the {n}-worker speed-up {s:.2f}×: {e:.3f} (includes CPU contention)")

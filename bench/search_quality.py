@@ -31,7 +31,9 @@ uniform bins starting at action 0 (the middle widths) with per-layer and per-epi
 (settings with the full evaluator only), also reporting its full evaluations (those its final
 pick promotes included); ``rl-multi-cheap`` is the same with the clean-only screen
 (``EvalConfig.screen_kind = "cheap"``), ``rl-multi-unpromoted`` without the promotion before the
-pick (``PickConfig.promote = 0``).
+pick (``PickConfig.promote = 0``); ``rl-lockstep`` is the default agent making each batch's update
+before proposing the next (``AgentConfig.overlap_updates = False``), which differs from ``rl``
+only with ``--workers`` above 1.
 
     python bench/search_quality.py --quick   # digits CNN (40 evaluations) and ResNet-20 (10), cheap evaluator
     python bench/search_quality.py --full    # ResNet-20 + MobileNetV2 (cheap, 300) and digits CNN + MLP (full, 300): hours
@@ -84,6 +86,7 @@ VARIANTS = (
     "rl-multi",
     "rl-multi-cheap",
     "rl-multi-unpromoted",
+    "rl-lockstep",
 )
 SEEDED = ("rl", "random", *VARIANTS)
 PICK_K = 5
@@ -193,6 +196,7 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         "rl-ddpg": AgentConfig(algo="ddpg"),
         "rl-dense": AgentConfig(centred_noise_layers=0.0),
         "rl-sparse": AgentConfig(centred_noise_layers=3.0),
+        "rl-lockstep": AgentConfig(overlap_updates=False),
     }
     agent = agents.get(method, AgentConfig())
     return SearchConfig(env=env, agent=agent, episodes=evaluations, seed=seed)

@@ -78,10 +78,11 @@ def test_resume_works_with_any_worker_count(two_workers: SearchProblem, default_
     resumed = run_search(cfg, two_workers, tmp_path / "same", resume=True)
     assert resumed.resumed_from == 4 and _log(tmp_path / "same") == _log(tmp_path / "whole")  # exact on the same workers
     _interrupted(two_workers, cfg, tmp_path / "other", after=3)
-    other = run_search(cfg, default_problem, tmp_path / "other", resume=True)  # in-process now
-    log = _log(tmp_path / "other")
-    assert other.resumed_from == 4 and [e["episode"] for e in log] == list(range(8)) and log[:4] == _log(tmp_path / "whole")[:4]
-    assert len({json.dumps(e["policy"], sort_keys=True) for e in log[4:]}) >= 1  # the agent went on, in its batches of 2
+    other = run_search(cfg, default_problem, tmp_path / "other", resume=True)  # in-process now, still in batches of 2
+    # The same log: evaluation draws no random numbers of the driver's, and the update owed for a
+    # batch is made before the next batch is scored in-process, where the workers' run made it
+    # while the batch was scored (haq.search.overlap).
+    assert other.resumed_from == 4 and _log(tmp_path / "other") == _log(tmp_path / "whole")
 
 
 def test_a_baseline_submits_batches_and_loses_nothing_to_a_killed_worker(two_workers: SearchProblem, tmp_path: Path) -> None:

@@ -26,6 +26,9 @@ Life of an episode (the files one episode touches, in order):
    checkpoint first, then the line in ``episodes.jsonl`` (``haq/runs/rundir.py``), then
    ``best_policy.json``; ``--resume`` reconciles the log with that checkpoint, and the progress
    bar gets a :class:`~haq.runs.progress.Progress`.
+7. With ``--workers N`` the episodes run N at a time (``envs/vector.py``) and their policies are
+   scored as one batch on the worker pool (``haq/parallel/``); an off-policy agent makes the
+   previous batch's update meanwhile (``haq/search/overlap.py``).
 """
 
 from __future__ import annotations

@@ -120,6 +120,7 @@ class AgentConfig:
     cost_credit: bool | None = None
     prior_rungs: int = 6
     prior_floor: float = 0.5
+    overlap_updates: bool | None = None
 
     @property
     def uses_baseline(self) -> bool:
@@ -155,6 +156,15 @@ class AgentConfig:
             actor_delay=CENTRED_ACTOR_DELAY if self.actor_delay is None else self.actor_delay,
             actor_every=CENTRED_ACTOR_EVERY if self.actor_every is None else self.actor_every,
         )
+
+    def overlaps(self, batch: int, hardware_feedback: bool) -> bool:
+        """Whether a resolved agent collecting ``batch`` episodes at a time defers its updates
+        (``overlap_updates``); PPO learns from its own current policy and never does."""
+        if self.algo == "ppo":
+            return False
+        if self.overlap_updates is not None:
+            return self.overlap_updates
+        return batch > 1 and not hardware_feedback
 
     def __post_init__(self) -> None:
         choice("agent", self.algo, AGENTS)

@@ -10,8 +10,9 @@ killed at any point and resumed logs the same episodes as one never interrupted.
 With ``problem.workers`` = N > 1 the agent collects N episodes at a time
 (:class:`~envs.vector.MixedPrecisionVecEnv`): their N policies are evaluated concurrently, the
 batch is committed with one checkpoint (:meth:`~haq.runs.checkpoint.RunStore.commit_batch`),
-then the agent learns from all of them. The batch size is stored in the checkpoint and kept
-by a resume whatever its number of workers, so the same seed and batch give the same log.
+then the agent learns from all of them, off-policy agents while the next batch is scored
+(:mod:`haq.search.overlap`). The batch size is stored in the checkpoint and kept by a resume
+whatever its number of workers, so the same seed and batch give the same log.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from haq.search.baseline import VecRewardBaseline
 from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.credit import VecCostCredit
+from haq.search.overlap import DeferredUpdates
 from haq.search.rungs import RUNG, centre_on_best_rung
 from haq.search.snapshot import TrainingState
 
@@ -153,8 +155,24 @@ def train(
         model.set_logger(agent_logger(store.path))
         callback = _EpisodeLogger(store, config, agent_env, baseline, progress, resume)
         rounds = math.ceil(remaining / batch)  # a batch never splits: the last one's extra episodes are not logged
-        model.learn(total_timesteps=rounds * batch * episode_len, callback=callback, reset_num_timesteps=checkpoint is None)
+        deferred = _deferred(model, config.agent, batch, problem)
+        if deferred is not None:
+            deferred.install()
+            env.while_scoring = deferred.pay
+        try:
+            model.learn(total_timesteps=rounds * batch * episode_len, callback=callback, reset_num_timesteps=checkpoint is None)
+        finally:
+            env.while_scoring = None
+            if deferred is not None:
+                deferred.uninstall()
         model.logger.close()
+
+
+def _deferred(model: BaseAlgorithm, agent: AgentConfig, batch: int, problem: SearchProblem) -> DeferredUpdates | None:
+    """The agent's updates made while the next batch is scored, where ``agent`` asks for that."""
+    if isinstance(model, OffPolicyAlgorithm) and agent.overlaps(batch, problem.config.evaluation.hardware_feedback):
+        return DeferredUpdates(model)
+    return None
 
 
 @dataclass(frozen=True)
