@@ -249,7 +249,7 @@ def test_measured_table_records_the_machine_at_version_2(measured_here: Path) ->
         (lambda r: r["meta"]["machine"].pop("identity"), "meta.machine.identity"),
         (lambda r: r["meta"]["machine"].__setitem__("probe_ms", -1.0), "meta.machine.probe_ms"),
         (lambda r: r["meta"]["machine"].__setitem__("flags", "avx2"), "meta.machine.flags"),
-        (lambda r: r.__setitem__("version", 9), "version"),
+        (lambda r: r.__setitem__("version", 99), "version"),
     ],
 )
 def test_bad_machine_record_is_one_line_error(measured_here: Path, tmp_path: Path, mutate: Any, field: str) -> None:

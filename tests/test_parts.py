@@ -36,7 +36,7 @@ from haq.hardware.parts import (
     parts_ms,
 )
 from haq.quant import QuantPolicy, discover_layers
-from haq.tables.schema import GraphExtras, NetworkTerms
+from haq.tables.schema import GraphExtras, NetworkTerms, PartsCall
 from haq.tables.table import load_table
 
 F, Q = (32, 32), (8, 8)
@@ -240,6 +240,68 @@ def test_a_network_priced_by_parts_beside_one_measured_whole_takes_its_overhead_
     assert {n.network: n.priced_by for n in fitted.data.graph.networks} == {"digits_cnn": "parts", "digits_mlp": "measurement"}
     assert len(kept.read_text().splitlines()) == 13, "the header and the MLP's 12 measurements, nothing of the parts"
     assert exports.count("digits_mlp") == 12, "a configuration timed whole is priced by parts from the same export"
+
+
+def _call_line(logged: Sequence[str]) -> str:
+    (line,) = [x for x in logged if x.startswith("call overhead of an isolated model")]
+    return line
+
+
+def test_the_overhead_fitted_beside_a_measured_network_is_kept_for_a_later_fit_by_parts_alone(
+    digits_table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cnn, mlp = load_network("digits_cnn"), load_network("digits_mlp")
+    by_parts = ["digits_cnn"]
+    first: list[str] = []
+    fitted = fit_table(
+        load_table(digits_table), [mlp, cnn], _Recording(), 12, tmp_path / "a.json", log=first.append, by_parts=by_parts
+    )
+    call = fitted.data.graph.parts_call
+    assert call is not None and call.fitted_on == ("digits_mlp",) and call.measurements == 12
+    saved = json.loads((tmp_path / "a.json").read_text())
+    assert saved["version"] == 9 and saved["graph"]["parts_call"]["latency_ms"] == call.latency_ms
+    assert load_table(tmp_path / "a.json").data.graph.parts_call == call
+    from haq.cli import main
+
+    assert main(["tables", "show", str(tmp_path / "a.json")]) == 0
+    shown = capsys.readouterr().out
+    said = f"call overhead by parts {1000 * call.latency_ms:.2f} µs (fitted on 12 whole-model measurements of digits_mlp)"
+    assert said in shown
+
+    alone, later = _Recording(), []
+    refitted = fit_table(
+        load_table(tmp_path / "a.json"), [cnn], alone, 12, tmp_path / "b.json", log=later.append, by_parts=by_parts
+    )
+    assert "kept in the table, fitted on 12 whole-model measurements of digits_mlp" in _call_line(later)
+    assert _call_line(later).split(",")[0] == _call_line(first).split(",")[0]  # the same overhead, in µs
+    assert not set(overhead_models()) & set(alone.models), "the call-overhead models were timed, not used"
+    assert refitted.data.graph.parts_call == call
+
+    timed: list[str] = []
+    fit_table(load_table(digits_table), [cnn], _Recording(), 12, tmp_path / "c.json", log=timed.append, by_parts=by_parts)
+    assert "timed (no network measured whole beside it, none kept in the table)" in _call_line(timed)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(version=8), "'graph.parts_call': needs version 9"),
+        (lambda d: d["graph"]["parts_call"].update(fitted_on=[]), "must name the networks measured whole"),
+        (lambda d: d["graph"]["parts_call"].update(measurements=0), "parts_call.measurements': must be >= 1"),
+        (lambda d: d["graph"]["parts_call"].update(latency_ms=-1.0), "parts_call.latency_ms': must be >= 0"),
+        (lambda d: d["graph"]["parts_call"].update(guess=1), "is not part of the format"),
+    ],
+)
+def test_a_bad_parts_call_is_one_line_naming_the_field(digits_table: Path, tmp_path: Path, edit: Any, message: str) -> None:
+    table = load_table(digits_table).with_graph(GraphExtras(parts_call=PartsCall(0.004, ("digits_mlp",), 12)))
+    data = json.loads(json.dumps(table.data.to_dict()))
+    assert data["version"] == 9
+    edit(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(TableError, match=message) as info:
+        load_table(bad)
+    assert "\n" not in str(info.value)
 
 
 def test_by_parts_naming_a_model_not_fitted_is_one_line(digits_table: Path, capsys: pytest.CaptureFixture[str]) -> None:

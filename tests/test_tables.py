@@ -112,7 +112,7 @@ def _bad_transition(d: dict[str, Any]) -> None:
 
 MALFORMED = [
     ("format", _set("format", "haq.policy"), "field 'format'"),
-    ("version", _set("version", 9), "field 'version'"),
+    ("version", _set("version", 99), "field 'version'"),
     ("missing units", _delete("meta/units"), "field 'meta.units'"),
     ("units mismatch", _set("meta/units/latency", "us"), "field 'meta.units.latency'"),
     ("metrics", _set("meta/metrics", ["energy"]), "field 'meta.metrics'"),

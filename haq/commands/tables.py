@@ -222,6 +222,12 @@ def _print_meta(t: CostTable) -> None:
                 f"; {n.network}'s own terms ({n.fitted_on} configurations{', priced by parts' if n.priced_by == 'parts' else ''})"
                 for n in g.networks
             )
+            + (
+                f"; call overhead by parts {1000 * g.parts_call.latency_ms:.2f} µs "
+                f"(fitted on {g.parts_call.measurements} whole-model measurements of {', '.join(g.parts_call.fitted_on)})"
+                if g.parts_call is not None
+                else ""
+            )
         )
 
 

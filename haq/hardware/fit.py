@@ -36,6 +36,7 @@ from haq.tables.schema import (
     GraphExtras,
     LayerTerm,
     NetworkTerms,
+    PartsCall,
     RunOverhead,
     TransitionRule,
     kernel_share,
@@ -96,10 +97,12 @@ def fit_table(
         if observations is not None:
             save_observations(observations, table, known, machine)
     parts = [net for net in nets if net.name in by_parts]
+    parts_call = table.data.graph.parts_call
     if parts:
-        priced, overhead = price_by_parts(table, parts, runner, n, seed, log, obs, whole, exported)
+        priced, overhead, parts_call = price_by_parts(table, parts, runner, n, seed, log, obs, whole, exported, parts_call)
         obs = [*obs, *priced]
-    result = fit_graph(table, nets, obs, overhead, form=form, log=log, by_parts=[net.name for net in parts])
+    named = [net.name for net in parts]
+    result = fit_graph(table, nets, obs, overhead, form=form, log=log, by_parts=named, parts_call=parts_call)
     save_table(result.data, out)
     return result
 
@@ -115,6 +118,7 @@ def fit_graph(
     by_family: bool = True,
     prior_weight: float = PRIOR_WEIGHT,
     by_parts: Sequence[str] = (),
+    parts_call: PartsCall | None = None,
 ) -> CostTable:
     """``table`` with device terms fitted on ``obs`` (every network in it; the call overhead
     too, bounded by ``overhead.probe_ms``), with ``by_family`` a family's own terms where
@@ -126,7 +130,8 @@ def fit_graph(
     Own terms and corrections of networks outside this fit are dropped: they were fitted beside
     other device terms. A network with neither is priced by its family's device terms alone.
     Own terms of the networks named in ``by_parts`` are recorded as fitted on configurations
-    priced by parts (:func:`price_by_parts`).
+    priced by parts (:func:`price_by_parts`), and ``parts_call`` is kept in the table (default:
+    the one it had).
     """
     by_name = {net.name: net for net in nets}
     obs = [replace(o, overhead_weight=overhead_weight(table, by_name[o.network].layers, o.bits)) for o in obs]
@@ -162,6 +167,7 @@ def fit_graph(
         shared.layer_terms,
         shared.run_overhead,
         tuple(terms for _, terms in own),
+        parts_call=parts_call if parts_call is not None else table.data.graph.parts_call,
     )
     staged = table.with_graph(graph)
     names = set(corrected) if corrected is not None else {o.network for o in obs}
@@ -428,18 +434,21 @@ def price_by_parts(
     measured: Sequence[Observation] = (),
     measured_nets: Sequence[Network] = (),
     exported: Exported | None = None,
-) -> tuple[list[Observation], RunOverhead]:
+    stored: PartsCall | None = None,
+) -> tuple[list[Observation], RunOverhead, PartsCall | None]:
     """The :func:`fit_policies` of every network of ``nets`` priced by parts, none timed whole:
     each is compiled here, every distinct node between its layers is timed alone (all networks'
-    nodes in one interleaved batch, with the two call-overhead models and the call-time probe),
-    and a configuration's time is :func:`~haq.hardware.parts.parts_ms` of its layers' entries and
-    its nodes, less the call overhead of each isolated model but one.
+    nodes in one interleaved batch, with the call-time probe), and a configuration's time is
+    :func:`~haq.hardware.parts.parts_ms` of its layers' entries and its nodes, less the call
+    overhead of each isolated model but one. Returns the observations, the probe, and the call
+    overhead to keep in the table (``graph.parts_call``).
 
     The overhead is fitted (:func:`~haq.hardware.parts.fit_overhead`) on ``measured``, the
     whole-model observations of ``measured_nets``, whose configurations are priced by parts in
-    the same batch; without them it is the timed one, which on three benchmark runs scored far
-    worse (latency_tables/README.md). A measured configuration in ``exported`` (what
-    :func:`measure_all` exported) is not exported again."""
+    the same batch; without them it is the one ``stored`` in the table by such an earlier fit on
+    this machine, else the one timed with the two call-overhead models, which on three benchmark
+    runs scored far worse (latency_tables/README.md). A measured configuration in ``exported``
+    (what :func:`measure_all` exported) is not exported again."""
     exported = exported if exported is not None else {}
     nodes = NodeSet()
     plans = []
@@ -456,18 +465,24 @@ def price_by_parts(
         calibration.append((net, policy, nodes.add(onnx_bytes, len(net.layers), net.name), o.measured_ms))
     if log:
         log(f"timing {len(nodes.models)} distinct nodes between the layers of {len(nets) + len(by_name)} network(s)")
-    timed = runner.measure_many([*nodes.models, *overhead_models(), sentinel_model(1)])
+    timing = not calibration and stored is None
+    timed = runner.measure_many([*nodes.models, *(overhead_models() if timing else ()), sentinel_model(1)])
     node_ms = [m.median_ms for m in timed[: len(nodes.models)]]
 
     def parts(net: Network, policy: QuantPolicy, row: Sequence[int]) -> tuple[float, float, list[float]]:
         return (*layer_parts(table, net.layers, policy), [node_ms[i] for i in row])
 
+    kept = stored
     if calibration:
         call = fit_overhead([(*parts(net, p, row), ms) for net, p, row, ms in calibration])
-        how = f"fitted on {len(calibration)} whole-model measurements of {', '.join(sorted(by_name))}"
+        kept = PartsCall(call, tuple(sorted(by_name)), len(calibration))
+        how = f"fitted on {len(calibration)} whole-model measurements of {', '.join(kept.fitted_on)}"
+    elif stored is not None:
+        call = stored.latency_ms
+        how = f"kept in the table, fitted on {stored.measurements} whole-model measurements of {', '.join(stored.fitted_on)}"
     else:
         call = call_overhead(timed[-3].median_ms, timed[-2].median_ms)
-        how = "timed (no network measured whole beside it)"
+        how = "timed (no network measured whole beside it, none kept in the table)"
     bound = overhead_bound([parts(net, policy, row) for net, policies, rows in plans for policy, row in zip(policies, rows)])
     if call > bound:
         how += f", bounded to {1000 * bound:.2f} µs so that every configuration keeps a positive price"
@@ -479,7 +494,7 @@ def price_by_parts(
     ]
     if log:
         log(f"call overhead of an isolated model: {1000 * call:.2f} µs, {how} (probe {1000 * timed[-1].median_ms:.2f} µs)")
-    return obs, RunOverhead("latency", 0.0, timed[-1].median_ms)
+    return obs, RunOverhead("latency", 0.0, timed[-1].median_ms), kept
 
 
 def observe(table: CostTable, net: Network, policy: QuantPolicy, measured_ms: float) -> Observation:

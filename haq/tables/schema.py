@@ -1,10 +1,11 @@
-"""The device cost table file format (``haq.cost_table`` versions 1 to 8): its records and writing.
+"""The device cost table file format (``haq.cost_table`` versions 1 to 9): its records and writing.
 
 A table is one JSON object; every field below is checked on load (:mod:`haq.tables.validation`)
 and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the field::
 
     {
-      "format": "haq.cost_table", "version": 1 | ... | 8,   # 8 iff a network's terms are priced_by "parts",
+      "format": "haq.cost_table", "version": 1 | ... | 9,   # 9 iff graph.parts_call,
+                                                        # 8 iff a network's terms are priced_by "parts",
                                                         # 7 iff graph.networks or a rule has "through",
                                                         # 6 iff graph.families,
                                                         # 5 iff a rule has an op,
@@ -54,7 +55,8 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
                       "transition_rules": [...], "layer_terms": [...], "run_overhead": {...}}],
         "networks": [{"fingerprint": "...", "network": "resnet20", "fitted_on": 12,        # version 7
                       "priced_by": "measurement" | "parts",                              # optional, version 8
-                      "transition_rules": [...], "layer_terms": [...], "run_overhead": {...}}]
+                      "transition_rules": [...], "layer_terms": [...], "run_overhead": {...}}],
+        "parts_call": {"latency_ms": 0.0039, "fitted_on": ["digits_mlp"], "measurements": 12}  # version 9
       }
     }
 
@@ -144,17 +146,17 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 
 TABLE_FORMAT = "haq.cost_table"
-TABLE_VERSION = 8
+TABLE_VERSION = 9
 """The newest version this haq writes; :func:`table_version` picks the lowest one a table needs."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 DOMAINS = ("float", "int8", "weight-only")
 """Layer kinds a device's layer terms distinguish (:func:`term_domain`)."""
 OP_KINDS = ("conv", "conv1x1", "dwconv", "linear")
 """Op kinds a layer term may be restricted to (:func:`op_kind`)."""
 THROUGH_KINDS = ("maxpool",)
+"""What a boundary rule may price on the boundary's way to its consumer (``through``, version 7)."""
 PRICED_BY = ("measurement", "parts")
 """What timed the configurations a network's own terms were fitted on (``priced_by``, version 8)."""
-"""What a boundary rule may price on the boundary's way to its consumer (``through``, version 7)."""
 FAMILIES = ("dense", "depthwise")
 """Network families a device's fitted terms may differ by (:func:`network_family`)."""
 UNITS: Mapping[str, str] = {"latency": "ms", "energy": "mJ"}
@@ -352,6 +354,20 @@ class RunOverhead:
 
 
 @dataclass(frozen=True)
+class PartsCall:
+    """The call overhead of an isolated model (ms) a fit by parts found on ``measurements``
+    whole-model measurements of the networks ``fitted_on`` (version 9)."""
+
+    latency_ms: float
+    fitted_on: tuple[str, ...]
+    measurements: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"latency_ms": self.latency_ms, "fitted_on": list(self.fitted_on), "measurements": self.measurements}
+
+
+@dataclass(frozen=True)
 class FamilyTerms:
     """Device terms fitted on the networks of one family only (:func:`network_family`): for a
     network of that family they replace the table's shared boundary rules, layer terms and call
@@ -420,6 +436,8 @@ class GraphExtras:
     """Per-family replacements of ``rules``, ``layer_terms`` and ``run_overhead`` (version 6)."""
     networks: tuple[NetworkTerms, ...] = ()
     """Per-network replacements of the same, for networks measured whole (version 7)."""
+    parts_call: PartsCall | None = None
+    """The isolated-model call overhead a fit by parts found (version 9); prices nothing itself."""
 
     def __bool__(self) -> bool:
         return bool(
@@ -430,6 +448,7 @@ class GraphExtras:
             or self.run_overhead
             or self.families
             or self.networks
+            or self.parts_call
         )
 
     @property
@@ -482,6 +501,8 @@ class GraphExtras:
             d["families"] = [f.to_dict() for f in self.families]
         if self.networks:
             d["networks"] = [n.to_dict() for n in self.networks]
+        if self.parts_call is not None:
+            d["parts_call"] = self.parts_call.to_dict()
         return d
 
 
@@ -519,11 +540,13 @@ class TableData:
 
 
 def table_version(meta: Mapping[str, Any], graph: GraphExtras | None = None) -> int:
-    """8 with per-network device terms fitted on configurations priced by parts, 7 with
+    """9 with a call overhead found by parts, 8 with per-network device terms fitted on configurations priced by parts, 7 with
     per-network device terms or a boundary rule for a max-pool (``through``), 6 with
     per-family device terms, 5 with a boundary rule keyed by the consumer's op, 4 with a layer
     term keyed by op, 3 with other per-device terms, else 2 with the machine that measured it
     (``meta.machine``), else 1."""
+    if graph is not None and graph.parts_call is not None:
+        return 9
     if graph is not None and any(n.priced_by != PRICED_BY[0] for n in graph.networks):
         return 8
     if graph is not None and (graph.networks or any(r.through for r in graph.all_rules())):

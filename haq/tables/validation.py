@@ -30,6 +30,7 @@ from haq.tables.schema import (
     GraphExtras,
     LayerTerm,
     NetworkTerms,
+    PartsCall,
     RunOverhead,
     Shape,
     TableData,
@@ -90,6 +91,8 @@ def parse(raw: Any, source: str) -> TableData:
         r.fail("graph.networks", f"needs version 7 of the format, the file says version {top['version']}")
     if any(n.priced_by != PRICED_BY[0] for n in graph.networks) and top["version"] < 8:
         r.fail("graph.networks", f"terms priced by parts need version 8 of the format, the file says version {top['version']}")
+    if graph.parts_call is not None and top["version"] < 9:
+        r.fail("graph.parts_call", f"needs version 9 of the format, the file says version {top['version']}")
     if graph.run_overhead is not None:
         _check_overhead(r, graph.run_overhead, entries)
     for i, fam in enumerate(graph.families):
@@ -258,7 +261,10 @@ def _parse_entries(r: FieldReader, raw: Any, sigs: Mapping[str, LayerSignature],
 def _parse_graph(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> GraphExtras:
     g = r.obj(raw, "graph")
     r.keys(
-        g, "graph", (), ("transitions", "transition_rules", "corrections", "layer_terms", "run_overhead", "families", "networks")
+        g,
+        "graph",
+        (),
+        ("transitions", "transition_rules", "corrections", "layer_terms", "run_overhead", "families", "networks", "parts_call"),
     )
     energy = "energy" in metrics
     return GraphExtras(
@@ -269,6 +275,7 @@ def _parse_graph(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> GraphExt
         _parse_overhead(r, g["run_overhead"], metrics) if "run_overhead" in g else None,
         _parse_families(r, g.get("families", []), metrics),
         _parse_networks(r, g.get("networks", []), metrics),
+        _parse_parts_call(r, g["parts_call"]) if "parts_call" in g else None,
     )
 
 
@@ -321,6 +328,18 @@ def _parse_families(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple
             r.fail(f"{path}.family", f"duplicate terms for family {f['family']}")
         out.append(FamilyTerms(f["family"], *_parse_terms(r, f, path, metrics)))
     return tuple(out)
+
+
+def _parse_parts_call(r: FieldReader, raw: Any, path: str = "graph.parts_call") -> PartsCall:
+    r.keys(r.obj(raw, path), path, ("latency_ms", "fitted_on", "measurements"))
+    names = r.array(raw["fitted_on"], f"{path}.fitted_on")
+    if not names:
+        r.fail(f"{path}.fitted_on", "must name the networks measured whole that the overhead was fitted on, got []")
+    return PartsCall(
+        r.number(raw["latency_ms"], f"{path}.latency_ms", positive=False),
+        tuple(r.string(n, f"{path}.fitted_on[{i}]") for i, n in enumerate(names)),
+        r.integer(raw["measurements"], f"{path}.measurements", 1),
+    )
 
 
 def _parse_overhead(r: FieldReader, raw: Any, metrics: tuple[str, ...], path: str = "graph.run_overhead") -> RunOverhead:
