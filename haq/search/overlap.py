@@ -39,9 +39,12 @@ class DeferredUpdates:
     """Replay-buffer rows (time steps) the owed update may sample from: those before it was owed."""
 
     def install(self) -> None:
+        """Shadow the agent's ``train`` with :meth:`owe` on this instance only: stable-baselines3's
+        ``learn`` loop has no hook between a rollout and its update."""
         self.model.train = self.owe  # type: ignore[method-assign]
 
     def uninstall(self) -> None:
+        """Give the agent its own ``train`` back (what is still owed stays owed, as a checkpoint records it)."""
         self.model.__dict__.pop("train", None)
 
     def owe(self, gradient_steps: int, batch_size: int = 64) -> None:

@@ -540,11 +540,11 @@ class TableData:
 
 
 def table_version(meta: Mapping[str, Any], graph: GraphExtras | None = None) -> int:
-    """9 with a call overhead found by parts, 8 with per-network device terms fitted on configurations priced by parts, 7 with
-    per-network device terms or a boundary rule for a max-pool (``through``), 6 with
-    per-family device terms, 5 with a boundary rule keyed by the consumer's op, 4 with a layer
-    term keyed by op, 3 with other per-device terms, else 2 with the machine that measured it
-    (``meta.machine``), else 1."""
+    """9 with a call overhead found by parts (``parts_call``), 8 with per-network device terms
+    fitted on configurations priced by parts, 7 with per-network device terms or a boundary rule
+    for a max-pool (``through``), 6 with per-family device terms, 5 with a boundary rule keyed by
+    the consumer's op, 4 with a layer term keyed by op, 3 with other per-device terms, else 2 with
+    the machine that measured it (``meta.machine``), else 1."""
     if graph is not None and graph.parts_call is not None:
         return 9
     if graph is not None and any(n.priced_by != PRICED_BY[0] for n in graph.networks):
