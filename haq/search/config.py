@@ -93,6 +93,14 @@ class AgentConfig:
         MobileNetV2 −1.589 / −1.200 on the test split (seeds 0 / 1) against 6 rungs' −0.119 /
         −0.120 and −1.033 / −1.200; the rungs' rewards differ by single images, and most of
         MobileNetV2's collapse. Fewer than 2: centre on the full-budget allocation, unevaluated.
+    overlap_updates: an off-policy agent that collects several episodes at a time makes each
+        batch's gradient update while the next batch is scored on the workers
+        (:mod:`haq.search.overlap`), so it proposes each batch one update behind. ``None``
+        (default): on when it collects more than one episode at a time and latency is priced
+        from a table (hardware feedback times policies on this machine, which the update would
+        slow). Why: on 2 cores the agent's updates were 30 % of a digits CNN run with the full
+        evaluator; 2 workers ran 1.27-1.60x as fast as one in lockstep and 1.48-1.83x
+        overlapped (``bench/parallel.py --no-overlap``, 24-96 episodes).
     """
 
     algo: str = "auto"
