@@ -120,6 +120,12 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   the network run whole, or ``parts``: its layers' entries plus every node onnxruntime runs
   between them, each timed alone (:mod:`haq.hardware.parts`), so the network itself was never
   timed whole.
+* ``parts_call`` (version 9, optional): the call overhead of an isolated model on the machine
+  that measured the table, as a fit by parts found it: fitted on ``measurements`` whole-model
+  measurements of the networks ``fitted_on``, each priced by parts beside its measurement. A
+  later fit that prices a network by parts with no network measured whole beside it uses this
+  instead of the overhead it can only time, which scored far worse (latency_tables/README.md).
+  It prices nothing itself.
 
 ``meta.machine`` (version 2) is the fingerprint of the machine that measured the table
 (:class:`haq.hardware.device.machine.MachineFingerprint`: CPU vendor / family / model /
