@@ -99,7 +99,7 @@ class AgentConfig:
         (default): on when it collects more than one episode at a time and latency is priced
         from a table (hardware feedback times policies on this machine, which the update would
         slow). Why: on 2 cores the agent's updates were 30 % of a digits CNN run with the full
-        evaluator; 2 workers ran 1.27-1.60x as fast as one in lockstep and 1.48-1.83x
+        evaluator; 2 workers ran 1.22-1.60x as fast as one in lockstep and 1.41-1.83x
         overlapped (``bench/parallel.py --no-overlap``, 24-96 episodes).
     """
 
