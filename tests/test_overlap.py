@@ -5,6 +5,7 @@ batch, and the agent config decides when a search defers."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
@@ -126,8 +127,6 @@ def test_driver_work_runs_beside_a_pool_and_its_failure_is_raised(counted: tuple
     threads: list[str] = []
 
     def work() -> None:
-        import threading
-
         threads.append(threading.current_thread().name)
 
     vec.while_scoring = work
