@@ -78,8 +78,8 @@ class _Timed:
 
 
 def warm_up(problem: SearchProblem, workers: int) -> None:
-    """One evaluation in this process and, on a pool, one on each worker, none of them cached: what
-    a process pays once (its first optimizer's imports) is then paid before the clock starts."""
+    """An optimizer made in this process and, on a pool, one uncached evaluation on each worker:
+    what a process pays once (its first optimizer's imports) is then paid before the clock starts."""
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     if problem.pool is None:
         return
@@ -96,11 +96,11 @@ def run_once(
 ) -> tuple[float, float, int]:
     """(wall seconds of the run, seconds inside evaluation, evaluations) with ``workers`` workers."""
     problem = make_problem(env, log=log, workers=workers)
-    warm_up(problem, workers)
-    timed = _Timed(problem)
-    problem.score_many = timed  # type: ignore[method-assign]
-    shutil.rmtree(out, ignore_errors=True)
     try:
+        warm_up(problem, workers)
+        timed = _Timed(problem)
+        problem.score_many = timed  # type: ignore[method-assign]
+        shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         if proposer == "search":
             agent = AgentConfig(warmup_episodes=max(episodes // 4, 2), overlap_updates=overlap)

@@ -97,9 +97,10 @@ def fit_table(
         if observations is not None:
             save_observations(observations, table, known, machine)
     parts = [net for net in nets if net.name in by_parts]
-    parts_call = table.data.graph.parts_call
+    parts_call: PartsCall | None = None
     if parts:
-        priced, overhead, parts_call = price_by_parts(table, parts, runner, n, seed, log, obs, whole, exported, parts_call)
+        stored = table.data.graph.parts_call
+        priced, overhead, parts_call = price_by_parts(table, parts, runner, n, seed, log, obs, whole, exported, stored)
         obs = [*obs, *priced]
     named = [net.name for net in parts]
     result = fit_graph(table, nets, obs, overhead, form=form, log=log, by_parts=named, parts_call=parts_call)
@@ -265,8 +266,7 @@ def _own_or_correction(
         if distinct > fit.identified:
             return NetworkTerms(mine[0].fingerprint, net.name, len(mine), *_table_terms(fit, pairs, probe), priced_by=priced_by)
     raw = [staged.policy_cost(net.layers, policy_of(net.layers, o.bits)) for o in mine]
-    cheapest = cheapest_configuration(staged, net.layers)[1]
-    least = price_floor(probe, mine)
+    _, cheapest, least = _against_floor(staged, net, mine, probe)
     return fit_correction(raw, [o.measured_ms for o in mine], net.name, mine[0].fingerprint, cheapest=(cheapest, least))
 
 

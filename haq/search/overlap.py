@@ -47,7 +47,7 @@ class DeferredUpdates:
         """Give the agent its own ``train`` back (what is still owed stays owed, as a checkpoint records it)."""
         self.model.__dict__.pop("train", None)
 
-    def owe(self, gradient_steps: int, batch_size: int = 64) -> None:
+    def owe(self, gradient_steps: int, batch_size: int) -> None:
         """Record an update of ``gradient_steps`` minibatches on the transitions stored so far."""
         if self.steps:
             self.pay()
