@@ -1,6 +1,11 @@
 """Parallel evaluation: evaluations per minute with 1 and 2 workers, the serial fraction, and the
 speed-up Amdahl's law then implies for larger pools.
 
+The speed-up is printed two ways: the ratio of each configuration's median run to the reference's,
+and, per repeat, the ratio of the two runs made in that repeat (median and range over repeats). The
+configurations run interleaved, so the second cancels a drift of a shared machine's speed between
+repeats; its range says how far one invocation can be trusted.
+
 Each worker count runs the same proposer end to end (``haq search`` by default, or the random
 baseline) with the full evaluator, through ``make_problem(workers=N)``: 1 worker evaluates
 in-process without Ray, N > 1 on N Ray actors that each load the workload once. Evaluations
@@ -38,6 +43,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -119,6 +125,13 @@ def _median_run(runs: list[tuple[float, float, int]]) -> tuple[float, float, int
     return sorted(runs, key=lambda t: t[0])[(len(runs) - 1) // 2]
 
 
+def paired_speedups(reference: list[tuple[float, float, int]], runs: list[tuple[float, float, int]]) -> list[float]:
+    """Each repeat's rate against the reference's rate in the same repeat: the two ran seconds to
+    minutes apart, so a drift of the machine's speed between repeats cancels, which a ratio of
+    medians taken from different repeats does not do."""
+    return [(e / w) / (e0 / w0) for (w0, _, e0), (w, _, e) in zip(reference, runs)]
+
+
 def amdahl(serial: float, n: int) -> float:
     """Speed-up on ``n`` workers of a job whose fraction ``serial`` does not parallelize."""
     return 1.0 / (serial + (1.0 - serial) / n)
@@ -166,10 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     n0, wall0, inside0, evals0 = rows[0]
     rate0 = evals0 / wall0 * 60
     print(f"{ns.model}, {ns.evaluator} evaluator, {ns.proposer}, {ns.episodes} evaluations per run, median of {ns.repeats}\n")
-    print("| workers | wall (s) | evaluations / min | speed-up | in evaluation (s) |")
-    print("|---|---|---|---|---|")
-    for label, wall, inside, evals in rows:
-        print(f"| {label} | {wall:.1f} | {evals / wall * 60:.1f} | {evals / wall * 60 / rate0:.2f}× | {inside:.1f} |")
+    print("| workers | wall (s) | evaluations / min | speed-up | speed-up within a repeat: median [range] | in evaluation (s) |")
+    print("|---|---|---|---|---|---|")
+    for (label, wall, inside, evals), runs in zip(rows, timings):
+        within = paired_speedups(timings[0], runs)
+        spread = f"{statistics.median(within):.2f}× [{min(within):.2f}, {max(within):.2f}]"
+        print(f"| {label} | {wall:.1f} | {evals / wall * 60:.1f} | {evals / wall * 60 / rate0:.2f}× | {spread} | {inside:.1f} |")
     driver = 1.0 - inside0 / wall0
     print(f"\nserial fraction, driver work in the {n0}-worker run: {driver:.3f}")
     print("Amdahl speed-up with it: " + ", ".join(f"{k} workers {amdahl(driver, k):.1f}×" for k in SCALES))

@@ -11,7 +11,8 @@ float model is trained once per workload (seed 0), the method's seed drives its 
 Columns: final test-split reward (median over seeds, and the range), clean accuracy of the
 chosen policy on the test images, its worst-case robust accuracy (full evaluator on the test
 images; ``n/a`` when not measured), best search reward, evaluations; then, per workload, the
-evaluations RL needed to reach random search's best (median over seeds, paired by seed) and
+evaluations RL needed to reach random search's best (median over seeds, paired by seed), RL's
+median against each baseline's with a 95 % bootstrap interval over seeds, and
 the evaluator's noise: the reward std of one policy re-scored under different fine-tune /
 attack seeds (full evaluator) or, for the cheap evaluator (deterministic), the binomial
 sampling std of its accuracy term on the search's images.
@@ -49,6 +50,7 @@ import argparse
 import dataclasses
 import json
 import math
+import random as pyrandom
 import statistics
 import sys
 import time
@@ -90,6 +92,8 @@ VARIANTS = (
 )
 SEEDED = ("rl", "random", *VARIANTS)
 PICK_K = 5
+BOOTSTRAP_DRAWS = 4000
+"""Resamples of the seeds behind each comparison's interval (:func:`median_gap`)."""
 
 
 @dataclass(frozen=True)
@@ -350,6 +354,7 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
         if needed:
             shown = ", ".join(str(n) if n is not None else f">{s.evaluations}" for n in needed)
             lines.append(f"\n{method}: evaluations to reach random search's best (per seed): {shown}")
+    lines += rl_against_baselines(results)
     lines += multi_fidelity_verdicts(results)
     ilp = next((r for r in results if r.method == "ilp"), None)
     prior_runs = [r for r in results if r.method == "rl-prior"]
@@ -363,6 +368,50 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
     measured = f"{noise:.4f}" if not math.isnan(noise) else "not measured (it is, beside a uniform run)"
     lines.append(f"\nevaluator noise (reward std of one policy): {measured}")
     return "\n".join(lines)
+
+
+def median_gap(mine: dict[int, float], theirs: dict[int, float], draws: int = BOOTSTRAP_DRAWS) -> tuple[float, float, float]:
+    """Median of ``mine`` minus median of ``theirs`` over the seeds both ran, and a 95 % bootstrap
+    interval of it: the seeds resampled with replacement, each draw keeping a seed's pair together.
+    A method run once (a deterministic baseline: one seed stands for all) is a constant. Why: the
+    targets compare medians over a handful of seeds of a noisy evaluator, and whether a gap of
+    0.01 is a gap at all is what the interval says (fixed resampling seed: the same runs always
+    print the same interval)."""
+    const = next(iter(theirs.values())) if len(theirs) == 1 else None
+    seeds = sorted(mine) if const is not None else sorted(set(mine) & set(theirs))
+    if not seeds:
+        raise ValueError("no seed in common")
+
+    def gap(sample: list[int]) -> float:
+        other = const if const is not None else statistics.median(theirs[k] for k in sample)
+        return statistics.median(mine[k] for k in sample) - other
+
+    rng = pyrandom.Random(0)
+    spread = sorted(gap(rng.choices(seeds, k=len(seeds))) for _ in range(draws))
+    return gap(seeds), spread[int(0.025 * draws)], spread[int(0.975 * draws) - 1]
+
+
+def rl_against_baselines(results: list[RunResult]) -> list[str]:
+    """The default agent's median final test reward against each baseline's (target: >= each),
+    with :func:`median_gap`'s interval and, where both ran several seeds, the paired count."""
+    rl = {r.seed: r.test_reward for r in results if r.method == "rl"}
+    out = []
+    for method in METHODS[1:]:
+        theirs = {r.seed: r.test_reward for r in results if r.method == method}
+        if len(rl) < 2 or not theirs or (len(theirs) > 1 and len(set(rl) & set(theirs)) < 2):
+            continue
+        point, lo, hi = median_gap(rl, theirs)
+        if len(theirs) > 1:
+            common = set(rl) & set(theirs)
+            paired = sum(rl[k] > theirs[k] for k in common), sum(rl[k] < theirs[k] for k in common)
+            detail = f"paired by seed: rl better in {paired[0]}, worse in {paired[1]} of {len(common)}"
+        else:
+            detail = f"one run of {method}, taken as fixed"
+        out.append(
+            f"\nrl minus {method}, median final test reward: {point:+.4f} (95 % bootstrap interval over seeds "
+            f"[{lo:+.4f}, {hi:+.4f}]; {detail})"
+        )
+    return out
 
 
 def multi_fidelity_verdicts(results: list[RunResult]) -> list[str]:
@@ -381,9 +430,11 @@ def multi_fidelity_verdicts(results: list[RunResult]) -> list[str]:
         third = min(r.evaluations for r in runs) / 3
         better = sum(r.test_reward > full_only[r.seed].test_reward for r in runs)
         worse = sum(r.test_reward < full_only[r.seed].test_reward for r in runs)
+        _, lo, hi = median_gap({r.seed: r.test_reward for r in runs}, {r.seed: full_only[r.seed].test_reward for r in runs})
         out.append(
             f"\n{method} against full-only rl on {len(runs)} seeds: median final test reward {multi:+.3f} vs {full:+.3f} "
-            f"(difference {multi - full:+.3f}; paired by seed {better} better, {worse} worse), "
+            f"(difference {multi - full:+.3f}, 95 % bootstrap interval over seeds [{lo:+.3f}, {hi:+.3f}]; "
+            f"paired by seed {better} better, {worse} worse), "
             f"at most {most} full evaluations per run ({'within' if most <= third else 'above'} a third of the evaluations)"
         )
     return out
