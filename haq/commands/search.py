@@ -15,6 +15,7 @@ from haq.commands.workload_args import add_workload_args, explain_uncovered, wor
 from haq.core.errors import ConfigError
 from haq.core.fileio import check_writable_dir
 from haq.evaluation.config import EvalConfig
+from haq.hardware.feedback import FEEDBACK_CACHE
 from haq.jobs.flags import add_job_args, resolve_job
 from haq.problem.config import ACTION_PRIORS, METRICS, OBSERVATIONS, BudgetConfig, EnvConfig
 from haq.runs.rundir import EpisodeRecord
@@ -23,9 +24,6 @@ from haq.search.config import AGENTS, AgentConfig, SearchConfig
 if TYPE_CHECKING:
     from haq.problem.budget import Budget
     from haq.problem.problem import SearchProblem
-
-FEEDBACK_CACHE = "measured_latency.json"
-"""Where a run directory keeps hardware-feedback measurements, so a resumed run does not re-measure."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import latency_tables
 from haq.commands.common import log
@@ -25,10 +23,8 @@ from haq.commands.device import (
     protocol_config,
 )
 from haq.commands.workload_args import add_data_args
-from haq.core import validate
 from haq.core.errors import ConfigError
-from haq.core.types import Log
-from haq.hardware.build import BuildReport, DeviceBackend, extend_table
+from haq.hardware.build import BuildConfig, DeviceBackend, build_table
 from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
 from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.runner import REMOTE_PREFIX, make_runner
@@ -38,34 +34,9 @@ from haq.jobs.flags import add_job_args, resolve_job
 from haq.quant import QuantPolicy
 from haq.tables.network import describe_pairs
 from haq.tables.table import CostTable
-from haq.workload import WorkloadConfig, resolve_input, workload_layers
+from haq.workload import WorkloadConfig, workload_layers
 
 EXTRA_ACTIONS: tuple[str, ...] = ("tables_check", "tables_fit")
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """What ``haq tables build`` was asked to do, validated."""
-
-    models: tuple[str, ...]
-    device: str
-    out: Path
-    batch: int = 1
-    dataset: str | None = None
-    data_root: str | None = None
-    input_size: int | None = None
-    input_shape: tuple[int, int, int] | None = None
-
-    def __post_init__(self) -> None:
-        if not self.models or any(not m for m in self.models):
-            raise ConfigError("--model needs at least one zoo name or package.module:callable")
-        if not self.device:
-            raise ConfigError(f"--device is empty; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
-        validate.count("--batch", self.batch)
-        if self.out.suffix != ".json":
-            raise ConfigError(f"--out must be a .json file, got {self.out}")
-        if self.out.exists() and not self.out.is_file():
-            raise ConfigError(f"--out {self.out} exists and is not a file")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -121,24 +92,6 @@ def run_build(ns: argparse.Namespace) -> int:
     report = build_table(cfg, lambda: make_backend(ns, cfg.device, job.section("protocol")), log)
     print(f"{report.path}: priced {report.added} new signature(s), kept {report.kept} already present; {report.entries} entries")
     return 0
-
-
-def build_table(cfg: BuildConfig, backend: Callable[[], DeviceBackend], log: Log) -> BuildReport:
-    """Price the layers of ``cfg``'s models with ``backend()`` into ``cfg.out`` (``haq tables build``
-    and the service's table-build jobs)."""
-    signatures = []
-    inputs: dict[str, tuple[int, int, int]] = {}
-    for model in cfg.models:
-        wcfg = WorkloadConfig(
-            model=model, dataset=cfg.dataset, data_root=cfg.data_root, input_size=cfg.input_size, input_shape=cfg.input_shape
-        )
-        layers, inputs[model] = workload_layers(wcfg), resolve_input(wcfg).shape
-        log(
-            f"{model} at {'x'.join(map(str, inputs[model]))}: {len(layers)} layers, "
-            f"{len({layer.signature.key() for layer in layers})} distinct signatures"
-        )
-        signatures.extend(layer.signature for layer in layers)
-    return extend_table(backend(), signatures, cfg.out, cfg.batch, models=cfg.models, log=log, inputs=inputs)
 
 
 def make_backend(ns: argparse.Namespace, device: str, protocol: ProtocolConfig | None = None) -> DeviceBackend:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,34 +11,12 @@ import latency_tables
 from haq.commands.common import log
 from haq.commands.machine import check_machine
 from haq.commands.workload_args import add_data_args
-from haq.core import validate
-from haq.core.errors import ConfigError
 from haq.core.fileio import atomic_write_text
-from haq.hardware.check import check_table, load_check, score
+from haq.hardware.check import CheckConfig, check_table, load_check, score
 from haq.hardware.device.machine import machine_fingerprint
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import SESSIONS, ProtocolConfig
 from haq.hardware.networks import load_network
-
-
-@dataclass(frozen=True)
-class CheckConfig:
-    """Validated ``haq tables check`` arguments."""
-
-    model: str
-    table: str
-    n: int
-    sessions: int
-    seed: int
-    save: Path | None
-    rescore: Path | None
-
-    def __post_init__(self) -> None:
-        validate.count("--n", self.n, 3, 1000)
-        validate.count("--sessions", self.sessions, 1, 100)
-        validate.count("--seed", self.seed, 0)
-        if self.rescore is not None and not self.rescore.is_file():
-            raise ConfigError(f"--rescore needs a file written by --save, {self.rescore} does not exist")
 
 
 def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern

@@ -3,7 +3,8 @@
 A *backend* prices one layer signature on one device (an analytical model, onnxruntime on this
 CPU, a remote device agent). :func:`extend_table` asks it only for signatures the table does
 not hold yet, so a table grows as users add models, and saves atomically as it goes. Which
-backend a ``--device`` string names is decided by the command (``haq tables build``).
+backend a ``--device`` string names is decided by the command (``haq tables build``) or the
+job that runs it; both hand :func:`build_table` a :class:`BuildConfig` (the models and the table).
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from haq import __version__
 from haq.core import validate
-from haq.core.errors import TableError
+from haq.core.errors import ConfigError, TableError
 from haq.core.types import Log
+from haq.hardware.build_analytical import ANALYTICAL_DEVICES
 from haq.hardware.device.machine import MachineFingerprint, fingerprint_differences
 from haq.quant.discovery import LayerSignature
 from haq.tables.schema import Entry, GraphExtras, TableData, leaves_positive
 from haq.tables.table import CostTable, load_table, save_table
 from haq.tables.validation import parse
+from haq.workload import WorkloadConfig, resolve_input, workload_layers
 
 # Metadata that must agree before new entries may join an existing table.
 _COMPATIBLE_FIELDS = ("device", "runtime", "threads", "units", "metrics", "constants")
@@ -204,3 +207,46 @@ def _unique(sigs: Sequence[LayerSignature]) -> list[LayerSignature]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What ``haq tables build`` was asked to do, validated."""
+
+    models: tuple[str, ...]
+    device: str
+    out: Path
+    batch: int = 1
+    dataset: str | None = None
+    data_root: str | None = None
+    input_size: int | None = None
+    input_shape: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.models or any(not m for m in self.models):
+            raise ConfigError("--model needs at least one zoo name or package.module:callable")
+        if not self.device:
+            raise ConfigError(f"--device is empty; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
+        validate.count("--batch", self.batch)
+        if self.out.suffix != ".json":
+            raise ConfigError(f"--out must be a .json file, got {self.out}")
+        if self.out.exists() and not self.out.is_file():
+            raise ConfigError(f"--out {self.out} exists and is not a file")
+
+
+def build_table(cfg: BuildConfig, backend: Callable[[], DeviceBackend], log: Log) -> BuildReport:
+    """Price the layers of ``cfg``'s models with ``backend()`` into ``cfg.out`` (``haq tables build``
+    and the service's table-build jobs)."""
+    signatures = []
+    inputs: dict[str, tuple[int, int, int]] = {}
+    for model in cfg.models:
+        wcfg = WorkloadConfig(
+            model=model, dataset=cfg.dataset, data_root=cfg.data_root, input_size=cfg.input_size, input_shape=cfg.input_shape
+        )
+        layers, inputs[model] = workload_layers(wcfg), resolve_input(wcfg).shape
+        log(
+            f"{model} at {'x'.join(map(str, inputs[model]))}: {len(layers)} layers, "
+            f"{len({layer.signature.key() for layer in layers})} distinct signatures"
+        )
+        signatures.extend(layer.signature for layer in layers)
+    return extend_table(backend(), signatures, cfg.out, cfg.batch, models=cfg.models, log=log, inputs=inputs)

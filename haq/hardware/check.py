@@ -6,7 +6,8 @@ onnxruntime's optimized graph), times it twice with the protocol (the second pas
 retest that bounds what any predictor can reach), and compares the table's prediction —
 naive per-layer sum and graph-aware ``policy_cost`` — with the measurement
 (:mod:`haq.hardware.accuracy`). :func:`score` does the comparison alone, so a refitted table
-can be judged on the measurements of an earlier check.
+can be judged on the measurements of an earlier check. :class:`CheckConfig` is what a check
+was asked to do, the same for ``haq tables check`` and a table-check job.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from haq.core import jsonio, validate
-from haq.core.errors import TableError
+from haq.core.errors import ConfigError, TableError
 from haq.core.types import BitPair, Log
 from haq.hardware.accuracy import Accuracy, accuracy
 from haq.hardware.device.runner import Runner
@@ -126,3 +127,23 @@ def load_check(path: Path, network: str) -> tuple[list[tuple[BitPair, ...]], lis
             f"saved check {path} is unreadable or malformed ({exc}); write one with haq tables check --save"
         ) from None
     return bits, twice
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Validated ``haq tables check`` arguments."""
+
+    model: str
+    table: str
+    n: int
+    sessions: int
+    seed: int
+    save: Path | None
+    rescore: Path | None
+
+    def __post_init__(self) -> None:
+        validate.count("--n", self.n, 3, 1000)
+        validate.count("--sessions", self.sessions, 1, 100)
+        validate.count("--seed", self.seed, 0)
+        if self.rescore is not None and not self.rescore.is_file():
+            raise ConfigError(f"--rescore needs a file written by --save, {self.rescore} does not exist")

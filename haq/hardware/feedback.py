@@ -32,6 +32,8 @@ from haq.hardware.device.runner import Runner
 from haq.quant import LayerInfo, QuantPolicy
 from haq.workload import Workload
 
+FEEDBACK_CACHE = "measured_latency.json"
+"""Where a run directory keeps hardware-feedback measurements, so a resumed run does not re-measure."""
 CACHE_FORMAT = "haq-measured-cost"
 CACHE_VERSION = 1
 _DEVICE_KEYS = ("cpu", "machine", "onnxruntime", "threads")

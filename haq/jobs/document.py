@@ -36,6 +36,8 @@ from typing import Any, ClassVar, Mapping
 from haq.baselines import BaselineConfig
 from haq.core import config as serial
 from haq.core.errors import ConfigError
+from haq.hardware.build import BuildConfig
+from haq.hardware.check import CheckConfig
 from haq.hardware.device.settings import ProtocolConfig
 from haq.problem.config import EnvConfig
 from haq.runs.final_pick import PickConfig
@@ -54,11 +56,6 @@ RUN_KINDS = ("search", "baseline", "transfer")
 
 def sections(kind: str) -> dict[str, type]:
     """Section name -> config class of a job ``kind`` (in document order)."""
-    # The table commands' configs live in their command modules, which import this package for
-    # --config; importing them here (not at module level) keeps that from being circular.
-    from haq.commands.tables import BuildConfig
-    from haq.commands.tables_check import CheckConfig
-
     table: dict[str, dict[str, type]] = {
         "search": {"search": SearchConfig, "pick": PickConfig},
         "baseline": {"baseline": BaselineConfig, "env": EnvConfig, "pick": PickConfig},

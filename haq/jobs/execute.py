@@ -21,17 +21,16 @@ from typing import Any, Callable, Mapping
 from haq.baselines import BaselineConfig, baseline_env, run_baseline
 from haq.commands.device import TOKEN_ENV
 from haq.commands.problems import load_device_table, make_problem
-from haq.commands.search import FEEDBACK_CACHE
-from haq.commands.tables import build_table
 from haq.core import config as serial
 from haq.core.errors import ConfigError, HaqError, InternalError
 from haq.core.fileio import atomic_write_text
 from haq.core.types import Log, quiet
-from haq.hardware.build import DeviceBackend
+from haq.hardware.build import DeviceBackend, build_table
 from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
 from haq.hardware.check import check_table
 from haq.hardware.device.runner import REMOTE_PREFIX, LocalRunner, make_runner
 from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.feedback import FEEDBACK_CACHE
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import load_network
 from haq.jobs.document import RUN_KINDS, Job
