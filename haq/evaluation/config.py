@@ -46,7 +46,8 @@ class EvalConfig:
         with 20 (and the allowance below) none did, and the median final test reward went
         +1.085 -> +1.193 (CNN) and +1.051 -> +1.121 (MLP; full-only searches +1.114 / +1.196 on
         the same day), every run with 33 full evaluations (``bench/search_quality.py --methods
-        rl-multi``, seeds 0-9; over seeds 0-19: +1.111 / +1.126 against full-only +1.102 / +1.138).
+        rl-multi``, seeds 0-9; over seeds 0-19: +1.111 / +1.126 against full-only +1.102 / +1.138;
+        over seeds 20-39: +1.068 / +1.022 against +1.182 / +1.178, behind on both).
     screen_z: ``multi``: a policy gets the full evaluation when its predicted full reward plus
         ``screen_z`` residual standard deviations reaches the best full reward so far.
     screen_min_fraction: ``multi``: the least fraction of policies evaluated in full.
