@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from haq.baselines.candidates import random_candidates
-from haq.commands.problems import make_problem
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import build_evaluator
+from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.workload import Workload, WorkloadConfig
 

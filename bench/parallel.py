@@ -52,8 +52,8 @@ from typing import Sequence
 import torch
 
 from haq.baselines import BaselineConfig, run_baseline
-from haq.commands.problems import make_problem
 from haq.evaluation.config import EvalConfig
+from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import Scored, SearchProblem
 from haq.quant import QuantPolicy

@@ -61,10 +61,10 @@ from typing import Any, Callable
 import torch
 
 from haq.baselines import BaselineConfig, run_baseline
-from haq.commands.problems import load_device_table
 from haq.core.fileio import atomic_write_text
 from haq.evaluation.config import SINGLE_FIDELITY, EvalConfig
 from haq.evaluation.evaluators import Evaluator, build_evaluator
+from haq.jobs.problems import load_device_table
 from haq.parallel import start_pool
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem, build_problem

@@ -43,10 +43,10 @@ import torch
 
 import latency_tables
 from envs.mixed_precision import MixedPrecisionEnv
-from haq.commands.problems import make_problem
 from haq.core.errors import HaqError
 from haq.core.fileio import atomic_write_text
 from haq.evaluation.config import EvalConfig
+from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.runs.rundir import EpisodeRecord, RunDir

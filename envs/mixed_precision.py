@@ -146,7 +146,7 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     Built from a ``config``, the environment resolves ``config.table`` itself with
     :func:`latency_tables.load` (``envs`` sits above the shipped tables, so ``gymnasium.make``
     needs nothing else). It builds no measuring cost source: for hardware feedback pass a
-    ``problem`` made by ``haq.commands.problems.make_problem``.
+    ``problem`` made by ``haq.jobs.problems.make_problem``.
 
     ## Version History
     * v0: initial version (one step per layer, 2-D action, projected budget, table features).

@@ -57,7 +57,7 @@ def digits_workload(cache_dir: Path, cpu: torch.device) -> Workload:
 def two_workers(cache_dir: Path) -> Iterator[SearchProblem]:
     """The embedded default evaluated on 2 Ray workers (one pool per module: 2 CPUs hold 2 actors);
     modules that use it skip without Ray (``pytest.importorskip("ray")``)."""
-    from haq.commands.problems import make_problem
+    from haq.jobs.problems import make_problem
 
     problem = make_problem(EnvConfig(), cache_dir=cache_dir, workers=2)
     yield problem

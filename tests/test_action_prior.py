@@ -11,8 +11,8 @@ import pytest
 
 from envs.mixed_precision import MixedPrecisionEnv
 from haq.baselines.candidates import ilp_candidates
-from haq.commands.problems import make_problem
 from haq.core.errors import ConfigError
+from haq.jobs.problems import make_problem
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem
 

@@ -14,9 +14,9 @@ from search_fakes import AnalyticTable
 
 from haq.baselines import BaselineConfig, estimate_sensitivity, run_baseline
 from haq.cli import main as haq_main
-from haq.commands.problems import make_problem
 from haq.core import config as serial
 from haq.core.errors import ConfigError, HaqError, RunDirError
+from haq.jobs.problems import make_problem
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.problem.solvers import (

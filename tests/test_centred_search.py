@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from envs.vector import MixedPrecisionVecEnv
-from haq.commands.problems import make_problem
 from haq.core.errors import ConfigError, RunDirError
+from haq.jobs.problems import make_problem
 from haq.problem.allocation import budget_ladder, choice_problem, sensitivity_rungs
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem

@@ -17,8 +17,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from envs.mixed_precision import OBS_FEATURES, MixedPrecisionEnv
-from haq.commands.problems import make_problem
 from haq.core.errors import ConfigError, HaqError, UsageError
+from haq.jobs.problems import make_problem
 from haq.problem.budget import LayerChoices, map_action, project
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem, build_problem

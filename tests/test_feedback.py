@@ -8,7 +8,6 @@ from typing import Any, Sequence
 
 import pytest
 
-from haq.commands.problems import local_measurer, make_problem
 from haq.core import config as serial
 from haq.core.errors import ConfigError, HaqError
 from haq.evaluation.config import EvalConfig
@@ -17,6 +16,7 @@ from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.runner import LocalRunner, RemoteRunner
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.feedback import CACHE_FORMAT, CACHE_VERSION, MeasuredCost, QDQExporter, policy_key
+from haq.jobs.problems import local_measurer, make_problem
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.quant import FLOAT_BITS, QuantPolicy
 from haq.workload import Workload

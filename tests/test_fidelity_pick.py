@@ -12,9 +12,9 @@ from gymnasium.utils.env_checker import check_env
 
 from envs.mixed_precision import OBS_FEATURES, OBSERVATION_FEATURES, MixedPrecisionEnv
 from haq.baselines.candidates import random_candidates
-from haq.commands.problems import make_problem
 from haq.core.errors import ConfigError, DataError
 from haq.evaluation.held_out import Images
+from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.problem.select import pick_final

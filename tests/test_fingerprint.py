@@ -13,7 +13,6 @@ import pytest
 
 import latency_tables
 from haq.cli import main
-from haq.commands import machine, problems
 from haq.core.errors import TableError
 from haq.evaluation.config import EvalConfig
 from haq.hardware.build import extend_table
@@ -29,6 +28,7 @@ from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.fit import fit_table
 from haq.hardware.networks import model_layers, network_of
+from haq.jobs import machine, problems
 from haq.problem.budget import build_budget_model
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.quant import FLOAT_BITS, LayerSignature, QuantPolicy

@@ -153,7 +153,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_a: object, **_k: object) -> None:
         raise AssertionError("work started before the run directory was checked")
 
-    monkeypatch.setattr("haq.commands.problems.make_problem", refuse)
+    monkeypatch.setattr("haq.jobs.problems.make_problem", refuse)
 
 
 @pytest.mark.parametrize("command", [SEARCH + ["--episodes", "2"], ["baseline", "--method", "random", "--evaluator", "cheap"]])

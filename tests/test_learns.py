@@ -24,9 +24,9 @@ import pytest
 
 import latency_tables
 from envs.mixed_precision import MixedPrecisionEnv
-from haq.commands.problems import make_problem
 from haq.evaluation.evaluators import CachedEvaluator
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
+from haq.jobs.problems import make_problem
 from haq.problem.budget import build_budget_model
 from haq.problem.config import BudgetConfig, EnvConfig, RewardConfig
 from haq.problem.problem import SearchProblem

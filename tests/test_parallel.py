@@ -71,7 +71,7 @@ def pool(two_workers: SearchProblem) -> object:
 
 @pytest.fixture(scope="module")
 def default_problem(cache_dir: Path) -> SearchProblem:
-    from haq.commands.problems import make_problem
+    from haq.jobs.problems import make_problem
 
     return make_problem(EnvConfig(), cache_dir=cache_dir)
 

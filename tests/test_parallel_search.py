@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def default_problem(cache_dir: Path) -> SearchProblem:
-    from haq.commands.problems import make_problem
+    from haq.jobs.problems import make_problem
 
     return make_problem(EnvConfig(), cache_dir=cache_dir)
 
@@ -107,7 +107,7 @@ def test_a_baseline_submits_batches_and_loses_nothing_to_a_killed_worker(two_wor
 
 
 def test_a_multi_fidelity_search_logs_which_fidelity_scored_each_episode(cache_dir: Path, tmp_path: Path) -> None:
-    from haq.commands.problems import make_problem
+    from haq.jobs.problems import make_problem
     from haq.problem.config import EnvConfig
     from haq.search.config import AgentConfig, SearchConfig
     from haq.search.run import run_search
@@ -134,7 +134,7 @@ def test_a_multi_fidelity_search_logs_which_fidelity_scored_each_episode(cache_d
 def test_a_multi_fidelity_search_resumes_to_the_log_of_an_uninterrupted_one(cache_dir: Path, tmp_path: Path) -> None:
     """The screen's state (calibration, best full reward, full evaluations spent against the
     allowance) comes back from the log, so a killed run goes on deciding as it would have."""
-    from haq.commands.problems import make_problem
+    from haq.jobs.problems import make_problem
     from haq.search.config import AgentConfig, SearchConfig
     from haq.search.run import run_search
 

@@ -16,8 +16,8 @@ import pytest
 
 from haq.baselines import BaselineConfig, run_baseline
 from haq.cli import main
-from haq.commands.problems import make_problem
 from haq.core.errors import RunDirError
+from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.quant import QuantPolicy

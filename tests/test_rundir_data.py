@@ -19,9 +19,9 @@ import torch
 
 from haq.baselines import BaselineConfig, run_baseline
 from haq.cli import main
-from haq.commands.problems import make_problem
 from haq.core.errors import RunDirError
 from haq.evaluation.config import EvalConfig
+from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.quant import QuantPolicy

@@ -10,10 +10,10 @@ import pytest
 
 from envs.mixed_precision import OBS_FEATURES, MixedPrecisionEnv
 from haq.cli import main
-from haq.commands.problems import make_problem
 from haq.core import config as serial
 from haq.core.errors import ConfigError
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
+from haq.jobs.problems import make_problem
 from haq.problem.budget import Budget
 from haq.problem.config import EnvConfig, RewardConfig
 from haq.problem.problem import SearchProblem

@@ -27,7 +27,7 @@ DEVICE_MODULES = (
     "haq.hardware.device.session",
     "haq.hardware.device.settings",
     "haq.hardware.device.timing",
-    "haq.commands.common",
+    "haq.core.types",
     "haq.commands.device",
     "haq.cli",
 )

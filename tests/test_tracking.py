@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from haq.commands.problems import make_problem
 from haq.evaluation.metrics import PolicyMetrics
 from haq.jobs import parse_job
 from haq.jobs.execute import run_job
+from haq.jobs.problems import make_problem
 from haq.problem.budget import Budget
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem

@@ -15,11 +15,11 @@ import pytest
 import latency_tables
 from envs.mixed_precision import MixedPrecisionEnv
 from haq.cli import main
-from haq.commands.problems import make_problem
 from haq.core import config as serial
 from haq.core.errors import ConfigError, RunDirError, TableError
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.metrics import PolicyMetrics
+from haq.jobs.problems import make_problem
 from haq.problem.allocation import sensitivity_rungs
 from haq.problem.config import EnvConfig, RewardConfig
 from haq.quant import QuantPolicy

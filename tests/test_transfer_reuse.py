@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from envs.mixed_precision import MixedPrecisionEnv
-from haq.commands.problems import make_problem
 from haq.core.errors import ConfigError
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import PolicyCosts
 from haq.evaluation.metrics import PolicyMetrics
+from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.agents import restore_agent

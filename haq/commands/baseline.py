@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from haq.commands.common import log
 from haq.commands.pick import add_pick_args, pick_config, report_pick
 from haq.commands.search import add_search_args, budget_line, env_config, print_record, run_problem
 from haq.commands.workload_args import add_workload_args
 from haq.core.fileio import check_writable_dir
+from haq.core.types import stderr_log as log
 from haq.jobs.flags import add_job_args, resolve_job
 
 

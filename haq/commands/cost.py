@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 
 def run(ns: argparse.Namespace) -> int:
-    from haq.commands.common import log
-    from haq.commands.problems import load_device_tables
+    from haq.core.types import stderr_log as log
+    from haq.jobs.problems import load_device_tables
     from haq.quant import QuantPolicy
     from haq.tables.compare import cost_on_devices
 

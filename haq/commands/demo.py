@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from haq.commands.common import log
 from haq.commands.pick import add_pick_args, pick_config, report_pick
-from haq.commands.problems import make_problem
 from haq.commands.search import print_record
 from haq.core.errors import HaqError
 from haq.core.fileio import check_writable_dir
+from haq.core.types import stderr_log as log
 from haq.evaluation.config import EvalConfig
+from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.search.config import AgentConfig, SearchConfig

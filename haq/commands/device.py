@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from haq.commands.common import log
 from haq.core.errors import ConfigError
 from haq.core.fileio import atomic_write_text
+from haq.core.types import stderr_log as log
 from haq.hardware.device.agent import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MEMORY_MB,
@@ -29,10 +29,9 @@ from haq.hardware.device.agent import (
     timestamped,
 )
 from haq.hardware.device.client import DEFAULT_TIMEOUT_S
-from haq.hardware.device.runner import RemoteRunner, make_runner, parse_remote
+from haq.hardware.device.runner import TOKEN_ENV, RemoteRunner, make_runner, parse_remote
 from haq.hardware.device.settings import ProtocolConfig
 
-TOKEN_ENV = "HAQ_DEVICE_TOKEN"
 TLS_CA_ENV = "HAQ_DEVICE_TLS_CA"
 MAX_MODEL_FILE_BYTES = 2**31 - 1  # protobuf's limit: a larger ONNX file needs external data, which haq never reads
 

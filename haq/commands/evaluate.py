@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from haq.commands.common import log
 from haq.commands.workload_args import add_workload_args, explain_uncovered, workload_config
+from haq.core.types import stderr_log as log
 from haq.evaluation.config import EVALUATORS
 from haq.problem.config import DEFAULT_TABLE
 
@@ -50,8 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 def run(ns: argparse.Namespace) -> int:
     import dataclasses
 
-    from haq.commands.problems import load_device_table, local_measurer
     from haq.evaluation.final import FinalEvalConfig, evaluate_final, measurement_skipped
+    from haq.jobs.problems import load_device_table, local_measurer
     from haq.quant import QuantPolicy
     from haq.training import parse_torch_device
     from haq.workload import load_workload

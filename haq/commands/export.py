@@ -6,11 +6,11 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from haq.commands.common import log
 from haq.commands.workload_args import add_workload_args, torch_device, workload_config
 from haq.core import validate
 from haq.core.errors import ConfigError
 from haq.core.fileio import check_writable_file
+from haq.core.types import stderr_log as log
 from haq.export import ExportOptions, export_policy
 from haq.quant import QuantPolicy
 from haq.workload import load_workload

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from haq.commands.common import log
+from haq.core.types import stderr_log as log
 
 if TYPE_CHECKING:
     from haq.runs.final_pick import PickConfig

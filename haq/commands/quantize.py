@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from haq.commands.common import log
 from haq.commands.workload_args import add_workload_args, torch_device, workload_config
+from haq.core.types import stderr_log as log
 from haq.evaluation.ptq import evaluate_policy_ptq
 from haq.quant import FLOAT_BITS, QuantPolicy
 from haq.training import accuracy

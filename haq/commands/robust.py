@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import copy
 
-from haq.commands.common import log
 from haq.commands.workload_args import add_workload_args, torch_device, workload_config
 from haq.core import validate
 from haq.core.errors import ConfigError
+from haq.core.types import stderr_log as log
 from haq.evaluation.ptq import quantized_copy
 from haq.quant import QuantPolicy
 from haq.robust import (

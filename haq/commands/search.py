@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from haq.commands.common import log
 from haq.commands.pick import add_pick_args, pick_config, report_pick
 from haq.commands.workload_args import add_workload_args, explain_uncovered, workload_config
 from haq.core.errors import ConfigError
 from haq.core.fileio import check_writable_dir
+from haq.core.types import stderr_log as log
 from haq.evaluation.config import EvalConfig
 from haq.hardware.feedback import FEEDBACK_CACHE
 from haq.jobs.flags import add_job_args, resolve_job
@@ -159,7 +159,7 @@ def run(ns: argparse.Namespace) -> int:
 def run_problem(env: EnvConfig, out: Path, ns: argparse.Namespace) -> SearchProblem:
     """The problem a run command works on: an uncovered layer explained before any training,
     hardware-feedback measurements kept in the run directory, the --strict / --workers flags."""
-    from haq.commands.problems import make_problem
+    from haq.jobs.problems import make_problem
 
     with explain_uncovered(env.workload, [env.table]):
         return make_problem(

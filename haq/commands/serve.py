@@ -7,8 +7,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-from haq.commands.common import log
 from haq.core.errors import ConfigError
+from haq.core.types import stderr_log as log
 
 SERVICE_PACKAGES = ("fastapi", "uvicorn", "sqlalchemy")
 

@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 
 import latency_tables
-from haq.commands.common import log
 from haq.commands.device import (
     add_protocol_args,
     add_token_arg,
@@ -24,6 +23,7 @@ from haq.commands.device import (
 )
 from haq.commands.workload_args import add_data_args
 from haq.core.errors import ConfigError
+from haq.core.types import stderr_log as log
 from haq.hardware.build import BuildConfig, DeviceBackend, build_table
 from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
 from haq.hardware.device.machine import MachineFingerprint

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import latency_tables
-from haq.commands.common import log
-from haq.commands.machine import check_machine
 from haq.commands.workload_args import add_data_args
 from haq.core.fileio import atomic_write_text
+from haq.core.types import stderr_log as log
 from haq.hardware.check import CheckConfig, check_table, load_check, score
 from haq.hardware.device.machine import machine_fingerprint
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import SESSIONS, ProtocolConfig
 from haq.hardware.networks import load_network
+from haq.jobs.machine import check_machine
 
 
 def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern

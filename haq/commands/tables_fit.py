@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import latency_tables
-from haq.commands.common import log
-from haq.commands.machine import check_machine
 from haq.commands.workload_args import add_data_args
 from haq.core import validate
 from haq.core.errors import ConfigError, TableError
+from haq.core.types import stderr_log as log
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import SESSIONS, ProtocolConfig
 from haq.hardware.fit import FIT_CONFIGS, fit_table, observations_path, sessions_path
 from haq.hardware.networks import load_network
+from haq.jobs.machine import check_machine
 
 
 @dataclass(frozen=True)

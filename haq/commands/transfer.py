@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from haq.commands.common import log
 from haq.commands.pick import add_pick_args, pick_config, report_pick
 from haq.core.fileio import check_writable_dir
+from haq.core.types import stderr_log as log
 from haq.evaluation.config import EVALUATORS
 from haq.jobs.flags import add_job_args, resolve_job
 from haq.transfer.config import TransferConfig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 BitPair = tuple[int, int]
@@ -13,3 +14,9 @@ Log = Callable[[str], None]
 
 def quiet(_msg: str) -> None:
     """A :data:`Log` that drops every message."""
+
+
+def stderr_log(msg: str) -> None:
+    """A :data:`Log` that prints on stderr, so stdout stays machine-readable: what the commands
+    and a problem built without a log of its own report progress with."""
+    print(msg, file=sys.stderr, flush=True)

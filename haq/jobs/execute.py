@@ -5,7 +5,7 @@ resolved document beside the run (``job.toml``) and tracks it in MLflow when the
 (TensorBoard is the proposers' own). :func:`run_job` is the whole of a worker's job: it resolves
 the job's names through a :class:`Resolver` (the service's also knows its uploaded tables, its
 jobs as transfer sources and its registered device agents), builds the problem with
-:func:`haq.commands.problems.make_problem` as the commands do, and runs the proposer (or the
+:func:`haq.jobs.problems.make_problem` as the commands do, and runs the proposer (or the
 table build / check) through the same functions the commands call.
 """
 
@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from haq.baselines import BaselineConfig, baseline_env, run_baseline
-from haq.commands.device import TOKEN_ENV
-from haq.commands.problems import load_device_table, make_problem
 from haq.core import config as serial
 from haq.core.errors import ConfigError, HaqError, InternalError
 from haq.core.fileio import atomic_write_text
@@ -28,13 +26,14 @@ from haq.core.types import Log, quiet
 from haq.hardware.build import DeviceBackend, build_table
 from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
 from haq.hardware.check import check_table
-from haq.hardware.device.runner import REMOTE_PREFIX, LocalRunner, make_runner
+from haq.hardware.device.runner import REMOTE_PREFIX, TOKEN_ENV, LocalRunner, make_runner
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.feedback import FEEDBACK_CACHE
 from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import load_network
 from haq.jobs.document import RUN_KINDS, Job
 from haq.jobs.files import write_job
+from haq.jobs.problems import load_device_table, make_problem
 from haq.plots import plot_run
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem

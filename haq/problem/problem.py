@@ -3,7 +3,7 @@
 Built once from an :class:`~haq.problem.config.EnvConfig` and shared by the environment, the
 baselines and the run loop, so all of them score a policy identically (:meth:`SearchProblem.score`).
 This layer resolves no names: the caller hands in the device table and, with hardware feedback,
-the measuring latency source (``haq.commands.problems.make_problem`` does both from a config).
+the measuring latency source (``haq.jobs.problems.make_problem`` does both from a config).
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def build_problem(
     if cfg.evaluation.hardware_feedback and latency_source is None:
         raise ConfigError(
             "hardware_feedback measures every policy, but no measuring latency source was given; "
-            "build the problem with haq.commands.problems.make_problem"
+            "build the problem with haq.jobs.problems.make_problem"
         )
     if workload is None:
         workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)

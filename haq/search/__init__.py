@@ -4,7 +4,7 @@ environment, and the run directory keeps every episode so a search resumes after
 Life of an episode (the files one episode touches, in order):
 
 1. ``haq/commands/search.py`` – builds the :class:`~haq.problem.problem.SearchProblem` once
-   (``haq/commands/problems.py``: ``make_problem`` resolves the table name) and hands it to
+   (``haq/jobs/problems.py``: ``make_problem`` resolves the table name) and hands it to
    :func:`run_search`; ``haq/search/run.py`` (:class:`RLSearch`, a
    :class:`~haq.runs.proposer.Proposer`) wraps the environment around it (with the reward
    baseline of ``haq/search/baseline.py`` for DDPG) and lets the agent (``haq/search/agents.py``)

@@ -16,7 +16,7 @@ device around the sensitivity allocation at the same fraction of the new budget,
 evaluated: its actions are offsets from that frame. Transferred in the full-budget frame instead,
 it met `bench/transfer.py`'s quarter-episodes target in 52 of 162 comparisons; in its own, 77.
 
-The caller builds the target problem (``haq.commands.problems.make_problem``) from
+The caller builds the target problem (``haq.jobs.problems.make_problem``) from
 :func:`transfer_env`, the environment the source run's settings and the transfer's derive.
 """
 

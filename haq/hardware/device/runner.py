@@ -22,6 +22,8 @@ from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.device.timing import measure_models
 
 REMOTE_PREFIX = "remote://"
+TOKEN_ENV = "HAQ_DEVICE_TOKEN"
+"""The environment variable that holds a device agent's shared secret when no token is passed."""
 
 
 class Runner(Protocol):
@@ -124,7 +126,7 @@ def make_runner(
         raise ConfigError(f"device '{spec}' is not understood; use 'local' or 'remote://HOST:PORT'")
     host, port = parse_remote(spec)
     if not token:
-        raise ConfigError(f"device {spec} needs the agent's token (--token or $HAQ_DEVICE_TOKEN)")
+        raise ConfigError(f"device {spec} needs the agent's token (--token or ${TOKEN_ENV})")
     return RemoteRunner(host, port, token, timeout, protocol, tls_ca)
 
 

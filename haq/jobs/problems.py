@@ -1,0 +1,118 @@
+"""Turning names into concrete things: the one place that resolves a table name into a cost
+table and builds the measuring cost source (hardware feedback, ``haq evaluate``'s timing on this
+machine), then the search problem. The layers below receive these; they never build them.
+
+Measured tables describe one machine. A table name is resolved here and checked against this
+machine (:func:`haq.jobs.machine.check_machine`); the name ``cpu`` means this machine's own
+table, built and fitted for each model on first use (:func:`haq.jobs.machine.machine_table`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import latency_tables
+from haq.core.errors import ConfigError
+from haq.core.types import Log, stderr_log
+from haq.core.validate import count
+from haq.hardware.device.runner import LocalRunner
+from haq.hardware.feedback import MeasuredCost, QDQExporter
+from haq.jobs.machine import check_fitted, check_machine, machine_table
+from haq.parallel import start_pool
+from haq.problem.config import EnvConfig
+from haq.problem.problem import SearchProblem, build_problem, evaluator_kinds
+from haq.tables.protocols import DeviceTable
+from haq.tables.table import CostTable
+from haq.training import parse_torch_device
+from haq.workload import Workload, WorkloadConfig, load_workload
+
+
+def make_problem(
+    cfg: EnvConfig,
+    *,
+    cache_dir: Path | None = None,
+    log: Log | None = None,
+    feedback_cache: Path | None = None,
+    table: DeviceTable | None = None,
+    strict: bool = False,
+    workers: int = 1,
+    ray_address: str | None = None,
+) -> SearchProblem:
+    """The search problem for ``cfg``: its table resolved by name (:func:`load_device_table`) unless one is given.
+
+    With ``cfg.evaluation.hardware_feedback`` every policy's latency is measured on this machine
+    (the whole model exported to QDQ ONNX, bit widths the CPU cannot run emulated on 8-bit
+    containers so the time is what really runs); measurements are kept in ``feedback_cache``
+    so a resumed run does not re-measure. ``workers`` > 1 (or a ``ray_address``) evaluates on that
+    many Ray workers (:func:`haq.parallel.start_pool`); ``problem.close()`` stops them.
+    """
+    tab = table if table is not None else load_device_table(cfg.table, cfg.workload, strict=strict, log=log)
+    count("workers", workers)
+    if workers > 1 or ray_address is not None:
+        workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
+        pool = start_pool(workload, tab, cfg.evaluation, evaluator_kinds(cfg), cfg.torch_device, workers, ray_address, log)
+        try:
+            problem = build_problem(cfg, table=tab, workload=workload, evaluator_factory=pool.evaluator, log=log)
+        except BaseException:
+            pool.close()
+            raise
+        problem.workers, problem.pool, problem.held_out_factory = workers, pool, pool.held_out
+        return problem
+    if not cfg.evaluation.hardware_feedback:
+        return build_problem(cfg, table=tab, cache_dir=cache_dir, log=log)
+    check_prices_this_machine(tab)
+    workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
+    latency = local_measurer(workload, emulated=True, cache_path=feedback_cache, log=log)
+    return build_problem(cfg, table=tab, latency_source=latency, workload=workload, log=log)
+
+
+def load_device_table(
+    name: str, workload: WorkloadConfig | None = None, *, strict: bool = False, log: Log | None = None
+) -> CostTable:
+    """The table ``name`` (shipped name or file; ``cpu``: this machine's, which needs ``workload``),
+    checked against this machine (:func:`check_machine`)."""
+    say = log or stderr_log
+    if name == latency_tables.MACHINE_TABLE:
+        if workload is None:
+            raise ConfigError("--device cpu builds this machine's table for a model; pass --model")
+        return machine_table(workload, strict=strict, log=say)
+    table = latency_tables.load(name)
+    check_machine(table, strict=strict, log=say, model=workload.model if workload is not None else None)
+    if workload is not None:
+        check_fitted(table, workload, say)
+    return table
+
+
+def load_device_tables(
+    names: Sequence[str] | None, workload: WorkloadConfig | None, *, strict: bool = False, log: Log | None = None
+) -> list[CostTable]:
+    """Several tables by name (every shipped one when ``names`` is empty), each as :func:`load_device_table`."""
+    return [load_device_table(n, workload, strict=strict, log=log) for n in (names or latency_tables.available())]
+
+
+def check_prices_this_machine(table: DeviceTable) -> None:
+    """Refuse hardware feedback on a table of another device: budget and measurement would differ in units."""
+    runtime = table.meta.get("runtime", {})
+    if not (isinstance(runtime, Mapping) and runtime.get("name") == "onnxruntime"):
+        raise ConfigError(
+            f"--hardware-feedback measures this machine with onnxruntime, but table '{table.name}' prices another "
+            "device, so budget and measured latency would be in different units; use this machine's measured table"
+        )
+
+
+def local_measurer(workload: Workload, *, emulated: bool, cache_path: Path | None = None, log: Log | None = None) -> MeasuredCost:
+    """Whole-model latency of ``workload`` under a policy, timed here with the standard protocol.
+
+    emulated: export bit widths the CPU cannot run on 8-bit containers instead of refusing.
+    """
+    return MeasuredCost(workload, LocalRunner(), QDQExporter(emulated=emulated), cache_path, log)
+
+
+__all__ = [
+    "check_prices_this_machine",
+    "load_device_table",
+    "load_device_tables",
+    "local_measurer",
+    "make_problem",
+]
