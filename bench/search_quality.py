@@ -398,11 +398,11 @@ def rl_against_baselines(results: list[RunResult]) -> list[str]:
     out = []
     for method in METHODS[1:]:
         theirs = {r.seed: r.test_reward for r in results if r.method == method}
-        if len(rl) < 2 or not theirs or (len(theirs) > 1 and len(set(rl) & set(theirs)) < 2):
+        common = set(rl) & set(theirs)
+        if len(rl) < 2 or not theirs or (len(theirs) > 1 and len(common) < 2):
             continue
         point, lo, hi = median_gap(rl, theirs)
         if len(theirs) > 1:
-            common = set(rl) & set(theirs)
             paired = sum(rl[k] > theirs[k] for k in common), sum(rl[k] < theirs[k] for k in common)
             detail = f"paired by seed: rl better in {paired[0]}, worse in {paired[1]} of {len(common)}"
         else:
@@ -430,10 +430,10 @@ def multi_fidelity_verdicts(results: list[RunResult]) -> list[str]:
         third = min(r.evaluations for r in runs) / 3
         better = sum(r.test_reward > full_only[r.seed].test_reward for r in runs)
         worse = sum(r.test_reward < full_only[r.seed].test_reward for r in runs)
-        _, lo, hi = median_gap({r.seed: r.test_reward for r in runs}, {r.seed: full_only[r.seed].test_reward for r in runs})
+        gap, lo, hi = median_gap({r.seed: r.test_reward for r in runs}, {r.seed: full_only[r.seed].test_reward for r in runs})
         out.append(
             f"\n{method} against full-only rl on {len(runs)} seeds: median final test reward {multi:+.3f} vs {full:+.3f} "
-            f"(difference {multi - full:+.3f}, 95 % bootstrap interval over seeds [{lo:+.3f}, {hi:+.3f}]; "
+            f"(difference {gap:+.3f}, 95 % bootstrap interval over seeds [{lo:+.3f}, {hi:+.3f}]; "
             f"paired by seed {better} better, {worse} worse), "
             f"at most {most} full evaluations per run ({'within' if most <= third else 'above'} a third of the evaluations)"
         )
