@@ -4,15 +4,14 @@ altered, and ``--tls-cert/--tls-key`` encrypt the whole exchange."""
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+from tls_helpers import NEEDS_OPENSSL, self_signed
 
 from haq.cli import main as haq_main
 from haq.core.errors import DeviceError
@@ -109,40 +108,10 @@ def test_an_altered_reply_is_rejected(agent: DeviceAgent) -> None:
         proxy.close()
 
 
-def _self_signed(tmp: Path, name: str) -> tuple[str, str]:
-    cert, key = tmp / f"{name}.pem", tmp / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-addext",
-            "keyUsage=critical,digitalSignature,keyCertSign",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return str(cert), str(key)
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate")
+@NEEDS_OPENSSL
 def test_tls_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cert, key = _self_signed(tmp_path, "agent")
-    other, _ = _self_signed(tmp_path, "other")
+    cert, key = self_signed(tmp_path, "agent")
+    other, _ = self_signed(tmp_path, "other")
     cfg = AgentConfig(port=0, token=TOKEN, header_timeout_s=1.0, tls_cert=cert, tls_key=key)
     with DeviceAgent(cfg).start() as tls_agent:
         host, port = tls_agent.address

@@ -1,5 +1,6 @@
 """`haq tables build --device remote://HOST:PORT`: a table measured through a device agent
-over loopback (hardware in the loop), and its one-line errors."""
+over loopback (hardware in the loop), plain or over TLS, and its one-line errors (the service's
+registered agents: ``test_service.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from tls_helpers import NEEDS_OPENSSL, self_signed
 
 import latency_tables
 from haq.cli import main as haq_main
@@ -81,3 +83,17 @@ def test_token_is_refused_for_the_local_cpu(tmp_path: Path, capsys: pytest.Captu
     argv = ["tables", "build", "--model", "digits_cnn", "--device", "cpu", "--token", TOKEN, "--out", str(tmp_path / "t.json")]
     assert haq_main(argv) == 2
     assert "--token is for remote" in capsys.readouterr().err
+
+
+@NEEDS_OPENSSL
+def test_build_through_an_agent_serving_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cert, key = self_signed(tmp_path, "agent")
+    cfg = AgentConfig(host="127.0.0.1", port=0, token=TOKEN, timeout_s=60.0, io_timeout_s=5.0, tls_cert=cert, tls_key=key)
+    with DeviceAgent(cfg).start() as tls_agent:
+        out = tmp_path / "tls.json"
+        argv = ["tables", "build", "--model", "digits_mlp", "--device", _device(tls_agent), "--token", TOKEN, "--out", str(out)]
+        assert haq_main([*argv, *QUICK]) == 2  # plain TCP to an agent that speaks TLS
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("haq: error:") and not out.exists()
+        assert haq_main([*argv, "--tls-ca", cert, *QUICK]) == 0
+        assert all(e.source == "measured" for e in latency_tables.load(str(out)).entries())

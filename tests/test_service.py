@@ -4,6 +4,7 @@ every route but /health and the page; tables and device agents; cancelling."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,13 +21,23 @@ pytest.importorskip("sqlalchemy", reason="the service needs the 'service' extra"
 
 from fastapi.testclient import TestClient  # noqa: E402
 from test_service_support import HEADERS, TOKEN, ServiceProcess, alive, tiny_search, wait_for  # noqa: E402
+from tls_helpers import NEEDS_OPENSSL, self_signed  # noqa: E402
 
 import latency_tables  # noqa: E402
-from haq.core.errors import ConfigError  # noqa: E402
+from haq.core.errors import ConfigError, HaqError  # noqa: E402
+from haq.core.types import quiet  # noqa: E402
+from haq.hardware.build import BuildConfig, build_table  # noqa: E402
+from haq.hardware.device.agent import AgentConfig, DeviceAgent  # noqa: E402
+from haq.hardware.device.runner import RemoteAccess  # noqa: E402
+from haq.hardware.device.settings import ProtocolConfig  # noqa: E402
+from haq.jobs.execute import table_backend  # noqa: E402
 from haq.service.app import create_app  # noqa: E402
 from haq.service.config import ServiceConfig  # noqa: E402
+from haq.service.names import resolver  # noqa: E402
 from haq.service.store import Store  # noqa: E402
 from haq.workload import Workload  # noqa: E402
+
+AGENT_TOKEN = "service-agent-secret-42"
 
 EPISODES = 24
 
@@ -249,3 +260,48 @@ def test_serve_refuses_to_start_without_a_long_token(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "HAQ_SERVICE_TOKEN" in done.stderr
+
+
+@NEEDS_OPENSSL
+def test_the_service_builds_through_a_registered_agent_serving_tls(tmp_path: Path) -> None:
+    """A table build's ``agent:NAME`` device reaches the agent with the certificate it was registered with."""
+    cert, key = self_signed(tmp_path, "agent")
+    cfg = AgentConfig(host="127.0.0.1", port=0, token=AGENT_TOKEN, timeout_s=60.0, io_timeout_s=5.0, tls_cert=cert, tls_key=key)
+    store = Store(tmp_path / "store")
+    try:
+        with DeviceAgent(cfg).start() as tls_agent:
+            host, port = tls_agent.address
+            store.add_agent("board", host, port, AGENT_TOKEN, Path(cert).read_text())
+            protocol = ProtocolConfig(sessions=1, repeats=3, warmup_runs=1, warmup_s=0.0, min_repeat_ms=0.2, max_retries=0)
+            backend = table_backend("agent:board", protocol, resolver(store), None)
+            build = BuildConfig(("digits_mlp",), "agent:board", tmp_path / "board.json")
+            report = build_table(build, lambda: backend, quiet)
+            assert report.added > 0 and report.path.is_file()
+            store.add_agent("board", host, port, AGENT_TOKEN)  # re-registered without TLS: plain TCP fails
+            with pytest.raises(HaqError):
+                build_table(
+                    dataclasses.replace(build, out=tmp_path / "plain.json"),
+                    lambda: table_backend("agent:board", protocol, resolver(store), None),
+                    quiet,
+                )
+    finally:
+        store.close()
+
+
+@NEEDS_OPENSSL
+def test_an_agent_registered_with_a_certificate_keeps_it_privately(client: TestClient, tmp_path: Path) -> None:
+    cert, _ = self_signed(tmp_path, "board")
+    pem = Path(cert).read_text()
+    board = {"host": "127.0.0.1", "port": 8765, "token": AGENT_TOKEN}
+    bad = client.put("/agents/board1", json={**board, "tls_ca": "not a pem"}, headers=HEADERS)
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("tls_ca:")
+    r = client.put("/agents/board1", json={**board, "tls_ca": pem}, headers=HEADERS)
+    assert r.status_code == 201 and r.json()["tls"] is True and pem not in r.text
+    store: Store = client.app.state.store  # type: ignore[attr-defined]
+    kept = Path(str(store.agent("board1").tls_ca))  # type: ignore[union-attr]
+    assert kept.read_text() == pem and kept.stat().st_mode & 0o777 == 0o600
+    assert resolver(store).device("agent:board1")[1] == RemoteAccess(AGENT_TOKEN, str(kept))
+    plain = client.put("/agents/board1", json=board, headers=HEADERS)
+    assert plain.json()["tls"] is False and not kept.exists()
+    client.put("/agents/board1", json={**board, "tls_ca": pem}, headers=HEADERS)
+    assert client.delete("/agents/board1", headers=HEADERS).status_code == 200 and not kept.exists()

@@ -414,7 +414,7 @@ def test_command_build_list_show(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert _run(["tables", "show", str(out), "--entries", "2", "--model", "digits_cnn"]) == 0
     shown = capsys.readouterr().out
     assert "device: bismo-edge" in shown and "network: cheapest" in shown and "uniform 8/8" in shown
-    with pytest.raises(ConfigError, match="unknown --device 'tpu'"):
+    with pytest.raises(ConfigError, match="--device: unknown device 'tpu'"):
         _run(["tables", "build", "--model", "digits_cnn", "--device", "tpu", "--out", str(out)])
     with pytest.raises(ConfigError, match="--batch must be an integer >= 1"):
         _run(["tables", "build", "--model", "digits_cnn", "--device", "bitfusion", "--out", str(out), "--batch", "0"])

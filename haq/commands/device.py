@@ -29,10 +29,9 @@ from haq.hardware.device.agent import (
     timestamped,
 )
 from haq.hardware.device.client import DEFAULT_TIMEOUT_S
-from haq.hardware.device.runner import TOKEN_ENV, RemoteRunner, make_runner, parse_remote
+from haq.hardware.device.runner import TLS_CA_ENV, TOKEN_ENV, RemoteAccess, RemoteRunner, make_runner, parse_remote
 from haq.hardware.device.settings import ProtocolConfig
 
-TLS_CA_ENV = "HAQ_DEVICE_TLS_CA"
 MAX_MODEL_FILE_BYTES = 2**31 - 1  # protobuf's limit: a larger ONNX file needs external data, which haq never reads
 
 
@@ -132,6 +131,11 @@ def device_token(ns: argparse.Namespace) -> str | None:
 def device_tls_ca(ns: argparse.Namespace) -> str | None:
     """--tls-ca or $HAQ_DEVICE_TLS_CA."""
     return getattr(ns, "tls_ca", None) or os.environ.get(TLS_CA_ENV) or None
+
+
+def remote_access(ns: argparse.Namespace) -> RemoteAccess:
+    """The token and TLS certificate a command's flags (or their environment variables) give."""
+    return RemoteAccess(device_token(ns), device_tls_ca(ns))
 
 
 def run_serve(ns: argparse.Namespace) -> int:

@@ -17,19 +17,18 @@ from pathlib import Path
 import latency_tables
 from haq.commands.device import (
     add_protocol_args,
+    add_tls_ca_arg,
     add_token_arg,
-    device_token,
     protocol_config,
+    remote_access,
 )
 from haq.commands.workload_args import add_data_args
 from haq.core.errors import ConfigError
 from haq.core.types import stderr_log as log
-from haq.hardware.build import BuildConfig, DeviceBackend, build_table
-from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
+from haq.hardware.backends import LOCAL_DEVICES
+from haq.hardware.build import BuildConfig, build_table
 from haq.hardware.device.machine import MachineFingerprint
-from haq.hardware.device.runner import REMOTE_PREFIX, make_runner
-from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.measured import MeasuredBackend
+from haq.jobs.execute import Resolver, table_backend
 from haq.jobs.flags import add_job_args, resolve_job
 from haq.quant import QuantPolicy
 from haq.tables.network import describe_pairs
@@ -47,10 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     b = actions.add_parser("build", help="price a model's layers on a device and add them to a table")
     b.add_argument("--model", nargs="+", default=None, help="zoo names or package.module:callable (several allowed)")
     add_data_args(b, "input shape source (default: each model's own dataset)")
-    b.add_argument("--device", default=None, help=f"{', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
+    b.add_argument("--device", default=None, help=f"{', '.join(LOCAL_DEVICES)} or remote://HOST:PORT")
     b.add_argument("--out", default=None, help="table file to create or extend (default: ./<device>.json)")
     b.add_argument("--batch", type=int, default=1, help="batch size the layers are priced at (default 1)")
     add_token_arg(b)
+    add_tls_ca_arg(b)
     add_protocol_args(b)
     b.set_defaults(func=run_build)
     add_job_args(b, mlflow=False)
@@ -89,25 +89,12 @@ def run_build(ns: argparse.Namespace) -> int:
         required={"model": "--model", "device": "--device"},
     )
     cfg = job.section("build")
-    report = build_table(cfg, lambda: make_backend(ns, cfg.device, job.section("protocol")), log)
+    if cfg.device == "cpu" and ns.token:
+        raise ConfigError("--token is for remote://HOST:PORT devices; --device cpu times this machine")
+    resolver = Resolver(device=lambda spec: (spec, remote_access(ns)))
+    report = build_table(cfg, lambda: table_backend(cfg.device, job.section("protocol"), resolver, log, "--device"), log)
     print(f"{report.path}: priced {report.added} new signature(s), kept {report.kept} already present; {report.entries} entries")
     return 0
-
-
-def make_backend(ns: argparse.Namespace, device: str, protocol: ProtocolConfig | None = None) -> DeviceBackend:
-    """The backend a ``--device`` names: ``bitfusion`` / ``bismo-edge`` / ``bismo-cloud`` are
-    analytical models; ``cpu`` times onnxruntime on this machine and ``remote://HOST:PORT`` a
-    ``haq device serve`` agent, both with ``protocol`` (default: the protocol arguments)."""
-    if device in ANALYTICAL_DEVICES:
-        return AnalyticalBackend(device)
-    if device == "cpu":
-        if ns.token:
-            raise ConfigError("--token is for remote://HOST:PORT devices; --device cpu times this machine")
-        return MeasuredBackend(protocol or protocol_config(ns), log)
-    if device.startswith(REMOTE_PREFIX):
-        protocol = protocol or protocol_config(ns)
-        return MeasuredBackend(protocol, log, make_runner(device, token=device_token(ns), protocol=protocol))
-    raise ConfigError(f"unknown --device '{device}'; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
 
 
 def run_list(ns: argparse.Namespace) -> int:

@@ -20,16 +20,15 @@ from typing import Any, Callable, Mapping
 
 from haq.baselines import BaselineConfig, baseline_env, run_baseline
 from haq.core import config as serial
-from haq.core.errors import ConfigError, HaqError, InternalError
+from haq.core.errors import HaqError, InternalError
 from haq.core.fileio import atomic_write_text
 from haq.core.types import Log, quiet
+from haq.hardware.backends import LOCAL_DEVICES, device_backend
 from haq.hardware.build import DeviceBackend, build_table
-from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
 from haq.hardware.check import check_table
-from haq.hardware.device.runner import REMOTE_PREFIX, TOKEN_ENV, LocalRunner, make_runner
+from haq.hardware.device.runner import TLS_CA_ENV, TOKEN_ENV, LocalRunner, RemoteAccess
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.feedback import FEEDBACK_CACHE
-from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import load_network
 from haq.jobs.document import RUN_KINDS, Job
 from haq.jobs.files import write_job
@@ -50,9 +49,10 @@ from haq.transfer.run import run_transfer, transfer_env
 CHECK_REPORT = "check.json"
 
 
-def _env_token(spec: str) -> tuple[str, str | None]:
-    """The CLI's remote device: the spec as given, the token from ``$HAQ_DEVICE_TOKEN``."""
-    return spec, os.environ.get(TOKEN_ENV) or None
+def _env_access(spec: str) -> tuple[str, RemoteAccess]:
+    """The CLI's remote device: the spec as given, the token from ``$HAQ_DEVICE_TOKEN`` and the
+    certificate of an agent serving TLS from ``$HAQ_DEVICE_TLS_CA``."""
+    return spec, RemoteAccess(os.environ.get(TOKEN_ENV) or None, os.environ.get(TLS_CA_ENV) or None)
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,13 @@ class Resolver:
 
     table: a table name -> the table (default: shipped name or table file).
     source: a transfer's ``source`` -> its run directory (default: the path itself).
-    device: a table build's ``device`` -> (device spec, token) for a remote agent (default:
-        the spec itself and ``$HAQ_DEVICE_TOKEN``).
+    device: a table build's ``device`` -> (device spec, how to reach it) for a remote agent
+        (default: the spec itself, ``$HAQ_DEVICE_TOKEN`` and ``$HAQ_DEVICE_TLS_CA``).
     """
 
     table: Callable[[str], DeviceTable] = load_device_table
     source: Callable[[str], str] = str
-    device: Callable[[str], tuple[str, str | None]] = _env_token
+    device: Callable[[str], tuple[str, RemoteAccess]] = _env_access
 
 
 @dataclass(frozen=True)
@@ -211,23 +211,18 @@ def _chain(first: OnProgress, second: OnProgress | None) -> OnProgress:
 def _build_table(job: Job, out: Path, log: Log | None, res: Resolver) -> JobOutcome:
     cfg = dataclasses.replace(job.section("build"), out=out)
     protocol: ProtocolConfig = job.section("protocol")
-    report = build_table(cfg, lambda: device_backend(cfg.device, protocol, res, log), log or quiet)
+    report = build_table(cfg, lambda: table_backend(cfg.device, protocol, res, log), log or quiet)
     summary = {"table": str(report.path), "added": report.added, "kept": report.kept, "entries": report.entries}
     return JobOutcome(job.kind, summary=summary)
 
 
-def device_backend(device: str, protocol: ProtocolConfig, res: Resolver, log: Log | None) -> DeviceBackend:
-    """The backend a table build's ``device`` names: an analytical model, this CPU, or a remote agent."""
-    if device in ANALYTICAL_DEVICES:
-        return AnalyticalBackend(device)
-    if device == "cpu":
-        return MeasuredBackend(protocol, log)
-    spec, token = res.device(device)
-    if spec.startswith(REMOTE_PREFIX):
-        return MeasuredBackend(protocol, log, make_runner(spec, token=token, protocol=protocol))
-    raise ConfigError(
-        f"build.device: unknown device '{device}'; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT"
-    )
+def table_backend(
+    device: str, protocol: ProtocolConfig, res: Resolver, log: Log | None, field: str = "build.device"
+) -> DeviceBackend:
+    """The backend a table build's ``device`` names, a device agent's name resolved by ``res``
+    first (the service knows its agents; the command line takes the address as it is)."""
+    spec, access = (device, RemoteAccess()) if device in LOCAL_DEVICES else res.device(device)
+    return device_backend(spec, protocol, log, access, field)
 
 
 def _check_table(job: Job, out: Path, log: Log | None, res: Resolver) -> JobOutcome:
@@ -241,4 +236,4 @@ def _check_table(job: Job, out: Path, log: Log | None, res: Resolver) -> JobOutc
     return JobOutcome(job.kind, summary={"report": str(out / CHECK_REPORT)})
 
 
-__all__ = ["CHECK_REPORT", "JobOutcome", "Resolver", "device_backend", "plot_files", "run_job", "run_tracked"]
+__all__ = ["CHECK_REPORT", "JobOutcome", "Resolver", "table_backend", "plot_files", "run_job", "run_tracked"]

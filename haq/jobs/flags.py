@@ -110,7 +110,7 @@ RUN_FLAGS: dict[str, frozenset[str]] = {
     "search": frozenset({"out", "resume", "threads", "strict", "workers", "ray_address", "config", "mlflow"}),
     "baseline": frozenset({"out", "resume", "strict", "workers", "ray_address", "config", "mlflow"}),
     "transfer": frozenset({"out", "resume", "strict", "workers", "ray_address", "config", "mlflow"}),
-    "table_build": frozenset({"token", "config"}),
+    "table_build": frozenset({"token", "tls_ca", "config"}),
 }
 """Per job kind: flags that say how to run, not what (they are not part of the document)."""
 _FLAGS = "_job_flags"

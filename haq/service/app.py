@@ -16,6 +16,7 @@ import enum
 import hmac
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -74,6 +75,12 @@ class AgentIn(BaseModel):
     )
     port: int = Field(ge=1, le=65535)
     token: str = Field(min_length=8, max_length=1024, description="the agent's token; stored by the service, never returned")
+    tls_ca: str | None = Field(
+        None,
+        max_length=65536,
+        description="PEM certificate (or CA) of an agent that serves TLS (haq device serve --tls-cert); "
+        "the service then speaks TLS to it and trusts only this certificate",
+    )
 
 
 def create_app(cfg: ServiceConfig, log: Log) -> FastAPI:
@@ -312,7 +319,9 @@ def create_app(cfg: ServiceConfig, log: Log) -> FastAPI:
 
     @api.put("/agents/{name}", status_code=201, tags=["agents"], summary="register a device agent for table builds (agent:NAME)")
     def put_agent(agent: AgentIn, name: Name) -> dict[str, Any]:
-        return store.add_agent(name, agent.host, agent.port, agent.token).public()
+        if agent.tls_ca is not None:
+            check_pem(agent.tls_ca)
+        return store.add_agent(name, agent.host, agent.port, agent.token, agent.tls_ca).public()
 
     @api.delete("/agents/{name}", tags=["agents"], summary="forget a device agent")
     def delete_agent(name: Name) -> dict[str, Any]:
@@ -323,6 +332,14 @@ def create_app(cfg: ServiceConfig, log: Log) -> FastAPI:
     app.include_router(api)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes, table_limit=cfg.max_table_bytes)
     return app
+
+
+def check_pem(pem: str) -> None:
+    """Refuse (422, one line) a ``tls_ca`` that is not a certificate ``ssl`` can trust."""
+    try:
+        ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError) as exc:
+        raise HTTPException(422, f"tls_ca: not a PEM certificate ssl can load ({exc}); send the agent's --tls-cert file") from exc
 
 
 def _store_table(store: Store, runs: "RunCache", name: str, body: bytes, replace: bool) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 import latency_tables
 from haq.core.errors import ConfigError
 from haq.hardware.build_analytical import ANALYTICAL_DEVICES
+from haq.hardware.device.runner import RemoteAccess
 from haq.jobs.document import Job
 from haq.jobs.execute import Resolver
 from haq.models import model_names
@@ -62,13 +63,13 @@ def resolver(store: Store) -> Resolver:
     def source(job_id: str) -> str:
         return str(store.run_dir(job_id))
 
-    def device(spec: str) -> tuple[str, str | None]:
+    def device(spec: str) -> tuple[str, RemoteAccess]:
         if not spec.startswith(AGENT_PREFIX):
             raise ConfigError(f"build.device: {spec!r} is not a device the service builds on")
         agent = store.agent(spec[len(AGENT_PREFIX) :])
         if agent is None:
             raise ConfigError(f"build.device: no registered device agent {spec[len(AGENT_PREFIX) :]!r}")
-        return agent.spec, agent.token
+        return agent.spec, RemoteAccess(agent.token, agent.tls_ca)
 
     return Resolver(table=table, source=source, device=device)
 

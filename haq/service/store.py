@@ -9,6 +9,7 @@ Layout of ``--store DIR``::
     DIR/jobs/<id>/worker.log   what the job's workers printed
     DIR/jobs/<id>/progress.json, result.json, error.json   written by the worker
     DIR/tables/<name>.json     uploaded tables and tables built by jobs
+    DIR/agents/<name>.pem      the certificate a registered agent serving TLS is trusted by
 
 Only the service process writes the database; workers read it (a table build looks up its
 registered device agent). The store directory and the database are private to the user
@@ -31,6 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from haq.core.errors import ConfigError
+from haq.core.fileio import atomic_write_text
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, FINISHED, FAILED, CANCELLED)
@@ -118,10 +120,12 @@ class AgentInfo:
     port: int
     token: str
     created: float
+    tls_ca: str | None = None
+    """The certificate file (PEM) the agent's TLS is checked against; ``None``: it speaks plain TCP."""
 
     def public(self) -> dict[str, Any]:
         """What the API shows: everything but the token."""
-        return {"name": self.name, "host": self.host, "port": self.port, "created": self.created}
+        return {"name": self.name, "host": self.host, "port": self.port, "created": self.created, "tls": self.tls_ca is not None}
 
     @property
     def spec(self) -> str:
@@ -135,7 +139,7 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        for d in (root, root / "jobs", root / "tables"):
+        for d in (root, root / "jobs", root / "tables", root / "agents"):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700)
         db = root / "service.db"
@@ -202,25 +206,37 @@ class Store:
             s.commit()
             return _job(row)
 
-    def add_agent(self, name: str, host: str, port: int, token: str) -> AgentInfo:
-        """Register (or re-register) a device agent."""
+    def _agent_pem(self, name: str) -> Path:
+        if not NAME.fullmatch(name):
+            raise ConfigError(f"agent name {name!r} must match {NAME.pattern}")
+        return self.root / "agents" / f"{name}.pem"
+
+    def add_agent(self, name: str, host: str, port: int, token: str, tls_ca: str | None = None) -> AgentInfo:
+        """Register (or re-register) a device agent; ``tls_ca`` is the PEM text of the certificate
+        (or CA) of an agent that serves TLS, kept beside the database with the same privacy."""
+        pem = self._agent_pem(name)
         with self._lock, Session(self.engine) as s:
+            if tls_ca is None:
+                pem.unlink(missing_ok=True)
+            else:
+                atomic_write_text(pem, tls_ca)
+                os.chmod(pem, 0o600)
             row = s.get(_AgentRow, name) or _AgentRow(name=name)
             row.host, row.port, row.token, row.created = host, port, token, time.time()
             s.add(row)
             s.commit()
-            return _agent(row)
+            return self._info(row)
 
     def agents(self) -> list[AgentInfo]:
         """Registered device agents, by name."""
         with Session(self.engine) as s:
-            return [_agent(r) for r in s.scalars(select(_AgentRow).order_by(_AgentRow.name))]
+            return [self._info(r) for r in s.scalars(select(_AgentRow).order_by(_AgentRow.name))]
 
     def agent(self, name: str) -> AgentInfo | None:
         """One device agent, or None."""
         with Session(self.engine) as s:
             row = s.get(_AgentRow, name)
-            return _agent(row) if row is not None else None
+            return self._info(row) if row is not None else None
 
     def remove_agent(self, name: str) -> bool:
         """Forget a device agent; False if there was none."""
@@ -230,7 +246,12 @@ class Store:
                 return False
             s.delete(row)
             s.commit()
+            self._agent_pem(name).unlink(missing_ok=True)
             return True
+
+    def _info(self, row: _AgentRow) -> AgentInfo:
+        pem = self._agent_pem(row.name)
+        return AgentInfo(row.name, row.host, row.port, row.token, row.created, str(pem) if pem.is_file() else None)
 
     def close(self) -> None:
         """Release the database's connections."""
@@ -260,10 +281,6 @@ def _job(row: _JobRow) -> JobInfo:
         row.total,
         row.kills or 0,
     )
-
-
-def _agent(row: _AgentRow) -> AgentInfo:
-    return AgentInfo(row.name, row.host, row.port, row.token, row.created)
 
 
 __all__ = [

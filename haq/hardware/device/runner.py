@@ -7,6 +7,7 @@ the timing happens in this process or on a phone across the network; ``make_runn
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -24,6 +25,17 @@ from haq.hardware.device.timing import measure_models
 REMOTE_PREFIX = "remote://"
 TOKEN_ENV = "HAQ_DEVICE_TOKEN"
 """The environment variable that holds a device agent's shared secret when no token is passed."""
+TLS_CA_ENV = "HAQ_DEVICE_TLS_CA"
+"""The environment variable that names the certificate (PEM) of an agent serving TLS when none is passed."""
+
+
+@dataclass(frozen=True)
+class RemoteAccess:
+    """What reaching a device agent takes besides its address: the shared secret and, for an
+    agent that serves TLS, the certificate or CA (PEM file) to trust."""
+
+    token: str | None = None
+    tls_ca: str | None = None
 
 
 class Runner(Protocol):
