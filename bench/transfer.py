@@ -14,8 +14,10 @@ For every zoo model in the mode and every shipped device table the model can be 
 Printed: the transfer matrix (zero-shot reward, best reward after fine-tuning and the episode
 that reached it, the episodes a from-scratch search needs to reach that same reward — median
 and range over all scratch seeds, ``>M`` when it never did — and how often transfer needed at
-most a quarter of them), then the HAQ-style cross-device latency table: each device's best
-searched policy costed on every shipped device, as a ratio to that device's own best policy.
+most a quarter of them, with how many misses a zero-shot at the target's best prior rung would
+have turned: what a better zero-shot alone can add), then the HAQ-style cross-device latency
+table: each device's best searched policy costed on every shipped device, as a ratio to that
+device's own best policy.
 
 The episode counts exclude the source agent's own training (the agent already exists; that is
 the premise of transfer). Rewards are deterministic per policy, so every run of a (model,
@@ -259,6 +261,23 @@ def matrix(
     return "\n".join(lines), {"quarter_met": met, "comparisons": total, "missed_at_rungs": at_rungs}
 
 
+def rung_ceiling(
+    mode: Mode, pairs: list[Pair], curves: dict[tuple[str, str], list[list[float]]], rung_best: dict[tuple[str, str], list[float]]
+) -> int:
+    """Comparisons within the quarter had every transfer's zero-shot episode scored its target's
+    best prior rung whenever that rung beat the transfer's own best (``rung_best``: each scratch
+    run's best rung, in ``curves``' order), the fine-tuning adding nothing: what a better zero-shot
+    could add, counted without evaluating anything. A counterfactual, not an upper bound (from a
+    better start the fine-tuning might move on)."""
+    met = 0
+    for p in pairs:
+        key = (p.target_model, p.target_table)
+        for curve, rung in zip(curves[key], rung_best[key]):
+            best, at = (rung, 1) if rung > p.best + 1e-12 else (p.best, p.best_at)
+            met += at <= (episodes_to_reach(curve, best) or mode.scratch_episodes + 1) / 4
+    return met
+
+
 def latency_table(model: str, problems: dict[tuple[str, str], SearchProblem], sources: dict[tuple[str, str, int], Path]) -> str:
     """HAQ's table: the best policy searched for device X (rows) costed on device Y (columns)."""
     tables = {t: problems[(model, t)].table for (m, t) in problems if m == model}
@@ -350,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     logs = {key: [RunDir(path).read_episodes() for (m, t, _), path in sources.items() if (m, t) == key] for key in problems}
     curves = {key: [best_so_far(records) for records in runs] for key, runs in logs.items()}
     rungs = {key: min(sum(RUNG in r.extra for r in records) for records in runs) for key, runs in logs.items()}
+    rung_best = {
+        key: [max((r.reward for r in records if RUNG in r.extra), default=-float("inf")) for records in runs]
+        for key, runs in logs.items()
+    }
     pairs: list[Pair] = []
 
     def sink(pair: Pair) -> None:
@@ -376,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{tally['missed_at_rungs']} are scratch runs that matched the transfer's reward within their prior rungs "
         f"(the first {_span(rungs.values())} episodes), where the transfer "
         "had to match it at its first"
+    )
+    print(
+        f"with a zero-shot at the target's best prior rung wherever that rung beat the transfer (and no fine-tuning "
+        f"past it): {rung_ceiling(mode, pairs, curves, rung_best)} of {tally['comparisons']}"
     )
     print("\n## the transferred agents at home (deterministic actor; a transfer cannot beat its source)\n")
     print(source_quality(mode, problems, sources))
