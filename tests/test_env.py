@@ -17,7 +17,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from envs.mixed_precision import OBS_FEATURES, MixedPrecisionEnv
-from haq.core.errors import ConfigError, HaqError, UsageError
+from haq.core.errors import ConfigError, HaqError, TableError, UsageError
 from haq.jobs.problems import make_problem
 from haq.problem.budget import LayerChoices, map_action, project
 from haq.problem.config import BudgetConfig, EnvConfig
@@ -211,9 +211,10 @@ def _non_additive(base: CostTable, layers: list, boundary: bool, corrected: bool
     return base.with_graph(GraphExtras(rules=rules, corrections=corrections))
 
 
-def test_a_table_pricing_the_cheapest_policy_below_zero_is_named_in_one_warning(problem: SearchProblem) -> None:
+def test_a_table_pricing_the_cheapest_policy_below_zero_is_named_and_refused_under_strict(problem: SearchProblem) -> None:
     """Graph-aware terms fitted elsewhere can price a network below zero (a fit on made-up timings
-    did, in tests/test_fingerprint.py); the search is then paid for an impossible cost, so it says so."""
+    did, in tests/test_fingerprint.py); the search is then paid for an impossible cost, so it says
+    so in one warning, and ``--strict`` refuses the table."""
     layers = problem.workload.layers
     shifted = Correction(network_fingerprint(layers, 1), "digits_cnn", "latency", 1.0, -1.0, 5)
     table = problem.table.with_graph(GraphExtras(corrections=(shifted,)))  # type: ignore[attr-defined]
@@ -222,8 +223,11 @@ def test_a_table_pricing_the_cheapest_policy_below_zero_is_named_in_one_warning(
     assert prob.budget.cheapest < 0
     (line,) = [x for x in lines if x.startswith("warning:")]
     assert "prices digits_cnn's cheapest policy at -" in line and "haq tables fit --model digits_cnn" in line
+    with pytest.raises(TableError, match="refused under --strict") as refused:
+        build_problem(problem.config, table=table, workload=problem.workload, log=lines.append, strict=True)
+    assert "cheapest policy at -" in str(refused.value) and "\n" not in str(refused.value)
     quiet: list[str] = []
-    build_problem(problem.config, table=problem.table, workload=problem.workload, log=quiet.append)
+    build_problem(problem.config, table=problem.table, workload=problem.workload, log=quiet.append, strict=True)
     assert not [x for x in quiet if x.startswith("warning:")]
 
 

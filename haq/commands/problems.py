@@ -12,7 +12,8 @@ def add_strict_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None
     p.add_argument(
         "--strict",
         action="store_true",
-        help="refuse a measured table timed on another machine (or one that cannot say which) instead of warning",
+        help="refuse, instead of warning about, a measured table timed on another machine (or one that cannot say "
+        "which) and a table that prices the model's cheapest policy at zero or less",
     )
 
 

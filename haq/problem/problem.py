@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from haq.core.errors import ConfigError, PolicyError, UsageError
+from haq.core.errors import ConfigError, PolicyError, TableError, UsageError
 from haq.core.types import BitPair, Log
 from haq.evaluation.evaluators import CachedEvaluator, Evaluator, build_evaluator
 from haq.evaluation.held_out import Images, held_out_evaluator
@@ -142,6 +142,7 @@ def build_problem(
     cache_dir: Path | None = None,
     log: Log | None = None,
     evaluator_factory: EvaluatorFactory | None = None,
+    strict: bool = False,
 ) -> SearchProblem:
     """Resolve the budget on ``table`` and build the (cached) evaluator for ``cfg``.
 
@@ -151,7 +152,8 @@ def build_problem(
     ``latency_source`` times); without it the float model is loaded (or trained, cached in
     ``cache_dir``) on ``cfg.torch_device``. ``evaluator_factory`` builds the evaluator of each
     kind the problem needs (``cheap`` / ``full``) elsewhere, e.g. on a worker pool
-    (:mod:`haq.parallel`); by default they are built here, in-process.
+    (:mod:`haq.parallel`); by default they are built here, in-process. A table that prices the
+    model's cheapest policy at zero or less is warned about, or refused when ``strict``.
     """
     if cfg.evaluation.hardware_feedback and latency_source is None:
         raise ConfigError(
@@ -172,13 +174,17 @@ def build_problem(
         cfg.max_bits,
         cfg.pin_first_last,
     )
-    if log and cfg.budget.metric != "size" and budget_model.budget.cheapest <= 0:
-        log(
-            f"warning: table '{table.name}' prices {cfg.workload.model}'s cheapest policy at "
-            f"{budget_model.budget.cheapest:.4g} ({cfg.budget.metric}), below anything a device runs in: its graph-aware "
-            "terms were fitted on other configurations and the search's cost terms cannot be trusted; refit it with "
-            f"this model measured (haq tables fit --model {cfg.workload.model} --device TABLE)"
+    if cfg.budget.metric != "size" and budget_model.budget.cheapest <= 0:
+        problem = (
+            f"table '{table.name}' prices {cfg.workload.model}'s cheapest policy at {budget_model.budget.cheapest:.4g} "
+            f"({cfg.budget.metric}), below anything a device runs in: its graph-aware terms were fitted on other "
+            "configurations and the search's cost terms cannot be trusted"
         )
+        fix = f"refit it with this model measured (haq tables fit --model {cfg.workload.model} --device TABLE)"
+        if strict:
+            raise TableError(f"{problem}; refused under --strict: {fix}")
+        if log:
+            log(f"warning: {problem}; {fix} (--strict refuses such tables)")
     loaded = workload
 
     def in_process(kind: str) -> Evaluator:
