@@ -207,6 +207,7 @@ class Store:
             return _job(row)
 
     def _agent_pem(self, name: str) -> Path:
+        """Where an agent's certificate is kept (the name is checked, so no path can escape the store)."""
         if not NAME.fullmatch(name):
             raise ConfigError(f"agent name {name!r} must match {NAME.pattern}")
         return self.root / "agents" / f"{name}.pem"
@@ -250,6 +251,7 @@ class Store:
             return True
 
     def _info(self, row: _AgentRow) -> AgentInfo:
+        """An agent's row with its certificate, when one is kept."""
         pem = self._agent_pem(row.name)
         return AgentInfo(row.name, row.host, row.port, row.token, row.created, str(pem) if pem.is_file() else None)
 
