@@ -32,7 +32,8 @@ uniform bins starting at action 0 (the middle widths) with per-layer and per-epi
 (settings with the full evaluator only), also reporting its full evaluations (those its final
 pick promotes included); ``rl-multi-cheap`` is the same with the clean-only screen
 (``EvalConfig.screen_kind = "cheap"``), ``rl-multi-unpromoted`` without the promotion before the
-pick (``PickConfig.promote = 0``); ``rl-lockstep`` is the default agent making each batch's update
+pick (``PickConfig.promote = 0``), ``rl-multi-patience`` ending the calibration once the best full
+reward stops rising (``EvalConfig.screen_patience = 5``); ``rl-lockstep`` is the default agent making each batch's update
 before proposing the next (``AgentConfig.overlap_updates = False``), which differs from ``rl``
 only with ``--workers`` above 1.
 
@@ -88,10 +89,13 @@ VARIANTS = (
     "rl-multi",
     "rl-multi-cheap",
     "rl-multi-unpromoted",
+    "rl-multi-patience",
     "rl-lockstep",
 )
 SEEDED = ("rl", "random", *VARIANTS)
 PICK_K = 5
+PATIENCE = 5
+"""``rl-multi-patience``'s ``EvalConfig.screen_patience``."""
 BOOTSTRAP_DRAWS = 4000
 """Resamples of the seeds behind each comparison's interval (:func:`median_gap`)."""
 
@@ -217,6 +221,8 @@ def method_env(env: EnvConfig, method: str) -> EnvConfig:
         return dataclasses.replace(env, evaluation=dataclasses.replace(env.evaluation, kind="multi"))
     if method == "rl-multi-cheap":
         return dataclasses.replace(env, evaluation=dataclasses.replace(env.evaluation, kind="multi", screen_kind="cheap"))
+    if method == "rl-multi-patience":
+        return dataclasses.replace(env, evaluation=dataclasses.replace(env.evaluation, kind="multi", screen_patience=PATIENCE))
     return env
 
 

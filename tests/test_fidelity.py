@@ -128,6 +128,35 @@ def test_promote_scores_the_best_predicted_distinct_policies_in_full() -> None:
     assert screen.promote(policies, cheap, 0) == [] and full.calls == 4
 
 
+def _patient(calibration: int, patience: int) -> FidelityScreen:
+    cheap, full = LinearEvaluator(0.1, 0.0), LinearEvaluator(0.1, 0.2)
+    return FidelityScreen(CachedEvaluator(cheap), CachedEvaluator(full), _reward, calibration, 0.0, 0.0, patience=patience)
+
+
+def test_patience_ends_the_calibration_once_the_best_stops_rising_and_not_before_half() -> None:
+    falling = [_policy(b) for b in (8, 7, 6, 5, 4)]  # the best is the first: it never rises again
+    patient = _patient(calibration=8, patience=2)
+    fidelities = [patient.score_many([p])[0].fidelity for p in falling]
+    assert patient.calibrated_early == 4  # half of 8, not 3 (two after the best already at 3)
+    assert fidelities == [FULL, FULL, FULL, FULL, CHEAP]
+    unbounded = _patient(calibration=8, patience=0)
+    assert [unbounded.score_many([p])[0].fidelity for p in falling] == [FULL] * 5 and unbounded.calibrated_early is None
+    rising = _patient(calibration=8, patience=2)
+    assert [rising.score_many([_policy(b)])[0].fidelity for b in (2, 3, 4, 5, 6, 7)] == [FULL] * 6
+    assert rising.calibrated_early is None
+
+
+def test_a_resumed_screen_ends_its_calibration_where_the_first_run_did() -> None:
+    falling = [_policy(b) for b in (8, 7, 6, 5, 4, 3)]
+    first = _patient(calibration=8, patience=2)
+    scored = [first.score_many([p])[0] for p in falling]
+    again = _patient(calibration=8, patience=2)
+    for p, s in zip(falling, scored):
+        again.remember(p, s)
+    assert again.calibrated_early == first.calibrated_early == 4
+    assert again.score_many([_policy(2)])[0].fidelity == first.score_many([_policy(2)])[0].fidelity == CHEAP
+
+
 def test_remember_restores_the_calibration_and_the_caches() -> None:
     screen, _, _ = _screen(calibration=2)
     scored = screen.score_many([_policy(2), _policy(6), _policy(3)])

@@ -162,6 +162,7 @@ class FidelityScreen:
         z: float,
         min_fraction: float,
         label: str = CHEAP,
+        patience: int = 0,
     ) -> None:
         self.cheap = cheap
         self.label = label
@@ -169,6 +170,11 @@ class FidelityScreen:
         self.full = full
         self._reward = reward
         self._calibration_size = calibration
+        self._patience = patience
+        self._improved_at = 0
+        """Calibrating policies scored when the best full reward last rose."""
+        self.calibrated_early: int | None = None
+        """How many policies calibrated before the patience ended the calibration (``None``: it has not)."""
         self._z = z
         self._min_fraction = min_fraction
         self.calibration = Calibration()
@@ -210,7 +216,7 @@ class FidelityScreen:
             return True
 
         for i, guess in enumerate(predicted):
-            calibrating = len(self.calibration.rows) + len(chosen) < self._calibration_size
+            calibrating = self.calibrated_early is None and len(self.calibration.rows) + len(chosen) < self._calibration_size
             could_win = self.best_full is None or guess + self._z * predict.std >= self.best_full
             if known[i] or ((calibrating or could_win) and room(i)):
                 chosen.append(i)
@@ -279,7 +285,20 @@ class FidelityScreen:
         if s.cheap_reward is not None and key not in self._cheap_reward:
             self._cheap_reward[key] = s.cheap_reward
             self.calibration.add(screen_features(policy, s.cheap_reward), s.reward)
+            self._check_patience(self.best_full is None or s.reward > self.best_full)
         self.best_full = s.reward if self.best_full is None else max(self.best_full, s.reward)
+
+    def _check_patience(self, improved: bool) -> None:
+        """End the calibration once, with ``patience``, at least half of it is done and the best
+        full reward has not risen over the last ``patience`` calibrating policies. It depends only
+        on the calibrating policies in order, so a resumed run ends it where the first run did."""
+        n = len(self.calibration.rows)
+        if improved:
+            self._improved_at = n
+        half = (self._calibration_size + 1) // 2
+        if self._patience and self.calibrated_early is None and half <= n < self._calibration_size:
+            if n - self._improved_at >= self._patience:
+                self.calibrated_early = n
 
 
 def _below(prediction: float, ceiling: float | None) -> float:

@@ -202,7 +202,14 @@ def build_problem(
     problem = SearchProblem(cfg, workload, table, budget_model, full, sensitivity=sensitivity, prior=prior)
     ev = cfg.evaluation
     problem.screen = FidelityScreen(
-        cheap, full, problem.reward, ev.screen_calibration, ev.screen_z, ev.screen_min_fraction, ev.screen_kind
+        cheap,
+        full,
+        problem.reward,
+        ev.screen_calibration,
+        ev.screen_z,
+        ev.screen_min_fraction,
+        ev.screen_kind,
+        ev.screen_patience,
     )
     return problem
 
