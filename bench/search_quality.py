@@ -33,9 +33,9 @@ uniform bins starting at action 0 (the middle widths) with per-layer and per-epi
 pick promotes included); ``rl-multi-cheap`` is the same with the clean-only screen
 (``EvalConfig.screen_kind = "cheap"``), ``rl-multi-unpromoted`` without the promotion before the
 pick (``PickConfig.promote = 0``), ``rl-multi-patience`` ending the calibration once the best full
-reward stops rising (``EvalConfig.screen_patience = 5``); ``rl-lockstep`` is the default agent making each batch's update
-before proposing the next (``AgentConfig.overlap_updates = False``), which differs from ``rl``
-only with ``--workers`` above 1.
+reward stops rising (``EvalConfig.screen_patience = 5``); ``rl-lockstep`` is the default agent
+making each batch's update before proposing the next (``AgentConfig.overlap_updates = False``),
+which differs from ``rl`` only with ``--workers`` above 1.
 
     python bench/search_quality.py --quick   # digits CNN (40 evaluations) and ResNet-20 (10), cheap evaluator
     python bench/search_quality.py --full    # ResNet-20 + MobileNetV2 (cheap, 300) and digits CNN + MLP (full, 300): hours

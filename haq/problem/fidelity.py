@@ -7,8 +7,9 @@ robust term on the full reward's scale; ``cheap`` (clean only) is the screen mea
 
 The screen predicts a policy's full reward from its cheap reward and its bit widths with a
 regression fitted on the policies scored at both fidelities (:class:`Calibration`; the first
-``screen_calibration`` policies always are, and so is every policy that passes the screen, so
-the fit keeps improving where it matters, near the best). A policy is evaluated in full when
+``screen_calibration`` policies always are, fewer with ``screen_patience`` once the best full
+reward stops rising, and so is every policy that passes the screen, so the fit keeps improving
+where it matters, near the best). A policy is evaluated in full when
 
     predicted full reward + screen_z · residual std  ≥  best full reward so far,
 
