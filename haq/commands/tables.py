@@ -25,8 +25,7 @@ from haq.commands.device import (
 from haq.commands.workload_args import add_data_args
 from haq.core.errors import ConfigError
 from haq.core.types import stderr_log as log
-from haq.hardware.backends import LOCAL_DEVICES
-from haq.hardware.build import BuildConfig, build_table
+from haq.hardware.build import LOCAL_DEVICES, BuildConfig, build_table
 from haq.hardware.device.machine import MachineFingerprint
 from haq.jobs.execute import Resolver, table_backend
 from haq.jobs.flags import add_job_args, resolve_job

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from haq.core.errors import ConfigError
 from haq.core.types import Log
-from haq.hardware.build import DeviceBackend
+from haq.hardware.build import LOCAL_DEVICES, DeviceBackend
 from haq.hardware.build_analytical import ANALYTICAL_DEVICES, AnalyticalBackend
 from haq.hardware.device.runner import REMOTE_PREFIX, RemoteAccess, make_runner
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.measured import MeasuredBackend
-
-LOCAL_DEVICES = (*ANALYTICAL_DEVICES, "cpu")
-"""Devices priced on this machine, which need no agent: the analytical models and this CPU."""
 
 
 def device_backend(

@@ -27,6 +27,9 @@ from haq.tables.table import CostTable, load_table, save_table
 from haq.tables.validation import parse
 from haq.workload import WorkloadConfig, resolve_input, workload_layers
 
+LOCAL_DEVICES = (*ANALYTICAL_DEVICES, "cpu")
+"""Devices priced on this machine, which need no agent: the analytical models and this CPU."""
+
 # Metadata that must agree before new entries may join an existing table.
 _COMPATIBLE_FIELDS = ("device", "runtime", "threads", "units", "metrics", "constants")
 _SAVE_EVERY_S = 5.0
@@ -226,7 +229,7 @@ class BuildConfig:
         if not self.models or any(not m for m in self.models):
             raise ConfigError("--model needs at least one zoo name or package.module:callable")
         if not self.device:
-            raise ConfigError(f"--device is empty; choose {', '.join(ANALYTICAL_DEVICES)}, cpu or remote://HOST:PORT")
+            raise ConfigError(f"--device is empty; choose {', '.join(LOCAL_DEVICES)} or remote://HOST:PORT")
         validate.count("--batch", self.batch)
         if self.out.suffix != ".json":
             raise ConfigError(f"--out must be a .json file, got {self.out}")

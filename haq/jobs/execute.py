@@ -23,8 +23,8 @@ from haq.core import config as serial
 from haq.core.errors import HaqError, InternalError
 from haq.core.fileio import atomic_write_text
 from haq.core.types import Log, quiet
-from haq.hardware.backends import LOCAL_DEVICES, device_backend
-from haq.hardware.build import DeviceBackend, build_table
+from haq.hardware.backends import device_backend
+from haq.hardware.build import LOCAL_DEVICES, DeviceBackend, build_table
 from haq.hardware.check import check_table
 from haq.hardware.device.runner import TLS_CA_ENV, TOKEN_ENV, LocalRunner, RemoteAccess
 from haq.hardware.device.settings import ProtocolConfig
