@@ -33,6 +33,13 @@ overlapped and a core of its own, the driver's work for a batch of N (N × its p
 d) runs while the batch is scored, so a batch takes the longer of the two and the speed-up is
 min(N / (1 − d), 1 / d), also printed: the same ceiling, 1 / d, reached at fewer workers.
 
+What the machine allows is measured in the same run, once per repeat: N forked processes, no Ray,
+no driver, each making the same float training steps of the workload's model (the arithmetic a
+full evaluation is made of: the DQ fine-tune and the attacks are forward and backward passes),
+started together at a barrier, against one process alone. Their throughput ratio is the most any
+N-worker search could reach here (cores shared with neighbours, caches and memory bandwidth
+shared between the two processes); the search's speed-up is printed as a share of it.
+
     python bench/parallel.py                       # digits CNN, RL search, 24 episodes per run, 3 repeats
     python bench/parallel.py --proposer random --episodes 40
     python bench/parallel.py --episodes 48 --no-overlap
@@ -41,15 +48,20 @@ min(N / (1 − d), 1 / d), also printed: the same ceiling, 1 / d, reached at few
 from __future__ import annotations
 
 import argparse
+import copy
+import multiprocessing as mp
 import os
 import shutil
 import statistics
 import sys
 import time
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch import nn
 
 from haq.baselines import BaselineConfig, run_baseline
 from haq.evaluation.config import EvalConfig
@@ -95,6 +107,48 @@ def warm_up(problem: SearchProblem, workers: int) -> None:
     if isinstance(pool, RayPool):
         uniform = problem.policy([(problem.config.max_bits, problem.config.max_bits)] * len(problem.layer_names))
         pool.evaluate_many(problem.config.evaluation.kind, [uniform] * workers)
+
+
+def _steps(model: nn.Module, batch: torch.Tensor, steps: int, start: Barrier | None) -> float:
+    """Seconds for ``steps`` SGD steps of ``model`` on ``batch`` (one warm-up step first, then
+    ``start``'s barrier, so concurrent processes time the same stretch)."""
+    torch.set_num_threads(1)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    model.train()
+    model(batch).sum().backward()
+    if start is not None:
+        start.wait()
+    t = time.perf_counter()
+    for _ in range(steps):
+        opt.zero_grad()
+        model(batch).sum().backward()
+        opt.step()
+    return time.perf_counter() - t
+
+
+def _child(model: nn.Module, batch: torch.Tensor, steps: int, start: Barrier, out: Queue[float]) -> None:
+    out.put(_steps(model, batch, steps, start))
+
+
+def machine_ceiling(model: nn.Module, input_shape: Sequence[int], workers: int, seconds: float) -> float:
+    """Throughput of ``workers`` forked processes making float training steps of ``model`` at once,
+    relative to one process alone (each timing about ``seconds`` of steps): what this machine
+    gives that many independent workers. ``model`` itself is left as it was (a copy trains)."""
+    model = copy.deepcopy(model)
+    ctx = mp.get_context("fork")  # the children inherit the copy; nothing is pickled
+    batch = torch.randn((32, *input_shape), generator=torch.Generator().manual_seed(0))
+    probe = 5
+    steps = max(probe, round(seconds / _steps(model, batch, probe, None) * probe))
+    times: list[list[float]] = []
+    for n in (1, workers):
+        start, out = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_child, args=(model, batch, steps, start, out)) for _ in range(n)]
+        for proc in procs:
+            proc.start()
+        times.append([out.get() for _ in procs])
+        for proc in procs:
+            proc.join()
+    return workers * times[0][0] / max(times[1])
 
 
 def run_once(
@@ -154,18 +208,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-overlap", action="store_true", help="add a run on the most workers without overlapped updates")
     p.add_argument("--repeats", type=int, default=3, help="runs of each configuration, interleaved; the median is reported")
     p.add_argument("--out", default="runs/bench-parallel", help="run directories")
+    p.add_argument(
+        "--ceiling-seconds",
+        type=float,
+        default=3.0,
+        help="seconds of float training steps timed per process for the machine's ceiling (0: skip)",
+    )
     ns = p.parse_args(argv)
     if ns.repeats < 1:
         p.error(f"--repeats must be >= 1, got {ns.repeats}")
+    if not ns.ceiling_seconds >= 0:
+        p.error(f"--ceiling-seconds must be >= 0 (0 skips the machine's ceiling), got {ns.ceiling_seconds}")
     torch.set_num_threads(1)
     env = EnvConfig(workload=WorkloadConfig(model=ns.model), evaluation=EvalConfig(kind=ns.evaluator))
-    make_problem(env, log=log)  # trains and caches the float model outside the timed runs
+    workload = make_problem(env, log=log).workload  # trains and caches the float model outside the timed runs
     plan: list[tuple[int, bool | None]] = [(n, None) for n in ns.workers]
     if ns.no_overlap and ns.proposer == "search":
         plan.append((max(ns.workers), False))
     labels = [f"{n}" if overlap is None else f"{n}, updates not overlapped" for n, overlap in plan]
     timings: list[list[tuple[float, float, int]]] = [[] for _ in plan]
+    most = max(ns.workers)
+    ceilings: list[float] = []
     for r in range(ns.repeats):  # the configurations interleaved, so the machine's drift hits them alike
+        if ns.ceiling_seconds > 0 and most > 1:  # what the machine allows, in the same repeat
+            log(f"machine: float training steps in 1 and in {most} processes at once, repeat {r + 1} of {ns.repeats}")
+            ceilings.append(machine_ceiling(workload.model, workload.data.input_shape, most, ns.ceiling_seconds))
         for i, ((n, overlap), label) in enumerate(zip(plan, labels)):
             log(f"{ns.proposer}: {ns.episodes} evaluations on {label} worker(s), repeat {r + 1} of {ns.repeats}")
             timings[i].append(run_once(env, ns.proposer, ns.episodes, ns.seed, n, Path(ns.out) / f"w{n}-{overlap}", overlap))
@@ -176,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     if ns.repeats > 1:
         for label, runs in zip(labels, timings):
             log(f"{label} worker(s): wall " + " / ".join(f"{w:.1f}" for w, _, _ in runs) + " s")
+        if ceilings:
+            log("machine's ceiling: " + " / ".join(f"{c:.2f}×" for c in ceilings))
     n0, wall0, inside0, evals0 = rows[0]
     rate0 = evals0 / wall0 * 60
     print(f"{ns.model}, {ns.evaluator} evaluator, {ns.proposer}, {ns.episodes} evaluations per run, median of {ns.repeats}\n")
@@ -185,6 +254,18 @@ def main(argv: list[str] | None = None) -> int:
         within = paired_speedups(timings[0], runs)
         spread = f"{statistics.median(within):.2f}× [{min(within):.2f}, {max(within):.2f}]"
         print(f"| {label} | {wall:.1f} | {evals / wall * 60:.1f} | {evals / wall * 60 / rate0:.2f}× | {spread} | {inside:.1f} |")
+    if ceilings:
+        ceiling = statistics.median(ceilings)
+        print(
+            f"\nmachine's ceiling for {most} workers ({most} processes making float training steps of {ns.model} at once "
+            f"against one alone, no Ray): {ceiling:.2f}× [{min(ceilings):.2f}, {max(ceilings):.2f}]"
+        )
+        if plan[0][0] == 1:
+            for ((n, _), label), runs in zip(zip(plan, labels), timings):
+                if n == most:  # each repeat's speed-up against the ceiling measured in that repeat
+                    shares = [s / c for s, c in zip(paired_speedups(timings[0], runs), ceilings)]
+                    spread = f"median {statistics.median(shares):.0%} [{min(shares):.0%}, {max(shares):.0%}]"
+                    print(f"{label} worker(s): speed-up within a repeat as a share of that repeat's ceiling, {spread}")
     driver = 1.0 - inside0 / wall0
     print(f"\nserial fraction, driver work in the {n0}-worker run: {driver:.3f}")
     print("Amdahl speed-up with it: " + ", ".join(f"{k} workers {amdahl(driver, k):.1f}×" for k in SCALES))
