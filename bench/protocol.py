@@ -90,7 +90,7 @@ def main() -> int:
     for rnd in range(args.rounds):
         for name, cfg in variants.items():
             for label, m in zip(labels, measure_models([models[k] for k in labels], cfg)):
-                values[(name, label)].append(m.median_ms)
+                values[(name, label)].append(m.latency_ms)
         for label in labels:
             values[("naive", label)].append(naive_session_ms(models[label]))
         print(f"round {rnd + 1}/{args.rounds} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)

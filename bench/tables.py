@@ -188,7 +188,12 @@ def main() -> int:
         help="configurations measured per network for the fit (with --rescore: fit on the first this many kept)",
     )
     p.add_argument("--sessions", type=int, default=ProtocolConfig().sessions, help="most sessions per model")
-    p.add_argument("--ci-rel", type=float, default=ProtocolConfig().ci_rel, help="early-stop interval (0: off)")
+    p.add_argument(
+        "--ci-rel",
+        type=float,
+        default=ProtocolConfig().ci_rel,
+        help="early stop: two lowest session floors within this fraction (0: off)",
+    )
     p.add_argument("--out", type=Path, default=None, help="write all figures and per-policy data as JSON")
     p.add_argument("--raw", type=Path, default=None, help="keep the measurements here (and the table beside it)")
     p.add_argument("--rescore", action="store_true", help="score the measurements kept in --raw again; time nothing")
@@ -321,14 +326,14 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
         "in one interleaved batch"
     )
     timed = runner.measure_many([*models, *nodes.models, *overhead_models(), sentinel_model(1)])
-    probe = timed[-1].median_ms
-    raw["op_ms"] = [m.median_ms for m in timed[len(models) : len(models) + ops]]
-    raw["call_overhead_ms"] = call_overhead(timed[-3].median_ms, timed[-2].median_ms)
+    probe = timed[-1].latency_ms
+    raw["op_ms"] = [m.latency_ms for m in timed[len(models) : len(models) + ops]]
+    raw["call_overhead_ms"] = call_overhead(timed[-3].latency_ms, timed[-2].latency_ms)
     raw["fit_ops"], raw["check_ops"] = op_index
     for net, fit, checks, start, export_s in plans:
         mine = timed[start : start + len(fit)]
         t0 = time.perf_counter()
-        obs = [observe(table, net, q, m.median_ms) for q, m in zip(fit, mine)]
+        obs = [observe(table, net, q, m.latency_ms) for q, m in zip(fit, mine)]
         fit_graph(table, [net], obs, RunOverhead("latency", 0.0, probe))
         raw["fit_s"][net.name] = export_s + sum(m.wall_s for m in mine) + time.perf_counter() - t0
         raw["probe_ms"][net.name] = probe
@@ -336,7 +341,7 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
         first = timed[start + len(fit) : start + len(fit) + len(checks)]
         second = timed[start + len(fit) + len(checks) : start + len(fit) + 2 * len(checks)]
         raw["check"][net.name] = [
-            [[list(b) for b in bits_of(net.layers, q)], a.median_ms, b.median_ms] for q, a, b in zip(checks, first, second)
+            [[list(b) for b in bits_of(net.layers, q)], a.latency_ms, b.latency_ms] for q, a, b in zip(checks, first, second)
         ]
     raw["load_after"] = os.getloadavg()
     raw["machine_probe_ms"].append(probe_ms())

@@ -69,7 +69,7 @@ def main() -> int:
                 start = time.perf_counter()
                 res = measure_models(models, cfg)
                 walls.setdefault((name, kind), []).append(time.perf_counter() - start)
-                medians.setdefault((name, kind), []).append(np.array([m.median_ms for m in res]))
+                medians.setdefault((name, kind), []).append(np.array([m.latency_ms for m in res]))
                 print(f"pass {rnd + 1}/{ns.passes} {name} {kind}: {walls[(name, kind)][-1]:.1f} s", file=sys.stderr)
     print(
         f"\n{ns.model}; warm-up 0.5 s per session against {new.batch_warmup_s:g} s per batch + {new.warmup_s:g} s per "

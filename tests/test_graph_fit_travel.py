@@ -17,7 +17,7 @@ from torch import nn
 from haq.core.errors import TableError
 from haq.hardware.device import timing
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.device.timing import ci_half_width, ci_tight, measure_models
+from haq.hardware.device.timing import measure_models, settled
 from haq.hardware.fit import cheapest_configuration, fit_graph, layer_sum
 from haq.hardware.graph_fit import DEFAULT_FORM, FLOOR_SLACK, FORMS, DeviceFit, Observation, fit_device, fit_set
 from haq.hardware.networks import Network, policy_of
@@ -313,14 +313,15 @@ def test_fitted_overhead_never_empties_an_entry(nets: list[Network]) -> None:
 
 
 def _fake_timing(monkeypatch: pytest.MonkeyPatch, spread: dict[bytes, float]) -> list[bytes]:
-    """Replace the session timer: model ``m`` gives samples around 1 ms, its session medians
-    alternating by ``spread[m]``; the visit order is recorded."""
+    """Replace the session timer: model ``m``'s k-th session gives samples of 1 + ``spread[m]`` x k
+    ms (a machine slowing down: no two session floors alike unless the spread is tiny); the
+    visit order is recorded."""
     visits: list[bytes] = []
 
     def fake_session(model: bytes, cfg: ProtocolConfig, limits: Any) -> tuple[list[float], int]:
         visits.append(model)
         k = visits.count(model)
-        return [1.0 + spread[model] * (-1) ** k] * 3, 1
+        return [1.0 + spread[model] * k] * 3, 1
 
     monkeypatch.setattr(timing, "_time_session", fake_session)
     monkeypatch.setattr(timing, "check_model", lambda m: None)
@@ -338,17 +339,17 @@ def test_rounds_are_round_robin(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [len(m.samples_ms) for m in res] == [4, 4, 4]
 
 
-def test_early_stop_waits_for_the_minimum_and_a_tight_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_early_stop_waits_for_the_minimum_and_a_floor_seen_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     visits = _fake_timing(monkeypatch, {b"quiet": 0.001, b"noisy": 0.3})
     cfg = ProtocolConfig(sessions=7, ci_rel=0.02, min_sessions=4, max_retries=0, batch_warmup_s=0.0)
     quiet, noisy = measure_models([b"quiet", b"noisy"], cfg)
-    assert len(quiet.samples_ms) == 4  # tight from the start, but not before the minimum
+    assert len(quiet.samples_ms) == 4  # settled from the start, but not before the minimum
     assert len(noisy.samples_ms) == 7
     assert visits.count(b"quiet") == 4 and visits.count(b"noisy") == 7
 
 
 @pytest.mark.parametrize("ci_rel,attempts", [(0.02, 1), (0.0, 2)])
-def test_noisy_samples_with_a_tight_interval_are_not_remeasured(
+def test_noisy_samples_with_a_settled_floor_are_not_remeasured(
     monkeypatch: pytest.MonkeyPatch, ci_rel: float, attempts: int
 ) -> None:
     monkeypatch.setattr(timing, "_time_session", lambda model, cfg, limits: ([0.5, 1.0, 1.5], 1))  # IQR/median 0.5
@@ -359,12 +360,18 @@ def test_noisy_samples_with_a_tight_interval_are_not_remeasured(
 
 
 @pytest.mark.parametrize("values", [[1.0, 1.01, 0.99], [1.0, 1.5, 0.7, 1.2], [2.0, 2.0, 2.0, 2.0, 2.0]])
-def test_ci_tight_never_before_the_minimum(values: list[float]) -> None:
+def test_settled_never_before_the_minimum(values: list[float]) -> None:
     for n in range(1, len(values) + 1):
         cfg = ProtocolConfig(sessions=10, ci_rel=1.0, min_sessions=len(values))
-        assert ci_tight(values[:n], cfg) == (n == len(values))
-    assert not ci_tight(values, ProtocolConfig(ci_rel=0.0, min_sessions=2))
-    assert ci_half_width([v * 7 for v in values]) == pytest.approx(ci_half_width(values))  # relative: unit-free
+        assert settled(values[:n], cfg) == (n == len(values))
+    assert not settled(values, ProtocolConfig(ci_rel=0.0, min_sessions=2))
+
+
+def test_settled_asks_the_two_lowest_floors_to_agree_whatever_the_rest() -> None:
+    cfg = ProtocolConfig(ci_rel=0.02, min_sessions=3)
+    assert settled([1.5, 1.0, 1.01], cfg) and settled([1.0, 9.0, 1.02], cfg)  # the slow mode does not matter
+    assert not settled([1.0, 1.5, 1.6], cfg)  # one fast session alone is not a floor
+    assert settled([7.0, 10.5, 7.14], cfg) == settled([1.0, 1.5, 1.02], cfg)  # relative: unit-free
 
 
 def _v2_dict(nets: list[Network]) -> dict[str, Any]:

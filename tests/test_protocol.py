@@ -10,6 +10,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from haq.core.config import from_dict, to_dict
@@ -17,7 +19,7 @@ from haq.core.errors import ConfigError, DeviceError
 from haq.hardware.device import timing
 from haq.hardware.device.guard import Refusal, check_model
 from haq.hardware.device.machine import device_info
-from haq.hardware.device.measurement import Measurement, relative_iqr, relative_range
+from haq.hardware.device.measurement import Measurement, floors_agree, relative_iqr, relative_range, second_lowest, session_floor
 from haq.hardware.device.profile import kernels_from_profile
 from haq.hardware.device.runner import LocalRunner, RemoteRunner, make_runner, parse_remote
 from haq.hardware.device.sentinel import sentinel_model
@@ -101,7 +103,8 @@ def test_local_runner_measures_a_conv() -> None:
     assert len(m.samples_ms) == 3 and all(len(s) == 5 for s in m.samples_ms)
     assert m.n_samples == 15 and len(m.session_medians) == 3
     assert min(m.session_medians) <= m.median_ms <= max(m.session_medians)
-    assert m.median_ms > 0 and m.noise >= 0 and m.session_spread >= 0
+    assert min(m.session_floors) <= m.latency_ms <= max(m.session_floors) and m.latency_ms <= m.median_ms
+    assert m.latency_ms > 0 and m.noise >= 0 and m.session_spread >= 0
     assert "Conv" in m.kernels
     assert all(k >= 1 for k in m.runs_per_sample) and m.attempts == 1 and m.wall_s > 0
 
@@ -179,6 +182,7 @@ def test_measurement_round_trip_and_validation() -> None:
     m = Measurement(((1.0, 2.0, 3.0), (2.0, 2.0, 4.0)), (3, 4), ("Conv",), 0.5, 2, (1.0, 1.1))
     back = Measurement.from_dict(m.to_dict())
     assert back == m and back.median_ms == pytest.approx(2.0)
+    assert back.session_floors == pytest.approx((1.2, 2.0)) and back.latency_ms == pytest.approx(2.0)  # the second-lowest
     assert m.session_spread == pytest.approx(0.0) and m.drift == pytest.approx(0.1 / 1.05)
     with pytest.raises(DeviceError, match="malformed measurement"):
         Measurement.from_dict({"samples_ms": [[1.0]]})
@@ -195,6 +199,36 @@ def test_pure_statistics() -> None:
     assert relative_iqr([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(2.0 / 3.0)
     assert relative_iqr([1.0, 1.0, 1.0, 100.0]) == pytest.approx(24.75)
     assert relative_range([9.0, 10.0, 11.0]) == pytest.approx(0.2)
+
+
+_TIMES = st.floats(0.001, 1000.0, allow_nan=False)
+_SESSIONS = st.lists(st.lists(_TIMES, min_size=1, max_size=12), min_size=1, max_size=8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(_SESSIONS, st.floats(0.01, 100.0))
+def test_the_latency_is_a_floor_two_sessions_reach(sessions: list[list[float]], scale: float) -> None:
+    m = Measurement(tuple(map(tuple, sessions)), (1,) * len(sessions), (), 0.0)
+    floors = [session_floor(s) for s in sessions]
+    assert all(min(s) <= f <= max(s) for s, f in zip(sessions, floors))
+    assert min(floors) <= m.latency_ms <= max(floors)
+    assert sum(f <= m.latency_ms for f in floors) >= min(2, len(floors))  # at least two sessions at or below it
+    scaled = Measurement(tuple(tuple(v * scale for v in s) for s in sessions), m.runs_per_sample, (), 0.0)
+    assert scaled.latency_ms == pytest.approx(m.latency_ms * scale, rel=1e-9)  # a statistic of the shape, not the unit
+
+
+def test_one_lucky_session_or_a_few_lucky_samples_do_not_set_the_latency() -> None:
+    fast, slow = [10.0] * 50, [15.0] * 50
+    lucky_session = Measurement(((5.0,) * 50, tuple(slow), tuple(slow)), (1, 1, 1), (), 0.0)
+    assert lucky_session.latency_ms == 15.0
+    lucky_samples = Measurement(((1.0, 1.0, *slow[2:]), tuple(slow)), (1, 1), (), 0.0)  # 2 of 50 samples
+    assert lucky_samples.latency_ms == 15.0
+    mixed = Measurement((tuple(slow[:30] + fast[:20]), tuple(slow), tuple(fast)), (1, 1, 1), (), 0.0)
+    assert mixed.latency_ms == 10.0 and mixed.median_ms == 15.0  # the fast state, seen in two sessions
+    assert second_lowest([3.0]) == 3.0 and second_lowest([3.0, 1.0, 2.0]) == 2.0
+    assert floors_agree([1.0, 1.02, 5.0], 0.02) and not floors_agree([1.0, 1.03], 0.02) and not floors_agree([1.0], 1.0)
+    with pytest.raises(DeviceError, match="no values"):
+        second_lowest([])
 
 
 def test_kernels_from_profile_orders_unique_nodes() -> None:

@@ -99,7 +99,7 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
         "--ci-rel",
         type=float,
         default=d.ci_rel,
-        help="stop timing a model once its 95%% interval is within this fraction of its mean (0: always --sessions)",
+        help="stop timing a model once its two lowest session floors agree within this fraction (0: always --sessions)",
     )
     g.add_argument("--min-sessions", type=int, default=d.min_sessions, help="sessions a model gets before --ci-rel may stop it")
 
@@ -195,10 +195,10 @@ def run_measure(ns: argparse.Namespace) -> int:
     paths = [Path(p) for p in ns.models]
     models = [read_model_file(p) for p in paths]
     results = runner.measure_many(models)
-    emit("| model | median (ms) | IQR/median | session spread | samples | attempts | kernels |\n|---|---|---|---|---|---|---|")
+    emit("| model | latency (ms) | IQR/median | session spread | samples | attempts | kernels |\n|---|---|---|---|---|---|---|")
     for path, m in zip(paths, results):
         kernels = ", ".join(sorted(set(m.kernels)))
-        stats = f"{m.median_ms:.4f} | {m.noise:.3f} | {m.session_spread:.3f} | {m.n_samples} | {m.attempts}"
+        stats = f"{m.latency_ms:.4f} | {m.noise:.3f} | {m.session_spread:.3f} | {m.n_samples} | {m.attempts}"
         emit(f"| {path.name} | {stats} | {kernels} |")
     if ns.json:
         record = {

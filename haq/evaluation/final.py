@@ -65,7 +65,7 @@ class FinalReport:
     """Everything ``haq evaluate`` prints.
 
     predicted: the table's whole-policy cost per metric (ms, mJ) and ``size_bits``.
-    measured_ms / measured_noise: median latency measured on this machine and its IQR/median,
+    measured_ms / measured_noise: latency measured on this machine (the protocol's floor) and its IQR/median,
         ``None`` when not measured (``measure_note`` says why).
     """
 
@@ -138,8 +138,8 @@ def evaluate_final(
     if skipped is None and measurer is not None:
         say("measuring latency on this machine")
         m = measurer.measurement(policy)
-        measured_ms, noise = m.median_ms, m.noise
-        note = "measured on this machine (median of the protocol's sessions)" + (", emulated bit widths" if cfg.emulate else "")
+        measured_ms, noise = m.latency_ms, m.noise
+        note = "measured on this machine (the protocol's session floor)" + (", emulated bit widths" if cfg.emulate else "")
     return FinalReport(metrics, evaluator.reference, cfg.split, n, predicted, measured_ms, noise, note)
 
 

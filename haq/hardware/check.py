@@ -70,8 +70,8 @@ def check_table(table: CostTable, net: Network, runner: Runner, n: int, seed: in
     validate.count("n", n, MIN_POLICIES)
     policies = sample_policies(net.layers, supported_pairs(table, net.layers), n, seed)
     models = export_all(net, policies, log)
-    first = [m.median_ms for m in runner.measure_many(models)]
-    second = [m.median_ms for m in runner.measure_many(models)]
+    first = [m.latency_ms for m in runner.measure_many(models)]
+    second = [m.latency_ms for m in runner.measure_many(models)]
     return score(table, net, [bits_of(net.layers, p) for p in policies], list(zip(first, second)))
 
 

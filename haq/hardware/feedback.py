@@ -4,7 +4,7 @@ A per-layer table cannot see everything a real runtime does between layers (Q/DQ
 layout transposes at precision changes, fusions, kernels the optimizer swaps), so HAQ's
 "hardware feedback" times the real thing: export the whole network under the policy, run it
 through a :class:`~haq.hardware.device.runner.Runner` (this machine or a device agent) with the
-measurement protocol, and report the median. :class:`MeasuredCost` has the same
+measurement protocol, and report its latency (a floor: :mod:`haq.hardware.device.measurement`). :class:`MeasuredCost` has the same
 ``policy_cost(layers, policy, metric)`` as :class:`~haq.tables.table.CostTable`, so the search
 can use it for episode-end rewards while a table stays the fast prior inside an episode.
 
@@ -111,11 +111,11 @@ class MeasuredCost:
         return len(self._cache)
 
     def policy_cost(self, layers: Sequence[LayerInfo], policy: QuantPolicy, metric: str = "latency") -> float:
-        """Median measured latency (ms) of the whole model under ``policy``."""
+        """Measured latency (ms, the protocol's floor) of the whole model under ``policy``."""
         if metric not in self.metrics:
             raise ConfigError(f"measured cost has only latency; metric '{metric}' needs a cost table that stores it")
         self._check_layers(layers)
-        return self.measurement(policy).median_ms
+        return self.measurement(policy).latency_ms
 
     def measurement(self, policy: QuantPolicy) -> Measurement:
         """The full measurement (raw samples, noise, kernels) of ``policy``, measured once."""
@@ -134,7 +134,7 @@ class MeasuredCost:
             self._log(f"hardware feedback: measuring on {self.name}")
             for key, m in zip(todo, self.runner.measure_many(models)):
                 self._cache[key] = m
-                self._log(f"hardware feedback: {m.median_ms:.4f} ms (noise {m.noise:.3f}) for {key}")
+                self._log(f"hardware feedback: {m.latency_ms:.4f} ms (noise {m.noise:.3f}) for {key}")
             self._save()
         return [self._cache[k] for k in keys]
 

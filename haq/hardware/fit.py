@@ -46,7 +46,7 @@ from haq.tables.schema import (
 from haq.tables.table import CostTable, save_table
 
 MeasuredCache = dict[tuple[str, tuple[BitPair, ...]], float]
-"""Whole-model measurements already taken: (network fingerprint, per-layer bits) -> median ms."""
+"""Whole-model measurements already taken: (network fingerprint, per-layer bits) -> latency (ms, the protocol's floor)."""
 Exported = dict[tuple[str, tuple[BitPair, ...]], bytes]
 """Configurations already exported in this fit: (network fingerprint, per-layer bits) -> ONNX bytes."""
 
@@ -418,8 +418,8 @@ def measure_all(
     if exported is not None:
         exported.update(zip(todo, models))
     timed = runner.measure_many([*models, sentinel_model(1)])
-    known.update(dict(zip(todo, (m.median_ms for m in timed))))
-    overhead = RunOverhead("latency", 0.0, timed[-1].median_ms)
+    known.update(dict(zip(todo, (m.latency_ms for m in timed))))
+    overhead = RunOverhead("latency", 0.0, timed[-1].latency_ms)
     obs = [observe(table, net, p, known[(fp, b)]) for net, fp, policies, bits in plans for p, b in zip(policies, bits)]
     return obs, overhead
 
@@ -467,7 +467,7 @@ def price_by_parts(
         log(f"timing {len(nodes.models)} distinct nodes between the layers of {len(nets) + len(by_name)} network(s)")
     timing = not calibration and stored is None
     timed = runner.measure_many([*nodes.models, *(overhead_models() if timing else ()), sentinel_model(1)])
-    node_ms = [m.median_ms for m in timed[: len(nodes.models)]]
+    node_ms = [m.latency_ms for m in timed[: len(nodes.models)]]
 
     def parts(net: Network, policy: QuantPolicy, row: Sequence[int]) -> tuple[float, float, list[float]]:
         return (*layer_parts(table, net.layers, policy), [node_ms[i] for i in row])
@@ -481,7 +481,7 @@ def price_by_parts(
         call = stored.latency_ms
         how = f"kept in the table, fitted on {stored.measurements} whole-model measurements of {', '.join(stored.fitted_on)}"
     else:
-        call = call_overhead(timed[-3].median_ms, timed[-2].median_ms)
+        call = call_overhead(timed[-3].latency_ms, timed[-2].latency_ms)
         how = "timed (no network measured whole beside it, none kept in the table)"
     bound = overhead_bound([parts(net, policy, row) for net, policies, rows in plans for policy, row in zip(policies, rows)])
     if call > bound:
@@ -493,8 +493,8 @@ def price_by_parts(
         for policy, row in zip(policies, rows)
     ]
     if log:
-        log(f"call overhead of an isolated model: {1000 * call:.2f} µs, {how} (probe {1000 * timed[-1].median_ms:.2f} µs)")
-    return obs, RunOverhead("latency", 0.0, timed[-1].median_ms), kept
+        log(f"call overhead of an isolated model: {1000 * call:.2f} µs, {how} (probe {1000 * timed[-1].latency_ms:.2f} µs)")
+    return obs, RunOverhead("latency", 0.0, timed[-1].latency_ms), kept
 
 
 def observe(table: CostTable, net: Network, policy: QuantPolicy, measured_ms: float) -> Observation:

@@ -10,8 +10,9 @@ Noisy entries are re-measured by the protocol itself.
 An isolated one-layer model pays boundary work a layer inside a same-precision region does not:
 QuantizeLinear, DequantizeLinear and NCHW<->NHWC transposes (int8) or NCHWc reorders (fp32) —
 30-60 % of its time for small layers on this CPU. So an entry's ``latency_ms`` is the layer's
-*in-context* cost: the protocol median of the isolated model times the share of its profiled
-node time spent in the layer's own kernel(s). The isolated median, that share and the per-op
+*in-context* cost: the protocol's latency of the isolated model (a floor:
+:mod:`haq.hardware.device.measurement`) times the share of its profiled node time spent in the
+layer's own kernel(s). The isolated latency, that share and the per-op
 profile are kept in ``extra`` (``isolated_ms``, ``kernel_share``, ``profile_us``) and
 ``raw_ms`` holds the isolated model's raw samples. Boundary work is priced separately by the
 table's graph extras (:mod:`haq.hardware.graph_fit`).
@@ -45,7 +46,6 @@ from haq.hardware.device.machine import MachineFingerprint, cpu_model, machine_f
 from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.runner import LocalRunner, Runner
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.device.timing import ci_half_width
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy, discover_layers
 from haq.tables.schema import Entry
 
@@ -143,7 +143,7 @@ class MeasuredBackend:
             "protocol": {
                 **self.protocol.record(),
                 "models": "one exported layer per entry (haq.hardware.measured)",
-                "entry_cost": "in-context: isolated-model median x profiled share of the layer's own kernel(s); "
+                "entry_cost": "in-context: isolated-model latency x profiled share of the layer's own kernel(s); "
                 "extra.isolated_ms is the whole isolated model",
                 "precisions": "fp32; w8a8 via QDQ (QLinearConv/QGemm); "
                 "weight-only 2/4/8-bit linear via MatMulNBits accuracy_level=4",
@@ -192,19 +192,19 @@ class MeasuredBackend:
             key=sig.key(),
             w_bits=w,
             a_bits=a,
-            latency_ms=meas.median_ms * share,
+            latency_ms=meas.latency_ms * share,
             latency_iqr_ms=meas.iqr_ms * share,
             samples=meas.n_samples,
             source="measured",
             kernel=kernel,
             raw_ms=tuple(round(float(v), 6) for v in meas.all_samples()),
             extra={
-                "isolated_ms": meas.median_ms,
+                "isolated_ms": meas.latency_ms,
                 "kernel_share": round(share, 4),
                 "profile_us": profile,
                 "session_medians_ms": [round(v, 6) for v in meas.session_medians],
+                "session_floors_ms": [round(v, 6) for v in meas.session_floors],
                 "sessions": len(meas.session_medians),
-                "ci_half_width": round(ci_half_width(meas.session_medians), 4) if len(meas.session_medians) > 1 else None,
                 "noise": round(meas.noise, 4),
                 "attempts": meas.attempts,
                 "ops": list(meas.kernels),

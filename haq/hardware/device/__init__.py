@@ -28,10 +28,13 @@ medians by 74 %), so every figure haq stores comes from one documented procedure
    a longer sample often spans a scheduler preemption: at load average 7 on 2 cores a third of
    1 ms samples did, which made IQR / median 3-7 instead of 0.1-0.3, and 20 ms samples raised
    the median itself 2-3x (``bench/protocol.py``). Short samples that were preempted are
-   outliers the median ignores. On a dedicated device either choice gives the same median.
-6. **Statistics** (:mod:`.measurement`). Raw samples are kept. A model's latency is the median
-   of its per-session medians; its noise is the interquartile range of all samples over their
-   median. Means are never used.
+   outliers the floor ignores. On a dedicated device either choice gives the same latency.
+6. **Statistics** (:mod:`.measurement`). Raw samples are kept. A session's floor is the 10th
+   percentile of its samples; a model's latency is the second-lowest of its session floors (a
+   shared machine switches between a fast and a slow state every 10-100 ms; the floor is the
+   fast one, and two sessions must reach it), and the early stop waits for the two lowest
+   floors to agree within ``ci_rel``. Its noise is the interquartile range of all samples over
+   their median. Means are never used.
 7. **Re-measurement** (:mod:`.timing`). Models whose noise exceeds ``max_noise`` are measured
    again (the whole interleaved procedure, at most ``max_retries`` times; one by default, since
    a retry cures a burst of load but not a machine that stays busy); the least noisy attempt is

@@ -13,6 +13,7 @@ import onnxruntime as ort
 
 from haq.core import validate
 from haq.core.config import to_dict
+from haq.hardware.device.measurement import FLOOR_PERCENTILE
 
 SESSIONS = 10
 """Most fresh sessions a model gets by default. Why 10, not 5: once a session cost 0.1 s instead
@@ -20,8 +21,13 @@ of 0.5 s (the batch warm-up below), runs of ``bench/tables.py`` on this shared 2
 retest ceilings within ±10 % of 56-100 % over eight networks with at most 5 sessions and 94-100 %
 on two runs with at most 10 (``latency_tables/README.md``, "Faster builds")."""
 
-PROTOCOL_VERSION = 2
-"""2: ``batch_warmup_s`` (an agent of version 1 refuses it as an unknown field)."""
+PROTOCOL_VERSION = 3
+"""2: ``batch_warmup_s`` (an agent of version 1 refuses it as an unknown field). 3: the latency is
+the second-lowest session floor and the early stop waits for the two lowest floors to agree
+(:mod:`haq.hardware.device.measurement`); version 2 took the median of session medians and
+stopped on a confidence interval of their mean. The fields are unchanged, so an agent of
+version 2 still serves (its early stop is the old one; the host computes the latency from the
+samples either way)."""
 
 
 @dataclass(frozen=True)
@@ -29,9 +35,11 @@ class ProtocolConfig:
     """How to time a model; the defaults are what ``haq tables build --device cpu`` uses now (a table
     records the protocol that built it in ``meta.protocol``).
 
-    The early stop (``ci_rel`` 0.02 after ``min_sessions`` 3): on 65 single-layer models of
-    four networks timed with 5 sessions, 86 % had a 3-session 95 % interval within ±2 %, and
-    the 3-session mean of those was within 1 % of the 5-session median.
+    The early stop (``ci_rel`` 0.02 after ``min_sessions`` 3): a model leaves once the two lowest
+    of its session floors agree within 2 % (the floor its latency is has been seen twice); on
+    24-session timings of three policies each of three networks, split in two (``bench/session_spread.py``),
+    that took 3.3-4.9 sessions and the two halves agreed within ±5 % in 86-100 % of draws
+    (:mod:`haq.hardware.device.measurement`).
 
     The warm-up (0.5 s once per batch, then 0.05 s and 10 runs per session, against 0.5 s per
     session before; ``bench/warmup.py``): a pass over ResNet-20's 21 one-layer models took 11.9 s
@@ -41,11 +49,11 @@ class ProtocolConfig:
 
     sessions: fresh inference sessions per model (rounds, interleaved across models); the most
         a model gets when ``ci_rel`` stops sampling early.
-    ci_rel: stop sampling a model once the 95 % confidence interval of its mean session median
-        is within this fraction of it (0 = off: every model gets ``sessions``).
+    ci_rel: stop sampling a model once its two lowest session floors are within this fraction
+        of each other (0 = off: every model gets ``sessions``).
     min_sessions: sessions a model gets before ``ci_rel`` may stop it (no early stop when
-        ``sessions`` is smaller). A noisy model (``max_noise``) whose interval is tight is
-        not re-measured.
+        ``sessions`` is smaller). A noisy model (``max_noise``) whose floor has settled is not
+        re-measured.
     warmup_runs / warmup_s: a session is warmed up for at least this many runs and seconds.
     batch_warmup_s: before the first round of a batch, the first model runs untimed this long:
         the CPU's clock and caches warm up once per batch, a session only needs its own first
@@ -103,12 +111,14 @@ class ProtocolConfig:
             "inputs": f"numpy default_rng({self.seed}); standard normal floats, small integers",
             "order": "fresh session per model per round, round order rotated by one",
             "stopping": (
-                f"a model leaves after >= {self.min_sessions} sessions once the 95 % t-interval of its mean "
-                f"session median is within ±{self.ci_rel:g} of it; {self.sessions} sessions at most"
+                f"a model leaves after >= {self.min_sessions} sessions once its two lowest session floors "
+                f"are within {self.ci_rel:g} of each other; {self.sessions} sessions at most"
                 if self.ci_rel > 0
                 else f"{self.sessions} sessions per model"
             ),
-            "statistic": "median of per-session medians (ms per run)",
+            "statistic": (
+                f"second-lowest session floor (ms per run); a floor: the {FLOOR_PERCENTILE:g}th percentile of a session's samples"
+            ),
             "noise": "IQR / median of all samples",
             **to_dict(self),
         }

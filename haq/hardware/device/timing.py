@@ -14,7 +14,7 @@ import onnxruntime as ort
 from haq.core.types import Log
 from haq.hardware.device.guard import DEFAULT_MAX_INPUT_ELEMENTS, Refusal, check_model
 from haq.hardware.device.journal import SessionJournal, model_digest
-from haq.hardware.device.measurement import Measurement
+from haq.hardware.device.measurement import Measurement, floors_agree, session_floor
 from haq.hardware.device.profile import realized_kernels
 from haq.hardware.device.session import open_session, random_feeds, run_once, session_options
 from haq.hardware.device.settings import ProtocolConfig
@@ -30,8 +30,8 @@ def measure_models(
     journal: SessionJournal | None = None,
 ) -> list[Measurement]:
     """Time every model with the protocol, interleaved, re-measuring noisy ones (those whose
-    samples spread more than ``cfg.max_noise`` and whose session medians, with the early stop
-    on, have not converged anyway).
+    samples spread more than ``cfg.max_noise`` and whose floor, with the early stop on, has not
+    been seen twice anyway).
 
     With an opened ``journal``, the interleaved rounds record every session as it is timed and
     reuse those an interrupted attempt recorded (re-measurements of noisy models are not
@@ -50,7 +50,7 @@ def measure_models(
     kernels = [realized_kernels(m, cfg, max_input_elements) for m in models]
     results = _interleaved(models, kernels, cfg, sentinel, progress, limits, journal)
     for attempt in range(2, cfg.max_retries + 2):
-        noisy = [i for i, m in enumerate(results) if m.noise > cfg.max_noise and not ci_tight(m.session_medians, cfg)]
+        noisy = [i for i, m in enumerate(results) if m.noise > cfg.max_noise and not settled(m.session_floors, cfg)]
         if not noisy:
             break
         if progress:
@@ -62,28 +62,14 @@ def measure_models(
     return results
 
 
-def ci_tight(session_medians: Sequence[float], cfg: ProtocolConfig) -> bool:
-    """Whether a model has been sampled enough: ``cfg.min_sessions`` sessions or more and the
-    95 % confidence interval of the mean session median within ``cfg.ci_rel`` of it (Student
-    t, sessions being independent fresh starts). Never before the minimum; never with
+def settled(session_floors: Sequence[float], cfg: ProtocolConfig) -> bool:
+    """Whether a model has been sampled enough: ``cfg.min_sessions`` sessions or more and its two
+    lowest session floors within ``cfg.ci_rel`` of each other (the floor its latency is has been
+    seen twice: :mod:`~haq.hardware.device.measurement`). Never before the minimum; never with
     ``ci_rel`` 0 (then every model gets ``cfg.sessions``)."""
-    n = len(session_medians)
-    if cfg.ci_rel <= 0 or n < cfg.min_sessions or n < 2:
+    if cfg.ci_rel <= 0 or len(session_floors) < cfg.min_sessions:
         return False
-    return ci_half_width(session_medians) <= cfg.ci_rel
-
-
-def ci_half_width(values: Sequence[float]) -> float:
-    """Relative half-width of the 95 % Student-t interval of the mean of ``values`` (n >= 2)."""
-    arr = np.asarray(values, dtype=np.float64)
-    mean = float(arr.mean())
-    if mean <= 0:
-        return math.inf
-    return float(_T975[min(len(arr) - 1, len(_T975)) - 1] * arr.std(ddof=1) / math.sqrt(len(arr)) / mean)
-
-
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
-"""Two-sided 95 % Student-t quantiles for 1..15 degrees of freedom (beyond: the 15's, conservative)."""
+    return floors_agree(session_floors, cfg.ci_rel)
 
 
 def runs_per_sample(per_run_ms: float, min_repeat_ms: float) -> int:
@@ -106,7 +92,7 @@ def _interleaved(
 
     Each round gives every model still sampled one session (round-robin, so drift hits all
     alike); with ``cfg.ci_rel`` set, a model leaves after ``cfg.min_sessions`` rounds once
-    its confidence interval is that tight (:func:`ci_tight`), and at ``cfg.sessions`` at most.
+    its floor has been seen twice (:func:`settled`), and at ``cfg.sessions`` at most.
     Sessions ``journal`` holds count as timed: round r times only the models with r sessions or
     fewer, so an interrupted batch catches up and goes on as it would have.
     """
@@ -149,8 +135,8 @@ def _interleaved(
 
 
 def _sampled_enough(samples: Sequence[Sequence[float]], cfg: ProtocolConfig) -> bool:
-    """A model needs no more sessions: it has ``cfg.sessions`` or its interval is tight."""
-    return len(samples) >= cfg.sessions or ci_tight([float(np.median(s)) for s in samples], cfg)
+    """A model needs no more sessions: it has ``cfg.sessions`` or its floor is settled."""
+    return len(samples) >= cfg.sessions or settled([session_floor(s) for s in samples], cfg)
 
 
 def _warm_machine(model: bytes, cfg: ProtocolConfig, limits: _Limits) -> None:
