@@ -39,7 +39,7 @@ class ProtocolConfig:
     of its session floors agree within 2 % (the floor its latency is has been seen twice); on
     24-session timings of three policies each of three networks, split in two (``bench/session_spread.py``),
     that took 3.3-4.9 sessions and the two halves agreed within ±5 % in 86-100 % of draws
-    (:mod:`haq.hardware.device.measurement`).
+    (59-80 % on a later, noisier run; :mod:`haq.hardware.device.measurement`).
 
     The warm-up (0.5 s once per batch, then 0.05 s and 10 runs per session, against 0.5 s per
     session before; ``bench/warmup.py``): a pass over ResNet-20's 21 one-layer models took 11.9 s
