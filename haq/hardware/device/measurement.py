@@ -16,9 +16,10 @@ sentinel), the median of session medians (protocol version 2) agreed within ±5 
 draws after 9.0-10.0 sessions; each session's 10th-percentile sample (its floor: the speed
 when the machine did not slow it), taking the second-lowest floor over sessions (one lucky
 session cannot set it) and stopping once the two lowest agree, in 86-100 % after 3.3-4.9
-sessions. A later run on four digits CNN policies: 59-80 % against 12-50 % within ±5 %, 94-98 %
-against 28-81 % within ±10 %. A table's entries and the whole-model times it is checked against are both floors,
-so they describe the same machine state.
+sessions. A later, noisier run (four digits CNN policies, the probe and the sentinel): 59-80 %
+against 12-50 % within ±5 %, 94-98 % against 28-81 % within ±10 %. A table's entries and the
+whole-model times it is checked against are both floors, so they describe the same machine
+state.
 """
 
 from __future__ import annotations
