@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from haq.hardware.device.machine import probe_model
-from haq.hardware.device.measurement import Measurement
+from haq.hardware.device.measurement import Measurement, session_floor
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.device.timing import measure_models, settled
@@ -51,11 +51,8 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262)
 
 def floor_rule(sessions: Sequence[tuple[float, ...]], cfg: ProtocolConfig) -> tuple[float, int]:
     """The protocol's latency of ``sessions`` taken in order up to its early stop, and how many it took."""
-    n = len(sessions)
-    for k in range(1, len(sessions) + 1):
-        if settled(Measurement(tuple(sessions[:k]), (1,) * k, (), 0.0).session_floors, cfg):
-            n = k
-            break
+    floors = [session_floor(s) for s in sessions]
+    n = next((k for k in range(1, len(floors) + 1) if settled(floors[:k], cfg)), len(floors))
     return Measurement(tuple(sessions[:n]), (1,) * n, (), 0.0).latency_ms, n
 
 

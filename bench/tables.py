@@ -306,7 +306,15 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
     what its own fit configurations cost in that batch: their export, their timing (each
     measurement's wall time) and the fit itself."""
     runner = LocalRunner(protocol, log)
-    raw: dict[str, Any] = {"load_before": os.getloadavg(), "build_s": {}, "fit_s": {}, "probe_ms": {}, "fit": {}, "check": {}}
+    raw: dict[str, Any] = {
+        "load_before": os.getloadavg(),
+        "build_s": {},
+        "fit_s": {},
+        "probe_ms": {},
+        "fit": {},
+        "check": {},
+        "check_median": {},
+    }
     raw["machine_probe_ms"] = [probe_ms()]
     for net in nets:  # in order: a network's build time counts only signatures not already measured
         t0 = time.perf_counter()
@@ -352,7 +360,7 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
         raw["check"][net.name] = [
             [[list(b) for b in bits_of(net.layers, q)], a.latency_ms, b.latency_ms] for q, a, b in zip(checks, first, second)
         ]
-        raw.setdefault("check_median", {})[net.name] = [[a.median_ms, b.median_ms] for a, b in zip(first, second)]
+        raw["check_median"][net.name] = [[a.median_ms, b.median_ms] for a, b in zip(first, second)]
     raw["load_after"] = os.getloadavg()
     raw["machine_probe_ms"].append(probe_ms())
     return raw
