@@ -14,8 +14,10 @@ times what each network's fit took in it, and scores, in the same run:
 and (a) by parts, as ``haq tables fit --by-parts`` prices a network it never times whole: every
 node onnxruntime runs between layers in every configuration is timed alone in the same batch
 (:mod:`haq.hardware.parts`), the call overhead fitted on the other networks' measurements; then
-the network's own terms fitted on its fit configurations priced that way; and by parts with the
-call overhead timed instead (what ``--by-parts`` uses with no network measured whole beside it).
+the network's own terms fitted on its fit configurations priced that way and blended with the
+other networks' device terms (:func:`haq.hardware.fit.blend_with_terms`), and without the blend;
+and by parts with the call overhead timed instead (what ``--by-parts`` uses with no network
+measured whole beside it).
 
     python bench/tables.py --models resnet20 digits_cnn digits_mlp --n 16 --raw raw.json --out tables.json
     python bench/tables.py --models resnet20 digits_cnn --raw raw.json --rescore   # score a subset again, time nothing
@@ -35,7 +37,10 @@ same sessions, so the two statistics' retest ceilings are compared within one ru
 (a) and (b) compare whole-model times with single-layer entries timed earlier in the run, so
 they hold only if the machine kept its speed: the calibration probe is timed before the build,
 after it and at the end, and the output says when it moved by more than 10 % (a shared machine
-whose neighbours change load; re-run when it is quieter).
+whose neighbours change load; re-run when it is quieter). Every single-layer model of the table
+is also timed again in the batch, and (a) and (b) are scored once more on those entries, beside
+how far each network's layer sums moved between the build and the batch: an (a) that misses on
+both is the device terms', one that misses only on the build's entries is the machine's.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -59,9 +65,9 @@ from haq.hardware.device.machine import probe_ms
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.fit import FIT_CONFIGS, fit_graph, fit_policies, layer_parts, observe
+from haq.hardware.fit import FIT_CONFIGS, blend_with_terms, fit_graph, fit_policies, layer_parts, observe
 from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, PRIOR_WEIGHT
-from haq.hardware.measured import MeasuredBackend
+from haq.hardware.measured import MeasuredBackend, export_single
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
 from haq.hardware.parts import NodeSet, call_overhead, fit_overhead, overhead_models, parts_ms
 from haq.models import model_names
@@ -254,19 +260,21 @@ def main() -> int:
             "\n(a) by parts, as `haq tables fit --model OTHERS... NEW --by-parts NEW` prices a network it never times whole: "
             "its layers' entries plus every node onnxruntime runs between them, each node timed alone, less the call "
             "overhead of each isolated model but one, fitted on the other networks' whole-model measurements; then the "
-            "network's own device terms fitted on its fit configurations priced that way (what the search uses); last, "
-            "by parts with the overhead timed instead (a one-node model against a chain of them: what `--by-parts` uses "
-            "when no network is measured whole beside it)"
+            "network's own device terms fitted on its fit configurations priced that way, each blended with the other "
+            "networks' device terms (geometric mean; what the search uses), and without the blend; last, by parts with "
+            "the overhead timed instead (a one-node model against a chain of them: what `--by-parts` uses when no "
+            "network is measured whole beside it)"
         )
         print(
             "| network | (a) parts ±5 % | ±10 % | RMSPE | ρ | (a) parts → terms ±5 % | ±10 % | RMSPE | ρ "
-            "| overhead fitted (µs) | timed overhead: ±10 % (µs) |"
+            "| unblended ±10 % | overhead fitted (µs) | timed overhead: ±10 % (µs) |"
         )
-        print("|---" * 12 + "|")
+        print("|---" * 13 + "|")
         for name, r in result["networks"].items():
             pa, pt, pq = (Accuracy(**r[k]) for k in ("a_parts", "a_parts_terms", "a_parts_timed_overhead"))
+            alone = Accuracy(**r["a_parts_terms_unblended"])
             print(
-                f"| {name} | {cells(pa)} | {cells(pt)} | {1000 * r['parts_overhead_ms']:.2f} "
+                f"| {name} | {cells(pa)} | {cells(pt)} | {100 * alone.within10:.0f} % | {1000 * r['parts_overhead_ms']:.2f} "
                 f"| {100 * pq.within10:.0f} % ({1000 * r['parts_timed_overhead_ms']:.2f}) |"
             )
     v2_retest = {name: Accuracy(**r["c_retest_median"]) for name, r in result["networks"].items() if "c_retest_median" in r}
@@ -275,6 +283,8 @@ def main() -> int:
             "(c) on the same sessions under protocol version 2's statistic (median of session medians), within ±5 / ±10 %: "
             + "; ".join(f"{name} {100 * c.within5:.0f} / {100 * c.within10:.0f} %" for name, c in v2_retest.items())
         )
+    if "entry_ms" in raw:  # older raw files lack it
+        result["retimed"] = print_retimed(load_table(table_path), [n for n in nets if n.name in raw["fit"]], raw, ns)
     corrected = [name for name in result["networks"] if name not in result["own_terms"]]
     print(
         f"(b) by device terms of their own: {', '.join(result['own_terms']) or 'none'}; "
@@ -293,6 +303,46 @@ def main() -> int:
     if ns.out is not None:
         ns.out.write_text(json.dumps(result, indent=1))
     return 0
+
+
+def retimed(table: CostTable, entry_ms: Sequence[Sequence[Any]]) -> CostTable:
+    """``table`` with every entry's isolated-model time replaced by the one timed again in the
+    batch (times the build's kernel share): layer costs from the checks' own time window."""
+    ms = {(str(k), int(w), int(a)): float(v) for k, w, a, v in entry_ms}
+    entries = tuple(
+        replace(e, latency_ms=ms[(e.key, e.w_bits, e.a_bits)] * float(e.extra["kernel_share"])) for e in table.entries()
+    )
+    return CostTable(replace(table.data, entries=entries), f"{table.name}, re-timed in the batch")
+
+
+def print_retimed(table: CostTable, nets: Sequence[Network], raw: dict[str, Any], ns: argparse.Namespace) -> dict[str, Any]:
+    """(a) and (b) again from the single-layer entries timed in the batch beside the checks, and
+    how far those entries moved since the build: whether (a) misses because the device terms
+    do not travel between networks or because the machine's speed moved between the build and
+    the checks (it switches state over minutes; latency_tables/README.md)."""
+    again = retimed(table, raw["entry_ms"])
+    result = score(again, nets, raw, ns.form, ns.shared_terms, ns.prior_weight)
+    print(
+        "\n(a) and (b) with every single-layer entry timed again in the checks' batch (the build's kernel shares), "
+        "and the checks' layer sums under those entries against the build's"
+    )
+    print(
+        "| network | (a) ±5 % | (a) ±10 % | (a) RMSPE | (a) ρ | (b) ±5 % | (b) ±10 % | (b) RMSPE | (b) ρ "
+        "| layer sums, batch / build: median | within ±5 % | within ±10 % |"
+    )
+    print("|---" * 12 + "|")
+    for net in nets:
+        r = result["networks"][net.name]
+        checked = [tuple((int(w), int(a)) for w, a in row[0]) for row in raw["check"][net.name]]
+        build, batch = predict(table, net, checked), predict(again, net, checked)
+        moved = accuracy(batch, build)
+        ratio = float(np.median(np.divide(batch, build)))
+        r["layer_sums_batch_over_build"] = acc_dict(moved) | {"median_ratio": ratio}
+        a, b = Accuracy(**r["a_leave_one_out"]), Accuracy(**r["b_fitted"])
+        print(
+            f"| {net.name} | {cells(a)} | {cells(b)} | {ratio:.3f} | {100 * moved.within5:.0f} % | {100 * moved.within10:.0f} % |"
+        )
+    return result
 
 
 def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path, n: int, configs: int) -> dict[str, Any]:
@@ -338,13 +388,17 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
         models += exported + exported
     nodes, op_index = parts_of(nets, plans, models)
     ops = len(nodes.models)
+    entries = list(table.entries())
+    singles = [export_single(table.signatures[e.key], e.w_bits, e.a_bits)[0].onnx_bytes for e in entries]
     log(
-        f"measuring {len(models)} whole models of {len(nets)} networks and {ops} nodes between their layers "
-        "in one interleaved batch"
+        f"measuring {len(models)} whole models of {len(nets)} networks, {ops} nodes between their layers and the "
+        f"table's {len(singles)} single-layer models again in one interleaved batch"
     )
-    timed = runner.measure_many([*models, *nodes.models, *overhead_models(), sentinel_model(1)])
+    timed = runner.measure_many([*models, *nodes.models, *singles, *overhead_models(), sentinel_model(1)])
     probe = timed[-1].latency_ms
     raw["op_ms"] = [m.latency_ms for m in timed[len(models) : len(models) + ops]]
+    singles_timed = timed[len(models) + ops : len(models) + ops + len(singles)]
+    raw["entry_ms"] = [[e.key, e.w_bits, e.a_bits, m.latency_ms] for e, m in zip(entries, singles_timed)]
     raw["call_overhead_ms"] = call_overhead(timed[-3].latency_ms, timed[-2].latency_ms)
     raw["fit_ops"], raw["check_ops"] = op_index
     for net, fit, checks, start, export_s in plans:
@@ -431,6 +485,7 @@ def score(
         medians = raw.get("check_median", {}).get(net.name)  # the same sessions, version 2's statistic; older raw files lack it
         meas = [float(np.sqrt(a * b)) for a, b in zip(first, second)]
         pa, pb = predict(lono, net, checked), predict(joint, net, checked)
+        pt: list[float] = []
         if by_parts:  # no whole-model measurement of this network: priced by parts, as `tables fit --by-parts` does
             overhead = fit_overhead([row for x in nets if x is not net for row in fit_rows[x.name]])
             timed_overhead = raw.get("call_overhead_ms", overhead)  # timed beside the nodes; older raw files lack it
@@ -444,10 +499,14 @@ def score(
             ]
             others = [o for o in obs if o.network != net.name]  # measured whole beside it, as the command fits them
             overheads = pooled(list(probe.values()))
-            terms = fit_graph(table, nets, others + synthetic, overheads, form=form, by_parts=[net.name])
+            alone = fit_graph(table, nets, others + synthetic, overheads, form=form, by_parts=[net.name])
+            blended = blend_with_terms(synthetic, lono, [net])
+            terms = fit_graph(table, nets, others + blended, overheads, form=form, by_parts=[net.name])
+            pt = predict(terms, net, checked)
             parts_figures = {
                 "a_parts": acc_dict(accuracy(by_parts_ms(overhead), meas)),
-                "a_parts_terms": acc_dict(accuracy(predict(terms, net, checked), meas)),
+                "a_parts_terms": acc_dict(accuracy(pt, meas)),
+                "a_parts_terms_unblended": acc_dict(accuracy(predict(alone, net, checked), meas)),
                 "a_parts_timed_overhead": acc_dict(accuracy(by_parts_ms(timed_overhead), meas)),
                 "parts_overhead_ms": overhead,
                 "parts_timed_overhead_ms": timed_overhead,
@@ -464,7 +523,8 @@ def score(
             **(parts_figures if by_parts else {}),
             "policies": [
                 {"bits": [list(x) for x in bb], "measured_ms": [f, s], "a_ms": x, "b_ms": y}
-                for bb, f, s, x, y in zip(checked, first, second, pa, pb)
+                | ({"a_parts_terms_ms": pt[i]} if pt else {})
+                for i, (bb, f, s, x, y) in enumerate(zip(checked, first, second, pa, pb))
             ],
         }
     g = joint.data.graph

@@ -303,3 +303,38 @@ def test_by_parts_naming_a_model_not_fitted_is_one_line(digits_table: Path, caps
     code = main(["tables", "fit", "--model", "digits_mlp", "--device", str(digits_table), "--by-parts", "resnet20"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and "--by-parts names resnet20, which --model does not" in err and "\n" not in err
+
+
+def test_a_configuration_priced_by_parts_is_blended_with_the_device_terms_by_the_geometric_mean(digits_table: Path) -> None:
+    table, cnn = load_table(digits_table), load_network("digits_cnn")
+    policies = [QuantPolicy.uniform([x.name for x in cnn.layers], b) for b in (8, 32)]
+    priced = [fit.observe(table, cnn, p, 4.0 * layer_sum(table, cnn.layers, p)) for p in policies]
+    blended = fit.blend_with_terms(priced, table, [cnn])
+    for before, after, p in zip(priced, blended, policies):
+        assert after.measured_ms == pytest.approx(2.0 * layer_sum(table, cnn.layers, p)), "sqrt(4 S * S)"
+        assert (after.network, after.bits, after.layer_sum_ms) == (before.network, before.bits, before.layer_sum_ms)
+
+    class Unpriced:
+        def policy_cost(self, layers: Any, policy: Any) -> float:
+            return 0.0
+
+    assert fit.blend_with_terms(priced, Unpriced(), [cnn]) == priced, "no reference price: the parts price stands"  # type: ignore[arg-type]
+
+
+def test_a_fit_by_parts_blends_only_where_a_network_was_measured_whole(
+    digits_table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    real = fit.blend_with_terms
+
+    def spy(priced: Any, reference: Any, nets: Sequence[Network]) -> Any:
+        calls.append(sorted({o.network for o in priced}))
+        assert not reference.data.graph.networks or {n.network for n in reference.data.graph.networks} == {"digits_mlp"}
+        return real(priced, reference, nets)
+
+    monkeypatch.setattr(fit, "blend_with_terms", spy)
+    cnn, mlp = load_network("digits_cnn"), load_network("digits_mlp")
+    fit_table(load_table(digits_table), [cnn], _Recording(), 12, tmp_path / "alone.json", by_parts=["digits_cnn"])
+    assert calls == [], "nothing measured whole: no device terms to blend with"
+    fit_table(load_table(digits_table), [mlp, cnn], _Recording(), 12, tmp_path / "beside.json", by_parts=["digits_cnn"])
+    assert calls == [["digits_cnn"]]
