@@ -329,7 +329,8 @@ def test_a_fit_by_parts_blends_only_where_a_network_was_measured_whole(
 
     def spy(priced: Any, reference: Any, nets: Sequence[Network]) -> Any:
         calls.append(sorted({o.network for o in priced}))
-        assert not reference.data.graph.networks or {n.network for n in reference.data.graph.networks} == {"digits_mlp"}
+        graph = reference.data.graph
+        assert {n.network for n in (*graph.networks, *graph.corrections)} == {"digits_mlp"}, "fitted on the MLP alone"
         return real(priced, reference, nets)
 
     monkeypatch.setattr(fit, "blend_with_terms", spy)
