@@ -74,7 +74,7 @@ from haq.models import model_names
 from haq.models.mobilenet import MobileNetV2Small
 from haq.models.resnet import BasicBlock
 from haq.quant import discover_layers
-from haq.tables.schema import RunOverhead, network_family
+from haq.tables.schema import RunOverhead, kernel_share, network_family
 from haq.tables.table import CostTable, load_table
 
 DRIFT_LIMIT = 0.10
@@ -309,10 +309,7 @@ def retimed(table: CostTable, entry_ms: Sequence[Sequence[Any]]) -> CostTable:
     """``table`` with every entry's isolated-model time replaced by the one timed again in the
     batch (times the build's kernel share): layer costs from the checks' own time window."""
     ms = {(str(k), int(w), int(a)): float(v) for k, w, a, v in entry_ms}
-    entries = tuple(
-        replace(e, latency_ms=ms[(e.key, e.w_bits, e.a_bits)] * float(e.extra["kernel_share"])) for e in table.entries()
-    )
-    return CostTable(replace(table.data, entries=entries), f"{table.name}, re-timed in the batch")
+    return table.with_entries([replace(e, latency_ms=ms[(e.key, e.w_bits, e.a_bits)] * kernel_share(e)) for e in table.entries()])
 
 
 def print_retimed(table: CostTable, nets: Sequence[Network], raw: dict[str, Any], ns: argparse.Namespace) -> dict[str, Any]:
@@ -323,8 +320,9 @@ def print_retimed(table: CostTable, nets: Sequence[Network], raw: dict[str, Any]
     again = retimed(table, raw["entry_ms"])
     result = score(again, nets, raw, ns.form, ns.shared_terms, ns.prior_weight)
     print(
-        "\n(a) and (b) with every single-layer entry timed again in the checks' batch (the build's kernel shares), "
-        "and the checks' layer sums under those entries against the build's"
+        "\n(a) and (b) with every single-layer entry timed again in the checks' batch (the build's kernel shares; "
+        "`haq tables fit` fits on entries timed so, so this (b) is the command's), and the checks' layer sums under "
+        "those entries against the build's"
     )
     print(
         "| network | (a) ±5 % | (a) ±10 % | (a) RMSPE | (a) ρ | (b) ±5 % | (b) ±10 % | (b) RMSPE | (b) ρ "

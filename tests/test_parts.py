@@ -339,3 +339,32 @@ def test_a_fit_by_parts_blends_only_where_a_network_was_measured_whole(
     assert calls == [], "nothing measured whole: no device terms to blend with"
     fit_table(load_table(digits_table), [mlp, cnn], _Recording(), 12, tmp_path / "beside.json", by_parts=["digits_cnn"])
     assert calls == [["digits_cnn"]]
+
+
+def test_a_fit_times_the_entries_again_beside_the_whole_models_unless_it_reuses_measurements(
+    digits_table: Path, tmp_path: Path
+) -> None:
+    built = load_table(digits_table)
+    mlp = load_network("digits_mlp")
+    runner = _Recording()
+    out, kept = tmp_path / "fitted.json", tmp_path / "kept.jsonl"
+    fitted = fit_table(built, [mlp], runner, 12, out, observations=kept)
+    mine = {
+        (e.key, e.w_bits, e.a_bits)
+        for layer in mlp.layers
+        for e in [built.entry(layer.signature, *b) for b in built.supported_bits(layer.signature)]
+    }
+    timed = {len(m) for m in runner.models}
+    for before, after in zip(built.entries(), load_table(out).entries()):
+        if (before.key, before.w_bits, before.a_bits) not in mine:
+            assert after == before, "an entry of no network in the fit is left as built"
+            continue
+        isolated = after.extra["isolated_ms"]
+        assert after.extra["build_isolated_ms"] == pytest.approx(before.extra["isolated_ms"])
+        assert round((isolated - 0.004) / 1e-7) in timed, "timed again in the fit's batch"
+        assert after.latency_ms == pytest.approx(isolated * before.extra["kernel_share"]), "the build's kernel share kept"
+    assert fitted.data.entries == load_table(out).data.entries
+    again = _Recording()
+    refit = fit_table(fitted, [mlp], again, 12, tmp_path / "refit.json", observations=kept)
+    assert len(again.models) == 1, "every whole model reused: only the probe is timed, no entry"
+    assert refit.data.entries == fitted.data.entries

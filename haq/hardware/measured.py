@@ -24,7 +24,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -47,6 +47,7 @@ from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.runner import LocalRunner, Runner
 from haq.hardware.device.settings import ProtocolConfig
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy, discover_layers
+from haq.tables import schema
 from haq.tables.schema import Entry
 
 CALIBRATION_SAMPLES = 8
@@ -188,28 +189,39 @@ class MeasuredBackend:
         """The table entry of one timed single-layer model: in-context cost and its provenance."""
         profile = profile_ops(model.onnx_bytes, self.protocol.threads)
         share = kernel_share(profile)
-        return Entry(
-            key=sig.key(),
-            w_bits=w,
-            a_bits=a,
-            latency_ms=meas.latency_ms * share,
-            latency_iqr_ms=meas.iqr_ms * share,
-            samples=meas.n_samples,
-            source="measured",
-            kernel=kernel,
-            raw_ms=tuple(round(float(v), 6) for v in meas.all_samples()),
-            extra={
-                "isolated_ms": meas.latency_ms,
-                "kernel_share": round(share, 4),
-                "profile_us": profile,
-                "session_medians_ms": [round(v, 6) for v in meas.session_medians],
-                "session_floors_ms": [round(v, 6) for v in meas.session_floors],
-                "sessions": len(meas.session_medians),
-                "noise": round(meas.noise, 4),
-                "attempts": meas.attempts,
-                "ops": list(meas.kernels),
-            },
-        )
+        fields, timing = _timed(meas, share)
+        extra = {**timing, "kernel_share": round(share, 4), "profile_us": profile, "ops": list(meas.kernels)}
+        return Entry(key=sig.key(), w_bits=w, a_bits=a, source="measured", kernel=kernel, extra=extra, **fields)
+
+
+def _timed(meas: Measurement, share: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields of an entry, and the keys of its ``extra``, that come from timing its
+    single-layer model (``share``: the layer kernel's share of it)."""
+    fields = {
+        "latency_ms": meas.latency_ms * share,
+        "latency_iqr_ms": meas.iqr_ms * share,
+        "samples": meas.n_samples,
+        "raw_ms": tuple(round(float(v), 6) for v in meas.all_samples()),
+    }
+    extra = {
+        "isolated_ms": meas.latency_ms,
+        "session_medians_ms": [round(v, 6) for v in meas.session_medians],
+        "session_floors_ms": [round(v, 6) for v in meas.session_floors],
+        "sessions": len(meas.session_medians),
+        "noise": round(meas.noise, 4),
+        "attempts": meas.attempts,
+    }
+    return fields, extra
+
+
+def retimed_entry(entry: Entry, meas: Measurement) -> Entry:
+    """``entry`` with its single-layer model timed again (``meas``, e.g. in a fit's batch beside
+    the whole models): the new isolated time times the build's kernel share, the build's isolated
+    time kept as ``extra.build_isolated_ms`` (the first build's, however often it is re-timed)."""
+    share = schema.kernel_share(entry)
+    fields, timing = _timed(meas, share)
+    build = float(entry.extra.get("build_isolated_ms", entry.extra.get("isolated_ms", entry.latency_ms / share)))
+    return replace(entry, extra={**entry.extra, **timing, "build_isolated_ms": build}, **fields)
 
 
 def profile_ops(onnx_bytes: bytes, threads: int = 1, runs: int = PROFILE_RUNS) -> dict[str, float]:

@@ -162,6 +162,11 @@ class CostTable:
         data = replace(self.data, graph=graph)
         return CostTable(parse(data.to_dict(), str(self.path or self.name)), self.name, self.path)
 
+    def with_entries(self, entries: Sequence[Entry]) -> CostTable:
+        """The same table with other entries (validated), e.g. after timing them again."""
+        data = replace(self.data, entries=tuple(entries))
+        return CostTable(parse(data.to_dict(), str(self.path or self.name)), self.name, self.path)
+
     def save(self, path: str | Path) -> None:
         """Write atomically: a temporary file in the same directory renamed over ``path``."""
         save_table(self.data, Path(path))
