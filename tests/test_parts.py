@@ -355,14 +355,17 @@ def test_a_fit_times_the_entries_again_beside_the_whole_models_unless_it_reuses_
         for e in [built.entry(layer.signature, *b) for b in built.supported_bits(layer.signature)]
     }
     timed = {len(m) for m in runner.models}
+    retimed = 0
     for before, after in zip(built.entries(), load_table(out).entries()):
         if (before.key, before.w_bits, before.a_bits) not in mine:
             assert after == before, "an entry of no network in the fit is left as built"
             continue
+        retimed += 1
         isolated = after.extra["isolated_ms"]
         assert after.extra["build_isolated_ms"] == pytest.approx(before.extra["isolated_ms"])
         assert round((isolated - 0.004) / 1e-7) in timed, "timed again in the fit's batch"
         assert after.latency_ms == pytest.approx(isolated * before.extra["kernel_share"]), "the build's kernel share kept"
+    assert retimed == len(mine) > 0 and len(mine) < len(built.data.entries)
     assert fitted.data.entries == load_table(out).data.entries
     again = _Recording()
     refit = fit_table(fitted, [mlp], again, 12, tmp_path / "refit.json", observations=kept)
