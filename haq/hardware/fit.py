@@ -413,12 +413,13 @@ def measure_all(
     Where every configuration is measured now (none reused), the networks' single-layer entries
     are timed again in the same batch and the returned table holds them (:func:`retimed_entry`):
     the fit prices the difference between whole models and their layer sums, so both must describe
-    the same machine state, and this machine's speed moves over minutes. On three runs of
+    the same machine state, and this machine's speed moves over minutes. On four runs of
     ``bench/tables.py``, fitting on entries timed beside the whole models put the checks of the
-    networks' own terms within ±10 % in 98 % of cases against 93 % on the build's entries (100 %
-    on all eight networks on the run whose entries had moved most, 12-22 %, since the build);
-    latency_tables/README.md. Kept measurements were taken beside the entries they were fitted on,
-    so a fit that reuses any keeps the entries as they are."""
+    networks' own terms within ±10 % in 97 % of cases against 94 % on the build's entries (100 %
+    on all eight networks on the run whose entries had moved most, 12-22 %, since the build; a
+    few points worse on the two runs whose entries had not moved); latency_tables/README.md.
+    Kept measurements were taken beside the entries they were fitted on, so a fit that reuses
+    any keeps the entries as they are."""
     known = known if known is not None else {}
     plans = []
     todo: list[tuple[str, tuple[BitPair, ...]]] = []
@@ -545,8 +546,8 @@ def blend_with_terms(priced: Sequence[Observation], reference: CostTable, nets: 
     otherwise timed alone than in the graph), so their errors partly cancel. On four runs of
     ``bench/tables.py`` (8 networks each, every network left out in turn) the network's checks
     were within ±10 % of their measurements in 62 % of cases against 51 % (device terms alone)
-    and 56 % (parts alone), and on two runs after the choice 73 % against 63 and 68 %, 66 %
-    against 56 and 20 %; latency_tables/README.md. A configuration the reference does not price
+    and 56 % (parts alone), and on three runs after the choice 73 % against 63 and 68 %, 66 %
+    against 56 and 20 %, 73 % against 71 and 24 %; latency_tables/README.md. A configuration the reference does not price
     above zero keeps its parts price."""
     by_name = {net.name: net for net in nets}
     out = []
