@@ -67,7 +67,7 @@ from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.fit import FIT_CONFIGS, blend_with_terms, fit_graph, fit_policies, layer_parts, observe
 from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, PRIOR_WEIGHT
-from haq.hardware.measured import MeasuredBackend, export_single
+from haq.hardware.measured import MeasuredBackend, entry_model
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
 from haq.hardware.parts import NodeSet, call_overhead, fit_overhead, overhead_models, parts_ms
 from haq.models import model_names
@@ -162,6 +162,11 @@ def bench_network(name: str) -> Network:
         model = cls(shape[0]).eval()
     calib = torch.rand((16, *shape), generator=torch.Generator().manual_seed(0))
     return Network(name, model, discover_layers(model, shape), shape, calib)
+
+
+def bits(rows: Sequence[Sequence[int]]) -> tuple[tuple[int, int], ...]:
+    """A configuration's per-layer (w, a) bits as kept in the raw JSON, as tuples."""
+    return tuple((int(w), int(a)) for w, a in rows)
 
 
 def predict(table: CostTable, net: Network, bits: Sequence[tuple[tuple[int, int], ...]]) -> list[float]:
@@ -331,7 +336,7 @@ def print_retimed(table: CostTable, nets: Sequence[Network], raw: dict[str, Any]
     print("|---" * 12 + "|")
     for net in nets:
         r = result["networks"][net.name]
-        checked = [tuple((int(w), int(a)) for w, a in row[0]) for row in raw["check"][net.name]]
+        checked = [bits(row[0]) for row in raw["check"][net.name]]
         build, batch = predict(table, net, checked), predict(again, net, checked)
         moved = accuracy(batch, build)
         ratio = float(np.median(np.divide(batch, build)))
@@ -387,7 +392,7 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
     nodes, op_index = parts_of(nets, plans, models)
     ops = len(nodes.models)
     entries = list(table.entries())
-    singles = [export_single(table.signatures[e.key], e.w_bits, e.a_bits)[0].onnx_bytes for e in entries]
+    singles = [entry_model(table, e) for e in entries]
     log(
         f"measuring {len(models)} whole models of {len(nets)} networks, {ops} nodes between their layers and the "
         f"table's {len(singles)} single-layer models again in one interleaved batch"
@@ -448,9 +453,6 @@ def score(
     Fitted as ``haq tables fit`` fits them, so each network is priced by the terms of its family
     (:func:`haq.hardware.graph_fit.fit_set`); with ``shared``, one set of terms fitted on every
     network prices all of them."""
-
-    def bits(rows: list[list[int]]) -> tuple[tuple[int, int], ...]:
-        return tuple((int(w), int(a)) for w, a in rows)
 
     obs = [observe(table, net, policy_of(net.layers, bits(b)), ms) for net in nets for b, ms in raw["fit"][net.name]]
     names = {net.name for net in nets}

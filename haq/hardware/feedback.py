@@ -4,9 +4,10 @@ A per-layer table cannot see everything a real runtime does between layers (Q/DQ
 layout transposes at precision changes, fusions, kernels the optimizer swaps), so HAQ's
 "hardware feedback" times the real thing: export the whole network under the policy, run it
 through a :class:`~haq.hardware.device.runner.Runner` (this machine or a device agent) with the
-measurement protocol, and report its latency (a floor: :mod:`haq.hardware.device.measurement`). :class:`MeasuredCost` has the same
-``policy_cost(layers, policy, metric)`` as :class:`~haq.tables.table.CostTable`, so the search
-can use it for episode-end rewards while a table stays the fast prior inside an episode.
+measurement protocol, and report its latency (a floor: :mod:`haq.hardware.device.measurement`).
+:class:`MeasuredCost` has the same ``policy_cost(layers, policy, metric)`` as
+:class:`~haq.tables.table.CostTable`, so the search can use it for episode-end rewards while a
+table stays the fast prior inside an episode.
 
 Each policy is measured once: results are cached in memory and, optionally, in a JSON file
 written atomically after every new measurement, so a resumed search does not re-measure. The

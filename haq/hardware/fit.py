@@ -26,7 +26,7 @@ from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.runner import Runner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.graph_fit import FLOOR_SLACK, PRIOR_WEIGHT, DeviceFit, Observation, fit_correction, fit_device, fit_set
-from haq.hardware.measured import export_single, retimed_entry
+from haq.hardware.measured import entry_model, retimed_entry
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
 from haq.hardware.parts import NodeSet, call_overhead, fit_overhead, overhead_bound, overhead_models, parts_ms
 from haq.quant import LayerInfo, QuantPolicy
@@ -439,7 +439,7 @@ def measure_all(
     if exported is not None:
         exported.update(zip(todo, models))
     entries = [] if reused or not todo else _measured_entries(table, nets)
-    singles = [export_single(table.signatures[e.key], e.w_bits, e.a_bits)[0].onnx_bytes for e in entries]
+    singles = [entry_model(table, e) for e in entries]
     if log and singles:
         log(f"timing the {len(singles)} single-layer entries of {', '.join(n.name for n in nets)} again beside the whole models")
     timed = runner.measure_many([*models, *singles, sentinel_model(1)])
@@ -547,8 +547,8 @@ def blend_with_terms(priced: Sequence[Observation], reference: CostTable, nets: 
     ``bench/tables.py`` (8 networks each, every network left out in turn) the network's checks
     were within ±10 % of their measurements in 62 % of cases against 51 % (device terms alone)
     and 56 % (parts alone), and on three runs after the choice 73 % against 63 and 68 %, 66 %
-    against 56 and 20 %, 73 % against 71 and 24 %; latency_tables/README.md. A configuration the reference does not price
-    above zero keeps its parts price."""
+    against 56 and 20 %, 73 % against 71 and 24 %; latency_tables/README.md. A configuration the
+    reference does not price above zero keeps its parts price."""
     by_name = {net.name: net for net in nets}
     out = []
     for o in priced:

@@ -49,6 +49,7 @@ from haq.hardware.device.settings import ProtocolConfig
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy, discover_layers
 from haq.tables import schema
 from haq.tables.schema import Entry
+from haq.tables.table import CostTable
 
 CALIBRATION_SAMPLES = 8
 PROFILE_RUNS = 30
@@ -212,6 +213,11 @@ def _timed(meas: Measurement, share: float) -> tuple[dict[str, Any], dict[str, A
         "attempts": meas.attempts,
     }
     return fields, extra
+
+
+def entry_model(table: CostTable, entry: Entry) -> bytes:
+    """The single-layer ONNX model ``entry`` of ``table`` was timed on (the build's export, seeded alike)."""
+    return export_single(table.signatures[entry.key], entry.w_bits, entry.a_bits)[0].onnx_bytes
 
 
 def retimed_entry(entry: Entry, meas: Measurement) -> Entry:

@@ -159,12 +159,14 @@ class CostTable:
 
     def with_graph(self, graph: GraphExtras) -> CostTable:
         """The same table with other graph-aware extras (validated), e.g. after fitting them."""
-        data = replace(self.data, graph=graph)
-        return CostTable(parse(data.to_dict(), str(self.path or self.name)), self.name, self.path)
+        return self._validated(replace(self.data, graph=graph))
 
     def with_entries(self, entries: Sequence[Entry]) -> CostTable:
         """The same table with other entries (validated), e.g. after timing them again."""
-        data = replace(self.data, entries=tuple(entries))
+        return self._validated(replace(self.data, entries=tuple(entries)))
+
+    def _validated(self, data: TableData) -> CostTable:
+        """``data`` as a table of this name and path, through the same validation as a file."""
         return CostTable(parse(data.to_dict(), str(self.path or self.name)), self.name, self.path)
 
     def save(self, path: str | Path) -> None:
