@@ -26,7 +26,7 @@ from haq.quant import QuantPolicy
 from haq.runs.manifest import write_manifest
 from haq.runs.proposer import RunResult
 from haq.runs.rundir import EpisodeRecord, RunDir
-from haq.search.agents import save_agent
+from haq.search.agents import make_agent, save_agent
 from haq.search.baseline import RewardBaseline
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
@@ -82,6 +82,19 @@ def test_saved_agent_round_trips_with_its_metadata(source_run: Path, tmp_path: P
     rng = np.random.default_rng(0)
     for obs in rng.uniform(0, 1, (5, env.observation_space.shape[0])).astype(np.float32):
         assert np.array_equal(model.predict(obs, deterministic=True)[0], again.predict(obs, deterministic=True)[0])
+    for agent in (model, again):
+        groups = [g for opt in (agent.actor.optimizer, agent.critic.optimizer) for g in opt.param_groups]
+        assert groups and all(g["fused"] for g in groups)
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3", "ddpg", "ppo"])
+def test_every_agent_steps_with_fused_adam_and_ppo_keeps_its_eps(algo: str, cache_dir: Path) -> None:
+    env = MixedPrecisionEnv(problem=make_problem(EnvConfig(evaluation=CHEAP), cache_dir=cache_dir))
+    model = make_agent(AgentConfig(algo=algo, hidden=(8,)), env, episode_len=env.num_layers, total_episodes=4, seed=0)
+    optimizers = [model.policy.optimizer] if algo == "ppo" else [model.actor.optimizer, model.critic.optimizer]
+    groups = [g for opt in optimizers for g in opt.param_groups]
+    assert groups and all(g["fused"] for g in groups)
+    assert all(g["eps"] == (1e-5 if algo == "ppo" else 1e-8) for g in groups)
 
 
 def test_zero_shot_on_another_table_is_a_valid_policy_within_its_budget(

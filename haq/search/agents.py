@@ -44,7 +44,16 @@ from haq.runs.manifest import verify_manifest, write_manifest
 from haq.runs.tracking import quiet_logger
 from haq.search.config import AgentConfig
 from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise
-from haq.search.snapshot import ALGORITHMS, STATE_FILE, WEIGHTS_FILE, TrainingState, algo_name, read_snapshot, write_snapshot
+from haq.search.snapshot import (
+    ALGORITHMS,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    TrainingState,
+    algo_name,
+    policy_kwargs,
+    read_snapshot,
+    write_snapshot,
+)
 
 
 class AppliedActionReplayBuffer(NStepReplayBuffer):
@@ -107,7 +116,7 @@ def _new_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
             n_epochs=cfg.ppo_epochs,
             gae_lambda=1.0,
             normalize_advantage=episode_len > 1,
-            policy_kwargs={"net_arch": {"pi": hidden, "vf": hidden}},
+            policy_kwargs=policy_kwargs(PPO, {"pi": hidden, "vf": hidden}),
             **common,
         )
         return start_at_centre(ppo, cfg) if cfg.start_at_centre else ppo
@@ -122,7 +131,7 @@ def _new_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
         "gradient_steps": cfg.gradient_steps * n if cfg.gradient_steps > 0 else cfg.gradient_steps,
         "replay_buffer_class": AppliedActionReplayBuffer,
         "replay_buffer_kwargs": {"n_steps": episode_len, "gamma": 1.0},
-        "policy_kwargs": {"net_arch": {"pi": hidden, "qf": hidden}},
+        "policy_kwargs": policy_kwargs(ALGORITHMS[cfg.algo], {"pi": hidden, "qf": hidden}),
     }
     if cfg.algo == "sac":
         sac = SAC("MlpPolicy", env, ent_coef=f"auto_{cfg.ent_coef_init:g}", **off_policy, **common)
