@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/dq_reproduction.py --quick
 	$(BIN)/python bench/search_quality.py --quick
 	$(BIN)/python bench/transfer.py --quick
+	$(BIN)/python bench/agent_update.py --repeats 4
 
 tables: $(STAMP)
 	for d in bitfusion bismo-edge bismo-cloud; do \
