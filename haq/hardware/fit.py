@@ -453,14 +453,13 @@ def measure_all(
 
 
 def _measured_entries(table: CostTable, nets: Sequence[Network]) -> list[Entry]:
-    """The measured entries of every signature of ``nets`` at every precision the table has, each once."""
+    """The measured entries of every layer of ``nets`` (:func:`supported_pairs`' pairs), each once."""
     seen: dict[tuple[str, int, int], Entry] = {}
     for net in nets:
-        for layer in net.layers:
-            for w, a in table.supported_bits(layer.signature):
+        for layer, pairs in zip(net.layers, supported_pairs(table, net.layers)):
+            for w, a in pairs:
                 e = table.entry(layer.signature, w, a)
-                if e.source == "measured":
-                    seen.setdefault((e.key, e.w_bits, e.a_bits), e)
+                seen.setdefault((e.key, e.w_bits, e.a_bits), e)
     return list(seen.values())
 
 
