@@ -13,9 +13,9 @@ times what each network's fit took in it, and scores, in the same run:
 
 and (a) by parts, as ``haq tables fit --by-parts`` prices a network it never times whole: every
 node onnxruntime runs between layers in every configuration is timed alone in the same batch
-(:mod:`haq.hardware.parts`), the call overhead fitted on the other networks' measurements; then
-the network's own terms fitted on its fit configurations priced that way and blended with the
-other networks' device terms (:func:`haq.hardware.fit.blend_with_terms`), and without the blend;
+(:mod:`haq.hardware.parts`), the call overhead fitted per kind on the other networks' measurements; then
+the network's own terms fitted on its fit configurations priced that way, and with each price
+first blended with the other networks' device terms (:func:`haq.hardware.fit.blend_with_terms`);
 and by parts with the call overhead timed instead (what ``--by-parts`` uses with no network
 measured whole beside it).
 
@@ -69,12 +69,12 @@ from haq.hardware.fit import FIT_CONFIGS, blend_with_terms, fit_graph, fit_polic
 from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, PRIOR_WEIGHT
 from haq.hardware.measured import MeasuredBackend, entry_model
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
-from haq.hardware.parts import NodeSet, call_overhead, fit_overhead, overhead_models, parts_ms
+from haq.hardware.parts import NodeSet, Parts, bounded_overhead, call_overhead, fit_overhead, overhead_models, parts_ms, uniform
 from haq.models import model_names
 from haq.models.mobilenet import MobileNetV2Small
 from haq.models.resnet import BasicBlock
 from haq.quant import discover_layers
-from haq.tables.schema import RunOverhead, kernel_share, network_family
+from haq.tables.schema import CALL_KINDS, RunOverhead, kernel_share, network_family
 from haq.tables.table import CostTable, load_table
 
 DRIFT_LIMIT = 0.10
@@ -264,22 +264,29 @@ def main() -> int:
         print(
             "\n(a) by parts, as `haq tables fit --model OTHERS... NEW --by-parts NEW` prices a network it never times whole: "
             "its layers' entries plus every node onnxruntime runs between them, each node timed alone, less the call "
-            "overhead of each isolated model but one, fitted on the other networks' whole-model measurements; then the "
-            "network's own device terms fitted on its fit configurations priced that way, each blended with the other "
-            "networks' device terms (geometric mean; what the search uses), and without the blend; last, by parts with "
+            "overhead of each isolated model but one, fitted per kind (float / int8 / weight-only layer, node) on the other "
+            "networks' whole-model measurements; then the "
+            "network's own device terms fitted on its fit configurations priced that way (what the search uses), and "
+            "with each price first blended with the other networks' device terms (geometric mean, `--blend-with-terms`); "
+            "then by parts with one overhead for every kind; last, by parts with "
             "the overhead timed instead (a one-node model against a chain of them: what `--by-parts` uses when no "
             "network is measured whole beside it)"
         )
         print(
             "| network | (a) parts ±5 % | ±10 % | RMSPE | ρ | (a) parts → terms ±5 % | ±10 % | RMSPE | ρ "
-            "| unblended ±10 % | overhead fitted (µs) | timed overhead: ±10 % (µs) |"
+            "| blended ±10 % | overheads fitted: float / int8 / weight-only / node (µs) "
+            "| one overhead fitted: ±10 % (µs) | timed overhead: ±10 % (µs) |"
         )
-        print("|---" * 13 + "|")
+        print("|---" * 14 + "|")
         for name, r in result["networks"].items():
-            pa, pt, pq = (Accuracy(**r[k]) for k in ("a_parts", "a_parts_terms", "a_parts_timed_overhead"))
-            alone = Accuracy(**r["a_parts_terms_unblended"])
+            pa, pt, po, pq = (
+                Accuracy(**r[k]) for k in ("a_parts", "a_parts_terms", "a_parts_one_overhead", "a_parts_timed_overhead")
+            )
+            blend = Accuracy(**r["a_parts_terms_blended"])
+            kinds = " / ".join(f"{1000 * r['parts_overhead_ms'][k]:.2f}" for k in CALL_KINDS)
             print(
-                f"| {name} | {cells(pa)} | {cells(pt)} | {100 * alone.within10:.0f} % | {1000 * r['parts_overhead_ms']:.2f} "
+                f"| {name} | {cells(pa)} | {cells(pt)} | {100 * blend.within10:.0f} % | {kinds} "
+                f"| {100 * po.within10:.0f} % ({1000 * r['parts_one_overhead_ms']:.2f}) "
                 f"| {100 * pq.within10:.0f} % ({1000 * r['parts_timed_overhead_ms']:.2f}) |"
             )
     v2_retest = {name: Accuracy(**r["c_retest_median"]) for name, r in result["networks"].items() if "c_retest_median" in r}
@@ -465,13 +472,13 @@ def score(
         mine = [o for o in obs if o.network in chosen]
         return fit_graph(table, on, mine, overheads, form=form, log=log, by_family=not shared, prior_weight=prior_weight)
 
-    def parts(net: Network, b: tuple[tuple[int, int], ...], nodes: list[int]) -> tuple[float, float, list[float]]:
-        """(layer sum, layer kernel shares, node times) of one configuration priced by parts."""
-        return (*layer_parts(table, net.layers, policy_of(net.layers, b)), [raw["op_ms"][i] for i in nodes])
+    def parts(net: Network, b: tuple[tuple[int, int], ...], nodes: list[int]) -> Parts:
+        """One configuration priced by parts: layer entries, kernel shares per domain, node times."""
+        return layer_parts(table, net.layers, policy_of(net.layers, b), [raw["op_ms"][i] for i in nodes])
 
     by_parts = "op_ms" in raw
     fit_rows = {
-        net.name: [(*parts(net, bits(b), nodes), ms) for (b, ms), nodes in zip(raw["fit"][net.name], raw["fit_ops"][net.name])]
+        net.name: [(parts(net, bits(b), nodes), ms) for (b, ms), nodes in zip(raw["fit"][net.name], raw["fit_ops"][net.name])]
         for net in nets
         if by_parts
     }
@@ -487,28 +494,31 @@ def score(
         pa, pb = predict(lono, net, checked), predict(joint, net, checked)
         pt: list[float] = []
         if by_parts:  # no whole-model measurement of this network: priced by parts, as `tables fit --by-parts` does
-            overhead = fit_overhead([row for x in nets if x is not net for row in fit_rows[x.name]])
-            timed_overhead = raw.get("call_overhead_ms", overhead)  # timed beside the nodes; older raw files lack it
+            one, by_kind = fit_overhead([row for x in nets if x is not net for row in fit_rows[x.name]])
+            timed_overhead = raw.get("call_overhead_ms", one)  # timed beside the nodes; older raw files lack it
+            overhead, _ = bounded_overhead([p for p, _ in fit_rows[net.name]], by_kind)  # as the command bounds it
 
-            def by_parts_ms(r: float, rows: list[Any] = raw["check_ops"][net.name], net: Network = net) -> list[float]:
-                return [parts_ms(*parts(net, b, nodes), r) for b, nodes in zip(checked, rows)]
+            def by_parts_ms(r: Sequence[float], rows: list[Any] = raw["check_ops"][net.name], net: Network = net) -> list[float]:
+                return [parts_ms(parts(net, b, nodes), r) for b, nodes in zip(checked, rows)]
 
             synthetic = [
-                observe(table, net, policy_of(net.layers, bits(b)), parts_ms(*row[:3], overhead))
-                for (b, _), row in zip(raw["fit"][net.name], fit_rows[net.name])
+                observe(table, net, policy_of(net.layers, bits(b)), parts_ms(p, overhead))
+                for (b, _), (p, _) in zip(raw["fit"][net.name], fit_rows[net.name])
             ]
             others = [o for o in obs if o.network != net.name]  # measured whole beside it, as the command fits them
             overheads = pooled(list(probe.values()))
-            alone = fit_graph(table, nets, others + synthetic, overheads, form=form, by_parts=[net.name])
-            blended = blend_with_terms(synthetic, lono, [net])
-            terms = fit_graph(table, nets, others + blended, overheads, form=form, by_parts=[net.name])
+            terms = fit_graph(table, nets, others + synthetic, overheads, form=form, by_parts=[net.name])
+            blended = blend_with_terms(synthetic, lono, [net])  # as `--blend-with-terms` fits
+            with_blend = fit_graph(table, nets, others + blended, overheads, form=form, by_parts=[net.name])
             pt = predict(terms, net, checked)
             parts_figures = {
                 "a_parts": acc_dict(accuracy(by_parts_ms(overhead), meas)),
                 "a_parts_terms": acc_dict(accuracy(pt, meas)),
-                "a_parts_terms_unblended": acc_dict(accuracy(predict(alone, net, checked), meas)),
-                "a_parts_timed_overhead": acc_dict(accuracy(by_parts_ms(timed_overhead), meas)),
-                "parts_overhead_ms": overhead,
+                "a_parts_terms_blended": acc_dict(accuracy(predict(with_blend, net, checked), meas)),
+                "a_parts_one_overhead": acc_dict(accuracy(by_parts_ms(uniform(one)), meas)),
+                "a_parts_timed_overhead": acc_dict(accuracy(by_parts_ms(uniform(timed_overhead)), meas)),
+                "parts_overhead_ms": dict(zip(CALL_KINDS, overhead)),
+                "parts_one_overhead_ms": one,
                 "parts_timed_overhead_ms": timed_overhead,
             }
         result["networks"][net.name] = {

@@ -29,15 +29,17 @@ from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, export_all, load_network, model_layers, policy_of
 from haq.hardware.parts import (
     LAYER_KERNELS,
+    Parts,
+    bounded_overhead,
     call_overhead,
     compile_graph,
     fit_overhead,
-    overhead_bound,
     overhead_models,
     parts_ms,
+    uniform,
 )
 from haq.quant import QuantPolicy, discover_layers
-from haq.tables.schema import GraphExtras, NetworkTerms, PartsCall
+from haq.tables.schema import CALL_KINDS, GraphExtras, NetworkTerms, PartsCall
 from haq.tables.table import load_table
 
 F, Q = (32, 32), (8, 8)
@@ -108,32 +110,65 @@ def test_an_uncompilable_model_is_one_export_error() -> None:
 
 
 def test_parts_ms_takes_out_every_isolated_call_overhead_but_one() -> None:
-    assert parts_ms(1.0, 1.0, [], 0.5) == pytest.approx(1.0)
-    # two layers (shares 0.9 + 0.8) and two nodes: 3.7 isolated calls, 2.7 overheads beyond the network's own
-    assert parts_ms(2.0, 1.7, [0.01, 0.02], 0.005) == pytest.approx(2.03 - 0.005 * 2.7)
+    assert parts_ms(Parts(1.0, (1.0, 0.0, 0.0), ()), uniform(0.5)) == pytest.approx(1.0)
+    # a float and an int8 layer (shares 0.9 + 0.8) and two nodes: 3.7 isolated calls, 2.7 overheads beyond the network's own
+    two = Parts(2.0, (0.9, 0.8, 0.0), (0.01, 0.02))
+    assert parts_ms(two, uniform(0.005)) == pytest.approx(2.03 - 0.005 * 2.7)
+    # per kind: the network's own call is counted as a node's
+    assert parts_ms(two, (0.001, 0.002, 0.003, 0.004)) == pytest.approx(2.03 - (0.9 * 0.001 + 0.8 * 0.002 + 1 * 0.004))
+    with pytest.raises(ValueError, match="one value per kind"):
+        parts_ms(two, (0.001, 0.002))
+    with pytest.raises(ValueError, match="one sum per domain"):
+        Parts(1.0, (1.0,), ())
+
+
+def _rows(overhead: Sequence[float], seed: int, weight_only: bool = True) -> list[tuple[Parts, float]]:
+    """Random configurations and the times ``overhead`` (per kind) would make them take."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(16):
+        shares = tuple(float(x) for x in rng.uniform(0.0, 8.0, size=3) * (1.0, 1.0, float(weight_only)))
+        parts = Parts(float(rng.uniform(0.1, 2.0)), shares, tuple(rng.uniform(0.005, 0.05, size=int(rng.integers(0, 30)))))
+        rows.append((parts, parts_ms(parts, overhead)))
+    return rows
+
+
+@pytest.mark.parametrize("overhead", [(0.0, 0.0, 0.0, 0.0), (0.003, 0.002, 0.0045, 0.0037), (0.011, 0.0, 0.002, 0.006)])
+def test_fit_overhead_recovers_the_overheads_per_kind_that_made_the_measurements(overhead: tuple[float, ...]) -> None:
+    _, by_kind = fit_overhead(_rows(overhead, 1))
+    assert by_kind == pytest.approx(overhead, abs=1e-10)
 
 
 @pytest.mark.parametrize("overhead", [0.0, 0.003, 0.011])
-def test_fit_overhead_recovers_the_overhead_that_made_the_measurements(overhead: float) -> None:
-    rng = np.random.default_rng(1)
-    rows = []
-    for _ in range(12):
-        layer_ms, shares = float(rng.uniform(0.1, 2.0)), float(rng.uniform(2.0, 20.0))
-        ops = list(rng.uniform(0.005, 0.05, size=int(rng.integers(0, 30))))
-        rows.append((layer_ms, shares, ops, parts_ms(layer_ms, shares, ops, overhead)))
-    assert fit_overhead(rows) == pytest.approx(overhead, abs=1e-12)
+def test_one_overhead_for_every_call_is_recovered_by_both_fits(overhead: float) -> None:
+    pooled, by_kind = fit_overhead(_rows(uniform(overhead), 2))
+    assert pooled == pytest.approx(overhead, abs=1e-12)
+    assert by_kind == pytest.approx(uniform(overhead), abs=1e-10)
 
 
-def test_the_overhead_bound_keeps_every_configuration_priced_above_zero() -> None:
-    rows = [(0.02, 3.0, [0.006] * 4), (0.5, 10.0, [0.01] * 40), (0.01, 0.9, [])]  # the last pays less than one call
-    bound = overhead_bound(rows)
-    assert all(parts_ms(lm, sh, ops, bound) > 0 for lm, sh, ops in rows)
-    assert bound == pytest.approx(0.95 * min(0.044 / 6.0, 0.9 / 49.0))
-    assert overhead_bound([(0.01, 0.9, [])]) == float("inf")
+def test_a_kind_no_configuration_calls_takes_the_pooled_overhead() -> None:
+    pooled, by_kind = fit_overhead(_rows((0.003, 0.002, 0.009, 0.004), 3, weight_only=False))
+    assert by_kind[CALL_KINDS.index("weight-only")] == pooled
+    assert by_kind[CALL_KINDS.index("int8")] == pytest.approx(0.002, abs=1e-10)
+
+
+def test_the_bounded_overhead_keeps_every_configuration_priced_above_zero() -> None:
+    rows = [
+        Parts(0.02, (3.0, 0.0, 0.0), (0.006,) * 4),
+        Parts(0.5, (4.0, 6.0, 0.0), (0.01,) * 40),
+        Parts(0.01, (0.9, 0.0, 0.0), ()),  # pays less than one call
+    ]
+    asked = (0.01, 0.02, 0.0, 0.03)
+    bounded, scaled = bounded_overhead(rows, asked)
+    assert scaled and all(parts_ms(p, bounded) >= 0.05 * p.total() - 1e-15 for p in rows)
+    assert min(parts_ms(p, bounded) / p.total() for p in rows) == pytest.approx(0.05)
+    assert np.allclose(bounded, np.array(asked) * (bounded[0] / asked[0])), "every kind scaled alike"
+    assert bounded_overhead(rows, uniform(1e-6)) == (uniform(1e-6), False)
 
 
 def test_fit_overhead_is_never_negative_and_needs_a_measurement() -> None:
-    assert fit_overhead([(1.0, 3.0, [0.1], 2.0)]) == 0.0  # the parts are below the measurement: no overhead to remove
+    below = Parts(1.0, (3.0, 0.0, 0.0), (0.1,))
+    assert fit_overhead([(below, 2.0)]) == (0.0, uniform(0.0))  # the parts are below the measurement: nothing to remove
     with pytest.raises(ValueError, match="at least one"):
         fit_overhead([])
 
@@ -254,15 +289,17 @@ def test_the_overhead_fitted_beside_a_measured_network_is_kept_for_a_later_fit_b
         load_table(digits_table), [mlp, cnn], _Recording(), 12, tmp_path / "a.json", log=first.append, by_parts=by_parts
     )
     call = fitted.data.graph.parts_call
-    assert call is not None and call.fitted_on == ("digits_mlp",) and call.measurements == 12
+    assert call is not None and call.fitted_on == ("digits_mlp",) and call.measurements == 12 and call.by_kind is not None
     saved = json.loads((tmp_path / "a.json").read_text())
-    assert saved["version"] == 9 and saved["graph"]["parts_call"]["latency_ms"] == call.latency_ms
+    assert saved["version"] == 10 and saved["graph"]["parts_call"]["latency_ms"] == call.latency_ms
+    assert list(saved["graph"]["parts_call"]["by_kind"].values()) == list(call.by_kind)
     assert load_table(tmp_path / "a.json").data.graph.parts_call == call
     from haq.cli import main
 
     assert main(["tables", "show", str(tmp_path / "a.json")]) == 0
     shown = capsys.readouterr().out
-    said = f"call overhead by parts {1000 * call.latency_ms:.2f} µs (fitted on 12 whole-model measurements of digits_mlp)"
+    each = ", ".join(f"{kind} {1000 * ms:.2f}" for kind, ms in zip(CALL_KINDS, call.by_kind))
+    said = f"call overhead by parts (µs) {each} (fitted on 12 whole-model measurements of digits_mlp)"
     assert said in shown
 
     alone, later = _Recording(), []
@@ -270,7 +307,7 @@ def test_the_overhead_fitted_beside_a_measured_network_is_kept_for_a_later_fit_b
         load_table(tmp_path / "a.json"), [cnn], alone, 12, tmp_path / "b.json", log=later.append, by_parts=by_parts
     )
     assert "kept in the table, fitted on 12 whole-model measurements of digits_mlp" in _call_line(later)
-    assert _call_line(later).split(",")[0] == _call_line(first).split(",")[0]  # the same overhead, in µs
+    assert _call_line(later).split(";")[0] == _call_line(first).split(";")[0]  # the same overheads, in µs
     assert not set(overhead_models()) & set(alone.models), "the call-overhead models were timed, not used"
     assert refitted.data.graph.parts_call == call
 
@@ -293,6 +330,28 @@ def test_a_bad_parts_call_is_one_line_naming_the_field(digits_table: Path, tmp_p
     table = load_table(digits_table).with_graph(GraphExtras(parts_call=PartsCall(0.004, ("digits_mlp",), 12)))
     data = json.loads(json.dumps(table.data.to_dict()))
     assert data["version"] == 9
+    edit(data)
+    assert re.search(message, load_error(data, tmp_path / "bad.json"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(version=9), "'graph.parts_call.by_kind': needs version 10"),
+        (lambda d: d["graph"]["parts_call"]["by_kind"].pop("node"), "parts_call.by_kind.node': is missing"),
+        (lambda d: d["graph"]["parts_call"]["by_kind"].update(pool=0.001), "by_kind.pool': is not part of the format"),
+        (lambda d: d["graph"]["parts_call"]["by_kind"].update(int8=-1.0), "by_kind.int8': must be >= 0"),
+        (lambda d: d["graph"]["parts_call"].update(by_kind=[0.001] * 4), "by_kind': must be a JSON object"),
+    ],
+)
+def test_bad_overheads_per_kind_are_one_line_naming_the_field(
+    digits_table: Path, tmp_path: Path, edit: Any, message: str
+) -> None:
+    call = PartsCall(0.004, ("digits_mlp",), 12, (0.003, 0.0025, 0.0044, 0.0037))
+    data = json.loads(json.dumps(load_table(digits_table).with_graph(GraphExtras(parts_call=call)).data.to_dict()))
+    assert data["version"] == 10
+    (tmp_path / "good.json").write_text(json.dumps(data))
+    assert load_table(tmp_path / "good.json").data.graph.parts_call == call
     edit(data)
     assert re.search(message, load_error(data, tmp_path / "bad.json"))
 
@@ -321,7 +380,7 @@ def test_a_configuration_priced_by_parts_is_blended_with_the_device_terms_by_the
     assert fit.blend_with_terms(priced, Unpriced(), [cnn]) == priced, "no reference price: the parts price stands"  # type: ignore[arg-type]
 
 
-def test_a_fit_by_parts_blends_only_where_a_network_was_measured_whole(
+def test_a_fit_by_parts_blends_only_when_asked_and_where_a_network_was_measured_whole(
     digits_table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[list[str]] = []
@@ -335,10 +394,25 @@ def test_a_fit_by_parts_blends_only_where_a_network_was_measured_whole(
 
     monkeypatch.setattr(fit, "blend_with_terms", spy)
     cnn, mlp = load_network("digits_cnn"), load_network("digits_mlp")
-    fit_table(load_table(digits_table), [cnn], _Recording(), 12, tmp_path / "alone.json", by_parts=["digits_cnn"])
+    table = load_table(digits_table)
+    fit_table(table, [cnn], _Recording(), 12, tmp_path / "alone.json", by_parts=["digits_cnn"], blend=True)
     assert calls == [], "nothing measured whole: no device terms to blend with"
-    fit_table(load_table(digits_table), [mlp, cnn], _Recording(), 12, tmp_path / "beside.json", by_parts=["digits_cnn"])
+    fit_table(table, [mlp, cnn], _Recording(), 12, tmp_path / "beside.json", by_parts=["digits_cnn"])
+    assert calls == [], "not asked for: the parts prices stand"
+    fit_table(table, [mlp, cnn], _Recording(), 12, tmp_path / "blended.json", by_parts=["digits_cnn"], blend=True)
     assert calls == [["digits_cnn"]]
+
+
+@pytest.mark.parametrize("models", [["digits_mlp"], ["digits_mlp", "digits_cnn"]])
+def test_blending_with_no_model_measured_whole_beside_one_by_parts_is_one_line(
+    digits_table: Path, capsys: pytest.CaptureFixture[str], models: list[str]
+) -> None:
+    from haq.cli import main
+
+    by_parts = ["--by-parts", *models] if len(models) > 1 else []
+    code = main(["tables", "fit", "--model", *models, "--device", str(digits_table), *by_parts, "--blend-with-terms"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "--blend-with-terms blends prices by parts" in err and "\n" not in err
 
 
 def test_a_fit_times_the_entries_again_beside_the_whole_models_unless_it_reuses_measurements(

@@ -31,6 +31,7 @@ from haq.jobs.execute import Resolver, table_backend
 from haq.jobs.flags import add_job_args, resolve_job
 from haq.quant import QuantPolicy
 from haq.tables.network import describe_pairs
+from haq.tables.schema import CALL_KINDS, PartsCall
 from haq.tables.table import CostTable
 from haq.workload import WorkloadConfig, workload_layers
 
@@ -162,12 +163,19 @@ def _print_meta(t: CostTable) -> None:
                 for n in g.networks
             )
             + (
-                f"; call overhead by parts {1000 * g.parts_call.latency_ms:.2f} µs "
+                f"; call overhead by parts {_call_overhead(g.parts_call)} "
                 f"(fitted on {g.parts_call.measurements} whole-model measurements of {', '.join(g.parts_call.fitted_on)})"
                 if g.parts_call is not None
                 else ""
             )
         )
+
+
+def _call_overhead(call: PartsCall) -> str:
+    """A kept call overhead: per kind where the fit found one per kind, else the one for all calls."""
+    if call.by_kind is None:
+        return f"{1000 * call.latency_ms:.2f} µs"
+    return "(µs) " + ", ".join(f"{kind} {1000 * ms:.2f}" for kind, ms in zip(CALL_KINDS, call.by_kind))
 
 
 def _describe_machine(record: object) -> str:

@@ -29,6 +29,7 @@ class FitConfig:
     sessions: int
     remeasure: bool
     by_parts: tuple[str, ...] = ()
+    blend: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -38,6 +39,11 @@ class FitConfig:
         unknown = sorted(set(self.by_parts) - set(self.models))
         if unknown:
             raise ConfigError(f"--by-parts names {', '.join(unknown)}, which --model does not; give each of them to --model too")
+        if self.blend and not (self.by_parts and set(self.models) - set(self.by_parts)):
+            raise ConfigError(
+                "--blend-with-terms blends prices by parts with device terms fitted on models measured whole: "
+                "name some models with --by-parts and at least one --model without it"
+            )
 
 
 def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -69,12 +75,18 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
         "node timed alone, the call overhead fitted on the other --model networks measured whole (timed, and less "
         "accurate, when there are none); for a model too slow to time whole many times",
     )
+    f.add_argument(
+        "--blend-with-terms",
+        action="store_true",
+        help="move each --by-parts price to the geometric mean of it and what the device terms of the models measured whole "
+        "predict (better before the call overhead was fitted per kind; latency_tables/README.md)",
+    )
     f.set_defaults(func=run)
 
 
 def run(ns: argparse.Namespace) -> int:
     by_parts = () if ns.by_parts is None else tuple(ns.by_parts or ns.model)
-    cfg = FitConfig(tuple(ns.model), ns.device, ns.configs, ns.sessions, ns.remeasure, by_parts)
+    cfg = FitConfig(tuple(ns.model), ns.device, ns.configs, ns.sessions, ns.remeasure, by_parts, ns.blend_with_terms)
     table = latency_tables.load(cfg.table)
     if table.path is None:
         raise TableError(f"table {table.name} has no file to rewrite; pass a shipped table name or a .json file")
@@ -86,7 +98,7 @@ def run(ns: argparse.Namespace) -> int:
         sessions_path(path).unlink(missing_ok=True)
     runner = LocalRunner(ProtocolConfig(sessions=cfg.sessions), log, sessions_path(path))
     nets = [load_network(m, ns.dataset, ns.data_root, input_size=ns.input_size, input_shape=ns.input_shape) for m in cfg.models]
-    fitted = fit_table(table, nets, runner, cfg.configs, path, log=log, observations=kept, by_parts=cfg.by_parts)
+    fitted = fit_table(table, nets, runner, cfg.configs, path, log=log, observations=kept, by_parts=cfg.by_parts, blend=cfg.blend)
     g = fitted.data.graph
     print(
         f"{table.path}: {len(g.rules)} boundary rules, {len(g.layer_terms)} device layer terms, "

@@ -28,9 +28,11 @@ from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.graph_fit import FLOOR_SLACK, PRIOR_WEIGHT, DeviceFit, Observation, fit_correction, fit_device, fit_set
 from haq.hardware.measured import entry_model, retimed_entry
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
-from haq.hardware.parts import NodeSet, call_overhead, fit_overhead, overhead_bound, overhead_models, parts_ms
+from haq.hardware.parts import NodeSet, Parts, bounded_overhead, call_overhead, fit_overhead, overhead_models, parts_ms, uniform
 from haq.quant import LayerInfo, QuantPolicy
 from haq.tables.schema import (
+    CALL_KINDS,
+    DOMAINS,
     FAMILIES,
     Correction,
     Entry,
@@ -44,6 +46,7 @@ from haq.tables.schema import (
     kernel_share,
     network_family,
     network_fingerprint,
+    term_domain,
 )
 from haq.tables.table import CostTable, save_table
 
@@ -76,6 +79,7 @@ def fit_table(
     observations: Path | None = None,
     form: str | None = None,
     by_parts: Sequence[str] = (),
+    blend: bool = False,
 ) -> CostTable:
     """Measure ``n`` configurations per network, fit device terms and corrections, save to ``out``.
 
@@ -85,9 +89,9 @@ def fit_table(
     reused and the new ones are added to the file. The networks named in ``by_parts`` are never
     timed whole: each configuration is priced from its layers and the nodes between them
     (:func:`price_by_parts`, the call overhead fitted on the other networks' measurements, or
-    timed when every network is priced so); where networks are measured whole beside them, each
-    such price is blended with the device terms those fit (:func:`blend_with_terms`). Nothing of
-    theirs is added to ``observations``.
+    timed when every network is priced so); with ``blend``, where networks are measured whole
+    beside them, each such price is blended with the device terms those fit
+    (:func:`blend_with_terms`). Nothing of theirs is added to ``observations``.
     """
     machine = runner_identity(runner)
     _check_table_machine(table, machine)
@@ -105,7 +109,7 @@ def fit_table(
     if parts:
         stored = table.data.graph.parts_call
         priced, overhead, parts_call = price_by_parts(table, parts, runner, n, seed, log, obs, whole, exported, stored)
-        if whole:
+        if blend and whole:
             priced = blend_with_terms(priced, fit_graph(table, whole, obs, overhead, form=form), parts)
             if log:
                 log(f"each price by parts blended with the device terms of {', '.join(n.name for n in whole)} (geometric mean)")
@@ -480,13 +484,14 @@ def price_by_parts(
     nodes in one interleaved batch, with the call-time probe), and a configuration's time is
     :func:`~haq.hardware.parts.parts_ms` of its layers' entries and its nodes, less the call
     overhead of each isolated model but one. Returns the observations, the probe, and the call
-    overhead to keep in the table (``graph.parts_call``).
+    overheads to keep in the table (``graph.parts_call``).
 
-    The overhead is fitted (:func:`~haq.hardware.parts.fit_overhead`) on ``measured``, the
-    whole-model observations of ``measured_nets``, whose configurations are priced by parts in
-    the same batch; without them it is the one ``stored`` in the table by such an earlier fit on
-    this machine, else the one timed with the two call-overhead models, which on three benchmark
-    runs scored far worse (latency_tables/README.md). A measured configuration in ``exported``
+    The overheads, one per kind of isolated model, are fitted
+    (:func:`~haq.hardware.parts.fit_overhead`) on ``measured``, the whole-model observations of
+    ``measured_nets``, whose configurations are priced by parts in the same batch; without them
+    they are the ones ``stored`` in the table by such an earlier fit on this machine, else one
+    timed with the two call-overhead models for every kind, which on three benchmark runs scored
+    far worse (latency_tables/README.md). A measured configuration in ``exported``
     (what :func:`measure_all` exported) is not exported again."""
     exported = exported if exported is not None else {}
     nodes = NodeSet()
@@ -508,31 +513,27 @@ def price_by_parts(
     timed = runner.measure_many([*nodes.models, *(overhead_models() if timing else ()), sentinel_model(1)])
     node_ms = [m.latency_ms for m in timed[: len(nodes.models)]]
 
-    def parts(net: Network, policy: QuantPolicy, row: Sequence[int]) -> tuple[float, float, list[float]]:
-        return (*layer_parts(table, net.layers, policy), [node_ms[i] for i in row])
+    def parts(net: Network, policy: QuantPolicy, row: Sequence[int]) -> Parts:
+        return layer_parts(table, net.layers, policy, [node_ms[i] for i in row])
 
     kept = stored
     if calibration:
-        call = fit_overhead([(*parts(net, p, row), ms) for net, p, row, ms in calibration])
-        kept = PartsCall(call, tuple(sorted(by_name)), len(calibration))
+        pooled, by_kind = fit_overhead([(parts(net, p, row), ms) for net, p, row, ms in calibration])
+        kept = PartsCall(pooled, tuple(sorted(by_name)), len(calibration), by_kind)
         how = f"fitted on {len(calibration)} whole-model measurements of {', '.join(kept.fitted_on)}"
     elif stored is not None:
-        call = stored.latency_ms
         how = f"kept in the table, fitted on {stored.measurements} whole-model measurements of {', '.join(stored.fitted_on)}"
     else:
-        call = call_overhead(timed[-3].latency_ms, timed[-2].latency_ms)
         how = "timed (no network measured whole beside it, none kept in the table)"
-    bound = overhead_bound([parts(net, policy, row) for net, policies, rows in plans for policy, row in zip(policies, rows)])
-    if call > bound:
-        how += f", bounded to {1000 * bound:.2f} µs so that every configuration keeps a positive price"
-        call = bound
-    obs = [
-        observe(table, net, policy, parts_ms(*parts(net, policy, row), call))
-        for net, policies, rows in plans
-        for policy, row in zip(policies, rows)
-    ]
+    call = kept.per_kind() if kept is not None else uniform(call_overhead(timed[-3].latency_ms, timed[-2].latency_ms))
+    priced = [(net, policy, parts(net, policy, row)) for net, policies, rows in plans for policy, row in zip(policies, rows)]
+    call, scaled = bounded_overhead([p for *_, p in priced], call)
+    if scaled:
+        how += ", scaled down so that every configuration keeps a positive price"
+    obs = [observe(table, net, policy, parts_ms(p, call)) for net, policy, p in priced]
     if log:
-        log(f"call overhead of an isolated model: {1000 * call:.2f} µs, {how} (probe {1000 * timed[-1].latency_ms:.2f} µs)")
+        each = ", ".join(f"{kind} {1000 * ms:.2f}" for kind, ms in zip(CALL_KINDS, call))
+        log(f"call overhead of an isolated model (µs): {each}; {how} (probe {1000 * timed[-1].latency_ms:.2f} µs)")
     return obs, RunOverhead("latency", 0.0, timed[-1].latency_ms), kept
 
 
@@ -546,8 +547,12 @@ def blend_with_terms(priced: Sequence[Observation], reference: CostTable, nets: 
     ``bench/tables.py`` (8 networks each, every network left out in turn) the network's checks
     were within ±10 % of their measurements in 62 % of cases against 51 % (device terms alone)
     and 56 % (parts alone), and on three runs after the choice 73 % against 63 and 68 %, 66 %
-    against 56 and 20 %, 73 % against 71 and 24 %; latency_tables/README.md. A configuration the
-    reference does not price above zero keeps its parts price."""
+    against 56 and 20 %, 73 % against 71 and 24 %. With the call overhead fitted per kind
+    (:func:`~haq.hardware.parts.fit_overhead`) the parts got better than the terms they were
+    blended with: on three quiet runs (retest ceiling 100 %) the blend put 16 of 24 network-runs
+    at >= 80 % within ±10 % against 19 of 24 without it (mean 81 against 87 %), so it is an
+    option (``haq tables fit --blend-with-terms``), not the default; latency_tables/README.md. A
+    configuration the reference does not price above zero keeps its parts price."""
     by_name = {net.name: net for net in nets}
     out = []
     for o in priced:
@@ -581,10 +586,13 @@ def overhead_weight(table: CostTable, layers: Sequence[LayerInfo], bits: Sequenc
     return sum(kernel_share(table.entry(layer.signature, *b)) for layer, b in zip(layers, bits)) - 1.0
 
 
-def layer_parts(table: CostTable, layers: Sequence[LayerInfo], policy: QuantPolicy) -> tuple[float, float]:
-    """What :func:`~haq.hardware.parts.parts_ms` takes of a configuration's layers: their entries
-    summed and their kernel shares summed."""
-    return layer_sum(table, layers, policy), overhead_weight(table, layers, bits_of(layers, policy)) + 1.0
+def layer_parts(table: CostTable, layers: Sequence[LayerInfo], policy: QuantPolicy, op_ms: Sequence[float]) -> Parts:
+    """A configuration priced by parts (:func:`~haq.hardware.parts.parts_ms`): its layers'
+    entries summed, their kernel shares summed per term domain, and its nodes' times ``op_ms``."""
+    shares = dict.fromkeys(DOMAINS, 0.0)
+    for layer, pair in zip(layers, bits_of(layers, policy)):
+        shares[term_domain(pair)] += kernel_share(table.entry(layer.signature, *pair))
+    return Parts(layer_sum(table, layers, policy), tuple(shares[d] for d in DOMAINS), tuple(op_ms))
 
 
 def layer_sum(table: CostTable, layers: Sequence[LayerInfo], policy: QuantPolicy) -> float:

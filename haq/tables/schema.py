@@ -1,10 +1,11 @@
-"""The device cost table file format (``haq.cost_table`` versions 1 to 9): its records and writing.
+"""The device cost table file format (``haq.cost_table`` versions 1 to 10): its records and writing.
 
 A table is one JSON object; every field below is checked on load (:mod:`haq.tables.validation`)
 and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the field::
 
     {
-      "format": "haq.cost_table", "version": 1 | ... | 9,   # 9 iff graph.parts_call,
+      "format": "haq.cost_table", "version": 1 | ... | 10,  # 10 iff graph.parts_call.by_kind,
+                                                        # 9 iff graph.parts_call,
                                                         # 8 iff a network's terms are priced_by "parts",
                                                         # 7 iff graph.networks or a rule has "through",
                                                         # 6 iff graph.families,
@@ -56,7 +57,8 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
         "networks": [{"fingerprint": "...", "network": "resnet20", "fitted_on": 12,        # version 7
                       "priced_by": "measurement" | "parts",                              # optional, version 8
                       "transition_rules": [...], "layer_terms": [...], "run_overhead": {...}}],
-        "parts_call": {"latency_ms": 0.0039, "fitted_on": ["digits_mlp"], "measurements": 12}  # version 9
+        "parts_call": {"latency_ms": 0.0039, "fitted_on": ["digits_mlp"], "measurements": 12,  # version 9
+                       "by_kind": {"float": 0.0030, "int8": 0.0025, "weight-only": 0.0044, "node": 0.0037}}  # version 10
       }
     }
 
@@ -125,7 +127,8 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   measurements of the networks ``fitted_on``, each priced by parts beside its measurement. A
   later fit that prices a network by parts with no network measured whole beside it uses this
   instead of the overhead it can only time, which scored far worse (latency_tables/README.md).
-  It prices nothing itself.
+  ``latency_ms`` is one overhead for every call; ``by_kind`` (version 10, optional) one per
+  kind of isolated model (:data:`CALL_KINDS`), which a fit by parts prefers. It prices nothing itself.
 
 ``meta.machine`` (version 2) is the fingerprint of the machine that measured the table
 (:class:`haq.hardware.device.machine.MachineFingerprint`: CPU vendor / family / model /
@@ -152,10 +155,13 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 
 TABLE_FORMAT = "haq.cost_table"
-TABLE_VERSION = 9
+TABLE_VERSION = 10
 """The newest version this haq writes; :func:`table_version` picks the lowest one a table needs."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 DOMAINS = ("float", "int8", "weight-only")
+CALL_KINDS = (*DOMAINS, "node")
+"""What an isolated model's call overhead is fitted per (``graph.parts_call.by_kind``): a layer
+of each domain, and a node between layers."""
 """Layer kinds a device's layer terms distinguish (:func:`term_domain`)."""
 OP_KINDS = ("conv", "conv1x1", "dwconv", "linear")
 """Op kinds a layer term may be restricted to (:func:`op_kind`)."""
@@ -362,15 +368,28 @@ class RunOverhead:
 @dataclass(frozen=True)
 class PartsCall:
     """The call overhead of an isolated model (ms) a fit by parts found on ``measurements``
-    whole-model measurements of the networks ``fitted_on`` (version 9)."""
+    whole-model measurements of the networks ``fitted_on`` (version 9): ``latency_ms`` for every
+    call alike, ``by_kind`` one per kind in :data:`CALL_KINDS` order (version 10)."""
 
     latency_ms: float
     fitted_on: tuple[str, ...]
     measurements: int
+    by_kind: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.by_kind is not None and len(self.by_kind) != len(CALL_KINDS):
+            raise ValueError(f"by_kind needs one overhead per kind ({', '.join(CALL_KINDS)}), got {len(self.by_kind)}")
+
+    def per_kind(self) -> tuple[float, ...]:
+        """The overhead of each kind: ``by_kind``, or ``latency_ms`` for all of them in a table that predates it."""
+        return self.by_kind if self.by_kind is not None else (self.latency_ms,) * len(CALL_KINDS)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"latency_ms": self.latency_ms, "fitted_on": list(self.fitted_on), "measurements": self.measurements}
+        d: dict[str, Any] = {"latency_ms": self.latency_ms, "fitted_on": list(self.fitted_on), "measurements": self.measurements}
+        if self.by_kind is not None:
+            d["by_kind"] = dict(zip(CALL_KINDS, self.by_kind))
+        return d
 
 
 @dataclass(frozen=True)
@@ -546,13 +565,14 @@ class TableData:
 
 
 def table_version(meta: Mapping[str, Any], graph: GraphExtras | None = None) -> int:
-    """9 with a call overhead found by parts (``parts_call``), 8 with per-network device terms
+    """10 with call overheads per kind found by parts (``parts_call.by_kind``), 9 with one
+    (``parts_call``), 8 with per-network device terms
     fitted on configurations priced by parts, 7 with per-network device terms or a boundary rule
     for a max-pool (``through``), 6 with per-family device terms, 5 with a boundary rule keyed by
     the consumer's op, 4 with a layer term keyed by op, 3 with other per-device terms, else 2 with
     the machine that measured it (``meta.machine``), else 1."""
     if graph is not None and graph.parts_call is not None:
-        return 9
+        return 10 if graph.parts_call.by_kind is not None else 9
     if graph is not None and any(n.priced_by != PRICED_BY[0] for n in graph.networks):
         return 8
     if graph is not None and (graph.networks or any(r.through for r in graph.all_rules())):

@@ -15,6 +15,7 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerSignature
 from haq.tables.fields import FieldReader
 from haq.tables.schema import (
+    CALL_KINDS,
     DOMAINS,
     FAMILIES,
     OP_KINDS,
@@ -93,6 +94,8 @@ def parse(raw: Any, source: str) -> TableData:
         r.fail("graph.networks", f"terms priced by parts need version 8 of the format, the file says version {top['version']}")
     if graph.parts_call is not None and top["version"] < 9:
         r.fail("graph.parts_call", f"needs version 9 of the format, the file says version {top['version']}")
+    if graph.parts_call is not None and graph.parts_call.by_kind is not None and top["version"] < 10:
+        r.fail("graph.parts_call.by_kind", f"needs version 10 of the format, the file says version {top['version']}")
     if graph.run_overhead is not None:
         _check_overhead(r, graph.run_overhead, entries)
     for i, fam in enumerate(graph.families):
@@ -331,14 +334,20 @@ def _parse_families(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple
 
 
 def _parse_parts_call(r: FieldReader, raw: Any, path: str = "graph.parts_call") -> PartsCall:
-    r.keys(r.obj(raw, path), path, ("latency_ms", "fitted_on", "measurements"))
+    r.keys(r.obj(raw, path), path, ("latency_ms", "fitted_on", "measurements"), ("by_kind",))
     names = r.array(raw["fitted_on"], f"{path}.fitted_on")
     if not names:
         r.fail(f"{path}.fitted_on", "must name the networks measured whole that the overhead was fitted on, got []")
+    by_kind = None
+    if "by_kind" in raw:
+        kinds = r.obj(raw["by_kind"], f"{path}.by_kind")
+        r.keys(kinds, f"{path}.by_kind", CALL_KINDS)
+        by_kind = tuple(r.number(kinds[k], f"{path}.by_kind.{k}", positive=False) for k in CALL_KINDS)
     return PartsCall(
         r.number(raw["latency_ms"], f"{path}.latency_ms", positive=False),
         tuple(r.string(n, f"{path}.fitted_on[{i}]") for i, n in enumerate(names)),
         r.integer(raw["measurements"], f"{path}.measurements", 1),
+        by_kind,
     )
 
 
