@@ -16,8 +16,8 @@ node onnxruntime runs between layers in every configuration is timed alone in th
 (:mod:`haq.hardware.parts`), the call overhead fitted per kind on the other networks' measurements; then
 the network's own terms fitted on its fit configurations priced that way, and with each price
 first blended with the other networks' device terms (:func:`haq.hardware.fit.blend_with_terms`);
-and by parts with the call overhead timed instead (what ``--by-parts`` uses with no network
-measured whole beside it).
+by parts with one overhead fitted for every kind (before format version 10); and by parts with
+the call overhead timed instead (what ``--by-parts`` uses with no network measured whole beside it).
 
     python bench/tables.py --models resnet20 digits_cnn digits_mlp --n 16 --raw raw.json --out tables.json
     python bench/tables.py --models resnet20 digits_cnn --raw raw.json --rescore   # score a subset again, time nothing

@@ -152,12 +152,12 @@ def fit_overhead(rows: Sequence[tuple[Parts, float]]) -> tuple[float, tuple[floa
     squares, floored at 0), and one per kind (non-negative least squares), where a kind no
     configuration of ``rows`` calls takes the pooled one.
 
-    Why per kind: an isolated model does not pay the same around every kernel. On two quiet runs
-    of ``bench/tables.py`` (retest ceiling 100 % within ±10 % on all eight networks), fitted on
-    the other seven networks, the pooled overhead put 5 of 8 networks' checks at >= 80 % within
-    ±10 % (mean 80 / 79 %), the overheads per kind 6 and 7 of 8 (mean 87 / 87 %), at about 3.0
-    (float layer), 2.5 (int8 layer), 4.4 (weight-only layer) and 3.7 µs (node) on both runs;
-    latency_tables/README.md."""
+    Why per kind: an isolated model does not pay the same around every kernel. On three quiet
+    runs of ``bench/tables.py`` (retest ceiling 100 % within ±10 % on all eight networks), each
+    network priced by parts with overheads fitted on the other seven, the pooled overhead put 5
+    of 8 networks' checks at >= 80 % within ±10 % on every run (mean 79-81 %), the overheads per
+    kind 6, 7 and 7 of 8 (mean 87 %), at 2.8-3.1 (float layer), 2.1-2.7 (int8 layer), 4.1-4.6
+    (weight-only layer) and 3.6-3.9 µs (node) on every run; latency_tables/README.md."""
     if not rows:
         raise ValueError("fitting the call overhead needs at least one measured network")
     meas = np.array([m for _, m in rows])
