@@ -27,11 +27,12 @@ from haq.core.errors import ConfigError
 from haq.core.types import stderr_log as log
 from haq.hardware.build import LOCAL_DEVICES, BuildConfig, build_table
 from haq.hardware.device.machine import MachineFingerprint
+from haq.hardware.parts import describe_overhead
 from haq.jobs.execute import Resolver, table_backend
 from haq.jobs.flags import add_job_args, resolve_job
 from haq.quant import QuantPolicy
 from haq.tables.network import describe_pairs
-from haq.tables.schema import CALL_KINDS, PartsCall
+from haq.tables.schema import PartsCall
 from haq.tables.table import CostTable
 from haq.workload import WorkloadConfig, workload_layers
 
@@ -175,7 +176,7 @@ def _call_overhead(call: PartsCall) -> str:
     """A kept call overhead: per kind where the fit found one per kind, else the one for all calls."""
     if call.by_kind is None:
         return f"{1000 * call.latency_ms:.2f} µs"
-    return "(µs) " + ", ".join(f"{kind} {1000 * ms:.2f}" for kind, ms in zip(CALL_KINDS, call.by_kind))
+    return f"(µs) {describe_overhead(call.by_kind)}"
 
 
 def _describe_machine(record: object) -> str:

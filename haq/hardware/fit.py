@@ -28,10 +28,19 @@ from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.graph_fit import FLOOR_SLACK, PRIOR_WEIGHT, DeviceFit, Observation, fit_correction, fit_device, fit_set
 from haq.hardware.measured import entry_model, retimed_entry
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
-from haq.hardware.parts import NodeSet, Parts, bounded_overhead, call_overhead, fit_overhead, overhead_models, parts_ms, uniform
+from haq.hardware.parts import (
+    NodeSet,
+    Parts,
+    bounded_overhead,
+    call_overhead,
+    describe_overhead,
+    fit_overhead,
+    overhead_models,
+    parts_ms,
+    uniform,
+)
 from haq.quant import LayerInfo, QuantPolicy
 from haq.tables.schema import (
-    CALL_KINDS,
     DOMAINS,
     FAMILIES,
     Correction,
@@ -532,8 +541,8 @@ def price_by_parts(
         how += ", scaled down so that every configuration keeps a positive price"
     obs = [observe(table, net, policy, parts_ms(p, call)) for net, policy, p in priced]
     if log:
-        each = ", ".join(f"{kind} {1000 * ms:.2f}" for kind, ms in zip(CALL_KINDS, call))
-        log(f"call overhead of an isolated model (µs): {each}; {how} (probe {1000 * timed[-1].latency_ms:.2f} µs)")
+        probe = f"probe {1000 * timed[-1].latency_ms:.2f} µs"
+        log(f"call overhead of an isolated model (µs): {describe_overhead(call)}; {how} ({probe})")
     return obs, RunOverhead("latency", 0.0, timed[-1].latency_ms), kept
 
 

@@ -185,6 +185,11 @@ def bounded_overhead(parts: Sequence[Parts], overhead: Sequence[float], floor: f
     return tuple(float(v) for v in r * scale), scale < 1.0
 
 
+def describe_overhead(overhead: Sequence[float]) -> str:
+    """The call overheads per kind in µs, for a log line or ``haq tables show``."""
+    return ", ".join(f"{kind} {1000 * ms:.2f}" for kind, ms in zip(CALL_KINDS, _kinds(overhead)))
+
+
 def _kinds(overhead: Sequence[float]) -> np.ndarray:
     if len(overhead) != len(CALL_KINDS):
         raise ValueError(f"the call overhead needs one value per kind ({', '.join(CALL_KINDS)}), got {len(overhead)}")
