@@ -25,7 +25,9 @@ Life of an episode (the files one episode touches, in order):
    (``haq/search/checkpoint.py`` on the core of ``haq/runs/checkpoint.py``): an agent
    checkpoint first, then the line in ``episodes.jsonl`` (``haq/runs/rundir.py``), then
    ``best_policy.json``; ``--resume`` reconciles the log with that checkpoint, and the progress
-   bar gets a :class:`~haq.runs.progress.Progress`.
+   bar gets a :class:`~haq.runs.progress.Progress`. A centred DDPG / TD3 agent also keeps the
+   steps of the run's best episodes (in the checkpoint), which its actor's updates imitate
+   (``haq/search/imitation.py``).
 7. With ``--workers N`` the episodes run N at a time (``envs/vector.py``) and their policies are
    scored as one batch on the worker pool (``haq/parallel/``); an off-policy agent makes the
    previous batch's update meanwhile (``haq/search/overlap.py``).

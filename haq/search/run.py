@@ -47,6 +47,7 @@ from haq.search.baseline import VecRewardBaseline
 from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.credit import VecCostCredit
+from haq.search.imitation import ELITE, EliteEpisode, EliteEpisodes, EpisodeTraces, SelfImitation
 from haq.search.overlap import DeferredUpdates
 from haq.search.rungs import RUNG, centre_on_best_rung
 from haq.search.snapshot import TrainingState
@@ -153,7 +154,8 @@ def train(
     if remaining > 0:
         # stable-baselines3's own logger, writing the agent's losses as TensorBoard scalars into the run directory.
         model.set_logger(agent_logger(store.path))
-        callback = _EpisodeLogger(store, config, agent_env, baseline, progress, resume)
+        imitation = _imitation(config.agent, checkpoint.state if checkpoint is not None else {}, store.path)
+        callback = _EpisodeLogger(store, config, agent_env, baseline, progress, resume, imitation)
         rounds = math.ceil(remaining / batch)  # a batch never splits: the last one's extra episodes are not logged
         deferred = _deferred(model, config.agent, batch, problem)
         if deferred is not None:
@@ -165,7 +167,17 @@ def train(
             env.while_scoring = None
             if deferred is not None:
                 deferred.uninstall()
+            if imitation is not None:
+                imitation.uninstall()
         model.logger.close()
+
+
+def _imitation(agent: AgentConfig, state: Mapping[str, Any], path: Path) -> SelfImitation | None:
+    """The self-imitation of a resolved ``agent`` (None when off), with the elite a checkpoint's
+    ``state`` recorded."""
+    if not agent.imitation:
+        return None
+    return SelfImitation(EliteEpisodes.from_state(agent.imitation_episodes, state.get(ELITE), str(path)), agent.imitation)
 
 
 def _deferred(model: BaseAlgorithm, agent: AgentConfig, batch: int, problem: SearchProblem) -> DeferredUpdates | None:
@@ -248,6 +260,7 @@ class _EpisodeLogger(BaseCallback):
         baseline: VecRewardBaseline | None,
         progress: OnProgress | None,
         resume: _Resume | None,
+        imitation: SelfImitation | None = None,
     ) -> None:
         super().__init__()
         self.store = store
@@ -258,10 +271,14 @@ class _EpisodeLogger(BaseCallback):
         self.baseline = baseline
         self.progress = progress
         self.resume = resume
-        self._pending: list[tuple[EpisodeRecord, bool]] = []
+        self.imitation = imitation
+        self._traces = EpisodeTraces()
+        self._pending: list[tuple[EpisodeRecord, bool, EliteEpisode | None]] = []
 
     def _on_training_start(self) -> None:
         set_actor_every(self.model, self.actor_every)
+        if self.imitation is not None:
+            self.imitation.install(self.model)
         self._hold()
         if self.resume is not None:
             self.resume.apply(self.model)
@@ -272,13 +289,19 @@ class _EpisodeLogger(BaseCallback):
         hold_actor(self.model, agent_episodes < self.actor_delay)
 
     def _on_step(self) -> bool:
+        infos = self.locals["infos"]
+        if self.imitation is not None:
+            acted_on = self.model._last_obs  # noqa: SLF001 - the observation this step acted on; learn() replaces it after the callback
+            for i, info in enumerate(infos):
+                self._traces.add(i, acted_on[i], info.get("applied_action", self.locals["buffer_actions"][i]))
         for i in np.flatnonzero(self.locals["dones"]):
-            info = self.locals["infos"][i]
+            info = infos[i]
             policy = {n: (int(w), int(a)) for n, (w, a) in info["policy"].items()}
             extra = {k: info[k] for k in ANNOTATIONS if k in info}
             episode = len(self.store.records) + len(self._pending)
             record = EpisodeRecord(episode, policy, PolicyMetrics.from_dict(info["metrics"]), float(info["reward"]), extra)
-            self._pending.append((record, bool(info["cached"])))
+            trace = self._traces.finish(i, episode, record.reward) if self.imitation is not None else None
+            self._pending.append((record, bool(info["cached"]), trace))
         return True
 
     def _on_rollout_end(self) -> None:
@@ -289,9 +312,14 @@ class _EpisodeLogger(BaseCallback):
             return
         self.store.agent = self.model
         average = self.baseline.average if self.baseline is not None else None
-        state = {"baseline": average, UPDATE_PENDING: True, BATCH: self.agent_env.num_envs}
-        self.store.commit_batch([r for r, _ in batch], state)
+        state: dict[str, Any] = {"baseline": average, UPDATE_PENDING: True, BATCH: self.agent_env.num_envs}
+        if self.imitation is not None:
+            for _, _, trace in batch:
+                if trace is not None:
+                    self.imitation.elite.offer(trace)
+            state[ELITE] = self.imitation.elite.to_state()
+        self.store.commit_batch([r for r, _, _ in batch], state)
         self._hold()
-        for record, cached in batch:
+        for record, cached, _ in batch:
             if self.progress is not None and self.store.best is not None:
                 self.progress(Progress.after(record, self.store.best, self.episodes, cached))
