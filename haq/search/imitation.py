@@ -66,16 +66,22 @@ class EliteEpisodes:
     def __init__(self, size: int) -> None:
         self.size = size
         self.episodes: list[EliteEpisode] = []
+        self._steps: tuple[np.ndarray, np.ndarray] | None = None
 
     def offer(self, episode: EliteEpisode) -> None:
         """Keep ``episode`` if it is among the best ``size``."""
         self.episodes = sorted([*self.episodes, episode], key=lambda e: (-e.reward, e.episode))[: self.size]
+        self._steps = None
 
     def steps(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Every elite step as (observations, actions), or None while there is none."""
+        """Every elite step as (observations, actions), or None while there is none; joined once
+        per change of the elite, not at every actor step that reads it."""
         if not self.episodes:
             return None
-        return np.concatenate([e.observations for e in self.episodes]), np.concatenate([e.actions for e in self.episodes])
+        if self._steps is None:
+            observations = np.concatenate([e.observations for e in self.episodes])
+            self._steps = observations, np.concatenate([e.actions for e in self.episodes])
+        return self._steps
 
     def to_state(self) -> list[dict[str, Any]]:
         """The checkpoint's record of the elite (JSON)."""
@@ -160,7 +166,7 @@ class SelfImitation:
         data = self.elite.steps()
         if model is None or data is None or not any(p.requires_grad for p in model.actor.parameters()):
             return
-        obs = torch.as_tensor(data[0], device=model.device)
+        obs = torch.as_tensor(data[0], device=model.device)  # no copy on the CPU
         target = torch.as_tensor(data[1], device=model.device)
         with torch.enable_grad():
             acted = model.actor(obs)
