@@ -8,11 +8,17 @@ the number a user gets.
 Every method gets its own evaluator cache (no method profits from another's evaluations); the
 float model is trained once per workload (seed 0), the method's seed drives its own randomness.
 
-Columns: final test-split reward (median over seeds, and the range), clean accuracy of the
+The test split's first half selects and its second reports when the validation images run out
+(every workload here); each run is also judged on the other fold (select on the second half,
+report on the first, :func:`haq.problem.select.swapped_images`), and the mean of the two folds'
+reports, the cross-fitted test reward, judges the method on every test image.
+
+Columns: final test-split reward (median over seeds, and the range), the cross-fitted one, clean accuracy of the
 chosen policy on the test images, its worst-case robust accuracy (full evaluator on the test
 images; ``n/a`` when not measured), best search reward, evaluations; then, per workload, the
 evaluations RL needed to reach random search's best (median over seeds, paired by seed), RL's
-median against each baseline's with a 95 % bootstrap interval over seeds, and
+median against each baseline's with a 95 % bootstrap interval over seeds (by the final and by
+the cross-fitted test reward), and
 the evaluator's noise: the reward std of one policy re-scored under different fine-tune /
 attack seeds (full evaluator) or, for the cheap evaluator (deterministic), the binomial
 sampling std of its accuracy term on the search's images.
@@ -69,6 +75,7 @@ from haq.jobs.problems import load_device_table
 from haq.parallel import start_pool
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem, build_problem
+from haq.problem.select import pick_final, swapped_images
 from haq.quant import QuantPolicy
 from haq.runs.final_pick import PickConfig, pick_run
 from haq.search.config import AgentConfig, SearchConfig
@@ -131,6 +138,7 @@ class RunResult:
     test_clean: float
     test_robust: float | None
     full_evaluations: int | None
+    crossfit_reward: float | None = None  # mean of the two folds' test rewards (None: the pick reported on the whole test split)
 
 
 MODES = {
@@ -238,7 +246,9 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
     seconds = time.perf_counter() - start
     records = list(result.records)
     promote = 0.0 if method == "rl-multi-unpromoted" else PickConfig().promote
-    pick = pick_run(problem, records, PickConfig(k=PICK_K, promote=promote)).pick  # a multi-fidelity run promotes first
+    final = pick_run(problem, records, PickConfig(k=PICK_K, promote=promote))  # a multi-fidelity run promotes first
+    pick = final.pick
+    crossfit = crossfit_reward(problem, [(r.quant_policy(), r.reward) for r in final.candidates], pick.test_reward)
     full_evals = problem.screen.full_evaluations if problem.screen is not None else None
     robust = pick.test.robust_acc
     if robust is None:
@@ -259,7 +269,18 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
         pick.test.clean_acc,
         robust,
         full_evals,
+        crossfit,
     )
+
+
+def crossfit_reward(problem: SearchProblem, candidates: list[tuple[QuantPolicy, float]], first: float) -> float | None:
+    """The mean of the pick's test reward (``first``) and the other fold's: the same candidates
+    selected on the second half of the test split and reported on the first
+    (:func:`haq.problem.select.swapped_images`); ``None`` when the pick reported on the whole test split."""
+    images = swapped_images(problem, PickConfig().select_samples)
+    if images is None:
+        return None
+    return (first + pick_final(problem, candidates, PICK_K, images=images).test_reward) / 2
 
 
 def final_robust(bench: Workbench, policy: QuantPolicy, cfg: EvalConfig) -> float | None:
@@ -337,9 +358,9 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
     lines = [
         f"\n### {s.model}: {s.evaluator} evaluator ({s.val_samples} images), Bit Fusion, {s.metric} budget {s.ratio}×, "
         f"{s.evaluations} evaluations\n",
-        "| method | seeds | evals | final test reward (median [range]) | test clean acc | test robust acc "
-        "| best search reward | full evals (mean, most) | minutes / run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | seeds | evals | final test reward (median [range]) | cross-fitted test reward | test clean acc "
+        "| test robust acc | best search reward | full evals (mean, most) | minutes / run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method in (*METHODS, *VARIANTS):
         rows = [r for r in results if r.method == method]
@@ -347,8 +368,10 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
             continue
         full = [r.full_evaluations for r in rows if r.full_evaluations is not None]
         evals = statistics.mean(r.evaluations for r in rows)
+        crossfit = [r.crossfit_reward for r in rows if r.crossfit_reward is not None]
         lines.append(
             f"| {method} | {len(rows)} | {evals:.0f} | {_med([r.test_reward for r in rows])} "
+            f"| {_med(crossfit) if len(crossfit) == len(rows) else 'n/a'} "
             f"| {_pct([r.test_clean for r in rows])} | {_pct([r.test_robust for r in rows])} "
             f"| {_med([r.best_reward for r in rows])} "
             f"| {f'{statistics.mean(full):.0f}, {max(full)}' if full else 'all'} "
@@ -360,8 +383,12 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
         if needed:
             shown = ", ".join(str(n) if n is not None else f">{s.evaluations}" for n in needed)
             lines.append(f"\n{method}: evaluations to reach random search's best (per seed): {shown}")
-    lines += rl_against_baselines(results)
-    lines += multi_fidelity_verdicts(results)
+    lines += rl_against_baselines(results, TEST)
+    if all(r.crossfit_reward is not None for r in results):
+        lines += rl_against_baselines(results, CROSSFIT)
+    lines += multi_fidelity_verdicts(results, TEST)
+    if all(r.crossfit_reward is not None for r in results):
+        lines += multi_fidelity_verdicts(results, CROSSFIT)
     ilp = next((r for r in results if r.method == "ilp"), None)
     prior_runs = [r for r in results if r.method == "rl-prior"]
     if ilp is not None and prior_runs:
@@ -397,13 +424,31 @@ def median_gap(mine: dict[int, float], theirs: dict[int, float], draws: int = BO
     return gap(seeds), spread[int(0.025 * draws)], spread[int(0.975 * draws) - 1]
 
 
-def rl_against_baselines(results: list[RunResult]) -> list[str]:
-    """The default agent's median final test reward against each baseline's (target: >= each),
-    with :func:`median_gap`'s interval and, where both ran several seeds, the paired count."""
-    rl = {r.seed: r.test_reward for r in results if r.method == "rl"}
+def _test(r: RunResult) -> float:
+    return r.test_reward
+
+
+def _crossfit(r: RunResult) -> float:
+    if r.crossfit_reward is None:
+        raise ValueError(f"{r.method} seed {r.seed} has no cross-fitted reward")
+    return r.crossfit_reward
+
+
+Judge = tuple[str, Callable[[RunResult], float]]
+"""A verdict's label and the reward of a run it compares."""
+TEST: Judge = ("final test reward", _test)
+CROSSFIT: Judge = ("cross-fitted test reward", _crossfit)
+"""What the verdicts compare: the pick's report, or the mean of both folds'."""
+
+
+def rl_against_baselines(results: list[RunResult], judge: Judge = TEST) -> list[str]:
+    """The default agent's median ``judge`` reward against each baseline's (target: >= each), with
+    :func:`median_gap`'s interval and, where both ran several seeds, the paired count."""
+    label, value = judge
+    rl = {r.seed: value(r) for r in results if r.method == "rl"}
     out = []
     for method in METHODS[1:]:
-        theirs = {r.seed: r.test_reward for r in results if r.method == method}
+        theirs = {r.seed: value(r) for r in results if r.method == method}
         common = set(rl) & set(theirs)
         if len(rl) < 2 or not theirs or (len(theirs) > 1 and len(common) < 2):
             continue
@@ -414,31 +459,32 @@ def rl_against_baselines(results: list[RunResult]) -> list[str]:
         else:
             detail = f"one run of {method}, taken as fixed"
         out.append(
-            f"\nrl minus {method}, median final test reward: {point:+.4f} (95 % bootstrap interval over seeds "
+            f"\nrl minus {method}, median {label}: {point:+.4f} (95 % bootstrap interval over seeds "
             f"[{lo:+.4f}, {hi:+.4f}]; {detail})"
         )
     return out
 
 
-def multi_fidelity_verdicts(results: list[RunResult]) -> list[str]:
+def multi_fidelity_verdicts(results: list[RunResult], judge: Judge = TEST) -> list[str]:
     """Each multi-fidelity variant against the full-only ``rl`` on the seeds both ran: its median
-    final test reward minus rl's (target: >= 0) and the most full evaluations any of its runs
+    ``judge`` reward minus rl's (target: >= 0) and the most full evaluations any of its runs
     used against a third of the evaluations (target: at most that)."""
+    label, value = judge
     full_only = {r.seed: r for r in results if r.method == "rl"}
     out = []
     for method in VARIANTS:
         runs = [r for r in results if r.method == method and r.full_evaluations is not None and r.seed in full_only]
         if not runs:
             continue
-        multi = statistics.median(r.test_reward for r in runs)
-        full = statistics.median(full_only[r.seed].test_reward for r in runs)
+        multi = statistics.median(value(r) for r in runs)
+        full = statistics.median(value(full_only[r.seed]) for r in runs)
         most = max(r.full_evaluations or 0 for r in runs)
         third = min(r.evaluations for r in runs) / 3
-        better = sum(r.test_reward > full_only[r.seed].test_reward for r in runs)
-        worse = sum(r.test_reward < full_only[r.seed].test_reward for r in runs)
-        gap, lo, hi = median_gap({r.seed: r.test_reward for r in runs}, {r.seed: full_only[r.seed].test_reward for r in runs})
+        better = sum(value(r) > value(full_only[r.seed]) for r in runs)
+        worse = sum(value(r) < value(full_only[r.seed]) for r in runs)
+        gap, lo, hi = median_gap({r.seed: value(r) for r in runs}, {r.seed: value(full_only[r.seed]) for r in runs})
         out.append(
-            f"\n{method} against full-only rl on {len(runs)} seeds: median final test reward {multi:+.3f} vs {full:+.3f} "
+            f"\n{method} against full-only rl on {len(runs)} seeds: median {label} {multi:+.3f} vs {full:+.3f} "
             f"(difference {gap:+.3f}, 95 % bootstrap interval over seeds [{lo:+.3f}, {hi:+.3f}]; "
             f"paired by seed {better} better, {worse} worse), "
             f"at most {most} full evaluations per run ({'within' if most <= third else 'above'} a third of the evaluations)"
@@ -471,6 +517,7 @@ def from_json(row: dict[str, Any], where: str) -> RunResult:
             float(row["test_clean"]),
             None if row["test_robust"] is None else float(row["test_robust"]),
             None if row["full_evaluations"] is None else int(row["full_evaluations"]),
+            None if row.get("crossfit_reward") is None else float(row["crossfit_reward"]),  # older rows have none
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SystemExit(f"{where}: not a search-quality result row ({type(exc).__name__}: {exc})") from None
@@ -518,6 +565,7 @@ def to_json(r: RunResult) -> dict[str, Any]:
         "test_clean": r.test_clean,
         "test_robust": r.test_robust,
         "full_evaluations": r.full_evaluations,
+        "crossfit_reward": r.crossfit_reward,
         "rewards": list(r.rewards),
     }
 

@@ -3,6 +3,7 @@ held-out images, reported on the test split) and the sensitivity observation lay
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,12 @@ from gymnasium.utils.env_checker import check_env
 from envs.mixed_precision import OBS_FEATURES, OBSERVATION_FEATURES, MixedPrecisionEnv
 from haq.baselines.candidates import random_candidates
 from haq.core.errors import ConfigError, DataError
+from haq.evaluation.config import EvalConfig
 from haq.evaluation.held_out import Images
 from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
-from haq.problem.select import pick_final
+from haq.problem.select import pick_final, pick_images, swapped_images
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,25 @@ def test_the_pick_rescores_the_top_k_on_images_the_search_never_saw(problem: Sea
     assert 0.0 <= pick.test.clean_acc <= 1.0 and pick.policy is candidates[pick.index][0]
     with pytest.raises(ConfigError, match="at least one"):
         pick_final(problem, [])
+
+
+def test_the_other_fold_selects_on_the_half_that_reported_and_reports_on_the_one_that_selected(problem: SearchProblem) -> None:
+    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 8, np.random.default_rng(1))]
+    candidates = [(p, problem.score(p).reward) for p in pols]
+    first = pick_final(problem, candidates, k=4)
+    swapped = swapped_images(problem)
+    assert swapped == (Images("test", 180, 360), Images("test", 0, 180))
+    second = pick_final(problem, candidates, k=4, images=swapped)
+    assert (second.select_images, second.test_images) == ("test[180:360]", "test[0:180]")
+    assert sorted(second.select_rewards) == sorted(first.select_rewards)  # the same top k, re-scored on the other half
+    reporter = problem.held_out("cheap", Images("test", 0, 180))
+    assert second.test_reward == pytest.approx(problem.reward(reporter.evaluate(candidates[second.index][0]), reporter.reference))
+    assert second.select_rewards[second.index] == max(second.select_rewards.values())
+    # with enough validation images left the pick reports on the whole test split: there is no other fold
+    roomy = dataclasses.replace(problem, config=dataclasses.replace(problem.config, evaluation=EvalConfig(val_samples=100)))
+    assert pick_images(roomy) == (Images("val", 100, 250), Images("test", 0, 360)) and swapped_images(roomy) is None
+    with pytest.raises(ConfigError, match="select_samples"):
+        pick_images(problem, 0)
 
 
 def test_held_out_images_are_checked_in_one_line(problem: SearchProblem) -> None:

@@ -20,7 +20,7 @@ from haq.core.errors import ConfigError, RunDirError, TableError
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.metrics import PolicyMetrics
 from haq.jobs.problems import make_problem
-from haq.problem.allocation import sensitivity_rungs
+from haq.problem.allocation import estimated_error, least_cost_at_error, sensitivity_rungs
 from haq.problem.config import EnvConfig, RewardConfig
 from haq.quant import QuantPolicy
 from haq.runs.manifest import write_manifest
@@ -30,7 +30,7 @@ from haq.search.agents import make_agent, save_agent
 from haq.search.baseline import RewardBaseline
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
-from haq.search.rungs import CENTRE, RUNG, centre_at, centre_fraction
+from haq.search.rungs import CENTRE, RUNG, centre_at, centre_at_accuracy, centre_fraction, centre_rung
 from haq.tables.compare import cost_on_devices, promote_pair
 from haq.tables.table import save_table
 from haq.transfer import run as transfer_run
@@ -289,26 +289,59 @@ def rung_source(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Pa
     return out
 
 
-def test_a_transfer_acts_around_the_allocation_at_its_sources_budget_fraction(
+def test_a_transfer_acts_around_the_least_cost_allocation_as_accurate_as_its_sources_rung(
     rung_source: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
     records = RunDir(rung_source).read_episodes()
     rungs = [r for r in records if RUNG in r.extra]
     assert len(rungs) == 2
     fraction = centre_fraction(records, "source")
-    assert fraction == max(rungs, key=lambda r: r.reward).extra[RUNG] == 0.5
+    best = max(rungs, key=lambda r: r.reward)
+    assert fraction == best.extra[RUNG] == 0.5 and centre_rung(records) == best
     zero = _transfer(rung_source, "bismo-edge", tmp_path / "t", cache_dir, reuse=False).records[0]
-    assert zero.extra[CENTRE] == fraction
     cfg = TransferConfig(source=str(rung_source), table="bismo-edge", episodes=0)
     target = make_problem(transfer_env(cfg), cache_dir=cache_dir)
-    centred = centre_at(target, fraction)
-    solved = sensitivity_rungs(target.budget_model, target.sensitivity, [fraction * target.budget.target])
+    centred, matched = centre_at_accuracy(target, dict(best.policy))
+    assert zero.extra[CENTRE] == matched != fraction  # the same estimated accuracy sits elsewhere on Bismo-edge's budget
+    solved = sensitivity_rungs(target.budget_model, target.sensitivity, [matched * target.budget.target])
     assert centred.prior == solved[0][1] != target.prior
+    assert estimated_error(target.sensitivity, dict(zip(target.layer_names, centred.prior))) <= estimated_error(
+        target.sensitivity, dict(best.policy)
+    )
     env = MixedPrecisionEnv(problem=centred)
     assert rollout(load_on(load_source(rung_source).checkpoint, env), env, 0).policy == zero.policy
-    # a transfer of the transfer keeps the frame its agent was trained in
+    # a transfer of the transfer (no rungs of its own) keeps the frame its agent was trained in
     again = _transfer(tmp_path / "t", "bitfusion", tmp_path / "t2", cache_dir).records[0]
-    assert again.extra[CENTRE] == fraction
+    assert again.extra[CENTRE] == matched
+    # another model's estimated errors are on another scale: it takes the same budget fraction
+    mlp = _transfer(rung_source, "bitfusion", tmp_path / "t3", cache_dir, model="digits_mlp", reuse=False).records[0]
+    assert mlp.extra[CENTRE] == fraction
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_least_cost_allocation_at_an_error_is_as_accurate_and_no_cheaper_one_is(cache_dir: Path, seed: int) -> None:
+    problem = make_problem(
+        EnvConfig(evaluation=CHEAP, table=["bitfusion", "bismo-edge", "bismo-cloud"][seed]), cache_dir=cache_dir
+    )
+    model, sensitivity, names = problem.budget_model, problem.sensitivity, problem.layer_names
+    assert sensitivity is not None
+
+    def error(pairs: tuple[tuple[int, int], ...]) -> float:
+        return estimated_error(sensitivity, dict(zip(names, pairs)))
+
+    lo = model.budget.cheapest / model.budget.target
+    ladder = sensitivity_rungs(model, sensitivity, [f * model.budget.target for f in np.linspace(1.0, lo, 9)])
+    levels = sorted({error(pairs) for _, pairs in ladder})
+    rng = np.random.default_rng(seed)
+    for level in [*levels, *rng.uniform(min(levels), max(levels), 4)]:
+        fraction, pairs = least_cost_at_error(model, sensitivity, level)
+        assert error(pairs) <= level + 1e-12 and lo <= fraction <= 1.0
+        if fraction > lo + 1e-9:  # a step cheaper is less accurate than asked
+            step = (1.0 - lo) / 2**10
+            [(_, cheaper)] = sensitivity_rungs(model, sensitivity, [(fraction - step) * model.budget.target])
+            assert error(cheaper) > level
+    full = sensitivity_rungs(model, sensitivity, [model.budget.target])[0][1]
+    assert least_cost_at_error(model, sensitivity, error(full) / 2) == (1.0, full)  # unreachable: the full budget's
 
 
 def test_the_centre_fraction_is_the_best_rungs_or_the_inherited_one(cache_dir: Path) -> None:

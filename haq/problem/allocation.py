@@ -15,7 +15,7 @@ within budget by the same measure the environment enforces.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -104,6 +104,46 @@ def sensitivity_rungs(
         if all(pairs != seen for _, seen in out):
             out.append((float(target), pairs))
     return out
+
+
+def estimated_error(sensitivity: Sensitivity, policy: Mapping[str, BitPair]) -> float:
+    """A policy's estimated error (its layers' sensitivities summed, what the ILP minimizes), from
+    its (w, a) pair per layer name; it depends on the model alone, not on the device."""
+    return float(sum(sensitivity.error(name, int(w), int(a)) for name, (w, a) in policy.items()))
+
+
+def least_cost_at_error(
+    model: BudgetModel, sensitivity: Sensitivity, error: float, steps: int = 10
+) -> tuple[float, tuple[BitPair, ...]]:
+    """The budget fraction and allocation of :func:`sensitivity_rungs` at the least budget whose
+    allocation's estimated error is at most ``error`` (bisection over the fraction, ``steps``
+    halvings between the cheapest policy and the full budget); the full budget's when even that
+    one's is higher. The least-error allocation's error does not rise with the budget, so the
+    bisection keeps the lower end above ``error`` and the upper end at or below it."""
+    names = [c.name for c in model.layers]
+    top = model.budget.target
+
+    def solved(fraction: float) -> tuple[BitPair, ...]:
+        return sensitivity_rungs(model, sensitivity, [fraction * top])[0][1]
+
+    def error_of(pairs: tuple[BitPair, ...]) -> float:
+        return estimated_error(sensitivity, dict(zip(names, pairs)))
+
+    hi, best = 1.0, solved(1.0)
+    if error_of(best) > error:
+        return hi, best
+    lo = min(model.budget.cheapest / top, 1.0)
+    cheapest = solved(lo)
+    if error_of(cheapest) <= error:
+        return lo, cheapest
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        pairs = solved(mid)
+        if error_of(pairs) <= error:
+            hi, best = mid, pairs
+        else:
+            lo = mid
+    return hi, best
 
 
 def budget_ladder(model: BudgetModel, n: int, floor: float) -> list[float]:

@@ -8,6 +8,11 @@ otherwise on the first half of the test split; the report uses the test split (i
 when the first half picked). Re-scoring uses the run's judge (the full evaluator of a
 multi-fidelity run), with the float reference measured on the same images, on the problem's
 worker pool where it has one (:meth:`SearchProblem.held_out`).
+
+When the test split's halves select and report, :func:`swapped_images` gives the other fold
+(select on the second half, report on the first): the mean of the two folds' reports
+(cross-fitting) judges a search procedure on every test image, with no image both choosing and
+reporting, which halves the variance a comparison of methods gets from the report's images.
 """
 
 from __future__ import annotations
@@ -44,16 +49,35 @@ class Pick:
     test_images: str
 
 
+def pick_images(problem: SearchProblem, select_samples: int = 150) -> tuple[Images, Images]:
+    """The images that select and those that report (see the module docstring)."""
+    count("select_samples", select_samples)
+    n_val, n_test = len(problem.workload.data.val), len(problem.workload.data.test)  # type: ignore[arg-type]
+    searched = problem.config.evaluation.val_samples
+    if n_val - searched >= select_samples:
+        return Images("val", searched, searched + select_samples), Images("test", 0, n_test)
+    return Images("test", 0, n_test // 2), Images("test", n_test // 2, n_test)
+
+
+def swapped_images(problem: SearchProblem, select_samples: int = 150) -> tuple[Images, Images] | None:
+    """The other fold of a pick made on the test split's halves (select on the second, report on
+    the first); ``None`` when the pick selects on validation images and reports on all the test."""
+    select, report = pick_images(problem, select_samples)
+    return (report, select) if select.split == "test" else None
+
+
 def pick_final(
     problem: SearchProblem,
     candidates: Sequence[tuple[QuantPolicy, float]],
     k: int = 5,
     select_samples: int = 150,
+    images: tuple[Images, Images] | None = None,
 ) -> Pick:
     """Re-score the ``k`` best distinct ``(policy, search reward)`` candidates on held-out images,
-    choose the best there, and report it on the test images (see the module docstring)."""
+    choose the best there, and report it on the test images (see the module docstring);
+    ``images`` (select, report) overrides :func:`pick_images`, e.g. with :func:`swapped_images`."""
     count("k", k)
-    count("select_samples", select_samples)
+    select, report = images if images is not None else pick_images(problem, select_samples)
     if not candidates:
         raise ConfigError("pick_final needs at least one evaluated policy")
     order = sorted(range(len(candidates)), key=lambda i: (-candidates[i][1], i))
@@ -67,12 +91,6 @@ def pick_final(
         if len(top) == k:
             break
     cfg = problem.config
-    n_val, n_test = len(problem.workload.data.val), len(problem.workload.data.test)  # type: ignore[arg-type]
-    searched = cfg.evaluation.val_samples
-    if n_val - searched >= select_samples:
-        select, report = Images("val", searched, searched + select_samples), Images("test", 0, n_test)
-    else:
-        select, report = Images("test", 0, n_test // 2), Images("test", n_test // 2, n_test)
     kind = FULL if cfg.evaluation.kind == MULTI else cfg.evaluation.kind
     selector = problem.held_out(kind, select)
     scored = selector.evaluate_many([candidates[i][0] for i in top])  # one batch: concurrent on a worker pool
@@ -84,4 +102,4 @@ def pick_final(
     return Pick(chosen, candidates[chosen][0], select_rewards, metrics, reward, str(select), str(report))
 
 
-__all__ = ["Pick", "pick_final"]
+__all__ = ["Pick", "pick_final", "pick_images", "swapped_images"]

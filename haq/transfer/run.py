@@ -12,9 +12,12 @@ continuing from that checkpoint. So crash-safety and ``--resume`` are the search
 duplicate.
 
 A source agent that acted around its best prior rung (:mod:`haq.search.rungs`) acts on the new
-device around the sensitivity allocation at the same fraction of the new budget, solved, not
-evaluated: its actions are offsets from that frame. Transferred in the full-budget frame instead,
-it met `bench/transfer.py`'s quarter-episodes target in 52 of 162 comparisons; in its own, 77.
+device around a sensitivity allocation, solved, not evaluated: its actions are offsets from that
+frame. On the same model, the least-cost allocation estimated to be as accurate as the source's
+rung (:func:`~haq.search.rungs.centre_at_accuracy`); on another model, whose estimated errors are
+on another scale, the allocation at the same fraction of the new budget. Transferred in the
+full-budget frame instead, it met `bench/transfer.py`'s quarter-episodes target in 52 of 162
+comparisons; at the same fraction, 77.
 
 The caller builds the target problem (``haq.jobs.problems.make_problem``) from
 :func:`transfer_env`, the environment the source run's settings and the transfer's derive.
@@ -45,7 +48,7 @@ from haq.search.baseline import RewardBaseline
 from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import SearchConfig
 from haq.search.run import AgentEnv, prior_section, train
-from haq.search.rungs import CENTRE, centre_at, centre_fraction
+from haq.search.rungs import CENTRE, centre_at, centre_at_accuracy, centre_fraction, centre_rung
 from haq.transfer.agent import load_on, prepare_finetune, rollout
 from haq.transfer.config import TransferConfig
 from haq.transfer.experience import clone_actor, learn_from_replay, replay, reprice, why_not_reused
@@ -135,7 +138,7 @@ class Transfer(Proposer[TransferStore]):
         self.cfg = cfg
         self.source: SourceRun | None = None
         self.search_cfg: SearchConfig | None = None
-        self.fraction: float | None = None  # the budget fraction the source's agent acts around, read with the source
+        self.fraction: float | None = None  # the budget fraction the agent acts around: the source's, then the new device's
         self.records: list[EpisodeRecord] = []  # the source's logged episodes
 
     def _episodes(self) -> int:
@@ -164,8 +167,7 @@ class Transfer(Proposer[TransferStore]):
 
     def _propose(self, problem: SearchProblem, store: TransferStore, progress: OnProgress | None, log: Log | None) -> None:
         resuming = store.checkpoint is not None or bool(store.records)
-        if self.fraction is not None:
-            problem = centre_at(problem, self.fraction)
+        problem = self._centred(problem)
         if not resuming:
             self._zero_shot(problem, store, progress, log)
         train(
@@ -176,6 +178,17 @@ class Transfer(Proposer[TransferStore]):
             log if resuming else None,
             fresh=lambda agent_env, _: self._prepared_source(agent_env, problem),
         )
+
+    def _centred(self, problem: SearchProblem) -> SearchProblem:
+        """``problem`` in the frame the source's agent acted in, moved to the new device (see the
+        module docstring); ``self.fraction`` becomes that frame's fraction of the new budget."""
+        if self.fraction is None or problem.prior is None:
+            return problem
+        rung = centre_rung(self.records)
+        if rung is not None and self._opened()[0].config.env.workload == problem.config.workload:
+            problem, self.fraction = centre_at_accuracy(problem, dict(rung.policy))
+            return problem
+        return centre_at(problem, self.fraction)
 
     def _zero_shot(self, problem: SearchProblem, store: TransferStore, progress: OnProgress | None, log: Log | None) -> None:
         """Roll the source actor out on the new device, after it learned from the source's re-priced
@@ -194,7 +207,7 @@ class Transfer(Proposer[TransferStore]):
             log(
                 f"zero-shot: {source.meta.get('algo')} agent from {source.path} ({source.model} on {source.table}) "
                 f"on {search_cfg.env.workload.model} / {problem.table.name}"
-                + (f", centred on the allocation at {fraction:.3f} x budget as its source was" if fraction is not None else "")
+                + (f", centred on the allocation at {fraction:.3f} x budget (its source's frame)" if fraction is not None else "")
             )
         extra: dict[str, Any] = {"phase": ZERO_SHOT, "source_table": source.table, "source_model": source.model, REUSED: reused}
         if fraction is not None:
