@@ -383,12 +383,10 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
         if needed:
             shown = ", ".join(str(n) if n is not None else f">{s.evaluations}" for n in needed)
             lines.append(f"\n{method}: evaluations to reach random search's best (per seed): {shown}")
-    lines += rl_against_baselines(results, TEST)
-    if all(r.crossfit_reward is not None for r in results):
-        lines += rl_against_baselines(results, CROSSFIT)
-    lines += multi_fidelity_verdicts(results, TEST)
-    if all(r.crossfit_reward is not None for r in results):
-        lines += multi_fidelity_verdicts(results, CROSSFIT)
+    judges = (TEST, CROSSFIT) if all(r.crossfit_reward is not None for r in results) else (TEST,)
+    for verdicts in (rl_against_baselines, multi_fidelity_verdicts):
+        for judge in judges:
+            lines += verdicts(results, judge)
     ilp = next((r for r in results if r.method == "ilp"), None)
     prior_runs = [r for r in results if r.method == "rl-prior"]
     if ilp is not None and prior_runs:

@@ -23,7 +23,7 @@ from haq.core.errors import ConfigError
 from haq.core.types import BitPair
 from haq.problem.budget import BudgetModel
 from haq.problem.sensitivity import Sensitivity
-from haq.problem.solvers import Choice, cheaper_step, solve_ilp
+from haq.problem.solvers import Choice, cheaper_step, choice_error, solve_ilp
 
 
 @dataclass(frozen=True)
@@ -96,14 +96,18 @@ def sensitivity_rungs(
     problem = choice_problem(model, sensitivity)
     out: list[tuple[float, tuple[BitPair, ...]]] = []
     for target in targets:
-        choice = solve_ilp(problem.costs, problem.errors, min(target, problem.budget))
-        if choice is None:
-            choice = tuple(int(np.argmin(c)) for c in problem.costs)
-        fitted, _ = fit_budget(problem, choice, model)
-        pairs = problem.assignment(fitted)
+        pairs = problem.assignment(_solved(problem, model, target))
         if all(pairs != seen for _, seen in out):
             out.append((float(target), pairs))
     return out
+
+
+def _solved(problem: ChoiceProblem, model: BudgetModel, target: float) -> Choice:
+    """The least-error choice within ``target`` (at most the budget), fitted to the whole-policy budget."""
+    choice = solve_ilp(problem.costs, problem.errors, min(target, problem.budget))
+    if choice is None:
+        choice = tuple(int(np.argmin(c)) for c in problem.costs)
+    return fit_budget(problem, choice, model)[0]
 
 
 def estimated_error(sensitivity: Sensitivity, policy: Mapping[str, BitPair]) -> float:
@@ -120,30 +124,27 @@ def least_cost_at_error(
     halvings between the cheapest policy and the full budget); the full budget's when even that
     one's is higher. The least-error allocation's error does not rise with the budget, so the
     bisection keeps the lower end above ``error`` and the upper end at or below it."""
-    names = [c.name for c in model.layers]
+    problem = choice_problem(model, sensitivity)
     top = model.budget.target
 
-    def solved(fraction: float) -> tuple[BitPair, ...]:
-        return sensitivity_rungs(model, sensitivity, [fraction * top])[0][1]
-
-    def error_of(pairs: tuple[BitPair, ...]) -> float:
-        return estimated_error(sensitivity, dict(zip(names, pairs)))
+    def solved(fraction: float) -> Choice:
+        return _solved(problem, model, fraction * top)
 
     hi, best = 1.0, solved(1.0)
-    if error_of(best) > error:
-        return hi, best
+    if choice_error(problem.errors, best) > error:
+        return hi, problem.assignment(best)
     lo = min(model.budget.cheapest / top, 1.0)
     cheapest = solved(lo)
-    if error_of(cheapest) <= error:
-        return lo, cheapest
+    if choice_error(problem.errors, cheapest) <= error:
+        return lo, problem.assignment(cheapest)
     for _ in range(steps):
         mid = (lo + hi) / 2
-        pairs = solved(mid)
-        if error_of(pairs) <= error:
-            hi, best = mid, pairs
+        choice = solved(mid)
+        if choice_error(problem.errors, choice) <= error:
+            hi, best = mid, choice
         else:
             lo = mid
-    return hi, best
+    return hi, problem.assignment(best)
 
 
 def budget_ladder(model: BudgetModel, n: int, floor: float) -> list[float]:

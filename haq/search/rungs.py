@@ -86,9 +86,8 @@ def centre_fraction(records: list[EpisodeRecord], where: str) -> float | None:
     """The budget fraction a run's agent acts around: its best rung's, or the one a transfer
     inherited from its source; ``None`` for an agent centred on the full-budget allocation.
     A logged fraction that is not a number in (0, 1] is a :class:`RunDirError` naming ``where``."""
-    rungs = [r for r in records if RUNG in r.extra]
-    if rungs:
-        best = _best_rung(rungs)
+    best = centre_rung(records)
+    if best is not None:
         return _fraction(best.extra[RUNG], RUNG, best.episode, where)
     inherited = [r for r in records if CENTRE in r.extra]
     return _fraction(inherited[0].extra[CENTRE], CENTRE, inherited[0].episode, where) if inherited else None
