@@ -12,12 +12,15 @@ times what each network's fit took in it, and scores, in the same run:
 (c) the retest ceiling: the two measurements of each policy against each other;
 
 and (a) by parts, as ``haq tables fit --by-parts`` prices a network it never times whole: every
-node onnxruntime runs between layers in every configuration is timed alone in the same batch
-(:mod:`haq.hardware.parts`), the call overhead fitted per kind on the other networks' measurements; then
-the network's own terms fitted on its fit configurations priced that way, and with each price
-first blended with the other networks' device terms (:func:`haq.hardware.fit.blend_with_terms`);
-by parts with one overhead fitted for every kind (before format version 10); and by parts with
-the call overhead timed instead (what ``--by-parts`` uses with no network measured whole beside it).
+node onnxruntime compiles for every configuration, its layer kernels and the nodes between them,
+is timed alone in the same batch (:mod:`haq.hardware.parts`), one call overhead fitted on the
+other networks' measurements; then the network's own terms fitted on its fit configurations
+priced that way, and with each price first blended with the other networks' device terms
+(:func:`haq.hardware.fit.blend_with_terms`); by parts with the overhead fitted per kind; by parts
+with the call overhead timed instead (what ``--by-parts`` uses with no network measured whole
+beside it); and as format version 10 priced by parts, the layers by their single-layer entries
+and the overheads per kind. A raw file from before the layer kernels were timed alone is scored
+without the by-parts figures.
 
     python bench/tables.py --models resnet20 digits_cnn digits_mlp --n 16 --raw raw.json --out tables.json
     python bench/tables.py --models resnet20 digits_cnn --raw raw.json --rescore   # score a subset again, time nothing
@@ -65,16 +68,26 @@ from haq.hardware.device.machine import probe_ms
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.fit import FIT_CONFIGS, blend_with_terms, fit_graph, fit_policies, layer_parts, observe
+from haq.hardware.fit import FIT_CONFIGS, blend_with_terms, fit_graph, fit_policies, layer_sum, observe
 from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, PRIOR_WEIGHT
 from haq.hardware.measured import MeasuredBackend, entry_model
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
-from haq.hardware.parts import NodeSet, Parts, bounded_overhead, call_overhead, fit_overhead, overhead_models, parts_ms, uniform
+from haq.hardware.parts import (
+    NODE,
+    NodeSet,
+    Parts,
+    bounded_overhead,
+    call_overhead,
+    fit_overhead,
+    overhead_models,
+    parts_ms,
+    uniform,
+)
 from haq.models import model_names
 from haq.models.mobilenet import MobileNetV2Small
 from haq.models.resnet import BasicBlock
-from haq.quant import discover_layers
-from haq.tables.schema import CALL_KINDS, RunOverhead, kernel_share, network_family
+from haq.quant import LayerInfo, QuantPolicy, discover_layers
+from haq.tables.schema import CALL_KINDS, DOMAINS, RunOverhead, kernel_share, network_family, term_domain
 from haq.tables.table import CostTable, load_table
 
 DRIFT_LIMIT = 0.10
@@ -263,32 +276,35 @@ def main() -> int:
     if any("a_parts" in r for r in result["networks"].values()):
         print(
             "\n(a) by parts, as `haq tables fit --model OTHERS... NEW --by-parts NEW` prices a network it never times whole: "
-            "its layers' entries plus every node onnxruntime runs between them, each node timed alone, less the call "
-            "overhead of each isolated model but one, fitted per kind (float / int8 / weight-only layer, node) on the other "
-            "networks' whole-model measurements; then the "
-            "network's own device terms fitted on its fit configurations priced that way (what the search uses), and "
-            "with each price first blended with the other networks' device terms (geometric mean, `--blend-with-terms`); "
-            "then by parts with one overhead for every kind; last, by parts with "
-            "the overhead timed instead (a one-node model against a chain of them: what `--by-parts` uses when no "
-            "network is measured whole beside it)"
+            "every node onnxruntime compiled for it, its layer kernels as the network runs them and the nodes between "
+            "them, each timed alone, less one call overhead for each isolated model but one, fitted on the other "
+            "networks' whole-model measurements; then the network's own device terms fitted on its fit configurations "
+            "priced that way (what the search uses), and with each price first blended with the other networks' device "
+            "terms (geometric mean, `--blend-with-terms`); then by parts with one overhead fitted per kind (float / "
+            "int8 / weight-only kernel, node); by parts with the overhead timed instead (a one-node model against a "
+            "chain of them: what `--by-parts` uses when no network is measured whole beside it); last, as table format "
+            "10 priced by parts: the layers by their single-layer entries, the overheads fitted per kind"
         )
         print(
             "| network | (a) parts ±5 % | ±10 % | RMSPE | ρ | (a) parts → terms ±5 % | ±10 % | RMSPE | ρ "
-            "| blended ±10 % | overheads fitted: float / int8 / weight-only / node (µs) "
-            "| one overhead fitted: ±10 % (µs) | timed overhead: ±10 % (µs) |"
+            "| blended ±10 % | overhead fitted (µs) | per kind: ±10 % (float / int8 / weight-only / node, µs) "
+            "| timed overhead: ±10 % (µs) | layers by entries, per kind: ±10 % |"
         )
         print("|---" * 14 + "|")
         for name, r in result["networks"].items():
-            pa, pt, po, pq = (
-                Accuracy(**r[k]) for k in ("a_parts", "a_parts_terms", "a_parts_one_overhead", "a_parts_timed_overhead")
+            pa, pt, pk, pq, pe = (
+                Accuracy(**r[k])
+                for k in ("a_parts", "a_parts_terms", "a_parts_by_kind", "a_parts_timed_overhead", "a_parts_entries")
             )
             blend = Accuracy(**r["a_parts_terms_blended"])
-            kinds = " / ".join(f"{1000 * r['parts_overhead_ms'][k]:.2f}" for k in CALL_KINDS)
+            kinds = " / ".join(f"{1000 * r['parts_by_kind_ms'][k]:.2f}" for k in CALL_KINDS)
             print(
-                f"| {name} | {cells(pa)} | {cells(pt)} | {100 * blend.within10:.0f} % | {kinds} "
-                f"| {100 * po.within10:.0f} % ({1000 * r['parts_one_overhead_ms']:.2f}) "
-                f"| {100 * pq.within10:.0f} % ({1000 * r['parts_timed_overhead_ms']:.2f}) |"
+                f"| {name} | {cells(pa)} | {cells(pt)} | {100 * blend.within10:.0f} % | {1000 * r['parts_overhead_ms']:.2f} "
+                f"| {100 * pk.within10:.0f} % ({kinds}) "
+                f"| {100 * pq.within10:.0f} % ({1000 * r['parts_timed_overhead_ms']:.2f}) | {100 * pe.within10:.0f} % |"
             )
+    elif raw.get("op_ms"):
+        print("\n(a) by parts: not scored; this raw file predates timing the layer kernels alone (re-measure without --rescore)")
     v2_retest = {name: Accuracy(**r["c_retest_median"]) for name, r in result["networks"].items() if "c_retest_median" in r}
     if v2_retest:
         print(
@@ -401,8 +417,8 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
     entries = list(table.entries())
     singles = [entry_model(table, e) for e in entries]
     log(
-        f"measuring {len(models)} whole models of {len(nets)} networks, {ops} nodes between their layers and the "
-        f"table's {len(singles)} single-layer models again in one interleaved batch"
+        f"measuring {len(models)} whole models of {len(nets)} networks, {ops} compiled nodes (layer kernels and the "
+        f"nodes between them) and the table's {len(singles)} single-layer models again in one interleaved batch"
     )
     timed = runner.measure_many([*models, *nodes.models, *singles, *overhead_models(), sentinel_model(1)])
     probe = timed[-1].latency_ms
@@ -411,6 +427,7 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
     raw["entry_ms"] = [[e.key, e.w_bits, e.a_bits, m.latency_ms] for e, m in zip(entries, singles_timed)]
     raw["call_overhead_ms"] = call_overhead(timed[-3].latency_ms, timed[-2].latency_ms)
     raw["fit_ops"], raw["check_ops"] = op_index
+    raw["op_kinds"] = nodes.kinds
     for net, fit, checks, start, export_s in plans:
         mine = timed[start : start + len(fit)]
         t0 = time.perf_counter()
@@ -430,12 +447,22 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
     return raw
 
 
+def entry_parts(table: CostTable, layers: Sequence[LayerInfo], policy: QuantPolicy, op_ms: Sequence[float]) -> Parts:
+    """A configuration priced by parts as before table format 11, for comparison: its layers'
+    single-layer entries summed, their kernel shares summed per term domain, and the times of
+    the nodes between layers ``op_ms``."""
+    shares = dict.fromkeys(DOMAINS, 0.0)
+    for layer, pair in zip(layers, bits_of(layers, policy)):
+        shares[term_domain(pair)] += kernel_share(table.entry(layer.signature, *pair))
+    return Parts(layer_sum(table, layers, policy), tuple(shares[d] for d in DOMAINS), tuple(op_ms))
+
+
 def parts_of(
     nets: Sequence[Network], plans: Sequence[tuple[Network, Any, Any, int, float]], models: Sequence[bytes]
 ) -> tuple[NodeSet, tuple[dict[str, list[list[int]]], dict[str, list[list[int]]]]]:
-    """The one-node models of every node between layers in every fit and checked configuration
-    (:mod:`haq.hardware.parts`), each distinct node once, and per network and configuration the
-    indices of its nodes: fit configurations, then checks."""
+    """The one-node models of every compiled node, layer kernels included, in every fit and
+    checked configuration (:mod:`haq.hardware.parts`), each distinct node once, and per network
+    and configuration the indices of its nodes: fit configurations, then checks."""
     nodes = NodeSet()
     fit_ops: dict[str, list[list[int]]] = {}
     check_ops: dict[str, list[list[int]]] = {}
@@ -472,16 +499,27 @@ def score(
         mine = [o for o in obs if o.network in chosen]
         return fit_graph(table, on, mine, overheads, form=form, log=log, by_family=not shared, prior_weight=prior_weight)
 
-    def parts(net: Network, b: tuple[tuple[int, int], ...], nodes: list[int]) -> Parts:
-        """One configuration priced by parts: layer entries, kernel shares per domain, node times."""
-        return layer_parts(table, net.layers, policy_of(net.layers, b), [raw["op_ms"][i] for i in nodes])
+    kinds = raw.get("op_kinds")  # which timed nodes are layer kernels; older raw files timed only the nodes between layers
+    by_parts = kinds is not None
+    compiled = NodeSet(kinds=list(kinds or ()))
 
-    by_parts = "op_ms" in raw
-    fit_rows = {
-        net.name: [(parts(net, bits(b), nodes), ms) for (b, ms), nodes in zip(raw["fit"][net.name], raw["fit_ops"][net.name])]
-        for net in nets
-        if by_parts
-    }
+    def parts(net: Network, b: tuple[tuple[int, int], ...], row: list[int]) -> Parts:
+        """One configuration priced by its compiled nodes, layer kernels included, each timed alone."""
+        return compiled.parts(raw["op_ms"], row)
+
+    def by_entries(net: Network, b: tuple[tuple[int, int], ...], row: list[int]) -> Parts:
+        """The same configuration priced as before format 11: layer entries and the nodes between layers."""
+        between = [raw["op_ms"][i] for i in row if compiled.kinds[i] == NODE]
+        return entry_parts(table, net.layers, policy_of(net.layers, b), between)
+
+    def rows_of(price: Callable[[Network, Any, list[int]], Parts]) -> dict[str, list[tuple[Parts, float]]]:
+        return {
+            net.name: [(price(net, bits(b), row), ms) for (b, ms), row in zip(raw["fit"][net.name], raw["fit_ops"][net.name])]
+            for net in nets
+            if by_parts
+        }
+
+    fit_rows, entry_rows = rows_of(parts), rows_of(by_entries)
     joint = fitted(nets)
     result: dict[str, Any] = {"load_before": raw["load_before"], "load_after": raw["load_after"], "form": form, "networks": {}}
     for net in nets:
@@ -495,11 +533,15 @@ def score(
         pt: list[float] = []
         if by_parts:  # no whole-model measurement of this network: priced by parts, as `tables fit --by-parts` does
             one, by_kind = fit_overhead([row for x in nets if x is not net for row in fit_rows[x.name]])
-            timed_overhead = raw.get("call_overhead_ms", one)  # timed beside the nodes; older raw files lack it
-            overhead, _ = bounded_overhead([p for p, _ in fit_rows[net.name]], by_kind)  # as the command bounds it
+            timed_overhead = raw["call_overhead_ms"]  # timed beside the nodes
+            overhead, _ = bounded_overhead([p for p, _ in fit_rows[net.name]], uniform(one))  # as the command bounds it
+            _, entry_kind = fit_overhead([row for x in nets if x is not net for row in entry_rows[x.name]])
+            entry_overhead, _ = bounded_overhead([p for p, _ in entry_rows[net.name]], entry_kind)
 
-            def by_parts_ms(r: Sequence[float], rows: list[Any] = raw["check_ops"][net.name], net: Network = net) -> list[float]:
-                return [parts_ms(parts(net, b, nodes), r) for b, nodes in zip(checked, rows)]
+            def by_parts_ms(
+                r: Sequence[float], price: Callable[[Network, Any, list[int]], Parts] = parts, net: Network = net
+            ) -> list[float]:
+                return [parts_ms(price(net, b, row), r) for b, row in zip(checked, raw["check_ops"][net.name])]
 
             synthetic = [
                 observe(table, net, policy_of(net.layers, bits(b)), parts_ms(p, overhead))
@@ -515,11 +557,13 @@ def score(
                 "a_parts": acc_dict(accuracy(by_parts_ms(overhead), meas)),
                 "a_parts_terms": acc_dict(accuracy(pt, meas)),
                 "a_parts_terms_blended": acc_dict(accuracy(predict(with_blend, net, checked), meas)),
-                "a_parts_one_overhead": acc_dict(accuracy(by_parts_ms(uniform(one)), meas)),
+                "a_parts_by_kind": acc_dict(accuracy(by_parts_ms(by_kind), meas)),
                 "a_parts_timed_overhead": acc_dict(accuracy(by_parts_ms(uniform(timed_overhead)), meas)),
-                "parts_overhead_ms": dict(zip(CALL_KINDS, overhead)),
-                "parts_one_overhead_ms": one,
+                "a_parts_entries": acc_dict(accuracy(by_parts_ms(entry_overhead, by_entries), meas)),
+                "parts_overhead_ms": overhead[0],
+                "parts_by_kind_ms": dict(zip(CALL_KINDS, by_kind)),
                 "parts_timed_overhead_ms": timed_overhead,
+                "parts_entries_overhead_ms": dict(zip(CALL_KINDS, entry_overhead)),
             }
         result["networks"][net.name] = {
             "bench_only": net.name in BENCH_NETS,

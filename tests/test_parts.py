@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,17 +30,19 @@ from haq.hardware.measured import MeasuredBackend
 from haq.hardware.networks import Network, export_all, load_network, model_layers, policy_of
 from haq.hardware.parts import (
     LAYER_KERNELS,
+    NODE,
     Parts,
     bounded_overhead,
     call_overhead,
     compile_graph,
     fit_overhead,
+    kernel_kind,
     overhead_models,
     parts_ms,
     uniform,
 )
 from haq.quant import QuantPolicy, discover_layers
-from haq.tables.schema import CALL_KINDS, GraphExtras, NetworkTerms, PartsCall
+from haq.tables.schema import CALL_KINDS, GraphExtras, NetworkTerms, PartsCall, term_domain
 from haq.tables.table import load_table
 
 F, Q = (32, 32), (8, 8)
@@ -74,22 +77,41 @@ def _export(net: Network, bits: list[tuple[int, int]]) -> bytes:
     return export_policy(net.model, net.layers, policy, net.input_shape, net.calibration, ExportOptions()).onnx_bytes
 
 
-@pytest.mark.parametrize("bits", [[Q, Q, Q], [F, F, F], [Q, F, Q], [F, Q, F]])
-def test_every_node_between_layers_runs_alone_as_itself(net: Network, bits: list[tuple[int, int]]) -> None:
+@pytest.mark.parametrize("bits", [[Q, Q, Q], [F, F, F], [Q, F, Q], [F, Q, F], [F, Q, (4, 32)], [Q, F, (8, 32)]])
+def test_every_compiled_node_runs_alone_as_itself(net: Network, bits: list[tuple[int, int]]) -> None:
     graph = compile_graph(_export(net, bits))
     assert graph.layer_kernels == len(net.layers)
-    assert graph.ops, "a compiled network always runs something between its layers (at least the classifier's flatten)"
+    assert graph.between(), "a compiled network always runs something between its layers (at least the classifier's flatten)"
+    domains = [kernel_kind(op.key.split(",")[1].strip('"')) for op in graph.ops if op.kind != NODE]
+    assert domains == [term_domain(b) for b in bits], "each layer's kernel, in layer order, of its policy's domain"
     for op in graph.ops:
         sess = ort.InferenceSession(op.model, providers=["CPUExecutionProvider"])
         sess.run(None, random_feeds(sess, 0))
-        kinds = {n.op_type for n in optimized_graph(op.model, ort.GraphOptimizationLevel.ORT_ENABLE_ALL).graph.node}
-        assert not kinds & LAYER_KERNELS
-        assert op.key.split(",")[1].strip('"') in kinds, f"{op.key} was rewritten into {kinds}"
+        compiled = [n.op_type for n in optimized_graph(op.model, ort.GraphOptimizationLevel.ORT_ENABLE_ALL).graph.node]
+        assert compiled == [op.key.split(",")[1].strip('"')], f"{op.key} was rewritten into {compiled}"
+        assert op.kind == kernel_kind(compiled[0]) and (op.kind == NODE) == (compiled[0] not in LAYER_KERNELS)
+
+
+def test_every_residual_add_is_priced_once_fused_into_a_float_conv_or_as_a_node_between_layers() -> None:
+    """What a layer's single-layer entry cannot see: onnxruntime adds a residual inside the float
+    conv's NCHWc kernel where the layouts allow (a fourth input), so that add is no node between
+    layers; the conv's one-node model keeps it."""
+    resnet = load_network("resnet20")
+    names = [x.name for x in resnet.layers]
+    for policy in (QuantPolicy.uniform(names, 32), QuantPolicy.uniform(names, 8)):
+        graph = compile_graph(export_all(resnet, [policy])[0])
+        fused = [op for op in graph.ops if op.kind == "float" and len([i for i in _node(op).input if i]) == 4]
+        adds = [op for op in graph.between() if _node(op).op_type in ("Add", "Sum", "QLinearAdd")]
+        assert len(fused) + len(adds) == 9, "ResNet-20's nine residual adds"
+
+
+def _node(op: Any) -> onnx.NodeProto:
+    return onnx.load_from_string(op.model).graph.node[0]
 
 
 def test_domain_changes_show_as_quantize_and_dequantize_nodes(net: Network) -> None:
     def kinds(bits: list[tuple[int, int]]) -> list[str]:
-        return [op.key.split(",")[1].strip('"') for op in compile_graph(_export(net, bits)).ops]
+        return [op.key.split(",")[1].strip('"') for op in compile_graph(_export(net, bits)).between()]
 
     mixed, floats = kinds([Q, F, Q]), kinds([F, F, F])
     assert "QuantizeLinear" in mixed and "DequantizeLinear" in mixed
@@ -215,10 +237,12 @@ def test_a_fit_by_parts_times_no_network_whole_and_says_so_in_the_table(digits_t
     out, kept = tmp_path / "fitted.json", tmp_path / "kept.jsonl"
     fitted = fit_table(load_table(digits_table), [net], runner, 12, out, observations=kept, by_parts=["digits_cnn"])
     assert runner.models
-    for model in runner.models:  # one-node models, the two call-overhead models and the probe: never a layer
-        kinds = [n.op_type for n in onnx.load_from_string(model).graph.node]
+    graphs = [[n.op_type for n in onnx.load_from_string(model).graph.node] for model in runner.models]
+    for kinds in graphs:  # one-node models, the two call-overhead models and the probe: never two layers together
         assert len(kinds) == 1 or set(kinds) in ({"Relu"}, {"MatMul", "Relu"})
-        assert not set(kinds) & (LAYER_KERNELS - {"MatMul"})
+    timed = {kinds[0] for kinds in graphs if len(kinds) == 1}
+    assert timed & {"Conv", "QLinearConv"} and timed & {"Gemm", "QGemm"}, "the layers' compiled kernels, each alone"
+    assert timed - LAYER_KERNELS, "and the nodes between them"
     assert not kept.exists(), "configurations priced by parts are not whole-model measurements to keep"
     (own,) = fitted.data.graph.networks
     assert own.network == "digits_cnn" and own.priced_by == "parts" and own.fitted_on == 12
@@ -263,9 +287,8 @@ def test_a_network_priced_by_parts_beside_one_measured_whole_takes_its_overhead_
         load_table(digits_table), [mlp, cnn], runner, 12, out, log=logged.append, observations=kept, by_parts=["digits_cnn"]
     )
     convs = {"Conv", "FusedConv", "QLinearConv"}
-    assert not any(convs & {n.op_type for n in onnx.load_from_string(m).graph.node} for m in runner.models), (
-        "the conv network was timed whole"
-    )
+    nodes = [{n.op_type for n in onnx.load_from_string(m).graph.node} for m in runner.models]
+    assert not any(convs & kinds and len(kinds) > 1 for kinds in nodes), "the conv network was timed whole"
     graphs = [[n.op_type for n in onnx.load_from_string(m).graph.node] for m in runner.models]
     assert any(len(g) > 2 and {"Gemm", "MatMul", "MatMulNBits"} & set(g) for g in graphs), "the MLP was not timed whole"
     assert any("fitted on 12 whole-model measurements of digits_mlp" in line for line in logged)
@@ -289,17 +312,18 @@ def test_the_overhead_fitted_beside_a_measured_network_is_kept_for_a_later_fit_b
         load_table(digits_table), [mlp, cnn], _Recording(), 12, tmp_path / "a.json", log=first.append, by_parts=by_parts
     )
     call = fitted.data.graph.parts_call
-    assert call is not None and call.fitted_on == ("digits_mlp",) and call.measurements == 12 and call.by_kind is not None
+    assert call is not None and call.fitted_on == ("digits_mlp",) and call.measurements == 12
+    assert call.layers == "kernels" and call.by_kind is None, "one overhead for every call, fitted on parts by kernels"
+    assert call.latency_ms == pytest.approx(0.004, rel=0.05), "the recording runner's 4 µs a call"
     saved = json.loads((tmp_path / "a.json").read_text())
-    assert saved["version"] == 10 and saved["graph"]["parts_call"]["latency_ms"] == call.latency_ms
-    assert list(saved["graph"]["parts_call"]["by_kind"].values()) == list(call.by_kind)
+    assert saved["version"] == 11 and saved["graph"]["parts_call"]["latency_ms"] == call.latency_ms
+    assert saved["graph"]["parts_call"]["layers"] == "kernels"
     assert load_table(tmp_path / "a.json").data.graph.parts_call == call
     from haq.cli import main
 
     assert main(["tables", "show", str(tmp_path / "a.json")]) == 0
     shown = capsys.readouterr().out
-    each = ", ".join(f"{kind} {1000 * ms:.2f}" for kind, ms in zip(CALL_KINDS, call.by_kind))
-    said = f"call overhead by parts (µs) {each} (fitted on 12 whole-model measurements of digits_mlp)"
+    said = f"call overhead by parts {1000 * call.latency_ms:.2f} µs, layers by their kernels (fitted on 12 whole-model"
     assert said in shown
 
     alone, later = _Recording(), []
@@ -314,6 +338,13 @@ def test_the_overhead_fitted_beside_a_measured_network_is_kept_for_a_later_fit_b
     timed: list[str] = []
     fit_table(load_table(digits_table), [cnn], _Recording(), 12, tmp_path / "c.json", log=timed.append, by_parts=by_parts)
     assert "timed (no network measured whole beside it, none kept in the table)" in _call_line(timed)
+
+    by_entries = replace(call, latency_ms=0.001, by_kind=(0.001, 0.002, 0.003, 0.004), layers="entries")
+    older, retimed, logged = tmp_path / "older.json", _Recording(), []
+    load_table(digits_table).with_graph(GraphExtras(parts_call=by_entries)).save(older)
+    fit_table(load_table(older), [cnn], retimed, 12, tmp_path / "d.json", log=logged.append, by_parts=by_parts)
+    assert "timed (the one kept in the table was fitted on layers priced by their entries" in _call_line(logged)
+    assert set(overhead_models()) <= set(retimed.models), "an overhead fitted on other parts is not reused"
 
 
 @pytest.mark.parametrize(
@@ -342,6 +373,8 @@ def test_a_bad_parts_call_is_one_line_naming_the_field(digits_table: Path, tmp_p
         (lambda d: d["graph"]["parts_call"]["by_kind"].update(pool=0.001), "by_kind.pool': is not part of the format"),
         (lambda d: d["graph"]["parts_call"]["by_kind"].update(int8=-1.0), "by_kind.int8': must be >= 0"),
         (lambda d: d["graph"]["parts_call"].update(by_kind=[0.001] * 4), "by_kind': must be a JSON object"),
+        (lambda d: d["graph"]["parts_call"].update(layers="kernels"), "'graph.parts_call.layers': needs version 11"),
+        (lambda d: d.update(version=11) or d["graph"]["parts_call"].update(layers="nodes"), "must be one of entries, kernels"),
     ],
 )
 def test_bad_overheads_per_kind_are_one_line_naming_the_field(

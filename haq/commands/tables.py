@@ -173,10 +173,11 @@ def _print_meta(t: CostTable) -> None:
 
 
 def _call_overhead(call: PartsCall) -> str:
-    """A kept call overhead: per kind where the fit found one per kind, else the one for all calls."""
+    """A kept call overhead: per kind where the fit found one per kind, else the one for all calls,
+    and what the parts priced layers by."""
     if call.by_kind is None:
-        return f"{1000 * call.latency_ms:.2f} µs"
-    return f"(µs) {describe_overhead(call.by_kind)}"
+        return f"{1000 * call.latency_ms:.2f} µs, layers by their {call.layers}"
+    return f"(µs) {describe_overhead(call.by_kind)}, layers by their {call.layers}"
 
 
 def _describe_machine(record: object) -> str:

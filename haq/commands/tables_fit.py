@@ -70,10 +70,11 @@ def register(actions: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
         nargs="*",
         metavar="MODEL",
         default=None,
-        help="never time these models whole (every --model when none is named): price each configuration from its layers' "
-        "entries and the nodes onnxruntime runs between them (quantize / dequantize, layout reorders, pools, adds), each "
-        "node timed alone, the call overhead fitted on the other --model networks measured whole (timed, and less "
-        "accurate, when there are none); for a model too slow to time whole many times",
+        help="never time these models whole (every --model when none is named): price each configuration from every node "
+        "onnxruntime compiles for it, its layer kernels as the network runs them and the nodes between them (quantize / "
+        "dequantize, layout reorders, pools, adds), each node timed alone, less one call overhead fitted on the other "
+        "--model networks measured whole (timed, and less accurate, when there are none); for a model too slow to time "
+        "whole many times",
     )
     f.add_argument(
         "--blend-with-terms",

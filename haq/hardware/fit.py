@@ -30,10 +30,8 @@ from haq.hardware.measured import entry_model, retimed_entry
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
 from haq.hardware.parts import (
     NodeSet,
-    Parts,
     bounded_overhead,
     call_overhead,
-    describe_overhead,
     fit_overhead,
     overhead_models,
     parts_ms,
@@ -41,8 +39,8 @@ from haq.hardware.parts import (
 )
 from haq.quant import LayerInfo, QuantPolicy
 from haq.tables.schema import (
-    DOMAINS,
     FAMILIES,
+    KERNELS,
     Correction,
     Entry,
     FamilyTerms,
@@ -55,7 +53,6 @@ from haq.tables.schema import (
     kernel_share,
     network_family,
     network_fingerprint,
-    term_domain,
 )
 from haq.tables.table import CostTable, save_table
 
@@ -489,19 +486,18 @@ def price_by_parts(
     stored: PartsCall | None = None,
 ) -> tuple[list[Observation], RunOverhead, PartsCall | None]:
     """The :func:`fit_policies` of every network of ``nets`` priced by parts, none timed whole:
-    each is compiled here, every distinct node between its layers is timed alone (all networks'
-    nodes in one interleaved batch, with the call-time probe), and a configuration's time is
-    :func:`~haq.hardware.parts.parts_ms` of its layers' entries and its nodes, less the call
-    overhead of each isolated model but one. Returns the observations, the probe, and the call
-    overheads to keep in the table (``graph.parts_call``).
+    each is compiled here, every distinct node of it, layer kernels included, is timed alone (all
+    networks' nodes in one interleaved batch, with the call-time probe), and a configuration's
+    time is :func:`~haq.hardware.parts.parts_ms` of its nodes, less the call overhead of each
+    isolated model but one. Returns the observations, the probe, and the call overhead to keep in
+    the table (``graph.parts_call``).
 
-    The overheads, one per kind of isolated model, are fitted
-    (:func:`~haq.hardware.parts.fit_overhead`) on ``measured``, the whole-model observations of
-    ``measured_nets``, whose configurations are priced by parts in the same batch; without them
-    they are the ones ``stored`` in the table by such an earlier fit on this machine, else one
-    timed with the two call-overhead models for every kind, which on three benchmark runs scored
-    far worse (latency_tables/README.md). A measured configuration in ``exported``
-    (what :func:`measure_all` exported) is not exported again."""
+    The overhead, one for every call, is fitted (:func:`~haq.hardware.parts.fit_overhead`) on
+    ``measured``, the whole-model observations of ``measured_nets``, whose configurations are
+    priced by parts in the same batch; without them it is the one ``stored`` in the table by such
+    an earlier fit by kernels on this machine, else one timed with the two call-overhead models,
+    which on two benchmark runs scored worse (latency_tables/README.md). A measured configuration
+    in ``exported`` (what :func:`measure_all` exported) is not exported again."""
     exported = exported if exported is not None else {}
     nodes = NodeSet()
     plans = []
@@ -517,32 +513,33 @@ def price_by_parts(
         onnx_bytes = exported.get((o.fingerprint, o.bits)) or export_all(net, [policy])[0]
         calibration.append((net, policy, nodes.add(onnx_bytes, len(net.layers), net.name), o.measured_ms))
     if log:
-        log(f"timing {len(nodes.models)} distinct nodes between the layers of {len(nets) + len(by_name)} network(s)")
-    timing = not calibration and stored is None
+        log(
+            f"timing {len(nodes.models)} distinct compiled nodes (layer kernels and the nodes between them) of "
+            f"{len(nets) + len(by_name)} network(s)"
+        )
+    kept = stored if stored is not None and stored.layers == KERNELS else None
+    timing = not calibration and kept is None
     timed = runner.measure_many([*nodes.models, *(overhead_models() if timing else ()), sentinel_model(1)])
     node_ms = [m.latency_ms for m in timed[: len(nodes.models)]]
-
-    def parts(net: Network, policy: QuantPolicy, row: Sequence[int]) -> Parts:
-        return layer_parts(table, net.layers, policy, [node_ms[i] for i in row])
-
-    kept = stored
     if calibration:
-        pooled, by_kind = fit_overhead([(parts(net, p, row), ms) for net, p, row, ms in calibration])
-        kept = PartsCall(pooled, tuple(sorted(by_name)), len(calibration), by_kind)
+        pooled, _ = fit_overhead([(nodes.parts(node_ms, row), ms) for _, _, row, ms in calibration])
+        kept = PartsCall(pooled, tuple(sorted(by_name)), len(calibration), layers=KERNELS)
         how = f"fitted on {len(calibration)} whole-model measurements of {', '.join(kept.fitted_on)}"
+    elif kept is not None:
+        how = f"kept in the table, fitted on {kept.measurements} whole-model measurements of {', '.join(kept.fitted_on)}"
     elif stored is not None:
-        how = f"kept in the table, fitted on {stored.measurements} whole-model measurements of {', '.join(stored.fitted_on)}"
+        how = "timed (the one kept in the table was fitted on layers priced by their entries, an older fit by parts)"
     else:
         how = "timed (no network measured whole beside it, none kept in the table)"
-    call = kept.per_kind() if kept is not None else uniform(call_overhead(timed[-3].latency_ms, timed[-2].latency_ms))
-    priced = [(net, policy, parts(net, policy, row)) for net, policies, rows in plans for policy, row in zip(policies, rows)]
+    call = uniform(kept.latency_ms if kept is not None else call_overhead(timed[-3].latency_ms, timed[-2].latency_ms))
+    priced = [(net, policy, nodes.parts(node_ms, row)) for net, policies, rows in plans for policy, row in zip(policies, rows)]
     call, scaled = bounded_overhead([p for *_, p in priced], call)
     if scaled:
         how += ", scaled down so that every configuration keeps a positive price"
     obs = [observe(table, net, policy, parts_ms(p, call)) for net, policy, p in priced]
     if log:
         probe = f"probe {1000 * timed[-1].latency_ms:.2f} µs"
-        log(f"call overhead of an isolated model (µs): {describe_overhead(call)}; {how} ({probe})")
+        log(f"call overhead of an isolated model: {1000 * call[0]:.2f} µs for every call; {how} ({probe})")
     return obs, RunOverhead("latency", 0.0, timed[-1].latency_ms), kept
 
 
@@ -593,15 +590,6 @@ def overhead_weight(table: CostTable, layers: Sequence[LayerInfo], bits: Sequenc
     """Call overheads a configuration's layer sum holds beyond the network's one: its entries'
     kernel shares summed, minus 1 (:class:`~haq.tables.schema.RunOverhead`)."""
     return sum(kernel_share(table.entry(layer.signature, *b)) for layer, b in zip(layers, bits)) - 1.0
-
-
-def layer_parts(table: CostTable, layers: Sequence[LayerInfo], policy: QuantPolicy, op_ms: Sequence[float]) -> Parts:
-    """A configuration priced by parts (:func:`~haq.hardware.parts.parts_ms`): its layers'
-    entries summed, their kernel shares summed per term domain, and its nodes' times ``op_ms``."""
-    shares = dict.fromkeys(DOMAINS, 0.0)
-    for layer, pair in zip(layers, bits_of(layers, policy)):
-        shares[term_domain(pair)] += kernel_share(table.entry(layer.signature, *pair))
-    return Parts(layer_sum(table, layers, policy), tuple(shares[d] for d in DOMAINS), tuple(op_ms))
 
 
 def layer_sum(table: CostTable, layers: Sequence[LayerInfo], policy: QuantPolicy) -> float:

@@ -1,5 +1,5 @@
-"""What onnxruntime runs between a network's layers, priced op by op: a prediction with no
-whole-model measurement of the network.
+"""What onnxruntime runs for a network, priced node by node: a prediction with no whole-model
+measurement of the network.
 
 A network's time on onnxruntime is its layers plus everything the graph optimizer puts
 between them, and that depends on each junction: the layout the neighbouring kernels chose
@@ -8,19 +8,23 @@ max-pool runs in int8 or float, whether a residual add is fused into a conv or r
 Per-element device terms fitted across networks cannot see any of that, so they do not carry to
 a network whose junctions differ from the fitted ones'. What does carry is the kernels
 themselves: this module compiles the network's exported policy (``ORT_ENABLE_ALL``, the graph
-the CPU provider runs; compiling is not timing), takes every node that is not a layer kernel,
-and rebuilds it as a one-node model with the node's own attributes, constants and input shapes
-(read from one profiled run whose times are discarded). Those one-node models are timed on the
-device like single-layer entries, shared by every network and policy that has the same node.
+the CPU provider runs; compiling is not timing) and rebuilds every node of it as a one-node
+model with the node's own attributes, constants and input shapes (read from one profiled run
+whose times are discarded): the nodes between layers, and the layer kernels as the network runs
+them (a float conv in its NCHWc form with the activation and a residual add fused in, an int8
+conv on the layout its neighbours left). Those one-node models are timed on the device like
+single-layer entries, shared by every network and policy that has the same node.
 
-The prediction (:func:`parts_ms`) is the layers' in-context entries plus the nodes' times,
-less one call overhead per isolated model beyond the network's own, as
-:mod:`haq.hardware.graph_fit` counts it for layers. The overhead is the unknown, per device:
-fitted on networks measured whole (:func:`fit_overhead`), one per kind of isolated model (a
-float, int8 or weight-only layer, a node between layers), or timed (:func:`call_overhead`: a
-one-node model against a chain of them), the same for every kind. A network of many nodes pays
-it many times, and a node alone does not pay quite what it pays inside a graph, which is where
-this prediction errs (the figures are in ``latency_tables/README.md``).
+The prediction (:func:`parts_ms`) is the nodes' times summed, less one call overhead per
+isolated model beyond the network's own. The overhead is the unknown, per device: fitted on
+networks measured whole (:func:`fit_overhead`), or timed (:func:`call_overhead`: a one-node
+model against a chain of them). Priced this way, the overheads fitted per kind on seven of eight
+networks came out close together (3.9-4.4 µs; only the weight-only kernel's, seen mostly in one
+network, strays), and one for every call priced the eighth better, so one overhead is what a fit
+keeps. A layer's single-layer entry (its isolated model, reorders and all, times the kernel's
+share of it) instead missed what the compiled kernel does in the graph (a fused residual add),
+and the overhead it needed ranged 0-3.4 µs by network. The figures are in
+``latency_tables/README.md``.
 """
 
 from __future__ import annotations
@@ -52,52 +56,73 @@ _TENSOR_TYPES = {
 }
 
 
+NODE = CALL_KINDS[-1]
+"""The kind of a compiled node that is not a layer kernel."""
+
+
+def kernel_kind(op_type: str) -> str:
+    """What kind of isolated model a compiled node is (:data:`CALL_KINDS`): the domain of a layer
+    kernel (``int8``, ``weight-only`` for MatMulNBits, ``float``), else a node between layers."""
+    if op_type not in LAYER_KERNELS:
+        return NODE
+    if op_type == "MatMulNBits":
+        return "weight-only"
+    return "int8" if op_type in INT8_KERNELS else "float"
+
+
 @dataclass(frozen=True)
 class OpCall:
-    """One node onnxruntime runs between layers: a key that two identical nodes share (op,
-    attributes, input and output types and shapes) and a one-node model that runs it."""
+    """One node onnxruntime runs: a key that two identical nodes share (op, attributes, input and
+    output types and shapes), a one-node model that runs it, and its kind (:func:`kernel_kind`)."""
 
     key: str
     model: bytes
+    kind: str = NODE
 
 
 @dataclass(frozen=True)
 class CompiledGraph:
-    """The nodes of a compiled network that are not layer kernels, in graph order."""
+    """Every node of a compiled network, layer kernels included, in graph order."""
 
     ops: tuple[OpCall, ...]
-    layer_kernels: int
+
+    @property
+    def layer_kernels(self) -> int:
+        """How many of the nodes are layer kernels."""
+        return sum(op.kind != NODE for op in self.ops)
+
+    def between(self) -> tuple[OpCall, ...]:
+        """The nodes that are not layer kernels."""
+        return tuple(op for op in self.ops if op.kind == NODE)
 
 
 def compile_graph(onnx_bytes: bytes, threads: int = 1) -> CompiledGraph:
     """The graph onnxruntime runs for ``onnx_bytes`` and the one-node model of each of its
-    non-layer nodes; :class:`ExportError` if it cannot be compiled or a node cannot be rebuilt."""
+    nodes; :class:`ExportError` if it cannot be compiled or a node cannot be rebuilt."""
     opt, shapes = _compiled_with_shapes(onnx_bytes, threads)
     inits = {t.name: t for t in opt.graph.initializer}
     ops: list[OpCall] = []
-    kernels = 0
     for node in opt.graph.node:
-        if node.op_type in LAYER_KERNELS:
-            kernels += 1
-            continue
         if node.name not in shapes:
             raise ExportError(f"node '{node.name}' ({node.op_type}) has no shapes in onnxruntime's profile; cannot price it")
         ins, outs = shapes[node.name]
-        ops.append(OpCall(_key(node, ins, outs), _one_node_model(opt, node, ins, outs, inits)))
-    return CompiledGraph(tuple(ops), kernels)
+        ins = _with_constants(node, ins, inits)
+        ops.append(OpCall(_key(node, ins, outs), _one_node_model(opt, node, ins, outs, inits), kernel_kind(node.op_type)))
+    return CompiledGraph(tuple(ops))
 
 
 @dataclass
 class NodeSet:
-    """The distinct nodes between layers over many compiled configurations, each kept once
-    (a node that recurs, in one network or across networks, is timed once)."""
+    """The distinct nodes over many compiled configurations, each kept once (a node that recurs,
+    in one network or across networks, is timed once), and each one's kind."""
 
     models: list[bytes] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict)
 
     def add(self, onnx_bytes: bytes, layers: int, network: str) -> list[int]:
         """Compile one configuration of ``network`` (``layers`` quantizable layers); the index in
-        :attr:`models` of each of its nodes between layers, in graph order."""
+        :attr:`models` of each of its nodes, layer kernels included, in graph order."""
         graph = compile_graph(onnx_bytes)
         if graph.layer_kernels != layers:
             raise ExportError(
@@ -108,14 +133,25 @@ class NodeSet:
             if op.key not in self._index:
                 self._index[op.key] = len(self.models)
                 self.models.append(op.model)
+                self.kinds.append(op.kind)
         return [self._index[op.key] for op in graph.ops]
+
+    def parts(self, node_ms: Sequence[float], row: Sequence[int]) -> Parts:
+        """One configuration (its node indices, ``row``) priced by its compiled nodes timed alone
+        (``node_ms``, by index): the layer kernels' times summed, one isolated call per kernel in
+        its domain, and the nodes between them."""
+        kernels = [i for i in row if self.kinds[i] != NODE]
+        shares = tuple(float(sum(self.kinds[i] == d for i in kernels)) for d in DOMAINS)
+        between = tuple(node_ms[i] for i in row if self.kinds[i] == NODE)
+        return Parts(float(sum(node_ms[i] for i in kernels)), shares, between)
 
 
 @dataclass(frozen=True)
 class Parts:
-    """One configuration priced by parts: its layers' in-context entries summed (``layer_ms``),
-    their kernel shares summed per term domain (``shares``, in :data:`DOMAINS` order) and the
-    one-node times of the nodes between its layers (``op_ms``)."""
+    """One configuration priced by parts: its layers' times summed (``layer_ms``: their compiled
+    kernels timed alone, or their single-layer entries), the isolated calls those hold per term
+    domain (``shares``, in :data:`DOMAINS` order: one per kernel, or the entries' kernel shares)
+    and the one-node times of the nodes between its layers (``op_ms``)."""
 
     layer_ms: float
     shares: tuple[float, ...]
@@ -152,12 +188,13 @@ def fit_overhead(rows: Sequence[tuple[Parts, float]]) -> tuple[float, tuple[floa
     squares, floored at 0), and one per kind (non-negative least squares), where a kind no
     configuration of ``rows`` calls takes the pooled one.
 
-    Why per kind: an isolated model does not pay the same around every kernel. On three quiet
-    runs of ``bench/tables.py`` (retest ceiling 100 % within ±10 % on all eight networks), each
-    network priced by parts with overheads fitted on the other seven, the pooled overhead put 5
-    of 8 networks' checks at >= 80 % within ±10 % on every run (mean 79-81 %), the overheads per
-    kind 6, 7 and 7 of 8 (mean 87 %), at 2.8-3.1 (float layer), 2.1-2.7 (int8 layer), 4.1-4.6
-    (weight-only layer) and 3.6-3.9 µs (node) on every run; latency_tables/README.md."""
+    Which one prices depends on the parts. Layers priced by their single-layer entries needed one
+    per kind (on three quiet runs of ``bench/tables.py``, each network priced with overheads
+    fitted on the other seven: 6, 7 and 7 of 8 networks at >= 80 % within ±10 % against 5 of 8
+    pooled); layers priced by their compiled kernels need one: on two benchmark runs, 8 and 7 of 8
+    pooled against 6 and 6 per kind (7 and 7 against 6 and 6 on two runs of a throwaway script),
+    a kind seen in few configurations (a weight-only kernel is mostly the MLP's) being fitted on
+    little; latency_tables/README.md."""
     if not rows:
         raise ValueError("fitting the call overhead needs at least one measured network")
     meas = np.array([m for _, m in rows])
@@ -259,6 +296,30 @@ def _value_info(name: str, type_shape: dict[str, list[int]]) -> onnx.ValueInfoPr
     if dtype not in _TENSOR_TYPES:
         raise ExportError(f"tensor '{name}' has type {dtype}; one-node models support {', '.join(sorted(_TENSOR_TYPES))}")
     return helper.make_tensor_value_info(name, _TENSOR_TYPES[dtype], shape)
+
+
+def _with_constants(node: onnx.NodeProto, ins: list[Any], inits: dict[str, onnx.TensorProto]) -> list[Any]:
+    """The profile's input type-shapes of ``node``, one per input: onnxruntime leaves out a
+    constant it pre-packed (a Gemm's weight), which is then read from the constant itself."""
+    names = [n for n in node.input if n]
+    if len(names) == len(ins):
+        return ins
+    out, j = [], 0
+    for name in names:
+        const = inits.get(name)
+        if j < len(ins) and (const is None or list(const.dims) == next(iter(ins[j].values()))):
+            out.append(ins[j])
+            j += 1
+        elif const is not None:
+            dtype = next((k for k, v in _TENSOR_TYPES.items() if v == const.data_type), None)
+            if dtype is None:
+                raise ExportError(f"node '{node.name}' ({node.op_type}): constant '{name}' has a type one-node models lack")
+            out.append({dtype: list(const.dims)})
+        else:
+            break
+    if j != len(ins) or len(out) != len(names):
+        raise ExportError(f"node '{node.name}' ({node.op_type}): the profile's shapes do not match its inputs / outputs")
+    return out
 
 
 def _one_node_model(

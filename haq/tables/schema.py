@@ -4,7 +4,8 @@ A table is one JSON object; every field below is checked on load (:mod:`haq.tabl
 and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the field::
 
     {
-      "format": "haq.cost_table", "version": 1 | ... | 10,  # 10 iff graph.parts_call.by_kind,
+      "format": "haq.cost_table", "version": 1 | ... | 11,  # 11 iff graph.parts_call.layers,
+                                                        # 10 iff graph.parts_call.by_kind,
                                                         # 9 iff graph.parts_call,
                                                         # 8 iff a network's terms are priced_by "parts",
                                                         # 7 iff graph.networks or a rule has "through",
@@ -58,7 +59,8 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
                       "priced_by": "measurement" | "parts",                              # optional, version 8
                       "transition_rules": [...], "layer_terms": [...], "run_overhead": {...}}],
         "parts_call": {"latency_ms": 0.0039, "fitted_on": ["digits_mlp"], "measurements": 12,  # version 9
-                       "by_kind": {"float": 0.0030, "int8": 0.0025, "weight-only": 0.0044, "node": 0.0037}}  # version 10
+                       "by_kind": {"float": 0.0030, "int8": 0.0025, "weight-only": 0.0044, "node": 0.0037},  # version 10
+                       "layers": "kernels"}                                                # version 11
       }
     }
 
@@ -119,16 +121,20 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   unknowns: the correction only rescales the family's prediction, while the boundary and layer
   costs of one graph (its ops between layers, where its pools sit) differ from the family's.
   ``priced_by`` (version 8, default ``measurement``) says what timed those configurations:
-  the network run whole, or ``parts``: its layers' entries plus every node onnxruntime runs
-  between them, each timed alone (:mod:`haq.hardware.parts`), so the network itself was never
-  timed whole.
+  the network run whole, or ``parts``: every node onnxruntime compiles for it, each timed alone
+  (its layers' entries and the nodes between them before ``parts_call.layers``;
+  :mod:`haq.hardware.parts`), so the network itself was never timed whole.
 * ``parts_call`` (version 9, optional): the call overhead of an isolated model on the machine
   that measured the table, as a fit by parts found it: fitted on ``measurements`` whole-model
   measurements of the networks ``fitted_on``, each priced by parts beside its measurement. A
   later fit that prices a network by parts with no network measured whole beside it uses this
   instead of the overhead it can only time, which scored far worse (latency_tables/README.md).
   ``latency_ms`` is one overhead for every call; ``by_kind`` (version 10, optional) one per
-  kind of isolated model (:data:`CALL_KINDS`), which a fit by parts prefers. It prices nothing itself.
+  kind of isolated model (:data:`CALL_KINDS`). ``layers`` (version 11, default ``entries``) says
+  what the parts priced layers by: their single-layer entries (versions 9 and 10), or ``kernels``:
+  each layer's kernel as onnxruntime compiled it into the network, timed alone like the nodes
+  between layers. An overhead is kept only for the parts it was fitted on, so a fit by kernels
+  does not reuse one fitted on entries. It prices nothing itself.
 
 ``meta.machine`` (version 2) is the fingerprint of the machine that measured the table
 (:class:`haq.hardware.device.machine.MachineFingerprint`: CPU vendor / family / model /
@@ -155,13 +161,17 @@ from haq.core.types import BitPair
 from haq.quant.discovery import LayerInfo, LayerSignature
 
 TABLE_FORMAT = "haq.cost_table"
-TABLE_VERSION = 10
+TABLE_VERSION = 11
 """The newest version this haq writes; :func:`table_version` picks the lowest one a table needs."""
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 DOMAINS = ("float", "int8", "weight-only")
 CALL_KINDS = (*DOMAINS, "node")
 """What an isolated model's call overhead is fitted per (``graph.parts_call.by_kind``): a layer
 of each domain, and a node between layers."""
+ENTRIES, KERNELS = "entries", "kernels"
+PARTS_LAYERS = (ENTRIES, KERNELS)
+"""What a fit by parts priced layers by (``graph.parts_call.layers``, version 11): the table's
+single-layer entries, or each layer's compiled kernel timed alone."""
 """Layer kinds a device's layer terms distinguish (:func:`term_domain`)."""
 OP_KINDS = ("conv", "conv1x1", "dwconv", "linear")
 """Op kinds a layer term may be restricted to (:func:`op_kind`)."""
@@ -369,16 +379,20 @@ class RunOverhead:
 class PartsCall:
     """The call overhead of an isolated model (ms) a fit by parts found on ``measurements``
     whole-model measurements of the networks ``fitted_on`` (version 9): ``latency_ms`` for every
-    call alike, ``by_kind`` one per kind in :data:`CALL_KINDS` order (version 10)."""
+    call alike, ``by_kind`` one per kind in :data:`CALL_KINDS` order (version 10), ``layers`` what
+    the parts priced layers by (:data:`PARTS_LAYERS`, version 11)."""
 
     latency_ms: float
     fitted_on: tuple[str, ...]
     measurements: int
     by_kind: tuple[float, ...] | None = None
+    layers: str = ENTRIES
 
     def __post_init__(self) -> None:
         if self.by_kind is not None and len(self.by_kind) != len(CALL_KINDS):
             raise ValueError(f"by_kind needs one overhead per kind ({', '.join(CALL_KINDS)}), got {len(self.by_kind)}")
+        if self.layers not in PARTS_LAYERS:
+            raise ValueError(f"layers must be one of {', '.join(PARTS_LAYERS)}, got {self.layers!r}")
 
     def per_kind(self) -> tuple[float, ...]:
         """The overhead of each kind: ``by_kind``, or ``latency_ms`` for all of them in a table that predates it."""
@@ -389,6 +403,8 @@ class PartsCall:
         d: dict[str, Any] = {"latency_ms": self.latency_ms, "fitted_on": list(self.fitted_on), "measurements": self.measurements}
         if self.by_kind is not None:
             d["by_kind"] = dict(zip(CALL_KINDS, self.by_kind))
+        if self.layers != ENTRIES:
+            d["layers"] = self.layers
         return d
 
 
@@ -565,13 +581,16 @@ class TableData:
 
 
 def table_version(meta: Mapping[str, Any], graph: GraphExtras | None = None) -> int:
-    """10 with call overheads per kind found by parts (``parts_call.by_kind``), 9 with one
-    (``parts_call``), 8 with per-network device terms
+    """11 with a call overhead found by parts that priced layers by their kernels
+    (``parts_call.layers``), 10 with call overheads per kind found by parts
+    (``parts_call.by_kind``), 9 with one (``parts_call``), 8 with per-network device terms
     fitted on configurations priced by parts, 7 with per-network device terms or a boundary rule
     for a max-pool (``through``), 6 with per-family device terms, 5 with a boundary rule keyed by
     the consumer's op, 4 with a layer term keyed by op, 3 with other per-device terms, else 2 with
     the machine that measured it (``meta.machine``), else 1."""
     if graph is not None and graph.parts_call is not None:
+        if graph.parts_call.layers != ENTRIES:
+            return 11
         return 10 if graph.parts_call.by_kind is not None else 9
     if graph is not None and any(n.priced_by != PRICED_BY[0] for n in graph.networks):
         return 8

@@ -17,9 +17,11 @@ from haq.tables.fields import FieldReader
 from haq.tables.schema import (
     CALL_KINDS,
     DOMAINS,
+    ENTRIES,
     FAMILIES,
     OP_KINDS,
     OPS,
+    PARTS_LAYERS,
     PRICED_BY,
     READABLE_VERSIONS,
     TABLE_FORMAT,
@@ -96,6 +98,8 @@ def parse(raw: Any, source: str) -> TableData:
         r.fail("graph.parts_call", f"needs version 9 of the format, the file says version {top['version']}")
     if graph.parts_call is not None and graph.parts_call.by_kind is not None and top["version"] < 10:
         r.fail("graph.parts_call.by_kind", f"needs version 10 of the format, the file says version {top['version']}")
+    if graph.parts_call is not None and graph.parts_call.layers != ENTRIES and top["version"] < 11:
+        r.fail("graph.parts_call.layers", f"needs version 11 of the format, the file says version {top['version']}")
     if graph.run_overhead is not None:
         _check_overhead(r, graph.run_overhead, entries)
     for i, fam in enumerate(graph.families):
@@ -334,7 +338,7 @@ def _parse_families(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple
 
 
 def _parse_parts_call(r: FieldReader, raw: Any, path: str = "graph.parts_call") -> PartsCall:
-    r.keys(r.obj(raw, path), path, ("latency_ms", "fitted_on", "measurements"), ("by_kind",))
+    r.keys(r.obj(raw, path), path, ("latency_ms", "fitted_on", "measurements"), ("by_kind", "layers"))
     names = r.array(raw["fitted_on"], f"{path}.fitted_on")
     if not names:
         r.fail(f"{path}.fitted_on", "must name the networks measured whole that the overhead was fitted on, got []")
@@ -343,11 +347,15 @@ def _parse_parts_call(r: FieldReader, raw: Any, path: str = "graph.parts_call") 
         kinds = r.obj(raw["by_kind"], f"{path}.by_kind")
         r.keys(kinds, f"{path}.by_kind", CALL_KINDS)
         by_kind = tuple(r.number(kinds[k], f"{path}.by_kind.{k}", positive=False) for k in CALL_KINDS)
+    layers = raw.get("layers", ENTRIES)
+    if layers not in PARTS_LAYERS:
+        r.fail(f"{path}.layers", f"must be one of {', '.join(PARTS_LAYERS)}, got {layers!r}")
     return PartsCall(
         r.number(raw["latency_ms"], f"{path}.latency_ms", positive=False),
         tuple(r.string(n, f"{path}.fitted_on[{i}]") for i, n in enumerate(names)),
         r.integer(raw["measurements"], f"{path}.measurements", 1),
         by_kind,
+        layers,
     )
 
 
