@@ -77,10 +77,10 @@ from haq.hardware.parts import (
     NodeSet,
     Parts,
     bounded_overhead,
-    call_overhead,
+    call_cost_models,
     fit_overhead,
-    overhead_models,
     parts_ms,
+    timed_call_cost,
     uniform,
 )
 from haq.models import model_names
@@ -255,7 +255,12 @@ def main() -> int:
     raw = json.loads(raw_path.read_text())
     raw["fit"] = {name: rows[: ns.configs] for name, rows in raw["fit"].items()}  # the first ones: a smaller run's
     result = score(
-        load_table(table_path), [n for n in nets if n.name in raw["fit"]], raw, ns.form, ns.shared_terms, ns.prior_weight
+        load_table(table_path),
+        [n for n in nets if n.name in raw["fit"]],
+        raw,
+        ns.form,
+        ns.shared_terms,
+        ns.prior_weight,
     )
     result["protocol"] = protocol.record()
     print(
@@ -278,7 +283,8 @@ def main() -> int:
             "\n(a) by parts, as `haq tables fit --model OTHERS... NEW --by-parts NEW` prices a network it never times whole: "
             "every node onnxruntime compiled for it, its layer kernels as the network runs them and the nodes between "
             "them, each timed alone, less one call overhead for each isolated model but one, fitted on the other "
-            "networks' whole-model measurements; then the network's own device terms fitted on its fit configurations "
+            "networks' whole-model measurements, and the timed cost of each byte of output an isolated model hands "
+            "back; then the network's own device terms fitted on its fit configurations "
             "priced that way (what the search uses), and with each price first blended with the other networks' device "
             "terms (geometric mean, `--blend-with-terms`); then by parts with one overhead fitted per kind (float / "
             "int8 / weight-only kernel, node); by parts with the overhead timed instead (a one-node model against a "
@@ -303,6 +309,11 @@ def main() -> int:
                 f"| {100 * pk.within10:.0f} % ({kinds}) "
                 f"| {100 * pq.within10:.0f} % ({1000 * r['parts_timed_overhead_ms']:.2f}) | {100 * pe.within10:.0f} % |"
             )
+        parts_row = next(r for r in result["networks"].values() if "a_parts" in r)
+        print(
+            "cost per byte of output an isolated model hands back, timed beside the nodes: "
+            f"{1024e6 * parts_row['parts_output_ms_per_byte']:.1f} ns per KiB (0: a raw file from before it was timed)"
+        )
     elif raw.get("op_ms"):
         print("\n(a) by parts: not scored; this raw file predates timing the layer kernels alone (re-measure without --rescore)")
     v2_retest = {name: Accuracy(**r["c_retest_median"]) for name, r in result["networks"].items() if "c_retest_median" in r}
@@ -420,14 +431,14 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
         f"measuring {len(models)} whole models of {len(nets)} networks, {ops} compiled nodes (layer kernels and the "
         f"nodes between them) and the table's {len(singles)} single-layer models again in one interleaved batch"
     )
-    timed = runner.measure_many([*models, *nodes.models, *singles, *overhead_models(), sentinel_model(1)])
+    timed = runner.measure_many([*models, *nodes.models, *singles, *call_cost_models(), sentinel_model(1)])
     probe = timed[-1].latency_ms
     raw["op_ms"] = [m.latency_ms for m in timed[len(models) : len(models) + ops]]
     singles_timed = timed[len(models) + ops : len(models) + ops + len(singles)]
     raw["entry_ms"] = [[e.key, e.w_bits, e.a_bits, m.latency_ms] for e, m in zip(entries, singles_timed)]
-    raw["call_overhead_ms"] = call_overhead(timed[-3].latency_ms, timed[-2].latency_ms)
+    raw["call_overhead_ms"], raw["output_ms_per_byte"] = timed_call_cost([m.latency_ms for m in timed[-5:-1]])
     raw["fit_ops"], raw["check_ops"] = op_index
-    raw["op_kinds"] = nodes.kinds
+    raw["op_kinds"], raw["op_out_bytes"] = nodes.kinds, nodes.out_bytes
     for net, fit, checks, start, export_s in plans:
         mine = timed[start : start + len(fit)]
         t0 = time.perf_counter()
@@ -501,7 +512,8 @@ def score(
 
     kinds = raw.get("op_kinds")  # which timed nodes are layer kernels; older raw files timed only the nodes between layers
     by_parts = kinds is not None
-    compiled = NodeSet(kinds=list(kinds or ()))
+    compiled = NodeSet(kinds=list(kinds or ()), out_bytes=raw.get("op_out_bytes", []))
+    per_byte = raw.get("output_ms_per_byte", 0.0)  # timed beside the nodes; older raw files lack it (and the bytes)
 
     def parts(net: Network, b: tuple[tuple[int, int], ...], row: list[int]) -> Parts:
         """One configuration priced by its compiled nodes, layer kernels included, each timed alone."""
@@ -532,19 +544,23 @@ def score(
         pa, pb = predict(lono, net, checked), predict(joint, net, checked)
         pt: list[float] = []
         if by_parts:  # no whole-model measurement of this network: priced by parts, as `tables fit --by-parts` does
-            one, by_kind = fit_overhead([row for x in nets if x is not net for row in fit_rows[x.name]])
+            one, by_kind = fit_overhead([row for x in nets if x is not net for row in fit_rows[x.name]], per_byte)
             timed_overhead = raw["call_overhead_ms"]  # timed beside the nodes
-            overhead, _ = bounded_overhead([p for p, _ in fit_rows[net.name]], uniform(one))  # as the command bounds it
+            mine = [p for p, _ in fit_rows[net.name]]
+            overhead, out_cost, _ = bounded_overhead(mine, uniform(one), per_byte)  # as the command bounds it
             _, entry_kind = fit_overhead([row for x in nets if x is not net for row in entry_rows[x.name]])
-            entry_overhead, _ = bounded_overhead([p for p, _ in entry_rows[net.name]], entry_kind)
+            entry_overhead, _, _ = bounded_overhead([p for p, _ in entry_rows[net.name]], entry_kind)
 
             def by_parts_ms(
-                r: Sequence[float], price: Callable[[Network, Any, list[int]], Parts] = parts, net: Network = net
+                r: Sequence[float],
+                out: float = per_byte,
+                price: Callable[[Network, Any, list[int]], Parts] = parts,
+                net: Network = net,
             ) -> list[float]:
-                return [parts_ms(price(net, b, row), r) for b, row in zip(checked, raw["check_ops"][net.name])]
+                return [parts_ms(price(net, b, row), r, out) for b, row in zip(checked, raw["check_ops"][net.name])]
 
             synthetic = [
-                observe(table, net, policy_of(net.layers, bits(b)), parts_ms(p, overhead))
+                observe(table, net, policy_of(net.layers, bits(b)), parts_ms(p, overhead, out_cost))
                 for (b, _), (p, _) in zip(raw["fit"][net.name], fit_rows[net.name])
             ]
             others = [o for o in obs if o.network != net.name]  # measured whole beside it, as the command fits them
@@ -554,15 +570,16 @@ def score(
             with_blend = fit_graph(table, nets, others + blended, overheads, form=form, by_parts=[net.name])
             pt = predict(terms, net, checked)
             parts_figures = {
-                "a_parts": acc_dict(accuracy(by_parts_ms(overhead), meas)),
+                "a_parts": acc_dict(accuracy(by_parts_ms(overhead, out_cost), meas)),
                 "a_parts_terms": acc_dict(accuracy(pt, meas)),
                 "a_parts_terms_blended": acc_dict(accuracy(predict(with_blend, net, checked), meas)),
                 "a_parts_by_kind": acc_dict(accuracy(by_parts_ms(by_kind), meas)),
                 "a_parts_timed_overhead": acc_dict(accuracy(by_parts_ms(uniform(timed_overhead)), meas)),
-                "a_parts_entries": acc_dict(accuracy(by_parts_ms(entry_overhead, by_entries), meas)),
+                "a_parts_entries": acc_dict(accuracy(by_parts_ms(entry_overhead, 0.0, by_entries), meas)),
                 "parts_overhead_ms": overhead[0],
                 "parts_by_kind_ms": dict(zip(CALL_KINDS, by_kind)),
                 "parts_timed_overhead_ms": timed_overhead,
+                "parts_output_ms_per_byte": per_byte,
                 "parts_entries_overhead_ms": dict(zip(CALL_KINDS, entry_overhead)),
             }
         result["networks"][net.name] = {

@@ -31,14 +31,17 @@ from haq.hardware.networks import Network, export_all, load_network, model_layer
 from haq.hardware.parts import (
     LAYER_KERNELS,
     NODE,
+    OUTPUT_PROBE,
     Parts,
     bounded_overhead,
+    call_cost_models,
     call_overhead,
     compile_graph,
     fit_overhead,
     kernel_kind,
     overhead_models,
     parts_ms,
+    timed_call_cost,
     uniform,
 )
 from haq.quant import QuantPolicy, discover_layers
@@ -181,11 +184,45 @@ def test_the_bounded_overhead_keeps_every_configuration_priced_above_zero() -> N
         Parts(0.01, (0.9, 0.0, 0.0), ()),  # pays less than one call
     ]
     asked = (0.01, 0.02, 0.0, 0.03)
-    bounded, scaled = bounded_overhead(rows, asked)
-    assert scaled and all(parts_ms(p, bounded) >= 0.05 * p.total() - 1e-15 for p in rows)
+    bounded, no_bytes, scaled = bounded_overhead(rows, asked)
+    assert scaled and no_bytes == 0.0 and all(parts_ms(p, bounded) >= 0.05 * p.total() - 1e-15 for p in rows)
     assert min(parts_ms(p, bounded) / p.total() for p in rows) == pytest.approx(0.05)
     assert np.allclose(bounded, np.array(asked) * (bounded[0] / asked[0])), "every kind scaled alike"
-    assert bounded_overhead(rows, uniform(1e-6)) == (uniform(1e-6), False)
+    assert bounded_overhead(rows, uniform(1e-6)) == (uniform(1e-6), 0.0, False)
+    with_bytes = [replace(p, out_bytes=1e6) for p in rows]
+    bounded, per_byte, scaled = bounded_overhead(with_bytes, uniform(1e-6), 1e-7)  # 0.1 ms for a MB of output
+    assert scaled and per_byte / 1e-7 == pytest.approx(bounded[0] / 1e-6), "the output cost scaled with the overhead"
+    assert min(parts_ms(p, bounded, per_byte) / p.total() for p in with_bytes) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("per_byte", [0.0, 4.7e-9, 2e-8])
+def test_the_overhead_is_fitted_with_the_timed_output_cost_taken_out(per_byte: float) -> None:
+    rng = np.random.default_rng(4)
+    rows = []
+    for _ in range(16):
+        calls = (0.01,) * int(rng.integers(2, 30))
+        parts = Parts(float(rng.uniform(0.1, 2.0)), (3.0, 2.0, 0.0), calls, float(rng.uniform(0, 4e6)))
+        rows.append((parts, parts_ms(parts, uniform(0.004), per_byte)))
+    pooled, _ = fit_overhead(rows, per_byte)
+    assert pooled == pytest.approx(0.004, abs=1e-12)
+    if per_byte:
+        assert abs(fit_overhead(rows)[0] - 0.004) > 1e-5, "left in, the output cost moves the overhead"
+    assert parts_ms(rows[0][0], uniform(0.0), per_byte) == pytest.approx(rows[0][0].total() - per_byte * rows[0][0].out_bytes)
+
+
+def test_the_timed_call_cost_is_the_overhead_at_no_output_and_its_slope_per_byte() -> None:
+    small, _, large, _ = call_cost_models(8)
+    level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sizes = [optimized_graph(m, level).graph.output[0].type.tensor_type.shape.dim[0].dim_value for m in (small, large)]
+    assert sizes == [1, OUTPUT_PROBE]
+    # overheads 0.0038 ms at 4 bytes and 0.0050 ms at 4 * OUTPUT_PROBE bytes; a node costs 1 µs in the chain
+    times = [0.0038 + 0.001, 0.0038 + 0.008, 0.0050 + 0.001, 0.0050 + 0.008]
+    fixed, per_byte = timed_call_cost(times, 8)
+    assert per_byte == pytest.approx(0.0012 / (4 * (OUTPUT_PROBE - 1)))
+    assert fixed + 4 * per_byte == pytest.approx(0.0038) and fixed + 4 * OUTPUT_PROBE * per_byte == pytest.approx(0.0050)
+    assert timed_call_cost([0.005, 0.012, 0.004, 0.011], 8)[1] == 0.0, "never a negative cost per byte"
+    with pytest.raises(ValueError, match="four call-cost models"):
+        timed_call_cost([0.001], 8)
 
 
 def test_fit_overhead_is_never_negative_and_needs_a_measurement() -> None:
@@ -318,12 +355,16 @@ def test_the_overhead_fitted_beside_a_measured_network_is_kept_for_a_later_fit_b
     saved = json.loads((tmp_path / "a.json").read_text())
     assert saved["version"] == 11 and saved["graph"]["parts_call"]["latency_ms"] == call.latency_ms
     assert saved["graph"]["parts_call"]["layers"] == "kernels"
+    assert saved["graph"]["parts_call"]["latency_ms_per_output_byte"] == call.per_byte_ms >= 0.0
     assert load_table(tmp_path / "a.json").data.graph.parts_call == call
     from haq.cli import main
 
     assert main(["tables", "show", str(tmp_path / "a.json")]) == 0
     shown = capsys.readouterr().out
-    said = f"call overhead by parts {1000 * call.latency_ms:.2f} µs, layers by their kernels (fitted on 12 whole-model"
+    said = (
+        f"call overhead by parts {1000 * call.latency_ms:.2f} µs and {1024e6 * call.per_byte_ms:.1f} ns per KiB of output, "
+        "layers by their kernels (fitted on 12 whole-model"
+    )
     assert said in shown
 
     alone, later = _Recording(), []
@@ -339,7 +380,7 @@ def test_the_overhead_fitted_beside_a_measured_network_is_kept_for_a_later_fit_b
     fit_table(load_table(digits_table), [cnn], _Recording(), 12, tmp_path / "c.json", log=timed.append, by_parts=by_parts)
     assert "timed (no network measured whole beside it, none kept in the table)" in _call_line(timed)
 
-    by_entries = replace(call, latency_ms=0.001, by_kind=(0.001, 0.002, 0.003, 0.004), layers="entries")
+    by_entries = replace(call, latency_ms=0.001, by_kind=(0.001, 0.002, 0.003, 0.004), layers="entries", per_byte_ms=0.0)
     older, retimed, logged = tmp_path / "older.json", _Recording(), []
     load_table(digits_table).with_graph(GraphExtras(parts_call=by_entries)).save(older)
     fit_table(load_table(older), [cnn], retimed, 12, tmp_path / "d.json", log=logged.append, by_parts=by_parts)
@@ -383,6 +424,26 @@ def test_bad_overheads_per_kind_are_one_line_naming_the_field(
     call = PartsCall(0.004, ("digits_mlp",), 12, (0.003, 0.0025, 0.0044, 0.0037))
     data = json.loads(json.dumps(load_table(digits_table).with_graph(GraphExtras(parts_call=call)).data.to_dict()))
     assert data["version"] == 10
+    (tmp_path / "good.json").write_text(json.dumps(data))
+    assert load_table(tmp_path / "good.json").data.graph.parts_call == call
+    edit(data)
+    assert re.search(message, load_error(data, tmp_path / "bad.json"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(version=10), "'graph.parts_call.layers': needs version 11"),
+        (lambda d: d["graph"]["parts_call"].update(latency_ms_per_output_byte=-1e-9), "output_byte': must be >= 0"),
+        (lambda d: d["graph"]["parts_call"].update(layers="entries"), "output_byte': belongs to parts priced by kernels"),
+    ],
+)
+def test_a_bad_call_cost_by_kernels_is_one_line_naming_the_field(
+    digits_table: Path, tmp_path: Path, edit: Any, message: str
+) -> None:
+    call = PartsCall(0.004, ("digits_mlp",), 12, layers="kernels", per_byte_ms=4.7e-9)
+    data = json.loads(json.dumps(load_table(digits_table).with_graph(GraphExtras(parts_call=call)).data.to_dict()))
+    assert data["version"] == 11
     (tmp_path / "good.json").write_text(json.dumps(data))
     assert load_table(tmp_path / "good.json").data.graph.parts_call == call
     edit(data)

@@ -32,7 +32,7 @@ from haq.jobs.execute import Resolver, table_backend
 from haq.jobs.flags import add_job_args, resolve_job
 from haq.quant import QuantPolicy
 from haq.tables.network import describe_pairs
-from haq.tables.schema import PartsCall
+from haq.tables.schema import KERNELS, PartsCall
 from haq.tables.table import CostTable
 from haq.workload import WorkloadConfig, workload_layers
 
@@ -175,6 +175,9 @@ def _print_meta(t: CostTable) -> None:
 def _call_overhead(call: PartsCall) -> str:
     """A kept call overhead: per kind where the fit found one per kind, else the one for all calls,
     and what the parts priced layers by."""
+    if call.layers == KERNELS:
+        per_kib = f"{1024e6 * call.per_byte_ms:.1f} ns per KiB of output"
+        return f"{1000 * call.latency_ms:.2f} µs and {per_kib}, layers by their kernels"
     if call.by_kind is None:
         return f"{1000 * call.latency_ms:.2f} µs, layers by their {call.layers}"
     return f"(µs) {describe_overhead(call.by_kind)}, layers by their {call.layers}"

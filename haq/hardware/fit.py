@@ -25,16 +25,24 @@ from haq.core.types import BitPair, Log
 from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.runner import Runner
 from haq.hardware.device.sentinel import sentinel_model
-from haq.hardware.graph_fit import FLOOR_SLACK, PRIOR_WEIGHT, DeviceFit, Observation, fit_correction, fit_device, fit_set
+from haq.hardware.graph_fit import (
+    FLOOR_SLACK,
+    PRIOR_WEIGHT,
+    DeviceFit,
+    Observation,
+    fit_correction,
+    fit_device,
+    fit_set,
+)
 from haq.hardware.measured import entry_model, retimed_entry
 from haq.hardware.networks import Network, bits_of, export_all, policy_of, sample_policies, supported_pairs
 from haq.hardware.parts import (
     NodeSet,
     bounded_overhead,
-    call_overhead,
+    call_cost_models,
     fit_overhead,
-    overhead_models,
     parts_ms,
+    timed_call_cost,
     uniform,
 )
 from haq.quant import LayerInfo, QuantPolicy
@@ -489,8 +497,9 @@ def price_by_parts(
     each is compiled here, every distinct node of it, layer kernels included, is timed alone (all
     networks' nodes in one interleaved batch, with the call-time probe), and a configuration's
     time is :func:`~haq.hardware.parts.parts_ms` of its nodes, less the call overhead of each
-    isolated model but one. Returns the observations, the probe, and the call overhead to keep in
-    the table (``graph.parts_call``).
+    isolated model but one and the cost of the output each hands back (timed in the same batch,
+    :func:`~haq.hardware.parts.timed_call_cost`). Returns the observations, the probe, and the
+    call costs to keep in the table (``graph.parts_call``).
 
     The overhead, one for every call, is fitted (:func:`~haq.hardware.parts.fit_overhead`) on
     ``measured``, the whole-model observations of ``measured_nets``, whose configurations are
@@ -518,28 +527,33 @@ def price_by_parts(
             f"{len(nets) + len(by_name)} network(s)"
         )
     kept = stored if stored is not None and stored.layers == KERNELS else None
-    timing = not calibration and kept is None
-    timed = runner.measure_many([*nodes.models, *(overhead_models() if timing else ()), sentinel_model(1)])
+    timing = kept is None or bool(calibration)
+    timed = runner.measure_many([*nodes.models, *(call_cost_models() if timing else ()), sentinel_model(1)])
     node_ms = [m.latency_ms for m in timed[: len(nodes.models)]]
+    timed_call, per_byte = timed_call_cost([m.latency_ms for m in timed[len(nodes.models) : -1]]) if timing else (0.0, 0.0)
     if calibration:
-        pooled, _ = fit_overhead([(nodes.parts(node_ms, row), ms) for _, _, row, ms in calibration])
-        kept = PartsCall(pooled, tuple(sorted(by_name)), len(calibration), layers=KERNELS)
+        pooled, _ = fit_overhead([(nodes.parts(node_ms, row), ms) for _, _, row, ms in calibration], per_byte)
+        kept = PartsCall(pooled, tuple(sorted(by_name)), len(calibration), layers=KERNELS, per_byte_ms=per_byte)
         how = f"fitted on {len(calibration)} whole-model measurements of {', '.join(kept.fitted_on)}"
     elif kept is not None:
         how = f"kept in the table, fitted on {kept.measurements} whole-model measurements of {', '.join(kept.fitted_on)}"
+        per_byte = kept.per_byte_ms
     elif stored is not None:
         how = "timed (the one kept in the table was fitted on layers priced by their entries, an older fit by parts)"
     else:
         how = "timed (no network measured whole beside it, none kept in the table)"
-    call = uniform(kept.latency_ms if kept is not None else call_overhead(timed[-3].latency_ms, timed[-2].latency_ms))
+    call = uniform(kept.latency_ms if kept is not None else timed_call)
     priced = [(net, policy, nodes.parts(node_ms, row)) for net, policies, rows in plans for policy, row in zip(policies, rows)]
-    call, scaled = bounded_overhead([p for *_, p in priced], call)
+    call, per_byte, scaled = bounded_overhead([p for *_, p in priced], call, per_byte)
     if scaled:
         how += ", scaled down so that every configuration keeps a positive price"
-    obs = [observe(table, net, policy, parts_ms(p, call)) for net, policy, p in priced]
+    obs = [observe(table, net, policy, parts_ms(p, call, per_byte)) for net, policy, p in priced]
     if log:
         probe = f"probe {1000 * timed[-1].latency_ms:.2f} µs"
-        log(f"call overhead of an isolated model: {1000 * call[0]:.2f} µs for every call; {how} ({probe})")
+        log(
+            f"call overhead of an isolated model: {1000 * call[0]:.2f} µs for every call and "
+            f"{1024e6 * per_byte:.1f} ns per KiB of output (timed); {how} ({probe})"
+        )
     return obs, RunOverhead("latency", 0.0, timed[-1].latency_ms), kept
 
 

@@ -15,16 +15,18 @@ them (a float conv in its NCHWc form with the activation and a residual add fuse
 conv on the layout its neighbours left). Those one-node models are timed on the device like
 single-layer entries, shared by every network and policy that has the same node.
 
-The prediction (:func:`parts_ms`) is the nodes' times summed, less one call overhead per
-isolated model beyond the network's own. The overhead is the unknown, per device: fitted on
-networks measured whole (:func:`fit_overhead`), or timed (:func:`call_overhead`: a one-node
-model against a chain of them). Priced this way, the overheads fitted per kind on seven of eight
-networks came out close together (3.9-4.4 µs; only the weight-only kernel's, seen mostly in one
-network, strays), and one for every call priced the eighth better, so one overhead is what a fit
-keeps. A layer's single-layer entry (its isolated model, reorders and all, times the kernel's
-share of it) instead missed what the compiled kernel does in the graph (a fused residual add),
-and the overhead it needed ranged 0-3.4 µs by network. The figures are in
-``latency_tables/README.md``.
+The prediction (:func:`parts_ms`) is the nodes' times summed, less what each isolated model
+beyond the network's own pays for being alone: a call overhead, and the cost of handing its
+output back on every call, which a node inside the network does not (timed,
+:func:`timed_call_cost`: the call overhead at one element and at :data:`OUTPUT_PROBE`). The
+overhead is the unknown, per device: fitted on networks measured whole (:func:`fit_overhead`),
+or timed (:func:`call_overhead`: a one-node model against a chain of them). Priced this way,
+the overheads fitted per kind on seven of eight networks came out close together (3.9-4.4 µs;
+only the weight-only kernel's, seen mostly in one network, strays), and one for every call
+priced the eighth better, so one overhead is what a fit keeps. A layer's single-layer entry
+(its isolated model, reorders and all, times the kernel's share of it) instead missed what the
+compiled kernel does in the graph (a fused residual add), and the overhead it needed ranged
+0-3.4 µs by network. The figures are in ``latency_tables/README.md``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ _TENSOR_TYPES = {
     "int32": TensorProto.INT32,
     "int64": TensorProto.INT64,
 }
+_ITEM_BYTES = {"float": 4, "uint8": 1, "int8": 1, "int32": 4, "int64": 8}
 
 
 NODE = CALL_KINDS[-1]
@@ -78,6 +81,8 @@ class OpCall:
     key: str
     model: bytes
     kind: str = NODE
+    out_bytes: int = 0
+    """Bytes of its outputs: what an isolated model hands back on every call."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,8 @@ def compile_graph(onnx_bytes: bytes, threads: int = 1) -> CompiledGraph:
             raise ExportError(f"node '{node.name}' ({node.op_type}) has no shapes in onnxruntime's profile; cannot price it")
         ins, outs = shapes[node.name]
         ins = _with_constants(node, ins, inits)
-        ops.append(OpCall(_key(node, ins, outs), _one_node_model(opt, node, ins, outs, inits), kernel_kind(node.op_type)))
+        model = _one_node_model(opt, node, ins, outs, inits)
+        ops.append(OpCall(_key(node, ins, outs), model, kernel_kind(node.op_type), _bytes(outs)))
     return CompiledGraph(tuple(ops))
 
 
@@ -118,6 +124,7 @@ class NodeSet:
 
     models: list[bytes] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
+    out_bytes: list[int] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict)
 
     def add(self, onnx_bytes: bytes, layers: int, network: str) -> list[int]:
@@ -134,6 +141,7 @@ class NodeSet:
                 self._index[op.key] = len(self.models)
                 self.models.append(op.model)
                 self.kinds.append(op.kind)
+                self.out_bytes.append(op.out_bytes)
         return [self._index[op.key] for op in graph.ops]
 
     def parts(self, node_ms: Sequence[float], row: Sequence[int]) -> Parts:
@@ -143,7 +151,8 @@ class NodeSet:
         kernels = [i for i in row if self.kinds[i] != NODE]
         shares = tuple(float(sum(self.kinds[i] == d for i in kernels)) for d in DOMAINS)
         between = tuple(node_ms[i] for i in row if self.kinds[i] == NODE)
-        return Parts(float(sum(node_ms[i] for i in kernels)), shares, between)
+        out = float(sum(self.out_bytes[i] for i in row)) if self.out_bytes else 0.0
+        return Parts(float(sum(node_ms[i] for i in kernels)), shares, between, out)
 
 
 @dataclass(frozen=True)
@@ -151,11 +160,14 @@ class Parts:
     """One configuration priced by parts: its layers' times summed (``layer_ms``: their compiled
     kernels timed alone, or their single-layer entries), the isolated calls those hold per term
     domain (``shares``, in :data:`DOMAINS` order: one per kernel, or the entries' kernel shares)
-    and the one-node times of the nodes between its layers (``op_ms``)."""
+    and the one-node times of the nodes between its layers (``op_ms``); ``out_bytes``: the
+    output bytes of its isolated models summed (0 where not known), each of which hands its
+    output back on every call, which a node inside the network does not."""
 
     layer_ms: float
     shares: tuple[float, ...]
     op_ms: tuple[float, ...]
+    out_bytes: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.shares) != len(DOMAINS):
@@ -171,10 +183,12 @@ class Parts:
         return np.array([*self.shares, len(self.op_ms) - 1.0])
 
 
-def parts_ms(parts: Parts, overhead: Sequence[float]) -> float:
+def parts_ms(parts: Parts, overhead: Sequence[float], per_byte: float = 0.0) -> float:
     """A network's predicted time: its parts summed, less the call overhead of each isolated
-    model but the network's own, ``overhead`` (ms) per kind in :data:`CALL_KINDS` order."""
-    return parts.total() - float(np.dot(_kinds(overhead), parts.calls()))
+    model but the network's own, ``overhead`` (ms) per kind in :data:`CALL_KINDS` order, and
+    ``per_byte`` (ms) for every byte of output they hand back (the network's few logits, which
+    it hands back too, are left in)."""
+    return parts.total() - float(np.dot(_kinds(overhead), parts.calls())) - per_byte * parts.out_bytes
 
 
 def uniform(overhead_ms: float) -> tuple[float, ...]:
@@ -182,9 +196,10 @@ def uniform(overhead_ms: float) -> tuple[float, ...]:
     return (overhead_ms,) * len(CALL_KINDS)
 
 
-def fit_overhead(rows: Sequence[tuple[Parts, float]]) -> tuple[float, tuple[float, ...]]:
+def fit_overhead(rows: Sequence[tuple[Parts, float]], per_byte: float = 0.0) -> tuple[float, tuple[float, ...]]:
     """The call overheads (ms) that make :func:`parts_ms` best match measured networks in relative
-    terms, from ``rows`` of (parts, measured ms): one for every call alike (closed-form least
+    terms, from ``rows`` of (parts, measured ms), their output cost ``per_byte`` (ms, timed:
+    :func:`timed_call_cost`) taken out first: one for every call alike (closed-form least
     squares, floored at 0), and one per kind (non-negative least squares), where a kind no
     configuration of ``rows`` calls takes the pooled one.
 
@@ -199,7 +214,7 @@ def fit_overhead(rows: Sequence[tuple[Parts, float]]) -> tuple[float, tuple[floa
         raise ValueError("fitting the call overhead needs at least one measured network")
     meas = np.array([m for _, m in rows])
     calls = np.array([p.calls() for p, _ in rows]) / meas[:, None]
-    y = np.array([p.total() for p, _ in rows]) / meas - 1.0  # parts_ms / meas - 1 = y - calls @ r
+    y = np.array([p.total() - per_byte * p.out_bytes for p, _ in rows]) / meas - 1.0  # parts_ms / meas - 1 = y - calls @ r
     pooled_x = calls.sum(axis=1)
     pooled = max(0.0, float(np.dot(pooled_x, y) / np.dot(pooled_x, pooled_x))) if np.any(pooled_x) else 0.0
     seen = np.flatnonzero(np.any(calls != 0.0, axis=0))
@@ -209,17 +224,20 @@ def fit_overhead(rows: Sequence[tuple[Parts, float]]) -> tuple[float, tuple[floa
     return pooled, tuple(float(v) for v in by_kind)
 
 
-def bounded_overhead(parts: Sequence[Parts], overhead: Sequence[float], floor: float = 0.05) -> tuple[tuple[float, ...], bool]:
-    """``overhead`` (per kind) scaled down, if need be, until every configuration of ``parts``
-    keeps at least ``floor`` of its parts; and whether it was. Why: a fit on noisy measurements
-    may ask for more, and a configuration priced at or below zero is no price."""
+def bounded_overhead(
+    parts: Sequence[Parts], overhead: Sequence[float], per_byte: float = 0.0, floor: float = 0.05
+) -> tuple[tuple[float, ...], float, bool]:
+    """``overhead`` (per kind) and the output cost ``per_byte`` scaled down alike, if need be,
+    until every configuration of ``parts`` keeps at least ``floor`` of its parts; and whether they
+    were. Why: a fit on noisy measurements may ask for more, and a configuration priced at or
+    below zero is no price."""
     r = _kinds(overhead)
     keep, scale = 1.0 - floor, 1.0
     for p in parts:
-        taken = float(np.dot(r, p.calls()))
+        taken = float(np.dot(r, p.calls())) + per_byte * p.out_bytes
         if taken > keep * p.total():
             scale = min(scale, keep * p.total() / taken)
-    return tuple(float(v) for v in r * scale), scale < 1.0
+    return tuple(float(v) for v in r * scale), per_byte * scale, scale < 1.0
 
 
 def describe_overhead(overhead: Sequence[float]) -> str:
@@ -237,9 +255,16 @@ CHAIN_NODES = 16
 """Nodes in the chain model of :func:`overhead_models`."""
 
 
-def overhead_models(chain: int = CHAIN_NODES) -> tuple[bytes, bytes]:
-    """Two models that time the call overhead of an isolated model: one Relu on one element,
-    and ``chain`` of them in a row (:func:`call_overhead`)."""
+OUTPUT_PROBE = 65536
+"""Elements of the second pair of call-overhead models (256 KiB of float output): an isolated
+model hands its output back on every call, and on this machine the overhead timed at this size
+was 5.0 µs against 3.8 µs at one element (4.8 ns per KiB), as much as a fit across eight networks
+found (latency_tables/README.md)."""
+
+
+def overhead_models(chain: int = CHAIN_NODES, size: int = 1) -> tuple[bytes, bytes]:
+    """Two models that time the call overhead of an isolated model: one Relu on ``size``
+    elements, and ``chain`` of them in a row (:func:`call_overhead`)."""
     names = [f"t{i}" for i in range(chain + 1)]
 
     def model(n: int) -> bytes:
@@ -247,8 +272,8 @@ def overhead_models(chain: int = CHAIN_NODES) -> tuple[bytes, bytes]:
         graph = helper.make_graph(
             nodes,
             "haq_call_overhead",
-            [helper.make_tensor_value_info(names[0], TensorProto.FLOAT, [1])],
-            [helper.make_tensor_value_info(names[n], TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info(names[0], TensorProto.FLOAT, [size])],
+            [helper.make_tensor_value_info(names[n], TensorProto.FLOAT, [size])],
         )
         out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         out.ir_version = 10
@@ -263,6 +288,32 @@ def call_overhead(one_ms: float, chain_ms: float, chain: int = CHAIN_NODES) -> f
     if chain < 2:
         raise ValueError(f"the chain needs at least 2 nodes, got {chain}")
     return max(0.0, one_ms - (chain_ms - one_ms) / (chain - 1))
+
+
+def call_cost_models(chain: int = CHAIN_NODES) -> tuple[bytes, ...]:
+    """The call-overhead models at one element and at :data:`OUTPUT_PROBE` elements, in the
+    order :func:`timed_call_cost` reads their times."""
+    return (*overhead_models(chain), *overhead_models(chain, OUTPUT_PROBE))
+
+
+def timed_call_cost(times_ms: Sequence[float], chain: int = CHAIN_NODES) -> tuple[float, float]:
+    """The call overhead of an isolated model with no output (ms) and its cost per byte of output
+    (ms, floored at 0), from the times of :func:`call_cost_models`."""
+    if len(times_ms) != 4:
+        raise ValueError(f"needs the times of the four call-cost models, got {len(times_ms)}")
+    small, large = call_overhead(times_ms[0], times_ms[1], chain), call_overhead(times_ms[2], times_ms[3], chain)
+    item = _ITEM_BYTES["float"]
+    per_byte = max(0.0, (large - small) / (item * (OUTPUT_PROBE - 1)))
+    return max(0.0, small - item * per_byte), per_byte
+
+
+def _bytes(type_shapes: list[Any]) -> int:
+    """Bytes of the tensors a profile lists (``[{dtype: shape}, ...]``)."""
+    total = 0
+    for ts in type_shapes:
+        ((dtype, shape),) = ts.items()
+        total += _ITEM_BYTES.get(dtype, 4) * int(np.prod(shape, dtype=np.int64))
+    return total
 
 
 def _compiled_with_shapes(onnx_bytes: bytes, threads: int) -> tuple[onnx.ModelProto, dict[str, tuple[list[Any], list[Any]]]]:

@@ -60,7 +60,7 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
                       "transition_rules": [...], "layer_terms": [...], "run_overhead": {...}}],
         "parts_call": {"latency_ms": 0.0039, "fitted_on": ["digits_mlp"], "measurements": 12,  # version 9
                        "by_kind": {"float": 0.0030, "int8": 0.0025, "weight-only": 0.0044, "node": 0.0037},  # version 10
-                       "layers": "kernels"}                                                # version 11
+                       "layers": "kernels", "latency_ms_per_output_byte": 4.7e-9}          # version 11
       }
     }
 
@@ -133,8 +133,9 @@ Semantics of the graph extras (used by ``CostTable.policy_cost``):
   kind of isolated model (:data:`CALL_KINDS`). ``layers`` (version 11, default ``entries``) says
   what the parts priced layers by: their single-layer entries (versions 9 and 10), or ``kernels``:
   each layer's kernel as onnxruntime compiled it into the network, timed alone like the nodes
-  between layers. An overhead is kept only for the parts it was fitted on, so a fit by kernels
-  does not reuse one fitted on entries. It prices nothing itself.
+  between layers, with ``latency_ms_per_output_byte`` (optional, >= 0, default 0) the timed cost
+  of each byte an isolated model hands back. An overhead is kept only for the parts it was fitted
+  on, so a fit by kernels does not reuse one fitted on entries. It prices nothing itself.
 
 ``meta.machine`` (version 2) is the fingerprint of the machine that measured the table
 (:class:`haq.hardware.device.machine.MachineFingerprint`: CPU vendor / family / model /
@@ -380,19 +381,23 @@ class PartsCall:
     """The call overhead of an isolated model (ms) a fit by parts found on ``measurements``
     whole-model measurements of the networks ``fitted_on`` (version 9): ``latency_ms`` for every
     call alike, ``by_kind`` one per kind in :data:`CALL_KINDS` order (version 10), ``layers`` what
-    the parts priced layers by (:data:`PARTS_LAYERS`, version 11)."""
+    the parts priced layers by (:data:`PARTS_LAYERS`, version 11) and, for parts by kernels,
+    ``per_byte_ms`` the cost of each byte of output an isolated model hands back."""
 
     latency_ms: float
     fitted_on: tuple[str, ...]
     measurements: int
     by_kind: tuple[float, ...] | None = None
     layers: str = ENTRIES
+    per_byte_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.by_kind is not None and len(self.by_kind) != len(CALL_KINDS):
             raise ValueError(f"by_kind needs one overhead per kind ({', '.join(CALL_KINDS)}), got {len(self.by_kind)}")
         if self.layers not in PARTS_LAYERS:
             raise ValueError(f"layers must be one of {', '.join(PARTS_LAYERS)}, got {self.layers!r}")
+        if self.per_byte_ms and self.layers != KERNELS:
+            raise ValueError("a cost per byte of output belongs to parts priced by kernels")
 
     def per_kind(self) -> tuple[float, ...]:
         """The overhead of each kind: ``by_kind``, or ``latency_ms`` for all of them in a table that predates it."""
@@ -405,6 +410,7 @@ class PartsCall:
             d["by_kind"] = dict(zip(CALL_KINDS, self.by_kind))
         if self.layers != ENTRIES:
             d["layers"] = self.layers
+            d["latency_ms_per_output_byte"] = self.per_byte_ms
         return d
 
 

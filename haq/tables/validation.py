@@ -19,6 +19,7 @@ from haq.tables.schema import (
     DOMAINS,
     ENTRIES,
     FAMILIES,
+    KERNELS,
     OP_KINDS,
     OPS,
     PARTS_LAYERS,
@@ -338,7 +339,8 @@ def _parse_families(r: FieldReader, raw: Any, metrics: tuple[str, ...]) -> tuple
 
 
 def _parse_parts_call(r: FieldReader, raw: Any, path: str = "graph.parts_call") -> PartsCall:
-    r.keys(r.obj(raw, path), path, ("latency_ms", "fitted_on", "measurements"), ("by_kind", "layers"))
+    optional = ("by_kind", "layers", "latency_ms_per_output_byte")
+    r.keys(r.obj(raw, path), path, ("latency_ms", "fitted_on", "measurements"), optional)
     names = r.array(raw["fitted_on"], f"{path}.fitted_on")
     if not names:
         r.fail(f"{path}.fitted_on", "must name the networks measured whole that the overhead was fitted on, got []")
@@ -350,12 +352,18 @@ def _parse_parts_call(r: FieldReader, raw: Any, path: str = "graph.parts_call") 
     layers = raw.get("layers", ENTRIES)
     if layers not in PARTS_LAYERS:
         r.fail(f"{path}.layers", f"must be one of {', '.join(PARTS_LAYERS)}, got {layers!r}")
+    per_byte = 0.0
+    if "latency_ms_per_output_byte" in raw:
+        if layers != KERNELS:
+            r.fail(f"{path}.latency_ms_per_output_byte", "belongs to parts priced by kernels (layers: kernels)")
+        per_byte = r.number(raw["latency_ms_per_output_byte"], f"{path}.latency_ms_per_output_byte", positive=False)
     return PartsCall(
         r.number(raw["latency_ms"], f"{path}.latency_ms", positive=False),
         tuple(r.string(n, f"{path}.fitted_on[{i}]") for i, n in enumerate(names)),
         r.integer(raw["measurements"], f"{path}.measurements", 1),
         by_kind,
         layers,
+        per_byte,
     )
 
 
