@@ -69,7 +69,7 @@ from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.fit import FIT_CONFIGS, blend_with_terms, fit_graph, fit_policies, layer_sum, observe
-from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, PRIOR_WEIGHT
+from haq.hardware.graph_fit import DEFAULT_FORM, FORMS, OWN_FORM, PRIOR_WEIGHT
 from haq.hardware.measured import MeasuredBackend, entry_model
 from haq.hardware.networks import Network, bits_of, export_all, load_network, policy_of, sample_policies, supported_pairs
 from haq.hardware.parts import (
@@ -225,6 +225,12 @@ def main() -> int:
     p.add_argument("--raw", type=Path, default=None, help="keep the measurements here (and the table beside it)")
     p.add_argument("--rescore", action="store_true", help="score the measurements kept in --raw again; time nothing")
     p.add_argument("--form", default=DEFAULT_FORM, choices=[*FORMS, "auto"], help="device-term form of every fit")
+    p.add_argument(
+        "--own-form",
+        default=OWN_FORM,
+        choices=[*FORMS, ""],
+        help="form of each network's own terms ('': the device terms' form, as before)",
+    )
     p.add_argument("--shared-terms", action="store_true", help="one set of device terms for every network family")
     p.add_argument(
         "--prior-weight",
@@ -261,13 +267,15 @@ def main() -> int:
         ns.form,
         ns.shared_terms,
         ns.prior_weight,
+        ns.own_form or None,
     )
     result["protocol"] = protocol.record()
     print(
         f"protocol: <= {ns.sessions} sessions, early stop ±{ns.ci_rel:g}; "
         f"{max(len(rows) for rows in raw['fit'].values())} fit configurations, "
         f"{len(next(iter(raw['check'].values())))} checked policies per network; measurements in {raw_path}; "
-        f"device-term form {ns.form!r}; own terms pulled toward the family's with weight {ns.prior_weight:g}; "
+        f"device-term form {ns.form!r}; own terms in form {ns.own_form or ns.form!r}, pulled toward the family's with "
+        f"weight {ns.prior_weight:g}; "
         + ("one set of device terms for every network" if ns.shared_terms else "device terms per network family")
     )
     print(
@@ -357,7 +365,7 @@ def print_retimed(table: CostTable, nets: Sequence[Network], raw: dict[str, Any]
     do not travel between networks or because the machine's speed moved between the build and
     the checks (it switches state over minutes; latency_tables/README.md)."""
     again = retimed(table, raw["entry_ms"])
-    result = score(again, nets, raw, ns.form, ns.shared_terms, ns.prior_weight)
+    result = score(again, nets, raw, ns.form, ns.shared_terms, ns.prior_weight, ns.own_form or None)
     print(
         "\n(a) and (b) with every single-layer entry timed again in the checks' batch (the build's kernel shares; "
         "`haq tables fit` fits on entries timed so, so this (b) is the command's), and the checks' layer sums under "
@@ -491,6 +499,7 @@ def score(
     form: str = DEFAULT_FORM,
     shared: bool = False,
     prior_weight: float = PRIOR_WEIGHT,
+    own_form: str | None = OWN_FORM,
 ) -> dict[str, Any]:
     """(a), (b) and (c) per network from measurements :func:`measure` took, device terms in
     ``form`` (:data:`haq.hardware.graph_fit.FORMS`, or ``auto``); nothing is timed.
@@ -508,7 +517,9 @@ def score(
         chosen = {x.name for x in on}
         overheads = pooled([ov for name, ov in probe.items() if name in chosen])
         mine = [o for o in obs if o.network in chosen]
-        return fit_graph(table, on, mine, overheads, form=form, log=log, by_family=not shared, prior_weight=prior_weight)
+        return fit_graph(
+            table, on, mine, overheads, form=form, log=log, by_family=not shared, prior_weight=prior_weight, own_form=own_form
+        )
 
     kinds = raw.get("op_kinds")  # which timed nodes are layer kernels; older raw files timed only the nodes between layers
     by_parts = kinds is not None
@@ -565,9 +576,9 @@ def score(
             ]
             others = [o for o in obs if o.network != net.name]  # measured whole beside it, as the command fits them
             overheads = pooled(list(probe.values()))
-            terms = fit_graph(table, nets, others + synthetic, overheads, form=form, by_parts=[net.name])
+            terms = fit_graph(table, nets, others + synthetic, overheads, form=form, by_parts=[net.name], own_form=own_form)
             blended = blend_with_terms(synthetic, lono, [net])  # as `--blend-with-terms` fits
-            with_blend = fit_graph(table, nets, others + blended, overheads, form=form, by_parts=[net.name])
+            with_blend = fit_graph(table, nets, others + blended, overheads, form=form, by_parts=[net.name], own_form=own_form)
             pt = predict(terms, net, checked)
             parts_figures = {
                 "a_parts": acc_dict(accuracy(by_parts_ms(overhead, out_cost), meas)),

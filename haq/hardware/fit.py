@@ -27,6 +27,7 @@ from haq.hardware.device.runner import Runner
 from haq.hardware.device.sentinel import sentinel_model
 from haq.hardware.graph_fit import (
     FLOOR_SLACK,
+    OWN_FORM,
     PRIOR_WEIGHT,
     DeviceFit,
     Observation,
@@ -146,13 +147,15 @@ def fit_graph(
     prior_weight: float = PRIOR_WEIGHT,
     by_parts: Sequence[str] = (),
     parts_call: PartsCall | None = None,
+    own_form: str | None = OWN_FORM,
 ) -> CostTable:
     """``table`` with device terms fitted on ``obs`` (every network in it; the call overhead
     too, bounded by ``overhead.probe_ms``), with ``by_family`` a family's own terms where
     :func:`~haq.hardware.graph_fit.fit_set` fits that family on fewer networks (dense networks
     beside depthwise ones), and for each network of ``corrected`` (default: every network with
-    observations) device terms of its own (pulled toward its family's by ``prior_weight``) or a
-    correction on top of its family's terms (:func:`_own_or_correction`). Nothing is timed.
+    observations) device terms of its own in ``own_form`` (pulled toward its family's, fitted in
+    that form too, by ``prior_weight``; None: the device terms' form) or a correction on top of
+    its family's terms (:func:`_own_or_correction`). Nothing is timed.
 
     Own terms and corrections of networks outside this fit are dropped: they were fitted beside
     other device terms. A network with neither is priced by its family's device terms alone.
@@ -170,7 +173,7 @@ def fit_graph(
 
     own_sets = {fam: on for fam in (FAMILIES if by_family else ()) if set(on := fit_set(fam, families)) != set(families)}
 
-    def device_terms(on: Sequence[str], family: str = "") -> tuple[DeviceFit, FamilyTerms]:
+    def device_terms(on: Sequence[str], family: str = "", in_form: str | None = form) -> tuple[DeviceFit, FamilyTerms]:
         """Terms fitted on the networks ``on``, as ``family``'s own (empty: the shared ones), with
         the cheapest configuration of every measured network they price floored."""
         priced = [by_name[n] for n in sorted(families) if (families[n] == family) or (not family and families[n] not in own_sets)]
@@ -178,7 +181,7 @@ def fit_graph(
         fit = _floored(
             table,
             priced,
-            lambda floors: fit_device(mine, layers_of, form, max_overhead_ms=cap, floors=floors),
+            lambda floors: fit_device(mine, layers_of, in_form, max_overhead_ms=cap, floors=floors),
             pairs,
             probe,
             obs,
@@ -199,12 +202,17 @@ def fit_graph(
     staged = table.with_graph(graph)
     names = set(corrected) if corrected is not None else {o.network for o in obs}
     family_fit = {terms.family: f for f, terms in own}
+    priors = {fam: [family_fit.get(fam, fit)] for fam in set(families.values())}
+    if own_form is not None and own_form != fit.form:  # the own form first, the device terms' form where it has too many unknowns
+        shared_own = device_terms(sorted(families), in_form=own_form)[0]
+        in_own = {fam: device_terms(on, fam, own_form)[0] for fam, on in own_sets.items()}
+        priors = {fam: [in_own.get(fam, shared_own), *first] for fam, first in priors.items()}
     made = [
         _own_or_correction(
             staged,
             net,
             [o for o in obs if o.network == net.name],
-            family_fit.get(families[net.name], fit),
+            priors[families[net.name]],
             cap,
             probe,
             pairs,
@@ -251,16 +259,17 @@ def _own_or_correction(
     staged: CostTable,
     net: Network,
     mine: Sequence[Observation],
-    family: DeviceFit,
+    families: Sequence[DeviceFit],
     cap: float,
     probe: float,
     pairs: Sequence[BitPair],
     prior_weight: float = PRIOR_WEIGHT,
     priced_by: str = "measurement",
 ) -> Correction | NetworkTerms:
-    """Device terms of the network's own (in the family fit's form, ``family``'s for what its
-    configurations do not identify) where it has more distinct configurations than those terms
-    have unknowns, else its correction on top of its family's terms.
+    """Device terms of the network's own in the form of the first of ``families`` (its family's
+    terms fitted in each candidate form, :data:`~haq.hardware.graph_fit.OWN_FORM` first, pulled
+    toward them) whose unknowns its distinct configurations outnumber, else its correction on top
+    of its family's terms.
 
     Why: the correction only rescales the family's prediction, which holds where the network's
     graph costs what its family's does; where it does not (where its pools sit, the ops between
@@ -272,11 +281,11 @@ def _own_or_correction(
 
     Either keeps the network's cheapest configuration at or above :func:`price_floor`."""
     distinct = len({o.bits for o in mine})
-    if distinct >= 3:
+    for family in families if distinct >= 3 else ():
         fit = _floored(
             staged,
             [net],
-            lambda floors: fit_device(
+            lambda floors, family=family: fit_device(
                 mine,
                 {net.name: net.layers},
                 family.form,

@@ -288,6 +288,15 @@ boundaries' per-element costs; feature 0 per layer (may be negative), 1 per inpu
 (:func:`haq.tables.schema.op_kind`) gives that kind its own term. An op kind no network of the
 fit has gets no term (0): a network made of it is priced by its layer sum."""
 DEFAULT_FORM = "int8 fixed+out, float out, weight-only fixed"
+OWN_FORM = "int8 fixed+out by op, float out, weight-only fixed"
+"""The form of a network's own terms (:func:`haq.hardware.fit.fit_graph`), pulled toward its
+family's terms fitted in the same form. Why not :data:`DEFAULT_FORM`: own terms are fitted on the
+network's own configurations, so they can give each op kind its own int8 terms (MobileNetV2's
+depthwise and 1x1 int8 layers do not cost what a dense 3x3 conv does per output element), where
+device terms must carry to networks that lack some of those ops. On five runs of
+``bench/tables.py`` (eight networks, 24 fit configurations, 16 checks each) own terms in this form
+put 100 % of every network's checks within ±10 % on every run, in the device terms' form 88-100 %
+(MobileNetV2 at 88 % on two runs); latency_tables/README.md."""
 PRIOR_WEIGHT = 0.05
 """How strongly a fit with a prior (a network's own terms, :func:`fit_device`) is pulled toward the
 prior's terms: each identified term costs as much as this many observations mispredicted by the
