@@ -523,7 +523,7 @@ def score(
 
     kinds = raw.get("op_kinds")  # which timed nodes are layer kernels; older raw files timed only the nodes between layers
     by_parts = kinds is not None
-    compiled = NodeSet(kinds=list(kinds or ()), out_bytes=raw.get("op_out_bytes", []))
+    compiled = NodeSet(kinds=list(kinds or ()), out_bytes=raw.get("op_out_bytes") or [0] * len(kinds or ()))
     per_byte = raw.get("output_ms_per_byte", 0.0)  # timed beside the nodes; older raw files lack it (and the bytes)
 
     def parts(net: Network, b: tuple[tuple[int, int], ...], row: list[int]) -> Parts:

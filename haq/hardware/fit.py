@@ -539,14 +539,16 @@ def price_by_parts(
     timing = kept is None or bool(calibration)
     timed = runner.measure_many([*nodes.models, *(call_cost_models() if timing else ()), sentinel_model(1)])
     node_ms = [m.latency_ms for m in timed[: len(nodes.models)]]
-    timed_call, per_byte = timed_call_cost([m.latency_ms for m in timed[len(nodes.models) : -1]]) if timing else (0.0, 0.0)
+    if timing:
+        timed_call, per_byte = timed_call_cost([m.latency_ms for m in timed[len(nodes.models) : -1]])
+    else:  # the call cost a fit by kernels kept in the table, nothing here to fit it on
+        timed_call, per_byte = stored.latency_ms, stored.per_byte_ms
     if calibration:
         pooled, _ = fit_overhead([(nodes.parts(node_ms, row), ms) for _, _, row, ms in calibration], per_byte)
         kept = PartsCall(pooled, tuple(sorted(by_name)), len(calibration), layers=KERNELS, per_byte_ms=per_byte)
         how = f"fitted on {len(calibration)} whole-model measurements of {', '.join(kept.fitted_on)}"
     elif kept is not None:
         how = f"kept in the table, fitted on {kept.measurements} whole-model measurements of {', '.join(kept.fitted_on)}"
-        per_byte = kept.per_byte_ms
     elif stored is not None:
         how = "timed (the one kept in the table was fitted on layers priced by their entries, an older fit by parts)"
     else:

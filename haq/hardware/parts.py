@@ -56,7 +56,6 @@ _TENSOR_TYPES = {
     "int32": TensorProto.INT32,
     "int64": TensorProto.INT64,
 }
-_ITEM_BYTES = {"float": 4, "uint8": 1, "int8": 1, "int32": 4, "int64": 8}
 
 
 NODE = CALL_KINDS[-1]
@@ -151,7 +150,7 @@ class NodeSet:
         kernels = [i for i in row if self.kinds[i] != NODE]
         shares = tuple(float(sum(self.kinds[i] == d for i in kernels)) for d in DOMAINS)
         between = tuple(node_ms[i] for i in row if self.kinds[i] == NODE)
-        out = float(sum(self.out_bytes[i] for i in row)) if self.out_bytes else 0.0
+        out = float(sum(self.out_bytes[i] for i in row))
         return Parts(float(sum(node_ms[i] for i in kernels)), shares, between, out)
 
 
@@ -302,17 +301,23 @@ def timed_call_cost(times_ms: Sequence[float], chain: int = CHAIN_NODES) -> tupl
     if len(times_ms) != 4:
         raise ValueError(f"needs the times of the four call-cost models, got {len(times_ms)}")
     small, large = call_overhead(times_ms[0], times_ms[1], chain), call_overhead(times_ms[2], times_ms[3], chain)
-    item = _ITEM_BYTES["float"]
+    item = _item_bytes("float")
     per_byte = max(0.0, (large - small) / (item * (OUTPUT_PROBE - 1)))
     return max(0.0, small - item * per_byte), per_byte
 
 
+def _item_bytes(dtype: str) -> int:
+    """Bytes of one element of a profile's tensor type (one of :data:`_TENSOR_TYPES`)."""
+    return int(np.dtype(helper.tensor_dtype_to_np_dtype(_TENSOR_TYPES[dtype])).itemsize)
+
+
 def _bytes(type_shapes: list[Any]) -> int:
-    """Bytes of the tensors a profile lists (``[{dtype: shape}, ...]``)."""
+    """Bytes of the tensors a profile lists (``[{dtype: shape}, ...]``; their types were checked
+    when the one-node model was built)."""
     total = 0
     for ts in type_shapes:
         ((dtype, shape),) = ts.items()
-        total += _ITEM_BYTES.get(dtype, 4) * int(np.prod(shape, dtype=np.int64))
+        total += _item_bytes(dtype) * int(np.prod(shape, dtype=np.int64))
     return total
 
 
