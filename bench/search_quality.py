@@ -15,7 +15,8 @@ reports, the cross-fitted test reward, judges the method on every test image.
 
 Columns: final test-split reward (median over seeds, and the range), the cross-fitted one, clean accuracy of the
 chosen policy on the test images, its worst-case robust accuracy (full evaluator on the test
-images; ``n/a`` when not measured), best search reward, evaluations; then, per workload, the
+images; ``n/a`` when not measured), best search reward, evaluations (and, in brackets, the mean number of
+distinct policies among them: a repeat is a lookup of a cached result); then, per workload, the
 evaluations RL needed to reach random search's best (median over seeds, paired by seed), RL's
 median against each baseline's with a 95 % bootstrap interval over seeds (by the final and by
 the cross-fitted test reward), and
@@ -24,8 +25,9 @@ attack seeds (full evaluator) or, for the cheap evaluator (deterministic), the b
 sampling std of its accuracy term on the search's images.
 
 ``rl`` is the default agent: when the reward has no robustness term (``EnvConfig.action_prior =
-"auto"``), DDPG with actions centred on the sensitivity ILP's allocation at the best of its prior
-rungs (evaluated first, counted as evaluations), its actor held for the first agent episodes and
+"auto"``), DDPG with actions centred on the sensitivity ILP's allocation at one of its prior
+rungs (evaluated first, counted as evaluations: the cheapest within one standard error of the
+best-scoring one), its actor held for the first agent episodes and
 paid each layer's cost at its step; otherwise SAC over uniform bins.
 Variants (``--variants``): ``rl-v01`` is v0.1's default (SAC over uniform bins, random warm-up);
 ``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
@@ -41,7 +43,11 @@ pick promotes included); ``rl-multi-cheap`` is the same with the clean-only scre
 pick (``PickConfig.promote = 0``), ``rl-multi-patience`` ending the calibration once the best full
 reward stops rising (``EvalConfig.screen_patience = 5``); ``rl-lockstep`` is the default agent
 making each batch's update before proposing the next (``AgentConfig.overlap_updates = False``),
-which differs from ``rl`` only with ``--workers`` above 1.
+which differs from ``rl`` only with ``--workers`` above 1; ``rl-reheat`` is the default agent whose
+centred noise grows after each episode that repeats a policy of its run
+(``AgentConfig.centred_noise_reheat = 2``); ``rl-best-rung`` centres the default agent on its
+best-scoring prior rung instead of the cheapest within the rewards' sampling noise of it
+(``AgentConfig.prior_centre = "best"``, the default before 2026-12-04).
 
     python bench/search_quality.py --quick   # digits CNN (40 evaluations) and ResNet-20 (10), cheap evaluator
     python bench/search_quality.py --full    # ResNet-20 + MobileNetV2 (cheap, 300) and digits CNN + MLP (full, 300): hours
@@ -98,6 +104,8 @@ VARIANTS = (
     "rl-multi-unpromoted",
     "rl-multi-patience",
     "rl-lockstep",
+    "rl-reheat",
+    "rl-best-rung",
 )
 SEEDED = ("rl", "random", *VARIANTS)
 PICK_K = 5
@@ -139,6 +147,7 @@ class RunResult:
     test_robust: float | None
     full_evaluations: int | None
     crossfit_reward: float | None = None  # mean of the two folds' test rewards (None: the pick reported on the whole test split)
+    distinct: int | None = None  # distinct policies among the evaluations (None: a row from before they were counted)
 
 
 MODES = {
@@ -213,6 +222,8 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         "rl-dense": AgentConfig(centred_noise_layers=0.0),
         "rl-sparse": AgentConfig(centred_noise_layers=3.0),
         "rl-lockstep": AgentConfig(overlap_updates=False),
+        "rl-reheat": AgentConfig(centred_noise_reheat=2.0),
+        "rl-best-rung": AgentConfig(prior_centre="best"),
     }
     agent = agents.get(method, AgentConfig())
     return SearchConfig(env=env, agent=agent, episodes=evaluations, seed=seed)
@@ -270,6 +281,7 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
         robust,
         full_evals,
         crossfit,
+        len({tuple(sorted(r.policy.items())) for r in records}),
     )
 
 
@@ -358,7 +370,7 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
     lines = [
         f"\n### {s.model}: {s.evaluator} evaluator ({s.val_samples} images), Bit Fusion, {s.metric} budget {s.ratio}×, "
         f"{s.evaluations} evaluations\n",
-        "| method | seeds | evals | final test reward (median [range]) | cross-fitted test reward | test clean acc "
+        "| method | seeds | evals (distinct) | final test reward (median [range]) | cross-fitted test reward | test clean acc "
         "| test robust acc | best search reward | full evals (mean, most) | minutes / run |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -368,9 +380,11 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
             continue
         full = [r.full_evaluations for r in rows if r.full_evaluations is not None]
         evals = statistics.mean(r.evaluations for r in rows)
+        distinct = [r.distinct for r in rows if r.distinct is not None]
+        counted = f" ({statistics.mean(distinct):.0f})" if len(distinct) == len(rows) else ""
         crossfit = [r.crossfit_reward for r in rows if r.crossfit_reward is not None]
         lines.append(
-            f"| {method} | {len(rows)} | {evals:.0f} | {_med([r.test_reward for r in rows])} "
+            f"| {method} | {len(rows)} | {evals:.0f}{counted} | {_med([r.test_reward for r in rows])} "
             f"| {_med(crossfit) if len(crossfit) == len(rows) else 'n/a'} "
             f"| {_pct([r.test_clean for r in rows])} | {_pct([r.test_robust for r in rows])} "
             f"| {_med([r.best_reward for r in rows])} "
@@ -516,6 +530,7 @@ def from_json(row: dict[str, Any], where: str) -> RunResult:
             None if row["test_robust"] is None else float(row["test_robust"]),
             None if row["full_evaluations"] is None else int(row["full_evaluations"]),
             None if row.get("crossfit_reward") is None else float(row["crossfit_reward"]),  # older rows have none
+            None if row.get("distinct") is None else int(row["distinct"]),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SystemExit(f"{where}: not a search-quality result row ({type(exc).__name__}: {exc})") from None
@@ -564,6 +579,7 @@ def to_json(r: RunResult) -> dict[str, Any]:
         "test_robust": r.test_robust,
         "full_evaluations": r.full_evaluations,
         "crossfit_reward": r.crossfit_reward,
+        "distinct": r.distinct,
         "rewards": list(r.rewards),
     }
 

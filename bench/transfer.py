@@ -309,17 +309,18 @@ def latency_table(model: str, problems: dict[tuple[str, str], SearchProblem], so
 
 def source_quality(mode: Mode, problems: dict[tuple[str, str], SearchProblem], sources: dict[tuple[str, str, int], Path]) -> str:
     """How good each transferred agent is at home: its deterministic actor on its own device (in
-    the frame it was trained in: centred on its best rung) against its search's best and that rung."""
+    the frame it was trained in: centred on its centre rung) against its search's best and its best rung."""
     lines = [
         "| model / device | seed | actor on its own device | search best | best prior rung (its budget fraction) |",
         "|---|---|---|---|---|",
     ]
     for (model, table, seed), path in sources.items():
         records = RunDir(path).read_episodes()
-        fraction = centre_fraction(records, str(path))
+        source = load_source(path)
+        fraction = centre_fraction(records, source.config.agent, source.config.env, str(path))
         problem = problems[(model, table)] if fraction is None else centre_at(problems[(model, table)], fraction)
         env = MixedPrecisionEnv(problem=problem)
-        actor = rollout(load_on(load_source(path).checkpoint, env), env, 0).reward
+        actor = rollout(load_on(source.checkpoint, env), env, 0).reward
         rungs = [r.reward for r in records if RUNG in r.extra]
         rung = f"{max(rungs):+.3f} ({fraction:.3f})" if rungs and fraction is not None else "none"
         lines.append(f"| {model} / {table} | {seed} | {actor:+.3f} | {max(r.reward for r in records):+.3f} | {rung} |")

@@ -22,7 +22,7 @@ from haq.problem.solvers import choice_error
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.credit import VecCostCredit
 from haq.search.run import run_search
-from haq.search.rungs import RUNG
+from haq.search.rungs import RUNG, centre_rung
 
 RUNGS = 4
 EPISODES = 10 * RUNGS  # rungs take at most a tenth of a run
@@ -59,17 +59,22 @@ def test_rungs_are_the_estimated_front_cheaper_and_less_accurate_down_the_ladder
     assert errors == sorted(errors)  # a smaller budget never buys a smaller estimated error
 
 
-def test_search_logs_the_rungs_first_and_starts_at_the_best(tmp_path: Path, problem: SearchProblem) -> None:
-    result = run_search(_search(problem, EPISODES), problem, tmp_path / "run")
+@pytest.mark.parametrize("rule", ["best", "cheapest_tied"])
+def test_search_logs_the_rungs_first_and_starts_at_its_centre_rung(tmp_path: Path, problem: SearchProblem, rule: str) -> None:
+    cfg = SearchConfig(env=problem.config, agent=AgentConfig(prior_rungs=RUNGS, prior_centre=rule), episodes=EPISODES)
+    result = run_search(cfg, problem, tmp_path / "run")
     rungs = [r for r in result.records if RUNG in r.extra]
     assert [r.episode for r in rungs] == list(range(len(rungs))) and 2 <= len(rungs) <= RUNGS
     fractions = [float(r.extra[RUNG]) for r in rungs]
     assert fractions[0] == 1.0 and fractions == sorted(fractions, reverse=True) and fractions[-1] >= 0.5 - 1e-9
     assert len({tuple(map(tuple, r.policy.values())) for r in rungs}) == len(rungs)
-    best = max(rungs, key=lambda r: r.reward)
+    centre = centre_rung(result.records, cfg.agent, problem.config, "run")
+    assert centre is not None
+    if rule == "best":
+        assert centre == max(rungs, key=lambda r: r.reward)
     first_agent = result.records[len(rungs)]
     assert RUNG not in first_agent.extra
-    assert first_agent.policy == best.policy  # the centred agent's noise-free first action is the best rung
+    assert first_agent.policy == centre.policy  # the centred agent's noise-free first action is its centre rung
 
 
 def test_a_short_run_spends_at_most_a_tenth_of_its_episodes_on_rungs(tmp_path: Path, problem: SearchProblem) -> None:
@@ -199,3 +204,25 @@ def test_actor_every_resolves_and_sets_the_policy_delay(problem: SearchProblem) 
     sac = make_agent(AgentConfig(algo="sac", hidden=(8,)), env, env.num_layers, 4, 0)
     set_actor_every(sac, 4)
     assert isinstance(sac, SAC) and not hasattr(sac, "policy_delay")
+
+
+def test_each_episode_that_repeats_an_evaluated_policy_reheats_the_noise(tmp_path: Path, problem: SearchProblem) -> None:
+    cfg = SearchConfig(env=problem.config, agent=AgentConfig(prior_rungs=RUNGS, centred_noise_reheat=2.0), episodes=EPISODES)
+    run = tmp_path / "run"
+    records = run_search(cfg, problem, run).records
+    agent = cfg.agent.for_problem(True)
+    assert agent.noise_reheat is not None
+    seen: set[str] = set()
+    scale = agent.noise_decay  # stable-baselines3's reset as learn() starts
+    repeats = 0
+    for r in records:
+        key = json.dumps(r.policy, sort_keys=True)
+        if RUNG not in r.extra:
+            repeat = key in seen
+            repeats += repeat
+            scale = min(1.0, scale * agent.noise_reheat) if repeat else scale * agent.noise_decay
+        seen.add(key)
+    assert 0 < repeats < len(records) - RUNGS  # both kinds of episode happened, so the replay tests both
+    last = sorted((run / "checkpoint").iterdir())[-1]
+    noise = json.loads((last / "agent_state.json").read_text())["rng"]["noise"]
+    assert noise["scale"] == pytest.approx(scale, rel=1e-9)

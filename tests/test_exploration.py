@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+from haq.core.errors import ConfigError
 from haq.search.agents import make_agent
 from haq.search.config import AGENTS, AgentConfig
 from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise, noise_from_dict
@@ -25,10 +26,11 @@ def test_shift_std_matches_and_decays() -> None:
     noise = DecayingTruncatedNormalNoise(1, 1e-12, 0.5, 0, shift=0.4, seed=1)
     draws = []
     for _ in range(4000):
-        draws.append(float(noise()[0]) / 0.5**noise.episodes)
+        assert noise.scale == pytest.approx(0.5**noise.episodes)
+        draws.append(float(noise()[0]) / noise.scale)
         noise.reset()
         if noise.episodes > 3:
-            noise.episodes = 0
+            noise.episodes, noise.scale = 0, 1.0
     # truncated at ±2σ the std is 0.88σ (analytic: sqrt(1 - 2·2·φ(2)/(Φ(2)-Φ(-2))))
     assert abs(np.std(draws) - 0.4 * 0.880) < 0.02
 
@@ -120,3 +122,58 @@ def test_a_fresh_agent_leaves_no_log_folder_behind(tmp_path, monkeypatch) -> Non
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where stable-baselines3's default logger writes
     make_agent(AgentConfig(algo="ddpg", hidden=(8,)), _Line(), 1, 4, seed=0).learn(total_timesteps=2)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("SB3-")]
+
+
+def test_a_repeat_reheats_sigma_up_to_its_start_and_a_new_policy_cools_it() -> None:
+    noise = DecayingTruncatedNormalNoise(2, 0.4, 0.5, 1, seed=0, reheat=3.0)
+    noise.reset()
+    noise.mark_repeat()
+    noise.reset()  # still in the warm-up: σ stays whatever the episode was
+    assert noise.current_sigma == 0.4
+    scales = []
+    for repeat in (False, False, False, True, False, True, True, True):
+        if repeat:
+            noise.mark_repeat()
+        noise.reset()
+        scales.append(noise.scale)
+    assert scales == pytest.approx([0.5, 0.25, 0.125, 0.375, 0.1875, 0.5625, 1.0, 1.0])
+    plain = DecayingTruncatedNormalNoise(2, 0.4, 0.5, 0, seed=0)
+    plain.mark_repeat()
+    plain.reset()
+    assert plain.scale == 0.5  # without reheat a repeat decays like any episode
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_reheat_state_round_trips_and_an_old_state_keeps_its_schedule(batch: bool) -> None:
+    noise: DecayingTruncatedNormalNoise | BatchNoise
+    if batch:
+        noise = BatchNoise.fresh(2, 0.3, 0.9, 0, 2, seed=1, reheat=2.0)
+        noise.mark_repeat(1)
+        noise.reset([0, 1])
+        noise.mark_repeat(0)  # marked, not yet read
+        assert [n.scale for n in noise.noises] == pytest.approx([0.81, 1.0])
+    else:
+        noise = DecayingTruncatedNormalNoise(2, 0.3, 0.9, 0, seed=1, reheat=2.0)
+        noise.reset()
+        noise.mark_repeat()
+    copy = noise_from_dict(noise.to_dict())
+    noise.reset()
+    copy.reset()
+    np.testing.assert_array_equal(np.asarray(noise()), np.asarray(copy()))
+    old = DecayingTruncatedNormalNoise(2, 0.3, 0.9, 2, seed=1).to_dict()
+    for key in ("scale", "repeat", "reheat"):
+        old.pop(key)
+    old["episodes"] = 5
+    assert noise_from_dict(old).current_sigma == pytest.approx(0.3 * 0.9**3)
+    with pytest.raises(ValueError):
+        noise_from_dict({**old, "scale": 1.5})
+
+
+def test_reheat_is_off_by_default_and_a_centred_agent_takes_its_own() -> None:
+    assert AgentConfig(algo="ddpg").for_problem(True).noise_reheat is None
+    assert AgentConfig(algo="ddpg", centred_noise_reheat=2.0).for_problem(True).noise_reheat == 2.0
+    assert AgentConfig(algo="ddpg", noise_reheat=3.0, centred_noise_reheat=2.0).for_problem(False).noise_reheat == 3.0
+    agent = make_agent(AgentConfig(algo="ddpg", centred_noise_reheat=2.0).for_problem(True), _Line(), 30, 10, seed=0)
+    assert agent.action_noise is not None and agent.action_noise.reheat == 2.0
+    with pytest.raises(ConfigError, match="noise_reheat must be >= 1"):
+        AgentConfig(noise_reheat=0.5)

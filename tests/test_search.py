@@ -17,7 +17,7 @@ from haq.jobs.problems import make_problem
 from haq.problem.budget import Budget
 from haq.problem.config import EnvConfig, RewardConfig
 from haq.problem.problem import SearchProblem
-from haq.problem.reward import compute_reward
+from haq.problem.reward import compute_reward, sampling_std
 from haq.quant import QuantPolicy
 from haq.runs.rundir import RunDir
 from haq.search.agents import load_agent
@@ -63,6 +63,40 @@ def test_reward_formula() -> None:
     assert compute_reward(m, ref, budget, cfg) == pytest.approx(0.1 * -2.0 + 0.05 * 5.0 - 0.2 * 0.5)
     no_attacks = PolicyMetrics(0.88, None, 1.0, None, 100)
     assert compute_reward(no_attacks, ref, budget, cfg) == pytest.approx(-0.2 - 0.1)
+
+
+@pytest.mark.parametrize(
+    ("clean", "robust", "n_clean", "n_robust"), [(0.98, None, 300, 100), (0.7, 0.4, 150, 50), (0.5, 0.0, 30, 10)]
+)
+def test_sampling_std_is_the_spread_of_rewards_over_resampled_images(
+    clean: float, robust: float | None, n_clean: int, n_robust: int
+) -> None:
+    cfg = RewardConfig(acc_weight=0.1, robust_weight=0.05, cost_weight=0.2)
+    budget = Budget(metric="latency", target=2.0, reference=4.0, cheapest=1.0, dearest=4.0)
+    ref = ReferenceMetrics(clean_acc=0.99, robust_acc=0.5 if robust is not None else None)
+    rng = np.random.default_rng(0)
+    draws = [
+        compute_reward(
+            PolicyMetrics(
+                rng.binomial(n_clean, clean) / n_clean,
+                None if robust is None else rng.binomial(n_robust, robust) / n_robust,
+                1.0,
+                None,
+                100,
+            ),
+            ref,
+            budget,
+            cfg,
+        )
+        for _ in range(20000)
+    ]
+    std = sampling_std(PolicyMetrics(clean, robust, 1.0, None, 100), cfg, n_clean, n_robust)
+    assert std == pytest.approx(float(np.std(draws)), rel=0.03)
+    # four times the images halve it; a certain outcome has none
+    assert sampling_std(PolicyMetrics(clean, robust, 1.0, None, 100), cfg, 4 * n_clean, 4 * n_robust) == pytest.approx(std / 2)
+    assert sampling_std(PolicyMetrics(1.0, None if robust is None else 0.0, 1.0, None, 100), cfg, n_clean, n_robust) == 0.0
+    with pytest.raises(ValueError, match="image counts"):
+        sampling_std(PolicyMetrics(clean, robust, 1.0, None, 100), cfg, 0, n_robust)
 
 
 def test_noise_is_truncated_and_decays_after_warmup() -> None:

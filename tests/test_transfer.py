@@ -295,9 +295,10 @@ def test_a_transfer_acts_around_the_least_cost_allocation_as_accurate_as_its_sou
     records = RunDir(rung_source).read_episodes()
     rungs = [r for r in records if RUNG in r.extra]
     assert len(rungs) == 2
-    fraction = centre_fraction(records, "source")
+    source = load_source(rung_source).config
+    fraction = centre_fraction(records, source.agent, source.env, "source")
     best = max(rungs, key=lambda r: r.reward)
-    assert fraction == best.extra[RUNG] == 0.5 and centre_rung(records) == best
+    assert fraction == best.extra[RUNG] == 0.5 and centre_rung(records, source.agent, source.env, "source") == best
     zero = _transfer(rung_source, "bismo-edge", tmp_path / "t", cache_dir, reuse=False).records[0]
     cfg = TransferConfig(source=str(rung_source), table="bismo-edge", episodes=0)
     target = make_problem(transfer_env(cfg), cache_dir=cache_dir)
@@ -344,18 +345,24 @@ def test_the_least_cost_allocation_at_an_error_is_as_accurate_and_no_cheaper_one
     assert least_cost_at_error(model, sensitivity, error(full) / 2) == (1.0, full)  # unreachable: the full budget's
 
 
-def test_the_centre_fraction_is_the_best_rungs_or_the_inherited_one(cache_dir: Path) -> None:
+def test_the_centre_fraction_is_the_centre_rungs_or_the_inherited_one(cache_dir: Path) -> None:
     def record(reward: float, **extra: float) -> EpisodeRecord:
         return EpisodeRecord(
             0, {}, PolicyMetrics(clean_acc=0.9, robust_acc=None, latency_ms=1.0, energy_mj=None, size_bits=8), reward, dict(extra)
         )
 
-    assert centre_fraction([record(-0.2, **{RUNG: 1.0}), record(-0.1, **{RUNG: 0.75}), record(0.5)], "run") == 0.75
-    assert centre_fraction([record(-0.2, **{CENTRE: 0.625}), record(0.1)], "run") == 0.625
-    assert centre_fraction([record(-0.2), record(0.1)], "run") is None
+    env, best, tied = EnvConfig(), AgentConfig(prior_centre="best"), AgentConfig()
+    # one standard error of a 90 % accuracy on 300 images at weight 0.1: 10 * sqrt(0.09 / 300) = 0.173
+    rungs = [record(-0.10, **{RUNG: 1.0}), record(-0.25, **{RUNG: 0.75}), record(-0.30, **{RUNG: 0.5}), record(0.5)]
+    assert centre_fraction(rungs, best, env, "run") == 1.0
+    assert centre_fraction(rungs, tied, env, "run") == 0.75  # 0.5 is 0.20 behind: outside the noise
+    few = dataclasses.replace(env, evaluation=dataclasses.replace(env.evaluation, val_samples=150))
+    assert centre_fraction(rungs, tied, few, "run") == 0.5  # on half the images 0.20 is inside it (0.245)
+    assert centre_fraction([record(-0.2, **{CENTRE: 0.625}), record(0.1)], tied, env, "run") == 0.625
+    assert centre_fraction([record(-0.2), record(0.1)], tied, env, "run") is None
     for bad in (0.0, 1.5, "half", True, float("nan")):
         with pytest.raises(RunDirError, match=r"^run: episode 0's 'centre_fraction' must be a budget fraction in \(0, 1\]"):
-            centre_fraction([EpisodeRecord(0, {}, record(0.1).metrics, 0.1, {CENTRE: bad})], "run")
+            centre_fraction([EpisodeRecord(0, {}, record(0.1).metrics, 0.1, {CENTRE: bad})], tied, env, "run")
     uniform = make_problem(EnvConfig(evaluation=CHEAP, action_prior="uniform"), cache_dir=cache_dir)
     assert centre_at(uniform, 0.5) is uniform
 

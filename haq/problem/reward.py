@@ -12,6 +12,8 @@ for cheaper policies; the budget itself is a hard constraint enforced by the env
 
 from __future__ import annotations
 
+import math
+
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.problem.budget import Budget
 from haq.problem.config import RewardConfig
@@ -24,3 +26,17 @@ def compute_reward(metrics: PolicyMetrics, reference: ReferenceMetrics, budget: 
         reward += cfg.robust_weight * 100.0 * (metrics.robust_acc - reference.robust_acc)
     reward -= cfg.cost_weight * metrics.cost(budget.metric) / budget.target
     return float(reward)
+
+
+def sampling_std(metrics: PolicyMetrics, cfg: RewardConfig, clean_images: int, robust_images: int) -> float:
+    """The standard error of a reward from the images its accuracies were measured on: each
+    accuracy a binomial proportion (std √(p(1−p)/n), at the measured p), the two terms
+    independent, the float reference and the cost exact. Why: rewards that differ by less than
+    this are the same policy quality as far as those images can tell (one image of 300 is 0.033
+    at HAQ's weight). A lower bound where a fine-tune adds its own noise (the full evaluator)."""
+    if clean_images < 1 or robust_images < 1:
+        raise ValueError(f"image counts must be >= 1, got {clean_images} and {robust_images}")
+    var = (cfg.acc_weight * 100.0) ** 2 * metrics.clean_acc * (1.0 - metrics.clean_acc) / clean_images
+    if metrics.robust_acc is not None:
+        var += (cfg.robust_weight * 100.0) ** 2 * metrics.robust_acc * (1.0 - metrics.robust_acc) / robust_images
+    return math.sqrt(max(var, 0.0))

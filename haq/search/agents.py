@@ -139,7 +139,7 @@ def _new_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
     dim = int(env.action_space.shape[0])  # type: ignore[index]
     active = min(1.0, cfg.noise_layers / episode_len) if cfg.noise_layers > 0 else 1.0
     quiet = 1 if cfg.start_at_centre else 0  # a centred agent's first policy is the prior itself
-    extra = {"shift": cfg.noise_shift, "active": active, "quiet": quiet}
+    extra = {"shift": cfg.noise_shift, "active": active, "quiet": quiet, "reheat": cfg.noise_reheat}
     noise: ActionNoise = (
         DecayingTruncatedNormalNoise(dim, cfg.noise_sigma, cfg.noise_decay, cfg.warmup_episodes, seed=seed, **extra)
         if n == 1

@@ -48,8 +48,9 @@ from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_descr
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.credit import VecCostCredit
 from haq.search.imitation import ELITE, EliteEpisode, EliteEpisodes, EpisodeTraces, SelfImitation
+from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise
 from haq.search.overlap import DeferredUpdates
-from haq.search.rungs import RUNG, centre_on_best_rung
+from haq.search.rungs import RUNG, centre_on_rung
 from haq.search.snapshot import TrainingState
 
 ANNOTATIONS = ("fidelity", "cheap_reward")
@@ -72,7 +73,7 @@ class RLSearch(Proposer[AgentStore]):
 
     def _propose(self, problem: SearchProblem, store: AgentStore, progress: OnProgress | None, log: Log | None) -> None:
         agent = self.config.agent.for_problem(problem.prior is not None)
-        centred = centre_on_best_rung(problem, agent, store, self.config.episodes, progress, log)
+        centred = centre_on_rung(problem, agent, store, self.config.episodes, progress, log)
         train(store, self.config, centred, progress, log)
 
     def _derived(self, problem: SearchProblem) -> dict[str, Any]:
@@ -81,7 +82,8 @@ class RLSearch(Proposer[AgentStore]):
 
 def prior_section(problem: SearchProblem) -> dict[str, Any]:
     """config.json's record of the full-budget allocation actions are centred on (``EnvConfig.prior``), if
-    any; with prior rungs (:mod:`haq.search.rungs`) the centre is the best rung episode in the log."""
+    any; with prior rungs (:mod:`haq.search.rungs`) the centre is a rung episode in the log
+    (:func:`~haq.search.rungs.centre_rung`)."""
     if problem.prior is None:
         return {}
     return {"action_prior": {name: list(pair) for name, pair in zip(problem.layer_names, problem.prior)}}
@@ -249,6 +251,15 @@ def _checkpoint_state(path: Path, state: Mapping[str, Any]) -> tuple[float | Non
     return (None if average is None else float(average)), pending
 
 
+def _mark_repeat(noise: object, index: int) -> None:
+    """Tell the exploration noise (read when stable-baselines3 resets it, right after this
+    callback) that environment ``index``'s episode proposed a policy the run had proposed before."""
+    if isinstance(noise, BatchNoise):
+        noise.mark_repeat(index)
+    elif isinstance(noise, DecayingTruncatedNormalNoise):
+        noise.mark_repeat()
+
+
 class _EpisodeLogger(BaseCallback):
     """Collects each finished episode and, at the end of its rollout, commits it to the store."""
 
@@ -274,6 +285,9 @@ class _EpisodeLogger(BaseCallback):
         self.imitation = imitation
         self._traces = EpisodeTraces()
         self._pending: list[tuple[EpisodeRecord, bool, EliteEpisode | None]] = []
+        # what the run itself has proposed, rungs and resumed episodes included: an evaluator's cache
+        # may hold other runs' policies too, and the noise must not depend on them
+        self._proposed = {tuple(sorted(r.policy.items())) for r in store.records}
 
     def _on_training_start(self) -> None:
         set_actor_every(self.model, self.actor_every)
@@ -302,6 +316,10 @@ class _EpisodeLogger(BaseCallback):
             record = EpisodeRecord(episode, policy, PolicyMetrics.from_dict(info["metrics"]), float(info["reward"]), extra)
             trace = self._traces.finish(i, episode, record.reward) if self.imitation is not None else None
             self._pending.append((record, bool(info["cached"]), trace))
+            key = tuple(sorted(policy.items()))
+            if key in self._proposed:
+                _mark_repeat(self.model.action_noise, int(i))
+            self._proposed.add(key)
         return True
 
     def _on_rollout_end(self) -> None:

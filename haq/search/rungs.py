@@ -6,9 +6,11 @@ lower cost, and which point of the estimated accuracy / cost front it prefers on
 can tell (ResNet-20, Bit Fusion, budget 0.5: the full-budget allocation scored −0.199 at 100 % of
 the budget, the same accuracy at 52 % of it −0.104). So the search evaluates the allocation at
 ``AgentConfig.prior_rungs`` budgets down to ``prior_floor`` × budget, logs each as an episode
-(``extra.prior_rung``: the rung's fraction of the budget), and centres the agent's actions on the
-best. The rungs need no checkpoint: a resume re-reads them from the log and evaluates the ones
-missing, so the centre, and everything the agent does from it, is what an uninterrupted run had.
+(``extra.prior_rung``: the rung's fraction of the budget), and centres the agent's actions on one
+of them (``AgentConfig.prior_centre``: by default the cheapest whose reward is within the
+sampling noise of the best's). The rungs need no checkpoint: a resume re-reads them from the log
+and evaluates the ones missing, so the centre, and everything the agent does from it, is what an
+uninterrupted run had.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import dataclasses
 from haq.core.errors import InternalError, RunDirError
 from haq.core.types import BitPair, Log
 from haq.problem.allocation import budget_ladder, estimated_error, least_cost_at_error, sensitivity_rungs
+from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
+from haq.problem.reward import sampling_std
 from haq.runs.candidates import Candidate, log_candidates
 from haq.runs.checkpoint import RunStore
 from haq.runs.progress import OnProgress
@@ -33,11 +37,12 @@ RUN_SHARE = 10
 """Rungs take at most one in this many of a run's episodes, so a short run is mostly the agent's."""
 
 
-def centre_on_best_rung(
+def centre_on_rung(
     problem: SearchProblem, agent: AgentConfig, store: RunStore, episodes: int, progress: OnProgress | None, log: Log | None
 ) -> SearchProblem:
     """Evaluate the rungs not yet logged (``agent.prior_rungs``, at most a tenth of ``episodes``)
-    and return ``problem`` with its action prior moved to the best-scoring rung's allocation.
+    and return ``problem`` with its action prior moved to the allocation of the rung
+    :func:`centre_rung` chooses.
 
     ``agent`` is resolved (:meth:`AgentConfig.for_problem`); with fewer than two rungs, without
     a prior, or once the agent has checkpointed without rungs in the log, ``problem`` is returned
@@ -58,13 +63,13 @@ def centre_on_best_rung(
             log(f"prior rungs: evaluating the sensitivity allocation at {len(todo)} budget(s) before the agent starts")
         candidates = [Candidate(pairs, {RUNG: t / target}) for t, pairs in todo]
         logged += log_candidates(problem, store, candidates, store.append, episodes, progress)
-    if not logged:
+    centre = centre_rung(logged, agent, problem.config, str(store.path))
+    if centre is None:
         return problem
-    best = _best_rung(logged)
-    fraction = _fraction(best.extra[RUNG], RUNG, best.episode, str(store.path))
+    fraction = _fraction(centre.extra[RUNG], RUNG, centre.episode, str(store.path))
     if log:
-        log(f"prior rungs: centring on the allocation at {fraction:.2f} x budget (reward {best.reward:+.4f})")
-    return dataclasses.replace(problem, prior=_pairs(best, problem))
+        log(f"prior rungs: centring on the allocation at {fraction:.2f} x budget (reward {centre.reward:+.4f})")
+    return dataclasses.replace(problem, prior=_pairs(centre, problem))
 
 
 def _pairs(record: EpisodeRecord, problem: SearchProblem) -> tuple[BitPair, ...]:
@@ -72,23 +77,31 @@ def _pairs(record: EpisodeRecord, problem: SearchProblem) -> tuple[BitPair, ...]
     return tuple((int(record.policy[name][0]), int(record.policy[name][1])) for name in problem.layer_names)
 
 
-def _best_rung(rungs: list[EpisodeRecord]) -> EpisodeRecord:
-    return max(rungs, key=lambda r: r.reward)
-
-
-def centre_rung(records: list[EpisodeRecord]) -> EpisodeRecord | None:
-    """The rung a run's agent was centred on (its best-scoring one); ``None`` without rungs."""
+def centre_rung(records: list[EpisodeRecord], agent: AgentConfig, env: EnvConfig, where: str) -> EpisodeRecord | None:
+    """The rung a run (searched with ``agent`` on ``env``) centres its agent on, by
+    ``agent.prior_centre``; ``None`` without rungs. ``cheapest_tied``: the rung with the lowest
+    budget fraction among those whose reward is within one standard error of the best rung's
+    (:func:`haq.problem.reward.sampling_std` on ``env``'s search images), ties to the better reward."""
     rungs = [r for r in records if RUNG in r.extra]
-    return _best_rung(rungs) if rungs else None
+    if not rungs:
+        return None
+    best = max(rungs, key=lambda r: r.reward)
+    if agent.prior_centre == "best":
+        return best
+    ev = env.evaluation
+    noise = sampling_std(best.metrics, env.reward, ev.val_samples, min(ev.robust_samples, ev.val_samples))
+    tied = [r for r in rungs if r.reward >= best.reward - noise]
+    return min(tied, key=lambda r: (_fraction(r.extra[RUNG], RUNG, r.episode, where), -r.reward))
 
 
-def centre_fraction(records: list[EpisodeRecord], where: str) -> float | None:
-    """The budget fraction a run's agent acts around: its best rung's, or the one a transfer
-    inherited from its source; ``None`` for an agent centred on the full-budget allocation.
-    A logged fraction that is not a number in (0, 1] is a :class:`RunDirError` naming ``where``."""
-    best = centre_rung(records)
-    if best is not None:
-        return _fraction(best.extra[RUNG], RUNG, best.episode, where)
+def centre_fraction(records: list[EpisodeRecord], agent: AgentConfig, env: EnvConfig, where: str) -> float | None:
+    """The budget fraction a run's agent acts around: its centre rung's (:func:`centre_rung`), or
+    the one a transfer inherited from its source; ``None`` for an agent centred on the
+    full-budget allocation. A logged fraction that is not a number in (0, 1] is a
+    :class:`RunDirError` naming ``where``."""
+    centre = centre_rung(records, agent, env, where)
+    if centre is not None:
+        return _fraction(centre.extra[RUNG], RUNG, centre.episode, where)
     inherited = [r for r in records if CENTRE in r.extra]
     return _fraction(inherited[0].extra[CENTRE], CENTRE, inherited[0].episode, where) if inherited else None
 
@@ -101,7 +114,7 @@ def _fraction(value: object, key: str, episode: int, where: str) -> float:
 
 def centre_at(problem: SearchProblem, fraction: float) -> SearchProblem:
     """``problem`` with its action prior moved to the sensitivity allocation at ``fraction`` x its
-    budget, unevaluated. Why: an agent trained around its best rung acts in that rung's frame; on
+    budget, unevaluated. Why: an agent trained around its centre rung acts in that rung's frame; on
     a new device (or model) the same fraction's allocation rebuilds the frame without spending
     evaluations on rungs."""
     if problem.prior is None or problem.sensitivity is None:

@@ -153,7 +153,7 @@ class Transfer(Proposer[TransferStore]):
             raise ConfigError("the given problem was built from a different environment config than this transfer derives")
         self.source, self.search_cfg = source, search_cfg
         self.records = RunDir(source.path).read_episodes()
-        self.fraction = centre_fraction(self.records, f"--from {source.path}")
+        self.fraction = centre_fraction(self.records, source.config.agent, source.config.env, f"--from {source.path}")
         return TransferStore(
             out_dir, serial.to_dict(search_cfg), agent_description(problem, search_cfg), serial.to_dict(self.cfg)
         )
@@ -184,8 +184,9 @@ class Transfer(Proposer[TransferStore]):
         module docstring); ``self.fraction`` becomes that frame's fraction of the new budget."""
         if self.fraction is None or problem.prior is None:
             return problem
-        rung = centre_rung(self.records)
-        if rung is not None and self._opened()[0].config.env.workload == problem.config.workload:
+        source = self._opened()[0]
+        rung = centre_rung(self.records, source.config.agent, source.config.env, f"--from {source.path}")
+        if rung is not None and source.config.env.workload == problem.config.workload:
             problem, self.fraction = centre_at_accuracy(problem, dict(rung.policy))
             return problem
         return centre_at(problem, self.fraction)
