@@ -76,7 +76,7 @@ import torch
 from haq.baselines import BaselineConfig, run_baseline
 from haq.core.fileio import atomic_write_text
 from haq.evaluation.config import SINGLE_FIDELITY, EvalConfig
-from haq.evaluation.evaluators import Evaluator, build_evaluator
+from haq.evaluation.evaluators import Evaluator, build_evaluator, policy_key
 from haq.jobs.problems import load_device_table
 from haq.parallel import start_pool
 from haq.problem.config import BudgetConfig, EnvConfig
@@ -281,7 +281,7 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
         robust,
         full_evals,
         crossfit,
-        len({tuple(sorted(r.policy.items())) for r in records}),
+        len({policy_key(r.quant_policy()) for r in records}),
     )
 
 

@@ -120,7 +120,9 @@ class AgentConfig:
         300 search images) beat the one at 0.5 (97.67 %, one image fewer) by 0.013 with a
         standard error of 0.081, and the agent centred there ended at 60 % of the budget where
         the ILP's pick, at 52 %, lost no test image either (test-split reward −0.120 against
-        −0.104).
+        −0.104). Centred on the cheapest tied rung (0.5), its median over seeds 0-5 was −0.100
+        (``bench/search_quality.py --models resnet20 --methods rl rl-best-rung``); MobileNetV2's
+        lower rungs collapse the network, so its centre is the same under both rules.
     imitation / imitation_episodes: a DDPG / TD3 actor's loss gains TD3+BC's behaviour-cloning
         term toward every step of the run's ``imitation_episodes`` best episodes, with weight
         ``imitation`` (1 / TD3+BC's ``α``; :mod:`haq.search.imitation`; 0: off). ``None``

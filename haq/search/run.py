@@ -35,6 +35,7 @@ from envs.vector import MixedPrecisionVecEnv
 from haq.core import config as serial
 from haq.core.errors import ConfigError, RunDirError
 from haq.core.types import Log
+from haq.evaluation.evaluators import policy_key
 from haq.evaluation.metrics import PolicyMetrics
 from haq.problem.fidelity import Scored
 from haq.problem.problem import SearchProblem
@@ -287,7 +288,7 @@ class _EpisodeLogger(BaseCallback):
         self._pending: list[tuple[EpisodeRecord, bool, EliteEpisode | None]] = []
         # what the run itself has proposed, rungs and resumed episodes included: an evaluator's cache
         # may hold other runs' policies too, and the noise must not depend on them
-        self._proposed = {tuple(sorted(r.policy.items())) for r in store.records}
+        self._proposed = {policy_key(r.quant_policy()) for r in store.records}
 
     def _on_training_start(self) -> None:
         set_actor_every(self.model, self.actor_every)
@@ -316,7 +317,7 @@ class _EpisodeLogger(BaseCallback):
             record = EpisodeRecord(episode, policy, PolicyMetrics.from_dict(info["metrics"]), float(info["reward"]), extra)
             trace = self._traces.finish(i, episode, record.reward) if self.imitation is not None else None
             self._pending.append((record, bool(info["cached"]), trace))
-            key = tuple(sorted(policy.items()))
+            key = policy_key(record.quant_policy())
             if key in self._proposed:
                 _mark_repeat(self.model.action_noise, int(i))
             self._proposed.add(key)
