@@ -25,9 +25,9 @@ CENTRED_ACTOR_EVERY = 4
 IMITATION = 10.0
 """``AgentConfig.imitation`` of a centred DDPG / TD3 agent when not set (TD3+BC's ``α`` = 0.1)."""
 IMITATING = ("ddpg", "td3")
+"""The algorithms whose actor :mod:`haq.search.imitation` can regularize."""
 PRIOR_CENTRES = ("best", "cheapest_tied")
 """``AgentConfig.prior_centre``: the best-scoring rung, or the cheapest within the rewards' sampling noise of it."""
-"""The algorithms whose actor :mod:`haq.search.imitation` can regularize."""
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,9 @@ class AgentConfig:
         differences of ~0.1 would push away from the prior for most of a short run.
     noise_layers: how many layers per episode the DDPG / TD3 noise moves on average (each
         step's draw applies with probability ``noise_layers`` / layers); 0 = every layer.
-    noise_reheat: after an episode that proposed a policy its run had proposed before, the DDPG / TD3 noise's
-        σ is multiplied by this instead of ``noise_decay``, up to ``noise_sigma``
-        (:mod:`haq.search.noise`); ``None``: off (σ follows its schedule).
+    noise_reheat: after an episode that proposed a policy its run had proposed before, the
+        DDPG / TD3 noise's σ is multiplied by this instead of ``noise_decay``, up to
+        ``noise_sigma`` (:mod:`haq.search.noise`); ``None``: off (σ follows its schedule).
     centred_noise_sigma / centred_noise_decay / centred_noise_layers / centred_noise_reheat: the
         DDPG / TD3 noise of a centred agent, which replaces ``noise_sigma`` / ``noise_decay`` /
         ``noise_layers`` / ``noise_reheat``: a local search around the prior that changes a few
