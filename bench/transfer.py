@@ -57,8 +57,8 @@ from haq.search.run import run_search
 from haq.search.rungs import RUNG, centre_at, centre_fraction
 from haq.tables.compare import cost_on_device
 from haq.transfer.agent import load_on, rollout
-from haq.transfer.config import TransferConfig
-from haq.transfer.run import REUSED, run_transfer
+from haq.transfer.config import ZERO_SHOT_STARTS, TransferConfig
+from haq.transfer.run import REUSED, STARTED_FROM, run_transfer
 from haq.transfer.source import load_source
 from haq.workload import WorkloadConfig
 
@@ -86,6 +86,7 @@ MODES = {
 # agent) uses it. ``--agent`` / ``--gradient-steps`` rerun it with other settings.
 AGENT = AgentConfig(algo="td3", warmup_episodes=10, gradient_steps=16)
 EVALUATION = EvalConfig(kind="cheap")
+DEFAULT_START = TransferConfig(source="-", table="-").zero_shot
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Pair:
     seed: int
     zero_shot: float
     reused: int  # source evaluations re-priced on the target and learned from before the zero-shot episode
+    predicted: bool  # the zero-shot policy was the allocation predicted best, not the best reused one
     best: float
     best_at: int  # episodes the transfer run used to reach ``best`` (zero-shot episode = 1)
     seconds: float
@@ -164,6 +166,7 @@ def transfers(
     root: Path,
     noise: float,
     reuse: bool,
+    zero_shot: str,
     sink: Callable[[Pair], None],
 ) -> None:
     for (src_model, src_table, seed), source in sources.items():
@@ -172,8 +175,7 @@ def transfers(
             cross_model = mode.cross_model and tgt_model != src_model and tgt_table == src_table
             if not (cross_device or cross_model):
                 continue
-            alone = "" if reuse else "-alone"
-            out = root / tgt_model / f"transfer-{src_model}-{src_table}-to-{tgt_table}-s{seed}{alone}"
+            out = root / tgt_model / f"transfer-{src_model}-{src_table}-to-{tgt_table}-s{seed}{variant(reuse, zero_shot)}"
             cfg = TransferConfig(
                 source=str(source),
                 table=tgt_table,
@@ -182,6 +184,7 @@ def transfers(
                 seed=seed,
                 noise_sigma=noise,
                 reuse_source=reuse,
+                zero_shot=zero_shot,
             )
             start = time.perf_counter()
             run_transfer(cfg, problem, out, resume=RunDir(out).exists())
@@ -197,11 +200,19 @@ def transfers(
                     seed,
                     records[0].reward,
                     int(records[0].extra.get(REUSED, 0)),
+                    records[0].extra.get(STARTED_FROM) == "predicted",
                     curve[-1],
                     at or len(curve),
                     time.perf_counter() - start,
                 )
             )
+
+
+def variant(reuse: bool, zero_shot: str) -> str:
+    """The suffix of a variant's run directories and results file ('' for the default transfer)."""
+    if not reuse:
+        return "-alone"
+    return "" if zero_shot == DEFAULT_START else f"-{zero_shot.replace('_', '-')}"
 
 
 def _span(values: Iterable[int]) -> str:
@@ -225,11 +236,11 @@ def matrix(
     which scratch matched the transfer's reward within its prior rungs (``rungs``: how many the
     target's scratch runs evaluated first), which a transfer can only meet at its first episode."""
     lines = [
-        f"| source → target | source evals reused | zero-shot reward | scratch eps to match zero-shot "
+        f"| source → target | source evals reused | zero-shot predicted | zero-shot reward | scratch eps to match zero-shot "
         f"| reward after {mode.finetune_episodes} fine-tune eps "
         f"| transfer eps used | scratch eps to match | transfer ≤ ¼ of scratch | scratch best after {mode.scratch_episodes} eps "
         "| transfer reached it |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     met = total = at_rungs = 0
     keys = sorted(
@@ -252,7 +263,7 @@ def matrix(
         at_rungs += sum(not q and (n or mode.scratch_episodes + 1) <= rungs[(key[2], key[3])] for q, n in zip(quarter, need_best))
         label = f"{key[0]}/{key[1]} → {key[2]}/{key[3]}" if key[0] != key[2] else f"{key[0]}: {key[1]} → {key[3]}"
         lines.append(
-            f"| {label} | {statistics.mean(p.reused for p in rows):.1f} "
+            f"| {label} | {statistics.mean(p.reused for p in rows):.1f} | {sum(p.predicted for p in rows)}/{len(rows)} "
             f"| {statistics.mean(p.zero_shot for p in rows):+.3f} | {_fmt_needed(need_zero, mode.scratch_episodes)} "
             f"| {statistics.mean(p.best for p in rows):+.3f} | {statistics.mean(p.best_at for p in rows):.1f} "
             f"| {_fmt_needed(need_best, mode.scratch_episodes)} | {sum(quarter)}/{len(quarter)} "
@@ -353,6 +364,13 @@ def main(argv: list[str] | None = None) -> int:
         help="transfer the agents alone: no replay of the source's evaluations re-priced on the target "
         "(run directories and results get an '-alone' suffix, so both variants share the scratch searches)",
     )
+    p.add_argument(
+        "--zero-shot",
+        choices=ZERO_SHOT_STARTS,
+        default=DEFAULT_START,
+        help="with reuse: the zero-shot policy is the allocation predicted best on the target (when it beats the best "
+        "reused policy's reward) or always the best reused policy (run directories and results get a suffix)",
+    )
     p.add_argument("--out", default=None, help="run directories and results.json (default bench-out/transfer[-quick])")
     ns = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -379,16 +397,20 @@ def main(argv: list[str] | None = None) -> int:
     def sink(pair: Pair) -> None:
         pairs.append(pair)
         doc = {"mode": mode.__dict__, "agent": agent.__dict__, "pairs": [pair_json(x) for x in pairs]}
-        atomic_write_text(root / f"results{'-alone' if ns.no_reuse else ''}.json", json.dumps(doc, indent=2) + "\n")
+        atomic_write_text(root / f"results{variant(not ns.no_reuse, ns.zero_shot)}.json", json.dumps(doc, indent=2) + "\n")
         log(
             f"transfer {pair.source_model}/{pair.source_table} → {pair.target_model}/{pair.target_table} s{pair.seed}: "
             f"{pair.reused} source evaluations reused, zero-shot {pair.zero_shot:+.4f}, "
             f"best {pair.best:+.4f} at episode {pair.best_at} ({pair.seconds:.0f} s)"
         )
 
-    transfers(mode, problems, sources, root, ns.noise, not ns.no_reuse, sink)
+    transfers(mode, problems, sources, root, ns.noise, not ns.no_reuse, ns.zero_shot, sink)
     text, tally = matrix(mode, pairs, curves, rungs)
-    how = "the agent alone" if ns.no_reuse else "the agent after the source's evaluations, re-priced on the target"
+    how = (
+        "the agent alone"
+        if ns.no_reuse
+        else f"the agent after the source's evaluations, re-priced on the target (zero-shot: {ns.zero_shot})"
+    )
     print(
         f"## transfer matrix: {how} ({agent.algo}, {agent.gradient_steps} gradient steps / episode, cheap evaluator; "
         f"seeds {list(mode.seeds)}; scratch searches of {mode.scratch_episodes} episodes)\n"
@@ -401,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
         f"(the first {_span(rungs.values())} episodes), where the transfer "
         "had to match it at its first"
     )
+    same = [p for p in pairs if p.source_model == p.target_model]
+    if same:
+        print(
+            f"same-model transfers ({len(same)}): mean zero-shot reward {statistics.mean(p.zero_shot for p in same):+.4f}, "
+            f"mean best after fine-tuning {statistics.mean(p.best for p in same):+.4f}, "
+            f"zero-shot at the predicted allocation in {sum(p.predicted for p in same)}"
+        )
     print(
         f"with a zero-shot at the target's best prior rung wherever that rung beat the transfer (and no fine-tuning "
         f"past it): {rung_ceiling(mode, pairs, curves, rung_best)} of {tally['comparisons']}"

@@ -10,7 +10,7 @@ from haq.core.fileio import check_writable_dir
 from haq.core.types import stderr_log as log
 from haq.evaluation.config import EVALUATORS
 from haq.jobs.flags import add_job_args, resolve_job
-from haq.transfer.config import TransferConfig
+from haq.transfer.config import ZERO_SHOT_STARTS, TransferConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -59,8 +59,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         "--clone-steps",
         type=int,
         default=d.clone_steps,
-        help="steps fitting the actor to the best re-priced evaluation before the zero-shot episode (0: the actor "
-        "learns from the critic instead)",
+        help="steps fitting the actor to the zero-shot policy (see --zero-shot) before the zero-shot episode (0: the "
+        "actor learns from the critic instead)",
+    )
+    p.add_argument(
+        "--zero-shot",
+        choices=ZERO_SHOT_STARTS,
+        default=d.zero_shot,
+        help="with reuse: the zero-shot policy is the sensitivity allocation predicted best on the new device from the "
+        "source's accuracies, when predicted to beat the best re-priced evaluation (predicted), or always that "
+        "evaluation (best_reused)",
     )
     p.add_argument("--out", default=None, help="run directory (default runs/<source run>-to-<table>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the transfer in --out (same settings; --episodes may grow)")
@@ -97,6 +105,7 @@ def run(ns: argparse.Namespace) -> int:
                 input_size=n.input_size,
                 reuse_source=n.reuse,
                 clone_steps=n.clone_steps,
+                zero_shot=n.zero_shot,
             ),
             "pick": pick_config(n),
         },

@@ -78,6 +78,7 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "input_size": ("transfer.input_size",),
         "reuse": ("transfer.reuse_source",),
         "clone_steps": ("transfer.clone_steps",),
+        "zero_shot": ("transfer.zero_shot",),
         **_PICK_PATHS,
     },
     "table_build": {

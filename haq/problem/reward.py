@@ -21,11 +21,21 @@ from haq.problem.config import RewardConfig
 
 def compute_reward(metrics: PolicyMetrics, reference: ReferenceMetrics, budget: Budget, cfg: RewardConfig) -> float:
     """The reward of one evaluated policy (see the module docstring for the formula)."""
-    reward = cfg.acc_weight * 100.0 * (metrics.clean_acc - reference.clean_acc)
+    return accuracy_term(metrics, reference, cfg) - cost_term(metrics, budget, cfg)
+
+
+def accuracy_term(metrics: PolicyMetrics, reference: ReferenceMetrics, cfg: RewardConfig) -> float:
+    """The reward's accuracy terms (clean and, when attacks ran, robust): what a policy earns on
+    any device, since its accuracies depend on the model and evaluator alone."""
+    term = cfg.acc_weight * 100.0 * (metrics.clean_acc - reference.clean_acc)
     if metrics.robust_acc is not None and reference.robust_acc is not None:
-        reward += cfg.robust_weight * 100.0 * (metrics.robust_acc - reference.robust_acc)
-    reward -= cfg.cost_weight * metrics.cost(budget.metric) / budget.target
-    return float(reward)
+        term += cfg.robust_weight * 100.0 * (metrics.robust_acc - reference.robust_acc)
+    return float(term)
+
+
+def cost_term(metrics: PolicyMetrics, budget: Budget, cfg: RewardConfig) -> float:
+    """The reward's cost penalty (subtracted): the device's share of the reward."""
+    return float(cfg.cost_weight * metrics.cost(budget.metric) / budget.target)
 
 
 def sampling_std(metrics: PolicyMetrics, cfg: RewardConfig, clean_images: int, robust_images: int) -> float:

@@ -72,6 +72,13 @@ class EpisodeRecord:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
             raise RunDirError(f"{source}: malformed episode line ({type(exc).__name__}: {exc})") from exc
 
+    def pairs(self, layer_names: Sequence[str]) -> tuple[BitPair, ...] | None:
+        """The policy as one (w, a) pair per layer in ``layer_names``' order; ``None`` when it
+        covers other layers (a run of another model)."""
+        if set(self.policy) != set(layer_names):
+            return None
+        return tuple((int(self.policy[n][0]), int(self.policy[n][1])) for n in layer_names)
+
     def quant_policy(self) -> QuantPolicy:
         """The episode's policy as a :class:`QuantPolicy` (meta: episode, reward, metrics)."""
         meta = {"episode": self.episode, "reward": self.reward, "metrics": self.metrics.to_dict(), **dict(self.extra)}

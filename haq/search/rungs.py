@@ -47,7 +47,7 @@ def centre_on_rung(
     ``agent`` is resolved (:meth:`AgentConfig.for_problem`); with fewer than two rungs, without
     a prior, or once the agent has checkpointed without rungs in the log, ``problem`` is returned
     as it is."""
-    count = min(agent.prior_rungs, episodes // RUN_SHARE)
+    count = rung_count(agent, episodes)
     if count < 2 or problem.prior is None:
         return problem
     if problem.sensitivity is None:
@@ -72,9 +72,18 @@ def centre_on_rung(
     return dataclasses.replace(problem, prior=_pairs(centre, problem))
 
 
+def rung_count(agent: AgentConfig, episodes: int) -> int:
+    """How many rungs a run of ``episodes`` evaluates (``agent.prior_rungs``, at most a tenth of
+    them); fewer than two means none."""
+    return min(agent.prior_rungs, episodes // RUN_SHARE)
+
+
 def _pairs(record: EpisodeRecord, problem: SearchProblem) -> tuple[BitPair, ...]:
     """A logged policy as one (w, a) pair per layer, in the problem's layer order."""
-    return tuple((int(record.policy[name][0]), int(record.policy[name][1])) for name in problem.layer_names)
+    pairs = record.pairs(problem.layer_names)
+    if pairs is None:
+        raise InternalError(f"episode {record.episode}'s policy does not cover {problem.config.workload.model}'s layers")
+    return pairs
 
 
 def centre_rung(records: list[EpisodeRecord], agent: AgentConfig, env: EnvConfig, where: str) -> EpisodeRecord | None:

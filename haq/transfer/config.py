@@ -14,6 +14,9 @@ from haq.core.errors import ConfigError
 from haq.core.validate import choice, count, finite, positive, unit_interval
 from haq.evaluation.config import EVALUATORS
 
+ZERO_SHOT_STARTS = ("predicted", "best_reused")
+"""What a reusing transfer's zero-shot policy is (:attr:`TransferConfig.zero_shot`)."""
+
 
 @dataclass(frozen=True)
 class TransferConfig:
@@ -42,6 +45,9 @@ class TransferConfig:
         (at most this many steps) to the best of them, so the zero-shot episode is that policy; 0 lets
         the actor learn from the critic instead (`bench/transfer.py`, comparisons within a quarter
         of scratch's episodes, of 162: fitted 101, critic-led actor 69, agent alone 77).
+    zero_shot: with reuse and cloning, what the actor is fitted to: ``predicted`` (the sensitivity
+        allocation predicted best on the new device, :mod:`haq.transfer.start`, when it is predicted
+        to beat the best reused policy; else that policy) or ``best_reused`` (always that policy).
     """
 
     VERSION: ClassVar[int] = 1
@@ -60,6 +66,7 @@ class TransferConfig:
     input_size: int | None = None
     reuse_source: bool = True
     clone_steps: int = 2000
+    zero_shot: str = "predicted"
 
     def __post_init__(self) -> None:
         if not self.source:
@@ -79,3 +86,4 @@ class TransferConfig:
         if self.input_size is not None:
             count("input_size", self.input_size)
         count("clone_steps", self.clone_steps, 0)
+        choice("zero_shot", self.zero_shot, ZERO_SHOT_STARTS)

@@ -9,7 +9,8 @@ budget) through the environments the agent fine-tunes in, scored from those re-p
 never evaluated again; the transitions fill the fresh replay buffer and the critic makes the
 updates it would have made after as many episodes. The actor is then fitted to the best of them
 (:func:`clone_actor`), so the zero-shot episode is the best policy the transfer knows on the new
-device. The problem remembers every re-priced policy, so one the agent proposes again is not
+device, unless an allocation the source's accuracies predict better is fitted instead
+(:mod:`haq.transfer.start`). The problem remembers every re-priced policy, so one the agent proposes again is not
 evaluated again either.
 
 Why: transferred alone, the agent improved no faster than a fresh search (``bench/transfer.py``:
@@ -77,10 +78,8 @@ def reprice(records: Sequence[EpisodeRecord], problem: SearchProblem) -> list[Re
     seen: set[tuple[BitPair, ...]] = set()
     out: list[Repriced] = []
     for record in records:
-        if set(record.policy) != set(problem.layer_names):
-            continue
-        pairs = tuple((int(record.policy[n][0]), int(record.policy[n][1])) for n in problem.layer_names)
-        if pairs in seen or not reachable(problem, pairs):
+        pairs = record.pairs(problem.layer_names)
+        if pairs is None or pairs in seen or not reachable(problem, pairs):
             continue
         seen.add(pairs)
         latency, energy, size = costs.costs(problem.policy(pairs))

@@ -48,17 +48,24 @@ from haq.search.baseline import RewardBaseline
 from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import SearchConfig
 from haq.search.run import AgentEnv, prior_section, train
-from haq.search.rungs import CENTRE, centre_at, centre_at_accuracy, centre_fraction, centre_rung
+from haq.search.rungs import CENTRE, centre_at, centre_at_accuracy, centre_fraction, centre_rung, rung_count
 from haq.transfer.agent import load_on, prepare_finetune, rollout
 from haq.transfer.config import TransferConfig
 from haq.transfer.experience import clone_actor, learn_from_replay, replay, reprice, why_not_reused
 from haq.transfer.source import SourceRun, load_source
+from haq.transfer.start import PredictedStart, predicted_start
 from haq.workload import WorkloadConfig
 
 RUN_KIND = "transfer"
 ZERO_SHOT = "zero-shot"
 REUSED = "reused_evaluations"
 """Key of the zero-shot episode's ``extra``: how many of the source's evaluations the agent learned from first."""
+STARTED_FROM = "zero_shot_from"
+"""Key of the zero-shot episode's ``extra``: ``predicted`` or ``reused`` (:attr:`TransferConfig.zero_shot`)."""
+PREDICTED = "predicted_reward"
+"""Key of the zero-shot episode's ``extra``: the reward predicted for the best allocation (:mod:`haq.transfer.start`)."""
+PREDICTED_FRACTION = "predicted_fraction"
+"""Key of the zero-shot episode's ``extra``: that allocation's budget fraction."""
 
 
 def target_env_config(source: EnvConfig, cfg: TransferConfig) -> EnvConfig:
@@ -201,7 +208,7 @@ class Transfer(Proposer[TransferStore]):
         baseline = RewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else None
         agent_env: gym.Env = baseline if baseline is not None else env
         model = load_on(source.checkpoint, agent_env)
-        reused, average = self._reuse(model, problem, problem.workers, log)
+        reused, average, noted = self._reuse(model, problem, problem.workers, log)
         if baseline is not None:
             baseline.average = average
         if log:
@@ -210,7 +217,13 @@ class Transfer(Proposer[TransferStore]):
                 f"on {search_cfg.env.workload.model} / {problem.table.name}"
                 + (f", centred on the allocation at {fraction:.3f} x budget (its source's frame)" if fraction is not None else "")
             )
-        extra: dict[str, Any] = {"phase": ZERO_SHOT, "source_table": source.table, "source_model": source.model, REUSED: reused}
+        extra: dict[str, Any] = {
+            "phase": ZERO_SHOT,
+            "source_table": source.table,
+            "source_model": source.model,
+            REUSED: reused,
+            **noted,
+        }
         if fraction is not None:
             extra[CENTRE] = fraction
         record = rollout(model, agent_env, 0, extra)
@@ -232,16 +245,20 @@ class Transfer(Proposer[TransferStore]):
 
     def _reuse(
         self, model: BaseAlgorithm, problem: SearchProblem, batch: int, log: Log | None, venv: VecEnv | None = None
-    ) -> tuple[int, float | None]:
+    ) -> tuple[int, float | None, dict[str, Any]]:
         """Prepare ``model`` to fine-tune ``batch`` episodes at a time and, where the source's
         evaluations hold on ``problem`` (:mod:`haq.transfer.experience`), replay them through
-        ``venv`` (by default a fresh stack of the fine-tuning's environments) and learn from them.
-        Returns the episodes replayed and the reward baseline's average after them."""
+        ``venv`` (by default a fresh stack of the fine-tuning's environments), learn from them and
+        fit the actor to the zero-shot policy (:attr:`TransferConfig.zero_shot`). Returns the
+        episodes replayed, the reward baseline's average after them and what the zero-shot
+        episode's ``extra`` notes about its policy."""
         source, search_cfg = self._opened()
         agent = search_cfg.agent.for_problem(problem.prior is not None)
         episode_len = len(problem.layer_names)
         why = self._why_not_reused(model, problem)
         repriced = reprice(self.records, problem) if why is None else []
+        steps = self.cfg.clone_steps
+        start = self._predicted(problem) if why is None and steps > 0 else None
         prepare_finetune(
             model,
             episode_len,
@@ -252,29 +269,52 @@ class Transfer(Proposer[TransferStore]):
             batch,
             agent.gradient_steps,
         )
-        if not repriced:
+        if not repriced and start is None:
             if log:
                 log(f"the source's evaluations are not reused: {why or 'none of them fits the new budget'}")
-            return 0, None
-        stack = AgentEnv.build(problem, agent, batch) if venv is None else None
+            return 0, None, {}
+        stack = AgentEnv.build(problem, agent, batch) if venv is None and repriced else None
         model.set_random_seed(search_cfg.seed)
-        replayed = replay(model, venv if stack is None else stack.agent_env, problem, repriced)
-        steps = self.cfg.clone_steps
+        replayed = replay(model, venv if stack is None else stack.agent_env, problem, repriced) if repriced else 0
         updates = learn_from_replay(model, replayed, agent.gradient_steps if agent.gradient_steps > 0 else episode_len, steps > 0)
-        best = max(repriced, key=lambda r: r.scored.reward)
-        exact = clone_actor(model, problem, best.pairs, steps)
-        if log:
+        best = max(repriced, key=lambda r: r.scored.reward) if repriced else None
+        noted: dict[str, Any] = {}
+        if start is not None:
+            noted = {PREDICTED: start.predicted, PREDICTED_FRACTION: start.fraction}
+        if start is not None and (best is None or start.predicted > best.scored.reward):
+            exact = clone_actor(model, problem, start.pairs, steps)
+            noted[STARTED_FROM] = "predicted"
+            actor = (
+                f"actor fitted to the sensitivity allocation at {start.fraction:.3f} x budget, predicted "
+                f"{start.predicted:+.4f} from {start.points} evaluated errors"
+                + (f" (the best reused: {best.scored.reward:+.4f})" if best is not None else "")
+            )
+        elif best is not None:
+            exact = clone_actor(model, problem, best.pairs, steps)
+            noted[STARTED_FROM] = "reused"
             actor = (
                 f"actor fitted to the best of them ({best.scored.reward:+.4f} here, source episode {best.source_episode})"
-                + ("" if exact else f", inexactly after {steps} steps")
                 if steps > 0
                 else "actor learning from the critic"
             )
+        else:  # unreachable: no reused policy means a prediction was made
+            raise InternalError("a reusing transfer found neither a reused nor a predicted policy")
+        if log:
+            inexact = "" if exact or steps == 0 else f", inexactly after {steps} steps"
             log(
                 f"reused {replayed} of the source's {len(self.records)} evaluations, re-priced on {problem.table.name} "
-                f"(the others: repeated, unsupported there or over its budget): {updates} critic updates, {actor}"
+                f"(the others: repeated, unsupported there or over its budget): {updates} critic updates, {actor}{inexact}"
             )
-        return replayed, stack.baseline.average if stack is not None and stack.baseline is not None else None
+        return replayed, stack.baseline.average if stack is not None and stack.baseline is not None else None, noted
+
+    def _predicted(self, problem: SearchProblem) -> PredictedStart | None:
+        """The allocation predicted best on ``problem`` from the source's accuracies, when the
+        transfer starts from predictions and the source's agent had prior rungs to mirror."""
+        config = self._opened()[0].config
+        rungs = rung_count(config.agent, config.episodes)
+        if self.cfg.zero_shot != "predicted" or problem.prior is None or rungs < 2:
+            return None
+        return predicted_start(problem, self.records, rungs, config.agent.prior_floor)
 
     def _why_not_reused(self, model: BaseAlgorithm, problem: SearchProblem) -> str | None:
         if not self.cfg.reuse_source:
