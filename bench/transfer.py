@@ -58,8 +58,9 @@ from haq.search.rungs import RUNG, centre_at, centre_fraction
 from haq.tables.compare import cost_on_device
 from haq.transfer.agent import load_on, rollout
 from haq.transfer.config import ZERO_SHOT_STARTS, TransferConfig
-from haq.transfer.run import REUSED, STARTED_FROM, run_transfer
+from haq.transfer.run import REUSED, run_transfer
 from haq.transfer.source import load_source
+from haq.transfer.start import STARTED_FROM
 from haq.workload import WorkloadConfig
 
 

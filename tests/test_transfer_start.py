@@ -18,6 +18,7 @@ from haq.jobs.problems import make_problem
 from haq.problem.accuracy_fit import AccuracyFit, antitonic_fit
 from haq.problem.allocation import budget_ladder, sensitivity_rungs
 from haq.problem.config import EnvConfig, RewardConfig
+from haq.problem.fidelity import Scored
 from haq.problem.problem import SearchProblem
 from haq.problem.reward import accuracy_term, cost_term
 from haq.runs.rundir import EpisodeRecord, RunDir
@@ -26,10 +27,10 @@ from haq.search.run import run_search
 from haq.search.rungs import RUNG, centre_at_accuracy, centre_rung
 from haq.transfer import run as transfer_run
 from haq.transfer.config import TransferConfig
-from haq.transfer.experience import reprice
-from haq.transfer.run import PREDICTED, PREDICTED_FRACTION, STARTED_FROM, run_transfer, transfer_env
+from haq.transfer.experience import Repriced, reprice
+from haq.transfer.run import run_transfer, transfer_env
 from haq.transfer.source import load_source
-from haq.transfer.start import PredictedStart, predicted_start
+from haq.transfer.start import PREDICTED, PREDICTED_FRACTION, STARTED_FROM, PredictedStart, choose_zero_shot, predicted_start
 
 CHEAP = EvalConfig(kind="cheap", val_samples=120)
 
@@ -170,3 +171,19 @@ def test_a_prediction_above_the_best_reused_is_the_zero_shot_policy(
     assert zero.extra[STARTED_FROM] == "predicted" and zero.extra[PREDICTED] == 10.0 and zero.extra[PREDICTED_FRACTION] == 0.3
     assert zero.pairs(target.layer_names) == pairs and zero.reward < 10.0  # evaluated, not the prediction
     assert len(result.records) == 2
+
+
+def test_the_zero_shot_is_the_prediction_only_above_the_best_reused_reward() -> None:
+    metrics = PolicyMetrics(0.9, None, 1.0, None, 1)
+    best = Repriced(((8, 8),), Scored(metrics, -0.3, cached=True), 7)
+    above, below = PredictedStart(((4, 4),), 0.5, -0.2, 3), PredictedStart(((4, 4),), 0.5, -0.3, 3)
+    chosen = choose_zero_shot(above, best)
+    assert chosen is not None and chosen.pairs == ((4, 4),)
+    assert chosen.extra == {STARTED_FROM: "predicted", PREDICTED: -0.2, PREDICTED_FRACTION: 0.5}
+    tied = choose_zero_shot(below, best)  # a tie keeps the policy whose reward is known
+    assert tied is not None and tied.pairs == ((8, 8),) and tied.extra[STARTED_FROM] == "reused" and PREDICTED in tied.extra
+    alone = choose_zero_shot(None, best)
+    assert alone is not None and alone.extra == {STARTED_FROM: "reused"} and "source episode 7" in alone.description
+    only = choose_zero_shot(above, None)
+    assert only is not None and only.pairs == ((4, 4),)
+    assert choose_zero_shot(None, None) is None

@@ -53,19 +53,13 @@ from haq.transfer.agent import load_on, prepare_finetune, rollout
 from haq.transfer.config import TransferConfig
 from haq.transfer.experience import clone_actor, learn_from_replay, replay, reprice, why_not_reused
 from haq.transfer.source import SourceRun, load_source
-from haq.transfer.start import PredictedStart, predicted_start
+from haq.transfer.start import PredictedStart, choose_zero_shot, predicted_start
 from haq.workload import WorkloadConfig
 
 RUN_KIND = "transfer"
 ZERO_SHOT = "zero-shot"
 REUSED = "reused_evaluations"
 """Key of the zero-shot episode's ``extra``: how many of the source's evaluations the agent learned from first."""
-STARTED_FROM = "zero_shot_from"
-"""Key of the zero-shot episode's ``extra``: ``predicted`` or ``reused`` (:attr:`TransferConfig.zero_shot`)."""
-PREDICTED = "predicted_reward"
-"""Key of the zero-shot episode's ``extra``: the reward predicted for the best allocation (:mod:`haq.transfer.start`)."""
-PREDICTED_FRACTION = "predicted_fraction"
-"""Key of the zero-shot episode's ``extra``: that allocation's budget fraction."""
 
 
 def target_env_config(source: EnvConfig, cfg: TransferConfig) -> EnvConfig:
@@ -278,34 +272,18 @@ class Transfer(Proposer[TransferStore]):
         replayed = replay(model, venv if stack is None else stack.agent_env, problem, repriced) if repriced else 0
         updates = learn_from_replay(model, replayed, agent.gradient_steps if agent.gradient_steps > 0 else episode_len, steps > 0)
         best = max(repriced, key=lambda r: r.scored.reward) if repriced else None
-        noted: dict[str, Any] = {}
-        if start is not None:
-            noted = {PREDICTED: start.predicted, PREDICTED_FRACTION: start.fraction}
-        if start is not None and (best is None or start.predicted > best.scored.reward):
-            exact = clone_actor(model, problem, start.pairs, steps)
-            noted[STARTED_FROM] = "predicted"
-            actor = (
-                f"actor fitted to the sensitivity allocation at {start.fraction:.3f} x budget, predicted "
-                f"{start.predicted:+.4f} from {start.points} evaluated errors"
-                + (f" (the best reused: {best.scored.reward:+.4f})" if best is not None else "")
-            )
-        elif best is not None:
-            exact = clone_actor(model, problem, best.pairs, steps)
-            noted[STARTED_FROM] = "reused"
-            actor = (
-                f"actor fitted to the best of them ({best.scored.reward:+.4f} here, source episode {best.source_episode})"
-                if steps > 0
-                else "actor learning from the critic"
-            )
-        else:  # unreachable: no reused policy means a prediction was made
+        zero = choose_zero_shot(start, best)
+        if zero is None:
             raise InternalError("a reusing transfer found neither a reused nor a predicted policy")
+        exact = clone_actor(model, problem, zero.pairs, steps)
         if log:
+            actor = f"actor fitted to {zero.description}" if steps > 0 else "actor learning from the critic"
             inexact = "" if exact or steps == 0 else f", inexactly after {steps} steps"
             log(
                 f"reused {replayed} of the source's {len(self.records)} evaluations, re-priced on {problem.table.name} "
                 f"(the others: repeated, unsupported there or over its budget): {updates} critic updates, {actor}{inexact}"
             )
-        return replayed, stack.baseline.average if stack is not None and stack.baseline is not None else None, noted
+        return replayed, stack.baseline.average if stack is not None and stack.baseline is not None else None, zero.extra
 
     def _predicted(self, problem: SearchProblem) -> PredictedStart | None:
         """The allocation predicted best on ``problem`` from the source's accuracies, when the

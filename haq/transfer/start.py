@@ -16,7 +16,7 @@ predicted to beat the best reached source policy's exact reward.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from haq.core.types import BitPair
 from haq.evaluation.evaluators import PolicyCosts
@@ -26,7 +26,14 @@ from haq.problem.allocation import budget_ladder, estimated_error, sensitivity_r
 from haq.problem.problem import SearchProblem
 from haq.problem.reward import accuracy_term, cost_term
 from haq.runs.rundir import EpisodeRecord
-from haq.transfer.experience import reachable
+from haq.transfer.experience import Repriced, reachable
+
+STARTED_FROM = "zero_shot_from"
+"""Key of the zero-shot episode's ``extra``: ``predicted`` or ``reused`` (:attr:`TransferConfig.zero_shot`)."""
+PREDICTED = "predicted_reward"
+"""Key of the zero-shot episode's ``extra``: the reward predicted for the best allocation."""
+PREDICTED_FRACTION = "predicted_fraction"
+"""Key of the zero-shot episode's ``extra``: that allocation's budget fraction."""
 
 
 @dataclass(frozen=True)
@@ -85,4 +92,43 @@ def predicted_start(problem: SearchProblem, records: Sequence[EpisodeRecord], ru
     return best
 
 
-__all__ = ["PredictedStart", "accuracy_fit", "predicted_start"]
+@dataclass(frozen=True)
+class ZeroShot:
+    """The policy a reusing transfer's actor is fitted to, and what its zero-shot episode notes."""
+
+    pairs: tuple[BitPair, ...]
+    extra: dict[str, Any]
+    description: str
+
+
+def choose_zero_shot(predicted: PredictedStart | None, best: Repriced | None) -> ZeroShot | None:
+    """The predicted allocation when it is predicted to beat the best reused policy's exact
+    reward (or nothing was reused), else that policy; ``None`` with neither."""
+    noted: dict[str, Any] = {} if predicted is None else {PREDICTED: predicted.predicted, PREDICTED_FRACTION: predicted.fraction}
+    if predicted is not None and (best is None or predicted.predicted > best.scored.reward):
+        than = "" if best is None else f" (the best reused: {best.scored.reward:+.4f})"
+        return ZeroShot(
+            predicted.pairs,
+            {**noted, STARTED_FROM: "predicted"},
+            f"the sensitivity allocation at {predicted.fraction:.3f} x budget, predicted {predicted.predicted:+.4f} "
+            f"from {predicted.points} evaluated errors{than}",
+        )
+    if best is None:
+        return None
+    return ZeroShot(
+        best.pairs,
+        {**noted, STARTED_FROM: "reused"},
+        f"the best of them ({best.scored.reward:+.4f} here, source episode {best.source_episode})",
+    )
+
+
+__all__ = [
+    "PREDICTED",
+    "PREDICTED_FRACTION",
+    "STARTED_FROM",
+    "PredictedStart",
+    "ZeroShot",
+    "accuracy_fit",
+    "choose_zero_shot",
+    "predicted_start",
+]
