@@ -19,8 +19,12 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from haq.problem.config import EnvConfig
+from haq.evaluation.config import EvalConfig
+from haq.jobs.problems import make_problem
+from haq.problem.config import EnvConfig, RewardConfig
 from haq.problem.problem import SearchProblem
+from haq.search.config import AgentConfig, SearchConfig
+from haq.search.run import run_search
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 torch.set_num_threads(1)
@@ -62,3 +66,15 @@ def two_workers(cache_dir: Path) -> Iterator[SearchProblem]:
     problem = make_problem(EnvConfig(), cache_dir=cache_dir, workers=2)
     yield problem
     problem.close()
+
+
+@pytest.fixture(scope="session")
+def rung_source(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A search long enough to evaluate two prior rungs and centre its agent on the better one
+    (the cheaper, since cost weighs heavily here): the source the transfer tests read, never write."""
+    out = tmp_path_factory.mktemp("rung-source") / "run"
+    agent = AgentConfig(algo="td3", hidden=(16,), gradient_steps=2, prior_rungs=2)
+    env = EnvConfig(evaluation=EvalConfig(kind="cheap", val_samples=120), reward=RewardConfig(cost_weight=2.0))
+    cfg = SearchConfig(env=env, agent=agent, episodes=20, seed=0)
+    run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), out)
+    return out

@@ -21,7 +21,7 @@ from haq.evaluation.config import EvalConfig
 from haq.evaluation.metrics import PolicyMetrics
 from haq.jobs.problems import make_problem
 from haq.problem.allocation import estimated_error, least_cost_at_error, sensitivity_rungs
-from haq.problem.config import EnvConfig, RewardConfig
+from haq.problem.config import EnvConfig
 from haq.quant import QuantPolicy
 from haq.runs.manifest import write_manifest
 from haq.runs.proposer import RunResult
@@ -275,18 +275,6 @@ def test_cli_cost_and_transfer(source_run: Path, tmp_path: Path, capsys: pytest.
     assert main(["transfer", "--from", str(tmp_path / "nope"), "--device", "bismo-edge", "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("haq: error:") and "no such directory" in err[0]
-
-
-@pytest.fixture(scope="module")
-def rung_source(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """A search long enough to evaluate two prior rungs and centre its agent on the better one:
-    the cheaper, since cost weighs heavily here."""
-    out = tmp_path_factory.mktemp("rung-source") / "run"
-    agent = AgentConfig(algo="td3", hidden=(16,), gradient_steps=2, prior_rungs=2)
-    env = EnvConfig(evaluation=CHEAP, reward=RewardConfig(cost_weight=2.0))
-    cfg = SearchConfig(env=env, agent=agent, episodes=20, seed=0)
-    run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), out)
-    return out
 
 
 def test_a_transfer_acts_around_the_least_cost_allocation_as_accurate_as_its_sources_rung(

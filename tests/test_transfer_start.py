@@ -17,13 +17,11 @@ from haq.evaluation.metrics import PolicyMetrics
 from haq.jobs.problems import make_problem
 from haq.problem.accuracy_fit import AccuracyFit, antitonic_fit
 from haq.problem.allocation import budget_ladder, sensitivity_rungs
-from haq.problem.config import EnvConfig, RewardConfig
+from haq.problem.config import EnvConfig
 from haq.problem.fidelity import Scored
 from haq.problem.problem import SearchProblem
 from haq.problem.reward import accuracy_term, cost_term
 from haq.runs.rundir import EpisodeRecord, RunDir
-from haq.search.config import AgentConfig, SearchConfig
-from haq.search.run import run_search
 from haq.search.rungs import RUNG, centre_at_accuracy, centre_rung
 from haq.transfer import run as transfer_run
 from haq.transfer.config import TransferConfig
@@ -106,17 +104,6 @@ def test_no_allocation_is_predicted_beyond_the_evaluated_errors(edge: SearchProb
     term = accuracy_term(records[0].metrics, edge.evaluator.reference, edge.config.reward)
     assert term == pytest.approx(-0.5) and start.predicted == pytest.approx(term - _cost(edge, full))
     assert predicted_start(edge, [], 4, 0.25) is None
-
-
-@pytest.fixture(scope="module")
-def rung_source(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """A TD3 search that evaluated two prior rungs and centred on one (cost weighs heavily)."""
-    out = tmp_path_factory.mktemp("start-source") / "run"
-    agent = AgentConfig(algo="td3", hidden=(16,), gradient_steps=2, prior_rungs=2)
-    env = EnvConfig(evaluation=CHEAP, reward=RewardConfig(cost_weight=2.0))
-    cfg = SearchConfig(env=env, agent=agent, episodes=20, seed=0)
-    run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), out)
-    return out
 
 
 @pytest.mark.parametrize("table", ["bismo-edge", "bismo-cloud"])
