@@ -4,13 +4,15 @@ that prediction beats the best reused policy's exact reward."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.optimize import isotonic_regression
 
-from haq.core.errors import ConfigError
+from haq.core.errors import ConfigError, RunDirError
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import PolicyCosts
 from haq.evaluation.metrics import PolicyMetrics
@@ -174,3 +176,20 @@ def test_the_zero_shot_is_the_prediction_only_above_the_best_reused_reward() -> 
     only = choose_zero_shot(above, None)
     assert only is not None and only.pairs == ((4, 4),)
     assert choose_zero_shot(None, None) is None
+
+
+def test_a_transfer_written_before_the_choice_existed_resumes_as_the_best_reused_start(
+    rung_source: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    cfg = TransferConfig(source=str(rung_source), table="bismo-edge", episodes=1, zero_shot="best_reused")
+    problem = make_problem(transfer_env(cfg), cache_dir=cache_dir)
+    out = tmp_path / "old"
+    run_transfer(cfg, problem, out)
+    path = out / "config.json"
+    doc = json.loads(path.read_text())
+    del doc["transfer"]["config"]["zero_shot"]  # as a transfer run written before the field
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RunDirError, match="zero_shot='best_reused', this run has zero_shot='predicted'"):
+        run_transfer(dataclasses.replace(cfg, zero_shot="predicted", episodes=2), problem, out, resume=True)
+    resumed = run_transfer(dataclasses.replace(cfg, episodes=2), problem, out, resume=True)
+    assert [r.episode for r in resumed.records] == [0, 1, 2]

@@ -128,7 +128,7 @@ class TransferStore(AgentStore):
         self._check_kind(doc)
         section = doc.get("transfer")
         stored = section.get("config", {}) if isinstance(section, Mapping) else {}
-        self._compare(_resolved_source(stored), _resolved_source(self.transfer))
+        self._compare(_resolved_source(_upgraded(stored)), _resolved_source(self.transfer))
         super()._check_settings(doc)
 
 
@@ -323,6 +323,14 @@ def run_transfer(
     are raised before anything is written.
     """
     return Transfer(cfg).run(problem, out_dir, resume=resume, progress=progress, log=log)
+
+
+def _upgraded(settings: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Stored transfer settings as today's fields read them: a run written before
+    ``zero_shot`` existed started from the best reused policy."""
+    if "zero_shot" not in settings:
+        return {**settings, "zero_shot": "best_reused"}
+    return settings
 
 
 def _resolved_source(settings: Mapping[str, Any]) -> dict[str, Any]:
