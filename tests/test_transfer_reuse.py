@@ -26,6 +26,7 @@ from haq.search.run import run_search
 from haq.transfer.config import TransferConfig
 from haq.transfer.experience import reachable, reprice, why_not_reused
 from haq.transfer.run import REUSED, run_transfer, transfer_env
+from haq.transfer.start import STARTED_FROM
 
 CHEAP = EvalConfig(kind="cheap", val_samples=120)
 
@@ -139,6 +140,7 @@ def test_without_cloning_the_actor_learns_from_the_critic(td3_source: Path, tmp_
     lines: list[str] = []
     zero = run_transfer(cfg, problem, tmp_path / "t", log=lines.append).records[0]
     assert zero.extra[REUSED] > 0 and any("actor learning from the critic" in line for line in lines)
+    assert STARTED_FROM not in zero.extra  # the actor was fitted to nothing
     source = AgentStore(td3_source).latest()
     tuned = AgentStore(tmp_path / "t").latest()
     assert source is not None and tuned is not None

@@ -283,7 +283,8 @@ class Transfer(Proposer[TransferStore]):
                 f"reused {replayed} of the source's {len(self.records)} evaluations, re-priced on {problem.table.name} "
                 f"(the others: repeated, unsupported there or over its budget): {updates} critic updates, {actor}{inexact}"
             )
-        return replayed, stack.baseline.average if stack is not None and stack.baseline is not None else None, zero.extra
+        noted = zero.extra if steps > 0 else {}  # an actor left to the critic was fitted to nothing
+        return replayed, stack.baseline.average if stack is not None and stack.baseline is not None else None, noted
 
     def _predicted(self, problem: SearchProblem) -> PredictedStart | None:
         """The allocation predicted best on ``problem`` from the source's accuracies, when the

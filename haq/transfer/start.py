@@ -72,8 +72,9 @@ def accuracy_fit(problem: SearchProblem, records: Sequence[EpisodeRecord]) -> Ac
 
 def predicted_start(problem: SearchProblem, records: Sequence[EpisodeRecord], rungs: int, floor: float) -> PredictedStart | None:
     """The sensitivity allocation at ``rungs`` (at least 2) budgets from the full one down to
-    ``floor`` x it (the prior rungs' ladder) with the best predicted reward on ``problem``'s device, among those
-    the environment reaches whose estimated error the fit covers; ``None`` when there is none."""
+    ``floor`` x it (the prior rungs' ladder) with the best predicted reward on ``problem``'s
+    device, among those the environment reaches whose estimated error the fit covers; ``None``
+    when there is none."""
     fit = accuracy_fit(problem, records)
     if fit is None or problem.sensitivity is None:
         return None
