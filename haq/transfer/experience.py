@@ -10,8 +10,8 @@ never evaluated again; the transitions fill the fresh replay buffer and the crit
 updates it would have made after as many episodes. The actor is then fitted to the best of them
 (:func:`clone_actor`), so the zero-shot episode is the best policy the transfer knows on the new
 device, unless an allocation the source's accuracies predict better is fitted instead
-(:mod:`haq.transfer.start`). The problem remembers every re-priced policy, so one the agent proposes again is not
-evaluated again either.
+(:mod:`haq.transfer.start`). The problem remembers every re-priced policy, so one the agent
+proposes again is not evaluated again either.
 
 Why: transferred alone, the agent improved no faster than a fresh search (``bench/transfer.py``:
 77 of 162 comparisons within a quarter of scratch's episodes); its critic knew the old device's
