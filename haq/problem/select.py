@@ -66,6 +66,22 @@ def swapped_images(problem: SearchProblem, select_samples: int = 150) -> tuple[I
     return (report, select) if select.split == "test" else None
 
 
+def top_distinct(candidates: Sequence[tuple[QuantPolicy, float]], k: int) -> list[int]:
+    """Indices of the ``k`` best distinct policies of ``(policy, search reward)`` candidates, best
+    first (a policy's first occurrence; ties by position)."""
+    order = sorted(range(len(candidates)), key=lambda i: (-candidates[i][1], i))
+    top: list[int] = []
+    seen: set[PolicyKey] = set()
+    for i in order:
+        key = policy_key(candidates[i][0])
+        if key not in seen:
+            seen.add(key)
+            top.append(i)
+        if len(top) == k:
+            break
+    return top
+
+
 def pick_final(
     problem: SearchProblem,
     candidates: Sequence[tuple[QuantPolicy, float]],
@@ -80,16 +96,7 @@ def pick_final(
     select, report = images if images is not None else pick_images(problem, select_samples)
     if not candidates:
         raise ConfigError("pick_final needs at least one evaluated policy")
-    order = sorted(range(len(candidates)), key=lambda i: (-candidates[i][1], i))
-    top: list[int] = []
-    seen: set[PolicyKey] = set()
-    for i in order:
-        key = policy_key(candidates[i][0])
-        if key not in seen:
-            seen.add(key)
-            top.append(i)
-        if len(top) == k:
-            break
+    top = top_distinct(candidates, k)
     cfg = problem.config
     kind = FULL if cfg.evaluation.kind == MULTI else cfg.evaluation.kind
     selector = problem.held_out(kind, select)
@@ -102,4 +109,4 @@ def pick_final(
     return Pick(chosen, candidates[chosen][0], select_rewards, metrics, reward, str(select), str(report))
 
 
-__all__ = ["Pick", "pick_final", "pick_images", "swapped_images"]
+__all__ = ["Pick", "pick_final", "pick_images", "swapped_images", "top_distinct"]

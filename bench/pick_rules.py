@@ -1,0 +1,237 @@
+"""Does the final pick's re-score pay? Pick rules compared on a search-quality benchmark's runs.
+
+``haq search`` re-scores a run's top ``k`` distinct policies on held-out images before choosing
+one (:mod:`haq.problem.select`), because the highest of hundreds of noisy search rewards is
+partly luck. Whether that beats simply taking the search's best depends on how noisy the
+held-out images are next to the search's own: this script measures it on finished runs of
+``bench/search_quality.py`` (its ``--out`` directories).
+
+For every single-fidelity run (a multi-fidelity run's candidates include policies its pick
+promotes, which the log does not hold), the top ``k`` distinct policies by search reward are
+scored by the run's judge on both halves of the test split. Each rule chooses among the best
+``j`` of them by search reward, cross-fitted (choose on one half, report on the other, both ways
+round, the mean):
+
+* ``search-best``: the highest search reward, no re-score (``j`` = 1);
+* ``held-out top j`` (``j`` = 2, 3, 5; 5 is haq's pick): the highest reward on the choosing half;
+* ``pooled top 5``: the highest image-weighted mean of the search reward and the choosing half's.
+
+Printed per model: each rule's mean over runs, per method and overall, and each rule's paired
+difference from haq's pick with a 95 % bootstrap interval over runs. Each run's candidate scores
+are appended to ``--out`` as they are measured (JSON lines), so a killed invocation resumes where
+it stopped.
+
+    python bench/search_quality.py --full --out SQ
+    python bench/pick_rules.py SQ [SQ2 ...] --out pick-rules.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from search_quality import PICK_K, Setting, Workbench
+
+from haq.core.errors import HaqError
+from haq.core.fileio import append_durably, atomic_write_text
+from haq.evaluation.held_out import Images
+from haq.problem.select import top_distinct
+from haq.runs.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How a pick chooses: among the ``top`` best by search reward, by the choosing half's reward
+    alone or (``pooled``) by its image-weighted mean with the search reward."""
+
+    name: str
+    top: int
+    pooled: bool = False
+
+
+HAQ_PICK = Rule(f"held-out top {PICK_K}", PICK_K)
+RULES = (
+    Rule("search-best", 1),
+    Rule("held-out top 2", 2),
+    Rule("held-out top 3", 3),
+    HAQ_PICK,
+    Rule("pooled top 5", PICK_K, True),
+)
+DRAWS = 4000
+FORMAT = "haq.bench.pick_rules"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Scores:
+    """One run's top candidates (``run``: its directory): search rewards (best first) and rewards
+    on each test half."""
+
+    run: str
+    model: str
+    method: str
+    seed: int
+    search_images: int
+    half_images: int
+    search: tuple[float, ...]
+    first: tuple[float, ...]
+    second: tuple[float, ...]
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "version": VERSION, **self.__dict__})
+
+    @classmethod
+    def from_json(cls, line: str) -> "Scores":
+        try:
+            data = json.loads(line)
+            if isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == VERSION:
+                return cls(
+                    str(data["run"]),
+                    str(data["model"]),
+                    str(data["method"]),
+                    int(data["seed"]),
+                    int(data["search_images"]),
+                    int(data["half_images"]),
+                    *(tuple(float(x) for x in data[k]) for k in ("search", "first", "second")),
+                )
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise HaqError(f"not a {FORMAT} version {VERSION} line: {line[:60]!r}; remove the file to measure afresh")
+
+
+def _argmax(values: Sequence[float]) -> int:
+    """The first index of the largest value (ties go to the better search rank, as in the pick)."""
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def crossfit(s: Scores, rule: Rule) -> float:
+    """The rule's cross-fitted report: choose with one half, report on the other, both ways, mean."""
+
+    def choose(half: tuple[float, ...]) -> int:
+        n, m = s.search_images, s.half_images
+        top = zip(s.search[: rule.top], half[: rule.top])
+        return _argmax([(n * a + m * b) / (n + m) if rule.pooled else b for a, b in top])
+
+    return (s.second[choose(s.first)] + s.first[choose(s.second)]) / 2
+
+
+def read_scores(path: Path) -> list[Scores]:
+    """The runs measured before (none when ``path`` does not exist); a last line that a kill cut
+    short is cut off the file (its run is measured again)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    if complete != text:
+        atomic_write_text(path, complete)
+    return [Scores.from_json(x) for x in complete.splitlines() if x]
+
+
+def mean_gap(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired runs and a 95 % bootstrap interval (fixed resampling seed)."""
+    diffs = [a - b for a, b in pairs]
+    rng = random.Random(0)
+    spread = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(DRAWS))
+    return statistics.fmean(diffs), spread[int(0.025 * DRAWS)], spread[int(0.975 * DRAWS) - 1]
+
+
+def measure(root: Path, done: set[str], sink: Callable[[Scores], None]) -> None:
+    """Score the top candidates of every single-fidelity run under ``root`` not yet in ``done``."""
+    results = json.loads((root / "results.json").read_text())
+    by_model: dict[tuple[str, str, int], list[dict[str, object]]] = {}
+    for r in results:
+        if str(r["method"]).startswith("rl-multi") or str(root / str(r["model"]) / f"{r['method']}-s{r['seed']}") in done:
+            continue
+        by_model.setdefault((str(r["model"]), str(r["evaluator"]), int(r["val_samples"])), []).append(r)
+    for (model, evaluator, val_samples), runs in by_model.items():
+        bench = Workbench(Setting(model, evaluator, 0, (0,), val_samples), workers=1)
+        try:
+            problem = bench.problem(bench.env)
+            n = len(bench.workload.data.test)  # type: ignore[arg-type]
+            halves = [
+                problem.held_out(evaluator, Images("test", 0, n // 2)),
+                problem.held_out(evaluator, Images("test", n // 2, n)),
+            ]
+            for r in runs:
+                run = root / model / f"{r['method']}-s{r['seed']}"
+                records = RunDir(run).read_episodes()
+                top = top_distinct([(x.quant_policy(), x.reward) for x in records], PICK_K)
+                policies = [records[i].quant_policy() for i in top]
+                first, second = (tuple(problem.reward(m, ev.reference) for m in ev.evaluate_many(policies)) for ev in halves)
+                sink(
+                    Scores(
+                        str(run),
+                        model,
+                        str(r["method"]),
+                        int(r["seed"]),
+                        val_samples,
+                        n // 2,
+                        tuple(records[i].reward for i in top),
+                        first,
+                        second,
+                    )
+                )
+                print(f"{model} {r['method']} s{r['seed']}: scored", file=sys.stderr, flush=True)
+        finally:
+            bench.close()
+
+
+def report(scores: list[Scores]) -> str:
+    """The Markdown tables (see the module docstring)."""
+    lines = []
+    for model in sorted({s.model for s in scores}):
+        mine = [s for s in scores if s.model == model]
+        lines += [
+            f"\n### {model}: cross-fitted test reward by pick rule (top {PICK_K}, {len(mine)} runs)\n",
+            "| method | runs | " + " | ".join(r.name for r in RULES) + " |",
+            "|---|---|" + "---|" * len(RULES),
+        ]
+        for method in sorted({s.method for s in mine}) + ["all"]:
+            group = [s for s in mine if method in ("all", s.method)]
+            means = " | ".join(f"{statistics.fmean(crossfit(s, rule) for s in group):+.4f}" for rule in RULES)
+            lines.append(f"| {method} | {len(group)} | {means} |")
+        for rule in RULES:
+            if rule == HAQ_PICK:
+                continue
+            gap, lo, hi = mean_gap([(crossfit(s, rule), crossfit(s, HAQ_PICK)) for s in mine])
+            better = sum(crossfit(s, rule) > crossfit(s, HAQ_PICK) for s in mine)
+            worse = sum(crossfit(s, rule) < crossfit(s, HAQ_PICK) for s in mine)
+            lines.append(
+                f"\n{rule.name} minus {HAQ_PICK.name}: {gap:+.4f} (95 % bootstrap interval over runs [{lo:+.4f}, {hi:+.4f}]; "
+                f"better in {better}, worse in {worse} of {len(mine)})"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("runs", nargs="+", type=Path, help="bench/search_quality.py --out directories")
+    p.add_argument("--out", type=Path, default=Path("runs/pick-rules.jsonl"), help="candidate scores (JSON lines; resumed)")
+    args = p.parse_args(argv)
+    try:
+        scores = read_scores(args.out)
+        for root in args.runs:
+            if not (root / "results.json").is_file():
+                p.error(f"{root} holds no results.json; give a bench/search_quality.py --out directory")
+            done = {s.run for s in scores}
+
+            def keep(s: Scores) -> None:
+                append_durably(args.out, s.to_json() + "\n")
+                scores.append(s)
+
+            measure(root, done, keep)
+    except HaqError as exc:
+        print(f"pick_rules: {exc}", file=sys.stderr)
+        return 2
+    print(report(scores))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
