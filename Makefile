@@ -41,12 +41,16 @@ mutation: $(STAMP)
 	nice $(BIN)/python bench/mutation.py
 
 # Quick modes (minutes each on 2 cores); run a script without --quick for its full mode.
+# Each benchmark's quick mode. The search-quality runs go to a new dated directory (the benchmark
+# refuses one that holds runs), and their final picks are compared with bench/pick_rules.py.
 bench: $(STAMP)
 	$(BIN)/python bench/table_query.py
 	$(BIN)/python bench/protocol.py --rounds 3
 	$(BIN)/python bench/tables.py --models digits_cnn --n 10 --configs 8
 	$(BIN)/python bench/dq_reproduction.py --quick
-	$(BIN)/python bench/search_quality.py --quick
+	out=runs/bench/$$(date +%Y%m%d-%H%M%S) && \
+	$(BIN)/python bench/search_quality.py --quick --out $$out/search-quality && \
+	$(BIN)/python bench/pick_rules.py $$out/search-quality --out $$out/pick-rules.jsonl
 	$(BIN)/python bench/transfer.py --quick
 	$(BIN)/python bench/agent_update.py --repeats 4
 
