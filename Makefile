@@ -40,9 +40,9 @@ test-random: $(STAMP)
 mutation: $(STAMP)
 	nice $(BIN)/python bench/mutation.py
 
-# Quick modes (minutes each on 2 cores); run a script without --quick for its full mode.
-# Each benchmark's quick mode. The search-quality runs go to a new dated directory (the benchmark
-# refuses one that holds runs), and their final picks are compared with bench/pick_rules.py.
+# Quick modes (minutes each on 2 cores); run a script without --quick for its full mode. The
+# search-quality runs go to a new dated directory (the benchmark refuses one that holds runs),
+# and their final picks are compared with bench/pick_rules.py.
 bench: $(STAMP)
 	$(BIN)/python bench/table_query.py
 	$(BIN)/python bench/protocol.py --rounds 3
