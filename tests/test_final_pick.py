@@ -9,6 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from search_fakes import LinearEvaluator
 
 from haq.cli import main
@@ -16,6 +18,7 @@ from haq.core.errors import ConfigError
 from haq.evaluation.evaluators import CachedEvaluator
 from haq.evaluation.metrics import PolicyMetrics
 from haq.problem.fidelity import FidelityScreen
+from haq.problem.select import top_distinct
 from haq.quant import LayerBits, QuantPolicy
 from haq.runs.final_pick import PICK_FILE, POLICY_FILE, PickConfig, judged, promoted
 from haq.runs.rundir import EpisodeRecord, RunDir
@@ -124,3 +127,19 @@ def test_the_pick_is_part_of_the_job_document(tmp_path: Path) -> None:
     assert "[pick]" in (out / "job.toml").read_text() and "k = 2" in (out / "job.toml").read_text()
     assert main(["search", "--config", str(job), "--out", str(tmp_path / "none"), "--pick", "0"]) == 0
     assert not (tmp_path / "none" / PICK_FILE).exists()
+
+
+@given(st.lists(st.tuples(st.integers(2, 4), st.sampled_from([-0.5, -0.25, 0.0, 0.25])), max_size=12), st.integers(1, 6))
+def test_the_top_candidates_are_the_best_distinct_policies_best_first(rows: list[tuple[int, float]], k: int) -> None:
+    candidates = [(QuantPolicy.uniform(["a"], bits), reward) for bits, reward in rows]
+    top = top_distinct(candidates, k)
+    bits = [candidates[i][0]["a"].w_bits for i in top]
+    assert len(bits) == len(set(bits)) == min(k, len({b for b, _ in rows}))
+    assert [candidates[i][1] for i in top] == sorted((candidates[i][1] for i in top), reverse=True)
+    for i in top:  # each is its policy's best-rewarded (then earliest) episode
+        same = [j for j, (b, _) in enumerate(rows) if b == rows[i][0]]
+        assert i == min(same, key=lambda j: (-rows[j][1], j))
+    left_out = {b for b, _ in rows} - set(bits)
+    if left_out:  # nothing left out beats the last one kept
+        best_left = max(r for b, r in rows if b in left_out)
+        assert best_left <= candidates[top[-1]][1]
