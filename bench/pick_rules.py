@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from search_quality import PICK_K, Setting, Workbench
+from search_quality import BOOTSTRAP_DRAWS, PICK_K, Setting, Workbench, run_dir
 
 from haq.core.errors import HaqError
 from haq.core.fileio import append_durably, atomic_write_text
@@ -63,7 +63,6 @@ RULES = (
     HAQ_PICK,
     Rule("pooled top 5", PICK_K, True),
 )
-DRAWS = 4000
 FORMAT = "haq.bench.pick_rules"
 VERSION = 1
 
@@ -137,18 +136,19 @@ def mean_gap(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
     """Mean of ``a - b`` over paired runs and a 95 % bootstrap interval (fixed resampling seed)."""
     diffs = [a - b for a, b in pairs]
     rng = random.Random(0)
-    spread = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(DRAWS))
-    return statistics.fmean(diffs), spread[int(0.025 * DRAWS)], spread[int(0.975 * DRAWS) - 1]
+    spread = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(BOOTSTRAP_DRAWS))
+    return statistics.fmean(diffs), spread[int(0.025 * BOOTSTRAP_DRAWS)], spread[int(0.975 * BOOTSTRAP_DRAWS) - 1]
 
 
 def measure(root: Path, done: set[str], sink: Callable[[Scores], None]) -> None:
     """Score the top candidates of every single-fidelity run under ``root`` not yet in ``done``."""
     results = json.loads((root / "results.json").read_text())
-    by_model: dict[tuple[str, str, int], list[dict[str, object]]] = {}
+    by_model: dict[tuple[str, str, int], list[tuple[Path, dict[str, object]]]] = {}
     for r in results:
-        if str(r["method"]).startswith("rl-multi") or str(root / str(r["model"]) / f"{r['method']}-s{r['seed']}") in done:
+        run = run_dir(root, str(r["model"]), str(r["method"]), int(r["seed"]))
+        if str(r["method"]).startswith("rl-multi") or str(run) in done:
             continue
-        by_model.setdefault((str(r["model"]), str(r["evaluator"]), int(r["val_samples"])), []).append(r)
+        by_model.setdefault((str(r["model"]), str(r["evaluator"]), int(r["val_samples"])), []).append((run, r))
     for (model, evaluator, val_samples), runs in by_model.items():
         bench = Workbench(Setting(model, evaluator, 0, (0,), val_samples), workers=1)
         try:
@@ -158,8 +158,7 @@ def measure(root: Path, done: set[str], sink: Callable[[Scores], None]) -> None:
                 problem.held_out(evaluator, Images("test", 0, n // 2)),
                 problem.held_out(evaluator, Images("test", n // 2, n)),
             ]
-            for r in runs:
-                run = root / model / f"{r['method']}-s{r['seed']}"
+            for run, r in runs:
                 records = RunDir(run).read_episodes()
                 top = top_distinct([(x.quant_policy(), x.reward) for x in records], PICK_K)
                 policies = [records[i].quant_policy() for i in top]
@@ -199,9 +198,10 @@ def report(scores: list[Scores]) -> str:
         for rule in RULES:
             if rule == HAQ_PICK:
                 continue
-            gap, lo, hi = mean_gap([(crossfit(s, rule), crossfit(s, HAQ_PICK)) for s in mine])
-            better = sum(crossfit(s, rule) > crossfit(s, HAQ_PICK) for s in mine)
-            worse = sum(crossfit(s, rule) < crossfit(s, HAQ_PICK) for s in mine)
+            pairs = [(crossfit(s, rule), crossfit(s, HAQ_PICK)) for s in mine]
+            gap, lo, hi = mean_gap(pairs)
+            better = sum(a > b for a, b in pairs)
+            worse = sum(a < b for a, b in pairs)
             lines.append(
                 f"\n{rule.name} minus {HAQ_PICK.name}: {gap:+.4f} (95 % bootstrap interval over runs [{lo:+.4f}, {hi:+.4f}]; "
                 f"better in {better}, worse in {worse} of {len(mine)})"

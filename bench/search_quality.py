@@ -330,6 +330,11 @@ def reached(rewards: tuple[float, ...], target: float) -> int | None:
     return None
 
 
+def run_dir(root: Path, model: str, method: str, seed: int) -> Path:
+    """Where one method's run of one seed on one model lives under a benchmark's ``--out``."""
+    return root / model / f"{method}-s{seed}"
+
+
 def bench_setting(setting: Setting, methods: tuple[str, ...], workers: int, root: Path, sink: Callable[[RunResult], None]) -> str:
     bench = Workbench(setting, workers)
     try:
@@ -338,7 +343,7 @@ def bench_setting(setting: Setting, methods: tuple[str, ...], workers: int, root
             if method.startswith("rl-multi") and setting.evaluator != "full":
                 continue
             for seed in setting.seeds if method in SEEDED else setting.seeds[:1]:
-                out = root / setting.model / f"{method}-s{seed}"
+                out = run_dir(root, setting.model, method, seed)
                 log(f"{setting.model}: {method} seed {seed}, {setting.evaluations} evaluations")
                 r = run_method(bench, method, seed, setting.evaluations, out)
                 sink(r)
