@@ -60,7 +60,7 @@ from haq.transfer.agent import load_on, rollout
 from haq.transfer.config import ZERO_SHOT_STARTS, TransferConfig
 from haq.transfer.run import REUSED, run_transfer
 from haq.transfer.source import load_source
-from haq.transfer.start import STARTED_FROM
+from haq.transfer.start import FROM_PREDICTED, STARTED_FROM
 from haq.workload import WorkloadConfig
 
 
@@ -201,7 +201,7 @@ def transfers(
                     seed,
                     records[0].reward,
                     int(records[0].extra.get(REUSED, 0)),
-                    records[0].extra.get(STARTED_FROM) == "predicted",
+                    records[0].extra.get(STARTED_FROM) == FROM_PREDICTED,
                     curve[-1],
                     at or len(curve),
                     time.perf_counter() - start,

@@ -14,7 +14,9 @@ from haq.core.errors import ConfigError
 from haq.core.validate import choice, count, finite, positive, unit_interval
 from haq.evaluation.config import EVALUATORS
 
-ZERO_SHOT_STARTS = ("predicted", "best_reused")
+PREDICTED_START = "predicted"
+BEST_REUSED_START = "best_reused"
+ZERO_SHOT_STARTS = (PREDICTED_START, BEST_REUSED_START)
 """What a reusing transfer's zero-shot policy is (:attr:`TransferConfig.zero_shot`)."""
 
 
@@ -66,7 +68,7 @@ class TransferConfig:
     input_size: int | None = None
     reuse_source: bool = True
     clone_steps: int = 2000
-    zero_shot: str = "predicted"
+    zero_shot: str = PREDICTED_START
 
     def __post_init__(self) -> None:
         if not self.source:

@@ -50,7 +50,7 @@ from haq.search.config import SearchConfig
 from haq.search.run import AgentEnv, prior_section, train
 from haq.search.rungs import CENTRE, centre_at, centre_at_accuracy, centre_fraction, centre_rung, rung_count
 from haq.transfer.agent import load_on, prepare_finetune, rollout
-from haq.transfer.config import TransferConfig
+from haq.transfer.config import BEST_REUSED_START, PREDICTED_START, TransferConfig
 from haq.transfer.experience import clone_actor, learn_from_replay, replay, reprice, why_not_reused
 from haq.transfer.source import SourceRun, load_source
 from haq.transfer.start import PredictedStart, choose_zero_shot, predicted_start
@@ -291,7 +291,7 @@ class Transfer(Proposer[TransferStore]):
         transfer starts from predictions and the source's agent had prior rungs to mirror."""
         config = self._opened()[0].config
         rungs = rung_count(config.agent, config.episodes)
-        if self.cfg.zero_shot != "predicted" or problem.prior is None or rungs < 2:
+        if self.cfg.zero_shot != PREDICTED_START or problem.prior is None or rungs < 2:
             return None
         return predicted_start(problem, self.records, rungs, config.agent.prior_floor)
 
@@ -330,7 +330,7 @@ def _upgraded(settings: Mapping[str, Any]) -> Mapping[str, Any]:
     """Stored transfer settings as today's fields read them: a run written before
     ``zero_shot`` existed started from the best reused policy."""
     if "zero_shot" not in settings:
-        return {**settings, "zero_shot": "best_reused"}
+        return {**settings, "zero_shot": BEST_REUSED_START}
     return settings
 
 

@@ -29,7 +29,10 @@ from haq.runs.rundir import EpisodeRecord
 from haq.transfer.experience import Repriced, reachable
 
 STARTED_FROM = "zero_shot_from"
-"""Key of the zero-shot episode's ``extra``: ``predicted`` or ``reused`` (:attr:`TransferConfig.zero_shot`)."""
+"""Key of the zero-shot episode's ``extra``: :data:`FROM_PREDICTED` or :data:`FROM_REUSED`
+(:attr:`TransferConfig.zero_shot`)."""
+FROM_PREDICTED = "predicted"
+FROM_REUSED = "reused"
 PREDICTED = "predicted_reward"
 """Key of the zero-shot episode's ``extra``: the reward predicted for the best allocation."""
 PREDICTED_FRACTION = "predicted_fraction"
@@ -110,7 +113,7 @@ def choose_zero_shot(predicted: PredictedStart | None, best: Repriced | None) ->
         than = "" if best is None else f" (the best reused: {best.scored.reward:+.4f})"
         return ZeroShot(
             predicted.pairs,
-            {**noted, STARTED_FROM: "predicted"},
+            {**noted, STARTED_FROM: FROM_PREDICTED},
             f"the sensitivity allocation at {predicted.fraction:.3f} x budget, predicted {predicted.predicted:+.4f} "
             f"from {predicted.points} evaluated errors{than}",
         )
@@ -118,12 +121,14 @@ def choose_zero_shot(predicted: PredictedStart | None, best: Repriced | None) ->
         return None
     return ZeroShot(
         best.pairs,
-        {**noted, STARTED_FROM: "reused"},
+        {**noted, STARTED_FROM: FROM_REUSED},
         f"the best of them ({best.scored.reward:+.4f} here, source episode {best.source_episode})",
     )
 
 
 __all__ = [
+    "FROM_PREDICTED",
+    "FROM_REUSED",
     "PREDICTED",
     "PREDICTED_FRACTION",
     "STARTED_FROM",
