@@ -39,6 +39,7 @@ from haq.problem.problem import SearchProblem
 from haq.runs.final_pick import PICK_FILE, POLICY_FILE, PickConfig, pick_run, write_pick
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import RunResult
+from haq.runs.rundir import BEST_FILE, CONFIG_FILE
 from haq.runs.tracking import MlflowRun
 from haq.search.config import SearchConfig
 from haq.search.run import run_search
@@ -132,7 +133,7 @@ def run_tracked(
     (:mod:`haq.runs.final_pick`, the job's ``pick`` section) and, when the job asks, the run is
     tracked in MLflow (params, metrics per episode, then the best and final policies, config and
     plots as artifacts)."""
-    if resume or not (out / "config.json").exists():
+    if resume or not (out / CONFIG_FILE).exists():
         out.mkdir(parents=True, exist_ok=True)
         write_job(out, job)
     tracker = _mlflow(job, out, problem)
@@ -145,7 +146,7 @@ def run_tracked(
         tracker.finish([], status="FAILED")
         raise
     picked = [out / PICK_FILE, out / POLICY_FILE] if result.final is not None else []
-    tracker.finish([out / "best_policy.json", *picked, out / "config.json", *plot_files(out)])
+    tracker.finish([out / BEST_FILE, *picked, out / CONFIG_FILE, *plot_files(out)])
     return result
 
 

@@ -38,6 +38,9 @@ from haq.quant import QuantPolicy
 
 RUN_FORMAT = "haq.search_run"
 RUN_VERSION = 1
+CONFIG_FILE = "config.json"
+EPISODES_FILE = "episodes.jsonl"
+BEST_FILE = "best_policy.json"
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,9 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.config_path = self.path / "config.json"
-        self.episodes_path = self.path / "episodes.jsonl"
-        self.best_path = self.path / "best_policy.json"
+        self.config_path = self.path / CONFIG_FILE
+        self.episodes_path = self.path / EPISODES_FILE
+        self.best_path = self.path / BEST_FILE
         self.checkpoint_dir = self.path / "checkpoint"
 
     def exists(self) -> bool:

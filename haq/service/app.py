@@ -20,11 +20,10 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Annotated, Any, AsyncIterator
 
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
@@ -42,12 +41,15 @@ from haq.jobs.document import RUN_KINDS, parse_job
 from haq.jobs.files import to_toml
 from haq.plots import plot_run
 from haq.runs.final_pick import PICK_FILE, POLICY_FILE
-from haq.runs.rundir import EpisodeRecord, RunDir, best_of
+from haq.runs.rundir import BEST_FILE, RunDir, best_of
+from haq.service.body_limit import BodyLimit
 from haq.service.config import ServiceConfig
 from haq.service.names import check_submission, known_tables, planned_total
-from haq.service.store import DONE_STATES, JOB_ID, NAME, RUNNING, JobInfo, Store
-from haq.service.worker import JOB_FILE, ONNX_FILE, ONNX_STAMP
-from haq.service.workers import LOG_FILE, PROGRESS_FILE, WORKER_MODULE, WorkerPool
+from haq.service.peek import file_stamp, read_message, read_object
+from haq.service.store import DONE_STATES, JOB_ID, NAME, JobInfo, Store
+from haq.service.views import RunCache, job_details, job_view, related_baselines, table_source
+from haq.service.worker import EXPORT_ERROR_FILE, JOB_FILE, ONNX_FILE, ONNX_STAMP
+from haq.service.workers import LOG_FILE, WORKER_MODULE, WorkerPool
 from haq.tables.table import load_table
 
 MAX_PAGE = 1000
@@ -56,7 +58,6 @@ JobId = Annotated[str, PathParam(description="a job id (16 hex digits)", min_len
 Name = Annotated[
     str, PathParam(description="a table or agent name", min_length=1, max_length=64, pattern="^" + NAME.pattern + "$")
 ]
-ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
 class Figure(str, enum.Enum):
@@ -211,7 +212,7 @@ def create_app(cfg: ServiceConfig, log: Log) -> FastAPI:
 
     @api.get("/jobs/{job_id}/best", tags=["results"], summary="the best policy so far (haq.policy JSON)")
     def get_best(job_id: JobId) -> Response:
-        return run_file(job_id, "best_policy.json", "no best policy yet")
+        return run_file(job_id, BEST_FILE, "no best policy yet")
 
     @api.get(
         "/jobs/{job_id}/final",
@@ -239,7 +240,7 @@ def create_app(cfg: ServiceConfig, log: Log) -> FastAPI:
             raise HTTPException(404, f"job_id: job {info.id} has no finished episode to plot yet")
         baselines = [store.run_dir(b) for b in related_baselines(store, info) if runs.records(store.run_dir(b))]
         out = store.job_dir(info.id) / PLOTS_DIR
-        stamp = json.dumps([_file_stamp(run_dir / "episodes.jsonl"), *[_file_stamp(b / "episodes.jsonl") for b in baselines]])
+        stamp = json.dumps([file_stamp(RunDir(d).episodes_path) for d in (run_dir, *baselines)])
         with plot_lock:
             stamp_file = out / "stamp.json"
             if not (stamp_file.is_file() and stamp_file.read_text() == stamp and (out / f"{figure.value}.png").is_file()):
@@ -291,7 +292,8 @@ def create_app(cfg: ServiceConfig, log: Log) -> FastAPI:
 
     @api.get("/tables", tags=["tables"], summary="the tables the service knows: shipped, uploaded and built")
     def list_tables() -> dict[str, Any]:
-        return {"tables": [runs.table_summary(name, path, _source(store, path)) for name, path in known_tables(store).items()]}
+        tables = known_tables(store).items()
+        return {"tables": [runs.table_summary(name, path, table_source(store, path)) for name, path in tables]}
 
     @api.get("/tables/{name}", tags=["tables"], summary="one table file")
     def get_table(name: Name) -> FileResponse:
@@ -342,7 +344,7 @@ def check_pem(pem: str) -> None:
         raise HTTPException(422, f"tls_ca: not a PEM certificate ssl can load ({exc}); send the agent's --tls-cert file") from exc
 
 
-def _store_table(store: Store, runs: "RunCache", name: str, body: bytes, replace: bool) -> dict[str, Any]:
+def _store_table(store: Store, runs: RunCache, name: str, body: bytes, replace: bool) -> dict[str, Any]:
     """Validate an uploaded table with the table loader, then move it into place."""
     if name in latency_tables.available():
         raise HTTPException(409, f"name: {name!r} is a shipped table; upload under another name")
@@ -363,125 +365,6 @@ def _store_table(store: Store, runs: "RunCache", name: str, body: bytes, replace
     return runs.table_summary(name, final, "store") | {"device": table.device}
 
 
-class RunCache:
-    """Episode logs and table summaries, re-read only when their file changes."""
-
-    def __init__(self) -> None:
-        self._records: dict[Path, tuple[tuple[int, int], list[EpisodeRecord]]] = {}
-        self._tables: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
-        self._lock = threading.Lock()
-
-    def records(self, run_dir: Path) -> list[EpisodeRecord]:
-        """The complete episodes of a run directory (none if it holds no log yet)."""
-        path = run_dir / "episodes.jsonl"
-        stamp = _file_stamp(path)
-        with self._lock:
-            cached = self._records.get(path)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-        try:
-            records = RunDir(run_dir).read_episodes()
-        except HaqError:
-            records = []
-        with self._lock:
-            self._records[path] = (stamp, records)
-        return records
-
-    def table_summary(self, name: str, path: Path, source: str) -> dict[str, Any]:
-        """Name, device, metrics and size of a table."""
-        stamp = _file_stamp(path)
-        with self._lock:
-            cached = self._tables.get(path)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-        try:
-            t = load_table(path, name)
-            summary = {
-                "name": name,
-                "source": source,
-                "device": t.device,
-                "metrics": list(t.metrics),
-                "signatures": len(t.signatures),
-                "models": list(t.meta.get("models", [])),
-            }
-        except HaqError as exc:
-            summary = {"name": name, "source": source, "error": str(exc)}
-        with self._lock:
-            self._tables[path] = (stamp, summary)
-        return summary
-
-
-def job_view(store: Store, runs: RunCache, info: JobInfo) -> dict[str, Any]:
-    """A job's row and its progress: episodes done, best reward so far, evaluations per minute, ETA."""
-    return {**info.to_dict(), "progress": progress_of(store, runs, info)}
-
-
-def progress_of(store: Store, runs: RunCache, info: JobInfo) -> dict[str, Any]:
-    """Progress from the run directory (what is logged) and the worker's progress file (its pace)."""
-    if info.kind not in RUN_KINDS:
-        return {
-            "episodes_done": None,
-            "episodes_total": None,
-            "best_reward": None,
-            "evaluations_per_minute": None,
-            "eta_seconds": None,
-        }
-    records = runs.records(store.run_dir(info.id))
-    best = best_of(records)
-    pf = _read_json(store.job_dir(info.id) / PROGRESS_FILE)
-    total = pf.get("episodes") if isinstance(pf.get("episodes"), int) else info.total
-    rate = None
-    done_now, done_then = pf.get("done"), pf.get("done_at_start")
-    start, last = pf.get("session_start"), pf.get("time")
-    if all(isinstance(x, (int, float)) for x in (done_now, done_then, start, last)):
-        elapsed = (time.time() if info.state == RUNNING else last) - start
-        if done_now > done_then and elapsed > 0:
-            rate = (done_now - done_then) / elapsed * 60.0
-    eta = None
-    if rate and total is not None and info.state == RUNNING:
-        eta = max(0.0, (total - len(records)) / rate * 60.0)
-    return {
-        "episodes_done": len(records),
-        "episodes_total": total,
-        "best_reward": best.reward if best else None,
-        "best_episode": best.episode if best else None,
-        "evaluations_per_minute": rate,
-        "eta_seconds": eta,
-    }
-
-
-def job_details(store: Store, info: JobInfo) -> dict[str, Any]:
-    """What the page draws besides the episodes: the budget, the float reference, the layers and related baselines."""
-    details: dict[str, Any] = {"baselines": related_baselines(store, info)}
-    config = _read_json(store.run_dir(info.id) / "config.json")
-    for key in ("budget", "reference", "layers"):
-        details[key] = config.get(key)
-    return details
-
-
-def related_baselines(store: Store, info: JobInfo) -> list[str]:
-    """Baseline jobs on the same model, table and budget as a search or baseline job (to overlay)."""
-    env = _job_env(store, info.id)
-    if env is None:
-        return []
-    key = _env_key(env)
-    return [j.id for j in store.jobs() if j.kind == "baseline" and j.id != info.id and _env_key(_job_env(store, j.id)) == key]
-
-
-def _job_env(store: Store, job_id: str) -> dict[str, Any] | None:
-    doc = _read_json(store.job_dir(job_id) / JOB_FILE)
-    kind = doc.get("kind")
-    env = doc.get("search", {}).get("env") if kind == "search" else doc.get("env") if kind == "baseline" else None
-    return env if isinstance(env, dict) else None
-
-
-def _env_key(env: dict[str, Any] | None) -> Any:
-    if env is None:
-        return None
-    workload = env.get("workload", {})
-    return (workload.get("model"), workload.get("dataset"), env.get("table"), json.dumps(env.get("budget"), sort_keys=True))
-
-
 def _export(cfg: ServiceConfig, store: Store, job_id: str) -> None:
     """Export in a worker process (it loads the model), bounded by ``export_timeout_s``."""
     cmd = [sys.executable, "-m", WORKER_MODULE, "--store", str(store.root), "--parent", str(os.getpid()), "--export", job_id]
@@ -497,34 +380,13 @@ def _export(cfg: ServiceConfig, store: Store, job_id: str) -> None:
     except subprocess.TimeoutExpired:
         raise HTTPException(504, f"exporting job {job_id} took longer than {cfg.export_timeout_s:g} s") from None
     if done.returncode != 0:
-        message = _read_json(store.job_dir(job_id) / "export.error.json").get("message", f"exit code {done.returncode}")
+        message = read_message(store.job_dir(job_id) / EXPORT_ERROR_FILE) or f"exit code {done.returncode}"
         raise HTTPException(409, f"job_id: the best policy of job {job_id} cannot be exported: {message}")
 
 
 def _stamped_episode(path: Path) -> int | None:
-    value = _read_json(path).get("episode")
+    value = read_object(path).get("episode")
     return value if isinstance(value, int) else None
-
-
-def _source(store: Store, path: Path) -> str:
-    """``shipped`` with haq, or ``store``: uploaded to, or built by, this service."""
-    return "store" if path.parent == store.tables_dir else "shipped"
-
-
-def _file_stamp(path: Path) -> tuple[int, int]:
-    try:
-        st = path.stat()
-    except OSError:
-        return (0, -1)
-    return (st.st_mtime_ns, st.st_size)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
@@ -534,72 +396,4 @@ def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
     return out
 
 
-class _TooLarge(HTTPException):
-    """A body over its cap, noticed while it streams in (FastAPI passes HTTP exceptions through body parsing)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"body: request body over the {limit}-byte limit")
-
-
-class BodyLimit:
-    """Refuses a request body over its cap with 413 (by Content-Length, and while it streams in).
-
-    ``PUT /tables/...`` (a table upload) gets ``table_limit``, everything else ``limit``.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int, table_limit: int) -> None:
-        self.app = app
-        self.limit = limit
-        self.table_limit = table_limit
-
-    async def __call__(
-        self, scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        is_upload = scope.get("method") == "PUT" and str(scope.get("path", "")).startswith("/tables/")
-        limit = self.table_limit if is_upload else self.limit
-        for key, value in scope.get("headers", []):
-            if key == b"content-length":
-                if not value.isdigit() or int(value) > limit:
-                    await _send_413(send, limit)
-                    return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Any:
-            nonlocal received
-            message = await receive()
-            if message.get("type") == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _TooLarge(limit)
-            return message
-
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            if message.get("type") == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _send_413(send, limit)
-
-
-async def _send_413(send: Callable[[Any], Awaitable[None]], limit: int) -> None:
-    body = json.dumps({"detail": f"body: request body over the {limit}-byte limit"}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-__all__ = ["BodyLimit", "Figure", "RunCache", "create_app", "job_view", "progress_of"]
+__all__ = ["Figure", "create_app"]

@@ -49,6 +49,7 @@ JOB_FILE = "job.json"
 LOCK_FILE = "worker.lock"
 ONNX_FILE = "best.onnx"
 ONNX_STAMP = "best.onnx.json"
+EXPORT_ERROR_FILE = "export.error.json"
 _PR_SET_PDEATHSIG = 1
 EXPORT_CALIBRATION = 64
 
@@ -66,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = Store(Path(ns.store))
     job_dir = store.job_dir(ns.job_id)
     if ns.export:
-        return _guarded(job_dir, "export.error.json", lambda: export_best(store, ns.job_id))
+        return _guarded(job_dir, EXPORT_ERROR_FILE, lambda: export_best(store, ns.job_id))
     with open(job_dir / LOCK_FILE, "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         return _guarded(job_dir, ERROR_FILE, lambda: run(store, ns.job_id))

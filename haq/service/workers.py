@@ -14,7 +14,6 @@ from its checkpoint, so no finished episode is lost or repeated.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 from haq.core.types import Log
+from haq.service.peek import read_message
 from haq.service.store import CANCELLED, DONE_STATES, FAILED, FINISHED, QUEUED, RUNNING, JobInfo, Store
 
 WORKER_MODULE = "haq.service.worker"
@@ -148,7 +148,7 @@ class WorkerPool:
             self.store.update(job_id, state=CANCELLED, pid=None, finished=now, message="cancelled")
         elif code == 0:
             self.store.update(
-                job_id, state=FINISHED, pid=None, finished=now, message=_read_message(job_dir / RESULT_FILE) or "finished"
+                job_id, state=FINISHED, pid=None, finished=now, message=read_message(job_dir / RESULT_FILE) or "finished"
             )
         elif code < 0 and job.kills + 1 < self.max_attempts:
             self.store.update(
@@ -168,7 +168,7 @@ class WorkerPool:
                 message=f"worker killed by signal {-code} {job.kills + 1} times; giving up",
             )
         else:
-            message = _read_message(job_dir / ERROR_FILE) or _last_line(job_dir / LOG_FILE) or f"worker exited with code {code}"
+            message = read_message(job_dir / ERROR_FILE) or _last_line(job_dir / LOG_FILE) or f"worker exited with code {code}"
             self.store.update(job_id, state=FAILED, pid=None, finished=now, message=message)
 
     def _escalate(self) -> None:
@@ -198,15 +198,6 @@ class WorkerPool:
         self._procs[job.id] = proc
         started = job.started if job.started is not None else time.time()
         self.store.update(job.id, state=RUNNING, pid=proc.pid, started=started, attempts=job.attempts + 1)
-
-
-def _read_message(path: Path) -> str | None:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    message = doc.get("message") if isinstance(doc, dict) else None
-    return str(message) if message else None
 
 
 def _last_line(path: Path) -> str | None:
