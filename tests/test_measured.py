@@ -15,7 +15,8 @@ from haq.hardware.check import check_table, load_check, score
 from haq.hardware.device.machine import machine_fingerprint
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.fit import fit_table, load_observations, observations_path, runner_identity, save_observations
+from haq.hardware.fit import fit_table
+from haq.hardware.fit_observations import load_observations, observations_path, runner_identity, save_observations
 from haq.hardware.graph_fit import (
     DIRECTIONS,
     SCALE_BOUNDS,

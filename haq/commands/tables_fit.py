@@ -14,7 +14,8 @@ from haq.core.errors import ConfigError, TableError
 from haq.core.types import stderr_log as log
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import SESSIONS, ProtocolConfig
-from haq.hardware.fit import FIT_CONFIGS, fit_table, observations_path, sessions_path
+from haq.hardware.fit import FIT_CONFIGS, fit_table
+from haq.hardware.fit_observations import observations_path, sessions_path
 from haq.hardware.networks import load_network
 from haq.jobs.machine import check_machine
 

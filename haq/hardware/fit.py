@@ -4,7 +4,8 @@
 round-robin batch), fits the per-device terms (boundary rules, per-layer terms) jointly over
 all of them and, per network, terms of its own or a correction on top (the numerics are
 :mod:`haq.hardware.graph_fit`, :func:`fit_graph` the timing-free step) and saves the table.
-The whole-model measurements it used are kept in a small JSON-lines file beside the table, so
+The whole-model measurements it used are kept in a small JSON-lines file beside the table
+(:mod:`haq.hardware.fit_observations`), so
 a refit (a new fitting method, another model added) re-measures only what that file lacks.
 Both are tied to a machine: a table that records one (``meta.machine``) is fitted only by a
 runner on the same machine, and kept measurements are reused only on the machine that took them.
@@ -12,19 +13,22 @@ runner on the same machine, and kept measurements are reused only on the machine
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from haq.core import jsonio, validate
-from haq.core.errors import TableError
-from haq.core.fileio import atomic_write_text
+from haq.core import validate
 from haq.core.types import BitPair, Log
-from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.runner import Runner
 from haq.hardware.device.sentinel import sentinel_model
+from haq.hardware.fit_observations import (
+    MeasuredCache,
+    check_table_machine,
+    load_observations,
+    runner_identity,
+    save_observations,
+)
 from haq.hardware.graph_fit import (
     FLOOR_SLACK,
     OWN_FORM,
@@ -65,8 +69,6 @@ from haq.tables.schema import (
 )
 from haq.tables.table import CostTable, save_table
 
-MeasuredCache = dict[tuple[str, tuple[BitPair, ...]], float]
-"""Whole-model measurements already taken: (network fingerprint, per-layer bits) -> latency (ms, the protocol's floor)."""
 Exported = dict[tuple[str, tuple[BitPair, ...]], bytes]
 """Configurations already exported in this fit: (network fingerprint, per-layer bits) -> ONNX bytes."""
 
@@ -78,9 +80,6 @@ run, the checks within ±10 % of the networks' own terms averaged 91 % over eigh
 took 136 s against 81 s with 12 (``--configs 12``; latency_tables/README.md)."""
 DRAWS_PER_CONFIG = 20
 """Random policies drawn per fit configuration wanted, to find that many distinct ones."""
-OBSERVATIONS_FORMAT = "haq.fit_observations"
-OBSERVATIONS_VERSION = 2
-"""2: the header names the timing machine (``machine``: its fingerprint identity)."""
 
 
 def fit_table(
@@ -109,7 +108,7 @@ def fit_table(
     (:func:`blend_with_terms`). Nothing of theirs is added to ``observations``.
     """
     machine = runner_identity(runner)
-    _check_table_machine(table, machine)
+    check_table_machine(table, machine)
     whole = [net for net in nets if net.name not in by_parts]
     obs: list[Observation] = []
     overhead: RunOverhead | None = None
@@ -620,85 +619,6 @@ def overhead_weight(table: CostTable, layers: Sequence[LayerInfo], bits: Sequenc
 def layer_sum(table: CostTable, layers: Sequence[LayerInfo], policy: QuantPolicy) -> float:
     """The sum of the table's per-layer costs, without boundaries or correction."""
     return float(sum(table.layer_cost(layer.signature, policy[layer.name].w_bits, policy[layer.name].a_bits) for layer in layers))
-
-
-def observations_path(table_path: Path) -> Path:
-    """Where ``haq tables fit`` keeps a table's whole-model measurements (not ``*.json``: not a table)."""
-    return table_path.with_name(table_path.stem + ".fit.jsonl")
-
-
-def sessions_path(table_path: Path) -> Path:
-    """Where a local fit of ``table_path`` journals its whole-model sessions while it times them
-    (:class:`~haq.hardware.device.journal.SessionJournal`): a fit killed halfway resumes from it."""
-    return table_path.with_name(table_path.stem + ".fit-sessions.jsonl")
-
-
-def runner_identity(runner: Runner) -> str:
-    """The fingerprint identity of the machine ``runner`` times on (``unknown`` for an agent too old to say)."""
-    reported = runner.device_info().get("fingerprint")
-    return str(reported.get("identity", "unknown")) if isinstance(reported, dict) else "unknown"
-
-
-def _check_table_machine(table: CostTable, machine: str) -> None:
-    """Whole-model times from one machine must not correct layer costs measured on another."""
-    recorded = table.meta.get("machine")
-    if recorded is None:
-        return
-    if MachineFingerprint.from_dict(recorded).identity != machine:
-        raise TableError(
-            f"table {table.name} was measured on machine {recorded.get('identity')} ({recorded.get('cpu', '?')}), "
-            f"but the fit would time on machine {machine}; fit it where it was built, or build this "
-            "machine's table with `haq tables build --device cpu`"
-        )
-
-
-def save_observations(path: Path, table: CostTable, known: MeasuredCache, machine: str) -> None:
-    """One header line naming the table's build and the timing machine, then one measurement per line (atomic write)."""
-    head = {
-        "format": OBSERVATIONS_FORMAT,
-        "version": OBSERVATIONS_VERSION,
-        "device": table.device,
-        "table_created": table.meta["created"],
-        "protocol": table.meta["protocol"],
-        "machine": machine,
-    }
-    lines = [json.dumps(head, sort_keys=True)]
-    lines += [
-        json.dumps({"fingerprint": fp, "bits": [list(b) for b in bits], "measured_ms": ms})
-        for (fp, bits), ms in sorted(known.items())
-    ]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def load_observations(path: Path, table: CostTable, machine: str) -> MeasuredCache:
-    """Measurements recorded in ``path`` for ``table`` on ``machine`` (a fingerprint identity);
-    empty (with nothing reused) if they are for another build or were taken on another machine,
-    including version 1 files, which did not say where they were taken."""
-    try:
-        text = jsonio.read_text(path, "fit observations file", max_bytes=jsonio.MAX_LOG_BYTES, error=TableError)
-        rows = [jsonio.loads(line, str(path), error=TableError) for line in text.splitlines() if line.strip()]
-        head, body = rows[0], rows[1:]
-        if head.get("format") != OBSERVATIONS_FORMAT or head.get("version") not in (1, OBSERVATIONS_VERSION):
-            raise ValueError(
-                f"format {head.get('format')!r} version {head.get('version')!r}, "
-                f"expected {OBSERVATIONS_FORMAT!r} version {OBSERVATIONS_VERSION}"
-            )
-        if (head.get("device"), head.get("table_created"), head.get("protocol"), head.get("machine")) != (
-            table.device,
-            table.meta["created"],
-            table.meta["protocol"],
-            machine,
-        ):
-            return {}
-        out: MeasuredCache = {}
-        for r in body:
-            ms = float(r["measured_ms"])
-            if not (math.isfinite(ms) and ms > 0):
-                raise ValueError(f"measured_ms must be finite and > 0, got {r['measured_ms']!r}")
-            out[(str(r["fingerprint"]), tuple((int(w), int(a)) for w, a in r["bits"]))] = ms
-        return out
-    except (OSError, IndexError, KeyError, TypeError, ValueError, AttributeError, TableError) as exc:
-        raise TableError(f"fit observations file {path} is unreadable or malformed ({exc}); delete it to re-measure") from None
 
 
 def _describe(fit: DeviceFit) -> str:

@@ -35,7 +35,8 @@ from haq.hardware.build import DeviceBackend, extend_table
 from haq.hardware.device.machine import MachineFingerprint, fingerprint_differences, machine_fingerprint
 from haq.hardware.device.runner import LocalRunner, Runner
 from haq.hardware.device.settings import ProtocolConfig
-from haq.hardware.fit import FIT_CONFIGS, fit_table, observations_path, sessions_path
+from haq.hardware.fit import FIT_CONFIGS, fit_table
+from haq.hardware.fit_observations import observations_path, sessions_path
 from haq.hardware.measured import MeasuredBackend, cpu_slug
 from haq.hardware.networks import Network, network_of
 from haq.models import default_cache_dir
