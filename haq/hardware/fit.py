@@ -5,8 +5,8 @@ round-robin batch), fits the per-device terms (boundary rules, per-layer terms) 
 all of them and, per network, terms of its own or a correction on top (the numerics are
 :mod:`haq.hardware.graph_fit`, :func:`fit_graph` the timing-free step) and saves the table.
 The whole-model measurements it used are kept in a small JSON-lines file beside the table
-(:mod:`haq.hardware.fit_observations`), so
-a refit (a new fitting method, another model added) re-measures only what that file lacks.
+(:mod:`haq.hardware.fit_observations`), so a refit (a new fitting method, another model added)
+re-measures only what that file lacks.
 Both are tied to a machine: a table that records one (``meta.machine``) is fitted only by a
 runner on the same machine, and kept measurements are reused only on the machine that took them.
 """
