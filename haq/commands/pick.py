@@ -25,7 +25,10 @@ def add_pick_args(p: argparse.ArgumentParser) -> None:
         "split (final_pick.json, final_policy.json); 0: no pick",
     )
     g.add_argument(
-        "--select-samples", type=int, default=PickConfig().select_samples, help="held-out images the pick re-scores on"
+        "--select-samples",
+        type=int,
+        default=PickConfig().select_samples,
+        help="validation images the pick re-scores on when that many follow the searched ones (else the test's first half)",
     )
     g.add_argument(
         "--promote",

@@ -36,6 +36,7 @@ from haq.jobs.problems import load_device_table, make_problem
 from haq.plots import plot_run
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
+from haq.problem.select import pick_images
 from haq.runs.final_pick import PICK_FILE, POLICY_FILE, PickConfig, pick_run, write_pick
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import RunResult
@@ -155,7 +156,8 @@ def with_pick(cfg: PickConfig, out: Path, problem: SearchProblem, result: RunRes
     if cfg.k == 0:
         return result
     if log:
-        log(f"final pick: re-scoring the top {cfg.k} policies on {cfg.select_samples} held-out images")
+        select, _ = pick_images(problem, cfg.select_samples)
+        log(f"final pick: re-scoring the top {cfg.k} policies on {select.count} held-out images ({select})")
     final = pick_run(problem, result.records, cfg)
     write_pick(out, final)
     return dataclasses.replace(result, final=final)

@@ -47,8 +47,8 @@ class PickConfig:
     """How a finished run picks its final policy.
 
     k: distinct top policies re-scored on the selection images (0: no pick).
-    select_samples: selection images (validation images after the searched ones, else the
-        first half of the test split).
+    select_samples: selection images: validation images after the searched ones when that many
+        are left, otherwise the first half of the test split (whatever its size).
     promote: multi-fidelity runs: before the pick, full evaluations (on the search images) for
         the screened-out policies the final prediction rates best, until this fraction of the
         episodes has been scored in full; they become candidates like any (0: none).
