@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from haq.core.errors import HaqError
 from haq.jobs.document import RUN_KINDS
@@ -18,6 +18,8 @@ from haq.service.store import RUNNING, JobInfo, Store
 from haq.service.worker import JOB_FILE
 from haq.service.workers import PROGRESS_FILE
 from haq.tables.table import load_table
+
+T = TypeVar("T")
 
 
 class RunCache:
@@ -30,42 +32,45 @@ class RunCache:
 
     def records(self, run_dir: Path) -> list[EpisodeRecord]:
         """The complete episodes of a run directory (none if it holds no log yet)."""
-        path = RunDir(run_dir).episodes_path
-        stamp = file_stamp(path)
-        with self._lock:
-            cached = self._records.get(path)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-        try:
-            records = RunDir(run_dir).read_episodes()
-        except HaqError:
-            records = []
-        with self._lock:
-            self._records[path] = (stamp, records)
-        return records
+        return self._fresh(self._records, RunDir(run_dir).episodes_path, lambda: _episodes(run_dir))
 
     def table_summary(self, name: str, path: Path, source: str) -> dict[str, Any]:
         """Name, device, metrics and size of a table."""
+        return self._fresh(self._tables, path, lambda: _table_summary(name, path, source))
+
+    def _fresh(self, cache: dict[Path, tuple[tuple[int, int], T]], path: Path, read: Callable[[], T]) -> T:
+        """The cached value for ``path`` while the file is unchanged, else ``read()`` (outside the lock)."""
         stamp = file_stamp(path)
         with self._lock:
-            cached = self._tables.get(path)
+            cached = cache.get(path)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
-        try:
-            t = load_table(path, name)
-            summary = {
-                "name": name,
-                "source": source,
-                "device": t.device,
-                "metrics": list(t.metrics),
-                "signatures": len(t.signatures),
-                "models": list(t.meta.get("models", [])),
-            }
-        except HaqError as exc:
-            summary = {"name": name, "source": source, "error": str(exc)}
+        value = read()
         with self._lock:
-            self._tables[path] = (stamp, summary)
-        return summary
+            cache[path] = (stamp, value)
+        return value
+
+
+def _episodes(run_dir: Path) -> list[EpisodeRecord]:
+    try:
+        return RunDir(run_dir).read_episodes()
+    except HaqError:
+        return []
+
+
+def _table_summary(name: str, path: Path, source: str) -> dict[str, Any]:
+    try:
+        t = load_table(path, name)
+    except HaqError as exc:
+        return {"name": name, "source": source, "error": str(exc)}
+    return {
+        "name": name,
+        "source": source,
+        "device": t.device,
+        "metrics": list(t.metrics),
+        "signatures": len(t.signatures),
+        "models": list(t.meta.get("models", [])),
+    }
 
 
 def job_view(store: Store, runs: RunCache, info: JobInfo) -> dict[str, Any]:
