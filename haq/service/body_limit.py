@@ -16,7 +16,7 @@ class _TooLarge(HTTPException):
     """A body over its cap, noticed while it streams in (FastAPI passes HTTP exceptions through body parsing)."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"body: request body over the {limit}-byte limit")
+        super().__init__(413, _detail(limit))
 
 
 class BodyLimit:
@@ -69,7 +69,7 @@ class BodyLimit:
 
 
 async def _send_413(send: Callable[[Any], Awaitable[None]], limit: int) -> None:
-    body = json.dumps({"detail": f"body: request body over the {limit}-byte limit"}).encode()
+    body = json.dumps({"detail": _detail(limit)}).encode()
     await send(
         {
             "type": "http.response.start",
@@ -78,3 +78,7 @@ async def _send_413(send: Callable[[Any], Awaitable[None]], limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _detail(limit: int) -> str:
+    return f"body: request body over the {limit}-byte limit"
