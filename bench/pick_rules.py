@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from search_quality import BOOTSTRAP_DRAWS, PICK_K, Setting, Workbench, run_dir
+from search_quality import BOOTSTRAP_DRAWS, PICK_K, RESULTS, Setting, Workbench, run_dir
 
 from haq.core.errors import HaqError
 from haq.core.fileio import append_durably, atomic_write_text
@@ -142,7 +142,7 @@ def mean_gap(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
 
 def measure(root: Path, done: set[str], sink: Callable[[Scores], None]) -> None:
     """Score the top candidates of every single-fidelity run under ``root`` not yet in ``done``."""
-    results = json.loads((root / "results.json").read_text())
+    results = json.loads((root / RESULTS).read_text())
     by_model: dict[tuple[str, str, int], list[tuple[Path, dict[str, object]]]] = {}
     for r in results:
         run = run_dir(root, str(r["model"]), str(r["method"]), int(r["seed"]))
@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scores = read_scores(args.out)
         for root in args.runs:
-            if not (root / "results.json").is_file():
-                p.error(f"{root} holds no results.json; give a bench/search_quality.py --out directory")
+            if not (root / RESULTS).is_file():
+                p.error(f"{root} holds no {RESULTS}; give a bench/search_quality.py --out directory")
             done = {s.run for s in scores}
 
             def keep(s: Scores) -> None:

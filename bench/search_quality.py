@@ -53,8 +53,11 @@ best-scoring prior rung instead of the cheapest within the rewards' sampling noi
     python bench/search_quality.py --full    # ResNet-20 + MobileNetV2 (cheap, 300) and digits CNN + MLP (full, 300): hours
     python bench/search_quality.py --full --models resnet20 --evaluations 100 --seeds 0 --workers 2
     python bench/search_quality.py --merge OUT_A OUT_B   # one table from runs split over invocations
+    python bench/search_quality.py --full --out OUT --resume   # continue a killed benchmark (same arguments)
 
-Run directories (plot them with ``haq plot``) and results.json go to ``--out``.
+Run directories (plot them with ``haq plot``) and results.json go to ``--out``, with the
+invocation's settings (``benchmark.json``). Each finished run is appended to results.json at once;
+``--resume`` keeps those and starts again the run a kill cut off (its seed gives it the same log).
 """
 
 from __future__ import annotations
@@ -64,12 +67,13 @@ import dataclasses
 import json
 import math
 import random as pyrandom
+import shutil
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -113,6 +117,13 @@ PATIENCE = 5
 """``rl-multi-patience``'s ``EvalConfig.screen_patience``."""
 BOOTSTRAP_DRAWS = 4000
 """Resamples of the seeds behind each comparison's interval (:func:`median_gap`)."""
+RESULTS = "results.json"
+INVOCATION = "benchmark.json"
+"""The settings, methods and worker count an ``--out`` was started with (``--resume`` must match them)."""
+INVOCATION_FORMAT = "haq.bench.search_quality"
+INVOCATION_VERSION = 1
+RunKey = tuple[str, str, int, str, int]
+"""One run of the benchmark: (model, evaluator, val_samples, method, seed)."""
 
 
 @dataclass(frozen=True)
@@ -335,7 +346,19 @@ def run_dir(root: Path, model: str, method: str, seed: int) -> Path:
     return root / model / f"{method}-s{seed}"
 
 
-def bench_setting(setting: Setting, methods: tuple[str, ...], workers: int, root: Path, sink: Callable[[RunResult], None]) -> str:
+def run_key(r: RunResult) -> RunKey:
+    return (r.model, r.evaluator, r.val_samples, r.method, r.seed)
+
+
+def bench_setting(
+    setting: Setting,
+    methods: tuple[str, ...],
+    workers: int,
+    root: Path,
+    sink: Callable[[RunResult], None],
+    done: Mapping[RunKey, RunResult],
+) -> str:
+    """Run ``setting``'s methods and seeds (those in ``done`` are kept, not run) and summarize them."""
     bench = Workbench(setting, workers)
     try:
         results = []
@@ -344,6 +367,14 @@ def bench_setting(setting: Setting, methods: tuple[str, ...], workers: int, root
                 continue
             for seed in setting.seeds if method in SEEDED else setting.seeds[:1]:
                 out = run_dir(root, setting.model, method, seed)
+                kept = done.get((setting.model, setting.evaluator, setting.val_samples, method, seed))
+                if kept is not None:
+                    log(f"{setting.model}: {method} seed {seed}: kept from {RESULTS}")
+                    results.append(kept)
+                    continue
+                if out.exists():  # cut off by a kill before its result was written: the same seed runs it again
+                    log(f"{setting.model}: {method} seed {seed} was cut off; starting it again")
+                    shutil.rmtree(out)
                 log(f"{setting.model}: {method} seed {seed}, {setting.evaluations} evaluations")
                 r = run_method(bench, method, seed, setting.evaluations, out)
                 sink(r)
@@ -541,22 +572,57 @@ def from_json(row: dict[str, Any], where: str) -> RunResult:
         raise SystemExit(f"{where}: not a search-quality result row ({type(exc).__name__}: {exc})") from None
 
 
+def read_results(path: Path) -> list[RunResult]:
+    """The result rows of a results.json this benchmark wrote; anything else is a one-line error."""
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"{path}: cannot read results ({exc}); give directories a run of this benchmark wrote") from None
+    if not isinstance(rows, list):
+        raise SystemExit(f"{path}: expected a list of result rows")
+    return [from_json(row, str(path)) for row in rows]
+
+
+def invocation(settings: tuple[Setting, ...], methods: tuple[str, ...], workers: int) -> dict[str, Any]:
+    """What an ``--out`` is started with, as JSON (a worker count is part of it: the agent's log
+    depends on it)."""
+    doc = {
+        "format": INVOCATION_FORMAT,
+        "version": INVOCATION_VERSION,
+        "settings": [dataclasses.asdict(s) for s in settings],
+        "methods": list(methods),
+        "workers": workers,
+    }
+    return json.loads(json.dumps(doc))
+
+
+def resumed(root: Path, asked: dict[str, Any]) -> dict[RunKey, RunResult]:
+    """The finished runs of the benchmark ``root`` holds, when it was started with ``asked``."""
+    path = root / INVOCATION
+    try:
+        started = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(
+            f"{path}: cannot read the arguments {root} was started with ({exc}); "
+            "--resume continues an --out this benchmark started"
+        ) from None
+    if started != asked:
+        differ = [k for k in ("settings", "methods", "workers") if not isinstance(started, dict) or started.get(k) != asked[k]]
+        raise SystemExit(
+            f"{root} was started with other {', '.join(differ) or 'arguments'}; resume with the same --quick / --full, "
+            "--models, --evaluations, --seeds, --methods and --workers"
+        )
+    results = root / RESULTS
+    return {run_key(r): r for r in (read_results(results) if results.exists() else [])}
+
+
 def merged(dirs: list[Path]) -> str:
     """The tables of runs made by several invocations (e.g. seeds split over two processes), from
     their results.json files; the evaluator noise, measured only beside a uniform run, is left out."""
-    runs: list[RunResult] = []
-    for d in dirs:
-        path = d / "results.json"
-        try:
-            rows = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"{path}: cannot read results ({exc}); give directories a run of this benchmark wrote") from None
-        if not isinstance(rows, list):
-            raise SystemExit(f"{path}: expected a list of result rows")
-        runs += [from_json(row, str(path)) for row in rows]
-    seen: set[tuple[str, str, int, str, int]] = set()
+    runs = [r for d in dirs for r in read_results(d / RESULTS)]
+    seen: set[RunKey] = set()
     for r in runs:
-        key = (r.model, r.evaluator, r.val_samples, r.method, r.seed)
+        key = run_key(r)
         if key in seen:
             raise SystemExit(f"{r.model}: {r.method} seed {r.seed} appears twice in the merged directories; merge each run once")
         seen.add(key)
@@ -609,6 +675,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="OUT",
         help="print the tables of earlier runs' --out directories together",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the benchmark in --out (same arguments): finished runs are kept, one a kill cut off runs again",
+    )
     ns = p.parse_args(argv)
     if ns.merge:
         print(merged(ns.merge))
@@ -623,20 +694,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     methods = tuple(dict.fromkeys([*ns.methods, *(VARIANTS if ns.variants else ())]))
     root = Path(ns.out)
-    for s in settings:
-        if any((root / s.model).glob("*/config.json")):
-            p.error(f"{root / s.model} already holds runs; choose another --out")
-    results: list[RunResult] = []
+    asked = invocation(settings, methods, ns.workers)
+    done: dict[RunKey, RunResult] = {}
+    if ns.resume:
+        done = resumed(root, asked)
+    else:
+        for s in settings:
+            if any((root / s.model).glob("*/config.json")):
+                p.error(f"{root / s.model} already holds runs; choose another --out, or --resume the benchmark that wrote them")
+        atomic_write_text(root / INVOCATION, json.dumps(asked, indent=2) + "\n")
+    results: list[RunResult] = list(done.values())
 
     def sink(r: RunResult) -> None:
         results.append(r)
-        atomic_write_text(root / "results.json", json.dumps([to_json(x) for x in results], indent=2) + "\n")
+        atomic_write_text(root / RESULTS, json.dumps([to_json(x) for x in results], indent=2) + "\n")
         log(f"  test reward {r.test_reward:+.4f} (best search {r.best_reward:+.4f}), {r.evaluations} evals in {r.seconds:.1f} s")
 
     start = time.perf_counter()
     for s in settings:
-        print(bench_setting(s, methods, ns.workers, root, sink), flush=True)
-    print(f"\ntotal {time.perf_counter() - start:.0f} s; run directories and results.json in {root}")
+        print(bench_setting(s, methods, ns.workers, root, sink, done), flush=True)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s; run directories and {RESULTS} in {root}")
     return 0
 
 

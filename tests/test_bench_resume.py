@@ -1,0 +1,57 @@
+"""The search-quality benchmark runs for an hour or more: a kill must cost at most the run it cut
+off, and a resumed benchmark must give the table it would have given in one go."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+ARGS = ["--quick", "--models", "digits_cnn", "--methods", "uniform", "random", "--seeds", "0", "--evaluations", "4"]
+
+
+@pytest.fixture
+def sq(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCH))
+    return importlib.import_module("search_quality")
+
+
+def test_a_killed_benchmark_resumes_keeping_its_finished_runs(
+    sq: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sq"
+    assert sq.main([*ARGS, "--out", str(out)]) == 0
+    first = json.loads((out / sq.RESULTS).read_text())
+    assert [r["method"] for r in first] == ["uniform", "random"]
+    capsys.readouterr()
+    # killed after random search's run directory was written, before its result was
+    (out / sq.RESULTS).write_text(json.dumps(first[:1]))
+    assert sq.run_dir(out, "digits_cnn", "random", 0).is_dir()
+    assert sq.main([*ARGS, "--out", str(out), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "uniform seed 0: kept from results.json" in err and "random seed 0 was cut off; starting it again" in err
+    again = json.loads((out / sq.RESULTS).read_text())
+    assert again[0] == first[0]  # kept as it was, not run again
+    timeless = [{k: v for k, v in r.items() if k != "seconds"} for r in (first[1], again[1])]
+    assert timeless[0] == timeless[1]  # the same seed gives the same run
+
+
+def test_an_used_out_is_refused_unless_resumed_with_the_same_arguments(
+    sq: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sq"
+    fast = [*ARGS[:4], "uniform", *ARGS[6:], "--out", str(out)]
+    assert sq.main(fast) == 0
+    with pytest.raises(SystemExit) as refused:
+        sq.main(fast)
+    assert refused.value.code == 2 and "--resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as other:
+        sq.main([*fast[:-2], "--workers", "2", "--out", str(out), "--resume"])
+    assert "was started with other workers" in str(other.value) and "\n" not in str(other.value)
+    with pytest.raises(SystemExit) as foreign:
+        sq.main([*ARGS, "--out", str(tmp_path / "empty"), "--resume"])
+    assert "cannot read the arguments" in str(foreign.value)
