@@ -6,11 +6,12 @@ import argparse
 from pathlib import Path
 
 from haq.commands.pick import add_pick_args, pick_config, report_pick
-from haq.commands.search import add_search_args, budget_line, env_config, print_record, run_problem
+from haq.commands.search import add_search_args, budget_line, env_config, print_record, run_command
 from haq.commands.workload_args import add_workload_args
 from haq.core.fileio import check_writable_dir
 from haq.core.types import stderr_log as log
 from haq.jobs.flags import add_job_args, resolve_job
+from haq.runs.rundir import BEST_FILE
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -51,8 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def run(ns: argparse.Namespace) -> int:
     from haq.baselines import BaselineConfig, SensitivityConfig, baseline_env, run_baseline
-    from haq.jobs.execute import run_tracked
-    from haq.runs.progress import ProgressBar
 
     ns, job = resolve_job(
         ns,
@@ -74,19 +73,12 @@ def run(ns: argparse.Namespace) -> int:
     model = env.workload.model.replace(":", "_").replace(".", "_")
     out = Path(ns.out) if ns.out else Path("runs") / f"{model}-{Path(env.table).stem}-{cfg.method}-s{cfg.seed}"
     check_writable_dir(out)  # before any work starts
-    problem = run_problem(env, out, ns)
-    result = run_tracked(
-        job,
-        out,
-        problem,
-        lambda p: run_baseline(cfg, problem, out, progress=p, resume=ns.resume, log=log),
-        resume=ns.resume,
-        progress=ProgressBar(),
-        log=log,
+    problem, result = run_command(
+        ns, job, env, out, lambda problem, p: run_baseline(cfg, problem, out, progress=p, resume=ns.resume, log=log)
     )
     print(f"baseline {cfg.method}: {len(result.records)} evaluations in {out} ({result.seconds:.1f} s)")
     print(budget_line(problem.budget))
     print_record("best", result.best)
-    print(f"best policy: {out / 'best_policy.json'}")
+    print(f"best policy: {out / BEST_FILE}")
     report_pick(result)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -18,12 +18,15 @@ from haq.evaluation.config import EvalConfig
 from haq.hardware.feedback import FEEDBACK_CACHE
 from haq.jobs.flags import add_job_args, resolve_job
 from haq.problem.config import ACTION_PRIORS, METRICS, OBSERVATIONS, BudgetConfig, EnvConfig
-from haq.runs.rundir import EpisodeRecord
+from haq.runs.rundir import BEST_FILE, EpisodeRecord
 from haq.search.config import AGENTS, AgentConfig, SearchConfig
 
 if TYPE_CHECKING:
+    from haq.jobs.document import Job
     from haq.problem.budget import Budget
     from haq.problem.problem import SearchProblem
+    from haq.runs.progress import OnProgress
+    from haq.runs.proposer import RunResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
@@ -123,8 +126,6 @@ def default_out(cfg: SearchConfig) -> Path:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from haq.jobs.execute import run_tracked
-    from haq.runs.progress import ProgressBar
     from haq.search.run import run_search
 
     ns, job = resolve_job(ns, "search", lambda n: {"search": search_config(n), "pick": pick_config(n)})
@@ -134,15 +135,8 @@ def run(ns: argparse.Namespace) -> int:
     cfg = job.section("search")
     out = Path(ns.out) if ns.out else default_out(cfg)
     check_writable_dir(out)  # before any training or episode, not after the first one
-    problem = run_problem(cfg.env, out, ns)
-    result = run_tracked(
-        job,
-        out,
-        problem,
-        lambda p: run_search(cfg, problem, out, progress=p, resume=ns.resume, log=log),
-        resume=ns.resume,
-        progress=ProgressBar(),
-        log=log,
+    _, result = run_command(
+        ns, job, cfg.env, out, lambda problem, p: run_search(cfg, problem, out, progress=p, resume=ns.resume, log=log)
     )
     print(
         f"search: {result.episodes_done} episodes in {result.run_dir} (resumed after {result.resumed_from})"
@@ -151,9 +145,27 @@ def run(ns: argparse.Namespace) -> int:
     )
     print(budget_line(result.budget))
     print_record("best", result.best)
-    print(f"best policy: {result.run_dir / 'best_policy.json'}")
+    print(f"best policy: {result.run_dir / BEST_FILE}")
     report_pick(result)
     return 0
+
+
+def run_command(
+    ns: argparse.Namespace,
+    job: Job,
+    env: EnvConfig,
+    out: Path,
+    start: Callable[[SearchProblem, OnProgress | None], RunResult],
+) -> tuple[SearchProblem, RunResult]:
+    """What ``haq search``, ``baseline`` and ``transfer`` share: the problem built
+    (:func:`run_problem`), then ``start(problem, progress)`` run into ``out`` as ``job`` (the job
+    document stored, the final pick made, MLflow when asked) with a progress bar."""
+    from haq.jobs.execute import run_tracked
+    from haq.runs.progress import ProgressBar
+
+    problem = run_problem(env, out, ns)
+    result = run_tracked(job, out, problem, lambda p: start(problem, p), resume=ns.resume, progress=ProgressBar(), log=log)
+    return problem, result
 
 
 def run_problem(env: EnvConfig, out: Path, ns: argparse.Namespace) -> SearchProblem:

@@ -80,9 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 
 def run(ns: argparse.Namespace) -> int:
     from haq.commands.cost import format_device_costs
-    from haq.commands.search import budget_line, print_record, run_problem
-    from haq.jobs.execute import run_tracked
-    from haq.runs.progress import ProgressBar
+    from haq.commands.search import budget_line, print_record, run_command
+    from haq.runs.rundir import BEST_FILE
     from haq.tables.compare import cost_on_devices
     from haq.transfer.run import run_transfer, transfer_env
     from latency_tables import load_all
@@ -115,15 +114,8 @@ def run(ns: argparse.Namespace) -> int:
     out = Path(ns.out) if ns.out else Path("runs") / f"{Path(cfg.source).resolve().name}-to-{Path(cfg.table).stem}-s{cfg.seed}"
     check_writable_dir(out)  # before any work starts
     env = transfer_env(cfg)
-    problem = run_problem(env, out, ns)
-    r = run_tracked(
-        job,
-        out,
-        problem,
-        lambda p: run_transfer(cfg, problem, out, progress=p, resume=ns.resume, log=log),
-        resume=ns.resume,
-        progress=ProgressBar(),
-        log=log,
+    problem, r = run_command(
+        ns, job, env, out, lambda problem, p: run_transfer(cfg, problem, out, progress=p, resume=ns.resume, log=log)
     )
     z, source = r.records[0], r.details["source"]
     print(
@@ -137,6 +129,6 @@ def run(ns: argparse.Namespace) -> int:
     print_record("best", r.best)
     print("\nbest policy on every shipped device:")
     print(format_device_costs([("best", cost_on_devices(problem.workload.layers, r.best.quant_policy(), load_all()))]))
-    print(f"best policy: {r.run_dir / 'best_policy.json'}")
+    print(f"best policy: {r.run_dir / BEST_FILE}")
     report_pick(r)
     return 0
