@@ -15,7 +15,8 @@ Printed: the transfer matrix (zero-shot reward, best reward after fine-tuning an
 that reached it, the episodes a from-scratch search needs to reach that same reward — median
 and range over all scratch seeds, ``>M`` when it never did — and how often transfer needed at
 most a quarter of them, with how many misses a zero-shot at the target's best prior rung would
-have turned: what a better zero-shot alone can add), then the HAQ-style cross-device latency
+have turned: what a better zero-shot alone can add, and by how many search images' worth of
+reward scratch led each miss at four times the transfer's episodes), then the HAQ-style cross-device latency
 table: each device's best searched policy costed on every shipped device, as a ratio to that
 device's own best policy.
 
@@ -49,7 +50,7 @@ from haq.core.errors import HaqError
 from haq.core.fileio import atomic_write_text
 from haq.evaluation.config import EvalConfig
 from haq.jobs.problems import make_problem
-from haq.problem.config import EnvConfig
+from haq.problem.config import EnvConfig, RewardConfig
 from haq.problem.problem import SearchProblem
 from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.config import AgentConfig, SearchConfig
@@ -87,6 +88,9 @@ MODES = {
 # agent) uses it. ``--agent`` / ``--gradient-steps`` rerun it with other settings.
 AGENT = AgentConfig(algo="td3", warmup_episodes=10, gradient_steps=16)
 EVALUATION = EvalConfig(kind="cheap")
+ONE_IMAGE = RewardConfig().acc_weight * 100.0 / EVALUATION.val_samples
+"""The reward one search image is worth (one more image right, at HAQ's accuracy weight): the
+scale of the misses, which the benchmark prints in these units."""
 DEFAULT_START = TransferConfig(source="-", table="-").zero_shot
 
 
@@ -235,7 +239,9 @@ def matrix(
 ) -> tuple[str, dict[str, Any]]:
     """The transfer matrix as Markdown, and the overall quarter-target tally: with the misses in
     which scratch matched the transfer's reward within its prior rungs (``rungs``: how many the
-    target's scratch runs evaluated first), which a transfer can only meet at its first episode."""
+    target's scratch runs evaluated first), which a transfer can only meet at its first episode,
+    and by how much scratch led each miss at four times the transfer's episodes (``leads``, in
+    :data:`ONE_IMAGE` units)."""
     lines = [
         f"| source → target | source evals reused | zero-shot predicted | zero-shot reward | scratch eps to match zero-shot "
         f"| reward after {mode.finetune_episodes} fine-tune eps "
@@ -244,6 +250,7 @@ def matrix(
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     met = total = at_rungs = 0
+    leads: list[float] = []
     keys = sorted(
         {(p.source_model, p.source_table, p.target_model, p.target_table) for p in pairs}, key=lambda k: (k[0] != k[2], k)
     )
@@ -262,6 +269,8 @@ def matrix(
         met += sum(quarter)
         total += len(quarter)
         at_rungs += sum(not q and (n or mode.scratch_episodes + 1) <= rungs[(key[2], key[3])] for q, n in zip(quarter, need_best))
+        pairs_by_curve = [(p, c) for p in rows for c in target_curves]
+        leads += [(c[min(len(c), 4 * p.best_at) - 1] - p.best) / ONE_IMAGE for (p, c), q in zip(pairs_by_curve, quarter) if not q]
         label = f"{key[0]}/{key[1]} → {key[2]}/{key[3]}" if key[0] != key[2] else f"{key[0]}: {key[1]} → {key[3]}"
         lines.append(
             f"| {label} | {statistics.mean(p.reused for p in rows):.1f} | {sum(p.predicted for p in rows)}/{len(rows)} "
@@ -270,7 +279,7 @@ def matrix(
             f"| {_fmt_needed(need_best, mode.scratch_episodes)} | {sum(quarter)}/{len(quarter)} "
             f"| {statistics.mean(scratch_best):+.3f} | {sum(reached)}/{len(reached)} |"
         )
-    return "\n".join(lines), {"quarter_met": met, "comparisons": total, "missed_at_rungs": at_rungs}
+    return "\n".join(lines), {"quarter_met": met, "comparisons": total, "missed_at_rungs": at_rungs, "leads": leads}
 
 
 def rung_ceiling(
@@ -424,6 +433,13 @@ def main(argv: list[str] | None = None) -> int:
         f"(the first {_span(rungs.values())} episodes), where the transfer "
         "had to match it at its first"
     )
+    leads = tally["leads"]
+    if leads:
+        print(
+            f"at four times the transfer's episodes, scratch led those misses by a median of "
+            f"{statistics.median(leads):.2f} search images' worth of reward ({ONE_IMAGE:.3f} each): "
+            f"by at most one image in {sum(v <= 1 + 1e-9 for v in leads)}, at most two in {sum(v <= 2 + 1e-9 for v in leads)}"
+        )
     same = [p for p in pairs if p.source_model == p.target_model]
     if same:
         print(
