@@ -14,7 +14,9 @@ round, the mean):
 
 * ``search-best``: the highest search reward, no re-score (``j`` = 1);
 * ``held-out top j`` (``j`` = 2, 3, 5; 5 is haq's pick): the highest reward on the choosing half;
-* ``pooled top 5``: the highest image-weighted mean of the search reward and the choosing half's.
+* ``pooled top 5``: the highest image-weighted mean of the search reward and the choosing half's;
+* with ``--top K`` above 5, ``held-out top K`` too (``k`` = K candidates scored per run; a scores
+  file holds one ``k``, so give each value its own ``--out``).
 
 Printed per model: each rule's mean over runs, per method and overall, and each rule's paired
 difference from haq's pick with a 95 % bootstrap interval over runs. Each run's candidate scores
@@ -23,6 +25,7 @@ it stopped.
 
     python bench/search_quality.py --full --out SQ
     python bench/pick_rules.py SQ [SQ2 ...] --out pick-rules.jsonl
+    python bench/pick_rules.py SQ --models digits_cnn --top 10 --out pick-rules-top10.jsonl
 """
 
 from __future__ import annotations
@@ -140,13 +143,20 @@ def mean_gap(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
     return statistics.fmean(diffs), spread[int(0.025 * BOOTSTRAP_DRAWS)], spread[int(0.975 * BOOTSTRAP_DRAWS) - 1]
 
 
-def measure(root: Path, done: set[str], sink: Callable[[Scores], None]) -> None:
-    """Score the top candidates of every single-fidelity run under ``root`` not yet in ``done``."""
+def rules_for(top: int) -> tuple[Rule, ...]:
+    """The rules compared, with a held-out pick among all ``top`` scored candidates when that is
+    more than haq's ``PICK_K``."""
+    return RULES if top <= PICK_K else (*RULES, Rule(f"held-out top {top}", top))
+
+
+def measure(root: Path, done: set[str], sink: Callable[[Scores], None], top: int = PICK_K, models: Sequence[str] = ()) -> None:
+    """Score the ``top`` candidates of every single-fidelity run under ``root`` not yet in
+    ``done`` (of ``models`` only, when given)."""
     results = json.loads((root / RESULTS).read_text())
     by_model: dict[tuple[str, str, int], list[tuple[Path, dict[str, object]]]] = {}
     for r in results:
         run = run_dir(root, str(r["model"]), str(r["method"]), int(r["seed"]))
-        if str(r["method"]).startswith("rl-multi") or str(run) in done:
+        if str(r["method"]).startswith("rl-multi") or str(run) in done or (models and str(r["model"]) not in models):
             continue
         by_model.setdefault((str(r["model"]), str(r["evaluator"]), int(r["val_samples"])), []).append((run, r))
     for (model, evaluator, val_samples), runs in by_model.items():
@@ -160,8 +170,8 @@ def measure(root: Path, done: set[str], sink: Callable[[Scores], None]) -> None:
             ]
             for run, r in runs:
                 records = RunDir(run).read_episodes()
-                top = top_distinct([(x.quant_policy(), x.reward) for x in records], PICK_K)
-                policies = [records[i].quant_policy() for i in top]
+                best = top_distinct([(x.quant_policy(), x.reward) for x in records], top)
+                policies = [records[i].quant_policy() for i in best]
                 first, second = (tuple(problem.reward(m, ev.reference) for m in ev.evaluate_many(policies)) for ev in halves)
                 sink(
                     Scores(
@@ -171,7 +181,7 @@ def measure(root: Path, done: set[str], sink: Callable[[Scores], None]) -> None:
                         int(r["seed"]),
                         val_samples,
                         n // 2,
-                        tuple(records[i].reward for i in top),
+                        tuple(records[i].reward for i in best),
                         first,
                         second,
                     )
@@ -181,21 +191,21 @@ def measure(root: Path, done: set[str], sink: Callable[[Scores], None]) -> None:
             bench.close()
 
 
-def report(scores: list[Scores]) -> str:
+def report(scores: list[Scores], rules: tuple[Rule, ...] = RULES) -> str:
     """The Markdown tables (see the module docstring)."""
     lines = []
     for model in sorted({s.model for s in scores}):
         mine = [s for s in scores if s.model == model]
         lines += [
-            f"\n### {model}: cross-fitted test reward by pick rule (top {PICK_K}, {len(mine)} runs)\n",
-            "| method | runs | " + " | ".join(r.name for r in RULES) + " |",
-            "|---|---|" + "---|" * len(RULES),
+            f"\n### {model}: cross-fitted test reward by pick rule ({len(mine)} runs)\n",
+            "| method | runs | " + " | ".join(r.name for r in rules) + " |",
+            "|---|---|" + "---|" * len(rules),
         ]
         for method in sorted({s.method for s in mine}) + ["all"]:
             group = [s for s in mine if method in ("all", s.method)]
-            means = " | ".join(f"{statistics.fmean(crossfit(s, rule) for s in group):+.4f}" for rule in RULES)
+            means = " | ".join(f"{statistics.fmean(crossfit(s, rule) for s in group):+.4f}" for rule in rules)
             lines.append(f"| {method} | {len(group)} | {means} |")
-        for rule in RULES:
+        for rule in rules:
             if rule == HAQ_PICK:
                 continue
             pairs = [(crossfit(s, rule), crossfit(s, HAQ_PICK)) for s in mine]
@@ -213,7 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("runs", nargs="+", type=Path, help="bench/search_quality.py --out directories")
     p.add_argument("--out", type=Path, default=Path("runs/pick-rules.jsonl"), help="candidate scores (JSON lines; resumed)")
+    p.add_argument(
+        "--top",
+        type=int,
+        default=PICK_K,
+        help=f"candidates scored per run (default haq's {PICK_K}; more adds a held-out pick among all of them; "
+        "keep one --out per value)",
+    )
+    p.add_argument("--models", nargs="+", default=(), help="score only these models' runs")
     args = p.parse_args(argv)
+    if args.top < 1:
+        p.error(f"--top must be >= 1, got {args.top}")
     try:
         scores = read_scores(args.out)
         for root in args.runs:
@@ -225,11 +245,11 @@ def main(argv: list[str] | None = None) -> int:
                 append_durably(args.out, s.to_json() + "\n")
                 scores.append(s)
 
-            measure(root, done, keep)
+            measure(root, done, keep, args.top, args.models)
     except HaqError as exc:
         print(f"pick_rules: {exc}", file=sys.stderr)
         return 2
-    print(report(scores))
+    print(report(scores, rules_for(args.top)))
     return 0
 
 
