@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from search_quality import BOOTSTRAP_DRAWS, PICK_K, RESULTS, Setting, Workbench, run_dir
+from search_quality import BOOTSTRAP_DRAWS, PICK_K, RESULTS, RunResult, Setting, Workbench, read_results, run_dir
 
 from haq.core.errors import HaqError
 from haq.core.fileio import append_durably, atomic_write_text
@@ -152,13 +152,12 @@ def rules_for(top: int) -> tuple[Rule, ...]:
 def measure(root: Path, done: set[str], sink: Callable[[Scores], None], top: int = PICK_K, models: Sequence[str] = ()) -> None:
     """Score the ``top`` candidates of every single-fidelity run under ``root`` not yet in
     ``done`` (of ``models`` only, when given)."""
-    results = json.loads((root / RESULTS).read_text())
-    by_model: dict[tuple[str, str, int], list[tuple[Path, dict[str, object]]]] = {}
-    for r in results:
-        run = run_dir(root, str(r["model"]), str(r["method"]), int(r["seed"]))
-        if str(r["method"]).startswith("rl-multi") or str(run) in done or (models and str(r["model"]) not in models):
+    by_model: dict[tuple[str, str, int], list[tuple[Path, RunResult]]] = {}
+    for r in read_results(root / RESULTS):
+        run = run_dir(root, r.model, r.method, r.seed)
+        if r.method.startswith("rl-multi") or str(run) in done or (models and r.model not in models):
             continue
-        by_model.setdefault((str(r["model"]), str(r["evaluator"]), int(r["val_samples"])), []).append((run, r))
+        by_model.setdefault((r.model, r.evaluator, r.val_samples), []).append((run, r))
     for (model, evaluator, val_samples), runs in by_model.items():
         bench = Workbench(Setting(model, evaluator, 0, (0,), val_samples), workers=1)
         try:
@@ -177,8 +176,8 @@ def measure(root: Path, done: set[str], sink: Callable[[Scores], None], top: int
                     Scores(
                         str(run),
                         model,
-                        str(r["method"]),
-                        int(r["seed"]),
+                        r.method,
+                        r.seed,
                         val_samples,
                         n // 2,
                         tuple(records[i].reward for i in best),
@@ -186,7 +185,7 @@ def measure(root: Path, done: set[str], sink: Callable[[Scores], None], top: int
                         second,
                     )
                 )
-                print(f"{model} {r['method']} s{r['seed']}: scored", file=sys.stderr, flush=True)
+                print(f"{model} {r.method} s{r.seed}: scored", file=sys.stderr, flush=True)
         finally:
             bench.close()
 
