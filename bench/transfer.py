@@ -257,20 +257,18 @@ def matrix(
     for key in keys:
         rows = [p for p in pairs if (p.source_model, p.source_table, p.target_model, p.target_table) == key]
         target_curves = curves[(key[2], key[3])]
-        need_zero = [episodes_to_reach(c, p.zero_shot) for p in rows for c in target_curves]
-        need_best = [episodes_to_reach(c, p.best) for p in rows for c in target_curves]
+        compared = [(p, c) for p in rows for c in target_curves]  # transfer seed x scratch seed
+        need_zero = [episodes_to_reach(c, p.zero_shot) for p, c in compared]
+        need_best = [episodes_to_reach(c, p.best) for p, c in compared]
         quarter = [  # a scratch run that never got there needed more than its whole horizon
-            p.best_at <= (n if n is not None else mode.scratch_episodes + 1) / 4
-            for p in rows
-            for n in (episodes_to_reach(c, p.best) for c in target_curves)
+            p.best_at <= (n if n is not None else mode.scratch_episodes + 1) / 4 for (p, _), n in zip(compared, need_best)
         ]
         scratch_best = [c[-1] for c in target_curves]
         reached = [p.best >= b - 1e-9 for p in rows for b in scratch_best]
         met += sum(quarter)
         total += len(quarter)
         at_rungs += sum(not q and (n or mode.scratch_episodes + 1) <= rungs[(key[2], key[3])] for q, n in zip(quarter, need_best))
-        pairs_by_curve = [(p, c) for p in rows for c in target_curves]
-        leads += [(c[min(len(c), 4 * p.best_at) - 1] - p.best) / ONE_IMAGE for (p, c), q in zip(pairs_by_curve, quarter) if not q]
+        leads += [(c[min(len(c), 4 * p.best_at) - 1] - p.best) / ONE_IMAGE for (p, c), q in zip(compared, quarter) if not q]
         label = f"{key[0]}/{key[1]} → {key[2]}/{key[3]}" if key[0] != key[2] else f"{key[0]}: {key[1]} → {key[3]}"
         lines.append(
             f"| {label} | {statistics.mean(p.reused for p in rows):.1f} | {sum(p.predicted for p in rows)}/{len(rows)} "
