@@ -47,7 +47,9 @@ which differs from ``rl`` only with ``--workers`` above 1; ``rl-reheat`` is the 
 centred noise grows after each episode that repeats a policy of its run
 (``AgentConfig.centred_noise_reheat = 2``); ``rl-best-rung`` centres the default agent on its
 best-scoring prior rung instead of the cheapest within the rewards' sampling noise of it
-(``AgentConfig.prior_centre = "best"``, the default before 2026-12-04).
+(``AgentConfig.prior_centre = "best"``, the default before 2026-12-04); ``rl-wide`` is the default
+agent with SAC's target entropy raised from −1 to −0.5 per action dimension
+(``AgentConfig.target_entropy``; the uncentred SAC agent only: the centred agents are DDPG).
 
     python bench/search_quality.py --quick   # digits CNN (40 evaluations) and ResNet-20 (10), cheap evaluator
     python bench/search_quality.py --full    # ResNet-20 + MobileNetV2 (cheap, 300) and digits CNN + MLP (full, 300): hours
@@ -110,9 +112,13 @@ VARIANTS = (
     "rl-lockstep",
     "rl-reheat",
     "rl-best-rung",
+    "rl-wide",
 )
 SEEDED = ("rl", "random", *VARIANTS)
 PICK_K = 5
+WIDE_ENTROPY = -0.5
+"""``rl-wide``'s ``AgentConfig.target_entropy``: a squashed spread of about half a bit-width bin
+(seven bins over [-1, 1]) where stable-baselines3's −1 gives a third."""
 PATIENCE = 5
 """``rl-multi-patience``'s ``EvalConfig.screen_patience``."""
 BOOTSTRAP_DRAWS = 4000
@@ -235,6 +241,7 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         "rl-lockstep": AgentConfig(overlap_updates=False),
         "rl-reheat": AgentConfig(centred_noise_reheat=2.0),
         "rl-best-rung": AgentConfig(prior_centre="best"),
+        "rl-wide": AgentConfig(target_entropy=WIDE_ENTROPY),
     }
     agent = agents.get(method, AgentConfig())
     return SearchConfig(env=env, agent=agent, episodes=evaluations, seed=seed)
@@ -432,9 +439,13 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
         needed = [reached(r.rewards, max(random[r.seed].rewards)) for r in results if r.method == method and r.seed in random]
         if needed:
             shown = ", ".join(str(n) if n is not None else f">{s.evaluations}" for n in needed)
-            lines.append(f"\n{method}: evaluations to reach random search's best (per seed): {shown}")
+            half = sum(n is not None and n <= s.evaluations // 2 for n in needed)
+            lines.append(
+                f"\n{method}: evaluations to reach random search's best (per seed): {shown} "
+                f"(within {s.evaluations // 2}: {half} of {len(needed)})"
+            )
     judges = (TEST, CROSSFIT) if all(r.crossfit_reward is not None for r in results) else (TEST,)
-    for verdicts in (rl_against_baselines, multi_fidelity_verdicts):
+    for verdicts in (rl_against_baselines, variant_verdicts, multi_fidelity_verdicts):
         for judge in judges:
             lines += verdicts(results, judge)
     ilp = next((r for r in results if r.method == "ilp"), None)
@@ -509,6 +520,26 @@ def rl_against_baselines(results: list[RunResult], judge: Judge = TEST) -> list[
         out.append(
             f"\nrl minus {method}, median {label}: {point:+.4f} (95 % bootstrap interval over seeds "
             f"[{lo:+.4f}, {hi:+.4f}]; {detail})"
+        )
+    return out
+
+
+def variant_verdicts(results: list[RunResult], judge: Judge = TEST) -> list[str]:
+    """Each single-fidelity variant's median ``judge`` reward minus the default agent's on the
+    seeds both ran, with :func:`median_gap`'s interval and the paired count: whether a variant
+    should replace the default is read here."""
+    label, value = judge
+    rl = {r.seed: value(r) for r in results if r.method == "rl"}
+    out = []
+    for method in VARIANTS:
+        mine = {r.seed: value(r) for r in results if r.method == method and r.full_evaluations is None and r.seed in rl}
+        if len(mine) < 2:
+            continue
+        point, lo, hi = median_gap(mine, {k: rl[k] for k in mine})
+        better, worse = sum(mine[k] > rl[k] for k in mine), sum(mine[k] < rl[k] for k in mine)
+        out.append(
+            f"\n{method} minus rl, median {label}: {point:+.4f} (95 % bootstrap interval over seeds [{lo:+.4f}, {hi:+.4f}]; "
+            f"paired by seed: {method} better in {better}, worse in {worse} of {len(mine)})"
         )
     return out
 

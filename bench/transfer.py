@@ -240,8 +240,10 @@ def matrix(
     """The transfer matrix as Markdown, and the overall quarter-target tally: with the misses in
     which scratch matched the transfer's reward within its prior rungs (``rungs``: how many the
     target's scratch runs evaluated first), which a transfer can only meet at its first episode,
-    and by how much scratch led each miss at four times the transfer's episodes (``leads``, in
-    :data:`ONE_IMAGE` units)."""
+    by how much scratch led each miss at four times the transfer's episodes (``leads``, in
+    :data:`ONE_IMAGE` units), and the misses whose zero-shot reward alone was within the quarter
+    (``missed_late``: scratch needed at least four episodes for it; a later, better policy of the
+    transfer then raised the reward scratch had to reach faster than the transfer's episodes)."""
     lines = [
         f"| source → target | source evals reused | zero-shot predicted | zero-shot reward | scratch eps to match zero-shot "
         f"| reward after {mode.finetune_episodes} fine-tune eps "
@@ -249,7 +251,7 @@ def matrix(
         "| transfer reached it |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    met = total = at_rungs = 0
+    met = total = at_rungs = late = 0
     leads: list[float] = []
     keys = sorted(
         {(p.source_model, p.source_table, p.target_model, p.target_table) for p in pairs}, key=lambda k: (k[0] != k[2], k)
@@ -268,6 +270,7 @@ def matrix(
         met += sum(quarter)
         total += len(quarter)
         at_rungs += sum(not q and (n or mode.scratch_episodes + 1) <= rungs[(key[2], key[3])] for q, n in zip(quarter, need_best))
+        late += sum(not q and 4 <= (z or mode.scratch_episodes + 1) for q, z in zip(quarter, need_zero))
         leads += [(c[min(len(c), 4 * p.best_at) - 1] - p.best) / ONE_IMAGE for (p, c), q in zip(compared, quarter) if not q]
         label = f"{key[0]}/{key[1]} → {key[2]}/{key[3]}" if key[0] != key[2] else f"{key[0]}: {key[1]} → {key[3]}"
         lines.append(
@@ -277,7 +280,8 @@ def matrix(
             f"| {_fmt_needed(need_best, mode.scratch_episodes)} | {sum(quarter)}/{len(quarter)} "
             f"| {statistics.mean(scratch_best):+.3f} | {sum(reached)}/{len(reached)} |"
         )
-    return "\n".join(lines), {"quarter_met": met, "comparisons": total, "missed_at_rungs": at_rungs, "leads": leads}
+    tally = {"quarter_met": met, "comparisons": total, "missed_at_rungs": at_rungs, "missed_late": late, "leads": leads}
+    return "\n".join(lines), tally
 
 
 def rung_ceiling(
@@ -430,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{tally['missed_at_rungs']} are scratch runs that matched the transfer's reward within their prior rungs "
         f"(the first {_span(rungs.values())} episodes), where the transfer "
         "had to match it at its first"
+    )
+    print(
+        f"in {tally['missed_late']} of the misses the zero-shot reward alone was within the quarter (scratch needed at "
+        "least four episodes for it): the fine-tuning found a better policy, but not four times faster than scratch did"
     )
     leads = tally["leads"]
     if leads:

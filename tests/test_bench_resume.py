@@ -55,3 +55,14 @@ def test_an_used_out_is_refused_unless_resumed_with_the_same_arguments(
     with pytest.raises(SystemExit) as foreign:
         sq.main([*ARGS, "--out", str(tmp_path / "empty"), "--resume"])
     assert "cannot read the arguments" in str(foreign.value)
+
+
+def test_a_variant_is_judged_against_the_default_on_the_seeds_both_ran(sq: ModuleType) -> None:
+    def run(method: str, seed: int, test: float) -> object:
+        return sq.RunResult("digits_cnn", "full", 300, method, seed, 4, 1.0, test, {}, (test,), test, 0.9, None, None)
+
+    rows = [run("rl", s, 1.0 + 0.1 * s) for s in range(4)] + [run("rl-wide", s, 1.05 + 0.1 * s) for s in (0, 1, 2)]
+    rows.append(run("rl-wide", 9, 5.0))  # no default run of seed 9: not compared
+    (line,) = sq.variant_verdicts(rows)
+    assert "rl-wide minus rl, median final test reward: +0.0500" in line and "better in 3, worse in 0 of 3" in line
+    assert sq.variant_verdicts([r for r in rows if r.method == "rl"]) == []

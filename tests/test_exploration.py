@@ -177,3 +177,11 @@ def test_reheat_is_off_by_default_and_a_centred_agent_takes_its_own() -> None:
     assert agent.action_noise is not None and agent.action_noise.reheat == 2.0
     with pytest.raises(ConfigError, match="noise_reheat must be >= 1"):
         AgentConfig(noise_reheat=0.5)
+
+
+def test_sac_target_entropy_is_per_action_dimension_and_bounded() -> None:
+    assert make_agent(AgentConfig(algo="sac"), _Line(), 4, 10, seed=0).target_entropy == -2.0  # stable-baselines3's -dim
+    wide = make_agent(AgentConfig(algo="sac", target_entropy=-0.5), _Line(), 4, 10, seed=0)
+    assert wide.target_entropy == pytest.approx(-1.0)
+    with pytest.raises(ConfigError, match="target_entropy must be <= 0.693"):
+        AgentConfig(target_entropy=1.0)

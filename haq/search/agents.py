@@ -133,10 +133,11 @@ def _new_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes:
         "replay_buffer_kwargs": {"n_steps": episode_len, "gamma": 1.0},
         "policy_kwargs": policy_kwargs(ALGORITHMS[cfg.algo], {"pi": hidden, "qf": hidden}),
     }
-    if cfg.algo == "sac":
-        sac = SAC("MlpPolicy", env, ent_coef=f"auto_{cfg.ent_coef_init:g}", **off_policy, **common)
-        return start_at_centre(sac, cfg) if cfg.start_at_centre else sac
     dim = int(env.action_space.shape[0])  # type: ignore[index]
+    if cfg.algo == "sac":
+        target = "auto" if cfg.target_entropy is None else cfg.target_entropy * dim
+        sac = SAC("MlpPolicy", env, ent_coef=f"auto_{cfg.ent_coef_init:g}", target_entropy=target, **off_policy, **common)
+        return start_at_centre(sac, cfg) if cfg.start_at_centre else sac
     active = min(1.0, cfg.noise_layers / episode_len) if cfg.noise_layers > 0 else 1.0
     quiet = 1 if cfg.start_at_centre else 0  # a centred agent's first policy is the prior itself
     extra = {"shift": cfg.noise_shift, "active": active, "quiet": quiet, "reheat": cfg.noise_reheat}

@@ -1,0 +1,35 @@
+"""The transfer benchmark's quarter rule, tallied on hand-made curves: which comparisons meet it,
+and which misses a later, better policy of the transfer caused."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def tr(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCH))
+    return importlib.import_module("transfer")
+
+
+def _pair(tr: ModuleType, zero_shot: float, best: float, best_at: int, seed: int) -> object:
+    return tr.Pair("cnn", "a", "cnn", "b", seed, zero_shot, 0, False, best, best_at, 0.0)
+
+
+def test_quarter_tally_and_the_misses_a_late_improvement_caused(tr: ModuleType) -> None:
+    mode = tr.Mode(("cnn",), (0,), 12, 3, cross_model=False)
+    scratch = [0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.6, 0.6, 0.6, 0.6, 0.9]  # reaches 0.5 at 5, 0.6 at 8, 0.9 at 12
+    pairs = [
+        _pair(tr, 0.5, 0.5, 1, 0),  # met: 1 <= 5 / 4
+        _pair(tr, 0.5, 0.6, 3, 1),  # missed late: 3 > 8 / 4, yet the zero-shot alone (1 <= 5 / 4) was within
+        _pair(tr, 0.0, 0.9, 3, 2),  # met: 3 <= 12 / 4
+        _pair(tr, 0.0, 0.6, 3, 3),  # missed, the zero-shot matched at scratch's first episode: not late
+    ]
+    _, tally = tr.matrix(mode, pairs, {("cnn", "b"): [scratch]}, {("cnn", "b"): 0})
+    assert (tally["quarter_met"], tally["comparisons"], tally["missed_late"]) == (2, 4, 1)
