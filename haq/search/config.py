@@ -77,8 +77,9 @@ class AgentConfig:
         episodes). −0.5 (half a bin) was measured as a default and not adopted: over 20 seeds of
         the digits models (full evaluator, 300 evaluations) it raised the distinct policies per
         run (CNN 198 → 271, MLP 281 → 299) and the MLP's median final test reward (+1.196 →
-        +1.322), lowered the CNN's (+1.078 → +1.059), and reached random search's best within
-        150 evaluations no more often (33 of 40). ``bench/search_quality.py --methods rl-wide``.
+        +1.322; its mean stayed level), lowered the CNN's (+1.078 → +1.059), and reached random
+        search's best within 150 evaluations no more often (33 of 40).
+        ``bench/search_quality.py --methods rl-wide``.
     noise_layers: how many layers per episode the DDPG / TD3 noise moves on average (each
         step's draw applies with probability ``noise_layers`` / layers); 0 = every layer.
     noise_reheat: after an episode that proposed a policy its run had proposed before, the
