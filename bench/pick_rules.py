@@ -18,6 +18,13 @@ round, the mean):
 * with ``--top K`` above 5, ``held-out top K`` too (``k`` = K candidates scored per run; a scores
   file holds one ``k``, so give each value its own ``--out``).
 
+With ``--rank smoothed`` the candidates are instead the top ``k`` distinct policies by a
+smoothed search reward (:func:`smoothed_rewards`: a ridge regression of the run's rewards on each
+layer's widths, fitted to the run's own log), re-scored the same way: whether choosing candidates
+by what a policy's neighbours scored beats choosing them by their own lucky reward. Both rankings
+can share one ``--out``; runs scored under both are compared paired (smoothed held-out top ``k``
+minus haq's pick).
+
 Printed per model: each rule's mean over runs, per method and overall, and each rule's paired
 difference from haq's pick with a 95 % bootstrap interval over runs. Each run's candidate scores
 are appended to ``--out`` as they are measured (JSON lines), so a killed invocation resumes where
@@ -26,6 +33,7 @@ it stopped.
     python bench/search_quality.py --full --out SQ
     python bench/pick_rules.py SQ [SQ2 ...] --out pick-rules.jsonl
     python bench/pick_rules.py SQ --models digits_cnn --top 10 --out pick-rules-top10.jsonl
+    python bench/pick_rules.py SQ --rank smoothed --out pick-rules.jsonl   # beside the search ranking
 """
 
 from __future__ import annotations
@@ -39,12 +47,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 from search_quality import BOOTSTRAP_DRAWS, PICK_K, RESULTS, RunResult, Setting, Workbench, read_results, run_dir
 
 from haq.core.errors import HaqError
 from haq.core.fileio import append_durably, atomic_write_text
 from haq.evaluation.held_out import Images
 from haq.problem.select import top_distinct
+from haq.quant import QuantPolicy
 from haq.runs.rundir import RunDir
 
 
@@ -67,7 +77,11 @@ RULES = (
     Rule("pooled top 5", PICK_K, True),
 )
 FORMAT = "haq.bench.pick_rules"
-VERSION = 1
+VERSION = 2
+RANKS = ("search", "smoothed")
+"""How a run's candidates are chosen: by search reward (haq's pick) or by :func:`smoothed_rewards`."""
+RIDGE = 1.0
+"""The ridge penalty of :func:`smoothed_rewards`, per indicator feature (chosen before it was measured)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,7 @@ class Scores:
     search: tuple[float, ...]
     first: tuple[float, ...]
     second: tuple[float, ...]
+    rank: str = "search"
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "version": VERSION, **self.__dict__})
@@ -92,19 +107,49 @@ class Scores:
     def from_json(cls, line: str) -> "Scores":
         try:
             data = json.loads(line)
-            if isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == VERSION:
-                return cls(
-                    str(data["run"]),
-                    str(data["model"]),
-                    str(data["method"]),
-                    int(data["seed"]),
-                    int(data["search_images"]),
-                    int(data["half_images"]),
-                    *(tuple(float(x) for x in data[k]) for k in ("search", "first", "second")),
-                )
+            if isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") in (1, VERSION):
+                rank = str(data.get("rank", "search"))  # version 1 ranked by search reward only
+                if rank in RANKS:
+                    return cls(
+                        str(data["run"]),
+                        str(data["model"]),
+                        str(data["method"]),
+                        int(data["seed"]),
+                        int(data["search_images"]),
+                        int(data["half_images"]),
+                        *(tuple(float(x) for x in data[k]) for k in ("search", "first", "second")),
+                        rank,
+                    )
         except (ValueError, KeyError, TypeError):
             pass
-        raise HaqError(f"not a {FORMAT} version {VERSION} line: {line[:60]!r}; remove the file to measure afresh")
+        raise HaqError(f"not a {FORMAT} version 1 or {VERSION} line: {line[:60]!r}; remove the file to measure afresh")
+
+
+def smoothed_rewards(candidates: Sequence[tuple[QuantPolicy, float]], ridge: float = RIDGE) -> list[float]:
+    """Each candidate's reward as predicted from the whole log: a ridge regression of the rewards
+    of the distinct policies on one indicator per (layer, weight width) and (layer, activation
+    width), with an unpenalized mean. Why: a search reward is one noisy draw, and policies that
+    share a layer's widths share much of their accuracy loss, so a policy whose neighbours scored
+    well is more likely good than one that was lucky alone."""
+    seen: dict[tuple[tuple[str, int, int], ...], float] = {}
+    for policy, reward in candidates:
+        seen.setdefault(tuple((n, b.w_bits, b.a_bits) for n, b in sorted(policy.layers.items())), reward)
+    columns = sorted({(n, "w", w) for key in seen for n, w, _ in key} | {(n, "a", a) for key in seen for n, _, a in key})
+    index = {c: i for i, c in enumerate(columns)}
+
+    def features(key: tuple[tuple[str, int, int], ...]) -> np.ndarray:
+        row = np.zeros(len(columns))
+        for n, w, a in key:
+            row[index[(n, "w", w)]] = row[index[(n, "a", a)]] = 1.0
+        return row
+
+    x = np.stack([features(k) for k in seen])
+    y = np.asarray(list(seen.values()))
+    xm, ym = x.mean(axis=0), y.mean()
+    xc = x - xm
+    coef = np.linalg.solve(xc.T @ xc + ridge * np.eye(len(columns)), xc.T @ (y - ym))
+    fitted = {k: float(ym + (features(k) - xm) @ coef) for k in seen}
+    return [fitted[tuple((n, b.w_bits, b.a_bits) for n, b in sorted(p.layers.items()))] for p, _ in candidates]
 
 
 def _argmax(values: Sequence[float]) -> int:
@@ -149,13 +194,20 @@ def rules_for(top: int) -> tuple[Rule, ...]:
     return RULES if top <= PICK_K else (*RULES, Rule(f"held-out top {top}", top))
 
 
-def measure(root: Path, done: set[str], sink: Callable[[Scores], None], top: int = PICK_K, models: Sequence[str] = ()) -> None:
-    """Score the ``top`` candidates of every single-fidelity run under ``root`` not yet in
-    ``done`` (of ``models`` only, when given)."""
+def measure(
+    root: Path,
+    done: set[tuple[str, str]],
+    sink: Callable[[Scores], None],
+    top: int = PICK_K,
+    models: Sequence[str] = (),
+    rank: str = "search",
+) -> None:
+    """Score the ``top`` candidates (by ``rank``) of every single-fidelity run under ``root`` not
+    yet in ``done`` (run, rank) (of ``models`` only, when given)."""
     by_model: dict[tuple[str, str, int], list[tuple[Path, RunResult]]] = {}
     for r in read_results(root / RESULTS):
         run = run_dir(root, r.model, r.method, r.seed)
-        if r.method.startswith("rl-multi") or str(run) in done or (models and r.model not in models):
+        if r.method.startswith("rl-multi") or (str(run), rank) in done or (models and r.model not in models):
             continue
         by_model.setdefault((r.model, r.evaluator, r.val_samples), []).append((run, r))
     for (model, evaluator, val_samples), runs in by_model.items():
@@ -169,7 +221,9 @@ def measure(root: Path, done: set[str], sink: Callable[[Scores], None], top: int
             ]
             for run, r in runs:
                 records = RunDir(run).read_episodes()
-                best = top_distinct([(x.quant_policy(), x.reward) for x in records], top)
+                logged = [(x.quant_policy(), x.reward) for x in records]
+                ranked = logged if rank == "search" else list(zip([p for p, _ in logged], smoothed_rewards(logged)))
+                best = top_distinct(ranked, top)
                 policies = [records[i].quant_policy() for i in best]
                 first, second = (tuple(problem.reward(m, ev.reference) for m in ev.evaluate_many(policies)) for ev in halves)
                 sink(
@@ -183,9 +237,10 @@ def measure(root: Path, done: set[str], sink: Callable[[Scores], None], top: int
                         tuple(records[i].reward for i in best),
                         first,
                         second,
+                        rank,
                     )
                 )
-                print(f"{model} {r.method} s{r.seed}: scored", file=sys.stderr, flush=True)
+                print(f"{model} {r.method} s{r.seed}: scored ({rank})", file=sys.stderr, flush=True)
         finally:
             bench.close()
 
@@ -194,7 +249,10 @@ def report(scores: list[Scores], rules: tuple[Rule, ...] = RULES) -> str:
     """The Markdown tables (see the module docstring)."""
     lines = []
     for model in sorted({s.model for s in scores}):
-        mine = [s for s in scores if s.model == model]
+        lines += _smoothed_against_pick([s for s in scores if s.model == model], model)
+        mine = [s for s in scores if s.model == model and s.rank == "search"]
+        if not mine:
+            continue
         lines += [
             f"\n### {model}: cross-fitted test reward by pick rule ({len(mine)} runs)\n",
             "| method | runs | " + " | ".join(r.name for r in rules) + " |",
@@ -218,6 +276,24 @@ def report(scores: list[Scores], rules: tuple[Rule, ...] = RULES) -> str:
     return "\n".join(lines)
 
 
+def _smoothed_against_pick(scores: list[Scores], model: str) -> list[str]:
+    """The held-out pick among the smoothed ranking's candidates minus haq's pick, paired by run."""
+    plain = {s.run: s for s in scores if s.rank == "search"}
+    pairs = [
+        (crossfit(s, Rule("smoothed", len(s.search))), crossfit(plain[s.run], HAQ_PICK))
+        for s in scores
+        if s.rank == "smoothed" and s.run in plain
+    ]
+    if not pairs:
+        return []
+    gap, lo, hi = mean_gap(pairs)
+    return [
+        f"\n{model}: held-out pick among the top {PICK_K} by smoothed reward minus {HAQ_PICK.name} (cross-fitted, "
+        f"{len(pairs)} runs): {gap:+.4f} (95 % bootstrap interval over runs [{lo:+.4f}, {hi:+.4f}]; "
+        f"better in {sum(a > b for a, b in pairs)}, worse in {sum(a < b for a, b in pairs)})"
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("runs", nargs="+", type=Path, help="bench/search_quality.py --out directories")
@@ -230,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         "keep one --out per value)",
     )
     p.add_argument("--models", nargs="+", default=(), help="score only these models' runs")
+    p.add_argument(
+        "--rank", choices=RANKS, default="search", help="choose the candidates by search reward (haq's pick) or smoothed reward"
+    )
     args = p.parse_args(argv)
     if args.top < 1:
         p.error(f"--top must be >= 1, got {args.top}")
@@ -238,13 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         for root in args.runs:
             if not (root / RESULTS).is_file():
                 p.error(f"{root} holds no {RESULTS}; give a bench/search_quality.py --out directory")
-            done = {s.run for s in scores}
+            done = {(s.run, s.rank) for s in scores}
 
             def keep(s: Scores) -> None:
                 append_durably(args.out, s.to_json() + "\n")
                 scores.append(s)
 
-            measure(root, done, keep, args.top, args.models)
+            measure(root, done, keep, args.top, args.models, args.rank)
     except HaqError as exc:
         print(f"pick_rules: {exc}", file=sys.stderr)
         return 2
