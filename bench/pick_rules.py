@@ -52,6 +52,7 @@ from search_quality import BOOTSTRAP_DRAWS, PICK_K, RESULTS, RunResult, Setting,
 
 from haq.core.errors import HaqError
 from haq.core.fileio import append_durably, atomic_write_text
+from haq.evaluation.evaluators import PolicyKey, policy_key
 from haq.evaluation.held_out import Images
 from haq.problem.select import top_distinct
 from haq.quant import QuantPolicy
@@ -131,13 +132,13 @@ def smoothed_rewards(candidates: Sequence[tuple[QuantPolicy, float]], ridge: flo
     width), with an unpenalized mean. Why: a search reward is one noisy draw, and policies that
     share a layer's widths share much of their accuracy loss, so a policy whose neighbours scored
     well is more likely good than one that was lucky alone."""
-    seen: dict[tuple[tuple[str, int, int], ...], float] = {}
+    seen: dict[PolicyKey, float] = {}
     for policy, reward in candidates:
-        seen.setdefault(tuple((n, b.w_bits, b.a_bits) for n, b in sorted(policy.layers.items())), reward)
+        seen.setdefault(policy_key(policy), reward)
     columns = sorted({(n, "w", w) for key in seen for n, w, _ in key} | {(n, "a", a) for key in seen for n, _, a in key})
     index = {c: i for i, c in enumerate(columns)}
 
-    def features(key: tuple[tuple[str, int, int], ...]) -> np.ndarray:
+    def features(key: PolicyKey) -> np.ndarray:
         row = np.zeros(len(columns))
         for n, w, a in key:
             row[index[(n, "w", w)]] = row[index[(n, "a", a)]] = 1.0
@@ -149,7 +150,7 @@ def smoothed_rewards(candidates: Sequence[tuple[QuantPolicy, float]], ridge: flo
     xc = x - xm
     coef = np.linalg.solve(xc.T @ xc + ridge * np.eye(len(columns)), xc.T @ (y - ym))
     fitted = {k: float(ym + (features(k) - xm) @ coef) for k in seen}
-    return [fitted[tuple((n, b.w_bits, b.a_bits) for n, b in sorted(p.layers.items()))] for p, _ in candidates]
+    return [fitted[policy_key(p)] for p, _ in candidates]
 
 
 def _argmax(values: Sequence[float]) -> int:
