@@ -90,6 +90,7 @@ from haq.problem.problem import SearchProblem, build_problem
 from haq.problem.select import pick_final, swapped_images
 from haq.quant import QuantPolicy
 from haq.runs.final_pick import PickConfig, pick_run
+from haq.runs.rundir import CONFIG_FILE
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
 from haq.training import parse_torch_device
@@ -731,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         done = resumed(root, asked)
     else:
         for s in settings:
-            if any((root / s.model).glob("*/config.json")):
+            if any((root / s.model).glob(f"*/{CONFIG_FILE}")):
                 p.error(f"{root / s.model} already holds runs; choose another --out, or --resume the benchmark that wrote them")
         atomic_write_text(root / INVOCATION, json.dumps(asked, indent=2) + "\n")
     results: list[RunResult] = list(done.values())

@@ -143,6 +143,12 @@ def episodes_to_reach(curve: list[float], target: float) -> int | None:
     return next((i + 1 for i, v in enumerate(curve) if v >= target - 1e-9), None)
 
 
+def episodes_needed(curve: list[float], target: float, horizon: int) -> int:
+    """:func:`episodes_to_reach`, with a run that never got there counted as needing more than its
+    whole ``horizon`` (``horizon + 1``): what the quarter rule compares against."""
+    return episodes_to_reach(curve, target) or horizon + 1
+
+
 def scratch(
     mode: Mode,
     agent: AgentConfig,
@@ -225,8 +231,7 @@ def _span(values: Iterable[int]) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
-def _fmt_needed(values: list[int | None], horizon: int) -> str:
-    shown = [v if v is not None else horizon + 1 for v in values]
+def _fmt_needed(shown: list[int], horizon: int) -> str:
     med = statistics.median(shown)
     text = f"{med:.0f}" if med <= horizon else f">{horizon}"
     lo, hi = min(shown), max(shown)
@@ -260,17 +265,15 @@ def matrix(
         rows = [p for p in pairs if (p.source_model, p.source_table, p.target_model, p.target_table) == key]
         target_curves = curves[(key[2], key[3])]
         compared = [(p, c) for p in rows for c in target_curves]  # transfer seed x scratch seed
-        need_zero = [episodes_to_reach(c, p.zero_shot) for p, c in compared]
-        need_best = [episodes_to_reach(c, p.best) for p, c in compared]
-        quarter = [  # a scratch run that never got there needed more than its whole horizon
-            p.best_at <= (n if n is not None else mode.scratch_episodes + 1) / 4 for (p, _), n in zip(compared, need_best)
-        ]
+        need_zero = [episodes_needed(c, p.zero_shot, mode.scratch_episodes) for p, c in compared]
+        need_best = [episodes_needed(c, p.best, mode.scratch_episodes) for p, c in compared]
+        quarter = [p.best_at <= n / 4 for (p, _), n in zip(compared, need_best)]
         scratch_best = [c[-1] for c in target_curves]
         reached = [p.best >= b - 1e-9 for p in rows for b in scratch_best]
         met += sum(quarter)
         total += len(quarter)
-        at_rungs += sum(not q and (n or mode.scratch_episodes + 1) <= rungs[(key[2], key[3])] for q, n in zip(quarter, need_best))
-        late += sum(not q and 4 <= (z or mode.scratch_episodes + 1) for q, z in zip(quarter, need_zero))
+        at_rungs += sum(not q and n <= rungs[(key[2], key[3])] for q, n in zip(quarter, need_best))
+        late += sum(not q and 4 <= z for q, z in zip(quarter, need_zero))
         leads += [(c[min(len(c), 4 * p.best_at) - 1] - p.best) / ONE_IMAGE for (p, c), q in zip(compared, quarter) if not q]
         label = f"{key[0]}/{key[1]} → {key[2]}/{key[3]}" if key[0] != key[2] else f"{key[0]}: {key[1]} → {key[3]}"
         lines.append(
@@ -297,7 +300,7 @@ def rung_ceiling(
         key = (p.target_model, p.target_table)
         for curve, rung in zip(curves[key], rung_best[key]):
             best, at = (rung, 1) if rung > p.best + 1e-12 else (p.best, p.best_at)
-            met += at <= (episodes_to_reach(curve, best) or mode.scratch_episodes + 1) / 4
+            met += at <= episodes_needed(curve, best, mode.scratch_episodes) / 4
     return met
 
 
