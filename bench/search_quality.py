@@ -29,7 +29,11 @@ sampling std of its accuracy term on the search's images.
 rungs (evaluated first, counted as evaluations: the cheapest within one standard error of the
 best-scoring one), its actor held for the first agent episodes and
 paid each layer's cost at its step; otherwise SAC over uniform bins.
-Variants (``--variants``): ``rl-v01`` is v0.1's default (SAC over uniform bins, random warm-up);
+Variants (``--variants``): ``rl-alone`` is the agent without the sensitivity ILP's allocations (SAC
+over uniform bins, random warm-up, no prior rungs: what ``rl`` is on a robust reward, and v0.1's
+default): the agent alone, beside the seeded ``rl`` of a cheap-evaluator workload;
+``rl-alone-sens`` is the agent alone with the sensitivity observation (``observation = "v1"``:
+the per-layer information the ILP searches with, as state features, not as seeds);
 ``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
 the default with a centred agent's noise on every layer / on about 3 layers per episode;
 ``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
@@ -83,10 +87,12 @@ from haq.baselines import BaselineConfig, run_baseline
 from haq.core.fileio import atomic_write_text
 from haq.evaluation.config import SINGLE_FIDELITY, EvalConfig
 from haq.evaluation.evaluators import Evaluator, build_evaluator, policy_key
+from haq.evaluation.metrics import PolicyMetrics
 from haq.jobs.problems import load_device_table
 from haq.parallel import start_pool
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem, build_problem
+from haq.problem.reward import sampling_std
 from haq.problem.select import pick_final, swapped_images
 from haq.quant import QuantPolicy
 from haq.runs.final_pick import PickConfig, pick_run
@@ -97,8 +103,14 @@ from haq.training import parse_torch_device
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 METHODS = ("rl", "random", "greedy", "ilp", "uniform")
+ALONE = "rl-alone"
+"""The agent without the sensitivity ILP's allocations: where the default agent is seeded with
+them (a reward without a robustness term), the agent alone beside it."""
+ALONE_SENS = "rl-alone-sens"
+"""The agent alone with the sensitivity observation."""
 VARIANTS = (
-    "rl-v01",
+    ALONE,
+    ALONE_SENS,
     "rl-sac",
     "rl-ddpg",
     "rl-dense",
@@ -186,16 +198,21 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def setting_env(s: Setting) -> EnvConfig:
+    """The environment every method of ``s`` searches, before a variant changes it."""
+    return EnvConfig(
+        workload=WorkloadConfig(model=s.model),
+        budget=BudgetConfig(metric=s.metric, ratio=s.ratio),
+        evaluation=EvalConfig(kind=s.evaluator, val_samples=s.val_samples),
+    )
+
+
 class Workbench:
     """One workload's shared pieces: the trained model, the table, and one uncached evaluator per
     kind (in-process, or on a worker pool), so each method starts from an empty cache."""
 
     def __init__(self, setting: Setting, workers: int) -> None:
-        self.env = EnvConfig(
-            workload=WorkloadConfig(model=setting.model),
-            budget=BudgetConfig(metric=setting.metric, ratio=setting.ratio),
-            evaluation=EvalConfig(kind=setting.evaluator, val_samples=setting.val_samples),
-        )
+        self.env = setting_env(setting)
         self.table = load_device_table(self.env.table, self.env.workload, log=log)
         self.workload: Workload = load_workload(self.env.workload, parse_torch_device(self.env.torch_device), log=log)
         kinds = SINGLE_FIDELITY if setting.evaluator == "full" else ("cheap", "full")  # multi variants run on full settings only
@@ -234,7 +251,8 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
     agents = {
         "rl-prior": PRIOR_AGENT,
         "rl-centre": CENTRE_AGENT,
-        "rl-v01": AgentConfig(algo="sac", start_at_centre=False),
+        ALONE: AgentConfig(algo="sac", start_at_centre=False),
+        ALONE_SENS: AgentConfig(algo="sac", start_at_centre=False),
         "rl-sac": AgentConfig(algo="sac"),
         "rl-ddpg": AgentConfig(algo="ddpg"),
         "rl-dense": AgentConfig(centred_noise_layers=0.0),
@@ -251,9 +269,11 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
 def method_env(env: EnvConfig, method: str) -> EnvConfig:
     if method == "rl-sens":
         return dataclasses.replace(env, observation="v1")
+    if method == ALONE_SENS:
+        return dataclasses.replace(env, observation="v1", action_prior="uniform")
     if method == "rl-prior":
         return dataclasses.replace(env, action_prior="sensitivity")
-    if method in ("rl-centre", "rl-v01"):
+    if method in ("rl-centre", ALONE):
         return dataclasses.replace(env, action_prior="uniform")
     if method in ("rl-multi", "rl-multi-unpromoted"):
         return dataclasses.replace(env, evaluation=dataclasses.replace(env.evaluation, kind="multi"))
@@ -328,9 +348,8 @@ def evaluator_noise(bench: Workbench, policy: QuantPolicy, kind: str, seeds: int
     sampling std of the accuracy term on the search's images (cheap: deterministic per policy)."""
     problem = bench.problem(bench.env)
     if kind != "full":
-        acc = problem.score(policy).metrics.clean_acc
         n = bench.env.evaluation.val_samples
-        return bench.env.reward.acc_weight * 100 * math.sqrt(max(acc * (1 - acc), 1e-12) / n)
+        return sampling_std(problem.score(policy).metrics, bench.env.reward, n, n)
     rewards = []
     for s in range(seeds):
         wl = dataclasses.replace(bench.workload, config=dataclasses.replace(bench.workload.config, seed=100 + s))
@@ -446,9 +465,12 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
                 f"(within {s.evaluations // 2}: {half} of {len(needed)})"
             )
     judges = (TEST, CROSSFIT) if all(r.crossfit_reward is not None for r in results) else (TEST,)
-    for verdicts in (rl_against_baselines, variant_verdicts, multi_fidelity_verdicts):
+    for verdicts in (rl_against_baselines, alone_against_baselines, variant_verdicts, multi_fidelity_verdicts):
         for judge in judges:
             lines += verdicts(results, judge)
+    stand_in = seed_noise(s, results, noise)
+    for judge in judges:
+        lines += seeded_verdicts(s, results, stand_in, judge)
     ilp = next((r for r in results if r.method == "ilp"), None)
     prior_runs = [r for r in results if r.method == "rl-prior"]
     if ilp is not None and prior_runs:
@@ -458,7 +480,12 @@ def summary(s: Setting, results: list[RunResult], noise: float) -> str:
             f"\nrl-prior is seeded (its zero action is the ILP's first candidate, search reward {seed_reward:+.3f}): "
             f"best search reward minus that, per seed: {margins} (counts only above the noise below)"
         )
-    measured = f"{noise:.4f}" if not math.isnan(noise) else "not measured (it is, beside a uniform run)"
+    if not math.isnan(noise):
+        measured = f"{noise:.4f}"
+    elif not math.isnan(stand_in):
+        measured = f"{stand_in:.4f} (not measured here: the binomial sampling std at the ILP pick's test accuracy)"
+    else:
+        measured = "not measured (it is, beside a uniform run)"
     lines.append(f"\nevaluator noise (reward std of one policy): {measured}")
     return "\n".join(lines)
 
@@ -501,11 +528,12 @@ CROSSFIT: Judge = ("cross-fitted test reward", _crossfit)
 """What the verdicts compare: the pick's report, or the mean of both folds'."""
 
 
-def rl_against_baselines(results: list[RunResult], judge: Judge = TEST) -> list[str]:
-    """The default agent's median ``judge`` reward against each baseline's (target: >= each), with
-    :func:`median_gap`'s interval and, where both ran several seeds, the paired count."""
+def rl_against_baselines(results: list[RunResult], judge: Judge = TEST, agent: str = "rl") -> list[str]:
+    """The ``agent``'s (by default the default agent's) median ``judge`` reward against each
+    baseline's (target: >= each), with :func:`median_gap`'s interval and, where both ran several
+    seeds, the paired count."""
     label, value = judge
-    rl = {r.seed: value(r) for r in results if r.method == "rl"}
+    rl = {r.seed: value(r) for r in results if r.method == agent}
     out = []
     for method in METHODS[1:]:
         theirs = {r.seed: value(r) for r in results if r.method == method}
@@ -515,11 +543,11 @@ def rl_against_baselines(results: list[RunResult], judge: Judge = TEST) -> list[
         point, lo, hi = median_gap(rl, theirs)
         if len(theirs) > 1:
             paired = sum(rl[k] > theirs[k] for k in common), sum(rl[k] < theirs[k] for k in common)
-            detail = f"paired by seed: rl better in {paired[0]}, worse in {paired[1]} of {len(common)}"
+            detail = f"paired by seed: {agent} better in {paired[0]}, worse in {paired[1]} of {len(common)}"
         else:
             detail = f"one run of {method}, taken as fixed"
         out.append(
-            f"\nrl minus {method}, median {label}: {point:+.4f} (95 % bootstrap interval over seeds "
+            f"\n{agent} minus {method}, median {label}: {point:+.4f} (95 % bootstrap interval over seeds "
             f"[{lo:+.4f}, {hi:+.4f}]; {detail})"
         )
     return out
@@ -570,6 +598,44 @@ def multi_fidelity_verdicts(results: list[RunResult], judge: Judge = TEST) -> li
             f"at most {most} full evaluations per run ({'within' if most <= third else 'above'} a third of the evaluations)"
         )
     return out
+
+
+def alone_against_baselines(results: list[RunResult], judge: Judge = TEST) -> list[str]:
+    """:func:`rl_against_baselines` for the agent alone (``rl-alone``), where it ran."""
+    return rl_against_baselines(results, judge, ALONE)
+
+
+def seed_noise(s: Setting, results: list[RunResult], measured: float) -> float:
+    """The evaluator noise a seeded agent's margin is judged against: ``measured`` (beside a
+    uniform run), else the binomial sampling std of a reward on the search's images at the ILP
+    pick's test accuracy (what :func:`evaluator_noise` measures for the deterministic cheap
+    evaluator); NaN for a fine-tuning evaluator without a measurement, or without an ILP run."""
+    ilp = next((r for r in results if r.method == "ilp"), None)
+    if not math.isnan(measured) or s.evaluator == "full" or ilp is None:
+        return measured
+    accuracy = PolicyMetrics(ilp.test_clean, None, 0.0, None, 0)
+    return sampling_std(accuracy, setting_env(s).reward, s.val_samples, s.val_samples)
+
+
+def seeded_verdicts(s: Setting, results: list[RunResult], noise: float, judge: Judge = TEST) -> list[str]:
+    """Where the default agent is seeded, its margin over the ILP against the evaluator's noise.
+
+    Seeded: on a reward without a robustness term the default agent first evaluates the
+    sensitivity ILP's allocation at its prior rungs (the ILP baseline's ladder) and centres its
+    actions on one. Issue 11's rule: a seeded agent counts only by beating its seed's own reward
+    by more than the evaluator's noise; the agent alone (``rl-alone``) is judged beside it."""
+    label, value = judge
+    rl = [value(r) for r in results if r.method == "rl"]
+    ilp = next((r for r in results if r.method == "ilp"), None)
+    if setting_env(s).prior != "sensitivity" or not rl or ilp is None or math.isnan(noise):
+        return []
+    margin = statistics.median(rl) - value(ilp)
+    verdict = "above it: counts" if margin > noise else "inside it: does not count"
+    return [
+        f"\nrl is seeded here (its first evaluations are the sensitivity ILP's allocations at its prior rungs, "
+        f"and its actions are centred on one): rl minus ilp, median {label} {margin:+.4f}, evaluator noise "
+        f"{noise:.4f}: {verdict} (the agent alone: {ALONE})"
+    ]
 
 
 def from_json(row: dict[str, Any], where: str) -> RunResult:

@@ -16,9 +16,10 @@ that reached it, the episodes a from-scratch search needs to reach that same rew
 and range over all scratch seeds, ``>M`` when it never did — and how often transfer needed at
 most a quarter of them, with how many misses a zero-shot at the target's best prior rung would
 have turned: what a better zero-shot alone can add, and by how many search images' worth of
-reward scratch led each miss at four times the transfer's episodes), then the HAQ-style cross-device latency
-table: each device's best searched policy costed on every shipped device, as a ratio to that
-device's own best policy.
+reward scratch led each miss at four times the transfer's episodes), how well the transfer's
+predictor (the source's accuracies, the target's costs) ranks the policies the target's scratch
+searches evaluated, then the HAQ-style cross-device latency table: each device's best searched
+policy costed on every shipped device, as a ratio to that device's own best policy.
 
 The episode counts exclude the source agent's own training (the agent already exists; that is
 the premise of transfer). Rewards are deterministic per policy, so every run of a (model,
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import sys
 import time
@@ -43,15 +45,20 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
+from scipy.stats import spearmanr
 
 import latency_tables
 from envs.mixed_precision import MixedPrecisionEnv
 from haq.core.errors import HaqError
 from haq.core.fileio import atomic_write_text
+from haq.core.types import BitPair
 from haq.evaluation.config import EvalConfig
 from haq.jobs.problems import make_problem
+from haq.problem.accuracy_fit import AccuracyFit
+from haq.problem.allocation import estimated_error
 from haq.problem.config import EnvConfig, RewardConfig
 from haq.problem.problem import SearchProblem
+from haq.problem.reward import cost_term
 from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
@@ -61,7 +68,7 @@ from haq.transfer.agent import load_on, rollout
 from haq.transfer.config import ZERO_SHOT_STARTS, TransferConfig
 from haq.transfer.run import REUSED, run_transfer
 from haq.transfer.source import load_source
-from haq.transfer.start import FROM_PREDICTED, STARTED_FROM
+from haq.transfer.start import FROM_PREDICTED, STARTED_FROM, accuracy_fit
 from haq.workload import WorkloadConfig
 
 
@@ -353,6 +360,78 @@ def source_quality(mode: Mode, problems: dict[tuple[str, str], SearchProblem], s
     return "\n".join(lines)
 
 
+TOP_PREDICTED = 5
+"""How many of the policies predicted best :func:`rank_agreement` looks among for the best exact reward."""
+
+
+def rank_agreement(predicted: list[float], exact: list[float]) -> tuple[float, float, float]:
+    """Spearman's rank correlation of ``predicted`` with ``exact`` (NaN when either is constant),
+    the best exact reward among the :data:`TOP_PREDICTED` predicted best, and the best of all."""
+    top = sorted(range(len(predicted)), key=lambda i: predicted[i])[-TOP_PREDICTED:]
+    rho = float(spearmanr(predicted, exact).statistic) if len(set(predicted)) > 1 and len(set(exact)) > 1 else math.nan
+    return rho, max(exact[i] for i in top), max(exact)
+
+
+def prediction_quality(problems: dict[tuple[str, str], SearchProblem], sources: dict[tuple[str, str, int], Path]) -> str:
+    """How well a source search's evaluations predict its target's rewards, on the same model.
+
+    The predictor is the transfer's own (:func:`haq.transfer.start.accuracy_fit`: the source's
+    accuracies as a non-increasing function of the estimated error, and the target table's exact
+    cost), scored against the exact rewards of the distinct policies the target's scratch runs
+    evaluated (those within the fit's range). Why: a transfer could only screen its fine-tuning
+    proposals by a predictor that ranks the target's policies; this says whether it does."""
+    lines = [
+        f"| model: source → target | policies scored (of all) | Spearman ρ, median over source seeds (range) "
+        f"| best exact among the {TOP_PREDICTED} predicted best (median) | best exact |",
+        "|---|---|---|---|---|",
+    ]
+    for (model, tgt), problem in problems.items():
+        if problem.sensitivity is None:
+            continue
+        target = _distinct_policies(problem, [path for (m, t, _), path in sources.items() if (m, t) == (model, tgt)])
+        for src in sorted({t for (m, t, _) in sources if m == model and t != tgt}):
+            rows = []
+            for (m, t, _), path in sorted(sources.items()):
+                fit = accuracy_fit(problem, RunDir(path).read_episodes()) if (m, t) == (model, src) else None
+                scored = [] if fit is None else _predicted(problem, fit, target)
+                if scored:
+                    rows.append((len(scored), *rank_agreement([a for a, _ in scored], [b for _, b in scored])))
+            if not rows:
+                continue
+            rhos = [r[1] for r in rows if not math.isnan(r[1])]
+            rho = f"{statistics.median(rhos):+.2f} ({min(rhos):+.2f}..{max(rhos):+.2f})" if rhos else "n/a"
+            lines.append(
+                f"| {model}: {src} → {tgt} | {min(r[0] for r in rows)}-{max(r[0] for r in rows)} (of {len(target)}) "
+                f"| {rho} | {statistics.median(r[2] for r in rows):+.3f} | {rows[0][3]:+.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def _distinct_policies(problem: SearchProblem, runs: list[Path]) -> dict[tuple[BitPair, ...], EpisodeRecord]:
+    """Each distinct policy the ``runs`` evaluated on ``problem``'s device, with its first record."""
+    out: dict[tuple[BitPair, ...], EpisodeRecord] = {}
+    for path in runs:
+        for r in RunDir(path).read_episodes():
+            pairs = r.pairs(problem.layer_names)
+            if pairs is not None:
+                out.setdefault(pairs, r)
+    return out
+
+
+def _predicted(
+    problem: SearchProblem, fit: AccuracyFit, policies: dict[tuple[BitPair, ...], EpisodeRecord]
+) -> list[tuple[float, float]]:
+    """(predicted, exact) reward of each policy whose estimated error the fit covers."""
+    if problem.sensitivity is None:
+        return []
+    out = []
+    for pairs, record in policies.items():
+        accuracy = fit.predict(estimated_error(problem.sensitivity, dict(zip(problem.layer_names, pairs))))
+        if accuracy is not None:
+            out.append((accuracy - cost_term(record.metrics, problem.budget, problem.config.reward), record.reward))
+    return out
+
+
 def pair_json(p: Pair) -> dict[str, Any]:
     return dict(p.__dict__)
 
@@ -460,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
         f"with a zero-shot at the target's best prior rung wherever that rung beat the transfer (and no fine-tuning "
         f"past it): {rung_ceiling(mode, pairs, curves, rung_best)} of {tally['comparisons']}"
     )
+    print("\n## what the source's evaluations predict on the target (the transfer's predictor against exact rewards)\n")
+    print(prediction_quality(problems, sources))
     print("\n## the transferred agents at home (deterministic actor; a transfer cannot beat its source)\n")
     print(source_quality(mode, problems, sources))
     for model in mode.models:

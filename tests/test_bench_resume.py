@@ -66,3 +66,24 @@ def test_a_variant_is_judged_against_the_default_on_the_seeds_both_ran(sq: Modul
     (line,) = sq.variant_verdicts(rows)
     assert "rl-wide minus rl, median final test reward: +0.0500" in line and "better in 3, worse in 0 of 3" in line
     assert sq.variant_verdicts([r for r in rows if r.method == "rl"]) == []
+
+
+def test_a_seeded_agent_counts_against_its_seed_only_above_the_evaluator_noise(sq: ModuleType) -> None:
+    def run(method: str, seed: int, test: float, evaluator: str = "cheap") -> object:
+        return sq.RunResult("resnet20", evaluator, 300, method, seed, 4, 1.0, test, {}, (test,), test, 0.98, None, None)
+
+    cheap = sq.Setting("resnet20", "cheap", 4, (0, 1, 2))
+    ilp = run("ilp", 0, -0.100)
+    noise = sq.seed_noise(cheap, [ilp], float("nan"))  # the binomial std at 98 % on 300 images, HAQ's weight
+    assert noise == pytest.approx(0.1 * 100 * (0.98 * 0.02 / 300) ** 0.5)
+    assert sq.seed_noise(cheap, [ilp], 0.5) == 0.5  # a measured noise wins
+    level = [ilp, *(run("rl", s, -0.100 + 0.01 * s) for s in range(3))]
+    (line,) = sq.seeded_verdicts(cheap, level, noise)
+    assert "rl minus ilp, median final test reward +0.0100" in line and "does not count" in line
+    ahead = [ilp, *(run("rl", s, 0.0) for s in range(3))]
+    assert "above it: counts" in sq.seeded_verdicts(cheap, ahead, noise)[0]
+    robust = sq.Setting("digits_cnn", "full", 4, (0, 1, 2))  # a robust reward: the default agent has no seeds
+    assert sq.seeded_verdicts(robust, [run(r.method, r.seed, r.test_reward, "full") for r in ahead], 0.1) == []
+    alone = [ilp, *(run(sq.ALONE, s, -0.2 + 0.01 * s) for s in range(3))]
+    (vs_ilp,) = sq.alone_against_baselines(alone)
+    assert vs_ilp.startswith(f"\n{sq.ALONE} minus ilp, median final test reward: -0.0900")

@@ -33,3 +33,13 @@ def test_quarter_tally_and_the_misses_a_late_improvement_caused(tr: ModuleType) 
     ]
     _, tally = tr.matrix(mode, pairs, {("cnn", "b"): [scratch]}, {("cnn", "b"): 0})
     assert (tally["quarter_met"], tally["comparisons"], tally["missed_late"]) == (2, 4, 1)
+
+
+def test_rank_agreement_of_a_predictor_with_exact_rewards(tr: ModuleType) -> None:
+    exact = [0.1 * i for i in range(10)]
+    rho, top, best = tr.rank_agreement(exact, exact)  # a perfect ranking
+    assert (rho, top, best) == (pytest.approx(1.0), exact[-1], exact[-1])
+    rho, top, _ = tr.rank_agreement([-v for v in exact], exact)  # reversed: its five best are the five worst
+    assert rho == pytest.approx(-1.0) and top == pytest.approx(0.4)
+    rho, _, _ = tr.rank_agreement([1.0] * 10, exact)  # a constant prediction ranks nothing
+    assert rho != rho
