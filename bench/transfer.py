@@ -372,8 +372,11 @@ def rank_agreement(predicted: list[float], exact: list[float]) -> tuple[float, f
     return rho, max(exact[i] for i in top), max(exact)
 
 
-def prediction_quality(problems: dict[tuple[str, str], SearchProblem], sources: dict[tuple[str, str, int], Path]) -> str:
-    """How well a source search's evaluations predict its target's rewards, on the same model.
+def prediction_quality(
+    problems: dict[tuple[str, str], SearchProblem], logs: dict[tuple[str, str], list[list[EpisodeRecord]]]
+) -> str:
+    """How well a source search's evaluations predict its target's rewards, on the same model
+    (``logs``: each (model, device)'s scratch runs, one record list per seed).
 
     The predictor is the transfer's own (:func:`haq.transfer.start.accuracy_fit`: the source's
     accuracies as a non-increasing function of the estimated error, and the target table's exact
@@ -388,11 +391,11 @@ def prediction_quality(problems: dict[tuple[str, str], SearchProblem], sources: 
     for (model, tgt), problem in problems.items():
         if problem.sensitivity is None:
             continue
-        target = _distinct_policies(problem, [path for (m, t, _), path in sources.items() if (m, t) == (model, tgt)])
-        for src in sorted({t for (m, t, _) in sources if m == model and t != tgt}):
+        target = _distinct_policies(problem, logs[(model, tgt)])
+        for src in sorted(t for m, t in logs if m == model and t != tgt):
             rows = []
-            for (m, t, _), path in sorted(sources.items()):
-                fit = accuracy_fit(problem, RunDir(path).read_episodes()) if (m, t) == (model, src) else None
+            for records in logs[(model, src)]:
+                fit = accuracy_fit(problem, records)
                 scored = [] if fit is None else _predicted(problem, fit, target)
                 if scored:
                     rows.append((len(scored), *rank_agreement([a for a, _ in scored], [b for _, b in scored])))
@@ -407,11 +410,11 @@ def prediction_quality(problems: dict[tuple[str, str], SearchProblem], sources: 
     return "\n".join(lines)
 
 
-def _distinct_policies(problem: SearchProblem, runs: list[Path]) -> dict[tuple[BitPair, ...], EpisodeRecord]:
+def _distinct_policies(problem: SearchProblem, runs: list[list[EpisodeRecord]]) -> dict[tuple[BitPair, ...], EpisodeRecord]:
     """Each distinct policy the ``runs`` evaluated on ``problem``'s device, with its first record."""
     out: dict[tuple[BitPair, ...], EpisodeRecord] = {}
-    for path in runs:
-        for r in RunDir(path).read_episodes():
+    for records in runs:
+        for r in records:
             pairs = r.pairs(problem.layer_names)
             if pairs is not None:
                 out.setdefault(pairs, r)
@@ -540,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         f"past it): {rung_ceiling(mode, pairs, curves, rung_best)} of {tally['comparisons']}"
     )
     print("\n## what the source's evaluations predict on the target (the transfer's predictor against exact rewards)\n")
-    print(prediction_quality(problems, sources))
+    print(prediction_quality(problems, logs))
     print("\n## the transferred agents at home (deterministic actor; a transfer cannot beat its source)\n")
     print(source_quality(mode, problems, sources))
     for model in mode.models:
