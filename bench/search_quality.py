@@ -36,6 +36,10 @@ over uniform bins, random warm-up, no prior rungs: what ``rl`` is on a robust re
 default): the agent alone, beside the seeded ``rl`` of a cheap-evaluator workload;
 ``rl-alone-sens`` is the agent alone with the sensitivity observation (``observation = "v1"``:
 the per-layer information the ILP searches with, as state features, not as seeds);
+``rl-alone-shift`` / ``rl-alone-ceiling`` (and ``rl-alone-sens-...``) are the agent alone with a
+whole-episode budget repair (``projection = "shift"``, HAQ's: every request applied, then every
+layer lowered a step per round until the episode fits; ``"ceiling"``: only the widest layers each
+round);
 ``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
 the default with a centred agent's noise on every layer / on about 3 layers per episode;
 ``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
@@ -92,7 +96,7 @@ from haq.evaluation.evaluators import Evaluator, build_evaluator, policy_key
 from haq.evaluation.metrics import PolicyMetrics
 from haq.jobs.problems import load_device_table
 from haq.parallel import start_pool
-from haq.problem.config import BudgetConfig, EnvConfig
+from haq.problem.config import REPAIRS, BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem, build_problem
 from haq.problem.reward import sampling_std
 from haq.problem.select import pick_final, swapped_images
@@ -110,9 +114,15 @@ ALONE = "rl-alone"
 them (a reward without a robustness term), the agent alone beside it."""
 ALONE_SENS = "rl-alone-sens"
 """The agent alone with the sensitivity observation."""
+REPAIRED = {f"{agent}-{rule}": (agent, rule) for agent in (ALONE, ALONE_SENS) for rule in REPAIRS}
+"""The agents alone with a whole-episode budget repair (``EnvConfig.projection``), e.g.
+``rl-alone-shift``: name → (the agent alone it repairs, the repair)."""
+ALONES = (ALONE, *REPAIRED)
+"""The agents alone judged against every baseline."""
 VARIANTS = (
     ALONE,
     ALONE_SENS,
+    *REPAIRED,
     "rl-sac",
     "rl-ddpg",
     "rl-dense",
@@ -255,6 +265,7 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         "rl-centre": CENTRE_AGENT,
         ALONE: AgentConfig(algo="sac", start_at_centre=False),
         ALONE_SENS: AgentConfig(algo="sac", start_at_centre=False),
+        **{name: AgentConfig(algo="sac", start_at_centre=False) for name in REPAIRED},
         "rl-sac": AgentConfig(algo="sac"),
         "rl-ddpg": AgentConfig(algo="ddpg"),
         "rl-dense": AgentConfig(centred_noise_layers=0.0),
@@ -275,6 +286,9 @@ def method_env(env: EnvConfig, method: str) -> EnvConfig:
         return dataclasses.replace(env, observation="v1", action_prior="uniform")
     if method == "rl-prior":
         return dataclasses.replace(env, action_prior="sensitivity")
+    if method in REPAIRED:
+        agent, rule = REPAIRED[method]
+        return dataclasses.replace(method_env(env, agent), projection=rule)
     if method in ("rl-centre", ALONE):
         return dataclasses.replace(env, action_prior="uniform")
     if method in ("rl-multi", "rl-multi-unpromoted"):
@@ -603,8 +617,8 @@ def multi_fidelity_verdicts(results: list[RunResult], judge: Judge = TEST) -> li
 
 
 def alone_against_baselines(results: list[RunResult], judge: Judge = TEST) -> list[str]:
-    """:func:`rl_against_baselines` for the agent alone (``rl-alone``), where it ran."""
-    return rl_against_baselines(results, judge, ALONE)
+    """:func:`rl_against_baselines` for each agent alone (:data:`ALONES`) that ran."""
+    return [line for agent in ALONES for line in rl_against_baselines(results, judge, agent)]
 
 
 def seed_noise(s: Setting, results: list[RunResult], measured: float) -> float:

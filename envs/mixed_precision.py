@@ -13,7 +13,7 @@ from gymnasium import spaces
 import latency_tables
 from haq.core.errors import UsageError
 from haq.core.types import BitPair
-from haq.problem.budget import encode_pair, map_action, project
+from haq.problem.budget import encode_pair, lower_to_fit, map_action, project
 from haq.problem.config import EnvConfig
 from haq.problem.problem import Scored, SearchProblem, build_problem
 from haq.problem.sensitivity import Sensitivity
@@ -72,6 +72,11 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     The applied pair may be lower than the requested one when the budget forces it; it is
     reported in ``info`` (with ``applied_action``, an action that maps to it) and in the next
     observation, so a learner can train on what was applied rather than what was asked.
+    With ``config.projection`` ``shift`` or ``ceiling`` every request is applied as asked (the
+    budget features then measure the requests) and, after the last layer, the whole request is
+    lowered until it fits (:func:`~haq.problem.budget.lower_to_fit`; ``shift`` is HAQ's repair):
+    the evaluated policy is the last step's ``policy``, and a learner trains on its requests,
+    since which of them the repair lowers is decided only at the end.
 
     ## Observation Space
     ``Box(0, 1, (21,), float32)``; every feature is scaled into [0, 1] with fixed constants
@@ -132,7 +137,8 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Info
     Every step: ``layer``, ``w_bits``, ``a_bits`` (applied), ``requested_bits``, ``projected``,
     ``applied_action`` (the request itself, or the centre of the applied pair's action bin
-    when projected), ``budget_used`` (fraction). The last step adds ``policy`` (name → [w, a]), ``metrics``
+    when projected), ``budget_used`` (fraction). The last step adds ``policy`` (name → [w, a],
+    after the final repair), ``lowered`` (layers the final repair changed; 0 stepwise), ``metrics``
     (:class:`~haq.evaluation.metrics.PolicyMetrics` as a dict), ``reward``, ``cached``,
     ``fidelity`` (the evaluator whose metrics these are: ``cheap`` / ``screen`` / ``full``) and, with the
     multi-fidelity evaluator, ``cheap_reward``.
@@ -216,14 +222,17 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
         choices = bm.layers[self._index]
         center = self.problem.prior[self._index] if self.problem.prior is not None else None
         requested = map_action(act, choices.pairs, center)
-        applied = project(
-            requested, choices, lambda pair: bm.fits(bm.completion_cost(self._applied, pair)), bm.fallback(self._applied)
-        )
+        if self.config.projection != "stepwise":
+            applied = requested
+        else:
+            applied = project(
+                requested, choices, lambda pair: bm.fits(bm.completion_cost(self._applied, pair)), bm.fallback(self._applied)
+            )
         if applied == requested:
             applied_action = np.clip(act, -1.0, 1.0).astype(np.float32)
         else:
             applied_action = encode_pair(applied, choices.pairs, center)
-        self._used += choices.costs[choices.pairs.index(applied)]
+        self._used += choices.cost(applied)
         self._applied.append(applied)
         info: dict[str, Any] = {
             "layer": choices.name,
@@ -237,7 +246,11 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
         self._index += 1
         if self._index < self.num_layers:
             return self._observation(), info, None
-        return self._observation(), info, self.problem.policy(self._applied)
+        stepwise = self.config.projection == "stepwise"
+        final = self._applied if stepwise else lower_to_fit(self._applied, bm, self.config.projection)
+        info["lowered"] = sum(a != b for a, b in zip(self._applied, final))
+        self._applied = final
+        return self._observation(), info, self.problem.policy(final)
 
     def finish(
         self,

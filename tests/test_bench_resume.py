@@ -3,6 +3,7 @@ off, and a resumed benchmark must give the table it would have given in one go."
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from pathlib import Path
@@ -87,3 +88,13 @@ def test_a_seeded_agent_counts_against_its_seed_only_above_the_evaluator_noise(s
     alone = [ilp, *(run(sq.ALONE, s, -0.2 + 0.01 * s) for s in range(3))]
     (vs_ilp,) = sq.alone_against_baselines(alone)
     assert vs_ilp.startswith(f"\n{sq.ALONE} minus ilp, median final test reward: -0.0900")
+
+
+def test_repaired_agents_alone_differ_from_theirs_only_by_the_projection(sq: ModuleType) -> None:
+    env = sq.setting_env(sq.MODES["full"][1])
+    assert set(sq.REPAIRED) == {"rl-alone-shift", "rl-alone-ceiling", "rl-alone-sens-shift", "rl-alone-sens-ceiling"}
+    for name, (agent, rule) in sq.REPAIRED.items():
+        repaired, alone = sq.method_env(env, name), sq.method_env(env, agent)
+        assert repaired.projection == rule != alone.projection == "stepwise"
+        assert dataclasses.replace(repaired, projection=alone.projection) == alone
+        assert sq.method_search(repaired, name, 10, 0).agent == sq.method_search(alone, agent, 10, 0).agent

@@ -8,6 +8,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from haq.baselines.candidates import random_candidates
@@ -21,6 +23,7 @@ from haq.problem.budget import (
     build_budget_model,
     encode_pair,
     layer_metric_cost,
+    lower_to_fit,
     map_action,
     project,
 )
@@ -348,3 +351,68 @@ def test_centred_map_off_grid_centre_uses_the_nearest_width() -> None:
     assert map_action(np.array([0.0, 0.3]), RAGGED, (8, 2)) == (8, 4)
     np.testing.assert_allclose(encode_pair((8, 2), RAGGED, (8, 2)), [0.0, 0.0], atol=1e-7)
     np.testing.assert_allclose(encode_pair((2, 2), RAGGED, (8, 2)), [-1 + 0.5 / 2.5, -1 + 0.5 / 0.5], atol=1e-6)
+
+
+def test_ceiling_repair_keeps_a_fitting_request_and_cuts_the_widest_widths_where_they_save_most() -> None:
+    bm = _model()  # target 194: half of 8 + 80 + 300
+    assert lower_to_fit([(8, 8), (4, 4), (2, 2)], bm, "ceiling") == [(8, 8), (4, 4), (2, 2)]  # 128 fits: unchanged
+    # level 8, most saving first: layer 2 (300 -> 200) leaves 288, layer 1 (80 -> 20) 228, layer 0 224;
+    # level 4: layer 2 (4, 4) -> (2, 2) leaves 124, which fits before the small layers are touched
+    assert lower_to_fit([(8, 8)] * 3, bm, "ceiling") == [(4, 4), (4, 4), (2, 2)]
+    roomier = _model(absolute=230.0)
+    assert lower_to_fit([(8, 8)] * 3, roomier, "ceiling") == [(8, 8), (4, 4), (4, 4)]  # 228 fits: layer 0 is never cut
+    # a layer asked below the ceiling keeps its widths, and its savings raise the ceiling elsewhere
+    assert lower_to_fit([(2, 2), (8, 8), (8, 8)], roomier, "ceiling") == [(2, 2), (4, 4), (4, 4)]
+    # at (4, 4) layer 1 may drop either width (both cost 10): the weights are kept
+    assert lower_to_fit([(2, 2), (4, 4), (2, 2)], _model(absolute=115.0), "ceiling") == [(2, 2), (4, 2), (2, 2)]
+    with pytest.raises(ConfigError, match="choose one of shift, ceiling"):
+        lower_to_fit([(8, 8)] * 3, bm, "greedy")
+
+
+FULL_GRID = [{(w, a): scale * w * a for w in range(2, 9) for a in range(2, 9)} for scale in (1.0, 7.0, 3.0)]
+
+
+def test_shift_lowers_every_layer_in_turn_and_ceiling_only_the_widest() -> None:
+    bm = _model(absolute=300.0, table=HandTable(costs=FULL_GRID))
+    request = [(8, 8), (4, 4), (8, 8)]  # 64 + 112 + 192 = 368
+    # ceiling: (8, 8) -> (8, 7) -> (7, 7) -> (7, 6) on the outer layers, the larger saving (layer 2) first;
+    # 368 - 24 - 8 - 21 - 7 - 21 = 287; layer 1 is below the ceiling throughout
+    assert lower_to_fit(request, bm, "ceiling") == [(7, 7), (4, 4), (7, 6)]
+    # shift: round 1 lowers layer 1 (-28), layer 2 (-24), layer 0 (-8) to 308; round 2 starts with the
+    # tie of layers 1 and 2 (-21 each, the lower index first) and fits at 287
+    assert lower_to_fit(request, bm, "shift") == [(8, 7), (3, 3), (8, 7)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    requested=st.lists(st.tuples(st.integers(2, 8), st.integers(2, 8)), min_size=3, max_size=3),
+    fraction=st.floats(0.0, 1.0),
+    boundary=st.sampled_from([0.0, 20.0]),
+    rule=st.sampled_from(["ceiling", "shift"]),
+)
+def test_repairs_fit_never_raise_a_width_and_spread_the_cut(
+    requested: list[BitPair], fraction: float, boundary: float, rule: str
+) -> None:
+    table = ChainHandTable(boundary=boundary, costs=FULL_GRID)
+    probe = _model(ratio=1.0, table=table)
+    bm = _model(absolute=probe.budget.cheapest + fraction * (probe.budget.dearest - probe.budget.cheapest), table=table)
+    repaired = lower_to_fit(requested, bm, rule)
+    assert bm.fits(bm.policy_cost(repaired))
+    if bm.fits(bm.policy_cost(requested)):
+        assert repaired == requested
+        return
+    assert all(q[0] <= p[0] and q[1] <= p[1] for p, q in zip(requested, repaired))
+    if rule == "ceiling":  # every cut layer ends within one bit of the widest width left
+        widest = max(max(q) for q in repaired)
+        assert all(max(q) >= widest - 1 for p, q in zip(requested, repaired) if q != p)
+    else:  # every layer above the floor lost the same bits, give or take the last round's one
+        lost = [sum(p) - sum(q) for p, q in zip(requested, repaired) if q != (2, 2)]
+        assert max(lost, default=0) - min(lost, default=0) <= 1
+
+
+@pytest.mark.parametrize("rule", ["ceiling", "shift"])
+def test_repairs_fall_back_to_the_cheapest_policy_where_the_lowest_widths_do_not_fit(rule: str) -> None:
+    # boundaries of 60: (2, 2) (4, 2) (2, 2) pays two changes (111 + 120) and no width of it can go lower;
+    # the plan's (2, 4) (2, 4) (2, 2) pays one (112 + 60)
+    bm = _model(absolute=200.0, table=ChainHandTable(boundary=60.0))
+    assert lower_to_fit([(2, 2), (4, 2), (2, 2)], bm, rule) == bm.plan.path() == [(2, 4), (2, 4), (2, 2)]

@@ -19,7 +19,7 @@ import envs
 from envs.mixed_precision import OBS_FEATURES, MixedPrecisionEnv
 from haq.core.errors import ConfigError, HaqError, TableError, UsageError
 from haq.jobs.problems import make_problem
-from haq.problem.budget import LayerChoices, map_action, project
+from haq.problem.budget import LayerChoices, lower_to_fit, map_action, project
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem, build_problem
 from haq.quant import QuantPolicy
@@ -103,6 +103,25 @@ def test_all_max_actions_get_projected(problem: SearchProblem) -> None:
     env = MixedPrecisionEnv(problem=problem)
     _, _, infos = _rollout(env, np.ones((env.num_layers, 2), np.float32))
     assert infos[0]["requested_bits"] == (8, 8) and any(i["projected"] for i in infos)
+
+
+@pytest.mark.parametrize("rule", ["shift", "ceiling"])
+def test_repairing_projections_apply_every_request_and_repair_the_whole_episode(problem: SearchProblem, rule: str) -> None:
+    prob = build_problem(dataclasses.replace(problem.config, projection=rule), table=problem.table, workload=problem.workload)
+    env = MixedPrecisionEnv(problem=prob)
+    check_env(env, skip_render_check=True)
+    bm = prob.budget_model
+    _, _, infos = _rollout(env, np.ones((env.num_layers, 2), np.float32))
+    assert all(i["requested_bits"] == (i["w_bits"], i["a_bits"]) == (8, 8) and not i["projected"] for i in infos)
+    final = [tuple(p) for p in infos[-1]["policy"].values()]
+    assert final == lower_to_fit([(8, 8)] * env.num_layers, bm, rule) and infos[-1]["lowered"] == env.num_layers
+    assert bm.fits(bm.policy_cost(final)) and infos[-1]["metrics"]["latency_ms"] <= prob.budget.target * (1 + 1e-9)
+    # the deficit is spread: no layer ends more than one bit below the widest one (stepwise leaves the tail at the floor)
+    assert max(max(p) for p in final) - min(max(p) for p in final) <= 1
+    _, _, stepwise = _rollout(MixedPrecisionEnv(problem=problem), np.ones((env.num_layers, 2), np.float32))
+    assert stepwise[-1]["policy"] != infos[-1]["policy"] and stepwise[-1]["lowered"] == 0
+    _, _, lowest = _rollout(env, -np.ones((env.num_layers, 2), np.float32))
+    assert lowest[-1]["lowered"] == 0 and all(p == [2, 2] for p in lowest[-1]["policy"].values())
 
 
 def test_pinned_first_and_last_layers(cache_dir: Path) -> None:
@@ -266,7 +285,7 @@ def test_non_additive_tables_always_end_within_budget(
         assert cost <= target * (1 + 1e-9), (infos[-1]["policy"], cost / target)
         assert infos[-1]["metrics"]["latency_ms"] == pytest.approx(cost)
         costs.append(cost / target)
-        additive = sum(c.costs[c.pairs.index((i["w_bits"], i["a_bits"]))] for c, i in zip(prob.budget_model.layers, infos))
+        additive = sum(c.cost((i["w_bits"], i["a_bits"])) for c, i in zip(prob.budget_model.layers, infos))
         gaps.append(cost - additive)
     assert max(costs) > 0.9  # the budget binds: the projection had work to do
     assert max(gaps) > 0.05 * target  # and the table is not the sum of its layers

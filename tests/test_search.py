@@ -162,6 +162,7 @@ def test_saved_agent_carries_what_transfer_needs(tmp_path: Path, problem: Search
         (["--hardware-feedback"], "prices another device"),
         (["--action-prior", "ilp"], "action_prior"),
         (["--observation", "v9"], "observation"),
+        (["--projection", "greedy"], "choose one of stepwise, shift, ceiling"),
     ],
 )
 def test_cli_bad_input_is_one_line(
@@ -177,3 +178,19 @@ def test_cli_bad_input_is_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("haq: error:") and message in err[0], err
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_shift_projection_is_recorded_and_its_episodes_fit(
+    tmp_path: Path, cache_dir: Path, digits_workload: Workload
+) -> None:
+    out = tmp_path / "r"
+    argv = ["search", "--evaluator", "cheap", "--episodes", "2", "--agent", "sac", "--warmup", "1"]
+    assert main([*argv, "--action-prior", "uniform", "--projection", "shift", "--out", str(out)]) == 0
+    rd = RunDir(out)
+    env = serial.from_dict(SearchConfig, rd.read_config()["config"]).env
+    assert env.projection == "shift"
+    problem = make_problem(env, cache_dir=cache_dir)
+    budget = problem.budget_model
+    records = rd.read_episodes()
+    assert len(records) == 2
+    assert all(budget.fits(budget.policy_cost([r.policy[n] for n in problem.layer_names])) for r in records)

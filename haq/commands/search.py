@@ -17,7 +17,7 @@ from haq.core.types import stderr_log as log
 from haq.evaluation.config import EvalConfig
 from haq.hardware.feedback import FEEDBACK_CACHE
 from haq.jobs.flags import add_job_args, resolve_job
-from haq.problem.config import ACTION_PRIORS, METRICS, OBSERVATIONS, BudgetConfig, EnvConfig
+from haq.problem.config import ACTION_PRIORS, METRICS, OBSERVATIONS, PROJECTIONS, BudgetConfig, EnvConfig
 from haq.runs.rundir import BEST_FILE, EpisodeRecord
 from haq.search.config import AGENTS, AgentConfig, SearchConfig
 
@@ -49,6 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         "--observation",
         default=EnvConfig().observation,
         help=f"observation layout: {', '.join(OBSERVATIONS)} (v1 adds sensitivity)",
+    )
+    p.add_argument(
+        "--projection",
+        default=EnvConfig().projection,
+        help=f"how episodes keep within budget: {', '.join(PROJECTIONS)} (shift, ceiling: repair the request at the end)",
     )
     p.add_argument(
         "--prior-rungs",
@@ -112,7 +117,9 @@ def env_config(ns: argparse.Namespace) -> EnvConfig:
 def search_config(ns: argparse.Namespace) -> SearchConfig:
     """Validated search config from parsed flags."""
     return SearchConfig(
-        env=dataclasses.replace(env_config(ns), action_prior=ns.action_prior, observation=ns.observation),
+        env=dataclasses.replace(
+            env_config(ns), action_prior=ns.action_prior, observation=ns.observation, projection=ns.projection
+        ),
         agent=AgentConfig(algo=ns.agent, warmup_episodes=ns.warmup, prior_rungs=ns.prior_rungs),
         episodes=ns.episodes,
         seed=ns.seed,

@@ -53,6 +53,7 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "prior_rungs": ("search.agent.prior_rungs",),
         "action_prior": ("search.env.action_prior",),
         "observation": ("search.env.observation",),
+        "projection": ("search.env.projection",),
         **_PICK_PATHS,
     },
     "baseline": {

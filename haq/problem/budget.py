@@ -21,6 +21,8 @@ import numpy as np
 from haq.core import config as serial
 from haq.core.errors import ConfigError, TableError
 from haq.core.types import BitPair
+from haq.core.validate import choice
+from haq.problem.config import REPAIRS
 from haq.quant import FLOAT_BITS, LayerInfo, QuantPolicy, model_size_bits
 from haq.tables.plan import Plan, chain_plan
 from haq.tables.protocols import ChainPlanner, DeviceTable
@@ -38,6 +40,10 @@ class LayerChoices:
     name: str
     pairs: tuple[BitPair, ...]
     costs: tuple[float, ...]
+
+    def cost(self, pair: BitPair) -> float:
+        """Cost of one of the layer's pairs."""
+        return self.costs[self.pairs.index(pair)]
 
     @property
     def cheapest(self) -> float:
@@ -254,6 +260,51 @@ def _unbin(i: int, n: int, k: int | None) -> float:
     return (t - k - 0.5) / (n - k - 0.5)
 
 
+def lower_to_fit(requested: Sequence[BitPair], model: BudgetModel, rule: str) -> list[BitPair]:
+    """The whole-policy repair of a projection applied once the episode ends: ``requested`` itself
+    when it fits, else the request lowered one supported step at a time (a width at a layer's
+    widest) until it fits.
+
+    Repairing after the episode, as HAQ does, rather than spending the budget in layer order
+    means no late layer inherits the whole deficit (stepwise projection left MobileNetV2's last ten
+    layers at 2 bits). ``rule`` says which layers step down in each round:
+
+    - ``shift`` (HAQ's rule: every layer's bits lowered in turn): every layer above its floor, so
+      the request's relative allocation survives and every requested width still counts;
+    - ``ceiling``: only the layers at the widest width left, a common ceiling: a request of 8 bits
+      everywhere becomes a near-uniform policy (on a full grid within one bit), and a layer asked
+      below the ceiling keeps its bits, but every request above it gives the same policy.
+
+    Within a round the layers that save the most go first, so the last round cuts the fewest.
+    Uses no sensitivity estimate and no baseline's solution. Where costs are not additive and even
+    the lowest widths do not fit, it returns the table's cheapest policy, which always does.
+    """
+    choice("repair rule", rule, REPAIRS)
+    pairs = list(requested)
+    while not model.fits(model.policy_cost(pairs)):
+        steps = [(i, step) for i, p in enumerate(pairs) if (step := _step_down(p, model.layers[i])) is not None]
+        if not steps:
+            return list(model.plan.path())
+        if rule == "ceiling":
+            top = max(max(pairs[i]) for i, _ in steps)
+            steps = [(i, step) for i, step in steps if max(pairs[i]) == top]
+        steps.sort(key=lambda s: (model.layers[s[0]].cost(s[1]) - model.layers[s[0]].cost(pairs[s[0]]), s[0]))
+        for i, step in steps:
+            pairs[i] = step
+            if model.fits(model.policy_cost(pairs)):
+                break
+    return pairs
+
+
+def _step_down(pair: BitPair, choices: LayerChoices) -> BitPair | None:
+    """The layer's next pair down from ``pair``: it lowers a width at the pair's widest and raises
+    neither, losing the fewest bits (then saving the most, then the larger weight width); None at
+    the floor. On a full grid one step lowers one width by one bit."""
+    top = max(pair)
+    lower = [q for q in choices.pairs if q[0] <= pair[0] and q[1] <= pair[1] and any(q[k] < pair[k] == top for k in (0, 1))]
+    return max(lower, key=lambda q: (q[0] + q[1], -choices.cost(q), q)) if lower else None
+
+
 def project(desired: BitPair, choices: LayerChoices, fits: Callable[[BitPair], bool], fallback: BitPair) -> BitPair:
     """The pair to apply: ``desired`` if it ``fits``; else the fitting pair nearest to it (squared
     distance in bits, dearest on ties) among those that raise neither width; else ``fallback``
@@ -262,10 +313,9 @@ def project(desired: BitPair, choices: LayerChoices, fits: Callable[[BitPair], b
     Nearest, not dearest: on a weight-bound layer the dearest fitting pair keeps the weight bits
     and drops the activations to the floor, which is rarely what the request meant.
     """
-    cost = dict(zip(choices.pairs, choices.costs))
     if fits(desired):
         return desired
     fitting = [p for p in choices.pairs if p[0] <= desired[0] and p[1] <= desired[1] and fits(p)]
     if fitting:
-        return min(fitting, key=lambda p: ((desired[0] - p[0]) ** 2 + (desired[1] - p[1]) ** 2, -cost[p], p))
+        return min(fitting, key=lambda p: ((desired[0] - p[0]) ** 2 + (desired[1] - p[1]) ** 2, -choices.cost(p), p))
     return fallback

@@ -16,10 +16,15 @@ from haq.workload import WorkloadConfig
 
 METRICS = ("latency", "energy", "size")
 OBSERVATIONS = ("v0", "v1")
+"""Observation layouts of the environment: ``v1`` adds per-layer sensitivity features to ``v0``."""
 ACTION_PRIORS = ("auto", "uniform", "sensitivity")
 """Where the environment centres actions: ``uniform`` bins, the sensitivity ILP's assignment, or
 ``auto`` (the ILP's assignment when the reward has no robustness term, see :attr:`EnvConfig.prior`)."""
-"""Observation layouts of the environment: ``v1`` adds per-layer sensitivity features to ``v0``."""
+REPAIRS = ("shift", "ceiling")
+"""Whole-episode budget repairs (:func:`haq.problem.budget.lower_to_fit`)."""
+PROJECTIONS = ("stepwise", *REPAIRS)
+"""How an episode is kept within budget: each layer as it is decided, or the whole request once it
+ends by one of :data:`REPAIRS`."""
 DEFAULT_TABLE = "bitfusion"
 
 
@@ -84,6 +89,11 @@ class EnvConfig:
         ``auto`` (the default) is ``sensitivity`` when the reward has no robustness term and
         ``uniform`` when it has one: the sensitivity estimates the clean loss only, and low-bit
         activations that raise worst-case robust accuracy are exactly what it counts against.
+    projection: how the budget is kept (``envs.mixed_precision``): ``stepwise`` (the default)
+        lowers each layer's request as it is decided so that the rest can still fit; ``shift``
+        and ``ceiling`` apply every request and, once the episode ends, lower the whole request
+        until it fits (:func:`haq.problem.budget.lower_to_fit`): every layer a step per round
+        (HAQ's repair), or only the widest layers.
     """
 
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
@@ -97,6 +107,7 @@ class EnvConfig:
     torch_device: str = "cpu"
     observation: str = "v0"
     action_prior: str = "auto"
+    projection: str = "stepwise"
 
     @property
     def prior(self) -> str:
@@ -109,6 +120,7 @@ class EnvConfig:
     def __post_init__(self) -> None:
         choice("observation", self.observation, OBSERVATIONS)
         choice("action_prior", self.action_prior, ACTION_PRIORS)
+        choice("projection", self.projection, PROJECTIONS)
         top_ok = self.max_bits == FLOAT_BITS or self.max_bits <= MAX_BITS
         if not (MIN_BITS <= self.min_bits <= MAX_BITS and self.min_bits <= self.max_bits and top_ok):
             raise ConfigError(
