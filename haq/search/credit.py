@@ -9,6 +9,10 @@ budget)`` at each step and adds back what it paid at the last step. Every episod
 unchanged, so are the optimal policies and the logged rewards; with γ = 1 and whole-episode
 returns a transition's target becomes the reward to go (the accuracy terms minus the cost of
 this and the later layers), whose dependence on its own action is exact.
+
+Under a whole-episode repair (``EnvConfig.projection`` ``shift`` / ``ceiling``) a step is paid for
+what it asked, since what the repair keeps is known only at the end; the last step still settles
+the episode's true total, so the dependence is no longer exact there.
 """
 
 from __future__ import annotations
