@@ -39,7 +39,8 @@ the per-layer information the ILP searches with, as state features, not as seeds
 ``rl-alone-shift`` / ``rl-alone-ceiling`` (and ``rl-alone-sens-...``) are the agent alone with a
 whole-episode budget repair (``projection = "shift"``, HAQ's: every request applied, then every
 layer lowered a step per round until the episode fits; ``"ceiling"``: only the widest layers each
-round);
+round); ``rl-alone-ceiling-wide`` is ``rl-alone-ceiling`` with SAC's target entropy at
+:data:`WIDE_ENTROPY` (its ceiling-repaired runs repeated a policy in about half their episodes);
 ``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
 the default with a centred agent's noise on every layer / on about 3 layers per episode;
 ``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
@@ -117,12 +118,15 @@ ALONE_SENS = "rl-alone-sens"
 REPAIRED = {f"{agent}-{rule}": (agent, rule) for agent in (ALONE, ALONE_SENS) for rule in REPAIRS}
 """The agents alone with a whole-episode budget repair (``EnvConfig.projection``), e.g.
 ``rl-alone-shift``: name → (the agent alone it repairs, the repair)."""
-ALONES = (ALONE, *REPAIRED)
+ALONE_WIDE = "rl-alone-ceiling-wide"
+"""The agent alone with the ceiling repair and SAC's wider target entropy (:data:`WIDE_ENTROPY`)."""
+ALONES = (ALONE, *REPAIRED, ALONE_WIDE)
 """The agents alone judged against every baseline."""
 VARIANTS = (
     ALONE,
     ALONE_SENS,
     *REPAIRED,
+    ALONE_WIDE,
     "rl-sac",
     "rl-ddpg",
     "rl-dense",
@@ -266,6 +270,7 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         ALONE: AgentConfig(algo="sac", start_at_centre=False),
         ALONE_SENS: AgentConfig(algo="sac", start_at_centre=False),
         **{name: AgentConfig(algo="sac", start_at_centre=False) for name in REPAIRED},
+        ALONE_WIDE: AgentConfig(algo="sac", start_at_centre=False, target_entropy=WIDE_ENTROPY),
         "rl-sac": AgentConfig(algo="sac"),
         "rl-ddpg": AgentConfig(algo="ddpg"),
         "rl-dense": AgentConfig(centred_noise_layers=0.0),
@@ -289,6 +294,8 @@ def method_env(env: EnvConfig, method: str) -> EnvConfig:
     if method in REPAIRED:
         agent, rule = REPAIRED[method]
         return dataclasses.replace(method_env(env, agent), projection=rule)
+    if method == ALONE_WIDE:
+        return method_env(env, f"{ALONE}-ceiling")
     if method in ("rl-centre", ALONE):
         return dataclasses.replace(env, action_prior="uniform")
     if method in ("rl-multi", "rl-multi-unpromoted"):

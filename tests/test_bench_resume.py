@@ -98,3 +98,13 @@ def test_repaired_agents_alone_differ_from_theirs_only_by_the_projection(sq: Mod
         assert repaired.projection == rule != alone.projection == "stepwise"
         assert dataclasses.replace(repaired, projection=alone.projection) == alone
         assert sq.method_search(repaired, name, 10, 0).agent == sq.method_search(alone, agent, 10, 0).agent
+
+
+def test_the_wide_agent_alone_is_the_ceiling_one_with_only_the_wider_entropy(sq: ModuleType) -> None:
+    env = sq.setting_env(sq.MODES["full"][1])
+    ceiling = f"{sq.ALONE}-ceiling"
+    assert sq.method_env(env, sq.ALONE_WIDE) == sq.method_env(env, ceiling)
+    wide, narrow = sq.method_search(env, sq.ALONE_WIDE, 10, 0).agent, sq.method_search(env, ceiling, 10, 0).agent
+    assert wide.target_entropy == sq.WIDE_ENTROPY != narrow.target_entropy
+    assert dataclasses.replace(wide, target_entropy=narrow.target_entropy) == narrow
+    assert sq.ALONE_WIDE in sq.ALONES and sq.ALONE_WIDE in sq.VARIANTS
