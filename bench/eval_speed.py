@@ -92,7 +92,10 @@ def measure(model: str, kind: str, evaluations: int, seed: int) -> dict[str, flo
     problem = make_problem(cfg, log=log)
     ev_cfg = EvalConfig(kind=kind)
     evaluator = build_evaluator(problem.workload, problem.table, ev_cfg)
-    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, evaluations, np.random.default_rng(seed))]
+    pols = [
+        problem.policy(c.pairs)
+        for c in random_candidates(problem.budget_model, evaluations, np.random.default_rng(seed), "stepwise")
+    ]
     walls = []
     for p in pols:
         start = time.perf_counter()

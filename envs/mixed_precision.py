@@ -13,7 +13,7 @@ from gymnasium import spaces
 import latency_tables
 from haq.core.errors import UsageError
 from haq.core.types import BitPair
-from haq.problem.budget import encode_pair, lower_to_fit, map_action, project
+from haq.problem.budget import apply_request, encode_pair, map_action, settle_episode
 from haq.problem.config import EnvConfig
 from haq.problem.problem import Scored, SearchProblem, build_problem
 from haq.problem.sensitivity import Sensitivity
@@ -222,12 +222,7 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
         choices = bm.layers[self._index]
         center = self.problem.prior[self._index] if self.problem.prior is not None else None
         requested = map_action(act, choices.pairs, center)
-        if self.config.projection != "stepwise":
-            applied = requested
-        else:
-            applied = project(
-                requested, choices, lambda pair: bm.fits(bm.completion_cost(self._applied, pair)), bm.fallback(self._applied)
-            )
+        applied = apply_request(requested, self._applied, bm, self.config.projection)
         if applied == requested:
             applied_action = np.clip(act, -1.0, 1.0).astype(np.float32)
         else:
@@ -246,8 +241,7 @@ class MixedPrecisionEnv(gym.Env[np.ndarray, np.ndarray]):
         self._index += 1
         if self._index < self.num_layers:
             return self._observation(), info, None
-        stepwise = self.config.projection == "stepwise"
-        final = self._applied if stepwise else lower_to_fit(self._applied, bm, self.config.projection)
+        final = settle_episode(self._applied, bm, self.config.projection)
         info["lowered"] = sum(a != b for a, b in zip(self._applied, final))
         self._applied = final
         return self._observation(), info, self.problem.policy(final)

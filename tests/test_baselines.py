@@ -3,6 +3,7 @@ proxy, and each baseline run on the digits CNN writing a run directory within bu
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from search_fakes import AnalyticTable
 
 from haq.baselines import BaselineConfig, estimate_sensitivity, run_baseline
+from haq.baselines.candidates import random_assignment
 from haq.cli import main as haq_main
 from haq.core import config as serial
 from haq.core.errors import ConfigError, HaqError, RunDirError
@@ -149,6 +151,24 @@ def test_baseline_writes_a_run_within_budget(problem: SearchProblem, tmp_path: P
         assert [r.policy for r in again.records] == [r.policy for r in records]
 
 
+@pytest.mark.parametrize("rule", ["shift", "ceiling"])
+def test_random_baseline_draws_under_the_problems_projection(
+    problem: SearchProblem, cache_dir: Path, tmp_path: Path, rule: str
+) -> None:
+    repaired = make_problem(dataclasses.replace(problem.config, projection=rule), cache_dir=cache_dir, table=problem.table)
+    cfg = BaselineConfig(method="random", evaluations=6, seed=3)
+    stepwise = run_baseline(cfg, problem, tmp_path / "stepwise").records
+    records = run_baseline(cfg, repaired, tmp_path / rule).records
+    names = problem.layer_names
+    draws = np.random.default_rng(cfg.seed)
+    for record in records:
+        expected = random_assignment(repaired.budget_model, draws, rule)
+        assert tuple(tuple(record.policy[n]) for n in names) == expected
+        assert repaired.budget_model.fits(repaired.budget_model.policy_cost(expected))
+    assert [r.policy for r in records] != [r.policy for r in stepwise]  # the field is not ignored
+    assert RunDir(tmp_path / rule).read_config()["config"]["env"]["projection"] == rule
+
+
 def test_baseline_resume_continues_and_refuses_other_settings(problem: SearchProblem, tmp_path: Path) -> None:
     out = tmp_path / "run"
     run_baseline(BaselineConfig(method="random", evaluations=2), problem, out)
@@ -254,3 +274,11 @@ def test_baseline_command_writes_a_run_and_prints_the_best(
     assert haq_main([*argv[:2], "simulated-annealing", *argv[3:]]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "haq: error: unknown baseline method 'simulated-annealing'; choose one of uniform, random, greedy, ilp"
+
+
+def test_baseline_command_refuses_an_unknown_projection_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["baseline", "--method", "random", "--projection", "greedy", "--out", str(tmp_path / "r")]
+    assert haq_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "choose one of stepwise, shift, ceiling" in err[0], err
+    assert not (tmp_path / "r").exists()

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from haq.baselines.candidates import random_candidates
+from haq.baselines.candidates import random_assignment, random_candidates
 from haq.core.errors import ConfigError, TableError
 from haq.problem.allocation import sensitivity_prior
 from haq.problem.budget import (
@@ -26,7 +26,9 @@ from haq.problem.budget import (
     lower_to_fit,
     map_action,
     project,
+    project_episode,
 )
+from haq.problem.config import PROJECTIONS
 from haq.problem.sensitivity import LayerSensitivity, Sensitivity
 from haq.quant import LayerBits, LayerInfo, LayerSignature, QuantPolicy, discover_layers, model_size_bits
 from haq.tables.plan import Plan, chain_plan
@@ -168,13 +170,14 @@ def test_the_prior_falls_back_to_the_budgets_cheapest_policy_where_per_layer_ste
 
 @pytest.mark.parametrize("boundary", [0.0, 5.0, 60.0, 500.0])
 @pytest.mark.parametrize("fraction", [0.0, 0.3, 0.7, 1.0])
-def test_projected_episodes_always_fit_a_budget_the_plan_allows(boundary: float, fraction: float) -> None:
+@pytest.mark.parametrize("projection", PROJECTIONS)
+def test_projected_episodes_always_fit_a_budget_the_plan_allows(boundary: float, fraction: float, projection: str) -> None:
     table = ChainHandTable(boundary=boundary)
     probe = _model(ratio=1.0, table=table)
     target = probe.budget.cheapest + fraction * (probe.budget.dearest - probe.budget.cheapest)
     bm = _model(absolute=target, table=table)
     rng = np.random.default_rng(int(boundary) + int(10 * fraction))
-    for cand in random_candidates(bm, 50, rng):
+    for cand in random_candidates(bm, 50, rng, projection):
         assert bm.fits(bm.policy_cost(cand.pairs))
     # every projected episode fits, and the cheapest policy is among what an episode can end at
     cheapest = min(_every_policy(bm), key=bm.policy_cost)
@@ -416,3 +419,30 @@ def test_repairs_fall_back_to_the_cheapest_policy_where_the_lowest_widths_do_not
     # the plan's (2, 4) (2, 4) (2, 2) pays one (112 + 60)
     bm = _model(absolute=200.0, table=ChainHandTable(boundary=60.0))
     assert lower_to_fit([(2, 2), (4, 2), (2, 2)], bm, rule) == bm.plan.path() == [(2, 4), (2, 4), (2, 2)]
+
+
+def test_an_episode_is_projected_layer_by_layer_or_repaired_whole() -> None:
+    bm = _model(absolute=120.0, table=ChainHandTable(costs=FULL_GRID))
+    request = [(8, 8), (8, 8), (8, 8)]
+    stepwise: list[BitPair] = []
+    for choices, want in zip(bm.layers, request):  # the environment's stepwise rule, spelled out
+        fits = lambda pair, done=tuple(stepwise): bm.fits(bm.completion_cost(done, pair))  # noqa: E731
+        stepwise.append(project(want, choices, fits, bm.fallback(stepwise)))
+    assert project_episode(request, bm, "stepwise") == tuple(stepwise)
+    for rule in ("shift", "ceiling"):
+        assert project_episode(request, bm, rule) == tuple(lower_to_fit(request, bm, rule))
+    # the two rules differ on this request: spending the budget in layer order is not a repair
+    assert len({project_episode(request, bm, p) for p in PROJECTIONS}) > 1
+    with pytest.raises(ConfigError, match="2 requests for 3 layers"):
+        project_episode(request[:2], bm, "stepwise")
+    with pytest.raises(ConfigError, match="choose one of stepwise, shift, ceiling"):
+        project_episode(request, bm, "greedy")
+
+
+@pytest.mark.parametrize("projection", PROJECTIONS)
+def test_a_random_draw_is_the_episode_of_its_requests_under_the_projection(projection: str) -> None:
+    bm = _model(absolute=150.0, table=ChainHandTable(costs=FULL_GRID))
+    for seed in range(20):
+        draws = np.random.default_rng(seed).uniform(-1.0, 1.0, size=(len(bm.layers), 2))
+        requests = [map_action(u, choices.pairs) for u, choices in zip(draws, bm.layers)]
+        assert random_assignment(bm, np.random.default_rng(seed), projection) == project_episode(requests, bm, projection)

@@ -28,7 +28,7 @@ def problem(cache_dir: Path) -> SearchProblem:
 
 
 def test_the_pick_rescores_the_top_k_on_images_the_search_never_saw(problem: SearchProblem) -> None:
-    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 8, np.random.default_rng(0))]
+    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 8, np.random.default_rng(0), "stepwise")]
     candidates = [(p, problem.score(p).reward) for p in pols]
     pick = pick_final(problem, candidates, k=3)
     top3 = sorted(range(8), key=lambda i: -candidates[i][1])[:3]
@@ -42,7 +42,7 @@ def test_the_pick_rescores_the_top_k_on_images_the_search_never_saw(problem: Sea
 
 
 def test_the_other_fold_selects_on_the_half_that_reported_and_reports_on_the_one_that_selected(problem: SearchProblem) -> None:
-    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 8, np.random.default_rng(1))]
+    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 8, np.random.default_rng(1), "stepwise")]
     candidates = [(p, problem.score(p).reward) for p in pols]
     first = pick_final(problem, candidates, k=4)
     swapped = swapped_images(problem)

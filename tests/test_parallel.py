@@ -32,7 +32,7 @@ def counted(digits_workload: Workload) -> tuple[SearchProblem, FakeEvaluator]:
 
 def test_cached_batches_evaluate_each_distinct_miss_once(counted: tuple[SearchProblem, FakeEvaluator]) -> None:
     problem, fake = counted
-    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 4, np.random.default_rng(0))]
+    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 4, np.random.default_rng(0), "stepwise")]
     batch = [pols[0], pols[1], pols[0], pols[2]]
     scored = problem.score_many(batch)
     assert fake.batches == [3]
@@ -80,7 +80,10 @@ def test_workers_give_the_in_process_results_in_order(pool: object, default_prob
     from haq.parallel.ray_pool import RayPool
 
     assert isinstance(pool, RayPool)
-    pols = [default_problem.policy(c.pairs) for c in random_candidates(default_problem.budget_model, 6, np.random.default_rng(2))]
+    pols = [
+        default_problem.policy(c.pairs)
+        for c in random_candidates(default_problem.budget_model, 6, np.random.default_rng(2), "stepwise")
+    ]
     local = CachedEvaluator(default_problem.evaluator).evaluate_many(pols)
     remote = pool.evaluator("cheap").evaluate_many(pols)
     assert [m.clean_acc for m in remote] == [m.clean_acc for m in local]
@@ -93,7 +96,9 @@ def test_a_killed_worker_is_replaced_and_its_policy_evaluated_again(pool: object
     from haq.parallel.ray_pool import RayPool
 
     assert isinstance(pool, RayPool)
-    candidates = random_candidates(default_problem.budget_model, 96, np.random.default_rng(3))  # ~2 s: killed mid-batch
+    candidates = random_candidates(
+        default_problem.budget_model, 96, np.random.default_rng(3), "stepwise"
+    )  # ~2 s: killed mid-batch
     pols = [default_problem.policy(c.pairs) for c in candidates]
     expected = [m.clean_acc for m in CachedEvaluator(default_problem.evaluator).evaluate_many(pols)]
     victim = pool.pids()[0]
@@ -119,7 +124,7 @@ def test_the_final_pick_rescores_on_the_workers_as_in_process(
 
     pool = two_workers.pool
     assert isinstance(pool, RayPool)
-    cands = random_candidates(default_problem.budget_model, 6, np.random.default_rng(5))
+    cands = random_candidates(default_problem.budget_model, 6, np.random.default_rng(5), "stepwise")
     candidates = [(default_problem.policy(c.pairs), float(-i)) for i, c in enumerate(cands)]
     batches: list[tuple[str, int]] = []
     real = pool.evaluate_many

@@ -6,8 +6,9 @@ evaluates them and keeps the best reward, exactly as a search keeps its best epi
 "n evaluations" means the same thing for every method.
 
 * uniform: every (w, a) pair all free layers support within budget, highest precision first.
-* random: each layer's action drawn uniformly in [-1, 1]² and mapped and projected exactly as
-  the environment does (HAQ's warm-up episodes), seeded; repeats are kept (one per draw).
+* random: each layer's action drawn uniformly in [-1, 1]² and mapped and brought within budget
+  exactly as the environment does under the problem's projection (HAQ's warm-up episodes),
+  seeded; repeats are kept (one per draw).
 * greedy: descend from the most accurate choice, lowering the layer that adds the least
   estimated error per unit of (per-layer) cost saved, until the whole policy fits.
 * ilp: HAWQ-V3's integer program (minimum Σ estimated error s.t. Σ per-layer cost ≤ budget),
@@ -31,7 +32,7 @@ import numpy as np
 from haq.core.errors import ConfigError
 from haq.core.types import BitPair
 from haq.problem.allocation import ChoiceProblem, budget_ladder, choice_problem, fit_budget
-from haq.problem.budget import BudgetModel, map_action, project
+from haq.problem.budget import BudgetModel, map_action, project_episode
 from haq.problem.sensitivity import Sensitivity
 from haq.problem.solvers import Choice, choice_error, greedy_path, solve_ilp
 from haq.runs.candidates import Candidate
@@ -57,19 +58,16 @@ def uniform_candidates(model: BudgetModel, n: int) -> list[Candidate]:
     return fitting[:n]
 
 
-def random_candidates(model: BudgetModel, n: int, rng: np.random.Generator) -> list[Candidate]:
-    """``n`` random projected assignments (repeats kept: one per draw, like warm-up episodes)."""
-    return [Candidate(random_assignment(model, rng), {"method": "random", "draw": i}) for i in range(n)]
+def random_candidates(model: BudgetModel, n: int, rng: np.random.Generator, projection: str) -> list[Candidate]:
+    """``n`` random assignments under ``projection`` (``EnvConfig.projection``; repeats kept: one
+    per draw, like warm-up episodes)."""
+    return [Candidate(random_assignment(model, rng, projection), {"method": "random", "draw": i}) for i in range(n)]
 
 
-def random_assignment(model: BudgetModel, rng: np.random.Generator) -> tuple[BitPair, ...]:
-    """One episode of uniformly random actions, projected layer by layer as the environment does."""
-    decided: list[BitPair] = []
-    for choices in model.layers:
-        desired = map_action(rng.uniform(-1.0, 1.0, size=2), choices.pairs)
-        fallback = model.fallback(decided)
-        decided.append(project(desired, choices, lambda pair: model.fits(model.completion_cost(decided, pair)), fallback))
-    return tuple(decided)
+def random_assignment(model: BudgetModel, rng: np.random.Generator, projection: str) -> tuple[BitPair, ...]:
+    """One episode of uniformly random actions, brought within budget as the environment does."""
+    requests = [map_action(rng.uniform(-1.0, 1.0, size=2), choices.pairs) for choices in model.layers]
+    return project_episode(requests, model, projection)
 
 
 def greedy_candidates(model: BudgetModel, sensitivity: Sensitivity, n: int, floor: float) -> list[Candidate]:

@@ -85,7 +85,7 @@ def baseline_candidates(problem: SearchProblem, cfg: BaselineConfig, sensitivity
     if cfg.method == "uniform":
         return uniform_candidates(model, n)
     if cfg.method == "random":
-        return random_candidates(model, n, np.random.default_rng(cfg.seed))
+        return random_candidates(model, n, np.random.default_rng(cfg.seed), problem.config.projection)
     if sensitivity is None:
         raise ConfigError(f"baseline '{cfg.method}' needs per-layer sensitivities")
     if cfg.method == "greedy":

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from haq.commands.pick import add_pick_args, pick_config, report_pick
-from haq.commands.search import add_search_args, budget_line, env_config, print_record, run_command
+from haq.commands.search import add_projection_arg, add_search_args, budget_line, env_config, print_record, run_command
 from haq.commands.workload_args import add_workload_args
 from haq.core.fileio import check_writable_dir
 from haq.core.types import stderr_log as log
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         default=SensitivityConfig().samples,
         help="greedy / ilp: training images used to estimate per-layer sensitivity",
     )
+    add_projection_arg(p)
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<method>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings)")
     add_parallel_args(p)
@@ -64,7 +66,7 @@ def run(ns: argparse.Namespace) -> int:
                 ladder_floor=n.ladder_floor,
                 sensitivity=SensitivityConfig(samples=n.sensitivity_samples),
             ),
-            "env": env_config(n),
+            "env": dataclasses.replace(env_config(n), projection=n.projection),
             "pick": pick_config(n),
         },
         required={"method": "--method"},

@@ -50,11 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         default=EnvConfig().observation,
         help=f"observation layout: {', '.join(OBSERVATIONS)} (v1 adds sensitivity)",
     )
-    p.add_argument(
-        "--projection",
-        default=EnvConfig().projection,
-        help=f"how episodes keep within budget: {', '.join(PROJECTIONS)} (shift, ceiling: repair the request at the end)",
-    )
+    add_projection_arg(p)
     p.add_argument(
         "--prior-rungs",
         type=int,
@@ -68,6 +64,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     add_pick_args(p)
     p.set_defaults(func=run)
     add_job_args(p)
+
+
+def add_projection_arg(p: argparse.ArgumentParser) -> None:
+    """``--projection`` (search, and baseline for its random draws): how an episode keeps within budget."""
+    p.add_argument(
+        "--projection",
+        default=EnvConfig().projection,
+        help=f"how episodes and random baseline draws keep within budget: {', '.join(PROJECTIONS)} "
+        "(shift, ceiling: repair the request at the end)",
+    )
 
 
 def add_search_args(p: argparse.ArgumentParser) -> None:

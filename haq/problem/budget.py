@@ -22,7 +22,7 @@ from haq.core import config as serial
 from haq.core.errors import ConfigError, TableError
 from haq.core.types import BitPair
 from haq.core.validate import choice
-from haq.problem.config import REPAIRS
+from haq.problem.config import PROJECTIONS, REPAIRS
 from haq.quant import FLOAT_BITS, LayerInfo, QuantPolicy, model_size_bits
 from haq.tables.plan import Plan, chain_plan
 from haq.tables.protocols import ChainPlanner, DeviceTable
@@ -258,6 +258,35 @@ def _unbin(i: int, n: int, k: int | None) -> float:
     if t <= k + 0.5:
         return t / (k + 0.5) - 1.0
     return (t - k - 0.5) / (n - k - 0.5)
+
+
+def apply_request(requested: BitPair, decided: Sequence[BitPair], model: BudgetModel, projection: str) -> BitPair:
+    """The pair the next layer (after ``decided``) gets for ``requested``: under the ``stepwise``
+    projection the nearest pair that leaves the rest of the network a way to fit
+    (:func:`project`); under a whole-episode repair the request itself, since the repair at the
+    end (:func:`settle_episode`) decides what is kept."""
+    if projection != "stepwise":
+        return requested
+    choices = model.layers[len(decided)]
+    return project(requested, choices, lambda pair: model.fits(model.completion_cost(decided, pair)), model.fallback(decided))
+
+
+def settle_episode(applied: Sequence[BitPair], model: BudgetModel, projection: str) -> list[BitPair]:
+    """The policy an episode of :func:`apply_request` pairs ends with: as applied under
+    ``stepwise`` (already within budget), else repaired by :func:`lower_to_fit`."""
+    choice("projection", projection, PROJECTIONS)
+    return list(applied) if projection == "stepwise" else lower_to_fit(applied, model, projection)
+
+
+def project_episode(requests: Sequence[BitPair], model: BudgetModel, projection: str) -> tuple[BitPair, ...]:
+    """One pair per layer for a whole episode of requests, exactly as the environment brings it
+    within budget: the same mechanism for the agent's episodes and the random baseline's draws."""
+    if len(requests) != len(model.layers):
+        raise ConfigError(f"{len(requests)} requests for {len(model.layers)} layers; give one (w, a) pair per layer")
+    applied: list[BitPair] = []
+    for requested in requests:
+        applied.append(apply_request(requested, applied, model, projection))
+    return tuple(settle_episode(applied, model, projection))
 
 
 def lower_to_fit(requested: Sequence[BitPair], model: BudgetModel, rule: str) -> list[BitPair]:
