@@ -41,6 +41,9 @@ whole-episode budget repair (``projection = "shift"``, HAQ's: every request appl
 layer lowered a step per round until the episode fits; ``"ceiling"``: only the widest layers each
 round); ``rl-alone-ceiling-wide`` is ``rl-alone-ceiling`` with SAC's target entropy at
 :data:`WIDE_ENTROPY` (its ceiling-repaired runs repeated a policy in about half their episodes);
+``rl-alone-credit`` / ``rl-alone-ceiling-credit`` are those agents alone paid each layer's cost
+at its step (``AgentConfig.cost_credit = True``, :mod:`haq.search.credit`; the centred agent's
+default, never measured on the agent alone);
 ``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
 the default with a centred agent's noise on every layer / on about 3 layers per episode;
 ``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
@@ -120,13 +123,17 @@ REPAIRED = {f"{agent}-{rule}": (agent, rule) for agent in (ALONE, ALONE_SENS) fo
 ``rl-alone-shift``: name → (the agent alone it repairs, the repair)."""
 ALONE_WIDE = "rl-alone-ceiling-wide"
 """The agent alone with the ceiling repair and SAC's wider target entropy (:data:`WIDE_ENTROPY`)."""
-ALONES = (ALONE, *REPAIRED, ALONE_WIDE)
+CREDITED = {f"{agent}-credit": agent for agent in (ALONE, f"{ALONE}-ceiling")}
+"""The agents alone paid each layer's cost at its step (``AgentConfig.cost_credit = True``, the
+centred agent's default): name → the agent alone it credits."""
+ALONES = (ALONE, *REPAIRED, ALONE_WIDE, *CREDITED)
 """The agents alone judged against every baseline."""
 VARIANTS = (
     ALONE,
     ALONE_SENS,
     *REPAIRED,
     ALONE_WIDE,
+    *CREDITED,
     "rl-sac",
     "rl-ddpg",
     "rl-dense",
@@ -271,6 +278,7 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         ALONE_SENS: AgentConfig(algo="sac", start_at_centre=False),
         **{name: AgentConfig(algo="sac", start_at_centre=False) for name in REPAIRED},
         ALONE_WIDE: AgentConfig(algo="sac", start_at_centre=False, target_entropy=WIDE_ENTROPY),
+        **{name: AgentConfig(algo="sac", start_at_centre=False, cost_credit=True) for name in CREDITED},
         "rl-sac": AgentConfig(algo="sac"),
         "rl-ddpg": AgentConfig(algo="ddpg"),
         "rl-dense": AgentConfig(centred_noise_layers=0.0),
@@ -296,6 +304,8 @@ def method_env(env: EnvConfig, method: str) -> EnvConfig:
         return dataclasses.replace(method_env(env, agent), projection=rule)
     if method == ALONE_WIDE:
         return method_env(env, f"{ALONE}-ceiling")
+    if method in CREDITED:
+        return method_env(env, CREDITED[method])
     if method in ("rl-centre", ALONE):
         return dataclasses.replace(env, action_prior="uniform")
     if method in ("rl-multi", "rl-multi-unpromoted"):

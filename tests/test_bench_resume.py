@@ -108,3 +108,14 @@ def test_the_wide_agent_alone_is_the_ceiling_one_with_only_the_wider_entropy(sq:
     assert wide.target_entropy == sq.WIDE_ENTROPY != narrow.target_entropy
     assert dataclasses.replace(wide, target_entropy=narrow.target_entropy) == narrow
     assert sq.ALONE_WIDE in sq.ALONES and sq.ALONE_WIDE in sq.VARIANTS
+
+
+def test_the_credited_agents_alone_differ_from_theirs_only_by_the_cost_credit(sq: ModuleType) -> None:
+    env = sq.setting_env(sq.MODES["full"][1])
+    assert set(sq.CREDITED) == {"rl-alone-credit", "rl-alone-ceiling-credit"}
+    for name, alone in sq.CREDITED.items():
+        assert sq.method_env(env, name) == sq.method_env(env, alone)
+        credited, theirs = sq.method_search(env, name, 10, 0).agent, sq.method_search(env, alone, 10, 0).agent
+        assert credited.cost_credit is True and theirs.cost_credit is None
+        assert dataclasses.replace(credited, cost_credit=None) == theirs
+        assert name in sq.ALONES
