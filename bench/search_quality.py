@@ -43,7 +43,9 @@ round); ``rl-alone-ceiling-wide`` is ``rl-alone-ceiling`` with SAC's target entr
 :data:`WIDE_ENTROPY` (its ceiling-repaired runs repeated a policy in about half their episodes);
 ``rl-alone-credit`` / ``rl-alone-ceiling-credit`` are those agents alone paid each layer's cost
 at its step (``AgentConfig.cost_credit = True``, :mod:`haq.search.credit`; the centred agent's
-default, never measured on the agent alone);
+default, never measured on the agent alone); ``random-shift`` / ``random-ceiling`` are random
+search with its draws repaired the same way (``haq baseline --method random --projection ...``),
+the fair random comparator of an agent alone with that repair;
 ``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
 the default with a centred agent's noise on every layer / on about 3 layers per episode;
 ``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
@@ -89,7 +91,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -128,12 +130,17 @@ CREDITED = {f"{agent}-credit": agent for agent in (ALONE, f"{ALONE}-ceiling")}
 centred agent's default): name → the agent alone it credits."""
 ALONES = (ALONE, *REPAIRED, ALONE_WIDE, *CREDITED)
 """The agents alone judged against every baseline."""
+RANDOM_REPAIRED = {f"random-{rule}": rule for rule in REPAIRS}
+"""The random baseline with its draws brought within budget by a whole-episode repair
+(``EnvConfig.projection``), as the repaired agents' episodes are: name → the repair. An agent
+alone with a repair is also judged against the random search of the same repair."""
 VARIANTS = (
     ALONE,
     ALONE_SENS,
     *REPAIRED,
     ALONE_WIDE,
     *CREDITED,
+    *RANDOM_REPAIRED,
     "rl-sac",
     "rl-ddpg",
     "rl-dense",
@@ -306,6 +313,8 @@ def method_env(env: EnvConfig, method: str) -> EnvConfig:
         return method_env(env, f"{ALONE}-ceiling")
     if method in CREDITED:
         return method_env(env, CREDITED[method])
+    if method in RANDOM_REPAIRED:
+        return dataclasses.replace(env, projection=RANDOM_REPAIRED[method])
     if method in ("rl-centre", ALONE):
         return dataclasses.replace(env, action_prior="uniform")
     if method in ("rl-multi", "rl-multi-unpromoted"):
@@ -325,7 +334,8 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
     if method.startswith("rl"):
         result = run_search(method_search(env, method, evaluations, seed), problem, out)
     else:
-        result = run_baseline(BaselineConfig(method=method, evaluations=evaluations, seed=seed), problem, out)
+        baseline = "random" if method in RANDOM_REPAIRED else method
+        result = run_baseline(BaselineConfig(method=baseline, evaluations=evaluations, seed=seed), problem, out)
     seconds = time.perf_counter() - start
     records = list(result.records)
     promote = 0.0 if method == "rl-multi-unpromoted" else PickConfig().promote
@@ -561,14 +571,16 @@ CROSSFIT: Judge = ("cross-fitted test reward", _crossfit)
 """What the verdicts compare: the pick's report, or the mean of both folds'."""
 
 
-def rl_against_baselines(results: list[RunResult], judge: Judge = TEST, agent: str = "rl") -> list[str]:
+def rl_against_baselines(
+    results: list[RunResult], judge: Judge = TEST, agent: str = "rl", baselines: Sequence[str] = METHODS[1:]
+) -> list[str]:
     """The ``agent``'s (by default the default agent's) median ``judge`` reward against each
     baseline's (target: >= each), with :func:`median_gap`'s interval and, where both ran several
     seeds, the paired count."""
     label, value = judge
     rl = {r.seed: value(r) for r in results if r.method == agent}
     out = []
-    for method in METHODS[1:]:
+    for method in baselines:
         theirs = {r.seed: value(r) for r in results if r.method == method}
         common = set(rl) & set(theirs)
         if len(rl) < 2 or not theirs or (len(theirs) > 1 and len(common) < 2):
@@ -634,8 +646,14 @@ def multi_fidelity_verdicts(results: list[RunResult], judge: Judge = TEST) -> li
 
 
 def alone_against_baselines(results: list[RunResult], judge: Judge = TEST) -> list[str]:
-    """:func:`rl_against_baselines` for each agent alone (:data:`ALONES`) that ran."""
-    return [line for agent in ALONES for line in rl_against_baselines(results, judge, agent)]
+    """:func:`rl_against_baselines` for each agent alone (:data:`ALONES`) that ran; one with a
+    whole-episode repair also against the random search of that repair (:data:`RANDOM_REPAIRED`)."""
+    out = []
+    for agent in ALONES:
+        rule = method_env(EnvConfig(), agent).projection
+        same = tuple(name for name, r in RANDOM_REPAIRED.items() if r == rule)
+        out += rl_against_baselines(results, judge, agent, (*METHODS[1:], *same))
+    return out
 
 
 def seed_noise(s: Setting, results: list[RunResult], measured: float) -> float:

@@ -119,3 +119,29 @@ def test_the_credited_agents_alone_differ_from_theirs_only_by_the_cost_credit(sq
         assert credited.cost_credit is True and theirs.cost_credit is None
         assert dataclasses.replace(credited, cost_credit=None) == theirs
         assert name in sq.ALONES
+
+
+def test_a_repaired_agent_alone_is_also_judged_against_random_search_under_its_repair(sq: ModuleType) -> None:
+    def run(method: str, seed: int, test: float) -> object:
+        return sq.RunResult("digits_cnn", "full", 300, method, seed, 4, 1.0, test, {}, (test,), test, 0.9, None, None)
+
+    env = sq.setting_env(sq.MODES["full"][1])
+    assert sq.method_env(env, "random-ceiling") == dataclasses.replace(env, projection="ceiling")
+    rows = [run("rl-alone-ceiling", s, 1.0 + 0.1 * s) for s in range(3)] + [run("random-ceiling", s, 0.9) for s in range(3)]
+    rows += [run("random-shift", s, 5.0) for s in range(3)]  # another repair's random: not its comparator
+    (line,) = sq.alone_against_baselines(rows)
+    assert line.startswith("\nrl-alone-ceiling minus random-ceiling, median final test reward: +0.2000")
+    assert "better in 3, worse in 0 of 3" in line
+    stepwise = [run(sq.ALONE, s, 1.0) for s in range(3)] + rows[3:]
+    assert sq.alone_against_baselines(stepwise) == []  # the stepwise agent alone has no repaired comparator
+
+
+def test_random_search_under_a_repair_runs_as_the_random_baseline(
+    sq: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*ARGS[:4], "random", "random-ceiling", *ARGS[6:], "--out", str(tmp_path / "sq")]
+    assert sq.main(args) == 0
+    rows = {r["method"]: r for r in json.loads((tmp_path / "sq" / sq.RESULTS).read_text())}
+    config = json.loads((sq.run_dir(tmp_path / "sq", "digits_cnn", "random-ceiling", 0) / "config.json").read_text())
+    assert config["config"]["baseline"]["method"] == "random" and config["config"]["env"]["projection"] == "ceiling"
+    assert rows["random-ceiling"]["evaluations"] == rows["random"]["evaluations"] == 4
