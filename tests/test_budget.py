@@ -426,12 +426,15 @@ def test_an_episode_is_projected_layer_by_layer_or_repaired_whole() -> None:
     request = [(8, 8), (8, 8), (8, 8)]
     stepwise: list[BitPair] = []
     for choices, want in zip(bm.layers, request):  # the environment's stepwise rule, spelled out
-        fits = lambda pair, done=tuple(stepwise): bm.fits(bm.completion_cost(done, pair))  # noqa: E731
+
+        def fits(pair: BitPair, done: tuple[BitPair, ...] = tuple(stepwise)) -> bool:
+            return bm.fits(bm.completion_cost(done, pair))
+
         stepwise.append(project(want, choices, fits, bm.fallback(stepwise)))
     assert project_episode(request, bm, "stepwise") == tuple(stepwise)
     for rule in ("shift", "ceiling"):
         assert project_episode(request, bm, rule) == tuple(lower_to_fit(request, bm, rule))
-    # the two rules differ on this request: spending the budget in layer order is not a repair
+    # the projections do not all agree on this request, so the comparisons above can fail
     assert len({project_episode(request, bm, p) for p in PROJECTIONS}) > 1
     with pytest.raises(ConfigError, match="2 requests for 3 layers"):
         project_episode(request[:2], bm, "stepwise")

@@ -96,9 +96,8 @@ def test_a_killed_worker_is_replaced_and_its_policy_evaluated_again(pool: object
     from haq.parallel.ray_pool import RayPool
 
     assert isinstance(pool, RayPool)
-    candidates = random_candidates(
-        default_problem.budget_model, 96, np.random.default_rng(3), "stepwise"
-    )  # ~2 s: killed mid-batch
+    # ~2 s of evaluations: the worker is killed mid-batch
+    candidates = random_candidates(default_problem.budget_model, 96, np.random.default_rng(3), "stepwise")
     pols = [default_problem.policy(c.pairs) for c in candidates]
     expected = [m.clean_acc for m in CachedEvaluator(default_problem.evaluator).evaluate_many(pols)]
     victim = pool.pids()[0]
