@@ -123,9 +123,11 @@ ALONE_SENS = "rl-alone-sens"
 REPAIRED = {f"{agent}-{rule}": (agent, rule) for agent in (ALONE, ALONE_SENS) for rule in REPAIRS}
 """The agents alone with a whole-episode budget repair (``EnvConfig.projection``), e.g.
 ``rl-alone-shift``: name → (the agent alone it repairs, the repair)."""
-ALONE_WIDE = "rl-alone-ceiling-wide"
+ALONE_CEILING = f"{ALONE}-ceiling"
+"""The agent alone with the ceiling repair (one of :data:`REPAIRED`), which two more variants build on."""
+ALONE_WIDE = f"{ALONE_CEILING}-wide"
 """The agent alone with the ceiling repair and SAC's wider target entropy (:data:`WIDE_ENTROPY`)."""
-CREDITED = {f"{agent}-credit": agent for agent in (ALONE, f"{ALONE}-ceiling")}
+CREDITED = {f"{agent}-credit": agent for agent in (ALONE, ALONE_CEILING)}
 """The agents alone paid each layer's cost at its step (``AgentConfig.cost_credit = True``, the
 centred agent's default): name → the agent alone it credits."""
 ALONES = (ALONE, *REPAIRED, ALONE_WIDE, *CREDITED)
@@ -310,7 +312,7 @@ def method_env(env: EnvConfig, method: str) -> EnvConfig:
         agent, rule = REPAIRED[method]
         return dataclasses.replace(method_env(env, agent), projection=rule)
     if method == ALONE_WIDE:
-        return method_env(env, f"{ALONE}-ceiling")
+        return method_env(env, ALONE_CEILING)
     if method in CREDITED:
         return method_env(env, CREDITED[method])
     if method in RANDOM_REPAIRED:

@@ -102,7 +102,8 @@ def test_repaired_agents_alone_differ_from_theirs_only_by_the_projection(sq: Mod
 
 def test_the_wide_agent_alone_is_the_ceiling_one_with_only_the_wider_entropy(sq: ModuleType) -> None:
     env = sq.setting_env(sq.MODES["full"][1])
-    ceiling = f"{sq.ALONE}-ceiling"
+    ceiling = sq.ALONE_CEILING
+    assert ceiling in sq.REPAIRED and sq.ALONE_WIDE == "rl-alone-ceiling-wide"
     assert sq.method_env(env, sq.ALONE_WIDE) == sq.method_env(env, ceiling)
     wide, narrow = sq.method_search(env, sq.ALONE_WIDE, 10, 0).agent, sq.method_search(env, ceiling, 10, 0).agent
     assert wide.target_entropy == sq.WIDE_ENTROPY != narrow.target_entropy

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from haq.commands.pick import add_pick_args, pick_config, report_pick
@@ -66,7 +65,7 @@ def run(ns: argparse.Namespace) -> int:
                 ladder_floor=n.ladder_floor,
                 sensitivity=SensitivityConfig(samples=n.sensitivity_samples),
             ),
-            "env": dataclasses.replace(env_config(n), projection=n.projection),
+            "env": env_config(n),
             "pick": pick_config(n),
         },
         required={"method": "--method"},

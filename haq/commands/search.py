@@ -107,7 +107,7 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
 
 
 def env_config(ns: argparse.Namespace) -> EnvConfig:
-    """Validated environment config from parsed flags."""
+    """Validated environment config from parsed flags (search and baseline both take ``--projection``)."""
     return EnvConfig(
         workload=workload_config(ns),
         table=ns.device,
@@ -117,15 +117,14 @@ def env_config(ns: argparse.Namespace) -> EnvConfig:
         pin_first_last=ns.pin_first_last,
         evaluation=EvalConfig(kind=ns.evaluator, hardware_feedback=ns.hardware_feedback),
         torch_device=ns.torch_device,
+        projection=ns.projection,
     )
 
 
 def search_config(ns: argparse.Namespace) -> SearchConfig:
     """Validated search config from parsed flags."""
     return SearchConfig(
-        env=dataclasses.replace(
-            env_config(ns), action_prior=ns.action_prior, observation=ns.observation, projection=ns.projection
-        ),
+        env=dataclasses.replace(env_config(ns), action_prior=ns.action_prior, observation=ns.observation),
         agent=AgentConfig(algo=ns.agent, warmup_episodes=ns.warmup, prior_rungs=ns.prior_rungs),
         episodes=ns.episodes,
         seed=ns.seed,
