@@ -45,7 +45,10 @@ round); ``rl-alone-ceiling-wide`` is ``rl-alone-ceiling`` with SAC's target entr
 at its step (``AgentConfig.cost_credit = True``, :mod:`haq.search.credit`; the centred agent's
 default, never measured on the agent alone); ``random-shift`` / ``random-ceiling`` are random
 search with its draws repaired the same way (``haq baseline --method random --projection ...``),
-the fair random comparator of an agent alone with that repair;
+the fair random comparator of an agent alone with that repair; ``rl-alone-policy`` /
+``rl-alone-ceiling-policy`` are those agents alone deciding the whole policy in one step
+(``AgentConfig.decision = "policy"``, :mod:`haq.search.whole_policy`), and ``rl-policy`` the
+default agent so (seeded where the default is: a centred SAC, since DDPG is per-layer only);
 ``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
 the default with a centred agent's noise on every layer / on about 3 layers per episode;
 ``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
@@ -130,7 +133,10 @@ ALONE_WIDE = f"{ALONE_CEILING}-wide"
 CREDITED = {f"{agent}-credit": agent for agent in (ALONE, ALONE_CEILING)}
 """The agents alone paid each layer's cost at its step (``AgentConfig.cost_credit = True``, the
 centred agent's default): name → the agent alone it credits."""
-ALONES = (ALONE, *REPAIRED, ALONE_WIDE, *CREDITED)
+WHOLE = {f"{agent}-policy": agent for agent in (ALONE, ALONE_CEILING)}
+"""The agents alone deciding the whole policy in one step (``AgentConfig.decision = "policy"``):
+name → the agent alone it changes."""
+ALONES = (ALONE, *REPAIRED, ALONE_WIDE, *CREDITED, *WHOLE)
 """The agents alone judged against every baseline."""
 RANDOM_REPAIRED = {f"random-{rule}": rule for rule in REPAIRS}
 """The random baseline with its draws brought within budget by a whole-episode repair
@@ -142,6 +148,7 @@ VARIANTS = (
     *REPAIRED,
     ALONE_WIDE,
     *CREDITED,
+    *WHOLE,
     *RANDOM_REPAIRED,
     "rl-sac",
     "rl-ddpg",
@@ -158,6 +165,7 @@ VARIANTS = (
     "rl-reheat",
     "rl-best-rung",
     "rl-wide",
+    "rl-policy",
 )
 SEEDED = ("rl", "random", *VARIANTS)
 PICK_K = 5
@@ -288,6 +296,7 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         **{name: AgentConfig(algo="sac", start_at_centre=False) for name in REPAIRED},
         ALONE_WIDE: AgentConfig(algo="sac", start_at_centre=False, target_entropy=WIDE_ENTROPY),
         **{name: AgentConfig(algo="sac", start_at_centre=False, cost_credit=True) for name in CREDITED},
+        **{name: AgentConfig(algo="sac", start_at_centre=False, decision="policy") for name in WHOLE},
         "rl-sac": AgentConfig(algo="sac"),
         "rl-ddpg": AgentConfig(algo="ddpg"),
         "rl-dense": AgentConfig(centred_noise_layers=0.0),
@@ -296,6 +305,7 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         "rl-reheat": AgentConfig(centred_noise_reheat=2.0),
         "rl-best-rung": AgentConfig(prior_centre="best"),
         "rl-wide": AgentConfig(target_entropy=WIDE_ENTROPY),
+        "rl-policy": AgentConfig(decision="policy"),
     }
     agent = agents.get(method, AgentConfig())
     return SearchConfig(env=env, agent=agent, episodes=evaluations, seed=seed)
@@ -315,6 +325,8 @@ def method_env(env: EnvConfig, method: str) -> EnvConfig:
         return method_env(env, ALONE_CEILING)
     if method in CREDITED:
         return method_env(env, CREDITED[method])
+    if method in WHOLE:
+        return method_env(env, WHOLE[method])
     if method in RANDOM_REPAIRED:
         return dataclasses.replace(env, projection=RANDOM_REPAIRED[method])
     if method in ("rl-centre", ALONE):

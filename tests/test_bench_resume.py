@@ -111,15 +111,22 @@ def test_the_wide_agent_alone_is_the_ceiling_one_with_only_the_wider_entropy(sq:
     assert sq.ALONE_WIDE in sq.ALONES and sq.ALONE_WIDE in sq.VARIANTS
 
 
-def test_the_credited_agents_alone_differ_from_theirs_only_by_the_cost_credit(sq: ModuleType) -> None:
+@pytest.mark.parametrize(
+    ("variants", "suffix", "field", "value"),
+    [("CREDITED", "credit", "cost_credit", True), ("WHOLE", "policy", "decision", "policy")],
+)
+def test_a_changed_agent_alone_differs_from_its_own_only_by_that_change(
+    sq: ModuleType, variants: str, suffix: str, field: str, value: object
+) -> None:
     env = sq.setting_env(sq.MODES["full"][1])
-    assert set(sq.CREDITED) == {"rl-alone-credit", "rl-alone-ceiling-credit"}
-    for name, alone in sq.CREDITED.items():
+    changed_by = getattr(sq, variants)
+    assert set(changed_by) == {f"rl-alone-{suffix}", f"rl-alone-ceiling-{suffix}"}
+    for name, alone in changed_by.items():
         assert sq.method_env(env, name) == sq.method_env(env, alone)
-        credited, theirs = sq.method_search(env, name, 10, 0).agent, sq.method_search(env, alone, 10, 0).agent
-        assert credited.cost_credit is True and theirs.cost_credit is None
-        assert dataclasses.replace(credited, cost_credit=None) == theirs
-        assert name in sq.ALONES
+        changed, theirs = sq.method_search(env, name, 10, 0).agent, sq.method_search(env, alone, 10, 0).agent
+        assert getattr(changed, field) == value != getattr(theirs, field)
+        assert dataclasses.replace(changed, **{field: getattr(theirs, field)}) == theirs
+        assert name in sq.ALONES and name in sq.VARIANTS
 
 
 def test_a_repaired_agent_alone_is_also_judged_against_random_search_under_its_repair(sq: ModuleType) -> None:

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pytest
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 import latency_tables
 from envs.mixed_precision import MixedPrecisionEnv
@@ -34,6 +35,7 @@ from haq.quant import QuantPolicy, model_size_bits
 from haq.search.agents import load_agent
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
+from haq.search.whole_policy import VecWholePolicy
 from haq.tables.protocols import DeviceTable
 from haq.workload import Workload
 
@@ -150,3 +152,26 @@ def test_sac_beats_random_p75_over_seeds(tmp_path: Path, problem: SearchProblem,
     p75 = np.percentile(random_rewards, 75)
     rewards = [_trained(problem, tmp_path / str(seed), ENV, "sac", SLOW_EPISODES, seed) for seed in range(3)]
     assert all(r > p75 for r in rewards), (rewards, p75)
+
+
+def _trained_whole(problem: SearchProblem, tmp: Path, episodes: int, seed: int) -> float:
+    """The reward of a whole-policy agent's deterministic policy after ``episodes`` episodes."""
+    cfg = SearchConfig(env=SENSITIVE, agent=AgentConfig(algo="sac", decision="policy"), episodes=episodes, seed=seed)
+    run_search(cfg, problem, tmp)
+    env = MixedPrecisionEnv(problem=problem)
+    stack = VecWholePolicy(DummyVecEnv([lambda: env]), env.num_layers)
+    model, _ = load_agent(next((tmp / "checkpoint").glob("ep-*")), stack, with_buffer=False)
+    whole = model.predict(np.ones((1,), np.float32), deterministic=True)[0].reshape(env.num_layers, 2)
+    layers = iter(whole)
+    return _rollout(problem, lambda _obs: next(layers))
+
+
+@pytest.mark.parametrize("seed", FAST_SEEDS)
+def test_a_whole_policy_agent_beats_best_constant_and_uniform(
+    tmp_path: Path, sensitive: Callable[[], SearchProblem], seed: int
+) -> None:
+    """The same bar for an agent that decides every layer in one step: its critic learns which
+    layers' bits the reward pays for from whole policies."""
+    constant, uniform = _bar(sensitive())
+    learned = _trained_whole(sensitive(), tmp_path, FAST_EPISODES, seed)
+    assert learned > constant and learned > uniform, (learned, constant, uniform)

@@ -19,7 +19,7 @@ from haq.hardware.feedback import FEEDBACK_CACHE
 from haq.jobs.flags import add_job_args, resolve_job
 from haq.problem.config import ACTION_PRIORS, METRICS, OBSERVATIONS, PROJECTIONS, BudgetConfig, EnvConfig
 from haq.runs.rundir import BEST_FILE, EpisodeRecord
-from haq.search.config import AGENTS, AgentConfig, SearchConfig
+from haq.search.config import AGENTS, DECISIONS, AgentConfig, SearchConfig
 
 if TYPE_CHECKING:
     from haq.jobs.document import Job
@@ -51,6 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         help=f"observation layout: {', '.join(OBSERVATIONS)} (v1 adds sensitivity)",
     )
     add_projection_arg(p)
+    p.add_argument(
+        "--decision",
+        default=AgentConfig().decision,
+        help=f"what one agent step decides: {', '.join(DECISIONS)} (policy: every layer at once; cannot be transferred)",
+    )
     p.add_argument(
         "--prior-rungs",
         type=int,
@@ -125,7 +130,7 @@ def search_config(ns: argparse.Namespace) -> SearchConfig:
     """Validated search config from parsed flags."""
     return SearchConfig(
         env=dataclasses.replace(env_config(ns), action_prior=ns.action_prior, observation=ns.observation),
-        agent=AgentConfig(algo=ns.agent, warmup_episodes=ns.warmup, prior_rungs=ns.prior_rungs),
+        agent=AgentConfig(algo=ns.agent, warmup_episodes=ns.warmup, prior_rungs=ns.prior_rungs, decision=ns.decision),
         episodes=ns.episodes,
         seed=ns.seed,
     )

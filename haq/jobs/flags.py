@@ -51,6 +51,7 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "agent": ("search.agent.algo",),
         "warmup": ("search.agent.warmup_episodes",),
         "prior_rungs": ("search.agent.prior_rungs",),
+        "decision": ("search.agent.decision",),
         "action_prior": ("search.env.action_prior",),
         "observation": ("search.env.observation",),
         "projection": ("search.env.projection",),

@@ -30,6 +30,8 @@ IMITATING = ("ddpg", "td3")
 MAX_SQUASHED_ENTROPY = math.log(2.0)
 """The entropy of the uniform distribution on [-1, 1], the most a squashed action can have per
 dimension: a higher SAC target would grow its entropy weight without bound."""
+DECISIONS = ("layer", "policy")
+"""``AgentConfig.decision``: one step per layer (HAQ's episode), or the whole policy in one step."""
 PRIOR_CENTRES = ("best", "cheapest_tied")
 """``AgentConfig.prior_centre``: the best-scoring rung, or the cheapest within the rewards' sampling noise of it."""
 
@@ -158,6 +160,13 @@ class AgentConfig:
         slow). Why: on 2 cores the agent's updates were 30 % of a digits CNN run with the full
         evaluator; 2 workers ran 1.22-1.60x as fast as one in lockstep and 1.41-1.83x
         overlapped (``bench/parallel.py --no-overlap``, 24-96 episodes).
+    decision: what one step of the agent decides. ``layer`` (default): one layer's pair per step,
+        HAQ's episode. ``policy``: every layer's pair in one step (:mod:`haq.search.whole_policy`),
+        so the critic learns the reward of a whole policy instead of what one layer's choice is
+        worth averaged over the later layers' (with whole-episode returns, the target of every
+        step). The agent's action space is then one model's layers, so it cannot be transferred;
+        ``auto`` resolves to SAC, and DDPG / TD3 are refused: their local noise moves a few layers
+        per episode one step at a time (``noise_layers``), which one step for all layers cannot do.
     """
 
     algo: str = "auto"
@@ -192,6 +201,7 @@ class AgentConfig:
     imitation: float | None = None
     imitation_episodes: int = 5
     overlap_updates: bool | None = None
+    decision: str = "layer"
 
     @property
     def uses_baseline(self) -> bool:
@@ -205,7 +215,7 @@ class AgentConfig:
         action prior: the algorithm, ``start_at_centre``, the warm-up a centred agent skips, its
         local noise, SAC's entropy start."""
         centred = has_prior if self.start_at_centre is None else self.start_at_centre
-        algo = ("ddpg" if centred else "sac") if self.algo == "auto" else self.algo
+        algo = ("ddpg" if centred and self.decision == "layer" else "sac") if self.algo == "auto" else self.algo
         ent = self.ent_coef_init if self.ent_coef_init is not None else (0.01 if centred else 1.0)
         imitation = self.imitation if self.imitation is not None else (IMITATION if centred and algo in IMITATING else 0.0)
         if not centred:
@@ -250,6 +260,12 @@ class AgentConfig:
     def __post_init__(self) -> None:
         choice("agent", self.algo, AGENTS)
         choice("prior_centre", self.prior_centre, PRIOR_CENTRES)
+        choice("decision", self.decision, DECISIONS)
+        if self.decision == "policy" and self.algo in IMITATING:
+            raise ConfigError(
+                f"decision 'policy' needs agent sac, ppo or auto, not {self.algo}: its exploration moves a few layers "
+                "per episode one layer at a time (noise_layers), which a whole-policy step cannot"
+            )
         object.__setattr__(self, "hidden", tuple(self.hidden))
         if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
             raise ConfigError(f"hidden must be a non-empty list of positive layer sizes, got {list(self.hidden)}")

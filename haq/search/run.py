@@ -53,6 +53,7 @@ from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise
 from haq.search.overlap import DeferredUpdates
 from haq.search.rungs import RUNG, centre_on_rung
 from haq.search.snapshot import TrainingState
+from haq.search.whole_policy import VecWholePolicy
 
 ANNOTATIONS = ("fidelity", "cheap_reward")
 """What an episode record keeps of how its policy was scored (:meth:`haq.problem.fidelity.Scored.annotations`)."""
@@ -131,7 +132,7 @@ def train(
     batch = _batch_size(checkpoint.path, checkpoint.state) if checkpoint is not None else problem.workers
     stack = AgentEnv.build(problem, config.agent, batch)
     env, baseline, agent_env = stack.env, stack.baseline, stack.agent_env
-    episode_len = env.num_layers
+    episode_len = stack.episode_len
     for r in store.records:
         problem.remember(r.quant_policy(), Scored.from_record(r.metrics, r.reward, r.extra))
     done = len(store.records)
@@ -193,11 +194,17 @@ def _deferred(model: BaseAlgorithm, agent: AgentConfig, batch: int, problem: Sea
 @dataclass(frozen=True)
 class AgentEnv:
     """The environments an agent learns through: ``batch`` episodes at a time, then (as ``agent``
-    asks) the reward baseline and the cost credit; ``agent_env`` is the outermost."""
+    asks) the reward baseline, the cost credit and the whole policy as one step; ``agent_env`` is
+    the outermost."""
 
     env: MixedPrecisionVecEnv
     baseline: VecRewardBaseline | None
     agent_env: VecEnv
+
+    @property
+    def episode_len(self) -> int:
+        """The agent's steps per episode: one per layer, or one (:mod:`haq.search.whole_policy`)."""
+        return 1 if isinstance(self.agent_env, VecWholePolicy) else self.env.num_layers
 
     @classmethod
     def build(cls, problem: SearchProblem, agent: AgentConfig, batch: int) -> AgentEnv:
@@ -205,7 +212,8 @@ class AgentEnv:
         env = MixedPrecisionVecEnv(problem, batch)
         baseline = VecRewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else None
         paid: VecEnv = baseline if baseline is not None else env
-        agent_env: VecEnv = VecCostCredit(paid, problem.config.reward.cost_weight) if agent.cost_credit else paid
+        credited: VecEnv = VecCostCredit(paid, problem.config.reward.cost_weight) if agent.cost_credit else paid
+        agent_env = VecWholePolicy(credited, env.num_layers) if agent.decision == "policy" else credited
         return cls(env, baseline, agent_env)
 
 

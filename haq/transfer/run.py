@@ -97,6 +97,11 @@ def target_env_config(source: EnvConfig, cfg: TransferConfig) -> EnvConfig:
 def fine_tune_config(source: SearchConfig, cfg: TransferConfig, algo: str) -> SearchConfig:
     """The search settings the fine-tuning runs under (episode 0 is the zero-shot one), for the
     source agent's actual algorithm ``algo`` (its config may say ``auto``)."""
+    if source.agent.decision != "layer":
+        raise ConfigError(
+            f"the source agent decides the whole policy in one step (agent.decision = '{source.agent.decision}'), "
+            "its actions one per layer of its own model; transfer needs an agent that decides one layer at a time ('layer')"
+        )
     agent = dataclasses.replace(
         source.agent,
         algo=algo,

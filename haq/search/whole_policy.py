@@ -1,0 +1,82 @@
+"""The whole policy as one decision: the agent's action holds every layer's action.
+
+HAQ's agent decides one layer per step and, with γ = 1 and whole-episode returns
+(:mod:`haq.search.agents`), every step's critic target is the episode's reward. A step's critic
+``Q(s_t, a_t)`` then has to learn what one layer's pair is worth on average over whatever the
+later layers will be given: a marginal that 300 noisy rewards pin down poorly on a network of 20
+to 50 layers. Here the agent takes one step per episode (a contextual bandit with a constant
+observation) and its critic learns ``Q(a)``, the reward of the whole policy asked for, a
+regression on every layer's action at once.
+
+The step is the environment's own episode: the layers' actions go through it in order, with its
+projection or repair and its evaluation, so a run logs what a per-layer run would log. The agent
+learns from the actions it asked for, not the ones applied: the policy evaluated is a
+deterministic function of the whole request, which the critic sees in full, so asking for more
+bits than the budget allows is not free here (unlike one layer's request, which the projection
+pays for with the later layers' bits, :class:`~haq.search.agents.AppliedActionReplayBuffer`).
+The step's reward is the sum of the per-step rewards below it (the reward baseline's and the
+cost credit's wrappers keep each episode's total).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+
+from haq.core.errors import InternalError
+
+APPLIED = "applied_action"
+"""The per-layer info key the replay buffer prefers to the request; dropped from a whole-policy step."""
+
+
+class VecWholePolicy(VecEnvWrapper):
+    """One step per episode: the action is the ``layers`` per-layer actions of ``venv``, concatenated."""
+
+    def __init__(self, venv: VecEnv, layers: int) -> None:
+        inner = venv.action_space
+        if not isinstance(inner, spaces.Box) or len(inner.shape) != 1:
+            raise InternalError(f"a whole-policy agent needs a flat Box action per layer, got {inner}")
+        self.layers = layers
+        self.per_layer = int(inner.shape[0])
+        action_space = spaces.Box(np.tile(inner.low, layers), np.tile(inner.high, layers), dtype=np.float32)
+        observation_space = spaces.Box(1.0, 1.0, (1,), np.float32)
+        super().__init__(venv, observation_space=observation_space, action_space=action_space)
+        self._actions: np.ndarray | None = None
+
+    def _observation(self) -> np.ndarray:
+        return np.ones((self.num_envs, 1), dtype=np.float32)
+
+    def reset(self) -> VecEnvObs:
+        self.venv.reset()
+        return self._observation()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, self.layers, self.per_layer)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._actions is None:
+            raise InternalError("step_wait() without step_async()")
+        actions, self._actions = self._actions, None
+        total = np.zeros(self.num_envs, dtype=np.float32)
+        infos: list[dict[str, Any]] = []
+        dones = np.zeros(self.num_envs, dtype=bool)
+        for layer in range(self.layers):
+            self.venv.step_async(actions[:, layer])
+            _, rewards, dones, infos = self.venv.step_wait()
+            total += np.asarray(rewards, dtype=np.float32)
+            if layer < self.layers - 1 and np.any(dones):
+                raise InternalError(f"an episode ended after {layer + 1} of {self.layers} layers")
+        if not np.all(dones):
+            raise InternalError(f"an episode did not end after its {self.layers} layers")
+        obs = self._observation()
+        for i, info in enumerate(infos):
+            info.pop(APPLIED, None)
+            info["terminal_observation"] = obs[i].copy()
+        return obs, total, dones, infos
+
+
+__all__ = ["APPLIED", "VecWholePolicy"]
