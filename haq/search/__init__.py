@@ -31,6 +31,8 @@ Life of an episode (the files one episode touches, in order):
 7. With ``--workers N`` the episodes run N at a time (``envs/vector.py``) and their policies are
    scored as one batch on the worker pool (``haq/parallel/``); an off-policy agent makes the
    previous batch's update meanwhile (``haq/search/overlap.py``).
+8. With ``AgentConfig.decision = "policy"`` the agent takes one step per episode: its action holds
+   every layer's, which ``haq/search/whole_policy.py`` feeds through steps 2-6 unchanged.
 """
 
 from __future__ import annotations
