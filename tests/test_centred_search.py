@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from run_helpers import episode_log
 
 from envs.vector import MixedPrecisionVecEnv
 from haq.core.errors import ConfigError, RunDirError
@@ -35,13 +36,6 @@ def problem(cache_dir: Path) -> SearchProblem:
 
 def _search(problem: SearchProblem, episodes: int, rungs: int = RUNGS) -> SearchConfig:
     return SearchConfig(env=problem.config, agent=AgentConfig(prior_rungs=rungs), episodes=episodes)
-
-
-def _log(run: Path) -> list[dict[str, object]]:
-    rows = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
-    for row in rows:
-        row.pop("eval_seconds")  # wall time, the one field two identical runs differ in
-    return rows
 
 
 def test_rungs_are_the_estimated_front_cheaper_and_less_accurate_down_the_ladder(problem: SearchProblem) -> None:
@@ -99,7 +93,7 @@ def test_a_resume_among_the_rungs_logs_what_an_uninterrupted_run_logs(tmp_path: 
     shutil.rmtree(cut / "checkpoint")
     (cut / "best_policy.json").unlink()
     run_search(_search(problem, EPISODES), problem, cut, resume=True)
-    assert _log(cut) == _log(straight)
+    assert episode_log(cut) == episode_log(straight)
 
 
 def test_a_resume_over_a_damaged_rung_is_one_line_naming_the_run(tmp_path: Path, problem: SearchProblem) -> None:

@@ -11,12 +11,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from run_helpers import episode_log, interrupted_search
 
 from haq.core.errors import ConfigError, RunDirError
 from haq.jobs.problems import make_problem
 from haq.problem.config import BudgetConfig, EnvConfig
 from haq.problem.problem import SearchProblem
-from haq.runs.progress import Progress
 from haq.runs.rundir import RunDir
 from haq.search.agents import hold_actor, make_agent
 from haq.search.config import IMITATION, AgentConfig, SearchConfig
@@ -145,32 +145,12 @@ def _search(problem: SearchProblem) -> SearchConfig:
     )
 
 
-def _log(run: Path) -> list[dict[str, object]]:
-    rows = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
-    for row in rows:
-        row.pop("eval_seconds")  # wall time, the one field two identical runs differ in
-    return rows
-
-
-class _Stop(Exception):
-    pass
-
-
-def _stop_after(n: int) -> object:
-    def progress(p: Progress) -> None:
-        if p.episode + 1 >= n:
-            raise _Stop
-
-    return progress
-
-
 def test_the_checkpoint_holds_the_best_agent_episodes_and_a_resume_changes_nothing(
     tmp_path: Path, problem: SearchProblem
 ) -> None:
     straight = run_search(_search(problem), problem, tmp_path / "straight")
     cut = tmp_path / "cut"
-    with pytest.raises(_Stop):
-        run_search(_search(problem), problem, cut, progress=_stop_after(STOP_AT))  # type: ignore[arg-type]
+    interrupted_search(_search(problem), problem, cut, after=STOP_AT - 1)
     states = sorted((cut / "checkpoint").rglob("state.json"))
     assert len(states) == 1
     elite = EliteEpisodes.from_state(3, json.loads(states[0].read_text())[ELITE], "cut")
@@ -179,4 +159,4 @@ def test_the_checkpoint_holds_the_best_agent_episodes_and_a_resume_changes_nothi
     assert [e.episode for e in elite.episodes] == [r.episode for r in best]
     assert all(len(e.observations) == len(problem.layer_names) for e in elite.episodes)
     run_search(_search(problem), problem, cut, resume=True)
-    assert _log(cut) == _log(straight.run_dir)
+    assert episode_log(cut) == episode_log(straight.run_dir)

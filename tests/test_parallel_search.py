@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_helpers import episode_log, interrupted_search
 
 from haq.evaluation.config import EvalConfig
 from haq.problem.config import EnvConfig
@@ -28,12 +29,6 @@ def default_problem(cache_dir: Path) -> SearchProblem:
     return make_problem(EnvConfig(), cache_dir=cache_dir)
 
 
-def _log(run_dir: Path) -> list[dict[str, object]]:
-    """The episode log without wall times (the one field that differs between identical runs)."""
-    lines = (run_dir / "episodes.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "eval_seconds"} for line in lines]
-
-
 def test_a_two_worker_search_gives_the_same_log_twice(two_workers: SearchProblem, tmp_path: Path) -> None:
     import dataclasses
 
@@ -47,25 +42,9 @@ def test_a_two_worker_search_gives_the_same_log_twice(two_workers: SearchProblem
         fresh = dataclasses.replace(two_workers, evaluator=CachedEvaluator(two_workers.evaluator._inner))  # noqa: SLF001 - empty cache
         result = run_search(cfg, fresh, tmp_path / str(k))
         assert [r.episode for r in result.records] == list(range(6))
-        logs.append(_log(tmp_path / str(k)))
+        logs.append(episode_log(tmp_path / str(k)))
     assert logs[0] == logs[1]
     assert all(e["extra"] == {"fidelity": "cheap"} for e in logs[0])
-
-
-class _Stop(Exception):
-    """Ends a run from its progress callback, as a kill would (after an episode was committed)."""
-
-
-def _interrupted(problem: SearchProblem, cfg: object, out: Path, after: int) -> None:
-    from haq.runs.progress import Progress
-    from haq.search.run import run_search
-
-    def stop(p: Progress) -> None:
-        if p.episode == after:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run_search(cfg, problem, out, progress=stop)  # type: ignore[arg-type]
 
 
 def test_resume_works_with_any_worker_count(two_workers: SearchProblem, default_problem: SearchProblem, tmp_path: Path) -> None:
@@ -74,15 +53,16 @@ def test_resume_works_with_any_worker_count(two_workers: SearchProblem, default_
 
     cfg = SearchConfig(agent=AgentConfig(warmup_episodes=2), episodes=8, seed=2)
     run_search(cfg, two_workers, tmp_path / "whole")
-    _interrupted(two_workers, cfg, tmp_path / "same", after=3)
+    interrupted_search(cfg, two_workers, tmp_path / "same", after=3)
     resumed = run_search(cfg, two_workers, tmp_path / "same", resume=True)
-    assert resumed.resumed_from == 4 and _log(tmp_path / "same") == _log(tmp_path / "whole")  # exact on the same workers
-    _interrupted(two_workers, cfg, tmp_path / "other", after=3)
+    # exact on the same workers
+    assert resumed.resumed_from == 4 and episode_log(tmp_path / "same") == episode_log(tmp_path / "whole")
+    interrupted_search(cfg, two_workers, tmp_path / "other", after=3)
     other = run_search(cfg, default_problem, tmp_path / "other", resume=True)  # in-process now, still in batches of 2
     # The same log: evaluation draws no random numbers of the driver's, and the update owed for a
     # batch is made before the next batch is scored in-process, where the workers' run made it
     # while the batch was scored (haq.search.overlap).
-    assert other.resumed_from == 4 and _log(tmp_path / "other") == _log(tmp_path / "whole")
+    assert other.resumed_from == 4 and episode_log(tmp_path / "other") == episode_log(tmp_path / "whole")
 
 
 def test_a_baseline_submits_batches_and_loses_nothing_to_a_killed_worker(two_workers: SearchProblem, tmp_path: Path) -> None:
@@ -103,7 +83,7 @@ def test_a_baseline_submits_batches_and_loses_nothing_to_a_killed_worker(two_wor
     killer.join()
     assert pool.replaced == before + 1
     assert [r.episode for r in result.records] == list(range(60))
-    assert [e["episode"] for e in _log(tmp_path / "random")] == list(range(60))  # nothing lost, nothing twice
+    assert [e["episode"] for e in episode_log(tmp_path / "random")] == list(range(60))  # nothing lost, nothing twice
 
 
 def test_a_multi_fidelity_search_logs_which_fidelity_scored_each_episode(cache_dir: Path, tmp_path: Path) -> None:
@@ -151,13 +131,13 @@ def test_a_multi_fidelity_search_resumes_to_the_log_of_an_uninterrupted_one(cach
     cfg = SearchConfig(env=env, agent=AgentConfig(warmup_episodes=3), episodes=10, seed=3)
     whole = make_problem(env, cache_dir=cache_dir)
     run_search(cfg, whole, tmp_path / "whole")
-    _interrupted(make_problem(env, cache_dir=cache_dir), cfg, tmp_path / "resumed", after=4)
+    interrupted_search(cfg, make_problem(env, cache_dir=cache_dir), tmp_path / "resumed", after=4)
     again = make_problem(env, cache_dir=cache_dir)  # a new process: nothing of the first attempt in memory
     resumed = run_search(cfg, again, tmp_path / "resumed", resume=True)
-    assert resumed.resumed_from == 5 and _log(tmp_path / "resumed") == _log(tmp_path / "whole")
+    assert resumed.resumed_from == 5 and episode_log(tmp_path / "resumed") == episode_log(tmp_path / "whole")
     assert whole.screen is not None and again.screen is not None and again.screen.allowance == 3
     assert again.screen.full_evaluations == whole.screen.full_evaluations == 3
-    assert [line["extra"]["fidelity"] for line in _log(tmp_path / "resumed")].count(FULL) == 3
+    assert [line["extra"]["fidelity"] for line in episode_log(tmp_path / "resumed")].count(FULL) == 3
 
 
 def _repeats(lines: list[dict[str, object]], fidelity: str) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from run_helpers import episode_log
 
 from haq.baselines import BaselineConfig, run_baseline
 from haq.cli import main
@@ -72,17 +73,11 @@ sys.exit(main(sys.argv[3:]))
 where it dies is fixed, not a matter of timing."""
 
 
-def _episodes(run: Path) -> list[dict[str, object]]:
-    """The log without ``eval_seconds``, the one field that measures wall time."""
-    lines = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in d.items() if k != "eval_seconds"} for d in lines]
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> list[dict[str, object]]:
     run = tmp_path_factory.mktemp("uninterrupted") / "run"
     assert main([*SEARCH, "--out", str(run)]) == 0
-    return _episodes(run)
+    return episode_log(run)
 
 
 @pytest.mark.parametrize("point", ["before-log", "mid-checkpoint"])
@@ -108,7 +103,7 @@ def test_sigkill_then_resume_logs_what_an_uninterrupted_search_logs(
     assert _indices(run) == list(range(KILL_AT))
     assert main([*SEARCH, "--out", str(run), "--resume"]) == 0
     assert _indices(run) == list(range(6))
-    assert _episodes(run) == uninterrupted
+    assert episode_log(run) == uninterrupted
 
 
 def test_log_behind_checkpoint_is_restored_and_torn_line_dropped(tmp_path: Path, problem: SearchProblem) -> None:

@@ -5,11 +5,11 @@ and it is refused where its action space cannot follow (transfer)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from run_helpers import episode_log, interrupted_search
 
 from envs.mixed_precision import MixedPrecisionEnv
 from envs.vector import MixedPrecisionVecEnv
@@ -18,7 +18,6 @@ from haq.evaluation.config import EvalConfig
 from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
-from haq.runs.progress import Progress
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.credit import VecCostCredit
 from haq.search.run import run_search
@@ -80,31 +79,16 @@ def test_under_the_cost_credit_a_whole_policy_step_is_paid_the_episodes_reward(p
     assert rewards[0] == pytest.approx(infos[0]["reward"], abs=1e-5)
 
 
-class _Stop(Exception):
-    """Ends a run from its progress callback, as a kill would (after an episode was committed)."""
-
-
-def _log(run: Path) -> list[dict[str, object]]:
-    lines = [json.loads(line) for line in (run / "episodes.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in d.items() if k != "eval_seconds"} for d in lines]
-
-
 def test_a_whole_policy_search_resumes_to_the_log_of_an_uninterrupted_one(problem: SearchProblem, tmp_path: Path) -> None:
     cfg = SearchConfig(env=problem.config, agent=WHOLE, episodes=6, seed=4)
     fresh = dataclasses.replace(problem, evaluator=type(problem.evaluator)(problem.evaluator._inner))  # noqa: SLF001 - empty cache
     whole = run_search(cfg, fresh, tmp_path / "whole")
     assert [r.episode for r in whole.records] == list(range(6))
     assert len({tuple(sorted(r.policy.items())) for r in whole.records}) > 1
-
-    def stop(p: Progress) -> None:
-        if p.episode == 3:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run_search(cfg, problem, tmp_path / "killed", progress=stop)
+    interrupted_search(cfg, problem, tmp_path / "killed", after=3)
     resumed = run_search(cfg, problem, tmp_path / "killed", resume=True)
     assert resumed.resumed_from == 4
-    assert _log(tmp_path / "killed") == _log(tmp_path / "whole")
+    assert episode_log(tmp_path / "killed") == episode_log(tmp_path / "whole")
 
 
 def test_a_whole_policy_agent_is_refused_as_a_transfer_source_in_one_line(cache_dir: Path, tmp_path: Path) -> None:

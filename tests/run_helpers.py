@@ -1,0 +1,35 @@
+"""Helpers for tests that compare run directories: a run's log without its wall times, and a
+search stopped from its progress callback, as a kill after a committed episode would stop it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from haq.problem.problem import SearchProblem
+from haq.runs.progress import Progress
+from haq.search.config import SearchConfig
+from haq.search.run import run_search
+
+
+def episode_log(run: Path) -> list[dict[str, object]]:
+    """The run's episode log without ``eval_seconds`` (wall time, the one field two identical runs differ in)."""
+    lines = (run / "episodes.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "eval_seconds"} for line in lines]
+
+
+class Interrupted(Exception):
+    """Ends a run from its progress callback, as a kill would (after an episode was committed)."""
+
+
+def interrupted_search(cfg: SearchConfig, problem: SearchProblem, out: Path, after: int) -> None:
+    """Run ``cfg`` on ``problem`` into ``out`` and stop it once episode ``after`` is committed."""
+
+    def stop(p: Progress) -> None:
+        if p.episode == after:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_search(cfg, problem, out, progress=stop)
