@@ -8,7 +8,9 @@ reward pays for latency. The best policy keeps the ends at 8 bits and drops the 
 no constant action can express, and a uniform policy either overspends or loses accuracy.
 After 60 episodes, for each of two fixed seeds, the default agent (SAC) must beat both the best
 constant action (a 21 × 21 grid over the action square, through the same budget projection)
-and the best uniform policy within budget; a stub that always plays one action cannot.
+and the best uniform policy within budget; a stub that always plays one action cannot. An agent
+that decides the whole policy in one step faces the same bar; for it one fixed action can be any
+policy, so there the bar says that 60 episodes found a good one.
 
 Slow: the real cheap (PTQ) evaluator on the embedded default; the trained actor must score
 above the 75th percentile of random policies after 100 episodes for each of three seeds.
