@@ -172,6 +172,13 @@ PICK_K = 5
 WIDE_ENTROPY = -0.5
 """``rl-wide``'s ``AgentConfig.target_entropy``: a squashed spread of about half a bit-width bin
 (seven bins over [-1, 1]) where stable-baselines3's −1 gives a third."""
+CHANGED = {
+    ALONE_WIDE: (ALONE_CEILING, {"target_entropy": WIDE_ENTROPY}),
+    **{name: (agent, {"cost_credit": True}) for name, agent in CREDITED.items()},
+    **{name: (agent, {"decision": "policy"}) for name, agent in WHOLE.items()},
+}
+"""The agents alone that are another agent alone with one agent setting changed, in that agent's
+environment: name → (that agent alone, the change)."""
 PATIENCE = 5
 """``rl-multi-patience``'s ``EvalConfig.screen_patience``."""
 BOOTSTRAP_DRAWS = 4000
@@ -288,15 +295,16 @@ CENTRE_AGENT = AgentConfig(
 
 def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> SearchConfig:
     """The search config of an RL method (the variants also change the agent)."""
+    if method in CHANGED:
+        alone, change = CHANGED[method]
+        search = method_search(env, alone, evaluations, seed)
+        return dataclasses.replace(search, agent=dataclasses.replace(search.agent, **change))
     agents = {
         "rl-prior": PRIOR_AGENT,
         "rl-centre": CENTRE_AGENT,
         ALONE: AgentConfig(algo="sac", start_at_centre=False),
         ALONE_SENS: AgentConfig(algo="sac", start_at_centre=False),
         **{name: AgentConfig(algo="sac", start_at_centre=False) for name in REPAIRED},
-        ALONE_WIDE: AgentConfig(algo="sac", start_at_centre=False, target_entropy=WIDE_ENTROPY),
-        **{name: AgentConfig(algo="sac", start_at_centre=False, cost_credit=True) for name in CREDITED},
-        **{name: AgentConfig(algo="sac", start_at_centre=False, decision="policy") for name in WHOLE},
         "rl-sac": AgentConfig(algo="sac"),
         "rl-ddpg": AgentConfig(algo="ddpg"),
         "rl-dense": AgentConfig(centred_noise_layers=0.0),
@@ -321,12 +329,8 @@ def method_env(env: EnvConfig, method: str) -> EnvConfig:
     if method in REPAIRED:
         agent, rule = REPAIRED[method]
         return dataclasses.replace(method_env(env, agent), projection=rule)
-    if method == ALONE_WIDE:
-        return method_env(env, ALONE_CEILING)
-    if method in CREDITED:
-        return method_env(env, CREDITED[method])
-    if method in WHOLE:
-        return method_env(env, WHOLE[method])
+    if method in CHANGED:
+        return method_env(env, CHANGED[method][0])
     if method in RANDOM_REPAIRED:
         return dataclasses.replace(env, projection=RANDOM_REPAIRED[method])
     if method in ("rl-centre", ALONE):
