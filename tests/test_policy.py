@@ -180,6 +180,18 @@ def test_quantized_layer_equals_its_primitives() -> None:
     assert torch.equal(q(x), expected)
 
 
+def test_quantizing_a_model_leaves_the_callers_random_stream_where_it_was() -> None:
+    """The twins' throwaway initialization must not move torch's generator: a search's agent
+    samples from it, and whether an evaluation ran (or was a cached lookup) must not change what
+    the agent proposes next."""
+    model = build_model("digits_cnn", (1, 8, 8), 10)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    apply_policy_(model, QuantPolicy.uniform(NAMES, 4))
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_state_dicts_round_trip_and_legacy_keys_load() -> None:
     model = apply_policy_(build_model("digits_cnn", (1, 8, 8), 10), QuantPolicy.uniform(NAMES, 4))
     x = torch.rand(16, 1, 8, 8)

@@ -54,14 +54,18 @@ class QuantLayer:
         """Wrap an existing float layer, sharing its parameters (no copy); ``name`` labels its errors."""
         if not isinstance(m, cls.FLOAT_TYPE):
             raise ModelError(f"{cls.__name__}.from_float needs an nn.{cls.FLOAT_TYPE.__name__}, got {type(m).__name__}")
-        q = cls(
-            **cls._float_kwargs(m),
-            w_bits=w_bits,
-            a_bits=a_bits,
-            per_channel=per_channel,
-            device=m.weight.device,
-            dtype=m.weight.dtype,
-        )
+        # the twin's own initialization is thrown away: it must not advance the caller's random streams
+        # (a search's agent samples from them, so its log would depend on which evaluations were cached)
+        cuda = [m.weight.device] if m.weight.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            q = cls(
+                **cls._float_kwargs(m),
+                w_bits=w_bits,
+                a_bits=a_bits,
+                per_channel=per_channel,
+                device=m.weight.device,
+                dtype=m.weight.dtype,
+            )
         q.weight = m.weight
         q.bias = m.bias
         q.train(m.training)  # type: ignore[attr-defined]
