@@ -49,6 +49,10 @@ the fair random comparator of an agent alone with that repair; ``rl-alone-policy
 ``rl-alone-ceiling-policy`` are those agents alone deciding the whole policy in one step
 (``AgentConfig.decision = "policy"``, :mod:`haq.search.whole_policy`), and ``rl-policy`` the
 default agent so (seeded where the default is: a centred SAC, since DDPG is per-layer only);
+``rl-alone-objective`` is the agent alone setting the sensitivity ILP's objective in one step
+(``AgentConfig.decision = "objective"``, :mod:`haq.search.objective`: per-layer error weights and
+the budget solved for), judged also as a seeded agent against the ILP, since its actions contain
+the ILP's answers;
 ``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
 the default with a centred agent's noise on every layer / on about 3 layers per episode;
 ``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
@@ -138,6 +142,11 @@ WHOLE = {f"{agent}-policy": agent for agent in (ALONE, ALONE_CEILING)}
 name → the agent alone it changes."""
 ALONES = (ALONE, *REPAIRED, ALONE_WIDE, *CREDITED, *WHOLE)
 """The agents alone judged against every baseline."""
+OBJECTIVE = f"{ALONE}-objective"
+"""The agent setting the sensitivity ILP's objective in one step (``AgentConfig.decision =
+"objective"``, :mod:`haq.search.objective`): never given a baseline's solution, but its actions
+contain the ILP's own answers, so it is judged against every baseline and, as a seeded agent is,
+against the ILP by more than the evaluator's noise."""
 RANDOM_REPAIRED = {f"random-{rule}": rule for rule in REPAIRS}
 """The random baseline with its draws brought within budget by a whole-episode repair
 (``EnvConfig.projection``), as the repaired agents' episodes are: name → the repair. An agent
@@ -149,6 +158,7 @@ VARIANTS = (
     ALONE_WIDE,
     *CREDITED,
     *WHOLE,
+    OBJECTIVE,
     *RANDOM_REPAIRED,
     "rl-sac",
     "rl-ddpg",
@@ -176,6 +186,7 @@ CHANGED = {
     ALONE_WIDE: (ALONE_CEILING, {"target_entropy": WIDE_ENTROPY}),
     **{name: (agent, {"cost_credit": True}) for name, agent in CREDITED.items()},
     **{name: (agent, {"decision": "policy"}) for name, agent in WHOLE.items()},
+    OBJECTIVE: (ALONE, {"decision": "objective"}),
 }
 """The agents alone that are another agent alone with one agent setting changed, in that agent's
 environment: name → (that agent alone, the change)."""
@@ -667,7 +678,7 @@ def alone_against_baselines(results: list[RunResult], judge: Judge = TEST) -> li
     """:func:`rl_against_baselines` for each agent alone (:data:`ALONES`) that ran; one with a
     whole-episode repair also against the random search of that repair (:data:`RANDOM_REPAIRED`)."""
     out = []
-    for agent in ALONES:
+    for agent in (*ALONES, OBJECTIVE):
         rule = method_env(EnvConfig(), agent).projection
         same = tuple(name for name, r in RANDOM_REPAIRED.items() if r == rule)
         out += rl_against_baselines(results, judge, agent, (*METHODS[1:], *same))
@@ -694,17 +705,25 @@ def seeded_verdicts(s: Setting, results: list[RunResult], noise: float, judge: J
     actions on one. Issue 11's rule: a seeded agent counts only by beating its seed's own reward
     by more than the evaluator's noise; the agent alone (``rl-alone``) is judged beside it."""
     label, value = judge
-    rl = [value(r) for r in results if r.method == "rl"]
     ilp = next((r for r in results if r.method == "ilp"), None)
-    if setting_env(s).prior != "sensitivity" or not rl or ilp is None or math.isnan(noise):
+    if ilp is None or math.isnan(noise):
         return []
-    margin = statistics.median(rl) - value(ilp)
-    verdict = "above it: counts" if margin > noise else "inside it: does not count"
-    return [
-        f"\nrl is seeded here (its first evaluations are the sensitivity ILP's allocations at its prior rungs, "
-        f"and its actions are centred on one): rl minus ilp, median {label} {margin:+.4f}, evaluator noise "
-        f"{noise:.4f}: {verdict} (the agent alone: {ALONE})"
-    ]
+    out = []
+    why = {
+        "rl": "its first evaluations are the sensitivity ILP's allocations at its prior rungs, and its actions centred on one",
+        OBJECTIVE: "it sets the sensitivity ILP's objective, so its actions contain the ILP's own answers",
+    }
+    for method, reason in why.items():
+        runs = [value(r) for r in results if r.method == method]
+        if not runs or (method == "rl" and setting_env(s).prior != "sensitivity"):
+            continue
+        margin = statistics.median(runs) - value(ilp)
+        verdict = "above it: counts" if margin > noise else "inside it: does not count"
+        out.append(
+            f"\n{method} is judged as seeded ({reason}): {method} minus ilp, median {label} {margin:+.4f}, "
+            f"evaluator noise {noise:.4f}: {verdict} (the agent alone: {ALONE})"
+        )
+    return out
 
 
 def from_json(row: dict[str, Any], where: str) -> RunResult:

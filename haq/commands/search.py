@@ -54,7 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument(
         "--decision",
         default=AgentConfig().decision,
-        help=f"what one agent step decides: {', '.join(DECISIONS)} (policy: every layer at once; cannot be transferred)",
+        help=(
+            f"what one agent step decides: {', '.join(DECISIONS)} (policy: every layer at once; objective: the "
+            "sensitivity ILP's per-layer error weights and budget, the ILP allocating; neither can be transferred)"
+        ),
     )
     p.add_argument(
         "--prior-rungs",

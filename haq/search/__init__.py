@@ -32,7 +32,9 @@ Life of an episode (the files one episode touches, in order):
    scored as one batch on the worker pool (``haq/parallel/``); an off-policy agent makes the
    previous batch's update meanwhile (``haq/search/overlap.py``).
 8. With ``AgentConfig.decision = "policy"`` the agent takes one step per episode: its action holds
-   every layer's, which ``haq/search/whole_policy.py`` feeds through steps 2-6 unchanged.
+   every layer's, which ``haq/search/whole_policy.py`` feeds through steps 2-6 unchanged; with
+   ``"objective"`` its action sets the sensitivity ILP's objective, and ``haq/search/objective.py``
+   turns the ILP's allocation into those per-layer actions.
 """
 
 from __future__ import annotations

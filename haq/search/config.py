@@ -30,8 +30,11 @@ IMITATING = ("ddpg", "td3")
 MAX_SQUASHED_ENTROPY = math.log(2.0)
 """The entropy of the uniform distribution on [-1, 1], the most a squashed action can have per
 dimension: a higher SAC target would grow its entropy weight without bound."""
-DECISIONS = ("layer", "policy")
-"""``AgentConfig.decision``: one step per layer (HAQ's episode), or the whole policy in one step."""
+DECISIONS = ("layer", "policy", "objective")
+"""``AgentConfig.decision``: one step per layer (HAQ's episode), the whole policy in one step, or
+the objective the sensitivity ILP allocates the whole policy by, in one step."""
+WHOLE_DECISIONS = ("policy", "objective")
+"""The decisions that take one agent step per episode (:mod:`haq.search.whole_policy`)."""
 PRIOR_CENTRES = ("best", "cheapest_tied")
 """``AgentConfig.prior_centre``: the best-scoring rung, or the cheapest within the rewards' sampling noise of it."""
 
@@ -173,6 +176,14 @@ class AgentConfig:
         learned to ask for less than the budget, which the per-layer state (the budget spent so
         far) shows and a constant observation does not; with the ceiling repair there −0.193
         against −0.191. ``bench/search_quality.py --methods rl-alone-ceiling-policy rl-alone-policy``.
+        ``objective``: one step too, but the action re-weighs each layer's estimated error (the
+        sensitivity the ILP baseline uses) by ``exp(objective_span · a)`` and sets the budget
+        the ILP is solved for, from ``prior_floor`` × the budget to the whole of it; the ILP
+        allocates (:mod:`haq.search.objective`). Why: the ILP wins on an exact allocator for an
+        error model the agent cannot see; this agent searches for where that model is wrong.
+        ``auto`` resolves to SAC, never centred (its warm-up draws random objectives).
+    objective_span: the largest factor (as ``exp(span)``) by which a ``decision = "objective"``
+        agent scales one layer's estimated error up or down.
     """
 
     algo: str = "auto"
@@ -208,6 +219,7 @@ class AgentConfig:
     imitation_episodes: int = 5
     overlap_updates: bool | None = None
     decision: str = "layer"
+    objective_span: float = 2.0
 
     @property
     def uses_baseline(self) -> bool:
@@ -220,7 +232,8 @@ class AgentConfig:
         """This config with its automatic choices made for an environment with or without an
         action prior: the algorithm, ``start_at_centre``, the warm-up a centred agent skips, its
         local noise, SAC's entropy start."""
-        centred = has_prior if self.start_at_centre is None else self.start_at_centre
+        default_centred = has_prior and self.decision != "objective"
+        centred = default_centred if self.start_at_centre is None else self.start_at_centre
         algo = ("ddpg" if centred and self.decision == "layer" else "sac") if self.algo == "auto" else self.algo
         ent = self.ent_coef_init if self.ent_coef_init is not None else (0.01 if centred else 1.0)
         imitation = self.imitation if self.imitation is not None else (IMITATION if centred and algo in IMITATING else 0.0)
@@ -267,11 +280,17 @@ class AgentConfig:
         choice("agent", self.algo, AGENTS)
         choice("prior_centre", self.prior_centre, PRIOR_CENTRES)
         choice("decision", self.decision, DECISIONS)
-        if self.decision == "policy" and self.algo in IMITATING:
+        if self.decision in WHOLE_DECISIONS and self.algo in IMITATING:
             raise ConfigError(
-                f"decision 'policy' needs agent sac, ppo or auto, not {self.algo}: its exploration moves a few layers "
-                "per episode one layer at a time (noise_layers), which a whole-policy step cannot"
+                f"decision '{self.decision}' needs agent sac, ppo or auto, not {self.algo}: its exploration moves a few "
+                "layers per episode one layer at a time (noise_layers), which a whole-policy step cannot"
             )
+        if self.decision == "objective" and self.start_at_centre:
+            raise ConfigError(
+                "decision 'objective' cannot start at the centre: its action 0 is the ILP's own allocation, "
+                "so start_at_centre would make it a seeded agent; leave start_at_centre unset or false"
+            )
+        positive("objective_span", self.objective_span)
         object.__setattr__(self, "hidden", tuple(self.hidden))
         if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
             raise ConfigError(f"hidden must be a non-empty list of positive layer sizes, got {list(self.hidden)}")

@@ -50,6 +50,7 @@ from haq.search.config import AgentConfig, SearchConfig
 from haq.search.credit import VecCostCredit
 from haq.search.imitation import ELITE, EliteEpisode, EliteEpisodes, EpisodeTraces, SelfImitation
 from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise
+from haq.search.objective import ObjectiveDecoder
 from haq.search.overlap import DeferredUpdates
 from haq.search.rungs import RUNG, centre_on_rung
 from haq.search.snapshot import TrainingState
@@ -213,7 +214,12 @@ class AgentEnv:
         baseline = VecRewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else None
         paid: VecEnv = baseline if baseline is not None else env
         credited: VecEnv = VecCostCredit(paid, problem.config.reward.cost_weight) if agent.cost_credit else paid
-        agent_env = VecWholePolicy(credited, env.num_layers) if agent.decision == "policy" else credited
+        agent_env: VecEnv = credited
+        if agent.decision == "policy":
+            agent_env = VecWholePolicy(credited, env.num_layers)
+        elif agent.decision == "objective":
+            decoder = ObjectiveDecoder.build(problem, agent.objective_span, agent.prior_floor)
+            agent_env = VecWholePolicy(credited, env.num_layers, decoder)
         return cls(env, baseline, agent_env)
 
 

@@ -16,11 +16,14 @@ bits than the budget allows is not free here (unlike one layer's request, which 
 pays for with the later layers' bits, :class:`~haq.search.agents.AppliedActionReplayBuffer`).
 The step's reward is the sum of the per-step rewards below it (the reward baseline's and the
 cost credit's wrappers keep each episode's total).
+
+With a ``decoder`` the agent's action is whatever the decoder reads (the ILP's objective,
+:mod:`haq.search.objective`), turned into the per-layer actions the environment steps through.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from gymnasium import spaces
@@ -33,16 +36,30 @@ APPLIED = "applied_action"
 """The per-layer info key the replay buffer prefers to the request; dropped from a whole-policy step."""
 
 
-class VecWholePolicy(VecEnvWrapper):
-    """One step per episode: the action is the ``layers`` per-layer actions of ``venv``, concatenated."""
+class PolicyDecoder(Protocol):
+    """What turns one agent action into every layer's action."""
 
-    def __init__(self, venv: VecEnv, layers: int) -> None:
+    @property
+    def action_space(self) -> spaces.Box: ...
+
+    def layer_actions(self, action: np.ndarray) -> np.ndarray:
+        """One row per layer: that layer's action in the environment."""
+        ...
+
+
+class VecWholePolicy(VecEnvWrapper):
+    """One step per episode: the action is the ``layers`` per-layer actions of ``venv``,
+    concatenated, or what ``decoder`` turns into them."""
+
+    def __init__(self, venv: VecEnv, layers: int, decoder: PolicyDecoder | None = None) -> None:
         inner = venv.action_space
         if not isinstance(inner, spaces.Box) or len(inner.shape) != 1:
             raise InternalError(f"a whole-policy agent needs a flat Box action per layer, got {inner}")
         self.layers = layers
         self.per_layer = int(inner.shape[0])
-        action_space = spaces.Box(np.tile(inner.low, layers), np.tile(inner.high, layers), dtype=np.float32)
+        self.decoder = decoder
+        tiled = spaces.Box(np.tile(inner.low, layers), np.tile(inner.high, layers), dtype=np.float32)
+        action_space = decoder.action_space if decoder is not None else tiled
         observation_space = spaces.Box(1.0, 1.0, (1,), np.float32)
         super().__init__(venv, observation_space=observation_space, action_space=action_space)
         self._actions: np.ndarray | None = None
@@ -55,7 +72,10 @@ class VecWholePolicy(VecEnvWrapper):
         return self._observation()
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions, dtype=np.float32).reshape(self.num_envs, self.layers, self.per_layer)
+        actions = np.asarray(actions, dtype=np.float32)
+        if self.decoder is not None:
+            actions = np.stack([self.decoder.layer_actions(a) for a in actions]).astype(np.float32)
+        self._actions = actions.reshape(self.num_envs, self.layers, self.per_layer)
 
     def step_wait(self) -> VecEnvStepReturn:
         if self._actions is None:
@@ -79,4 +99,4 @@ class VecWholePolicy(VecEnvWrapper):
         return obs, total, dones, infos
 
 
-__all__ = ["APPLIED", "VecWholePolicy"]
+__all__ = ["APPLIED", "PolicyDecoder", "VecWholePolicy"]

@@ -1,0 +1,85 @@
+"""The agent sets the ILP's objective and the solver allocates: an action re-weighs each layer's
+estimated error and picks the budget the integer program is solved for.
+
+The ILP baseline wins on information computed before the search, the per-layer sensitivity
+(:mod:`haq.problem.sensitivity`), and on an exact allocator for a given error model; what it
+cannot do is learn where that error model is wrong. Here one step of the agent decides the whole
+policy (:class:`~haq.search.whole_policy.VecWholePolicy`) through that allocator: its action holds
+one number per layer with a choice, each scaling the layer's estimated errors by
+``exp(span · a)``, and a last one setting the budget solved for, from ``floor`` × the budget
+(``a = −1``) to the whole budget (``a = 1``). The solution, stepped down to the table's
+whole-policy budget as the ILP baseline's is (:func:`~haq.problem.allocation.fit_budget`), is
+sent through the environment as the per-layer actions that map to it, so it is evaluated, logged
+and projected exactly as any episode (it already fits, so nothing is lowered).
+
+The agent never sees a baseline's solution and its warm-up draws random objectives, but its
+action space contains the ILP's own answers (every weight 1), so a run is judged against the
+ILP's as a seeded agent is: by more than the evaluator's noise. Measured in
+``bench/search_quality.py --variants rl-alone-objective``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from gymnasium import spaces
+
+from haq.core.types import BitPair
+from haq.problem.allocation import ChoiceProblem, choice_problem, fit_budget
+from haq.problem.budget import BudgetModel, encode_pair
+from haq.problem.problem import SearchProblem
+from haq.problem.sensitivity import SensitivityConfig, estimate_sensitivity
+from haq.problem.solvers import solve_ilp
+
+
+@dataclass(frozen=True)
+class ObjectiveDecoder:
+    """One agent action → the ILP's allocation under the objective it sets → per-layer actions."""
+
+    problem: ChoiceProblem
+    model: BudgetModel
+    centres: tuple[BitPair | None, ...]
+    free: tuple[int, ...]
+    span: float
+    floor: float
+
+    @classmethod
+    def build(cls, problem: SearchProblem, span: float, floor: float) -> ObjectiveDecoder:
+        """The decoder of ``problem``, with its sensitivity (estimated here if the problem has none)."""
+        workload = problem.workload
+        sensitivity = problem.sensitivity or estimate_sensitivity(
+            workload.model, workload.layers, workload.data, workload.device, SensitivityConfig()
+        )
+        model = problem.budget_model
+        centres = tuple(problem.prior) if problem.prior is not None else (None,) * len(model.layers)
+        free = tuple(i for i, c in enumerate(model.layers) if len(c.pairs) > 1)
+        low = max(floor, model.budget.cheapest / model.budget.target)
+        return cls(choice_problem(model, sensitivity), model, centres, free, span, min(low, 1.0))
+
+    @property
+    def action_space(self) -> spaces.Box:
+        """One error weight per layer with a choice, then the budget fraction."""
+        return spaces.Box(-1.0, 1.0, (len(self.free) + 1,), np.float32)
+
+    def policy(self, action: np.ndarray) -> tuple[BitPair, ...]:
+        """The least-error allocation under the re-weighed errors at the budget ``action`` sets."""
+        a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        weights = np.ones(len(self.problem.errors))
+        weights[list(self.free)] = np.exp(self.span * a[:-1])
+        errors = tuple(e * w for e, w in zip(self.problem.errors, weights))
+        weighed = dataclasses.replace(self.problem, errors=errors)
+        target = self.model.budget.target * (self.floor + (1.0 - self.floor) * (a[-1] + 1.0) / 2.0)
+        choice = solve_ilp(weighed.costs, errors, target)
+        if choice is None:
+            choice = tuple(int(np.argmin(c)) for c in weighed.costs)
+        return weighed.assignment(fit_budget(weighed, choice, self.model)[0])
+
+    def layer_actions(self, action: np.ndarray) -> np.ndarray:
+        """The environment's per-layer actions that map to :meth:`policy` (each pair's bin centre)."""
+        pairs = self.policy(action)
+        return np.stack([encode_pair(p, c.pairs, k) for p, c, k in zip(pairs, self.model.layers, self.centres)])
+
+
+__all__ = ["ObjectiveDecoder"]

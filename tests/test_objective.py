@@ -1,0 +1,136 @@
+"""The agent that sets the sensitivity ILP's objective (``AgentConfig.decision = "objective"``):
+its decoder is the ILP under re-weighed errors, every policy it decodes fits the budget and goes
+through the environment unchanged, its runs resume like any search, and its settings are
+validated in one line."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from run_helpers import episode_log, interrupted_search
+
+from envs.vector import MixedPrecisionVecEnv
+from haq.baselines.candidates import ilp_candidates
+from haq.core.errors import ConfigError
+from haq.evaluation.config import EvalConfig
+from haq.jobs.problems import make_problem
+from haq.problem.allocation import choice_problem
+from haq.problem.budget import map_action
+from haq.problem.config import EnvConfig
+from haq.problem.problem import SearchProblem
+from haq.problem.sensitivity import SensitivityConfig, estimate_sensitivity
+from haq.problem.solvers import choice_cost
+from haq.search.config import AgentConfig, SearchConfig
+from haq.search.objective import ObjectiveDecoder
+from haq.search.run import run_search
+from haq.search.whole_policy import VecWholePolicy
+from haq.transfer import TransferConfig, run_transfer, transfer_env
+
+CHEAP = EvalConfig(kind="cheap", val_samples=120)
+OBJECTIVE = AgentConfig(algo="sac", decision="objective", warmup_episodes=2, hidden=(16,))
+
+
+@pytest.fixture(scope="module", params=["stepwise", "ceiling"])
+def problem(request: pytest.FixtureRequest, cache_dir: Path) -> SearchProblem:
+    base = make_problem(EnvConfig(evaluation=CHEAP, projection=request.param), cache_dir=cache_dir)
+    w = base.workload
+    return dataclasses.replace(base, sensitivity=estimate_sensitivity(w.model, w.layers, w.data, w.device, SensitivityConfig()))
+
+
+def _actions(decoder: ObjectiveDecoder, n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1.0, 1.0, (n, decoder.action_space.shape[0])).astype(np.float32)
+
+
+def test_unit_weights_at_the_whole_budget_decode_to_the_ilp_baselines_first_candidate(problem: SearchProblem) -> None:
+    decoder = ObjectiveDecoder.build(problem, span=2.0, floor=0.5)
+    assert problem.sensitivity is not None
+    free = sum(len(c.pairs) > 1 for c in problem.budget_model.layers)
+    assert decoder.action_space.shape == (free + 1,)
+    unit = np.zeros(free + 1, np.float32)
+    unit[-1] = 1.0
+    [first] = ilp_candidates(problem.budget_model, problem.sensitivity, 1, 0.5)
+    assert decoder.policy(unit) == first.pairs
+
+
+def test_every_decoded_policy_fits_the_budget_it_was_solved_for(problem: SearchProblem) -> None:
+    decoder = ObjectiveDecoder.build(problem, span=2.0, floor=0.5)
+    model = problem.budget_model
+    costs = choice_problem(model, problem.sensitivity).costs  # type: ignore[arg-type]
+    for action in _actions(decoder, 30, 0):
+        pairs = decoder.policy(action)
+        assert model.fits(model.policy_cost(pairs))
+        target = model.budget.target * (decoder.floor + (1.0 - decoder.floor) * (float(action[-1]) + 1.0) / 2.0)
+        choice = tuple(c.pairs.index(p) for c, p in zip(model.layers, pairs))
+        if target >= model.budget.cheapest:
+            assert choice_cost(costs, choice) <= target * (1 + 1e-9)
+
+
+def test_weighing_a_layers_error_up_never_raises_its_estimated_error(problem: SearchProblem) -> None:
+    """An exact optimum's error on layer i cannot rise when i's weight rises (exchange argument:
+    (w'_i − w_i)(e_i(y) − e_i(x)) ≤ 0), so the decoder's weights mean what they say."""
+    decoder = ObjectiveDecoder.build(problem, span=2.0, floor=0.5)
+    cp = decoder.problem
+    for action in _actions(decoder, 8, 1):
+        for j, layer in enumerate(decoder.free):
+            low, high = action.copy(), action.copy()
+            low[j], high[j] = -1.0, 1.0
+            err = [float(cp.errors[layer][cp.pairs[layer].index(decoder.policy(a)[layer])]) for a in (low, high)]
+            assert err[1] <= err[0] + 1e-12
+
+
+def test_the_layer_actions_map_back_to_the_decoded_policy(problem: SearchProblem) -> None:
+    decoder = ObjectiveDecoder.build(problem, span=2.0, floor=0.5)
+    for action in _actions(decoder, 10, 2):
+        rows = decoder.layer_actions(action)
+        mapped = tuple(map_action(r, c.pairs, k) for r, c, k in zip(rows, problem.budget_model.layers, decoder.centres))
+        assert mapped == decoder.policy(action)
+
+
+def test_the_environment_evaluates_the_decoded_policy_unchanged(problem: SearchProblem) -> None:
+    venv = MixedPrecisionVecEnv(problem, 1)
+    decoder = ObjectiveDecoder.build(problem, span=2.0, floor=0.5)
+    whole = VecWholePolicy(venv, venv.num_layers, decoder)
+    assert whole.action_space.shape == decoder.action_space.shape and whole.observation_space.shape == (1,)
+    names = problem.layer_names
+    for action in _actions(decoder, 4, 3):
+        whole.reset()
+        _, rewards, dones, infos = whole.step(action[None, :])
+        assert dones.tolist() == [True]
+        assert infos[0]["policy"] == {n: list(p) for n, p in zip(names, decoder.policy(action))}
+        assert int(infos[0]["lowered"]) == 0 and rewards[0] == pytest.approx(infos[0]["reward"])
+
+
+def test_an_objective_search_resumes_to_the_log_of_an_uninterrupted_one(problem: SearchProblem, tmp_path: Path) -> None:
+    cfg = SearchConfig(env=problem.config, agent=OBJECTIVE, episodes=6, seed=2)
+    fresh = dataclasses.replace(problem, evaluator=type(problem.evaluator)(problem.evaluator._inner))  # noqa: SLF001 - empty cache
+    whole = run_search(cfg, fresh, tmp_path / "whole")
+    assert [r.episode for r in whole.records] == list(range(6))
+    model = problem.budget_model
+    assert all(model.fits(model.policy_cost([r.policy[n] for n in problem.layer_names])) for r in whole.records)
+    interrupted_search(cfg, problem, tmp_path / "killed", after=3)
+    run_search(cfg, problem, tmp_path / "killed", resume=True)
+    assert episode_log(tmp_path / "killed") == episode_log(tmp_path / "whole")
+
+
+def test_an_objective_agent_is_uncentred_sac_and_refuses_what_cannot_follow() -> None:
+    resolved = AgentConfig(decision="objective").for_problem(True)
+    assert (resolved.algo, resolved.start_at_centre, resolved.prior_rungs) == ("sac", False, 0)
+    assert resolved.warmup_episodes == AgentConfig().warmup_episodes
+    with pytest.raises(ConfigError, match=r"^decision 'objective' needs agent sac, ppo or auto, not ddpg: "):
+        AgentConfig(decision="objective", algo="ddpg")
+    with pytest.raises(ConfigError, match=r"^decision 'objective' cannot start at the centre: .*start_at_centre unset or false$"):
+        AgentConfig(decision="objective", start_at_centre=True)
+    with pytest.raises(ConfigError, match=r"^objective_span must be"):
+        AgentConfig(decision="objective", objective_span=0.0)
+
+
+def test_an_objective_agent_is_refused_as_a_transfer_source_in_one_line(cache_dir: Path, tmp_path: Path) -> None:
+    cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=OBJECTIVE, episodes=2, seed=0)
+    run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), tmp_path / "source")
+    transfer = TransferConfig(source=str(tmp_path / "source"), table="bismo-edge", episodes=1)
+    refused = r"^the source agent decides the whole policy in one step \(agent.decision = 'objective'\)"
+    with pytest.raises(ConfigError, match=refused):
+        run_transfer(transfer, make_problem(transfer_env(transfer), cache_dir=cache_dir), tmp_path / "t")
