@@ -24,7 +24,8 @@ the evaluator's noise: the reward std of one policy re-scored under different fi
 attack seeds (full evaluator) or, for the cheap evaluator (deterministic), the binomial
 sampling std of its accuracy term on the search's images. Where the default agent is seeded (the
 paragraph below), its median minus the ILP's is judged against that noise: the issue's rule is
-that a seeded agent counts only by beating its seed by more than the evaluator's noise.
+that a seeded agent counts only by beating its seed by more than the evaluator's noise. The
+objective agents (whose actions contain the ILP's answers) are judged the same way.
 
 ``rl`` is the default agent: when the reward has no robustness term (``EnvConfig.action_prior =
 "auto"``), DDPG with actions centred on the sensitivity ILP's allocation at one of its prior
@@ -684,8 +685,9 @@ def multi_fidelity_verdicts(results: list[RunResult], judge: Judge = TEST) -> li
 
 
 def alone_against_baselines(results: list[RunResult], judge: Judge = TEST) -> list[str]:
-    """:func:`rl_against_baselines` for each agent alone (:data:`ALONES`) that ran; one with a
-    whole-episode repair also against the random search of that repair (:data:`RANDOM_REPAIRED`)."""
+    """:func:`rl_against_baselines` for each agent alone (:data:`ALONES`, and the objective agents)
+    that ran; one with a whole-episode repair also against the random search of that repair
+    (:data:`RANDOM_REPAIRED`)."""
     out = []
     for agent in (*ALONES, OBJECTIVE, OBJECTIVE_CALM):
         rule = method_env(EnvConfig(), agent).projection
@@ -707,7 +709,8 @@ def seed_noise(s: Setting, results: list[RunResult], measured: float) -> float:
 
 
 def seeded_verdicts(s: Setting, results: list[RunResult], noise: float, judge: Judge = TEST) -> list[str]:
-    """Where the default agent is seeded, its margin over the ILP against the evaluator's noise.
+    """Where the default agent is seeded, and wherever an objective agent ran, its median margin
+    over the ILP against the evaluator's noise.
 
     Seeded: on a reward without a robustness term the default agent first evaluates the
     sensitivity ILP's allocation at its prior rungs (the ILP baseline's ladder) and centres its
