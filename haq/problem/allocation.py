@@ -96,13 +96,13 @@ def sensitivity_rungs(
     problem = choice_problem(model, sensitivity)
     out: list[tuple[float, tuple[BitPair, ...]]] = []
     for target in targets:
-        pairs = problem.assignment(_solved(problem, model, target))
+        pairs = problem.assignment(least_error_choice(problem, model, target))
         if all(pairs != seen for _, seen in out):
             out.append((float(target), pairs))
     return out
 
 
-def _solved(problem: ChoiceProblem, model: BudgetModel, target: float) -> Choice:
+def least_error_choice(problem: ChoiceProblem, model: BudgetModel, target: float) -> Choice:
     """The least-error choice within ``target`` (at most the budget), fitted to the whole-policy budget."""
     choice = solve_ilp(problem.costs, problem.errors, min(target, problem.budget))
     if choice is None:
@@ -128,7 +128,7 @@ def least_cost_at_error(
     top = model.budget.target
 
     def solved(fraction: float) -> Choice:
-        return _solved(problem, model, fraction * top)
+        return least_error_choice(problem, model, fraction * top)
 
     hi, best = 1.0, solved(1.0)
     if choice_error(problem.errors, best) > error:

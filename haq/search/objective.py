@@ -7,10 +7,11 @@ cannot do is learn where that error model is wrong. Here one step of the agent d
 policy (:class:`~haq.search.whole_policy.VecWholePolicy`) through that allocator: its action holds
 one number per layer with a choice, each scaling the layer's estimated errors by
 ``exp(span · a)``, and a last one setting the budget solved for, from ``floor`` × the budget
-(``a = −1``) to the whole budget (``a = 1``). The solution, stepped down to the table's
-whole-policy budget as the ILP baseline's is (:func:`~haq.problem.allocation.fit_budget`), is
-sent through the environment as the per-layer actions that map to it, so it is evaluated, logged
-and projected exactly as any episode (it already fits, so nothing is lowered).
+(``a = −1``) to the whole budget (``a = 1``). The solution, solved and stepped down to the
+table's whole-policy budget as every sensitivity allocation is
+(:func:`~haq.problem.allocation.least_error_choice`), is sent through the environment as the
+per-layer actions that map to it, so it is evaluated, logged and projected exactly as any
+episode (it already fits, so nothing is lowered).
 
 The agent never sees a baseline's solution and its warm-up draws random objectives, but its
 action space contains the ILP's own answers (every weight 1), so a run is judged against the
@@ -27,11 +28,10 @@ import numpy as np
 from gymnasium import spaces
 
 from haq.core.types import BitPair
-from haq.problem.allocation import ChoiceProblem, choice_problem, fit_budget
+from haq.problem.allocation import ChoiceProblem, choice_problem, least_error_choice
 from haq.problem.budget import BudgetModel, encode_pair
 from haq.problem.problem import SearchProblem
 from haq.problem.sensitivity import SensitivityConfig, estimate_sensitivity
-from haq.problem.solvers import solve_ilp
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,7 @@ class ObjectiveDecoder:
         errors = tuple(e * w for e, w in zip(self.problem.errors, weights))
         weighed = dataclasses.replace(self.problem, errors=errors)
         target = self.model.budget.target * (self.floor + (1.0 - self.floor) * (a[-1] + 1.0) / 2.0)
-        choice = solve_ilp(weighed.costs, errors, target)
-        if choice is None:
-            choice = tuple(int(np.argmin(c)) for c in weighed.costs)
-        return weighed.assignment(fit_budget(weighed, choice, self.model)[0])
+        return weighed.assignment(least_error_choice(weighed, self.model, target))
 
     def layer_actions(self, action: np.ndarray) -> np.ndarray:
         """The environment's per-layer actions that map to :meth:`policy` (each pair's bin centre)."""
