@@ -1,13 +1,16 @@
-"""Helpers for tests that compare run directories: a run's log without its wall times, and a
-search stopped from its progress callback, as a kill after a committed episode would stop it."""
+"""Helpers for tests that compare run directories: a run's log without its wall times, a search
+stopped from its progress callback, as a kill after a committed episode would stop it, and a
+problem whose evaluator cache starts empty."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
+from haq.evaluation.evaluators import CachedEvaluator
 from haq.problem.problem import SearchProblem
 from haq.runs.progress import Progress
 from haq.search.config import SearchConfig
@@ -33,3 +36,9 @@ def interrupted_search(cfg: SearchConfig, problem: SearchProblem, out: Path, aft
 
     with pytest.raises(Interrupted):
         run_search(cfg, problem, out, progress=stop)
+
+
+def with_empty_cache(problem: SearchProblem) -> SearchProblem:
+    """``problem`` with a new, empty evaluator cache around the same evaluator (no result of an
+    earlier run to look up)."""
+    return dataclasses.replace(problem, evaluator=CachedEvaluator(problem.evaluator._inner))  # noqa: SLF001 - the cache's evaluator

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from run_helpers import episode_log, interrupted_search
+from run_helpers import episode_log, interrupted_search, with_empty_cache
 
 from envs.vector import MixedPrecisionVecEnv
 from haq.baselines.candidates import ilp_candidates
@@ -27,7 +27,6 @@ from haq.search.config import AgentConfig, SearchConfig
 from haq.search.objective import ObjectiveDecoder
 from haq.search.run import run_search
 from haq.search.whole_policy import VecWholePolicy
-from haq.transfer import TransferConfig, run_transfer, transfer_env
 
 CHEAP = EvalConfig(kind="cheap", val_samples=120)
 OBJECTIVE = AgentConfig(algo="sac", decision="objective", warmup_episodes=2, hidden=(16,))
@@ -105,8 +104,7 @@ def test_the_environment_evaluates_the_decoded_policy_unchanged(problem: SearchP
 
 def test_an_objective_search_resumes_to_the_log_of_an_uninterrupted_one(problem: SearchProblem, tmp_path: Path) -> None:
     cfg = SearchConfig(env=problem.config, agent=OBJECTIVE, episodes=6, seed=2)
-    fresh = dataclasses.replace(problem, evaluator=type(problem.evaluator)(problem.evaluator._inner))  # noqa: SLF001 - empty cache
-    whole = run_search(cfg, fresh, tmp_path / "whole")
+    whole = run_search(cfg, with_empty_cache(problem), tmp_path / "whole")
     assert [r.episode for r in whole.records] == list(range(6))
     model = problem.budget_model
     assert all(model.fits(model.policy_cost([r.policy[n] for n in problem.layer_names])) for r in whole.records)
@@ -125,12 +123,3 @@ def test_an_objective_agent_is_uncentred_sac_and_refuses_what_cannot_follow() ->
         AgentConfig(decision="objective", start_at_centre=True)
     with pytest.raises(ConfigError, match=r"^objective_span must be"):
         AgentConfig(decision="objective", objective_span=0.0)
-
-
-def test_an_objective_agent_is_refused_as_a_transfer_source_in_one_line(cache_dir: Path, tmp_path: Path) -> None:
-    cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=OBJECTIVE, episodes=2, seed=0)
-    run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), tmp_path / "source")
-    transfer = TransferConfig(source=str(tmp_path / "source"), table="bismo-edge", episodes=1)
-    refused = r"^the source agent decides the whole policy in one step \(agent.decision = 'objective'\)"
-    with pytest.raises(ConfigError, match=refused):
-        run_transfer(transfer, make_problem(transfer_env(transfer), cache_dir=cache_dir), tmp_path / "t")

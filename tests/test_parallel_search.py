@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from run_helpers import episode_log, interrupted_search
+from run_helpers import episode_log, interrupted_search, with_empty_cache
 
 from haq.evaluation.config import EvalConfig
 from haq.problem.config import EnvConfig
@@ -30,17 +30,13 @@ def default_problem(cache_dir: Path) -> SearchProblem:
 
 
 def test_a_two_worker_search_gives_the_same_log_twice(two_workers: SearchProblem, tmp_path: Path) -> None:
-    import dataclasses
-
-    from haq.evaluation.evaluators import CachedEvaluator
     from haq.search.config import AgentConfig, SearchConfig
     from haq.search.run import run_search
 
     cfg = SearchConfig(agent=AgentConfig(warmup_episodes=2), episodes=6, seed=1)
     logs = []
     for k in range(2):
-        fresh = dataclasses.replace(two_workers, evaluator=CachedEvaluator(two_workers.evaluator._inner))  # noqa: SLF001 - empty cache
-        result = run_search(cfg, fresh, tmp_path / str(k))
+        result = run_search(cfg, with_empty_cache(two_workers), tmp_path / str(k))
         assert [r.episode for r in result.records] == list(range(6))
         logs.append(episode_log(tmp_path / str(k)))
     assert logs[0] == logs[1]

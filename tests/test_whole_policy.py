@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from run_helpers import episode_log, interrupted_search
+from run_helpers import episode_log, interrupted_search, with_empty_cache
 
 from envs.mixed_precision import MixedPrecisionEnv
 from envs.vector import MixedPrecisionVecEnv
@@ -18,7 +18,7 @@ from haq.evaluation.config import EvalConfig
 from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
-from haq.search.config import AgentConfig, SearchConfig
+from haq.search.config import WHOLE_DECISIONS, AgentConfig, SearchConfig
 from haq.search.credit import VecCostCredit
 from haq.search.run import run_search
 from haq.search.whole_policy import APPLIED, VecWholePolicy
@@ -81,8 +81,7 @@ def test_under_the_cost_credit_a_whole_policy_step_is_paid_the_episodes_reward(p
 
 def test_a_whole_policy_search_resumes_to_the_log_of_an_uninterrupted_one(problem: SearchProblem, tmp_path: Path) -> None:
     cfg = SearchConfig(env=problem.config, agent=WHOLE, episodes=6, seed=4)
-    fresh = dataclasses.replace(problem, evaluator=type(problem.evaluator)(problem.evaluator._inner))  # noqa: SLF001 - empty cache
-    whole = run_search(cfg, fresh, tmp_path / "whole")
+    whole = run_search(cfg, with_empty_cache(problem), tmp_path / "whole")
     assert [r.episode for r in whole.records] == list(range(6))
     assert len({tuple(sorted(r.policy.items())) for r in whole.records}) > 1
     interrupted_search(cfg, problem, tmp_path / "killed", after=3)
@@ -91,11 +90,13 @@ def test_a_whole_policy_search_resumes_to_the_log_of_an_uninterrupted_one(proble
     assert episode_log(tmp_path / "killed") == episode_log(tmp_path / "whole")
 
 
-def test_a_whole_policy_agent_is_refused_as_a_transfer_source_in_one_line(cache_dir: Path, tmp_path: Path) -> None:
-    cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=WHOLE, episodes=2, seed=0)
+@pytest.mark.parametrize("decision", WHOLE_DECISIONS)
+def test_a_whole_policy_agent_is_refused_as_a_transfer_source_in_one_line(cache_dir: Path, tmp_path: Path, decision: str) -> None:
+    cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=dataclasses.replace(WHOLE, decision=decision), episodes=2, seed=0)
     run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), tmp_path / "source")
     transfer = TransferConfig(source=str(tmp_path / "source"), table="bismo-edge", episodes=1)
-    with pytest.raises(ConfigError, match=r"^the source agent decides the whole policy in one step .*\('layer'\)$"):
+    refused = rf"^the source agent decides the whole policy in one step \(agent.decision = '{decision}'\), .*\('layer'\)$"
+    with pytest.raises(ConfigError, match=refused):
         run_transfer(transfer, make_problem(transfer_env(transfer), cache_dir=cache_dir), tmp_path / "t")
     assert not (tmp_path / "t").exists()
 
