@@ -11,6 +11,11 @@ For every zoo model in the mode and every shipped device table the model can be 
    :mod:`haq.transfer.experience`), ``--no-reuse`` transfers the agent alone;
 3. with ``--cross-model`` modes: each model's agents rolled out on the other model, same device.
 
+``--decision objective`` runs all of it with the agent that sets the sensitivity ILP's objective
+(:mod:`haq.search.objective`, SAC as ``haq search --decision objective`` resolves it): scratch
+searches, sources and transfers alike, same model only (its actions are one weight per layer of
+its model), decoded with the target's costs and without the source's re-priced evaluations.
+
 Printed: the transfer matrix (zero-shot reward, best reward after fine-tuning and the episode
 that reached it, the episodes a from-scratch search needs to reach that same reward — median
 and range over all scratch seeds, ``>M`` when it never did — and how often transfer needed at
@@ -29,6 +34,7 @@ costs seconds per policy and would not fit the time budget on 2 cores.
 
     python bench/transfer.py --quick   # digits CNN, 2 seeds: < 5 min on 2 cores
     python bench/transfer.py           # digits CNN + MLP, 3 seeds, cross-model: < 15 min
+    python bench/transfer.py --decision objective   # the same, objective agents, same model
 """
 
 from __future__ import annotations
@@ -61,10 +67,10 @@ from haq.problem.problem import SearchProblem
 from haq.problem.reward import cost_term
 from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.config import AgentConfig, SearchConfig
-from haq.search.run import run_search
+from haq.search.run import AgentEnv, run_search
 from haq.search.rungs import RUNG, centre_at, centre_fraction
 from haq.tables.compare import cost_on_device
-from haq.transfer.agent import load_on, rollout
+from haq.transfer.agent import load_on, rollout, rollout_whole
 from haq.transfer.config import ZERO_SHOT_STARTS, TransferConfig
 from haq.transfer.run import REUSED, run_transfer
 from haq.transfer.source import load_source
@@ -94,6 +100,9 @@ MODES = {
 # episodes and runs twice as fast as SAC with 32; every scratch search (hence every source
 # agent) uses it. ``--agent`` / ``--gradient-steps`` rerun it with other settings.
 AGENT = AgentConfig(algo="td3", warmup_episodes=10, gradient_steps=16)
+OBJECTIVE_AGENT = AgentConfig(decision="objective")
+"""``--decision objective``'s agent: ``haq search --decision objective``'s defaults."""
+AGENTS = {AGENT.decision: AGENT, OBJECTIVE_AGENT.decision: OBJECTIVE_AGENT}
 EVALUATION = EvalConfig(kind="cheap")
 ONE_IMAGE = RewardConfig().acc_weight * 100.0 / EVALUATION.val_samples
 """The reward one search image is worth (one more image right, at HAQ's accuracy weight): the
@@ -191,6 +200,8 @@ def transfers(
         for (tgt_model, tgt_table), problem in problems.items():
             cross_device = tgt_model == src_model and tgt_table != src_table
             cross_model = mode.cross_model and tgt_model != src_model and tgt_table == src_table
+            if cross_model and load_source(source).config.agent.decision == OBJECTIVE_AGENT.decision:
+                continue  # one weight per layer of its own model: refused on another
             if not (cross_device or cross_model):
                 continue
             out = root / tgt_model / f"transfer-{src_model}-{src_table}-to-{tgt_table}-s{seed}{variant(reuse, zero_shot)}"
@@ -352,8 +363,13 @@ def source_quality(mode: Mode, problems: dict[tuple[str, str], SearchProblem], s
         source = load_source(path)
         fraction = centre_fraction(records, source.config.agent, source.config.env, str(path))
         problem = problems[(model, table)] if fraction is None else centre_at(problems[(model, table)], fraction)
-        env = MixedPrecisionEnv(problem=problem)
-        actor = rollout(load_on(source.checkpoint, env), env, 0).reward
+        agent = source.config.agent.for_problem(problem.prior is not None)
+        if agent.decision == OBJECTIVE_AGENT.decision:
+            stack = AgentEnv.build(problem, agent, 1).agent_env
+            actor = rollout_whole(load_on(source.checkpoint, stack), stack, 0).reward
+        else:
+            env = MixedPrecisionEnv(problem=problem)
+            actor = rollout(load_on(source.checkpoint, env), env, 0).reward
         rungs = [r.reward for r in records if RUNG in r.extra]
         rung = f"{max(rungs):+.3f} ({fraction:.3f})" if rungs and fraction is not None else "none"
         lines.append(f"| {model} / {table} | {seed} | {actor:+.3f} | {max(r.reward for r in records):+.3f} | {rung} |")
@@ -442,10 +458,15 @@ def pair_json(p: Pair) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="digits CNN only, 2 seeds, shorter searches (< 5 min)")
-    p.add_argument("--agent", default=AGENT.algo, help="agent of the scratch searches, hence of the transferred agents")
     p.add_argument(
-        "--gradient-steps", type=int, default=AGENT.gradient_steps, help="gradient steps per episode (-1: one per step)"
+        "--decision",
+        choices=sorted(AGENTS),
+        default=AGENT.decision,
+        help="what the agents decide: one layer per step (td3) or the ILP's objective (sac, same-model transfers only; "
+        "default --out gets an '-objective' suffix)",
     )
+    p.add_argument("--agent", default=None, help="agent of the scratch searches, hence of the transferred agents")
+    p.add_argument("--gradient-steps", type=int, default=None, help="gradient steps per episode (-1: one per step)")
     p.add_argument(
         "--noise",
         type=float,
@@ -474,12 +495,18 @@ def main(argv: list[str] | None = None) -> int:
     mode = MODES["quick" if ns.quick else "full"]
     if ns.seeds:
         mode = dataclasses.replace(mode, seeds=tuple(ns.seeds))
-    root = Path(ns.out or ("bench-out/transfer-quick" if ns.quick else "bench-out/transfer"))
+    objective = ns.decision == OBJECTIVE_AGENT.decision
+    root = Path(ns.out or ("bench-out/transfer" + ("-quick" if ns.quick else "") + ("-objective" if objective else "")))
     start = time.perf_counter()
     problems, skipped = build_problems(mode.models)
     for (model, table), reason in skipped.items():
         log(f"{model} cannot be searched on {table}: {reason}")
-    agent = dataclasses.replace(AGENT, algo=ns.agent, gradient_steps=ns.gradient_steps)
+    base = AGENTS[ns.decision]
+    agent = dataclasses.replace(
+        base,
+        algo=ns.agent or base.algo,
+        gradient_steps=base.gradient_steps if ns.gradient_steps is None else ns.gradient_steps,
+    )
     sources = scratch(mode, agent, problems, root)
     scratch_s = time.perf_counter() - start
     logs = {key: [RunDir(path).read_episodes() for (m, t, _), path in sources.items() if (m, t) == key] for key in problems}
@@ -504,12 +531,15 @@ def main(argv: list[str] | None = None) -> int:
     transfers(mode, problems, sources, root, ns.noise, not ns.no_reuse, ns.zero_shot, sink)
     text, tally = matrix(mode, pairs, curves, rungs)
     how = (
-        "the agent alone"
+        "objective agents, decoded with the target's costs"
+        if objective
+        else "the agent alone"
         if ns.no_reuse
         else f"the agent after the source's evaluations, re-priced on the target (zero-shot: {ns.zero_shot})"
     )
     print(
-        f"## transfer matrix: {how} ({agent.algo}, {agent.gradient_steps} gradient steps / episode, cheap evaluator; "
+        f"## transfer matrix: {how} ({agent.for_problem(True).algo}, {agent.gradient_steps} gradient steps / episode, "
+        "cheap evaluator; "
         f"seeds {list(mode.seeds)}; scratch searches of {mode.scratch_episodes} episodes)\n"
     )
     print(text)

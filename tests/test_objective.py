@@ -1,7 +1,7 @@
 """The agent that sets the sensitivity ILP's objective (``AgentConfig.decision = "objective"``):
 its decoder is the ILP under re-weighed errors, every policy it decodes fits the budget and goes
 through the environment unchanged, its runs resume like any search, and its settings are
-validated in one line."""
+validated in one line; it transfers to the same model on another device."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from run_helpers import episode_log, interrupted_search, with_empty_cache
+from run_helpers import Interrupted, episode_log, interrupted_search, with_empty_cache
 
 from envs.vector import MixedPrecisionVecEnv
 from haq.baselines.candidates import ilp_candidates
@@ -23,10 +23,15 @@ from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.problem.sensitivity import SensitivityConfig, estimate_sensitivity
 from haq.problem.solvers import choice_cost
+from haq.runs.progress import Progress
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.objective import ObjectiveDecoder
-from haq.search.run import run_search
-from haq.search.whole_policy import VecWholePolicy
+from haq.search.run import AgentEnv, run_search
+from haq.search.whole_policy import DECODED, VecWholePolicy
+from haq.transfer import TransferConfig, run_transfer, transfer_env
+from haq.transfer.agent import load_on
+from haq.transfer.run import REUSED, ZERO_SHOT
+from haq.transfer.source import load_source
 
 CHEAP = EvalConfig(kind="cheap", val_samples=120)
 OBJECTIVE = AgentConfig(algo="sac", decision="objective", warmup_episodes=2, hidden=(16,))
@@ -108,6 +113,9 @@ def test_an_objective_search_resumes_to_the_log_of_an_uninterrupted_one(problem:
     assert [r.episode for r in whole.records] == list(range(6))
     model = problem.budget_model
     assert all(model.fits(model.policy_cost([r.policy[n] for n in problem.layer_names])) for r in whole.records)
+    decoder = ObjectiveDecoder.build(problem, OBJECTIVE.objective_span, OBJECTIVE.prior_floor)
+    for r in whole.records:  # each record names the objective its policy was decoded from
+        assert tuple(r.policy[n] for n in problem.layer_names) == decoder.policy(np.asarray(r.extra[DECODED]))
     interrupted_search(cfg, problem, tmp_path / "killed", after=3)
     run_search(cfg, problem, tmp_path / "killed", resume=True)
     assert episode_log(tmp_path / "killed") == episode_log(tmp_path / "whole")
@@ -123,3 +131,70 @@ def test_an_objective_agent_is_uncentred_sac_and_refuses_what_cannot_follow() ->
         AgentConfig(decision="objective", start_at_centre=True)
     with pytest.raises(ConfigError, match=r"^objective_span must be"):
         AgentConfig(decision="objective", objective_span=0.0)
+
+
+@pytest.fixture(scope="module")
+def objective_source(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A short objective search of the digits CNN on Bit Fusion: the agent the transfer tests reuse."""
+    out = tmp_path_factory.mktemp("objective-source") / "run"
+    cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=OBJECTIVE, episodes=4, seed=0)
+    run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), out)
+    return out
+
+
+def _target(source: Path, cache_dir: Path, episodes: int, **changes: object) -> tuple[TransferConfig, SearchProblem]:
+    cfg = TransferConfig(source=str(source), table="bismo-edge", episodes=episodes, **changes)  # type: ignore[arg-type]
+    return cfg, make_problem(transfer_env(cfg), cache_dir=cache_dir)
+
+
+def test_a_transferred_objective_agent_decodes_its_action_with_the_new_devices_costs(
+    objective_source: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """The zero-shot policy is the source actor's deterministic action, decoded by the target's
+    ILP: within the new device's budget, learning from no source evaluation (they were priced
+    for other bits)."""
+    cfg, target = _target(objective_source, cache_dir, episodes=2)
+    result = run_transfer(cfg, target, tmp_path / "t")
+    assert [r.episode for r in result.records] == [0, 1, 2]
+    zero = result.records[0]
+    assert zero.extra["phase"] == ZERO_SHOT and zero.extra[REUSED] == 0 and zero.extra["source_table"] == "bitfusion"
+    assert len(zero.extra[DECODED]) == len(target.layer_names) + 1
+    agent = dataclasses.replace(OBJECTIVE, warmup_episodes=0).for_problem(target.prior is not None)
+    actor = load_on(load_source(objective_source).checkpoint, AgentEnv.build(target, agent, 1).agent_env)
+    action, _ = actor.predict(np.ones((1, 1), np.float32), deterministic=True)
+    span, floor = OBJECTIVE.objective_span, OBJECTIVE.prior_floor
+    decoded = ObjectiveDecoder.build(target, span, floor).policy(action[0])
+    assert tuple(zero.policy[n] for n in target.layer_names) == decoded
+    home = make_problem(load_source(objective_source).config.env, cache_dir=cache_dir)
+    assert ObjectiveDecoder.build(home, span, floor).policy(action[0]) != decoded  # the same objective, other bits at home
+    model = target.budget_model
+    assert all(model.fits(model.policy_cost([r.policy[n] for n in target.layer_names])) for r in result.records)
+
+
+def test_a_killed_objective_transfer_resumes_to_the_log_of_an_uninterrupted_one(
+    objective_source: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    cfg, target = _target(objective_source, cache_dir, episodes=4)
+    run_transfer(cfg, with_empty_cache(target), tmp_path / "whole")
+
+    def stop(p: Progress) -> None:
+        if p.episode == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_transfer(cfg, with_empty_cache(target), tmp_path / "killed", progress=stop)
+    resumed = run_transfer(cfg, with_empty_cache(target), tmp_path / "killed", resume=True)
+    assert resumed.resumed_from == 3
+    assert episode_log(tmp_path / "killed") == episode_log(tmp_path / "whole")
+
+
+def test_an_objective_agent_is_refused_on_another_model_in_one_line(
+    objective_source: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    cfg, target = _target(objective_source, cache_dir, episodes=1, model="digits_mlp")
+    refused = (
+        r"^the source agent sets the ILP's objective \(agent.decision = 'objective'\), .* of digits_cnn; .* not to digits_mlp$"
+    )
+    with pytest.raises(ConfigError, match=refused):
+        run_transfer(cfg, target, tmp_path / "t")
+    assert not (tmp_path / "t").exists()

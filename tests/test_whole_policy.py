@@ -1,10 +1,9 @@
 """An agent that decides the whole policy in one step (``AgentConfig.decision = "policy"``): its
 step is the environment's episode of the same actions, its runs are resumable like any search,
-and it is refused where its action space cannot follow (transfer)."""
+and it is refused as a transfer source, its actions bins of its own model on its own device."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from haq.evaluation.config import EvalConfig
 from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
-from haq.search.config import WHOLE_DECISIONS, AgentConfig, SearchConfig
+from haq.search.config import AgentConfig, SearchConfig
 from haq.search.credit import VecCostCredit
 from haq.search.run import run_search
 from haq.search.whole_policy import APPLIED, VecWholePolicy
@@ -90,12 +89,11 @@ def test_a_whole_policy_search_resumes_to_the_log_of_an_uninterrupted_one(proble
     assert episode_log(tmp_path / "killed") == episode_log(tmp_path / "whole")
 
 
-@pytest.mark.parametrize("decision", WHOLE_DECISIONS)
-def test_a_whole_policy_agent_is_refused_as_a_transfer_source_in_one_line(cache_dir: Path, tmp_path: Path, decision: str) -> None:
-    cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=dataclasses.replace(WHOLE, decision=decision), episodes=2, seed=0)
+def test_a_whole_policy_agent_is_refused_as_a_transfer_source_in_one_line(cache_dir: Path, tmp_path: Path) -> None:
+    cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=WHOLE, episodes=2, seed=0)
     run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), tmp_path / "source")
     transfer = TransferConfig(source=str(tmp_path / "source"), table="bismo-edge", episodes=1)
-    refused = rf"^the source agent decides the whole policy in one step \(agent.decision = '{decision}'\), .*\('layer'\)$"
+    refused = r"^the source agent decides every layer's bits in one step \(agent.decision = 'policy'\), .*\('objective'\)$"
     with pytest.raises(ConfigError, match=refused):
         run_transfer(transfer, make_problem(transfer_env(transfer), cache_dir=cache_dir), tmp_path / "t")
     assert not (tmp_path / "t").exists()

@@ -181,7 +181,9 @@ class AgentConfig:
         the ILP is solved for, from ``prior_floor`` × the budget to the whole of it; the ILP
         allocates (:mod:`haq.search.objective`). Why: the ILP wins on an exact allocator for an
         error model the agent cannot see; this agent searches for where that model is wrong.
-        ``auto`` resolves to SAC, never centred (its warm-up draws random objectives).
+        ``auto`` resolves to SAC, never centred (its warm-up draws random objectives). It
+        transfers to the same model on another device (:mod:`haq.transfer.run`), decoded there
+        with that device's costs.
     objective_span: the largest factor (as ``exp(span)``) by which a ``decision = "objective"``
         agent scales one layer's estimated error up or down.
     """

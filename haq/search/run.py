@@ -54,10 +54,11 @@ from haq.search.objective import ObjectiveDecoder
 from haq.search.overlap import DeferredUpdates
 from haq.search.rungs import RUNG, centre_on_rung
 from haq.search.snapshot import TrainingState
-from haq.search.whole_policy import VecWholePolicy
+from haq.search.whole_policy import DECODED, VecWholePolicy
 
-ANNOTATIONS = ("fidelity", "cheap_reward")
-"""What an episode record keeps of how its policy was scored (:meth:`haq.problem.fidelity.Scored.annotations`)."""
+ANNOTATIONS = ("fidelity", "cheap_reward", DECODED)
+"""What an episode record keeps of how its policy was scored (:meth:`haq.problem.fidelity.Scored.annotations`)
+and what it was decoded from (an objective agent's action)."""
 
 
 class RLSearch(Proposer[AgentStore]):

@@ -34,6 +34,9 @@ from haq.core.errors import InternalError
 
 APPLIED = "applied_action"
 """The per-layer info key the replay buffer prefers to the request; dropped from a whole-policy step."""
+DECODED = "objective"
+"""The info key (and episode record annotation) of the action a decoder read, when the agent has one:
+what the policy was decoded from, which the per-layer actions of another device would not tell."""
 
 
 class PolicyDecoder(Protocol):
@@ -63,6 +66,7 @@ class VecWholePolicy(VecEnvWrapper):
         observation_space = spaces.Box(1.0, 1.0, (1,), np.float32)
         super().__init__(venv, observation_space=observation_space, action_space=action_space)
         self._actions: np.ndarray | None = None
+        self._decoded: np.ndarray | None = None
 
     def _observation(self) -> np.ndarray:
         return np.ones((self.num_envs, 1), dtype=np.float32)
@@ -73,7 +77,9 @@ class VecWholePolicy(VecEnvWrapper):
 
     def step_async(self, actions: np.ndarray) -> None:
         actions = np.asarray(actions, dtype=np.float32)
+        self._decoded = None
         if self.decoder is not None:
+            self._decoded = np.clip(actions, -1.0, 1.0)
             actions = np.stack([self.decoder.layer_actions(a) for a in actions]).astype(np.float32)
         self._actions = actions.reshape(self.num_envs, self.layers, self.per_layer)
 
@@ -96,7 +102,9 @@ class VecWholePolicy(VecEnvWrapper):
         for i, info in enumerate(infos):
             info.pop(APPLIED, None)
             info["terminal_observation"] = obs[i].copy()
+            if self._decoded is not None:
+                info[DECODED] = [float(v) for v in self._decoded[i]]
         return obs, total, dones, infos
 
 
-__all__ = ["APPLIED", "PolicyDecoder", "VecWholePolicy"]
+__all__ = ["APPLIED", "DECODED", "PolicyDecoder", "VecWholePolicy"]

@@ -2,6 +2,9 @@
 
 The observation is per-layer features scaled by fixed constants plus hardware features read
 from the device table, so an actor trained on one device (or model) can act on another as is.
+An agent that sets the ILP's objective (:mod:`haq.search.objective`) observes nothing: its
+action re-weighs the model's estimated errors, which do not depend on the device, and the new
+device's costs decode it, so it acts on the same model on another device as is.
 For fine-tuning, what belonged to the old device is dropped: the replay buffer (its rewards
 were earned on the old device, and its n-step horizon was the old model's length; a fresh one
 of the agent's own buffer class replaces it), the
@@ -20,15 +23,17 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import NStepReplayBuffer, RolloutBuffer
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
+from stable_baselines3.common.vec_env import VecEnv
 
 from haq.core.errors import InternalError
 from haq.evaluation.metrics import PolicyMetrics
 from haq.runs.rundir import EpisodeRecord
 from haq.search.agents import load_agent, replay_capacity
 from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise
+from haq.search.whole_policy import DECODED
 
 
-def load_on(checkpoint: Path, env: gym.Env) -> BaseAlgorithm:
+def load_on(checkpoint: Path, env: gym.Env | VecEnv) -> BaseAlgorithm:
     """The saved agent, attached to ``env`` (no replay buffer); a space mismatch is one line."""
     return load_agent(checkpoint, env, with_buffer=False)[0]
 
@@ -45,6 +50,22 @@ def rollout(model: BaseAlgorithm, env: gym.Env, episode: int, extra: dict[str, A
     while not done:
         action, _ = model.predict(obs, deterministic=True)
         obs, _, done, _, info = env.step(action)
+    return _record(info, episode, extra)
+
+
+def rollout_whole(model: BaseAlgorithm, venv: VecEnv, episode: int, extra: dict[str, Any] | None = None) -> EpisodeRecord:
+    """:func:`rollout` of an agent that decides the whole policy in one step
+    (:class:`~haq.search.whole_policy.VecWholePolicy`), through its stack of one environment."""
+    if venv.num_envs != 1:
+        raise InternalError(f"a zero-shot rollout runs one episode, not {venv.num_envs} at once")
+    action, _ = model.predict(venv.reset(), deterministic=True)
+    _, _, _, infos = venv.step(action)
+    decoded = {DECODED: infos[0][DECODED]} if DECODED in infos[0] else {}
+    return _record(infos[0], episode, {**(extra or {}), **decoded})
+
+
+def _record(info: dict[str, Any], episode: int, extra: dict[str, Any] | None) -> EpisodeRecord:
+    """The log record of the episode whose last step returned ``info``."""
     policy = {n: (int(w), int(a)) for n, (w, a) in info["policy"].items()}
     return EpisodeRecord(episode, policy, PolicyMetrics.from_dict(info["metrics"]), float(info["reward"]), extra or {})
 

@@ -42,7 +42,7 @@ class TransferConfig:
     reuse_source: before the zero-shot episode, replay the source run's evaluated policies,
         re-priced on the new device, and learn from them (:mod:`haq.transfer.experience`): the
         same model and evaluator give the same accuracies on any device. ``False`` transfers
-        the agent alone.
+        the agent alone (as every objective agent is: its actions decode to other bits on the new device).
     clone_steps: with reuse, the critic learns from the replayed episodes and the actor is fitted
         (at most this many steps) to the best of them, so the zero-shot episode is that policy; 0 lets
         the actor learn from the critic instead (`bench/transfer.py`, comparisons within a quarter

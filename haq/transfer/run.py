@@ -19,6 +19,11 @@ on another scale, the allocation at the same fraction of the new budget. Transfe
 full-budget frame instead, it met `bench/transfer.py`'s quarter-episodes target in 52 of 162
 comparisons; at the same fraction, 77.
 
+An agent that sets the ILP's objective (``agent.decision = "objective"``) transfers to the same
+model only (its action is one error weight per layer of its model): its stack is the search's
+(:class:`~haq.search.run.AgentEnv`), so the new device's costs decode the zero-shot action, and it
+reuses none of the source's evaluations (the same objective decodes to other bits there).
+
 The caller builds the target problem (``haq.jobs.problems.make_problem``) from
 :func:`transfer_env`, the environment the source run's settings and the transfer's derive.
 """
@@ -44,12 +49,12 @@ from haq.problem.problem import SearchProblem
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
 from haq.runs.rundir import EpisodeRecord, RunDir
-from haq.search.baseline import RewardBaseline
+from haq.search.baseline import RewardBaseline, VecRewardBaseline
 from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
-from haq.search.config import SearchConfig
+from haq.search.config import WHOLE_DECISIONS, SearchConfig
 from haq.search.run import AgentEnv, prior_section, train
 from haq.search.rungs import CENTRE, centre_at, centre_at_accuracy, centre_fraction, centre_rung, rung_count
-from haq.transfer.agent import load_on, prepare_finetune, rollout
+from haq.transfer.agent import load_on, prepare_finetune, rollout, rollout_whole
 from haq.transfer.config import BEST_REUSED_START, PREDICTED_START, TransferConfig
 from haq.transfer.experience import clone_actor, learn_from_replay, replay, reprice, why_not_reused
 from haq.transfer.source import SourceRun, load_source
@@ -97,10 +102,17 @@ def target_env_config(source: EnvConfig, cfg: TransferConfig) -> EnvConfig:
 def fine_tune_config(source: SearchConfig, cfg: TransferConfig, algo: str) -> SearchConfig:
     """The search settings the fine-tuning runs under (episode 0 is the zero-shot one), for the
     source agent's actual algorithm ``algo`` (its config may say ``auto``)."""
-    if source.agent.decision != "layer":
+    decision, own = source.agent.decision, source.env.workload.model
+    if decision == "policy":
         raise ConfigError(
-            f"the source agent decides the whole policy in one step (agent.decision = '{source.agent.decision}'), "
-            "its actions one per layer of its own model; transfer needs an agent that decides one layer at a time ('layer')"
+            "the source agent decides every layer's bits in one step (agent.decision = 'policy'), its actions bins of its "
+            "own model on its own device; transfer needs an agent that decides one layer at a time ('layer') or sets "
+            "the ILP's objective ('objective')"
+        )
+    if decision == "objective" and cfg.model is not None and cfg.model != own:
+        raise ConfigError(
+            f"the source agent sets the ILP's objective (agent.decision = 'objective'), one error weight per layer of "
+            f"{own}; it transfers to {own} on another device, not to {cfg.model}"
         )
     agent = dataclasses.replace(
         source.agent,
@@ -203,9 +215,14 @@ class Transfer(Proposer[TransferStore]):
         the budget fraction its actions are centred on and how many evaluations it reused."""
         source, search_cfg = self._opened()
         agent, fraction = search_cfg.agent, self.fraction
-        env = MixedPrecisionEnv(problem=problem)
-        baseline = RewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else None
-        agent_env: gym.Env = baseline if baseline is not None else env
+        if agent.decision in WHOLE_DECISIONS:
+            stack = AgentEnv.build(problem, agent.for_problem(problem.prior is not None), 1)
+            agent_env: gym.Env | VecEnv = stack.agent_env
+            baseline: RewardBaseline | VecRewardBaseline | None = stack.baseline
+        else:
+            env = MixedPrecisionEnv(problem=problem)
+            baseline = RewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else None
+            agent_env = baseline if baseline is not None else env
         model = load_on(source.checkpoint, agent_env)
         reused, average, noted = self._reuse(model, problem, problem.workers, log)
         if baseline is not None:
@@ -225,10 +242,12 @@ class Transfer(Proposer[TransferStore]):
         }
         if fraction is not None:
             extra[CENTRE] = fraction
-        record = rollout(model, agent_env, 0, extra)
+        record = (
+            rollout_whole(model, agent_env, 0, extra) if isinstance(agent_env, VecEnv) else rollout(model, agent_env, 0, extra)
+        )
         model.set_random_seed(search_cfg.seed + 1)  # fine-tuning draws as a fresh agent after one episode would
         store.agent = model
-        state = {"baseline": getattr(agent_env, "average", None), UPDATE_PENDING: False, BATCH: problem.workers}
+        state = {"baseline": getattr(baseline, "average", None), UPDATE_PENDING: False, BATCH: problem.workers}
         store.commit(record, state)
         if progress is not None:
             progress(Progress.after(record, record, search_cfg.episodes, False))
@@ -253,7 +272,7 @@ class Transfer(Proposer[TransferStore]):
         episode's ``extra`` notes about its policy."""
         source, search_cfg = self._opened()
         agent = search_cfg.agent.for_problem(problem.prior is not None)
-        episode_len = len(problem.layer_names)
+        episode_len = 1 if agent.decision in WHOLE_DECISIONS else len(problem.layer_names)
         why = self._why_not_reused(model, problem)
         repriced = reprice(self.records, problem) if why is None else []
         steps = self.cfg.clone_steps
@@ -301,6 +320,8 @@ class Transfer(Proposer[TransferStore]):
         return predicted_start(problem, self.records, rungs, config.agent.prior_floor)
 
     def _why_not_reused(self, model: BaseAlgorithm, problem: SearchProblem) -> str | None:
+        if self._opened()[1].agent.decision == "objective":
+            return "an objective agent's actions decode to other bits under the new device's costs"
         if not self.cfg.reuse_source:
             return "--no-reuse"
         if not isinstance(model, OffPolicyAlgorithm):
