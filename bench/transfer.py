@@ -54,7 +54,6 @@ import torch
 from scipy.stats import spearmanr
 
 import latency_tables
-from envs.mixed_precision import MixedPrecisionEnv
 from haq.core.errors import HaqError
 from haq.core.fileio import atomic_write_text
 from haq.core.types import BitPair
@@ -67,10 +66,10 @@ from haq.problem.problem import SearchProblem
 from haq.problem.reward import cost_term
 from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.config import AgentConfig, SearchConfig
-from haq.search.run import AgentEnv, run_search
+from haq.search.run import run_search
 from haq.search.rungs import RUNG, centre_at, centre_fraction
 from haq.tables.compare import cost_on_device
-from haq.transfer.agent import load_on, rollout, rollout_whole
+from haq.transfer.agent import ActingEnv, load_on
 from haq.transfer.config import ZERO_SHOT_STARTS, TransferConfig
 from haq.transfer.run import REUSED, run_transfer
 from haq.transfer.source import load_source
@@ -363,13 +362,8 @@ def source_quality(mode: Mode, problems: dict[tuple[str, str], SearchProblem], s
         source = load_source(path)
         fraction = centre_fraction(records, source.config.agent, source.config.env, str(path))
         problem = problems[(model, table)] if fraction is None else centre_at(problems[(model, table)], fraction)
-        agent = source.config.agent.for_problem(problem.prior is not None)
-        if agent.decision == OBJECTIVE_AGENT.decision:
-            stack = AgentEnv.build(problem, agent, 1).agent_env
-            actor = rollout_whole(load_on(source.checkpoint, stack), stack, 0).reward
-        else:
-            env = MixedPrecisionEnv(problem=problem)
-            actor = rollout(load_on(source.checkpoint, env), env, 0).reward
+        acting = ActingEnv.build(problem, source.config.agent.for_problem(problem.prior is not None))
+        actor = acting.rollout(load_on(source.checkpoint, acting.env), 0).reward
         rungs = [r.reward for r in records if RUNG in r.extra]
         rung = f"{max(rungs):+.3f} ({fraction:.3f})" if rungs and fraction is not None else "none"
         lines.append(f"| {model} / {table} | {seed} | {actor:+.3f} | {max(r.reward for r in records):+.3f} | {rung} |")

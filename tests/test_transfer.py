@@ -33,7 +33,7 @@ from haq.search.run import run_search
 from haq.search.rungs import CENTRE, RUNG, centre_at, centre_at_accuracy, centre_fraction, centre_rung
 from haq.tables.compare import cost_on_devices, promote_pair
 from haq.tables.table import save_table
-from haq.transfer import run as transfer_run
+from haq.transfer import agent as transfer_agent
 from haq.transfer.agent import load_on, rollout
 from haq.transfer.config import TransferConfig
 from haq.transfer.run import run_transfer, target_env_config, transfer_env
@@ -177,13 +177,13 @@ def test_a_ddpg_agent_keeps_its_reward_baseline_through_transfer(
     assert cfg.agent.reward_baseline is None and cfg.agent.uses_baseline
     run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), ddpg)
     seen: list[object] = []
-    real = transfer_run.rollout
+    real = transfer_agent.rollout
 
     def spy(model: object, env: object, *args: object) -> object:
         seen.append(env)
         return real(model, env, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(transfer_run, "rollout", spy)
+    monkeypatch.setattr(transfer_agent, "rollout", spy)
     zero = _transfer(ddpg, "bismo-edge", tmp_path / "t", cache_dir, reuse=False).records[0]
     assert len(seen) == 1 and isinstance(seen[0], RewardBaseline)
     assert _state(tmp_path / "t")["baseline"] == zero.reward

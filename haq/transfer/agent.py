@@ -14,6 +14,7 @@ replaced by a fresh, smaller one. Actor and critic weights are kept.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,48 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 from stable_baselines3.common.vec_env import VecEnv
 
+from envs.mixed_precision import MixedPrecisionEnv
 from haq.core.errors import InternalError
 from haq.evaluation.metrics import PolicyMetrics
+from haq.problem.problem import SearchProblem
 from haq.runs.rundir import EpisodeRecord
 from haq.search.agents import load_agent, replay_capacity
+from haq.search.baseline import RewardBaseline, VecRewardBaseline
+from haq.search.config import WHOLE_DECISIONS, AgentConfig
 from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise
+from haq.search.run import AgentEnv
 from haq.search.whole_policy import DECODED
 
 
 def load_on(checkpoint: Path, env: gym.Env | VecEnv) -> BaseAlgorithm:
     """The saved agent, attached to ``env`` (no replay buffer); a space mismatch is one line."""
     return load_agent(checkpoint, env, with_buffer=False)[0]
+
+
+@dataclass(frozen=True)
+class ActingEnv:
+    """The environment a saved agent acts through for one episode, and its reward baseline (if
+    the agent trains with one): one layer per step, or the search's own one-step stack for an
+    agent that decides the whole policy (whose decoder, if any, reads the problem's costs)."""
+
+    env: gym.Env | VecEnv
+    baseline: RewardBaseline | VecRewardBaseline | None
+
+    @classmethod
+    def build(cls, problem: SearchProblem, agent: AgentConfig) -> ActingEnv:
+        """The environment of a resolved ``agent`` (:meth:`AgentConfig.for_problem`) on ``problem``."""
+        if agent.decision in WHOLE_DECISIONS:
+            stack = AgentEnv.build(problem, agent, 1)
+            return cls(stack.agent_env, stack.baseline)
+        env = MixedPrecisionEnv(problem=problem)
+        baseline = RewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else None
+        return cls(baseline if baseline is not None else env, baseline)
+
+    def rollout(self, model: BaseAlgorithm, episode: int, extra: dict[str, Any] | None = None) -> EpisodeRecord:
+        """One deterministic episode of ``model`` here (:func:`rollout` or :func:`rollout_whole`)."""
+        if isinstance(self.env, VecEnv):
+            return rollout_whole(model, self.env, episode, extra)
+        return rollout(model, self.env, episode, extra)
 
 
 def rollout(model: BaseAlgorithm, env: gym.Env, episode: int, extra: dict[str, Any] | None = None) -> EpisodeRecord:

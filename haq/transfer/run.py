@@ -34,12 +34,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
-import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from envs.mixed_precision import MixedPrecisionEnv
 from haq.core import config as serial
 from haq.core.errors import ConfigError, InternalError
 from haq.core.types import Log
@@ -49,12 +47,11 @@ from haq.problem.problem import SearchProblem
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
 from haq.runs.rundir import EpisodeRecord, RunDir
-from haq.search.baseline import RewardBaseline, VecRewardBaseline
 from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
 from haq.search.config import WHOLE_DECISIONS, SearchConfig
 from haq.search.run import AgentEnv, prior_section, train
 from haq.search.rungs import CENTRE, centre_at, centre_at_accuracy, centre_fraction, centre_rung, rung_count
-from haq.transfer.agent import load_on, prepare_finetune, rollout, rollout_whole
+from haq.transfer.agent import ActingEnv, load_on, prepare_finetune
 from haq.transfer.config import BEST_REUSED_START, PREDICTED_START, TransferConfig
 from haq.transfer.experience import clone_actor, learn_from_replay, replay, reprice, why_not_reused
 from haq.transfer.source import SourceRun, load_source
@@ -214,19 +211,12 @@ class Transfer(Proposer[TransferStore]):
         evaluations when they hold there; commit it (with the prepared agent) as episode 0, noting
         the budget fraction its actions are centred on and how many evaluations it reused."""
         source, search_cfg = self._opened()
-        agent, fraction = search_cfg.agent, self.fraction
-        if agent.decision in WHOLE_DECISIONS:
-            stack = AgentEnv.build(problem, agent.for_problem(problem.prior is not None), 1)
-            agent_env: gym.Env | VecEnv = stack.agent_env
-            baseline: RewardBaseline | VecRewardBaseline | None = stack.baseline
-        else:
-            env = MixedPrecisionEnv(problem=problem)
-            baseline = RewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else None
-            agent_env = baseline if baseline is not None else env
-        model = load_on(source.checkpoint, agent_env)
+        fraction = self.fraction
+        acting = ActingEnv.build(problem, search_cfg.agent.for_problem(problem.prior is not None))
+        model = load_on(source.checkpoint, acting.env)
         reused, average, noted = self._reuse(model, problem, problem.workers, log)
-        if baseline is not None:
-            baseline.average = average
+        if acting.baseline is not None:
+            acting.baseline.average = average
         if log:
             log(
                 f"zero-shot: {source.meta.get('algo')} agent from {source.path} ({source.model} on {source.table}) "
@@ -242,12 +232,10 @@ class Transfer(Proposer[TransferStore]):
         }
         if fraction is not None:
             extra[CENTRE] = fraction
-        record = (
-            rollout_whole(model, agent_env, 0, extra) if isinstance(agent_env, VecEnv) else rollout(model, agent_env, 0, extra)
-        )
+        record = acting.rollout(model, 0, extra)
         model.set_random_seed(search_cfg.seed + 1)  # fine-tuning draws as a fresh agent after one episode would
         store.agent = model
-        state = {"baseline": getattr(baseline, "average", None), UPDATE_PENDING: False, BATCH: problem.workers}
+        state = {"baseline": getattr(acting.baseline, "average", None), UPDATE_PENDING: False, BATCH: problem.workers}
         store.commit(record, state)
         if progress is not None:
             progress(Progress.after(record, record, search_cfg.episodes, False))
