@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -27,15 +28,20 @@ class Interrupted(Exception):
     """Ends a run from its progress callback, as a kill would (after an episode was committed)."""
 
 
-def interrupted_search(cfg: SearchConfig, problem: SearchProblem, out: Path, after: int) -> None:
-    """Run ``cfg`` on ``problem`` into ``out`` and stop it once episode ``after`` is committed."""
+def interrupted(run: Callable[[Callable[[Progress], None]], object], after: int) -> None:
+    """Call ``run(progress)`` (a search, a transfer) and stop it once episode ``after`` is committed."""
 
     def stop(p: Progress) -> None:
         if p.episode == after:
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        run_search(cfg, problem, out, progress=stop)
+        run(stop)
+
+
+def interrupted_search(cfg: SearchConfig, problem: SearchProblem, out: Path, after: int) -> None:
+    """Run ``cfg`` on ``problem`` into ``out`` and stop it once episode ``after`` is committed."""
+    interrupted(lambda stop: run_search(cfg, problem, out, progress=stop), after)
 
 
 def with_empty_cache(problem: SearchProblem) -> SearchProblem:

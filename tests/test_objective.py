@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from run_helpers import Interrupted, episode_log, interrupted_search, with_empty_cache
+from run_helpers import episode_log, interrupted, interrupted_search, with_empty_cache
 
 from envs.vector import MixedPrecisionVecEnv
 from haq.baselines.candidates import ilp_candidates
@@ -23,7 +23,6 @@ from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.problem.sensitivity import SensitivityConfig, estimate_sensitivity
 from haq.problem.solvers import choice_cost
-from haq.runs.progress import Progress
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.objective import ObjectiveDecoder
 from haq.search.run import AgentEnv, run_search
@@ -176,13 +175,7 @@ def test_a_killed_objective_transfer_resumes_to_the_log_of_an_uninterrupted_one(
 ) -> None:
     cfg, target = _target(objective_source, cache_dir, episodes=4)
     run_transfer(cfg, with_empty_cache(target), tmp_path / "whole")
-
-    def stop(p: Progress) -> None:
-        if p.episode == 2:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        run_transfer(cfg, with_empty_cache(target), tmp_path / "killed", progress=stop)
+    interrupted(lambda stop: run_transfer(cfg, with_empty_cache(target), tmp_path / "killed", progress=stop), after=2)
     resumed = run_transfer(cfg, with_empty_cache(target), tmp_path / "killed", resume=True)
     assert resumed.resumed_from == 3
     assert episode_log(tmp_path / "killed") == episode_log(tmp_path / "whole")
