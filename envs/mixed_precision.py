@@ -300,19 +300,20 @@ def _sensitivity_rows(problem: SearchProblem, sens: Sensitivity) -> np.ndarray:
     """Static sensitivity features per layer (``v1``): the layer's share of the model's estimated
     error at the lowest bit width, weights and activations apart, on a log scale
     (log2(1 + layers·share)/4: 0.25 for an average layer), and how much of that error is left two
-    bits higher (error at min+2 bits / error at min bits)."""
+    bits higher (error at min+2 bits / error at min bits). A measured sensitivity may be negative
+    (a layer whose quantization removes adversarial loss); it counts as no error here."""
     lo = problem.config.min_bits
     mid = min(lo + 2, 8)
     names = problem.layer_names
-    total = sum(sens.error(n, lo, lo) for n in names) or 1.0
+    total = sum(max(sens.error(n, lo, lo), 0.0) for n in names) or 1.0
     rows = []
     for n in names:
         s = sens.layers[n]
         here = s.error(lo, lo)
         rows.append(
             [
-                math.log2(1 + len(names) * s.weight[lo] / total) / 4.0,
-                math.log2(1 + len(names) * s.activation[lo] / total) / 4.0,
+                math.log2(1 + len(names) * max(s.weight[lo], 0.0) / total) / 4.0,
+                math.log2(1 + len(names) * max(s.activation[lo], 0.0) / total) / 4.0,
                 s.error(mid, mid) / here if here > 0 else 0.0,
             ]
         )

@@ -9,6 +9,8 @@ compare them with a search directly.
 
 from haq.baselines.candidates import METHODS, Candidate
 from haq.baselines.run import Baseline, BaselineConfig, baseline_env, run_baseline
+from haq.problem.measured_sensitivity import measure_sensitivity
+from haq.problem.reward_sensitivity import reward_sensitivity
 from haq.problem.sensitivity import (
     LayerSensitivity,
     Sensitivity,
@@ -26,5 +28,7 @@ __all__ = [
     "SensitivityConfig",
     "baseline_env",
     "estimate_sensitivity",
+    "measure_sensitivity",
+    "reward_sensitivity",
     "run_baseline",
 ]

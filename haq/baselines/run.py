@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -35,11 +35,8 @@ from haq.core.validate import choice, count, unit_interval
 from haq.problem.config import EnvConfig
 from haq.problem.fidelity import Scored
 from haq.problem.problem import SearchProblem
-from haq.problem.sensitivity import (
-    Sensitivity,
-    SensitivityConfig,
-    estimate_sensitivity,
-)
+from haq.problem.reward_sensitivity import resolved_estimator, reward_sensitivity
+from haq.problem.sensitivity import Sensitivity, SensitivityConfig
 from haq.runs.candidates import log_candidates
 from haq.runs.checkpoint import RunStore
 from haq.runs.progress import OnProgress
@@ -93,12 +90,28 @@ def baseline_candidates(problem: SearchProblem, cfg: BaselineConfig, sensitivity
     return ilp_candidates(model, sensitivity, n, cfg.ladder_floor)
 
 
+def resolved(cfg: BaselineConfig, env: EnvConfig) -> BaselineConfig:
+    """``cfg`` with its sensitivity estimator resolved for ``env``'s reward: what a run records,
+    so it resumes under the estimator it used whatever ``auto`` resolves to later."""
+    estimator = resolved_estimator(env, cfg.sensitivity)
+    return dataclasses.replace(cfg, sensitivity=dataclasses.replace(cfg.sensitivity, estimator=estimator))
+
+
 class BaselineStore(RunStore):
     """A baseline's run directory: state-only checkpoints (its candidates are deterministic, so
     the log alone resumes it); every setting must match on resume."""
 
     kind = "baseline"
     resumable = ()
+
+    def _check_settings(self, doc: Mapping[str, Any]) -> None:
+        """A run written before sensitivities could be measured used the Fisher estimate."""
+        config = doc.get("config")
+        baseline = config.get("baseline") if isinstance(config, Mapping) else None
+        sensitivity = baseline.get("sensitivity") if isinstance(baseline, Mapping) else None
+        if isinstance(sensitivity, dict):
+            sensitivity.setdefault("estimator", "fisher")
+        super()._check_settings(doc)
 
 
 class Baseline(Proposer[BaselineStore]):
@@ -115,13 +128,15 @@ class Baseline(Proposer[BaselineStore]):
         return self.cfg.evaluations
 
     def _open(self, problem: SearchProblem, out_dir: str | Path) -> BaselineStore:
+        self.cfg = resolved(self.cfg, problem.config)
         return BaselineStore(out_dir, {"env": serial.to_dict(problem.config), "baseline": serial.to_dict(self.cfg)})
 
     def _prepare(self, problem: SearchProblem, store: BaselineStore, log: Log | None) -> None:
         start = time.perf_counter()
         if self.cfg.method in ("greedy", "ilp"):
-            w = problem.workload
-            self.sensitivity = estimate_sensitivity(w.model, w.layers, w.data, w.device, self.cfg.sensitivity)
+            self.sensitivity = reward_sensitivity(problem.config, problem.workload, self.cfg.sensitivity)
+            if log:
+                log(f"sensitivity: {self.sensitivity.estimator} estimate of {len(self.sensitivity.layers)} layers")
         self.sensitivity_seconds = time.perf_counter() - start
         self.candidates = baseline_candidates(problem, self.cfg, self.sensitivity)
         if not self.candidates:
@@ -138,7 +153,8 @@ class Baseline(Proposer[BaselineStore]):
         log_candidates(problem, store, todo, store.commit, len(self.candidates), progress)
 
     def _details(self) -> dict[str, Any]:
-        return {"sensitivity_seconds": self.sensitivity_seconds}
+        estimator = None if self.sensitivity is None else self.sensitivity.estimator
+        return {"sensitivity_seconds": self.sensitivity_seconds, "sensitivity_estimator": estimator}
 
 
 def run_baseline(

@@ -17,6 +17,7 @@ from haq.runs.rundir import BEST_FILE
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argparse's public pattern
     from haq.baselines import METHODS, BaselineConfig, SensitivityConfig
     from haq.commands.problems import add_parallel_args
+    from haq.problem.sensitivity import ESTIMATORS
 
     p = sub.add_parser(
         "baseline", help="uniform / random / greedy / ILP bit widths under the same budget and evaluator as haq search"
@@ -42,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         default=SensitivityConfig().samples,
         help="greedy / ilp: training images used to estimate per-layer sensitivity",
     )
+    p.add_argument(
+        "--sensitivity",
+        choices=ESTIMATORS,
+        default=SensitivityConfig().estimator,
+        help="greedy / ilp: fisher (clean-loss Fisher estimate), measured (each layer quantized alone, loss on clean "
+        "and adversarial images as the reward weighs them) or auto (measured when the reward has a robustness term)",
+    )
     add_projection_arg(p)
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<method>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings)")
@@ -63,7 +71,7 @@ def run(ns: argparse.Namespace) -> int:
                 evaluations=n.evaluations,
                 seed=n.seed,
                 ladder_floor=n.ladder_floor,
-                sensitivity=SensitivityConfig(samples=n.sensitivity_samples),
+                sensitivity=SensitivityConfig(samples=n.sensitivity_samples, estimator=n.sensitivity),
             ),
             "env": env_config(n),
             "pick": pick_config(n),

@@ -64,6 +64,7 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "evaluations": ("baseline.evaluations",),
         "ladder_floor": ("baseline.ladder_floor",),
         "sensitivity_samples": ("baseline.sensitivity.samples",),
+        "sensitivity": ("baseline.sensitivity.estimator",),
         "projection": ("env.projection",),
         **_PICK_PATHS,
     },

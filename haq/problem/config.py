@@ -110,12 +110,16 @@ class EnvConfig:
     projection: str = "stepwise"
 
     @property
+    def rewards_robustness(self) -> bool:
+        """Whether the reward has a robustness term (an evaluator that attacks, a weight on it)."""
+        return self.evaluation.kind != "cheap" and self.reward.robust_weight > 0
+
+    @property
     def prior(self) -> str:
         """The action prior in effect: ``action_prior`` with ``auto`` resolved."""
         if self.action_prior != "auto":
             return self.action_prior
-        robust = self.evaluation.kind != "cheap" and self.reward.robust_weight > 0
-        return "uniform" if robust else "sensitivity"
+        return "uniform" if self.rewards_robustness else "sensitivity"
 
     def __post_init__(self) -> None:
         choice("observation", self.observation, OBSERVATIONS)

@@ -24,7 +24,8 @@ from haq.problem.budget import Budget, BudgetModel, build_budget_model
 from haq.problem.config import EnvConfig
 from haq.problem.fidelity import FULL, FidelityScreen, Scored, seen_before
 from haq.problem.reward import compute_reward
-from haq.problem.sensitivity import Sensitivity, SensitivityConfig, estimate_sensitivity
+from haq.problem.reward_sensitivity import reward_sensitivity
+from haq.problem.sensitivity import Sensitivity
 from haq.quant import QuantPolicy
 from haq.tables.protocols import CostSource, DeviceTable
 from haq.training import parse_torch_device
@@ -193,7 +194,7 @@ def build_problem(
     make = evaluator_factory or in_process
     sensitivity = None
     if cfg.observation == "v1" or cfg.prior == "sensitivity":
-        sensitivity = estimate_sensitivity(workload.model, workload.layers, workload.data, workload.device, SensitivityConfig())
+        sensitivity = reward_sensitivity(cfg, workload)
     prior = sensitivity_prior(budget_model, sensitivity) if cfg.prior == "sensitivity" and sensitivity else None
     if cfg.evaluation.kind != MULTI:
         evaluator = CachedEvaluator(make(cfg.evaluation.kind))

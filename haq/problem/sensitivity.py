@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from haq.core.errors import ConfigError, HaqError
-from haq.core.validate import count
+from haq.core.validate import choice, count
 from haq.data import DataSplits
 from haq.quant import (
     FLOAT_BITS,
@@ -56,10 +56,12 @@ class LayerSensitivity:
 
 @dataclass(frozen=True)
 class Sensitivity:
-    """Sensitivities of every quantizable layer, by fully-qualified name."""
+    """Sensitivities of every quantizable layer, by fully-qualified name, and the estimator
+    (:data:`ESTIMATORS`) that produced them."""
 
     layers: Mapping[str, LayerSensitivity]
     samples: int
+    estimator: str = "fisher"
 
     def error(self, name: str, w_bits: int, a_bits: int) -> float:
         """Estimated loss increase of layer ``name`` at ``(w_bits, a_bits)``."""
@@ -70,6 +72,7 @@ class Sensitivity:
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (kept in a baseline's run directory for inspection)."""
         return {
+            "estimator": self.estimator,
             "samples": self.samples,
             "layers": {
                 n: {
@@ -81,23 +84,35 @@ class Sensitivity:
         }
 
 
+ESTIMATORS = ("auto", "fisher", "measured")
+"""How per-layer sensitivities are estimated: the Fisher-weighted quantization error of the clean
+loss (:func:`estimate_sensitivity`), the loss each layer's quantization adds measured one layer at
+a time, on clean and adversarial images as the reward weighs them
+(:mod:`haq.problem.measured_sensitivity`), or ``auto``: measured when the reward has a robustness
+term, Fisher otherwise (:func:`haq.problem.reward_sensitivity.reward_sensitivity`)."""
+
+
 @dataclass(frozen=True)
 class SensitivityConfig:
     """How to estimate sensitivities.
 
     samples: training images used (the first ``samples`` of the train split).
-    batch_size: images per backward pass.
+    batch_size: images per backward (Fisher) or forward (measured) pass.
+    estimator: one of :data:`ESTIMATORS`.
     """
 
     samples: int = 256
     batch_size: int = 32
+    estimator: str = "auto"
 
     def __post_init__(self) -> None:
         count("sensitivity samples", self.samples)
         count("sensitivity batch_size", self.batch_size)
+        choice("sensitivity estimator", self.estimator, ESTIMATORS)
 
 
-def _modules(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[str, nn.Module]:
+def layer_modules(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[str, nn.Module]:
+    """The modules of ``layers`` in ``model``, by name (one line naming those it lacks)."""
     named = dict(model.named_modules())
     missing = [layer.name for layer in layers if layer.name not in named]
     if missing:
@@ -105,7 +120,7 @@ def _modules(model: nn.Module, layers: Sequence[LayerInfo]) -> dict[str, nn.Modu
     return {layer.name: named[layer.name] for layer in layers}
 
 
-def _hook_inputs(
+def hook_inputs(
     modules: Mapping[str, nn.Module],
     fn: Callable[[str, torch.Tensor], torch.Tensor | None],
 ) -> list[torch.utils.hooks.RemovableHandle]:
@@ -122,7 +137,7 @@ def _hook_inputs(
 
 
 @torch.no_grad()
-def _input_ranges(
+def input_ranges(
     model: nn.Module,
     modules: Mapping[str, nn.Module],
     batches: list[torch.Tensor],
@@ -136,7 +151,7 @@ def _input_ranges(
         hi[name] = max(hi[name], float(x.amax()))
         return None
 
-    handles = _hook_inputs(modules, sink)
+    handles = hook_inputs(modules, sink)
     try:
         for xb in batches:
             model(xb)
@@ -161,11 +176,11 @@ def estimate_sensitivity(
     net = copy.deepcopy(model).to(device).eval()
     for p in net.parameters():
         p.requires_grad_(True)
-    modules = _modules(net, layers)
+    modules = layer_modules(net, layers)
     x_all, y_all = data.subset("train", cfg.samples)
     batches = list(zip(x_all.to(device).split(cfg.batch_size), y_all.to(device).split(cfg.batch_size)))
     with torch_threads(1):
-        ranges = _input_ranges(net, modules, [xb for xb, _ in batches])
+        ranges = input_ranges(net, modules, [xb for xb, _ in batches])
         w_err = {n: {b: 0.0 for b in BITS} for n in modules}
         a_err = {n: {b: 0.0 for b in BITS} for n in modules}
         captured: dict[str, torch.Tensor] = {}
@@ -176,7 +191,7 @@ def estimate_sensitivity(
             captured[name] = alias
             return alias
 
-        handles = _hook_inputs(modules, capture)
+        handles = hook_inputs(modules, capture)
         try:
             for xb, yb in batches:
                 captured.clear()

@@ -31,7 +31,7 @@ from haq.core.types import BitPair
 from haq.problem.allocation import ChoiceProblem, choice_problem, least_error_choice
 from haq.problem.budget import BudgetModel, encode_pair
 from haq.problem.problem import SearchProblem
-from haq.problem.sensitivity import SensitivityConfig, estimate_sensitivity
+from haq.problem.reward_sensitivity import reward_sensitivity
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,7 @@ class ObjectiveDecoder:
     @classmethod
     def build(cls, problem: SearchProblem, span: float, floor: float) -> ObjectiveDecoder:
         """The decoder of ``problem``, with its sensitivity (estimated here if the problem has none)."""
-        workload = problem.workload
-        sensitivity = problem.sensitivity or estimate_sensitivity(
-            workload.model, workload.layers, workload.data, workload.device, SensitivityConfig()
-        )
+        sensitivity = problem.sensitivity or reward_sensitivity(problem.config, problem.workload)
         model = problem.budget_model
         centres = tuple(problem.prior) if problem.prior is not None else (None,) * len(model.layers)
         free = tuple(i for i, c in enumerate(model.layers) if len(c.pairs) > 1)

@@ -1,0 +1,122 @@
+"""The measured sensitivity: each entry is the weighted loss change of quantizing one layer alone,
+the model is left as it was, the reward picks the estimator, and it finds what the Fisher
+estimate cannot (input quantization that removes adversarial loss)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from search_fakes import AnalyticTable
+
+from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
+from haq.core.errors import ConfigError, RunDirError
+from haq.evaluation.config import EvalConfig
+from haq.evaluation.evaluators import attack_config
+from haq.jobs.problems import make_problem
+from haq.problem.config import BudgetConfig, EnvConfig, RewardConfig
+from haq.problem.measured_sensitivity import LossWeights, measure_sensitivity
+from haq.problem.reward_sensitivity import resolved_estimator, reward_sensitivity
+from haq.quant import FLOAT_BITS, quantize_weight
+from haq.workload import Workload
+
+SAMPLES = SensitivityConfig(samples=64)
+FULL = EvalConfig(kind="full")
+
+
+def _clean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(F.cross_entropy(model(x), y))
+
+
+def test_an_entry_is_the_loss_change_of_that_layer_alone(digits_workload: Workload, cpu: torch.device) -> None:
+    w = digits_workload
+    before = {k: v.clone() for k, v in w.model.state_dict().items()}
+    s = measure_sensitivity(w.model, w.layers, w.data, cpu, LossWeights(clean=1.0), SAMPLES)
+    assert s.estimator == "measured" and s.samples == 64 and set(s.layers) == set(w.layer_names)
+    assert all(torch.equal(v, w.model.state_dict()[k]) for k, v in before.items())
+    x, y = w.data.subset("train", 64)
+    name = w.layer_names[-1]
+    quantized = copy.deepcopy(w.model).eval()
+    layer = dict(quantized.named_modules())[name]
+    with torch.no_grad():
+        layer.weight.copy_(quantize_weight(layer.weight, 2))  # type: ignore[operator, union-attr]
+    expected = _clean_loss(quantized, x, y) - _clean_loss(copy.deepcopy(w.model).eval(), x, y)
+    assert s.layers[name].weight[2] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert all(ls.weight[FLOAT_BITS] == 0.0 and ls.activation[FLOAT_BITS] == 0.0 for ls in s.layers.values())
+
+
+def test_the_weights_scale_each_loss_and_add(digits_workload: Workload, cpu: torch.device) -> None:
+    w = digits_workload
+    attack = attack_config(FULL, w.config.seed)
+
+    def measured(clean: float, adversarial: float) -> dict[str, list[float]]:
+        s = measure_sensitivity(w.model, w.layers, w.data, cpu, LossWeights(clean, adversarial, attack), SAMPLES)
+        return {n: [*ls.weight.values(), *ls.activation.values()] for n, ls in s.layers.items()}
+
+    clean, adv, both = measured(1.0, 0.0), measured(0.0, 1.0), measured(2.0, 0.5)
+    for n in clean:
+        assert both[n] == pytest.approx([2 * c + 0.5 * a for c, a in zip(clean[n], adv[n])], rel=1e-4, abs=1e-6)
+
+
+def test_coarse_input_quantization_removes_adversarial_loss(digits_workload: Workload, cpu: torch.device) -> None:
+    """Why the estimator exists: on PGD examples, 2-bit inputs to the first layer snap the
+    perturbation back (its measured adversarial change is negative), which a Fisher estimate,
+    non-negative by construction, cannot say."""
+    w = digits_workload
+    weights = LossWeights(0.0, 1.0, attack_config(FULL, w.config.seed))
+    s = measure_sensitivity(w.model, w.layers, w.data, cpu, weights, SensitivityConfig(samples=128))
+    first = s.layers[w.layer_names[0]]
+    assert first.activation[2] < 0.0 < first.activation[1]
+
+
+def test_the_reward_picks_the_estimator() -> None:
+    cheap, full = EnvConfig(), EnvConfig(evaluation=FULL)
+    auto = SensitivityConfig()
+    assert resolved_estimator(cheap, auto) == "fisher"
+    assert resolved_estimator(full, auto) == "measured"
+    assert resolved_estimator(dataclasses.replace(full, reward=RewardConfig(robust_weight=0.0)), auto) == "fisher"
+    assert resolved_estimator(full, SensitivityConfig(estimator="fisher")) == "fisher"
+    assert resolved_estimator(cheap, SensitivityConfig(estimator="measured")) == "measured"
+    with pytest.raises(ConfigError, match="auto, fisher, measured"):
+        SensitivityConfig(estimator="hessian")
+
+
+def test_a_clean_reward_measures_the_clean_loss_only(digits_workload: Workload, cpu: torch.device) -> None:
+    w = digits_workload
+    s = reward_sensitivity(EnvConfig(), w, SensitivityConfig(samples=64, estimator="measured"))
+    direct = measure_sensitivity(w.model, w.layers, w.data, cpu, LossWeights(clean=RewardConfig().acc_weight), SAMPLES)
+    assert {n: dict(ls.weight) for n, ls in s.layers.items()} == {n: dict(ls.weight) for n, ls in direct.layers.items()}
+
+
+def test_a_robust_reward_s_baseline_allocates_with_the_measured_estimate(cache_dir: Path, tmp_path: Path) -> None:
+    env = EnvConfig(budget=BudgetConfig(ratio=0.4), evaluation=dataclasses.replace(FULL, val_samples=60, robust_samples=20))
+    problem = make_problem(env, cache_dir=cache_dir, table=AnalyticTable())
+    cfg = BaselineConfig(method="ilp", evaluations=2, sensitivity=SensitivityConfig(samples=64))
+    lines: list[str] = []
+    result = run_baseline(cfg, problem, tmp_path / "ilp", log=lines.append)
+    assert any(line.startswith("sensitivity: measured estimate") for line in lines)
+    assert (tmp_path / "ilp" / "sensitivity.json").read_text().count('"estimator": "measured"') == 1
+    assert 1 <= len(result.records) <= 2
+
+
+def test_a_run_records_the_estimator_it_used_and_an_older_run_resumes(cache_dir: Path, tmp_path: Path) -> None:
+    """``auto`` is stored resolved; a run written before the field existed used the Fisher
+    estimate and resumes as one (and is refused under the measured one, naming the setting)."""
+    problem = make_problem(EnvConfig(budget=BudgetConfig(ratio=0.4)), cache_dir=cache_dir, table=AnalyticTable())
+    out = tmp_path / "greedy"
+    cfg = BaselineConfig(method="greedy", evaluations=2, sensitivity=SAMPLES)
+    first = run_baseline(cfg, problem, out)
+    doc = json.loads((out / "config.json").read_text())
+    assert doc["config"]["baseline"]["sensitivity"]["estimator"] == "fisher"
+    del doc["config"]["baseline"]["sensitivity"]["estimator"]
+    (out / "config.json").write_text(json.dumps(doc))
+    assert run_baseline(cfg, problem, out, resume=True).records == first.records
+    measured = dataclasses.replace(cfg, sensitivity=dataclasses.replace(SAMPLES, estimator="measured"))
+    with pytest.raises(RunDirError, match="sensitivity.estimator='fisher'.*'measured'"):
+        run_baseline(measured, problem, out, resume=True)
