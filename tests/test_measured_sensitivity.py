@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from search_fakes import AnalyticTable
 
 from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
+from haq.cli import main as haq_main
 from haq.core.errors import ConfigError, RunDirError
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import attack_config
@@ -23,6 +24,7 @@ from haq.problem.config import BudgetConfig, EnvConfig, RewardConfig
 from haq.problem.measured_sensitivity import LossWeights, measure_sensitivity
 from haq.problem.reward_sensitivity import resolved_estimator, reward_sensitivity
 from haq.quant import FLOAT_BITS, quantize_weight
+from haq.runs.rundir import RunDir
 from haq.workload import Workload
 
 SAMPLES = SensitivityConfig(samples=64)
@@ -120,3 +122,16 @@ def test_a_run_records_the_estimator_it_used_and_an_older_run_resumes(cache_dir:
     measured = dataclasses.replace(cfg, sensitivity=dataclasses.replace(SAMPLES, estimator="measured"))
     with pytest.raises(RunDirError, match="sensitivity.estimator='fisher'.*'measured'"):
         run_baseline(measured, problem, out, resume=True)
+
+
+def test_the_baseline_command_takes_the_estimator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "greedy"
+    argv = ["baseline", "--method", "greedy", "--evaluator", "cheap", "--evaluations", "1", "--sensitivity-samples", "64"]
+    assert haq_main([*argv, "--sensitivity", "measured", "--out", str(out)]) == 0
+    assert json.loads((out / "sensitivity.json").read_text())["estimator"] == "measured"
+    assert RunDir(out).read_config()["config"]["baseline"]["sensitivity"]["estimator"] == "measured"
+    capsys.readouterr()
+    assert haq_main([*argv, "--sensitivity", "hessian", "--out", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("unknown sensitivity estimator 'hessian'; choose one of auto, fisher, measured"), err
+    assert not (tmp_path / "other").exists()

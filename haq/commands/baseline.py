@@ -45,10 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     )
     p.add_argument(
         "--sensitivity",
-        choices=ESTIMATORS,
         default=SensitivityConfig().estimator,
-        help="greedy / ilp: fisher (clean-loss Fisher estimate), measured (each layer quantized alone, loss on clean "
-        "and adversarial images as the reward weighs them) or auto (measured when the reward has a robustness term)",
+        help=f"greedy / ilp, one of {', '.join(ESTIMATORS)}: fisher (clean-loss Fisher estimate), "
+        "measured (each layer quantized alone, loss on clean and adversarial images as the reward weighs them) "
+        "or auto (measured when the reward has a robustness term)",
     )
     add_projection_arg(p)
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<method>-s<seed>)")
