@@ -9,11 +9,13 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from search_fakes import AnalyticTable
 
+from envs.mixed_precision import MixedPrecisionEnv
 from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
 from haq.cli import main as haq_main
 from haq.core.errors import ConfigError, RunDirError
@@ -135,3 +137,15 @@ def test_the_baseline_command_takes_the_estimator(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("unknown sensitivity estimator 'hessian'; choose one of auto, fisher, measured"), err
     assert not (tmp_path / "other").exists()
+
+
+def test_a_robust_problem_s_state_features_take_a_negative_sensitivity(cache_dir: Path) -> None:
+    """Observation ``v1`` on a robust reward carries the measured estimate, whose negative
+    entries (a layer whose quantization removes adversarial loss) count as no error."""
+    evaluation = dataclasses.replace(FULL, val_samples=60, robust_samples=20)
+    env = EnvConfig(observation="v1", evaluation=evaluation)
+    problem = make_problem(env, cache_dir=cache_dir, table=AnalyticTable())
+    assert problem.sensitivity is not None and problem.sensitivity.estimator == "measured"
+    assert min(v for ls in problem.sensitivity.layers.values() for v in ls.activation.values()) < 0.0
+    obs, _ = MixedPrecisionEnv(problem=problem).reset(seed=0)
+    assert obs.shape == (25,) and np.isfinite(obs).all() and obs.min() >= 0.0 and obs.max() <= 1.0
