@@ -104,7 +104,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from haq.baselines import BaselineConfig, run_baseline
+from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
 from haq.core.fileio import atomic_write_text
 from haq.evaluation.config import SINGLE_FIDELITY, EvalConfig
 from haq.evaluation.evaluators import Evaluator, build_evaluator, policy_key
@@ -159,6 +159,10 @@ RANDOM_REPAIRED = {f"random-{rule}": rule for rule in REPAIRS}
 """The random baseline with its draws brought within budget by a whole-episode repair
 (``EnvConfig.projection``), as the repaired agents' episodes are: name → the repair. An agent
 alone with a repair is also judged against the random search of the same repair."""
+FISHER = {f"{method}-fisher": method for method in ("greedy", "ilp")}
+"""Greedy and the ILP allocating by the clean-loss Fisher estimate whatever the reward (their
+default, ``auto``, measures the sensitivity when the reward has a robustness term): name → the
+baseline. Deterministic, one run each, as their defaults."""
 VARIANTS = (
     ALONE,
     ALONE_SENS,
@@ -169,6 +173,7 @@ VARIANTS = (
     OBJECTIVE,
     OBJECTIVE_CALM,
     *RANDOM_REPAIRED,
+    *FISHER,
     "rl-sac",
     "rl-ddpg",
     "rl-dense",
@@ -186,7 +191,7 @@ VARIANTS = (
     "rl-wide",
     "rl-policy",
 )
-SEEDED = ("rl", "random", *VARIANTS)
+SEEDED = ("rl", "random", *(v for v in VARIANTS if v not in FISHER))
 PICK_K = 5
 WIDE_ENTROPY = -0.5
 """``rl-wide``'s ``AgentConfig.target_entropy``: a squashed spread of about half a bit-width bin
@@ -373,8 +378,10 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
     if method.startswith("rl"):
         result = run_search(method_search(env, method, evaluations, seed), problem, out)
     else:
-        baseline = "random" if method in RANDOM_REPAIRED else method
-        result = run_baseline(BaselineConfig(method=baseline, evaluations=evaluations, seed=seed), problem, out)
+        baseline = "random" if method in RANDOM_REPAIRED else FISHER.get(method, method)
+        sensitivity = SensitivityConfig(estimator="fisher" if method in FISHER else "auto")
+        cfg = BaselineConfig(method=baseline, evaluations=evaluations, seed=seed, sensitivity=sensitivity)
+        result = run_baseline(cfg, problem, out)
     seconds = time.perf_counter() - start
     records = list(result.records)
     promote = 0.0 if method == "rl-multi-unpromoted" else PickConfig().promote
