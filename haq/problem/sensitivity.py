@@ -56,8 +56,8 @@ class LayerSensitivity:
 
 @dataclass(frozen=True)
 class Sensitivity:
-    """Sensitivities of every quantizable layer, by fully-qualified name, and the estimator
-    (:data:`ESTIMATORS`) that produced them."""
+    """Sensitivities of every quantizable layer, by fully-qualified name, and the estimator that
+    produced them (``fisher`` or ``measured``, see :data:`ESTIMATORS`)."""
 
     layers: Mapping[str, LayerSensitivity]
     samples: int
