@@ -105,6 +105,8 @@ def test_a_robust_reward_s_baseline_allocates_with_the_measured_estimate(cache_d
     lines: list[str] = []
     result = run_baseline(cfg, problem, tmp_path / "ilp", log=lines.append)
     assert any(line.startswith("sensitivity: measured estimate") for line in lines)
+    progress = [line for line in lines if line.startswith("measured sensitivity: layer")]
+    assert len(progress) == len(problem.layer_names) and progress[-1].endswith(f"({problem.layer_names[-1]})")
     assert (tmp_path / "ilp" / "sensitivity.json").read_text().count('"estimator": "measured"') == 1
     assert 1 <= len(result.records) <= 2
 

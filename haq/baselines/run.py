@@ -134,7 +134,7 @@ class Baseline(Proposer[BaselineStore]):
     def _prepare(self, problem: SearchProblem, store: BaselineStore, log: Log | None) -> None:
         start = time.perf_counter()
         if self.cfg.method in ("greedy", "ilp"):
-            self.sensitivity = reward_sensitivity(problem.config, problem.workload, self.cfg.sensitivity)
+            self.sensitivity = reward_sensitivity(problem.config, problem.workload, self.cfg.sensitivity, log)
             if log:
                 log(f"sensitivity: {self.sensitivity.estimator} estimate of {len(self.sensitivity.layers)} layers")
         self.sensitivity_seconds = time.perf_counter() - start

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haq.core.types import Log
 from haq.data import DataSplits
 from haq.problem.sensitivity import (
     BITS,
@@ -59,8 +60,10 @@ def measure_sensitivity(
     device: torch.device,
     weights: LossWeights,
     cfg: SensitivityConfig = SensitivityConfig(),
+    log: Log | None = None,
 ) -> Sensitivity:
-    """The weighted loss change of quantizing each layer alone, at each width (model untouched)."""
+    """The weighted loss change of quantizing each layer alone, at each width (model untouched);
+    ``log`` hears after each layer, since a deep model takes minutes (ResNet-20: about 3)."""
     net = copy.deepcopy(model).to(device).eval()
     modules = layer_modules(net, layers)
     x, y = data.subset("train", cfg.samples)
@@ -76,7 +79,7 @@ def measure_sensitivity(
 
         base = loss()
         out: dict[str, LayerSensitivity] = {}
-        for name, module in modules.items():
+        for i, (name, module) in enumerate(modules.items(), 1):
             alpha, signed = ranges[name]
             w_err: dict[int, float] = {}
             a_err: dict[int, float] = {}
@@ -86,6 +89,8 @@ def measure_sensitivity(
                 with _inputs_at(modules, name, b, alpha, signed):
                     a_err[b] = loss() - base
             out[name] = LayerSensitivity(weight={**w_err, FLOAT_BITS: 0.0}, activation={**a_err, FLOAT_BITS: 0.0})
+            if log:
+                log(f"measured sensitivity: layer {i}/{len(modules)} ({name})")
     return Sensitivity(out, samples=len(y), estimator="measured")
 
 

@@ -194,7 +194,7 @@ def build_problem(
     make = evaluator_factory or in_process
     sensitivity = None
     if cfg.observation == "v1" or cfg.prior == "sensitivity":
-        sensitivity = reward_sensitivity(cfg, workload)
+        sensitivity = reward_sensitivity(cfg, workload, log=log)
     prior = sensitivity_prior(budget_model, sensitivity) if cfg.prior == "sensitivity" and sensitivity else None
     if cfg.evaluation.kind != MULTI:
         evaluator = CachedEvaluator(make(cfg.evaluation.kind))

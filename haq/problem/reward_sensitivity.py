@@ -3,6 +3,7 @@ action prior and the objective agent, so all of them allocate with the same erro
 
 from __future__ import annotations
 
+from haq.core.types import Log
 from haq.evaluation.evaluators import attack_config
 from haq.problem.config import EnvConfig
 from haq.problem.measured_sensitivity import LossWeights, measure_sensitivity
@@ -18,8 +19,11 @@ def resolved_estimator(env: EnvConfig, cfg: SensitivityConfig) -> str:
     return "measured" if env.rewards_robustness else "fisher"
 
 
-def reward_sensitivity(env: EnvConfig, workload: Workload, cfg: SensitivityConfig = SensitivityConfig()) -> Sensitivity:
-    """Every layer's sensitivity for ``env``'s reward, by the estimator ``cfg`` resolves to."""
+def reward_sensitivity(
+    env: EnvConfig, workload: Workload, cfg: SensitivityConfig = SensitivityConfig(), log: Log | None = None
+) -> Sensitivity:
+    """Every layer's sensitivity for ``env``'s reward, by the estimator ``cfg`` resolves to
+    (``log`` hears the measured estimate's progress)."""
     if resolved_estimator(env, cfg) == "fisher":
         return estimate_sensitivity(workload.model, workload.layers, workload.data, workload.device, cfg)
     robust = env.rewards_robustness
@@ -28,4 +32,4 @@ def reward_sensitivity(env: EnvConfig, workload: Workload, cfg: SensitivityConfi
         adversarial=env.reward.robust_weight if robust else 0.0,
         attack=attack_config(env.evaluation, workload.config.seed) if robust else None,
     )
-    return measure_sensitivity(workload.model, workload.layers, workload.data, workload.device, weights, cfg)
+    return measure_sensitivity(workload.model, workload.layers, workload.data, workload.device, weights, cfg, log)
