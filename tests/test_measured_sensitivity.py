@@ -24,7 +24,7 @@ from haq.evaluation.evaluators import attack_config
 from haq.jobs.problems import make_problem
 from haq.problem.config import BudgetConfig, EnvConfig, RewardConfig
 from haq.problem.measured_sensitivity import LossWeights, measure_sensitivity
-from haq.problem.reward_sensitivity import resolved_estimator, reward_sensitivity
+from haq.problem.reward_sensitivity import ROBUST_FLOOR, float_robust_accuracy, resolved_estimator, reward_sensitivity
 from haq.quant import FLOAT_BITS, quantize_weight
 from haq.runs.rundir import RunDir
 from haq.workload import Workload
@@ -79,11 +79,19 @@ def test_coarse_input_quantization_removes_adversarial_loss(digits_workload: Wor
     assert first.activation[2] < 0.0 < first.activation[1]
 
 
-def test_the_reward_picks_the_estimator() -> None:
+def test_the_reward_and_the_model_pick_the_estimator(digits_workload: Workload) -> None:
+    """Measured for a robust reward on a model its attack leaves some accuracy (the digits CNN keeps
+    about 40 %); Fisher when the attack breaks the float model outright, or for a clean reward."""
     cheap, full = EnvConfig(), EnvConfig(evaluation=FULL)
-    auto = SensitivityConfig()
+    auto = SensitivityConfig(samples=64)
     assert resolved_estimator(cheap, auto) == "fisher"
-    assert resolved_estimator(full, auto) == "measured"
+    assert float_robust_accuracy(full, digits_workload, 64) >= ROBUST_FLOOR
+    assert resolved_estimator(full, auto, digits_workload) == "measured"
+    broken = EnvConfig(evaluation=dataclasses.replace(FULL, attack_eps=1.0))
+    assert float_robust_accuracy(broken, digits_workload, 64) < ROBUST_FLOOR
+    assert resolved_estimator(broken, auto, digits_workload) == "fisher"
+    with pytest.raises(ValueError, match="needs the workload"):
+        resolved_estimator(full, auto)
     assert resolved_estimator(dataclasses.replace(full, reward=RewardConfig(robust_weight=0.0)), auto) == "fisher"
     assert resolved_estimator(full, SensitivityConfig(estimator="fisher")) == "fisher"
     assert resolved_estimator(cheap, SensitivityConfig(estimator="measured")) == "measured"
@@ -126,6 +134,12 @@ def test_a_run_records_the_estimator_it_used_and_an_older_run_resumes(cache_dir:
     measured = dataclasses.replace(cfg, sensitivity=dataclasses.replace(SAMPLES, estimator="measured"))
     with pytest.raises(RunDirError, match="sensitivity.estimator='fisher'.*'measured'"):
         run_baseline(measured, problem, out, resume=True)
+    random = BaselineConfig(method="random", evaluations=2)  # estimates none: records "auto"
+    first = run_baseline(random, problem, tmp_path / "random")
+    doc = json.loads((tmp_path / "random" / "config.json").read_text())
+    assert doc["config"]["baseline"]["sensitivity"].pop("estimator") == "auto"
+    (tmp_path / "random" / "config.json").write_text(json.dumps(doc))
+    assert run_baseline(random, problem, tmp_path / "random", resume=True).records == first.records
 
 
 def test_the_baseline_command_takes_the_estimator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -90,10 +90,17 @@ def baseline_candidates(problem: SearchProblem, cfg: BaselineConfig, sensitivity
     return ilp_candidates(model, sensitivity, n, cfg.ladder_floor)
 
 
-def resolved(cfg: BaselineConfig, env: EnvConfig) -> BaselineConfig:
-    """``cfg`` with its sensitivity estimator resolved for ``env``'s reward: what a run records,
-    so it resumes under the estimator it used whatever ``auto`` resolves to later."""
-    estimator = resolved_estimator(env, cfg.sensitivity)
+ALLOCATORS = ("greedy", "ilp")
+"""The baselines that allocate by a per-layer sensitivity."""
+
+
+def resolved(cfg: BaselineConfig, problem: SearchProblem) -> BaselineConfig:
+    """``cfg`` with its sensitivity estimator resolved for the problem's reward and model (greedy
+    and ilp; the others estimate none): what a run records, so it resumes under the estimator it
+    used whatever ``auto`` resolves to later."""
+    if cfg.method not in ALLOCATORS:
+        return cfg
+    estimator = resolved_estimator(problem.config, cfg.sensitivity, problem.workload)
     return dataclasses.replace(cfg, sensitivity=dataclasses.replace(cfg.sensitivity, estimator=estimator))
 
 
@@ -105,12 +112,13 @@ class BaselineStore(RunStore):
     resumable = ()
 
     def _check_settings(self, doc: Mapping[str, Any]) -> None:
-        """A run written before sensitivities could be measured used the Fisher estimate."""
+        """A run written before sensitivities could be measured: greedy and ilp used the Fisher
+        estimate; the others estimate none, so theirs is what this haq records for them."""
         config = doc.get("config")
         baseline = config.get("baseline") if isinstance(config, Mapping) else None
         sensitivity = baseline.get("sensitivity") if isinstance(baseline, Mapping) else None
-        if isinstance(sensitivity, dict):
-            sensitivity.setdefault("estimator", "fisher")
+        if isinstance(sensitivity, dict) and isinstance(baseline, Mapping):
+            sensitivity.setdefault("estimator", "fisher" if baseline.get("method") in ALLOCATORS else "auto")
         super()._check_settings(doc)
 
 
@@ -128,12 +136,12 @@ class Baseline(Proposer[BaselineStore]):
         return self.cfg.evaluations
 
     def _open(self, problem: SearchProblem, out_dir: str | Path) -> BaselineStore:
-        self.cfg = resolved(self.cfg, problem.config)
+        self.cfg = resolved(self.cfg, problem)
         return BaselineStore(out_dir, {"env": serial.to_dict(problem.config), "baseline": serial.to_dict(self.cfg)})
 
     def _prepare(self, problem: SearchProblem, store: BaselineStore, log: Log | None) -> None:
         start = time.perf_counter()
-        if self.cfg.method in ("greedy", "ilp"):
+        if self.cfg.method in ALLOCATORS:
             self.sensitivity = reward_sensitivity(problem.config, problem.workload, self.cfg.sensitivity, log)
             if log:
                 log(f"sensitivity: {self.sensitivity.estimator} estimate of {len(self.sensitivity.layers)} layers")

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         default=SensitivityConfig().estimator,
         help=f"greedy / ilp, one of {', '.join(ESTIMATORS)}: fisher (clean-loss Fisher estimate), "
         "measured (each layer quantized alone, loss on clean and adversarial images as the reward weighs them) "
-        "or auto (measured when the reward has a robustness term)",
+        "or auto (measured when the reward has a robustness term and the float model keeps >= 10%% on its PGD images)",
     )
     add_projection_arg(p)
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<method>-s<seed>)")

@@ -89,7 +89,8 @@ ESTIMATORS = ("auto", "fisher", "measured")
 loss (:func:`estimate_sensitivity`), the loss each layer's quantization adds measured one layer at
 a time, on clean and adversarial images as the reward weighs them
 (:mod:`haq.problem.measured_sensitivity`), or ``auto``: measured when the reward has a robustness
-term, Fisher otherwise (:func:`haq.problem.reward_sensitivity.reward_sensitivity`)."""
+term and the attack leaves the float model some accuracy, Fisher otherwise
+(:func:`haq.problem.reward_sensitivity.resolved_estimator`)."""
 
 
 @dataclass(frozen=True)
