@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from haq.core.types import Log
-from haq.data import DataSplits
+from haq.data import DataSplits, iterate_batches
 from haq.problem.sensitivity import (
     BITS,
     LayerSensitivity,
@@ -96,7 +96,7 @@ def measure_sensitivity(
 
 @torch.no_grad()
 def _mean_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
-    total = sum(float(F.cross_entropy(net(xb), yb, reduction="sum")) for xb, yb in zip(x.split(batch), y.split(batch)))
+    total = sum(float(F.cross_entropy(net(xb), yb, reduction="sum")) for xb, yb in iterate_batches(x, y, batch))
     return total / len(y)
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import copy
 
-import torch
-
 from haq.core.types import Log
 from haq.evaluation.evaluators import attack_config
 from haq.problem.config import EnvConfig
 from haq.problem.measured_sensitivity import LossWeights, measure_sensitivity
 from haq.problem.sensitivity import Sensitivity, SensitivityConfig, estimate_sensitivity
 from haq.robust import pgd
-from haq.training import torch_threads
+from haq.training import accuracy, torch_threads
 from haq.workload import Workload
 
 ROBUST_FLOOR = 0.1
@@ -35,8 +33,7 @@ def float_robust_accuracy(env: EnvConfig, workload: Workload, samples: int) -> f
         adversarial = pgd(
             net, x, y, attack_config(env.evaluation, workload.config.seed), workload.device, workload.data.value_range
         )
-        with torch.no_grad():
-            return float((net(adversarial).argmax(1) == y).float().mean())
+        return accuracy(net, adversarial, y, workload.device)
 
 
 def resolved_estimator(env: EnvConfig, cfg: SensitivityConfig, workload: Workload | None = None) -> str:
