@@ -1,0 +1,87 @@
+"""The re-judging of a search-quality benchmark: the workload's own evaluator seed reproduces the
+benchmark's figures, more seeds average the chosen policy's report, and a rerun resumes."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import statistics
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+ARGS = ["--full", "--models", "digits_cnn", "--methods", "uniform", "random", "--seeds", "0", "--evaluations", "4"]
+
+
+@pytest.fixture(scope="module")
+def modules() -> tuple[ModuleType, ModuleType]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(BENCH))
+        return importlib.import_module("search_quality"), importlib.import_module("rejudge")
+
+
+@pytest.fixture(scope="module")
+def benchmark(modules: tuple[ModuleType, ModuleType], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    sq, _ = modules
+    out = tmp_path_factory.mktemp("sq")
+    assert sq.main([*ARGS, "--out", str(out)]) == 0
+    return out
+
+
+def rows(path: Path) -> list[dict[str, object]]:
+    return json.loads((path / "results.json").read_text())
+
+
+def test_the_own_seed_alone_gives_the_benchmark_s_figures(
+    modules: tuple[ModuleType, ModuleType], benchmark: Path, tmp_path: Path
+) -> None:
+    _, rj = modules
+    assert rj.main([str(benchmark), "--evaluator-seeds", "1", "--out", str(tmp_path / "one")]) == 0
+    assert rows(tmp_path / "one") == rows(benchmark)
+
+
+def test_more_seeds_report_the_mean_of_the_chosen_policy_s_rewards(
+    modules: tuple[ModuleType, ModuleType], benchmark: Path, tmp_path: Path
+) -> None:
+    sq, rj = modules
+    assert rj.main([str(benchmark), "--evaluator-seeds", "3", "--methods", "uniform", "--out", str(tmp_path / "three")]) == 0
+    [row] = rows(tmp_path / "three")
+    [before] = [r for r in rows(benchmark) if r["method"] == "uniform"]
+    assert {k: v for k, v in row.items() if k not in ("test_reward", "crossfit_reward")} == {
+        k: v for k, v in before.items() if k not in ("test_reward", "crossfit_reward")
+    }
+    # independently: uniform's one policy (its only candidate) on the second half of the test split
+    bench = sq.Workbench(sq.Setting("digits_cnn", "full", 4, (0,)), 1)
+    problem = bench.problem(bench.env)
+    n = len(bench.workload.data.test)
+    policy = sq.QuantPolicy.from_pairs((name, tuple(p)) for name, p in before["best_policy"].items())
+    rewards = []
+    for seed in (bench.workload.config.seed, 101, 102):
+        wl = dataclasses.replace(bench.workload, config=dataclasses.replace(bench.workload.config, seed=seed))
+        ev = rj.held_out_evaluator(wl, bench.table, bench.env.evaluation, "full", rj.Images("test", n // 2, n))
+        rewards.append(problem.reward(ev.evaluate(policy), ev.reference))
+    assert rewards[0] == pytest.approx(before["test_reward"], abs=1e-9)
+    assert len(set(rewards)) > 1  # the seeds do move the full evaluator's reward
+    assert row["test_reward"] == pytest.approx(statistics.mean(rewards), abs=1e-9)
+
+
+def test_a_rerun_keeps_the_rows_made_and_a_missing_run_is_one_line(
+    modules: tuple[ModuleType, ModuleType], benchmark: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sq, rj = modules
+    out = tmp_path / "judged"
+    assert rj.main([str(benchmark), "--evaluator-seeds", "1", "--methods", "uniform", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert rj.main([str(benchmark), "--evaluator-seeds", "1", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "uniform seed 0" not in err and "random seed 0" in err  # only the run not yet judged
+    assert [r["method"] for r in rows(out)] == ["uniform", "random"]
+    lost = tmp_path / "lost"
+    lost.mkdir()
+    (lost / "results.json").write_text((benchmark / "results.json").read_text())
+    with pytest.raises(SystemExit) as missing:
+        rj.main([str(lost), "--out", str(tmp_path / "none")])
+    assert "no run directory" in str(missing.value) and "\n" not in str(missing.value)
