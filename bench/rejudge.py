@@ -11,8 +11,8 @@ This script makes each finished single-fidelity run's final pick again (determin
 benchmark's own pick, both folds: choose on one half of the test split, report on the other)
 and re-scores each fold's chosen policy on its report images under ``--evaluator-seeds`` evaluator seeds:
 the workload's own (which reproduces the benchmark's figure; a run that does not is named) and
-101, 102, .... The mean over seeds replaces the run's test reward (first fold) and its
-cross-fitted reward (the mean of both folds' means); the choice itself is untouched, so nothing
+101, 102, .... The mean over seeds replaces the run's test reward, clean and robust
+accuracy (first fold) and its cross-fitted reward (the mean of both folds' means); the choice itself is untouched, so nothing
 chosen is re-judged on images that chose it. Multi-fidelity runs are skipped (their pick promotes
 policies the log does not score).
 
@@ -32,6 +32,7 @@ import dataclasses
 import json
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -55,12 +56,25 @@ from search_quality import (
 from haq.core.fileio import atomic_write_text
 from haq.evaluation.evaluators import PolicyKey, QuantizingEvaluator, policy_key
 from haq.evaluation.held_out import Images, held_out_evaluator
+from haq.evaluation.metrics import PolicyMetrics
 from haq.problem.fidelity import FULL
 from haq.problem.problem import MULTI
 from haq.problem.select import pick_final, pick_images, swapped_images
 from haq.quant import QuantPolicy
 from haq.runs.final_pick import PickConfig, pick_run
 from haq.runs.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One policy on one set of report images: the means over the evaluator seeds (reward, clean
+    and robust accuracy; robust ``None`` where the evaluator does not attack) and the own seed's reward."""
+
+    reward: float
+    own: float
+    clean: float
+    robust: float | None
+
 
 OTHER_SEEDS = 101
 """The first evaluator seed after the workload's own (then 102, ...)."""
@@ -83,25 +97,32 @@ class SeededJudge:
         self.bench, self.kind, self.seeds = bench, kind, seeds
         self.problem = bench.problem(bench.env)  # its reward: the same for every method of the setting
         self._evaluators: dict[tuple[int, Images], QuantizingEvaluator] = {}
-        self._rewards: dict[tuple[int, Images, PolicyKey], float] = {}
+        self._scored: dict[tuple[int, Images, PolicyKey], tuple[float, PolicyMetrics]] = {}
 
-    def reward(self, policy: QuantPolicy, images: Images, seed: int) -> float:
-        """``policy``'s reward on ``images`` with the evaluator seeded ``seed``."""
+    def score(self, policy: QuantPolicy, images: Images, seed: int) -> tuple[float, PolicyMetrics]:
+        """``policy``'s reward and metrics on ``images`` with the evaluator seeded ``seed``."""
         key = (seed, images, policy_key(policy))
-        if key not in self._rewards:
+        if key not in self._scored:
             ev = self._evaluators.get((seed, images))
             if ev is None:
                 wl = self.bench.workload
                 seeded = dataclasses.replace(wl, config=dataclasses.replace(wl.config, seed=seed))
                 ev = held_out_evaluator(seeded, self.bench.table, self.bench.env.evaluation, self.kind, images)
                 self._evaluators[(seed, images)] = ev
-            self._rewards[key] = self.problem.reward(ev.evaluate(policy), ev.reference)
-        return self._rewards[key]
+            metrics = ev.evaluate(policy)
+            self._scored[key] = self.problem.reward(metrics, ev.reference), metrics
+        return self._scored[key]
 
-    def mean(self, policy: QuantPolicy, images: Images) -> tuple[float, float]:
-        """The mean reward over the seeds, and the own seed's."""
-        rewards = [self.reward(policy, images, s) for s in self.seeds]
-        return statistics.mean(rewards), rewards[0]
+    def mean(self, policy: QuantPolicy, images: Images) -> Judged:
+        """``policy`` on ``images``: means over the seeds, and the own seed's reward."""
+        scored = [self.score(policy, images, s) for s in self.seeds]
+        robust = [m.robust_acc for _, m in scored]
+        return Judged(
+            statistics.mean(r for r, _ in scored),
+            scored[0][0],
+            statistics.mean(m.clean_acc for _, m in scored),
+            None if None in robust else statistics.mean(r for r in robust if r is not None),
+        )
 
 
 def rejudged(bench: Workbench, judge: SeededJudge, root: Path, r: RunResult) -> RunResult:
@@ -109,16 +130,16 @@ def rejudged(bench: Workbench, judge: SeededJudge, root: Path, r: RunResult) -> 
     problem = bench.problem(method_env(bench.env, r.method))
     records = RunDir(run_dir(root, r.model, r.method, r.seed)).read_episodes()
     final = pick_run(problem, records, PickConfig(k=PICK_K, promote=0.0))
-    first = pick_images(problem, PickConfig().select_samples)[1]
-    mean, own = judge.mean(final.pick.policy, first)
-    if abs(own - r.test_reward) > REPRODUCED:
-        log(f"  {r.model} {r.method} seed {r.seed}: the pick scores {own:+.4f}, the benchmark wrote {r.test_reward:+.4f}")
+    first = judge.mean(final.pick.policy, pick_images(problem, PickConfig().select_samples)[1])
+    if abs(first.own - r.test_reward) > REPRODUCED:
+        log(f"  {r.model} {r.method} seed {r.seed}: the pick scores {first.own:+.4f}, the benchmark wrote {r.test_reward:+.4f}")
     crossfit = None
     other = swapped_images(problem, PickConfig().select_samples)
     if other is not None:
         swapped = pick_final(problem, [(e.quant_policy(), e.reward) for e in final.candidates], PICK_K, images=other)
-        crossfit = (mean + judge.mean(swapped.policy, other[1])[0]) / 2
-    return dataclasses.replace(r, test_reward=mean, crossfit_reward=crossfit)
+        crossfit = (first.reward + judge.mean(swapped.policy, other[1]).reward) / 2
+    robust = r.test_robust if first.robust is None else first.robust  # a cheap evaluator's rows carry a separate measurement
+    return dataclasses.replace(r, test_reward=first.reward, test_clean=first.clean, test_robust=robust, crossfit_reward=crossfit)
 
 
 def measure(roots: Sequence[Path], out: Path, seeds: int, methods: Sequence[str], models: Sequence[str], workers: int) -> None:

@@ -50,22 +50,24 @@ def test_more_seeds_report_the_mean_of_the_chosen_policy_s_rewards(
     assert rj.main([str(benchmark), "--evaluator-seeds", "3", "--methods", "uniform", "--out", str(tmp_path / "three")]) == 0
     [row] = rows(tmp_path / "three")
     [before] = [r for r in rows(benchmark) if r["method"] == "uniform"]
-    assert {k: v for k, v in row.items() if k not in ("test_reward", "crossfit_reward")} == {
-        k: v for k, v in before.items() if k not in ("test_reward", "crossfit_reward")
-    }
+    judged = ("test_reward", "test_clean", "test_robust", "crossfit_reward")
+    assert {k: v for k, v in row.items() if k not in judged} == {k: v for k, v in before.items() if k not in judged}
     # independently: uniform's one policy (its only candidate) on the second half of the test split
     bench = sq.Workbench(sq.Setting("digits_cnn", "full", 4, (0,)), 1)
     problem = bench.problem(bench.env)
     n = len(bench.workload.data.test)
     policy = sq.QuantPolicy.from_pairs((name, tuple(p)) for name, p in before["best_policy"].items())
-    rewards = []
+    rewards, clean = [], []
     for seed in (bench.workload.config.seed, 101, 102):
         wl = dataclasses.replace(bench.workload, config=dataclasses.replace(bench.workload.config, seed=seed))
         ev = rj.held_out_evaluator(wl, bench.table, bench.env.evaluation, "full", rj.Images("test", n // 2, n))
-        rewards.append(problem.reward(ev.evaluate(policy), ev.reference))
+        metrics = ev.evaluate(policy)
+        rewards.append(problem.reward(metrics, ev.reference))
+        clean.append(metrics.clean_acc)
     assert rewards[0] == pytest.approx(before["test_reward"], abs=1e-9)
     assert len(set(rewards)) > 1  # the seeds do move the full evaluator's reward
     assert row["test_reward"] == pytest.approx(statistics.mean(rewards), abs=1e-9)
+    assert row["test_clean"] == pytest.approx(statistics.mean(clean), abs=1e-9)
 
 
 def test_a_rerun_keeps_the_rows_made_and_a_missing_run_is_one_line(
