@@ -9,12 +9,13 @@ baseline's can be that draw alone.
 
 This script makes each finished single-fidelity run's final pick again (deterministic: the
 benchmark's own pick, both folds: choose on one half of the test split, report on the other)
-and re-scores each fold's chosen policy on its report images under ``--evaluator-seeds`` evaluator seeds:
+and re-scores each fold's chosen policy on its report images under ``--evaluator-seeds`` seeds:
 the workload's own (which reproduces the benchmark's figure; a run that does not is named) and
-101, 102, .... The mean over seeds replaces the run's test reward, clean and robust
-accuracy (first fold) and its cross-fitted reward (the mean of both folds' means); the choice itself is untouched, so nothing
-chosen is re-judged on images that chose it. Multi-fidelity runs are skipped (their pick promotes
-policies the log does not score).
+101, 102, ... (:func:`haq.problem.select.report_seeds`, the seeds ``haq``'s own pick reports
+under). The mean over seeds replaces the run's test reward, clean and robust accuracy (first
+fold) and its cross-fitted reward (the mean of both folds' means); the choice itself is
+untouched, so nothing chosen is re-judged on images that chose it. Multi-fidelity runs are
+skipped (their pick promotes policies the log does not score).
 
 Rows are written as the benchmark writes them, to ``--out``'s results.json, one at a time, and a
 rerun skips the runs already there, so ``search_quality.py --merge OUT`` prints every table and
@@ -59,7 +60,7 @@ from haq.evaluation.held_out import Images, held_out_evaluator
 from haq.evaluation.metrics import PolicyMetrics
 from haq.problem.fidelity import FULL
 from haq.problem.problem import MULTI
-from haq.problem.select import pick_final, pick_images, swapped_images
+from haq.problem.select import pick_final, pick_images, report_seeds, swapped_images
 from haq.quant import QuantPolicy
 from haq.runs.final_pick import PickConfig, pick_run
 from haq.runs.rundir import RunDir
@@ -76,17 +77,8 @@ class Judged:
     robust: float | None
 
 
-OTHER_SEEDS = 101
-"""The first evaluator seed after the workload's own (then 102, ...)."""
 REPRODUCED = 1e-9
 """How far the own seed's score may sit from the benchmark's figure and still reproduce it."""
-
-
-def judge_seeds(own: int, n: int) -> tuple[int, ...]:
-    """The workload's own seed, then ``n - 1`` others."""
-    if n < 1:
-        raise ValueError(f"evaluator seeds must be >= 1, got {n}")
-    return (own, *range(OTHER_SEEDS, OTHER_SEEDS + n - 1))
 
 
 class SeededJudge:
@@ -105,9 +97,8 @@ class SeededJudge:
         if key not in self._scored:
             ev = self._evaluators.get((seed, images))
             if ev is None:
-                wl = self.bench.workload
-                seeded = dataclasses.replace(wl, config=dataclasses.replace(wl.config, seed=seed))
-                ev = held_out_evaluator(seeded, self.bench.table, self.bench.env.evaluation, self.kind, images)
+                bench = self.bench
+                ev = held_out_evaluator(bench.workload, bench.table, bench.env.evaluation, self.kind, images, seed)
                 self._evaluators[(seed, images)] = ev
             metrics = ev.evaluate(policy)
             self._scored[key] = self.problem.reward(metrics, ev.reference), metrics
@@ -166,7 +157,7 @@ def measure(roots: Sequence[Path], out: Path, seeds: int, methods: Sequence[str]
         bench = Workbench(Setting(key[0], key[1], 0, (), key[2]), workers)
         try:
             kind = FULL if bench.env.evaluation.kind == MULTI else bench.env.evaluation.kind
-            judge = SeededJudge(bench, kind, judge_seeds(bench.workload.config.seed, seeds))
+            judge = SeededJudge(bench, kind, report_seeds(bench.workload.config.seed, seeds))
             for root, r in todo:
                 if (r.model, r.evaluator, r.val_samples) != key:
                     continue

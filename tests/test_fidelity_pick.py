@@ -15,11 +15,11 @@ from envs.mixed_precision import OBS_FEATURES, OBSERVATION_FEATURES, MixedPrecis
 from haq.baselines.candidates import random_candidates
 from haq.core.errors import ConfigError, DataError
 from haq.evaluation.config import EvalConfig
-from haq.evaluation.held_out import Images
+from haq.evaluation.held_out import Images, held_out_evaluator
 from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
-from haq.problem.select import pick_final, pick_images, swapped_images
+from haq.problem.select import pick_final, pick_images, report_seeds, swapped_images
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,25 @@ def test_the_pick_rescores_the_top_k_on_images_the_search_never_saw(problem: Sea
     assert 0.0 <= pick.test.clean_acc <= 1.0 and pick.policy is candidates[pick.index][0]
     with pytest.raises(ConfigError, match="at least one"):
         pick_final(problem, [])
+
+
+def test_a_report_under_several_evaluator_seeds_is_their_mean_the_workload_s_own_first(cache_dir: Path) -> None:
+    full = make_problem(EnvConfig(evaluation=EvalConfig(kind="full")), cache_dir=cache_dir)
+    pols = [full.policy(c.pairs) for c in random_candidates(full.budget_model, 3, np.random.default_rng(2), "stepwise")]
+    candidates = [(p, float(-i)) for i, p in enumerate(pols)]
+    one = pick_final(full, candidates, k=2)
+    three = pick_final(full, candidates, k=2, seeds=3)
+    assert three.index == one.index and [r.seed for r in three.by_seed] == [0, 101, 102]
+    timeless = [dataclasses.replace(m, eval_seconds=0.0) for m in (three.test, one.test)]
+    assert three.by_seed[0].reward == one.test_reward and timeless[0] == timeless[1]  # the own seed's report, unchanged
+    assert three.test_reward == pytest.approx(sum(r.reward for r in three.by_seed) / 3)
+    for r in three.by_seed[1:]:  # each scored by an evaluator seeded so, computed on its own
+        ev = held_out_evaluator(full.workload, full.table, full.config.evaluation, "full", Images("test", 180, 360), r.seed)
+        assert r.reward == pytest.approx(full.reward(ev.evaluate(candidates[three.index][0]), ev.reference), abs=1e-12)
+    assert len({r.reward for r in three.by_seed}) > 1  # the fine-tune's seed moves the reward
+    assert report_seeds(7, 1) == (7,)
+    with pytest.raises(ConfigError, match="report seeds"):
+        pick_final(full, candidates, k=2, seeds=0)
 
 
 def test_the_other_fold_selects_on_the_half_that_reported_and_reports_on_the_one_that_selected(problem: SearchProblem) -> None:

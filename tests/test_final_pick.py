@@ -32,7 +32,7 @@ def test_a_search_writes_its_pick_from_its_top_policies(tmp_path: Path, capsys: 
     captured = capsys.readouterr()
     printed = captured.out
     doc: dict[str, Any] = json.loads((out / PICK_FILE).read_text())
-    assert (doc["format"], doc["version"]) == ("haq.final_pick", 1)
+    assert (doc["format"], doc["version"]) == ("haq.final_pick", 2)
     records = {r.episode: r for r in RunDir(out).read_episodes()}
     top: list[EpisodeRecord] = []
     for r in sorted(records.values(), key=lambda r: (-r.reward, r.episode)):  # the best 3 distinct policies
@@ -48,6 +48,11 @@ def test_a_search_writes_its_pick_from_its_top_policies(tmp_path: Path, capsys: 
     assert {n: (b.w_bits, b.a_bits) for n, b in policy.layers.items()} == dict(records[doc["episode"]].policy)
     assert policy.meta["final_pick"]["test_reward"] == doc["test_reward"]
     assert f"final pick: episode {doc['episode']}" in printed and str(out / POLICY_FILE) in printed
+    # reported under three evaluator seeds by default, the workload's own first; the reward is their mean
+    seeds = doc["test_seeds"]
+    assert [s["seed"] for s in seeds] == [0, 101, 102] == policy.meta["final_pick"]["report_seeds"]
+    assert doc["test_reward"] == pytest.approx(sum(s["reward"] for s in seeds) / 3) and seeds[0]["metrics"] == doc["test"]
+    assert "mean over 3 evaluator seeds" in printed
 
 
 def test_the_demo_makes_the_pick_and_shows_its_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -128,13 +128,15 @@ def test_the_final_pick_rescores_on_the_workers_as_in_process(
     batches: list[tuple[str, int]] = []
     real = pool.evaluate_many
 
-    def spy(kind: str, policies: object, images: object = None) -> object:
-        batches.append((str(images), len(policies)))  # type: ignore[arg-type]
-        return real(kind, policies, images)  # type: ignore[arg-type]
+    def spy(kind: str, policies: object, images: object = None, seed: int | None = None) -> object:
+        batches.append((str(images), len(policies), seed))  # type: ignore[arg-type]
+        return real(kind, policies, images, seed)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pool, "evaluate_many", spy)
-    remote = pick_final(two_workers, candidates, k=4, select_samples=100)
-    local = pick_final(default_problem, candidates, k=4, select_samples=100)
+    remote = pick_final(two_workers, candidates, k=4, select_samples=100, seeds=2)
+    local = pick_final(default_problem, candidates, k=4, select_samples=100, seeds=2)
     assert (remote.index, remote.select_rewards, remote.test_reward) == (local.index, local.select_rewards, local.test_reward)
     assert dataclasses.replace(remote.test, eval_seconds=0.0) == dataclasses.replace(local.test, eval_seconds=0.0)
-    assert batches == [(remote.select_images, 4), (remote.test_images, 1)]  # the top 4 in one batch, on the pool
+    assert [(r.seed, r.reward) for r in remote.by_seed] == [(r.seed, r.reward) for r in local.by_seed]
+    # the top 4 in one batch, on the pool; the report under the workload's seed, then under seed 101
+    assert batches == [(remote.select_images, 4, None), (remote.test_images, 1, None), (remote.test_images, 1, 101)]

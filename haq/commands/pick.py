@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 
 def add_pick_args(p: argparse.ArgumentParser) -> None:
-    """``--pick``, ``--select-samples`` and ``--promote`` (the job document's ``pick`` section)."""
+    """``--pick``, ``--select-samples``, ``--promote`` and ``--report-seeds`` (the job document's
+    ``pick`` section)."""
     from haq.runs.final_pick import PickConfig
 
     g = p.add_argument_group("final pick")
@@ -37,13 +38,20 @@ def add_pick_args(p: argparse.ArgumentParser) -> None:
         help="multi-fidelity runs: first score in full the screened-out policies the final prediction rates best, "
         "until this fraction of the episodes was scored in full (0: none)",
     )
+    g.add_argument(
+        "--report-seeds",
+        type=int,
+        default=PickConfig().report_seeds,
+        help="evaluator seeds (fine-tune, calibration, attack) the chosen policy is reported under, the workload's own "
+        "first; the test reward is their mean",
+    )
 
 
 def pick_config(ns: argparse.Namespace) -> PickConfig:
     """The job's ``pick`` section from the flags."""
     from haq.runs.final_pick import PickConfig
 
-    return PickConfig(ns.pick, ns.select_samples, ns.promote)
+    return PickConfig(ns.pick, ns.select_samples, ns.promote, ns.report_seeds)
 
 
 def report_pick(result: RunResult) -> None:
@@ -58,9 +66,13 @@ def report_pick(result: RunResult) -> None:
         log(f"final pick: {len(final.promoted)} screened-out episodes were scored in full first: {list(final.promoted)}")
     m = pick.test
     robust = f"{m.robust_acc:.4f}" if m.robust_acc is not None else "n/a"
+    seeds = ""
+    if len(pick.by_seed) > 1:
+        each = ", ".join(f"{r.reward:+.4f}" for r in pick.by_seed)
+        seeds = f" (mean over {len(pick.by_seed)} evaluator seeds: {each})"
     print(
         f"final pick: episode {chosen.episode} (search reward {chosen.reward:+.4f}, {pick.select_images} "
         f"{pick.select_rewards[pick.index]:+.4f}, best of {len(pick.select_rewards)}); on {pick.test_images}: "
-        f"reward {pick.test_reward:+.4f}, clean {m.clean_acc:.4f}, robust {robust}"
+        f"reward {pick.test_reward:+.4f}{seeds}, clean {m.clean_acc:.4f}, robust {robust} (the workload's seed)"
     )
     print(f"final policy: {result.run_dir / POLICY_FILE}")

@@ -48,11 +48,15 @@ class Images:
 
 
 def held_out_evaluator(
-    workload: Workload, table: DeviceTable, evaluation: EvalConfig, kind: str, images: Images
+    workload: Workload, table: DeviceTable, evaluation: EvalConfig, kind: str, images: Images, seed: int | None = None
 ) -> QuantizingEvaluator:
     """The evaluator ``kind`` (``evaluation``'s settings) measuring on ``images``: all of them for
     accuracy, the first ``robust_samples`` of them under attack. Latency and energy are priced
-    from ``table``."""
+    from ``table``. ``seed`` seeds its randomness (DQ fine-tune, calibration, attack starts) in
+    place of the workload's (``None``): one policy's reward moves with it, and a report under
+    several seeds says how much of a reward was that draw."""
+    if seed is not None:
+        workload = dataclasses.replace(workload, config=dataclasses.replace(workload.config, seed=seed))
     split = workload.data.split(images.split)
     available = len(split)  # type: ignore[arg-type]
     if images.stop > available:

@@ -40,7 +40,12 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "hardware_feedback": ("env.evaluation.hardware_feedback",),
 }
 
-_PICK_PATHS = {"pick": ("pick.k",), "select_samples": ("pick.select_samples",), "promote": ("pick.promote",)}
+_PICK_PATHS = {
+    "pick": ("pick.k",),
+    "select_samples": ("pick.select_samples",),
+    "promote": ("pick.promote",),
+    "report_seeds": ("pick.report_seeds",),
+}
 """The final pick's flags (search, baseline and transfer jobs)."""
 
 FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {

@@ -53,27 +53,31 @@ class EvalWorker:
         self._spec = spec
         self._workload = worker_workload(spec)
         self._evaluators = worker_evaluators(spec, self._workload)
-        self._held_out: dict[tuple[str, Images], QuantizingEvaluator] = {}
+        self._held_out: dict[tuple[str, Images, int | None], QuantizingEvaluator] = {}
 
     def pid(self) -> int:
         """This worker's process id (tests kill it to check recovery)."""
         return os.getpid()
 
-    def reference(self, kind: str, images: Images | None = None) -> dict[str, Any]:
-        """The float model's metrics under the evaluator ``kind`` (on ``images``, else the search's)."""
-        return self._evaluator(kind, images).reference.to_dict()
+    def reference(self, kind: str, images: Images | None = None, seed: int | None = None) -> dict[str, Any]:
+        """The float model's metrics under the evaluator ``kind`` (on ``images``, else the search's;
+        seeded ``seed``, else the workload's)."""
+        return self._evaluator(kind, images, seed).reference.to_dict()
 
-    def evaluate(self, kind: str, policy: dict[str, Any], images: Images | None = None) -> dict[str, Any]:
+    def evaluate(
+        self, kind: str, policy: dict[str, Any], images: Images | None = None, seed: int | None = None
+    ) -> dict[str, Any]:
         """Metrics of one policy (a ``QuantPolicy.to_dict`` document) under the evaluator ``kind``
-        (on ``images``, else the search's)."""
-        return self._evaluator(kind, images).evaluate(QuantPolicy.from_dict(policy)).to_dict()
+        (on ``images``, else the search's; seeded ``seed``, else the workload's)."""
+        return self._evaluator(kind, images, seed).evaluate(QuantPolicy.from_dict(policy)).to_dict()
 
-    def _evaluator(self, kind: str, images: Images | None) -> QuantizingEvaluator:
+    def _evaluator(self, kind: str, images: Images | None, seed: int | None) -> QuantizingEvaluator:
         if images is None:
             return self._evaluators[kind]
-        key = (kind, images)
+        key = (kind, images, seed)
         if key not in self._held_out:
-            self._held_out[key] = held_out_evaluator(self._workload, self._spec.table, self._spec.evaluation, kind, images)
+            spec = self._spec
+            self._held_out[key] = held_out_evaluator(self._workload, spec.table, spec.evaluation, kind, images, seed)
         return self._held_out[key]
 
 
@@ -111,7 +115,7 @@ class RayPool:
         self._say = log or quiet
         self._owns_ray = start_ray(workers, address, self._say)
         self._actors: list[Any] = []
-        self._references: dict[tuple[str, Images | None], ReferenceMetrics] = {}
+        self._references: dict[tuple[str, Images | None, int | None], ReferenceMetrics] = {}
         try:
             self._actors = self._spawn(workers)
             for kind in spec.kinds:
@@ -126,16 +130,18 @@ class RayPool:
             raise DeviceError(f"this worker pool serves the {', '.join(self.spec.kinds)} evaluator(s), not '{kind}'")
         return PoolEvaluator(self, kind)
 
-    def held_out(self, kind: str, images: Images) -> PoolEvaluator:
-        """The evaluator ``kind`` measuring on ``images`` (:mod:`haq.evaluation.held_out`), on this
-        pool; each worker builds it the first time it is sent one of its policies."""
-        return PoolEvaluator(self, kind, images)
+    def held_out(self, kind: str, images: Images, seed: int | None = None) -> PoolEvaluator:
+        """The evaluator ``kind`` measuring on ``images`` (:mod:`haq.evaluation.held_out`), seeded
+        ``seed`` (else the workload's), on this pool; each worker builds it the first time it is
+        sent one of its policies."""
+        return PoolEvaluator(self, kind, images, seed)
 
-    def reference(self, kind: str, images: Images | None = None) -> ReferenceMetrics:
-        """The float reference of the evaluator ``kind`` (on ``images``, else the search's), measured by a worker once."""
-        key = (kind, images)
+    def reference(self, kind: str, images: Images | None = None, seed: int | None = None) -> ReferenceMetrics:
+        """The float reference of the evaluator ``kind`` (on ``images``, else the search's; seeded
+        ``seed``, else the workload's), measured by a worker once."""
+        key = (kind, images, seed)
         if key not in self._references:
-            self._references[key] = ReferenceMetrics(**self._map([lambda actor: actor.reference.remote(kind, images)])[0])
+            self._references[key] = ReferenceMetrics(**self._map([lambda actor: actor.reference.remote(kind, images, seed)])[0])
         return self._references[key]
 
     def pids(self) -> list[int]:
@@ -146,12 +152,14 @@ class RayPool:
         """The ``i``-th actor handle (tests use it to kill a worker)."""
         return self._actors[i]
 
-    def evaluate_many(self, kind: str, policies: Sequence[QuantPolicy], images: Images | None = None) -> list[PolicyMetrics]:
-        """Metrics of every policy under ``kind`` (on ``images``, else the search's), in order; dead
-        workers are replaced and their policy re-run."""
+    def evaluate_many(
+        self, kind: str, policies: Sequence[QuantPolicy], images: Images | None = None, seed: int | None = None
+    ) -> list[PolicyMetrics]:
+        """Metrics of every policy under ``kind`` (on ``images``, else the search's; seeded ``seed``,
+        else the workload's), in order; dead workers are replaced and their policy re-run."""
 
         def call(policy: dict[str, Any]) -> Callable[[Any], Any]:
-            return lambda actor: actor.evaluate.remote(kind, policy, images)
+            return lambda actor: actor.evaluate.remote(kind, policy, images, seed)
 
         return [PolicyMetrics.from_dict(d) for d in self._map([call(p.to_dict()) for p in policies])]
 
@@ -240,23 +248,24 @@ class PoolEvaluator:
     """The :class:`~haq.evaluation.evaluators.Evaluator` of one kind (on ``images``, else the
     search's), evaluated on a :class:`RayPool`."""
 
-    def __init__(self, pool: RayPool, kind: str, images: Images | None = None) -> None:
+    def __init__(self, pool: RayPool, kind: str, images: Images | None = None, seed: int | None = None) -> None:
         self._pool = pool
         self.kind = kind
         self.images = images
+        self.seed = seed
 
     @property
     def reference(self) -> ReferenceMetrics:
         """The float model measured by a worker the same way as every policy."""
-        return self._pool.reference(self.kind, self.images)
+        return self._pool.reference(self.kind, self.images, self.seed)
 
     def evaluate(self, policy: QuantPolicy) -> PolicyMetrics:
         """One policy on one worker."""
-        return self._pool.evaluate_many(self.kind, [policy], self.images)[0]
+        return self._pool.evaluate_many(self.kind, [policy], self.images, self.seed)[0]
 
     def evaluate_many(self, policies: Sequence[QuantPolicy]) -> list[PolicyMetrics]:
         """The policies spread over the workers, results in order."""
-        return self._pool.evaluate_many(self.kind, policies, self.images)
+        return self._pool.evaluate_many(self.kind, policies, self.images, self.seed)
 
 
 def start_ray(workers: int, address: str | None, log: Log) -> bool:

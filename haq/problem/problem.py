@@ -34,7 +34,7 @@ from haq.workload import Workload, load_workload
 MULTI = "multi"
 EvaluatorFactory = Callable[[str], Evaluator]
 """Builds the evaluator of one kind (``cheap`` / ``full``) for a problem."""
-HeldOutFactory = Callable[[str, Images], Evaluator]
+HeldOutFactory = Callable[[str, Images, int | None], Evaluator]
 """Builds the evaluator of one kind measuring on other images than the search's (a worker pool's)."""
 
 
@@ -80,13 +80,13 @@ class SearchProblem:
         if self.screen is not None:
             self.screen.allowance = max(1, math.floor(self.config.evaluation.screen_max_fraction * episodes + 1e-9))
 
-    def held_out(self, kind: str, images: Images) -> Evaluator:
+    def held_out(self, kind: str, images: Images, seed: int | None = None) -> Evaluator:
         """The evaluator ``kind`` measuring on ``images`` instead of the search's validation images
-        (the final pick's), on the worker pool where the problem has one; latency is priced from
-        the table, also under hardware feedback."""
+        (the final pick's), seeded ``seed`` instead of the workload's when given, on the worker pool
+        where the problem has one; latency is priced from the table, also under hardware feedback."""
         if self.held_out_factory is not None:
-            return self.held_out_factory(kind, images)
-        return held_out_evaluator(self.workload, self.table, self.config.evaluation, kind, images)
+            return self.held_out_factory(kind, images, seed)
+        return held_out_evaluator(self.workload, self.table, self.config.evaluation, kind, images, seed)
 
     @property
     def budget(self) -> Budget:

@@ -6,9 +6,11 @@ run's top ``k`` distinct policies on held-out images the search never saw, choos
 there and reports it on the test split; this module runs it on a run directory's log and
 writes what it chose:
 
-    RUN_DIR/final_pick.json     haq.final_pick version 1: the chosen episode, every candidate's
-                                search and selection reward, the chosen policy's test metrics and
-                                reward, and which images each stage used
+    RUN_DIR/final_pick.json     haq.final_pick version 2: the chosen episode, every candidate's
+                                search and selection reward, the chosen policy's test metrics (the
+                                workload's evaluator seed) and reward (the mean over the report's
+                                seeds), its report under each seed, and which images each stage
+                                used (version 1 had no report seeds: one, the workload's)
     RUN_DIR/final_policy.json   the chosen policy (a haq.policy file)
 
 Candidates are the episodes the run's judge scored: in a multi-fidelity run a screened-out
@@ -39,7 +41,7 @@ from haq.runs.rundir import EpisodeRecord
 PICK_FILE = "final_pick.json"
 POLICY_FILE = "final_policy.json"
 PICK_FORMAT = "haq.final_pick"
-PICK_VERSION = 1
+PICK_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,21 @@ class PickConfig:
     promote: multi-fidelity runs: before the pick, full evaluations (on the search images) for
         the screened-out policies the final prediction rates best, until this fraction of the
         episodes has been scored in full; they become candidates like any (0: none).
+    report_seeds: evaluator seeds the chosen policy is reported under, the workload's own first;
+        the test reward is their mean (:mod:`haq.problem.select`: the search's seed flatters the
+        policy it chose). Each costs one evaluation.
     """
 
     k: int = 5
     select_samples: int = 150
     promote: float = 1 / 3
+    report_seeds: int = 3
 
     def __post_init__(self) -> None:
         count("k", self.k, 0)
         count("select_samples", self.select_samples)
         finite("promote", self.promote, 0.0, 1.0)
+        count("report_seeds", self.report_seeds)
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,9 @@ def pick_run(problem: SearchProblem, records: Sequence[EpisodeRecord], cfg: Pick
     candidates = (*judged(records, problem), *extra)
     if not candidates:
         raise ConfigError("the run has no episode scored in full to pick from; run more episodes")
-    pick = pick_final(problem, [(r.quant_policy(), r.reward) for r in candidates], cfg.k, cfg.select_samples)
+    pick = pick_final(
+        problem, [(r.quant_policy(), r.reward) for r in candidates], cfg.k, cfg.select_samples, seeds=cfg.report_seeds
+    )
     return FinalPick(pick, candidates, tuple(r.episode for r in extra))
 
 
@@ -130,8 +139,14 @@ def write_pick(run_dir: Path, final: FinalPick) -> Path:
         ],
         "test_reward": pick.test_reward,
         "test": pick.test.to_dict(),
+        "test_seeds": [{"seed": r.seed, "reward": r.reward, "metrics": r.metrics.to_dict()} for r in pick.by_seed],
     }
-    picked = {"select_images": pick.select_images, "test_images": pick.test_images, "test_reward": pick.test_reward}
+    picked = {
+        "select_images": pick.select_images,
+        "test_images": pick.test_images,
+        "test_reward": pick.test_reward,
+        "report_seeds": [r.seed for r in pick.by_seed],
+    }
     QuantPolicy(pick.policy.layers, {**pick.policy.meta, "final_pick": picked}).save(run_dir / POLICY_FILE)
     path = run_dir / PICK_FILE
     atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
