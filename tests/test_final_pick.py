@@ -48,11 +48,24 @@ def test_a_search_writes_its_pick_from_its_top_policies(tmp_path: Path, capsys: 
     assert {n: (b.w_bits, b.a_bits) for n, b in policy.layers.items()} == dict(records[doc["episode"]].policy)
     assert policy.meta["final_pick"]["test_reward"] == doc["test_reward"]
     assert f"final pick: episode {doc['episode']}" in printed and str(out / POLICY_FILE) in printed
-    # reported under three evaluator seeds by default, the workload's own first; the reward is their mean
+    # the cheap evaluator scores the same under any seed: reported under the workload's only
+    [seed] = doc["test_seeds"]
+    assert (seed["seed"], seed["reward"], seed["metrics"]) == (0, doc["test_reward"], doc["test"])
+    assert policy.meta["final_pick"]["report_seeds"] == [0] and "evaluator seeds" not in printed
+
+
+def test_a_full_evaluator_run_reports_the_mean_over_three_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    full = ["search", "--evaluator", "full", "--episodes", "3", "--warmup", "2", "--seed", "0"]
+    assert main([*full, "--out", str(out), "--pick", "2"]) == 0
+    printed = capsys.readouterr().out
+    doc: dict[str, Any] = json.loads((out / PICK_FILE).read_text())
     seeds = doc["test_seeds"]
-    assert [s["seed"] for s in seeds] == [0, 101, 102] == policy.meta["final_pick"]["report_seeds"]
+    assert [s["seed"] for s in seeds] == [0, 101, 102] == QuantPolicy.load(out / POLICY_FILE).meta["final_pick"]["report_seeds"]
     assert doc["test_reward"] == pytest.approx(sum(s["reward"] for s in seeds) / 3) and seeds[0]["metrics"] == doc["test"]
     assert "mean over 3 evaluator seeds" in printed
+    assert main([*full, "--out", str(tmp_path / "one"), "--pick", "2", "--report-seeds", "1"]) == 0
+    assert [s["seed"] for s in json.loads((tmp_path / "one" / PICK_FILE).read_text())["test_seeds"]] == [0]
 
 
 def test_the_demo_makes_the_pick_and_shows_its_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from envs.mixed_precision import MixedPrecisionEnv
 from envs.vector import MixedPrecisionVecEnv
 from haq.baselines.candidates import random_candidates
 from haq.evaluation.evaluators import CachedEvaluator
+from haq.evaluation.held_out import Images
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem, build_problem
 from haq.workload import Workload
@@ -137,6 +138,19 @@ def test_the_final_pick_rescores_on_the_workers_as_in_process(
     local = pick_final(default_problem, candidates, k=4, select_samples=100, seeds=2)
     assert (remote.index, remote.select_rewards, remote.test_reward) == (local.index, local.select_rewards, local.test_reward)
     assert dataclasses.replace(remote.test, eval_seconds=0.0) == dataclasses.replace(local.test, eval_seconds=0.0)
-    assert [(r.seed, r.reward) for r in remote.by_seed] == [(r.seed, r.reward) for r in local.by_seed]
-    # the top 4 in one batch, on the pool; the report under the workload's seed, then under seed 101
-    assert batches == [(remote.select_images, 4, None), (remote.test_images, 1, None), (remote.test_images, 1, 101)]
+    # the top 4 in one batch, on the pool; one report: the cheap evaluator scores the same under any seed
+    assert batches == [(remote.select_images, 4, None), (remote.test_images, 1, None)] and len(remote.by_seed) == 1
+
+
+def test_a_seeded_held_out_evaluator_on_the_workers_is_the_in_process_one(
+    two_workers: SearchProblem, default_problem: SearchProblem
+) -> None:
+    images = Images("test", 0, 90)
+    policy = default_problem.policy([(3, 4)] * len(default_problem.layer_names))
+    scores = {}
+    for seed in (None, 101):
+        remote, local = two_workers.held_out("full", images, seed), default_problem.held_out("full", images, seed)
+        scores[seed] = [(m.clean_acc, m.robust_acc) for m in (remote.evaluate(policy), local.evaluate(policy))]
+        assert remote.reference == local.reference
+    assert scores[None][0] == scores[None][1] and scores[101][0] == scores[101][1]
+    assert scores[None][0] != scores[101][0]  # the seed reached the worker's fine-tune

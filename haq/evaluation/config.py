@@ -12,6 +12,9 @@ SINGLE_FIDELITY = ("cheap", "screen", "full")
 """The evaluators one process runs; ``multi`` screens with one of the first two and judges with ``full``."""
 SCREENS = ("cheap", "screen")
 """What a ``multi`` search may screen with."""
+SEEDED = ("screen", "full")
+"""The evaluators whose scores depend on the workload's seed (attack starts; the full one's DQ
+fine-tune too): ``cheap`` only calibrates, so another seed gives the same score."""
 
 
 @dataclass(frozen=True)

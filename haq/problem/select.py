@@ -30,6 +30,7 @@ from typing import Sequence
 
 from haq.core.errors import ConfigError
 from haq.core.validate import count
+from haq.evaluation.config import SEEDED
 from haq.evaluation.evaluators import PolicyKey, policy_key
 from haq.evaluation.held_out import Images
 from haq.evaluation.metrics import PolicyMetrics
@@ -120,9 +121,9 @@ def pick_final(
     seeds: int = 1,
 ) -> Pick:
     """Re-score the ``k`` best distinct ``(policy, search reward)`` candidates on held-out images,
-    choose the best there, and report it on the test images under ``seeds`` evaluator seeds (see
-    the module docstring); ``images`` (select, report) overrides :func:`pick_images`, e.g. with
-    :func:`swapped_images`."""
+    choose the best there, and report it on the test images under ``seeds`` evaluator seeds (one
+    for an evaluator that does not use its seed; see the module docstring); ``images`` (select,
+    report) overrides :func:`pick_images`, e.g. with :func:`swapped_images`."""
     count("k", k)
     own, *others = report_seeds(problem.workload.config.seed, seeds)
     select, report = images if images is not None else pick_images(problem, select_samples)
@@ -131,6 +132,8 @@ def pick_final(
     top = top_distinct(candidates, k)
     cfg = problem.config
     kind = FULL if cfg.evaluation.kind == MULTI else cfg.evaluation.kind
+    if kind not in SEEDED:
+        others = []  # its score is the same under any seed
     selector = problem.held_out(kind, select)
     scored = selector.evaluate_many([candidates[i][0] for i in top])  # one batch: concurrent on a worker pool
     select_rewards = {i: problem.reward(m, selector.reference) for i, m in zip(top, scored)}

@@ -56,7 +56,8 @@ class PickConfig:
         episodes has been scored in full; they become candidates like any (0: none).
     report_seeds: evaluator seeds the chosen policy is reported under, the workload's own first;
         the test reward is their mean (:mod:`haq.problem.select`: the search's seed flatters the
-        policy it chose). Each costs one evaluation.
+        policy it chose). Each costs one evaluation; a run judged by the cheap evaluator, which
+        gives the same score under any seed, reports under its own only.
     """
 
     k: int = 5
