@@ -41,6 +41,7 @@ import torch
 from search_quality import (
     INVOCATION,
     PICK_K,
+    REPORT_SEEDS,
     RESULTS,
     RunKey,
     RunResult,
@@ -117,10 +118,11 @@ class SeededJudge:
 
 
 def rejudged(bench: Workbench, judge: SeededJudge, root: Path, r: RunResult) -> RunResult:
-    """``r`` with its test and cross-fitted rewards replaced by the means over the judge's seeds."""
+    """``r`` with its test reward, accuracies and cross-fitted reward replaced by the means over the
+    judge's seeds (the pick made as the benchmark made it)."""
     problem = bench.problem(method_env(bench.env, r.method))
     records = RunDir(run_dir(root, r.model, r.method, r.seed)).read_episodes()
-    final = pick_run(problem, records, PickConfig(k=PICK_K, promote=0.0))
+    final = pick_run(problem, records, PickConfig(k=PICK_K, promote=0.0, report_seeds=REPORT_SEEDS))
     first = judge.mean(final.pick.policy, pick_images(problem, PickConfig().select_samples)[1])
     if abs(first.own - r.test_reward) > REPRODUCED:
         log(f"  {r.model} {r.method} seed {r.seed}: the pick scores {first.own:+.4f}, the benchmark wrote {r.test_reward:+.4f}")
