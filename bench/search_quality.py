@@ -4,7 +4,9 @@ of evaluated policies, several seeds, with an honest final pick and the test spl
 For every run, the top 5 policies by search reward are re-scored on held-out images the search
 never saw and the best there is reported on the test split (:func:`haq.runs.final_pick.pick_run`,
 what ``haq search`` does): rewards on the search's 300 images favour lucky policies, and this is
-the number a user gets.
+the number a user gets, except that the report here is under the workload's evaluator seed
+alone (:data:`REPORT_SEEDS`), where ``haq`` averages three; ``bench/rejudge.py`` averages any
+run's report over evaluator seeds afterwards.
 Every method gets its own evaluator cache (no method profits from another's evaluations); the
 float model is trained once per workload (seed 0), the method's seed drives its own randomness.
 
