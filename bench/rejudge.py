@@ -33,7 +33,6 @@ import dataclasses
 import json
 import statistics
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -41,7 +40,6 @@ import torch
 from search_quality import (
     INVOCATION,
     PICK_K,
-    REPORT_SEEDS,
     RESULTS,
     RunKey,
     RunResult,
@@ -56,83 +54,39 @@ from search_quality import (
 )
 
 from haq.core.fileio import atomic_write_text
-from haq.evaluation.evaluators import PolicyKey, QuantizingEvaluator, policy_key
-from haq.evaluation.held_out import Images, held_out_evaluator
-from haq.evaluation.metrics import PolicyMetrics
-from haq.problem.fidelity import FULL
-from haq.problem.problem import MULTI
-from haq.problem.select import pick_final, pick_images, report_seeds, swapped_images
-from haq.quant import QuantPolicy
+from haq.problem.select import pick_final, swapped_images
 from haq.runs.final_pick import PickConfig, pick_run
 from haq.runs.rundir import RunDir
-
-
-@dataclass(frozen=True)
-class Judged:
-    """One policy on one set of report images: the means over the evaluator seeds (reward, clean
-    and robust accuracy; robust ``None`` where the evaluator does not attack) and the own seed's reward."""
-
-    reward: float
-    own: float
-    clean: float
-    robust: float | None
-
 
 REPRODUCED = 1e-9
 """How far the own seed's score may sit from the benchmark's figure and still reproduce it."""
 
 
-class SeededJudge:
-    """One setting's evaluators per (evaluator seed, report images), built once and shared by
-    every run, with each policy's reward kept (a policy two runs chose is scored once)."""
-
-    def __init__(self, bench: Workbench, kind: str, seeds: tuple[int, ...]) -> None:
-        self.bench, self.kind, self.seeds = bench, kind, seeds
-        self.problem = bench.problem(bench.env)  # its reward: the same for every method of the setting
-        self._evaluators: dict[tuple[int, Images], QuantizingEvaluator] = {}
-        self._scored: dict[tuple[int, Images, PolicyKey], tuple[float, PolicyMetrics]] = {}
-
-    def score(self, policy: QuantPolicy, images: Images, seed: int) -> tuple[float, PolicyMetrics]:
-        """``policy``'s reward and metrics on ``images`` with the evaluator seeded ``seed``."""
-        key = (seed, images, policy_key(policy))
-        if key not in self._scored:
-            ev = self._evaluators.get((seed, images))
-            if ev is None:
-                bench = self.bench
-                ev = held_out_evaluator(bench.workload, bench.table, bench.env.evaluation, self.kind, images, seed)
-                self._evaluators[(seed, images)] = ev
-            metrics = ev.evaluate(policy)
-            self._scored[key] = self.problem.reward(metrics, ev.reference), metrics
-        return self._scored[key]
-
-    def mean(self, policy: QuantPolicy, images: Images) -> Judged:
-        """``policy`` on ``images``: means over the seeds, and the own seed's reward."""
-        scored = [self.score(policy, images, s) for s in self.seeds]
-        robust = [m.robust_acc for _, m in scored]
-        return Judged(
-            statistics.mean(r for r, _ in scored),
-            scored[0][0],
-            statistics.mean(m.clean_acc for _, m in scored),
-            None if None in robust else statistics.mean(r for r in robust if r is not None),
-        )
-
-
-def rejudged(bench: Workbench, judge: SeededJudge, root: Path, r: RunResult) -> RunResult:
-    """``r`` with its test reward, accuracies and cross-fitted reward replaced by the means over the
-    judge's seeds (the pick made as the benchmark made it)."""
+def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int) -> RunResult:
+    """``r`` with its test reward, accuracies and cross-fitted reward replaced by the means over
+    ``seeds`` evaluator seeds: the pick made as the benchmark made it, reported as ``haq``'s own
+    pick reports (:func:`haq.problem.select.pick_final` with ``seeds``)."""
     problem = bench.problem(method_env(bench.env, r.method))
     records = RunDir(run_dir(root, r.model, r.method, r.seed)).read_episodes()
-    final = pick_run(problem, records, PickConfig(k=PICK_K, promote=0.0, report_seeds=REPORT_SEEDS))
-    first = judge.mean(final.pick.policy, pick_images(problem, PickConfig().select_samples)[1])
-    if abs(first.own - r.test_reward) > REPRODUCED:
-        log(f"  {r.model} {r.method} seed {r.seed}: the pick scores {first.own:+.4f}, the benchmark wrote {r.test_reward:+.4f}")
+    final = pick_run(problem, records, PickConfig(k=PICK_K, promote=0.0, report_seeds=seeds))
+    first = final.pick
+    own = first.by_seed[0].reward
+    if abs(own - r.test_reward) > REPRODUCED:
+        log(f"  {r.model} {r.method} seed {r.seed}: the pick scores {own:+.4f}, the benchmark wrote {r.test_reward:+.4f}")
     crossfit = None
     other = swapped_images(problem, PickConfig().select_samples)
     if other is not None:
-        swapped = pick_final(problem, [(e.quant_policy(), e.reward) for e in final.candidates], PICK_K, images=other)
-        crossfit = (first.reward + judge.mean(swapped.policy, other[1]).reward) / 2
-    robust = r.test_robust if first.robust is None else first.robust  # a cheap evaluator's rows carry a separate measurement
-    return dataclasses.replace(r, test_reward=first.reward, test_clean=first.clean, test_robust=robust, crossfit_reward=crossfit)
+        candidates = [(e.quant_policy(), e.reward) for e in final.candidates]
+        crossfit = (first.test_reward + pick_final(problem, candidates, PICK_K, images=other, seeds=seeds).test_reward) / 2
+    metrics = [s.metrics for s in first.by_seed]
+    robust = [m.robust_acc for m in metrics]
+    return dataclasses.replace(
+        r,
+        test_reward=first.test_reward,
+        test_clean=statistics.mean(m.clean_acc for m in metrics),
+        test_robust=r.test_robust if None in robust else statistics.mean(a for a in robust if a is not None),
+        crossfit_reward=crossfit,
+    )  # a cheap evaluator's rows carry a robust accuracy measured apart, kept
 
 
 def measure(roots: Sequence[Path], out: Path, seeds: int, methods: Sequence[str], models: Sequence[str], workers: int) -> None:
@@ -158,13 +112,11 @@ def measure(roots: Sequence[Path], out: Path, seeds: int, methods: Sequence[str]
     for key in dict.fromkeys((r.model, r.evaluator, r.val_samples) for _, r in todo):
         bench = Workbench(Setting(key[0], key[1], 0, (), key[2]), workers)
         try:
-            kind = FULL if bench.env.evaluation.kind == MULTI else bench.env.evaluation.kind
-            judge = SeededJudge(bench, kind, report_seeds(bench.workload.config.seed, seeds))
             for root, r in todo:
                 if (r.model, r.evaluator, r.val_samples) != key:
                     continue
                 log(f"{r.model} {r.method} seed {r.seed} ({root})")
-                new = rejudged(bench, judge, root, r)
+                new = rejudged(bench, root, r, seeds)
                 rows.append(new)
                 atomic_write_text(path, json.dumps([to_json(x) for x in rows], indent=2) + "\n")
                 log(f"  test reward {r.test_reward:+.4f} -> {new.test_reward:+.4f} over {seeds} evaluator seeds")

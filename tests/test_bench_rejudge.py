@@ -12,6 +12,8 @@ from types import ModuleType
 
 import pytest
 
+from haq.evaluation.held_out import Images, held_out_evaluator
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 ARGS = ["--full", "--models", "digits_cnn", "--methods", "uniform", "random", "--seeds", "0", "--evaluations", "4"]
 
@@ -60,7 +62,7 @@ def test_more_seeds_report_the_mean_of_the_chosen_policy_s_rewards(
     rewards, clean = [], []
     for seed in (bench.workload.config.seed, 101, 102):
         wl = dataclasses.replace(bench.workload, config=dataclasses.replace(bench.workload.config, seed=seed))
-        ev = rj.held_out_evaluator(wl, bench.table, bench.env.evaluation, "full", rj.Images("test", n // 2, n))
+        ev = held_out_evaluator(wl, bench.table, bench.env.evaluation, "full", Images("test", n // 2, n))
         metrics = ev.evaluate(policy)
         rewards.append(problem.reward(metrics, ev.reference))
         clean.append(metrics.clean_acc)
