@@ -56,7 +56,9 @@ default agent so (seeded where the default is: a centred SAC, since DDPG is per-
 (``AgentConfig.decision = "objective"``, :mod:`haq.search.objective`: per-layer error weights and
 the budget solved for), judged also as a seeded agent against the ILP, since its actions contain
 the ILP's answers; ``rl-alone-objective-calm`` is that agent with SAC's entropy weight starting
-at 0.1 instead of 1;
+at 0.1 instead of 1; ``rl-portfolio`` runs the default per-layer agent for the first half of
+the evaluations and an objective agent for the second (``AgentConfig.decision = "portfolio"``),
+one pick over both, judged like ``rl`` and, as ``rl-alone-objective`` is, as seeded against the ILP;
 ``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
 the default with a centred agent's noise on every layer / on about 3 layers per episode;
 ``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
@@ -152,6 +154,9 @@ OBJECTIVE = f"{ALONE}-objective"
 contain the ILP's own answers, so it is judged against every baseline and, as a seeded agent is,
 against the ILP by more than the evaluator's noise."""
 OBJECTIVE_CALM = f"{OBJECTIVE}-calm"
+PORTFOLIO = "rl-portfolio"
+"""The default agent's settings as a portfolio (``AgentConfig.decision = "portfolio"``): a per-layer
+agent for the first half of the evaluations, an objective agent for the second."""
 """The objective agent with SAC's entropy weight starting at :data:`CALM_ENTROPY` instead of 1."""
 CALM_ENTROPY = 0.1
 """``rl-alone-objective-calm``'s ``AgentConfig.ent_coef_init``: at 1, SAC's weight tunes down over
@@ -174,6 +179,7 @@ VARIANTS = (
     *WHOLE,
     OBJECTIVE,
     OBJECTIVE_CALM,
+    PORTFOLIO,
     *RANDOM_REPAIRED,
     *FISHER,
     "rl-sac",
@@ -346,6 +352,7 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         "rl-best-rung": AgentConfig(prior_centre="best"),
         "rl-wide": AgentConfig(target_entropy=WIDE_ENTROPY),
         "rl-policy": AgentConfig(decision="policy"),
+        PORTFOLIO: AgentConfig(decision="portfolio"),
     }
     agent = agents.get(method, AgentConfig())
     return SearchConfig(env=env, agent=agent, episodes=evaluations, seed=seed)
@@ -698,11 +705,11 @@ def multi_fidelity_verdicts(results: list[RunResult], judge: Judge = TEST) -> li
 
 
 def alone_against_baselines(results: list[RunResult], judge: Judge = TEST) -> list[str]:
-    """:func:`rl_against_baselines` for each agent alone (:data:`ALONES`, and the objective agents)
+    """:func:`rl_against_baselines` for each agent alone (:data:`ALONES`, the objective agents and the portfolio)
     that ran; one with a whole-episode repair also against the random search of that repair
     (:data:`RANDOM_REPAIRED`)."""
     out = []
-    for agent in (*ALONES, OBJECTIVE, OBJECTIVE_CALM):
+    for agent in (*ALONES, OBJECTIVE, OBJECTIVE_CALM, PORTFOLIO):
         rule = method_env(EnvConfig(), agent).projection
         same = tuple(name for name, r in RANDOM_REPAIRED.items() if r == rule)
         out += rl_against_baselines(results, judge, agent, (*METHODS[1:], *same))
@@ -738,6 +745,7 @@ def seeded_verdicts(s: Setting, results: list[RunResult], noise: float, judge: J
         "rl": "its first evaluations are the sensitivity ILP's allocations at its prior rungs, and its actions centred on one",
         OBJECTIVE: "it sets the sensitivity ILP's objective, so its actions contain the ILP's own answers",
         OBJECTIVE_CALM: "as rl-alone-objective",
+        PORTFOLIO: "its second half is an objective agent, as rl-alone-objective",
     }
     for method, reason in why.items():
         runs = [value(r) for r in results if r.method == method]

@@ -153,3 +153,19 @@ def test_random_search_under_a_repair_runs_as_the_random_baseline(
     config = json.loads((sq.run_dir(tmp_path / "sq", "digits_cnn", "random-ceiling", 0) / "config.json").read_text())
     assert config["config"]["baseline"]["method"] == "random" and config["config"]["env"]["projection"] == "ceiling"
     assert rows["random-ceiling"]["evaluations"] == rows["random"]["evaluations"] == 4
+
+
+def test_the_portfolio_is_the_default_agent_as_a_portfolio_judged_also_as_seeded(sq: ModuleType) -> None:
+    def run(method: str, seed: int, test: float) -> object:
+        return sq.RunResult("digits_cnn", "full", 300, method, seed, 4, 1.0, test, {}, (test,), test, 0.9, None, None)
+
+    env = sq.setting_env(sq.MODES["full"][1])
+    assert sq.method_env(env, sq.PORTFOLIO) == sq.method_env(env, "rl") == env
+    portfolio, default = sq.method_search(env, sq.PORTFOLIO, 10, 0).agent, sq.method_search(env, "rl", 10, 0).agent
+    assert portfolio.decision == "portfolio" and dataclasses.replace(portfolio, decision=default.decision) == default
+    robust = sq.Setting("digits_cnn", "full", 4, (0, 1, 2))
+    rows = [run("ilp", 0, 1.0), *(run(sq.PORTFOLIO, s, 1.1 + 0.01 * s) for s in range(3))]
+    (line,) = sq.alone_against_baselines(rows)
+    assert line.startswith(f"\n{sq.PORTFOLIO} minus ilp, median final test reward: +0.1100")
+    (seeded,) = sq.seeded_verdicts(robust, rows, 0.132)
+    assert f"{sq.PORTFOLIO} minus ilp, median final test reward +0.1100" in seeded and "does not count" in seeded

@@ -18,7 +18,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from envs.mixed_precision import OBSERVATION_FEATURES
 from haq.core import config as serial
-from haq.core.errors import InternalError
+from haq.core.errors import InternalError, RunDirError
 from haq.problem.problem import SearchProblem
 from haq.runs.checkpoint import RunStore
 from haq.search.agents import AGENT_FILES, restore_agent, save_agent
@@ -27,8 +27,19 @@ from haq.search.snapshot import TrainingState
 
 BATCH = "batch"
 """Key of a checkpoint's state: episodes the agent collects at once (its environments; 1 if absent)."""
+PHASE = "phase"
+"""Key of a checkpoint's state: which of a portfolio's agents it holds (0 if absent: the first or only one)."""
 UPDATE_PENDING = "update_pending"
 """Key of a checkpoint's state: whether the agent still owes the checkpointed episode its update."""
+
+
+def checkpoint_phase(path: Path, state: Mapping[str, Any]) -> int:
+    """Which of a portfolio's agents the checkpoint at ``path`` holds (0, the first or only one, if
+    its ``state`` does not say)."""
+    phase = state.get(PHASE, 0)
+    if isinstance(phase, bool) or not isinstance(phase, int) or phase < 0:
+        raise RunDirError(f"{path}: '{PHASE}' must be a non-negative integer, got {phase!r}")
+    return phase
 
 
 class AgentStore(RunStore):

@@ -13,6 +13,11 @@ batch is committed with one checkpoint (:meth:`~haq.runs.checkpoint.RunStore.com
 then the agent learns from all of them, off-policy agents while the next batch is scored
 (:mod:`haq.search.overlap`). The batch size is stored in the checkpoint and kept by a resume
 whatever its number of workers, so the same seed and batch give the same log.
+
+A portfolio (``AgentConfig.decision = "portfolio"``) runs its agents one after the other through
+the same loop, each a fresh agent once the one before has logged its share; a checkpoint records
+which of them it holds (``phase``), so a resume continues that agent and never hands one agent's
+checkpoint to the next.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from haq.runs.rundir import EpisodeRecord
 from haq.runs.tracking import agent_logger
 from haq.search.agents import hold_actor, make_agent, replay_capacity, set_actor_every
 from haq.search.baseline import VecRewardBaseline
-from haq.search.checkpoint import BATCH, UPDATE_PENDING, AgentStore, agent_description
+from haq.search.checkpoint import BATCH, PHASE, UPDATE_PENDING, AgentStore, agent_description, checkpoint_phase
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.credit import VecCostCredit
 from haq.search.imitation import ELITE, EliteEpisode, EliteEpisodes, EpisodeTraces, SelfImitation
@@ -76,9 +81,16 @@ class RLSearch(Proposer[AgentStore]):
         return self.config.episodes
 
     def _propose(self, problem: SearchProblem, store: AgentStore, progress: OnProgress | None, log: Log | None) -> None:
-        agent = self.config.agent.for_problem(problem.prior is not None)
-        centred = centre_on_rung(problem, agent, store, self.config.episodes, progress, log)
-        train(store, self.config, centred, progress, log)
+        phases = self.config.agent.phases(self.config.episodes)
+        for phase, (member, end) in enumerate(phases):
+            if len(store.records) >= end:
+                continue
+            if log and len(phases) > 1:
+                first = len(store.records) + 1
+                log(f"portfolio: agent {phase + 1} of {len(phases)} ({member.decision}) proposes episodes {first}-{end}")
+            config = dataclasses.replace(self.config, agent=member, episodes=end)
+            centred = centre_on_rung(problem, member.for_problem(problem.prior is not None), store, end, progress, log)
+            train(store, config, centred, progress, log, phase=phase, total=self.config.episodes)
 
     def _derived(self, problem: SearchProblem) -> dict[str, Any]:
         return prior_section(problem)
@@ -117,6 +129,9 @@ def train(
     progress: OnProgress | None,
     log: Log | None,
     fresh: Callable[[gym.Env, int], BaseAlgorithm] | None = None,
+    *,
+    phase: int = 0,
+    total: int | None = None,
 ) -> None:
     """Let the agent act until ``store`` holds ``config.episodes`` episodes.
 
@@ -127,10 +142,14 @@ def train(
     the rest: ``fresh(agent_env, episode_len)`` builds it (the transfer's prepared source agent),
     by default a new agent; either is seeded with ``config.seed`` plus the episodes already
     logged. The transfer calls this after committing its zero-shot episode, so its fine-tuning
-    is this loop.
+    is this loop. ``phase`` is the agent's place in a portfolio (a checkpoint of another phase is
+    not its own: it starts fresh), ``total`` the run's episodes as progress shows them (by
+    default ``config.episodes``).
     """
     config = dataclasses.replace(config, agent=config.agent.for_problem(problem.prior is not None))
     checkpoint = store.checkpoint
+    if checkpoint is not None and checkpoint_phase(checkpoint.path, checkpoint.state) != phase:
+        checkpoint = None
     batch = _batch_size(checkpoint.path, checkpoint.state) if checkpoint is not None else problem.workers
     stack = AgentEnv.build(problem, config.agent, batch)
     env, baseline, agent_env = stack.env, stack.baseline, stack.agent_env
@@ -155,13 +174,13 @@ def train(
         else:
             model = fresh(agent_env, episode_len)
             model.set_random_seed(seed)
-        if remaining > 0 and log and any(RUNG not in r.extra for r in store.records):
+        if remaining > 0 and log and phase == 0 and any(RUNG not in r.extra for r in store.records):
             log(f"no checkpoint in {store.path}: the {done} logged episodes stand; a fresh agent learns the other {remaining}")
     if remaining > 0:
         # stable-baselines3's own logger, writing the agent's losses as TensorBoard scalars into the run directory.
         model.set_logger(agent_logger(store.path))
         imitation = _imitation(config.agent, checkpoint.state if checkpoint is not None else {}, store.path)
-        callback = _EpisodeLogger(store, config, agent_env, baseline, progress, resume, imitation)
+        callback = _EpisodeLogger(store, config, agent_env, baseline, progress, resume, imitation, phase, total)
         rounds = math.ceil(remaining / batch)  # a batch never splits: the last one's extra episodes are not logged
         deferred = _deferred(model, config.agent, batch, problem)
         if deferred is not None:
@@ -288,10 +307,14 @@ class _EpisodeLogger(BaseCallback):
         progress: OnProgress | None,
         resume: _Resume | None,
         imitation: SelfImitation | None = None,
+        phase: int = 0,
+        total: int | None = None,
     ) -> None:
         super().__init__()
         self.store = store
         self.episodes = config.episodes
+        self.total = config.episodes if total is None else total
+        self.phase = phase
         self.actor_delay = config.agent.actor_delay or 0
         self.actor_every = config.agent.actor_every
         self.agent_env = agent_env
@@ -347,6 +370,8 @@ class _EpisodeLogger(BaseCallback):
         self.store.agent = self.model
         average = self.baseline.average if self.baseline is not None else None
         state: dict[str, Any] = {"baseline": average, UPDATE_PENDING: True, BATCH: self.agent_env.num_envs}
+        if self.phase:
+            state[PHASE] = self.phase
         if self.imitation is not None:
             for _, _, trace in batch:
                 if trace is not None:
@@ -356,4 +381,4 @@ class _EpisodeLogger(BaseCallback):
         self._hold()
         for record, cached, _ in batch:
             if self.progress is not None and self.store.best is not None:
-                self.progress(Progress.after(record, self.store.best, self.episodes, cached))
+                self.progress(Progress.after(record, self.store.best, self.total, cached))

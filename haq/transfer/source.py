@@ -9,6 +9,7 @@ reads and validates.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,8 @@ from envs.mixed_precision import OBS_FEATURES, OBSERVATION_FEATURES
 from haq.core import config as serial
 from haq.core.errors import ConfigError, RunDirError
 from haq.search.agents import read_description
-from haq.search.checkpoint import AgentStore
-from haq.search.config import SearchConfig
+from haq.search.checkpoint import AgentStore, checkpoint_phase
+from haq.search.config import PORTFOLIO, SearchConfig
 
 AGENT_RUN_KINDS = ("search", "transfer")
 
@@ -27,7 +28,8 @@ AGENT_RUN_KINDS = ("search", "transfer")
 class SourceRun:
     """A run directory holding a trained agent.
 
-    config: the settings the agent was trained under.
+    config: the settings the agent was trained under (of a portfolio search, those of the member
+        whose agent the checkpoint holds).
     checkpoint: the newest complete checkpoint directory.
     meta: the agent description (``agent.json``).
     episodes_done: episodes the agent had finished when it was checkpointed.
@@ -60,6 +62,7 @@ class SourceRun:
             "table": self.table,
             "model": self.model,
             "algo": self.meta.get("algo"),
+            "decision": self.config.agent.decision,
         }
 
 
@@ -92,6 +95,13 @@ def load_source(path: str | Path) -> SourceRun:
         )
     meta = read_description(checkpoint.path)
     check_observation_layout(meta, str(checkpoint.path))
+    if config.agent.decision == PORTFOLIO:
+        phase = checkpoint_phase(checkpoint.path, checkpoint.state)
+        if phase >= len(config.agent.portfolio):
+            raise RunDirError(
+                f"{checkpoint.path}: holds agent {phase + 1} of a portfolio of {len(config.agent.portfolio)}; start a new search"
+            )
+        config = dataclasses.replace(config, agent=dataclasses.replace(config.agent, decision=config.agent.portfolio[phase]))
     return SourceRun(rd.path, kind, config, checkpoint.path, meta, checkpoint.episodes_done)
 
 
