@@ -58,7 +58,9 @@ the budget solved for), judged also as a seeded agent against the ILP, since its
 the ILP's answers; ``rl-alone-objective-calm`` is that agent with SAC's entropy weight starting
 at 0.1 instead of 1; ``rl-portfolio`` runs the default per-layer agent for the first half of
 the evaluations and an objective agent for the second (``AgentConfig.decision = "portfolio"``),
-one pick over both, judged like ``rl`` and, as ``rl-alone-objective`` is, as seeded against the ILP;
+one pick over both, judged like ``rl`` and, as ``rl-alone-objective`` is, as seeded against the ILP
+(the default agent on the digits models since 2026-12-06: ``AgentConfig.decision = "auto"``);
+``rl-layer`` is the default agent deciding one layer per step, as it did everywhere before then;
 ``rl-sac`` / ``rl-ddpg`` are the default recipe with that algorithm; ``rl-dense`` / ``rl-sparse``
 the default with a centred agent's noise on every layer / on about 3 layers per episode;
 ``rl-sens`` is the default agent with the sensitivity observation (``EnvConfig.observation =
@@ -154,10 +156,15 @@ OBJECTIVE = f"{ALONE}-objective"
 contain the ILP's own answers, so it is judged against every baseline and, as a seeded agent is,
 against the ILP by more than the evaluator's noise."""
 OBJECTIVE_CALM = f"{OBJECTIVE}-calm"
+"""The objective agent with SAC's entropy weight starting at :data:`CALM_ENTROPY` instead of 1."""
 PORTFOLIO = "rl-portfolio"
 """The default agent's settings as a portfolio (``AgentConfig.decision = "portfolio"``): a per-layer
-agent for the first half of the evaluations, an objective agent for the second."""
-"""The objective agent with SAC's entropy weight starting at :data:`CALM_ENTROPY` instead of 1."""
+agent for the first half of the evaluations, an objective agent for the second; where the problem
+has no action prior (the robust-reward workloads) it is the default agent since 2026-12-06."""
+LAYER = "rl-layer"
+"""The default agent's settings deciding one layer per step (``AgentConfig.decision = "layer"``):
+the default agent everywhere before 2026-12-06, so every ``rl`` row written before then on the
+robust-reward workloads (digits CNN and MLP, full evaluator) is this agent's."""
 CALM_ENTROPY = 0.1
 """``rl-alone-objective-calm``'s ``AgentConfig.ent_coef_init``: at 1, SAC's weight tunes down over
 about 100 episodes, and on a 4-layer problem with made-up sensitivities the objective agent's
@@ -180,6 +187,7 @@ VARIANTS = (
     OBJECTIVE,
     OBJECTIVE_CALM,
     PORTFOLIO,
+    LAYER,
     *RANDOM_REPAIRED,
     *FISHER,
     "rl-sac",
@@ -353,6 +361,7 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         "rl-wide": AgentConfig(target_entropy=WIDE_ENTROPY),
         "rl-policy": AgentConfig(decision="policy"),
         PORTFOLIO: AgentConfig(decision="portfolio"),
+        LAYER: AgentConfig(decision="layer"),
     }
     agent = agents.get(method, AgentConfig())
     return SearchConfig(env=env, agent=agent, episodes=evaluations, seed=seed)

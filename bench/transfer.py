@@ -98,7 +98,7 @@ MODES = {
 # nothing worth transferring. TD3 with 16 gradient steps per episode learns within 40-60
 # episodes and runs twice as fast as SAC with 32; every scratch search (hence every source
 # agent) uses it. ``--agent`` / ``--gradient-steps`` rerun it with other settings.
-AGENT = AgentConfig(algo="td3", warmup_episodes=10, gradient_steps=16)
+AGENT = AgentConfig(algo="td3", warmup_episodes=10, gradient_steps=16, decision="layer")
 OBJECTIVE_AGENT = AgentConfig(decision="objective")
 """``--decision objective``'s agent: ``haq search --decision objective``'s defaults."""
 AGENTS = {AGENT.decision: AGENT, OBJECTIVE_AGENT.decision: OBJECTIVE_AGENT}

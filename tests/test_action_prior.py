@@ -75,7 +75,7 @@ def test_agent_choices_resolve_for_the_problem() -> None:
     centred = AgentConfig().for_problem(True)
     assert centred.start_at_centre and centred.warmup_episodes == 0 and centred.ent_coef_init == 0.01
     assert (centred.noise_sigma, centred.noise_decay) == (0.25, 0.98)
-    plain = AgentConfig().for_problem(False)
+    plain = AgentConfig(decision="layer").for_problem(False)
     assert plain.start_at_centre is False and plain.warmup_episodes == 10 and plain.ent_coef_init == 1.0
     assert (plain.noise_sigma, plain.noise_decay) == (0.5, 0.99)
     forced = AgentConfig(start_at_centre=False, ent_coef_init=0.2).for_problem(True)

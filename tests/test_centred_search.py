@@ -116,7 +116,7 @@ def test_bad_rung_settings_are_one_line_errors(field: str, value: float) -> None
 
 def test_only_an_agent_centred_on_a_prior_evaluates_rungs() -> None:
     assert AgentConfig().for_problem(True).prior_rungs == AgentConfig().prior_rungs
-    assert AgentConfig().for_problem(False).prior_rungs == 0
+    assert AgentConfig(decision="layer").for_problem(False).prior_rungs == 0
     assert AgentConfig(start_at_centre=True).for_problem(False).prior_rungs == 0
 
 
@@ -141,9 +141,9 @@ def test_cost_credit_pays_each_layer_its_cost_and_keeps_every_episode_total(prob
 
 def test_cost_credit_is_on_for_a_centred_agent_only_unless_asked() -> None:
     assert AgentConfig().for_problem(True).cost_credit is True
-    assert AgentConfig().for_problem(False).cost_credit is False
+    assert AgentConfig(decision="layer").for_problem(False).cost_credit is False
     assert AgentConfig(cost_credit=False).for_problem(True).cost_credit is False
-    assert AgentConfig(cost_credit=True).for_problem(False).cost_credit is True
+    assert AgentConfig(cost_credit=True, decision="layer").for_problem(False).cost_credit is True
 
 
 def test_a_held_actor_stays_while_its_critic_learns(problem: SearchProblem) -> None:
@@ -173,7 +173,7 @@ def test_actor_delay_resolves_for_the_problem() -> None:
     from haq.search.config import CENTRED_ACTOR_DELAY
 
     assert AgentConfig().for_problem(True).actor_delay == CENTRED_ACTOR_DELAY
-    assert AgentConfig().for_problem(False).actor_delay == 0
+    assert AgentConfig(decision="layer").for_problem(False).actor_delay == 0
     assert AgentConfig(actor_delay=3).for_problem(True).actor_delay == 3
     with pytest.raises(ConfigError, match="actor_delay"):
         AgentConfig(actor_delay=-1)
@@ -186,7 +186,7 @@ def test_actor_every_resolves_and_sets_the_policy_delay(problem: SearchProblem) 
     from haq.search.config import CENTRED_ACTOR_EVERY
 
     assert AgentConfig().for_problem(True).actor_every == CENTRED_ACTOR_EVERY
-    assert AgentConfig().for_problem(False).actor_every is None
+    assert AgentConfig(decision="layer").for_problem(False).actor_every is None
     with pytest.raises(ConfigError, match="actor_every"):
         AgentConfig(actor_every=0)
     env = MixedPrecisionVecEnv(problem, 1)

@@ -125,7 +125,7 @@ def test_the_actor_steps_toward_the_elite_actions_unless_held() -> None:
 def test_only_a_centred_ddpg_or_td3_agent_imitates_by_default() -> None:
     assert AgentConfig().for_problem(True).imitation == IMITATION
     assert AgentConfig(algo="td3").for_problem(True).imitation == IMITATION
-    assert AgentConfig().for_problem(False).imitation == 0.0
+    assert AgentConfig(decision="layer").for_problem(False).imitation == 0.0
     assert AgentConfig(algo="sac").for_problem(True).imitation == 0.0
     assert AgentConfig(imitation=0.0).for_problem(True).imitation == 0.0
     with pytest.raises(ConfigError, match="imitation"):

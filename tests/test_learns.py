@@ -6,7 +6,8 @@ evaluator (no model is quantized, so an episode costs microseconds): the first a
 lose accuracy at low precision, the two middle ones (the expensive ones) barely do, and the
 reward pays for latency. The best policy keeps the ends at 8 bits and drops the middle, which
 no constant action can express, and a uniform policy either overspends or loses accuracy.
-After 60 episodes, for each of two fixed seeds, the default agent (SAC) must beat both the best
+After 60 episodes, for each of two fixed seeds, the per-layer agent (SAC; the default agent's first
+member on a problem without an action prior, as this one) must beat both the best
 constant action (a 21 × 21 grid over the action square, through the same budget projection)
 and the best uniform policy within budget; a stub that always plays one action cannot. An agent
 that decides the whole policy in one step faces the same bar; for it one fixed action can be any
@@ -114,7 +115,7 @@ def _bar(problem: SearchProblem) -> tuple[float, float]:
 
 
 def _trained(problem: SearchProblem, tmp: Path, env_cfg: EnvConfig, algo: str, episodes: int, seed: int) -> float:
-    cfg = SearchConfig(env=env_cfg, agent=AgentConfig(algo=algo), episodes=episodes, seed=seed)
+    cfg = SearchConfig(env=env_cfg, agent=AgentConfig(algo=algo, decision="layer"), episodes=episodes, seed=seed)
     run_search(cfg, problem, tmp)
     model, _ = load_agent(next((tmp / "checkpoint").glob("ep-*")), MixedPrecisionEnv(problem=problem), with_buffer=False)
     return _rollout(problem, lambda obs: model.predict(obs, deterministic=True)[0])

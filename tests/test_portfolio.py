@@ -77,15 +77,33 @@ def test_a_portfolio_killed_anywhere_resumes_to_the_log_of_one_never_killed(
 
 
 def test_phases_split_the_episodes_in_order() -> None:
-    assert [(a.decision, end) for a, end in PORTFOLIO.phases(300)] == [("layer", 150), ("objective", 300)]
+    for has_prior in (False, True):
+        assert [(a.decision, end) for a, end in PORTFOLIO.phases(300, has_prior)] == [("layer", 150), ("objective", 300)]
     three = AgentConfig(decision="portfolio", portfolio=("objective", "policy", "layer"))
-    assert [(a.decision, end) for a, end in three.phases(100)] == [("objective", 33), ("policy", 66), ("layer", 100)]
-    assert all(a.portfolio == three.portfolio for a, _ in three.phases(100))
-    single = AgentConfig()
-    assert single.phases(60) == ((single, 60),)
-    with pytest.raises(InternalError):
-        PORTFOLIO.for_problem(False)
+    assert [(a.decision, end) for a, end in three.phases(100, False)] == [("objective", 33), ("policy", 66), ("layer", 100)]
+    assert all(a.portfolio == three.portfolio for a, _ in three.phases(100, False))
+    single = AgentConfig(decision="objective")
+    assert single.phases(60, False) == ((single, 60),)
+    assert AgentConfig().for_problem(True).decision == "layer"
+    for unresolved in (PORTFOLIO, AgentConfig()):
+        with pytest.raises(InternalError):
+            unresolved.for_problem(False)
     assert serial.from_dict(AgentConfig, serial.to_dict(three)) == three
+
+
+def test_the_default_runs_the_portfolio_only_where_the_problem_has_no_action_prior(
+    problem: SearchProblem, whole: Path, tmp_path: Path
+) -> None:
+    default = AgentConfig()
+    assert default.decision == "auto"
+    assert [(a.decision, end) for a, end in default.phases(300, False)] == [("layer", 150), ("objective", 300)]
+    assert [(a.decision, end) for a, end in default.phases(300, True)] == [("layer", 300)]  # the centred per-layer agent
+    for no_objective in (AgentConfig(algo="ddpg"), AgentConfig(algo="td3"), AgentConfig(start_at_centre=True)):
+        assert no_objective.resolved_decision(False) == "layer"
+    assert AgentConfig(algo="sac").resolved_decision(False) == AgentConfig(algo="ppo").resolved_decision(False) == "portfolio"
+    run_search(_config(problem, dataclasses.replace(PORTFOLIO, decision="auto")), with_empty_cache(problem), tmp_path / "auto")
+    assert problem.prior is None and episode_log(tmp_path / "auto") == episode_log(whole)
+    assert load_source(tmp_path / "auto").config.agent.decision == "objective"
 
 
 @pytest.mark.parametrize(

@@ -100,7 +100,8 @@ def test_a_whole_policy_agent_is_refused_as_a_transfer_source_in_one_line(cache_
 
 
 def test_an_unknown_decision_is_one_line_naming_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match=r"^unknown decision 'episode'; choose one of layer, policy, objective$"):
+    valid = "auto, layer, policy, objective, portfolio"
+    with pytest.raises(ConfigError, match=rf"^unknown decision 'episode'; choose one of {valid}$"):
         AgentConfig(decision="episode")
 
 

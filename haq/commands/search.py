@@ -55,9 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         "--decision",
         default=AgentConfig().decision,
         help=(
-            f"what one agent step decides: {', '.join(DECISIONS)} (policy: every layer at once; objective: the "
-            "sensitivity ILP's per-layer error weights and budget, the ILP allocating; portfolio: a per-layer agent for "
-            "half the episodes, then an objective agent; a policy search cannot be transferred)"
+            f"what one agent step decides: {', '.join(DECISIONS)} (auto: portfolio without an action prior, else layer; "
+            "policy: every layer at once; objective: the sensitivity ILP's per-layer error weights and budget, the ILP "
+            "allocating; portfolio: a per-layer agent for half the episodes, then an objective agent; a policy search "
+            "cannot be transferred)"
         ),
     )
     p.add_argument(

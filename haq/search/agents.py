@@ -23,6 +23,7 @@ as JSON, weights as tensors, the replay buffer as arrays) and a manifest of SHA-
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -42,7 +43,7 @@ from haq.core.errors import RunDirError
 from haq.core.fileio import atomic_write_text
 from haq.runs.manifest import verify_manifest, write_manifest
 from haq.runs.tracking import quiet_logger
-from haq.search.config import AgentConfig
+from haq.search.config import PORTFOLIO, AgentConfig
 from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise
 from haq.search.snapshot import (
     ALGORITHMS,
@@ -96,8 +97,11 @@ def replay_capacity(episodes: int, episode_len: int, n: int = 1) -> int:
 
 def make_agent(cfg: AgentConfig, env: gym.Env, episode_len: int, total_episodes: int, seed: int) -> BaseAlgorithm:
     """A fresh agent for ``env`` (whose episodes are ``episode_len`` steps long); ``cfg``'s automatic
-    choices are resolved by the caller (:meth:`AgentConfig.for_problem`), else they mean "no prior".
+    choices are resolved by the caller (:meth:`AgentConfig.for_problem`), else they mean "no prior"
+    (and a decision of several agents, ``auto`` or ``portfolio``, this one agent on ``env``).
     It logs nowhere until its caller sets a logger (a search sets the run directory's)."""
+    if cfg.decision in ("auto", PORTFOLIO):
+        cfg = dataclasses.replace(cfg, decision="layer")
     model = _new_agent(cfg.for_problem(False), env, episode_len, total_episodes, seed)
     model.set_logger(quiet_logger())
     return model

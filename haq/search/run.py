@@ -81,7 +81,7 @@ class RLSearch(Proposer[AgentStore]):
         return self.config.episodes
 
     def _propose(self, problem: SearchProblem, store: AgentStore, progress: OnProgress | None, log: Log | None) -> None:
-        phases = self.config.agent.phases(self.config.episodes)
+        phases = self.config.agent.phases(self.config.episodes, problem.prior is not None)
         for phase, (member, end) in enumerate(phases):
             if len(store.records) >= end:
                 continue

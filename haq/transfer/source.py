@@ -95,13 +95,15 @@ def load_source(path: str | Path) -> SourceRun:
         )
     meta = read_description(checkpoint.path)
     check_observation_layout(meta, str(checkpoint.path))
-    if config.agent.decision == PORTFOLIO:
+    decision = config.agent.resolved_decision(config.env.prior == "sensitivity")
+    if decision == PORTFOLIO:
         phase = checkpoint_phase(checkpoint.path, checkpoint.state)
         if phase >= len(config.agent.portfolio):
             raise RunDirError(
                 f"{checkpoint.path}: holds agent {phase + 1} of a portfolio of {len(config.agent.portfolio)}; start a new search"
             )
-        config = dataclasses.replace(config, agent=dataclasses.replace(config.agent, decision=config.agent.portfolio[phase]))
+        decision = config.agent.portfolio[phase]
+    config = dataclasses.replace(config, agent=dataclasses.replace(config.agent, decision=decision))
     return SourceRun(rd.path, kind, config, checkpoint.path, meta, checkpoint.episodes_done)
 
 
