@@ -43,6 +43,7 @@ shared between the two processes); the search's speed-up is printed as a share o
     python bench/parallel.py                       # digits CNN, RL search, 24 episodes per run, 3 repeats
     python bench/parallel.py --proposer random --episodes 40
     python bench/parallel.py --episodes 48 --no-overlap
+    python bench/parallel.py --decision layer      # the per-layer agent (the default is a portfolio here)
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import Scored, SearchProblem
 from haq.quant import QuantPolicy
-from haq.search.config import AgentConfig, SearchConfig
+from haq.search.config import DECISIONS, AgentConfig, SearchConfig
 from haq.search.run import run_search
 from haq.workload import WorkloadConfig
 
@@ -152,9 +153,17 @@ def machine_ceiling(model: nn.Module, input_shape: Sequence[int], workers: int, 
 
 
 def run_once(
-    env: EnvConfig, proposer: str, episodes: int, seed: int, workers: int, out: Path, overlap: bool | None = None
+    env: EnvConfig,
+    proposer: str,
+    episodes: int,
+    seed: int,
+    workers: int,
+    out: Path,
+    overlap: bool | None = None,
+    decision: str = AgentConfig().decision,
 ) -> tuple[float, float, int]:
-    """(wall seconds of the run, seconds inside evaluation, evaluations) with ``workers`` workers."""
+    """(wall seconds of the run, seconds inside evaluation, evaluations) with ``workers`` workers;
+    a search's agent decides as ``decision`` says."""
     problem = make_problem(env, log=log, workers=workers)
     try:
         warm_up(problem, workers)
@@ -163,7 +172,7 @@ def run_once(
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         if proposer == "search":
-            agent = AgentConfig(warmup_episodes=max(episodes // 4, 2), overlap_updates=overlap)
+            agent = AgentConfig(warmup_episodes=max(episodes // 4, 2), overlap_updates=overlap, decision=decision)
             cfg = SearchConfig(env=env, agent=agent, episodes=episodes, seed=seed)
             result = run_search(cfg, problem, out)
         else:
@@ -205,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=24, help="evaluations per run")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to run (the first is the reference)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--decision",
+        default=AgentConfig().decision,
+        choices=DECISIONS,
+        help="the search agent's decision (haq search --decision; auto: a portfolio on the full evaluator's reward)",
+    )
     p.add_argument("--no-overlap", action="store_true", help="add a run on the most workers without overlapped updates")
     p.add_argument("--repeats", type=int, default=3, help="runs of each configuration, interleaved; the median is reported")
     p.add_argument("--out", default="runs/bench-parallel", help="run directories")
@@ -235,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             ceilings.append(machine_ceiling(workload.model, workload.data.input_shape, most, ns.ceiling_seconds))
         for i, ((n, overlap), label) in enumerate(zip(plan, labels)):
             log(f"{ns.proposer}: {ns.episodes} evaluations on {label} worker(s), repeat {r + 1} of {ns.repeats}")
-            timings[i].append(run_once(env, ns.proposer, ns.episodes, ns.seed, n, Path(ns.out) / f"w{n}-{overlap}", overlap))
+            out = Path(ns.out) / f"w{n}-{overlap}"
+            timings[i].append(run_once(env, ns.proposer, ns.episodes, ns.seed, n, out, overlap, ns.decision))
     rows = []
     for label, runs in zip(labels, timings):
         wall, inside, evals = _median_run(runs)
@@ -247,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             log("machine's ceiling: " + " / ".join(f"{c:.2f}×" for c in ceilings))
     n0, wall0, inside0, evals0 = rows[0]
     rate0 = evals0 / wall0 * 60
-    print(f"{ns.model}, {ns.evaluator} evaluator, {ns.proposer}, {ns.episodes} evaluations per run, median of {ns.repeats}\n")
+    proposer = f"search (decision {ns.decision})" if ns.proposer == "search" else ns.proposer
+    print(f"{ns.model}, {ns.evaluator} evaluator, {proposer}, {ns.episodes} evaluations per run, median of {ns.repeats}\n")
     print("| workers | wall (s) | evaluations / min | speed-up | speed-up within a repeat: median [range] | in evaluation (s) |")
     print("|---|---|---|---|---|---|")
     for (label, wall, inside, evals), runs in zip(rows, timings):

@@ -31,6 +31,7 @@ from haq.problem.solvers import (
 )
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy
 from haq.runs.rundir import RunDir
+from haq.runs.sensitivity_file import SENSITIVITY_FILE, SENSITIVITY_VERSION
 from haq.workload import Workload
 
 
@@ -145,7 +146,8 @@ def test_baseline_writes_a_run_within_budget(problem: SearchProblem, tmp_path: P
     assert doc["kind"] == "baseline" and doc["config"]["baseline"]["method"] == method
     assert doc["budget"]["target"] == pytest.approx(problem.budget.target)
     if method in ("greedy", "ilp"):
-        assert json.loads((run.path / "sensitivity.json").read_text())["samples"] == cfg.sensitivity.samples
+        recorded = json.loads((run.path / SENSITIVITY_FILE).read_text())
+        assert recorded["samples"] == cfg.sensitivity.samples and recorded["version"] == SENSITIVITY_VERSION
     if method == "random":  # seeded: the same draws again
         again = run_baseline(cfg, problem, tmp_path / "again")
         assert [r.policy for r in again.records] == [r.policy for r in records]

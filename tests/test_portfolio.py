@@ -6,6 +6,7 @@ are validated in one line, and a transfer continues the agent its checkpoint hol
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,10 @@ from haq.evaluation.config import EvalConfig
 from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
+from haq.problem.reward_sensitivity import reward_sensitivity
 from haq.runs.checkpoint import RunStore
 from haq.runs.progress import Progress
+from haq.runs.sensitivity_file import SENSITIVITY_FILE, SENSITIVITY_VERSION
 from haq.search.checkpoint import PHASE
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
@@ -59,6 +62,18 @@ def test_each_agent_proposes_its_share_the_first_as_it_would_alone(problem: Sear
     store = RunStore(whole)
     store.restore()
     assert store.checkpoint is not None and store.checkpoint.state[PHASE] == 1
+
+
+def test_the_run_records_the_sensitivity_its_objective_agent_allocates_by(
+    problem: SearchProblem, whole: Path, tmp_path: Path
+) -> None:
+    recorded = json.loads((whole / SENSITIVITY_FILE).read_text())
+    expected = json.loads(json.dumps(reward_sensitivity(problem.config, problem.workload).to_dict()))
+    assert recorded == {"version": SENSITIVITY_VERSION, **expected}
+    assert recorded["estimator"] == "fisher" and sorted(recorded["layers"]) == sorted(problem.layer_names)
+    alone = dataclasses.replace(PORTFOLIO, decision="layer")
+    run_search(_config(problem, alone, 2), with_empty_cache(problem), tmp_path / "alone")
+    assert not (tmp_path / "alone" / SENSITIVITY_FILE).exists()  # it allocates by none, so it records none
 
 
 @pytest.mark.parametrize("after", [1, EPISODES // 2 - 1, EPISODES // 2 + 1])

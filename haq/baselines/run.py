@@ -11,7 +11,6 @@ log alone is enough to resume: ``resume`` skips the evaluations already in it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ from haq.baselines.candidates import (
 )
 from haq.core import config as serial
 from haq.core.errors import ConfigError
-from haq.core.fileio import atomic_write_text
 from haq.core.types import Log
 from haq.core.validate import choice, count, unit_interval
 from haq.problem.config import EnvConfig
@@ -41,6 +39,7 @@ from haq.runs.candidates import log_candidates
 from haq.runs.checkpoint import RunStore
 from haq.runs.progress import OnProgress
 from haq.runs.proposer import Proposer, RunResult
+from haq.runs.sensitivity_file import write_sensitivity
 
 
 @dataclass(frozen=True)
@@ -152,9 +151,7 @@ class Baseline(Proposer[BaselineStore]):
 
     def _propose(self, problem: SearchProblem, store: BaselineStore, progress: OnProgress | None, log: Log | None) -> None:
         if self.sensitivity is not None:
-            atomic_write_text(
-                store.path / "sensitivity.json", json.dumps(self.sensitivity.to_dict(), indent=2, allow_nan=False) + "\n"
-            )
+            write_sensitivity(store.path, self.sensitivity)
         for r in store.records:
             problem.remember(r.quant_policy(), Scored.from_record(r.metrics, r.reward, r.extra))
         todo = self.candidates[len(store.records) :]

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium import spaces
 
-from haq.core.types import BitPair
+from haq.core.types import BitPair, Log
 from haq.problem.allocation import ChoiceProblem, choice_problem, least_error_choice
 from haq.problem.budget import BudgetModel, encode_pair
 from haq.problem.problem import SearchProblem
 from haq.problem.reward_sensitivity import reward_sensitivity
+from haq.problem.sensitivity import Sensitivity
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,19 @@ class ObjectiveDecoder:
     free: tuple[int, ...]
     span: float
     floor: float
+    sensitivity: Sensitivity
+    """The estimate whose errors the agent re-weighs (the run records it)."""
 
     @classmethod
-    def build(cls, problem: SearchProblem, span: float, floor: float) -> ObjectiveDecoder:
-        """The decoder of ``problem``, with its sensitivity (estimated here if the problem has none)."""
-        sensitivity = problem.sensitivity or reward_sensitivity(problem.config, problem.workload)
+    def build(cls, problem: SearchProblem, span: float, floor: float, log: Log | None = None) -> ObjectiveDecoder:
+        """The decoder of ``problem``, with its sensitivity (estimated here if the problem has none;
+        ``log`` hears a measured estimate's progress)."""
+        sensitivity = problem.sensitivity or reward_sensitivity(problem.config, problem.workload, log=log)
         model = problem.budget_model
         centres = tuple(problem.prior) if problem.prior is not None else (None,) * len(model.layers)
         free = tuple(i for i, c in enumerate(model.layers) if len(c.pairs) > 1)
         low = max(floor, model.budget.cheapest / model.budget.target)
-        return cls(choice_problem(model, sensitivity), model, centres, free, span, min(low, 1.0))
+        return cls(choice_problem(model, sensitivity), model, centres, free, span, min(low, 1.0), sensitivity)
 
     @property
     def action_space(self) -> spaces.Box:

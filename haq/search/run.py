@@ -44,9 +44,11 @@ from haq.evaluation.evaluators import policy_key
 from haq.evaluation.metrics import PolicyMetrics
 from haq.problem.fidelity import Scored
 from haq.problem.problem import SearchProblem
+from haq.problem.sensitivity import Sensitivity
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
 from haq.runs.rundir import EpisodeRecord
+from haq.runs.sensitivity_file import write_sensitivity
 from haq.runs.tracking import agent_logger
 from haq.search.agents import hold_actor, make_agent, replay_capacity, set_actor_every
 from haq.search.baseline import VecRewardBaseline
@@ -151,8 +153,12 @@ def train(
     if checkpoint is not None and checkpoint_phase(checkpoint.path, checkpoint.state) != phase:
         checkpoint = None
     batch = _batch_size(checkpoint.path, checkpoint.state) if checkpoint is not None else problem.workers
-    stack = AgentEnv.build(problem, config.agent, batch)
+    stack = AgentEnv.build(problem, config.agent, batch, log)
     env, baseline, agent_env = stack.env, stack.baseline, stack.agent_env
+    if stack.sensitivity is not None:
+        write_sensitivity(store.path, stack.sensitivity)
+        if log and problem.sensitivity is None:
+            log(f"sensitivity: {stack.sensitivity.estimator} estimate of {len(stack.sensitivity.layers)} layers")
     episode_len = stack.episode_len
     for r in store.records:
         problem.remember(r.quant_policy(), Scored.from_record(r.metrics, r.reward, r.extra))
@@ -227,9 +233,19 @@ class AgentEnv:
         """The agent's steps per episode: one per layer, or one (:mod:`haq.search.whole_policy`)."""
         return 1 if isinstance(self.agent_env, VecWholePolicy) else self.env.num_layers
 
+    @property
+    def sensitivity(self) -> Sensitivity | None:
+        """The per-layer sensitivity the agent allocates by: its objective decoder's, else the
+        problem's (an action prior's or the observation's), else none."""
+        decoder = self.agent_env.decoder if isinstance(self.agent_env, VecWholePolicy) else None
+        if isinstance(decoder, ObjectiveDecoder):
+            return decoder.sensitivity
+        return self.env.problem.sensitivity
+
     @classmethod
-    def build(cls, problem: SearchProblem, agent: AgentConfig, batch: int) -> AgentEnv:
-        """The stack for a resolved ``agent`` (:meth:`AgentConfig.for_problem`)."""
+    def build(cls, problem: SearchProblem, agent: AgentConfig, batch: int, log: Log | None = None) -> AgentEnv:
+        """The stack for a resolved ``agent`` (:meth:`AgentConfig.for_problem`); ``log`` hears an
+        objective agent's sensitivity being measured."""
         env = MixedPrecisionVecEnv(problem, batch)
         baseline = VecRewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else None
         paid: VecEnv = baseline if baseline is not None else env
@@ -238,7 +254,7 @@ class AgentEnv:
         if agent.decision == "policy":
             agent_env = VecWholePolicy(credited, env.num_layers)
         elif agent.decision == "objective":
-            decoder = ObjectiveDecoder.build(problem, agent.objective_span, agent.prior_floor)
+            decoder = ObjectiveDecoder.build(problem, agent.objective_span, agent.prior_floor, log)
             agent_env = VecWholePolicy(credited, env.num_layers, decoder)
         return cls(env, baseline, agent_env)
 
