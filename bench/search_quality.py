@@ -33,10 +33,13 @@ objective agents (whose actions contain the ILP's answers) are judged the same w
 "auto"``), DDPG with actions centred on the sensitivity ILP's allocation at one of its prior
 rungs (evaluated first, counted as evaluations: the cheapest within one standard error of the
 best-scoring one), its actor held for the first agent episodes and
-paid each layer's cost at its step; otherwise SAC over uniform bins.
+paid each layer's cost at its step; otherwise (since 2026-12-06) a portfolio: SAC over uniform bins
+for the first half of the evaluations, then an objective agent (``rl-portfolio``; before then,
+SAC over uniform bins throughout, now ``rl-layer``), judged as seeded too since its objective
+agent's actions contain the ILP's answers.
 Variants (``--variants``): ``rl-alone`` is the agent without the sensitivity ILP's allocations (SAC
-over uniform bins, random warm-up, no prior rungs: what ``rl`` is on a robust reward, and v0.1's
-default): the agent alone, beside the seeded ``rl`` of a cheap-evaluator workload;
+over uniform bins, random warm-up, no prior rungs: what ``rl`` was on a robust reward before
+2026-12-06, and v0.1's default): the agent alone, beside the seeded ``rl`` of a cheap-evaluator workload;
 ``rl-alone-sens`` is the agent alone with the sensitivity observation (``observation = "v1"``:
 the per-layer information the ILP searches with, as state features, not as seeds);
 ``rl-alone-shift`` / ``rl-alone-ceiling`` (and ``rl-alone-sens-...``) are the agent alone with a
@@ -124,6 +127,7 @@ from haq.problem.select import pick_final, swapped_images
 from haq.quant import QuantPolicy
 from haq.runs.final_pick import PickConfig, pick_run
 from haq.runs.rundir import CONFIG_FILE
+from haq.search.config import PORTFOLIO as PORTFOLIO_DECISION
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
 from haq.training import parse_torch_device
@@ -339,6 +343,11 @@ CENTRE_AGENT = AgentConfig(
 """The ``rl-centre`` agent: DDPG starting at the middle widths, per-layer plus per-episode shift noise."""
 
 
+ALONE_AGENT = AgentConfig(algo="sac", start_at_centre=False, decision="layer")
+"""The agent alone: SAC over uniform bins deciding one layer per step (without ``decision``, a
+problem without an action prior would make it a portfolio, :meth:`AgentConfig.resolved_decision`)."""
+
+
 def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> SearchConfig:
     """The search config of an RL method (the variants also change the agent)."""
     if method in CHANGED:
@@ -348,9 +357,9 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
     agents = {
         "rl-prior": PRIOR_AGENT,
         "rl-centre": CENTRE_AGENT,
-        ALONE: AgentConfig(algo="sac", start_at_centre=False),
-        ALONE_SENS: AgentConfig(algo="sac", start_at_centre=False),
-        **{name: AgentConfig(algo="sac", start_at_centre=False) for name in REPAIRED},
+        ALONE: ALONE_AGENT,
+        ALONE_SENS: ALONE_AGENT,
+        **{name: ALONE_AGENT for name in REPAIRED},
         "rl-sac": AgentConfig(algo="sac"),
         "rl-ddpg": AgentConfig(algo="ddpg"),
         "rl-dense": AgentConfig(centred_noise_layers=0.0),
@@ -737,28 +746,40 @@ def seed_noise(s: Setting, results: list[RunResult], measured: float) -> float:
     return sampling_std(accuracy, setting_env(s).reward, s.val_samples, s.val_samples)
 
 
+def default_seeded_reason(s: Setting) -> str | None:
+    """Why the default agent (``rl``) counts as seeded on ``s``'s workload, or None where it does not."""
+    has_prior = setting_env(s).prior == "sensitivity"
+    if has_prior:
+        return "its first evaluations are the sensitivity ILP's allocations at its prior rungs, and its actions centred on one"
+    if AgentConfig().resolved_decision(has_prior) == PORTFOLIO_DECISION:
+        return "without an action prior it is a portfolio whose second half is an objective agent, as rl-portfolio"
+    return None
+
+
 def seeded_verdicts(s: Setting, results: list[RunResult], noise: float, judge: Judge = TEST) -> list[str]:
     """Where the default agent is seeded, and wherever an objective agent ran, its median margin
     over the ILP against the evaluator's noise.
 
     Seeded: on a reward without a robustness term the default agent first evaluates the
     sensitivity ILP's allocation at its prior rungs (the ILP baseline's ladder) and centres its
-    actions on one. Issue 11's rule: a seeded agent counts only by beating its seed's own reward
-    by more than the evaluator's noise; the agent alone (``rl-alone``) is judged beside it."""
+    actions on one; on one with a robustness term it is a portfolio ending in an objective agent,
+    whose actions contain the ILP's answers. Issue 11's rule: a seeded agent counts only by beating
+    its seed's own reward by more than the evaluator's noise; the agent alone (``rl-alone``) is
+    judged beside it."""
     label, value = judge
     ilp = next((r for r in results if r.method == "ilp"), None)
     if ilp is None or math.isnan(noise):
         return []
     out = []
     why = {
-        "rl": "its first evaluations are the sensitivity ILP's allocations at its prior rungs, and its actions centred on one",
+        "rl": default_seeded_reason(s),
         OBJECTIVE: "it sets the sensitivity ILP's objective, so its actions contain the ILP's own answers",
         OBJECTIVE_CALM: "as rl-alone-objective",
         PORTFOLIO: "its second half is an objective agent, as rl-alone-objective",
     }
     for method, reason in why.items():
         runs = [value(r) for r in results if r.method == method]
-        if not runs or (method == "rl" and setting_env(s).prior != "sensitivity"):
+        if not runs or reason is None:
             continue
         margin = statistics.median(runs) - value(ilp)
         verdict = "above it: counts" if margin > noise else "inside it: does not count"

@@ -83,8 +83,10 @@ def test_a_seeded_agent_counts_against_its_seed_only_above_the_evaluator_noise(s
     assert "rl minus ilp, median final test reward +0.0100" in line and "does not count" in line
     ahead = [ilp, *(run("rl", s, 0.0) for s in range(3))]
     assert "above it: counts" in sq.seeded_verdicts(cheap, ahead, noise)[0]
-    robust = sq.Setting("digits_cnn", "full", 4, (0, 1, 2))  # a robust reward: the default agent has no seeds
-    assert sq.seeded_verdicts(robust, [run(r.method, r.seed, r.test_reward, "full") for r in ahead], 0.1) == []
+    robust = sq.Setting("digits_cnn", "full", 4, (0, 1, 2))  # a robust reward: the default agent ends as an objective agent
+    (portfolio,) = sq.seeded_verdicts(robust, [run(r.method, r.seed, r.test_reward, "full") for r in ahead], 0.2)
+    assert "rl minus ilp, median final test reward +0.1000" in portfolio and "objective agent" in portfolio
+    assert "does not count" in portfolio
     alone = [ilp, *(run(sq.ALONE, s, -0.2 + 0.01 * s) for s in range(3))]
     (vs_ilp,) = sq.alone_against_baselines(alone)
     assert vs_ilp.startswith(f"\n{sq.ALONE} minus ilp, median final test reward: -0.0900")
@@ -169,3 +171,13 @@ def test_the_portfolio_is_the_default_agent_as_a_portfolio_judged_also_as_seeded
     assert line.startswith(f"\n{sq.PORTFOLIO} minus ilp, median final test reward: +0.1100")
     (seeded,) = sq.seeded_verdicts(robust, rows, 0.132)
     assert f"{sq.PORTFOLIO} minus ilp, median final test reward +0.1100" in seeded and "does not count" in seeded
+
+
+def test_the_agents_alone_decide_one_layer_per_step_on_every_workload(sq: ModuleType) -> None:
+    """Without an action prior the default decision is a portfolio; the agents alone stay what
+    their rows since v0.1 measured: SAC deciding one layer per step."""
+    for setting in sq.MODES["full"]:
+        for name in (sq.ALONE, sq.ALONE_SENS, *sq.REPAIRED, sq.LAYER):
+            env = sq.method_env(sq.setting_env(setting), name)
+            agent = sq.method_search(env, name, 300, 0).agent
+            assert [a.decision for a, _ in agent.phases(300, env.prior == "sensitivity")] == ["layer"], (setting, name)
