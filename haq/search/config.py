@@ -204,7 +204,9 @@ class AgentConfig:
         model is right, one that learns from rewards alone where it is not. Measured on seeds
         10-19 (never run before; 300 evaluations, full evaluator, Bit Fusion at 0.5x latency),
         median final test reward against the per-layer agent on the same seeds: CNN +1.225
-        against +1.097 (greedy +1.188), MLP +1.299 against +1.245 (random search +1.076).
+        against +1.097 (greedy +1.188), MLP +1.299 against +1.245 (random search +1.076); on a
+        second fresh machine, whose trained models moved every figure: CNN +1.169 against +1.148
+        (greedy +1.244), MLP +0.885 against +0.838 (random search +0.831).
     portfolio: the decisions a ``portfolio`` search runs, in order (two or more, each once).
     objective_span: the largest factor (as ``exp(span)``) by which a ``decision = "objective"``
         agent scales one layer's estimated error up or down.
