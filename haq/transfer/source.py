@@ -19,7 +19,7 @@ from haq.core import config as serial
 from haq.core.errors import ConfigError, RunDirError
 from haq.search.agents import read_description
 from haq.search.checkpoint import AgentStore, checkpoint_phase
-from haq.search.config import PORTFOLIO, SearchConfig
+from haq.search.config import SearchConfig
 
 AGENT_RUN_KINDS = ("search", "transfer")
 
@@ -95,15 +95,11 @@ def load_source(path: str | Path) -> SourceRun:
         )
     meta = read_description(checkpoint.path)
     check_observation_layout(meta, str(checkpoint.path))
-    decision = config.agent.resolved_decision(config.env.prior == "sensitivity")
-    if decision == PORTFOLIO:
-        phase = checkpoint_phase(checkpoint.path, checkpoint.state)
-        if phase >= len(config.agent.portfolio):
-            raise RunDirError(
-                f"{checkpoint.path}: holds agent {phase + 1} of a portfolio of {len(config.agent.portfolio)}; start a new search"
-            )
-        decision = config.agent.portfolio[phase]
-    config = dataclasses.replace(config, agent=dataclasses.replace(config.agent, decision=decision))
+    phases = config.agent.phases(config.episodes, config.env.prior == "sensitivity")
+    phase = checkpoint_phase(checkpoint.path, checkpoint.state)
+    if phase >= len(phases):
+        raise RunDirError(f"{checkpoint.path}: holds agent {phase + 1}, but its search runs {len(phases)}; start a new search")
+    config = dataclasses.replace(config, agent=phases[phase][0])
     return SourceRun(rd.path, kind, config, checkpoint.path, meta, checkpoint.episodes_done)
 
 
