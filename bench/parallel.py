@@ -44,6 +44,7 @@ shared between the two processes); the search's speed-up is printed as a share o
     python bench/parallel.py --proposer random --episodes 40
     python bench/parallel.py --episodes 48 --no-overlap
     python bench/parallel.py --decision layer      # the per-layer agent (the default is a portfolio here)
+    python bench/parallel.py --redraws 8           # the objective agent draws repeating proposals again
 """
 
 from __future__ import annotations
@@ -161,9 +162,10 @@ def run_once(
     out: Path,
     overlap: bool | None = None,
     decision: str = AgentConfig().decision,
+    redraws: int = AgentConfig().redraws,
 ) -> tuple[float, float, int]:
     """(wall seconds of the run, seconds inside evaluation, evaluations) with ``workers`` workers;
-    a search's agent decides as ``decision`` says."""
+    a search's agent decides as ``decision`` says and draws repeats again ``redraws`` times."""
     problem = make_problem(env, log=log, workers=workers)
     try:
         warm_up(problem, workers)
@@ -172,7 +174,9 @@ def run_once(
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         if proposer == "search":
-            agent = AgentConfig(warmup_episodes=max(episodes // 4, 2), overlap_updates=overlap, decision=decision)
+            agent = AgentConfig(
+                warmup_episodes=max(episodes // 4, 2), overlap_updates=overlap, decision=decision, redraws=redraws
+            )
             cfg = SearchConfig(env=env, agent=agent, episodes=episodes, seed=seed)
             result = run_search(cfg, problem, out)
         else:
@@ -220,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=DECISIONS,
         help="the search agent's decision (haq search --decision; auto: a portfolio on the full evaluator's reward)",
     )
+    p.add_argument(
+        "--redraws",
+        type=int,
+        default=AgentConfig().redraws,
+        help="an objective agent's repeating proposals drawn again up to this many times (haq search's [search.agent] redraws)",
+    )
     p.add_argument("--no-overlap", action="store_true", help="add a run on the most workers without overlapped updates")
     p.add_argument("--repeats", type=int, default=3, help="runs of each configuration, interleaved; the median is reported")
     p.add_argument("--out", default="runs/bench-parallel", help="run directories")
@@ -232,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = p.parse_args(argv)
     if ns.repeats < 1:
         p.error(f"--repeats must be >= 1, got {ns.repeats}")
+    if ns.redraws < 0:
+        p.error(f"--redraws must be >= 0 (0: never), got {ns.redraws}")
     if not ns.ceiling_seconds >= 0:
         p.error(f"--ceiling-seconds must be >= 0 (0 skips the machine's ceiling), got {ns.ceiling_seconds}")
     torch.set_num_threads(1)
@@ -251,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, ((n, overlap), label) in enumerate(zip(plan, labels)):
             log(f"{ns.proposer}: {ns.episodes} evaluations on {label} worker(s), repeat {r + 1} of {ns.repeats}")
             out = Path(ns.out) / f"w{n}-{overlap}"
-            timings[i].append(run_once(env, ns.proposer, ns.episodes, ns.seed, n, out, overlap, ns.decision))
+            timings[i].append(run_once(env, ns.proposer, ns.episodes, ns.seed, n, out, overlap, ns.decision, ns.redraws))
     rows = []
     for label, runs in zip(labels, timings):
         wall, inside, evals = _median_run(runs)
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             log("machine's ceiling: " + " / ".join(f"{c:.2f}×" for c in ceilings))
     n0, wall0, inside0, evals0 = rows[0]
     rate0 = evals0 / wall0 * 60
-    proposer = f"search (decision {ns.decision})" if ns.proposer == "search" else ns.proposer
+    proposer = f"search (decision {ns.decision}, redraws {ns.redraws})" if ns.proposer == "search" else ns.proposer
     print(f"{ns.model}, {ns.evaluator} evaluator, {proposer}, {ns.episodes} evaluations per run, median of {ns.repeats}\n")
     print("| workers | wall (s) | evaluations / min | speed-up | speed-up within a repeat: median [range] | in evaluation (s) |")
     print("|---|---|---|---|---|---|")

@@ -169,6 +169,11 @@ LAYER = "rl-layer"
 """The default agent's settings deciding one layer per step (``AgentConfig.decision = "layer"``):
 the default agent everywhere before 2026-12-06, so every ``rl`` row written before then on the
 robust-reward workloads (digits CNN and MLP, full evaluator) is this agent's."""
+REDRAW = "rl-redraw"
+"""The default agent with its objective agent's repeating proposals drawn again (``AgentConfig.redraws``,
+:mod:`haq.search.redraw`): on a robust-reward workload the portfolio's first half is the default's own."""
+REDRAW_TRIES = 8
+"""``rl-redraw``'s ``AgentConfig.redraws``."""
 CALM_ENTROPY = 0.1
 """``rl-alone-objective-calm``'s ``AgentConfig.ent_coef_init``: at 1, SAC's weight tunes down over
 about 100 episodes, and on a 4-layer problem with made-up sensitivities the objective agent's
@@ -192,6 +197,7 @@ VARIANTS = (
     OBJECTIVE_CALM,
     PORTFOLIO,
     LAYER,
+    REDRAW,
     *RANDOM_REPAIRED,
     *FISHER,
     "rl-sac",
@@ -371,6 +377,7 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         "rl-policy": AgentConfig(decision="policy"),
         PORTFOLIO: AgentConfig(decision="portfolio"),
         LAYER: AgentConfig(decision="layer"),
+        REDRAW: AgentConfig(redraws=REDRAW_TRIES),
     }
     agent = agents.get(method, AgentConfig())
     return SearchConfig(env=env, agent=agent, episodes=evaluations, seed=seed)
@@ -727,7 +734,7 @@ def alone_against_baselines(results: list[RunResult], judge: Judge = TEST) -> li
     that ran; one with a whole-episode repair also against the random search of that repair
     (:data:`RANDOM_REPAIRED`)."""
     out = []
-    for agent in (*ALONES, OBJECTIVE, OBJECTIVE_CALM, PORTFOLIO):
+    for agent in (*ALONES, OBJECTIVE, OBJECTIVE_CALM, PORTFOLIO, REDRAW):
         rule = method_env(EnvConfig(), agent).projection
         same = tuple(name for name, r in RANDOM_REPAIRED.items() if r == rule)
         out += rl_against_baselines(results, judge, agent, (*METHODS[1:], *same))
@@ -748,7 +755,7 @@ def seed_noise(s: Setting, results: list[RunResult], measured: float) -> float:
 
 def default_seeded_reason(s: Setting) -> str | None:
     """Why the default agent (``rl``) counts as seeded on ``s``'s workload, or None where it does not."""
-    has_prior = setting_env(s).prior == "sensitivity"
+    has_prior = setting_env(s).has_action_prior
     if has_prior:
         return "its first evaluations are the sensitivity ILP's allocations at its prior rungs, and its actions centred on one"
     if AgentConfig().resolved_decision(has_prior) == PORTFOLIO_DECISION:
@@ -776,6 +783,7 @@ def seeded_verdicts(s: Setting, results: list[RunResult], noise: float, judge: J
         OBJECTIVE: "it sets the sensitivity ILP's objective, so its actions contain the ILP's own answers",
         OBJECTIVE_CALM: "as rl-alone-objective",
         PORTFOLIO: "its second half is an objective agent, as rl-alone-objective",
+        REDRAW: default_seeded_reason(s),
     }
     for method, reason in why.items():
         runs = [value(r) for r in results if r.method == method]

@@ -180,4 +180,4 @@ def test_the_agents_alone_decide_one_layer_per_step_on_every_workload(sq: Module
         for name in (sq.ALONE, sq.ALONE_SENS, *sq.REPAIRED, sq.LAYER):
             env = sq.method_env(sq.setting_env(setting), name)
             agent = sq.method_search(env, name, 300, 0).agent
-            assert [a.decision for a, _ in agent.phases(300, env.prior == "sensitivity")] == ["layer"], (setting, name)
+            assert [a.decision for a, _ in agent.phases(300, env.has_action_prior)] == ["layer"], (setting, name)

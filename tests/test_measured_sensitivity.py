@@ -23,7 +23,7 @@ from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import attack_config
 from haq.jobs.problems import make_problem
 from haq.problem.config import BudgetConfig, EnvConfig, RewardConfig
-from haq.problem.measured_sensitivity import LossWeights, measure_sensitivity
+from haq.problem.measured_sensitivity import LossWeights, measure_sensitivity, measure_share, merge_shares, share_layers
 from haq.problem.reward_sensitivity import ROBUST_FLOOR, float_robust_accuracy, resolved_estimator, reward_sensitivity
 from haq.quant import FLOAT_BITS, quantize_weight
 from haq.runs.rundir import RunDir
@@ -53,6 +53,21 @@ def test_an_entry_is_the_loss_change_of_that_layer_alone(digits_workload: Worklo
     expected = _clean_loss(quantized, x, y) - _clean_loss(copy.deepcopy(w.model).eval(), x, y)
     assert s.layers[name].weight[2] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert all(ls.weight[FLOAT_BITS] == 0.0 and ls.activation[FLOAT_BITS] == 0.0 for ls in s.layers.values())
+
+
+def test_shares_of_the_layers_measure_what_the_whole_measures(digits_workload: Workload, cpu: torch.device) -> None:
+    """What a worker pool relies on: each layer's figures do not depend on which others are measured."""
+    w = digits_workload
+    weights = LossWeights(1.0, 2.0, attack_config(FULL, w.config.seed))
+    whole = measure_sensitivity(w.model, w.layers, w.data, cpu, weights, SAMPLES)
+    names = list(w.layer_names)
+    shares = share_layers(names, 3)
+    assert [n for share in shares for n in share] != names and sorted(n for share in shares for n in share) == sorted(names)
+    assert share_layers(names, 99) == [(n,) for n in names] and share_layers(names, 1) == [tuple(names)]
+    merged = merge_shares(names, [measure_share(w, weights, SAMPLES, share) for share in reversed(shares)])
+    assert merged == whole and list(merged.layers) == names
+    with pytest.raises(ValueError, match=r"lack layers \['"):
+        merge_shares(names, [measure_share(w, weights, SAMPLES, shares[0])])
 
 
 def test_the_weights_scale_each_loss_and_add(digits_workload: Workload, cpu: torch.device) -> None:

@@ -154,3 +154,40 @@ def test_a_seeded_held_out_evaluator_on_the_workers_is_the_in_process_one(
         assert remote.reference == local.reference
     assert scores[None][0] == scores[None][1] and scores[101][0] == scores[101][1]
     assert scores[None][0] != scores[101][0]  # the seed reached the worker's fine-tune
+
+
+def test_a_measured_sensitivity_spread_over_the_workers_is_the_in_process_one(
+    two_workers: SearchProblem, default_problem: SearchProblem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from haq.evaluation.evaluators import attack_config
+    from haq.parallel.ray_pool import RayPool
+    from haq.problem.measured_sensitivity import LossWeights, measure_sensitivity
+    from haq.problem.reward_sensitivity import reward_sensitivity
+    from haq.problem.sensitivity import SensitivityConfig
+
+    pool = two_workers.pool
+    assert isinstance(pool, RayPool)
+    shares: list[object] = []
+    real = pool.map_workload
+
+    def spy(fn: object, args: list[tuple[object, ...]], done: object = None) -> object:
+        shares.extend(a[-1] for a in args)
+        return real(fn, args, done)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "map_workload", spy)
+    env = dataclasses.replace(EnvConfig(), evaluation=dataclasses.replace(EnvConfig().evaluation, kind="full"))
+    cfg = SensitivityConfig(estimator="measured", samples=64)
+    said: list[str] = []
+    remote = reward_sensitivity(env, two_workers.workload, cfg, said.append, pool)
+    w = default_problem.workload
+    weights = LossWeights(env.reward.acc_weight, env.reward.robust_weight, attack_config(env.evaluation, w.config.seed))
+    local = measure_sensitivity(w.model, w.layers, w.data, w.device, weights, cfg)
+    names = [layer.name for layer in w.layers]
+    assert remote == local and list(remote.layers) == names  # the same figures, in layer order
+    assert sorted(n for share in shares for n in share) == sorted(names)  # type: ignore[attr-defined]
+    assert len(shares) == 2
+    assert said[0] == f"measured sensitivity: {len(names)} layers in {len(shares)} shares on 2 workers"
+    # progress as each share arrives, counted in order, the shares in whichever order the workers finish
+    counted = [line.split(" (")[0] for line in said[1:]]
+    assert counted == [f"measured sensitivity: {k}/{len(shares)} shares done" for k in range(1, len(shares) + 1)]
+    assert sorted(line.split(" (")[1] for line in said[1:]) == sorted(f"{', '.join(share)})" for share in shares)  # type: ignore[arg-type]

@@ -53,11 +53,13 @@ def make_problem(
         workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
         pool = start_pool(workload, tab, cfg.evaluation, evaluator_kinds(cfg), cfg.torch_device, workers, ray_address, log)
         try:
-            problem = build_problem(cfg, table=tab, workload=workload, evaluator_factory=pool.evaluator, log=log, strict=strict)
+            problem = build_problem(
+                cfg, table=tab, workload=workload, evaluator_factory=pool.evaluator, log=log, strict=strict, pool=pool
+            )
         except BaseException:
             pool.close()
             raise
-        problem.workers, problem.pool, problem.held_out_factory = workers, pool, pool.held_out
+        problem.workers, problem.held_out_factory = workers, pool.held_out
         return problem
     if not cfg.evaluation.hardware_feedback:
         return build_problem(cfg, table=tab, cache_dir=cache_dir, log=log, strict=strict)

@@ -23,7 +23,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -42,6 +42,7 @@ LOCAL_START_ATTEMPTS = 2
 """How long starting or joining Ray may take before the pool gives up."""
 READY_TIMEOUT_S = 900.0
 """How long a new actor may take to rebuild the workload and its float reference."""
+T = TypeVar("T")
 
 
 @ray.remote(num_cpus=1, max_restarts=0)
@@ -70,6 +71,11 @@ class EvalWorker:
         """Metrics of one policy (a ``QuantPolicy.to_dict`` document) under the evaluator ``kind``
         (on ``images``, else the search's; seeded ``seed``, else the workload's)."""
         return self._evaluator(kind, images, seed).evaluate(QuantPolicy.from_dict(policy)).to_dict()
+
+    def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """``fn(workload, *args)`` on this worker's workload: driver work that needs the workload
+        but is no evaluation (a share of a measured sensitivity's layers)."""
+        return fn(self._workload, *args)
 
     def _evaluator(self, kind: str, images: Images | None, seed: int | None) -> QuantizingEvaluator:
         if images is None:
@@ -163,10 +169,24 @@ class RayPool:
 
         return [PolicyMetrics.from_dict(d) for d in self._map([call(p.to_dict()) for p in policies])]
 
-    def _map(self, calls: Sequence[Callable[[Any], Any]]) -> list[dict[str, Any]]:
+    def map_workload(
+        self, fn: Callable[..., T], args: Sequence[tuple[Any, ...]], done: Callable[[int], None] | None = None
+    ) -> list[T]:
+        """``fn(workload, *a)`` for each ``a`` of ``args``, spread over the workers as a batch of
+        evaluations is (a dead worker replaced and its call made again), results in order; ``done``
+        hears each call's index as it finishes. ``fn`` must be a module-level function the workers
+        can import: Ray sends it by name."""
+
+        def call(a: tuple[Any, ...]) -> Callable[[Any], Any]:
+            return lambda actor: actor.run.remote(fn, a)
+
+        return self._map([call(a) for a in args], done)
+
+    def _map(self, calls: Sequence[Callable[[Any], Any]], done_with: Callable[[int], None] | None = None) -> list[Any]:
         """Each call (an actor -> its remote result) run on an idle actor, results in order; a call
-        whose actor died runs again on the actor's replacement."""
-        results: dict[int, dict[str, Any]] = {}
+        whose actor died runs again on the actor's replacement; ``done_with`` hears each call's index
+        as its result arrives."""
+        results: dict[int, Any] = {}
         queue = deque(_Task(i, c) for i, c in enumerate(calls))
         idle = list(range(len(self._actors)))
         running: dict[Any, tuple[int, _Task]] = {}
@@ -178,6 +198,8 @@ class RayPool:
             slot, task = running.pop(done[0])
             try:
                 results[task.index] = ray.get(done[0])
+                if done_with is not None:
+                    done_with(task.index)
             except RayTaskError as exc:
                 cause = exc.as_instanceof_cause()
                 if isinstance(cause, HaqError):

@@ -121,6 +121,13 @@ class EnvConfig:
             return self.action_prior
         return "uniform" if self.rewards_robustness else "sensitivity"
 
+    @property
+    def has_action_prior(self) -> bool:
+        """Whether a problem built from this config centres actions on the sensitivity ILP's
+        allocation (its ``SearchProblem.prior``): what the agent's automatic settings are resolved
+        by (:meth:`haq.search.config.AgentConfig.for_problem`) where only the config is at hand."""
+        return self.prior == "sensitivity"
+
     def __post_init__(self) -> None:
         choice("observation", self.observation, OBSERVATIONS)
         choice("action_prior", self.action_prior, ACTION_PRIORS)

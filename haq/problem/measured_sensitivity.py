@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ from haq.problem.sensitivity import (
 from haq.quant import FLOAT_BITS, LayerInfo, quantize_activation, quantize_weight
 from haq.robust import AttackConfig, pgd
 from haq.training import torch_threads
+from haq.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,16 @@ def measure_sensitivity(
     weights: LossWeights,
     cfg: SensitivityConfig = SensitivityConfig(),
     log: Log | None = None,
+    only: Sequence[str] | None = None,
 ) -> Sensitivity:
     """The weighted loss change of quantizing each layer alone, at each width (model untouched);
-    ``log`` hears after each layer, since a deep model takes minutes (ResNet-20: about 3)."""
+    ``log`` hears after each layer, since a deep model takes minutes (ResNet-20: about 3). ``only``
+    measures those layers and no others (a worker's share): each layer's figures are the same
+    whichever others are measured beside it."""
     net = copy.deepcopy(model).to(device).eval()
     modules = layer_modules(net, layers)
+    wanted = None if only is None else set(only)
+    chosen = [n for n in modules if wanted is None or n in wanted]
     x, y = data.subset("train", cfg.samples)
     x, y = x.to(device), y.to(device)
     sets = [(weights.clean, x)]
@@ -79,7 +85,8 @@ def measure_sensitivity(
 
         base = loss()
         out: dict[str, LayerSensitivity] = {}
-        for i, (name, module) in enumerate(modules.items(), 1):
+        for i, name in enumerate(chosen, 1):
+            module = modules[name]
             alpha, signed = ranges[name]
             w_err: dict[int, float] = {}
             a_err: dict[int, float] = {}
@@ -90,8 +97,36 @@ def measure_sensitivity(
                     a_err[b] = loss() - base
             out[name] = LayerSensitivity(weight={**w_err, FLOAT_BITS: 0.0}, activation={**a_err, FLOAT_BITS: 0.0})
             if log:
-                log(f"measured sensitivity: layer {i}/{len(modules)} ({name})")
+                log(f"measured sensitivity: layer {i}/{len(chosen)} ({name})")
     return Sensitivity(out, samples=len(y), estimator="measured")
+
+
+def measure_share(workload: Workload, weights: LossWeights, cfg: SensitivityConfig, names: tuple[str, ...]) -> dict[str, Any]:
+    """:func:`measure_sensitivity` of the layers ``names`` on ``workload``, as plain data: the
+    work one worker does when the layers are spread over a pool (:func:`share_layers`)."""
+    s = measure_sensitivity(workload.model, workload.layers, workload.data, workload.device, weights, cfg, only=names)
+    return {"samples": s.samples, "layers": {n: [dict(ls.weight), dict(ls.activation)] for n, ls in s.layers.items()}}
+
+
+def share_layers(names: Sequence[str], workers: int) -> list[tuple[str, ...]]:
+    """``names`` dealt round-robin to at most ``workers`` shares (none empty): neighbouring layers,
+    often of like size, go to different workers."""
+    n = max(1, min(workers, len(names)))
+    return [tuple(names[i::n]) for i in range(n)]
+
+
+def merge_shares(names: Sequence[str], shares: Sequence[dict[str, Any]]) -> Sensitivity:
+    """The shares :func:`measure_share` returned, as one estimate over ``names`` in their order."""
+    found: dict[str, LayerSensitivity] = {}
+    for share in shares:
+        for name, (weight, activation) in share["layers"].items():
+            found[name] = LayerSensitivity(
+                weight={int(b): float(v) for b, v in weight.items()}, activation={int(b): float(v) for b, v in activation.items()}
+            )
+    missing = [n for n in names if n not in found]
+    if missing or not shares:
+        raise ValueError(f"the workers' shares of the measured sensitivity lack layers {missing}")
+    return Sensitivity({n: found[n] for n in names}, samples=int(shares[0]["samples"]), estimator="measured")
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 from haq.core.errors import ConfigError, PolicyError, TableError, UsageError
 from haq.core.types import BitPair, Log
@@ -23,6 +23,7 @@ from haq.problem.allocation import sensitivity_prior
 from haq.problem.budget import Budget, BudgetModel, build_budget_model
 from haq.problem.config import EnvConfig
 from haq.problem.fidelity import FULL, FidelityScreen, Scored, seen_before
+from haq.problem.pool import WorkerPool
 from haq.problem.reward import compute_reward
 from haq.problem.reward_sensitivity import reward_sensitivity
 from haq.problem.sensitivity import Sensitivity
@@ -36,12 +37,6 @@ EvaluatorFactory = Callable[[str], Evaluator]
 """Builds the evaluator of one kind (``cheap`` / ``full``) for a problem."""
 HeldOutFactory = Callable[[str, Images, int | None], Evaluator]
 """Builds the evaluator of one kind measuring on other images than the search's (a worker pool's)."""
-
-
-class Closeable(Protocol):
-    """What holds resources until closed (a worker pool)."""
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -63,7 +58,7 @@ class SearchProblem:
     evaluator: CachedEvaluator
     screen: FidelityScreen | None = None
     workers: int = 1
-    pool: Closeable | None = None
+    pool: WorkerPool | None = None
     held_out_factory: HeldOutFactory | None = None
     sensitivity: Sensitivity | None = None
     prior: tuple[BitPair, ...] | None = None
@@ -144,6 +139,7 @@ def build_problem(
     log: Log | None = None,
     evaluator_factory: EvaluatorFactory | None = None,
     strict: bool = False,
+    pool: WorkerPool | None = None,
 ) -> SearchProblem:
     """Resolve the budget on ``table`` and build the (cached) evaluator for ``cfg``.
 
@@ -193,14 +189,14 @@ def build_problem(
 
     make = evaluator_factory or in_process
     sensitivity = None
-    if cfg.observation == "v1" or cfg.prior == "sensitivity":
-        sensitivity = reward_sensitivity(cfg, workload, log=log)
-    prior = sensitivity_prior(budget_model, sensitivity) if cfg.prior == "sensitivity" and sensitivity else None
+    if cfg.observation == "v1" or cfg.has_action_prior:
+        sensitivity = reward_sensitivity(cfg, workload, log=log, pool=pool)
+    prior = sensitivity_prior(budget_model, sensitivity) if cfg.has_action_prior and sensitivity else None
     if cfg.evaluation.kind != MULTI:
         evaluator = CachedEvaluator(make(cfg.evaluation.kind))
-        return SearchProblem(cfg, workload, table, budget_model, evaluator, sensitivity=sensitivity, prior=prior)
+        return SearchProblem(cfg, workload, table, budget_model, evaluator, pool=pool, sensitivity=sensitivity, prior=prior)
     cheap, full = CachedEvaluator(make(cfg.evaluation.screen_kind)), CachedEvaluator(make(FULL))
-    problem = SearchProblem(cfg, workload, table, budget_model, full, sensitivity=sensitivity, prior=prior)
+    problem = SearchProblem(cfg, workload, table, budget_model, full, pool=pool, sensitivity=sensitivity, prior=prior)
     ev = cfg.evaluation
     problem.screen = FidelityScreen(
         cheap,

@@ -8,7 +8,8 @@ import copy
 from haq.core.types import Log
 from haq.evaluation.evaluators import attack_config
 from haq.problem.config import EnvConfig
-from haq.problem.measured_sensitivity import LossWeights, measure_sensitivity
+from haq.problem.measured_sensitivity import LossWeights, measure_sensitivity, measure_share, merge_shares, share_layers
+from haq.problem.pool import WorkerPool
 from haq.problem.sensitivity import Sensitivity, SensitivityConfig, estimate_sensitivity
 from haq.robust import pgd
 from haq.training import accuracy, torch_threads
@@ -50,10 +51,17 @@ def resolved_estimator(env: EnvConfig, cfg: SensitivityConfig, workload: Workloa
 
 
 def reward_sensitivity(
-    env: EnvConfig, workload: Workload, cfg: SensitivityConfig = SensitivityConfig(), log: Log | None = None
+    env: EnvConfig,
+    workload: Workload,
+    cfg: SensitivityConfig = SensitivityConfig(),
+    log: Log | None = None,
+    pool: WorkerPool | None = None,
 ) -> Sensitivity:
     """Every layer's sensitivity for ``env``'s reward, by the estimator ``cfg`` resolves to
-    (``log`` hears the measured estimate's progress)."""
+    (``log`` hears the measured estimate's progress). A measured estimate is spread over ``pool``'s
+    workers, each measuring a share of the layers on the workload it holds, when it has more than
+    one: the same figures (each layer is measured alone), without the driver's serial minutes on a
+    deep model."""
     if resolved_estimator(env, cfg, workload) == "fisher":
         return estimate_sensitivity(workload.model, workload.layers, workload.data, workload.device, cfg)
     robust = env.rewards_robustness
@@ -62,4 +70,17 @@ def reward_sensitivity(
         adversarial=env.reward.robust_weight if robust else 0.0,
         attack=attack_config(env.evaluation, workload.config.seed) if robust else None,
     )
-    return measure_sensitivity(workload.model, workload.layers, workload.data, workload.device, weights, cfg, log)
+    if pool is None or pool.workers < 2 or len(workload.layers) < 2:
+        return measure_sensitivity(workload.model, workload.layers, workload.data, workload.device, weights, cfg, log)
+    names = [layer.name for layer in workload.layers]
+    shares = share_layers(names, pool.workers)  # one each: a share crafts its own PGD images
+    if log:
+        log(f"measured sensitivity: {len(names)} layers in {len(shares)} shares on {pool.workers} workers")
+    finished: list[int] = []
+
+    def done(i: int) -> None:
+        finished.append(i)
+        if log:
+            log(f"measured sensitivity: {len(finished)}/{len(shares)} shares done ({', '.join(shares[i])})")
+
+    return merge_shares(names, pool.map_workload(measure_share, [(weights, cfg, share) for share in shares], done))

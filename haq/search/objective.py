@@ -52,7 +52,7 @@ class ObjectiveDecoder:
     def build(cls, problem: SearchProblem, span: float, floor: float, log: Log | None = None) -> ObjectiveDecoder:
         """The decoder of ``problem``, with its sensitivity (estimated here if the problem has none;
         ``log`` hears a measured estimate's progress)."""
-        sensitivity = problem.sensitivity or reward_sensitivity(problem.config, problem.workload, log=log)
+        sensitivity = problem.sensitivity or reward_sensitivity(problem.config, problem.workload, log=log, pool=problem.pool)
         model = problem.budget_model
         centres = tuple(problem.prior) if problem.prior is not None else (None,) * len(model.layers)
         free = tuple(i for i, c in enumerate(model.layers) if len(c.pairs) > 1)
@@ -76,7 +76,10 @@ class ObjectiveDecoder:
 
     def layer_actions(self, action: np.ndarray) -> np.ndarray:
         """The environment's per-layer actions that map to :meth:`policy` (each pair's bin centre)."""
-        pairs = self.policy(action)
+        return self.encode(self.policy(action))
+
+    def encode(self, pairs: tuple[BitPair, ...]) -> np.ndarray:
+        """The environment's per-layer actions that map to ``pairs`` (each pair's bin centre)."""
         return np.stack([encode_pair(p, c.pairs, k) for p, c, k in zip(pairs, self.model.layers, self.centres)])
 
 

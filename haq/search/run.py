@@ -40,7 +40,7 @@ from envs.vector import MixedPrecisionVecEnv
 from haq.core import config as serial
 from haq.core.errors import ConfigError, RunDirError
 from haq.core.types import Log
-from haq.evaluation.evaluators import policy_key
+from haq.evaluation.evaluators import PolicyKey, policy_key
 from haq.evaluation.metrics import PolicyMetrics
 from haq.problem.fidelity import Scored
 from haq.problem.problem import SearchProblem
@@ -59,13 +59,14 @@ from haq.search.imitation import ELITE, EliteEpisode, EliteEpisodes, EpisodeTrac
 from haq.search.noise import BatchNoise, DecayingTruncatedNormalNoise
 from haq.search.objective import ObjectiveDecoder
 from haq.search.overlap import DeferredUpdates
+from haq.search.redraw import Draw, Redraws
 from haq.search.rungs import RUNG, centre_on_rung
 from haq.search.snapshot import TrainingState
-from haq.search.whole_policy import DECODED, VecWholePolicy
+from haq.search.whole_policy import DECODED, REDRAWN, VecWholePolicy
 
-ANNOTATIONS = ("fidelity", "cheap_reward", DECODED)
-"""What an episode record keeps of how its policy was scored (:meth:`haq.problem.fidelity.Scored.annotations`)
-and what it was decoded from (an objective agent's action)."""
+ANNOTATIONS = ("fidelity", "cheap_reward", DECODED, REDRAWN)
+"""What an episode record keeps of how its policy was scored (:meth:`haq.problem.fidelity.Scored.annotations`),
+what it was decoded from (an objective agent's action) and how often that was drawn again."""
 
 
 class RLSearch(Proposer[AgentStore]):
@@ -153,7 +154,8 @@ def train(
     if checkpoint is not None and checkpoint_phase(checkpoint.path, checkpoint.state) != phase:
         checkpoint = None
     batch = _batch_size(checkpoint.path, checkpoint.state) if checkpoint is not None else problem.workers
-    stack = AgentEnv.build(problem, config.agent, batch, log)
+    proposed = {policy_key(r.quant_policy()) for r in store.records}
+    stack = AgentEnv.build(problem, config.agent, batch, log, proposed)
     env, baseline, agent_env = stack.env, stack.baseline, stack.agent_env
     if stack.sensitivity is not None:
         write_sensitivity(store.path, stack.sensitivity)
@@ -182,11 +184,14 @@ def train(
             model.set_random_seed(seed)
         if remaining > 0 and log and phase == 0 and any(RUNG not in r.extra for r in store.records):
             log(f"no checkpoint in {store.path}: the {done} logged episodes stand; a fresh agent learns the other {remaining}")
+    redraws = stack.redraws
+    if redraws is not None:
+        redraws.draw = _draw(model)
     if remaining > 0:
         # stable-baselines3's own logger, writing the agent's losses as TensorBoard scalars into the run directory.
         model.set_logger(agent_logger(store.path))
         imitation = _imitation(config.agent, checkpoint.state if checkpoint is not None else {}, store.path)
-        callback = _EpisodeLogger(store, config, agent_env, baseline, progress, resume, imitation, phase, total)
+        callback = _EpisodeLogger(store, config, agent_env, baseline, progress, resume, proposed, imitation, phase, total)
         rounds = math.ceil(remaining / batch)  # a batch never splits: the last one's extra episodes are not logged
         deferred = _deferred(model, config.agent, batch, problem)
         if deferred is not None:
@@ -201,6 +206,8 @@ def train(
             if imitation is not None:
                 imitation.uninstall()
         model.logger.close()
+        if redraws is not None and log:
+            log(f"objective agent: {redraws.redrawn} of its {remaining} episodes drawn again (a policy of the run repeated)")
 
 
 def _imitation(agent: AgentConfig, state: Mapping[str, Any], path: Path) -> SelfImitation | None:
@@ -242,10 +249,24 @@ class AgentEnv:
             return decoder.sensitivity
         return self.env.problem.sensitivity
 
+    @property
+    def redraws(self) -> Redraws | None:
+        """What draws an objective agent's repeating proposals again, if it does."""
+        return self.agent_env.redraws if isinstance(self.agent_env, VecWholePolicy) else None
+
     @classmethod
-    def build(cls, problem: SearchProblem, agent: AgentConfig, batch: int, log: Log | None = None) -> AgentEnv:
+    def build(
+        cls,
+        problem: SearchProblem,
+        agent: AgentConfig,
+        batch: int,
+        log: Log | None = None,
+        proposed: set[PolicyKey] | None = None,
+    ) -> AgentEnv:
         """The stack for a resolved ``agent`` (:meth:`AgentConfig.for_problem`); ``log`` hears an
-        objective agent's sensitivity being measured."""
+        objective agent's sensitivity being measured; ``proposed`` holds the run's policies so far,
+        which an objective agent with ``redraws`` does not propose again (the search adds to it);
+        without it nothing is drawn again (a transfer's zero-shot episode acts deterministically)."""
         env = MixedPrecisionVecEnv(problem, batch)
         baseline = VecRewardBaseline(env, agent.baseline_momentum) if agent.uses_baseline else None
         paid: VecEnv = baseline if baseline is not None else env
@@ -255,7 +276,10 @@ class AgentEnv:
             agent_env = VecWholePolicy(credited, env.num_layers)
         elif agent.decision == "objective":
             decoder = ObjectiveDecoder.build(problem, agent.objective_span, agent.prior_floor, log)
-            agent_env = VecWholePolicy(credited, env.num_layers, decoder)
+            redraws = None
+            if agent.redraws and agent.algo != "ppo" and proposed is not None:
+                redraws = Redraws(proposed, tuple(problem.layer_names), agent.redraws)
+            agent_env = VecWholePolicy(credited, env.num_layers, decoder, redraws)
         return cls(env, baseline, agent_env)
 
 
@@ -302,6 +326,20 @@ def _checkpoint_state(path: Path, state: Mapping[str, Any]) -> tuple[float | Non
     return (None if average is None else float(average)), pending
 
 
+def _draw(model: BaseAlgorithm) -> Draw:
+    """One action drawn as the agent's own proposals are (stable-baselines3's ``_sample_action``):
+    uniformly while it warms up, else from its policy; a whole-policy agent's observation is constant."""
+    obs = np.ones((1, 1), dtype=np.float32)
+
+    def draw() -> np.ndarray:
+        if isinstance(model, OffPolicyAlgorithm) and model.num_timesteps < model.learning_starts:
+            return np.asarray(model.action_space.sample(), dtype=np.float32)
+        action, _ = model.predict(obs, deterministic=False)
+        return np.asarray(action[0], dtype=np.float32)
+
+    return draw
+
+
 def _mark_repeat(noise: object, index: int) -> None:
     """Tell the exploration noise (read when stable-baselines3 resets it, right after this
     callback) that environment ``index``'s episode proposed a policy the run had proposed before."""
@@ -322,6 +360,7 @@ class _EpisodeLogger(BaseCallback):
         baseline: VecRewardBaseline | None,
         progress: OnProgress | None,
         resume: _Resume | None,
+        proposed: set[PolicyKey],
         imitation: SelfImitation | None = None,
         phase: int = 0,
         total: int | None = None,
@@ -341,8 +380,8 @@ class _EpisodeLogger(BaseCallback):
         self._traces = EpisodeTraces()
         self._pending: list[tuple[EpisodeRecord, bool, EliteEpisode | None]] = []
         # what the run itself has proposed, rungs and resumed episodes included: an evaluator's cache
-        # may hold other runs' policies too, and the noise must not depend on them
-        self._proposed = {policy_key(r.quant_policy()) for r in store.records}
+        # may hold other runs' policies too, and neither the noise nor the redraws may depend on them
+        self._proposed = proposed
 
     def _on_training_start(self) -> None:
         set_actor_every(self.model, self.actor_every)

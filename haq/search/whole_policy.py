@@ -18,12 +18,14 @@ The step's reward is the sum of the per-step rewards below it (the reward baseli
 cost credit's wrappers keep each episode's total).
 
 With a ``decoder`` the agent's action is whatever the decoder reads (the ILP's objective,
-:mod:`haq.search.objective`), turned into the per-layer actions the environment steps through.
+:mod:`haq.search.objective`), turned into the per-layer actions the environment steps through;
+with ``redraws`` too, an action whose policy repeats one of the run's is drawn again
+(:mod:`haq.search.redraw`) and the replay buffer stores the action stepped.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from gymnasium import spaces
@@ -31,12 +33,17 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from haq.core.errors import InternalError
+from haq.core.types import BitPair
+from haq.search.redraw import Allocator, Redraws
 
 APPLIED = "applied_action"
 """The per-layer info key the replay buffer prefers to the request; dropped from a whole-policy step."""
 DECODED = "objective"
 """The info key (and episode record annotation) of the action a decoder read, when the agent has one:
 what the policy was decoded from, which the per-layer actions of another device would not tell."""
+REDRAWN = "redrawn"
+"""The info key (and episode record annotation) of how many times an episode's action was drawn
+again because its policy repeated one of the run's (absent: never)."""
 
 
 class PolicyDecoder(Protocol):
@@ -50,23 +57,36 @@ class PolicyDecoder(Protocol):
         ...
 
 
+@runtime_checkable
+class AllocatingDecoder(PolicyDecoder, Allocator, Protocol):
+    """A decoder whose policy is known before stepping, so a repeat can be drawn again."""
+
+    def encode(self, pairs: tuple[BitPair, ...]) -> np.ndarray:
+        """One row per layer: the action that maps to that layer's pair."""
+        ...
+
+
 class VecWholePolicy(VecEnvWrapper):
     """One step per episode: the action is the ``layers`` per-layer actions of ``venv``,
     concatenated, or what ``decoder`` turns into them."""
 
-    def __init__(self, venv: VecEnv, layers: int, decoder: PolicyDecoder | None = None) -> None:
+    def __init__(self, venv: VecEnv, layers: int, decoder: PolicyDecoder | None = None, redraws: Redraws | None = None) -> None:
         inner = venv.action_space
         if not isinstance(inner, spaces.Box) or len(inner.shape) != 1:
             raise InternalError(f"a whole-policy agent needs a flat Box action per layer, got {inner}")
         self.layers = layers
         self.per_layer = int(inner.shape[0])
         self.decoder = decoder
+        if redraws is not None and not isinstance(decoder, AllocatingDecoder):
+            raise InternalError("drawing repeats again needs a decoder whose policy is known before stepping")
+        self.redraws = redraws
         tiled = spaces.Box(np.tile(inner.low, layers), np.tile(inner.high, layers), dtype=np.float32)
         action_space = decoder.action_space if decoder is not None else tiled
         observation_space = spaces.Box(1.0, 1.0, (1,), np.float32)
         super().__init__(venv, observation_space=observation_space, action_space=action_space)
         self._actions: np.ndarray | None = None
         self._decoded: np.ndarray | None = None
+        self._redrawn: list[int] | None = None
 
     def _observation(self) -> np.ndarray:
         return np.ones((self.num_envs, 1), dtype=np.float32)
@@ -77,8 +97,11 @@ class VecWholePolicy(VecEnvWrapper):
 
     def step_async(self, actions: np.ndarray) -> None:
         actions = np.asarray(actions, dtype=np.float32)
-        self._decoded = None
-        if self.decoder is not None:
+        self._decoded, self._redrawn = None, None
+        if self.redraws is not None and isinstance(self.decoder, AllocatingDecoder):
+            self._decoded, policies, self._redrawn = self.redraws.fresh(np.clip(actions, -1.0, 1.0), self.decoder)
+            actions = np.stack([self.decoder.encode(p) for p in policies]).astype(np.float32)
+        elif self.decoder is not None:
             self._decoded = np.clip(actions, -1.0, 1.0)
             actions = np.stack([self.decoder.layer_actions(a) for a in actions]).astype(np.float32)
         self._actions = actions.reshape(self.num_envs, self.layers, self.per_layer)
@@ -104,7 +127,11 @@ class VecWholePolicy(VecEnvWrapper):
             info["terminal_observation"] = obs[i].copy()
             if self._decoded is not None:
                 info[DECODED] = [float(v) for v in self._decoded[i]]
+            if self._redrawn is not None and self._decoded is not None:
+                info[APPLIED] = self._decoded[i].copy()
+                if self._redrawn[i]:
+                    info[REDRAWN] = self._redrawn[i]
         return obs, total, dones, infos
 
 
-__all__ = ["APPLIED", "DECODED", "PolicyDecoder", "VecWholePolicy"]
+__all__ = ["APPLIED", "DECODED", "REDRAWN", "AllocatingDecoder", "PolicyDecoder", "VecWholePolicy"]

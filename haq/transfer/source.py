@@ -95,7 +95,7 @@ def load_source(path: str | Path) -> SourceRun:
         )
     meta = read_description(checkpoint.path)
     check_observation_layout(meta, str(checkpoint.path))
-    phases = config.agent.phases(config.episodes, config.env.prior == "sensitivity")
+    phases = config.agent.phases(config.episodes, config.env.has_action_prior)
     phase = checkpoint_phase(checkpoint.path, checkpoint.state)
     if phase >= len(phases):
         raise RunDirError(f"{checkpoint.path}: holds agent {phase + 1}, but its search runs {len(phases)}; start a new search")
