@@ -18,7 +18,7 @@ from search_fakes import AnalyticTable
 from envs.mixed_precision import MixedPrecisionEnv
 from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
 from haq.cli import main as haq_main
-from haq.core.errors import ConfigError, RunDirError
+from haq.core.errors import ConfigError, InternalError, RunDirError
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import attack_config
 from haq.jobs.problems import make_problem
@@ -66,7 +66,7 @@ def test_shares_of_the_layers_measure_what_the_whole_measures(digits_workload: W
     assert share_layers(names, 99) == [(n,) for n in names] and share_layers(names, 1) == [tuple(names)]
     merged = merge_shares(names, [measure_share(w, weights, SAMPLES, share) for share in reversed(shares)])
     assert merged == whole and list(merged.layers) == names
-    with pytest.raises(ValueError, match=r"lack layers \['"):
+    with pytest.raises(InternalError, match=r"lack layers \['"):
         merge_shares(names, [measure_share(w, weights, SAMPLES, shares[0])])
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from run_helpers import episode_log, interrupted_search, with_empty_cache
 
-from haq.core.errors import ConfigError
+from haq.core.errors import ConfigError, InternalError
 from haq.core.types import BitPair
 from haq.evaluation.config import EvalConfig
 from haq.jobs.problems import make_problem
@@ -60,7 +60,7 @@ def test_the_last_draw_is_kept_when_every_try_repeats() -> None:
 
 
 def test_redraws_needs_an_agent_and_a_count() -> None:
-    with pytest.raises(ValueError, match="draw must be set"):
+    with pytest.raises(InternalError, match="draw must be set"):
         Redraws(set(), ("a",), 1).fresh(np.zeros((1, 1), dtype=np.float32), Rounding())
     with pytest.raises(ConfigError, match=r"^redraws must be an integer >= 0, got -1"):
         AgentConfig(redraws=-1)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haq.core.errors import InternalError
 from haq.core.types import Log
 from haq.data import DataSplits, iterate_batches
 from haq.problem.sensitivity import (
@@ -125,7 +126,7 @@ def merge_shares(names: Sequence[str], shares: Sequence[dict[str, Any]]) -> Sens
             )
     missing = [n for n in names if n not in found]
     if missing or not shares:
-        raise ValueError(f"the workers' shares of the measured sensitivity lack layers {missing}")
+        raise InternalError(f"the workers' shares of the measured sensitivity lack layers {missing}")
     return Sensitivity({n: found[n] for n in names}, samples=int(shares[0]["samples"]), estimator="measured")
 
 

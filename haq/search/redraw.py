@@ -14,6 +14,9 @@ another draw from the agent's own policy (its uniform warm-up draws while it war
 that was stepped (``applied_action``), so the critic learns what was evaluated.
 
 Off-policy agents only: PPO's update needs the log-probability of the action its rollout holds.
+Off by default (``AgentConfig.redraws``): measured as the default on the digits CNN, the portfolio's
+final test reward fell from +1.169 to +1.069 (median of seeds 10-19), its pick landing more often
+on the ILP's own allocation.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from haq.core.errors import InternalError
 from haq.core.types import BitPair
 from haq.evaluation.evaluators import PolicyKey
 
@@ -60,7 +64,7 @@ class Redraws:
     def fresh(self, actions: np.ndarray, decoder: Allocator) -> tuple[np.ndarray, list[tuple[BitPair, ...]], list[int]]:
         """The batch's actions with repeats drawn again, each one's policy, and how many times each was redrawn."""
         if self.draw is None:
-            raise ValueError("Redraws.draw must be set before the agent steps")
+            raise InternalError("Redraws.draw must be set before the agent steps")
         out = np.array(actions, dtype=np.float32, copy=True)
         policies: list[tuple[BitPair, ...]] = []
         counts: list[int] = []
