@@ -24,12 +24,13 @@ feedback): evaluators receive cost sources, they never build them.
 from __future__ import annotations
 
 import time
-from typing import Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import torch
 from torch import nn
 
 from haq.core.errors import ConfigError
+from haq.core.types import BitPair
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
 from haq.evaluation.ptq import quantized_copy
@@ -223,7 +224,13 @@ def build_evaluator(
 
 def policy_key(policy: QuantPolicy) -> PolicyKey:
     """Hashable identity of a policy's bits (metadata ignored)."""
-    return tuple((n, b.w_bits, b.a_bits) for n, b in sorted(policy.layers.items()))
+    return pairs_key((n, (b.w_bits, b.a_bits)) for n, b in policy.layers.items())
+
+
+def pairs_key(named: Iterable[tuple[str, BitPair]]) -> PolicyKey:
+    """:func:`policy_key` of the policy giving each named layer its (weight, activation) pair,
+    without building it (a proposal checked before it is stepped)."""
+    return tuple(sorted((n, int(w), int(a)) for n, (w, a) in named))
 
 
 class CachedEvaluator:

@@ -28,7 +28,7 @@ import numpy as np
 
 from haq.core.errors import InternalError
 from haq.core.types import BitPair
-from haq.evaluation.evaluators import PolicyKey
+from haq.evaluation.evaluators import PolicyKey, pairs_key
 
 Draw = Callable[[], np.ndarray]
 """Draws one action from the agent's current policy (its warm-up distribution while it warms up)."""
@@ -59,7 +59,7 @@ class Redraws:
 
     def key(self, pairs: tuple[BitPair, ...]) -> PolicyKey:
         """The key the run's log gives this policy (``haq.evaluation.evaluators.policy_key``)."""
-        return tuple(sorted((n, int(w), int(a)) for n, (w, a) in zip(self.names, pairs)))
+        return pairs_key(zip(self.names, pairs))
 
     def fresh(self, actions: np.ndarray, decoder: Allocator) -> tuple[np.ndarray, list[tuple[BitPair, ...]], list[int]]:
         """The batch's actions with repeats drawn again, each one's policy, and how many times each was redrawn."""
@@ -71,12 +71,12 @@ class Redraws:
         batch: set[PolicyKey] = set()
         for i in range(len(out)):
             pairs = decoder.policy(out[i])
-            n = 0
-            while n < self.tries and (self.key(pairs) in self.proposed or self.key(pairs) in batch):
+            key, n = self.key(pairs), 0
+            while n < self.tries and (key in self.proposed or key in batch):
                 out[i] = np.clip(self.draw(), -1.0, 1.0)
                 pairs = decoder.policy(out[i])
-                n += 1
-            batch.add(self.key(pairs))
+                key, n = self.key(pairs), n + 1
+            batch.add(key)
             policies.append(pairs)
             counts.append(n)
             self.redrawn += n > 0

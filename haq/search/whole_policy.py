@@ -77,9 +77,12 @@ class VecWholePolicy(VecEnvWrapper):
         self.layers = layers
         self.per_layer = int(inner.shape[0])
         self.decoder = decoder
-        if redraws is not None and not isinstance(decoder, AllocatingDecoder):
-            raise InternalError("drawing repeats again needs a decoder whose policy is known before stepping")
         self.redraws = redraws
+        self._allocator: AllocatingDecoder | None = None
+        if redraws is not None:
+            if not isinstance(decoder, AllocatingDecoder):
+                raise InternalError("drawing repeats again needs a decoder whose policy is known before stepping")
+            self._allocator = decoder
         tiled = spaces.Box(np.tile(inner.low, layers), np.tile(inner.high, layers), dtype=np.float32)
         action_space = decoder.action_space if decoder is not None else tiled
         observation_space = spaces.Box(1.0, 1.0, (1,), np.float32)
@@ -98,9 +101,9 @@ class VecWholePolicy(VecEnvWrapper):
     def step_async(self, actions: np.ndarray) -> None:
         actions = np.asarray(actions, dtype=np.float32)
         self._decoded, self._redrawn = None, None
-        if self.redraws is not None and isinstance(self.decoder, AllocatingDecoder):
-            self._decoded, policies, self._redrawn = self.redraws.fresh(np.clip(actions, -1.0, 1.0), self.decoder)
-            actions = np.stack([self.decoder.encode(p) for p in policies]).astype(np.float32)
+        if self.redraws is not None and self._allocator is not None:
+            self._decoded, policies, self._redrawn = self.redraws.fresh(np.clip(actions, -1.0, 1.0), self._allocator)
+            actions = np.stack([self._allocator.encode(p) for p in policies]).astype(np.float32)
         elif self.decoder is not None:
             self._decoded = np.clip(actions, -1.0, 1.0)
             actions = np.stack([self.decoder.layer_actions(a) for a in actions]).astype(np.float32)
