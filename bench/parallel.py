@@ -165,8 +165,9 @@ def run_once(
     redraws: int = AgentConfig().redraws,
 ) -> tuple[float, float, int]:
     """(wall seconds of the run, seconds inside evaluation, evaluations) with ``workers`` workers;
-    a search's agent decides as ``decision`` says and draws repeats again ``redraws`` times."""
-    problem = make_problem(env, log=log, workers=workers)
+    a search's agent decides as ``decision`` says and draws repeats again ``redraws`` times. Each
+    run estimates its sensitivity afresh (no cache), as a user's first run on a model does."""
+    problem = make_problem(env, log=log, workers=workers, sensitivity_cache=False)
     try:
         warm_up(problem, workers)
         timed = _Timed(problem)
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--ceiling-seconds must be >= 0 (0 skips the machine's ceiling), got {ns.ceiling_seconds}")
     torch.set_num_threads(1)
     env = EnvConfig(workload=WorkloadConfig(model=ns.model), evaluation=EvalConfig(kind=ns.evaluator))
-    workload = make_problem(env, log=log).workload  # trains and caches the float model outside the timed runs
+    # trains and caches the float model outside the timed runs
+    workload = make_problem(env, log=log, sensitivity_cache=False).workload
     plan: list[tuple[int, bool | None]] = [(n, None) for n in ns.workers]
     if ns.no_overlap and ns.proposer == "search":
         plan.append((max(ns.workers), False))

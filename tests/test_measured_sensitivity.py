@@ -123,7 +123,7 @@ def test_a_clean_reward_measures_the_clean_loss_only(digits_workload: Workload, 
 
 def test_a_robust_reward_s_baseline_allocates_with_the_measured_estimate(cache_dir: Path, tmp_path: Path) -> None:
     env = EnvConfig(budget=BudgetConfig(ratio=0.4), evaluation=dataclasses.replace(FULL, val_samples=60, robust_samples=20))
-    problem = make_problem(env, cache_dir=cache_dir, table=AnalyticTable())
+    problem = make_problem(env, cache_dir=cache_dir, table=AnalyticTable(), sensitivity_cache=False)  # it measures here
     cfg = BaselineConfig(method="ilp", evaluations=2, sensitivity=SensitivityConfig(samples=64))
     lines: list[str] = []
     result = run_baseline(cfg, problem, tmp_path / "ilp", log=lines.append)

@@ -141,7 +141,9 @@ class Baseline(Proposer[BaselineStore]):
     def _prepare(self, problem: SearchProblem, store: BaselineStore, log: Log | None) -> None:
         start = time.perf_counter()
         if self.cfg.method in ALLOCATORS:
-            self.sensitivity = reward_sensitivity(problem.config, problem.workload, self.cfg.sensitivity, log, problem.pool)
+            self.sensitivity = reward_sensitivity(
+                problem.config, problem.workload, self.cfg.sensitivity, log, problem.pool, problem.sensitivity_store
+            )
             if log:
                 log(f"sensitivity: {self.sensitivity.estimator} estimate of {len(self.sensitivity.layers)} layers")
         self.sensitivity_seconds = time.perf_counter() - start

@@ -19,13 +19,18 @@ from haq.core.validate import count
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.feedback import MeasuredCost, QDQExporter
 from haq.jobs.machine import check_fitted, check_machine, machine_table
+from haq.models import default_cache_dir
 from haq.parallel import start_pool
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem, build_problem, evaluator_kinds
+from haq.runs.sensitivity_file import SensitivityCache
 from haq.tables.protocols import DeviceTable
 from haq.tables.table import CostTable
 from haq.training import parse_torch_device
 from haq.workload import Workload, WorkloadConfig, load_workload
+
+SENSITIVITY_CACHE = "sensitivity"
+"""The cache's folder of sensitivity estimates (:class:`~haq.runs.sensitivity_file.SensitivityCache`)."""
 
 
 def make_problem(
@@ -38,6 +43,7 @@ def make_problem(
     strict: bool = False,
     workers: int = 1,
     ray_address: str | None = None,
+    sensitivity_cache: bool = True,
 ) -> SearchProblem:
     """The search problem for ``cfg``: its table resolved by name (:func:`load_device_table`) unless one is given.
 
@@ -45,16 +51,27 @@ def make_problem(
     (the whole model exported to QDQ ONNX, bit widths the CPU cannot run emulated on 8-bit
     containers so the time is what really runs); measurements are kept in ``feedback_cache``
     so a resumed run does not re-measure. ``workers`` > 1 (or a ``ray_address``) evaluates on that
-    many Ray workers (:func:`haq.parallel.start_pool`); ``problem.close()`` stops them.
+    many Ray workers (:func:`haq.parallel.start_pool`); ``problem.close()`` stops them. Sensitivity
+    estimates are kept in ``<cache_dir>/sensitivity`` and reused by any later run on the same
+    model, images and reward (``sensitivity_cache=False``: estimated afresh, as a benchmark that
+    times a whole first run needs).
     """
     tab = table if table is not None else load_device_table(cfg.table, cfg.workload, strict=strict, log=log)
     count("workers", workers)
+    store = SensitivityCache((cache_dir or default_cache_dir()) / SENSITIVITY_CACHE, log) if sensitivity_cache else None
     if workers > 1 or ray_address is not None:
         workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
         pool = start_pool(workload, tab, cfg.evaluation, evaluator_kinds(cfg), cfg.torch_device, workers, ray_address, log)
         try:
             problem = build_problem(
-                cfg, table=tab, workload=workload, evaluator_factory=pool.evaluator, log=log, strict=strict, pool=pool
+                cfg,
+                table=tab,
+                workload=workload,
+                evaluator_factory=pool.evaluator,
+                log=log,
+                strict=strict,
+                pool=pool,
+                sensitivity_store=store,
             )
         except BaseException:
             pool.close()
@@ -62,11 +79,13 @@ def make_problem(
         problem.workers, problem.held_out_factory = workers, pool.held_out
         return problem
     if not cfg.evaluation.hardware_feedback:
-        return build_problem(cfg, table=tab, cache_dir=cache_dir, log=log, strict=strict)
+        return build_problem(cfg, table=tab, cache_dir=cache_dir, log=log, strict=strict, sensitivity_store=store)
     check_prices_this_machine(tab)
     workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
     latency = local_measurer(workload, emulated=True, cache_path=feedback_cache, log=log)
-    return build_problem(cfg, table=tab, latency_source=latency, workload=workload, log=log, strict=strict)
+    return build_problem(
+        cfg, table=tab, latency_source=latency, workload=workload, log=log, strict=strict, sensitivity_store=store
+    )
 
 
 def load_device_table(

@@ -27,6 +27,7 @@ from haq.problem.pool import WorkerPool
 from haq.problem.reward import compute_reward
 from haq.problem.reward_sensitivity import reward_sensitivity
 from haq.problem.sensitivity import Sensitivity
+from haq.problem.sensitivity_store import SensitivityStore
 from haq.quant import QuantPolicy
 from haq.tables.protocols import CostSource, DeviceTable
 from haq.training import parse_torch_device
@@ -48,6 +49,9 @@ class SearchProblem:
     held_out_factory: the pool's evaluators on other images (:meth:`held_out`; ``None``: in-process).
     sensitivity: per-layer sensitivity estimated before the search (observation ``v1`` or the
         sensitivity action prior only).
+    sensitivity_store: where sensitivity estimates are kept between runs (``None``: estimated
+        every time); whoever estimates one for this problem later (a baseline, an objective agent)
+        reads and keeps it there too.
     prior: the assignment actions are centred on (``EnvConfig.action_prior``), one pair per layer.
     """
 
@@ -62,6 +66,7 @@ class SearchProblem:
     held_out_factory: HeldOutFactory | None = None
     sensitivity: Sensitivity | None = None
     prior: tuple[BitPair, ...] | None = None
+    sensitivity_store: SensitivityStore | None = None
 
     def close(self) -> None:
         """Stop the worker pool the evaluators run on, if any (in-process evaluators need nothing)."""
@@ -140,6 +145,7 @@ def build_problem(
     evaluator_factory: EvaluatorFactory | None = None,
     strict: bool = False,
     pool: WorkerPool | None = None,
+    sensitivity_store: SensitivityStore | None = None,
 ) -> SearchProblem:
     """Resolve the budget on ``table`` and build the (cached) evaluator for ``cfg``.
 
@@ -151,6 +157,7 @@ def build_problem(
     kind the problem needs (``cheap`` / ``full``) elsewhere, e.g. on a worker pool
     (:mod:`haq.parallel`); by default they are built here, in-process. A table that prices the
     model's cheapest policy at zero or less is warned about, or refused when ``strict``.
+    ``sensitivity_store`` keeps the sensitivity estimates of this problem between runs.
     """
     if cfg.evaluation.hardware_feedback and latency_source is None:
         raise ConfigError(
@@ -190,13 +197,33 @@ def build_problem(
     make = evaluator_factory or in_process
     sensitivity = None
     if cfg.observation == "v1" or cfg.has_action_prior:
-        sensitivity = reward_sensitivity(cfg, workload, log=log, pool=pool)
+        sensitivity = reward_sensitivity(cfg, workload, log=log, pool=pool, store=sensitivity_store)
     prior = sensitivity_prior(budget_model, sensitivity) if cfg.has_action_prior and sensitivity else None
     if cfg.evaluation.kind != MULTI:
         evaluator = CachedEvaluator(make(cfg.evaluation.kind))
-        return SearchProblem(cfg, workload, table, budget_model, evaluator, pool=pool, sensitivity=sensitivity, prior=prior)
+        return SearchProblem(
+            cfg,
+            workload,
+            table,
+            budget_model,
+            evaluator,
+            pool=pool,
+            sensitivity=sensitivity,
+            prior=prior,
+            sensitivity_store=sensitivity_store,
+        )
     cheap, full = CachedEvaluator(make(cfg.evaluation.screen_kind)), CachedEvaluator(make(FULL))
-    problem = SearchProblem(cfg, workload, table, budget_model, full, pool=pool, sensitivity=sensitivity, prior=prior)
+    problem = SearchProblem(
+        cfg,
+        workload,
+        table,
+        budget_model,
+        full,
+        pool=pool,
+        sensitivity=sensitivity,
+        prior=prior,
+        sensitivity_store=sensitivity_store,
+    )
     ev = cfg.evaluation
     problem.screen = FidelityScreen(
         cheap,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 
+from haq.core import config as serial
 from haq.core.types import Log
 from haq.evaluation.evaluators import attack_config
 from haq.problem.config import EnvConfig
 from haq.problem.measured_sensitivity import LossWeights, measure_sensitivity, measure_share, merge_shares, share_layers
 from haq.problem.pool import WorkerPool
 from haq.problem.sensitivity import Sensitivity, SensitivityConfig, estimate_sensitivity
+from haq.problem.sensitivity_store import SensitivityStore, sensitivity_key
 from haq.robust import pgd
 from haq.training import accuracy, torch_threads
 from haq.workload import Workload
@@ -56,20 +58,52 @@ def reward_sensitivity(
     cfg: SensitivityConfig = SensitivityConfig(),
     log: Log | None = None,
     pool: WorkerPool | None = None,
+    store: SensitivityStore | None = None,
 ) -> Sensitivity:
     """Every layer's sensitivity for ``env``'s reward, by the estimator ``cfg`` resolves to
     (``log`` hears the measured estimate's progress). A measured estimate is spread over ``pool``'s
     workers, each measuring a share of the layers on the workload it holds, when it has more than
     one: the same figures (each layer is measured alone), without the driver's serial minutes on a
-    deep model."""
-    if resolved_estimator(env, cfg, workload) == "fisher":
-        return estimate_sensitivity(workload.model, workload.layers, workload.data, workload.device, cfg)
+    deep model. ``store`` keeps the estimate by what determines it and hands back one made before
+    (:mod:`haq.problem.sensitivity_store`): a later run on the same model skips the estimate."""
+    weights = loss_weights(env, workload)
+    if store is None:
+        return _estimate(env, workload, cfg, weights, log, pool)
+    key = sensitivity_key(workload, cfg, {"clean": weights.clean, "robust": weights.adversarial, "attack": _attack(weights)})
+    kept = store.get(key)
+    names = [layer.name for layer in workload.layers]
+    if kept is not None and list(kept.layers) == names:
+        if log:
+            log(
+                f"sensitivity: reused the {kept.estimator} estimate of {len(names)} layers made for this model and reward ({key})"
+            )
+        return kept
+    estimate = _estimate(env, workload, cfg, weights, log, pool)
+    store.put(key, estimate)
+    return estimate
+
+
+def loss_weights(env: EnvConfig, workload: Workload) -> LossWeights:
+    """How ``env``'s reward weighs the clean and adversarial loss a measured estimate adds up, and
+    the attack that crafts its adversarial images (none when the reward has no robustness term)."""
     robust = env.rewards_robustness
-    weights = LossWeights(
+    return LossWeights(
         clean=env.reward.acc_weight,
         adversarial=env.reward.robust_weight if robust else 0.0,
         attack=attack_config(env.evaluation, workload.config.seed) if robust else None,
     )
+
+
+def _attack(weights: LossWeights) -> dict[str, object] | None:
+    return None if weights.attack is None else serial.to_dict(weights.attack)
+
+
+def _estimate(
+    env: EnvConfig, workload: Workload, cfg: SensitivityConfig, weights: LossWeights, log: Log | None, pool: WorkerPool | None
+) -> Sensitivity:
+    """The estimate itself: Fisher, or measured in-process or in shares on ``pool``."""
+    if resolved_estimator(env, cfg, workload) == "fisher":
+        return estimate_sensitivity(workload.model, workload.layers, workload.data, workload.device, cfg)
     if pool is None or pool.workers < 2 or len(workload.layers) < 2:
         return measure_sensitivity(workload.model, workload.layers, workload.data, workload.device, weights, cfg, log)
     names = [layer.name for layer in workload.layers]

@@ -17,14 +17,15 @@ between weights and activations, which is what the ILP and the greedy baseline n
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from haq.core.errors import ConfigError, HaqError
+from haq.core.errors import ConfigError, DataError, HaqError
 from haq.core.validate import choice, count
 from haq.data import DataSplits
 from haq.quant import (
@@ -70,7 +71,7 @@ class Sensitivity:
         return self.layers[name].error(w_bits, a_bits)
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready form (kept in a baseline's run directory for inspection)."""
+        """JSON-ready form (kept in a run directory for inspection, and in the sensitivity cache)."""
         return {
             "estimator": self.estimator,
             "samples": self.samples,
@@ -83,6 +84,42 @@ class Sensitivity:
             },
         }
 
+    @classmethod
+    def from_dict(cls, doc: Any) -> Sensitivity:
+        """The estimate :meth:`to_dict` wrote, checked (it comes from disk): one
+        :class:`~haq.core.errors.DataError` line naming what is wrong and what is valid."""
+        if not isinstance(doc, dict) or set(doc) != {"estimator", "samples", "layers"}:
+            keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+            raise DataError(f"a sensitivity needs exactly the fields estimator, samples, layers; got {keys}")
+        estimator, samples, layers = doc["estimator"], doc["samples"], doc["layers"]
+        if estimator not in RESOLVED:
+            raise DataError(f"sensitivity estimator {estimator!r} is not one of {', '.join(RESOLVED)}")
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise DataError(f"sensitivity samples must be a positive integer, got {samples!r}")
+        if not isinstance(layers, dict) or not layers:
+            raise DataError("sensitivity layers must be a non-empty object of layer name -> weight / activation errors")
+        return cls({str(n): _layer_from_dict(n, v) for n, v in layers.items()}, samples, estimator)
+
+
+def _layer_from_dict(name: str, doc: Any) -> LayerSensitivity:
+    """One layer's errors as :meth:`Sensitivity.to_dict` writes them: every width of
+    :data:`BITS` and float, each a finite number."""
+    if not isinstance(doc, dict) or set(doc) != {"weight", "activation"}:
+        raise DataError(f"sensitivity of layer '{name}' needs exactly the fields weight, activation")
+    widths = {str(b) for b in (*BITS, FLOAT_BITS)}
+    parts: dict[str, dict[int, float]] = {}
+    for part in ("weight", "activation"):
+        errors = doc[part]
+        if not isinstance(errors, dict) or set(errors) != widths:
+            raise DataError(
+                f"sensitivity of layer '{name}' ({part}) needs one error per width {', '.join(sorted(widths, key=int))}"
+            )
+        bad = [b for b, v in errors.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)]
+        if bad:
+            raise DataError(f"sensitivity of layer '{name}' ({part}) at {bad[0]} bits is {errors[bad[0]]!r}, not a finite number")
+        parts[part] = {int(b): float(v) for b, v in errors.items()}
+    return LayerSensitivity(parts["weight"], parts["activation"])
+
 
 ESTIMATORS = ("auto", "fisher", "measured")
 """How per-layer sensitivities are estimated: the Fisher-weighted quantization error of the clean
@@ -91,6 +128,8 @@ a time, on clean and adversarial images as the reward weighs them
 (:mod:`haq.problem.measured_sensitivity`), or ``auto``: measured when the reward has a robustness
 term and the attack leaves the float model some accuracy, Fisher otherwise
 (:func:`haq.problem.reward_sensitivity.resolved_estimator`)."""
+RESOLVED = ESTIMATORS[1:]
+"""What an estimate was made by: ``auto`` resolves to one of these before anything is estimated."""
 
 
 @dataclass(frozen=True)

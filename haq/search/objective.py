@@ -52,7 +52,9 @@ class ObjectiveDecoder:
     def build(cls, problem: SearchProblem, span: float, floor: float, log: Log | None = None) -> ObjectiveDecoder:
         """The decoder of ``problem``, with its sensitivity (estimated here if the problem has none;
         ``log`` hears a measured estimate's progress)."""
-        sensitivity = problem.sensitivity or reward_sensitivity(problem.config, problem.workload, log=log, pool=problem.pool)
+        sensitivity = problem.sensitivity or reward_sensitivity(
+            problem.config, problem.workload, log=log, pool=problem.pool, store=problem.sensitivity_store
+        )
         model = problem.budget_model
         centres = tuple(problem.prior) if problem.prior is not None else (None,) * len(model.layers)
         free = tuple(i for i, c in enumerate(model.layers) if len(c.pairs) > 1)
