@@ -22,9 +22,8 @@ from haq.evaluation.config import EvalConfig
 from haq.jobs.problems import SENSITIVITY_CACHE, make_problem
 from haq.problem import reward_sensitivity as module
 from haq.problem.config import BudgetConfig, EnvConfig, RewardConfig
-from haq.problem.reward_sensitivity import reward_sensitivity
+from haq.problem.reward_sensitivity import reward_sensitivity, reward_sensitivity_key
 from haq.problem.sensitivity import Sensitivity, SensitivityConfig
-from haq.problem.sensitivity_store import sensitivity_key
 from haq.runs.sensitivity_file import SensitivityCache, read_sensitivity, write_sensitivity
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
@@ -32,11 +31,6 @@ from haq.workload import Workload
 
 SAMPLES = SensitivityConfig(samples=40, estimator="measured")
 ROBUST = EnvConfig(evaluation=EvalConfig(kind="full", val_samples=60, robust_samples=20))
-
-
-def _reward(env: EnvConfig, w: Workload) -> dict[str, object]:
-    weights = module.loss_weights(env, w)
-    return {"clean": weights.clean, "robust": weights.adversarial, "attack": module._attack(weights)}
 
 
 @pytest.fixture(scope="module")
@@ -88,24 +82,24 @@ def test_a_non_finite_error_is_refused(measured: Sensitivity, tmp_path: Path) ->
 
 def test_the_key_changes_with_what_changes_the_figures(digits_workload: Workload) -> None:
     w = digits_workload
-    key = sensitivity_key(w, SAMPLES, _reward(ROBUST, w))
+    key = reward_sensitivity_key(ROBUST, w, SAMPLES)
     assert len(key) == 32 and int(key, 16) >= 0
     twin = dataclasses.replace(w, model=copy.deepcopy(w.model))
-    assert sensitivity_key(twin, SAMPLES, _reward(ROBUST, w)) == key  # the same weights in another object
+    assert reward_sensitivity_key(ROBUST, twin, SAMPLES) == key  # the same weights in another object
     with torch.no_grad():
         next(twin.model.parameters()).view(-1)[0] += 1e-6
-    assert sensitivity_key(twin, SAMPLES, _reward(ROBUST, w)) != key
-    assert sensitivity_key(w, dataclasses.replace(SAMPLES, samples=41), _reward(ROBUST, w)) != key  # other images
-    assert sensitivity_key(w, dataclasses.replace(SAMPLES, estimator="auto"), _reward(ROBUST, w)) != key
+    assert reward_sensitivity_key(ROBUST, twin, SAMPLES) != key
+    assert reward_sensitivity_key(ROBUST, w, dataclasses.replace(SAMPLES, samples=41)) != key  # other images
+    assert reward_sensitivity_key(ROBUST, w, dataclasses.replace(SAMPLES, estimator="auto")) != key
     heavier = dataclasses.replace(ROBUST, reward=RewardConfig(robust_weight=0.1))
-    assert sensitivity_key(w, SAMPLES, _reward(heavier, w)) != key
+    assert reward_sensitivity_key(heavier, w, SAMPLES) != key
     stronger = dataclasses.replace(ROBUST, evaluation=dataclasses.replace(ROBUST.evaluation, attack_eps=0.2))
-    assert sensitivity_key(w, SAMPLES, _reward(stronger, w)) != key
+    assert reward_sensitivity_key(stronger, w, SAMPLES) != key
     reseeded = dataclasses.replace(w, config=dataclasses.replace(w.config, seed=1))  # the attack's seed
-    assert sensitivity_key(reseeded, SAMPLES, _reward(ROBUST, reseeded)) != key
+    assert reward_sensitivity_key(ROBUST, reseeded, SAMPLES) != key
     # what the estimate does not read: the evaluator's images and fine-tune
     other_eval = dataclasses.replace(ROBUST, evaluation=dataclasses.replace(ROBUST.evaluation, val_samples=90))
-    assert sensitivity_key(w, SAMPLES, _reward(other_eval, w)) == key
+    assert reward_sensitivity_key(other_eval, w, SAMPLES) == key
 
 
 def test_a_kept_estimate_is_reused_and_equals_a_fresh_one(
@@ -133,7 +127,7 @@ def test_an_unreadable_entry_is_estimated_again_and_replaced(
 ) -> None:
     said: list[str] = []
     store = SensitivityCache(tmp_path, said.append)
-    key = sensitivity_key(digits_workload, SAMPLES, _reward(ROBUST, digits_workload))
+    key = reward_sensitivity_key(ROBUST, digits_workload, SAMPLES)
     (tmp_path / f"{key}.json").write_text('{"version": 1, "estimator": "measured"')
     assert reward_sensitivity(ROBUST, digits_workload, SAMPLES, store=store) == measured
     assert (

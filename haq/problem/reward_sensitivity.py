@@ -69,7 +69,7 @@ def reward_sensitivity(
     weights = loss_weights(env, workload)
     if store is None:
         return _estimate(env, workload, cfg, weights, log, pool)
-    key = sensitivity_key(workload, cfg, {"clean": weights.clean, "robust": weights.adversarial, "attack": _attack(weights)})
+    key = reward_sensitivity_key(env, workload, cfg)
     kept = store.get(key)
     names = [layer.name for layer in workload.layers]
     if kept is not None and list(kept.layers) == names:
@@ -94,8 +94,12 @@ def loss_weights(env: EnvConfig, workload: Workload) -> LossWeights:
     )
 
 
-def _attack(weights: LossWeights) -> dict[str, object] | None:
-    return None if weights.attack is None else serial.to_dict(weights.attack)
+def reward_sensitivity_key(env: EnvConfig, workload: Workload, cfg: SensitivityConfig) -> str:
+    """What :func:`reward_sensitivity` keeps its estimate by: the workload and settings, and of
+    the reward what ``auto`` resolves by and the measured estimate weighs by."""
+    weights = loss_weights(env, workload)
+    attack = None if weights.attack is None else serial.to_dict(weights.attack)
+    return sensitivity_key(workload, cfg, {"clean": weights.clean, "robust": weights.adversarial, "attack": attack})
 
 
 def _estimate(
