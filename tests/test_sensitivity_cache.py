@@ -122,6 +122,17 @@ def test_a_kept_estimate_is_reused_and_equals_a_fresh_one(
     assert said == [f"sensitivity: reused the measured estimate of 4 layers made for this model and reward ({kept.stem})"]
 
 
+def test_a_reused_fisher_estimate_is_as_quiet_as_a_fresh_one(digits_workload: Workload, tmp_path: Path) -> None:
+    """A Fisher estimate takes seconds and is never announced, so neither is its reuse: a command's
+    output does not depend on what the cache holds."""
+    store = SensitivityCache(tmp_path)
+    said: list[str] = []
+    clean = SensitivityConfig(samples=40)
+    first = reward_sensitivity(EnvConfig(), digits_workload, clean, said.append, store=store)
+    again = reward_sensitivity(EnvConfig(), digits_workload, clean, said.append, store=store)
+    assert first.estimator == "fisher" and again == first and said == [] and len(list(tmp_path.glob("*.json"))) == 1
+
+
 def test_an_unreadable_entry_is_estimated_again_and_replaced(
     digits_workload: Workload, measured: Sensitivity, tmp_path: Path
 ) -> None:

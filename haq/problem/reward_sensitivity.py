@@ -73,7 +73,7 @@ def reward_sensitivity(
     kept = store.get(key)
     names = [layer.name for layer in workload.layers]
     if kept is not None and list(kept.layers) == names:
-        if log:
+        if log and kept.estimator == "measured":  # said as its measuring would have been; Fisher's seconds never are
             log(
                 f"sensitivity: reused the {kept.estimator} estimate of {len(names)} layers made for this model and reward ({key})"
             )

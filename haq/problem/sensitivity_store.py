@@ -1,6 +1,6 @@
 """Sensitivity estimates kept between runs, by what determines them.
 
-A measured estimate costs minutes on a deep model (ResNet-20: about 3 on one core), and every
+A measured estimate costs minutes on a deep model (ResNet-20: 1.5 to 3 on one core), and every
 greedy or ILP baseline, every objective agent and every resume of one on the same model asks for
 the same figures again. The estimate is a deterministic function of the float model, the
 training images it uses, the reward's weights and attack, and its settings, so a digest of
