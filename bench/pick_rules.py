@@ -25,6 +25,11 @@ by what a policy's neighbours scored beats choosing them by their own lucky rewa
 can share one ``--out``; runs scored under both are compared paired (smoothed held-out top ``k``
 minus haq's pick).
 
+With ``--rank repeated`` the candidates are haq's top ``PICK_K`` and then the run's ``REPEATED``
+most often proposed distinct policies not among them (:func:`haq.problem.select.pick_candidates`): whether a policy
+the agent kept coming back to beats the lucky top of the log when the held-out half decides.
+It is compared, per method, against haq's pick among the same line's first ``PICK_K``.
+
 Printed per model: each rule's mean over runs, per method and overall, and each rule's paired
 difference from haq's pick with a 95 % bootstrap interval over runs. Each run's candidate scores
 are appended to ``--out`` as they are measured (JSON lines), so a killed invocation resumes where
@@ -34,6 +39,7 @@ it stopped.
     python bench/pick_rules.py SQ [SQ2 ...] --out pick-rules.jsonl
     python bench/pick_rules.py SQ --models digits_cnn --top 10 --out pick-rules-top10.jsonl
     python bench/pick_rules.py SQ --rank smoothed --out pick-rules.jsonl   # beside the search ranking
+    python bench/pick_rules.py SQ --rank repeated --out pick-rules.jsonl   # haq's candidates + most repeated
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ from haq.core.errors import HaqError
 from haq.core.fileio import append_durably, atomic_write_text
 from haq.evaluation.evaluators import PolicyKey, policy_key
 from haq.evaluation.held_out import Images
-from haq.problem.select import top_distinct
+from haq.problem.select import pick_candidates
 from haq.quant import QuantPolicy
 from haq.runs.rundir import RunDir
 
@@ -79,8 +85,12 @@ RULES = (
 )
 FORMAT = "haq.bench.pick_rules"
 VERSION = 2
-RANKS = ("search", "smoothed")
-"""How a run's candidates are chosen: by search reward (haq's pick) or by :func:`smoothed_rewards`."""
+RANKS = ("search", "smoothed", "repeated")
+"""How a run's candidates are chosen: by search reward (haq's pick), by :func:`smoothed_rewards`,
+or haq's candidates and then the run's most repeated proposals (``PickConfig.repeats``)."""
+REPEATED = 2
+"""How many of the run's most often proposed policies the ``repeated`` rank adds to haq's
+candidates (fixed before it was measured)."""
 RIDGE = 1.0
 """The ridge penalty of :func:`smoothed_rewards`, per indicator feature (chosen before it was measured)."""
 
@@ -223,8 +233,8 @@ def measure(
             for run, r in runs:
                 records = RunDir(run).read_episodes()
                 logged = [(x.quant_policy(), x.reward) for x in records]
-                ranked = logged if rank == "search" else list(zip([p for p, _ in logged], smoothed_rewards(logged)))
-                best = top_distinct(ranked, top)
+                ranked = logged if rank != "smoothed" else list(zip([p for p, _ in logged], smoothed_rewards(logged)))
+                best = pick_candidates(ranked, top, REPEATED if rank == "repeated" else 0)
                 policies = [records[i].quant_policy() for i in best]
                 first, second = (tuple(problem.reward(m, ev.reference) for m in ev.evaluate_many(policies)) for ev in halves)
                 sink(
@@ -251,6 +261,7 @@ def report(scores: list[Scores], rules: tuple[Rule, ...] = RULES) -> str:
     lines = []
     for model in sorted({s.model for s in scores}):
         lines += _smoothed_against_pick([s for s in scores if s.model == model], model)
+        lines += _repeated_against_pick([s for s in scores if s.model == model], model)
         mine = [s for s in scores if s.model == model and s.rank == "search"]
         if not mine:
             continue
@@ -295,6 +306,28 @@ def _smoothed_against_pick(scores: list[Scores], model: str) -> list[str]:
     ]
 
 
+def _repeated_against_pick(scores: list[Scores], model: str) -> list[str]:
+    """The held-out pick among haq's candidates and the run's most repeated proposals minus haq's
+    pick (its first ``PICK_K`` candidates, scored in the same line), paired by run, per method."""
+    mine = [s for s in scores if s.rank == "repeated"]
+    lines = []
+    for method in sorted({s.method for s in mine}) + ["all"]:
+        group = [s for s in mine if method in ("all", s.method)]
+        pairs = [(crossfit(s, Rule("repeated", len(s.search))), crossfit(s, HAQ_PICK)) for s in group]
+        if not pairs:
+            continue
+        gap, lo, hi = mean_gap(pairs)
+        added = statistics.fmean(len(s.search) - PICK_K for s in group)
+        lines.append(
+            f"\n{model} ({method}): held-out pick among the top {PICK_K} and the {REPEATED} most repeated proposals "
+            f"({added:.1f} added on average) minus {HAQ_PICK.name} (cross-fitted, {len(pairs)} runs): {gap:+.4f} "
+            f"(95 % bootstrap interval over runs [{lo:+.4f}, {hi:+.4f}]; better in {sum(a > b for a, b in pairs)}, "
+            f"worse in {sum(a < b for a, b in pairs)}); means {statistics.fmean(a for a, _ in pairs):+.4f} "
+            f"against {statistics.fmean(b for _, b in pairs):+.4f}"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("runs", nargs="+", type=Path, help="bench/search_quality.py --out directories")
@@ -308,11 +341,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--models", nargs="+", default=(), help="score only these models' runs")
     p.add_argument(
-        "--rank", choices=RANKS, default="search", help="choose the candidates by search reward (haq's pick) or smoothed reward"
+        "--rank",
+        choices=RANKS,
+        default="search",
+        help="choose the candidates by search reward (haq's pick), by smoothed reward, or haq's and the run's "
+        f"{REPEATED} most repeated proposals",
     )
     args = p.parse_args(argv)
     if args.top < 1:
         p.error(f"--top must be >= 1, got {args.top}")
+    if args.rank == "repeated" and args.top != PICK_K:
+        p.error(f"--rank repeated adds to haq's {PICK_K} candidates; leave --top at {PICK_K}")
     try:
         scores = read_scores(args.out)
         for root in args.runs:

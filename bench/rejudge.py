@@ -24,6 +24,7 @@ verdict under this judge:
     python bench/rejudge.py SQ [SQ2 ...] --out SQ-judged --evaluator-seeds 5
     python bench/rejudge.py OLD --methods rl random --out SQ-judged   # add runs from another --out
     python bench/search_quality.py --merge SQ-judged
+    python bench/rejudge.py SQ --pick-repeats 2 --out SQ-repeats   # the pick that also re-scores repeats
 """
 
 from __future__ import annotations
@@ -62,22 +63,24 @@ REPRODUCED = 1e-9
 """How far the own seed's score may sit from the benchmark's figure and still reproduce it."""
 
 
-def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int) -> RunResult:
+def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int, repeats: int = 0) -> RunResult:
     """``r`` with its test reward, accuracies and cross-fitted reward replaced by the means over
-    ``seeds`` evaluator seeds: the pick made as the benchmark made it, reported as ``haq``'s own
-    pick reports (:func:`haq.problem.select.pick_final` with ``seeds``)."""
+    ``seeds`` evaluator seeds: the pick made as the benchmark made it (with ``repeats``, also
+    re-scoring the run's most repeated proposals: ``PickConfig.repeats``), reported as ``haq``'s
+    own pick reports (:func:`haq.problem.select.pick_final` with ``seeds``)."""
     problem = bench.problem(method_env(bench.env, r.method))
     records = RunDir(run_dir(root, r.model, r.method, r.seed)).read_episodes()
-    final = pick_run(problem, records, PickConfig(k=PICK_K, promote=0.0, report_seeds=seeds))
+    final = pick_run(problem, records, PickConfig(k=PICK_K, promote=0.0, report_seeds=seeds, repeats=repeats))
     first = final.pick
     own = first.by_seed[0].reward
-    if abs(own - r.test_reward) > REPRODUCED:
+    if repeats == 0 and abs(own - r.test_reward) > REPRODUCED:
         log(f"  {r.model} {r.method} seed {r.seed}: the pick scores {own:+.4f}, the benchmark wrote {r.test_reward:+.4f}")
     crossfit = None
     other = swapped_images(problem, PickConfig().select_samples)
     if other is not None:
         candidates = [(e.quant_policy(), e.reward) for e in final.candidates]
-        crossfit = (first.test_reward + pick_final(problem, candidates, PICK_K, images=other, seeds=seeds).test_reward) / 2
+        swapped = pick_final(problem, candidates, PICK_K, images=other, seeds=seeds, repeats=repeats)
+        crossfit = (first.test_reward + swapped.test_reward) / 2
     metrics = [s.metrics for s in first.by_seed]
     robust = [m.robust_acc for m in metrics]
     return dataclasses.replace(
@@ -89,7 +92,15 @@ def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int) -> RunResul
     )  # a cheap evaluator's rows carry a robust accuracy measured apart, kept
 
 
-def measure(roots: Sequence[Path], out: Path, seeds: int, methods: Sequence[str], models: Sequence[str], workers: int) -> None:
+def measure(
+    roots: Sequence[Path],
+    out: Path,
+    seeds: int,
+    methods: Sequence[str],
+    models: Sequence[str],
+    workers: int,
+    repeats: int = 0,
+) -> None:
     """Re-judge every single-fidelity run of ``roots`` (of ``methods`` / ``models`` when given)
     not yet in ``out``, writing each row as it is made."""
     path = out / RESULTS
@@ -108,7 +119,9 @@ def measure(roots: Sequence[Path], out: Path, seeds: int, methods: Sequence[str]
                 todo.append((root, r))
                 done.add(run_key(r))
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / INVOCATION, json.dumps({"format": "haq.bench.rejudge", "version": 1, "seeds": seeds}) + "\n")
+    atomic_write_text(
+        out / INVOCATION, json.dumps({"format": "haq.bench.rejudge", "version": 1, "seeds": seeds, "repeats": repeats}) + "\n"
+    )
     for key in dict.fromkeys((r.model, r.evaluator, r.val_samples) for _, r in todo):
         bench = Workbench(Setting(key[0], key[1], 0, (), key[2]), workers)
         try:
@@ -116,7 +129,7 @@ def measure(roots: Sequence[Path], out: Path, seeds: int, methods: Sequence[str]
                 if (r.model, r.evaluator, r.val_samples) != key:
                     continue
                 log(f"{r.model} {r.method} seed {r.seed} ({root})")
-                new = rejudged(bench, root, r, seeds)
+                new = rejudged(bench, root, r, seeds, repeats)
                 rows.append(new)
                 atomic_write_text(path, json.dumps([to_json(x) for x in rows], indent=2) + "\n")
                 log(f"  test reward {r.test_reward:+.4f} -> {new.test_reward:+.4f} over {seeds} evaluator seeds")
@@ -132,11 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=(), help="re-judge only these methods' runs")
     p.add_argument("--models", nargs="+", default=(), help="re-judge only these models' runs")
     p.add_argument("--workers", type=int, default=1, help="evaluation workers for the picks (Ray)")
+    p.add_argument(
+        "--pick-repeats",
+        type=int,
+        default=0,
+        help="make the pick also re-score each run's N most repeated proposals (haq's PickConfig.repeats); "
+        "0: the benchmark's own pick",
+    )
     ns = p.parse_args(argv)
     if ns.evaluator_seeds < 1:
         p.error(f"--evaluator-seeds must be >= 1, got {ns.evaluator_seeds}")
+    if ns.pick_repeats < 0:
+        p.error(f"--pick-repeats must be >= 0, got {ns.pick_repeats}")
     torch.set_num_threads(1)
-    measure(ns.runs, ns.out, ns.evaluator_seeds, ns.methods, ns.models, ns.workers)
+    measure(ns.runs, ns.out, ns.evaluator_seeds, ns.methods, ns.models, ns.workers, ns.pick_repeats)
     print(f"re-judged rows in {ns.out / RESULTS}; tables: python bench/search_quality.py --merge {ns.out}")
     return 0
 

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 
 
 def add_pick_args(p: argparse.ArgumentParser) -> None:
-    """``--pick``, ``--select-samples``, ``--promote`` and ``--report-seeds`` (the job document's
-    ``pick`` section)."""
+    """``--pick``, ``--select-samples``, ``--promote``, ``--pick-repeats`` and ``--report-seeds``
+    (the job document's ``pick`` section)."""
     from haq.runs.final_pick import PickConfig
 
     g = p.add_argument_group("final pick")
@@ -39,6 +39,13 @@ def add_pick_args(p: argparse.ArgumentParser) -> None:
         "until this fraction of the episodes was scored in full (0: none)",
     )
     g.add_argument(
+        "--pick-repeats",
+        type=int,
+        default=PickConfig().repeats,
+        help="also re-score the run's N most often proposed policies (each proposed at least twice) when not among "
+        "the top K: the agent's settled choice; 0: the top K only",
+    )
+    g.add_argument(
         "--report-seeds",
         type=int,
         default=PickConfig().report_seeds,
@@ -51,7 +58,7 @@ def pick_config(ns: argparse.Namespace) -> PickConfig:
     """The job's ``pick`` section from the flags."""
     from haq.runs.final_pick import PickConfig
 
-    return PickConfig(ns.pick, ns.select_samples, ns.promote, ns.report_seeds)
+    return PickConfig(ns.pick, ns.select_samples, ns.promote, ns.report_seeds, ns.pick_repeats)
 
 
 def report_pick(result: RunResult) -> None:

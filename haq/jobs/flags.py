@@ -45,6 +45,7 @@ _PICK_PATHS = {
     "select_samples": ("pick.select_samples",),
     "promote": ("pick.promote",),
     "report_seeds": ("pick.report_seeds",),
+    "pick_repeats": ("pick.repeats",),
 }
 """The final pick's flags (search, baseline and transfer jobs)."""
 

@@ -1,6 +1,8 @@
 """The final pick of a run, made honestly: rewards on the search's few hundred images favour lucky
 policies, so the top ``k`` of a run are re-scored on held-out images the search never saw before
-one is chosen, and the chosen policy is reported on the test split.
+one is chosen, and the chosen policy is reported on the test split. The policies the run's agent
+proposed most often are re-scored beside them (``repeats``): the agent's settled choice, which a
+lucky top of the log can crowd out of the top ``k``.
 
 Three disjoint image sets: the search scores on the first ``val_samples`` validation images; the
 pick re-scores on the validation images after them when at least ``select_samples`` are left,
@@ -62,7 +64,8 @@ class Pick:
     """The outcome of :func:`pick_final`.
 
     index: position (in the candidates given) of the chosen policy.
-    select_rewards: reward of each of the top ``k`` on the selection images, by candidate index.
+    select_rewards: reward of each re-scored candidate (:func:`pick_candidates`) on the selection
+        images, by candidate index.
     test: the chosen policy's metrics on the report images under the workload's own seed.
     test_reward: its reward there, the mean over the report's evaluator seeds.
     select_images / test_images: where and how many images each stage used.
@@ -112,6 +115,30 @@ def top_distinct(candidates: Sequence[tuple[QuantPolicy, float]], k: int) -> lis
     return top
 
 
+def most_repeated(policies: Sequence[QuantPolicy], m: int) -> list[int]:
+    """Indices (first proposals) of the ``m`` distinct policies proposed most often, each at least
+    twice (repeats are cache hits, logged like any episode); ties go to the earlier first proposal."""
+    first: dict[PolicyKey, int] = {}
+    times: dict[PolicyKey, int] = {}
+    for i, policy in enumerate(policies):
+        key = policy_key(policy)
+        first.setdefault(key, i)
+        times[key] = times.get(key, 0) + 1
+    ranked = sorted((key for key in times if times[key] >= 2), key=lambda key: (-times[key], first[key]))
+    return [first[key] for key in ranked[:m]]
+
+
+def pick_candidates(candidates: Sequence[tuple[QuantPolicy, float]], k: int, repeats: int = 0) -> list[int]:
+    """What the pick re-scores: the ``k`` best distinct candidates by search reward, then those of
+    the ``repeats`` most often proposed that are not among them. Why the second: a policy the agent
+    keeps proposing is what its learning settled on from every reward it saw, while the top of the
+    log is partly the luck of one evaluation each; on the digits CNN the objective agent settles on
+    allocations whose search rewards rank 11th to 32nd of a run, below any top 5."""
+    top = top_distinct(candidates, k)
+    keys = {policy_key(candidates[i][0]) for i in top}
+    return top + [i for i in most_repeated([c[0] for c in candidates], repeats) if policy_key(candidates[i][0]) not in keys]
+
+
 def pick_final(
     problem: SearchProblem,
     candidates: Sequence[tuple[QuantPolicy, float]],
@@ -119,17 +146,20 @@ def pick_final(
     select_samples: int = 150,
     images: tuple[Images, Images] | None = None,
     seeds: int = 1,
+    repeats: int = 0,
 ) -> Pick:
-    """Re-score the ``k`` best distinct ``(policy, search reward)`` candidates on held-out images,
-    choose the best there, and report it on the test images under ``seeds`` evaluator seeds (one
-    for an evaluator that does not use its seed; see the module docstring); ``images`` (select,
-    report) overrides :func:`pick_images`, e.g. with :func:`swapped_images`."""
+    """Re-score the ``k`` best distinct ``(policy, search reward)`` candidates and the ``repeats``
+    most often proposed (:func:`pick_candidates`) on held-out images, choose the best there, and
+    report it on the test images under ``seeds`` evaluator seeds (one for an evaluator that does
+    not use its seed; see the module docstring); ``images`` (select, report) overrides
+    :func:`pick_images`, e.g. with :func:`swapped_images`."""
     count("k", k)
+    count("repeats", repeats, 0)
     own, *others = report_seeds(problem.workload.config.seed, seeds)
     select, report = images if images is not None else pick_images(problem, select_samples)
     if not candidates:
         raise ConfigError("pick_final needs at least one evaluated policy")
-    top = top_distinct(candidates, k)
+    top = pick_candidates(candidates, k, repeats)
     cfg = problem.config
     kind = FULL if cfg.evaluation.kind == MULTI else cfg.evaluation.kind
     if kind not in SEEDED:
@@ -153,6 +183,8 @@ __all__ = [
     "REPORT_SEED_START",
     "Pick",
     "SeedReport",
+    "most_repeated",
+    "pick_candidates",
     "pick_final",
     "pick_images",
     "report_seeds",

@@ -54,6 +54,8 @@ class PickConfig:
     promote: multi-fidelity runs: before the pick, full evaluations (on the search images) for
         the screened-out policies the final prediction rates best, until this fraction of the
         episodes has been scored in full; they become candidates like any (0: none).
+    repeats: the run's most often proposed policies (each proposed at least twice) re-scored
+        beside the top ``k`` when not among them (:func:`haq.problem.select.pick_candidates`).
     report_seeds: evaluator seeds the chosen policy is reported under, the workload's own first;
         the test reward is their mean (:mod:`haq.problem.select`: the search's seed flatters the
         policy it chose). Each costs one evaluation; a run judged by the cheap evaluator, which
@@ -64,12 +66,14 @@ class PickConfig:
     select_samples: int = 150
     promote: float = 1 / 3
     report_seeds: int = 3
+    repeats: int = 0
 
     def __post_init__(self) -> None:
         count("k", self.k, 0)
         count("select_samples", self.select_samples)
         finite("promote", self.promote, 0.0, 1.0)
         count("report_seeds", self.report_seeds)
+        count("repeats", self.repeats, 0)
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,12 @@ def pick_run(problem: SearchProblem, records: Sequence[EpisodeRecord], cfg: Pick
     if not candidates:
         raise ConfigError("the run has no episode scored in full to pick from; run more episodes")
     pick = pick_final(
-        problem, [(r.quant_policy(), r.reward) for r in candidates], cfg.k, cfg.select_samples, seeds=cfg.report_seeds
+        problem,
+        [(r.quant_policy(), r.reward) for r in candidates],
+        cfg.k,
+        cfg.select_samples,
+        seeds=cfg.report_seeds,
+        repeats=cfg.repeats,
     )
     return FinalPick(pick, candidates, tuple(r.episode for r in extra))
 
