@@ -223,6 +223,10 @@ REPORT_SEEDS = 1
 """The pick reports under the workload's evaluator seed only (``haq``'s default averages 3): every
 row this benchmark wrote before 2026-12-05 did, and rows are merged across invocations;
 ``bench/rejudge.py`` gives any run's seed-averaged figures."""
+PICK_REPEATS = 0
+"""The pick re-scores the top ``PICK_K`` only (``haq``'s default adds the run's 2 most repeated
+proposals since 2026-12-06): every row written before did, and rows are merged across invocations;
+``bench/pick_rules.py --rank repeated`` and ``bench/rejudge.py --pick-repeats 2`` give haq's pick."""
 WIDE_ENTROPY = -0.5
 """``rl-wide``'s ``AgentConfig.target_entropy``: a squashed spread of about half a bit-width bin
 (seven bins over [-1, 1]) where stable-baselines3's −1 gives a third."""
@@ -423,7 +427,9 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
     seconds = time.perf_counter() - start
     records = list(result.records)
     promote = 0.0 if method == "rl-multi-unpromoted" else PickConfig().promote
-    final = pick_run(problem, records, PickConfig(PICK_K, promote=promote, report_seeds=REPORT_SEEDS))  # promotes first
+    final = pick_run(
+        problem, records, PickConfig(PICK_K, promote=promote, report_seeds=REPORT_SEEDS, repeats=PICK_REPEATS)
+    )  # promotes first
     pick = final.pick
     crossfit = crossfit_reward(problem, [(r.quant_policy(), r.reward) for r in final.candidates], pick.test_reward)
     full_evals = problem.screen.full_evaluations if problem.screen is not None else None
@@ -458,7 +464,7 @@ def crossfit_reward(problem: SearchProblem, candidates: list[tuple[QuantPolicy, 
     images = swapped_images(problem, PickConfig().select_samples)
     if images is None:
         return None
-    return (first + pick_final(problem, candidates, PICK_K, images=images).test_reward) / 2
+    return (first + pick_final(problem, candidates, PICK_K, images=images, repeats=PICK_REPEATS).test_reward) / 2
 
 
 def final_robust(bench: Workbench, policy: QuantPolicy, cfg: EvalConfig) -> float | None:

@@ -41,6 +41,19 @@ def test_the_pick_rescores_the_top_k_on_images_the_search_never_saw(problem: Sea
         pick_final(problem, [])
 
 
+def test_a_repeated_proposal_outside_the_top_k_is_re_scored_too(problem: SearchProblem) -> None:
+    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 8, np.random.default_rng(0), "stepwise")]
+    scored = sorted(((p, problem.score(p).reward) for p in pols), key=lambda c: -c[1])
+    settled = scored[-1]  # the worst by search reward, proposed three times
+    candidates = [*scored, settled, settled]
+    plain = pick_final(problem, candidates, k=3)
+    assert sorted(plain.select_rewards) == [0, 1, 2]
+    pick = pick_final(problem, candidates, k=3, repeats=2)
+    assert sorted(pick.select_rewards) == [0, 1, 2, 7]  # its first proposal joins the top 3
+    assert {i: pick.select_rewards[i] for i in (0, 1, 2)} == plain.select_rewards
+    assert pick.index == max(pick.select_rewards, key=lambda i: (pick.select_rewards[i], -[0, 1, 2, 7].index(i)))
+
+
 def test_a_report_under_several_evaluator_seeds_is_their_mean_the_workload_s_own_first(cache_dir: Path) -> None:
     full = make_problem(EnvConfig(evaluation=EvalConfig(kind="full")), cache_dir=cache_dir)
     pols = [full.policy(c.pairs) for c in random_candidates(full.budget_model, 3, np.random.default_rng(2), "stepwise")]

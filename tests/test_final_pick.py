@@ -42,7 +42,8 @@ def test_a_search_writes_its_pick_from_its_top_policies(tmp_path: Path, capsys: 
     chosen = max(doc["candidates"], key=lambda c: c["select_reward"])
     assert doc["episode"] == chosen["episode"] and doc["search_reward"] == records[doc["episode"]].reward
     assert (doc["select_images"], doc["test_images"]) == ("test[0:180]", "test[180:360]")  # digits: val has too few left
-    assert "re-scoring the top 3 policies on 180 held-out images (test[0:180])" in captured.out + captured.err  # not the 60 asked
+    said = "re-scoring the top 3 policies, and the 2 most repeated not among them, on 180 held-out images (test[0:180])"
+    assert said in captured.out + captured.err  # not the 60 asked
     assert -1.0 <= doc["test"]["clean_acc"] <= 1.0 and isinstance(doc["test_reward"], float)
     policy = QuantPolicy.load(out / POLICY_FILE)
     assert {n: (b.w_bits, b.a_bits) for n, b in policy.layers.items()} == dict(records[doc["episode"]].policy)

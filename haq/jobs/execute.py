@@ -157,7 +157,8 @@ def with_pick(cfg: PickConfig, out: Path, problem: SearchProblem, result: RunRes
         return result
     if log:
         select, _ = pick_images(problem, cfg.select_samples)
-        log(f"final pick: re-scoring the top {cfg.k} policies on {select.count} held-out images ({select})")
+        also = f", and the {cfg.repeats} most repeated not among them," if cfg.repeats else ""
+        log(f"final pick: re-scoring the top {cfg.k} policies{also} on {select.count} held-out images ({select})")
     final = pick_run(problem, result.records, cfg)
     write_pick(out, final)
     return dataclasses.replace(result, final=final)
