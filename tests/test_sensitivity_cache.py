@@ -17,7 +17,7 @@ from search_fakes import AnalyticTable
 
 from haq.baselines import BaselineConfig, run_baseline
 from haq.cli import main as haq_main
-from haq.core.errors import DataError
+from haq.core.errors import DataError, InternalError
 from haq.evaluation.config import EvalConfig
 from haq.jobs.problems import SENSITIVITY_CACHE, make_problem
 from haq.problem import reward_sensitivity as module
@@ -158,7 +158,7 @@ def test_a_cache_that_cannot_be_written_loses_the_entry_not_the_run(
 
 
 def test_a_key_is_never_a_path(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="not a 32-digit hex digest"):
+    with pytest.raises(InternalError, match="not a 32-digit hex digest"):
         SensitivityCache(tmp_path).path("../../etc/passwd")
 
 
