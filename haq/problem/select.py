@@ -133,7 +133,8 @@ def pick_candidates(candidates: Sequence[tuple[QuantPolicy, float]], k: int, rep
     the ``repeats`` most often proposed that are not among them. Why the second: a policy the agent
     keeps proposing is what its learning settled on from every reward it saw, while the top of the
     log is partly the luck of one evaluation each; on the digits CNN the objective agent settles on
-    allocations whose search rewards rank 11th to 32nd of a run, below any top 5."""
+    allocations that mostly sit below the top 5 by search reward (greedy's first-fit one ranked
+    11th to 32nd of a run)."""
     top = top_distinct(candidates, k)
     keys = {policy_key(candidates[i][0]) for i in top}
     return top + [i for i in most_repeated([c[0] for c in candidates], repeats) if policy_key(candidates[i][0]) not in keys]
