@@ -103,10 +103,11 @@ def measure_sensitivity(
 
 
 def measure_share(workload: Workload, weights: LossWeights, cfg: SensitivityConfig, names: tuple[str, ...]) -> dict[str, Any]:
-    """:func:`measure_sensitivity` of the layers ``names`` on ``workload``, as plain data: the
-    work one worker does when the layers are spread over a pool (:func:`share_layers`)."""
+    """:func:`measure_sensitivity` of the layers ``names`` on ``workload``, as plain data
+    (:meth:`Sensitivity.to_dict`): the work one worker does when the layers are spread over a pool
+    (:func:`share_layers`)."""
     s = measure_sensitivity(workload.model, workload.layers, workload.data, workload.device, weights, cfg, only=names)
-    return {"samples": s.samples, "layers": {n: [dict(ls.weight), dict(ls.activation)] for n, ls in s.layers.items()}}
+    return s.to_dict()
 
 
 def share_layers(names: Sequence[str], workers: int) -> list[tuple[str, ...]]:
@@ -118,16 +119,12 @@ def share_layers(names: Sequence[str], workers: int) -> list[tuple[str, ...]]:
 
 def merge_shares(names: Sequence[str], shares: Sequence[dict[str, Any]]) -> Sensitivity:
     """The shares :func:`measure_share` returned, as one estimate over ``names`` in their order."""
-    found: dict[str, LayerSensitivity] = {}
-    for share in shares:
-        for name, (weight, activation) in share["layers"].items():
-            found[name] = LayerSensitivity(
-                weight={int(b): float(v) for b, v in weight.items()}, activation={int(b): float(v) for b, v in activation.items()}
-            )
+    parts = [Sensitivity.from_dict(share) for share in shares]
+    found = {name: layer for part in parts for name, layer in part.layers.items()}
     missing = [n for n in names if n not in found]
-    if missing or not shares:
+    if missing or not parts:
         raise InternalError(f"the workers' shares of the measured sensitivity lack layers {missing}")
-    return Sensitivity({n: found[n] for n in names}, samples=int(shares[0]["samples"]), estimator="measured")
+    return Sensitivity({n: found[n] for n in names}, samples=parts[0].samples, estimator="measured")
 
 
 @torch.no_grad()

@@ -69,14 +69,11 @@ def reward_sensitivity(
     weights = loss_weights(env, workload)
     if store is None:
         return _estimate(env, workload, cfg, weights, log, pool)
-    key = reward_sensitivity_key(env, workload, cfg)
+    key = _key(workload, cfg, weights)
     kept = store.get(key)
-    names = [layer.name for layer in workload.layers]
-    if kept is not None and list(kept.layers) == names:
+    if kept is not None and list(kept.layers) == workload.layer_names:
         if log and kept.estimator == "measured":  # said as its measuring would have been; Fisher's seconds never are
-            log(
-                f"sensitivity: reused the {kept.estimator} estimate of {len(names)} layers made for this model and reward ({key})"
-            )
+            log(f"sensitivity: reused the measured estimate of {len(kept.layers)} layers made for this model and reward ({key})")
         return kept
     estimate = _estimate(env, workload, cfg, weights, log, pool)
     store.put(key, estimate)
@@ -97,7 +94,10 @@ def loss_weights(env: EnvConfig, workload: Workload) -> LossWeights:
 def reward_sensitivity_key(env: EnvConfig, workload: Workload, cfg: SensitivityConfig) -> str:
     """What :func:`reward_sensitivity` keeps its estimate by: the workload and settings, and of
     the reward what ``auto`` resolves by and the measured estimate weighs by."""
-    weights = loss_weights(env, workload)
+    return _key(workload, cfg, loss_weights(env, workload))
+
+
+def _key(workload: Workload, cfg: SensitivityConfig, weights: LossWeights) -> str:
     attack = None if weights.attack is None else serial.to_dict(weights.attack)
     return sensitivity_key(workload, cfg, {"clean": weights.clean, "robust": weights.adversarial, "attack": attack})
 
@@ -110,7 +110,7 @@ def _estimate(
         return estimate_sensitivity(workload.model, workload.layers, workload.data, workload.device, cfg)
     if pool is None or pool.workers < 2 or len(workload.layers) < 2:
         return measure_sensitivity(workload.model, workload.layers, workload.data, workload.device, weights, cfg, log)
-    names = [layer.name for layer in workload.layers]
+    names = workload.layer_names
     shares = share_layers(names, pool.workers)  # one each: a share crafts its own PGD images
     if log:
         log(f"measured sensitivity: {len(names)} layers in {len(shares)} shares on {pool.workers} workers")

@@ -63,7 +63,7 @@ def sensitivity_key(workload: Workload, cfg: SensitivityConfig, reward: dict[str
         "versions": software_versions(),
         "device": workload.device.type,
         "model": model_digest(workload.model),
-        "layers": [layer.name for layer in workload.layers],
+        "layers": workload.layer_names,
         "images": tensor_digest([("x", x), ("y", y)]),
         "value_range": serial.to_dict(workload.data.value_range),
         "settings": serial.to_dict(cfg),
