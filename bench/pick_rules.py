@@ -199,6 +199,14 @@ def mean_gap(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
     return statistics.fmean(diffs), spread[int(0.025 * BOOTSTRAP_DRAWS)], spread[int(0.975 * BOOTSTRAP_DRAWS) - 1]
 
 
+def _gap_text(pairs: list[tuple[float, float]]) -> str:
+    """``a - b`` over paired runs as every comparison prints it: mean, interval and the runs each
+    way (the caller closes the parenthesis, adding what it counts of)."""
+    gap, lo, hi = mean_gap(pairs)
+    better, worse = sum(a > b for a, b in pairs), sum(a < b for a, b in pairs)
+    return f"{gap:+.4f} (95 % bootstrap interval over runs [{lo:+.4f}, {hi:+.4f}]; better in {better}, worse in {worse}"
+
+
 def rules_for(top: int) -> tuple[Rule, ...]:
     """The rules compared, with a held-out pick among all ``top`` scored candidates when that is
     more than haq's ``PICK_K``."""
@@ -278,13 +286,7 @@ def report(scores: list[Scores], rules: tuple[Rule, ...] = RULES) -> str:
             if rule == HAQ_PICK:
                 continue
             pairs = [(crossfit(s, rule), crossfit(s, HAQ_PICK)) for s in mine]
-            gap, lo, hi = mean_gap(pairs)
-            better = sum(a > b for a, b in pairs)
-            worse = sum(a < b for a, b in pairs)
-            lines.append(
-                f"\n{rule.name} minus {HAQ_PICK.name}: {gap:+.4f} (95 % bootstrap interval over runs [{lo:+.4f}, {hi:+.4f}]; "
-                f"better in {better}, worse in {worse} of {len(mine)})"
-            )
+            lines.append(f"\n{rule.name} minus {HAQ_PICK.name}: {_gap_text(pairs)} of {len(mine)})")
     return "\n".join(lines)
 
 
@@ -298,11 +300,9 @@ def _smoothed_against_pick(scores: list[Scores], model: str) -> list[str]:
     ]
     if not pairs:
         return []
-    gap, lo, hi = mean_gap(pairs)
     return [
         f"\n{model}: held-out pick among the top {PICK_K} by smoothed reward minus {HAQ_PICK.name} (cross-fitted, "
-        f"{len(pairs)} runs): {gap:+.4f} (95 % bootstrap interval over runs [{lo:+.4f}, {hi:+.4f}]; "
-        f"better in {sum(a > b for a, b in pairs)}, worse in {sum(a < b for a, b in pairs)})"
+        f"{len(pairs)} runs): {_gap_text(pairs)})"
     ]
 
 
@@ -316,14 +316,11 @@ def _repeated_against_pick(scores: list[Scores], model: str) -> list[str]:
         pairs = [(crossfit(s, Rule("repeated", len(s.search))), crossfit(s, HAQ_PICK)) for s in group]
         if not pairs:
             continue
-        gap, lo, hi = mean_gap(pairs)
         added = statistics.fmean(len(s.search) - PICK_K for s in group)
         lines.append(
             f"\n{model} ({method}): held-out pick among the top {PICK_K} and the {REPEATED} most repeated proposals "
-            f"({added:.1f} added on average) minus {HAQ_PICK.name} (cross-fitted, {len(pairs)} runs): {gap:+.4f} "
-            f"(95 % bootstrap interval over runs [{lo:+.4f}, {hi:+.4f}]; better in {sum(a > b for a, b in pairs)}, "
-            f"worse in {sum(a < b for a, b in pairs)}); means {statistics.fmean(a for a, _ in pairs):+.4f} "
-            f"against {statistics.fmean(b for _, b in pairs):+.4f}"
+            f"({added:.1f} added on average) minus {HAQ_PICK.name} (cross-fitted, {len(pairs)} runs): {_gap_text(pairs)}); "
+            f"means {statistics.fmean(a for a, _ in pairs):+.4f} against {statistics.fmean(b for _, b in pairs):+.4f}"
         )
     return lines
 
