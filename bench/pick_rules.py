@@ -28,7 +28,11 @@ minus haq's pick).
 With ``--rank repeated`` the candidates are haq's top ``PICK_K`` and then the run's ``REPEATED``
 most often proposed distinct policies not among them (:func:`haq.problem.select.pick_candidates`): whether a policy
 the agent kept coming back to beats the lucky top of the log when the held-out half decides.
-It is compared, per method, against haq's pick among the same line's first ``PICK_K``.
+It is compared, per method, against haq's pick among the same line's first ``PICK_K``. With
+``--defer D`` as well, the deferring pick (:func:`haq.problem.select.deferring`: the run's most
+proposed policy unless the best candidate beats it on the choosing half by more than ``D`` images'
+worth) is compared against the held-out pick among those same candidates (the run's log says which
+policy is the most proposed).
 
 Printed per model: each rule's mean over runs, per method and overall, and each rule's paired
 difference from haq's pick with a 95 % bootstrap interval over runs. Each run's candidate scores
@@ -40,6 +44,7 @@ it stopped.
     python bench/pick_rules.py SQ --models digits_cnn --top 10 --out pick-rules-top10.jsonl
     python bench/pick_rules.py SQ --rank smoothed --out pick-rules.jsonl   # beside the search ranking
     python bench/pick_rules.py SQ --rank repeated --out pick-rules.jsonl   # haq's candidates + most repeated
+    python bench/pick_rules.py SQ --rank repeated --defer 2 --out pick-rules.jsonl   # ... and deferring to the most proposed
 """
 
 from __future__ import annotations
@@ -60,7 +65,9 @@ from haq.core.errors import HaqError
 from haq.core.fileio import append_durably, atomic_write_text
 from haq.evaluation.evaluators import PolicyKey, policy_key
 from haq.evaluation.held_out import Images
-from haq.problem.select import pick_candidates
+from haq.problem.config import RewardConfig
+from haq.problem.reward import image_reward
+from haq.problem.select import deferring, most_repeated, pick_candidates
 from haq.quant import QuantPolicy
 from haq.runs.rundir import RunDir
 
@@ -179,6 +186,31 @@ def crossfit(s: Scores, rule: Rule) -> float:
     return (s.second[choose(s.first)] + s.first[choose(s.second)]) / 2
 
 
+def settled_index(s: Scores) -> int | None:
+    """Which of a ``repeated`` line's candidates is its run's most proposed policy (``None`` when no
+    policy was proposed twice), from the run's log."""
+    records = RunDir(Path(s.run)).read_episodes()
+    logged = [(x.quant_policy(), x.reward) for x in records]
+    candidates = pick_candidates(logged, PICK_K, REPEATED)
+    if len(candidates) != len(s.search):
+        raise HaqError(f"{s.run}: its log gives {len(candidates)} candidates, the scores {len(s.search)}; measure afresh")
+    settled = most_repeated([p for p, _ in logged], 1)
+    keys = [policy_key(logged[i][0]) for i in candidates]
+    return keys.index(policy_key(logged[settled[0]][0])) if settled else None
+
+
+def crossfit_deferring(s: Scores, settled: int | None, images: float) -> float:
+    """:func:`crossfit` of the pick that keeps candidate ``settled`` unless the best on the choosing
+    half beats it there by more than ``images`` images' worth."""
+    margin = images * image_reward(RewardConfig(), s.half_images)
+    every = list(range(len(s.search)))
+
+    def choose(half: tuple[float, ...]) -> int:
+        return deferring(every, dict(enumerate(half)), settled, margin)
+
+    return (s.second[choose(s.first)] + s.first[choose(s.second)]) / 2
+
+
 def read_scores(path: Path) -> list[Scores]:
     """The runs measured before (none when ``path`` does not exist); a last line that a kill cut
     short is cut off the file (its run is measured again)."""
@@ -264,12 +296,14 @@ def measure(
             bench.close()
 
 
-def report(scores: list[Scores], rules: tuple[Rule, ...] = RULES) -> str:
+def report(scores: list[Scores], rules: tuple[Rule, ...] = RULES, defer: float = 0.0) -> str:
     """The Markdown tables (see the module docstring)."""
     lines = []
     for model in sorted({s.model for s in scores}):
         lines += _smoothed_against_pick([s for s in scores if s.model == model], model)
         lines += _repeated_against_pick([s for s in scores if s.model == model], model)
+        if defer:
+            lines += _deferring_against_pick([s for s in scores if s.model == model], model, defer)
         mine = [s for s in scores if s.model == model and s.rank == "search"]
         if not mine:
             continue
@@ -325,6 +359,24 @@ def _repeated_against_pick(scores: list[Scores], model: str) -> list[str]:
     return lines
 
 
+def _deferring_against_pick(scores: list[Scores], model: str, defer: float) -> list[str]:
+    """The deferring pick minus the held-out pick among the same candidates (haq's and the most
+    repeated), paired by run, per method."""
+    mine = [(s, settled_index(s)) for s in scores if s.rank == "repeated"]
+    lines = []
+    for method in sorted({s.method for s, _ in mine}) + ["all"]:
+        group = [(s, i) for s, i in mine if method in ("all", s.method)]
+        pairs = [(crossfit_deferring(s, i, defer), crossfit(s, Rule("repeated", len(s.search)))) for s, i in group]
+        if not pairs:
+            continue
+        lines.append(
+            f"\n{model} ({method}): deferring to the most proposed (margin {defer:g} images) minus the held-out pick among "
+            f"the same candidates (cross-fitted, {len(pairs)} runs): {_gap_text(pairs)}); "
+            f"means {statistics.fmean(a for a, _ in pairs):+.4f} against {statistics.fmean(b for _, b in pairs):+.4f}"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("runs", nargs="+", type=Path, help="bench/search_quality.py --out directories")
@@ -344,7 +396,16 @@ def main(argv: list[str] | None = None) -> int:
         help="choose the candidates by search reward (haq's pick), by smoothed reward, or haq's and the run's "
         f"{REPEATED} most repeated proposals",
     )
+    p.add_argument(
+        "--defer",
+        type=float,
+        default=0.0,
+        help="with --rank repeated: also compare the pick that keeps the run's most proposed policy unless beaten by "
+        "more than D images' worth of the choosing half (haq's --pick-defer)",
+    )
     args = p.parse_args(argv)
+    if args.defer < 0:
+        p.error(f"--defer must be >= 0, got {args.defer}")
     if args.top < 1:
         p.error(f"--top must be >= 1, got {args.top}")
     if args.rank == "repeated" and args.top != PICK_K:
@@ -361,10 +422,11 @@ def main(argv: list[str] | None = None) -> int:
                 scores.append(s)
 
             measure(root, done, keep, args.top, args.models, args.rank)
+        text = report(scores, rules_for(args.top), args.defer)
     except HaqError as exc:
         print(f"pick_rules: {exc}", file=sys.stderr)
         return 2
-    print(report(scores, rules_for(args.top)))
+    print(text)
     return 0
 
 

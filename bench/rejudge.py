@@ -25,6 +25,7 @@ verdict under this judge:
     python bench/rejudge.py OLD --methods rl random --out SQ-judged   # add runs from another --out
     python bench/search_quality.py --merge SQ-judged
     python bench/rejudge.py SQ --pick-repeats 2 --out SQ-repeats   # the pick that also re-scores repeats
+    python bench/rejudge.py SQ --pick-repeats 2 --pick-defer 2 --out SQ-defer   # ... keeping the most proposed
 """
 
 from __future__ import annotations
@@ -63,23 +64,25 @@ REPRODUCED = 1e-9
 """How far the own seed's score may sit from the benchmark's figure and still reproduce it."""
 
 
-def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int, repeats: int = 0) -> RunResult:
+def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int, repeats: int = 0, defer: float = 0.0) -> RunResult:
     """``r`` with its test reward, accuracies and cross-fitted reward replaced by the means over
     ``seeds`` evaluator seeds: the pick made as the benchmark made it (with ``repeats``, also
-    re-scoring the run's most repeated proposals: ``PickConfig.repeats``), reported as ``haq``'s
-    own pick reports (:func:`haq.problem.select.pick_final` with ``seeds``)."""
+    re-scoring the run's most repeated proposals: ``PickConfig.repeats``; with ``defer``, keeping
+    the most proposed unless beaten: ``PickConfig.defer``), reported as ``haq``'s own pick reports
+    (:func:`haq.problem.select.pick_final` with ``seeds``)."""
     problem = bench.problem(method_env(bench.env, r.method))
     records = RunDir(run_dir(root, r.model, r.method, r.seed)).read_episodes()
-    final = pick_run(problem, records, PickConfig(k=PICK_K, promote=0.0, report_seeds=seeds, repeats=repeats))
+    pick = PickConfig(k=PICK_K, promote=0.0, report_seeds=seeds, repeats=repeats, defer=defer)
+    final = pick_run(problem, records, pick)
     first = final.pick
     own = first.by_seed[0].reward
-    if repeats == 0 and abs(own - r.test_reward) > REPRODUCED:
+    if repeats == 0 and defer == 0 and abs(own - r.test_reward) > REPRODUCED:
         log(f"  {r.model} {r.method} seed {r.seed}: the pick scores {own:+.4f}, the benchmark wrote {r.test_reward:+.4f}")
     crossfit = None
     other = swapped_images(problem, PickConfig().select_samples)
     if other is not None:
         candidates = [(e.quant_policy(), e.reward) for e in final.candidates]
-        swapped = pick_final(problem, candidates, PICK_K, images=other, seeds=seeds, repeats=repeats)
+        swapped = pick_final(problem, candidates, PICK_K, images=other, seeds=seeds, repeats=repeats, defer=defer)
         crossfit = (first.test_reward + swapped.test_reward) / 2
     metrics = [s.metrics for s in first.by_seed]
     robust = [m.robust_acc for m in metrics]
@@ -100,6 +103,7 @@ def measure(
     models: Sequence[str],
     workers: int,
     repeats: int = 0,
+    defer: float = 0.0,
 ) -> None:
     """Re-judge every single-fidelity run of ``roots`` (of ``methods`` / ``models`` when given)
     not yet in ``out``, writing each row as it is made."""
@@ -119,9 +123,8 @@ def measure(
                 todo.append((root, r))
                 done.add(run_key(r))
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        out / INVOCATION, json.dumps({"format": "haq.bench.rejudge", "version": 1, "seeds": seeds, "repeats": repeats}) + "\n"
-    )
+    invocation = {"format": "haq.bench.rejudge", "version": 2, "seeds": seeds, "repeats": repeats, "defer": defer}
+    atomic_write_text(out / INVOCATION, json.dumps(invocation) + "\n")
     for key in dict.fromkeys((r.model, r.evaluator, r.val_samples) for _, r in todo):
         bench = Workbench(Setting(key[0], key[1], 0, (), key[2]), workers)
         try:
@@ -129,7 +132,7 @@ def measure(
                 if (r.model, r.evaluator, r.val_samples) != key:
                     continue
                 log(f"{r.model} {r.method} seed {r.seed} ({root})")
-                new = rejudged(bench, root, r, seeds, repeats)
+                new = rejudged(bench, root, r, seeds, repeats, defer)
                 rows.append(new)
                 atomic_write_text(path, json.dumps([to_json(x) for x in rows], indent=2) + "\n")
                 log(f"  test reward {r.test_reward:+.4f} -> {new.test_reward:+.4f} over {seeds} evaluator seeds")
@@ -152,13 +155,22 @@ def main(argv: list[str] | None = None) -> int:
         help="make the pick also re-score each run's N most repeated proposals (haq's PickConfig.repeats); "
         "0: the benchmark's own pick",
     )
+    p.add_argument(
+        "--pick-defer",
+        type=float,
+        default=0.0,
+        help="make the pick keep each run's most proposed policy unless beaten by more than D images' worth "
+        "(haq's PickConfig.defer); 0: the best on the choosing half",
+    )
     ns = p.parse_args(argv)
     if ns.evaluator_seeds < 1:
         p.error(f"--evaluator-seeds must be >= 1, got {ns.evaluator_seeds}")
     if ns.pick_repeats < 0:
         p.error(f"--pick-repeats must be >= 0, got {ns.pick_repeats}")
+    if ns.pick_defer < 0:
+        p.error(f"--pick-defer must be >= 0, got {ns.pick_defer}")
     torch.set_num_threads(1)
-    measure(ns.runs, ns.out, ns.evaluator_seeds, ns.methods, ns.models, ns.workers, ns.pick_repeats)
+    measure(ns.runs, ns.out, ns.evaluator_seeds, ns.methods, ns.models, ns.workers, ns.pick_repeats, ns.pick_defer)
     print(f"re-judged rows in {ns.out / RESULTS}; tables: python bench/search_quality.py --merge {ns.out}")
     return 0
 

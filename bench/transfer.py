@@ -63,7 +63,7 @@ from haq.problem.accuracy_fit import AccuracyFit
 from haq.problem.allocation import estimated_error
 from haq.problem.config import EnvConfig, RewardConfig
 from haq.problem.problem import SearchProblem
-from haq.problem.reward import cost_term
+from haq.problem.reward import cost_term, image_reward
 from haq.runs.rundir import EpisodeRecord, RunDir
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.run import run_search
@@ -103,7 +103,7 @@ OBJECTIVE_AGENT = AgentConfig(decision="objective")
 """``--decision objective``'s agent: ``haq search --decision objective``'s defaults."""
 AGENTS = {AGENT.decision: AGENT, OBJECTIVE_AGENT.decision: OBJECTIVE_AGENT}
 EVALUATION = EvalConfig(kind="cheap")
-ONE_IMAGE = RewardConfig().acc_weight * 100.0 / EVALUATION.val_samples
+ONE_IMAGE = image_reward(RewardConfig(), EVALUATION.val_samples)
 """The reward one search image is worth (one more image right, at HAQ's accuracy weight): the
 scale of the misses, which the benchmark prints in these units."""
 DEFAULT_START = TransferConfig(source="-", table="-").zero_shot

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 
 
 def add_pick_args(p: argparse.ArgumentParser) -> None:
-    """``--pick``, ``--select-samples``, ``--promote``, ``--pick-repeats`` and ``--report-seeds``
-    (the job document's ``pick`` section)."""
+    """``--pick``, ``--select-samples``, ``--promote``, ``--pick-repeats``, ``--pick-defer`` and
+    ``--report-seeds`` (the job document's ``pick`` section)."""
     from haq.runs.final_pick import PickConfig
 
     g = p.add_argument_group("final pick")
@@ -46,6 +46,13 @@ def add_pick_args(p: argparse.ArgumentParser) -> None:
         "the top K: the agent's settled choice; 0: the top K only",
     )
     g.add_argument(
+        "--pick-defer",
+        type=float,
+        default=PickConfig().defer,
+        help="keep the run's most often proposed policy unless another candidate beats it on the held-out images by "
+        "more than this many images' worth of clean accuracy; 0: the best there",
+    )
+    g.add_argument(
         "--report-seeds",
         type=int,
         default=PickConfig().report_seeds,
@@ -58,7 +65,7 @@ def pick_config(ns: argparse.Namespace) -> PickConfig:
     """The job's ``pick`` section from the flags."""
     from haq.runs.final_pick import PickConfig
 
-    return PickConfig(ns.pick, ns.select_samples, ns.promote, ns.report_seeds, ns.pick_repeats)
+    return PickConfig(ns.pick, ns.select_samples, ns.promote, ns.report_seeds, ns.pick_repeats, ns.pick_defer)
 
 
 def report_pick(result: RunResult) -> None:
@@ -77,9 +84,13 @@ def report_pick(result: RunResult) -> None:
     if len(pick.by_seed) > 1:
         each = ", ".join(f"{r.reward:+.4f}" for r in pick.by_seed)
         seeds = f" (mean over {len(pick.by_seed)} evaluator seeds: {each})"
+    chosen_there = pick.select_rewards[pick.index]
+    how = f"best of {len(pick.select_rewards)}"
+    if pick.index == pick.settled and chosen_there < max(pick.select_rewards.values()):
+        how = f"the most proposed of {len(pick.select_rewards)}, kept"
     print(
         f"final pick: episode {chosen.episode} (search reward {chosen.reward:+.4f}, {pick.select_images} "
-        f"{pick.select_rewards[pick.index]:+.4f}, best of {len(pick.select_rewards)}); on {pick.test_images}: "
+        f"{chosen_there:+.4f}, {how}); on {pick.test_images}: "
         f"reward {pick.test_reward:+.4f}{seeds}, clean {m.clean_acc:.4f}, robust {robust} (the workload's seed)"
     )
     print(f"final policy: {result.run_dir / POLICY_FILE}")

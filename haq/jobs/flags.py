@@ -46,6 +46,7 @@ _PICK_PATHS = {
     "promote": ("pick.promote",),
     "report_seeds": ("pick.report_seeds",),
     "pick_repeats": ("pick.repeats",),
+    "pick_defer": ("pick.defer",),
 }
 """The final pick's flags (search, baseline and transfer jobs)."""
 

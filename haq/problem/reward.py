@@ -38,6 +38,14 @@ def cost_term(metrics: PolicyMetrics, budget: Budget, cfg: RewardConfig) -> floa
     return float(cfg.cost_weight * metrics.cost(budget.metric) / budget.target)
 
 
+def image_reward(cfg: RewardConfig, images: int) -> float:
+    """The reward one more image classified right adds to a clean accuracy measured on ``images``:
+    the unit in which rewards measured on so few images can be told apart at all."""
+    if images < 1:
+        raise ValueError(f"image count must be >= 1, got {images}")
+    return cfg.acc_weight * 100.0 / images
+
+
 def sampling_std(metrics: PolicyMetrics, cfg: RewardConfig, clean_images: int, robust_images: int) -> float:
     """The standard error of a reward from the images its accuracies were measured on: each
     accuracy a binomial proportion (std √(p(1−p)/n), at the measured p), the two terms

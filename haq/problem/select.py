@@ -2,7 +2,9 @@
 policies, so the top ``k`` of a run are re-scored on held-out images the search never saw before
 one is chosen, and the chosen policy is reported on the test split. The policies the run's agent
 proposed most often are re-scored beside them (``repeats``): the agent's settled choice, which a
-lucky top of the log can crowd out of the top ``k``.
+lucky top of the log can crowd out of the top ``k``. With ``defer`` the pick keeps the most
+proposed one unless another candidate beats it on the held-out images by more than that many
+images' worth (:func:`deferring`).
 
 Three disjoint image sets: the search scores on the first ``val_samples`` validation images; the
 pick re-scores on the validation images after them when at least ``select_samples`` are left,
@@ -31,13 +33,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from haq.core.errors import ConfigError
-from haq.core.validate import count
+from haq.core.validate import count, finite
 from haq.evaluation.config import SEEDED
 from haq.evaluation.evaluators import PolicyKey, policy_key
 from haq.evaluation.held_out import Images
 from haq.evaluation.metrics import PolicyMetrics
 from haq.problem.fidelity import FULL
 from haq.problem.problem import MULTI, SearchProblem
+from haq.problem.reward import image_reward
 from haq.quant import QuantPolicy
 
 REPORT_SEED_START = 101
@@ -70,6 +73,8 @@ class Pick:
     test_reward: its reward there, the mean over the report's evaluator seeds.
     select_images / test_images: where and how many images each stage used.
     by_seed: the report under each evaluator seed, the workload's own first.
+    settled: position of the run's most often proposed policy when the pick deferred to it
+        (``defer``; :func:`deferring`), whether or not it was chosen; ``None`` otherwise.
     """
 
     index: int
@@ -80,6 +85,7 @@ class Pick:
     select_images: str
     test_images: str
     by_seed: tuple[SeedReport, ...] = ()
+    settled: int | None = None
 
 
 def pick_images(problem: SearchProblem, select_samples: int = 150) -> tuple[Images, Images]:
@@ -140,6 +146,18 @@ def pick_candidates(candidates: Sequence[tuple[QuantPolicy, float]], k: int, rep
     return top + [i for i in most_repeated([c[0] for c in candidates], repeats) if policy_key(candidates[i][0]) not in keys]
 
 
+def deferring(top: Sequence[int], select_rewards: dict[int, float], settled: int | None, margin: float) -> int:
+    """The best of ``top`` on the selection images, unless it beats the ``settled`` candidate (the
+    run's most often proposed policy) there by ``margin`` or less: then the settled one. Why: on a
+    few hundred images rewards closer than a couple of images' worth are told apart by chance, and
+    the best of several such draws is the luckiest, while the settled policy is what the agent
+    learned from every reward of the run."""
+    best = max(top, key=lambda i: (select_rewards[i], -top.index(i)))
+    if settled is None or select_rewards[best] - select_rewards[settled] > margin:
+        return best
+    return settled
+
+
 def pick_final(
     problem: SearchProblem,
     candidates: Sequence[tuple[QuantPolicy, float]],
@@ -148,19 +166,22 @@ def pick_final(
     images: tuple[Images, Images] | None = None,
     seeds: int = 1,
     repeats: int = 0,
+    defer: float = 0.0,
 ) -> Pick:
     """Re-score the ``k`` best distinct ``(policy, search reward)`` candidates and the ``repeats``
-    most often proposed (:func:`pick_candidates`) on held-out images, choose the best there, and
-    report it on the test images under ``seeds`` evaluator seeds (one for an evaluator that does
-    not use its seed; see the module docstring); ``images`` (select, report) overrides
-    :func:`pick_images`, e.g. with :func:`swapped_images`."""
+    most often proposed (:func:`pick_candidates`) on held-out images, choose the best there (or,
+    with ``defer``, :func:`deferring`), and report it on the test images under ``seeds`` evaluator
+    seeds (one for an evaluator that does not use its seed; see the module docstring); ``images``
+    (select, report) overrides :func:`pick_images`, e.g. with :func:`swapped_images`."""
     count("k", k)
     count("repeats", repeats, 0)
+    finite("defer", defer, 0.0)
     own, *others = report_seeds(problem.workload.config.seed, seeds)
     select, report = images if images is not None else pick_images(problem, select_samples)
     if not candidates:
         raise ConfigError("pick_final needs at least one evaluated policy")
-    top = pick_candidates(candidates, k, repeats)
+    settled = most_repeated([c[0] for c in candidates], 1) if defer else []
+    top = pick_candidates(candidates, k, max(repeats, len(settled)))  # a settled policy is scored to be deferred to
     cfg = problem.config
     kind = FULL if cfg.evaluation.kind == MULTI else cfg.evaluation.kind
     if kind not in SEEDED:
@@ -168,7 +189,9 @@ def pick_final(
     selector = problem.held_out(kind, select)
     scored = selector.evaluate_many([candidates[i][0] for i in top])  # one batch: concurrent on a worker pool
     select_rewards = {i: problem.reward(m, selector.reference) for i, m in zip(top, scored)}
-    chosen = max(top, key=lambda i: (select_rewards[i], -top.index(i)))
+    settled_key = policy_key(candidates[settled[0]][0]) if settled else None
+    anchor = next((i for i in top if policy_key(candidates[i][0]) == settled_key), None)
+    chosen = deferring(top, select_rewards, anchor, defer * image_reward(cfg.reward, select.count))
     reports = []
     for seed in (None, *others):  # None: the workload's own, the evaluator the search's pool already holds
         reporter = problem.held_out(kind, report, seed)
@@ -176,7 +199,15 @@ def pick_final(
         reports.append(SeedReport(own if seed is None else seed, metrics, problem.reward(metrics, reporter.reference)))
     reward = statistics.mean(r.reward for r in reports)
     return Pick(
-        chosen, candidates[chosen][0], select_rewards, reports[0].metrics, reward, str(select), str(report), tuple(reports)
+        chosen,
+        candidates[chosen][0],
+        select_rewards,
+        reports[0].metrics,
+        reward,
+        str(select),
+        str(report),
+        tuple(reports),
+        anchor,
     )
 
 
@@ -184,6 +215,7 @@ __all__ = [
     "REPORT_SEED_START",
     "Pick",
     "SeedReport",
+    "deferring",
     "most_repeated",
     "pick_candidates",
     "pick_final",

@@ -6,11 +6,13 @@ run's top ``k`` distinct policies on held-out images the search never saw, choos
 there and reports it on the test split; this module runs it on a run directory's log and
 writes what it chose:
 
-    RUN_DIR/final_pick.json     haq.final_pick version 2: the chosen episode, every candidate's
+    RUN_DIR/final_pick.json     haq.final_pick version 3: the chosen episode, every candidate's
                                 search and selection reward, the chosen policy's test metrics (the
                                 workload's evaluator seed) and reward (the mean over the report's
-                                seeds), its report under each seed, and which images each stage
-                                used (version 1 had no report seeds: one, the workload's)
+                                seeds), its report under each seed, which images each stage used,
+                                and the episode of the most proposed policy a deferring pick kept
+                                to (``settled_episode``, null without ``defer``; version 2 had no
+                                such field, version 1 no report seeds: one, the workload's)
     RUN_DIR/final_policy.json   the chosen policy (a haq.policy file)
 
 Candidates are the episodes the run's judge scored: in a multi-fidelity run a screened-out
@@ -41,7 +43,7 @@ from haq.runs.rundir import EpisodeRecord
 PICK_FILE = "final_pick.json"
 POLICY_FILE = "final_policy.json"
 PICK_FORMAT = "haq.final_pick"
-PICK_VERSION = 2
+PICK_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class PickConfig:
         digits CNN (6 runs better, 3 worse), no run changed on the MLP; under the mean of 10
         evaluator seeds (``bench/rejudge.py --pick-repeats 2``) +0.045 on the CNN (3 better, 0
         worse). Seeds 10-19, read after: CNN +0.012 (3 and 3), MLP -0.017 (0 and 1).
+    defer: images' worth of clean accuracy on the selection images by which the best candidate must
+        beat the run's most often proposed policy to be chosen over it (:func:`haq.problem.select.deferring`);
+        0: the best there, always.
     report_seeds: evaluator seeds the chosen policy is reported under, the workload's own first;
         the test reward is their mean (:mod:`haq.problem.select`: the search's seed flatters the
         policy it chose). Each costs one evaluation; a run judged by the cheap evaluator, which
@@ -72,6 +77,7 @@ class PickConfig:
     promote: float = 1 / 3
     report_seeds: int = 3
     repeats: int = 2
+    defer: float = 0.0
 
     def __post_init__(self) -> None:
         count("k", self.k, 0)
@@ -79,6 +85,7 @@ class PickConfig:
         finite("promote", self.promote, 0.0, 1.0)
         count("report_seeds", self.report_seeds)
         count("repeats", self.repeats, 0)
+        finite("defer", self.defer, 0.0)
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ def pick_run(problem: SearchProblem, records: Sequence[EpisodeRecord], cfg: Pick
         cfg.select_samples,
         seeds=cfg.report_seeds,
         repeats=cfg.repeats,
+        defer=cfg.defer,
     )
     return FinalPick(pick, candidates, tuple(r.episode for r in extra))
 
@@ -148,6 +156,7 @@ def write_pick(run_dir: Path, final: FinalPick) -> Path:
         "select_images": pick.select_images,
         "test_images": pick.test_images,
         "promoted": list(final.promoted),
+        "settled_episode": None if pick.settled is None else final.candidates[pick.settled].episode,
         "candidates": [
             {"episode": final.candidates[i].episode, "search_reward": final.candidates[i].reward, "select_reward": reward}
             for i, reward in pick.select_rewards.items()
