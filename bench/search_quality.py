@@ -227,6 +227,11 @@ PICK_REPEATS = 0
 """The pick re-scores the top ``PICK_K`` only (``haq``'s default adds the run's 2 most repeated
 proposals since 2026-12-06): every row written before did, and rows are merged across invocations;
 ``bench/pick_rules.py --rank repeated`` and ``bench/rejudge.py --pick-repeats 2`` give haq's pick."""
+PICK_DEFER = 0.0
+"""The pick takes the best on the choosing half (``haq``'s default keeps the run's most proposed
+policy unless beaten there by more than 2 images' worth since 2026-12-06), for the same reason;
+``bench/pick_rules.py --rank repeated --defer 2`` and ``bench/rejudge.py --pick-repeats 2
+--pick-defer 2`` give haq's pick."""
 WIDE_ENTROPY = -0.5
 """``rl-wide``'s ``AgentConfig.target_entropy``: a squashed spread of about half a bit-width bin
 (seven bins over [-1, 1]) where stable-baselines3's −1 gives a third."""
@@ -428,7 +433,7 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
     records = list(result.records)
     promote = 0.0 if method == "rl-multi-unpromoted" else PickConfig().promote
     final = pick_run(
-        problem, records, PickConfig(PICK_K, promote=promote, report_seeds=REPORT_SEEDS, repeats=PICK_REPEATS)
+        problem, records, PickConfig(PICK_K, promote=promote, report_seeds=REPORT_SEEDS, repeats=PICK_REPEATS, defer=PICK_DEFER)
     )  # promotes first
     pick = final.pick
     crossfit = crossfit_reward(problem, [(r.quant_policy(), r.reward) for r in final.candidates], pick.test_reward)
@@ -464,7 +469,8 @@ def crossfit_reward(problem: SearchProblem, candidates: list[tuple[QuantPolicy, 
     images = swapped_images(problem, PickConfig().select_samples)
     if images is None:
         return None
-    return (first + pick_final(problem, candidates, PICK_K, images=images, repeats=PICK_REPEATS).test_reward) / 2
+    other = pick_final(problem, candidates, PICK_K, images=images, repeats=PICK_REPEATS, defer=PICK_DEFER)
+    return (first + other.test_reward) / 2
 
 
 def final_robust(bench: Workbench, policy: QuantPolicy, cfg: EvalConfig) -> float | None:
