@@ -20,6 +20,7 @@ from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.problem.select import pick_final, pick_images, report_seeds, swapped_images
+from haq.quant import QuantPolicy
 
 
 @pytest.fixture(scope="module")
@@ -41,17 +42,34 @@ def test_the_pick_rescores_the_top_k_on_images_the_search_never_saw(problem: Sea
         pick_final(problem, [])
 
 
-def test_a_repeated_proposal_outside_the_top_k_is_re_scored_too(problem: SearchProblem) -> None:
+def settled_last(problem: SearchProblem) -> list[tuple[QuantPolicy, float]]:
+    """Eight scored policies, best first, then the worst by search reward proposed twice more
+    (its first proposal at 7: the run's most proposed)."""
     pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 8, np.random.default_rng(0), "stepwise")]
     scored = sorted(((p, problem.score(p).reward) for p in pols), key=lambda c: -c[1])
-    settled = scored[-1]  # the worst by search reward, proposed three times
-    candidates = [*scored, settled, settled]
+    return [*scored, scored[-1], scored[-1]]
+
+
+def test_a_repeated_proposal_outside_the_top_k_is_re_scored_too(problem: SearchProblem) -> None:
+    candidates = settled_last(problem)
     plain = pick_final(problem, candidates, k=3)
     assert sorted(plain.select_rewards) == [0, 1, 2]
     pick = pick_final(problem, candidates, k=3, repeats=2)
     assert sorted(pick.select_rewards) == [0, 1, 2, 7]  # its first proposal joins the top 3
     assert {i: pick.select_rewards[i] for i in (0, 1, 2)} == plain.select_rewards
     assert pick.index == max(pick.select_rewards, key=lambda i: (pick.select_rewards[i], -[0, 1, 2, 7].index(i)))
+
+
+def test_a_deferring_pick_keeps_the_most_proposed_policy_and_scores_it_even_without_repeats(problem: SearchProblem) -> None:
+    candidates = settled_last(problem)
+    plain = pick_final(problem, candidates, k=3)
+    assert plain.settled is None and plain.index in (0, 1, 2)
+    kept = pick_final(problem, candidates, k=3, defer=1000.0)  # no candidate can beat it by 1000 images
+    assert sorted(kept.select_rewards) == [0, 1, 2, 7] and (kept.index, kept.settled) == (7, 7)
+    assert kept.policy is candidates[7][0]
+    assert {i: kept.select_rewards[i] for i in (0, 1, 2)} == plain.select_rewards
+    tiny = pick_final(problem, candidates, k=3, repeats=2, defer=1e-9)
+    assert tiny.settled == 7 and tiny.index == max(tiny.select_rewards, key=lambda i: tiny.select_rewards[i])
 
 
 def test_a_report_under_several_evaluator_seeds_is_their_mean_the_workload_s_own_first(cache_dir: Path) -> None:

@@ -1,6 +1,6 @@
 """The deferring pick keeps the run's most proposed policy unless another candidate beats it on
-the held-out images by more than a margin: the rule itself, the pick made with it on a real
-problem, what it writes, and the setting's validation."""
+the held-out images by more than a margin: the rule itself, what a search writes with it, and the
+setting's validation (the pick on a real problem: ``tests/test_fidelity_pick.py``)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from haq.baselines.candidates import random_candidates
 from haq.cli import main as haq_main
 from haq.core.errors import ConfigError
-from haq.jobs.problems import make_problem
-from haq.problem.config import EnvConfig, RewardConfig
-from haq.problem.problem import SearchProblem
+from haq.problem.config import RewardConfig
 from haq.problem.reward import image_reward
-from haq.problem.select import deferring, pick_final
+from haq.problem.select import deferring
 from haq.runs.final_pick import PICK_FILE, PickConfig
 from haq.runs.rundir import RunDir
 
@@ -58,26 +54,6 @@ def test_one_image_s_worth_is_the_clean_term_of_one_image() -> None:
     assert image_reward(cfg, 180) * 180 == pytest.approx(image_reward(cfg, 1))
     with pytest.raises(ValueError, match="image count"):
         image_reward(cfg, 0)
-
-
-@pytest.fixture(scope="module")
-def problem(cache_dir: Path) -> SearchProblem:
-    return make_problem(EnvConfig(), cache_dir=cache_dir)
-
-
-def test_a_deferring_pick_keeps_the_most_proposed_policy_and_scores_it_even_without_repeats(problem: SearchProblem) -> None:
-    pols = [problem.policy(c.pairs) for c in random_candidates(problem.budget_model, 8, np.random.default_rng(0), "stepwise")]
-    scored = sorted(((p, problem.score(p).reward) for p in pols), key=lambda c: -c[1])
-    settled = scored[-1]  # the worst by search reward, proposed three times
-    candidates = [*scored, settled, settled]
-    plain = pick_final(problem, candidates, k=3)
-    assert plain.settled is None and plain.index in (0, 1, 2)
-    kept = pick_final(problem, candidates, k=3, defer=1000.0)  # no candidate can beat it by 1000 images
-    assert sorted(kept.select_rewards) == [0, 1, 2, 7] and (kept.index, kept.settled) == (7, 7)
-    assert kept.policy is settled[0]
-    assert {i: kept.select_rewards[i] for i in (0, 1, 2)} == plain.select_rewards
-    tiny = pick_final(problem, candidates, k=3, repeats=2, defer=1e-9)
-    assert tiny.settled == 7 and tiny.index == max(tiny.select_rewards, key=lambda i: tiny.select_rewards[i])
 
 
 def test_the_setting_is_validated_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
