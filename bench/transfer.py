@@ -265,7 +265,10 @@ def matrix(
     by how much scratch led each miss at four times the transfer's episodes (``leads``, in
     :data:`ONE_IMAGE` units), and the misses whose zero-shot reward alone was within the quarter
     (``missed_late``: scratch needed at least four episodes for it; a later, better policy of the
-    transfer then raised the reward scratch had to reach faster than the transfer's episodes)."""
+    transfer then raised the reward scratch had to reach faster than the transfer's episodes), and
+    the comparisons in which a quarter was possible at all (``possible``: scratch needed at least
+    four episodes for the transfer's reward; below that a quarter of scratch's episodes is less
+    than the transfer's first)."""
     lines = [
         f"| source → target | source evals reused | zero-shot predicted | zero-shot reward | scratch eps to match zero-shot "
         f"| reward after {mode.finetune_episodes} fine-tune eps "
@@ -273,7 +276,7 @@ def matrix(
         "| transfer reached it |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    met = total = at_rungs = late = 0
+    met = total = at_rungs = late = possible = 0
     leads: list[float] = []
     keys = sorted(
         {(p.source_model, p.source_table, p.target_model, p.target_table) for p in pairs}, key=lambda k: (k[0] != k[2], k)
@@ -291,6 +294,7 @@ def matrix(
         total += len(quarter)
         at_rungs += sum(not q and n <= rungs[(key[2], key[3])] for q, n in zip(quarter, need_best))
         late += sum(not q and 4 <= z for q, z in zip(quarter, need_zero))
+        possible += sum(4 <= n for n in need_best)
         leads += [(c[min(len(c), 4 * p.best_at) - 1] - p.best) / ONE_IMAGE for (p, c), q in zip(compared, quarter) if not q]
         label = f"{key[0]}/{key[1]} → {key[2]}/{key[3]}" if key[0] != key[2] else f"{key[0]}: {key[1]} → {key[3]}"
         lines.append(
@@ -300,7 +304,14 @@ def matrix(
             f"| {_fmt_needed(need_best, mode.scratch_episodes)} | {sum(quarter)}/{len(quarter)} "
             f"| {statistics.mean(scratch_best):+.3f} | {sum(reached)}/{len(reached)} |"
         )
-    tally = {"quarter_met": met, "comparisons": total, "missed_at_rungs": at_rungs, "missed_late": late, "leads": leads}
+    tally = {
+        "quarter_met": met,
+        "comparisons": total,
+        "missed_at_rungs": at_rungs,
+        "missed_late": late,
+        "possible": possible,
+        "leads": leads,
+    }
     return "\n".join(lines), tally
 
 
@@ -544,6 +555,12 @@ def main(argv: list[str] | None = None) -> int:
         f"(the first {_span(rungs.values())} episodes), where the transfer "
         "had to match it at its first"
     )
+    if tally["possible"]:
+        print(
+            f"in {tally['possible']} of the {tally['comparisons']} comparisons scratch needed at least four episodes for the "
+            f"transfer's reward, the only ones in which a quarter is not below the transfer's first episode: the transfer "
+            f"met the quarter in {tally['quarter_met']} of those ({100 * tally['quarter_met'] / tally['possible']:.0f} %)"
+        )
     print(
         f"in {tally['missed_late']} of the misses the zero-shot reward alone was within the quarter (scratch needed at "
         "least four episodes for it): the fine-tuning found a better policy, but not four times faster than scratch did"

@@ -1,5 +1,5 @@
 """The transfer benchmark's quarter rule, tallied on hand-made curves: which comparisons meet it,
-and which misses a later, better policy of the transfer caused."""
+which misses a later, better policy of the transfer caused, and in which a quarter was possible."""
 
 from __future__ import annotations
 
@@ -31,9 +31,11 @@ def test_quarter_tally_and_the_misses_a_late_improvement_caused(tr: ModuleType) 
         _pair(tr, 0.5, 0.6, 3, 1),  # missed late: 3 > 8 / 4, yet the zero-shot alone (1 <= 5 / 4) was within
         _pair(tr, 0.0, 0.9, 3, 2),  # met: 3 <= 12 / 4
         _pair(tr, 0.0, 0.6, 3, 3),  # missed, the zero-shot matched at scratch's first episode: not late
+        _pair(tr, 0.0, 0.0, 1, 4),  # missed where no transfer can meet it: scratch matched at its first episode
     ]
     _, tally = tr.matrix(mode, pairs, {("cnn", "b"): [scratch]}, {("cnn", "b"): 0})
-    assert (tally["quarter_met"], tally["comparisons"], tally["missed_late"]) == (2, 4, 1)
+    assert (tally["quarter_met"], tally["comparisons"], tally["missed_late"]) == (2, 5, 1)
+    assert tally["possible"] == 4  # scratch needed 5, 8, 12 and 8 episodes there, 1 in the last
 
 
 def test_rank_agreement_of_a_predictor_with_exact_rewards(tr: ModuleType) -> None:
