@@ -67,7 +67,7 @@ from haq.evaluation.evaluators import PolicyKey, policy_key
 from haq.evaluation.held_out import Images
 from haq.problem.config import RewardConfig
 from haq.problem.reward import image_reward
-from haq.problem.select import deferring, most_repeated, pick_candidates
+from haq.problem.select import deferring, pick_candidates, settled_among
 from haq.quant import QuantPolicy
 from haq.runs.rundir import RunDir
 
@@ -194,9 +194,8 @@ def settled_index(s: Scores) -> int | None:
     candidates = pick_candidates(logged, PICK_K, REPEATED)
     if len(candidates) != len(s.search):
         raise HaqError(f"{s.run}: its log gives {len(candidates)} candidates, the scores {len(s.search)}; measure afresh")
-    settled = most_repeated([p for p, _ in logged], 1)
-    keys = [policy_key(logged[i][0]) for i in candidates]
-    return keys.index(policy_key(logged[settled[0]][0])) if settled else None
+    settled = settled_among(logged, candidates)
+    return None if settled is None else candidates.index(settled)
 
 
 def crossfit_deferring(s: Scores, settled: int | None, images: float) -> float:

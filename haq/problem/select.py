@@ -146,6 +146,17 @@ def pick_candidates(candidates: Sequence[tuple[QuantPolicy, float]], k: int, rep
     return top + [i for i in most_repeated([c[0] for c in candidates], repeats) if policy_key(candidates[i][0]) not in keys]
 
 
+def settled_among(candidates: Sequence[tuple[QuantPolicy, float]], top: Sequence[int]) -> int | None:
+    """Which of ``top`` (indices into ``candidates``) holds the run's most often proposed policy:
+    ``None`` when no policy was proposed twice. By policy, not index: the most repeated policy's
+    first proposal and the index :func:`top_distinct` took for it differ when its rewards do."""
+    most = most_repeated([c[0] for c in candidates], 1)
+    if not most:
+        return None
+    key = policy_key(candidates[most[0]][0])
+    return next((i for i in top if policy_key(candidates[i][0]) == key), None)
+
+
 def deferring(top: Sequence[int], select_rewards: dict[int, float], settled: int | None, margin: float) -> int:
     """The best of ``top`` on the selection images, unless it beats the ``settled`` candidate (the
     run's most often proposed policy) there by ``margin`` or less: then the settled one. Why: on a
@@ -180,8 +191,7 @@ def pick_final(
     select, report = images if images is not None else pick_images(problem, select_samples)
     if not candidates:
         raise ConfigError("pick_final needs at least one evaluated policy")
-    settled = most_repeated([c[0] for c in candidates], 1) if defer else []
-    top = pick_candidates(candidates, k, max(repeats, len(settled)))  # a settled policy is scored to be deferred to
+    top = pick_candidates(candidates, k, max(repeats, 1) if defer else repeats)  # a settled policy is scored to be deferred to
     cfg = problem.config
     kind = FULL if cfg.evaluation.kind == MULTI else cfg.evaluation.kind
     if kind not in SEEDED:
@@ -189,8 +199,7 @@ def pick_final(
     selector = problem.held_out(kind, select)
     scored = selector.evaluate_many([candidates[i][0] for i in top])  # one batch: concurrent on a worker pool
     select_rewards = {i: problem.reward(m, selector.reference) for i, m in zip(top, scored)}
-    settled_key = policy_key(candidates[settled[0]][0]) if settled else None
-    anchor = next((i for i in top if policy_key(candidates[i][0]) == settled_key), None)
+    anchor = settled_among(candidates, top) if defer else None
     chosen = deferring(top, select_rewards, anchor, defer * image_reward(cfg.reward, select.count))
     reports = []
     for seed in (None, *others):  # None: the workload's own, the evaluator the search's pool already holds
@@ -221,6 +230,7 @@ __all__ = [
     "pick_final",
     "pick_images",
     "report_seeds",
+    "settled_among",
     "swapped_images",
     "top_distinct",
 ]
