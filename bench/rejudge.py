@@ -47,6 +47,7 @@ from search_quality import (
     RunResult,
     Setting,
     Workbench,
+    crossfit_reward,
     log,
     method_env,
     read_results,
@@ -56,7 +57,6 @@ from search_quality import (
 )
 
 from haq.core.fileio import atomic_write_text
-from haq.problem.select import pick_final, swapped_images
 from haq.runs.final_pick import PickConfig, pick_run
 from haq.runs.rundir import RunDir
 
@@ -78,12 +78,7 @@ def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int, repeats: in
     own = first.by_seed[0].reward
     if repeats == 0 and defer == 0 and abs(own - r.test_reward) > REPRODUCED:
         log(f"  {r.model} {r.method} seed {r.seed}: the pick scores {own:+.4f}, the benchmark wrote {r.test_reward:+.4f}")
-    crossfit = None
-    other = swapped_images(problem, PickConfig().select_samples)
-    if other is not None:
-        candidates = [(e.quant_policy(), e.reward) for e in final.candidates]
-        swapped = pick_final(problem, candidates, PICK_K, images=other, seeds=seeds, repeats=repeats, defer=defer)
-        crossfit = (first.test_reward + swapped.test_reward) / 2
+    crossfit = crossfit_reward(problem, final, pick)
     metrics = [s.metrics for s in first.by_seed]
     robust = [m.robust_acc for m in metrics]
     return dataclasses.replace(

@@ -125,7 +125,7 @@ from haq.problem.problem import SearchProblem, build_problem
 from haq.problem.reward import sampling_std
 from haq.problem.select import pick_final, swapped_images
 from haq.quant import QuantPolicy
-from haq.runs.final_pick import PickConfig, pick_run
+from haq.runs.final_pick import FinalPick, PickConfig, pick_run
 from haq.runs.rundir import CONFIG_FILE
 from haq.search.config import PORTFOLIO as PORTFOLIO_DECISION
 from haq.search.config import AgentConfig, SearchConfig
@@ -432,11 +432,10 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
     seconds = time.perf_counter() - start
     records = list(result.records)
     promote = 0.0 if method == "rl-multi-unpromoted" else PickConfig().promote
-    final = pick_run(
-        problem, records, PickConfig(PICK_K, promote=promote, report_seeds=REPORT_SEEDS, repeats=PICK_REPEATS, defer=PICK_DEFER)
-    )  # promotes first
+    pick_cfg = PickConfig(PICK_K, promote=promote, report_seeds=REPORT_SEEDS, repeats=PICK_REPEATS, defer=PICK_DEFER)
+    final = pick_run(problem, records, pick_cfg)  # promotes first
     pick = final.pick
-    crossfit = crossfit_reward(problem, [(r.quant_policy(), r.reward) for r in final.candidates], pick.test_reward)
+    crossfit = crossfit_reward(problem, final, pick_cfg)
     full_evals = problem.screen.full_evaluations if problem.screen is not None else None
     robust = pick.test.robust_acc
     if robust is None:
@@ -462,15 +461,16 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
     )
 
 
-def crossfit_reward(problem: SearchProblem, candidates: list[tuple[QuantPolicy, float]], first: float) -> float | None:
-    """The mean of the pick's test reward (``first``) and the other fold's: the same candidates
-    selected on the second half of the test split and reported on the first
+def crossfit_reward(problem: SearchProblem, final: FinalPick, cfg: PickConfig) -> float | None:
+    """The mean of the pick's test reward and the other fold's: ``final``'s candidates picked again
+    under ``cfg`` on the second half of the test split and reported on the first
     (:func:`haq.problem.select.swapped_images`); ``None`` when the pick reported on the whole test split."""
-    images = swapped_images(problem, PickConfig().select_samples)
+    images = swapped_images(problem, cfg.select_samples)
     if images is None:
         return None
-    other = pick_final(problem, candidates, PICK_K, images=images, repeats=PICK_REPEATS, defer=PICK_DEFER)
-    return (first + other.test_reward) / 2
+    candidates = [(r.quant_policy(), r.reward) for r in final.candidates]
+    other = pick_final(problem, candidates, cfg.k, images=images, seeds=cfg.report_seeds, repeats=cfg.repeats, defer=cfg.defer)
+    return (final.pick.test_reward + other.test_reward) / 2
 
 
 def final_robust(bench: Workbench, policy: QuantPolicy, cfg: EvalConfig) -> float | None:
