@@ -7,15 +7,15 @@ reward std. A deterministic baseline (greedy, ILP, uniform) runs once, so its fi
 such draw however many seeds the agent runs, and a gap of 0.1 between an agent's median and a
 baseline's can be that draw alone.
 
-This script makes each finished single-fidelity run's final pick again (deterministic: the
-benchmark's own pick, both folds: choose on one half of the test split, report on the other)
-and re-scores each fold's chosen policy on its report images under ``--evaluator-seeds`` seeds:
+This script makes each finished run's final pick again (deterministic: the benchmark's own pick,
+both folds: choose on one half of the test split, report on the other; a multi-fidelity run first
+replays its log into its screen and promotes as the benchmark did) and re-scores each fold's
+chosen policy on its report images under ``--evaluator-seeds`` seeds:
 the workload's own (which reproduces the benchmark's figure; a run that does not is named) and
 101, 102, ... (:func:`haq.problem.select.report_seeds`, the seeds ``haq``'s own pick reports
 under). The mean over seeds replaces the run's test reward, clean and robust accuracy (first
 fold) and its cross-fitted reward (the mean of both folds' means); the choice itself is
-untouched, so nothing chosen is re-judged on images that chose it. Multi-fidelity runs are
-skipped (their pick promotes policies the log does not score).
+untouched, so nothing chosen is re-judged on images that chose it.
 
 Rows are written as the benchmark writes them, to ``--out``'s results.json, one at a time, and a
 rerun skips the runs already there, so ``search_quality.py --merge OUT`` prints every table and
@@ -41,7 +41,6 @@ from typing import Sequence
 import torch
 from search_quality import (
     INVOCATION,
-    PICK_K,
     RESULTS,
     RunKey,
     RunResult,
@@ -50,6 +49,7 @@ from search_quality import (
     crossfit_reward,
     log,
     method_env,
+    method_pick,
     read_results,
     run_dir,
     run_key,
@@ -57,7 +57,8 @@ from search_quality import (
 )
 
 from haq.core.fileio import atomic_write_text
-from haq.runs.final_pick import PickConfig, pick_run
+from haq.runs.final_pick import pick_run
+from haq.runs.replay import replay
 from haq.runs.rundir import RunDir
 
 REPRODUCED = 1e-9
@@ -72,7 +73,8 @@ def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int, repeats: in
     (:func:`haq.problem.select.pick_final` with ``seeds``)."""
     problem = bench.problem(method_env(bench.env, r.method))
     records = RunDir(run_dir(root, r.model, r.method, r.seed)).read_episodes()
-    pick = PickConfig(k=PICK_K, promote=0.0, report_seeds=seeds, repeats=repeats, defer=defer)
+    replay(problem, records)  # a multi-fidelity run's screen as the run left it, for its promotion
+    pick = method_pick(r.method, seeds, repeats, defer)
     final = pick_run(problem, records, pick)
     first = final.pick
     own = first.by_seed[0].reward
@@ -87,6 +89,7 @@ def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int, repeats: in
         test_clean=statistics.mean(m.clean_acc for m in metrics),
         test_robust=r.test_robust if None in robust else statistics.mean(a for a in robust if a is not None),
         crossfit_reward=crossfit,
+        full_evaluations=None if problem.screen is None else problem.screen.full_evaluations,
     )  # a cheap evaluator's rows carry a robust accuracy measured apart, kept
 
 
@@ -100,7 +103,7 @@ def measure(
     repeats: int = 0,
     defer: float = 0.0,
 ) -> None:
-    """Re-judge every single-fidelity run of ``roots`` (of ``methods`` / ``models`` when given)
+    """Re-judge every run of ``roots`` (of ``methods`` / ``models`` when given)
     not yet in ``out``, writing each row as it is made."""
     path = out / RESULTS
     rows = read_results(path) if path.exists() else []
@@ -111,7 +114,7 @@ def measure(
             raise SystemExit(f"{root} holds no {RESULTS}; give bench/search_quality.py --out directories")
         for r in read_results(root / RESULTS):
             wanted = (not methods or r.method in methods) and (not models or r.model in models)
-            if wanted and r.full_evaluations is None and run_key(r) not in done:
+            if wanted and run_key(r) not in done:
                 where = run_dir(root, r.model, r.method, r.seed)
                 if not where.is_dir():
                     raise SystemExit(f"{where}: no run directory for this row of {root / RESULTS}")

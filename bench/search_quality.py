@@ -417,6 +417,15 @@ def method_env(env: EnvConfig, method: str) -> EnvConfig:
     return env
 
 
+def method_pick(
+    method: str, report_seeds: int = REPORT_SEEDS, repeats: int = PICK_REPEATS, defer: float = PICK_DEFER
+) -> PickConfig:
+    """How a ``method``'s run picks its final policy: the benchmark's pick, promoting before it
+    (multi-fidelity runs) unless the method is ``rl-multi-unpromoted``."""
+    promote = 0.0 if method == "rl-multi-unpromoted" else PickConfig().promote
+    return PickConfig(PICK_K, promote=promote, report_seeds=report_seeds, repeats=repeats, defer=defer)
+
+
 def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: Path) -> RunResult:
     """Run one method, then pick its final policy honestly and report it on the test images."""
     env = method_env(bench.env, method)
@@ -431,8 +440,7 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
         result = run_baseline(cfg, problem, out)
     seconds = time.perf_counter() - start
     records = list(result.records)
-    promote = 0.0 if method == "rl-multi-unpromoted" else PickConfig().promote
-    pick_cfg = PickConfig(PICK_K, promote=promote, report_seeds=REPORT_SEEDS, repeats=PICK_REPEATS, defer=PICK_DEFER)
+    pick_cfg = method_pick(method)
     final = pick_run(problem, records, pick_cfg)  # promotes first
     pick = final.pick
     crossfit = crossfit_reward(problem, final, pick_cfg)

@@ -89,3 +89,19 @@ def test_a_rerun_keeps_the_rows_made_and_a_missing_run_is_one_line(
     with pytest.raises(SystemExit) as missing:
         rj.main([str(lost), "--out", str(tmp_path / "none")])
     assert "no run directory" in str(missing.value) and "\n" not in str(missing.value)
+
+
+def test_a_multi_fidelity_run_is_judged_after_its_screen_is_replayed(
+    modules: tuple[ModuleType, ModuleType], tmp_path: Path
+) -> None:
+    """The own seed reproduces a multi-fidelity row, its count of full evaluations included: the
+    promotion before the pick spends only what the run left of its allowance (a fresh screen
+    would spend all of it again and count only that)."""
+    sq, rj = modules
+    bench = tmp_path / "multi"
+    args = ["--full", "--models", "digits_mlp", "--methods", "rl-multi", "--seeds", "0", "--evaluations", "7"]
+    assert sq.main([*args, "--out", str(bench)]) == 0
+    [row] = rows(bench)
+    assert row["full_evaluations"] < row["evaluations"]  # some episodes were screened out
+    assert rj.main([str(bench), "--evaluator-seeds", "1", "--out", str(tmp_path / "one")]) == 0
+    assert rows(tmp_path / "one") == [row]

@@ -31,7 +31,6 @@ from haq.core.errors import ConfigError
 from haq.core.types import Log
 from haq.core.validate import choice, count, unit_interval
 from haq.problem.config import EnvConfig
-from haq.problem.fidelity import Scored
 from haq.problem.problem import SearchProblem
 from haq.problem.reward_sensitivity import resolved_estimator, reward_sensitivity
 from haq.problem.sensitivity import Sensitivity, SensitivityConfig
@@ -39,6 +38,7 @@ from haq.runs.candidates import log_candidates
 from haq.runs.checkpoint import RunStore
 from haq.runs.progress import OnProgress
 from haq.runs.proposer import Proposer, RunResult
+from haq.runs.replay import replay
 from haq.runs.sensitivity_file import write_sensitivity
 
 
@@ -154,8 +154,7 @@ class Baseline(Proposer[BaselineStore]):
     def _propose(self, problem: SearchProblem, store: BaselineStore, progress: OnProgress | None, log: Log | None) -> None:
         if self.sensitivity is not None:
             write_sensitivity(store.path, self.sensitivity)
-        for r in store.records:
-            problem.remember(r.quant_policy(), Scored.from_record(r.metrics, r.reward, r.extra))
+        replay(problem, store.records)
         todo = self.candidates[len(store.records) :]
         log_candidates(problem, store, todo, store.commit, len(self.candidates), progress)
 

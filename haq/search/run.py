@@ -42,11 +42,11 @@ from haq.core.errors import ConfigError, RunDirError
 from haq.core.types import Log
 from haq.evaluation.evaluators import PolicyKey, policy_key
 from haq.evaluation.metrics import PolicyMetrics
-from haq.problem.fidelity import Scored
 from haq.problem.problem import SearchProblem
 from haq.problem.sensitivity import Sensitivity
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
+from haq.runs.replay import replay
 from haq.runs.rundir import EpisodeRecord
 from haq.runs.sensitivity_file import write_sensitivity
 from haq.runs.tracking import agent_logger
@@ -162,8 +162,7 @@ def train(
         if log and problem.sensitivity is None:
             log(f"sensitivity: {stack.sensitivity.estimator} estimate of {len(stack.sensitivity.layers)} layers")
     episode_len = stack.episode_len
-    for r in store.records:
-        problem.remember(r.quant_policy(), Scored.from_record(r.metrics, r.reward, r.extra))
+    replay(problem, store.records)
     done = len(store.records)
     remaining = config.episodes - done
     resume: _Resume | None = None
