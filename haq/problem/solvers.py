@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from haq.core.errors import ConfigError
+from haq.core.native_output import native_stdout_silenced
 
 Choice = tuple[int, ...]
 
@@ -76,13 +77,14 @@ def solve_ilp(
         cut = np.zeros(n_vars)
         cut[[offsets[i] + k for i, k in enumerate(prev)]] = 1.0
         constraints.append(LinearConstraint(cut[None, :], -np.inf, len(costs) - 1))
-    res = milp(
-        objective,
-        integrality=np.ones(n_vars),
-        bounds=Bounds(0.0, 1.0),
-        constraints=constraints,
-        options={"mip_rel_gap": 1e-9, "presolve": True},
-    )
+    with native_stdout_silenced():  # HiGHS's stray debug line (haq.core.native_output)
+        res = milp(
+            objective,
+            integrality=np.ones(n_vars),
+            bounds=Bounds(0.0, 1.0),
+            constraints=constraints,
+            options={"mip_rel_gap": 1e-9, "presolve": True},
+        )
     if res.x is None or res.status not in (0, 1):
         return None
     x = np.round(res.x).astype(int)
