@@ -63,7 +63,9 @@ class EvalConfig:
         both models gained on them too, and the CNN did not (-0.033), so it is off. Full-only
         searches stay ahead over seeds 20-59 (+1.178 / +1.168), by 0.050 / 0.045 with patience
         and 0.152 / 0.054 without (``bench/search_quality.py --full --models digits_mlp
-        --evaluations 100 --seeds 20 ... 59 --methods rl-multi rl-multi-patience``).
+        --evaluations 100 --seeds 20 ... 59 --methods rl-multi rl-multi-patience``). With the
+        portfolio agent and 300 evaluations, decided the same way on seeds 40-49 of both models:
+        paired median -0.073 (7 better, 12 worse; MLP -0.184), so still off.
     screen_z: ``multi``: a policy gets the full evaluation when its predicted full reward plus
         ``screen_z`` residual standard deviations reaches the best full reward so far.
     screen_min_fraction: ``multi``: the least fraction of policies evaluated in full.
