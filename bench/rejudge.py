@@ -57,9 +57,10 @@ from search_quality import (
 )
 
 from haq.core.fileio import atomic_write_text
-from haq.runs.final_pick import pick_run
+from haq.evaluation.evaluators import policy_key
+from haq.runs.final_pick import FinalPick, pick_run
 from haq.runs.replay import replay
-from haq.runs.rundir import RunDir
+from haq.runs.rundir import EpisodeRecord, RunDir
 
 REPRODUCED = 1e-9
 """How far the own seed's score may sit from the benchmark's figure and still reproduce it."""
@@ -76,6 +77,7 @@ def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int, repeats: in
     replay(problem, records)  # a multi-fidelity run's screen as the run left it, for its promotion
     pick = method_pick(r.method, seeds, repeats, defer)
     final = pick_run(problem, records, pick)
+    log(f"  {choice(final, records)}")
     first = final.pick
     own = first.by_seed[0].reward
     if repeats == 0 and defer == 0 and abs(own - r.test_reward) > REPRODUCED:
@@ -91,6 +93,21 @@ def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int, repeats: in
         crossfit_reward=crossfit,
         full_evaluations=None if problem.screen is None else problem.screen.full_evaluations,
     )  # a cheap evaluator's rows carry a robust accuracy measured apart, kept
+
+
+def choice(final: FinalPick, records: Sequence[EpisodeRecord]) -> str:
+    """What the pick chose, in words: the episode, how often the run proposed its policy, and how
+    it stood to the run's most proposed policy on the choosing images (with deferral)."""
+    chosen, pick = final.chosen, final.pick
+    proposed = sum(policy_key(r.quant_policy()) == policy_key(chosen.quant_policy()) for r in records)
+    said = f"chose episode {chosen.episode} (proposed {proposed} times)"
+    if pick.settled is None:
+        return said
+    if pick.settled == pick.index:
+        return f"{said}: the run's most proposed policy"
+    margin = pick.select_rewards[pick.index] - pick.select_rewards[pick.settled]
+    settled = final.candidates[pick.settled].episode
+    return f"{said} over the most proposed (episode {settled}), {margin:+.3f} ahead on the choosing images"
 
 
 def measure(

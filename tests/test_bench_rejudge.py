@@ -13,6 +13,10 @@ from types import ModuleType
 import pytest
 
 from haq.evaluation.held_out import Images, held_out_evaluator
+from haq.evaluation.metrics import PolicyMetrics
+from haq.problem.select import Pick
+from haq.runs.final_pick import FinalPick
+from haq.runs.rundir import EpisodeRecord
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 ARGS = ["--full", "--models", "digits_cnn", "--methods", "uniform", "random", "--seeds", "0", "--evaluations", "4"]
@@ -92,7 +96,7 @@ def test_a_rerun_keeps_the_rows_made_and_a_missing_run_is_one_line(
 
 
 def test_a_multi_fidelity_run_is_judged_after_its_screen_is_replayed(
-    modules: tuple[ModuleType, ModuleType], tmp_path: Path
+    modules: tuple[ModuleType, ModuleType], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The own seed reproduces a multi-fidelity row, its count of full evaluations included: the
     promotion before the pick spends only what the run left of its allowance (a fresh screen
@@ -105,3 +109,25 @@ def test_a_multi_fidelity_run_is_judged_after_its_screen_is_replayed(
     assert row["full_evaluations"] < row["evaluations"]  # some episodes were screened out
     assert rj.main([str(bench), "--evaluator-seeds", "1", "--out", str(tmp_path / "one")]) == 0
     assert rows(tmp_path / "one") == [row]
+    capsys.readouterr()
+    assert rj.main([str(bench), "--pick-defer", "2", "--out", str(tmp_path / "deferred")]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "chose episode" in line]
+    assert len(said) == 1 and "times" in said[0]
+
+
+def test_the_log_says_how_the_choice_stood_to_the_most_proposed_policy(modules: tuple[ModuleType, ModuleType]) -> None:
+    _, rj = modules
+    metrics = PolicyMetrics(0.9, None, 1.0, None, 64)
+    a, b = {"fc": (8, 8)}, {"fc": (4, 4)}
+    records = [EpisodeRecord(i, p, metrics, 0.0) for i, p in enumerate([a, b, b, a, b])]
+    candidates = (records[0], records[1])
+
+    def final(index: int, settled: int | None) -> FinalPick:
+        policy = candidates[index].quant_policy()
+        return FinalPick(Pick(index, policy, {0: 1.30, 1: 1.10}, metrics, 1.0, "s", "t", (), settled), candidates)
+
+    assert rj.choice(final(1, 1), records) == "chose episode 1 (proposed 3 times): the run's most proposed policy"
+    assert rj.choice(final(0, 1), records) == (
+        "chose episode 0 (proposed 2 times) over the most proposed (episode 1), +0.200 ahead on the choosing images"
+    )
+    assert rj.choice(final(0, None), records) == "chose episode 0 (proposed 2 times)"
