@@ -23,6 +23,8 @@ from typing import Sequence
 import torch
 from search_quality import Setting, Workbench, log
 
+from haq.evaluation.held_out import Images
+from haq.problem.problem import SearchProblem
 from haq.problem.select import pick_images
 from haq.quant import QuantPolicy
 from haq.runs.final_pick import PickConfig
@@ -40,6 +42,20 @@ def parse_policy(text: str, layers: Sequence[str]) -> QuantPolicy:
     if sorted(pairs) != sorted(layers):
         raise ValueError(f"a policy names every layer once: {', '.join(layers)}; got {', '.join(pairs)}")
     return QuantPolicy.from_pairs((name, pairs[name]) for name in layers)
+
+
+def rewards_by_seed(
+    problem: SearchProblem, policies: Sequence[QuantPolicy], images: Images, seeds: Sequence[int]
+) -> list[list[float]]:
+    """Each policy's reward on ``images`` under the workload's own evaluator seed, then ``seeds``:
+    one evaluator per seed for all the policies, so its reference is measured once."""
+    rewards: list[list[float]] = [[] for _ in policies]
+    for seed in (None, *seeds):
+        log(f"{images}, evaluator seed {'own' if seed is None else seed}")
+        evaluator = problem.held_out("full", images, seed)
+        for row, metrics in zip(rewards, evaluator.evaluate_many(policies)):
+            row.append(problem.reward(metrics, evaluator.reference))
+    return rewards
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,14 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         seeds = range(ns.seed_start, ns.seed_start + ns.seeds)
         print(f"| policy | images | own seed | mean over seeds {seeds[0]}-{seeds[-1]} | std | per seed |")
         print("|---|---|---|---|---|---|")
-        for text, policy in zip(ns.policy, policies):
+        scored = {half: rewards_by_seed(problem, policies, images, seeds) for half, images in halves.items()}
+        for i, text in enumerate(ns.policy):
             for half, images in halves.items():
-                log(f"{text} on {images}")
-                rewards = []
-                for seed in (None, *seeds):
-                    evaluator = problem.held_out("full", images, seed)
-                    rewards.append(problem.reward(evaluator.evaluate(policy), evaluator.reference))
-                own, rest = rewards[0], rewards[1:]
+                own, *rest = scored[half][i]
                 spread = statistics.stdev(rest) if len(rest) > 1 else 0.0
                 each = " ".join(f"{r:+.3f}" for r in rest)
                 print(f"| {text} | {half} ({images}) | {own:+.3f} | {statistics.mean(rest):+.3f} | {spread:.3f} | {each} |")

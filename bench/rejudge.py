@@ -99,7 +99,8 @@ def choice(final: FinalPick, records: Sequence[EpisodeRecord]) -> str:
     """What the pick chose, in words: the episode, how often the run proposed its policy, and how
     it stood to the run's most proposed policy on the choosing images (with deferral)."""
     chosen, pick = final.chosen, final.pick
-    proposed = sum(policy_key(r.quant_policy()) == policy_key(chosen.quant_policy()) for r in records)
+    key = policy_key(chosen.quant_policy())
+    proposed = sum(policy_key(r.quant_policy()) == key for r in records)
     said = f"chose episode {chosen.episode} (proposed {proposed} times)"
     if pick.settled is None:
         return said
