@@ -26,6 +26,7 @@ verdict under this judge:
     python bench/search_quality.py --merge SQ-judged
     python bench/rejudge.py SQ --pick-repeats 2 --out SQ-repeats   # the pick that also re-scores repeats
     python bench/rejudge.py SQ --pick-repeats 2 --pick-defer 2 --out SQ-defer   # ... keeping the most proposed
+    python bench/rejudge.py SQ --pick-repeats 2 --pick-defer 2 --pick-select-seeds 1 --out SQ-fresh   # ... chosen elsewhere
 """
 
 from __future__ import annotations
@@ -66,21 +67,24 @@ REPRODUCED = 1e-9
 """How far the own seed's score may sit from the benchmark's figure and still reproduce it."""
 
 
-def rejudged(bench: Workbench, root: Path, r: RunResult, seeds: int, repeats: int = 0, defer: float = 0.0) -> RunResult:
+def rejudged(
+    bench: Workbench, root: Path, r: RunResult, seeds: int, repeats: int = 0, defer: float = 0.0, select_seeds: int = 0
+) -> RunResult:
     """``r`` with its test reward, accuracies and cross-fitted reward replaced by the means over
     ``seeds`` evaluator seeds: the pick made as the benchmark made it (with ``repeats``, also
     re-scoring the run's most repeated proposals: ``PickConfig.repeats``; with ``defer``, keeping
-    the most proposed unless beaten: ``PickConfig.defer``), reported as ``haq``'s own pick reports
+    the most proposed unless beaten: ``PickConfig.defer``; with ``select_seeds``, choosing under
+    other evaluator seeds: ``PickConfig.select_seeds``), reported as ``haq``'s own pick reports
     (:func:`haq.problem.select.pick_final` with ``seeds``)."""
     problem = bench.problem(method_env(bench.env, r.method))
     records = RunDir(run_dir(root, r.model, r.method, r.seed)).read_episodes()
     replay(problem, records)  # a multi-fidelity run's screen as the run left it, for its promotion
-    pick = method_pick(r.method, seeds, repeats, defer)
+    pick = dataclasses.replace(method_pick(r.method, seeds, repeats, defer), select_seeds=select_seeds)
     final = pick_run(problem, records, pick)
     log(f"  {choice(final, records)}")
     first = final.pick
     own = first.by_seed[0].reward
-    if repeats == 0 and defer == 0 and abs(own - r.test_reward) > REPRODUCED:
+    if repeats == 0 and defer == 0 and select_seeds == 0 and abs(own - r.test_reward) > REPRODUCED:
         log(f"  {r.model} {r.method} seed {r.seed}: the pick scores {own:+.4f}, the benchmark wrote {r.test_reward:+.4f}")
     crossfit = crossfit_reward(problem, final, pick)
     metrics = [s.metrics for s in first.by_seed]
@@ -120,6 +124,7 @@ def measure(
     workers: int,
     repeats: int = 0,
     defer: float = 0.0,
+    select_seeds: int = 0,
 ) -> None:
     """Re-judge every run of ``roots`` (of ``methods`` / ``models`` when given)
     not yet in ``out``, writing each row as it is made."""
@@ -139,7 +144,14 @@ def measure(
                 todo.append((root, r))
                 done.add(run_key(r))
     out.mkdir(parents=True, exist_ok=True)
-    invocation = {"format": "haq.bench.rejudge", "version": 2, "seeds": seeds, "repeats": repeats, "defer": defer}
+    invocation = {
+        "format": "haq.bench.rejudge",
+        "version": 3,
+        "seeds": seeds,
+        "repeats": repeats,
+        "defer": defer,
+        "select_seeds": select_seeds,
+    }
     atomic_write_text(out / INVOCATION, json.dumps(invocation) + "\n")
     for key in dict.fromkeys((r.model, r.evaluator, r.val_samples) for _, r in todo):
         bench = Workbench(Setting(key[0], key[1], 0, (), key[2]), workers)
@@ -148,7 +160,7 @@ def measure(
                 if (r.model, r.evaluator, r.val_samples) != key:
                     continue
                 log(f"{r.model} {r.method} seed {r.seed} ({root})")
-                new = rejudged(bench, root, r, seeds, repeats, defer)
+                new = rejudged(bench, root, r, seeds, repeats, defer, select_seeds)
                 rows.append(new)
                 atomic_write_text(path, json.dumps([to_json(x) for x in rows], indent=2) + "\n")
                 log(f"  test reward {r.test_reward:+.4f} -> {new.test_reward:+.4f} over {seeds} evaluator seeds")
@@ -178,6 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         help="make the pick keep each run's most proposed policy unless beaten by more than D images' worth "
         "(haq's PickConfig.defer); 0: the best on the choosing half",
     )
+    p.add_argument(
+        "--pick-select-seeds",
+        type=int,
+        default=0,
+        help="make the pick choose by the mean over N evaluator seeds the search did not use (haq's "
+        "PickConfig.select_seeds); 0: the workload's own",
+    )
     ns = p.parse_args(argv)
     if ns.evaluator_seeds < 1:
         p.error(f"--evaluator-seeds must be >= 1, got {ns.evaluator_seeds}")
@@ -185,8 +204,20 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--pick-repeats must be >= 0, got {ns.pick_repeats}")
     if ns.pick_defer < 0:
         p.error(f"--pick-defer must be >= 0, got {ns.pick_defer}")
+    if ns.pick_select_seeds < 0:
+        p.error(f"--pick-select-seeds must be >= 0, got {ns.pick_select_seeds}")
     torch.set_num_threads(1)
-    measure(ns.runs, ns.out, ns.evaluator_seeds, ns.methods, ns.models, ns.workers, ns.pick_repeats, ns.pick_defer)
+    measure(
+        ns.runs,
+        ns.out,
+        ns.evaluator_seeds,
+        ns.methods,
+        ns.models,
+        ns.workers,
+        ns.pick_repeats,
+        ns.pick_defer,
+        ns.pick_select_seeds,
+    )
     print(f"re-judged rows in {ns.out / RESULTS}; tables: python bench/search_quality.py --merge {ns.out}")
     return 0
 

@@ -477,7 +477,16 @@ def crossfit_reward(problem: SearchProblem, final: FinalPick, cfg: PickConfig) -
     if images is None:
         return None
     candidates = [(r.quant_policy(), r.reward) for r in final.candidates]
-    other = pick_final(problem, candidates, cfg.k, images=images, seeds=cfg.report_seeds, repeats=cfg.repeats, defer=cfg.defer)
+    other = pick_final(
+        problem,
+        candidates,
+        cfg.k,
+        images=images,
+        seeds=cfg.report_seeds,
+        repeats=cfg.repeats,
+        defer=cfg.defer,
+        select_seeds=cfg.select_seeds,
+    )
     return (final.pick.test_reward + other.test_reward) / 2
 
 

@@ -19,7 +19,7 @@ from haq.evaluation.held_out import Images, held_out_evaluator
 from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
-from haq.problem.select import pick_final, pick_images, report_seeds, swapped_images
+from haq.problem.select import choosing_seeds, pick_final, pick_images, report_seeds, swapped_images
 from haq.quant import QuantPolicy
 
 
@@ -89,6 +89,28 @@ def test_a_report_under_several_evaluator_seeds_is_their_mean_the_workload_s_own
     assert report_seeds(7, 1) == (7,)
     with pytest.raises(ConfigError, match="report seeds"):
         pick_final(full, candidates, k=2, seeds=0)
+
+
+def test_a_pick_choosing_under_other_seeds_compares_their_mean_and_reports_as_before(cache_dir: Path) -> None:
+    full = make_problem(EnvConfig(evaluation=EvalConfig(kind="full")), cache_dir=cache_dir)
+    pols = [full.policy(c.pairs) for c in random_candidates(full.budget_model, 3, np.random.default_rng(2), "stepwise")]
+    candidates = [(p, float(-i)) for i, p in enumerate(pols)]
+    own = pick_final(full, candidates, k=3)
+    two = pick_final(full, candidates, k=3, select_seeds=2)
+    assert own.select_seeds == (0,) and two.select_seeds == (201, 202)
+    chooser = [
+        held_out_evaluator(full.workload, full.table, full.config.evaluation, "full", Images("test", 0, 180), s)
+        for s in (201, 202)
+    ]
+    for i, (policy, _) in enumerate(candidates):  # each candidate's selection reward: the mean over the two seeds
+        each = [full.reward(ev.evaluate(policy), ev.reference) for ev in chooser]
+        assert two.select_rewards[i] == pytest.approx(sum(each) / 2, abs=1e-12)
+    assert two.select_rewards != own.select_rewards  # the fine-tune's seed moves the selection score
+    assert two.index == max(two.select_rewards, key=lambda i: (two.select_rewards[i], -i))
+    assert [r.seed for r in two.by_seed] == [0]  # the report is still under the workload's own seed
+    assert choosing_seeds(201, 2) == (202, 203) and choosing_seeds(5, 0) == (5,)  # never the seed the search used
+    with pytest.raises(ConfigError, match="select seeds"):
+        pick_final(full, candidates, k=3, select_seeds=-1)
 
 
 def test_the_other_fold_selects_on_the_half_that_reported_and_reports_on_the_one_that_selected(problem: SearchProblem) -> None:

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 
 
 def add_pick_args(p: argparse.ArgumentParser) -> None:
-    """``--pick``, ``--select-samples``, ``--promote``, ``--pick-repeats``, ``--pick-defer`` and
-    ``--report-seeds`` (the job document's ``pick`` section)."""
+    """``--pick``, ``--select-samples``, ``--promote``, ``--pick-repeats``, ``--pick-defer``,
+    ``--select-seeds`` and ``--report-seeds`` (the job document's ``pick`` section)."""
     from haq.runs.final_pick import PickConfig
 
     g = p.add_argument_group("final pick")
@@ -53,6 +53,14 @@ def add_pick_args(p: argparse.ArgumentParser) -> None:
         "more than this many images' worth of clean accuracy; 0: the best there",
     )
     g.add_argument(
+        "--select-seeds",
+        type=int,
+        default=PickConfig().select_seeds,
+        help="re-score the candidates on the held-out images under N evaluator seeds other than the one the search "
+        "used (their mean decides), so a lucky fine-tune under the search's seed does not carry the pick; 0: the "
+        "search's seed",
+    )
+    g.add_argument(
         "--report-seeds",
         type=int,
         default=PickConfig().report_seeds,
@@ -65,7 +73,7 @@ def pick_config(ns: argparse.Namespace) -> PickConfig:
     """The job's ``pick`` section from the flags."""
     from haq.runs.final_pick import PickConfig
 
-    return PickConfig(ns.pick, ns.select_samples, ns.promote, ns.report_seeds, ns.pick_repeats, ns.pick_defer)
+    return PickConfig(ns.pick, ns.select_samples, ns.promote, ns.report_seeds, ns.pick_repeats, ns.pick_defer, ns.select_seeds)
 
 
 def report_pick(result: RunResult) -> None:

@@ -158,7 +158,8 @@ def with_pick(cfg: PickConfig, out: Path, problem: SearchProblem, result: RunRes
     if log:
         select, _ = pick_images(problem, cfg.select_samples)
         also = f", and the {cfg.repeats} most repeated not among them," if cfg.repeats else ""
-        log(f"final pick: re-scoring the top {cfg.k} policies{also} on {select.count} held-out images ({select})")
+        under = f" under {cfg.select_seeds} evaluator seeds the search did not use" if cfg.select_seeds else ""
+        log(f"final pick: re-scoring the top {cfg.k} policies{also} on {select.count} held-out images ({select}){under}")
         if cfg.defer:
             margin = f"more than {cfg.defer:g} images' worth"
             log(f"final pick: the most proposed policy is re-scored too, and kept unless beaten there by {margin}")

@@ -47,6 +47,7 @@ _PICK_PATHS = {
     "report_seeds": ("pick.report_seeds",),
     "pick_repeats": ("pick.repeats",),
     "pick_defer": ("pick.defer",),
+    "select_seeds": ("pick.select_seeds",),
 }
 """The final pick's flags (search, baseline and transfer jobs)."""
 

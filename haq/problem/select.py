@@ -18,6 +18,12 @@ When the test split's halves select and report, :func:`swapped_images` gives the
 (cross-fitting) judges a search procedure on every test image, with no image both choosing and
 reporting, which halves the variance a comparison of methods gets from the report's images.
 
+The choosing images are held out from the search in images but not, by default, in the
+evaluator's randomness: the choosing re-score fine-tunes, calibrates and attacks with the
+workload's seed, as the search did, so a policy whose fine-tune was lucky under that seed stays
+lucky there. With ``select_seeds`` the candidates are re-scored under that many other seeds
+(:func:`choosing_seeds`: 201, 202, ..., none of them a report seed) and compared by their mean.
+
 The report may average over evaluator seeds (``report_seeds``): the full evaluator fine-tunes,
 calibrates and attacks with the workload's seed, and the search and the re-score use that seed
 too, so the chosen policy carries the fine-tune it was lucky with. On the digits MLP a policy
@@ -45,12 +51,24 @@ from haq.quant import QuantPolicy
 
 REPORT_SEED_START = 101
 """The evaluator seeds a report adds after the workload's own: 101, 102, ..."""
+SELECT_SEED_START = 201
+"""The evaluator seeds the choosing images are scored under with ``select_seeds``: 201, 202, ...
+(apart from every report seed, so a judge's seeds never also chose)."""
 
 
 def report_seeds(own: int, n: int) -> tuple[int, ...]:
     """The workload's own evaluator seed, then ``n - 1`` others."""
     count("report seeds", n)
     return (own, *range(REPORT_SEED_START, REPORT_SEED_START + n - 1))
+
+
+def choosing_seeds(own: int, n: int) -> tuple[int, ...]:
+    """The evaluator seeds the choosing images are scored under: the workload's own when ``n`` is
+    0, otherwise ``n`` seeds it was not searched or reported under."""
+    count("select seeds", n, 0)
+    if n == 0:
+        return (own,)
+    return tuple(s for s in range(SELECT_SEED_START, SELECT_SEED_START + n + 1) if s != own)[:n]
 
 
 @dataclass(frozen=True)
@@ -68,13 +86,15 @@ class Pick:
 
     index: position (in the candidates given) of the chosen policy.
     select_rewards: reward of each re-scored candidate (:func:`pick_candidates`) on the selection
-        images, by candidate index.
+        images, by candidate index (the mean over ``select_seeds``).
     test: the chosen policy's metrics on the report images under the workload's own seed.
     test_reward: its reward there, the mean over the report's evaluator seeds.
     select_images / test_images: where and how many images each stage used.
     by_seed: the report under each evaluator seed, the workload's own first.
     settled: position of the run's most often proposed policy when the pick deferred to it
         (``defer``; :func:`deferring`), whether or not it was chosen; ``None`` otherwise.
+    select_seeds: the evaluator seeds the selection images were scored under
+        (:func:`choosing_seeds`; the workload's own alone for an evaluator that does not use its seed).
     """
 
     index: int
@@ -86,6 +106,7 @@ class Pick:
     test_images: str
     by_seed: tuple[SeedReport, ...] = ()
     settled: int | None = None
+    select_seeds: tuple[int, ...] = ()
 
 
 def pick_images(problem: SearchProblem, select_samples: int = 150) -> tuple[Images, Images]:
@@ -178,16 +199,20 @@ def pick_final(
     seeds: int = 1,
     repeats: int = 0,
     defer: float = 0.0,
+    select_seeds: int = 0,
 ) -> Pick:
     """Re-score the ``k`` best distinct ``(policy, search reward)`` candidates and the ``repeats``
     most often proposed (:func:`pick_candidates`) on held-out images, choose the best there (or,
     with ``defer``, :func:`deferring`), and report it on the test images under ``seeds`` evaluator
-    seeds (one for an evaluator that does not use its seed; see the module docstring); ``images``
-    (select, report) overrides :func:`pick_images`, e.g. with :func:`swapped_images`."""
+    seeds (one for an evaluator that does not use its seed; see the module docstring); with
+    ``select_seeds``, the selection scores are means over that many seeds other than the
+    workload's (:func:`choosing_seeds`); ``images`` (select, report) overrides :func:`pick_images`,
+    e.g. with :func:`swapped_images`."""
     count("k", k)
     count("repeats", repeats, 0)
     finite("defer", defer, 0.0)
     own, *others = report_seeds(problem.workload.config.seed, seeds)
+    choosing = choosing_seeds(own, select_seeds)
     select, report = images if images is not None else pick_images(problem, select_samples)
     if not candidates:
         raise ConfigError("pick_final needs at least one evaluated policy")
@@ -195,10 +220,13 @@ def pick_final(
     cfg = problem.config
     kind = FULL if cfg.evaluation.kind == MULTI else cfg.evaluation.kind
     if kind not in SEEDED:
-        others = []  # its score is the same under any seed
-    selector = problem.held_out(kind, select)
-    scored = selector.evaluate_many([candidates[i][0] for i in top])  # one batch: concurrent on a worker pool
-    select_rewards = {i: problem.reward(m, selector.reference) for i, m in zip(top, scored)}
+        others, choosing = [], (own,)  # its score is the same under any seed
+    by_seed = []
+    for seed in choosing:
+        selector = problem.held_out(kind, select, None if seed == own else seed)
+        scored = selector.evaluate_many([candidates[i][0] for i in top])  # one batch: concurrent on a worker pool
+        by_seed.append([problem.reward(m, selector.reference) for m in scored])
+    select_rewards = {i: statistics.mean(rewards[j] for rewards in by_seed) for j, i in enumerate(top)}
     anchor = settled_among(candidates, top) if defer else None
     chosen = deferring(top, select_rewards, anchor, defer * image_reward(cfg.reward, select.count))
     reports = []
@@ -217,13 +245,16 @@ def pick_final(
         str(report),
         tuple(reports),
         anchor,
+        choosing,
     )
 
 
 __all__ = [
     "REPORT_SEED_START",
+    "SELECT_SEED_START",
     "Pick",
     "SeedReport",
+    "choosing_seeds",
     "deferring",
     "most_repeated",
     "pick_candidates",

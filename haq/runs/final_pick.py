@@ -12,7 +12,9 @@ writes what it chose:
                                 seeds), its report under each seed, which images each stage used,
                                 and the episode of the most proposed policy a deferring pick kept
                                 to (``settled_episode``, null without ``defer``; version 2 had no
-                                such field, version 1 no report seeds: one, the workload's)
+                                such field, version 1 no report seeds: one, the workload's), and
+                                the evaluator seeds the selection images were scored under
+                                (``select_seeds``; version 3 had none: the workload's)
     RUN_DIR/final_policy.json   the chosen policy (a haq.policy file)
 
 Candidates are the episodes the run's judge scored: in a multi-fidelity run a screened-out
@@ -43,7 +45,7 @@ from haq.runs.rundir import EpisodeRecord
 PICK_FILE = "final_pick.json"
 POLICY_FILE = "final_policy.json"
 PICK_FORMAT = "haq.final_pick"
-PICK_VERSION = 3
+PICK_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class PickConfig:
         (``bench/rejudge.py --pick-defer 2``) CNN +0.064 (4 better, none worse), cross-fitted
         +0.039 (6 and 1). Read after: seeds 10-19 CNN +0.060 (6 and 1; under 10 seeds +0.044, 4
         and 1), MLP unchanged; ResNet-20 -0.024 (3 runs of 3 worse), MobileNetV2 unchanged.
+    select_seeds: evaluator seeds other than the workload's (201, 202, ...) the candidates are
+        re-scored under on the selection images, compared by their mean; 0: the workload's own,
+        the seed the search scored under, so a fine-tune lucky under it stays lucky there
+        (:func:`haq.problem.select.choosing_seeds`). Each costs the pick's re-score once more.
     report_seeds: evaluator seeds the chosen policy is reported under, the workload's own first;
         the test reward is their mean (:mod:`haq.problem.select`: the search's seed flatters the
         policy it chose). Each costs one evaluation; a run judged by the cheap evaluator, which
@@ -84,6 +90,7 @@ class PickConfig:
     report_seeds: int = 3
     repeats: int = 2
     defer: float = 2.0
+    select_seeds: int = 0
 
     def __post_init__(self) -> None:
         count("k", self.k, 0)
@@ -92,6 +99,7 @@ class PickConfig:
         count("report_seeds", self.report_seeds)
         count("repeats", self.repeats, 0)
         finite("defer", self.defer, 0.0)
+        count("select_seeds", self.select_seeds, 0)
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ def pick_run(problem: SearchProblem, records: Sequence[EpisodeRecord], cfg: Pick
         seeds=cfg.report_seeds,
         repeats=cfg.repeats,
         defer=cfg.defer,
+        select_seeds=cfg.select_seeds,
     )
     return FinalPick(pick, candidates, tuple(r.episode for r in extra))
 
@@ -160,6 +169,7 @@ def write_pick(run_dir: Path, final: FinalPick) -> Path:
         "episode": chosen.episode,
         "search_reward": chosen.reward,
         "select_images": pick.select_images,
+        "select_seeds": list(pick.select_seeds),
         "test_images": pick.test_images,
         "promoted": list(final.promoted),
         "settled_episode": None if pick.settled is None else final.candidates[pick.settled].episode,
