@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from haq.core import validate
-from haq.core.errors import ConfigError
+from haq.core.errors import ConfigError, DivergedError
 from haq.data.splits import DataSplits, iterate_batches
 
 ExtraLoss = Callable[[nn.Module], torch.Tensor]
@@ -115,7 +115,7 @@ def train_model(
                 if extra_loss is not None:
                     loss = loss + extra_loss(model)
                 if not torch.isfinite(loss):
-                    raise ConfigError(
+                    raise DivergedError(
                         f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower the learning rate (or DQ beta)"
                     )
                 opt.zero_grad(set_to_none=True)

@@ -113,6 +113,15 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--hardware-feedback", action="store_true", help="measure each policy's latency on this machine instead of the table"
     )
+    g.add_argument(
+        "--finetune-lrs",
+        type=float,
+        nargs="+",
+        default=EvalConfig().finetune_lrs,
+        metavar="LR",
+        help="full evaluator: candidate DQ fine-tune learning rates; the one whose fine-tune recovers the most reward on "
+        "probe policies is chosen for this model before the search (kept in the cache)",
+    )
     add_strict_arg(g)
 
 
@@ -125,7 +134,7 @@ def env_config(ns: argparse.Namespace) -> EnvConfig:
         min_bits=ns.min_bits,
         max_bits=ns.max_bits,
         pin_first_last=ns.pin_first_last,
-        evaluation=EvalConfig(kind=ns.evaluator, hardware_feedback=ns.hardware_feedback),
+        evaluation=EvalConfig(kind=ns.evaluator, hardware_feedback=ns.hardware_feedback, finetune_lrs=tuple(ns.finetune_lrs)),
         torch_device=ns.torch_device,
         projection=ns.projection,
     )

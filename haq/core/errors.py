@@ -17,6 +17,10 @@ class ConfigError(HaqError):
     """A configuration value is out of range or inconsistent."""
 
 
+class DivergedError(ConfigError):
+    """Training or a fine-tune diverged: its learning rate (or a penalty's weight) is too high for the model."""
+
+
 class PolicyError(HaqError):
     """A quantization policy is malformed or does not fit the model."""
 

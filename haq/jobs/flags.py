@@ -38,6 +38,7 @@ _ENV_PATHS: dict[str, tuple[str, ...]] = {
     "pin_first_last": ("env.pin_first_last",),
     "evaluator": ("env.evaluation.kind",),
     "hardware_feedback": ("env.evaluation.hardware_feedback",),
+    "finetune_lrs": ("env.evaluation.finetune_lrs",),
 }
 
 _PICK_PATHS = {

@@ -22,7 +22,9 @@ from haq.jobs.machine import check_fitted, check_machine, machine_table
 from haq.models import default_cache_dir
 from haq.parallel import start_pool
 from haq.problem.config import EnvConfig
+from haq.problem.finetune_lr import needs_choice, resolve_finetune_lr
 from haq.problem.problem import SearchProblem, build_problem, evaluator_kinds
+from haq.runs.finetune_lr_file import LrCache
 from haq.runs.sensitivity_file import SensitivityCache
 from haq.tables.protocols import DeviceTable
 from haq.tables.table import CostTable
@@ -31,6 +33,8 @@ from haq.workload import Workload, WorkloadConfig, load_workload
 
 SENSITIVITY_CACHE = "sensitivity"
 """The cache's folder of sensitivity estimates (:class:`~haq.runs.sensitivity_file.SensitivityCache`)."""
+FINETUNE_LR_CACHE = "finetune_lr"
+"""The cache's folder of chosen DQ fine-tune rates (:class:`~haq.runs.finetune_lr_file.LrCache`)."""
 
 
 def make_problem(
@@ -53,14 +57,20 @@ def make_problem(
     so a resumed run does not re-measure. ``workers`` > 1 (or a ``ray_address``) evaluates on that
     many Ray workers (:func:`haq.parallel.start_pool`); ``problem.close()`` stops them. Sensitivity
     estimates are kept in ``<cache_dir>/sensitivity`` and reused by any later run on the same
-    model, images and reward (``sensitivity_cache=False``: estimated afresh, as a benchmark that
-    times a whole first run needs).
+    model, images and reward, and so is the DQ fine-tune's rate when ``cfg.evaluation.finetune_lrs``
+    asks for one to be chosen (:mod:`haq.problem.finetune_lr`; ``sensitivity_cache=False``: both
+    measured afresh, as a benchmark that times a whole first run needs).
     """
     tab = table if table is not None else load_device_table(cfg.table, cfg.workload, strict=strict, log=log)
     count("workers", workers)
-    store = SensitivityCache((cache_dir or default_cache_dir()) / SENSITIVITY_CACHE, log) if sensitivity_cache else None
-    if workers > 1 or ray_address is not None:
+    cache = cache_dir or default_cache_dir()
+    store = SensitivityCache(cache / SENSITIVITY_CACHE, log) if sensitivity_cache else None
+    workload: Workload | None = None
+    if needs_choice(cfg):  # before any evaluator is built, on a pool's workers too
         workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
+        cfg = resolve_finetune_lr(cfg, workload, tab, LrCache(cache / FINETUNE_LR_CACHE, log) if sensitivity_cache else None, log)
+    if workers > 1 or ray_address is not None:
+        workload = workload or load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
         pool = start_pool(workload, tab, cfg.evaluation, evaluator_kinds(cfg), cfg.torch_device, workers, ray_address, log)
         try:
             problem = build_problem(
@@ -79,9 +89,11 @@ def make_problem(
         problem.workers, problem.held_out_factory = workers, pool.held_out
         return problem
     if not cfg.evaluation.hardware_feedback:
-        return build_problem(cfg, table=tab, cache_dir=cache_dir, log=log, strict=strict, sensitivity_store=store)
+        return build_problem(
+            cfg, table=tab, workload=workload, cache_dir=cache_dir, log=log, strict=strict, sensitivity_store=store
+        )
     check_prices_this_machine(tab)
-    workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
+    workload = workload or load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
     latency = local_measurer(workload, emulated=True, cache_path=feedback_cache, log=log)
     return build_problem(
         cfg, table=tab, latency_source=latency, workload=workload, log=log, strict=strict, sensitivity_store=store

@@ -1,0 +1,209 @@
+"""The DQ fine-tune's learning rate, chosen per workload before a search.
+
+The full evaluator fine-tunes every policy for a few batches with Adam, whose steps have about
+the same size whatever a weight's scale, so one rate does not suit every model: on the digits MLP
+1e-3 lowered the very accuracy the fine-tune is there to recover and made one policy's reward
+swing by 0.5 (std) with the evaluator's seed, where 3e-4 recovered more with a third of that
+noise; on the digits CNN 1e-3 recovered more than 3e-4. With ``EvalConfig.finetune_lrs`` the
+rate is measured instead of guessed: every candidate fine-tunes the same probe policies under the
+same evaluator seeds, on the search's own images, and the one whose fine-tuned policies score the
+highest mean accuracy reward (clean and robust terms at the reward's weights) is the rate the
+search uses. The choice is a deterministic function of the model, the images and the settings,
+so it is kept by their digest (:func:`finetune_lr_key`) and a later run reuses it.
+
+Probe policies: per-layer widths drawn at random (a fixed seed) from the lowest four widths the
+search may give, where a fine-tune matters most and the search spends its budget; a pinned first
+and last layer keep their pin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from haq.core import config as serial
+from haq.core.errors import DivergedError
+from haq.core.types import Log
+from haq.evaluation.config import EvalConfig
+from haq.evaluation.evaluators import build_evaluator
+from haq.evaluation.metrics import ReferenceMetrics
+from haq.models.cache import software_versions
+from haq.problem.config import EnvConfig
+from haq.problem.reward import accuracy_term
+from haq.problem.sensitivity_store import model_digest, tensor_digest
+from haq.quant import QuantPolicy
+from haq.tables.protocols import DeviceTable
+from haq.workload import Workload
+
+PROBES = 3
+"""Probe policies each candidate rate fine-tunes."""
+PROBE_SEED = 0
+"""Seeds the probe policies' widths."""
+PROBE_WIDTHS = 4
+"""Probe widths come from the lowest this many the search may give."""
+EVALUATOR_SEEDS = (401, 402, 403)
+"""The evaluator seeds (fine-tune batches, calibration, attack starts) every candidate is measured
+under: the same for every run, apart from the pick's and the reports' seeds."""
+TRAIN_DIGESTED = 1024
+"""The fine-tune draws its batches from the whole training split; the key holds its size and a
+digest of its first this many images."""
+KEY_FORMAT = 1
+"""Bumped when the probes or the score change, so no choice made the old way is reused."""
+ZERO = ReferenceMetrics(0.0, 0.0)
+"""Candidates are compared under one evaluator seed at a time on the same images, so the float
+reference's terms are the same constant for all of them: scores leave it out."""
+
+
+@dataclass(frozen=True)
+class LrChoice:
+    """What :func:`choose_finetune_lr` measured: the chosen rate and each candidate's mean
+    accuracy reward (the float reference's constant left out) over the probes and seeds."""
+
+    lr: float
+    scores: dict[float, float]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form (rates as strings: JSON keys)."""
+        return {"lr": self.lr, "scores": {repr(k): v for k, v in self.scores.items()}}
+
+
+class LrStore(Protocol):
+    """Where choices are kept by :func:`finetune_lr_key` (a directory of files, in practice)."""
+
+    def get(self, key: str) -> LrChoice | None:
+        """The choice kept under ``key``, or ``None``."""
+        ...
+
+    def put(self, key: str, choice: LrChoice) -> None:
+        """Keep ``choice`` under ``key`` (best effort)."""
+        ...
+
+
+def needs_choice(cfg: EnvConfig) -> bool:
+    """Whether ``cfg`` asks for a rate to be chosen: candidates given, and an evaluator that fine-tunes."""
+    ev = cfg.evaluation
+    return bool(ev.finetune_lrs) and ev.kind in ("full", "multi") and ev.finetune_epochs > 0
+
+
+def probe_policies(cfg: EnvConfig, layer_names: list[str]) -> list[QuantPolicy]:
+    """The :data:`PROBES` policies every candidate rate fine-tunes (see the module docstring)."""
+    rng = np.random.default_rng(PROBE_SEED)
+    top = min(cfg.max_bits, cfg.min_bits + PROBE_WIDTHS - 1)
+    policies = []
+    for _ in range(PROBES):
+        pairs = []
+        for i, name in enumerate(layer_names):
+            w, a = (int(b) for b in rng.integers(cfg.min_bits, top + 1, size=2))
+            if cfg.pin_first_last is not None and i in (0, len(layer_names) - 1):
+                w = a = cfg.pin_first_last
+            pairs.append((name, (w, a)))
+        policies.append(QuantPolicy.from_pairs(pairs))
+    return policies
+
+
+def choose_finetune_lr(cfg: EnvConfig, workload: Workload, table: DeviceTable) -> LrChoice:
+    """Fine-tune the probe policies with each of ``cfg.evaluation.finetune_lrs`` under every
+    seed of :data:`EVALUATOR_SEEDS` on the search's images; the rate with the highest mean
+    accuracy reward wins (ties: the earlier candidate). A rate whose fine-tune diverges is left
+    out; when every one does, one :class:`~haq.core.errors.DivergedError` line says so."""
+    lrs = cfg.evaluation.finetune_lrs
+    probes = probe_policies(cfg, workload.layer_names)
+    scores: dict[float, float] = {}
+    for lr in lrs:
+        try:
+            scores[lr] = statistics.mean(_scores(cfg, workload, table, lr, probes))
+        except DivergedError:
+            continue
+    if not scores:
+        raise DivergedError(
+            f"the DQ fine-tune diverged at every candidate learning rate ({', '.join(f'{lr:g}' for lr in lrs)}); give lower ones"
+        )
+    best = max(scores, key=lambda lr: (scores[lr], -lrs.index(lr)))
+    return LrChoice(best, scores)
+
+
+def _scores(cfg: EnvConfig, workload: Workload, table: DeviceTable, lr: float, probes: list[QuantPolicy]) -> list[float]:
+    """Each probe's accuracy reward after a fine-tune at ``lr``, under every evaluator seed."""
+    each = []
+    for seed in EVALUATOR_SEEDS:
+        seeded = dataclasses.replace(workload, config=dataclasses.replace(workload.config, seed=seed))
+        ev = build_evaluator(seeded, table, _candidate(cfg.evaluation, lr))
+        each.extend(accuracy_term(m, ZERO, cfg.reward) for m in ev.evaluate_many(probes))
+    return each
+
+
+def _candidate(ev: EvalConfig, lr: float) -> EvalConfig:
+    return dataclasses.replace(ev, kind="full", finetune_lr=lr, finetune_lrs=())
+
+
+def finetune_lr_key(cfg: EnvConfig, workload: Workload) -> str:
+    """The digest a choice for ``workload`` under ``cfg`` is kept by: the float model, the search's
+    images, the evaluator's settings but its rate, the reward's weights and the width range."""
+    x, y = workload.data.subset("val", cfg.evaluation.val_samples)
+    tx, ty = workload.data.subset("train", TRAIN_DIGESTED)
+    settings = serial.to_dict(dataclasses.replace(cfg.evaluation, kind="full", finetune_lr=1.0))
+    doc = {
+        "format": KEY_FORMAT,
+        "versions": software_versions(),
+        "device": workload.device.type,
+        "model": model_digest(workload.model),
+        "layers": workload.layer_names,
+        "images": tensor_digest([("x", x), ("y", y)]),
+        "train": [len(workload.data.train), tensor_digest([("x", tx), ("y", ty)])],  # type: ignore[arg-type]
+        "evaluation": settings,
+        "reward": serial.to_dict(cfg.reward),
+        "widths": [cfg.min_bits, cfg.max_bits, cfg.pin_first_last],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def resolve_finetune_lr(
+    cfg: EnvConfig, workload: Workload, table: DeviceTable, store: LrStore | None = None, log: Log | None = None
+) -> EnvConfig:
+    """``cfg`` with the fine-tune's rate chosen (:func:`choose_finetune_lr`, or kept in ``store``)
+    and written into ``evaluation.finetune_lr``, the candidates cleared; ``cfg`` itself when it
+    asks for no choice (:func:`needs_choice`)."""
+    if not needs_choice(cfg):
+        return cfg
+    lrs = cfg.evaluation.finetune_lrs
+    if len(lrs) == 1:
+        choice = LrChoice(lrs[0], {})
+    else:
+        key = finetune_lr_key(cfg, workload)
+        kept = store.get(key) if store is not None else None
+        if kept is not None and kept.lr in lrs:
+            choice = kept
+        else:
+            start = time.perf_counter()
+            if log:
+                n = len(lrs) * PROBES * len(EVALUATOR_SEEDS)
+                log(f"choosing the DQ fine-tune's learning rate among {', '.join(f'{lr:g}' for lr in lrs)} ({n} fine-tunes)")
+            choice = choose_finetune_lr(cfg, workload, table)
+            if log:
+                said = ", ".join(f"{lr:g} {s:+.3f}" for lr, s in choice.scores.items())
+                took = time.perf_counter() - start
+                log(f"DQ fine-tune learning rate {choice.lr:g} (mean accuracy reward: {said}; {took:.0f} s)")
+            if store is not None:
+                store.put(key, choice)
+    evaluation = dataclasses.replace(cfg.evaluation, finetune_lr=choice.lr, finetune_lrs=())
+    return dataclasses.replace(cfg, evaluation=evaluation)
+
+
+__all__ = [
+    "EVALUATOR_SEEDS",
+    "PROBES",
+    "LrChoice",
+    "LrStore",
+    "choose_finetune_lr",
+    "finetune_lr_key",
+    "needs_choice",
+    "probe_policies",
+    "resolve_finetune_lr",
+]

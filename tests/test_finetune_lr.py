@@ -1,0 +1,102 @@
+"""The DQ fine-tune's learning rate chosen per workload: probes, the choice, the cache, and the
+problem that searches with it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from haq.core.errors import ConfigError, DataError, DivergedError
+from haq.evaluation.config import EvalConfig
+from haq.jobs.problems import FINETUNE_LR_CACHE, make_problem
+from haq.problem import finetune_lr
+from haq.problem.config import EnvConfig
+from haq.problem.finetune_lr import LrChoice, choose_finetune_lr, finetune_lr_key, needs_choice, probe_policies
+from haq.runs.finetune_lr_file import LrCache, read_choice
+from haq.workload import load_workload
+
+LAYERS = ["conv1", "conv2", "conv3", "fc"]
+
+
+def test_probes_are_fixed_low_widths_and_keep_a_pinned_first_and_last_layer() -> None:
+    probes = probe_policies(EnvConfig(), LAYERS)
+    assert len(probes) == finetune_lr.PROBES and probes == probe_policies(EnvConfig(), LAYERS)  # the same every time
+    widths = {b for p in probes for lb in p.layers.values() for b in (lb.w_bits, lb.a_bits)}
+    assert widths <= {2, 3, 4, 5} and len(widths) > 1
+    pinned = probe_policies(EnvConfig(pin_first_last=8), LAYERS)
+    for p in pinned:
+        assert (p.layers["conv1"].w_bits, p.layers["fc"].a_bits) == (8, 8) and p.layers["conv2"].w_bits <= 5
+    assert {lb.w_bits for lb in probe_policies(EnvConfig(min_bits=6, max_bits=7), LAYERS)[0].layers.values()} <= {6, 7}
+
+
+def test_only_a_fine_tuning_evaluator_with_candidates_asks_for_a_choice() -> None:
+    lrs = (1e-3, 3e-4)
+    assert needs_choice(EnvConfig(evaluation=EvalConfig(kind="full", finetune_lrs=lrs)))
+    assert needs_choice(EnvConfig(evaluation=EvalConfig(kind="multi", finetune_lrs=lrs)))
+    assert not needs_choice(EnvConfig(evaluation=EvalConfig(kind="cheap", finetune_lrs=lrs)))
+    assert not needs_choice(EnvConfig(evaluation=EvalConfig(kind="full", finetune_lrs=lrs, finetune_epochs=0)))
+    assert not needs_choice(EnvConfig(evaluation=EvalConfig(kind="full")))
+    with pytest.raises(ConfigError, match="finetune_lrs"):
+        EvalConfig(finetune_lrs=(1e-3, -1.0))
+    with pytest.raises(ConfigError, match="repeat"):
+        EvalConfig(finetune_lrs=(1e-3, 1e-3))
+
+
+def test_the_rate_that_ruins_the_fine_tune_loses_and_the_choice_is_kept_for_the_next_run(cache_dir: Path) -> None:
+    env = EnvConfig(evaluation=EvalConfig(kind="full", finetune_lrs=(50.0, 1e-3)))  # 50: Adam's steps wreck the weights
+    workload = load_workload(env.workload, torch.device("cpu"), cache_dir=cache_dir)
+    store = LrCache(cache_dir / FINETUNE_LR_CACHE)
+    store.path(finetune_lr_key(env, workload)).unlink(missing_ok=True)  # measured here, not by an earlier session
+    said: list[str] = []
+    problem = make_problem(env, cache_dir=cache_dir, log=said.append)
+    assert problem.config.evaluation.finetune_lr == 1e-3 and problem.config.evaluation.finetune_lrs == ()
+    assert any(line.startswith("choosing the DQ fine-tune's learning rate among 50, 0.001") for line in said)
+    kept = store.get(finetune_lr_key(env, workload))
+    assert kept is not None and kept.lr == 1e-3 and kept.scores[1e-3] > kept.scores[50.0] + 1.0
+    again: list[str] = []
+    second = make_problem(env, cache_dir=cache_dir, log=again.append)
+    assert second.config.evaluation.finetune_lr == 1e-3 and not any("choosing" in line for line in again)  # reused
+    other = dataclasses.replace(env, reward=dataclasses.replace(env.reward, robust_weight=0.5))
+    assert finetune_lr_key(other, workload) != finetune_lr_key(env, workload)  # another reward weighs probes otherwise
+
+
+def test_a_diverging_rate_is_left_out_and_all_diverging_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = EnvConfig(evaluation=EvalConfig(kind="full", finetune_lrs=(1.0, 1e-3, 1e-4)))
+
+    def scores(cfg: EnvConfig, workload: object, table: object, lr: float, probes: object) -> list[float]:
+        if lr == 1.0:
+            raise DivergedError("training diverged")
+        return [2.0 if lr == 1e-4 else 1.0]
+
+    monkeypatch.setattr(finetune_lr, "_scores", scores)
+    monkeypatch.setattr(finetune_lr, "probe_policies", lambda cfg, names: [])
+    workload = type("W", (), {"layer_names": LAYERS})()
+    assert choose_finetune_lr(env, workload, None) == LrChoice(1e-4, {1e-3: 1.0, 1e-4: 2.0})  # type: ignore[arg-type]
+    ruined = EnvConfig(evaluation=EvalConfig(kind="full", finetune_lrs=(1.0, 2.0)))
+
+    def diverged(*_: object) -> list[float]:
+        raise DivergedError("training diverged")
+
+    monkeypatch.setattr(finetune_lr, "_scores", diverged)
+    with pytest.raises(DivergedError, match=r"every candidate learning rate \(1, 2\); give lower ones"):
+        choose_finetune_lr(ruined, workload, None)  # type: ignore[arg-type]
+
+
+def test_a_cached_choice_that_is_not_one_is_named_and_measured_again(tmp_path: Path) -> None:
+    said: list[str] = []
+    store = LrCache(tmp_path, said.append)
+    key = "0" * 32
+    store.put(key, LrChoice(3e-4, {1e-3: 1.5, 3e-4: 2.5}))
+    assert store.get(key) == LrChoice(3e-4, {1e-3: 1.5, 3e-4: 2.5})  # read back as written
+    for text in ("{not json", json.dumps({"format": "haq.finetune_lr", "version": 1, "lr": -1, "scores": {}})):
+        store.path(key).write_text(text)
+        with pytest.raises(DataError, match=f"{key}.json"):  # one line naming the file
+            read_choice(store.path(key))
+        assert store.get(key) is None
+    assert len(said) == 2 and all("measuring it again" in line for line in said)
+    with pytest.raises(Exception, match="not a 32-digit hex digest"):
+        store.path("../elsewhere")
