@@ -254,14 +254,14 @@ def measure(
 ) -> None:
     """Score the ``top`` candidates (by ``rank``) of every single-fidelity run under ``root`` not
     yet in ``done`` (run, rank) (of ``models`` only, when given)."""
-    by_model: dict[tuple[str, str, int], list[tuple[Path, RunResult]]] = {}
+    by_model: dict[tuple[str, str, int, float], list[tuple[Path, RunResult]]] = {}
     for r in read_results(root / RESULTS):
         run = run_dir(root, r.model, r.method, r.seed)
         if r.method.startswith("rl-multi") or (str(run), rank) in done or (models and r.model not in models):
             continue
-        by_model.setdefault((r.model, r.evaluator, r.val_samples), []).append((run, r))
-    for (model, evaluator, val_samples), runs in by_model.items():
-        bench = Workbench(Setting(model, evaluator, 0, (0,), val_samples), workers=1)
+        by_model.setdefault((r.model, r.evaluator, r.val_samples, r.finetune_lr), []).append((run, r))
+    for (model, evaluator, val_samples, lr), runs in by_model.items():
+        bench = Workbench(Setting(model, evaluator, 0, (0,), val_samples, finetune_lrs=(lr,)), workers=1)
         try:
             problem = bench.problem(bench.env)
             n = len(bench.workload.data.test)  # type: ignore[arg-type]

@@ -153,11 +153,11 @@ def measure(
         "select_seeds": select_seeds,
     }
     atomic_write_text(out / INVOCATION, json.dumps(invocation) + "\n")
-    for key in dict.fromkeys((r.model, r.evaluator, r.val_samples) for _, r in todo):
-        bench = Workbench(Setting(key[0], key[1], 0, (), key[2]), workers)
+    for key in dict.fromkeys((r.model, r.evaluator, r.val_samples, r.finetune_lr) for _, r in todo):
+        bench = Workbench(Setting(key[0], key[1], 0, (), key[2], finetune_lrs=(key[3],)), workers)  # the rate the run used
         try:
             for root, r in todo:
-                if (r.model, r.evaluator, r.val_samples) != key:
+                if (r.model, r.evaluator, r.val_samples, r.finetune_lr) != key:
                     continue
                 log(f"{r.model} {r.method} seed {r.seed} ({root})")
                 new = rejudged(bench, root, r, seeds, repeats, defer, select_seeds)

@@ -121,6 +121,7 @@ from haq.evaluation.metrics import PolicyMetrics
 from haq.jobs.problems import load_device_table
 from haq.parallel import start_pool
 from haq.problem.config import REPAIRS, BudgetConfig, EnvConfig
+from haq.problem.finetune_lr import resolve_finetune_lr
 from haq.problem.problem import SearchProblem, build_problem
 from haq.problem.reward import sampling_std
 from haq.problem.select import pick_final, swapped_images
@@ -253,8 +254,10 @@ INVOCATION = "benchmark.json"
 """The settings, methods and worker count an ``--out`` was started with (``--resume`` must match them)."""
 INVOCATION_FORMAT = "haq.bench.search_quality"
 INVOCATION_VERSION = 1
-RunKey = tuple[str, str, int, str, int]
-"""One run of the benchmark: (model, evaluator, val_samples, method, seed)."""
+RunKey = tuple[str, str, int, float, str, int]
+"""One run of the benchmark: (model, evaluator, val_samples, DQ fine-tune rate, method, seed)."""
+HISTORIC_LR = 1e-3
+"""The DQ fine-tune rate of every row written before rows named theirs (``EvalConfig``'s default)."""
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,9 @@ class Setting:
     val_samples: int = EvalConfig().val_samples
     metric: str = "latency"
     ratio: float = 0.5
+    finetune_lrs: tuple[float, ...] = ()
+    """Candidate DQ fine-tune rates, one chosen for the model before its runs (``EvalConfig.finetune_lrs``;
+    one candidate: that rate); empty: ``EvalConfig``'s default."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +296,7 @@ class RunResult:
     full_evaluations: int | None
     crossfit_reward: float | None = None  # mean of the two folds' test rewards (None: the pick reported on the whole test split)
     distinct: int | None = None  # distinct policies among the evaluations (None: a row from before they were counted)
+    finetune_lr: float = HISTORIC_LR  # the full evaluator's DQ fine-tune rate (rows without one: the default they ran under)
 
 
 MODES = {
@@ -315,7 +322,7 @@ def setting_env(s: Setting) -> EnvConfig:
     return EnvConfig(
         workload=WorkloadConfig(model=s.model),
         budget=BudgetConfig(metric=s.metric, ratio=s.ratio),
-        evaluation=EvalConfig(kind=s.evaluator, val_samples=s.val_samples),
+        evaluation=EvalConfig(kind=s.evaluator, val_samples=s.val_samples, finetune_lrs=s.finetune_lrs),
     )
 
 
@@ -324,9 +331,10 @@ class Workbench:
     kind (in-process, or on a worker pool), so each method starts from an empty cache."""
 
     def __init__(self, setting: Setting, workers: int) -> None:
-        self.env = setting_env(setting)
-        self.table = load_device_table(self.env.table, self.env.workload, log=log)
-        self.workload: Workload = load_workload(self.env.workload, parse_torch_device(self.env.torch_device), log=log)
+        env = setting_env(setting)
+        self.table = load_device_table(env.table, env.workload, log=log)
+        self.workload: Workload = load_workload(env.workload, parse_torch_device(env.torch_device), log=log)
+        self.env = resolve_finetune_lr(env, self.workload, self.table, None, log)  # measured afresh, like the sensitivity
         kinds = SINGLE_FIDELITY if setting.evaluator == "full" else ("cheap", "full")  # multi variants run on full settings only
         self.pool = None
         if workers > 1:
@@ -466,6 +474,7 @@ def run_method(bench: Workbench, method: str, seed: int, evaluations: int, out: 
         full_evals,
         crossfit,
         len({policy_key(r.quant_policy()) for r in records}),
+        bench.env.evaluation.finetune_lr,
     )
 
 
@@ -530,7 +539,7 @@ def run_dir(root: Path, model: str, method: str, seed: int) -> Path:
 
 
 def run_key(r: RunResult) -> RunKey:
-    return (r.model, r.evaluator, r.val_samples, r.method, r.seed)
+    return (r.model, r.evaluator, r.val_samples, r.finetune_lr, r.method, r.seed)
 
 
 def bench_setting(
@@ -550,7 +559,8 @@ def bench_setting(
                 continue
             for seed in setting.seeds if method in SEEDED else setting.seeds[:1]:
                 out = run_dir(root, setting.model, method, seed)
-                kept = done.get((setting.model, setting.evaluator, setting.val_samples, method, seed))
+                lr = bench.env.evaluation.finetune_lr
+                kept = done.get((setting.model, setting.evaluator, setting.val_samples, lr, method, seed))
                 if kept is not None:
                     log(f"{setting.model}: {method} seed {seed}: kept from {RESULTS}")
                     results.append(kept)
@@ -584,11 +594,21 @@ def _pct(values: list[float | None]) -> str:
     return f"{100 * statistics.median(known):.1f}%" if known else "n/a"
 
 
+def _rate(s: Setting, results: list[RunResult]) -> str:
+    """The DQ fine-tune rate in a table's title, when the full evaluator ran at another than the historic one."""
+    rates = {r.finetune_lr for r in results}
+    return (
+        ""
+        if s.evaluator == "cheap" or rates <= {HISTORIC_LR}
+        else f", DQ fine-tune lr {', '.join(f'{x:g}' for x in sorted(rates))}"
+    )
+
+
 def summary(s: Setting, results: list[RunResult], noise: float) -> str:
     """One row per method (seeds aggregated), then RL's evaluations to reach random's best."""
     lines = [
-        f"\n### {s.model}: {s.evaluator} evaluator ({s.val_samples} images), Bit Fusion, {s.metric} budget {s.ratio}×, "
-        f"{s.evaluations} evaluations\n",
+        f"\n### {s.model}: {s.evaluator} evaluator ({s.val_samples} images{_rate(s, results)}), Bit Fusion, "
+        f"{s.metric} budget {s.ratio}×, {s.evaluations} evaluations\n",
         "| method | seeds | evals (distinct) | final test reward (median [range]) | cross-fitted test reward | test clean acc "
         "| test robust acc | best search reward | full evals (mean, most) | minutes / run |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -854,6 +874,7 @@ def from_json(row: dict[str, Any], where: str) -> RunResult:
             None if row["full_evaluations"] is None else int(row["full_evaluations"]),
             None if row.get("crossfit_reward") is None else float(row["crossfit_reward"]),  # older rows have none
             None if row.get("distinct") is None else int(row["distinct"]),
+            float(row.get("finetune_lr", HISTORIC_LR)),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SystemExit(f"{where}: not a search-quality result row ({type(exc).__name__}: {exc})") from None
@@ -914,9 +935,10 @@ def merged(dirs: list[Path]) -> str:
             raise SystemExit(f"{r.model}: {r.method} seed {r.seed} appears twice in the merged directories; merge each run once")
         seen.add(key)
     out = []
-    for key in dict.fromkeys((r.model, r.evaluator, r.val_samples) for r in runs):
-        mine = [r for r in runs if (r.model, r.evaluator, r.val_samples) == key]
-        setting = Setting(key[0], key[1], max(r.evaluations for r in mine), tuple(sorted({r.seed for r in mine})), key[2])
+    for key in dict.fromkeys((r.model, r.evaluator, r.val_samples, r.finetune_lr) for r in runs):
+        mine = [r for r in runs if (r.model, r.evaluator, r.val_samples, r.finetune_lr) == key]
+        seeds = tuple(sorted({r.seed for r in mine}))
+        setting = Setting(key[0], key[1], max(r.evaluations for r in mine), seeds, key[2], finetune_lrs=(key[3],))
         out.append(summary(setting, mine, math.nan))
     return "\n".join(out)
 
@@ -938,6 +960,7 @@ def to_json(r: RunResult) -> dict[str, Any]:
         "full_evaluations": r.full_evaluations,
         "crossfit_reward": r.crossfit_reward,
         "distinct": r.distinct,
+        "finetune_lr": r.finetune_lr,
         "rewards": list(r.rewards),
     }
 
@@ -954,6 +977,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=(*METHODS, *VARIANTS), help="methods to run")
     p.add_argument("--variants", action="store_true", help="also run rl-sens and rl-multi")
     p.add_argument("--workers", type=int, default=1, help="evaluation workers (Ray) shared by every run")
+    p.add_argument(
+        "--finetune-lrs",
+        type=float,
+        nargs="+",
+        default=(),
+        metavar="LR",
+        help="full evaluator: candidate DQ fine-tune rates, one chosen per model before its runs (haq's "
+        "EvalConfig.finetune_lrs); rows record the rate and tables keep rates apart",
+    )
     p.add_argument(
         "--merge",
         nargs="+",
@@ -975,7 +1007,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--evaluations must be >= 1, got {ns.evaluations}")
     torch.set_num_threads(1)
     settings = tuple(
-        dataclasses.replace(s, evaluations=ns.evaluations or s.evaluations, seeds=tuple(ns.seeds or s.seeds))
+        dataclasses.replace(
+            s, evaluations=ns.evaluations or s.evaluations, seeds=tuple(ns.seeds or s.seeds), finetune_lrs=tuple(ns.finetune_lrs)
+        )
         for s in MODES["quick" if ns.quick else "full"]
         if ns.models is None or s.model in ns.models
     )

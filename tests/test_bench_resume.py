@@ -181,3 +181,32 @@ def test_the_agents_alone_decide_one_layer_per_step_on_every_workload(sq: Module
             env = sq.method_env(sq.setting_env(setting), name)
             agent = sq.method_search(env, name, 300, 0).agent
             assert [a.decision for a, _ in agent.phases(300, env.has_action_prior)] == ["layer"], (setting, name)
+
+
+def test_rows_name_their_fine_tune_rate_and_tables_keep_rates_apart(sq: ModuleType, tmp_path: Path) -> None:
+    row = {
+        "model": "digits_mlp",
+        "evaluator": "full",
+        "val_samples": 300,
+        "method": "rl",
+        "seed": 0,
+        "evaluations": 4,
+        "seconds": 1.0,
+        "best_reward": 1.0,
+        "best_policy": {"head": [4, 4]},
+        "test_reward": 0.5,
+        "test_clean": 0.9,
+        "test_robust": 0.5,
+        "full_evaluations": None,
+        "rewards": [1.0],
+    }
+    old = sq.from_json(row, "old")  # written before rows named their rate: the default they ran under
+    assert old.finetune_lr == sq.HISTORIC_LR == sq.EvalConfig().finetune_lr
+    new = dataclasses.replace(old, finetune_lr=1e-4, test_reward=0.9)
+    assert sq.from_json(sq.to_json(new), "new") == new and sq.run_key(new) != sq.run_key(old)
+    for name, r in (("a", old), ("b", new)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / sq.RESULTS).write_text(json.dumps([sq.to_json(r)]))
+    tables = sq.merged([tmp_path / "a", tmp_path / "b"])
+    titles = [line for line in tables.splitlines() if line.startswith("### digits_mlp")]
+    assert len(titles) == 2 and "lr" not in titles[0] and "DQ fine-tune lr 0.0001" in titles[1]
