@@ -100,3 +100,30 @@ def test_a_cached_choice_that_is_not_one_is_named_and_measured_again(tmp_path: P
     assert len(said) == 2 and all("measuring it again" in line for line in said)
     with pytest.raises(Exception, match="not a 32-digit hex digest"):
         store.path("../elsewhere")
+
+
+def test_a_search_records_the_rate_it_chose_and_evaluate_fine_tunes_with_it(tmp_path: Path) -> None:
+    from haq.cli import main
+    from haq.runs.final_pick import PICK_FILE, POLICY_FILE
+
+    out = tmp_path / "run"
+    search = ["search", "--evaluator", "full", "--episodes", "3", "--warmup", "2", "--seed", "0", "--out", str(out)]
+    assert main([*search, "--finetune-lrs", "50", "1e-3", "--pick", "2", "--select-seeds", "1", "--report-seeds", "1"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["finetune_lr"] == 1e-3 and config["config"]["env"]["evaluation"]["finetune_lrs"] == [50.0, 0.001]
+    assert json.loads((out / PICK_FILE).read_text())["select_seeds"] == [201]  # chosen under a seed the search did not use
+    tiny = ["--samples", "60", "--robust-samples", "20", "--dq-epochs", "1"]
+    assert main(["evaluate", "--policy", str(out / POLICY_FILE), "--dq-lr", str(config["finetune_lr"]), *tiny]) == 0
+    assert main(["evaluate", "--policy", str(out / POLICY_FILE), "--dq-lr", "-1", *tiny]) == 2  # one line, not a traceback
+
+
+def test_a_problem_with_its_rate_chosen_counts_as_built_from_the_config_that_asked() -> None:
+    from haq.problem.finetune_lr import built_from
+
+    asked = EnvConfig(evaluation=EvalConfig(kind="full", finetune_lrs=(1e-3, 1e-4)))
+    chosen = dataclasses.replace(asked, evaluation=EvalConfig(kind="full", finetune_lr=1e-4))
+    assert built_from(asked, asked) and built_from(chosen, asked)
+    assert not built_from(
+        dataclasses.replace(asked, evaluation=EvalConfig(kind="full", finetune_lr=3e-4)), asked
+    )  # not a candidate
+    assert not built_from(dataclasses.replace(chosen, min_bits=3), asked) and not built_from(chosen, EnvConfig())

@@ -33,6 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         default=d.evaluation.finetune_epochs,
         help="DQ fine-tuning epochs of the quantized policy (--finetune-epochs fine-tunes the float --checkpoint)",
     )
+    p.add_argument(
+        "--dq-lr",
+        type=float,
+        default=d.evaluation.finetune_lr,
+        help="DQ fine-tuning learning rate; a search that chose one for the model (--finetune-lrs) records it in its "
+        "config.json as finetune_lr",
+    )
     p.add_argument("--robust-samples", type=int, default=d.evaluation.robust_samples, help="images attacked for robust accuracy")
     p.add_argument(
         "--measure",
@@ -57,7 +64,11 @@ def run(ns: argparse.Namespace) -> int:
     from haq.workload import load_workload
 
     evaluation = dataclasses.replace(
-        FinalEvalConfig().evaluation, kind=ns.evaluator, finetune_epochs=ns.dq_epochs, robust_samples=ns.robust_samples
+        FinalEvalConfig().evaluation,
+        kind=ns.evaluator,
+        finetune_epochs=ns.dq_epochs,
+        finetune_lr=ns.dq_lr,
+        robust_samples=ns.robust_samples,
     )
     cfg = FinalEvalConfig(split=ns.split, samples=ns.samples, measure=ns.measure, emulate=ns.emulate, evaluation=evaluation)
     policy = QuantPolicy.load(ns.policy)

@@ -92,6 +92,17 @@ def needs_choice(cfg: EnvConfig) -> bool:
     return bool(ev.finetune_lrs) and ev.kind in ("full", "multi") and ev.finetune_epochs > 0
 
 
+def built_from(built: EnvConfig, asked: EnvConfig) -> bool:
+    """Whether a problem whose config is ``built`` was built from ``asked``: the same, or ``asked``
+    with its fine-tune rate chosen from its candidates (:func:`resolve_finetune_lr`)."""
+    if built == asked:
+        return True
+    ev, rate = asked.evaluation, built.evaluation.finetune_lr
+    if not needs_choice(asked) or rate not in ev.finetune_lrs:
+        return False
+    return built == dataclasses.replace(asked, evaluation=dataclasses.replace(ev, finetune_lr=rate, finetune_lrs=()))
+
+
 def probe_policies(cfg: EnvConfig, layer_names: list[str]) -> list[QuantPolicy]:
     """The :data:`PROBES` policies every candidate rate fine-tunes (see the module docstring)."""
     rng = np.random.default_rng(PROBE_SEED)
@@ -201,6 +212,7 @@ __all__ = [
     "PROBES",
     "LrChoice",
     "LrStore",
+    "built_from",
     "choose_finetune_lr",
     "finetune_lr_key",
     "needs_choice",

@@ -63,6 +63,14 @@ class RunResult:
         return len(self.records)
 
 
+def fine_tune_rate(problem: SearchProblem) -> dict[str, Any]:
+    """config.json's record of the DQ fine-tune rate the run's full evaluator used (chosen for the
+    model when the job gave candidates: ``EvalConfig.finetune_lrs``), so ``haq evaluate --dq-lr``
+    can fine-tune the chosen policy as the search did; nothing for an evaluator that does not fine-tune."""
+    ev = problem.config.evaluation
+    return {"finetune_lr": ev.finetune_lr} if ev.kind in ("full", "multi") and ev.finetune_epochs > 0 else {}
+
+
 class Proposer(ABC, Generic[S]):
     """Proposes policies for a built :class:`SearchProblem` and logs each evaluation to a run
     directory through its store type ``S``."""
@@ -80,7 +88,7 @@ class Proposer(ABC, Generic[S]):
         resumed_from = len(store.restore())
         store.start(
             budget=problem.budget.to_dict(), reference=problem.evaluator.reference.to_dict(), layers=problem.layer_names,
-            **self._derived(problem),
+            **fine_tune_rate(problem), **self._derived(problem),
         )
         with EpisodeTracker(store.path, problem.budget, log) as tracker:
             self._propose(problem, store, tracker.wrap(progress), log)

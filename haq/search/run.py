@@ -42,6 +42,7 @@ from haq.core.errors import ConfigError, RunDirError
 from haq.core.types import Log
 from haq.evaluation.evaluators import PolicyKey, policy_key
 from haq.evaluation.metrics import PolicyMetrics
+from haq.problem.finetune_lr import built_from
 from haq.problem.problem import SearchProblem
 from haq.problem.sensitivity import Sensitivity
 from haq.runs.progress import OnProgress, Progress
@@ -76,7 +77,7 @@ class RLSearch(Proposer[AgentStore]):
         self.config = config
 
     def _open(self, problem: SearchProblem, out_dir: str | Path) -> AgentStore:
-        if problem.config != self.config.env:
+        if not built_from(problem.config, self.config.env):
             raise ConfigError("the given problem was built from a different environment config than the search config")
         return AgentStore(out_dir, serial.to_dict(self.config), agent_description(problem, self.config))
 

@@ -43,6 +43,7 @@ from haq.core.errors import ConfigError, InternalError
 from haq.core.types import Log
 from haq.evaluation.config import EvalConfig
 from haq.problem.config import BudgetConfig, EnvConfig
+from haq.problem.finetune_lr import built_from
 from haq.problem.problem import SearchProblem
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
@@ -164,7 +165,7 @@ class Transfer(Proposer[TransferStore]):
         search_cfg = fine_tune_config(source.config, self.cfg, str(source.meta["algo"]))
         if Path(out_dir).resolve() == source.path.resolve():
             raise ConfigError(f"--out {out_dir} is the source run itself; write the transfer to another directory")
-        if problem.config != search_cfg.env:
+        if not built_from(problem.config, search_cfg.env):
             raise ConfigError("the given problem was built from a different environment config than this transfer derives")
         self.source, self.search_cfg = source, search_cfg
         self.records = RunDir(source.path).read_episodes()
