@@ -3,14 +3,13 @@ final evaluation, resumed from its file, and bad input as one line."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_scripts import bench_module
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 POLICIES = [
     "conv1=8/8,conv2=4/4,conv3=4/4,fc=8/8",
     "conv1=8/8,conv2=2/2,conv3=2/3,fc=8/8",
@@ -20,9 +19,7 @@ POLICIES = [
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(BENCH))
-        return importlib.import_module("finetune_rate")
+    return bench_module("finetune_rate")
 
 
 def test_each_rate_gets_its_noise_and_agreement_and_a_rerun_measures_nothing_again(

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from bench_scripts import bench_module
 
 from haq.quant import QuantPolicy
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 LAYERS = ("conv1", "conv2", "fc")
 PART = {"conv1": {2: -0.6, 4: -0.1, 8: 0.0}, "conv2": {2: -0.9, 4: -0.2, 8: 0.0}, "fc": {2: -0.3, 4: -0.05, 8: 0.0}}
 
 
-@pytest.fixture
-def pr(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCH))
-    return importlib.import_module("pick_rules")
+@pytest.fixture(scope="module")
+def pr() -> ModuleType:
+    return bench_module("pick_rules")
 
 
 def _log(noise: float, seed: int = 0) -> tuple[list[tuple[QuantPolicy, float]], list[float]]:

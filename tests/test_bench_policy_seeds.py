@@ -3,22 +3,18 @@ seeds, and a policy that is not one of the model's gets one line naming what is 
 
 from __future__ import annotations
 
-import importlib
 import statistics
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_scripts import bench_module
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 POLICY = "conv1=8/8,conv2=4/4,conv3=4/4,fc=8/8"
 
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(BENCH))
-        return importlib.import_module("policy_seeds")
+    return bench_module("policy_seeds")
 
 
 def test_each_half_reports_the_own_seed_and_the_mean_of_the_others(

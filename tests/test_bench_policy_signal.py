@@ -3,22 +3,20 @@ it does not is not, and a file that is not a run's log is one line."""
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from bench_scripts import bench_module
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 LAYERS = ("conv1", "conv2", "fc")
 
 
-@pytest.fixture
-def ps(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCH))
-    return importlib.import_module("policy_signal")
+@pytest.fixture(scope="module")
+def ps() -> ModuleType:
+    return bench_module("policy_signal")
 
 
 def _log(run: Path, rewards_of: object, n: int = 120, seed: int = 0) -> Path:

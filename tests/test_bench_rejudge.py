@@ -4,13 +4,13 @@ benchmark's figures, more seeds average the chosen policy's report, and a rerun 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import statistics
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_scripts import bench_module
 
 from haq.evaluation.held_out import Images, held_out_evaluator
 from haq.evaluation.metrics import PolicyMetrics
@@ -18,15 +18,12 @@ from haq.problem.select import Pick
 from haq.runs.final_pick import FinalPick
 from haq.runs.rundir import EpisodeRecord
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 ARGS = ["--full", "--models", "digits_cnn", "--methods", "uniform", "random", "--seeds", "0", "--evaluations", "4"]
 
 
 @pytest.fixture(scope="module")
 def modules() -> tuple[ModuleType, ModuleType]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(BENCH))
-        return importlib.import_module("search_quality"), importlib.import_module("rejudge")
+    return bench_module("search_quality"), bench_module("rejudge")
 
 
 @pytest.fixture(scope="module")

@@ -4,21 +4,19 @@ off, and a resumed benchmark must give the table it would have given in one go."
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_scripts import bench_module
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 ARGS = ["--quick", "--models", "digits_cnn", "--methods", "uniform", "random", "--seeds", "0", "--evaluations", "4"]
 
 
-@pytest.fixture
-def sq(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCH))
-    return importlib.import_module("search_quality")
+@pytest.fixture(scope="module")
+def sq() -> ModuleType:
+    return bench_module("search_quality")
 
 
 def test_a_killed_benchmark_resumes_keeping_its_finished_runs(

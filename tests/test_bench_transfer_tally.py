@@ -3,20 +3,16 @@ which misses a later, better policy of the transfer caused, and in which a quart
 
 from __future__ import annotations
 
-import importlib
 import math
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from bench_scripts import bench_module
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 
-
-@pytest.fixture
-def tr(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    monkeypatch.syspath_prepend(str(BENCH))
-    return importlib.import_module("transfer")
+@pytest.fixture(scope="module")
+def tr() -> ModuleType:
+    return bench_module("transfer")
 
 
 def _pair(tr: ModuleType, zero_shot: float, best: float, best_at: int, seed: int) -> object:

@@ -72,10 +72,19 @@ def test_a_deferring_pick_keeps_the_most_proposed_policy_and_scores_it_even_with
     assert tiny.settled == 7 and tiny.index == max(tiny.select_rewards, key=lambda i: tiny.select_rewards[i])
 
 
-def test_a_report_under_several_evaluator_seeds_is_their_mean_the_workload_s_own_first(cache_dir: Path) -> None:
+FullThree = tuple[SearchProblem, list[tuple[QuantPolicy, float]]]
+
+
+@pytest.fixture(scope="module")
+def full_three(cache_dir: Path) -> FullThree:
+    """A full-evaluator problem and three of its feasible policies, ranked by a made-up search reward."""
     full = make_problem(EnvConfig(evaluation=EvalConfig(kind="full")), cache_dir=cache_dir)
     pols = [full.policy(c.pairs) for c in random_candidates(full.budget_model, 3, np.random.default_rng(2), "stepwise")]
-    candidates = [(p, float(-i)) for i, p in enumerate(pols)]
+    return full, [(p, float(-i)) for i, p in enumerate(pols)]
+
+
+def test_a_report_under_several_evaluator_seeds_is_their_mean_the_workload_s_own_first(full_three: FullThree) -> None:
+    full, candidates = full_three
     one = pick_final(full, candidates, k=2)
     three = pick_final(full, candidates, k=2, seeds=3)
     assert three.index == one.index and [r.seed for r in three.by_seed] == [0, 101, 102]
@@ -91,10 +100,8 @@ def test_a_report_under_several_evaluator_seeds_is_their_mean_the_workload_s_own
         pick_final(full, candidates, k=2, seeds=0)
 
 
-def test_a_pick_choosing_under_other_seeds_compares_their_mean_and_reports_as_before(cache_dir: Path) -> None:
-    full = make_problem(EnvConfig(evaluation=EvalConfig(kind="full")), cache_dir=cache_dir)
-    pols = [full.policy(c.pairs) for c in random_candidates(full.budget_model, 3, np.random.default_rng(2), "stepwise")]
-    candidates = [(p, float(-i)) for i, p in enumerate(pols)]
+def test_a_pick_choosing_under_other_seeds_compares_their_mean_and_reports_as_before(full_three: FullThree) -> None:
+    full, candidates = full_three
     own = pick_final(full, candidates, k=3)
     two = pick_final(full, candidates, k=3, select_seeds=2)
     assert own.select_seeds == (0,) and two.select_seeds == (201, 202)

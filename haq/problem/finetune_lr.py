@@ -34,10 +34,9 @@ from haq.core.types import Log
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import build_evaluator
 from haq.evaluation.metrics import ReferenceMetrics
-from haq.models.cache import software_versions
 from haq.problem.config import EnvConfig
 from haq.problem.reward import accuracy_term
-from haq.problem.sensitivity_store import model_digest, tensor_digest
+from haq.problem.sensitivity_store import tensor_digest, workload_identity
 from haq.quant import QuantPolicy
 from haq.tables.protocols import DeviceTable
 from haq.workload import Workload
@@ -162,10 +161,7 @@ def finetune_lr_key(cfg: EnvConfig, workload: Workload) -> str:
     settings = serial.to_dict(dataclasses.replace(cfg.evaluation, kind="full", finetune_lr=1.0))
     doc = {
         "format": KEY_FORMAT,
-        "versions": software_versions(),
-        "device": workload.device.type,
-        "model": model_digest(workload.model),
-        "layers": workload.layer_names,
+        **workload_identity(workload),
         "images": tensor_digest([("x", x), ("y", y)]),
         "train": [len(workload.data.train), tensor_digest([("x", tx), ("y", ty)])],  # type: ignore[arg-type]
         "evaluation": settings,

@@ -53,6 +53,19 @@ def model_digest(model: nn.Module) -> str:
     return hashlib.sha256(f"{repr(model)}|{tensor_digest(list(model.state_dict().items()))}".encode()).hexdigest()
 
 
+def workload_identity(workload: Workload) -> dict[str, object]:
+    """What every cache key of a figure measured on ``workload`` holds: the software versions, the
+    torch device's type, the float model (architecture and weights), its quantizable layers and
+    the data's value range."""
+    return {
+        "versions": software_versions(),
+        "device": workload.device.type,
+        "model": model_digest(workload.model),
+        "layers": workload.layer_names,
+        "value_range": serial.to_dict(workload.data.value_range),
+    }
+
+
 def sensitivity_key(workload: Workload, cfg: SensitivityConfig, reward: dict[str, object]) -> str:
     """The digest an estimate of ``workload`` under ``cfg`` is kept by. ``reward``: what the
     reward contributes (its clean and robust weights and its attack, as plain data), since ``auto``
@@ -60,16 +73,12 @@ def sensitivity_key(workload: Workload, cfg: SensitivityConfig, reward: dict[str
     x, y = workload.data.subset("train", cfg.samples)
     doc = {
         "format": KEY_FORMAT,
-        "versions": software_versions(),
-        "device": workload.device.type,
-        "model": model_digest(workload.model),
-        "layers": workload.layer_names,
+        **workload_identity(workload),
         "images": tensor_digest([("x", x), ("y", y)]),
-        "value_range": serial.to_dict(workload.data.value_range),
         "settings": serial.to_dict(cfg),
         "reward": reward,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 
-__all__ = ["KEY_FORMAT", "SensitivityStore", "model_digest", "sensitivity_key", "tensor_digest"]
+__all__ = ["KEY_FORMAT", "SensitivityStore", "model_digest", "sensitivity_key", "tensor_digest", "workload_identity"]

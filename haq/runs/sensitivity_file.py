@@ -7,20 +7,19 @@ keeps (:class:`SensitivityCache`), so later runs on the same model and reward sk
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from haq.core import jsonio
-from haq.core.errors import DataError, HaqError, InternalError
+from haq.core.errors import DataError
 from haq.core.fileio import atomic_write_text
 from haq.core.types import Log
 from haq.problem.sensitivity import Sensitivity
+from haq.runs.digest_cache import DigestCache, Kept
 
 SENSITIVITY_FILE = "sensitivity.json"
 SENSITIVITY_VERSION = 1
 """Version of ``sensitivity.json``: ``version``, then :meth:`Sensitivity.to_dict`'s fields."""
-KEY = re.compile(r"[0-9a-f]{32}")
-"""What :func:`haq.problem.sensitivity_store.sensitivity_key` gives: a cache file's name, never a path."""
+KEPT = Kept("sensitivity", "the sensitivity estimate", "estimating it again")
 
 
 def write_sensitivity(run_dir: Path, sensitivity: Sensitivity, name: str = SENSITIVITY_FILE) -> None:
@@ -42,46 +41,16 @@ def read_sensitivity(path: Path) -> Sensitivity:
         raise DataError(f"sensitivity file {path}: {exc}") from None
 
 
-class SensitivityCache:
-    """Sensitivity estimates as files in ``directory`` (``<cache>/sensitivity``), one per key.
-
-    Best effort both ways, since the cache only saves time: an unreadable file is named in the log
-    and estimated again (then replaced), and a directory that cannot be written loses the entry,
-    not the run. Files appear by atomic rename, so two runs estimating at once both read whole
-    files and write the same figures.
-    """
+class SensitivityCache(DigestCache[Sensitivity]):
+    """Sensitivity estimates as files in ``directory`` (``<cache>/sensitivity``), one per key
+    (:class:`~haq.runs.digest_cache.DigestCache`: best effort both ways)."""
 
     def __init__(self, directory: Path, log: Log | None = None) -> None:
-        self.directory = directory
-        self.log = log
+        super().__init__(directory, KEPT, read_sensitivity, _write, log)
 
-    def path(self, key: str) -> Path:
-        """The file of ``key`` (a digest, checked: a key never names a path)."""
-        if not KEY.fullmatch(key):
-            raise InternalError(f"sensitivity cache key {key!r} is not a 32-digit hex digest")
-        return self.directory / f"{key}.json"
 
-    def get(self, key: str) -> Sensitivity | None:
-        """The estimate kept under ``key``, or ``None`` (absent or unreadable, which is logged)."""
-        path = self.path(key)
-        if not path.exists():
-            return None
-        try:
-            return read_sensitivity(path)
-        except HaqError as exc:
-            if self.log:
-                self.log(f"warning: ignoring the cached sensitivity ({exc}); estimating it again")
-            return None
-
-    def put(self, key: str, sensitivity: Sensitivity) -> None:
-        """Keep ``sensitivity`` under ``key``; a failure to write is logged, not raised."""
-        path = self.path(key)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_sensitivity(path.parent, sensitivity, path.name)
-        except OSError as exc:
-            if self.log:
-                self.log(f"warning: could not keep the sensitivity estimate in {path.parent} ({exc.strerror or exc}); it is not reused")
+def _write(path: Path, sensitivity: Sensitivity) -> None:
+    write_sensitivity(path.parent, sensitivity, path.name)
 
 
 __all__ = ["SENSITIVITY_FILE", "SENSITIVITY_VERSION", "SensitivityCache", "read_sensitivity", "write_sensitivity"]
