@@ -36,9 +36,10 @@ class EvalConfig:
         the search (:mod:`haq.problem.finetune_lr`: the one whose fine-tune recovers the most
         reward on probe policies) and written into ``finetune_lr``; empty: ``finetune_lr`` as
         given. Why: at 1e-3 the digits MLP's fine-tune lowered the reward it should recover and
-        drew most of the full reward's noise (one policy's std over evaluator seeds 0.50, at 3e-4
-        0.17), while the digits CNN's recovered more at 1e-3 than at 3e-4 (``lr61`` study in
-        docs/measurements.md).
+        drew most of the full reward's noise (a policy's reward std over evaluator seeds, mean of
+        8 policies: 0.50; at 3e-4 0.17, at 1e-4 0.12), while the digits CNN's recovered more at
+        1e-3 than at either (docs/measurements.md, the full evaluator's DQ fine-tune rate). Not
+        the default: on unseen MLP policies the choice (1e-4) ranked them no better than 1e-3.
     dq_beta: weight of the orthogonality penalty during fine-tuning.
     attack_eps: L-inf radius of the robustness attacks (full evaluator).
     attack_steps: PGD iterations.
