@@ -115,7 +115,7 @@ import torch
 
 from haq.baselines import BaselineConfig, SensitivityConfig, run_baseline
 from haq.core.fileio import atomic_write_text
-from haq.evaluation.config import SINGLE_FIDELITY, EvalConfig
+from haq.evaluation.config import FINETUNE_LRS, SINGLE_FIDELITY, EvalConfig
 from haq.evaluation.evaluators import Evaluator, build_evaluator, policy_key
 from haq.evaluation.metrics import PolicyMetrics
 from haq.jobs.problems import load_device_table
@@ -322,7 +322,7 @@ def setting_env(s: Setting) -> EnvConfig:
     return EnvConfig(
         workload=WorkloadConfig(model=s.model),
         budget=BudgetConfig(metric=s.metric, ratio=s.ratio),
-        evaluation=EvalConfig(kind=s.evaluator, val_samples=s.val_samples, finetune_lrs=s.finetune_lrs),
+        evaluation=EvalConfig(kind=s.evaluator, val_samples=s.val_samples, finetune_lrs=s.finetune_lrs or FINETUNE_LRS),
     )
 
 
@@ -983,8 +983,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=(),
         metavar="LR",
-        help="full evaluator: candidate DQ fine-tune rates, one chosen per model before its runs (haq's "
-        "EvalConfig.finetune_lrs); rows record the rate and tables keep rates apart",
+        help="full evaluator: candidate DQ fine-tune rates, one chosen per model before its runs (default: haq's "
+        "EvalConfig.finetune_lrs; one rate: that rate); rows record the rate and tables keep rates apart",
     )
     p.add_argument(
         "--merge",

@@ -39,7 +39,8 @@ def test_only_a_fine_tuning_evaluator_with_candidates_asks_for_a_choice() -> Non
     assert needs_choice(EnvConfig(evaluation=EvalConfig(kind="multi", finetune_lrs=lrs)))
     assert not needs_choice(EnvConfig(evaluation=EvalConfig(kind="cheap", finetune_lrs=lrs)))
     assert not needs_choice(EnvConfig(evaluation=EvalConfig(kind="full", finetune_lrs=lrs, finetune_epochs=0)))
-    assert not needs_choice(EnvConfig(evaluation=EvalConfig(kind="full")))
+    assert not needs_choice(EnvConfig(evaluation=EvalConfig(kind="full", finetune_lrs=())))
+    assert needs_choice(EnvConfig(evaluation=EvalConfig(kind="full")))  # the default chooses among FINETUNE_LRS
     with pytest.raises(ConfigError, match="finetune_lrs"):
         EvalConfig(finetune_lrs=(1e-3, -1.0))
     with pytest.raises(ConfigError, match="repeat"):

@@ -36,9 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument(
         "--dq-lr",
         type=float,
-        default=d.evaluation.finetune_lr,
-        help="DQ fine-tuning learning rate; a search that chose one for the model (--finetune-lrs) records it in its "
-        "config.json as finetune_lr",
+        default=None,
+        help="DQ fine-tuning learning rate (default: the one a search chooses for the model, kept in the cache; a "
+        "run records its own in config.json as finetune_lr)",
     )
     p.add_argument("--robust-samples", type=int, default=d.evaluation.robust_samples, help="images attacked for robust accuracy")
     p.add_argument(
@@ -58,23 +58,24 @@ def run(ns: argparse.Namespace) -> int:
     import dataclasses
 
     from haq.evaluation.final import FinalEvalConfig, evaluate_final, measurement_skipped
-    from haq.jobs.problems import load_device_table, local_measurer
+    from haq.jobs.problems import chosen_finetune_lr, load_device_table, local_measurer
     from haq.quant import QuantPolicy
     from haq.training import parse_torch_device
     from haq.workload import load_workload
 
     evaluation = dataclasses.replace(
-        FinalEvalConfig().evaluation,
-        kind=ns.evaluator,
-        finetune_epochs=ns.dq_epochs,
-        finetune_lr=ns.dq_lr,
-        robust_samples=ns.robust_samples,
+        FinalEvalConfig().evaluation, kind=ns.evaluator, finetune_epochs=ns.dq_epochs, robust_samples=ns.robust_samples
     )
+    if ns.dq_lr is not None:
+        evaluation = dataclasses.replace(evaluation, finetune_lr=ns.dq_lr)
     cfg = FinalEvalConfig(split=ns.split, samples=ns.samples, measure=ns.measure, emulate=ns.emulate, evaluation=evaluation)
     policy = QuantPolicy.load(ns.policy)
     table = load_device_table(ns.device, workload_config(ns), strict=ns.strict, log=log)
     with explain_uncovered(workload_config(ns), [ns.device]):  # before any training
         wl = load_workload(workload_config(ns), parse_torch_device(ns.torch_device), log=log)
+        if ns.dq_lr is None and evaluation.kind == "full" and evaluation.finetune_epochs > 0:
+            rate = chosen_finetune_lr(wl, table, ns.device, log)
+            cfg = dataclasses.replace(cfg, evaluation=dataclasses.replace(evaluation, finetune_lr=rate))
         measurer = None if measurement_skipped(cfg, table) else local_measurer(wl, emulated=cfg.emulate, log=log)
         r = evaluate_final(wl, table, policy, cfg, log=log, measurer=measurer)
     m, ref = r.metrics, r.reference

@@ -120,7 +120,8 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
         default=EvalConfig().finetune_lrs,
         metavar="LR",
         help="full evaluator: candidate DQ fine-tune learning rates; the one whose fine-tune recovers the most reward on "
-        "probe policies is chosen for this model before the search (kept in the cache)",
+        "probe policies is chosen for this model before the search (kept in the cache); one rate: that rate "
+        f"(default: {' '.join(f'{lr:g}' for lr in EvalConfig().finetune_lrs)})",
     )
     add_strict_arg(g)
 

@@ -32,7 +32,7 @@ MEASURE_MODES = ("auto", "local", "never")
 
 
 def _final_evaluation() -> EvalConfig:
-    return EvalConfig(kind="full", finetune_epochs=3, finetune_batches=10_000, robust_samples=200)
+    return EvalConfig(kind="full", finetune_epochs=3, finetune_batches=10_000, robust_samples=200, finetune_lrs=())
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,9 @@ class FinalEvalConfig:
 
     split: held-out split the accuracies are measured on (``test`` or ``val``).
     samples: images of that split used (``None``: all of it).
-    evaluation: the evaluator settings (``kind="full"`` fine-tunes and attacks).
+    evaluation: the evaluator settings (``kind="full"`` fine-tunes and attacks, at ``finetune_lr``:
+        ``haq evaluate`` gives it the rate chosen for the model, as a search chooses it, unless
+        ``--dq-lr`` says otherwise).
     measure: ``auto`` (measure when the table describes this machine), ``local`` or ``never``.
     emulate: when measuring, export bit widths the CPU cannot run on 8-bit containers (timed
         as what really runs) instead of refusing.

@@ -16,6 +16,7 @@ import latency_tables
 from haq.core.errors import ConfigError
 from haq.core.types import Log, stderr_log
 from haq.core.validate import count
+from haq.evaluation.config import EvalConfig
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.feedback import MeasuredCost, QDQExporter
 from haq.jobs.machine import check_fitted, check_machine, machine_table
@@ -98,6 +99,15 @@ def make_problem(
     return build_problem(
         cfg, table=tab, latency_source=latency, workload=workload, log=log, strict=strict, sensitivity_store=store
     )
+
+
+def chosen_finetune_lr(workload: Workload, table: DeviceTable, table_name: str, log: Log | None = None) -> float:
+    """The DQ fine-tune rate a default full-evaluator search on ``workload`` uses: chosen among
+    ``EvalConfig``'s candidates (:mod:`haq.problem.finetune_lr`) and kept in the cache, so ``haq
+    evaluate`` fine-tunes a policy as the search that found it did."""
+    env = EnvConfig(workload=workload.config, table=table_name, evaluation=EvalConfig(kind="full"))
+    store = LrCache(default_cache_dir() / FINETUNE_LR_CACHE, log)
+    return resolve_finetune_lr(env, workload, table, store, log).evaluation.finetune_lr
 
 
 def load_device_table(
