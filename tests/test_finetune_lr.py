@@ -128,3 +128,35 @@ def test_a_problem_with_its_rate_chosen_counts_as_built_from_the_config_that_ask
         dataclasses.replace(asked, evaluation=EvalConfig(kind="full", finetune_lr=3e-4)), asked
     )  # not a candidate
     assert not built_from(dataclasses.replace(chosen, min_bits=3), asked) and not built_from(chosen, EnvConfig())
+
+
+def test_a_run_started_before_rates_were_chosen_is_refused_on_resume_not_scored_at_two_rates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from haq.cli import main
+
+    out = tmp_path / "run"
+    search = [
+        "search",
+        "--evaluator",
+        "cheap",
+        "--episodes",
+        "2",
+        "--warmup",
+        "2",
+        "--seed",
+        "0",
+        "--pick",
+        "0",
+        "--out",
+        str(out),
+    ]
+    assert main(search) == 0
+    path = out / "config.json"
+    doc = json.loads(path.read_text())
+    del doc["config"]["env"]["evaluation"]["finetune_lrs"]  # as a run of an earlier haq wrote it
+    path.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main([*search, "--episodes", "3", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "env.evaluation.finetune_lrs=None" in err and "Traceback" not in err
