@@ -34,7 +34,8 @@ def test_a_search_writes_its_pick_from_its_top_policies(tmp_path: Path, capsys: 
     captured = capsys.readouterr()
     printed = captured.out
     doc: dict[str, Any] = json.loads((out / PICK_FILE).read_text())
-    assert (doc["format"], doc["version"]) == ("haq.final_pick", 3)
+    assert (doc["format"], doc["version"]) == ("haq.final_pick", 4)
+    assert doc["select_seeds"] == [0]  # chosen under the workload's own seed (the default)
     records = {r.episode: r for r in RunDir(out).read_episodes()}
     top: list[EpisodeRecord] = []
     for r in sorted(records.values(), key=lambda r: (-r.reward, r.episode)):  # the best 3 distinct policies

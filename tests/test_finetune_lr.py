@@ -122,11 +122,10 @@ def test_a_problem_with_its_rate_chosen_counts_as_built_from_the_config_that_ask
     from haq.problem.finetune_lr import built_from
 
     asked = EnvConfig(evaluation=EvalConfig(kind="full", finetune_lrs=(1e-3, 1e-4)))
-    chosen = dataclasses.replace(asked, evaluation=EvalConfig(kind="full", finetune_lr=1e-4))
+    chosen = dataclasses.replace(asked, evaluation=EvalConfig(kind="full", finetune_lr=1e-4, finetune_lrs=()))
     assert built_from(asked, asked) and built_from(chosen, asked)
-    assert not built_from(
-        dataclasses.replace(asked, evaluation=EvalConfig(kind="full", finetune_lr=3e-4)), asked
-    )  # not a candidate
+    other = EvalConfig(kind="full", finetune_lr=3e-4, finetune_lrs=())
+    assert not built_from(dataclasses.replace(asked, evaluation=other), asked)  # not a candidate
     assert not built_from(dataclasses.replace(chosen, min_bits=3), asked) and not built_from(chosen, EnvConfig())
 
 
