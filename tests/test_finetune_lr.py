@@ -61,6 +61,7 @@ def test_the_rate_that_ruins_the_fine_tune_loses_and_the_choice_is_kept_for_the_
     again: list[str] = []
     second = make_problem(env, cache_dir=cache_dir, log=again.append)
     assert second.config.evaluation.finetune_lr == 1e-3 and not any("choosing" in line for line in again)  # reused
+    assert "DQ fine-tune learning rate 0.001 (chosen for this model before; kept in the cache)" in again
     other = dataclasses.replace(env, reward=dataclasses.replace(env.reward, robust_weight=0.5))
     assert finetune_lr_key(other, workload) != finetune_lr_key(env, workload)  # another reward weighs probes otherwise
 

@@ -187,6 +187,8 @@ def resolve_finetune_lr(
         kept = store.get(key) if store is not None else None
         if kept is not None and kept.lr in lrs:
             choice = kept
+            if log:
+                log(f"DQ fine-tune learning rate {choice.lr:g} (chosen for this model before; kept in the cache)")
         else:
             start = time.perf_counter()
             if log:
