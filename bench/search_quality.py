@@ -257,7 +257,8 @@ INVOCATION_VERSION = 1
 RunKey = tuple[str, str, int, float, str, int]
 """One run of the benchmark: (model, evaluator, val_samples, DQ fine-tune rate, method, seed)."""
 HISTORIC_LR = 1e-3
-"""The DQ fine-tune rate of every row written before rows named theirs (``EvalConfig``'s default)."""
+"""The DQ fine-tune rate of every row written before rows named theirs (``EvalConfig.finetune_lr``,
+the rate of every model before rates were chosen per model), and of every cheap-evaluator row."""
 
 
 @dataclass(frozen=True)
