@@ -79,8 +79,8 @@ class PickConfig:
         the seed the search scored under, so a fine-tune lucky under it stays lucky there
         (:func:`haq.problem.select.choosing_seeds`). Each costs the pick's re-score once more.
         0 by a rule written before it was measured: one other seed against the own seed on the
-        digits MLP's unseen seeds 50-59 (rl and rl-multi, haq's pick, 10-seed judge) -0.076 (7
-        runs better, 11 worse), cross-fitted -0.256 (``bench/rejudge.py --pick-select-seeds 1``).
+        digits models' unseen seeds 50-59 (rl and rl-multi, haq's pick, 10-seed judge) -0.071
+        (11 runs better, 23 worse; CNN -0.065, MLP -0.076; ``bench/rejudge.py --pick-select-seeds 1``).
     report_seeds: evaluator seeds the chosen policy is reported under, the workload's own first;
         the test reward is their mean (:mod:`haq.problem.select`: the search's seed flatters the
         policy it chose). Each costs one evaluation; a run judged by the cheap evaluator, which
