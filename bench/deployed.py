@@ -24,7 +24,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from search_quality import RESULTS, Setting, Workbench, log, method_env, method_pick, read_results, run_dir
+from search_quality import (
+    RESULTS,
+    Workbench,
+    by_workbench,
+    log,
+    method_env,
+    method_pick,
+    read_results,
+    run_dir,
+    workbench_setting,
+)
 
 from haq.core.fileio import atomic_write_text
 from haq.evaluation.final import FinalEvalConfig
@@ -53,13 +63,11 @@ def deployed(roots: Sequence[Path], out: Path, models: Sequence[str], methods: S
     ]
     out.mkdir(parents=True, exist_ok=True)
     final_cfg = FinalEvalConfig().evaluation
-    for key in dict.fromkeys((r.model, r.evaluator, r.val_samples, r.finetune_lr) for _, r in todo):
-        bench = Workbench(Setting(key[0], key[1], 0, (), key[2], finetune_lrs=(key[3],)), 1)
+    for key, group in by_workbench(todo).items():
+        bench = Workbench(workbench_setting(key), 1)
         try:
             test = Images("test", 0, len(bench.workload.data.test))  # type: ignore[arg-type]
-            for root, r in todo:
-                if (r.model, r.evaluator, r.val_samples, r.finetune_lr) != key:
-                    continue
+            for root, r in group:
                 problem = bench.problem(method_env(bench.env, r.method))
                 records = RunDir(run_dir(root, r.model, r.method, r.seed)).read_episodes()
                 replay(problem, records)

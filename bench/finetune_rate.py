@@ -26,16 +26,14 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from policy_seeds import parse_policy
+from policy_seeds import parse_policy, rewards_by_seed
 from scipy.stats import spearmanr
 from search_quality import RESULTS, Setting, Workbench, log, read_results, run_dir
 
 from haq.core.fileio import atomic_write_text
-from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import policy_key
 from haq.evaluation.final import FinalEvalConfig
-from haq.evaluation.held_out import Images, held_out_evaluator
-from haq.problem.problem import SearchProblem
+from haq.evaluation.held_out import Images
 from haq.quant import QuantPolicy
 from haq.runs.rundir import RunDir
 
@@ -60,18 +58,6 @@ def top_policies(root: Path, model: str, seeds: Sequence[int], top: int) -> list
             if len(seen) == top:
                 break
     return policies
-
-
-def draws(
-    problem: SearchProblem, cfg: EvalConfig, images: Images, policies: Sequence[QuantPolicy], seeds: Sequence[int]
-) -> list[list[float]]:
-    """Each policy's reward under ``cfg`` on ``images`` for each evaluator seed (one evaluator per seed)."""
-    rewards: list[list[float]] = [[] for _ in policies]
-    for seed in seeds:
-        ev = held_out_evaluator(problem.workload, problem.table, cfg, "full", images, seed)
-        for row, metrics in zip(rewards, ev.evaluate_many(policies)):
-            row.append(problem.reward(metrics, ev.reference))
-    return rewards
 
 
 def rank_agreement(one_draw: Sequence[Sequence[float]], truth: Sequence[float]) -> tuple[float, float]:
@@ -171,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 if name in found:
                     continue
                 log(f"{name}: {len(policies)} policies under {len(seeds)} evaluator seeds on {images}")
-                found[name] = draws(problem, cfg, images, policies, seeds)
+                found[name] = rewards_by_seed(problem, policies, images, seeds, cfg)
                 atomic_write_text(ns.out, json.dumps(doc) + "\n")
         print(f"{ns.model}: {len(policies)} policies, search images {search_images}, truth on {test}")
         print("\n".join(report(ns.rates, found)))

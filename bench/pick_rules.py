@@ -59,7 +59,16 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from search_quality import BOOTSTRAP_DRAWS, PICK_K, RESULTS, RunResult, Setting, Workbench, read_results, run_dir
+from search_quality import (
+    BOOTSTRAP_DRAWS,
+    PICK_K,
+    RESULTS,
+    Workbench,
+    by_workbench,
+    read_results,
+    run_dir,
+    workbench_setting,
+)
 
 from haq.core.errors import HaqError
 from haq.core.fileio import append_durably, atomic_write_text
@@ -254,14 +263,15 @@ def measure(
 ) -> None:
     """Score the ``top`` candidates (by ``rank``) of every single-fidelity run under ``root`` not
     yet in ``done`` (run, rank) (of ``models`` only, when given)."""
-    by_model: dict[tuple[str, str, int, float], list[tuple[Path, RunResult]]] = {}
+    wanted = []
     for r in read_results(root / RESULTS):
         run = run_dir(root, r.model, r.method, r.seed)
         if r.method.startswith("rl-multi") or (str(run), rank) in done or (models and r.model not in models):
             continue
-        by_model.setdefault((r.model, r.evaluator, r.val_samples, r.finetune_lr), []).append((run, r))
-    for (model, evaluator, val_samples, lr), runs in by_model.items():
-        bench = Workbench(Setting(model, evaluator, 0, (0,), val_samples, finetune_lrs=(lr,)), workers=1)
+        wanted.append((run, r))
+    for key, runs in by_workbench(wanted).items():
+        model, evaluator, val_samples, _ = key
+        bench = Workbench(workbench_setting(key), workers=1)
         try:
             problem = bench.problem(bench.env)
             n = len(bench.workload.data.test)  # type: ignore[arg-type]

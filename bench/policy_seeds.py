@@ -23,7 +23,8 @@ from typing import Sequence
 import torch
 from search_quality import Setting, Workbench, log
 
-from haq.evaluation.held_out import Images
+from haq.evaluation.config import EvalConfig
+from haq.evaluation.held_out import Images, held_out_evaluator
 from haq.problem.problem import SearchProblem
 from haq.problem.select import pick_images
 from haq.quant import QuantPolicy
@@ -45,16 +46,21 @@ def parse_policy(text: str, layers: Sequence[str]) -> QuantPolicy:
 
 
 def rewards_by_seed(
-    problem: SearchProblem, policies: Sequence[QuantPolicy], images: Images, seeds: Sequence[int]
+    problem: SearchProblem,
+    policies: Sequence[QuantPolicy],
+    images: Images,
+    seeds: Sequence[int | None],
+    evaluation: EvalConfig | None = None,
 ) -> list[list[float]]:
-    """Each policy's reward on ``images`` under the workload's own evaluator seed, then ``seeds``:
-    one evaluator per seed for all the policies, so its reference is measured once."""
+    """Each policy's full-evaluator reward on ``images`` under each of ``seeds`` (``None``: the
+    workload's own), with ``evaluation``'s settings (default: the problem's): one evaluator per
+    seed for all the policies, so its reference is measured once."""
     rewards: list[list[float]] = [[] for _ in policies]
-    for seed in (None, *seeds):
+    for seed in seeds:
         log(f"{images}, evaluator seed {'own' if seed is None else seed}")
-        evaluator = problem.held_out("full", images, seed)
-        for row, metrics in zip(rewards, evaluator.evaluate_many(policies)):
-            row.append(problem.reward(metrics, evaluator.reference))
+        ev = held_out_evaluator(problem.workload, problem.table, evaluation or problem.config.evaluation, "full", images, seed)
+        for row, metrics in zip(rewards, ev.evaluate_many(policies)):
+            row.append(problem.reward(metrics, ev.reference))
     return rewards
 
 
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = range(ns.seed_start, ns.seed_start + ns.seeds)
         print(f"| policy | images | own seed | mean over seeds {seeds[0]}-{seeds[-1]} | std | per seed |")
         print("|---|---|---|---|---|---|")
-        scored = {half: rewards_by_seed(problem, policies, images, seeds) for half, images in halves.items()}
+        scored = {half: rewards_by_seed(problem, policies, images, (None, *seeds)) for half, images in halves.items()}
         for i, text in enumerate(ns.policy):
             for half, images in halves.items():
                 own, *rest = scored[half][i]

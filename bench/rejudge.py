@@ -45,8 +45,8 @@ from search_quality import (
     RESULTS,
     RunKey,
     RunResult,
-    Setting,
     Workbench,
+    by_workbench,
     crossfit_reward,
     log,
     method_env,
@@ -55,6 +55,7 @@ from search_quality import (
     run_dir,
     run_key,
     to_json,
+    workbench_setting,
 )
 
 from haq.core.fileio import atomic_write_text
@@ -153,12 +154,10 @@ def measure(
         "select_seeds": select_seeds,
     }
     atomic_write_text(out / INVOCATION, json.dumps(invocation) + "\n")
-    for key in dict.fromkeys((r.model, r.evaluator, r.val_samples, r.finetune_lr) for _, r in todo):
-        bench = Workbench(Setting(key[0], key[1], 0, (), key[2], finetune_lrs=(key[3],)), workers)  # the rate the run used
+    for key, group in by_workbench(todo).items():
+        bench = Workbench(workbench_setting(key), workers)  # at the rate the runs used
         try:
-            for root, r in todo:
-                if (r.model, r.evaluator, r.val_samples, r.finetune_lr) != key:
-                    continue
+            for root, r in group:
                 log(f"{r.model} {r.method} seed {r.seed} ({root})")
                 new = rejudged(bench, root, r, seeds, repeats, defer, select_seeds)
                 rows.append(new)

@@ -109,7 +109,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import torch
 
@@ -254,8 +254,11 @@ INVOCATION = "benchmark.json"
 """The settings, methods and worker count an ``--out`` was started with (``--resume`` must match them)."""
 INVOCATION_FORMAT = "haq.bench.search_quality"
 INVOCATION_VERSION = 1
+WorkbenchKey = tuple[str, str, int, float]
+"""The runs one workbench scores: (model, evaluator, val_samples, DQ fine-tune rate)."""
 RunKey = tuple[str, str, int, float, str, int]
-"""One run of the benchmark: (model, evaluator, val_samples, DQ fine-tune rate, method, seed)."""
+"""One run of the benchmark: :data:`WorkbenchKey`, then method and seed."""
+T = TypeVar("T")
 HISTORIC_LR = 1e-3
 """The DQ fine-tune rate of every row written before rows named theirs (``EvalConfig.finetune_lr``,
 the rate of every model before rates were chosen per model), and of every cheap-evaluator row."""
@@ -540,7 +543,26 @@ def run_dir(root: Path, model: str, method: str, seed: int) -> Path:
 
 
 def run_key(r: RunResult) -> RunKey:
-    return (r.model, r.evaluator, r.val_samples, r.finetune_lr, r.method, r.seed)
+    return (*workbench_key(r), r.method, r.seed)
+
+
+def workbench_key(r: RunResult) -> WorkbenchKey:
+    """What a run's workbench is built from: its model, evaluator, images and DQ fine-tune rate."""
+    return (r.model, r.evaluator, r.val_samples, r.finetune_lr)
+
+
+def workbench_setting(key: WorkbenchKey) -> Setting:
+    """The setting whose :class:`Workbench` scores runs of ``key`` as they ran (at their own rate)."""
+    model, evaluator, val_samples, lr = key
+    return Setting(model, evaluator, 0, (), val_samples, finetune_lrs=(lr,))
+
+
+def by_workbench(items: Iterable[tuple[T, RunResult]]) -> dict[WorkbenchKey, list[tuple[T, RunResult]]]:
+    """``(anything, run)`` pairs grouped by :func:`workbench_key`, groups and pairs in first-seen order."""
+    groups: dict[WorkbenchKey, list[tuple[T, RunResult]]] = {}
+    for item in items:
+        groups.setdefault(workbench_key(item[1]), []).append(item)
+    return groups
 
 
 def bench_setting(
@@ -936,8 +958,8 @@ def merged(dirs: list[Path]) -> str:
             raise SystemExit(f"{r.model}: {r.method} seed {r.seed} appears twice in the merged directories; merge each run once")
         seen.add(key)
     out = []
-    for key in dict.fromkeys((r.model, r.evaluator, r.val_samples, r.finetune_lr) for r in runs):
-        mine = [r for r in runs if (r.model, r.evaluator, r.val_samples, r.finetune_lr) == key]
+    for key in dict.fromkeys(workbench_key(r) for r in runs):
+        mine = [r for r in runs if workbench_key(r) == key]
         seeds = tuple(sorted({r.seed for r in mine}))
         setting = Setting(key[0], key[1], max(r.evaluations for r in mine), seeds, key[2], finetune_lrs=(key[3],))
         out.append(summary(setting, mine, math.nan))

@@ -111,6 +111,11 @@ class EvalConfig:
     screen_min_fraction: float = 0.15
     screen_max_fraction: float = 1 / 3
 
+    @property
+    def fine_tunes(self) -> bool:
+        """Whether the evaluator that judges (the full one, also of a ``multi`` search) DQ fine-tunes."""
+        return self.kind in ("full", "multi") and self.finetune_epochs > 0
+
     def __post_init__(self) -> None:
         choice("evaluator", self.kind, EVALUATORS)
         for name in ("val_samples", "calib_batches", "batch_size", "finetune_batches", "attack_steps", "robust_samples"):

@@ -88,7 +88,7 @@ class LrStore(Protocol):
 def needs_choice(cfg: EnvConfig) -> bool:
     """Whether ``cfg`` asks for a rate to be chosen: candidates given, and an evaluator that fine-tunes."""
     ev = cfg.evaluation
-    return bool(ev.finetune_lrs) and ev.kind in ("full", "multi") and ev.finetune_epochs > 0
+    return bool(ev.finetune_lrs) and ev.fine_tunes
 
 
 def built_from(built: EnvConfig, asked: EnvConfig) -> bool:

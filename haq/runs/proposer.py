@@ -68,7 +68,7 @@ def fine_tune_rate(problem: SearchProblem) -> dict[str, Any]:
     model when the job gave candidates: ``EvalConfig.finetune_lrs``), so ``haq evaluate --dq-lr``
     can fine-tune the chosen policy as the search did; nothing for an evaluator that does not fine-tune."""
     ev = problem.config.evaluation
-    return {"finetune_lr": ev.finetune_lr} if ev.kind in ("full", "multi") and ev.finetune_epochs > 0 else {}
+    return {"finetune_lr": ev.finetune_lr} if ev.fine_tunes else {}
 
 
 class Proposer(ABC, Generic[S]):
