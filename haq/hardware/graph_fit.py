@@ -560,7 +560,7 @@ def _bounded_lsq(
     finds no solution within the floors, the bounded one."""
     col = np.maximum(np.abs(a).max(axis=0), 1e-12)
     lo_s, hi_s = lo * col, hi * col
-    x = lsq_linear(a / col, b, bounds=(lo_s, hi_s)).x
+    x = _lsq(a / col, b, lo_s, hi_s)
     if g is None or h is None or np.all(g @ (x / col) >= h - FLOOR_SLACK):
         return x / col
     a_s, g_s = a / col, g / col
@@ -576,6 +576,19 @@ def _bounded_lsq(
     if not np.all(g_s @ res.x >= h - FLOOR_SLACK):
         return x / col  # the caller finds the floor still broken and says so
     return np.clip(res.x, lo_s, hi_s) / col
+
+
+def _lsq(a: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``lsq_linear``'s trust-region solution. Where a reflected step has a zero component and an
+    infinite stride, trf's step selection multiplies 0 by inf, warns "invalid value", and drops that
+    candidate step: on 20,000 random bounded fits of this module's shapes it warned on 255, every
+    result finite and within 5e-11 of the exact (bvls) cost. So the warning is silenced here, and
+    a result that is not finite anyway is solved again with bvls."""
+    with np.errstate(invalid="ignore"):
+        x = lsq_linear(a, b, bounds=(lo, hi)).x
+    if np.all(np.isfinite(x)):
+        return x
+    return lsq_linear(a, b, bounds=(lo, hi), method="bvls").x
 
 
 def _check_observations(obs: Sequence[Observation]) -> None:
