@@ -68,22 +68,26 @@ def test_the_rate_that_ruins_the_fine_tune_loses_and_the_choice_is_kept_for_the_
 
 def test_a_diverging_rate_is_left_out_and_all_diverging_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     env = EnvConfig(evaluation=EvalConfig(kind="full", finetune_lrs=(1.0, 1e-3, 1e-4)))
+    heard: list[tuple[float, int]] = []
 
-    def scores(cfg: EnvConfig, workload: object, table: object, lr: float, probes: object) -> list[float]:
-        if lr == 1.0:
-            raise DivergedError("training diverged")
-        return [2.0 if lr == 1e-4 else 1.0]
+    def score(workload: object, table: object, cfg: EnvConfig, lr: float, seed: int, probe: object) -> float | None:
+        heard.append((lr, seed))
+        if lr == 1.0 and seed == finetune_lr.EVALUATOR_SEEDS[-1]:
+            return None  # diverged under one seed: the rate is out
+        return 2.0 if lr == 1e-4 else 1.0
 
-    monkeypatch.setattr(finetune_lr, "_scores", scores)
-    monkeypatch.setattr(finetune_lr, "probe_policies", lambda cfg, names: [])
+    monkeypatch.setattr(finetune_lr, "probe_score", score)
     workload = type("W", (), {"layer_names": LAYERS})()
-    assert choose_finetune_lr(env, workload, None) == LrChoice(1e-4, {1e-3: 1.0, 1e-4: 2.0})  # type: ignore[arg-type]
+    said: list[str] = []
+    assert choose_finetune_lr(env, workload, None, log=said.append) == LrChoice(1e-4, {1e-3: 1.0, 1e-4: 2.0})  # type: ignore[arg-type]
+    per_rate = finetune_lr.PROBES * len(finetune_lr.EVALUATOR_SEEDS)
+    assert (
+        len(heard) == 3 * per_rate
+        and len(said) == 3
+        and said[-1].startswith(f"choosing the DQ fine-tune's rate: {3 * per_rate}/")
+    )
     ruined = EnvConfig(evaluation=EvalConfig(kind="full", finetune_lrs=(1.0, 2.0)))
-
-    def diverged(*_: object) -> list[float]:
-        raise DivergedError("training diverged")
-
-    monkeypatch.setattr(finetune_lr, "_scores", diverged)
+    monkeypatch.setattr(finetune_lr, "probe_score", lambda *_: None)
     with pytest.raises(DivergedError, match=r"every candidate learning rate \(1, 2\); give lower ones"):
         choose_finetune_lr(ruined, workload, None)  # type: ignore[arg-type]
 
@@ -130,7 +134,7 @@ def test_a_problem_with_its_rate_chosen_counts_as_built_from_the_config_that_ask
     assert not built_from(dataclasses.replace(chosen, min_bits=3), asked) and not built_from(chosen, EnvConfig())
 
 
-def test_a_run_started_before_rates_were_chosen_is_refused_on_resume_not_scored_at_two_rates(
+def test_a_run_started_before_rates_were_chosen_resumes_at_its_rate_not_at_two(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from haq.cli import main
@@ -157,6 +161,58 @@ def test_a_run_started_before_rates_were_chosen_is_refused_on_resume_not_scored_
     del doc["config"]["env"]["evaluation"]["finetune_lrs"]  # as a run of an earlier haq wrote it
     path.write_text(json.dumps(doc))
     capsys.readouterr()
-    assert main([*search, "--episodes", "3", "--resume"]) == 2
+    assert main([*search, "--episodes", "3", "--resume"]) == 2  # today's default would choose a rate: refused
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "env.evaluation.finetune_lrs=None" in err and "Traceback" not in err
+    assert "env.evaluation.finetune_lrs=[]" in err and "Traceback" not in err
+    assert main([*search, "--episodes", "3", "--resume", "--finetune-lrs"]) == 0  # none: the stored rate, unchosen
+    assert len((out / "episodes.jsonl").read_text().splitlines()) == 3
+
+
+def test_with_workers_the_rate_is_chosen_on_them_as_here_and_they_evaluate_at_it(cache_dir: Path) -> None:
+    pytest.importorskip("ray")
+    from haq.evaluation.evaluators import build_evaluator
+
+    # the workers start at 3e-4, which is no candidate: what they evaluate at shows the chosen rate reached them
+    env = EnvConfig(evaluation=EvalConfig(kind="full", finetune_lr=3e-4, finetune_lrs=(1e-3, 1e-4)))
+    workload = load_workload(env.workload, torch.device("cpu"), cache_dir=cache_dir)
+    LrCache(cache_dir / FINETUNE_LR_CACHE).path(finetune_lr_key(env, workload)).unlink(missing_ok=True)
+    said: list[str] = []
+    problem = make_problem(env, cache_dir=cache_dir, log=said.append, workers=2)
+    try:
+        here = choose_finetune_lr(env, workload, problem.table)
+        evaluation = problem.config.evaluation
+        assert evaluation == dataclasses.replace(env.evaluation, finetune_lr=here.lr, finetune_lrs=())
+        assert problem.pool.spec.evaluation == evaluation  # type: ignore[union-attr]
+        assert "choosing the DQ fine-tune's learning rate among 0.001, 0.0001 (18 fine-tunes on 2 workers)" in said
+        progress = [line.split(" (")[0] for line in said if line.startswith("choosing the DQ fine-tune's rate")]
+        assert progress == [f"choosing the DQ fine-tune's rate: {k}/18 fine-tunes done" for k in (9, 18)]
+        scores = next(line for line in said if line.startswith(f"DQ fine-tune learning rate {here.lr:g} (mean"))
+        assert all(f"{lr:g} {s:+.3f}" in scores for lr, s in here.scores.items())  # the workers measured what this process does
+        policy = probe_policies(env, workload.layer_names)[0]
+        at = {
+            lr: build_evaluator(workload, problem.table, dataclasses.replace(evaluation, finetune_lr=lr)).evaluate(policy)
+            for lr in (3e-4, here.lr)
+        }
+        remote = problem.evaluator.evaluate(policy)
+        assert (remote.clean_acc, remote.robust_acc) == (at[here.lr].clean_acc, at[here.lr].robust_acc)
+        assert (at[3e-4].clean_acc, at[3e-4].robust_acc) != (at[here.lr].clean_acc, at[here.lr].robust_acc)
+    finally:
+        problem.close()
+
+
+def test_a_resumed_run_keeps_the_rate_it_began_with_not_a_new_choice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from haq.cli import main
+
+    out = tmp_path / "run"
+    search = ["search", "--episodes", "2", "--warmup", "2", "--seed", "0", "--pick", "0", "--finetune-lrs", "1e-3", "1e-4"]
+    assert main([*search, "--out", str(out)]) == 0
+    path = out / "config.json"
+    doc = json.loads(path.read_text())
+    other = 1e-4 if doc["finetune_lr"] == 1e-3 else 1e-3
+    doc["finetune_lr"] = other  # as if the run had begun on a machine whose probes chose the other rate
+    path.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main([*search, "--episodes", "3", "--out", str(out), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert f"DQ fine-tune learning rate {other:g} (the rate the resumed run began with)" in err and "choosing" not in err
+    assert json.loads(path.read_text())["finetune_lr"] == other

@@ -26,7 +26,6 @@ from haq.baselines.candidates import (
     random_candidates,
     uniform_candidates,
 )
-from haq.core import config as serial
 from haq.core.errors import ConfigError
 from haq.core.types import Log
 from haq.core.validate import choice, count, unit_interval
@@ -136,7 +135,7 @@ class Baseline(Proposer[BaselineStore]):
 
     def _open(self, problem: SearchProblem, out_dir: str | Path) -> BaselineStore:
         self.cfg = resolved(self.cfg, problem)
-        return BaselineStore(out_dir, {"env": serial.to_dict(problem.config), "baseline": serial.to_dict(self.cfg)})
+        return BaselineStore(out_dir, {"env": problem.config, "baseline": self.cfg})
 
     def _prepare(self, problem: SearchProblem, store: BaselineStore, log: Log | None) -> None:
         start = time.perf_counter()

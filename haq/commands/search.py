@@ -18,6 +18,7 @@ from haq.evaluation.config import EvalConfig
 from haq.hardware.feedback import FEEDBACK_CACHE
 from haq.jobs.flags import add_job_args, resolve_job
 from haq.problem.config import ACTION_PRIORS, METRICS, OBSERVATIONS, PROJECTIONS, BudgetConfig, EnvConfig
+from haq.runs.finetune_lr_file import recorded_finetune_lr
 from haq.runs.rundir import BEST_FILE, EpisodeRecord
 from haq.search.config import AGENTS, DECISIONS, AgentConfig, SearchConfig
 
@@ -116,11 +117,12 @@ def add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--finetune-lrs",
         type=float,
-        nargs="+",
+        nargs="*",
         default=EvalConfig().finetune_lrs,
         metavar="LR",
         help="full evaluator: candidate DQ fine-tune learning rates; the one whose fine-tune recovers the most reward on "
-        "probe policies is chosen for this model before the search (kept in the cache); one rate: that rate "
+        f"probe policies is chosen for this model before the search (kept in the cache); one rate: that rate; none: "
+        f"{EvalConfig().finetune_lr:g}, unchosen, as runs of a haq before the choice did "
         f"(default: {' '.join(f'{lr:g}' for lr in EvalConfig().finetune_lrs)})",
     )
     add_strict_arg(g)
@@ -202,7 +204,8 @@ def run_command(
 
 def run_problem(env: EnvConfig, out: Path, ns: argparse.Namespace) -> SearchProblem:
     """The problem a run command works on: an uncovered layer explained before any training,
-    hardware-feedback measurements kept in the run directory, the --strict / --workers flags."""
+    hardware-feedback measurements kept in the run directory, the --strict / --workers flags, a
+    resumed run's DQ fine-tune rate kept."""
     from haq.jobs.problems import make_problem
 
     with explain_uncovered(env.workload, [env.table]):
@@ -213,6 +216,7 @@ def run_problem(env: EnvConfig, out: Path, ns: argparse.Namespace) -> SearchProb
             strict=ns.strict,
             workers=ns.workers,
             ray_address=ns.ray_address,
+            finetune_lr=recorded_finetune_lr(out) if ns.resume else None,
         )
 
 

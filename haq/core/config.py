@@ -5,6 +5,12 @@ dicts and back. Nested configs are rebuilt from their field annotations, lists b
 where a field is a tuple, unknown keys are refused with the valid ones named, missing keys take
 the field's default. A document written by :func:`dump` carries the class's ``VERSION`` and
 name; :func:`load` refuses another class or a newer version, so only known types are loaded.
+
+A stored document (a run's ``config.json``) that lacks a field was written by a haq that did not
+have it. Where today's default would change what such a run did, the field says what its absence
+meant (:func:`absent_means`), and stored documents are read with that (``from_dict(...,
+stored=True)``, :func:`fill_absent`), so an older run resumes as it ran. A document a person
+writes (a job's TOML) still gets the default.
 """
 
 from __future__ import annotations
@@ -16,17 +22,46 @@ from typing import Any, Mapping, TypeVar
 from haq.core.errors import ConfigError
 
 T = TypeVar("T")
+ABSENT = "haq.absent"
+"""The field-metadata key :func:`absent_means` sets."""
+
+
+def absent_means(value: Any) -> dict[str, Any]:
+    """Field metadata (``field(default=..., metadata=absent_means(v))``) for a field whose absence
+    from a stored document means ``v``: what the haq that wrote it did before the field existed."""
+    return {ABSENT: value}
+
+
+def fill_absent(current: Any, stored: Any) -> Any:
+    """``stored`` (a stored document of ``current``'s kind, as :func:`to_dict` wrote it then) with
+    each field it lacks that says what its absence meant (:func:`absent_means`) filled in, nested
+    configs too; ``current`` (a config, or a mapping of them) names the fields."""
+    if not isinstance(stored, Mapping):
+        return stored
+    if dataclasses.is_dataclass(current) and not isinstance(current, type):
+        filled = dict(stored)
+        for f in dataclasses.fields(current):
+            if f.name in filled:
+                filled[f.name] = fill_absent(getattr(current, f.name), filled[f.name])
+            elif ABSENT in f.metadata:
+                filled[f.name] = jsonable(f.metadata[ABSENT])
+        return filled
+    if isinstance(current, Mapping):
+        return {k: fill_absent(current[k], v) if k in current else v for k, v in stored.items()}
+    return stored
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """The config's fields as a JSON-ready dict (nested configs become dicts, tuples lists)."""
     if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
         raise TypeError(f"to_dict needs a dataclass instance, got {type(cfg).__name__}")
-    return {f.name: _jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    return {f.name: jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
 
 
-def from_dict(cls: type[T], data: Any, where: str | None = None) -> T:
-    """Rebuild ``cls`` from :func:`to_dict` output; every problem is one :class:`ConfigError`."""
+def from_dict(cls: type[T], data: Any, where: str | None = None, *, stored: bool = False) -> T:
+    """Rebuild ``cls`` from :func:`to_dict` output; every problem is one :class:`ConfigError`.
+    ``stored``: ``data`` was stored by a haq (perhaps an older one), so a field it lacks takes what
+    its absence meant (:func:`absent_means`) where the field says, not the default."""
     label = where or cls.__name__
     if not isinstance(data, Mapping):
         raise ConfigError(f"{label} must be a JSON object, got {type(data).__name__}")
@@ -35,7 +70,11 @@ def from_dict(cls: type[T], data: Any, where: str | None = None) -> T:
     if unknown:
         raise ConfigError(f"{label}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(known)}")
     hints = typing.get_type_hints(cls)
-    kwargs = {name: _convert(hints[name], value, f"{label}.{name}") for name, value in data.items()}
+    kwargs = {name: _convert(hints[name], value, f"{label}.{name}", stored) for name, value in data.items()}
+    if stored:
+        for name, f in known.items():
+            if name not in data and ABSENT in f.metadata:
+                kwargs[name] = f.metadata[ABSENT]
     try:
         return cls(**kwargs)
     except TypeError as exc:
@@ -64,10 +103,10 @@ def version_of(cls: type) -> int:
     return int(getattr(cls, "VERSION", 1))
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
+def _convert(hint: Any, value: Any, where: str, stored: bool) -> Any:
     target = _dataclass_in(hint)
     if target is not None and isinstance(value, Mapping):
-        return from_dict(target, value, where)
+        return from_dict(target, value, where, stored=stored)
     if _is_tuple(hint) and isinstance(value, list):
         return tuple(value)
     return value
@@ -88,11 +127,12 @@ def _is_tuple(hint: Any) -> bool:
     return any(typing.get_origin(a) is tuple for a in typing.get_args(hint))
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON holds it: configs (nested in mappings and sequences too) as dicts, tuples as lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_dict(value)
     if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from haq.core.config import absent_means
 from haq.core.errors import ConfigError
 from haq.core.validate import choice, count, finite, positive
 
@@ -46,7 +47,8 @@ class EvalConfig:
         default since 2026-12-06, by a rule written before it was measured: what a user deploys
         (``haq evaluate`` of haq's pick, at the run's rate; ``bench/deployed.py``) from digits
         MLP searches at the chosen 1e-4 against 1e-3, 10 unseen seeds each: median +1.579
-        against +1.316 (rl), +1.576 against +1.275 (multi-fidelity); the CNN keeps 1e-3.
+        against +1.316 (rl), +1.576 against +1.275 (multi-fidelity); the CNN keeps 1e-3. A run
+        stored before the field existed fine-tuned at ``finetune_lr`` and resumes so (empty).
     dq_beta: weight of the orthogonality penalty during fine-tuning.
     attack_eps: L-inf radius of the robustness attacks (full evaluator).
     attack_steps: PGD iterations.
@@ -97,7 +99,7 @@ class EvalConfig:
     finetune_epochs: int = 1
     finetune_batches: int = 8
     finetune_lr: float = 1e-3
-    finetune_lrs: tuple[float, ...] = FINETUNE_LRS
+    finetune_lrs: tuple[float, ...] = field(default=FINETUNE_LRS, metadata=absent_means(()))
     dq_beta: float = 3e-3
     attack_eps: float = 0.1
     attack_steps: int = 10

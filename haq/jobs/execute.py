@@ -38,6 +38,7 @@ from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.problem.select import pick_images
 from haq.runs.final_pick import PICK_FILE, POLICY_FILE, PickConfig, pick_run, write_pick
+from haq.runs.finetune_lr_file import recorded_finetune_lr
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import RunResult
 from haq.runs.rundir import BEST_FILE, CONFIG_FILE
@@ -112,7 +113,8 @@ def _run_proposer(
     res: Resolver,
 ) -> JobOutcome:
     env, start = _proposer(job, res)
-    problem = make_problem(env, log=log, feedback_cache=out / FEEDBACK_CACHE, table=res.table(env.table))
+    recorded = recorded_finetune_lr(out) if resume else None
+    problem = make_problem(env, log=log, feedback_cache=out / FEEDBACK_CACHE, table=res.table(env.table), finetune_lr=recorded)
     result = run_tracked(
         job, out, problem, lambda p: start(problem, out, resume, p, log), resume=resume, progress=progress, log=log
     )

@@ -49,6 +49,7 @@ def make_problem(
     workers: int = 1,
     ray_address: str | None = None,
     sensitivity_cache: bool = True,
+    finetune_lr: float | None = None,
 ) -> SearchProblem:
     """The search problem for ``cfg``: its table resolved by name (:func:`load_device_table`) unless one is given.
 
@@ -60,20 +61,23 @@ def make_problem(
     estimates are kept in ``<cache_dir>/sensitivity`` and reused by any later run on the same
     model, images and reward, and so is the DQ fine-tune's rate when ``cfg.evaluation.finetune_lrs``
     asks for one to be chosen (:mod:`haq.problem.finetune_lr`; ``sensitivity_cache=False``: both
-    measured afresh, as a benchmark that times a whole first run needs).
+    measured afresh, as a benchmark that times a whole first run needs); ``finetune_lr``, the rate
+    a resumed run recorded (:func:`~haq.runs.finetune_lr_file.recorded_finetune_lr`), is kept
+    instead of choosing again. With a pool the choice's fine-tunes run on its workers.
     """
     tab = table if table is not None else load_device_table(cfg.table, cfg.workload, strict=strict, log=log)
     count("workers", workers)
     cache = cache_dir or default_cache_dir()
     store = SensitivityCache(cache / SENSITIVITY_CACHE, log) if sensitivity_cache else None
+    rates = LrCache(cache / FINETUNE_LR_CACHE, log) if sensitivity_cache else None
     workload: Workload | None = None
-    if needs_choice(cfg):  # before any evaluator is built, on a pool's workers too
-        workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
-        cfg = resolve_finetune_lr(cfg, workload, tab, LrCache(cache / FINETUNE_LR_CACHE, log) if sensitivity_cache else None, log)
     if workers > 1 or ray_address is not None:
-        workload = workload or load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
+        workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
         pool = start_pool(workload, tab, cfg.evaluation, evaluator_kinds(cfg), cfg.torch_device, workers, ray_address, log)
         try:
+            if needs_choice(cfg):  # the rate's fine-tunes on the workers, then every evaluator at it
+                cfg = resolve_finetune_lr(cfg, workload, tab, rates, log, pool, finetune_lr)
+                pool.reconfigure(cfg.evaluation)
             problem = build_problem(
                 cfg,
                 table=tab,
@@ -89,6 +93,9 @@ def make_problem(
             raise
         problem.workers, problem.held_out_factory = workers, pool.held_out
         return problem
+    if needs_choice(cfg):  # before any evaluator is built
+        workload = load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
+        cfg = resolve_finetune_lr(cfg, workload, tab, rates, log, recorded=finetune_lr)
     if not cfg.evaluation.hardware_feedback:
         return build_problem(
             cfg, table=tab, workload=workload, cache_dir=cache_dir, log=log, strict=strict, sensitivity_store=store

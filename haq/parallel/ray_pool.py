@@ -15,6 +15,7 @@ is bounded in time: a cluster that does not answer is a :class:`DeviceError`, no
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -31,6 +32,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from haq.core.errors import DeviceError, HaqError
 from haq.core.types import Log, quiet
 from haq.core.validate import count
+from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import QuantizingEvaluator
 from haq.evaluation.held_out import Images, held_out_evaluator
 from haq.evaluation.metrics import PolicyMetrics, ReferenceMetrics
@@ -76,6 +78,12 @@ class EvalWorker:
         """``fn(workload, *args)`` on this worker's workload: driver work that needs the workload
         but is no evaluation (a share of a measured sensitivity's layers)."""
         return fn(self._workload, *args)
+
+    def configure(self, spec: WorkerSpec) -> None:
+        """Evaluate under ``spec`` (the same workload, other evaluator settings) from now on."""
+        self._spec = spec
+        self._evaluators = worker_evaluators(spec, self._workload)
+        self._held_out.clear()
 
     def _evaluator(self, kind: str, images: Images | None, seed: int | None) -> QuantizingEvaluator:
         if images is None:
@@ -135,6 +143,14 @@ class RayPool:
         if kind not in self.spec.kinds:
             raise DeviceError(f"this worker pool serves the {', '.join(self.spec.kinds)} evaluator(s), not '{kind}'")
         return PoolEvaluator(self, kind)
+
+    def reconfigure(self, evaluation: EvalConfig) -> None:
+        """Evaluate under ``evaluation`` from now on, on every worker and on any that replaces one:
+        settings that are chosen by work done on the pool itself (the DQ fine-tune's rate,
+        :mod:`haq.problem.finetune_lr`). The workload stays; the float references are measured again."""
+        self.spec = dataclasses.replace(self.spec, evaluation=evaluation)
+        self._references.clear()
+        ray.get([actor.configure.remote(self.spec) for actor in self._actors])
 
     def held_out(self, kind: str, images: Images, seed: int | None = None) -> PoolEvaluator:
         """The evaluator ``kind`` measuring on ``images`` (:mod:`haq.evaluation.held_out`), seeded

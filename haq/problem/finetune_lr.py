@@ -35,6 +35,7 @@ from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import build_evaluator
 from haq.evaluation.metrics import ReferenceMetrics
 from haq.problem.config import EnvConfig
+from haq.problem.pool import WorkerPool
 from haq.problem.reward import accuracy_term
 from haq.problem.sensitivity_store import tensor_digest, workload_identity
 from haq.quant import QuantPolicy
@@ -118,19 +119,39 @@ def probe_policies(cfg: EnvConfig, layer_names: list[str]) -> list[QuantPolicy]:
     return policies
 
 
-def choose_finetune_lr(cfg: EnvConfig, workload: Workload, table: DeviceTable) -> LrChoice:
+def choose_finetune_lr(
+    cfg: EnvConfig, workload: Workload, table: DeviceTable, pool: WorkerPool | None = None, log: Log | None = None
+) -> LrChoice:
     """Fine-tune the probe policies with each of ``cfg.evaluation.finetune_lrs`` under every
     seed of :data:`EVALUATOR_SEEDS` on the search's images; the rate with the highest mean
-    accuracy reward wins (ties: the earlier candidate). A rate whose fine-tune diverges is left
-    out; when every one does, one :class:`~haq.core.errors.DivergedError` line says so."""
+    accuracy reward wins (ties: the earlier candidate). The fine-tunes run on ``pool``'s workers
+    when one is given (each is one task), else here, one after the other; ``log`` hears the
+    progress after every candidate's worth of them. A rate whose fine-tune diverges is left out; when every one
+    does, one :class:`~haq.core.errors.DivergedError` line says so."""
     lrs = cfg.evaluation.finetune_lrs
-    probes = probe_policies(cfg, workload.layer_names)
+    probes = [p.to_dict() for p in probe_policies(cfg, workload.layer_names)]
+    tasks = [(table, cfg, lr, seed, probe) for lr in lrs for seed in EVALUATOR_SEEDS for probe in probes]
+    per_rate = len(EVALUATOR_SEEDS) * len(probes)
+    start, finished = time.perf_counter(), set[int]()
+
+    def heard(i: int) -> None:
+        finished.add(i)
+        if log and len(finished) % per_rate == 0:
+            took = time.perf_counter() - start
+            log(f"choosing the DQ fine-tune's rate: {len(finished)}/{len(tasks)} fine-tunes done ({took:.0f} s)")
+
+    if pool is not None and pool.workers > 1:
+        results = pool.map_workload(probe_score, tasks, heard)
+    else:
+        results = []
+        for i, task in enumerate(tasks):
+            results.append(probe_score(workload, *task))
+            heard(i)
     scores: dict[float, float] = {}
-    for lr in lrs:
-        try:
-            scores[lr] = statistics.mean(_scores(cfg, workload, table, lr, probes))
-        except DivergedError:
-            continue
+    for k, lr in enumerate(lrs):
+        values = [v for v in results[k * per_rate : (k + 1) * per_rate] if v is not None]
+        if len(values) == per_rate:
+            scores[lr] = statistics.mean(values)
     if not scores:
         raise DivergedError(
             f"the DQ fine-tune diverged at every candidate learning rate ({', '.join(f'{lr:g}' for lr in lrs)}); give lower ones"
@@ -139,14 +160,17 @@ def choose_finetune_lr(cfg: EnvConfig, workload: Workload, table: DeviceTable) -
     return LrChoice(best, scores)
 
 
-def _scores(cfg: EnvConfig, workload: Workload, table: DeviceTable, lr: float, probes: list[QuantPolicy]) -> list[float]:
-    """Each probe's accuracy reward after a fine-tune at ``lr``, under every evaluator seed."""
-    each = []
-    for seed in EVALUATOR_SEEDS:
-        seeded = dataclasses.replace(workload, config=dataclasses.replace(workload.config, seed=seed))
-        ev = build_evaluator(seeded, table, _candidate(cfg.evaluation, lr))
-        each.extend(accuracy_term(m, ZERO, cfg.reward) for m in ev.evaluate_many(probes))
-    return each
+def probe_score(
+    workload: Workload, table: DeviceTable, cfg: EnvConfig, lr: float, seed: int, probe: dict[str, object]
+) -> float | None:
+    """One probe's accuracy reward after a fine-tune at ``lr`` under the evaluator seed ``seed``;
+    ``None`` when the fine-tune diverged. Module level: a pool's worker runs it on its own workload."""
+    seeded = dataclasses.replace(workload, config=dataclasses.replace(workload.config, seed=seed))
+    ev = build_evaluator(seeded, table, _candidate(cfg.evaluation, lr))
+    try:
+        return accuracy_term(ev.evaluate(QuantPolicy.from_dict(probe)), ZERO, cfg.reward)
+    except DivergedError:
+        return None
 
 
 def _candidate(ev: EvalConfig, lr: float) -> EvalConfig:
@@ -172,16 +196,28 @@ def finetune_lr_key(cfg: EnvConfig, workload: Workload) -> str:
 
 
 def resolve_finetune_lr(
-    cfg: EnvConfig, workload: Workload, table: DeviceTable, store: LrStore | None = None, log: Log | None = None
+    cfg: EnvConfig,
+    workload: Workload,
+    table: DeviceTable,
+    store: LrStore | None = None,
+    log: Log | None = None,
+    pool: WorkerPool | None = None,
+    recorded: float | None = None,
 ) -> EnvConfig:
-    """``cfg`` with the fine-tune's rate chosen (:func:`choose_finetune_lr`, or kept in ``store``)
-    and written into ``evaluation.finetune_lr``, the candidates cleared; ``cfg`` itself when it
-    asks for no choice (:func:`needs_choice`)."""
+    """``cfg`` with the fine-tune's rate chosen (:func:`choose_finetune_lr`, on ``pool`` when one
+    is given, or kept in ``store``) and written into ``evaluation.finetune_lr``, the candidates
+    cleared; ``cfg`` itself when it asks for no choice (:func:`needs_choice`). ``recorded``: the
+    rate a resumed run was chosen with, kept when it is a candidate, so a run never continues at
+    another rate than it began with (a cleared cache, another machine's float arithmetic)."""
     if not needs_choice(cfg):
         return cfg
     lrs = cfg.evaluation.finetune_lrs
     if len(lrs) == 1:
         choice = LrChoice(lrs[0], {})
+    elif recorded in lrs:
+        choice = LrChoice(recorded, {})
+        if log:
+            log(f"DQ fine-tune learning rate {recorded:g} (the rate the resumed run began with)")
     else:
         key = finetune_lr_key(cfg, workload)
         kept = store.get(key) if store is not None else None
@@ -193,8 +229,10 @@ def resolve_finetune_lr(
             start = time.perf_counter()
             if log:
                 n = len(lrs) * PROBES * len(EVALUATOR_SEEDS)
-                log(f"choosing the DQ fine-tune's learning rate among {', '.join(f'{lr:g}' for lr in lrs)} ({n} fine-tunes)")
-            choice = choose_finetune_lr(cfg, workload, table)
+                where = f" on {pool.workers} workers" if pool is not None and pool.workers > 1 else ""
+                among = ", ".join(f"{lr:g}" for lr in lrs)
+                log(f"choosing the DQ fine-tune's learning rate among {among} ({n} fine-tunes{where})")
+            choice = choose_finetune_lr(cfg, workload, table, pool, log)
             if log:
                 said = ", ".join(f"{lr:g} {s:+.3f}" for lr, s in choice.scores.items())
                 took = time.perf_counter() - start
@@ -215,5 +253,6 @@ __all__ = [
     "finetune_lr_key",
     "needs_choice",
     "probe_policies",
+    "probe_score",
     "resolve_finetune_lr",
 ]

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
+from haq.core import config as serial
 from haq.core import jsonio
 from haq.core.errors import InternalError, RunDirError
 from haq.core.fileio import TEMP_SUFFIX, atomic_write_text
@@ -63,7 +64,9 @@ class RunStore:
 
     kind: the run kind recorded in config.json; a resume refuses a directory of another kind.
     resumable: top-level settings a resume may change (a search may grow its ``episodes``).
-    settings: what config.json records under ``config`` and a resume compares.
+    settings: what config.json records under ``config`` and a resume compares, given as the
+    config (or a mapping of configs) it is written from: a stored run that lacks a field is
+    compared as what the field's absence meant (:func:`haq.core.config.fill_absent`).
     After :meth:`restore`, ``records`` holds the log, ``best`` its best episode and
     ``checkpoint`` the latest checkpoint; :meth:`commit` keeps all three current.
     """
@@ -71,9 +74,10 @@ class RunStore:
     kind: ClassVar[str] = "search"
     resumable: ClassVar[tuple[str, ...]] = ("episodes",)
 
-    def __init__(self, path: str | Path, settings: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, path: str | Path, settings: Any = None) -> None:
         self.rd = RunDir(path)
-        self.settings = dict(settings or {})
+        self._configs = settings
+        self.settings: dict[str, Any] = serial.jsonable(settings or {})
         self.records: list[EpisodeRecord] = []
         self.best: EpisodeRecord | None = None
         self.checkpoint: Checkpoint | None = None
@@ -224,7 +228,7 @@ class RunStore:
     def _check_settings(self, doc: Mapping[str, Any]) -> None:
         """Hook: refuse to resume a run of another kind or written with other settings."""
         self._check_kind(doc)
-        self._compare(doc.get("config", {}), self.settings)
+        self._compare(serial.fill_absent(self._configs, doc.get("config", {})), self.settings)
 
     def _check_kind(self, doc: Mapping[str, Any]) -> None:
         if doc.get("kind") != self.kind:

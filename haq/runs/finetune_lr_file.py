@@ -3,6 +3,9 @@ the cache so a later run on the same model, images and settings skips the probe 
 
     <cache>/finetune_lr/<key>.json   haq.finetune_lr version 1: the chosen ``lr`` and each
                                      candidate's mean accuracy reward (``scores``, by rate)
+
+and the rate a run directory's ``config.json`` records (:func:`recorded_finetune_lr`), which a
+resumed run keeps whatever the cache holds now.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import math
 from pathlib import Path
 
 from haq.core import jsonio
-from haq.core.errors import DataError
+from haq.core.errors import DataError, RunDirError
 from haq.core.fileio import atomic_write_text
 from haq.core.types import Log
 from haq.problem.finetune_lr import LrChoice
 from haq.runs.digest_cache import DigestCache, Kept
+from haq.runs.rundir import RunDir
 
 FORMAT = "haq.finetune_lr"
 VERSION = 1
@@ -40,6 +44,20 @@ def read_choice(path: Path) -> LrChoice:
     return LrChoice(float(lr), parsed)
 
 
+def recorded_finetune_lr(run: Path) -> float | None:
+    """The DQ fine-tune rate the run in ``run`` recorded when it started (``finetune_lr`` in its
+    ``config.json``), or ``None``: no run there, none recorded, or a config the resume itself will
+    name as unreadable."""
+    rd = RunDir(run)
+    if not rd.config_path.is_file():
+        return None
+    try:
+        lr = rd.read_config().get("finetune_lr")
+    except RunDirError:
+        return None
+    return float(lr) if _rate(lr) else None
+
+
 def _rate(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
@@ -58,4 +76,4 @@ def write_choice(path: Path, choice: LrChoice) -> None:
     atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 
-__all__ = ["FORMAT", "VERSION", "LrCache", "read_choice", "write_choice"]
+__all__ = ["FORMAT", "VERSION", "LrCache", "read_choice", "recorded_finetune_lr", "write_choice"]

@@ -47,9 +47,7 @@ class AgentStore(RunStore):
 
     kind = "search"
 
-    def __init__(
-        self, path: str | Path, settings: Mapping[str, Any] | None = None, description: Mapping[str, Any] | None = None
-    ) -> None:
+    def __init__(self, path: str | Path, settings: Any = None, description: Mapping[str, Any] | None = None) -> None:
         super().__init__(path, settings)
         self.description = dict(description or {})
         self.agent: BaseAlgorithm | None = None

@@ -37,7 +37,6 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from envs.vector import MixedPrecisionVecEnv
-from haq.core import config as serial
 from haq.core.errors import ConfigError, RunDirError
 from haq.core.types import Log
 from haq.evaluation.evaluators import PolicyKey, policy_key
@@ -79,7 +78,7 @@ class RLSearch(Proposer[AgentStore]):
     def _open(self, problem: SearchProblem, out_dir: str | Path) -> AgentStore:
         if not built_from(problem.config, self.config.env):
             raise ConfigError("the given problem was built from a different environment config than the search config")
-        return AgentStore(out_dir, serial.to_dict(self.config), agent_description(problem, self.config))
+        return AgentStore(out_dir, self.config, agent_description(problem, self.config))
 
     def _episodes(self) -> int:
         return self.config.episodes

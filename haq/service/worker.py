@@ -142,7 +142,7 @@ def export_best(store: Store, job_id: str) -> None:
     best = run.read_best()
     if best is None:
         raise RunDirError(f"job {job_id} has no finished episode yet; nothing to export")
-    env = serial.from_dict(EnvConfig, run.read_config()["config"]["env"], "env")
+    env = serial.from_dict(EnvConfig, run.read_config()["config"]["env"], "env", stored=True)
     wl = load_workload(env.workload, parse_torch_device(env.torch_device), log=_log)
     x, _ = wl.data.subset("train", EXPORT_CALIBRATION)
     policy: QuantPolicy = best.quant_policy()

@@ -133,9 +133,7 @@ class TransferStore(AgentStore):
 
     kind = RUN_KIND
 
-    def __init__(
-        self, path: str | Path, settings: Mapping[str, Any], description: Mapping[str, Any], transfer: Mapping[str, Any]
-    ) -> None:
+    def __init__(self, path: str | Path, settings: Any, description: Mapping[str, Any], transfer: Mapping[str, Any]) -> None:
         super().__init__(path, settings, description)
         self.transfer = dict(transfer)
 
@@ -170,9 +168,7 @@ class Transfer(Proposer[TransferStore]):
         self.source, self.search_cfg = source, search_cfg
         self.records = RunDir(source.path).read_episodes()
         self.fraction = centre_fraction(self.records, source.config.agent, source.config.env, f"--from {source.path}")
-        return TransferStore(
-            out_dir, serial.to_dict(search_cfg), agent_description(problem, search_cfg), serial.to_dict(self.cfg)
-        )
+        return TransferStore(out_dir, search_cfg, agent_description(problem, search_cfg), serial.to_dict(self.cfg))
 
     def _derived(self, problem: SearchProblem) -> dict[str, Any]:
         source, _ = self._opened()

@@ -84,7 +84,7 @@ def load_source(path: str | Path) -> SourceRun:
     if isinstance(stored, dict) and isinstance(stored.get("env"), dict) and "action_prior" not in stored["env"]:
         stored = {**stored, "env": {**stored["env"], "action_prior": "uniform"}}  # written before action priors existed
     try:
-        config = serial.from_dict(SearchConfig, stored, "search config")
+        config = serial.from_dict(SearchConfig, stored, "search config", stored=True)
     except ConfigError as exc:
         raise RunDirError(f"--from {rd.path}: its config.json no longer reads as a search config ({exc})") from exc
     checkpoint = store.latest()
