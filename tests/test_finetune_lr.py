@@ -216,3 +216,11 @@ def test_a_resumed_run_keeps_the_rate_it_began_with_not_a_new_choice(tmp_path: P
     err = capsys.readouterr().err
     assert f"DQ fine-tune learning rate {other:g} (the rate the resumed run began with)" in err and "choosing" not in err
     assert json.loads(path.read_text())["finetune_lr"] == other
+    from haq.jobs import stored_job
+    from haq.jobs.execute import run_job
+
+    job = stored_job(out)
+    assert job is not None
+    said: list[str] = []
+    run_job(job, out, resume=True, log=said.append)  # the service's way in: a job resumed after a crash
+    assert f"DQ fine-tune learning rate {other:g} (the rate the resumed run began with)" in said
