@@ -191,3 +191,35 @@ def test_a_measured_sensitivity_spread_over_the_workers_is_the_in_process_one(
     counted = [line.split(" (")[0] for line in said[1:]]
     assert counted == [f"measured sensitivity: {k}/{len(shares)} shares done" for k in range(1, len(shares) + 1)]
     assert sorted(line.split(" (")[1] for line in said[1:]) == sorted(f"{', '.join(share)})" for share in shares)  # type: ignore[arg-type]
+
+
+def test_new_settings_reach_every_worker_and_the_replacement_of_one_that_died(
+    two_workers: SearchProblem, default_problem: SearchProblem
+) -> None:
+    from haq.evaluation.held_out import held_out_evaluator
+    from haq.parallel.ray_pool import RayPool
+
+    pool = two_workers.pool
+    assert isinstance(pool, RayPool)
+    original = pool.spec.evaluation
+    other = dataclasses.replace(original, finetune_lr=original.finetune_lr / 10)
+    images = Images("test", 0, 90)
+    policy = default_problem.policy([(3, 4)] * len(default_problem.layer_names))
+    w = default_problem.workload
+    local = {
+        lr: held_out_evaluator(w, default_problem.table, dataclasses.replace(original, finetune_lr=lr), "full", images, None)
+        for lr in (original.finetune_lr, other.finetune_lr)
+    }
+    victim, before = pool.pids()[0], pool.replaced
+    os.kill(victim, signal.SIGKILL)
+    try:
+        pool.reconfigure(other)
+        assert pool.replaced == before + 1 and victim not in pool.pids() and pool.spec.evaluation == other
+        batch = [policy] * 2  # one on each worker, the replacement included
+        got = [(m.clean_acc, m.robust_acc) for m in pool.held_out("full", images).evaluate_many(batch)]
+        want = local[other.finetune_lr].evaluate(policy)
+        assert got == [(want.clean_acc, want.robust_acc)] * 2
+        before_rate = local[original.finetune_lr].evaluate(policy)
+        assert (before_rate.clean_acc, before_rate.robust_acc) != (want.clean_acc, want.robust_acc)  # the rate shows
+    finally:
+        pool.reconfigure(original)

@@ -147,10 +147,16 @@ class RayPool:
     def reconfigure(self, evaluation: EvalConfig) -> None:
         """Evaluate under ``evaluation`` from now on, on every worker and on any that replaces one:
         settings that are chosen by work done on the pool itself (the DQ fine-tune's rate,
-        :mod:`haq.problem.finetune_lr`). The workload stays; the float references are measured again."""
+        :mod:`haq.problem.finetune_lr`). The workload stays; the float references are measured
+        again; a worker that dies meanwhile is replaced by one that starts from the new settings."""
         self.spec = dataclasses.replace(self.spec, evaluation=evaluation)
         self._references.clear()
-        ray.get([actor.configure.remote(self.spec) for actor in self._actors])
+        for slot, ref in enumerate([actor.configure.remote(self.spec) for actor in self._actors]):
+            try:
+                ray.get(ref)
+            except RayActorError:
+                self._say(f"worker {slot} died while taking new settings; replacing it")
+                self._replace(slot)
 
     def held_out(self, kind: str, images: Images, seed: int | None = None) -> PoolEvaluator:
         """The evaluator ``kind`` measuring on ``images`` (:mod:`haq.evaluation.held_out`), seeded

@@ -126,8 +126,8 @@ def choose_finetune_lr(
     seed of :data:`EVALUATOR_SEEDS` on the search's images; the rate with the highest mean
     accuracy reward wins (ties: the earlier candidate). The fine-tunes run on ``pool``'s workers
     when one is given (each is one task), else here, one after the other; ``log`` hears the
-    progress after every candidate's worth of them. A rate whose fine-tune diverges is left out; when every one
-    does, one :class:`~haq.core.errors.DivergedError` line says so."""
+    progress after every candidate's worth of them. A rate whose fine-tune diverges is left
+    out; when every one does, one :class:`~haq.core.errors.DivergedError` line says so."""
     lrs = cfg.evaluation.finetune_lrs
     probes = [p.to_dict() for p in probe_policies(cfg, workload.layer_names)]
     tasks = [(table, cfg, lr, seed, probe) for lr in lrs for seed in EVALUATOR_SEEDS for probe in probes]
