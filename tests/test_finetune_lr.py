@@ -163,7 +163,8 @@ def test_a_run_started_before_rates_were_chosen_resumes_at_its_rate_not_at_two(
     capsys.readouterr()
     assert main([*search, "--episodes", "3", "--resume"]) == 2  # today's default would choose a rate: refused
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "env.evaluation.finetune_lrs=[]" in err and "Traceback" not in err
+    assert "written by a haq before env.evaluation.finetune_lrs existed, which ran as env.evaluation.finetune_lrs=[]" in err
+    assert "give that setting to continue it" in err and "Traceback" not in err
     assert main([*search, "--episodes", "3", "--resume", "--finetune-lrs"]) == 0  # none: the stored rate, unchosen
     assert len((out / "episodes.jsonl").read_text().splitlines()) == 3
 

@@ -228,22 +228,31 @@ class RunStore:
     def _check_settings(self, doc: Mapping[str, Any]) -> None:
         """Hook: refuse to resume a run of another kind or written with other settings."""
         self._check_kind(doc)
-        self._compare(serial.fill_absent(self._configs, doc.get("config", {})), self.settings)
+        written = doc.get("config", {})
+        self._compare(serial.fill_absent(self._configs, written), self.settings, written)
 
     def _check_kind(self, doc: Mapping[str, Any]) -> None:
         if doc.get("kind") != self.kind:
             raise RunDirError(f"cannot resume {self.path} as a {self.kind}: it holds a '{doc.get('kind')}' run; choose another --out")
 
-    def _compare(self, stored: Any, current: Mapping[str, Any]) -> None:
-        """Name the first setting that differs, ignoring the resumable ones."""
+    def _compare(self, stored: Any, current: Mapping[str, Any], written: Any = None) -> None:
+        """Name the first setting that differs, ignoring the resumable ones; ``written`` (the
+        stored settings before :func:`~haq.core.config.fill_absent`) tells a setting the run's
+        haq did not have yet, which the message says."""
         keep = {k: v for k, v in (stored if isinstance(stored, Mapping) else {}).items() if k not in self.resumable}
         diff = _first_difference(keep, {k: v for k, v in current.items() if k not in self.resumable})
-        if diff is not None:
-            key, old, new = diff
+        if diff is None:
+            return
+        key, old, new = diff
+        if written is not None and not _holds(written, key):
             raise RunDirError(
-                f"cannot resume {self.path}: it was written with {key}={old!r}, this run has {key}={new!r}; "
-                "use a new --out or the same settings"
+                f"cannot resume {self.path}: it was written by a haq before {key} existed, which ran as {key}={old!r}; "
+                f"this run has {key}={new!r}; give that setting to continue it, or use a new --out"
             )
+        raise RunDirError(
+            f"cannot resume {self.path}: it was written with {key}={old!r}, this run has {key}={new!r}; "
+            "use a new --out or the same settings"
+        )
 
 
 def _read_checkpoint(path: Path) -> Checkpoint:
@@ -257,6 +266,15 @@ def _read_checkpoint(path: Path) -> Checkpoint:
         raise RunDirError(f"{state_path}: unreadable checkpoint state ({type(exc).__name__}: {exc}); start a new run") from exc
     last = EpisodeRecord.from_json(line, str(state_path)) if isinstance(line, str) else None
     return Checkpoint(path, done, last, doc)
+
+
+def _holds(doc: Any, dotted: str) -> bool:
+    """Whether the nested mapping ``doc`` has the key path ``dotted`` (``env.evaluation.kind``)."""
+    for part in dotted.split("."):
+        if not isinstance(doc, Mapping) or part not in doc:
+            return False
+        doc = doc[part]
+    return True
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
