@@ -127,6 +127,11 @@ def test_resume_refuses_a_different_config(tmp_path: Path, cache_dir: Path, prob
         run_search(_config(2), problem, run)
     with pytest.raises(RunDirError, match="as a baseline: it holds a 'search' run"):
         run_baseline(BaselineConfig(method="random", evaluations=2), problem, run, resume=True)
+    doc = json.loads((run / "config.json").read_text())
+    del doc["config"]["env"]["projection"]  # a setting whose absence declares no meaning, as an older haq wrote it
+    (run / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(RunDirError, match=r"before env\.projection existed, and what that haq did without it is not recorded"):
+        run_search(_config(2), problem, run, resume=True)
 
 
 def _proposers(tmp_path: Path, cache_dir: Path, problem: SearchProblem) -> dict[str, Callable[[Path, bool], RunResult]]:

@@ -245,6 +245,11 @@ class RunStore:
             return
         key, old, new = diff
         if written is not None and not _holds(written, key):
+            if not _holds(stored, key):  # the field declares no meaning for its absence
+                raise RunDirError(
+                    f"cannot resume {self.path}: it was written by a haq before {key} existed, and what that haq did "
+                    f"without it is not recorded (this run has {key}={new!r}); use a new --out"
+                )
             raise RunDirError(
                 f"cannot resume {self.path}: it was written by a haq before {key} existed, which ran as {key}={old!r}; "
                 f"this run has {key}={new!r}; give that setting to continue it, or use a new --out"
