@@ -83,7 +83,10 @@ centred noise grows after each episode that repeats a policy of its run
 best-scoring prior rung instead of the cheapest within the rewards' sampling noise of it
 (``AgentConfig.prior_centre = "best"``, the default before 2026-12-04); ``rl-wide`` is the default
 agent with SAC's target entropy raised from −1 to −0.5 per action dimension
-(``AgentConfig.target_entropy``; the uncentred SAC agent only: the centred agents are DDPG).
+(``AgentConfig.target_entropy``; the uncentred SAC agent only: the centred agents are DDPG);
+``rl-redraw`` is the default agent whose objective agent draws a proposal that repeats a policy
+of its run again, up to 8 times (``AgentConfig.redraws``), and ``rl-next`` the same replacing it by
+its objective's next-best allocation instead (``AgentConfig.redraw_from = "objective"``).
 
     python bench/search_quality.py --quick   # digits CNN (40 evaluations) and ResNet-20 (10), cheap evaluator
     python bench/search_quality.py --full    # ResNet-20 + MobileNetV2 (cheap, 300) and digits CNN + MLP (full, 300): hours
@@ -174,7 +177,10 @@ REDRAW = "rl-redraw"
 """The default agent with its objective agent's repeating proposals drawn again (``AgentConfig.redraws``,
 :mod:`haq.search.redraw`): on a robust-reward workload the portfolio's first half is the default's own."""
 REDRAW_TRIES = 8
-"""``rl-redraw``'s ``AgentConfig.redraws``."""
+"""``rl-redraw``'s and ``rl-next``'s ``AgentConfig.redraws``."""
+NEXT = "rl-next"
+"""The default agent with its objective agent's repeating proposals replaced by the next-best
+allocation under the same objective (``AgentConfig.redraw_from = "objective"``)."""
 CALM_ENTROPY = 0.1
 """``rl-alone-objective-calm``'s ``AgentConfig.ent_coef_init``: at 1, SAC's weight tunes down over
 about 100 episodes, and on a 4-layer problem with made-up sensitivities the objective agent's
@@ -199,6 +205,7 @@ VARIANTS = (
     PORTFOLIO,
     LAYER,
     REDRAW,
+    NEXT,
     *RANDOM_REPAIRED,
     *FISHER,
     "rl-sac",
@@ -399,6 +406,7 @@ def method_search(env: EnvConfig, method: str, evaluations: int, seed: int) -> S
         PORTFOLIO: AgentConfig(decision="portfolio"),
         LAYER: AgentConfig(decision="layer"),
         REDRAW: AgentConfig(redraws=REDRAW_TRIES),
+        NEXT: AgentConfig(redraws=REDRAW_TRIES, redraw_from="objective"),
     }
     agent = agents.get(method, AgentConfig())
     return SearchConfig(env=env, agent=agent, episodes=evaluations, seed=seed)
@@ -806,7 +814,7 @@ def alone_against_baselines(results: list[RunResult], judge: Judge = TEST) -> li
     that ran; one with a whole-episode repair also against the random search of that repair
     (:data:`RANDOM_REPAIRED`)."""
     out = []
-    for agent in (*ALONES, OBJECTIVE, OBJECTIVE_CALM, PORTFOLIO, REDRAW):
+    for agent in (*ALONES, OBJECTIVE, OBJECTIVE_CALM, PORTFOLIO, REDRAW, NEXT):
         rule = method_env(EnvConfig(), agent).projection
         same = tuple(name for name, r in RANDOM_REPAIRED.items() if r == rule)
         out += rl_against_baselines(results, judge, agent, (*METHODS[1:], *same))
@@ -856,6 +864,7 @@ def seeded_verdicts(s: Setting, results: list[RunResult], noise: float, judge: J
         OBJECTIVE_CALM: "as rl-alone-objective",
         PORTFOLIO: "its second half is an objective agent, as rl-alone-objective",
         REDRAW: default_seeded_reason(s),
+        NEXT: default_seeded_reason(s),
     }
     for method, reason in why.items():
         runs = [value(r) for r in results if r.method == method]

@@ -1,24 +1,30 @@
-"""An objective agent's repeating proposals drawn again (``AgentConfig.redraws``): a repeat of the
-run's policies or of its batch's is replaced while tries last, the replay buffer learns the action
-stepped, each redraw is annotated, and a killed run resumes to the log of one never killed."""
+"""An objective agent's repeating proposals replaced (``AgentConfig.redraws``): a repeat of the
+run's policies or of its batch's is drawn again, or replaced by its objective's next-best
+allocation (``redraw_from = "objective"``), while tries last; the replay buffer learns the action
+stepped, each replacement is annotated, and a killed run resumes to the log of one never killed."""
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import itertools
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
 from run_helpers import episode_log, interrupted_search, with_empty_cache
 
+from haq.core.config import from_dict, to_dict
 from haq.core.errors import ConfigError, InternalError
 from haq.core.types import BitPair
 from haq.evaluation.config import EvalConfig
+from haq.evaluation.evaluators import pairs_key
 from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
 from haq.search.config import AgentConfig, SearchConfig
+from haq.search.objective import ObjectiveDecoder
 from haq.search.redraw import Redraws
 from haq.search.run import run_search
 from haq.search.whole_policy import DECODED, REDRAWN
@@ -26,6 +32,7 @@ from haq.search.whole_policy import DECODED, REDRAWN
 CHEAP = EvalConfig(kind="cheap", val_samples=120)
 TRIES = 4
 OBJECTIVE = AgentConfig(decision="objective", warmup_episodes=2, hidden=(16,), ent_coef_init=0.01, redraws=TRIES)
+NEXT = dataclasses.replace(OBJECTIVE, redraw_from="objective")
 EPISODES = 16
 
 
@@ -34,6 +41,22 @@ class Rounding:
 
     def policy(self, action: np.ndarray) -> tuple[BitPair, ...]:
         return tuple((int(round(float(a))) + 4, 8) for a in action)
+
+
+class Nearest(Rounding):
+    """:class:`Rounding` whose alternative is the nearest policy (in total bits) not taken."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def alternative(
+        self, action: np.ndarray, taken: Sequence[tuple[BitPair, ...]]
+    ) -> tuple[tuple[BitPair, ...], tuple[BitPair, ...]] | None:
+        self.asked.append(len(taken))
+        first = self.policy(action)
+        options = itertools.product([(w, 8) for w in (3, 4, 5)], repeat=len(first))
+        ranked = sorted(options, key=lambda p: (sum(abs(x[0] - y[0]) for x, y in zip(p, first)), p))
+        return next(((p, p) for p in ranked if p not in taken), None)
 
 
 def _draws(*actions: list[float]) -> tuple[Redraws, list[np.ndarray]]:
@@ -59,11 +82,61 @@ def test_the_last_draw_is_kept_when_every_try_repeats() -> None:
     assert policies == [((4, 8), (4, 8))] and counts == [TRIES] and not queue
 
 
+def test_a_repeat_is_replaced_by_the_objectives_best_allocation_not_taken() -> None:
+    """The action stays as asked; the run's policies and the batch's earlier ones are all cut off."""
+    redraws = Redraws({(("a", 4, 8), ("b", 4, 8))}, ("b", "a"), TRIES, "objective")
+    decoder = Nearest()
+    actions = np.zeros((3, 2), dtype=np.float32)
+    out, policies, counts = redraws.fresh(actions, decoder)
+    assert policies == [((3, 8), (4, 8)), ((4, 8), (3, 8)), ((4, 8), (5, 8))] and counts == [1, 1, 1]
+    assert decoder.asked == [1, 2, 3] and np.array_equal(out, actions) and redraws.redrawn == 3
+
+
+def test_a_repeat_stays_when_no_allocation_is_left() -> None:
+    every = {Redraws(set(), ("a",), 1).key(((w, 8),)) for w in (3, 4, 5)}
+    redraws = Redraws(every, ("a",), TRIES, "objective")
+    _, policies, counts = redraws.fresh(np.zeros((1, 1), dtype=np.float32), Nearest())
+    assert policies == [((4, 8),)] and counts == [0]
+
+
+def test_the_objectives_next_best_is_the_best_allocation_not_taken(problem: SearchProblem) -> None:
+    """Against every allocation of the digits CNN's four layers (49 pairs each), under a random
+    objective: each answer in turn is the least weighed error within the budget once the earlier
+    answers are cut off, and the policy proposed is that answer fitted to the whole-policy budget."""
+    decoder = ObjectiveDecoder.build(problem, span=2.0, floor=0.5)
+    action = np.random.default_rng(3).uniform(-1.0, 1.0, len(decoder.free) + 1)
+    weighed, target = decoder._objective(action)
+    error = sum(np.meshgrid(*weighed.errors, indexing="ij", sparse=True), np.zeros(()))
+    cost = sum(np.meshgrid(*weighed.costs, indexing="ij", sparse=True), np.zeros(()))
+    error = np.where(cost <= min(target, weighed.budget) * (1 + 1e-9), error, np.inf)
+    taken: list[tuple[BitPair, ...]] = []
+    for _ in range(4):
+        found = decoder.alternative(action, taken)
+        assert found is not None and found[0] not in taken
+        got = sum(float(e[p.index(x)]) for e, p, x in zip(weighed.errors, weighed.pairs, found[0]))
+        assert got == pytest.approx(float(error.min()), rel=1e-9, abs=1e-12)
+        assert problem.budget_model.fits(problem.budget_model.policy_cost(found[1]))
+        if not taken:
+            assert found[1] == decoder.policy(action)
+        error[tuple(p.index(x) for p, x in zip(weighed.pairs, found[0]))] = np.inf
+        taken.append(found[0])
+
+
 def test_redraws_needs_an_agent_and_a_count() -> None:
     with pytest.raises(InternalError, match="draw must be set"):
         Redraws(set(), ("a",), 1).fresh(np.zeros((1, 1), dtype=np.float32), Rounding())
     with pytest.raises(ConfigError, match=r"^redraws must be an integer >= 0, got -1"):
         AgentConfig(redraws=-1)
+    with pytest.raises(InternalError, match="needs a decoder with alternative"):
+        Redraws(set(), ("a",), 1, "objective").fresh(np.zeros((1, 1), dtype=np.float32), Rounding())
+    with pytest.raises(ConfigError, match=r"^unknown redraw_from 'ilp'; choose one of agent, objective$"):
+        AgentConfig(redraw_from="ilp")
+
+
+def test_a_config_stored_before_redraw_from_existed_drew_from_the_agent() -> None:
+    stored = to_dict(dataclasses.replace(NEXT, redraw_from="objective"))
+    del stored["redraw_from"]
+    assert from_dict(AgentConfig, stored, stored=True).redraw_from == "agent"
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +161,15 @@ def runs(problem: SearchProblem, tmp_path_factory: pytest.TempPathFactory) -> di
         ("redraws", OBJECTIVE, 1),
         ("repeats", dataclasses.replace(OBJECTIVE, redraws=0), 1),
         ("batch", OBJECTIVE, 2),
+        ("next", NEXT, 1),
+        ("next-batch", NEXT, 2),
     ):
         run_search(_config(problem, agent), dataclasses.replace(with_empty_cache(problem), workers=workers), out / name)
         paths[name] = out / name
     return paths
 
 
-@pytest.mark.parametrize("name", ["redraws", "batch"])
+@pytest.mark.parametrize("name", ["redraws", "batch", "next", "next-batch"])
 def test_no_policy_repeats_unless_every_try_did(runs: dict[str, Path], name: str) -> None:
     log = episode_log(runs[name])
     keys = _keys(log)
@@ -111,19 +186,20 @@ def test_without_redraws_the_agent_repeats_itself(runs: dict[str, Path]) -> None
     assert not any(REDRAWN in e["extra"] for e in log)  # type: ignore[operator]
 
 
-def test_the_replay_buffer_holds_the_actions_stepped(runs: dict[str, Path]) -> None:
-    log = episode_log(runs["redraws"])
-    buffer = np.load(sorted(glob.glob(str(runs["redraws"] / "checkpoint" / "*" / "buffer.npz")))[-1])
+@pytest.mark.parametrize("name", ["redraws", "next"])
+def test_the_replay_buffer_holds_the_actions_stepped(runs: dict[str, Path], name: str) -> None:
+    log = episode_log(runs[name])
+    buffer = np.load(sorted(glob.glob(str(runs[name] / "checkpoint" / "*" / "buffer.npz")))[-1])
     stepped = np.asarray([e["extra"][DECODED] for e in log], dtype=np.float32)  # type: ignore[index]
     np.testing.assert_allclose(buffer["actions"][:, 0, :], stepped, atol=1e-6)
 
 
-@pytest.mark.parametrize(("name", "after"), [("redraws", 6), ("batch", 7)])
+@pytest.mark.parametrize(("name", "after"), [("redraws", 6), ("batch", 7), ("next", 9), ("next-batch", 11)])
 def test_a_run_with_redraws_killed_resumes_to_the_log_of_one_never_killed(
     problem: SearchProblem, runs: dict[str, Path], tmp_path: Path, name: str, after: int
 ) -> None:
-    workers = 2 if name == "batch" else 1
-    cfg = _config(problem)
+    workers = 2 if name.endswith("batch") else 1
+    cfg = _config(problem, NEXT if name.startswith("next") else OBJECTIVE)
     interrupted_search(cfg, dataclasses.replace(with_empty_cache(problem), workers=workers), tmp_path / "killed", after=after)
     run_search(cfg, dataclasses.replace(with_empty_cache(problem), workers=workers), tmp_path / "killed", resume=True)
     assert episode_log(tmp_path / "killed") == episode_log(runs[name])
@@ -145,3 +221,19 @@ def test_a_transfer_of_an_agent_that_redraws_acts_deterministically_then_redraws
     keys = [tuple(sorted(r.policy.items())) for r in result.records]
     assert all(r.extra.get(REDRAWN) == TRIES for i, r in enumerate(rest, 1) if keys[i] in keys[:i])
     assert len(rest) == 10 and load_source(runs["redraws"]).config.agent.redraws == TRIES
+
+
+def test_each_replacement_in_the_log_is_its_actions_next_best_then(problem: SearchProblem, runs: dict[str, Path]) -> None:
+    """Replayed from the log alone: every replaced episode's policy is what its action's objective
+    gives with the policies logged before it cut off."""
+    decoder = ObjectiveDecoder.build(problem, OBJECTIVE.objective_span, OBJECTIVE.prior_floor)
+    names = tuple(problem.layer_names)
+    log = episode_log(runs["next"])
+    replaced = [i for i, e in enumerate(log) if REDRAWN in e["extra"]]  # type: ignore[operator]
+    assert replaced
+    for i in replaced:
+        earlier = {pairs_key((n, tuple(p)) for n, p in e["policy"].items()) for e in log[:i]}  # type: ignore[attr-defined]
+        action = np.asarray([log[i]["extra"][DECODED]], dtype=np.float32)  # type: ignore[index]
+        _, policies, counts = Redraws(earlier, names, TRIES, "objective").fresh(action, decoder)
+        assert dict(zip(names, policies[0])) == {n: tuple(p) for n, p in log[i]["policy"].items()}  # type: ignore[attr-defined]
+        assert counts[0] == log[i]["extra"][REDRAWN]  # type: ignore[index]

@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from gymnasium import spaces
 
 from haq.core.types import BitPair, Log
-from haq.problem.allocation import ChoiceProblem, choice_problem, least_error_choice
+from haq.problem.allocation import ChoiceProblem, choice_problem, fit_budget, least_error_choice
 from haq.problem.budget import BudgetModel, encode_pair
 from haq.problem.problem import SearchProblem
 from haq.problem.reward_sensitivity import reward_sensitivity
 from haq.problem.sensitivity import Sensitivity
+from haq.problem.solvers import Choice, solve_ilp
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,38 @@ class ObjectiveDecoder:
 
     def policy(self, action: np.ndarray) -> tuple[BitPair, ...]:
         """The least-error allocation under the re-weighed errors at the budget ``action`` sets."""
+        weighed, target = self._objective(action)
+        return weighed.assignment(least_error_choice(weighed, self.model, target))
+
+    def alternative(
+        self, action: np.ndarray, taken: Sequence[tuple[BitPair, ...]]
+    ) -> tuple[tuple[BitPair, ...], tuple[BitPair, ...]] | None:
+        """The least-error allocation under ``action``'s objective and budget among those not in
+        ``taken`` (a no-good cut each, as the ILP baseline's ladder excludes its earlier solutions),
+        as (the solver's answer, that answer fitted to the whole-policy budget); ``None`` when every
+        allocation within the budget is taken. The fitted one can be a taken policy (fitting steps
+        down to it): the caller cuts the solver's answer off too and asks again."""
+        weighed, target = self._objective(action)
+        cuts = [c for c in (self._choice(p) for p in taken) if c is not None]
+        choice = solve_ilp(weighed.costs, weighed.errors, min(target, weighed.budget), exclude=cuts)
+        if choice is None:
+            return None
+        return weighed.assignment(choice), weighed.assignment(fit_budget(weighed, choice, self.model)[0])
+
+    def _objective(self, action: np.ndarray) -> tuple[ChoiceProblem, float]:
+        """The problem with ``action``'s error weights, and the budget it is solved for."""
         a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         weights = np.ones(len(self.problem.errors))
         weights[list(self.free)] = np.exp(self.span * a[:-1])
         errors = tuple(e * w for e, w in zip(self.problem.errors, weights))
-        weighed = dataclasses.replace(self.problem, errors=errors)
         target = self.model.budget.target * (self.floor + (1.0 - self.floor) * (a[-1] + 1.0) / 2.0)
-        return weighed.assignment(least_error_choice(weighed, self.model, target))
+        return dataclasses.replace(self.problem, errors=errors), target
+
+    def _choice(self, pairs: tuple[BitPair, ...]) -> Choice | None:
+        """The option index of each layer's pair; ``None`` for a policy outside the options."""
+        if len(pairs) != len(self.problem.pairs) or any(p not in options for p, options in zip(pairs, self.problem.pairs)):
+            return None
+        return tuple(options.index(p) for p, options in zip(pairs, self.problem.pairs))
 
     def layer_actions(self, action: np.ndarray) -> np.ndarray:
         """The environment's per-layer actions that map to :meth:`policy` (each pair's bin centre)."""

@@ -206,7 +206,8 @@ def train(
                 imitation.uninstall()
         model.logger.close()
         if redraws is not None and log:
-            log(f"objective agent: {redraws.redrawn} of its {remaining} episodes drawn again (a policy of the run repeated)")
+            how = "drawn again" if redraws.source == "agent" else "replaced by its objective's next-best allocation"
+            log(f"objective agent: {redraws.redrawn} of its {remaining} episodes {how} (a policy of the run repeated)")
 
 
 def _imitation(agent: AgentConfig, state: Mapping[str, Any], path: Path) -> SelfImitation | None:
@@ -277,7 +278,7 @@ class AgentEnv:
             decoder = ObjectiveDecoder.build(problem, agent.objective_span, agent.prior_floor, log)
             redraws = None
             if agent.redraws and agent.algo != "ppo" and proposed is not None:
-                redraws = Redraws(proposed, tuple(problem.layer_names), agent.redraws)
+                redraws = Redraws(proposed, tuple(problem.layer_names), agent.redraws, agent.redraw_from)
             agent_env = VecWholePolicy(credited, env.num_layers, decoder, redraws)
         return cls(env, baseline, agent_env)
 
