@@ -1,5 +1,6 @@
 """The final pick also re-scores the run's most repeated proposals: which those are, that they
-join the top ``k`` without displacing it, and the setting's validation and flag."""
+join the top ``k`` without displacing it, a replaced proposal counts as the policy it asked for,
+and the setting's validation and flag."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import pytest
 
 from haq.cli import main as haq_main
 from haq.core.errors import ConfigError
+from haq.evaluation.metrics import PolicyMetrics
 from haq.problem.select import most_repeated, pick_candidates
 from haq.quant import QuantPolicy
-from haq.runs.final_pick import PickConfig
+from haq.runs.final_pick import ASKED, PickConfig, with_asked
+from haq.runs.rundir import EpisodeRecord
 
 
 def _policy(w: int) -> QuantPolicy:
@@ -45,3 +48,28 @@ def test_the_setting_is_validated_in_one_line(capsys: pytest.CaptureFixture[str]
     assert haq_main(["search", "--pick-repeats", "-1", "--episodes", "1"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("haq: ")]
     assert len(err) == 1 and "repeats" in err[0], err
+
+
+def _episode(episode: int, w: int, reward: float, asked: object = None) -> EpisodeRecord:
+    extra = {} if asked is None else {ASKED: asked}
+    return EpisodeRecord(episode, {"conv1": (w, 8), "fc": (8, 8)}, PolicyMetrics(0.9, None, 1.0, None, 64, 0.1), reward, extra)
+
+
+def test_a_replaced_proposal_counts_as_the_policy_it_asked_for() -> None:
+    """An agent whose repeats are replaced asks for its favourite as often as one whose repeats are
+    logged: the pick's most proposed policy is that favourite, at its first record's reward."""
+    favourite = {"conv1": [3, 8], "fc": [8, 8]}
+    records = [
+        _episode(0, 2, 0.9),
+        _episode(1, 3, 0.1),
+        _episode(2, 4, 0.8, asked=favourite),
+        _episode(3, 5, 0.2, asked=favourite),
+        _episode(4, 6, 0.7, asked={"conv1": [7, 8], "fc": [8, 8]}),  # asked for a policy no record holds
+        _episode(5, 7, 0.3, asked={"conv1": "x"}),  # not a policy: counts as nothing
+    ]
+    expanded = with_asked(records)
+    assert [r.episode for r in expanded] == [0, 1, 2, 1, 3, 1, 4, 5]
+    candidates = [(r.quant_policy(), r.reward) for r in expanded]
+    assert [expanded[i].episode for i in most_repeated([c[0] for c in candidates], 1)] == [1]
+    assert [expanded[i].episode for i in pick_candidates(candidates, 3, 2)] == [0, 2, 4, 1]
+    assert most_repeated([r.quant_policy() for r in records], 1) == []  # without them: no repeat at all

@@ -23,6 +23,7 @@ from haq.evaluation.evaluators import pairs_key
 from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
+from haq.runs.final_pick import ASKED
 from haq.search.config import AgentConfig, SearchConfig
 from haq.search.objective import ObjectiveDecoder
 from haq.search.redraw import Redraws
@@ -68,7 +69,7 @@ def _draws(*actions: list[float]) -> tuple[Redraws, list[np.ndarray]]:
 
 def test_a_repeat_of_the_run_or_of_the_batch_is_drawn_again_while_tries_last() -> None:
     redraws, queue = _draws([1.0, 0.0], [0.9, 0.1], [-1.0, -1.0])
-    actions, policies, counts = redraws.fresh(np.array([[0.0, 0.1], [1.0, 0.0]], dtype=np.float32), Rounding())
+    actions, policies, counts, _ = redraws.fresh(np.array([[0.0, 0.1], [1.0, 0.0]], dtype=np.float32), Rounding())
     # the first repeats the run's policy (4, 4 by name), drawn again once; the second then repeats the
     # first's new policy in the same batch and is drawn twice before it is new
     assert policies == [((5, 8), (4, 8)), ((3, 8), (3, 8))] and counts == [1, 2] and not queue
@@ -78,7 +79,7 @@ def test_a_repeat_of_the_run_or_of_the_batch_is_drawn_again_while_tries_last() -
 
 def test_the_last_draw_is_kept_when_every_try_repeats() -> None:
     redraws, queue = _draws(*([[0.1, -0.1]] * TRIES))
-    _, policies, counts = redraws.fresh(np.zeros((1, 2), dtype=np.float32), Rounding())
+    _, policies, counts, _ = redraws.fresh(np.zeros((1, 2), dtype=np.float32), Rounding())
     assert policies == [((4, 8), (4, 8))] and counts == [TRIES] and not queue
 
 
@@ -87,15 +88,16 @@ def test_a_repeat_is_replaced_by_the_objectives_best_allocation_not_taken() -> N
     redraws = Redraws({(("a", 4, 8), ("b", 4, 8))}, ("b", "a"), TRIES, "objective")
     decoder = Nearest()
     actions = np.zeros((3, 2), dtype=np.float32)
-    out, policies, counts = redraws.fresh(actions, decoder)
+    out, policies, counts, asked = redraws.fresh(actions, decoder)
     assert policies == [((3, 8), (4, 8)), ((4, 8), (3, 8)), ((4, 8), (5, 8))] and counts == [1, 1, 1]
+    assert asked == [((4, 8), (4, 8))] * 3
     assert decoder.asked == [1, 2, 3] and np.array_equal(out, actions) and redraws.redrawn == 3
 
 
 def test_a_repeat_stays_when_no_allocation_is_left() -> None:
     every = {Redraws(set(), ("a",), 1).key(((w, 8),)) for w in (3, 4, 5)}
     redraws = Redraws(every, ("a",), TRIES, "objective")
-    _, policies, counts = redraws.fresh(np.zeros((1, 1), dtype=np.float32), Nearest())
+    _, policies, counts, _ = redraws.fresh(np.zeros((1, 1), dtype=np.float32), Nearest())
     assert policies == [((4, 8),)] and counts == [0]
 
 
@@ -234,6 +236,23 @@ def test_each_replacement_in_the_log_is_its_actions_next_best_then(problem: Sear
     for i in replaced:
         earlier = {pairs_key((n, tuple(p)) for n, p in e["policy"].items()) for e in log[:i]}  # type: ignore[attr-defined]
         action = np.asarray([log[i]["extra"][DECODED]], dtype=np.float32)  # type: ignore[index]
-        _, policies, counts = Redraws(earlier, names, TRIES, "objective").fresh(action, decoder)
+        _, policies, counts, _ = Redraws(earlier, names, TRIES, "objective").fresh(action, decoder)
         assert dict(zip(names, policies[0])) == {n: tuple(p) for n, p in log[i]["policy"].items()}  # type: ignore[attr-defined]
         assert counts[0] == log[i]["extra"][REDRAWN]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", ["redraws", "next"])
+def test_a_replaced_episode_records_the_repeat_it_asked_for(problem: SearchProblem, runs: dict[str, Path], name: str) -> None:
+    """The policy its logged action decodes to, proposed earlier in the run; an episode not replaced records none."""
+    decoder = ObjectiveDecoder.build(problem, OBJECTIVE.objective_span, OBJECTIVE.prior_floor)
+    names = tuple(problem.layer_names)
+    log = episode_log(runs[name])
+    for i, e in enumerate(log):
+        extra = e["extra"]
+        assert (ASKED in extra) == (REDRAWN in extra)  # type: ignore[operator]
+        if ASKED not in extra:  # type: ignore[operator]
+            continue
+        asked = {n: tuple(p) for n, p in extra[ASKED].items()}  # type: ignore[index]
+        if name == "next":  # the action stepped is the one asked with; a redraw steps another
+            assert asked == dict(zip(names, decoder.policy(np.asarray(extra[DECODED], dtype=np.float32))))  # type: ignore[index]
+        assert asked in [{n: tuple(p) for n, p in earlier["policy"].items()} for earlier in log[:i]]  # type: ignore[attr-defined]

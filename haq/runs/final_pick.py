@@ -36,6 +36,7 @@ from typing import Any, Sequence
 from haq.core.errors import ConfigError
 from haq.core.fileio import atomic_write_text
 from haq.core.validate import count, finite
+from haq.evaluation.evaluators import PolicyKey, pairs_key
 from haq.problem.fidelity import FULL
 from haq.problem.problem import SearchProblem
 from haq.problem.select import Pick, pick_final
@@ -46,6 +47,9 @@ PICK_FILE = "final_pick.json"
 POLICY_FILE = "final_policy.json"
 PICK_FORMAT = "haq.final_pick"
 PICK_VERSION = 4
+ASKED = "asked"
+"""The episode annotation of the policy a replaced proposal first asked for, ``{layer: [w, a]}``
+(:mod:`haq.search.redraw`): the repeat it replaced, which the pick counts (:func:`with_asked`)."""
 
 
 @dataclass(frozen=True)
@@ -144,10 +148,36 @@ def promoted(records: Sequence[EpisodeRecord], problem: SearchProblem, fraction:
     ]
 
 
+def with_asked(records: Sequence[EpisodeRecord]) -> list[EpisodeRecord]:
+    """``records`` with, after each episode that replaced a repeating proposal, the first record of
+    the policy it asked for, as the repeat would have been logged (a cache hit with that record's
+    reward). Why: the pick's most proposed policy (``PickConfig.repeats`` and ``defer``) is what
+    the agent kept asking for; an agent whose repeats are replaced (``AgentConfig.redraws``) asks
+    for its favourite as often as before but leaves no repeat in the log: on the digits CNN the
+    pick kept the most proposed policy in 1 run of 10 with repeats replaced by the objective's
+    next-best, 7 of 10 without. An asked policy that no record here holds (screened out) adds
+    nothing."""
+    first: dict[PolicyKey, EpisodeRecord] = {}
+    out: list[EpisodeRecord] = []
+    for r in records:
+        first.setdefault(pairs_key(r.policy.items()), r)
+        out.append(r)
+        asked = r.extra.get(ASKED)
+        if isinstance(asked, dict):
+            try:
+                key = pairs_key((str(n), (int(p[0]), int(p[1]))) for n, p in asked.items())
+            except (TypeError, ValueError, IndexError, KeyError):
+                continue  # not a policy: counted as nothing, as a record without the annotation
+            if key in first:
+                out.append(first[key])
+    return out
+
+
 def pick_run(problem: SearchProblem, records: Sequence[EpisodeRecord], cfg: PickConfig) -> FinalPick:
-    """Promote (multi-fidelity runs, ``cfg.promote``), then pick among the run's judged episodes."""
+    """Promote (multi-fidelity runs, ``cfg.promote``), then pick among the run's judged episodes
+    (each replaced proposal's asked-for policy counted as proposed again, :func:`with_asked`)."""
     extra = promoted(records, problem, cfg.promote)
-    candidates = (*judged(records, problem), *extra)
+    candidates = (*with_asked(judged(records, problem)), *extra)
     if not candidates:
         raise ConfigError("the run has no episode scored in full to pick from; run more episodes")
     pick = pick_final(
@@ -196,4 +226,4 @@ def write_pick(run_dir: Path, final: FinalPick) -> Path:
     return path
 
 
-__all__ = ["PICK_FILE", "POLICY_FILE", "FinalPick", "PickConfig", "judged", "pick_run", "promoted", "write_pick"]
+__all__ = ["ASKED", "PICK_FILE", "POLICY_FILE", "FinalPick", "PickConfig", "judged", "pick_run", "promoted", "with_asked", "write_pick"]

@@ -34,7 +34,7 @@ the digits CNN, the portfolio's final test reward fell from +1.169 to +1.069 (me
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -61,6 +61,16 @@ class Alternatives(Allocator, Protocol):
     ) -> tuple[tuple[BitPair, ...], tuple[BitPair, ...]] | None:
         """(the solver's answer, fitted to the budget) not among ``taken``; ``None`` if none is left."""
         ...
+
+
+class Fresh(NamedTuple):
+    """A batch after :meth:`Redraws.fresh`: the actions to step, each one's policy, how many
+    times each was replaced, and the policy each action first asked for (a repeat where replaced)."""
+
+    actions: np.ndarray
+    policies: list[tuple[BitPair, ...]]
+    counts: list[int]
+    asked: list[tuple[BitPair, ...]]
 
 
 @dataclass
@@ -92,8 +102,9 @@ class Redraws:
         named = {n: (w, a) for n, w, a in key}
         return tuple(named[n] for n in self.names)
 
-    def fresh(self, actions: np.ndarray, decoder: Allocator) -> tuple[np.ndarray, list[tuple[BitPair, ...]], list[int]]:
-        """The batch's actions with repeats replaced, each one's policy, and how many times each was replaced."""
+    def fresh(self, actions: np.ndarray, decoder: Allocator) -> Fresh:
+        """The batch's actions with repeats replaced, each one's policy, how many times each was
+        replaced, and the policy each first asked for."""
         if self.source == "agent":
             self._draw()
         if self.source == "objective" and not isinstance(decoder, Alternatives):
@@ -101,15 +112,17 @@ class Redraws:
         out = np.array(actions, dtype=np.float32, copy=True)
         policies: list[tuple[BitPair, ...]] = []
         counts: list[int] = []
+        asked: list[tuple[BitPair, ...]] = []
         batch: set[PolicyKey] = set()
         for i in range(len(out)):
             pairs = decoder.policy(out[i])
+            asked.append(pairs)
             key, n = self.key(pairs), 0
             taken: list[tuple[BitPair, ...]] | None = None
             while n < self.tries and (key in self.proposed or key in batch):
                 if isinstance(decoder, Alternatives) and self.source == "objective":
-                    if taken is None:
-                        taken = [self.pairs(k) for k in (*self.proposed, *batch)]
+                    if taken is None:  # sorted: the solver's pick among tied answers may follow the cuts' order
+                        taken = [self.pairs(k) for k in sorted(self.proposed | batch)]
                     found = decoder.alternative(out[i], taken)
                     if found is None:
                         break
@@ -123,7 +136,7 @@ class Redraws:
             policies.append(pairs)
             counts.append(n)
             self.redrawn += n > 0
-        return out, policies, counts
+        return Fresh(out, policies, counts, asked)
 
     def _draw(self) -> Draw:
         """The agent's draw (set once the agent exists)."""
@@ -132,4 +145,4 @@ class Redraws:
         return self.draw
 
 
-__all__ = ["Allocator", "Alternatives", "Draw", "Redraws"]
+__all__ = ["Allocator", "Alternatives", "Draw", "Fresh", "Redraws"]

@@ -44,6 +44,7 @@ from haq.evaluation.metrics import PolicyMetrics
 from haq.problem.finetune_lr import built_from
 from haq.problem.problem import SearchProblem
 from haq.problem.sensitivity import Sensitivity
+from haq.runs.final_pick import ASKED
 from haq.runs.progress import OnProgress, Progress
 from haq.runs.proposer import Proposer, RunResult
 from haq.runs.replay import replay
@@ -64,7 +65,7 @@ from haq.search.rungs import RUNG, centre_on_rung
 from haq.search.snapshot import TrainingState
 from haq.search.whole_policy import DECODED, REDRAWN, VecWholePolicy
 
-ANNOTATIONS = ("fidelity", "cheap_reward", DECODED, REDRAWN)
+ANNOTATIONS = ("fidelity", "cheap_reward", DECODED, REDRAWN, ASKED)
 """What an episode record keeps of how its policy was scored (:meth:`haq.problem.fidelity.Scored.annotations`),
 what it was decoded from (an objective agent's action) and how often that was drawn again."""
 

@@ -34,6 +34,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 
 from haq.core.errors import InternalError
 from haq.core.types import BitPair
+from haq.runs.final_pick import ASKED
 from haq.search.redraw import Allocator, Redraws
 
 APPLIED = "applied_action"
@@ -90,6 +91,7 @@ class VecWholePolicy(VecEnvWrapper):
         self._actions: np.ndarray | None = None
         self._decoded: np.ndarray | None = None
         self._redrawn: list[int] | None = None
+        self._asked: list[tuple[BitPair, ...]] | None = None
 
     def _observation(self) -> np.ndarray:
         return np.ones((self.num_envs, 1), dtype=np.float32)
@@ -100,10 +102,11 @@ class VecWholePolicy(VecEnvWrapper):
 
     def step_async(self, actions: np.ndarray) -> None:
         actions = np.asarray(actions, dtype=np.float32)
-        self._decoded, self._redrawn = None, None
+        self._decoded, self._redrawn, self._asked = None, None, None
         if self.redraws is not None and self._allocator is not None:
-            self._decoded, policies, self._redrawn = self.redraws.fresh(np.clip(actions, -1.0, 1.0), self._allocator)
-            actions = np.stack([self._allocator.encode(p) for p in policies]).astype(np.float32)
+            fresh = self.redraws.fresh(np.clip(actions, -1.0, 1.0), self._allocator)
+            self._decoded, self._redrawn, self._asked = fresh.actions, fresh.counts, fresh.asked
+            actions = np.stack([self._allocator.encode(p) for p in fresh.policies]).astype(np.float32)
         elif self.decoder is not None:
             self._decoded = np.clip(actions, -1.0, 1.0)
             actions = np.stack([self.decoder.layer_actions(a) for a in actions]).astype(np.float32)
@@ -134,6 +137,8 @@ class VecWholePolicy(VecEnvWrapper):
                 info[APPLIED] = self._decoded[i].copy()
                 if self._redrawn[i]:
                     info[REDRAWN] = self._redrawn[i]
+                    if self._asked is not None and self.redraws is not None:
+                        info[ASKED] = {n: [int(w), int(a)] for n, (w, a) in zip(self.redraws.names, self._asked[i])}
         return obs, total, dones, infos
 
 
