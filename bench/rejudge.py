@@ -60,7 +60,7 @@ from search_quality import (
 
 from haq.core.fileio import atomic_write_text
 from haq.evaluation.evaluators import policy_key
-from haq.runs.final_pick import FinalPick, pick_run
+from haq.runs.final_pick import FinalPick, pick_run, with_asked
 from haq.runs.replay import replay
 from haq.runs.rundir import EpisodeRecord, RunDir
 
@@ -105,7 +105,7 @@ def choice(final: FinalPick, records: Sequence[EpisodeRecord]) -> str:
     it stood to the run's most proposed policy on the choosing images (with deferral)."""
     chosen, pick = final.chosen, final.pick
     key = policy_key(chosen.quant_policy())
-    proposed = sum(policy_key(r.quant_policy()) == key for r in records)
+    proposed = sum(policy_key(r.quant_policy()) == key for r in with_asked(records))  # a replaced proposal asked for it too
     said = f"chose episode {chosen.episode} (proposed {proposed} times)"
     if pick.settled is None:
         return said
