@@ -207,8 +207,9 @@ def test_a_run_with_redraws_killed_resumes_to_the_log_of_one_never_killed(
     assert episode_log(tmp_path / "killed") == episode_log(runs[name])
 
 
+@pytest.mark.parametrize("name", ["redraws", "next"])
 def test_a_transfer_of_an_agent_that_redraws_acts_deterministically_then_redraws(
-    runs: dict[str, Path], tmp_path: Path, cache_dir: Path
+    runs: dict[str, Path], tmp_path: Path, cache_dir: Path, name: str
 ) -> None:
     """Its zero-shot episode is the actor's own deterministic action, never drawn again; its
     fine-tuning is a search and draws its repeats again."""
@@ -216,13 +217,14 @@ def test_a_transfer_of_an_agent_that_redraws_acts_deterministically_then_redraws
     from haq.transfer.run import ZERO_SHOT
     from haq.transfer.source import load_source
 
-    cfg = TransferConfig(source=str(runs["redraws"]), table="bismo-edge", episodes=10)
+    cfg = TransferConfig(source=str(runs[name]), table="bismo-edge", episodes=10)
     result = run_transfer(cfg, make_problem(transfer_env(cfg), cache_dir=cache_dir), tmp_path / "t")
     zero, rest = result.records[0], result.records[1:]
     assert zero.extra["phase"] == ZERO_SHOT and REDRAWN not in zero.extra
     keys = [tuple(sorted(r.policy.items())) for r in result.records]
     assert all(r.extra.get(REDRAWN) == TRIES for i, r in enumerate(rest, 1) if keys[i] in keys[:i])
-    assert len(rest) == 10 and load_source(runs["redraws"]).config.agent.redraws == TRIES
+    assert len(rest) == 10 and load_source(runs[name]).config.agent.redraws == TRIES
+    assert load_source(runs[name]).config.agent.redraw_from == ("objective" if name == "next" else "agent")
 
 
 def test_each_replacement_in_the_log_is_its_actions_next_best_then(problem: SearchProblem, runs: dict[str, Path]) -> None:

@@ -67,7 +67,8 @@ from haq.search.whole_policy import DECODED, REDRAWN, VecWholePolicy
 
 ANNOTATIONS = ("fidelity", "cheap_reward", DECODED, REDRAWN, ASKED)
 """What an episode record keeps of how its policy was scored (:meth:`haq.problem.fidelity.Scored.annotations`),
-what it was decoded from (an objective agent's action) and how often that was drawn again."""
+what it was decoded from (an objective agent's action), how often a repeat was replaced and the
+repeat it first asked for (which the final pick counts)."""
 
 
 class RLSearch(Proposer[AgentStore]):
