@@ -237,8 +237,10 @@ class AgentConfig:
         +1.350 against the default's +1.280 (10-seed judge +1.385 against +1.291, better on 8
         seeds, worse on 2; the ILP +1.255 / +1.276); digits CNN seeds 60-69 +1.234 against +1.192
         but under the judge +1.131 against +1.232 (worse on 7), +1.213 (worse on 6) once the pick
-        counted replaced proposals (:func:`haq.runs.final_pick.with_asked`): not the default. A
-        run stored before this field existed drew from the agent.
+        counted replaced proposals (:func:`haq.runs.final_pick.with_asked`); fresh seeds with that
+        pick, MLP 100-109 +1.350 against +1.226 (judge better on 8, worse on 1), CNN 70-79 +1.069
+        against +1.179 (judge worse on 8): not the default. A run stored before this field existed
+        drew from the agent.
     """
 
     algo: str = "auto"
