@@ -41,7 +41,7 @@ from haq.problem.fidelity import FULL
 from haq.problem.problem import SearchProblem
 from haq.problem.select import Pick, pick_final
 from haq.quant import QuantPolicy
-from haq.runs.rundir import EpisodeRecord
+from haq.runs.rundir import EpisodeRecord, policy_from_json
 
 PICK_FILE = "final_pick.json"
 POLICY_FILE = "final_policy.json"
@@ -165,7 +165,7 @@ def with_asked(records: Sequence[EpisodeRecord]) -> list[EpisodeRecord]:
         asked = r.extra.get(ASKED)
         if isinstance(asked, dict):
             try:
-                key = pairs_key((str(n), (int(p[0]), int(p[1]))) for n, p in asked.items())
+                key = pairs_key(policy_from_json(asked).items())
             except (TypeError, ValueError, IndexError, KeyError):
                 continue  # not a policy: counted as nothing, as a record without the annotation
             if key in first:

@@ -60,7 +60,7 @@ class EpisodeRecord:
     def to_json(self) -> str:
         """One JSONL line (without the newline)."""
         return json.dumps(
-            {"episode": self.episode, "policy": {n: list(p) for n, p in self.policy.items()}, **self.metrics.to_dict(),
+            {"episode": self.episode, "policy": policy_json(self.policy), **self.metrics.to_dict(),
              "reward": self.reward, **({"extra": dict(self.extra)} if self.extra else {})},
             allow_nan=False,
         )
@@ -70,7 +70,7 @@ class EpisodeRecord:
         """Parse one line; a malformed line is a :class:`RunDirError` naming the file."""
         try:
             d = jsonio.loads(line, source, error=RunDirError)
-            policy = {str(n): (int(p[0]), int(p[1])) for n, p in d["policy"].items()}
+            policy = policy_from_json(d["policy"])
             return cls(int(d["episode"]), policy, PolicyMetrics.from_dict(d), float(d["reward"]), d.get("extra", {}))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
             raise RunDirError(f"{source}: malformed episode line ({type(exc).__name__}: {exc})") from exc
@@ -86,6 +86,17 @@ class EpisodeRecord:
         """The episode's policy as a :class:`QuantPolicy` (meta: episode, reward, metrics)."""
         meta = {"episode": self.episode, "reward": self.reward, "metrics": self.metrics.to_dict(), **dict(self.extra)}
         return QuantPolicy.from_pairs(self.policy.items(), meta)
+
+
+def policy_json(policy: Mapping[str, BitPair]) -> dict[str, list[int]]:
+    """A policy as a run's log writes it: layer name → ``[w, a]``."""
+    return {n: [int(w), int(a)] for n, (w, a) in policy.items()}
+
+
+def policy_from_json(raw: Mapping[str, Any]) -> dict[str, BitPair]:
+    """A policy a run's log wrote (:func:`policy_json`); TypeError, ValueError or IndexError when
+    ``raw`` holds something else."""
+    return {str(n): (int(p[0]), int(p[1])) for n, p in raw.items()}
 
 
 class RunDir:

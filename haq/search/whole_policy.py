@@ -35,6 +35,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 from haq.core.errors import InternalError
 from haq.core.types import BitPair
 from haq.runs.final_pick import ASKED
+from haq.runs.rundir import policy_json
 from haq.search.redraw import Allocator, Redraws
 
 APPLIED = "applied_action"
@@ -138,7 +139,7 @@ class VecWholePolicy(VecEnvWrapper):
                 if self._redrawn[i]:
                     info[REDRAWN] = self._redrawn[i]
                     if self._asked is not None and self.redraws is not None:
-                        info[ASKED] = {n: [int(w), int(a)] for n, (w, a) in zip(self.redraws.names, self._asked[i])}
+                        info[ASKED] = policy_json(dict(zip(self.redraws.names, self._asked[i])))
         return obs, total, dones, infos
 
 
