@@ -105,10 +105,13 @@ class Redraws:
     def fresh(self, actions: np.ndarray, decoder: Allocator) -> Fresh:
         """The batch's actions with repeats replaced, each one's policy, how many times each was
         replaced, and the policy each first asked for."""
-        if self.source == "agent":
+        alternatives: Alternatives | None = None
+        if self.source == "objective":
+            if not isinstance(decoder, Alternatives):
+                raise InternalError("replacing a repeat by the objective's next-best needs a decoder with alternative()")
+            alternatives = decoder
+        else:
             self._draw()
-        if self.source == "objective" and not isinstance(decoder, Alternatives):
-            raise InternalError("replacing a repeat by the objective's next-best needs a decoder with alternative()")
         out = np.array(actions, dtype=np.float32, copy=True)
         policies: list[tuple[BitPair, ...]] = []
         counts: list[int] = []
@@ -120,10 +123,10 @@ class Redraws:
             key, n = self.key(pairs), 0
             taken: list[tuple[BitPair, ...]] | None = None
             while n < self.tries and (key in self.proposed or key in batch):
-                if isinstance(decoder, Alternatives) and self.source == "objective":
+                if alternatives is not None:
                     if taken is None:  # sorted: the solver's pick among tied answers may follow the cuts' order
                         taken = [self.pairs(k) for k in sorted(self.proposed | batch)]
-                    found = decoder.alternative(out[i], taken)
+                    found = alternatives.alternative(out[i], taken)
                     if found is None:
                         break
                     taken.append(found[0])
