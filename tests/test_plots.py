@@ -72,6 +72,13 @@ def test_plot_command_defaults_to_the_run_dir(tmp_path: Path, capsys: pytest.Cap
             lambda p: (write_run(p, "search", {}, [0.1]), (p / "episodes.jsonl").write_text('{"episode": 0}\n')),
             "malformed episode line",
         ),
+        (
+            lambda p: (
+                write_run(p, "search", {}, [0.1]),
+                (p / "episodes.jsonl").write_text('{"episode": 0, "policy": [[8, 8]]}\n'),  # a list, not layer -> pair
+            ),
+            "malformed episode line",
+        ),
     ],
 )
 def test_bad_run_dirs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: object, match: str) -> None:

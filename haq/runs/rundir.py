@@ -72,7 +72,7 @@ class EpisodeRecord:
             d = jsonio.loads(line, source, error=RunDirError)
             policy = policy_from_json(d["policy"])
             return cls(int(d["episode"]), policy, PolicyMetrics.from_dict(d), float(d["reward"]), d.get("extra", {}))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise RunDirError(f"{source}: malformed episode line ({type(exc).__name__}: {exc})") from exc
 
     def pairs(self, layer_names: Sequence[str]) -> tuple[BitPair, ...] | None:
