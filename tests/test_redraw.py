@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 from run_helpers import episode_log, interrupted_search, with_empty_cache
 
+from haq.cli import build_parser, main
+from haq.commands.search import search_config
 from haq.core.config import from_dict, to_dict
 from haq.core.errors import ConfigError, InternalError
 from haq.core.types import BitPair
 from haq.evaluation.config import EvalConfig
 from haq.evaluation.evaluators import pairs_key
+from haq.jobs.flags import resolve_job
 from haq.jobs.problems import make_problem
 from haq.problem.config import EnvConfig
 from haq.problem.problem import SearchProblem
@@ -141,6 +144,40 @@ def test_a_config_stored_before_redraw_from_existed_drew_from_the_agent() -> Non
     assert from_dict(AgentConfig, stored, stored=True).redraw_from == "agent"
 
 
+def _flags_agent(*argv: str) -> AgentConfig:
+    _, job = resolve_job(build_parser("search").parse_args(["search", *argv]), "search", lambda n: {"search": search_config(n)})
+    return job.section("search").agent  # type: ignore[no-any-return]
+
+
+def test_the_search_flags_set_redraws_and_their_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    agent = _flags_agent("--redraws", "8", "--redraw-from", "objective")
+    assert (agent.redraws, agent.redraw_from) == (8, "objective")
+    assert _flags_agent() == AgentConfig()
+    job = tmp_path / "job.toml"
+    job.write_text('version = 1\nkind = "search"\n[search.agent]\nredraw_from = "objective"\nredraws = 2\n')
+    agent = _flags_agent("--config", str(job), "--redraws", "3")
+    assert (agent.redraws, agent.redraw_from) == (3, "objective")
+    assert main(["search", "--redraw-from", "ilp", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["haq: error: unknown redraw_from 'ilp'; choose one of agent, objective"], err
+
+
+@pytest.mark.parametrize(
+    ("agent", "replaces"),
+    [
+        (AgentConfig(decision="objective", redraws=2), True),
+        (AgentConfig(decision="objective", redraws=0), False),
+        (AgentConfig(decision="objective", redraws=2, algo="ppo"), False),
+        (AgentConfig(decision="layer", redraws=2), False),
+        (AgentConfig(decision="policy", redraws=2), False),
+    ],
+)
+def test_only_an_off_policy_objective_agent_replaces_repeats(agent: AgentConfig, replaces: bool) -> None:
+    assert agent.for_problem(has_prior=False).replaces_repeats is replaces
+    with pytest.raises(InternalError, match="must be resolved"):
+        _ = dataclasses.replace(agent, algo="auto").replaces_repeats
+
+
 @pytest.fixture(scope="module")
 def problem(cache_dir: Path) -> SearchProblem:
     return make_problem(EnvConfig(evaluation=CHEAP, action_prior="uniform"), cache_dir=cache_dir)
@@ -258,3 +295,16 @@ def test_a_replaced_episode_records_the_repeat_it_asked_for(problem: SearchProbl
         if name == "next":  # the action stepped is the one asked with; a redraw steps another
             assert asked == dict(zip(names, decoder.policy(np.asarray(extra[DECODED], dtype=np.float32))))  # type: ignore[index]
         assert asked in [{n: tuple(p) for n, p in earlier["policy"].items()} for earlier in log[:i]]  # type: ignore[attr-defined]
+
+
+def test_redraws_an_agent_cannot_use_are_named_once_not_silently_dropped(problem: SearchProblem, tmp_path: Path) -> None:
+    lines: list[str] = []
+    layer = AgentConfig(decision="layer", warmup_episodes=2, hidden=(16,), redraws=TRIES)
+    config = dataclasses.replace(_config(problem, layer), episodes=3)
+    run_search(config, with_empty_cache(problem), tmp_path / "layer", log=lines.append)
+    ignored = [line for line in lines if line.startswith("redraws = ")]
+    assert ignored == [
+        f"redraws = {TRIES} is ignored: it replaces an off-policy objective agent's repeats, and this search runs layer "
+        "with agent auto (decision objective or portfolio, not ppo)"
+    ]
+    assert not any(REDRAWN in e["extra"] for e in episode_log(tmp_path / "layer"))  # type: ignore[operator]

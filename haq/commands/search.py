@@ -20,7 +20,7 @@ from haq.jobs.flags import add_job_args, resolve_job
 from haq.problem.config import ACTION_PRIORS, METRICS, OBSERVATIONS, PROJECTIONS, BudgetConfig, EnvConfig
 from haq.runs.finetune_lr_file import recorded_finetune_lr
 from haq.runs.rundir import BEST_FILE, EpisodeRecord
-from haq.search.config import AGENTS, DECISIONS, AgentConfig, SearchConfig
+from haq.search.config import AGENTS, DECISIONS, REDRAW_SOURCES, AgentConfig, SearchConfig
 
 if TYPE_CHECKING:
     from haq.jobs.document import Job
@@ -67,6 +67,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         type=int,
         default=AgentConfig().prior_rungs,
         help="budgets the prior allocation is evaluated at before a centred agent starts on the best (0: the full budget's)",
+    )
+    p.add_argument(
+        "--redraws",
+        type=int,
+        default=AgentConfig().redraws,
+        help="an objective agent's proposal that repeats one of the run's policies is replaced up to this many times "
+        "(0: never; off-policy objective agents, so decision objective or portfolio)",
+    )
+    p.add_argument(
+        "--redraw-from",
+        default=AgentConfig().redraw_from,
+        help=f"where a replaced repeat comes from: {', '.join(REDRAW_SOURCES)} (agent: another draw from its policy; "
+        "objective: the same action's next-best allocation not yet proposed, measured ahead of the default and the ILP on "
+        "the digits MLP, behind the default on the digits CNN)",
     )
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<agent>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings; --episodes may grow)")
@@ -147,7 +161,14 @@ def search_config(ns: argparse.Namespace) -> SearchConfig:
     """Validated search config from parsed flags."""
     return SearchConfig(
         env=dataclasses.replace(env_config(ns), action_prior=ns.action_prior, observation=ns.observation),
-        agent=AgentConfig(algo=ns.agent, warmup_episodes=ns.warmup, prior_rungs=ns.prior_rungs, decision=ns.decision),
+        agent=AgentConfig(
+            algo=ns.agent,
+            warmup_episodes=ns.warmup,
+            prior_rungs=ns.prior_rungs,
+            decision=ns.decision,
+            redraws=ns.redraws,
+            redraw_from=ns.redraw_from,
+        ),
         episodes=ns.episodes,
         seed=ns.seed,
     )

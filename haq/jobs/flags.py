@@ -61,6 +61,8 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "warmup": ("search.agent.warmup_episodes",),
         "prior_rungs": ("search.agent.prior_rungs",),
         "decision": ("search.agent.decision",),
+        "redraws": ("search.agent.redraws",),
+        "redraw_from": ("search.agent.redraw_from",),
         "action_prior": ("search.env.action_prior",),
         "observation": ("search.env.observation",),
         "projection": ("search.env.projection",),

@@ -288,6 +288,15 @@ class AgentConfig:
             raise InternalError("AgentConfig.algo 'auto' must be resolved with for_problem() before use")
         return self.algo == "ddpg" if self.reward_baseline is None else self.reward_baseline
 
+    @property
+    def replaces_repeats(self) -> bool:
+        """Whether this agent replaces its repeating proposals (of a resolved config: see
+        :meth:`for_problem`): ``redraws`` applies to an off-policy objective agent only, as PPO's
+        update needs the log-probability of the action its rollout holds."""
+        if self.algo == "auto":
+            raise InternalError("AgentConfig.algo 'auto' must be resolved with for_problem() before use")
+        return self.redraws > 0 and self.decision == "objective" and self.algo != "ppo"
+
     def resolved_decision(self, has_prior: bool) -> str:
         """``decision`` with ``auto`` resolved for a problem with or without an action prior."""
         if self.decision != "auto":

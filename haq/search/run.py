@@ -86,7 +86,14 @@ class RLSearch(Proposer[AgentStore]):
         return self.config.episodes
 
     def _propose(self, problem: SearchProblem, store: AgentStore, progress: OnProgress | None, log: Log | None) -> None:
-        phases = self.config.agent.phases(self.config.episodes, problem.prior is not None)
+        has_prior = problem.prior is not None
+        phases = self.config.agent.phases(self.config.episodes, has_prior)
+        if log and self.config.agent.redraws and not any(m.for_problem(has_prior).replaces_repeats for m, _ in phases):
+            decisions = "/".join(m.decision for m, _ in phases)
+            log(
+                f"redraws = {self.config.agent.redraws} is ignored: it replaces an off-policy objective agent's repeats, "
+                f"and this search runs {decisions} with agent {self.config.agent.algo} (decision objective or portfolio, not ppo)"
+            )
         for phase, (member, end) in enumerate(phases):
             if len(store.records) >= end:
                 continue
@@ -94,7 +101,7 @@ class RLSearch(Proposer[AgentStore]):
                 first = len(store.records) + 1
                 log(f"portfolio: agent {phase + 1} of {len(phases)} ({member.decision}) proposes episodes {first}-{end}")
             config = dataclasses.replace(self.config, agent=member, episodes=end)
-            centred = centre_on_rung(problem, member.for_problem(problem.prior is not None), store, end, progress, log)
+            centred = centre_on_rung(problem, member.for_problem(has_prior), store, end, progress, log)
             train(store, config, centred, progress, log, phase=phase, total=self.config.episodes)
 
     def _derived(self, problem: SearchProblem) -> dict[str, Any]:
@@ -279,7 +286,7 @@ class AgentEnv:
         elif agent.decision == "objective":
             decoder = ObjectiveDecoder.build(problem, agent.objective_span, agent.prior_floor, log)
             redraws = None
-            if agent.redraws and agent.algo != "ppo" and proposed is not None:
+            if agent.replaces_repeats and proposed is not None:
                 redraws = Redraws(proposed, tuple(problem.layer_names), agent.redraws, agent.redraw_from)
             agent_env = VecWholePolicy(credited, env.num_layers, decoder, redraws)
         return cls(env, baseline, agent_env)
