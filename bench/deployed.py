@@ -10,7 +10,9 @@ two evaluators, are compared best by what that gives.
     python bench/deployed.py SQ [SQ2 ...] --models digits_mlp --methods rl rl-multi --out D
 
 Rows (one per run: model, method, seed, rate, chosen episode, final reward, clean and robust
-accuracy) go to ``--out``/deployed.json as they are made; a rerun skips the runs already there.
+accuracy, each evaluator seed's reward) go to ``--out``/deployed.json as they are made; a rerun
+skips the runs already there. The table gives each method's median over its runs and the median
+spread (std) of a run's reward across evaluator seeds.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def deployed(roots: Sequence[Path], out: Path, models: Sequence[str], methods: S
                     "reward": statistics.mean(s[0] for s in scores),
                     "clean": statistics.mean(s[1] for s in scores),
                     "robust": statistics.mean(s[2] for s in scores),
+                    "rewards": [s[0] for s in scores],
                 }
                 rows.append(row)
                 atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
@@ -104,18 +107,29 @@ def haq_pick() -> dict[str, Any]:
     return {"repeats": d.repeats, "defer": d.defer, "select_seeds": d.select_seeds}
 
 
+def seed_spread(rows: Sequence[dict[str, Any]]) -> str:
+    """The median over ``rows`` of the standard deviation of a run's final reward across evaluator
+    seeds: how far one fine-tune of a policy strays from another, the noise a comparison of the
+    medians sits in ("n/a" with one seed, or for rows written before the seeds' rewards were kept)."""
+    spreads = [statistics.stdev(r["rewards"]) for r in rows if len(r.get("rewards", ())) > 1]
+    return f"{statistics.median(spreads):.3f}" if spreads else "n/a"
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    """Median final reward (and accuracies) per model, method and DQ fine-tune rate."""
+    """Median final reward (and accuracies, and the spread across evaluator seeds) per model, method
+    and DQ fine-tune rate."""
     lines = [
-        "| model | method | DQ fine-tune lr | runs | final reward (median [range]) | clean | robust |",
-        "|---|---|---|---|---|---|---|",
+        "| model | method | DQ fine-tune lr | runs | final reward (median [range]) | clean | robust | std across seeds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted({(r["model"], r["method"], r["finetune_lr"]) for r in rows}):
         mine = [r for r in rows if (r["model"], r["method"], r["finetune_lr"]) == key]
         rewards = [r["reward"] for r in mine]
         spread = f"{statistics.median(rewards):+.3f} [{min(rewards):+.3f}, {max(rewards):+.3f}]"
         clean, robust = (100 * statistics.median(r[k] for r in mine) for k in ("clean", "robust"))
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | {len(mine)} | {spread} | {clean:.1f}% | {robust:.1f}% |")
+        lines.append(
+            f"| {key[0]} | {key[1]} | {key[2]:g} | {len(mine)} | {spread} | {clean:.1f}% | {robust:.1f}% | {seed_spread(mine)} |"
+        )
     return "\n".join(lines)
 
 
