@@ -305,6 +305,6 @@ def test_redraws_an_agent_cannot_use_are_named_once_not_silently_dropped(problem
     ignored = [line for line in lines if line.startswith("redraws = ")]
     assert ignored == [
         f"redraws = {TRIES} is ignored: it replaces an off-policy objective agent's repeats, and this search runs layer "
-        "with agent auto (decision objective or portfolio, not ppo)"
+        "(sac) (decision objective or portfolio, not ppo)"
     ]
     assert not any(REDRAWN in e["extra"] for e in episode_log(tmp_path / "layer"))  # type: ignore[operator]

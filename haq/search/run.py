@@ -88,11 +88,12 @@ class RLSearch(Proposer[AgentStore]):
     def _propose(self, problem: SearchProblem, store: AgentStore, progress: OnProgress | None, log: Log | None) -> None:
         has_prior = problem.prior is not None
         phases = self.config.agent.phases(self.config.episodes, has_prior)
-        if log and self.config.agent.redraws and not any(m.for_problem(has_prior).replaces_repeats for m, _ in phases):
-            decisions = "/".join(m.decision for m, _ in phases)
+        resolved = [m.for_problem(has_prior) for m, _ in phases]
+        if log and self.config.agent.redraws and not any(a.replaces_repeats for a in resolved):
+            agents = ", then ".join(f"{a.decision} ({a.algo})" for a in resolved)
             log(
                 f"redraws = {self.config.agent.redraws} is ignored: it replaces an off-policy objective agent's repeats, "
-                f"and this search runs {decisions} with agent {self.config.agent.algo} (decision objective or portfolio, not ppo)"
+                f"and this search runs {agents} (decision objective or portfolio, not ppo)"
             )
         for phase, (member, end) in enumerate(phases):
             if len(store.records) >= end:
@@ -101,7 +102,7 @@ class RLSearch(Proposer[AgentStore]):
                 first = len(store.records) + 1
                 log(f"portfolio: agent {phase + 1} of {len(phases)} ({member.decision}) proposes episodes {first}-{end}")
             config = dataclasses.replace(self.config, agent=member, episodes=end)
-            centred = centre_on_rung(problem, member.for_problem(has_prior), store, end, progress, log)
+            centred = centre_on_rung(problem, resolved[phase], store, end, progress, log)
             train(store, config, centred, progress, log, phase=phase, total=self.config.episodes)
 
     def _derived(self, problem: SearchProblem) -> dict[str, Any]:
