@@ -6,7 +6,9 @@ never saw and the best there is reported on the test split (:func:`haq.runs.fina
 what ``haq search`` does): rewards on the search's 300 images favour lucky policies, and this is
 the number a user gets, except that the report here is under the workload's evaluator seed
 alone (:data:`REPORT_SEEDS`), where ``haq`` averages three; ``bench/rejudge.py`` averages any
-run's report over evaluator seeds afterwards.
+run's report over evaluator seeds afterwards, and ``bench/deployed.py`` gives what a user deploys
+from each run (``haq``'s own pick, then the chosen policy's final evaluation: the longer DQ
+fine-tune, the whole test split, more attacked images, averaged over evaluator seeds).
 Every method gets its own evaluator cache (no method profits from another's evaluations); the
 float model is trained once per workload (seed 0), the method's seed drives its own randomness.
 
