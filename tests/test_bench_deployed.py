@@ -40,6 +40,8 @@ def test_each_run_gets_its_deployed_reward_once(
     spread = abs(uniform["rewards"][0] - uniform["rewards"][1]) / 2**0.5
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| digits_cnn | uniform"))
     assert line.endswith(f"| {spread:.3f} |") and dep.table(rows).splitlines()[-1].endswith("| n/a |")
+    before = [{k: v for k, v in uniform.items() if k != "rewards"}]  # a row written before seeds were kept
+    assert dep.table(before).splitlines()[-1].endswith("| n/a |")
     with pytest.raises(SystemExit):
         dep.main([str(tmp_path), "--out", str(out)])
     assert "holds no results.json" in capsys.readouterr().err
