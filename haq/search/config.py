@@ -281,21 +281,25 @@ class AgentConfig:
     redraws: int = 0
     redraw_from: str = field(default="agent", metadata=absent_means("agent"))
 
+    def _resolved_algo(self) -> str:
+        """The algorithm of a resolved config; asking an unresolved one is a bug in the caller."""
+        if self.algo == "auto":
+            raise InternalError("AgentConfig.algo 'auto' must be resolved with for_problem() before use")
+        return self.algo
+
     @property
     def uses_baseline(self) -> bool:
         """Whether the reward baseline wrapper is applied (of a resolved config: see :meth:`for_problem`)."""
-        if self.algo == "auto":
-            raise InternalError("AgentConfig.algo 'auto' must be resolved with for_problem() before use")
-        return self.algo == "ddpg" if self.reward_baseline is None else self.reward_baseline
+        algo = self._resolved_algo()
+        return algo == "ddpg" if self.reward_baseline is None else self.reward_baseline
 
     @property
     def replaces_repeats(self) -> bool:
         """Whether this agent replaces its repeating proposals (of a resolved config: see
         :meth:`for_problem`): ``redraws`` applies to an off-policy objective agent only, as PPO's
         update needs the log-probability of the action its rollout holds."""
-        if self.algo == "auto":
-            raise InternalError("AgentConfig.algo 'auto' must be resolved with for_problem() before use")
-        return self.redraws > 0 and self.decision == "objective" and self.algo != "ppo"
+        algo = self._resolved_algo()
+        return self.redraws > 0 and self.decision == "objective" and algo != "ppo"
 
     def resolved_decision(self, has_prior: bool) -> str:
         """``decision`` with ``auto`` resolved for a problem with or without an action prior."""
