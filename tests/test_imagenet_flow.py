@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import haq, one_line_error
+from cli_helpers import haq, one_line_error, weight_dtypes
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -96,10 +96,12 @@ def test_resnet18_at_224_from_table_to_export(images: Path, capsys: pytest.Captu
             "--calibration",
             "4",
             "--emulate",
+            "--int8-weights",
         )
         == 0
     )
     assert "21 layers" in capsys.readouterr().out and Path("r18.onnx").stat().st_size > 1_000_000
+    assert weight_dtypes(Path("r18.onnx").read_bytes()) == {np.dtype(np.int8)}
 
     assert (
         haq("cost", "--model", "resnet18", "--input-size", "224", "--policy", "run/best_policy.json", "--device", "T.json") == 0

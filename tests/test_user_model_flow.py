@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 import torch
-from cli_helpers import haq, one_line_error
+from cli_helpers import haq, one_line_error, weight_dtypes
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -111,7 +111,7 @@ def test_user_model_trained_here_searched_exported_and_costed(images: Path, caps
         )
         == 0
     )
-    assert Path("mine.onnx").is_file()
+    assert weight_dtypes(Path("mine.onnx").read_bytes()) == {np.dtype(np.uint8)}
     capsys.readouterr()
     assert (
         haq(

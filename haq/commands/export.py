@@ -45,11 +45,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument(
         "--no-fence", action="store_true", help="refuse, instead of fencing, a float layer onnxruntime would quantize by itself"
     )
+    p.add_argument(
+        "--int8-weights",
+        action="store_true",
+        help="store 8-bit weights as int8: faster where the CPU has VNNI or AMX, wrong on AVX2 CPUs without them "
+        "(the default, uint8 at zero point 128, does not overflow there)",
+    )
     p.set_defaults(func=run)
 
 
 def run(ns: argparse.Namespace) -> int:
-    cfg = ExportConfig(Path(ns.policy), Path(ns.onnx), ns.calibration, ExportOptions(emulated=ns.emulate, fence=not ns.no_fence))
+    options = ExportOptions(emulated=ns.emulate, fence=not ns.no_fence, signed_weights=ns.int8_weights)
+    cfg = ExportConfig(Path(ns.policy), Path(ns.onnx), ns.calibration, options)
     policy = QuantPolicy.load(cfg.policy)
     check_writable_file(cfg.onnx, "--onnx")  # before the model is trained and calibrated
     wl = load_workload(workload_config(ns), torch_device(ns), log=log)

@@ -57,6 +57,20 @@ class ActQuant:
         return 128 if self.signed else 0
 
 
+def weight_container(codes: np.ndarray, signed: bool) -> tuple[np.ndarray, int]:
+    """Symmetric weight codes (|k| <= 127) as stored behind their DequantizeLinear, and the zero point.
+
+    Unsigned (``k + 128`` at zero point 128, the same grid) unless ``signed``: onnxruntime runs a
+    uint8 x int8 product on x86 CPUs without VNNI (AVX2) by adding pairs of products in 16 bits,
+    which saturates once both are near 255 x 127 (the digits CNN at W8A8 was 9 % of its largest
+    logit off the fake-quantized model on an AVX2 EPYC, 0.08 % with uint8 weights, whose product
+    onnxruntime widens first); int8 weights are faster where VNNI or AMX adds in 32 bits.
+    """
+    if signed:
+        return codes.astype(np.int8), 0
+    return (codes.astype(np.int16) + 128).astype(np.uint8), 128
+
+
 def layer_outputs(proto: onnx.ModelProto, nodes: Sequence[LayerNode], plans: Mapping[str, LayerPlan]) -> dict[str, str]:
     """For each W8A8 layer, the tensor after its fused epilogue that gets an output Q/DQ pair.
 
@@ -111,11 +125,11 @@ class _Edits:
         self.dq_grid[dq] = (float(q.scale), q.zero_point)
         return dq
 
-    def dequantized(self, prefix: str, codes: np.ndarray, scale: np.ndarray, axis: int) -> str:
-        """An integer initializer (int8 or int32) behind a per-channel DequantizeLinear."""
+    def dequantized(self, prefix: str, codes: np.ndarray, scale: np.ndarray, axis: int, zero_point: int = 0) -> str:
+        """An integer initializer (uint8, int8 or int32) behind a per-channel DequantizeLinear."""
         q = self.init(f"{prefix}_q", codes)
         s = self.init(f"{prefix}_scale", scale.astype(np.float32))
-        z = self.init(f"{prefix}_zero_point", np.zeros(scale.shape, dtype=codes.dtype))
+        z = self.init(f"{prefix}_zero_point", np.full(scale.shape, zero_point, dtype=codes.dtype))
         return self.node("DequantizeLinear", [q, s, z], f"{prefix}_dq", f"{prefix}/DequantizeLinear", axis=axis)
 
 
@@ -126,8 +140,10 @@ def rewrite(
     act: Mapping[str, ActQuant],
     ranges: Mapping[str, tuple[float, float]],
     fenced: frozenset[str] = frozenset(),
+    signed_weights: bool = False,
 ) -> onnx.ModelProto:
-    """A new model in which every layer follows its plan (``proto`` is not modified).
+    """A new model in which every layer follows its plan (``proto`` is not modified); the 8-bit
+    containers' weight codes are stored as :func:`weight_container` says.
 
     ``fenced`` float layers get ``Max(x, lowest float)`` on their input: numerically the identity,
     but it stops onnxruntime from quantizing a float conv that sits between int8 layers (its
@@ -179,7 +195,8 @@ def rewrite(
         if plan.w_bits == FLOAT_BITS:
             continue
         codes, w_scale = quantize_weight_codes(np.moveaxis(weight, axis, 0), plan.w_bits)
-        node.input[1] = edits.dequantized(f"{prefix}/w", np.moveaxis(codes, 0, axis).astype(np.int8), w_scale, axis)
+        stored, w_zero = weight_container(np.moveaxis(codes, 0, axis), signed_weights)
+        node.input[1] = edits.dequantized(f"{prefix}/w", stored, w_scale, axis, w_zero)
         if bias is not None and s_in is not None:
             b_scale = (s_in * w_scale).astype(np.float32)
             node.input[2] = edits.dequantized(f"{prefix}/b", quantize_bias(bias, b_scale), b_scale, 0)

@@ -147,7 +147,7 @@ class MeasuredBackend:
                 "models": "one exported layer per entry (haq.hardware.measured)",
                 "entry_cost": "in-context: isolated-model latency x profiled share of the layer's own kernel(s); "
                 "extra.isolated_ms is the whole isolated model",
-                "precisions": "fp32; w8a8 via QDQ (QLinearConv/QGemm); "
+                "precisions": "fp32; w8a8 via QDQ (QLinearConv/QGemm), uint8 weights at zero point 128; "
                 "weight-only 2/4/8-bit linear via MatMulNBits accuracy_level=4",
             },
             "units": {"latency": "ms", "energy": "mJ"},
