@@ -72,13 +72,16 @@ def test_auto_prior_follows_what_the_reward_scores() -> None:
 def test_agent_choices_resolve_for_the_problem() -> None:
     from haq.search.config import AgentConfig
 
-    centred = AgentConfig().for_problem(True)
+    default = AgentConfig().for_problem(True)  # the objective agent: SAC, never centred, no rungs
+    assert default.decision == "objective" and default.algo == "sac" and default.start_at_centre is False
+    assert default.prior_rungs == 0 and default.warmup_episodes == 10 and default.ent_coef_init == 1.0
+    centred = AgentConfig(decision="layer").for_problem(True)
     assert centred.start_at_centre and centred.warmup_episodes == 0 and centred.ent_coef_init == 0.01
     assert (centred.noise_sigma, centred.noise_decay) == (0.25, 0.98)
     plain = AgentConfig(decision="layer").for_problem(False)
     assert plain.start_at_centre is False and plain.warmup_episodes == 10 and plain.ent_coef_init == 1.0
     assert (plain.noise_sigma, plain.noise_decay) == (0.5, 0.99)
-    forced = AgentConfig(start_at_centre=False, ent_coef_init=0.2).for_problem(True)
+    forced = AgentConfig(decision="layer", start_at_centre=False, ent_coef_init=0.2).for_problem(True)
     assert forced.start_at_centre is False and forced.warmup_episodes == 10 and forced.ent_coef_init == 0.2
     assert forced.for_problem(True) == forced  # resolving twice changes nothing
 
@@ -86,10 +89,11 @@ def test_agent_choices_resolve_for_the_problem() -> None:
 def test_search_run_records_the_prior(tmp_path: Path, problem: SearchProblem) -> None:
     import json
 
-    from haq.search.config import SearchConfig
+    from haq.search.config import AgentConfig, SearchConfig
     from haq.search.run import run_search
 
-    result = run_search(SearchConfig(env=problem.config, episodes=2), problem, tmp_path / "run")
+    cfg = SearchConfig(env=problem.config, agent=AgentConfig(decision="layer"), episodes=2)
+    result = run_search(cfg, problem, tmp_path / "run")
     doc = json.loads((result.run_dir / "config.json").read_text())
     assert doc["action_prior"] == {n: list(p) for n, p in zip(problem.layer_names, problem.prior or ())}
     first = result.records[0].policy  # a centred agent's first policy is its noise-free action: the prior itself

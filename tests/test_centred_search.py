@@ -35,7 +35,7 @@ def problem(cache_dir: Path) -> SearchProblem:
 
 
 def _search(problem: SearchProblem, episodes: int, rungs: int = RUNGS) -> SearchConfig:
-    return SearchConfig(env=problem.config, agent=AgentConfig(prior_rungs=rungs), episodes=episodes)
+    return SearchConfig(env=problem.config, agent=AgentConfig(decision="layer", prior_rungs=rungs), episodes=episodes)
 
 
 def test_rungs_are_the_estimated_front_cheaper_and_less_accurate_down_the_ladder(problem: SearchProblem) -> None:
@@ -55,7 +55,8 @@ def test_rungs_are_the_estimated_front_cheaper_and_less_accurate_down_the_ladder
 
 @pytest.mark.parametrize("rule", ["best", "cheapest_tied"])
 def test_search_logs_the_rungs_first_and_starts_at_its_centre_rung(tmp_path: Path, problem: SearchProblem, rule: str) -> None:
-    cfg = SearchConfig(env=problem.config, agent=AgentConfig(prior_rungs=RUNGS, prior_centre=rule), episodes=EPISODES)
+    agent = AgentConfig(decision="layer", prior_rungs=RUNGS, prior_centre=rule)
+    cfg = SearchConfig(env=problem.config, agent=agent, episodes=EPISODES)
     result = run_search(cfg, problem, tmp_path / "run")
     rungs = [r for r in result.records if RUNG in r.extra]
     assert [r.episode for r in rungs] == list(range(len(rungs))) and 2 <= len(rungs) <= RUNGS
@@ -115,7 +116,8 @@ def test_bad_rung_settings_are_one_line_errors(field: str, value: float) -> None
 
 
 def test_only_an_agent_centred_on_a_prior_evaluates_rungs() -> None:
-    assert AgentConfig().for_problem(True).prior_rungs == AgentConfig().prior_rungs
+    assert AgentConfig(decision="layer").for_problem(True).prior_rungs == AgentConfig().prior_rungs
+    assert AgentConfig().for_problem(True).prior_rungs == 0  # the default there is the objective agent, never centred
     assert AgentConfig(decision="layer").for_problem(False).prior_rungs == 0
     assert AgentConfig(start_at_centre=True).for_problem(False).prior_rungs == 0
 
@@ -140,9 +142,9 @@ def test_cost_credit_pays_each_layer_its_cost_and_keeps_every_episode_total(prob
 
 
 def test_cost_credit_is_on_for_a_centred_agent_only_unless_asked() -> None:
-    assert AgentConfig().for_problem(True).cost_credit is True
+    assert AgentConfig(decision="layer").for_problem(True).cost_credit is True
     assert AgentConfig(decision="layer").for_problem(False).cost_credit is False
-    assert AgentConfig(cost_credit=False).for_problem(True).cost_credit is False
+    assert AgentConfig(decision="layer", cost_credit=False).for_problem(True).cost_credit is False
     assert AgentConfig(cost_credit=True, decision="layer").for_problem(False).cost_credit is True
 
 
@@ -151,7 +153,7 @@ def test_a_held_actor_stays_while_its_critic_learns(problem: SearchProblem) -> N
 
     from haq.search.agents import hold_actor, make_agent
 
-    cfg = AgentConfig(hidden=(16,), gradient_steps=4, batch_size=8).for_problem(True)
+    cfg = AgentConfig(decision="layer", hidden=(16,), gradient_steps=4, batch_size=8).for_problem(True)
     env = MixedPrecisionVecEnv(problem, 1)
     model = make_agent(cfg, env, env.num_layers, 10, 0)
 
@@ -172,9 +174,9 @@ def test_a_held_actor_stays_while_its_critic_learns(problem: SearchProblem) -> N
 def test_actor_delay_resolves_for_the_problem() -> None:
     from haq.search.config import CENTRED_ACTOR_DELAY
 
-    assert AgentConfig().for_problem(True).actor_delay == CENTRED_ACTOR_DELAY
+    assert AgentConfig(decision="layer").for_problem(True).actor_delay == CENTRED_ACTOR_DELAY
     assert AgentConfig(decision="layer").for_problem(False).actor_delay == 0
-    assert AgentConfig(actor_delay=3).for_problem(True).actor_delay == 3
+    assert AgentConfig(decision="layer", actor_delay=3).for_problem(True).actor_delay == 3
     with pytest.raises(ConfigError, match="actor_delay"):
         AgentConfig(actor_delay=-1)
 
@@ -185,7 +187,7 @@ def test_actor_every_resolves_and_sets_the_policy_delay(problem: SearchProblem) 
     from haq.search.agents import make_agent, set_actor_every
     from haq.search.config import CENTRED_ACTOR_EVERY
 
-    assert AgentConfig().for_problem(True).actor_every == CENTRED_ACTOR_EVERY
+    assert AgentConfig(decision="layer").for_problem(True).actor_every == CENTRED_ACTOR_EVERY
     assert AgentConfig(decision="layer").for_problem(False).actor_every is None
     with pytest.raises(ConfigError, match="actor_every"):
         AgentConfig(actor_every=0)
@@ -201,7 +203,8 @@ def test_actor_every_resolves_and_sets_the_policy_delay(problem: SearchProblem) 
 
 
 def test_each_episode_that_repeats_an_evaluated_policy_reheats_the_noise(tmp_path: Path, problem: SearchProblem) -> None:
-    cfg = SearchConfig(env=problem.config, agent=AgentConfig(prior_rungs=RUNGS, centred_noise_reheat=2.0), episodes=EPISODES)
+    reheating = AgentConfig(decision="layer", prior_rungs=RUNGS, centred_noise_reheat=2.0)
+    cfg = SearchConfig(env=problem.config, agent=reheating, episodes=EPISODES)
     run = tmp_path / "run"
     records = run_search(cfg, problem, run).records
     agent = cfg.agent.for_problem(True)

@@ -123,11 +123,12 @@ def test_the_actor_steps_toward_the_elite_actions_unless_held() -> None:
 
 
 def test_only_a_centred_ddpg_or_td3_agent_imitates_by_default() -> None:
-    assert AgentConfig().for_problem(True).imitation == IMITATION
+    assert AgentConfig(decision="layer").for_problem(True).imitation == IMITATION
     assert AgentConfig(algo="td3").for_problem(True).imitation == IMITATION
     assert AgentConfig(decision="layer").for_problem(False).imitation == 0.0
-    assert AgentConfig(algo="sac").for_problem(True).imitation == 0.0
-    assert AgentConfig(imitation=0.0).for_problem(True).imitation == 0.0
+    assert AgentConfig(decision="layer", algo="sac").for_problem(True).imitation == 0.0
+    assert AgentConfig(decision="layer", imitation=0.0).for_problem(True).imitation == 0.0
+    assert AgentConfig().for_problem(True).imitation == 0.0  # the default there is the objective agent: SAC, never centred
     with pytest.raises(ConfigError, match="imitation"):
         AgentConfig(imitation=-1.0)
     with pytest.raises(ConfigError, match="imitation_episodes"):
@@ -141,7 +142,9 @@ def problem(cache_dir: Path) -> SearchProblem:
 
 def _search(problem: SearchProblem) -> SearchConfig:
     return SearchConfig(
-        env=problem.config, agent=AgentConfig(prior_rungs=4, actor_delay=4, imitation_episodes=3), episodes=EPISODES
+        env=problem.config,
+        agent=AgentConfig(decision="layer", prior_rungs=4, actor_delay=4, imitation_episodes=3),
+        episodes=EPISODES,
     )
 
 

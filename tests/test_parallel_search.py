@@ -33,7 +33,7 @@ def test_a_two_worker_search_gives_the_same_log_twice(two_workers: SearchProblem
     from haq.search.config import AgentConfig, SearchConfig
     from haq.search.run import run_search
 
-    cfg = SearchConfig(agent=AgentConfig(warmup_episodes=2), episodes=6, seed=1)
+    cfg = SearchConfig(agent=AgentConfig(decision="layer", warmup_episodes=2), episodes=6, seed=1)
     logs = []
     for k in range(2):
         result = run_search(cfg, with_empty_cache(two_workers), tmp_path / str(k))

@@ -66,7 +66,8 @@ def test_the_setting_is_validated_in_one_line(capsys: pytest.CaptureFixture[str]
 
 
 def test_a_search_writes_which_episode_the_pick_deferred_to(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["search", "--evaluator", "cheap", "--episodes", "8", "--warmup", "2", "--seed", "2", "--pick", "1"]
+    agent = ["--decision", "layer", "--warmup", "2"]  # a per-layer agent: this seed repeats a policy
+    args = ["search", "--evaluator", "cheap", *agent, "--episodes", "8", "--seed", "2", "--pick", "1"]
     assert haq_main([*args, "--pick-repeats", "0", "--pick-defer", "0", "--out", str(tmp_path / "plain")]) == 0
     plain: dict[str, Any] = json.loads((tmp_path / "plain" / PICK_FILE).read_text())
     assert plain["settled_episode"] is None and len(plain["candidates"]) == 1

@@ -99,7 +99,7 @@ def test_phases_split_the_episodes_in_order() -> None:
     assert all(a.portfolio == three.portfolio for a, _ in three.phases(100, False))
     single = AgentConfig(decision="objective")
     assert single.phases(60, False) == ((single, 60),)
-    assert AgentConfig().for_problem(True).decision == "layer"
+    assert AgentConfig().for_problem(True).decision == "objective"
     for unresolved in (PORTFOLIO, AgentConfig()):
         with pytest.raises(InternalError):
             unresolved.for_problem(False)
@@ -112,10 +112,11 @@ def test_the_default_runs_the_portfolio_only_where_the_problem_has_no_action_pri
     default = AgentConfig()
     assert default.decision == "auto"
     assert [(a.decision, end) for a, end in default.phases(300, False)] == [("layer", 150), ("objective", 300)]
-    assert [(a.decision, end) for a, end in default.phases(300, True)] == [("layer", 300)]  # the centred per-layer agent
+    assert [(a.decision, end) for a, end in default.phases(300, True)] == [("objective", 300)]  # the objective agent alone
     for no_objective in (AgentConfig(algo="ddpg"), AgentConfig(algo="td3"), AgentConfig(start_at_centre=True)):
-        assert no_objective.resolved_decision(False) == "layer"
+        assert no_objective.resolved_decision(False) == no_objective.resolved_decision(True) == "layer"
     assert AgentConfig(algo="sac").resolved_decision(False) == AgentConfig(algo="ppo").resolved_decision(False) == "portfolio"
+    assert AgentConfig(algo="sac").resolved_decision(True) == AgentConfig(algo="ppo").resolved_decision(True) == "objective"
     run_search(_config(problem, dataclasses.replace(PORTFOLIO, decision="auto")), with_empty_cache(problem), tmp_path / "auto")
     assert problem.prior is None and episode_log(tmp_path / "auto") == episode_log(whole)
     assert load_source(tmp_path / "auto").config.agent.decision == "objective"

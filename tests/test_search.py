@@ -139,7 +139,7 @@ def test_each_agent_runs_and_writes_the_run_dir(tmp_path: Path, problem: SearchP
 
 
 def test_saved_agent_carries_what_transfer_needs(tmp_path: Path, problem: SearchProblem) -> None:
-    cfg = SearchConfig(agent=AgentConfig(warmup_episodes=1, hidden=(16,)), episodes=2)
+    cfg = SearchConfig(agent=AgentConfig(decision="layer", warmup_episodes=1, hidden=(16,)), episodes=2)
     run_search(cfg, problem, tmp_path / "run")
     ckpt = next((tmp_path / "run" / "checkpoint").glob("ep-*"))
     env = MixedPrecisionEnv(problem=problem)

@@ -45,11 +45,11 @@ CPU_TABLE = next(n for n in latency_tables.available() if "cpu" in n)
 
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """A short SAC search of the digits CNN on Bit Fusion: the agent most tests transfer."""
+    """A short per-layer SAC search of the digits CNN on Bit Fusion: the agent most tests transfer
+    (the default there, an objective agent, transfers to no other model)."""
     out = tmp_path_factory.mktemp("source") / "run"
-    cfg = SearchConfig(
-        env=EnvConfig(evaluation=CHEAP), agent=AgentConfig(algo="sac", warmup_episodes=2, hidden=(16,)), episodes=4, seed=0
-    )
+    agent = AgentConfig(algo="sac", decision="layer", warmup_episodes=2, hidden=(16,))
+    cfg = SearchConfig(env=EnvConfig(evaluation=CHEAP), agent=agent, episodes=4, seed=0)
     run_search(cfg, make_problem(cfg.env, cache_dir=cache_dir), out)
     return out
 

@@ -109,7 +109,8 @@ def test_a_whole_policy_agent_is_sac_unless_asked_otherwise_and_never_ddpg_or_td
     assert AgentConfig(decision="policy").for_problem(True).algo == "sac"
     assert AgentConfig(decision="policy").for_problem(False).algo == "sac"
     assert AgentConfig(decision="policy", algo="ppo").for_problem(True).algo == "ppo"
-    assert AgentConfig().for_problem(True).algo == "ddpg"  # the per-layer default is unchanged
+    assert AgentConfig(decision="layer").for_problem(True).algo == "ddpg"  # the centred per-layer agent is unchanged
+    assert AgentConfig().for_problem(True).algo == "sac"  # the default there, the objective agent
     for algo in ("ddpg", "td3"):
         with pytest.raises(ConfigError, match=rf"^decision 'policy' needs agent sac, ppo or auto, not {algo}: "):
             AgentConfig(decision="policy", algo=algo)

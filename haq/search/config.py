@@ -306,7 +306,9 @@ class AgentConfig:
         if self.decision != "auto":
             return self.decision
         objective_ok = self.algo not in IMITATING and not self.start_at_centre
-        return PORTFOLIO if not has_prior and objective_ok else "layer"
+        if not objective_ok:
+            return "layer"
+        return "objective" if has_prior else PORTFOLIO
 
     def phases(self, episodes: int, has_prior: bool) -> tuple[tuple[AgentConfig, int], ...]:
         """The agents a search of ``episodes`` runs on a problem with or without an action prior,
