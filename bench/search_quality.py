@@ -32,7 +32,9 @@ that a seeded agent counts only by beating its seed by more than the evaluator's
 objective agents (whose actions contain the ILP's answers) are judged the same way.
 
 ``rl`` is the default agent: when the reward has no robustness term (``EnvConfig.action_prior =
-"auto"``), DDPG with actions centred on the sensitivity ILP's allocation at one of its prior
+"auto"``), since 2026-12-07 an objective agent (SAC setting the sensitivity ILP's per-layer error
+weights and budget, as ``rl-alone-objective``), judged as seeded; before then (now ``rl-layer``
+there) DDPG with actions centred on the sensitivity ILP's allocation at one of its prior
 rungs (evaluated first, counted as evaluations: the cheapest within one standard error of the
 best-scoring one), its actor held for the first agent episodes and
 paid each layer's cost at its step; otherwise (since 2026-12-06) a portfolio: SAC over uniform bins
@@ -173,8 +175,9 @@ agent for the first half of the evaluations, an objective agent for the second; 
 has no action prior (the robust-reward workloads) it is the default agent since 2026-12-06."""
 LAYER = "rl-layer"
 """The default agent's settings deciding one layer per step (``AgentConfig.decision = "layer"``):
-the default agent everywhere before 2026-12-06, so every ``rl`` row written before then on the
-robust-reward workloads (digits CNN and MLP, full evaluator) is this agent's."""
+the default agent everywhere before 2026-12-06 and on the clean-accuracy workloads (ResNet-20,
+MobileNetV2, cheap evaluator: centred DDPG) before 2026-12-07, so every ``rl`` row written before
+then on those workloads is this agent's."""
 REDRAW = "rl-redraw"
 """The default agent with its objective agent's repeating proposals drawn again (``AgentConfig.redraws``,
 :mod:`haq.search.redraw`): on a robust-reward workload the portfolio's first half is the default's own."""
@@ -838,10 +841,13 @@ def seed_noise(s: Setting, results: list[RunResult], measured: float) -> float:
 def default_seeded_reason(s: Setting) -> str | None:
     """Why the default agent (``rl``) counts as seeded on ``s``'s workload, or None where it does not."""
     has_prior = setting_env(s).has_action_prior
+    decision = AgentConfig().resolved_decision(has_prior)
+    if decision == "objective":
+        return "with an action prior it is an objective agent, whose actions contain the sensitivity ILP's answers"
+    if decision == PORTFOLIO_DECISION:
+        return "without an action prior it is a portfolio whose second half is an objective agent, as rl-portfolio"
     if has_prior:
         return "its first evaluations are the sensitivity ILP's allocations at its prior rungs, and its actions centred on one"
-    if AgentConfig().resolved_decision(has_prior) == PORTFOLIO_DECISION:
-        return "without an action prior it is a portfolio whose second half is an objective agent, as rl-portfolio"
     return None
 
 

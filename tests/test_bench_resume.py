@@ -79,6 +79,7 @@ def test_a_seeded_agent_counts_against_its_seed_only_above_the_evaluator_noise(s
     level = [ilp, *(run("rl", s, -0.100 + 0.01 * s) for s in range(3))]
     (line,) = sq.seeded_verdicts(cheap, level, noise)
     assert "rl minus ilp, median final test reward +0.0100" in line and "does not count" in line
+    assert "with an action prior it is an objective agent" in line  # the default on a clean-accuracy reward
     ahead = [ilp, *(run("rl", s, 0.0) for s in range(3))]
     assert "above it: counts" in sq.seeded_verdicts(cheap, ahead, noise)[0]
     robust = sq.Setting("digits_cnn", "full", 4, (0, 1, 2))  # a robust reward: the default agent ends as an objective agent

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         "--decision",
         default=AgentConfig().decision,
         help=(
-            f"what one agent step decides: {', '.join(DECISIONS)} (auto: portfolio without an action prior, else layer; "
+            f"what one agent step decides: {', '.join(DECISIONS)} (auto: portfolio without an action prior, else objective; "
             "policy: every layer at once; objective: the sensitivity ILP's per-layer error weights and budget, the ILP "
             "allocating; portfolio: a per-layer agent for half the episodes, then an objective agent; a policy search "
             "cannot be transferred)"
