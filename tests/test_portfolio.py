@@ -122,6 +122,16 @@ def test_the_default_runs_the_portfolio_only_where_the_problem_has_no_action_pri
     assert load_source(tmp_path / "auto").config.agent.decision == "objective"
 
 
+def test_a_config_stored_before_prior_decision_existed_ran_the_per_layer_agent_where_it_had_a_prior() -> None:
+    assert AgentConfig(prior_decision="layer").resolved_decision(True) == "layer"
+    assert AgentConfig(prior_decision="layer").resolved_decision(False) == "portfolio"  # it decides nothing there
+    stored = serial.to_dict(AgentConfig())
+    del stored["prior_decision"]
+    assert serial.from_dict(AgentConfig, stored, stored=True).resolved_decision(True) == "layer"
+    with pytest.raises(ConfigError, match="prior_decision"):
+        AgentConfig(prior_decision="policy")
+
+
 @pytest.mark.parametrize(
     ("changes", "refused"),
     [

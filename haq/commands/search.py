@@ -20,7 +20,7 @@ from haq.jobs.flags import add_job_args, resolve_job
 from haq.problem.config import ACTION_PRIORS, METRICS, OBSERVATIONS, PROJECTIONS, BudgetConfig, EnvConfig
 from haq.runs.finetune_lr_file import recorded_finetune_lr
 from haq.runs.rundir import BEST_FILE, EpisodeRecord
-from haq.search.config import AGENTS, DECISIONS, REDRAW_SOURCES, AgentConfig, SearchConfig
+from haq.search.config import AGENTS, DECISIONS, PRIOR_DECISIONS, REDRAW_SOURCES, AgentConfig, SearchConfig
 
 if TYPE_CHECKING:
     from haq.jobs.document import Job
@@ -81,6 +81,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
         help=f"where a replaced repeat comes from: {', '.join(REDRAW_SOURCES)} (agent: another draw from its policy; "
         "objective: the same action's next-best allocation not yet proposed, measured ahead of the default and the ILP on "
         "the digits MLP, behind the default on the digits CNN)",
+    )
+    p.add_argument(
+        "--prior-decision",
+        default=AgentConfig().prior_decision,
+        help=f"what --decision auto runs on a problem with an action prior (clean-accuracy rewards): "
+        f"{', '.join(PRIOR_DECISIONS)} (objective since 2026-12-07; a run stored before then ran layer, the centred "
+        "per-layer agent)",
     )
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<table>-<agent>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same settings; --episodes may grow)")
@@ -168,6 +175,7 @@ def search_config(ns: argparse.Namespace) -> SearchConfig:
             decision=ns.decision,
             redraws=ns.redraws,
             redraw_from=ns.redraw_from,
+            prior_decision=ns.prior_decision,
         ),
         episodes=ns.episodes,
         seed=ns.seed,

@@ -63,6 +63,7 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "decision": ("search.agent.decision",),
         "redraws": ("search.agent.redraws",),
         "redraw_from": ("search.agent.redraw_from",),
+        "prior_decision": ("search.agent.prior_decision",),
         "action_prior": ("search.env.action_prior",),
         "observation": ("search.env.observation",),
         "projection": ("search.env.projection",),

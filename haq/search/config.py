@@ -42,6 +42,8 @@ DECISIONS = ("auto", *AGENT_DECISIONS, PORTFOLIO)
 """``AgentConfig.decision``: ``auto`` resolves per problem (:meth:`AgentConfig.resolved_decision`)."""
 WHOLE_DECISIONS = ("policy", "objective")
 """The decisions that take one agent step per episode (:mod:`haq.search.whole_policy`)."""
+PRIOR_DECISIONS = ("objective", "layer")
+"""``AgentConfig.prior_decision``: what ``decision = "auto"`` resolves to on a problem with an action prior."""
 REDRAW_SOURCES = ("agent", "objective")
 """``AgentConfig.redraw_from``: where a repeating proposal's replacement comes from (:mod:`haq.search.redraw`)."""
 PRIOR_CENTRES = ("best", "cheapest_tied")
@@ -183,7 +185,7 @@ class AgentConfig:
         uniform 8-bit latency, 300 evaluations): MobileNetV2 −0.921 against −1.311 and the ILP's
         −1.476 (cross-fitted −1.116 against −1.450 and −1.532), ResNet-20 −0.101 against −0.103
         and −0.108; on another machine's models (2026-12-05, 6 seeds) −1.532 and −0.080 against
-        the ILP's −1.755 and −0.100. ``layer``: one layer's pair per step,
+        the ILP's −1.755 and −0.100 (``prior_decision``). ``layer``: one layer's pair per step,
         HAQ's episode. ``policy``: every layer's pair in one step (:mod:`haq.search.whole_policy`),
         so the critic learns the reward of a whole policy instead of what one layer's choice is
         worth averaged over the later layers' (with whole-episode returns, the target of every
@@ -248,6 +250,10 @@ class AgentConfig:
         pick, MLP 100-109 +1.350 against +1.226 (judge better on 8, worse on 1), CNN 70-79 +1.069
         against +1.179 (judge worse on 8): not the default. A run stored before this field existed
         drew from the agent.
+    prior_decision: what ``decision = "auto"`` resolves to on a problem with an action prior:
+        ``objective`` (default since 2026-12-07, measured under ``decision``) or ``layer``, the
+        centred per-layer agent. A run stored before this field existed resolved it to ``layer``,
+        so it resumes as it ran (``haq search --resume --prior-decision layer``).
     """
 
     algo: str = "auto"
@@ -287,6 +293,7 @@ class AgentConfig:
     portfolio: tuple[str, ...] = ("layer", "objective")
     redraws: int = 0
     redraw_from: str = field(default="agent", metadata=absent_means("agent"))
+    prior_decision: str = field(default="objective", metadata=absent_means("layer"))
 
     def _resolved_algo(self) -> str:
         """The algorithm of a resolved config; asking an unresolved one is a bug in the caller."""
@@ -315,7 +322,7 @@ class AgentConfig:
         objective_ok = self.algo not in IMITATING and not self.start_at_centre
         if not objective_ok:
             return "layer"
-        return "objective" if has_prior else PORTFOLIO
+        return self.prior_decision if has_prior else PORTFOLIO
 
     def phases(self, episodes: int, has_prior: bool) -> tuple[tuple[AgentConfig, int], ...]:
         """The agents a search of ``episodes`` runs on a problem with or without an action prior,
@@ -412,6 +419,7 @@ class AgentConfig:
         positive("objective_span", self.objective_span)
         count("redraws", self.redraws, 0)
         choice("redraw_from", self.redraw_from, REDRAW_SOURCES)
+        choice("prior_decision", self.prior_decision, PRIOR_DECISIONS)
         object.__setattr__(self, "hidden", tuple(self.hidden))
         if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
             raise ConfigError(f"hidden must be a non-empty list of positive layer sizes, got {list(self.hidden)}")
