@@ -124,12 +124,14 @@ def test_qdq_graph_holds_the_fake_quantizers_grids(bits: int) -> None:
         scale = weight_scale(w, bits).reshape(-1)
         codes = torch.round(quantize_weight(w, bits) / weight_scale(w, bits)).to(torch.int64)
         stored = inits[f"haq/{name}/w_q"]
-        assert stored.dtype == np.int8
-        in_axis = stored if stored.shape == tuple(w.shape) else stored.T  # Gemm keeps (in, out) unless transB
-        np.testing.assert_array_equal(in_axis.astype(np.int64), codes.numpy())
+        assert stored.dtype == np.uint8  # the default container: uint8 at zero point 128, the same grid
+        zero = inits[f"haq/{name}/w_zero_point"]
+        assert zero.dtype == np.uint8 and np.all(zero == 128)
+        centred = stored.astype(np.int64) - 128
+        in_axis = centred if centred.shape == tuple(w.shape) else centred.T  # Gemm keeps (in, out) unless transB
+        np.testing.assert_array_equal(in_axis, codes.numpy())
         np.testing.assert_allclose(inits[f"haq/{name}/w_scale"], scale.numpy(), rtol=1e-6)
-        assert np.all(inits[f"haq/{name}/w_zero_point"] == 0)
-        assert int(np.abs(stored).max()) == 2 ** (bits - 1) - 1
+        assert int(np.abs(centred).max()) == 2 ** (bits - 1) - 1
         alpha, signed = float(layer.input_quant.alpha), bool(layer.input_quant.signed)
         in_scale = inits[f"haq/{name}/in/scale"]
         assert float(in_scale) == pytest.approx(alpha / activation_levels(bits, signed), rel=1e-6)
