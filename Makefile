@@ -53,7 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pick_rules.py $$out/search-quality --out $$out/pick-rules.jsonl
 	$(BIN)/python bench/transfer.py --quick
 	$(BIN)/python bench/agent_update.py --repeats 4
-	$(BIN)/python bench/export_containers.py --rounds 10
+	$(BIN)/python bench/export_containers.py --sessions 3
 
 tables: $(STAMP)
 	for d in bitfusion bismo-edge bismo-cloud; do \

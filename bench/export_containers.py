@@ -5,8 +5,8 @@ onnxruntime runs a uint8-activation x int8-weight product on x86 CPUs without VN
 pairs of products in 16 bits, which saturates; uint8 x uint8 widens first. So the int8 container
 can be faster and wrong on one CPU, and right on another. Per model, uniform W8A8: the largest
 logit error relative to the largest logit and top-1 agreement over ``--images`` test images, and
-the latency of one image with 1 thread (the minimum over interleaved rounds), as the ratio
-uint8 / int8 measured in the same run.
+the latency of one image with 1 thread, timed by haq's measurement protocol (both models
+interleaved, as a measured table's entries are), as the ratio uint8 / int8 measured in the same run.
 
     python bench/export_containers.py                        # digits CNN and ResNet-20
     python bench/export_containers.py --models mobilenetv2 --images 100
@@ -17,14 +17,14 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
-from haq.export import ExportOptions, export_policy, run_onnx, session_options
+from haq.export import ExportOptions, export_policy, run_onnx
+from haq.hardware.device.machine import cpu_model, machine_fingerprint
+from haq.hardware.device.runner import LocalRunner
+from haq.hardware.device.settings import ProtocolConfig
 from haq.models import model_names
 from haq.quant import LayerBits, QuantPolicy, apply_policy_, calibrate_
 from haq.workload import Workload, WorkloadConfig, load_workload
@@ -35,15 +35,10 @@ CONTAINERS = {"uint8": False, "int8": True}
 
 
 def cpu_features() -> str:
-    """The CPU's model and the flags that decide onnxruntime's int8 kernels (Linux; else unknown)."""
-    info = Path("/proc/cpuinfo")
-    if not info.is_file():
-        return "unknown CPU"
-    text = info.read_text()
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    """The CPU's model and the flags that decide onnxruntime's int8 kernels (from the machine fingerprint)."""
+    flags = set(machine_fingerprint(probe=False).flags)
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return f"{model}; " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in wanted)
+    return f"{cpu_model()}; " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in wanted)
 
 
 def fake_quant_logits(wl: Workload, policy: QuantPolicy, calib: torch.Tensor, x: torch.Tensor) -> np.ndarray:
@@ -54,37 +49,22 @@ def fake_quant_logits(wl: Workload, policy: QuantPolicy, calib: torch.Tensor, x:
         return q.eval()(x).numpy()
 
 
-def latency_ms(sessions: dict[str, ort.InferenceSession], x: np.ndarray, rounds: int, runs: int) -> dict[str, float]:
-    """Each session's minimum per-run time over ``rounds`` interleaved rounds of ``runs`` runs."""
-    name = next(iter(sessions.values())).get_inputs()[0].name
-    best = {k: float("inf") for k in sessions}
-    for _ in range(rounds):
-        for k, sess in sessions.items():
-            start = time.perf_counter()
-            for _ in range(runs):
-                sess.run(None, {name: x})
-            best[k] = min(best[k], (time.perf_counter() - start) / runs * 1e3)
-    return best
-
-
-def measure(model: str, images: int, rounds: int) -> list[str]:
+def measure(model: str, images: int, runner: LocalRunner) -> list[str]:
     """Table rows of one model: error, agreement and latency per container, and the ratio."""
     wl = load_workload(WorkloadConfig(model=model), CPU)
     calib, _ = wl.data.subset("train", 64)
     x, _ = wl.data.subset("test", images)
     policy = QuantPolicy({n: LayerBits(8, 8) for n in wl.layer_names})
     ref = fake_quant_logits(wl, policy, calib, x)
-    sessions, rows = {}, []
+    models, rows = [], []
     for name, signed in CONTAINERS.items():
         exported = export_policy(wl.model, wl.layers, policy, wl.data.input_shape, calib, ExportOptions(signed_weights=signed))
         got = run_onnx(exported.onnx_bytes, x.numpy())
         error = float(np.abs(got - ref).max() / np.abs(ref).max())
         agree = float((got.argmax(1) == ref.argmax(1)).mean())
-        options = session_options()
-        options.intra_op_num_threads = 1
-        sessions[name] = ort.InferenceSession(exported.onnx_bytes, options, providers=["CPUExecutionProvider"])
+        models.append(exported.onnx_bytes)
         rows.append((name, error, agree))
-    ms = latency_ms(sessions, x[:1].numpy().astype(np.float32), rounds, 20)
+    ms = {name: m.latency_ms for name, m in zip(CONTAINERS, runner.measure_many(models))}
     out = [f"| {model} | {name} | {error:.2%} | {agree:.1%} | {ms[name]:.3f} |" for name, error, agree in rows]
     out.append(f"| {model} | uint8 / int8 latency | | | {ms['uint8'] / ms['int8']:.2f}x |")
     return out
@@ -100,15 +80,21 @@ def main(argv: list[str] | None = None) -> int:
         help="zoo models (default: digits_cnn resnet20)",
     )
     p.add_argument("--images", type=int, default=48, help="test images compared with the fake-quantized model (default 48)")
-    p.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds (default 30)")
+    p.add_argument(
+        "--sessions",
+        type=int,
+        default=ProtocolConfig().sessions,
+        help=f"most timing sessions per model, interleaved (default {ProtocolConfig().sessions}; haq's measurement protocol)",
+    )
     ns = p.parse_args(argv)
-    if ns.images < 1 or ns.rounds < 1:
-        p.error(f"--images and --rounds must be at least 1 (got {ns.images} and {ns.rounds})")
+    if ns.images < 1 or ns.sessions < 1:
+        p.error(f"--images and --sessions must be at least 1 (got {ns.images} and {ns.sessions})")
+    runner = LocalRunner(ProtocolConfig(sessions=ns.sessions))
     print(cpu_features())
     print("| model | weights | largest logit error / largest logit | top-1 agreement | ms per image, 1 thread |")
     print("|---|---|---|---|---|")
     for model in ns.models:
-        for row in measure(model, ns.images, ns.rounds):
+        for row in measure(model, ns.images, runner):
             print(row, flush=True)
     return 0
 

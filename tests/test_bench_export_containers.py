@@ -17,7 +17,7 @@ def script() -> ModuleType:
 def test_both_containers_are_compared_and_uint8_matches_the_fake_quantized_model(
     script: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert script.main(["--models", "digits_cnn", "--images", "8", "--rounds", "1"]) == 0
+    assert script.main(["--models", "digits_cnn", "--images", "8", "--sessions", "2"]) == 0
     rows = [line.strip("| ").split(" | ") for line in capsys.readouterr().out.splitlines()[3:]]
     assert [r[1] for r in rows] == ["uint8", "int8", "uint8 / int8 latency"]
     uint8 = rows[0]
@@ -28,7 +28,7 @@ def test_both_containers_are_compared_and_uint8_matches_the_fake_quantized_model
 def test_bad_counts_and_models_are_one_line(script: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         script.main(["--images", "0"])
-    assert "--images and --rounds must be at least 1" in capsys.readouterr().err
+    assert "--images and --sessions must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         script.main(["--models", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
