@@ -99,7 +99,8 @@ def main() -> int:
         p.error(f"--rounds must be at least 4 (two halves of two sessions), got {ns.rounds}")
     net = load_network(ns.model)
     table = load_table(ns.table)
-    models = export_all(net, sample_policies(net.layers, supported_pairs(table, net.layers), ns.policies, 0), None)
+    policies = sample_policies(net.layers, supported_pairs(table, net.layers), ns.policies, 0)
+    models = export_all(net, policies, None, table.export_weights)
     names = ["probe", "sentinel", *(f"{ns.model}-{i}" for i in range(len(models)))]
     cfg = ProtocolConfig(threads=1, sessions=ns.rounds, ci_rel=0.0, max_retries=0)
     timed = measure_models([probe_model(), sentinel_model(256), *models], cfg)

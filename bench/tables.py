@@ -425,10 +425,10 @@ def measure(nets: Sequence[Network], protocol: ProtocolConfig, table_path: Path,
     for net in nets:
         t0 = time.perf_counter()
         fit = fit_policies(table, net, configs, 0)
-        models += export_all(net, fit, log)
+        models += export_all(net, fit, log, table.export_weights)
         export_s = time.perf_counter() - t0
         checks = sample_policies(net.layers, supported_pairs(table, net.layers), n, 1000)
-        exported = export_all(net, checks, log)
+        exported = export_all(net, checks, log, table.export_weights)
         plans.append((net, fit, checks, len(models) - len(fit), export_s))
         models += exported + exported
     nodes, op_index = parts_of(nets, plans, models)

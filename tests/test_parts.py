@@ -313,9 +313,9 @@ def test_a_network_priced_by_parts_beside_one_measured_whole_takes_its_overhead_
     runner = _Recording()
     exports: list[str] = []
 
-    def counted(net: Network, policies: Sequence[QuantPolicy], log: Any = None) -> list[bytes]:
+    def counted(net: Network, policies: Sequence[QuantPolicy], log: Any = None, weights: str = "uint8") -> list[bytes]:
         exports.extend(net.name for _ in policies)
-        return export_all(net, policies, log)
+        return export_all(net, policies, log, weights)
 
     monkeypatch.setattr(fit, "export_all", counted)
     out, kept = tmp_path / "fitted.json", tmp_path / "kept.jsonl"

@@ -32,7 +32,7 @@ from haq.jobs.execute import Resolver, table_backend
 from haq.jobs.flags import add_job_args, resolve_job
 from haq.quant import QuantPolicy
 from haq.tables.network import describe_pairs
-from haq.tables.schema import KERNELS, PartsCall
+from haq.tables.schema import KERNELS, SIGNED_WEIGHTS, UNSIGNED_WEIGHTS, PartsCall
 from haq.tables.table import CostTable
 from haq.workload import WorkloadConfig, workload_layers
 
@@ -50,6 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     b.add_argument("--device", default=None, help=f"{', '.join(LOCAL_DEVICES)} or remote://HOST:PORT")
     b.add_argument("--out", default=None, help="table file to create or extend (default: ./<device>.json)")
     b.add_argument("--batch", type=int, default=1, help="batch size the layers are priced at (default 1)")
+    b.add_argument(
+        "--int8-weights",
+        dest="weights",
+        action="store_const",
+        const=SIGNED_WEIGHTS,
+        default=UNSIGNED_WEIGHTS,
+        help="time 8-bit layers with int8 weights, as `haq export --int8-weights` stores them (a CPU with VNNI or AMX); "
+        "by default uint8 at zero point 128, as `haq export` does",
+    )
     add_token_arg(b)
     add_tls_ca_arg(b)
     add_protocol_args(b)
@@ -84,6 +93,7 @@ def run_build(ns: argparse.Namespace) -> int:
                 n.data_root,
                 n.input_size,
                 n.input_shape,
+                n.weights,
             ),
             "protocol": protocol_config(n),
         },
@@ -93,7 +103,8 @@ def run_build(ns: argparse.Namespace) -> int:
     if cfg.device == "cpu" and ns.token:
         raise ConfigError("--token is for remote://HOST:PORT devices; --device cpu times this machine")
     resolver = Resolver(device=lambda spec: (spec, remote_access(ns)))
-    report = build_table(cfg, lambda: table_backend(cfg.device, job.section("protocol"), resolver, log, "--device"), log)
+    protocol = job.section("protocol")
+    report = build_table(cfg, lambda: table_backend(cfg.device, protocol, resolver, log, "--device", cfg.weights), log)
     print(f"{report.path}: priced {report.added} new signature(s), kept {report.kept} already present; {report.entries} entries")
     return 0
 
@@ -136,6 +147,9 @@ def _print_meta(t: CostTable) -> None:
     print(f"table {t.name} ({t.path})")
     print(f"  device: {m['device']['name']} - {m['device']['description']}")
     print(f"  runtime: {m['runtime']['name']} {m['runtime']['version']}; threads: {m['threads']}; batch: {m['batch']}")
+    if t.weight_container is not None:
+        flag = "haq export --int8-weights" if t.weight_container == SIGNED_WEIGHTS else "haq export's default"
+        print(f"  8-bit weights timed as {t.weight_container} ({flag} exports them so)")
     metrics = ", ".join(f"{k} ({m['units'][k]})" for k in t.metrics)
     print(f"  metrics: {metrics}; sources: {', '.join(t.sources())}")
     print(f"  created: {m['created']}{'; updated: ' + m['updated'] if 'updated' in m else ''}; tool: haq {m['tool']['version']}")

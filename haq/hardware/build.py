@@ -22,7 +22,15 @@ from haq.core.types import Log
 from haq.hardware.build_analytical import ANALYTICAL_DEVICES
 from haq.hardware.device.machine import MachineFingerprint, fingerprint_differences
 from haq.quant.discovery import LayerSignature
-from haq.tables.schema import Entry, GraphExtras, TableData, leaves_positive
+from haq.tables.schema import (
+    SIGNED_WEIGHTS,
+    UNSIGNED_WEIGHTS,
+    WEIGHT_CONTAINERS,
+    Entry,
+    GraphExtras,
+    TableData,
+    leaves_positive,
+)
 from haq.tables.table import CostTable, load_table, save_table
 from haq.tables.validation import parse
 from haq.workload import WorkloadConfig, resolve_input, workload_layers
@@ -158,6 +166,13 @@ def _check_compatible(existing: CostTable, fresh: dict[str, Any], out: Path) -> 
         raise TableError(
             f"{out} holds batch {existing.batch}, not {fresh['batch']}; pass --batch {existing.batch} or another --out"
         )
+    weights = fresh["protocol"].get("weights")
+    if weights is not None and existing.weight_container != weights:
+        flag = "--int8-weights" if existing.weight_container == SIGNED_WEIGHTS else "no --int8-weights"
+        raise TableError(
+            f"{out} was timed with {existing.weight_container} weights, this build times {weights}; "
+            f"extend it with {flag}, or choose another --out"
+        )
     for f in _COMPATIBLE_FIELDS:
         if existing.meta.get(f) != fresh.get(f):
             raise TableError(
@@ -224,8 +239,16 @@ class BuildConfig:
     data_root: str | None = None
     input_size: int | None = None
     input_shape: tuple[int, int, int] | None = None
+    weights: str = UNSIGNED_WEIGHTS
 
     def __post_init__(self) -> None:
+        if self.weights not in WEIGHT_CONTAINERS:
+            raise ConfigError(f"build.weights must be one of {', '.join(WEIGHT_CONTAINERS)}, got {self.weights!r}")
+        if self.weights != UNSIGNED_WEIGHTS and self.device in ANALYTICAL_DEVICES:
+            raise ConfigError(
+                f"--int8-weights is for tables measured with onnxruntime (--device cpu or remote://HOST:PORT); "
+                f"{self.device} is an analytical model, whose prices no weight container changes"
+            )
         if not self.models or any(not m for m in self.models):
             raise ConfigError("--model needs at least one zoo name or package.module:callable")
         if not self.device:

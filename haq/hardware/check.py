@@ -69,7 +69,7 @@ def check_table(table: CostTable, net: Network, runner: Runner, n: int, seed: in
     """Measure ``n`` random policies twice and compare them with the table's predictions."""
     validate.count("n", n, MIN_POLICIES)
     policies = sample_policies(net.layers, supported_pairs(table, net.layers), n, seed)
-    models = export_all(net, policies, log)
+    models = export_all(net, policies, log, table.export_weights)
     first = [m.latency_ms for m in runner.measure_many(models)]
     second = [m.latency_ms for m in runner.measure_many(models)]
     return score(table, net, [bits_of(net.layers, p) for p in policies], list(zip(first, second)))

@@ -456,7 +456,7 @@ def measure_all(
         fp = network_fingerprint(net.layers, table.batch)
         bits = [bits_of(net.layers, p) for p in policies]
         fresh = [i for i, b in enumerate(bits) if (fp, b) not in known and (fp, b) not in todo]
-        models += export_all(net, [policies[i] for i in fresh], log)
+        models += export_all(net, [policies[i] for i in fresh], log, table.export_weights)
         todo += [(fp, bits[i]) for i in fresh]
         reused = reused or len(fresh) < len(policies)
         if log and len(fresh) < len(policies):
@@ -520,14 +520,14 @@ def price_by_parts(
     plans = []
     for net in nets:
         policies = fit_policies(table, net, n, seed)
-        rows = [nodes.add(b, len(net.layers), net.name) for b in export_all(net, policies, log)]
+        rows = [nodes.add(b, len(net.layers), net.name) for b in export_all(net, policies, log, table.export_weights)]
         plans.append((net, policies, rows))
     by_name = {net.name: net for net in measured_nets}
     calibration = []
     for o in measured:
         net = by_name[o.network]
         policy = policy_of(net.layers, o.bits)
-        onnx_bytes = exported.get((o.fingerprint, o.bits)) or export_all(net, [policy])[0]
+        onnx_bytes = exported.get((o.fingerprint, o.bits)) or export_all(net, [policy], weights=table.export_weights)[0]
         calibration.append((net, policy, nodes.add(onnx_bytes, len(net.layers), net.name), o.measured_ms))
     if log:
         log(

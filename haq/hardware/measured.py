@@ -48,12 +48,13 @@ from haq.hardware.device.runner import LocalRunner, Runner
 from haq.hardware.device.settings import ProtocolConfig
 from haq.quant import LayerInfo, LayerSignature, QuantPolicy, discover_layers
 from haq.tables import schema
-from haq.tables.schema import Entry
+from haq.tables.schema import SIGNED_WEIGHTS, UNSIGNED_WEIGHTS, WEIGHT_CONTAINERS, Entry
 from haq.tables.table import CostTable
 
 CALIBRATION_SAMPLES = 8
 PROFILE_RUNS = 30
 PROFILE_WARMUP = 5
+_CONTAINER_TEXT = {UNSIGNED_WEIGHTS: "uint8 weights at zero point 128", SIGNED_WEIGHTS: "int8 weights"}
 BOUNDARY_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Transpose", "ReorderInput", "ReorderOutput"})
 
 
@@ -84,8 +85,11 @@ def single_layer(sig: LayerSignature, seed: int = 0) -> tuple[nn.Module, tuple[i
         return nn.Sequential(conv).eval(), (sig.in_channels, sig.in_h, sig.in_w)
 
 
-def export_single(sig: LayerSignature, w_bits: int, a_bits: int, seed: int = 0) -> tuple[ExportedModel, LayerInfo]:
-    """Export and verify the one-layer model of ``sig`` at (w, a); :class:`ExportError` if it cannot run so."""
+def export_single(
+    sig: LayerSignature, w_bits: int, a_bits: int, seed: int = 0, weights: str = UNSIGNED_WEIGHTS
+) -> tuple[ExportedModel, LayerInfo]:
+    """Export and verify the one-layer model of ``sig`` at (w, a), 8-bit weights stored in the
+    container ``weights``; :class:`ExportError` if it cannot run so."""
     model, shape = single_layer(sig, seed)
     layers = discover_layers(model, shape)
     if len(layers) != 1 or layers[0].signature != sig.with_batch(1):
@@ -93,7 +97,8 @@ def export_single(sig: LayerSignature, w_bits: int, a_bits: int, seed: int = 0) 
     gen = torch.Generator().manual_seed(seed)
     calib = torch.rand((CALIBRATION_SAMPLES, *shape), generator=gen)
     policy = QuantPolicy.uniform([layers[0].name], w_bits, a_bits)
-    return export_policy(model, layers, policy, shape, calib, ExportOptions()), layers[0]
+    options = ExportOptions(signed_weights=weights == SIGNED_WEIGHTS)
+    return export_policy(model, layers, policy, shape, calib, options), layers[0]
 
 
 @dataclass(frozen=True)
@@ -108,12 +113,20 @@ class MeasuredBackend:
     ``machine`` is this machine's fingerprint when the caller has taken it already (it times a
     probe); the table records it as ``meta.machine``. A remote table records the agent's
     fingerprint (no probe) marked ``remote``, when the agent reports one.
+
+    ``weights`` is how 8-bit layers store their weights (``meta.protocol.weights``), as the models the
+    table will price are exported: uint8 and int8 run different kernels at different speeds.
     """
 
     protocol: ProtocolConfig
     log: Log | None = None
     runner: Runner | None = None
     machine: MachineFingerprint | None = None
+    weights: str = UNSIGNED_WEIGHTS
+
+    def __post_init__(self) -> None:
+        if self.weights not in WEIGHT_CONTAINERS:
+            raise ConfigError(f"weights must be one of {', '.join(WEIGHT_CONTAINERS)}, got {self.weights!r}")
 
     def _timer(self) -> Runner:
         return self.runner if self.runner is not None else LocalRunner(self.protocol, self.log)
@@ -147,8 +160,9 @@ class MeasuredBackend:
                 "models": "one exported layer per entry (haq.hardware.measured)",
                 "entry_cost": "in-context: isolated-model latency x profiled share of the layer's own kernel(s); "
                 "extra.isolated_ms is the whole isolated model",
-                "precisions": "fp32; w8a8 via QDQ (QLinearConv/QGemm), uint8 weights at zero point 128; "
+                "precisions": f"fp32; w8a8 via QDQ (QLinearConv/QGemm), {_CONTAINER_TEXT[self.weights]}; "
                 "weight-only 2/4/8-bit linear via MatMulNBits accuracy_level=4",
+                "weights": self.weights,
             },
             "units": {"latency": "ms", "energy": "mJ"},
             "metrics": ["latency"],
@@ -172,7 +186,7 @@ class MeasuredBackend:
                 raise ConfigError(f"measured CPU tables are built at batch 1; signature {sig.key()} has batch {sig.batch}")
             for w, a in supported_precisions(sig.op):
                 try:
-                    model, info = export_single(sig, w, a)
+                    model, info = export_single(sig, w, a, weights=self.weights)
                 except ExportError as exc:
                     if self.log:
                         self.log(f"  skipping {sig.key()} w{w}a{a}: {exc}")
@@ -216,8 +230,10 @@ def _timed(meas: Measurement, share: float) -> tuple[dict[str, Any], dict[str, A
 
 
 def entry_model(table: CostTable, entry: Entry) -> bytes:
-    """The single-layer ONNX model ``entry`` of ``table`` was timed on (the build's export, seeded alike)."""
-    return export_single(table.signatures[entry.key], entry.w_bits, entry.a_bits)[0].onnx_bytes
+    """The single-layer ONNX model ``entry`` of ``table`` was timed on (the build's export, seeded
+    alike, its weights in the table's container)."""
+    sig = table.signatures[entry.key]
+    return export_single(sig, entry.w_bits, entry.a_bits, weights=table.export_weights)[0].onnx_bytes
 
 
 def retimed_entry(entry: Entry, meas: Measurement) -> Entry:

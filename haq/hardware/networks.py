@@ -20,6 +20,7 @@ from haq.core.errors import PolicyError, TableError
 from haq.core.types import BitPair, Log
 from haq.export import ExportOptions, export_policy
 from haq.quant import LayerBits, LayerInfo, QuantPolicy
+from haq.tables.schema import SIGNED_WEIGHTS, UNSIGNED_WEIGHTS
 from haq.tables.table import CostTable
 from haq.workload import WorkloadConfig, discover, sample_inputs, untrained_model, workload_layers
 
@@ -128,11 +129,15 @@ def _pick(rng: np.random.Generator, pairs: Sequence[BitPair]) -> BitPair:
     return (int(w), int(a))
 
 
-def export_all(net: Network, policies: Sequence[QuantPolicy], log: Log | None = None) -> list[bytes]:
-    """Exported, verified ONNX bytes of every policy."""
+def export_all(
+    net: Network, policies: Sequence[QuantPolicy], log: Log | None = None, weights: str = UNSIGNED_WEIGHTS
+) -> list[bytes]:
+    """Exported, verified ONNX bytes of every policy, 8-bit weights in the container ``weights``
+    (a table's :attr:`~haq.tables.table.CostTable.export_weights` when the models are timed against it)."""
+    options = ExportOptions(signed_weights=weights == SIGNED_WEIGHTS)
     out = []
     for i, p in enumerate(policies, 1):
-        out.append(export_policy(net.model, net.layers, p, net.input_shape, net.calibration, ExportOptions()).onnx_bytes)
+        out.append(export_policy(net.model, net.layers, p, net.input_shape, net.calibration, options).onnx_bytes)
         if log and (i % 5 == 0 or i == len(policies)):
             log(f"{net.name}: exported {i}/{len(policies)} policies")
     return out

@@ -46,6 +46,7 @@ from haq.runs.tracking import MlflowRun
 from haq.search.config import SearchConfig
 from haq.search.run import run_search
 from haq.tables.protocols import DeviceTable
+from haq.tables.schema import UNSIGNED_WEIGHTS
 from haq.transfer.config import TransferConfig
 from haq.transfer.run import run_transfer, transfer_env
 
@@ -221,18 +222,24 @@ def _chain(first: OnProgress, second: OnProgress | None) -> OnProgress:
 def _build_table(job: Job, out: Path, log: Log | None, res: Resolver) -> JobOutcome:
     cfg = dataclasses.replace(job.section("build"), out=out)
     protocol: ProtocolConfig = job.section("protocol")
-    report = build_table(cfg, lambda: table_backend(cfg.device, protocol, res, log), log or quiet)
+    report = build_table(cfg, lambda: table_backend(cfg.device, protocol, res, log, weights=cfg.weights), log or quiet)
     summary = {"table": str(report.path), "added": report.added, "kept": report.kept, "entries": report.entries}
     return JobOutcome(job.kind, summary=summary)
 
 
 def table_backend(
-    device: str, protocol: ProtocolConfig, res: Resolver, log: Log | None, field: str = "build.device"
+    device: str,
+    protocol: ProtocolConfig,
+    res: Resolver,
+    log: Log | None,
+    field: str = "build.device",
+    weights: str = UNSIGNED_WEIGHTS,
 ) -> DeviceBackend:
-    """The backend a table build's ``device`` names, a device agent's name resolved by ``res``
-    first (the service knows its agents; the command line takes the address as it is)."""
+    """The backend a table build's ``device`` names (timing 8-bit weights stored as ``weights``), a
+    device agent's name resolved by ``res`` first (the service knows its agents; the command line
+    takes the address as it is)."""
     spec, access = (device, RemoteAccess()) if device in LOCAL_DEVICES else res.device(device)
-    return device_backend(spec, protocol, log, access, field)
+    return device_backend(spec, protocol, log, access, field, weights)
 
 
 def _check_table(job: Job, out: Path, log: Log | None, res: Resolver) -> JobOutcome:

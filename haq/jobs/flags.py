@@ -106,6 +106,7 @@ FLAG_PATHS: dict[str, dict[str, tuple[str, ...]]] = {
         "batch": ("build.batch",),
         "input_size": ("build.input_size",),
         "input_shape": ("build.input_shape",),
+        "weights": ("build.weights",),
         "sessions": ("protocol.sessions",),
         "repeats": ("protocol.repeats",),
         "warmup_runs": ("protocol.warmup_runs",),

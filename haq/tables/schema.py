@@ -17,7 +17,8 @@ and a bad one is a :class:`~haq.core.errors.TableError` naming the file and the 
         "device":    {"name": "bitfusion", "description": "..."},
         "runtime":   {"name": "analytical:bitfusion", "version": "haq 0.1.0"},
         "threads":   1 | null,               # intra-op threads of a measured runtime
-        "protocol":  {...},                   # how costs were obtained (free-form object)
+        "protocol":  {...},                   # how costs were obtained (free-form object; its
+                                              # "weights", "uint8" | "int8", is checked: below)
         "units":     {"latency": "ms", "energy": "mJ"},   # fixed; anything else is rejected
         "metrics":   ["latency"] | ["latency", "energy"],
         "constants": {"freq": {"value": 5e8, "unit": "Hz", "source": "..."}, ...},
@@ -165,6 +166,16 @@ TABLE_FORMAT = "haq.cost_table"
 TABLE_VERSION = 11
 """The newest version this haq writes; :func:`table_version` picks the lowest one a table needs."""
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+WEIGHT_CONTAINERS = ("uint8", "int8")
+"""How a measured table's single-layer models stored 8-bit weights (``meta.protocol.weights``), as
+``haq export`` stores them (uint8 at zero point 128 by default, int8 with ``--int8-weights``):
+onnxruntime runs the two through different kernels on x86, at different speeds. Part of the
+free-form protocol record, so a haq that predates it still reads the table."""
+UNSIGNED_WEIGHTS, SIGNED_WEIGHTS = WEIGHT_CONTAINERS
+LEGACY_MEASURED_WEIGHTS = SIGNED_WEIGHTS
+"""What a table measured with onnxruntime that records no ``meta.protocol.weights`` timed: int8,
+as the export stored 8-bit weights until 2026-12-07 (a table built on that day says uint8 in its
+``meta.protocol.precisions``; :attr:`haq.tables.table.CostTable.weight_container` reads it)."""
 DOMAINS = ("float", "int8", "weight-only")
 CALL_KINDS = (*DOMAINS, "node")
 """What an isolated model's call overhead is fitted per (``graph.parts_call.by_kind``): a layer

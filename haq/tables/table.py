@@ -25,6 +25,8 @@ from haq.quant.policy import QuantPolicy
 from haq.tables.network import Boundary, NetworkCosts, describe_pairs
 from haq.tables.plan import Plan
 from haq.tables.schema import (
+    LEGACY_MEASURED_WEIGHTS,
+    UNSIGNED_WEIGHTS,
     Correction,
     Entry,
     GraphExtras,
@@ -74,6 +76,25 @@ class CostTable:
             return self.device
         remote = bool((self.meta.get("machine") or {}).get("remote")) or "device agent" in self.meta["device"]["description"]
         return "remote://HOST:PORT" if remote else "cpu"
+
+    @property
+    def weight_container(self) -> str | None:
+        """How this table's 8-bit layers stored their weights when timed (``meta.protocol.weights``),
+        None for an analytical one: an exported model is priced right only when it stores them the
+        same way. A table measured before the field existed timed int8, unless built in the day
+        between the export's uint8 default and the field, whose protocol text says uint8."""
+        if not str(self.meta["runtime"]["name"]).startswith("onnxruntime"):
+            return None
+        protocol = self.meta["protocol"]
+        if "weights" in protocol:
+            return str(protocol["weights"])
+        return UNSIGNED_WEIGHTS if "uint8 weights" in str(protocol.get("precisions", "")) else LEGACY_MEASURED_WEIGHTS
+
+    @property
+    def export_weights(self) -> str:
+        """The container to export models this table prices with: the one it timed, else (an
+        analytical table, which no container changes) the export's default, uint8."""
+        return self.weight_container or UNSIGNED_WEIGHTS
 
     @property
     def signatures(self) -> Mapping[str, LayerSignature]:

@@ -28,6 +28,7 @@ from haq.tables.schema import (
     TABLE_FORMAT,
     THROUGH_KINDS,
     UNITS,
+    WEIGHT_CONTAINERS,
     Correction,
     Entry,
     FamilyTerms,
@@ -126,7 +127,9 @@ def _parse_meta(r: FieldReader, raw: Any) -> dict[str, Any]:
         r.string(obj["version"], f"meta.{part}.version")
     if m["threads"] is not None:
         r.integer(m["threads"], "meta.threads", 1)
-    r.obj(m["protocol"], "meta.protocol")
+    protocol = r.obj(m["protocol"], "meta.protocol")
+    if "weights" in protocol and protocol["weights"] not in WEIGHT_CONTAINERS:
+        r.fail("meta.protocol.weights", f"must be one of {', '.join(WEIGHT_CONTAINERS)}, got {protocol['weights']!r}")
     metrics = r.array(m["metrics"], "meta.metrics")
     if (
         any(not isinstance(x, str) for x in metrics)
