@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pytest
+from cli_helpers import weight_dtypes
 
 from haq.core import config as serial
 from haq.core.errors import ConfigError, HaqError
@@ -113,6 +115,18 @@ def test_bad_queries_are_clear_errors(digits_workload: Workload) -> None:
     assert runner.models == 0
 
 
+def test_the_exporter_stores_weights_in_the_table_container(digits_workload: Workload) -> None:
+    """uint8 (the default) goes unrecorded in the cache identity, as caches written before the
+    choice timed it; int8 is recorded, so a cache of one is never read for the other."""
+    pol = uniform(digits_workload, 8)
+    unsigned, signed = QDQExporter(calibration_size=8), QDQExporter(calibration_size=8, weights="int8")
+    assert weight_dtypes(unsigned(digits_workload, pol)) == {np.dtype(np.uint8)}
+    assert weight_dtypes(signed(digits_workload, pol)) == {np.dtype(np.int8)}
+    assert "weights" not in unsigned.to_dict() and signed.to_dict()["weights"] == "int8"
+    with pytest.raises(ConfigError, match="must be one of uint8, int8"):
+        QDQExporter(weights="fp16")
+
+
 def test_feedback_through_the_device_agent(digits_workload: Workload) -> None:
     cfg = AgentConfig(host="127.0.0.1", port=0, token="feedback-secret-token", timeout_s=60.0)
     with DeviceAgent(cfg).start() as agent:
@@ -128,8 +142,9 @@ def test_hardware_feedback_is_built_by_the_commands_layer(digits_workload: Workl
     with pytest.raises(ConfigError, match="prices another device"):
         make_problem(FEEDBACK, cache_dir=cache_dir, table=load_table("bitfusion"))
     path = tmp_path / "measured.json"
-    measurer = local_measurer(digits_workload, emulated=True, cache_path=path)
+    measurer = local_measurer(digits_workload, load_table(CPU_TABLE), emulated=True, cache_path=path)
     assert measurer.cache_path == path and measurer.exporter.to_dict()["emulated"] is True
+    assert measurer.exporter.to_dict()["weights"] == "int8", "exported as the table timed (example-cpu-xeon: int8)"
     pol = uniform(digits_workload, 8)
     record = MeasuredCost(digits_workload, CountingRunner()).measurement(pol)
     entries = {policy_key(digits_workload.layers, pol): record.to_dict()}

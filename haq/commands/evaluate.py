@@ -76,7 +76,7 @@ def run(ns: argparse.Namespace) -> int:
         if ns.dq_lr is None and evaluation.kind == "full" and evaluation.finetune_epochs > 0:
             rate = chosen_finetune_lr(wl, table, ns.device, log)
             cfg = dataclasses.replace(cfg, evaluation=dataclasses.replace(evaluation, finetune_lr=rate))
-        measurer = None if measurement_skipped(cfg, table) else local_measurer(wl, emulated=cfg.emulate, log=log)
+        measurer = None if measurement_skipped(cfg, table) else local_measurer(wl, table, emulated=cfg.emulate, log=log)
         r = evaluate_final(wl, table, policy, cfg, log=log, measurer=measurer)
     m, ref = r.metrics, r.reference
 

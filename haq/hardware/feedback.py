@@ -31,6 +31,7 @@ from haq.export import ExportOptions, export_policy
 from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.runner import Runner
 from haq.quant import LayerInfo, QuantPolicy
+from haq.tables.schema import SIGNED_WEIGHTS, UNSIGNED_WEIGHTS, WEIGHT_CONTAINERS
 from haq.workload import Workload
 
 FEEDBACK_CACHE = "measured_latency.json"
@@ -57,23 +58,31 @@ class QDQExporter:
     """:func:`haq.export.export_policy`, calibrated on the first ``calibration_size`` training images.
 
     emulated: export bit widths the CPU cannot run on 8-bit containers instead of refusing.
+    weights: the container of 8-bit weights (the table's, whose budget the measurements stand in for).
     """
 
     calibration_size: int = 64
     emulated: bool = False
+    weights: str = UNSIGNED_WEIGHTS
 
     def __post_init__(self) -> None:
         validate.count("calibration_size", self.calibration_size, 1, 100_000)
+        if self.weights not in WEIGHT_CONTAINERS:
+            raise ConfigError(f"weights must be one of {', '.join(WEIGHT_CONTAINERS)}, got {self.weights!r}")
 
     def __call__(self, workload: Workload, policy: QuantPolicy) -> bytes:
         """Export (and verify against onnxruntime's optimized graph) the whole model."""
         x, _ = workload.data.subset("train", self.calibration_size)
-        options = ExportOptions(emulated=self.emulated)
+        options = ExportOptions(emulated=self.emulated, signed_weights=self.weights == SIGNED_WEIGHTS)
         return export_policy(workload.model, workload.layers, policy, workload.data.input_shape, x, options).onnx_bytes
 
     def to_dict(self) -> dict[str, Any]:
-        """Settings recorded in the cache."""
-        return {"exporter": "qdq", **to_dict(self)}
+        """Settings recorded in the cache (the default uint8 container unrecorded, as in caches
+        written before the choice, which timed it)."""
+        settings = to_dict(self)
+        if self.weights == UNSIGNED_WEIGHTS:
+            del settings["weights"]
+        return {"exporter": "qdq", **settings}
 
 
 class MeasuredCost:

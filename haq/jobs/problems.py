@@ -102,7 +102,7 @@ def make_problem(
         )
     check_prices_this_machine(tab)
     workload = workload or load_workload(cfg.workload, parse_torch_device(cfg.torch_device), cache_dir=cache_dir, log=log)
-    latency = local_measurer(workload, emulated=True, cache_path=feedback_cache, log=log)
+    latency = local_measurer(workload, tab, emulated=True, cache_path=feedback_cache, log=log)
     return build_problem(
         cfg, table=tab, latency_source=latency, workload=workload, log=log, strict=strict, sensitivity_store=store
     )
@@ -151,12 +151,16 @@ def check_prices_this_machine(table: DeviceTable) -> None:
         )
 
 
-def local_measurer(workload: Workload, *, emulated: bool, cache_path: Path | None = None, log: Log | None = None) -> MeasuredCost:
-    """Whole-model latency of ``workload`` under a policy, timed here with the standard protocol.
+def local_measurer(
+    workload: Workload, table: DeviceTable, *, emulated: bool, cache_path: Path | None = None, log: Log | None = None
+) -> MeasuredCost:
+    """Whole-model latency of ``workload`` under a policy, timed here with the standard protocol,
+    8-bit weights exported in the container ``table`` timed (the costs the measurements stand in for).
 
     emulated: export bit widths the CPU cannot run on 8-bit containers instead of refusing.
     """
-    return MeasuredCost(workload, LocalRunner(), QDQExporter(emulated=emulated), cache_path, log)
+    exporter = QDQExporter(emulated=emulated, weights=table.export_weights)
+    return MeasuredCost(workload, LocalRunner(), exporter, cache_path, log)
 
 
 __all__ = [

@@ -24,6 +24,11 @@ class DeviceTable(CostSource, Protocol):
     meta: Mapping[str, Any]
     metrics: tuple[str, ...]
 
+    @property
+    def export_weights(self) -> str:
+        """The container of 8-bit weights a model it prices is exported with (``uint8`` / ``int8``)."""
+        ...
+
     def supported_bits(self, sig: LayerSignature) -> list[BitPair]: ...
 
     def layer_cost(self, sig: LayerSignature, w_bits: int, a_bits: int, metric: str = "latency") -> float: ...
