@@ -17,6 +17,7 @@ from haq.cli import main as haq_main
 from haq.core.errors import ConfigError, TableError
 from haq.hardware.build import BuildConfig, extend_table
 from haq.hardware.check import check_table
+from haq.hardware.device.machine import MachineFingerprint
 from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import ProtocolConfig
@@ -142,3 +143,30 @@ def test_the_command_builds_an_int8_table_and_shows_it(tmp_path: Path, capsys: p
     capsys.readouterr()
     assert haq_main(["tables", "show", str(out), "--entries", "0"]) == 0
     assert "8-bit weights timed as int8 (haq export --int8-weights exports them so)" in capsys.readouterr().out
+
+
+AVX2 = MachineFingerprint("AMD EPYC", arch="x86_64", flags=("avx", "avx2", "fma", "sse4_2"))
+
+
+@pytest.mark.parametrize(
+    ("machine", "saturates"),
+    [
+        (AVX2, True),
+        (MachineFingerprint("Xeon", arch="x86_64", flags=("avx2", "avx512bw")), True),
+        (MachineFingerprint("Xeon", arch="x86_64", flags=("avx2", "avx512bw", "avx512_vnni")), False),
+        (MachineFingerprint("Core", arch="AMD64", flags=("avx2", "avx_vnni")), False),
+        (MachineFingerprint("Xeon", arch="x86_64", flags=("amx_int8", "amx_tile")), False),
+        (MachineFingerprint("Neoverse", arch="aarch64", flags=("asimd", "asimddp")), False),
+    ],
+)
+def test_which_cpus_saturate_int8_weights(machine: MachineFingerprint, saturates: bool) -> None:
+    assert machine.saturates_int8_weights is saturates
+
+
+@pytest.mark.parametrize(("weights", "warned"), [("int8", True), ("uint8", False)])
+def test_timing_int8_weights_on_a_saturating_cpu_warns_in_one_line(weights: str, warned: bool) -> None:
+    said: list[str] = []
+    MeasuredBackend(FAST, said.append, machine=AVX2, weights=weights).metadata(1)
+    assert len(said) == int(warned)
+    if warned:
+        assert said[0].startswith("warning: ") and "no VNNI or AMX" in said[0] and "\n" not in said[0]

@@ -170,7 +170,17 @@ class MeasuredBackend:
         }
         if machine is not None:
             meta["machine"] = machine
+            self._warn_if_saturating(MachineFingerprint.from_dict(machine), cpu)
         return meta
+
+    def _warn_if_saturating(self, machine: MachineFingerprint, cpu: str) -> None:
+        """Say so when int8 weights are timed on a CPU where onnxruntime computes them wrong."""
+        if self.weights == SIGNED_WEIGHTS and machine.saturates_int8_weights and self.log:
+            self.log(
+                f"warning: {cpu} has no VNNI or AMX, so onnxruntime adds int8-weight products in 16 bits there and "
+                "saturates: a model exported with --int8-weights computes wrong results on it (the table times it as "
+                "asked; without --int8-weights it times the uint8 weights that run right there)"
+            )
 
     def entries(self, sig: LayerSignature) -> list[Entry]:
         """One measured entry per precision the CPU really runs for ``sig``."""

@@ -31,6 +31,9 @@ from haq.hardware.device.settings import ProtocolConfig
 CPUINFO = Path("/proc/cpuinfo")
 CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
 
+X86_ARCHS = frozenset({"x86_64", "amd64", "i686"})
+WIDE_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+"""x86 flags whose int8 dot products accumulate in 32 bits (onnxruntime picks those kernels)."""
 KERNEL_FLAG_PREFIXES = ("avx", "amx", "asimd", "sve")
 """Flag families that select onnxruntime's MLAS kernels: avx/avx2/avx512*/avx_vnni, AMX tiles,
 arm64 NEON (asimddp: dot products) and SVE."""
@@ -111,6 +114,13 @@ class MachineFingerprint:
         """The ``meta.machine`` record of a table (the identity is stored for people and cache names)."""
         probe = None if self.probe_ms is None else round(self.probe_ms, 6)
         return {"identity": self.identity, **self._identity_fields(), "probe_ms": probe, "probe": PROBE}
+
+    @property
+    def saturates_int8_weights(self) -> bool:
+        """Whether onnxruntime multiplies uint8 activations by int8 weights here by adding pairs of
+        products in 16 bits, which saturates: an x86 CPU without VNNI or AMX (AVX2 and older
+        AVX-512 parts). Its uint8-weight kernel widens first, and VNNI / AMX add in 32 bits."""
+        return self.arch.lower() in X86_ARCHS and not set(self.flags) & WIDE_INT8_FLAGS
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MachineFingerprint:
