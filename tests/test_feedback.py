@@ -123,7 +123,7 @@ def test_the_exporter_stores_weights_in_the_table_container(digits_workload: Wor
     assert weight_dtypes(unsigned(digits_workload, pol)) == {np.dtype(np.uint8)}
     assert weight_dtypes(signed(digits_workload, pol)) == {np.dtype(np.int8)}
     assert "weights" not in unsigned.to_dict() and signed.to_dict()["weights"] == "int8"
-    with pytest.raises(ConfigError, match="must be one of uint8, int8"):
+    with pytest.raises(ConfigError, match="choose one of uint8, int8"):
         QDQExporter(weights="fp16")
 
 

@@ -23,6 +23,7 @@ from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.measured import MeasuredBackend, entry_model, export_single
 from haq.hardware.networks import load_network, model_layers
+from haq.jobs.document import parse_job
 from haq.tables.table import CostTable, load_table
 from haq.tables.validation import parse
 
@@ -114,7 +115,7 @@ def test_a_bad_container_in_a_table_is_one_line_naming_the_field(int8_table: Pat
 def test_int8_weights_on_an_analytical_device_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ConfigError, match="analytical model"):
         BuildConfig(("digits_mlp",), "bitfusion", tmp_path / "t.json", weights="int8")
-    with pytest.raises(ConfigError, match="must be one of uint8, int8"):
+    with pytest.raises(ConfigError, match="choose one of uint8, int8"):
         BuildConfig(("digits_mlp",), "cpu", tmp_path / "t.json", weights="fp16")
     argv = [
         "tables",
@@ -170,3 +171,16 @@ def test_timing_int8_weights_on_a_saturating_cpu_warns_in_one_line(weights: str,
     assert len(said) == int(warned)
     if warned:
         assert said[0].startswith("warning: ") and "no VNNI or AMX" in said[0] and "\n" not in said[0]
+
+
+def test_a_job_document_asks_for_int8_and_the_flag_overrides_it(tmp_path: Path) -> None:
+    doc = {"version": 1, "kind": "table_build", "build": {"models": ["digits_mlp"], "device": "cpu", "out": "t.json"}}
+    assert parse_job(doc).section("build").weights == "uint8"
+    asked = parse_job({**doc, "build": {**doc["build"], "weights": "int8"}}).section("build")
+    assert asked.weights == "int8"
+    with pytest.raises(ConfigError, match="build.weights"):
+        parse_job({**doc, "build": {**doc["build"], "weights": "int4"}})
+    job = tmp_path / "build.json"
+    job.write_text(json.dumps({**doc, "build": {**doc["build"], "out": str(tmp_path / "t.json")}}))
+    assert haq_main(["tables", "build", "--config", str(job), "--int8-weights"]) == 0
+    assert load_table(tmp_path / "t.json").weight_container == "int8"

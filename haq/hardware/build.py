@@ -242,8 +242,7 @@ class BuildConfig:
     weights: str = UNSIGNED_WEIGHTS
 
     def __post_init__(self) -> None:
-        if self.weights not in WEIGHT_CONTAINERS:
-            raise ConfigError(f"build.weights must be one of {', '.join(WEIGHT_CONTAINERS)}, got {self.weights!r}")
+        validate.choice("build.weights", self.weights, WEIGHT_CONTAINERS)
         if self.weights != UNSIGNED_WEIGHTS and self.device in ANALYTICAL_DEVICES:
             raise ConfigError(
                 f"--int8-weights is for tables measured with onnxruntime (--device cpu or remote://HOST:PORT); "

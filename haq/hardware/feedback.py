@@ -67,8 +67,7 @@ class QDQExporter:
 
     def __post_init__(self) -> None:
         validate.count("calibration_size", self.calibration_size, 1, 100_000)
-        if self.weights not in WEIGHT_CONTAINERS:
-            raise ConfigError(f"weights must be one of {', '.join(WEIGHT_CONTAINERS)}, got {self.weights!r}")
+        validate.choice("weights", self.weights, WEIGHT_CONTAINERS)
 
     def __call__(self, workload: Workload, policy: QuantPolicy) -> bytes:
         """Export (and verify against onnxruntime's optimized graph) the whole model."""

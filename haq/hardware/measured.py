@@ -32,6 +32,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from haq.core import validate
 from haq.core.errors import ConfigError
 from haq.core.types import Log
 from haq.export import (
@@ -125,8 +126,7 @@ class MeasuredBackend:
     weights: str = UNSIGNED_WEIGHTS
 
     def __post_init__(self) -> None:
-        if self.weights not in WEIGHT_CONTAINERS:
-            raise ConfigError(f"weights must be one of {', '.join(WEIGHT_CONTAINERS)}, got {self.weights!r}")
+        validate.choice("weights", self.weights, WEIGHT_CONTAINERS)
 
     def _timer(self) -> Runner:
         return self.runner if self.runner is not None else LocalRunner(self.protocol, self.log)
