@@ -27,6 +27,7 @@ from haq.hardware.device.machine import (
 from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.fit import fit_table
+from haq.hardware.fit_observations import observations_path
 from haq.hardware.networks import model_layers, network_of
 from haq.jobs import machine, problems
 from haq.problem.budget import build_budget_model
@@ -106,7 +107,7 @@ class FakeMeasuredBackend:
             "device": {"name": "cpu-test", "description": "a fake CPU, timed on this machine"},
             "runtime": {"name": "onnxruntime", "version": self.machine.onnxruntime},
             "threads": 1,
-            "protocol": {"fake": True},
+            "protocol": {"fake": True, "weights": "uint8"},
             "units": {"latency": "ms", "energy": "mJ"},
             "metrics": ["latency"],
             "constants": {},
@@ -408,6 +409,28 @@ def test_device_cpu_builds_and_fits_this_machines_table_once(tmp_path: Path, mon
     assert any("digits_cnn: reused" in line for line in again.lines)  # refitted jointly, its measurements reused
     assert _fitted(path, "digits_cnn") and _fitted(path, "digits_mlp")
     assert [w.model for w in machine.read_workloads(machine.workloads_path(path))] == ["digits_cnn", "digits_mlp"]
+
+
+def test_a_machine_table_timed_with_int8_weights_is_set_aside_and_measured_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built before haq exported uint8 weights, it priced the int8 kernels: its entries and the
+    whole models its fit kept are kept beside it, not used, and the next use measures anew."""
+    backend, _ = _this_machine(monkeypatch, tmp_path)
+    problems.load_device_table("cpu", WorkloadConfig(model="digits_cnn"), log=Lines())
+    path = machine.machine_table_path(HERE)
+    old = json.loads(path.read_text())
+    del old["meta"]["protocol"]["weights"]  # as such a table was written: int8, unrecorded
+    path.write_text(json.dumps(old))
+    kept = observations_path(path).read_bytes()
+    priced = len(backend.priced)
+    say = Lines()
+    table = problems.load_device_table("cpu", WorkloadConfig(model="digits_cnn"), log=say)
+    assert table.weight_container == "uint8" and len(backend.priced) == 2 * priced
+    assert [line for line in say.lines if "timed int8 weights, and haq export writes uint8: measuring it again" in line]
+    assert json.loads(path.with_name(path.name + ".int8-weights").read_text()) == old
+    assert path.with_name(observations_path(path).name + ".int8-weights").read_bytes() == kept
+    assert _fitted(path, "digits_cnn"), "fitted again on fresh whole-model measurements"
 
 
 def test_a_machine_table_that_cannot_be_fitted_is_used_as_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,9 @@ digits CNN's backwards (Spearman -0.24); fitted, 95 % and the measurements' own 
 device terms are joint): their kept measurements (``<table>.fit.jsonl``) are reused, and which
 workloads they were is kept in ``<table>.workloads.json``.
 
+It times 8-bit weights as uint8, as ``haq export`` writes them by default; a cached table that
+timed int8 (built before that default) is set aside with its fit's files and measured again.
+
 A measured table from another machine, or one too old to say, gets a one-line warning (an
 error with ``--strict``) from :func:`check_machine`. Analytical tables and tables a device agent
 timed describe their device by design and are never checked.
@@ -41,7 +44,7 @@ from haq.hardware.measured import MeasuredBackend, cpu_slug
 from haq.hardware.networks import Network, network_of
 from haq.models import default_cache_dir
 from haq.tables.protocols import DeviceTable
-from haq.tables.schema import network_fingerprint
+from haq.tables.schema import UNSIGNED_WEIGHTS, network_fingerprint
 from haq.tables.table import CostTable, load_table
 from haq.workload import WorkloadConfig, discover, untrained_model, workload_layers
 
@@ -116,6 +119,9 @@ def machine_table(workload: WorkloadConfig, *, strict: bool = False, log: Log) -
     model, inp = untrained_model(workload)  # at the workload's input shape (haq.workload.resolve_input)
     layers = discover(model, inp)
     table = load_table(path) if path.exists() else None
+    if table is not None and table.weight_container != UNSIGNED_WEIGHTS:
+        retire_table(path, table, log)
+        table = None
     missing = {layer.signature.key() for layer in layers} - (set(table.signatures) if table is not None else set())
     if table is None or missing or workload.model not in table.meta.get("models", []):
         if missing:
@@ -138,6 +144,20 @@ def machine_table(workload: WorkloadConfig, *, strict: bool = False, log: Log) -
     if network_fingerprint(layers, table.batch) in table.data.graph.measured_whole():
         return table
     return fit_machine_table(table, path, priced(workload), log)
+
+
+def retire_table(path: Path, table: CostTable, log: Log) -> None:
+    """Set aside this machine's table, and the fit's files beside it, when it timed weights other
+    than the uint8 ones ``haq export`` writes (one built before that default timed int8): its
+    entries, and the whole models its fit kept, price another kernel. The next use measures anew."""
+    aside = f".{table.weight_container}-weights"
+    for f in (path, workloads_path(path), observations_path(path), sessions_path(path)):
+        if f.exists():
+            f.replace(f.with_name(f.name + aside))
+    log(
+        f"this machine's table {path} timed {table.weight_container} weights, and haq export writes uint8: "
+        f"measuring it again (the old one is kept as {path.name}{aside})"
+    )
 
 
 def fit_machine_table(table: CostTable, path: Path, workload: WorkloadConfig, log: Log) -> CostTable:
@@ -247,6 +267,7 @@ __all__ = [
     "machine_table",
     "machine_table_path",
     "priced",
+    "retire_table",
     "read_workloads",
     "write_workloads",
 ]
