@@ -24,6 +24,7 @@ from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.measured import MeasuredBackend, entry_model, export_single
 from haq.hardware.networks import load_network, model_layers
 from haq.jobs.document import parse_job
+from haq.quant import LayerSignature
 from haq.tables.table import CostTable, load_table
 from haq.tables.validation import parse
 
@@ -32,7 +33,7 @@ QUICK = "--sessions 1 --repeats 3 --warmup-runs 1 --warmup-s 0 --min-repeat-ms 0
 INT8, UINT8 = np.dtype(np.int8), np.dtype(np.uint8)
 
 
-def _mlp_sigs() -> list[Any]:
+def _mlp_sigs() -> list[LayerSignature]:
     return [layer.signature for layer in model_layers("digits_mlp", None, None)]
 
 
