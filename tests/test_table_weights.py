@@ -182,6 +182,7 @@ def test_a_job_document_asks_for_int8_and_the_flag_overrides_it(tmp_path: Path) 
     with pytest.raises(ConfigError, match="build.weights"):
         parse_job({**doc, "build": {**doc["build"], "weights": "int4"}})
     job = tmp_path / "build.json"
-    job.write_text(json.dumps({**doc, "build": {**doc["build"], "out": str(tmp_path / "t.json")}}))
+    quick = {"sessions": 1, "repeats": 3, "warmup_runs": 1, "warmup_s": 0.0, "min_repeat_ms": 0.2, "max_retries": 0}
+    job.write_text(json.dumps({**doc, "build": {**doc["build"], "out": str(tmp_path / "t.json")}, "protocol": quick}))
     assert haq_main(["tables", "build", "--config", str(job), "--int8-weights"]) == 0
     assert load_table(tmp_path / "t.json").weight_container == "int8"
