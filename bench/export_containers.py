@@ -21,17 +21,17 @@ import sys
 import numpy as np
 import torch
 
-from haq.export import ExportOptions, export_policy, run_onnx
+from haq.export import export_policy, run_onnx
 from haq.hardware.device.machine import cpu_model, machine_fingerprint
 from haq.hardware.device.runner import LocalRunner
 from haq.hardware.device.settings import ProtocolConfig
+from haq.hardware.measured import container_options
 from haq.models import model_names
 from haq.quant import LayerBits, QuantPolicy, apply_policy_, calibrate_
+from haq.tables.schema import WEIGHT_CONTAINERS
 from haq.workload import Workload, WorkloadConfig, load_workload
 
 CPU = torch.device("cpu")
-CONTAINERS = {"uint8": False, "int8": True}
-"""Container name → ``ExportOptions.signed_weights``."""
 
 
 def cpu_features() -> str:
@@ -57,14 +57,14 @@ def measure(model: str, images: int, runner: LocalRunner) -> list[str]:
     policy = QuantPolicy({n: LayerBits(8, 8) for n in wl.layer_names})
     ref = fake_quant_logits(wl, policy, calib, x)
     models, rows = [], []
-    for name, signed in CONTAINERS.items():
-        exported = export_policy(wl.model, wl.layers, policy, wl.data.input_shape, calib, ExportOptions(signed_weights=signed))
+    for name in WEIGHT_CONTAINERS:
+        exported = export_policy(wl.model, wl.layers, policy, wl.data.input_shape, calib, container_options(name))
         got = run_onnx(exported.onnx_bytes, x.numpy())
         error = float(np.abs(got - ref).max() / np.abs(ref).max())
         agree = float((got.argmax(1) == ref.argmax(1)).mean())
         models.append(exported.onnx_bytes)
         rows.append((name, error, agree))
-    ms = {name: m.latency_ms for name, m in zip(CONTAINERS, runner.measure_many(models))}
+    ms = {name: m.latency_ms for name, m in zip(WEIGHT_CONTAINERS, runner.measure_many(models))}
     out = [f"| {model} | {name} | {error:.2%} | {agree:.1%} | {ms[name]:.3f} |" for name, error, agree in rows]
     out.append(f"| {model} | uint8 / int8 latency | | | {ms['uint8'] / ms['int8']:.2f}x |")
     return out

@@ -27,11 +27,12 @@ from haq.core.config import to_dict
 from haq.core.errors import ConfigError, HaqError
 from haq.core.fileio import atomic_write_text
 from haq.core.types import Log, quiet
-from haq.export import ExportOptions, export_policy
+from haq.export import export_policy
 from haq.hardware.device.measurement import Measurement
 from haq.hardware.device.runner import Runner
+from haq.hardware.measured import container_options
 from haq.quant import LayerInfo, QuantPolicy
-from haq.tables.schema import SIGNED_WEIGHTS, UNSIGNED_WEIGHTS, WEIGHT_CONTAINERS
+from haq.tables.schema import UNSIGNED_WEIGHTS, WEIGHT_CONTAINERS
 from haq.workload import Workload
 
 FEEDBACK_CACHE = "measured_latency.json"
@@ -72,7 +73,7 @@ class QDQExporter:
     def __call__(self, workload: Workload, policy: QuantPolicy) -> bytes:
         """Export (and verify against onnxruntime's optimized graph) the whole model."""
         x, _ = workload.data.subset("train", self.calibration_size)
-        options = ExportOptions(emulated=self.emulated, signed_weights=self.weights == SIGNED_WEIGHTS)
+        options = container_options(self.weights, self.emulated)
         return export_policy(workload.model, workload.layers, policy, workload.data.input_shape, x, options).onnx_bytes
 
     def to_dict(self) -> dict[str, Any]:

@@ -86,6 +86,11 @@ def single_layer(sig: LayerSignature, seed: int = 0) -> tuple[nn.Module, tuple[i
         return nn.Sequential(conv).eval(), (sig.in_channels, sig.in_h, sig.in_w)
 
 
+def container_options(weights: str, emulated: bool = False) -> ExportOptions:
+    """Export options that store 8-bit weights in the container named ``weights`` (uint8 / int8)."""
+    return ExportOptions(emulated=emulated, signed_weights=weights == SIGNED_WEIGHTS)
+
+
 def export_single(
     sig: LayerSignature, w_bits: int, a_bits: int, seed: int = 0, weights: str = UNSIGNED_WEIGHTS
 ) -> tuple[ExportedModel, LayerInfo]:
@@ -98,8 +103,7 @@ def export_single(
     gen = torch.Generator().manual_seed(seed)
     calib = torch.rand((CALIBRATION_SAMPLES, *shape), generator=gen)
     policy = QuantPolicy.uniform([layers[0].name], w_bits, a_bits)
-    options = ExportOptions(signed_weights=weights == SIGNED_WEIGHTS)
-    return export_policy(model, layers, policy, shape, calib, options), layers[0]
+    return export_policy(model, layers, policy, shape, calib, container_options(weights)), layers[0]
 
 
 @dataclass(frozen=True)

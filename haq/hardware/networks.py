@@ -18,9 +18,10 @@ from torch import nn
 
 from haq.core.errors import PolicyError, TableError
 from haq.core.types import BitPair, Log
-from haq.export import ExportOptions, export_policy
+from haq.export import export_policy
+from haq.hardware.measured import container_options
 from haq.quant import LayerBits, LayerInfo, QuantPolicy
-from haq.tables.schema import SIGNED_WEIGHTS, UNSIGNED_WEIGHTS
+from haq.tables.schema import UNSIGNED_WEIGHTS
 from haq.tables.table import CostTable
 from haq.workload import WorkloadConfig, discover, sample_inputs, untrained_model, workload_layers
 
@@ -134,7 +135,7 @@ def export_all(
 ) -> list[bytes]:
     """Exported, verified ONNX bytes of every policy, 8-bit weights in the container ``weights``
     (a table's :attr:`~haq.tables.table.CostTable.export_weights` when the models are timed against it)."""
-    options = ExportOptions(signed_weights=weights == SIGNED_WEIGHTS)
+    options = container_options(weights)
     out = []
     for i, p in enumerate(policies, 1):
         out.append(export_policy(net.model, net.layers, p, net.input_shape, net.calibration, options).onnx_bytes)
