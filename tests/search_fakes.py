@@ -19,6 +19,8 @@ class AnalyticTable:
     name = "analytic-test"
     meta: Mapping[str, Any] = {"device": {"name": "analytic-test"}, "runtime": {"name": "formula"}}
     metrics: tuple[str, ...] = ("latency", "energy")
+    weight_container: str | None = None
+    export_weights = "uint8"
 
     def supported_bits(self, sig: LayerSignature) -> list[tuple[int, int]]:
         return list(PAIRS)

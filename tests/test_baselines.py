@@ -268,6 +268,8 @@ def test_baseline_command_writes_a_run_and_prints_the_best(
     assert haq_main(argv) == 0
     printed = capsys.readouterr().out
     assert f"baseline greedy: 2 evaluations in {out}" in printed and "| conv1 |" in printed
+    assert "export_weights" not in json.loads((out / "config.json").read_text())  # an analytical table times no container
+    assert "export_weights" not in QuantPolicy.load(out / "best_policy.json").meta
     assert len(RunDir(out).read_episodes()) == 2 and (out / "best_policy.json").is_file()
     doc = RunDir(out).read_config()  # a baseline maps no actions: no action prior is solved or recorded
     assert doc["config"]["env"]["action_prior"] == "uniform" and "action_prior" not in doc

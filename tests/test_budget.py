@@ -57,6 +57,8 @@ class HandTable:
     name = "hand"
     meta: Mapping[str, object] = {}
     metrics: tuple[str, ...] = ("latency", "energy")  # energy is twice the latency
+    weight_container: str | None = None
+    export_weights = "uint8"
 
     def __init__(self, boundary: float = 0.0, costs: list[dict[BitPair, float]] | None = None) -> None:
         self.boundary = boundary

@@ -24,7 +24,9 @@ from haq.hardware.device.settings import ProtocolConfig
 from haq.hardware.measured import MeasuredBackend, entry_model, export_single
 from haq.hardware.networks import load_network, model_layers
 from haq.jobs.document import parse_job
-from haq.quant import LayerSignature
+from haq.quant import LayerSignature, QuantPolicy
+from haq.service.store import Store
+from haq.service.worker import ONNX_FILE, export_best
 from haq.tables.table import CostTable, load_table
 from haq.tables.validation import parse
 
@@ -144,7 +146,7 @@ def test_the_command_builds_an_int8_table_and_shows_it(tmp_path: Path, capsys: p
     assert load_table(out).weight_container == "int8"
     capsys.readouterr()
     assert haq_main(["tables", "show", str(out), "--entries", "0"]) == 0
-    assert "8-bit weights timed as int8 (haq export --int8-weights exports them so)" in capsys.readouterr().out
+    assert "8-bit weights timed as int8 (haq export stores them so in a policy a run priced by" in capsys.readouterr().out
 
 
 AVX2 = MachineFingerprint("AMD EPYC", arch="x86_64", flags=("avx", "avx2", "fma", "sse4_2"))
@@ -186,3 +188,37 @@ def test_a_job_document_asks_for_int8_and_the_flag_overrides_it(tmp_path: Path) 
     job.write_text(json.dumps({**doc, "build": {**doc["build"], "out": str(tmp_path / "t.json")}, "protocol": quick}))
     assert haq_main(["tables", "build", "--config", str(job), "--int8-weights"]) == 0
     assert load_table(tmp_path / "t.json").weight_container == "int8"
+
+
+def test_a_run_priced_by_an_int8_table_exports_int8_unless_asked_otherwise(
+    int8_table: Path, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HAQ_CACHE_DIR", str(cache_dir))
+    store = Store(tmp_path / "store")
+    run = store.run_dir("0123456789abcdef")
+    model = ["--model", "digits_mlp"]
+    argv = ["baseline", *model, "--device", str(int8_table), "--method", "random", "--evaluations", "2", "--evaluator", "cheap"]
+    assert haq_main([*argv, "--max-bits", "32", "--budget", "1.5", "--out", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["export_weights"] == "int8"
+    for name in ("best_policy.json", "final_policy.json"):
+        assert QuantPolicy.load(run / name).meta["export_weights"] == "int8"
+    capsys.readouterr()
+
+    def export(policy: Path, *flags: str) -> tuple[set[np.dtype], list[str]]:
+        onnx = tmp_path / f"m{len(flags)}.onnx"
+        assert haq_main(["export", *model, "--policy", str(policy), "--onnx", str(onnx), "--emulate", *flags]) == 0
+        return weight_dtypes(onnx.read_bytes()), capsys.readouterr().err.strip().splitlines()
+
+    dtypes, said = export(run / "final_policy.json")
+    assert dtypes == {INT8} and len(said) == 1 and "8-bit weights stored as int8, the container its run's table timed" in said[0]
+    dtypes, said = export(run / "final_policy.json", "--weights", "uint8")
+    assert dtypes == {UINT8} and len(said) == 1 and said[0].startswith("warning: ") and "priced with int8" in said[0]
+
+    export_best(store, "0123456789abcdef")
+    assert weight_dtypes((store.job_dir("0123456789abcdef") / ONNX_FILE).read_bytes()) == {INT8}
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**json.loads((run / "best_policy.json").read_text()), "meta": {"export_weights": "int4"}}))
+    assert haq_main(["export", *model, "--policy", str(bad), "--onnx", str(tmp_path / "bad.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'export_weights' must be one of uint8, int8, got 'int4'" in err[0]

@@ -8,11 +8,14 @@ from pathlib import Path
 
 from haq.commands.workload_args import add_workload_args, torch_device, workload_config
 from haq.core import validate
-from haq.core.errors import ConfigError
+from haq.core.errors import ConfigError, PolicyError
 from haq.core.fileio import check_writable_file
 from haq.core.types import stderr_log as log
 from haq.export import ExportOptions, export_policy
+from haq.hardware.measured import container_options
 from haq.quant import QuantPolicy
+from haq.runs.rundir import EXPORT_WEIGHTS, recorded_weights
+from haq.tables.schema import SIGNED_WEIGHTS, UNSIGNED_WEIGHTS, WEIGHT_CONTAINERS
 from haq.workload import load_workload
 
 
@@ -45,19 +48,37 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
     p.add_argument(
         "--no-fence", action="store_true", help="refuse, instead of fencing, a float layer onnxruntime would quantize by itself"
     )
-    p.add_argument(
-        "--int8-weights",
-        action="store_true",
-        help="store 8-bit weights as int8: faster where the CPU has VNNI or AMX, wrong on AVX2 CPUs without them "
-        "(the default, uint8 at zero point 128, does not overflow there)",
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--weights",
+        choices=WEIGHT_CONTAINERS,
+        help="how 8-bit weights are stored: uint8 at zero point 128 runs right on every CPU; int8 is faster where the "
+        "CPU has VNNI or AMX and wrong on AVX2 CPUs without them (default: the container the policy's run was priced "
+        f"with, its meta's '{EXPORT_WEIGHTS}', else uint8)",
     )
+    weights.add_argument("--int8-weights", dest="weights", action="store_const", const=SIGNED_WEIGHTS, help="--weights int8")
     p.set_defaults(func=run)
 
 
+def export_weights(asked: str | None, policy: QuantPolicy, source: Path) -> str:
+    """The container to export ``policy`` with: the one asked for, else the one its run's costs were
+    timed with, else uint8; saying so where the two differ, since the priced latency assumed the
+    recorded one."""
+    recorded = recorded_weights(policy.meta, f"{source} meta", PolicyError)
+    if asked is not None and recorded is not None and asked != recorded:
+        log(
+            f"warning: {source} was priced with {recorded} weights and is exported with {asked} as asked; "
+            "its latency on that table's CPU may differ from the priced one"
+        )
+    elif asked is None and recorded is not None:
+        log(f"{source}: 8-bit weights stored as {recorded}, the container its run's table timed (--weights overrides)")
+    return asked or recorded or UNSIGNED_WEIGHTS
+
+
 def run(ns: argparse.Namespace) -> int:
-    options = ExportOptions(emulated=ns.emulate, fence=not ns.no_fence, signed_weights=ns.int8_weights)
+    policy = QuantPolicy.load(Path(ns.policy))
+    options = container_options(export_weights(ns.weights, policy, Path(ns.policy)), ns.emulate, fence=not ns.no_fence)
     cfg = ExportConfig(Path(ns.policy), Path(ns.onnx), ns.calibration, options)
-    policy = QuantPolicy.load(cfg.policy)
     check_writable_file(cfg.onnx, "--onnx")  # before the model is trained and calibrated
     wl = load_workload(workload_config(ns), torch_device(ns), log=log)
     x, _ = wl.data.subset("train", cfg.calibration)

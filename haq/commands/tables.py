@@ -148,8 +148,10 @@ def _print_meta(t: CostTable) -> None:
     print(f"  device: {m['device']['name']} - {m['device']['description']}")
     print(f"  runtime: {m['runtime']['name']} {m['runtime']['version']}; threads: {m['threads']}; batch: {m['batch']}")
     if t.weight_container is not None:
-        flag = "haq export --int8-weights" if t.weight_container == SIGNED_WEIGHTS else "haq export's default"
-        print(f"  8-bit weights timed as {t.weight_container} ({flag} exports them so)")
+        print(
+            f"  8-bit weights timed as {t.weight_container} (haq export stores them so in a policy a run priced by "
+            f"this table wrote; --weights {t.weight_container} for any other)"
+        )
     metrics = ", ".join(f"{k} ({m['units'][k]})" for k in t.metrics)
     print(f"  metrics: {metrics}; sources: {', '.join(t.sources())}")
     print(f"  created: {m['created']}{'; updated: ' + m['updated'] if 'updated' in m else ''}; tool: haq {m['tool']['version']}")

@@ -86,9 +86,9 @@ def single_layer(sig: LayerSignature, seed: int = 0) -> tuple[nn.Module, tuple[i
         return nn.Sequential(conv).eval(), (sig.in_channels, sig.in_h, sig.in_w)
 
 
-def container_options(weights: str, emulated: bool = False) -> ExportOptions:
+def container_options(weights: str, emulated: bool = False, fence: bool = True) -> ExportOptions:
     """Export options that store 8-bit weights in the container named ``weights`` (uint8 / int8)."""
-    return ExportOptions(emulated=emulated, signed_weights=weights == SIGNED_WEIGHTS)
+    return ExportOptions(emulated=emulated, fence=fence, signed_weights=weights == SIGNED_WEIGHTS)
 
 
 def export_single(

@@ -15,7 +15,8 @@ writes what it chose:
                                 such field, version 1 no report seeds: one, the workload's), and
                                 the evaluator seeds the selection images were scored under
                                 (``select_seeds``; version 3 had none: the workload's)
-    RUN_DIR/final_policy.json   the chosen policy (a haq.policy file)
+    RUN_DIR/final_policy.json   the chosen policy (a haq.policy file; its meta carries the run's
+                                export_weights, as best_policy.json's does)
 
 Candidates are the episodes the run's judge scored: in a multi-fidelity run a screened-out
 episode's reward is a prediction, not a measurement. A multi-fidelity run first spends what is
@@ -41,7 +42,7 @@ from haq.problem.fidelity import FULL
 from haq.problem.problem import SearchProblem
 from haq.problem.select import Pick, pick_final
 from haq.quant import QuantPolicy
-from haq.runs.rundir import EpisodeRecord, policy_from_json
+from haq.runs.rundir import EpisodeRecord, RunDir, policy_from_json, with_weights
 
 PICK_FILE = "final_pick.json"
 POLICY_FILE = "final_policy.json"
@@ -220,7 +221,8 @@ def write_pick(run_dir: Path, final: FinalPick) -> Path:
         "test_reward": pick.test_reward,
         "report_seeds": [r.seed for r in pick.by_seed],
     }
-    QuantPolicy(pick.policy.layers, {**pick.policy.meta, "final_pick": picked}).save(run_dir / POLICY_FILE)
+    final_policy = QuantPolicy(pick.policy.layers, {**pick.policy.meta, "final_pick": picked})
+    with_weights(final_policy, RunDir(run_dir).export_weights()).save(run_dir / POLICY_FILE)
     path = run_dir / PICK_FILE
     atomic_write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
     return path

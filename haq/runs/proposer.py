@@ -27,7 +27,7 @@ from haq.problem.problem import SearchProblem
 from haq.runs.checkpoint import RunStore
 from haq.runs.final_pick import FinalPick
 from haq.runs.progress import OnProgress
-from haq.runs.rundir import EpisodeRecord
+from haq.runs.rundir import EXPORT_WEIGHTS, EpisodeRecord
 from haq.runs.tracking import EpisodeTracker
 
 S = TypeVar("S", bound=RunStore)
@@ -71,6 +71,14 @@ def fine_tune_rate(problem: SearchProblem) -> dict[str, Any]:
     return {"finetune_lr": ev.finetune_lr} if ev.fine_tunes else {}
 
 
+def weight_container(problem: SearchProblem) -> dict[str, Any]:
+    """config.json's record of the container of 8-bit weights the run's costs were timed with, so
+    the policies it writes are exported that way (:data:`~haq.runs.rundir.EXPORT_WEIGHTS`);
+    nothing for an analytical table."""
+    weights = problem.table.weight_container
+    return {} if weights is None else {EXPORT_WEIGHTS: weights}
+
+
 class Proposer(ABC, Generic[S]):
     """Proposes policies for a built :class:`SearchProblem` and logs each evaluation to a run
     directory through its store type ``S``."""
@@ -88,7 +96,7 @@ class Proposer(ABC, Generic[S]):
         resumed_from = len(store.restore())
         store.start(
             budget=problem.budget.to_dict(), reference=problem.evaluator.reference.to_dict(), layers=problem.layer_names,
-            **fine_tune_rate(problem), **self._derived(problem),
+            **fine_tune_rate(problem), **weight_container(problem), **self._derived(problem),
         )
         with EpisodeTracker(store.path, problem.budget, log) as tracker:
             self._propose(problem, store, tracker.wrap(progress), log)

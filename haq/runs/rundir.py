@@ -5,11 +5,12 @@ Layout::
     RUN_DIR/config.json        {"format": "haq.search_run", "version": 1, "kind": "search" |
                                 "baseline" | "transfer", "config": the proposer's settings
                                 (haq.core.config.to_dict), "budget": Budget.to_dict(),
-                                "reference": ReferenceMetrics.to_dict(), "layers": [names]}
+                                "reference": ReferenceMetrics.to_dict(), "layers": [names],
+                                "export_weights": "uint8" | "int8" where a measured table priced it}
     RUN_DIR/episodes.jsonl     one EpisodeRecord per line, appended and flushed as each
                                episode finishes; ``episode`` counts from 0 without gaps
     RUN_DIR/best_policy.json   the best policy so far (haq.policy file; meta holds episode,
-                               reward and metrics), replaced atomically
+                               reward, metrics and the run's export_weights), replaced atomically
     RUN_DIR/checkpoint/ep-NNNNNN/  the newest complete checkpoint after NNNNNN episodes:
                                state.json (episodes done, the last record, the proposer's state),
                                the proposer's payload (an agent: haq.search.agents) and
@@ -35,12 +36,18 @@ from haq.core.fileio import append_durably, atomic_write_text
 from haq.core.types import BitPair
 from haq.evaluation.metrics import PolicyMetrics
 from haq.quant import QuantPolicy
+from haq.tables.schema import WEIGHT_CONTAINERS
 
 RUN_FORMAT = "haq.search_run"
 RUN_VERSION = 1
 CONFIG_FILE = "config.json"
 EPISODES_FILE = "episodes.jsonl"
 BEST_FILE = "best_policy.json"
+EXPORT_WEIGHTS = "export_weights"
+"""The key under which config.json records the container of 8-bit weights the run's costs were
+timed with (a measured table's; none for an analytical table, which no container changes), and
+under which the policy files the run writes carry it, so ``haq export`` stores a model the way
+its cost was measured."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,13 @@ class RunDir:
             raise RunDirError(f"{self.config_path}: not a haq run config (format '{RUN_FORMAT}' version {RUN_VERSION})")
         return doc
 
+    def export_weights(self) -> str | None:
+        """The container config.json records (:data:`EXPORT_WEIGHTS`); None for a run priced by
+        an analytical table, one written before the record existed, or one not started yet."""
+        if not self.exists():
+            return None
+        return recorded_weights(self.read_config(), str(self.config_path), RunDirError)
+
     def read_episodes(self) -> list[EpisodeRecord]:
         """All complete episode lines (a torn last line from a kill mid-write is ignored)."""
         if not self.episodes_path.is_file():
@@ -149,7 +163,7 @@ class RunDir:
 
     def write_best(self, record: EpisodeRecord) -> None:
         """Replace best_policy.json atomically."""
-        atomic_write_text(self.best_path, _best_text(record))
+        atomic_write_text(self.best_path, _best_text(record, self.export_weights()))
 
     def read_best(self) -> EpisodeRecord | None:
         """The best episode in the log, or None."""
@@ -165,7 +179,7 @@ class RunDir:
         best = best_of(records)
         if best is None:
             return None
-        text = _best_text(best)
+        text = _best_text(best, self.export_weights())
         try:
             current = jsonio.read_text(self.best_path, "best policy", error=RunDirError)
         except RunDirError:  # missing, unreadable or not a file: replaced below
@@ -181,6 +195,20 @@ def best_of(records: Sequence[EpisodeRecord]) -> EpisodeRecord | None:
 
 
 
-def _best_text(record: EpisodeRecord) -> str:
-    """best_policy.json's exact bytes for ``record``."""
-    return json.dumps(record.quant_policy().to_dict(), indent=2, allow_nan=False) + "\n"
+def recorded_weights(doc: Mapping[str, Any], source: str, error: type[Exception]) -> str | None:
+    """The :data:`EXPORT_WEIGHTS` container ``doc`` (config.json, or a policy file's meta)
+    records, None when it records none; ``error`` names any other value."""
+    value = doc.get(EXPORT_WEIGHTS)
+    if value is not None and value not in WEIGHT_CONTAINERS:
+        raise error(f"{source}: '{EXPORT_WEIGHTS}' must be one of {', '.join(WEIGHT_CONTAINERS)}, got {value!r}")
+    return value
+
+
+def with_weights(policy: QuantPolicy, weights: str | None) -> QuantPolicy:
+    """``policy`` with the run's :data:`EXPORT_WEIGHTS` container in its meta (unchanged for None)."""
+    return policy if weights is None else QuantPolicy(policy.layers, {**policy.meta, EXPORT_WEIGHTS: weights})
+
+
+def _best_text(record: EpisodeRecord, weights: str | None) -> str:
+    """best_policy.json's exact bytes for ``record`` in a run that records ``weights``."""
+    return json.dumps(with_weights(record.quant_policy(), weights).to_dict(), indent=2, allow_nan=False) + "\n"

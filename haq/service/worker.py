@@ -32,7 +32,8 @@ import torch
 from haq.core import config as serial
 from haq.core.errors import HaqError, RunDirError
 from haq.core.fileio import atomic_write_bytes, atomic_write_text
-from haq.export import ExportOptions, export_policy
+from haq.export import export_policy
+from haq.hardware.measured import container_options
 from haq.jobs.document import RUN_KINDS, Job, parse_job
 from haq.jobs.execute import run_job
 from haq.problem.config import EnvConfig
@@ -42,6 +43,7 @@ from haq.runs.rundir import RunDir
 from haq.service.names import resolver, table_file_name
 from haq.service.store import Store
 from haq.service.workers import ERROR_FILE, EXIT_USER_ERROR, PROGRESS_FILE, RESULT_FILE
+from haq.tables.schema import UNSIGNED_WEIGHTS
 from haq.training import parse_torch_device
 from haq.workload import load_workload
 
@@ -136,7 +138,8 @@ class ProgressFile:
 
 
 def export_best(store: Store, job_id: str) -> None:
-    """Export the job's best policy (QDQ ONNX, emulated where the CPU lacks a kernel) to ``best.onnx``."""
+    """Export the job's best policy (QDQ ONNX, emulated where the CPU lacks a kernel) to ``best.onnx``,
+    its 8-bit weights stored in the container the run's costs were timed with (uint8 when none)."""
     job_dir = store.job_dir(job_id)
     run = RunDir(store.run_dir(job_id))
     best = run.read_best()
@@ -146,7 +149,8 @@ def export_best(store: Store, job_id: str) -> None:
     wl = load_workload(env.workload, parse_torch_device(env.torch_device), log=_log)
     x, _ = wl.data.subset("train", EXPORT_CALIBRATION)
     policy: QuantPolicy = best.quant_policy()
-    exported = export_policy(wl.model, wl.layers, policy, wl.data.input_shape, x, ExportOptions(emulated=True))
+    options = container_options(run.export_weights() or UNSIGNED_WEIGHTS, emulated=True)
+    exported = export_policy(wl.model, wl.layers, policy, wl.data.input_shape, x, options)
     atomic_write_bytes(job_dir / ONNX_FILE, exported.onnx_bytes)
     atomic_write_text(job_dir / ONNX_STAMP, json.dumps({"episode": best.episode}) + "\n")
 

@@ -25,6 +25,12 @@ class DeviceTable(CostSource, Protocol):
     metrics: tuple[str, ...]
 
     @property
+    def weight_container(self) -> str | None:
+        """The container of 8-bit weights its costs were timed with (``uint8`` / ``int8``), None
+        when no container changes them (an analytical table)."""
+        ...
+
+    @property
     def export_weights(self) -> str:
         """The container of 8-bit weights a model it prices is exported with (``uint8`` / ``int8``)."""
         ...
