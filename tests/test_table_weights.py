@@ -217,6 +217,16 @@ def test_a_run_priced_by_an_int8_table_exports_int8_unless_asked_otherwise(
     export_best(store, "0123456789abcdef")
     assert weight_dtypes((store.job_dir("0123456789abcdef") / ONNX_FILE).read_bytes()) == {INT8}
 
+    other = tmp_path / "uint8.json"
+    other.write_text(json.dumps({**json.loads((run / "best_policy.json").read_text()), "meta": {"export_weights": "uint8"}}))
+    quick = ["--evaluator", "cheap", "--samples", "60", "--measure", "never"]
+    assert haq_main(["evaluate", *model, "--device", str(int8_table), "--policy", str(other), *quick]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "priced with" in line]
+    assert warned == [
+        f"warning: {other} was priced with uint8 weights and table cpu-int8 timed int8: the latency below is of the "
+        "model stored as int8, not of what haq export writes for this policy by default (uint8)"
+    ]
+
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**json.loads((run / "best_policy.json").read_text()), "meta": {"export_weights": "int4"}}))
     assert haq_main(["export", *model, "--policy", str(bad), "--onnx", str(tmp_path / "bad.onnx")]) == 2

@@ -57,9 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - argpars
 def run(ns: argparse.Namespace) -> int:
     import dataclasses
 
+    from haq.core.errors import PolicyError
     from haq.evaluation.final import FinalEvalConfig, evaluate_final, measurement_skipped
     from haq.jobs.problems import chosen_finetune_lr, load_device_table, local_measurer
     from haq.quant import QuantPolicy
+    from haq.runs.rundir import recorded_weights
     from haq.training import parse_torch_device
     from haq.workload import load_workload
 
@@ -71,6 +73,13 @@ def run(ns: argparse.Namespace) -> int:
     cfg = FinalEvalConfig(split=ns.split, samples=ns.samples, measure=ns.measure, emulate=ns.emulate, evaluation=evaluation)
     policy = QuantPolicy.load(ns.policy)
     table = load_device_table(ns.device, workload_config(ns), strict=ns.strict, log=log)
+    recorded = recorded_weights(policy.meta, f"{ns.policy} meta", PolicyError)
+    if recorded is not None and table.weight_container not in (None, recorded):
+        log(
+            f"warning: {ns.policy} was priced with {recorded} weights and table {table.name} timed "
+            f"{table.weight_container}: the latency below is of the model stored as {table.weight_container}, "
+            f"not of what haq export writes for this policy by default ({recorded})"
+        )
     with explain_uncovered(workload_config(ns), [ns.device]):  # before any training
         wl = load_workload(workload_config(ns), parse_torch_device(ns.torch_device), log=log)
         if ns.dq_lr is None and evaluation.kind == "full" and evaluation.finetune_epochs > 0:
