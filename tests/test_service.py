@@ -13,12 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="the service needs the 'service' extra (fastapi, uvicorn, sqlalchemy)")
 pytest.importorskip("uvicorn", reason="the service needs the 'service' extra")
 pytest.importorskip("sqlalchemy", reason="the service needs the 'service' extra")
 
+from cli_helpers import weight_dtypes  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from test_service_support import HEADERS, TOKEN, ServiceProcess, alive, tiny_search, wait_for  # noqa: E402
 from tls_helpers import NEEDS_OPENSSL, self_signed  # noqa: E402
@@ -95,6 +97,8 @@ def test_sigkill_the_service_mid_job_then_restart_resumes_without_gap(tmp_path: 
         status, pick = service.call("GET", f"/jobs/{job_id}/final/pick")
         assert status == 200 and pick["format"] == "haq.final_pick" and 0 <= pick["episode"] < EPISODES
         assert (store_dir / "jobs" / job_id / "run" / "job.toml").is_file()
+        status, onnx = service.call("GET", f"/jobs/{job_id}/onnx")  # exported by a worker process on request
+        assert status == 200 and weight_dtypes(onnx) == {np.dtype(np.uint8)}  # Bit Fusion prices no container
     finally:
         service.stop()
 
