@@ -11,7 +11,7 @@ from haq.core import validate
 from haq.core.errors import ConfigError, PolicyError
 from haq.core.fileio import check_writable_file
 from haq.core.types import stderr_log as log
-from haq.export import ExportOptions, export_policy
+from haq.export import export_policy
 from haq.hardware.measured import container_options
 from haq.quant import QuantPolicy
 from haq.runs.rundir import EXPORT_WEIGHTS, recorded_weights
@@ -26,7 +26,6 @@ class ExportConfig:
     policy: Path
     onnx: Path
     calibration: int
-    options: ExportOptions
 
     def __post_init__(self) -> None:
         if self.onnx.suffix != ".onnx":
@@ -76,13 +75,13 @@ def export_weights(asked: str | None, policy: QuantPolicy, source: Path) -> str:
 
 
 def run(ns: argparse.Namespace) -> int:
-    policy = QuantPolicy.load(Path(ns.policy))
-    options = container_options(export_weights(ns.weights, policy, Path(ns.policy)), ns.emulate, fence=not ns.no_fence)
-    cfg = ExportConfig(Path(ns.policy), Path(ns.onnx), ns.calibration, options)
+    cfg = ExportConfig(Path(ns.policy), Path(ns.onnx), ns.calibration)
+    policy = QuantPolicy.load(cfg.policy)
+    options = container_options(export_weights(ns.weights, policy, cfg.policy), ns.emulate, fence=not ns.no_fence)
     check_writable_file(cfg.onnx, "--onnx")  # before the model is trained and calibrated
     wl = load_workload(workload_config(ns), torch_device(ns), log=log)
     x, _ = wl.data.subset("train", cfg.calibration)
-    exported = export_policy(wl.model, wl.layers, policy, wl.data.input_shape, x, cfg.options)
+    exported = export_policy(wl.model, wl.layers, policy, wl.data.input_shape, x, options)
     cfg.onnx.parent.mkdir(parents=True, exist_ok=True)
     exported.save(str(cfg.onnx))
     print(f"{cfg.onnx}: {len(exported.onnx_bytes) / 1024:.1f} KiB, {len(wl.layers)} layers")

@@ -115,6 +115,7 @@ class RunDir:
         self.episodes_path = self.path / EPISODES_FILE
         self.best_path = self.path / BEST_FILE
         self.checkpoint_dir = self.path / "checkpoint"
+        self._weights: tuple[str | None] | None = None  # config.json's export_weights, once read
 
     def exists(self) -> bool:
         """Whether a run was started here (its config is written first)."""
@@ -123,6 +124,7 @@ class RunDir:
     def write_config(self, config: Mapping[str, Any], kind: str = "search", **derived: Any) -> None:
         """Record the settings (``config``) and derived facts (budget, reference, layers)."""
         doc = {"format": RUN_FORMAT, "version": RUN_VERSION, "kind": kind, "config": dict(config), **derived}
+        self._weights = None
         atomic_write_text(self.config_path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
     def read_config(self) -> dict[str, Any]:
@@ -134,10 +136,13 @@ class RunDir:
 
     def export_weights(self) -> str | None:
         """The container config.json records (:data:`EXPORT_WEIGHTS`); None for a run priced by
-        an analytical table, one written before the record existed, or one not started yet."""
-        if not self.exists():
-            return None
-        return recorded_weights(self.read_config(), str(self.config_path), RunDirError)
+        an analytical table, one written before the record existed, or one not started yet. Read
+        once (config.json is not rewritten during a run), not again for every new best."""
+        if self._weights is None:
+            if not self.exists():
+                return None
+            self._weights = (recorded_weights(self.read_config(), str(self.config_path), RunDirError),)
+        return self._weights[0]
 
     def read_episodes(self) -> list[EpisodeRecord]:
         """All complete episode lines (a torn last line from a kill mid-write is ignored)."""
